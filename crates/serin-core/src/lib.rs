@@ -1,0 +1,1 @@
+//! serin core
