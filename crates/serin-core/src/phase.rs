@@ -79,9 +79,10 @@ impl Phase {
     pub fn promoted_condition(self, kind: &str) -> (ConditionStatus, String) {
         use ConditionStatus::*;
         match self {
-            Phase::New | Phase::Initializing => {
-                (Unknown, format!("New {kind} detected, starting initialization."))
-            }
+            Phase::New | Phase::Initializing => (
+                Unknown,
+                format!("New {kind} detected, starting initialization."),
+            ),
             Phase::Initialized => (True, format!("{kind} initialization completed.")),
             Phase::Waiting | Phase::WaitingPromotion => (Unknown, "Waiting for approval.".into()),
             Phase::Progressing => (

@@ -1,0 +1,883 @@
+//! `decide()`: one step of a Canary's release, as a pure function.
+//!
+//! The controller calls `decide(plan, status, observation, now)`. The answer is either a
+//! [`Probe`] to run first (a webhook gate or the analysis, which have side effects and must
+//! only run when the state machine gets to them) or a [`Step`]: the next status, the effects
+//! to apply in order, and when to decide again. The controller runs the probe, records its
+//! result in `observation.probes` and calls `decide` again with the same inputs; since
+//! `decide` is pure, the second call walks the same path and gets one probe further.
+//!
+//! Timing. Flagger runs one tick per analysis interval and spends a whole interval on each
+//! bookkeeping phase. serin runs time-gated steps (an analysis, a weight step, a gate check)
+//! at most once per interval, measured from `status.lastStepTime`, and everything else
+//! (initialization, starting a release, promotion, finalising) as soon as readiness allows.
+//! The controller may wake up at any time (watch events, its own status writes): a step that
+//! is not due yet returns the same status and the time left.
+//!
+//! Deviations from Flagger (reference §11), each decided here:
+//! - Every rollback path alerts at error severity, including progress-deadline rollbacks
+//!   (Flagger's alerting branch for those is unreachable).
+//! - The progress deadline bounds every wait on readiness (initialization, analysis,
+//!   promotion, finalising, deletion) and every no-data hold. Approval gates (confirm-*) are
+//!   explicit human waits and are not bounded; they hold no extra capacity (the target is not
+//!   scaled up before confirm-rollout passes).
+//! - `status.canaryWeight` is not zeroed in WaitingPromotion: it is the weight the canary
+//!   still receives.
+//! - A canary that is not ready receives no traffic: routes fall back to the primary while it
+//!   is not ready, and return to the recorded weight when it is.
+//! - skipAnalysis promotes through Promoting/Finalising so the target is scaled down only
+//!   after the primary is ready (Flagger scales down at once; its FAQ accepts the gap).
+//! - A target reverted to the promoted revision during a release cancels the release
+//!   (Flagger would analyse and "promote" the old revision again).
+//! - A failed initialization leaves the target serving and routing untouched.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+
+use crate::Phase;
+use crate::effect::{Effect, EventType, Notify, Routes, Severity};
+use crate::observation::{Analysis, Gate, Observation, Readiness};
+use crate::plan::{Plan, Routing, Strategy};
+use crate::status::Status;
+use crate::weights;
+
+/// Something with side effects the engine needs the outcome of before it can decide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Probe {
+    ConfirmRollout,
+    Rollback,
+    PreRollout,
+    /// Rollout webhooks, then metric checks.
+    Analysis,
+    ConfirmTrafficIncrease,
+    ConfirmPromotion,
+}
+
+/// The outcome of a decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub status: Status,
+    pub effects: Vec<Effect>,
+    /// Decide again after this long (sooner if something changes).
+    #[serde(serialize_with = "ser_seconds")]
+    pub requeue: TimeDelta,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Decision {
+    Probe(Probe),
+    Step(Step),
+}
+
+fn ser_seconds<S: serde::Serializer>(d: &TimeDelta, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.num_milliseconds() as f64 / 1000.0)
+}
+
+/// Longest wait between two looks at a workload that is rolling out. The controller also
+/// watches workloads, so this is only the fallback.
+const POLL: TimeDelta = TimeDelta::seconds(5);
+/// Longest time between routing all traffic back to the primary and scaling the canary down,
+/// so the mesh has converged before the canary's pods go away.
+const DRAIN: TimeDelta = TimeDelta::seconds(10);
+
+/// Decides the next step of a release. Pure: same inputs, same answer.
+pub fn decide(plan: &Plan, status: &Status, obs: &Observation, now: DateTime<Utc>) -> Decision {
+    let mut tick = Tick {
+        plan,
+        obs,
+        now,
+        prev: status,
+        next: status.clone(),
+        effects: Vec::new(),
+    };
+    match tick.run() {
+        Ok(step) | Err(step) => step,
+    }
+}
+
+/// The traffic split the recorded status implies, or `None` before initialization and
+/// during deletion (routing is not serin's to set then).
+pub fn desired_routes(plan: &Plan, status: &Status, canary_ready: bool) -> Option<Routes> {
+    if status.last_promoted_spec.is_none() {
+        return None;
+    }
+    let mirror = Routes {
+        primary: 100,
+        canary: 0,
+        mirrored: true,
+    };
+    let routes = match status.phase {
+        Phase::New | Phase::Initializing | Phase::Terminating | Phase::Terminated => {
+            return None;
+        }
+        _ if plan.routing == Routing::ServiceSelector => Routes::PRIMARY,
+        Phase::Progressing | Phase::WaitingPromotion => match &plan.strategy {
+            Strategy::Canary { .. } if status.mirrored => mirror,
+            Strategy::Canary { .. } => Routes::canary(status.canary_weight),
+            Strategy::AbTesting { .. } if status.iterations >= 1 => Routes::CANARY,
+            Strategy::AbTesting { .. } => Routes::PRIMARY,
+            Strategy::BlueGreen { .. } if status.mirrored => mirror,
+            Strategy::BlueGreen { iterations, .. } if status.iterations > *iterations => {
+                Routes::CANARY
+            }
+            Strategy::BlueGreen { .. } => Routes::PRIMARY,
+        },
+        Phase::Promoting | Phase::Finalising | Phase::Failed => {
+            Routes::canary(status.canary_weight)
+        }
+        Phase::Initialized | Phase::Waiting | Phase::Succeeded => Routes::PRIMARY,
+    };
+    let canary_gets_traffic = routes.canary > 0 || routes.mirrored;
+    Some(if canary_gets_traffic && !canary_ready {
+        Routes::PRIMARY
+    } else {
+        routes
+    })
+}
+
+/// `Err` carries an early answer (a probe, or a step decided before the end).
+type Flow = Result<Decision, Decision>;
+
+struct Tick<'a> {
+    plan: &'a Plan,
+    obs: &'a Observation,
+    now: DateTime<Utc>,
+    prev: &'a Status,
+    next: Status,
+    effects: Vec<Effect>,
+}
+
+/// Gets a probe's result, or returns early asking the controller to run it.
+macro_rules! probe {
+    ($tick:expr, $field:ident, $probe:expr) => {
+        match &$tick.obs.probes.$field {
+            Some(result) => result.clone(),
+            None => return Err(Decision::Probe($probe)),
+        }
+    };
+}
+
+impl Tick<'_> {
+    fn run(&mut self) -> Flow {
+        if self.obs.deleting {
+            return self.terminate();
+        }
+        if self.plan.suspend {
+            self.event(
+                EventType::Normal,
+                "skipping canary run as object is suspended".into(),
+            );
+            return self.done(self.plan.interval);
+        }
+        match self.prev.phase {
+            Phase::New | Phase::Initializing => self.initialize(),
+            Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting => self.detect(),
+            Phase::Progressing | Phase::WaitingPromotion => self.analyse(),
+            Phase::Promoting => self.shift_to_primary(),
+            Phase::Finalising => self.finalise(),
+            // Only reachable with `deleting` set; without it there is nothing to do.
+            Phase::Terminating | Phase::Terminated => self.done(self.plan.interval),
+        }
+    }
+
+    // ----- phases -------------------------------------------------------------------------
+
+    fn initialize(&mut self) -> Flow {
+        self.next.phase = Phase::Initializing;
+        self.effects.push(Effect::EnsurePrimary);
+        let ready = self.plan.skip_analysis || self.obs.primary.is_ready();
+        if !ready {
+            let reason = readiness_reason(&self.obs.primary, "primary");
+            if let Readiness::Failed(_) = self.obs.primary {
+                return self.fail_initialization(reason);
+            }
+            if self.deadline_exceeded() {
+                return self.fail_initialization(format!(
+                    "{reason}: progress deadline of {}s exceeded",
+                    self.plan.progress_deadline.num_seconds()
+                ));
+            }
+            if self.prev.phase == Phase::New {
+                let msg = format!("{} primary not ready yet: {reason}", self.plan.target);
+                self.event(EventType::Normal, msg);
+            }
+            return self.done(self.poll());
+        }
+        let revision = Some(self.obs.revision.clone());
+        self.next = Status {
+            phase: Phase::Initialized,
+            last_applied_spec: revision.clone(),
+            last_promoted_spec: revision,
+            ..Status::default()
+        };
+        self.effects.push(Effect::ScaleTargetToZero);
+        self.event(
+            EventType::Normal,
+            format!("Initialization done! {}", self.plan.canary),
+        );
+        let msg = format!(
+            "New {} detected, initialization completed.",
+            self.plan.target_kind
+        );
+        self.alert(Severity::Info, msg);
+        self.done(self.plan.interval)
+    }
+
+    /// The primary never became ready: leave the target serving and routing untouched.
+    fn fail_initialization(&mut self, reason: String) -> Flow {
+        self.next.phase = Phase::Failed;
+        self.next.last_applied_spec = Some(self.obs.revision.clone());
+        let msg = format!("Initialization of {} failed: {reason}", self.plan.canary);
+        self.event(EventType::Warning, msg.clone());
+        self.alert(Severity::Error, msg);
+        self.done(self.plan.interval)
+    }
+
+    /// Initialized, Succeeded, Failed, Waiting: is there a new revision to release?
+    fn detect(&mut self) -> Flow {
+        let revision = &self.obs.revision;
+        let applied = self.prev.last_applied_spec.as_ref() == Some(revision);
+        let promoted = self.prev.last_promoted_spec.as_ref() == Some(revision);
+
+        if self.prev.last_promoted_spec.is_none() {
+            // Initialization failed earlier. A new target revision retries it.
+            if applied {
+                return self.done(self.plan.interval);
+            }
+            // Promote creates or updates the primary from the new target revision.
+            self.next.phase = Phase::Initializing;
+            self.next.last_applied_spec = Some(revision.clone());
+            self.effects.push(Effect::Promote);
+            let msg = format!(
+                "New revision detected for {}, retrying initialization",
+                self.plan.target
+            );
+            self.event(EventType::Normal, msg);
+            return self.done(self.poll());
+        }
+        if promoted {
+            // Nothing new, or the target was put back to what the primary runs: no analysis.
+            if self.prev.phase == Phase::Waiting || (self.prev.phase == Phase::Failed && !applied) {
+                return self.cancel_release();
+            }
+            return self.done(self.plan.interval);
+        }
+        if applied && self.prev.phase != Phase::Waiting {
+            // The revision was released (or failed) already. Re-applying a failed spec does
+            // not retry it: change the pod template to retry.
+            return self.done(self.plan.interval);
+        }
+
+        if self.plan.hooks.confirm_rollout {
+            if self.prev.phase == Phase::Waiting && !self.step_due(self.plan.interval) {
+                return self.not_due(self.plan.interval);
+            }
+            self.next.last_step_time = Some(self.now);
+            match probe!(self, confirm_rollout, Probe::ConfirmRollout) {
+                Gate::Open => {
+                    let msg = format!("Confirm-rollout check for {} passed", self.plan.canary);
+                    self.event(EventType::Normal, msg);
+                }
+                Gate::Closed { reason, mute_alert } => {
+                    let msg = format!(
+                        "Halt {} advancement waiting for approval {reason}",
+                        self.plan.canary
+                    );
+                    self.event(EventType::Warning, msg);
+                    if self.prev.phase != Phase::Waiting && !mute_alert {
+                        self.alert(Severity::Warn, "Canary is waiting for approval.".into());
+                    }
+                    self.next.phase = Phase::Waiting;
+                    return self.done(self.plan.interval);
+                }
+            }
+        }
+
+        self.next = Status {
+            phase: Phase::Progressing,
+            last_applied_spec: Some(revision.clone()),
+            last_promoted_spec: self.prev.last_promoted_spec.clone(),
+            last_transition_time: self.prev.last_transition_time,
+            last_step_time: None,
+            ..Status::default()
+        };
+        self.effects.push(Effect::ScaleTargetUp);
+        let msg = format!("New revision detected! Scaling up {}", self.plan.target);
+        self.event(EventType::Normal, msg);
+        let msg = "New revision detected, progressing canary analysis.";
+        self.alert(Severity::Info, msg.into());
+        self.done(self.poll())
+    }
+
+    /// Progressing and WaitingPromotion: readiness, gates, analysis, then one strategy step.
+    fn analyse(&mut self) -> Flow {
+        let revision = &self.obs.revision;
+        if self.prev.last_applied_spec.as_ref() != Some(revision) {
+            if self.prev.last_promoted_spec.as_ref() == Some(revision) {
+                return self.cancel_release();
+            }
+            let msg = format!(
+                "New revision detected! Restarting analysis for {}",
+                self.plan.target
+            );
+            self.event(EventType::Normal, msg);
+            self.next = Status {
+                phase: Phase::Progressing,
+                last_applied_spec: Some(revision.clone()),
+                last_promoted_spec: self.prev.last_promoted_spec.clone(),
+                last_transition_time: self.prev.last_transition_time,
+                last_step_time: None,
+                ..Status::default()
+            };
+            return self.done(self.poll());
+        }
+
+        self.await_primary_or_roll_back()?;
+        self.await_canary_or_roll_back()?;
+
+        if self.plan.skip_analysis {
+            return self.start_promotion();
+        }
+        if !self.step_due(self.plan.interval) {
+            return self.not_due(self.plan.interval);
+        }
+        self.next.last_step_time = Some(self.now);
+
+        if self.plan.hooks.rollback && probe!(self, rollback, Probe::Rollback) {
+            let msg = format!("Rolling back {} manual webhook invoked", self.plan.canary);
+            self.event(EventType::Warning, msg);
+            self.alert(Severity::Warn, "Rolling back manual webhook invoked".into());
+            return self.roll_back();
+        }
+        if self.prev.failed_checks >= self.plan.threshold {
+            // The threshold was lowered while checks had already failed.
+            return self.roll_back_on_threshold();
+        }
+
+        let first_step =
+            self.prev.canary_weight == 0 && self.prev.iterations == 0 && !self.prev.mirrored;
+        if first_step {
+            let msg = format!("Starting canary analysis for {}", self.plan.target);
+            self.event(EventType::Normal, msg);
+            if self.plan.hooks.pre_rollout {
+                match probe!(self, pre_rollout, Probe::PreRollout) {
+                    Gate::Open => {
+                        let msg = format!("Pre-rollout check for {} passed", self.plan.canary);
+                        self.event(EventType::Normal, msg);
+                    }
+                    Gate::Closed { reason, .. } => {
+                        return self.fail_check(format!("pre-rollout check failed: {reason}"));
+                    }
+                }
+            }
+        } else if self.plan.has_checks {
+            match probe!(self, analysis, Probe::Analysis) {
+                Analysis::Pass => {}
+                Analysis::Fail(reason) => return self.fail_check(reason),
+                Analysis::Hold(reason) => {
+                    if self.deadline_exceeded() {
+                        let msg = format!(
+                            "Progress deadline exceeded for {}: no metric data for {}s ({reason})",
+                            self.plan.canary,
+                            self.plan.progress_deadline.num_seconds()
+                        );
+                        return self.roll_back_because(msg);
+                    }
+                    let msg = format!("Halt advancement {} {reason}", self.plan.canary);
+                    self.event(EventType::Warning, msg);
+                    return self.done(self.plan.interval);
+                }
+            }
+        }
+
+        match self.plan.strategy.clone() {
+            Strategy::Canary { stepping, mirror } => {
+                let weight = self.prev.canary_weight;
+                if weight >= self.plan.max_weight() {
+                    return self.confirm_promotion(weight);
+                }
+                if !self.prev.mirrored {
+                    self.confirm_traffic_increase()?;
+                }
+                if mirror && weight == 0 && !self.prev.mirrored {
+                    self.next.mirrored = true;
+                    let msg = format!("Starting traffic mirroring for {}", self.plan.canary);
+                    self.event(EventType::Normal, msg);
+                    return self.done(self.plan.interval);
+                }
+                let next = weights::next_weight(&stepping, weight);
+                self.next.canary_weight = next;
+                self.next.mirrored = false;
+                let msg = format!("Advance {} canary weight {next}", self.plan.canary);
+                self.event(EventType::Normal, msg);
+                self.done(self.plan.interval)
+            }
+            Strategy::AbTesting { iterations } => {
+                if self.prev.iterations < iterations {
+                    return self.advance_iteration(iterations);
+                }
+                self.confirm_promotion(100)
+            }
+            Strategy::BlueGreen { iterations, mirror } => {
+                let weighted = self.plan.routing == Routing::Weighted;
+                if self.prev.iterations < iterations {
+                    if mirror && weighted && !self.prev.mirrored {
+                        self.next.mirrored = true;
+                    }
+                    return self.advance_iteration(iterations);
+                }
+                if self.prev.iterations == iterations && weighted {
+                    // One more interval with all traffic on the new version before promotion.
+                    self.gate_promotion()?;
+                    let msg = if self.prev.mirrored {
+                        "Stop traffic mirroring and route all traffic to canary"
+                    } else {
+                        "Routing all traffic to canary"
+                    };
+                    self.event(EventType::Normal, msg.into());
+                    self.next.mirrored = false;
+                    self.next.iterations = iterations + 1;
+                    self.next.phase = Phase::Progressing;
+                    return self.done(self.plan.interval);
+                }
+                if weighted {
+                    // The gate passed on the previous step.
+                    self.start_promotion()
+                } else {
+                    // kubernetes provider: no routing to switch, promote right away.
+                    self.confirm_promotion(0)
+                }
+            }
+        }
+    }
+
+    fn advance_iteration(&mut self, total: u32) -> Flow {
+        self.next.iterations = self.prev.iterations + 1;
+        let msg = format!(
+            "Advance {} canary iteration {}/{total}",
+            self.plan.canary, self.next.iterations
+        );
+        self.event(EventType::Normal, msg);
+        self.done(self.plan.interval)
+    }
+
+    /// Promoting: wait for the primary's rolling update, then move traffic back to it.
+    fn shift_to_primary(&mut self) -> Flow {
+        self.await_primary_or_fail_promotion()?;
+        if self.plan.routing == Routing::ServiceSelector || self.plan.step_weight_promotion == 0 {
+            if self.plan.routing == Routing::Weighted {
+                self.event(EventType::Normal, "Routing all traffic to primary".into());
+            }
+            return self.enter_finalising();
+        }
+        if !self.step_due(self.plan.interval) {
+            return self.not_due(self.plan.interval);
+        }
+        self.next.last_step_time = Some(self.now);
+        let primary = (100 - self.prev.canary_weight.min(100))
+            .saturating_add(self.plan.step_weight_promotion)
+            .min(100);
+        self.next.canary_weight = 100 - primary;
+        let msg = format!("Advance {} primary weight {primary}", self.plan.canary);
+        self.event(EventType::Normal, msg);
+        if primary == 100 {
+            return self.enter_finalising();
+        }
+        self.done(self.plan.interval)
+    }
+
+    fn enter_finalising(&mut self) -> Flow {
+        self.next.canary_weight = 0;
+        self.next.phase = Phase::Finalising;
+        self.next.last_step_time = Some(self.now);
+        self.done(self.drain())
+    }
+
+    /// Finalising: all traffic is on the primary; scale the canary down and finish.
+    fn finalise(&mut self) -> Flow {
+        self.await_primary_or_fail_promotion()?;
+        if !self.step_due(self.drain()) {
+            return self.not_due(self.drain());
+        }
+        self.next.phase = Phase::Succeeded;
+        self.next.canary_weight = 0;
+        self.next.iterations = 0;
+        self.next.mirrored = false;
+        self.next.last_promoted_spec = self.prev.last_applied_spec.clone();
+        self.effects.push(Effect::ScaleTargetToZero);
+        if self.plan.hooks.post_rollout {
+            self.effects.push(Effect::Webhooks(Notify::PostRollout));
+        }
+        if self.plan.skip_analysis {
+            let msg = format!(
+                "Promotion completed! Canary analysis was skipped for {}",
+                self.plan.target
+            );
+            self.event(EventType::Normal, msg);
+            let msg = "Canary analysis was skipped, promotion finished.";
+            self.alert(Severity::Info, msg.into());
+        } else {
+            let msg = format!("Promotion completed! Scaling down {}", self.plan.target);
+            self.event(EventType::Normal, msg);
+            let msg = "Canary analysis completed successfully, promotion finished.";
+            self.alert(Severity::Info, msg.into());
+        }
+        self.done(self.plan.interval)
+    }
+
+    /// revertOnDeletion: Terminating until the target serves again, then Terminated.
+    fn terminate(&mut self) -> Flow {
+        if self.prev.phase != Phase::Terminating && self.prev.phase != Phase::Terminated {
+            self.next.phase = Phase::Terminating;
+            self.effects.push(Effect::Revert);
+            let msg = format!("Terminating canary {}", self.plan.canary);
+            self.event(EventType::Normal, msg);
+            return self.done(self.poll());
+        }
+        if self.obs.target.is_ready() || self.prev.phase == Phase::Terminated {
+            self.next.phase = Phase::Terminated;
+            self.effects.push(Effect::RemoveFinalizer);
+            let msg = format!("Terminated canary {}", self.plan.canary);
+            self.event(EventType::Normal, msg);
+            return self.done(self.poll());
+        }
+        if self.deadline_exceeded() {
+            // A finalizer that never goes away blocks the namespace's deletion: give up
+            // loudly rather than forever.
+            let reason = readiness_reason(&self.obs.target, "target");
+            let msg = format!(
+                "Revert of {} did not complete within {}s ({reason}); removing the finalizer anyway",
+                self.plan.target,
+                self.plan.progress_deadline.num_seconds()
+            );
+            self.event(EventType::Warning, msg.clone());
+            self.alert(Severity::Error, msg);
+            self.next.phase = Phase::Terminated;
+            self.effects.push(Effect::RemoveFinalizer);
+            return self.done(self.poll());
+        }
+        self.effects.push(Effect::Revert);
+        self.done(self.poll())
+    }
+
+    // ----- gates and checks ---------------------------------------------------------------
+
+    fn confirm_traffic_increase(&mut self) -> Result<(), Decision> {
+        if !self.plan.hooks.confirm_traffic_increase || self.prev.phase != Phase::Progressing {
+            return Ok(());
+        }
+        match probe!(
+            self,
+            confirm_traffic_increase,
+            Probe::ConfirmTrafficIncrease
+        ) {
+            Gate::Open => {
+                let msg = format!(
+                    "Confirm-traffic-increase check for {} passed",
+                    self.plan.canary
+                );
+                self.event(EventType::Normal, msg);
+                Ok(())
+            }
+            Gate::Closed { reason, mute_alert } => {
+                let msg = format!(
+                    "Halt {} advancement waiting for traffic increase approval {reason}",
+                    self.plan.canary
+                );
+                self.event(EventType::Warning, msg);
+                if !mute_alert {
+                    let msg = "Canary traffic increase is waiting for approval.";
+                    self.alert(Severity::Warn, msg.into());
+                }
+                Err(self.step(self.plan.interval))
+            }
+        }
+    }
+
+    /// Runs the confirm-promotion gate; a closed gate moves to WaitingPromotion.
+    fn gate_promotion(&mut self) -> Result<(), Decision> {
+        if !self.plan.hooks.confirm_promotion {
+            return Ok(());
+        }
+        match probe!(self, confirm_promotion, Probe::ConfirmPromotion) {
+            Gate::Open => {
+                let msg = format!("Confirm-promotion check for {} passed", self.plan.canary);
+                self.event(EventType::Normal, msg);
+                Ok(())
+            }
+            Gate::Closed { reason, mute_alert } => {
+                let msg = format!(
+                    "Halt {} advancement waiting for promotion approval {reason}",
+                    self.plan.canary
+                );
+                self.event(EventType::Warning, msg);
+                if self.prev.phase != Phase::WaitingPromotion && !mute_alert {
+                    let msg = "Canary promotion is waiting for approval.";
+                    self.alert(Severity::Warn, msg.into());
+                }
+                self.next.phase = Phase::WaitingPromotion;
+                Err(self.step(self.plan.interval))
+            }
+        }
+    }
+
+    /// Confirm-promotion, then promote. `routed` is the canary weight the routes carry now.
+    fn confirm_promotion(&mut self, routed: u32) -> Flow {
+        self.gate_promotion()?;
+        self.next.canary_weight = routed;
+        self.start_promotion()
+    }
+
+    fn start_promotion(&mut self) -> Flow {
+        if self.plan.skip_analysis {
+            // Nothing was analysed; the canary may never have had traffic.
+            self.next.canary_weight = 0;
+        } else if matches!(self.plan.strategy, Strategy::BlueGreen { .. })
+            && self.plan.routing == Routing::Weighted
+        {
+            self.next.canary_weight = 100;
+        }
+        self.next.phase = Phase::Promoting;
+        self.next.mirrored = false;
+        self.next.last_step_time = None;
+        self.effects.push(Effect::Promote);
+        let msg = format!(
+            "Copying {} template spec to {}",
+            self.plan.target,
+            primary_name(&self.plan.target)
+        );
+        self.event(EventType::Normal, msg);
+        self.done(self.poll())
+    }
+
+    fn fail_check(&mut self, reason: String) -> Flow {
+        self.next.failed_checks = self.prev.failed_checks + 1;
+        let msg = format!("Halt advancement {} {reason}", self.plan.canary);
+        self.event(EventType::Warning, msg);
+        if self.next.failed_checks >= self.plan.threshold {
+            return self.roll_back_on_threshold();
+        }
+        self.done(self.plan.interval)
+    }
+
+    // ----- readiness ----------------------------------------------------------------------
+
+    fn await_primary_or_roll_back(&mut self) -> Result<(), Decision> {
+        match &self.obs.primary {
+            Readiness::Ready => Ok(()),
+            other => {
+                let reason = readiness_reason(other, "primary");
+                if matches!(other, Readiness::Failed(_)) || self.deadline_exceeded() {
+                    return Err(flatten(self.roll_back_because(reason)));
+                }
+                Err(self.step(self.poll()))
+            }
+        }
+    }
+
+    fn await_canary_or_roll_back(&mut self) -> Result<(), Decision> {
+        match &self.obs.target {
+            Readiness::Ready => Ok(()),
+            other => {
+                let reason = readiness_reason(other, "canary");
+                if matches!(other, Readiness::Failed(_)) {
+                    return Err(flatten(self.roll_back_because(reason)));
+                }
+                if self.deadline_exceeded() {
+                    let msg = format!(
+                        "Progress deadline exceeded for {}: {reason}",
+                        self.plan.canary
+                    );
+                    return Err(flatten(self.roll_back_because(msg)));
+                }
+                Err(self.step(self.poll()))
+            }
+        }
+    }
+
+    fn await_primary_or_fail_promotion(&mut self) -> Result<(), Decision> {
+        match &self.obs.primary {
+            Readiness::Ready => Ok(()),
+            other => {
+                let reason = readiness_reason(other, "primary");
+                if matches!(other, Readiness::Failed(_)) || self.deadline_exceeded() {
+                    return Err(flatten(self.fail_promotion(reason)));
+                }
+                Err(self.step(self.poll()))
+            }
+        }
+    }
+
+    // ----- endings --------------------------------------------------------------------------
+
+    fn roll_back_on_threshold(&mut self) -> Flow {
+        let n = self.plan.threshold;
+        let msg = format!(
+            "Rolling back {} failed checks threshold reached {n}",
+            self.plan.canary
+        );
+        self.event(EventType::Warning, msg);
+        self.alert(
+            Severity::Error,
+            format!("Failed checks threshold reached {n}"),
+        );
+        self.roll_back()
+    }
+
+    /// Rollback with its reason as a Warning event and an error alert.
+    fn roll_back_because(&mut self, reason: String) -> Flow {
+        self.event(EventType::Warning, reason.clone());
+        self.alert(Severity::Error, reason);
+        self.roll_back()
+    }
+
+    /// All traffic to the primary, the canary scaled to zero, phase Failed.
+    fn roll_back(&mut self) -> Flow {
+        let msg = format!("Canary failed! Scaling down {}", self.plan.target);
+        self.event(EventType::Warning, msg);
+        self.next.phase = Phase::Failed;
+        self.next.canary_weight = 0;
+        self.next.iterations = 0;
+        self.next.mirrored = false;
+        self.effects.push(Effect::ScaleTargetToZero);
+        if self.plan.hooks.post_rollout {
+            self.effects.push(Effect::Webhooks(Notify::PostRollout));
+        }
+        self.done(self.plan.interval)
+    }
+
+    /// The primary's rolling update failed after the canary passed its analysis: keep the
+    /// canary serving (it is the version that passed), as Flagger 1.44 does.
+    fn fail_promotion(&mut self, reason: String) -> Flow {
+        let msg = format!(
+            "Promotion of {} failed, primary not ready: {reason}",
+            self.plan.canary
+        );
+        self.event(EventType::Warning, msg);
+        let msg = format!("Promotion failed, primary not ready: {reason}");
+        self.alert(Severity::Error, msg);
+        self.next.phase = Phase::Failed;
+        self.next.canary_weight = 100;
+        self.next.mirrored = false;
+        if self.plan.hooks.post_rollout {
+            self.effects.push(Effect::Webhooks(Notify::PostRollout));
+        }
+        self.done(self.plan.interval)
+    }
+
+    /// The target went back to the promoted revision: nothing to release.
+    fn cancel_release(&mut self) -> Flow {
+        let msg = format!(
+            "{} is back at the promoted revision; release cancelled, no analysis needed",
+            self.plan.target
+        );
+        self.event(EventType::Normal, msg);
+        let was_running = self.prev.phase.is_active() && self.prev.phase != Phase::Waiting;
+        self.next.phase = Phase::Succeeded;
+        self.next.canary_weight = 0;
+        self.next.iterations = 0;
+        self.next.mirrored = false;
+        self.next.last_applied_spec = Some(self.obs.revision.clone());
+        if was_running || self.prev.phase == Phase::Failed {
+            self.effects.push(Effect::ScaleTargetToZero);
+        }
+        self.done(self.plan.interval)
+    }
+
+    // ----- helpers --------------------------------------------------------------------------
+
+    fn event(&mut self, kind: EventType, message: String) {
+        self.effects.push(Effect::Event { kind, message });
+    }
+
+    fn alert(&mut self, severity: Severity, message: String) {
+        self.effects.push(Effect::Alert { severity, message });
+    }
+
+    fn poll(&self) -> TimeDelta {
+        POLL.min(self.plan.interval)
+    }
+
+    fn drain(&self) -> TimeDelta {
+        DRAIN.min(self.plan.interval)
+    }
+
+    fn step_due(&self, period: TimeDelta) -> bool {
+        match self.prev.last_step_time {
+            None => true,
+            Some(t) => self.now >= t + period,
+        }
+    }
+
+    /// Nothing to do until the next step is due.
+    fn not_due(&mut self, period: TimeDelta) -> Flow {
+        let due = self.prev.last_step_time.map_or(self.now, |t| t + period);
+        let wait = (due - self.now).max(TimeDelta::milliseconds(1));
+        self.done(wait)
+    }
+
+    /// The release has made no progress for longer than the progress deadline.
+    fn deadline_exceeded(&self) -> bool {
+        match self.prev.last_transition_time {
+            Some(t) => self.now - t > self.plan.progress_deadline,
+            None => false,
+        }
+    }
+
+    fn step(&mut self, requeue: TimeDelta) -> Decision {
+        flatten(self.done(requeue))
+    }
+
+    /// Finishes the tick: progress bookkeeping, routes, requeue.
+    fn done(&mut self, requeue: TimeDelta) -> Flow {
+        let prev = self.prev;
+        let mut next = self.next.clone();
+        let mut effects = std::mem::take(&mut self.effects);
+        let progressed = next.phase != prev.phase
+            || next.canary_weight != prev.canary_weight
+            || next.iterations != prev.iterations
+            || next.failed_checks != prev.failed_checks
+            || next.mirrored != prev.mirrored
+            || next.last_transition_time.is_none();
+        if progressed {
+            next.last_transition_time = Some(self.now);
+        }
+        if let Some(routes) = desired_routes(self.plan, &next, self.obs.target.is_ready()) {
+            // Routes move before the canary is scaled down, never after.
+            let at = effects
+                .iter()
+                .position(|e| *e == Effect::ScaleTargetToZero)
+                .unwrap_or(self.effects.len());
+            effects.insert(at, Effect::SetRoutes(routes));
+        }
+        Err(Decision::Step(Step {
+            status: next,
+            effects,
+            requeue,
+        }))
+    }
+}
+
+fn flatten(flow: Flow) -> Decision {
+    match flow {
+        Ok(d) | Err(d) => d,
+    }
+}
+
+fn readiness_reason(readiness: &Readiness, which: &str) -> String {
+    match readiness {
+        Readiness::Missing => format!("{which} workload not found"),
+        Readiness::NotReady(r) => format!("{which} not ready: {r}"),
+        Readiness::Failed(r) => format!("{which} not ready: {r}"),
+        Readiness::Ready => format!("{which} ready"),
+    }
+}
+
+/// `<name>.<ns>` → `<name>-primary.<ns>`.
+fn primary_name(target: &str) -> String {
+    match target.split_once('.') {
+        Some((name, ns)) => format!("{name}-primary.{ns}"),
+        None => format!("{target}-primary"),
+    }
+}

@@ -1,0 +1,659 @@
+//! One test per row of the phase transition table (reference §2.3), plus the cases where
+//! serin deliberately differs from Flagger.
+
+mod common;
+
+use chrono::TimeDelta;
+use common::*;
+use serin_core::*;
+
+fn ready(rev: &str) -> Observation {
+    Observation::ready(rev)
+}
+
+#[test]
+fn new_canary_creates_the_primary_and_touches_no_routing() {
+    let plan = canary_plan();
+    let mut obs = ready("v1");
+    obs.primary = Readiness::Missing;
+    let r = run(&plan, &Status::default(), &obs, t(0));
+    assert_eq!(r.phase(), Phase::Initializing);
+    assert!(r.has(&Effect::EnsurePrimary));
+    assert_eq!(r.routes(), None, "no routing before the primary is ready");
+    assert!(!r.has(&Effect::ScaleTargetToZero));
+}
+
+#[test]
+fn initializing_with_ready_primary_becomes_initialized() {
+    let plan = canary_plan();
+    let status = Status {
+        phase: Phase::Initializing,
+        last_transition_time: Some(t(0)),
+        ..Status::default()
+    };
+    let r = run(&plan, &status, &ready("v1"), t(3));
+    assert_eq!(r.phase(), Phase::Initialized);
+    assert_eq!(r.step.status.last_applied_spec.as_deref(), Some("v1"));
+    assert_eq!(r.step.status.last_promoted_spec.as_deref(), Some("v1"));
+    let routes = r.position(|e| matches!(e, Effect::SetRoutes(_))).unwrap();
+    let scale = r.position(|e| *e == Effect::ScaleTargetToZero).unwrap();
+    assert!(
+        routes < scale,
+        "apex must point at the primary before the target scales down"
+    );
+    assert_eq!(r.routes(), Some(Routes::PRIMARY));
+    assert!(r.event_with("Initialization done! podinfo.test"));
+    assert_eq!(
+        r.alerts(),
+        vec![(
+            Severity::Info,
+            "New Deployment detected, initialization completed."
+        )]
+    );
+}
+
+#[test]
+fn initializing_waits_for_the_primary_then_fails_after_the_deadline() {
+    let plan = canary_plan();
+    let status = Status {
+        phase: Phase::Initializing,
+        last_transition_time: Some(t(0)),
+        ..Status::default()
+    };
+    let mut obs = ready("v1");
+    obs.primary = Readiness::NotReady("1 of 2 updated replicas available".into());
+    let r = run(&plan, &status, &obs, t(30));
+    assert_eq!(r.phase(), Phase::Initializing);
+    assert!(r.step.requeue <= TimeDelta::seconds(5));
+
+    let r = run(&plan, &status, &obs, t(601));
+    assert_eq!(r.phase(), Phase::Failed);
+    assert_eq!(
+        r.routes(),
+        None,
+        "a failed initialization leaves routing alone"
+    );
+    assert!(
+        !r.has(&Effect::ScaleTargetToZero),
+        "the target keeps serving"
+    );
+    assert_eq!(r.alerts()[0].0, Severity::Error);
+}
+
+#[test]
+fn failed_initialization_is_retried_by_a_new_target_revision() {
+    let plan = canary_plan();
+    let status = Status {
+        phase: Phase::Failed,
+        last_applied_spec: Some("v1".into()),
+        last_transition_time: Some(t(0)),
+        ..Status::default()
+    };
+    let r = run(&plan, &status, &ready("v1"), t(60));
+    assert_eq!(r.phase(), Phase::Failed, "same revision: nothing to retry");
+    let r = run(&plan, &status, &ready("v2"), t(60));
+    assert_eq!(r.phase(), Phase::Initializing);
+    assert!(r.has(&Effect::Promote));
+}
+
+#[test]
+fn new_revision_starts_a_release_from_initialized_succeeded_or_failed() {
+    let plan = canary_plan();
+    for phase in [Phase::Initialized, Phase::Succeeded, Phase::Failed] {
+        let mut status = status(phase, "v1");
+        status.failed_checks = 3;
+        let r = run(&plan, &status, &ready("v2"), t(1));
+        assert_eq!(r.phase(), Phase::Progressing, "from {phase}");
+        assert!(r.has(&Effect::ScaleTargetUp));
+        assert_eq!(r.step.status.failed_checks, 0);
+        assert_eq!(r.step.status.canary_weight, 0);
+        assert_eq!(r.step.status.last_applied_spec.as_deref(), Some("v2"));
+        assert!(r.event_with("New revision detected! Scaling up podinfo.test"));
+        assert_eq!(r.routes(), Some(Routes::PRIMARY));
+    }
+}
+
+#[test]
+fn unchanged_revision_does_nothing() {
+    let plan = canary_plan();
+    for phase in [Phase::Initialized, Phase::Succeeded] {
+        let r = run(&plan, &status(phase, "v1"), &ready("v1"), t(1));
+        assert_eq!(r.phase(), phase);
+        assert!(r.probes.is_empty());
+        assert!(!r.has(&Effect::ScaleTargetUp));
+    }
+}
+
+#[test]
+fn failed_release_is_not_retried_by_reapplying_the_same_spec() {
+    let plan = canary_plan();
+    let r = run(&plan, &status(Phase::Failed, "v2"), &ready("v2"), t(100));
+    assert_eq!(r.phase(), Phase::Failed);
+    let r = run(&plan, &status(Phase::Failed, "v2"), &ready("v3"), t(100));
+    assert_eq!(r.phase(), Phase::Progressing, "a changed template retries");
+}
+
+#[test]
+fn confirm_rollout_gate_waits_then_proceeds() {
+    let mut plan = canary_plan();
+    plan.hooks.confirm_rollout = true;
+    let mut obs = ready("v2");
+    obs.probes.confirm_rollout = Some(Gate::closed("approval pending"));
+    let r = run(&plan, &status(Phase::Succeeded, "v1"), &obs, t(60));
+    assert_eq!(r.probes, vec![Probe::ConfirmRollout]);
+    assert_eq!(r.phase(), Phase::Waiting);
+    assert!(
+        !r.has(&Effect::ScaleTargetUp),
+        "nothing scales up before approval"
+    );
+    assert_eq!(
+        r.alerts(),
+        vec![(Severity::Warn, "Canary is waiting for approval.")]
+    );
+
+    let waiting = r.step.status.clone();
+    // Not due again before one interval.
+    let r = run(&plan, &waiting, &ready("v2"), t(70));
+    assert!(r.probes.is_empty());
+    assert_eq!(r.phase(), Phase::Waiting);
+    // Still closed: stays Waiting, no second alert.
+    let r = run(&plan, &waiting, &obs, t(121));
+    assert_eq!(r.phase(), Phase::Waiting);
+    assert!(r.alerts().is_empty());
+    // Muted hooks do not alert.
+    obs.probes.confirm_rollout = Some(Gate::Closed {
+        reason: "x".into(),
+        mute_alert: true,
+    });
+    let r = run(&plan, &status(Phase::Succeeded, "v1"), &obs, t(60));
+    assert!(r.alerts().is_empty());
+    // Approved.
+    let r = run(&plan, &waiting, &ready("v2"), t(121));
+    assert_eq!(r.phase(), Phase::Progressing);
+    assert!(r.has(&Effect::ScaleTargetUp));
+}
+
+#[test]
+fn waiting_canary_reverted_to_the_promoted_spec_cancels() {
+    let mut plan = canary_plan();
+    plan.hooks.confirm_rollout = true;
+    let r = run(&plan, &status(Phase::Waiting, "v1"), &ready("v1"), t(60));
+    assert_eq!(r.phase(), Phase::Succeeded);
+    assert!(r.probes.is_empty());
+}
+
+#[test]
+fn first_analysis_step_runs_pre_rollout_then_steps() {
+    let mut plan = canary_plan();
+    plan.hooks.pre_rollout = true;
+    let mut s = status(Phase::Progressing, "v2");
+    s.last_step_time = None;
+    let r = run(&plan, &s, &ready("v2"), t(5));
+    assert_eq!(r.probes, vec![Probe::PreRollout]);
+    assert!(r.event_with("Starting canary analysis for podinfo.test"));
+    assert_eq!(r.step.status.canary_weight, 20);
+    assert_eq!(r.routes(), Some(Routes::canary(20)));
+    assert!(r.event_with("Advance podinfo.test canary weight 20"));
+}
+
+#[test]
+fn pre_rollout_failure_counts_a_failed_check() {
+    let mut plan = canary_plan();
+    plan.hooks.pre_rollout = true;
+    let mut obs = ready("v2");
+    obs.probes.pre_rollout = Some(Gate::closed("load tester down"));
+    let r = run(&plan, &status(Phase::Progressing, "v2"), &obs, t(60));
+    assert_eq!(r.step.status.failed_checks, 1);
+    assert_eq!(r.step.status.canary_weight, 0);
+    assert_eq!(r.phase(), Phase::Progressing);
+}
+
+#[test]
+fn analysis_steps_are_time_gated() {
+    let plan = canary_plan();
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 20;
+    let r = run(&plan, &s, &ready("v2"), t(30));
+    assert!(
+        r.probes.is_empty(),
+        "no analysis before the interval has passed"
+    );
+    assert_eq!(r.step.status, s);
+    assert_eq!(r.step.requeue, TimeDelta::seconds(30));
+    assert_eq!(
+        r.routes(),
+        Some(Routes::canary(20)),
+        "routes are re-asserted anyway"
+    );
+    let r = run(&plan, &s, &ready("v2"), t(60));
+    assert_eq!(r.probes, vec![Probe::Analysis]);
+    assert_eq!(r.step.status.canary_weight, 40);
+}
+
+#[test]
+fn new_revision_during_analysis_restarts_it() {
+    let plan = canary_plan();
+    for phase in [Phase::Progressing, Phase::WaitingPromotion] {
+        let mut s = status(phase, "v2");
+        s.canary_weight = 40;
+        s.failed_checks = 2;
+        let r = run(&plan, &s, &ready("v3"), t(10));
+        assert_eq!(r.phase(), Phase::Progressing);
+        assert_eq!(r.step.status.canary_weight, 0);
+        assert_eq!(r.step.status.failed_checks, 0);
+        assert_eq!(r.step.status.last_applied_spec.as_deref(), Some("v3"));
+        assert_eq!(r.routes(), Some(Routes::PRIMARY));
+        assert!(r.event_with("Restarting analysis for podinfo.test"));
+    }
+}
+
+#[test]
+fn rollback_to_the_promoted_spec_during_analysis_runs_no_analysis() {
+    let plan = canary_plan();
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 40;
+    let r = run(&plan, &s, &ready("v1"), t(60));
+    assert!(r.probes.is_empty());
+    assert_eq!(r.phase(), Phase::Succeeded);
+    assert_eq!(r.routes(), Some(Routes::PRIMARY));
+    assert!(r.has(&Effect::ScaleTargetToZero));
+    assert!(!r.has(&Effect::Promote));
+}
+
+#[test]
+fn failed_checks_reaching_the_threshold_roll_back_at_once() {
+    let plan = canary_plan(); // threshold 5
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 40;
+    s.failed_checks = 4;
+    let mut obs = ready("v2");
+    obs.probes.analysis = Some(Analysis::Fail("request-success-rate 91.2 < 99".into()));
+    let r = run(&plan, &s, &obs, t(60));
+    assert_eq!(r.phase(), Phase::Failed);
+    assert_eq!(r.step.status.failed_checks, 5);
+    assert_eq!(r.step.status.canary_weight, 0);
+    assert_eq!(r.routes(), Some(Routes::PRIMARY));
+    let routes = r.position(|e| matches!(e, Effect::SetRoutes(_))).unwrap();
+    let scale = r.position(|e| *e == Effect::ScaleTargetToZero).unwrap();
+    assert!(routes < scale);
+    assert!(r.event_with("Rolling back podinfo.test failed checks threshold reached 5"));
+    assert!(r.event_with("Canary failed! Scaling down podinfo.test"));
+    assert!(
+        r.alerts()
+            .contains(&(Severity::Error, "Failed checks threshold reached 5"))
+    );
+}
+
+#[test]
+fn a_failed_check_below_the_threshold_halts_the_step() {
+    let plan = canary_plan();
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 20;
+    let mut obs = ready("v2");
+    obs.probes.analysis = Some(Analysis::Fail("request-duration 800 > 500".into()));
+    let r = run(&plan, &s, &obs, t(60));
+    assert_eq!(r.phase(), Phase::Progressing);
+    assert_eq!(r.step.status.failed_checks, 1);
+    assert_eq!(r.step.status.canary_weight, 20);
+    assert!(r.event_with("Halt advancement podinfo.test request-duration 800 > 500"));
+}
+
+#[test]
+fn lowered_threshold_rolls_back_on_the_next_step() {
+    let mut plan = canary_plan();
+    plan.threshold = 2;
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 20;
+    s.failed_checks = 3;
+    let r = run(&plan, &s, &ready("v2"), t(60));
+    assert_eq!(r.phase(), Phase::Failed);
+}
+
+#[test]
+fn canary_progress_deadline_rolls_back_with_an_alert() {
+    let plan = canary_plan();
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 20;
+    let mut obs = ready("v2");
+    obs.target = Readiness::NotReady("0 of 2 updated replicas available".into());
+    let r = run(&plan, &s, &obs, t(100));
+    assert_eq!(r.phase(), Phase::Progressing, "waits within the deadline");
+    assert_eq!(
+        r.routes(),
+        Some(Routes::PRIMARY),
+        "no traffic to an unready canary"
+    );
+    assert_eq!(
+        r.step.status.canary_weight, 20,
+        "the recorded weight is kept"
+    );
+    let r = run(&plan, &s, &obs, t(601));
+    assert_eq!(r.phase(), Phase::Failed);
+    assert!(
+        r.alerts()
+            .iter()
+            .any(|(s, m)| *s == Severity::Error && m.contains("deadline"))
+    );
+
+    obs.target = Readiness::Failed("ProgressDeadlineExceeded".into());
+    let r = run(&plan, &s, &obs, t(100));
+    assert_eq!(
+        r.phase(),
+        Phase::Failed,
+        "a failed rollout rolls back at once"
+    );
+}
+
+#[test]
+fn primary_failure_during_analysis_rolls_back() {
+    let plan = canary_plan();
+    let mut obs = ready("v2");
+    obs.primary = Readiness::Failed("ProgressDeadlineExceeded".into());
+    let r = run(&plan, &status(Phase::Progressing, "v2"), &obs, t(60));
+    assert_eq!(r.phase(), Phase::Failed);
+}
+
+#[test]
+fn rollback_webhook_rolls_back() {
+    let mut plan = canary_plan();
+    plan.hooks.rollback = true;
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 40;
+    let mut obs = ready("v2");
+    obs.probes.rollback = Some(true);
+    let r = run(&plan, &s, &obs, t(60));
+    assert_eq!(r.probes, vec![Probe::Rollback]);
+    assert_eq!(r.phase(), Phase::Failed);
+    assert!(r.event_with("Rolling back podinfo.test manual webhook invoked"));
+    assert!(
+        r.alerts()
+            .contains(&(Severity::Warn, "Rolling back manual webhook invoked"))
+    );
+}
+
+#[test]
+fn canary_at_max_weight_promotes_after_confirm_promotion() {
+    let mut plan = canary_plan();
+    plan.hooks.confirm_promotion = true;
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 50;
+    let r = run(&plan, &s, &ready("v2"), t(60));
+    assert_eq!(r.probes, vec![Probe::Analysis, Probe::ConfirmPromotion]);
+    assert_eq!(r.phase(), Phase::Promoting);
+    assert!(r.has(&Effect::Promote));
+    assert!(r.event_with("Copying podinfo.test template spec to podinfo-primary.test"));
+    assert_eq!(
+        r.routes(),
+        Some(Routes::canary(50)),
+        "traffic stays until the primary is ready"
+    );
+}
+
+#[test]
+fn closed_confirm_promotion_waits_and_keeps_analysing() {
+    let mut plan = canary_plan();
+    plan.hooks.confirm_promotion = true;
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 50;
+    let mut obs = ready("v2");
+    obs.probes.confirm_promotion = Some(Gate::closed("not yet"));
+    let r = run(&plan, &s, &obs, t(60));
+    assert_eq!(r.phase(), Phase::WaitingPromotion);
+    assert_eq!(
+        r.step.status.canary_weight, 50,
+        "serin keeps the routed weight"
+    );
+    assert!(
+        r.alerts()
+            .contains(&(Severity::Warn, "Canary promotion is waiting for approval."))
+    );
+
+    let waiting = r.step.status.clone();
+    let r = run(&plan, &waiting, &ready("v2"), t(120));
+    assert_eq!(r.phase(), Phase::Promoting);
+
+    let mut failing = obs.clone();
+    failing.probes.analysis = Some(Analysis::Fail("bad".into()));
+    let mut w = waiting.clone();
+    w.failed_checks = 4;
+    let r = run(&plan, &w, &failing, t(120));
+    assert_eq!(
+        r.phase(),
+        Phase::Failed,
+        "the threshold still applies while waiting"
+    );
+}
+
+#[test]
+fn confirm_traffic_increase_holds_the_weight_without_failing() {
+    let mut plan = canary_plan();
+    plan.hooks.confirm_traffic_increase = true;
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 20;
+    let mut obs = ready("v2");
+    obs.probes.confirm_traffic_increase = Some(Gate::closed("hold"));
+    let r = run(&plan, &s, &obs, t(60));
+    assert_eq!(r.phase(), Phase::Progressing);
+    assert_eq!(r.step.status.canary_weight, 20);
+    assert_eq!(r.step.status.failed_checks, 0);
+    assert!(r.alerts().contains(&(
+        Severity::Warn,
+        "Canary traffic increase is waiting for approval."
+    )));
+}
+
+#[test]
+fn ab_testing_promotes_after_its_iterations() {
+    let mut plan = canary_plan();
+    plan.strategy = Strategy::AbTesting { iterations: 3 };
+    let mut s = status(Phase::Progressing, "v2");
+    s.iterations = 2;
+    let r = run(&plan, &s, &ready("v2"), t(60));
+    assert_eq!(r.step.status.iterations, 3);
+    assert_eq!(
+        r.routes(),
+        Some(Routes::CANARY),
+        "matching requests go to the canary"
+    );
+    assert!(r.event_with("Advance podinfo.test canary iteration 3/3"));
+    let r = run(&plan, &r.step.status, &ready("v2"), t(120));
+    assert_eq!(r.phase(), Phase::Promoting);
+    assert!(r.has(&Effect::Promote));
+}
+
+#[test]
+fn blue_green_routes_all_traffic_to_the_canary_for_one_interval_then_promotes() {
+    let mut plan = canary_plan();
+    plan.strategy = Strategy::BlueGreen {
+        iterations: 2,
+        mirror: true,
+    };
+    let mut s = status(Phase::Progressing, "v2");
+    s.last_step_time = None;
+    let r = run(&plan, &s, &ready("v2"), t(1));
+    assert_eq!(r.step.status.iterations, 1);
+    assert!(r.step.status.mirrored);
+    assert_eq!(
+        r.routes(),
+        Some(Routes {
+            primary: 100,
+            canary: 0,
+            mirrored: true
+        })
+    );
+    let r = run(&plan, &r.step.status, &ready("v2"), t(61));
+    assert_eq!(r.step.status.iterations, 2);
+    let r = run(&plan, &r.step.status, &ready("v2"), t(121));
+    assert_eq!(r.step.status.iterations, 3);
+    assert_eq!(r.routes(), Some(Routes::CANARY));
+    assert!(r.event_with("Stop traffic mirroring and route all traffic to canary"));
+    let r = run(&plan, &r.step.status, &ready("v2"), t(181));
+    assert_eq!(r.phase(), Phase::Promoting);
+    assert_eq!(r.step.status.canary_weight, 100);
+}
+
+#[test]
+fn kubernetes_provider_blue_green_never_routes_production_traffic_to_the_canary() {
+    let mut plan = canary_plan();
+    plan.routing = Routing::ServiceSelector;
+    plan.strategy = Strategy::BlueGreen {
+        iterations: 1,
+        mirror: true,
+    };
+    let mut s = status(Phase::Progressing, "v2");
+    s.iterations = 1;
+    let r = run(&plan, &s, &ready("v2"), t(60));
+    assert_eq!(r.phase(), Phase::Promoting, "no extra switch interval");
+    assert_eq!(r.routes(), Some(Routes::PRIMARY));
+    let r = run(&plan, &r.step.status, &ready("v2"), t(61));
+    assert_eq!(r.phase(), Phase::Finalising);
+    assert!(!r.event_with("Routing all traffic to primary"));
+}
+
+#[test]
+fn promoting_waits_for_the_primary_rollout() {
+    let plan = canary_plan();
+    let mut s = status(Phase::Promoting, "v2");
+    s.canary_weight = 50;
+    let mut obs = ready("v2");
+    obs.primary = Readiness::NotReady("rolling".into());
+    let r = run(&plan, &s, &obs, t(5));
+    assert_eq!(r.phase(), Phase::Promoting);
+    assert_eq!(r.routes(), Some(Routes::canary(50)));
+    let r = run(&plan, &s, &ready("v2"), t(5));
+    assert_eq!(r.phase(), Phase::Finalising);
+    assert_eq!(r.routes(), Some(Routes::PRIMARY));
+    assert!(r.event_with("Routing all traffic to primary"));
+}
+
+#[test]
+fn step_weight_promotion_shifts_traffic_back_gradually() {
+    let mut plan = canary_plan();
+    plan.step_weight_promotion = 30;
+    let mut s = status(Phase::Promoting, "v2");
+    s.canary_weight = 50;
+    s.last_step_time = None;
+    let mut seen = Vec::new();
+    let mut now = 0;
+    while s.phase == Phase::Promoting {
+        let r = run(&plan, &s, &ready("v2"), t(now));
+        seen.push(r.routes().unwrap().primary);
+        s = r.step.status;
+        now += 60;
+    }
+    assert_eq!(seen, vec![80, 100]);
+    assert_eq!(s.phase, Phase::Finalising);
+}
+
+#[test]
+fn failed_promotion_keeps_the_canary_serving() {
+    let plan = canary_plan();
+    for phase in [Phase::Promoting, Phase::Finalising] {
+        let mut s = status(phase, "v2");
+        s.canary_weight = 50;
+        let mut obs = ready("v2");
+        obs.primary = Readiness::Failed("ProgressDeadlineExceeded".into());
+        let r = run(&plan, &s, &obs, t(60));
+        assert_eq!(r.phase(), Phase::Failed);
+        assert_eq!(r.step.status.canary_weight, 100);
+        assert_eq!(r.routes(), Some(Routes::CANARY));
+        assert!(!r.has(&Effect::ScaleTargetToZero));
+        assert!(
+            r.alerts()[0]
+                .1
+                .starts_with("Promotion failed, primary not ready")
+        );
+    }
+}
+
+#[test]
+fn finalising_scales_down_and_succeeds() {
+    let mut plan = canary_plan();
+    plan.hooks.post_rollout = true;
+    let mut s = status(Phase::Finalising, "v2");
+    s.last_step_time = Some(t(0));
+    let r = run(&plan, &s, &ready("v2"), t(2));
+    assert_eq!(r.phase(), Phase::Finalising, "drains before scaling down");
+    let r = run(&plan, &s, &ready("v2"), t(10));
+    assert_eq!(r.phase(), Phase::Succeeded);
+    assert!(r.has(&Effect::ScaleTargetToZero));
+    assert!(r.has(&Effect::Webhooks(Notify::PostRollout)));
+    assert_eq!(r.step.status.last_promoted_spec.as_deref(), Some("v2"));
+    assert!(r.event_with("Promotion completed! Scaling down podinfo.test"));
+}
+
+#[test]
+fn skip_analysis_promotes_without_probes() {
+    let mut plan = canary_plan();
+    plan.skip_analysis = true;
+    let mut s = status(Phase::Progressing, "v2");
+    s.last_step_time = None;
+    let r = run(&plan, &s, &ready("v2"), t(1));
+    assert!(r.probes.is_empty());
+    assert_eq!(r.phase(), Phase::Promoting);
+    assert!(r.has(&Effect::Promote));
+    assert_eq!(r.routes(), Some(Routes::PRIMARY));
+    let sim = simulate::happy_path(&plan).unwrap();
+    let last = sim.steps.last().unwrap();
+    assert!(
+        last.events
+            .iter()
+            .any(|e| e.contains("Canary analysis was skipped"))
+    );
+}
+
+#[test]
+fn suspend_does_nothing() {
+    let mut plan = canary_plan();
+    plan.suspend = true;
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 20;
+    let r = run(&plan, &s, &ready("v3"), t(600));
+    assert_eq!(r.step.status, s);
+    assert!(r.probes.is_empty());
+    assert!(r.event_with("skipping canary run as object is suspended"));
+}
+
+#[test]
+fn no_data_hold_counts_no_failure_until_the_deadline() {
+    let plan = canary_plan();
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 20;
+    let mut obs = ready("v2");
+    obs.probes.analysis = Some(Analysis::Hold("no values for request-success-rate".into()));
+    let r = run(&plan, &s, &obs, t(60));
+    assert_eq!(r.phase(), Phase::Progressing);
+    assert_eq!(r.step.status.failed_checks, 0);
+    assert_eq!(r.step.status.canary_weight, 20);
+    assert_eq!(
+        r.step.status.last_transition_time,
+        Some(t(0)),
+        "a hold is not progress"
+    );
+    let r = run(&plan, &s, &obs, t(660));
+    assert_eq!(r.phase(), Phase::Failed);
+}
+
+#[test]
+fn deletion_reverts_then_removes_the_finalizer() {
+    let plan = canary_plan();
+    let mut obs = ready("v1");
+    obs.deleting = true;
+    obs.target = Readiness::NotReady("scaling up".into());
+    let r = run(&plan, &status(Phase::Succeeded, "v1"), &obs, t(1));
+    assert_eq!(r.phase(), Phase::Terminating);
+    assert!(r.has(&Effect::Revert));
+    assert_eq!(r.routes(), None);
+    let terminating = r.step.status.clone();
+    let r = run(&plan, &terminating, &obs, t(2));
+    assert_eq!(r.phase(), Phase::Terminating);
+    assert!(!r.has(&Effect::RemoveFinalizer));
+    obs.target = Readiness::Ready;
+    let r = run(&plan, &terminating, &obs, t(3));
+    assert_eq!(r.phase(), Phase::Terminated);
+    assert!(r.has(&Effect::RemoveFinalizer));
+    // A revert that never completes does not block deletion forever.
+    obs.target = Readiness::NotReady("scaling up".into());
+    let r = run(&plan, &terminating, &obs, t(700));
+    assert!(r.has(&Effect::RemoveFinalizer));
+}
