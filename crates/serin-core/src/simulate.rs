@@ -111,7 +111,15 @@ pub fn happy_path(plan: &Plan) -> Result<Simulation, SimError> {
                 min_duration_seconds: (now - start).num_seconds(),
             });
         }
-        now += step.requeue;
+        // Workloads become ready instantly here, and the controller's watch on them wakes it
+        // at once: a wait for readiness after a scale-up or a promotion costs nothing.
+        let awaits_rollout = step
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::ScaleTargetUp | Effect::Promote));
+        if !awaits_rollout {
+            now += step.requeue;
+        }
     }
     Err(SimError::Stuck(LIMIT, status.phase))
 }
