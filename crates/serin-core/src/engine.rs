@@ -31,6 +31,10 @@
 //!   (Flagger would analyse and "promote" the old revision again).
 //! - A failed initialization leaves the target serving and routing untouched.
 
+// `Err` carries the early answer of a decision (one per call, moved, never copied around),
+// so its size does not matter; boxing it would only add noise.
+#![allow(clippy::result_large_err)]
+
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
@@ -99,9 +103,7 @@ pub fn decide(plan: &Plan, status: &Status, obs: &Observation, now: DateTime<Utc
 /// The traffic split the recorded status implies, or `None` before initialization and
 /// during deletion (routing is not serin's to set then).
 pub fn desired_routes(plan: &Plan, status: &Status, canary_ready: bool) -> Option<Routes> {
-    if status.last_promoted_spec.is_none() {
-        return None;
-    }
+    status.last_promoted_spec.as_ref()?;
     let mirror = Routes {
         primary: 100,
         canary: 0,

@@ -1,6 +1,8 @@
 //! One test per row of the phase transition table (reference §2.3), plus the cases where
 //! serin deliberately differs from Flagger.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use chrono::TimeDelta;

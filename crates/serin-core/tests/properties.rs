@@ -1,5 +1,7 @@
 //! Properties that hold for any valid plan and any sequence of observations.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use chrono::TimeDelta;
@@ -207,8 +209,10 @@ proptest! {
         prop_assume!(plan.check().is_ok());
         let sim = serin_core::simulate::happy_path(&plan).unwrap();
         prop_assert_eq!(sim.steps.last().map(|s| s.phase), Some(Phase::Succeeded));
-        if let serin_core::Strategy::Canary { stepping, .. } = &plan.strategy {
-            if !plan.skip_analysis {
+        if let serin_core::Strategy::Canary { stepping, .. } = &plan.strategy
+            && !plan.skip_analysis
+        {
+            {
                 let max = serin_core::weights::max_weight(stepping);
                 let top = sim.steps.iter().map(|s| s.canary_weight).max().unwrap_or(0);
                 prop_assert_eq!(top, max, "maxWeight is reached and never exceeded");

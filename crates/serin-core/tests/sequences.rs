@@ -1,6 +1,8 @@
 //! Exact step sequences of whole releases (reference §2.6-2.8), from the happy-path
 //! simulator that `serin plan` prints.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use serin_core::simulate::happy_path;

@@ -1,6 +1,7 @@
 //! Test harness: runs `decide` to a step, answering every probe the engine asks for with
 //! the result the test set in `obs.probes`, or a pass when the test set none.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)]
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serin_core::*;
