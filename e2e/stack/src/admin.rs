@@ -1,0 +1,98 @@
+//! The admin server: fault control and metrics, on its own port.
+//!
+//! - `GET /metrics`: Prometheus text (`serin_stack_requests_total{verb,resource,code}`, ...)
+//! - `GET /faults`: the active rules (JSON)
+//! - `POST /faults`: adds rules; body YAML or JSON, a list of rules or one rule, in the
+//!   scenario file's `faults` format
+//! - `DELETE /faults`: removes all rules and the watch-drop setting
+//! - `POST /watches/drop`: closes every open watch now; `?afterEvents=N` instead makes
+//!   watches close after sending N events (0 turns it off)
+//! - `POST /compact`: drops the watch event history, so watches from older
+//!   resourceVersions get 410 Gone
+
+use crate::faults::FaultRule;
+use crate::server::{Body, Shared, full, json_response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let resp = match (method.as_str(), path.as_str()) {
+        ("GET", "/metrics") => {
+            let objects = shared.store.lock().object_count();
+            let watches = shared.watches.load(Ordering::SeqCst);
+            full(
+                200,
+                "text/plain; version=0.0.4",
+                shared.faults.metrics(objects, watches),
+            )
+        }
+        ("GET", "/faults") => {
+            let rules: Vec<Value> = shared
+                .faults
+                .rules()
+                .iter()
+                .map(|r| {
+                    json!({"verb": r.verb, "resource": r.resource, "errorRate": r.error_rate, "status": r.status,
+                        "latencyMs": r.latency.map(|d| d.as_millis() as u64), "conflicts": r.conflicts})
+                })
+                .collect();
+            json_response(200, &json!(rules))
+        }
+        ("POST", "/faults") => match req.into_body().collect().await {
+            Ok(b) => match parse_rules(&b.to_bytes()) {
+                Ok(rules) => {
+                    let n = rules.len();
+                    shared.faults.add(rules);
+                    json_response(200, &json!({"added": n}))
+                }
+                Err(e) => full(400, "text/plain", format!("invalid fault rules: {e}\n")),
+            },
+            Err(e) => full(400, "text/plain", format!("reading body: {e}\n")),
+        },
+        ("DELETE", "/faults") => {
+            shared.faults.clear();
+            json_response(200, &json!({"cleared": true}))
+        }
+        ("POST", "/watches/drop") => {
+            let after = form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "afterEvents")
+                .and_then(|(_, v)| v.parse::<u64>().ok());
+            match after {
+                Some(n) => shared.faults.drop_watches_after(n),
+                None => shared.faults.drop_watches(),
+            }
+            json_response(
+                200,
+                &json!({"dropped": after.is_none(), "afterEvents": after}),
+            )
+        }
+        ("POST", "/compact") => {
+            shared.store.lock().compact(0);
+            json_response(200, &json!({"compacted": true}))
+        }
+        _ => full(404, "text/plain", "not found\n"),
+    };
+    Ok(resp)
+}
+
+fn parse_rules(bytes: &[u8]) -> anyhow::Result<Vec<FaultRule>> {
+    let v: Value = serde_norway::from_slice(bytes)?;
+    Ok(match v {
+        Value::Array(_) => serde_json::from_value(v)?,
+        Value::Object(ref m) if m.contains_key("faults") => {
+            serde_json::from_value(m["faults"].clone())?
+        }
+        other => vec![serde_json::from_value(other)?],
+    })
+}

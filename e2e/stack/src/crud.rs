@@ -1,0 +1,1028 @@
+//! Create, read, update, patch, apply and delete with the API server's semantics, shared
+//! by the HTTP handlers, the workload simulator and the garbage collector.
+
+use crate::apply::{self, ApplyRequest};
+use crate::defaults;
+use crate::error::{ApiError, ApiResult, Cause};
+use crate::fields::{self, Shape};
+use crate::jsonpath;
+use crate::patch::{self, PatchType};
+use crate::registry::{self, ResourceType};
+use crate::schema;
+use crate::selector::{FieldSelector, LabelSelector, selector_string};
+use crate::store::{Inner, Store};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Which part of an object a write addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sub {
+    Main,
+    Status,
+    Scale,
+}
+
+impl Sub {
+    fn field_manager_name(self) -> &'static str {
+        match self {
+            Sub::Main => "",
+            Sub::Status => "status",
+            Sub::Scale => "scale",
+        }
+    }
+}
+
+/// Options common to writes.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOpts {
+    pub dry_run: bool,
+    pub manager: String,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOpts {
+    pub propagation: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListOpts {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+}
+
+pub struct ListResult {
+    pub items: Vec<Arc<Value>>,
+    pub rv: u64,
+    pub continue_token: Option<String>,
+    pub remaining: Option<usize>,
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn new_uid() -> String {
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        fastrand::u32(..),
+        fastrand::u16(..),
+        fastrand::u16(..0x1000),
+        (fastrand::u16(..) & 0x3fff) | 0x8000,
+        fastrand::u64(..1 << 48)
+    )
+}
+
+fn shape<'a>(rt: &'a ResourceType, version: &str) -> Shape<'a> {
+    Shape {
+        builtin: rt.builtin,
+        schema: rt.version(version).and_then(|v| v.schema.as_ref()),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn meta_str<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj.get("metadata")
+        .and_then(|m| m.get(key))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+fn finalizers(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The object with everything generation ignores removed.
+fn generation_view(obj: &Value, has_status: bool) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        if has_status {
+            m.remove("status");
+        }
+    }
+    v
+}
+
+impl Store {
+    pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
+        let inner = self.lock();
+        inner
+            .get(&rt.key(), ns, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+    }
+
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        opts: &ListOpts,
+    ) -> ApiResult<ListResult> {
+        let inner = self.lock();
+        let key = rt.key();
+        let start: Option<(String, String)> = match &opts.continue_token {
+            Some(t) if !t.is_empty() => Some(decode_continue(t)?),
+            _ => None,
+        };
+        let mut items: Vec<Arc<Value>> = Vec::new();
+        let mut next = None;
+        let mut remaining = 0usize;
+        let matches = |o: &Value| opts.labels.matches(o) && opts.fields.matches(o);
+        let candidates: Box<dyn Iterator<Item = &Arc<Value>>> = match opts.fields.name() {
+            // kubectl wait/delete watch and list by name: answer with a lookup.
+            Some(name) => match ns {
+                Some(ns) => Box::new(inner.get(&key, ns, name).into_iter()),
+                None => Box::new(
+                    inner
+                        .iter_ns(&key, None)
+                        .filter(move |o| meta_str(o, "name") == Some(name)),
+                ),
+            },
+            None => inner.iter_ns(&key, ns),
+        };
+        for o in candidates {
+            if let Some(s) = &start {
+                let (ons, oname) = crate::store::ns_name(o);
+                if (ons, oname) <= *s {
+                    continue;
+                }
+            }
+            if !matches(o) {
+                continue;
+            }
+            if let Some(limit) = opts.limit.filter(|l| *l > 0)
+                && items.len() >= limit
+            {
+                if next.is_none()
+                    && let Some(last) = items.last()
+                {
+                    next = Some(encode_continue(last));
+                }
+                remaining += 1;
+                continue;
+            }
+            items.push(o.clone());
+        }
+        Ok(ListResult {
+            items,
+            rv: inner.rv,
+            remaining: next.as_ref().map(|_| remaining),
+            continue_token: next,
+        })
+    }
+
+    pub fn create(
+        &self,
+        rt: &Arc<ResourceType>,
+        version: &str,
+        ns: &str,
+        body: Value,
+        opts: &WriteOpts,
+    ) -> ApiResult<Value> {
+        let mut inner = self.lock();
+        let obj = prepare_create(&mut inner, rt, version, ns, body)?;
+        let mut obj = obj;
+        fields::record_update(
+            None,
+            &mut obj,
+            &opts.manager,
+            "",
+            &rt.api_version(version),
+            shape(rt, version),
+            &now(),
+        );
+        commit_create(&mut inner, rt, obj, opts.dry_run)
+    }
+
+    /// PUT of the object or its status subresource.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update(
+        &self,
+        rt: &Arc<ResourceType>,
+        version: &str,
+        ns: &str,
+        name: &str,
+        body: Value,
+        sub: Sub,
+        opts: &WriteOpts,
+    ) -> ApiResult<Value> {
+        let mut inner = self.lock();
+        let old = inner
+            .get(&rt.key(), ns, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        if let Some(body_name) = meta_str(&body, "name")
+            && body_name != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let new = match sub {
+            Sub::Scale => scale_to_object(rt, &old, &body)?,
+            _ => body,
+        };
+        commit_update(&mut inner, rt, version, &old, new, sub, opts, true)
+    }
+
+    /// PATCH, including server-side apply (which may create). Returns (object, created).
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch(
+        &self,
+        rt: &Arc<ResourceType>,
+        version: &str,
+        ns: &str,
+        name: &str,
+        kind: PatchType,
+        body: Value,
+        sub: Sub,
+        opts: &WriteOpts,
+    ) -> ApiResult<(Value, bool)> {
+        if kind == PatchType::Strategic && !rt.builtin {
+            return Err(ApiError::unsupported_media(
+                "the body of the request was in an unknown format - accepted media types include: \
+                 application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+            ));
+        }
+        let mut inner = self.lock();
+        let old = inner.get(&rt.key(), ns, name).cloned();
+        if kind == PatchType::Apply {
+            return apply_patch(&mut inner, rt, version, ns, name, old, body, sub, opts);
+        }
+        let old = old.ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        let new = match sub {
+            Sub::Scale => {
+                let scale = patch::apply_patch(&scale_of(rt, &old), kind, &body)?;
+                scale_to_object(rt, &old, &scale)?
+            }
+            _ => patch::apply_patch(&old, kind, &body)?,
+        };
+        commit_update(&mut inner, rt, version, &old, new, sub, opts, true).map(|v| (v, false))
+    }
+
+    /// DELETE of one object. Returns the object and whether it is gone (false: finalizers
+    /// or dependents keep it, with a deletionTimestamp).
+    pub fn delete(
+        &self,
+        rt: &Arc<ResourceType>,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> ApiResult<(Value, bool)> {
+        let result = {
+            let mut inner = self.lock();
+            delete_locked(&mut inner, rt, ns, name, opts)
+        };
+        self.gc_wake.notify_one();
+        result
+    }
+
+    pub fn delete_collection(
+        &self,
+        rt: &Arc<ResourceType>,
+        ns: Option<&str>,
+        list: &ListOpts,
+        opts: &DeleteOpts,
+    ) -> ApiResult<Vec<Value>> {
+        let names: Vec<(String, String)> = {
+            let inner = self.lock();
+            inner
+                .iter_ns(&rt.key(), ns)
+                .filter(|o| list.labels.matches(o) && list.fields.matches(o))
+                .map(|o| crate::store::ns_name(o))
+                .collect()
+        };
+        let mut out = Vec::new();
+        {
+            let mut inner = self.lock();
+            for (ns, name) in names {
+                match delete_locked(&mut inner, rt, &ns, &name, opts) {
+                    Ok((v, _)) => out.push(v),
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.gc_wake.notify_one();
+        Ok(out)
+    }
+
+    /// The autoscaling/v1 Scale of an object.
+    pub fn get_scale(&self, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<Value> {
+        let obj = self.get(rt, ns, name)?;
+        Ok(scale_of(rt, &obj))
+    }
+
+    /// Writes the status of an object on behalf of a built-in controller (the simulator),
+    /// through the status subresource semantics.
+    pub fn write_status(
+        &self,
+        rt: &Arc<ResourceType>,
+        ns: &str,
+        name: &str,
+        status: Value,
+        manager: &str,
+    ) -> ApiResult<Value> {
+        let mut inner = self.lock();
+        let old = inner
+            .get(&rt.key(), ns, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        let mut body = (*old).clone();
+        body["status"] = status;
+        let opts = WriteOpts {
+            manager: manager.to_string(),
+            ..Default::default()
+        };
+        let version = rt.preferred_version().to_string();
+        commit_update(
+            &mut inner,
+            rt,
+            &version,
+            &old,
+            body,
+            Sub::Status,
+            &opts,
+            true,
+        )
+    }
+}
+
+fn encode_continue(last: &Value) -> String {
+    let (ns, name) = crate::store::ns_name(last);
+    let raw = format!("{ns}/{name}");
+    raw.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_continue(token: &str) -> ApiResult<(String, String)> {
+    let bad = || ApiError::bad_request(format!("invalid continue token {token:?}"));
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| {
+            token
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    let raw = String::from_utf8(bytes.ok_or_else(bad)?).map_err(|_| bad())?;
+    let (ns, name) = raw.split_once('/').ok_or_else(bad)?;
+    Ok((ns.to_string(), name.to_string()))
+}
+
+/// Validates and fills a new object; does not store it.
+fn prepare_create(
+    inner: &mut Inner,
+    rt: &Arc<ResourceType>,
+    version: &str,
+    ns: &str,
+    mut body: Value,
+) -> ApiResult<Value> {
+    if rt.always_empty {
+        return Err(ApiError::method_not_allowed(format!(
+            "{} are not emulated: the workload simulator runs no pods",
+            rt.plural
+        )));
+    }
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
+    if let Some(k) = body.get("kind").and_then(Value::as_str)
+        && k != rt.kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind of the object ({k}) does not match the resource ({})",
+            rt.plural
+        )));
+    }
+    body["kind"] = json!(rt.kind);
+    body["apiVersion"] = json!(rt.api_version(version));
+    if !body.get("metadata").is_some_and(Value::is_object) {
+        body["metadata"] = json!({});
+    }
+    let name = match (meta_str(&body, "name"), meta_str(&body, "generateName")) {
+        (Some(n), _) => n.to_string(),
+        (None, Some(prefix)) => {
+            let suffix: String = (0..5)
+                .map(|_| fastrand::alphanumeric().to_ascii_lowercase())
+                .collect();
+            format!("{prefix}{suffix}")
+        }
+        (None, None) => {
+            return Err(invalid(
+                rt,
+                "",
+                vec![Cause {
+                    reason: "FieldValueRequired",
+                    field: "metadata.name".into(),
+                    message: "Required value: name or generateName is required".into(),
+                }],
+            ));
+        }
+    };
+    if !valid_name(&name) {
+        return Err(invalid(
+            rt,
+            &name,
+            vec![Cause {
+                reason: "FieldValueInvalid",
+                field: "metadata.name".into(),
+                message: format!(
+                    "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case \
+                 alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+                ),
+            }],
+        ));
+    }
+    body["metadata"]["name"] = json!(name);
+    if rt.namespaced {
+        match meta_str(&body, "namespace") {
+            Some(n) if n != ns => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            _ => body["metadata"]["namespace"] = json!(ns),
+        }
+        match inner.get("namespaces", "", ns) {
+            None => return Err(ApiError::not_found("", "namespaces", ns)),
+            Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
+                return Err(ApiError::new(
+                    403,
+                    "Forbidden",
+                    format!(
+                        "unable to create new content in namespace {ns} because it is being terminated"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    } else if let Some(m) = body["metadata"].as_object_mut() {
+        m.remove("namespace");
+    }
+    if inner.get(&rt.key(), ns_of(rt, ns), &name).is_some() {
+        return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
+    }
+    if let Some(m) = body["metadata"].as_object_mut() {
+        m.insert("uid".into(), json!(new_uid()));
+        m.insert("creationTimestamp".into(), json!(now()));
+        m.remove("deletionTimestamp");
+        m.remove("deletionGracePeriodSeconds");
+        m.remove("resourceVersion");
+        m.remove("managedFields");
+        if rt.generation {
+            m.insert("generation".into(), json!(1));
+        } else {
+            m.remove("generation");
+        }
+    }
+    if rt.status
+        && let Some(m) = body.as_object_mut()
+    {
+        m.remove("status");
+    }
+    if rt.plural == "namespaces" {
+        body["status"] = json!({"phase": "Active"});
+    }
+    normalize(inner, rt, version, &mut body, &name)?;
+    Ok(body)
+}
+
+fn ns_of<'a>(rt: &ResourceType, ns: &'a str) -> &'a str {
+    if rt.namespaced { ns } else { "" }
+}
+
+fn invalid(rt: &ResourceType, name: &str, causes: Vec<Cause>) -> ApiError {
+    ApiError::invalid(&rt.kind, &rt.group, name, causes)
+}
+
+/// Defaulting, pruning and validation (built-in defaults or the CRD schema).
+fn normalize(
+    inner: &Inner,
+    rt: &ResourceType,
+    version: &str,
+    obj: &mut Value,
+    name: &str,
+) -> ApiResult<()> {
+    if rt.builtin {
+        defaults::apply(&rt.plural, obj, inner.rv);
+        if rt.plural == "customresourcedefinitions" {
+            let t = registry::from_crd(obj).map_err(|why| {
+                invalid(
+                    rt,
+                    name,
+                    vec![Cause {
+                        reason: "FieldValueInvalid",
+                        field: "spec".into(),
+                        message: why,
+                    }],
+                )
+            })?;
+            if name != t.key() {
+                return Err(invalid(
+                    rt,
+                    name,
+                    vec![Cause {
+                        reason: "FieldValueInvalid",
+                        field: "metadata.name".into(),
+                        message: format!(
+                            "Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"
+                        ),
+                    }],
+                ));
+            }
+        }
+        return Ok(());
+    }
+    let Some(schema) = rt.version(version).and_then(|v| v.schema.as_ref()) else {
+        return Ok(());
+    };
+    schema::prune_and_default(obj, schema);
+    let causes = schema::validate(obj, schema);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(rt, name, causes))
+    }
+}
+
+fn commit_create(
+    inner: &mut Inner,
+    rt: &Arc<ResourceType>,
+    mut obj: Value,
+    dry_run: bool,
+) -> ApiResult<Value> {
+    if rt.plural == "customresourcedefinitions" {
+        crd_status(&mut obj);
+    }
+    if dry_run {
+        return Ok(obj);
+    }
+    let key = rt.key();
+    if rt.plural == "customresourcedefinitions" {
+        register_crd(inner, &obj);
+    }
+    let stored = inner.put(&key, obj);
+    Ok((*stored).clone())
+}
+
+fn crd_status(obj: &mut Value) {
+    let t = now();
+    let mut names = obj.pointer("/spec/names").cloned().unwrap_or(json!({}));
+    if names.get("singular").is_none() {
+        let kind = names
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_lowercase();
+        names["singular"] = json!(kind);
+    }
+    let stored: Vec<Value> = obj
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .map(|vs| {
+            vs.iter()
+                .filter(|v| v.get("storage") == Some(&json!(true)))
+                .filter_map(|v| v.get("name").cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    obj["status"] = json!({
+        "acceptedNames": names,
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+             "message": "no conflicts found", "lastTransitionTime": t},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+             "message": "the initial names have been accepted", "lastTransitionTime": t},
+        ],
+        "storedVersions": stored,
+    });
+}
+
+fn register_crd(inner: &mut Inner, crd: &Value) {
+    if let Ok(t) = registry::from_crd(crd) {
+        inner.registry.types.insert(t.key(), Arc::new(t));
+    }
+}
+
+/// The shared update path: subresource rules, optimistic concurrency, validation,
+/// generation, field ownership, no-op detection, finalization.
+#[allow(clippy::too_many_arguments)]
+fn commit_update(
+    inner: &mut Inner,
+    rt: &Arc<ResourceType>,
+    version: &str,
+    old: &Arc<Value>,
+    body: Value,
+    sub: Sub,
+    opts: &WriteOpts,
+    track_fields: bool,
+) -> ApiResult<Value> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
+    let name = meta_str(old, "name").unwrap_or_default().to_string();
+    if let Some(rv) = meta_str(&body, "resourceVersion")
+        && Some(rv) != meta_str(old, "resourceVersion")
+    {
+        return Err(ApiError::conflict(
+            &rt.group,
+            &rt.plural,
+            &name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ));
+    }
+    let mut new = match sub {
+        Sub::Status => {
+            let mut n = (**old).clone();
+            match body.get("status") {
+                Some(s) => n["status"] = s.clone(),
+                None => {
+                    if let Some(m) = n.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            n
+        }
+        Sub::Main | Sub::Scale => {
+            let mut n = body;
+            if rt.status {
+                match old.get("status") {
+                    Some(s) => n["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = n.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            n
+        }
+    };
+    new["kind"] = json!(rt.kind);
+    new["apiVersion"] = json!(rt.api_version(version));
+    if !new.get("metadata").is_some_and(Value::is_object) {
+        new["metadata"] = json!({});
+    }
+    // Server-owned metadata always comes from the stored object.
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "resourceVersion",
+    ] {
+        match old["metadata"].get(k) {
+            Some(v) => new["metadata"][k] = v.clone(),
+            None => {
+                if let Some(m) = new["metadata"].as_object_mut() {
+                    m.remove(k);
+                }
+            }
+        }
+    }
+    if old.pointer("/metadata/deletionTimestamp").is_some() {
+        let before = finalizers(old);
+        if let Some(added) = finalizers(&new).into_iter().find(|f| !before.contains(f)) {
+            return Err(invalid(
+                rt,
+                &name,
+                vec![Cause {
+                    reason: "FieldValueForbidden",
+                    field: "metadata.finalizers".into(),
+                    message: format!(
+                        "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers [{added:?}]"
+                    ),
+                }],
+            ));
+        }
+    }
+    normalize(inner, rt, version, &mut new, &name)?;
+    if rt.plural == "customresourcedefinitions" {
+        crd_status(&mut new);
+        if let Some(old_status) = old.get("status") {
+            // Keep transition times stable when nothing changed.
+            if old_status.get("conditions").is_some()
+                && old_status["acceptedNames"] == new["status"]["acceptedNames"]
+            {
+                new["status"]["conditions"] = old_status["conditions"].clone();
+            }
+        }
+    }
+    if rt.generation && generation_view(old, rt.status) != generation_view(&new, rt.status) {
+        let g = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        new["metadata"]["generation"] = json!(g + 1);
+    }
+    if track_fields {
+        fields::record_update(
+            Some(old),
+            &mut new,
+            &opts.manager,
+            sub.field_manager_name(),
+            &rt.api_version(version),
+            shape(rt, version),
+            &now(),
+        );
+    }
+    if new == **old {
+        return Ok(new);
+    }
+    if opts.dry_run {
+        return Ok(new);
+    }
+    let key = rt.key();
+    let ns = meta_str(old, "namespace").unwrap_or_default().to_string();
+    let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+    let owners_changed =
+        old.pointer("/metadata/ownerReferences") != new.pointer("/metadata/ownerReferences");
+    if deleting && finalizers(&new).is_empty() && rt.plural != "namespaces" {
+        let gone = finalize(inner, rt, &ns, &name);
+        return Ok(gone.map(|g| (*g).clone()).unwrap_or(new));
+    }
+    if rt.plural == "customresourcedefinitions" {
+        register_crd(inner, &new);
+    }
+    let stored = inner.put(&key, new);
+    if deleting || owners_changed {
+        inner.wants_gc = true;
+    }
+    Ok((*stored).clone())
+}
+
+/// Removes an object for good; for a CRD also its custom resources and served type.
+pub(crate) fn finalize(
+    inner: &mut Inner,
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+) -> Option<Arc<Value>> {
+    if rt.plural == "customresourcedefinitions"
+        && let Some(crd) = inner.get(&rt.key(), ns, name).cloned()
+        && let Ok(t) = registry::from_crd(&crd)
+    {
+        let key = t.key();
+        let all: Vec<(String, String)> = inner
+            .iter_ns(&key, None)
+            .map(|o| crate::store::ns_name(o))
+            .collect();
+        for (ons, oname) in all {
+            inner.remove(&key, &ons, &oname);
+        }
+        inner.registry.types.remove(&key);
+    }
+    inner.wants_gc = true;
+    inner.remove(&rt.key(), ns, name)
+}
+
+pub(crate) fn delete_locked(
+    inner: &mut Inner,
+    rt: &Arc<ResourceType>,
+    ns: &str,
+    name: &str,
+    opts: &DeleteOpts,
+) -> ApiResult<(Value, bool)> {
+    let ns = ns_of(rt, ns);
+    let old = inner
+        .get(&rt.key(), ns, name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+    if let Some(uid) = &opts.precondition_uid
+        && Some(uid.as_str()) != meta_str(&old, "uid")
+    {
+        return Err(ApiError::conflict(
+            &rt.group,
+            &rt.plural,
+            name,
+            &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                meta_str(&old, "uid").unwrap_or_default()
+            ),
+        ));
+    }
+    if let Some(rv) = &opts.precondition_rv
+        && Some(rv.as_str()) != meta_str(&old, "resourceVersion")
+    {
+        return Err(ApiError::conflict(
+            &rt.group,
+            &rt.plural,
+            name,
+            &format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                meta_str(&old, "resourceVersion").unwrap_or_default()
+            ),
+        ));
+    }
+    if old.pointer("/metadata/deletionTimestamp").is_some() {
+        return Ok(((*old).clone(), false));
+    }
+    let mut fins = finalizers(&old);
+    match opts.propagation.as_deref() {
+        Some("Foreground") => fins.push("foregroundDeletion".into()),
+        Some("Orphan") => fins.push("orphan".into()),
+        _ => {}
+    }
+    if opts.dry_run {
+        return Ok(((*old).clone(), fins.is_empty()));
+    }
+    if fins.is_empty() && rt.plural != "namespaces" {
+        let gone = finalize(inner, rt, ns, name).unwrap_or(old);
+        return Ok(((*gone).clone(), true));
+    }
+    let mut new = (*old).clone();
+    new["metadata"]["deletionTimestamp"] = json!(now());
+    new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+    if !fins.is_empty() {
+        new["metadata"]["finalizers"] = json!(fins);
+    }
+    if rt.plural == "namespaces" {
+        new["status"]["phase"] = json!("Terminating");
+    }
+    inner.wants_gc = true;
+    let stored = inner.put(&rt.key(), new);
+    Ok(((*stored).clone(), false))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply_patch(
+    inner: &mut Inner,
+    rt: &Arc<ResourceType>,
+    version: &str,
+    ns: &str,
+    name: &str,
+    old: Option<Arc<Value>>,
+    body: Value,
+    sub: Sub,
+    opts: &WriteOpts,
+) -> ApiResult<(Value, bool)> {
+    if opts.manager.is_empty() {
+        return Err(invalid(
+            rt,
+            name,
+            vec![Cause {
+                reason: "FieldValueRequired",
+                field: "fieldManager".into(),
+                message: "Required value: is required for apply patch".into(),
+            }],
+        ));
+    }
+    if sub == Sub::Scale {
+        return Err(ApiError::unsupported_media(
+            "server-side apply to the scale subresource is not emulated",
+        ));
+    }
+    let mut applied = body;
+    if !applied.is_object() {
+        return Err(ApiError::bad_request(
+            "the applied configuration must be an object",
+        ));
+    }
+    if meta_str(&applied, "name").is_some_and(|n| n != name) {
+        return Err(ApiError::bad_request(
+            "the name in the applied configuration does not match the URL",
+        ));
+    }
+    applied["metadata"]["name"] = json!(name);
+    let time = now();
+    let api_version = rt.api_version(version);
+    let req = ApplyRequest {
+        manager: &opts.manager,
+        force: opts.force,
+        api_version: &api_version,
+        subresource: sub.field_manager_name(),
+        shape: shape(rt, version),
+        now: &time,
+    };
+    let merged = apply::apply(old.as_deref(), &applied, &req).map_err(|conflicts| {
+        let lines: Vec<String> = conflicts
+            .iter()
+            .map(|c| {
+                format!(
+                    "conflict with \"{}\" using {}: {}",
+                    c.manager, c.api_version, c.field
+                )
+            })
+            .collect();
+        let message = if lines.len() == 1 {
+            format!("Apply failed with 1 conflict: {}", lines.join(""))
+        } else {
+            format!(
+                "Apply failed with {} conflicts: {}",
+                lines.len(),
+                lines.join("\n")
+            )
+        };
+        let mut err = ApiError::new(409, "Conflict", message).details(&rt.group, &rt.plural, name);
+        err.details.causes = conflicts
+            .iter()
+            .map(|c| Cause {
+                reason: "FieldManagerConflict",
+                field: c.field.clone(),
+                message: format!("conflict with \"{}\" using {}", c.manager, c.api_version),
+            })
+            .collect();
+        err
+    })?;
+    match old {
+        None => {
+            if sub != Sub::Main {
+                return Err(ApiError::not_found(&rt.group, &rt.plural, name));
+            }
+            let managed = merged.pointer("/metadata/managedFields").cloned();
+            let mut obj = prepare_create(inner, rt, version, ns, merged)?;
+            if let Some(m) = managed {
+                obj["metadata"]["managedFields"] = m;
+            }
+            commit_create(inner, rt, obj, opts.dry_run).map(|v| (v, true))
+        }
+        Some(old) => {
+            commit_update(inner, rt, version, &old, merged, sub, opts, false).map(|v| (v, false))
+        }
+    }
+}
+
+/// autoscaling/v1 Scale view of an object with a scale subresource.
+pub fn scale_of(rt: &ResourceType, obj: &Value) -> Value {
+    let Some(paths) = &rt.scale else {
+        return json!({});
+    };
+    let first = |p: &str| jsonpath::select(obj, p).into_iter().next().cloned();
+    let spec = first(&paths.spec_replicas).unwrap_or(json!(0));
+    let status = first(&paths.status_replicas).unwrap_or(json!(0));
+    let selector = match &paths.label_selector {
+        Some(p) => first(p).and_then(|v| v.as_str().map(String::from)),
+        None => obj.pointer("/spec/selector").map(selector_string),
+    };
+    let m = &obj["metadata"];
+    let mut scale = json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
+            "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"],
+        },
+        "spec": {"replicas": spec},
+        "status": {"replicas": status},
+    });
+    if let Some(s) = selector {
+        scale["status"]["selector"] = json!(s);
+    }
+    scale
+}
+
+/// The object with the replicas of a (possibly patched) Scale written into it.
+fn scale_to_object(rt: &ResourceType, old: &Value, scale: &Value) -> ApiResult<Value> {
+    let Some(paths) = &rt.scale else {
+        return Err(ApiError::not_found(&rt.group, &rt.plural, "scale"));
+    };
+    let replicas = scale.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
+    if !replicas.is_i64() || replicas.as_i64().is_some_and(|r| r < 0) {
+        return Err(ApiError::invalid(
+            "Scale",
+            "autoscaling",
+            meta_str(old, "name").unwrap_or_default(),
+            vec![Cause {
+                reason: "FieldValueInvalid",
+                field: "spec.replicas".into(),
+                message: format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+            }],
+        ));
+    }
+    let mut new = old.clone();
+    jsonpath::set_dotted(&mut new, &paths.spec_replicas, replicas);
+    if let Some(rv) = meta_str(scale, "resourceVersion") {
+        new["metadata"]["resourceVersion"] = json!(rv);
+    }
+    Ok(new)
+}

@@ -1,0 +1,260 @@
+//! `serin-stack`: a local stand-in for a Kubernetes cluster, for tests and demos.
+//!
+//! It serves the Kubernetes REST API on 127.0.0.1 (enough for kube-rs and kubectl), plays
+//! the Deployment/DaemonSet controllers and the kubelet, and can inject faults. It knows
+//! nothing about any particular controller. See `e2e/README.md` for what it emulates.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let stack = serin_stack::Stack::start(serin_stack::StackConfig::default()).await?;
+//! println!("kubectl --kubeconfig {} get ns", stack.kubeconfig_path().display());
+//! stack.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod admin;
+mod apply;
+mod crud;
+mod defaults;
+mod discovery;
+mod error;
+mod faults;
+mod fields;
+mod gc;
+mod jsonpath;
+mod kubeconfig;
+mod patch;
+mod registry;
+mod scenario;
+mod schema;
+mod selector;
+mod server;
+mod simulator;
+mod store;
+mod table;
+mod watch;
+
+pub use faults::{FaultRule, Faults};
+pub use scenario::{ImageRule, Scenario, Workloads};
+
+use anyhow::{Context, Result};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch as signal;
+use tokio::task::JoinHandle;
+
+/// How to start a stack. `Default` gives ephemeral ports, no auth, default workloads.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// API port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Admin port (faults, metrics); `None` disables the admin server, 0 picks a free one.
+    pub admin_port: Option<u16>,
+    /// Where to write the kubeconfig; `None`: a file in the temp directory, removed on shutdown.
+    pub kubeconfig: Option<PathBuf>,
+    /// Require `Authorization: Bearer <token>` (written into the kubeconfig).
+    pub token: Option<String>,
+    pub scenario: Scenario,
+    /// Watch events kept for resuming watches; older resourceVersions get 410 Gone.
+    pub history: usize,
+    /// How often watches that asked for bookmarks get one (when something changed).
+    pub bookmark_interval: Duration,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig {
+            port: 0,
+            admin_port: Some(0),
+            kubeconfig: None,
+            token: None,
+            scenario: Scenario::default(),
+            history: 10_000,
+            bookmark_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A running stack. Dropping it stops it too (without waiting).
+pub struct Stack {
+    url: String,
+    admin_url: Option<String>,
+    kubeconfig: PathBuf,
+    remove_kubeconfig: bool,
+    faults: Arc<Faults>,
+    stop: signal::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("url", &self.url)
+            .field("admin_url", &self.admin_url)
+            .finish()
+    }
+}
+
+impl Stack {
+    /// Binds the ports, writes the kubeconfig and starts serving. Must run inside a Tokio
+    /// runtime; the stack is usable when this returns.
+    pub async fn start(config: StackConfig) -> Result<Stack> {
+        let store = Arc::new(store::Store::new(config.history));
+        // Namespaces that exist in every cluster.
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let rt = store
+                .lock()
+                .registry
+                .lookup("", "v1", "namespaces")
+                .cloned()
+                .context("namespaces type missing")?;
+            let body = serde_json::json!({"metadata": {"name": ns}});
+            let opts = crud::WriteOpts {
+                manager: "serin-stack".into(),
+                ..Default::default()
+            };
+            store
+                .create(&rt, "v1", "", body, &opts)
+                .map_err(|e| anyhow::anyhow!("creating namespace {ns}: {}", e.message))?;
+        }
+        let faults = Arc::new(Faults::default());
+        faults.add(config.scenario.faults.clone());
+        let shared = Arc::new(server::Shared {
+            store: store.clone(),
+            faults: faults.clone(),
+            token: config.token.clone(),
+            bookmark_interval: config.bookmark_interval,
+            watches: AtomicI64::new(0),
+        });
+        let (stop, stop_rx) = signal::channel(false);
+        let listener = TcpListener::bind(("127.0.0.1", config.port))
+            .await
+            .with_context(|| format!("binding API port {}", config.port))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let mut tasks = Vec::new();
+        let api_shared = shared.clone();
+        tasks.push(tokio::spawn(serve(listener, stop_rx.clone(), move |req| {
+            server::handle(api_shared.clone(), req)
+        })));
+        let admin_url = match config.admin_port {
+            Some(port) => {
+                let l = TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .with_context(|| format!("binding admin port {port}"))?;
+                let u = format!("http://{}", l.local_addr()?);
+                let admin_shared = shared.clone();
+                tasks.push(tokio::spawn(serve(l, stop_rx.clone(), move |req| {
+                    admin::handle(admin_shared.clone(), req)
+                })));
+                Some(u)
+            }
+            None => None,
+        };
+        tasks.push(tokio::spawn(gc::run(store.clone())));
+        tasks.push(tokio::spawn(simulator::run(
+            store.clone(),
+            config.scenario.workloads.clone(),
+        )));
+        let (kubeconfig, remove_kubeconfig) = match &config.kubeconfig {
+            Some(p) => (p.clone(), false),
+            None => {
+                let port = url.rsplit(':').next().unwrap_or("0");
+                (
+                    std::env::temp_dir().join(format!(
+                        "serin-stack-{}-{port}.kubeconfig",
+                        std::process::id()
+                    )),
+                    true,
+                )
+            }
+        };
+        kubeconfig::write(&kubeconfig, &url, config.token.as_deref())?;
+        Ok(Stack {
+            url,
+            admin_url,
+            kubeconfig,
+            remove_kubeconfig,
+            faults,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The API server URL, e.g. `http://127.0.0.1:34567`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The admin server URL, if it runs.
+    pub fn admin_url(&self) -> Option<&str> {
+        self.admin_url.as_deref()
+    }
+
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Fault rules, watch drops and request counters.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Stops serving and closes every connection (watches end).
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        if self.remove_kubeconfig {
+            let _ = std::fs::remove_file(&self.kubeconfig);
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        if self.remove_kubeconfig {
+            let _ = std::fs::remove_file(&self.kubeconfig);
+        }
+    }
+}
+
+async fn serve<F, Fut>(listener: TcpListener, mut stop: signal::Receiver<bool>, handler: F)
+where
+    F: Fn(hyper::Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<hyper::Response<server::Body>, std::convert::Infallible>>
+        + Send
+        + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let conn =
+                http1::Builder::new().serve_connection(TokioIo::new(stream), service_fn(handler));
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.changed() => {}
+            }
+        });
+    }
+}
