@@ -1,1 +1,8 @@
-//! serin
+//! serin: a progressive-delivery controller for Kubernetes that speaks Flagger's API.
+//!
+//! - [`api`]: the `flagger.app/v1beta1` types (Canary, MetricTemplate, AlertProvider), their
+//!   CRDs and the offline validator.
+//! - [`cli`]: the `serin` command line, one module per subcommand.
+
+pub mod api;
+pub mod cli;

@@ -1,0 +1,39 @@
+//! The `serin` command line. One module per subcommand; each exposes an `Args` struct (clap)
+//! and `run(args) -> anyhow::Result<ExitCode>`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod check;
+pub mod crds;
+pub mod plan;
+
+/// Progressive delivery for Kubernetes, speaking Flagger's API.
+#[derive(Debug, Parser)]
+#[command(name = "serin", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the CustomResourceDefinitions (Canary, MetricTemplate, AlertProvider) as YAML.
+    Crds(crds::CrdsArgs),
+    /// Validate Canary, MetricTemplate and AlertProvider manifests offline.
+    Check(check::CheckArgs),
+    /// Show the steps a Canary would take.
+    Plan(plan::PlanArgs),
+}
+
+impl Cli {
+    /// Runs the selected subcommand.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            Command::Crds(args) => crds::run(args),
+            Command::Check(args) => check::run(args),
+            Command::Plan(args) => plan::run(args),
+        }
+    }
+}
