@@ -301,9 +301,10 @@ fn decode(ct: &str, bytes: &[u8]) -> ApiResult<Value> {
     if bytes.is_empty() {
         return Ok(Value::Null);
     }
+    // client-go (kubectl) switches to JSON after a 415 answer to a protobuf body.
     if ct.contains("protobuf") {
         return Err(ApiError::unsupported_media(
-            "protobuf request bodies are not supported; send JSON",
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
         ));
     }
     // JSON is YAML, but JSON first keeps error messages about JSON.
