@@ -1,0 +1,289 @@
+//! Semantic rules: what a well-typed object must also satisfy. Each rule names the field
+//! path it reports, exactly as `serin check` prints it.
+
+use std::collections::HashSet;
+
+use super::Problem;
+use crate::api::alert_provider::AlertProviderSpec;
+use crate::api::canary::{CanaryAnalysis, CanarySpec, Provider};
+use crate::api::duration::parse_duration;
+use crate::api::metric_template::MetricTemplateSpec;
+
+/// Every semantic problem of a Canary spec. `default_provider` applies when `spec.provider`
+/// is not set (the controller's `--mesh-provider`).
+pub(super) fn canary_spec(spec: &CanarySpec, default_provider: Provider) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let p = &mut problems;
+
+    match (&spec.analysis, &spec.canary_analysis) {
+        (Some(analysis), _) => analysis_rules(spec, analysis, "spec.analysis", p),
+        (None, Some(analysis)) => analysis_rules(spec, analysis, "spec.canaryAnalysis", p),
+        (None, None) => p.push(Problem::new(
+            "spec.analysis",
+            "required field is missing: set the analysis (interval, threshold, and one of \
+             stepWeight, stepWeights or iterations)",
+        )),
+    }
+
+    routing_rules(spec, default_provider, p);
+    problems
+}
+
+fn analysis_rules(spec: &CanarySpec, a: &CanaryAnalysis, at: &str, p: &mut Vec<Problem>) {
+    if let Some(interval) = &a.interval
+        && let Err(e) = parse_duration(interval)
+    {
+        p.push(Problem::new(format!("{at}.interval"), e.to_string()));
+    }
+
+    let set: Vec<&str> = [
+        ("iterations", a.iterations.is_some()),
+        ("stepWeight", a.step_weight.is_some()),
+        ("stepWeights", a.step_weights.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, is_set)| is_set.then_some(name))
+    .collect();
+    if set.len() > 1 {
+        p.push(Problem::new(
+            at,
+            format!(
+                "{} {} set; set only one: iterations (A/B testing, Blue/Green), \
+                 stepWeight or stepWeights (canary)",
+                set.join(" and "),
+                if set.len() == 2 {
+                    "are both"
+                } else {
+                    "are all"
+                }
+            ),
+        ));
+    } else if set.is_empty() && spec.skip_analysis != Some(true) {
+        p.push(Problem::new(
+            at,
+            "no release strategy: set one of iterations (A/B testing, Blue/Green), stepWeight \
+             or stepWeights (canary), or skipAnalysis: true",
+        ));
+    }
+
+    if a.r#match.as_ref().is_some_and(|m| !m.is_empty()) && a.iterations.unwrap_or(0) <= 0 {
+        p.push(Problem::new(
+            format!("{at}.match"),
+            "match conditions (A/B testing) need iterations: set iterations to the number of \
+             checks to run",
+        ));
+    }
+
+    if let Some(weights) = &a.step_weights {
+        if let Some(w) = weights.iter().find(|w| !(1..=100).contains(*w)) {
+            p.push(Problem::new(
+                format!("{at}.stepWeights"),
+                format!("{w} is not a traffic percentage: every weight must be between 1 and 100"),
+            ));
+        }
+        if let Some(pair) = weights.windows(2).find(|pair| pair[0] >= pair[1]) {
+            p.push(Problem::new(
+                format!("{at}.stepWeights"),
+                format!(
+                    "weights must be strictly increasing, but {} follows {}",
+                    pair[1], pair[0]
+                ),
+            ));
+        }
+    }
+    for (field, value) in [("maxWeight", a.max_weight), ("stepWeight", a.step_weight)] {
+        if let Some(w) = value
+            && !(1..=100).contains(&w)
+        {
+            p.push(Problem::new(
+                format!("{at}.{field}"),
+                format!("{w} is not a traffic percentage: use a value between 1 and 100"),
+            ));
+        }
+    }
+
+    let mut names = HashSet::new();
+    for (i, m) in a.metrics().iter().enumerate() {
+        let mp = format!("{at}.metrics[{i}]");
+        if !m.is_builtin() && m.template_ref.is_none() && m.query.is_none() {
+            p.push(Problem::new(
+                &mp,
+                format!(
+                    "`{}` is not a builtin metric ({}) and has no templateRef or query: \
+                     reference a MetricTemplate with templateRef",
+                    m.name,
+                    crate::api::canary::CanaryMetric::BUILTIN.join(", ")
+                ),
+            ));
+        }
+        if let Some(interval) = &m.interval
+            && let Err(e) = parse_duration(interval)
+        {
+            p.push(Problem::new(format!("{mp}.interval"), e.to_string()));
+        }
+        if let Some(range) = &m.threshold_range
+            && let (Some(min), Some(max)) = (range.min, range.max)
+            && min > max
+        {
+            p.push(Problem::new(
+                format!("{mp}.thresholdRange"),
+                format!("min ({min}) is greater than max ({max}): no value can pass"),
+            ));
+        }
+        if !names.insert(m.name.as_str()) {
+            p.push(Problem::new(
+                format!("{mp}.name"),
+                format!(
+                    "duplicate metric name `{}`: metric names must be unique",
+                    m.name
+                ),
+            ));
+        }
+    }
+
+    for (i, w) in a.webhooks().iter().enumerate() {
+        let wp = format!("{at}.webhooks[{i}]");
+        if let Some(timeout) = &w.timeout
+            && let Err(e) = parse_duration(timeout)
+        {
+            p.push(Problem::new(format!("{wp}.timeout"), e.to_string()));
+        }
+        if !is_http_url(&w.url) {
+            p.push(Problem::new(
+                format!("{wp}.url"),
+                format!(
+                    "`{}` is not an absolute http:// or https:// URL, e.g. \
+                     http://flagger-loadtester.test/",
+                    w.url
+                ),
+            ));
+        }
+    }
+
+    if let Some(affinity) = &a.session_affinity
+        && affinity.primary_cookie_name.as_deref() == Some(affinity.cookie_name.as_str())
+    {
+        p.push(Problem::new(
+            format!("{at}.sessionAffinity.primaryCookieName"),
+            format!(
+                "`{}` is also the cookieName: the primary and canary cookies need different names",
+                affinity.cookie_name
+            ),
+        ));
+    }
+}
+
+fn routing_rules(spec: &CanarySpec, default_provider: Provider, p: &mut Vec<Problem>) {
+    let provider = spec.provider_or(default_provider);
+    let via = if spec.provider.is_some() {
+        format!("provider `{provider}`")
+    } else {
+        format!("the default provider `{provider}`")
+    };
+    match provider {
+        Provider::Nginx | Provider::Skipper if spec.ingress_ref.is_none() => {
+            p.push(Problem::new(
+                "spec.ingressRef",
+                format!("{via} routes through an Ingress: set ingressRef to it"),
+            ));
+        }
+        Provider::Apisix if spec.route_ref.is_none() => p.push(Problem::new(
+            "spec.routeRef",
+            format!("{via} routes through an ApisixRoute: set routeRef to it"),
+        )),
+        gw if gw.is_gateway_api()
+            && spec.service.gateway_refs.as_ref().is_none_or(Vec::is_empty) =>
+        {
+            p.push(Problem::new(
+                "spec.service.gatewayRefs",
+                format!("{via} needs the Gateways the HTTPRoute attaches to: set gatewayRefs"),
+            ));
+        }
+        _ => {}
+    }
+    if spec.is_knative_target() {
+        if provider != Provider::Knative {
+            p.push(Problem::new(
+                "spec.provider",
+                format!(
+                    "a Knative Service target is routed by Knative itself, not by {via}: set \
+                     provider: knative"
+                ),
+            ));
+        }
+        if spec.autoscaler_ref.is_some() {
+            p.push(Problem::new(
+                "spec.autoscalerRef",
+                "a Knative Service scales itself: remove autoscalerRef",
+            ));
+        }
+    } else if provider == Provider::Knative {
+        p.push(Problem::new(
+            "spec.targetRef",
+            "provider knative needs a Knative Service target (kind: Service, apiVersion: \
+             serving.knative.dev/v1)",
+        ));
+    }
+}
+
+/// Absolute `http://` or `https://` URL with a host.
+fn is_http_url(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
+    let Some(rest) = rest else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = host.rsplit('@').next().unwrap_or_default();
+    !host.is_empty()
+        && !host.starts_with(':')
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Semantic problems of a MetricTemplate spec (the schema covers the rest).
+pub(super) fn metric_template_spec(_spec: &MetricTemplateSpec) -> Vec<Problem> {
+    Vec::new()
+}
+
+/// Semantic problems of an AlertProvider spec.
+pub(super) fn alert_provider_spec(spec: &AlertProviderSpec) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if spec.address.is_none() && spec.secret_ref.is_none() {
+        problems.push(Problem::new(
+            "spec",
+            "nowhere to send alerts: set address, or secretRef to a Secret with an `address` key",
+        ));
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_http_url;
+
+    #[test]
+    fn http_urls() {
+        for ok in [
+            "http://flagger-loadtester.test/",
+            "https://example.com",
+            "HTTP://a:8080/x?y#z",
+            "http://user@host/",
+        ] {
+            assert!(is_http_url(ok), "{ok}");
+        }
+        for bad in [
+            "flagger-loadtester.test/",
+            "ftp://x/",
+            "http://",
+            "http:///path",
+            "http://:80/",
+            "http://a b/",
+            "",
+            "/relative",
+        ] {
+            assert!(!is_http_url(bad), "{bad}");
+        }
+    }
+}
