@@ -624,7 +624,7 @@ fn crd_status(obj: &mut Value) {
 
 fn register_crd(inner: &mut Inner, crd: &Value) {
     if let Ok(t) = registry::from_crd(crd) {
-        inner.registry.types.insert(t.key(), Arc::new(t));
+        inner.registry.types.insert(t.id(), Arc::new(t));
     }
 }
 
@@ -800,7 +800,7 @@ pub(crate) fn finalize(
         for (ons, oname) in all {
             inner.remove(&key, &ons, &oname);
         }
-        inner.registry.types.remove(&key);
+        inner.registry.types.remove(&t.id());
     }
     inner.wants_gc = true;
     inner.remove(&rt.key(), ns, name)

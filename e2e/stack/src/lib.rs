@@ -14,6 +14,7 @@
 
 mod admin;
 mod apply;
+mod convert;
 mod crud;
 mod defaults;
 mod discovery;

@@ -52,12 +52,20 @@ pub struct ResourceType {
     pub generation: bool,
     /// Served read-only and always empty (pods: the simulator is Pod-less).
     pub always_empty: bool,
+    /// Storage shared with another type (see `key`).
+    pub storage: Option<String>,
 }
 
 impl ResourceType {
-    /// The storage key: `plural.group`, or `plural` for the core group.
-    pub fn key(&self) -> String {
+    /// The identity in the registry: `plural.group`, or `plural` for the core group.
+    pub fn id(&self) -> String {
         resource_key(&self.group, &self.plural)
+    }
+
+    /// Where objects are stored: the identity, except for types that share storage with
+    /// another (events.k8s.io/v1 Events are core/v1 Events, as in the API server).
+    pub fn key(&self) -> String {
+        self.storage.clone().unwrap_or_else(|| self.id())
     }
 
     pub fn serves(&self, version: &str) -> bool {
@@ -104,7 +112,7 @@ impl Registry {
     pub fn with_builtins() -> Self {
         let mut reg = Registry::default();
         for t in builtins() {
-            reg.types.insert(t.key(), Arc::new(t));
+            reg.types.insert(t.id(), Arc::new(t));
         }
         reg
     }
@@ -340,6 +348,7 @@ fn builtins() -> Vec<ResourceType> {
                 builtin: true,
                 generation: b.generation,
                 always_empty: b.plural == "pods",
+                storage: (b.group == "events.k8s.io").then(|| "events".to_string()),
             }
         })
         .collect()
@@ -434,6 +443,7 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
         builtin: false,
         generation: true,
         always_empty: false,
+        storage: None,
     })
 }
 

@@ -2,6 +2,7 @@
 //! fault injection and request accounting. Handlers delegate to `crud`, `watch`,
 //! `discovery` and `table`.
 
+use crate::convert;
 use crate::crud::{DeleteOpts, ListOpts, Sub, WriteOpts};
 use crate::discovery;
 use crate::error::{ApiError, ApiResult};
@@ -343,12 +344,15 @@ fn table_format(req: &Request<Incoming>, q: &Query) -> Option<String> {
         .then(|| q.get("includeObject").unwrap_or("Metadata").to_string())
 }
 
-fn list_opts(q: &Query) -> ApiResult<ListOpts> {
+fn list_opts(q: &Query, rt: &ResourceType) -> ApiResult<ListOpts> {
     Ok(ListOpts {
         labels: LabelSelector::parse(q.get("labelSelector").unwrap_or_default())
             .map_err(ApiError::bad_request)?,
-        fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or_default())
-            .map_err(ApiError::bad_request)?,
+        fields: FieldSelector::parse(&convert::inbound_field_selector(
+            rt,
+            q.get("fieldSelector").unwrap_or_default(),
+        ))
+        .map_err(ApiError::bad_request)?,
         limit: q.get("limit").and_then(|l| l.parse().ok()),
         continue_token: q.get("continue").map(String::from),
     })
@@ -357,11 +361,10 @@ fn list_opts(q: &Query) -> ApiResult<ListOpts> {
 /// The object as seen through the requested version.
 fn versioned(t: &Target, obj: &Value) -> Value {
     let av = t.rt.api_version(&t.version);
-    if obj.get("apiVersion").and_then(Value::as_str) == Some(av.as_str()) {
-        return obj.clone();
+    let mut o = convert::outbound(&t.rt, obj).unwrap_or_else(|| obj.clone());
+    if o.get("apiVersion").and_then(Value::as_str) != Some(av.as_str()) {
+        o["apiVersion"] = json!(av);
     }
-    let mut o = obj.clone();
-    o["apiVersion"] = json!(av);
     o
 }
 
@@ -403,7 +406,7 @@ async fn dispatch(
             Ok(json_response(200, &versioned(&t, &obj)))
         }
         "list" => {
-            let lo = list_opts(q)?;
+            let lo = list_opts(q, &t.rt)?;
             let res = store.list(&t.rt, t.ns.as_deref(), &lo)?;
             let mut meta = json!({"resourceVersion": res.rv.to_string()});
             if let Some(c) = &res.continue_token {
@@ -426,7 +429,7 @@ async fn dispatch(
             Ok(json_response(200, &list))
         }
         "watch" => {
-            let lo = list_opts(q)?;
+            let lo = list_opts(q, &t.rt)?;
             let send_initial = q.flag("sendInitialEvents");
             if send_initial && q.get("resourceVersionMatch") != Some("NotOlderThan") {
                 return Err(ApiError::new(
@@ -472,14 +475,14 @@ async fn dispatch(
                 ));
             }
             let (ct, bytes) = read_body(req).await?;
-            let body = decode(&ct, &bytes)?;
+            let body = convert::inbound(&t.rt, decode(&ct, &bytes)?);
             let created = store.create(&t.rt, &t.version, &ns, body, &opts)?;
             Ok(json_response(201, &versioned(&t, &created)))
         }
         "update" => {
             let name = t.name.clone().unwrap_or_default();
             let (ct, bytes) = read_body(req).await?;
-            let body = decode(&ct, &bytes)?;
+            let body = convert::inbound(&t.rt, decode(&ct, &bytes)?);
             let updated = store.update(&t.rt, &t.version, &ns, &name, body, sub, &opts)?;
             Ok(json_response(200, &respond_sub(&t, sub, &updated)))
         }
@@ -498,6 +501,10 @@ async fn dispatch(
             } else {
                 serde_json::from_slice(&bytes)
                     .map_err(|e| ApiError::bad_request(format!("invalid patch body: {e}")))?
+            };
+            let body = match kind {
+                PatchType::Json => convert::inbound_json_patch(&t.rt, body),
+                _ => convert::inbound(&t.rt, body),
             };
             let (obj, created) =
                 store.patch(&t.rt, &t.version, &ns, &name, kind, body, sub, &opts)?;
@@ -519,7 +526,7 @@ async fn dispatch(
         "deletecollection" => {
             let (ct, bytes) = read_body(req).await?;
             let dopts = delete_opts(q, &decode(&ct, &bytes)?);
-            let lo = list_opts(q)?;
+            let lo = list_opts(q, &t.rt)?;
             let deleted = store.delete_collection(&t.rt, t.ns.as_deref(), &lo, &dopts)?;
             let rv = store.lock().rv;
             let items: Vec<Value> = deleted.iter().map(|o| versioned(&t, o)).collect();

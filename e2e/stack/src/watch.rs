@@ -64,6 +64,8 @@ impl Filter {
     }
 
     fn line(&self, kind: &str, obj: &Value) -> Bytes {
+        let converted = crate::convert::outbound(&self.rt, obj);
+        let obj = converted.as_ref().unwrap_or(obj);
         let api_version = self.rt.api_version(&self.version);
         let body = if let Some(include) = &self.table {
             let meta = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion")});

@@ -1094,6 +1094,23 @@ async fn events_leases_and_tables() {
         .unwrap();
     assert_eq!(events.items.len(), 1);
     assert_eq!(events.items[0].series.as_ref().map(|s| s.count), Some(2));
+    assert_eq!(events.items[0].note.as_deref(), Some("hello"));
+    // The same events, through core/v1 (what `kubectl get events` and `describe` read).
+    let core = Api::<k8s_openapi::api::core::v1::Event>::default_namespaced(client.clone())
+        .list(&ListParams::default().fields("involvedObject.name=ev"))
+        .await
+        .unwrap();
+    assert_eq!(core.items.len(), 1);
+    assert_eq!(core.items[0].message.as_deref(), Some("hello"));
+    assert_eq!(
+        core.items[0].involved_object.kind.as_deref(),
+        Some("Deployment")
+    );
+    let by_regarding = Api::<K8sEvent>::default_namespaced(client.clone())
+        .list(&ListParams::default().fields("regarding.name=ev"))
+        .await
+        .unwrap();
+    assert_eq!(by_regarding.items.len(), 1);
 
     let leases: Api<Lease> = Api::default_namespaced(client.clone());
     let l = leases
