@@ -17,6 +17,7 @@ use crate::api::common::{Condition, SecretRef, conditions_schema};
     version = "v1beta1",
     kind = "AlertProvider",
     namespaced,
+    derive = "PartialEq",
     status = "AlertProviderStatus",
     category = "all",
     annotation("helm.sh/resource-policy", "keep"),

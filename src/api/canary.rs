@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
     kind = "Canary",
     plural = "canaries",
     namespaced,
+    derive = "PartialEq",
     status = "CanaryStatus",
     category = "all",
     annotation("helm.sh/resource-policy", "keep"),

@@ -16,6 +16,7 @@ use crate::api::common::{Condition, SecretRef, conditions_schema};
     version = "v1beta1",
     kind = "MetricTemplate",
     namespaced,
+    derive = "PartialEq",
     status = "MetricTemplateStatus",
     category = "all",
     annotation("helm.sh/resource-policy", "keep"),
