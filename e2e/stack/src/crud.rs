@@ -36,6 +36,8 @@ impl Sub {
 #[derive(Debug, Clone, Default)]
 pub struct WriteOpts {
     pub dry_run: bool,
+    /// `fieldValidation=Strict`: unknown fields of custom resources are an error, not pruned.
+    pub strict: bool,
     pub manager: String,
     pub force: bool,
 }
@@ -202,7 +204,7 @@ impl Store {
         opts: &WriteOpts,
     ) -> ApiResult<Value> {
         let mut inner = self.lock();
-        let obj = prepare_create(&mut inner, rt, version, ns, body)?;
+        let obj = prepare_create(&mut inner, rt, version, ns, body, opts.strict)?;
         let mut obj = obj;
         fields::record_update(
             None,
@@ -398,6 +400,7 @@ fn prepare_create(
     version: &str,
     ns: &str,
     mut body: Value,
+    strict: bool,
 ) -> ApiResult<Value> {
     if rt.always_empty {
         return Err(ApiError::method_not_allowed(format!(
@@ -507,7 +510,7 @@ fn prepare_create(
     if rt.plural == "namespaces" {
         body["status"] = json!({"phase": "Active"});
     }
-    normalize(inner, rt, version, &mut body, &name)?;
+    normalize(inner, rt, version, &mut body, &name, strict)?;
     Ok(body)
 }
 
@@ -526,6 +529,7 @@ fn normalize(
     version: &str,
     obj: &mut Value,
     name: &str,
+    strict: bool,
 ) -> ApiResult<()> {
     if rt.builtin {
         defaults::apply(&rt.plural, obj, inner.rv);
@@ -560,7 +564,19 @@ fn normalize(
     let Some(schema) = rt.version(version).and_then(|v| v.schema.as_ref()) else {
         return Ok(());
     };
-    schema::prune_and_default(obj, schema);
+    let pruned = schema::prune_and_default(obj, schema);
+    if strict && !pruned.is_empty() {
+        let fields: Vec<String> = pruned
+            .iter()
+            .map(|p| format!("unknown field \"{p}\""))
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "{} in version \"{version}\" cannot be handled as a {}: strict decoding error: {}",
+            rt.kind,
+            rt.kind,
+            fields.join(", ")
+        )));
+    }
     let causes = schema::validate(obj, schema);
     if causes.is_empty() {
         Ok(())
@@ -726,7 +742,7 @@ fn commit_update(
             ));
         }
     }
-    normalize(inner, rt, version, &mut new, &name)?;
+    normalize(inner, rt, version, &mut new, &name, opts.strict)?;
     if rt.plural == "customresourcedefinitions" {
         crd_status(&mut new);
         if let Some(old_status) = old.get("status") {
@@ -960,7 +976,7 @@ fn apply_patch(
                 return Err(ApiError::not_found(&rt.group, &rt.plural, name));
             }
             let managed = merged.pointer("/metadata/managedFields").cloned();
-            let mut obj = prepare_create(inner, rt, version, ns, merged)?;
+            let mut obj = prepare_create(inner, rt, version, ns, merged, opts.strict)?;
             if let Some(m) = managed {
                 obj["metadata"]["managedFields"] = m;
             }

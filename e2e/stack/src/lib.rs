@@ -24,6 +24,7 @@ mod fields;
 mod gc;
 mod jsonpath;
 mod kubeconfig;
+mod openapi;
 mod patch;
 mod registry;
 mod scenario;

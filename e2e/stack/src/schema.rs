@@ -12,26 +12,33 @@ use crate::error::Cause;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-/// Prune then default, in the order the API server does, on the whole object.
-pub fn prune_and_default(obj: &mut Value, schema: &Value) {
+/// Prune then default, in the order the API server does, on the whole object. Returns the
+/// paths of the pruned (unknown) fields, for `fieldValidation=Strict`.
+pub fn prune_and_default(obj: &mut Value, schema: &Value) -> Vec<String> {
+    let mut pruned = Vec::new();
     if let Some(m) = obj.as_object_mut() {
         let props = schema.get("properties");
         let preserve = preserves(schema);
         m.retain(|k, _| {
-            matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
+            let keep = matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
                 || preserve
-                || props.is_some_and(|p| p.get(k).is_some())
+                || props.is_some_and(|p| p.get(k).is_some());
+            if !keep {
+                pruned.push(k.clone());
+            }
+            keep
         });
         for (k, v) in m.iter_mut() {
             if k == "metadata" || k == "apiVersion" || k == "kind" {
                 continue;
             }
             if let Some(s) = props.and_then(|p| p.get(k)) {
-                prune(v, s);
+                prune(v, s, k, &mut pruned);
             }
         }
     }
     default(obj, schema, true);
+    pruned
 }
 
 fn preserves(s: &Value) -> bool {
@@ -43,14 +50,14 @@ fn preserves(s: &Value) -> bool {
             == Some(true)
 }
 
-fn prune(v: &mut Value, s: &Value) {
+fn prune(v: &mut Value, s: &Value, path: &str, pruned: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
             let props = s.get("properties").and_then(Value::as_object);
             let additional = s.get("additionalProperties");
             if let Some(add) = additional.filter(|a| a.is_object()) {
-                for child in m.values_mut() {
-                    prune(child, add);
+                for (k, child) in m.iter_mut() {
+                    prune(child, add, &join(path, k), pruned);
                 }
                 return;
             }
@@ -58,20 +65,26 @@ fn prune(v: &mut Value, s: &Value) {
                 return;
             }
             if !preserves(s) {
-                m.retain(|k, _| props.is_some_and(|p| p.contains_key(k)));
+                m.retain(|k, _| {
+                    let keep = props.is_some_and(|p| p.contains_key(k));
+                    if !keep {
+                        pruned.push(join(path, k));
+                    }
+                    keep
+                });
             }
             if let Some(p) = props {
                 for (k, child) in m.iter_mut() {
                     if let Some(cs) = p.get(k) {
-                        prune(child, cs);
+                        prune(child, cs, &join(path, k), pruned);
                     }
                 }
             }
         }
         Value::Array(items) => {
             if let Some(is) = s.get("items") {
-                for i in items {
-                    prune(i, is);
+                for (i, item) in items.iter_mut().enumerate() {
+                    prune(item, is, &format!("{path}[{i}]"), pruned);
                 }
             }
         }
@@ -414,7 +427,8 @@ mod tests {
     fn prunes_defaults_and_validates() {
         let mut obj = json!({"apiVersion": "x/v1", "kind": "X", "metadata": {"name": "n"},
             "junk": 1, "spec": {"port": 80, "extra": true, "free": {"any": 1}, "target": "50%", "opt": null}});
-        prune_and_default(&mut obj, &schema());
+        let pruned = prune_and_default(&mut obj, &schema());
+        assert_eq!(pruned, ["junk", "spec.extra"]);
         assert!(obj.get("junk").is_none());
         assert!(obj["spec"].get("extra").is_none());
         assert_eq!(obj["spec"]["free"], json!({"any": 1}));

@@ -7,6 +7,7 @@ use crate::crud::{DeleteOpts, ListOpts, Sub, WriteOpts};
 use crate::discovery;
 use crate::error::{ApiError, ApiResult};
 use crate::faults::Faults;
+use crate::openapi;
 use crate::patch::PatchType;
 use crate::registry::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -125,6 +126,11 @@ pub async fn handle(
         ["version"] => json_response(200, &discovery::version()),
         ["healthz" | "readyz" | "livez", ..] => full(200, "text/plain", "ok"),
         ["api"] => json_response(200, &discovery::core_versions()),
+        ["openapi", "v3"] => json_response(200, &openapi::index(&reg())),
+        ["openapi", "v3", "api", "v1"] => {
+            discovery_or_404(openapi::group_version(&reg(), "", "v1"))
+        }
+        ["openapi", "v3", "apis", g, v] => discovery_or_404(openapi::group_version(&reg(), g, v)),
         ["api", "v1"] => discovery_or_404(discovery::resource_list(&reg(), "", "v1")),
         ["apis"] => json_response(200, &discovery::group_list(&reg())),
         ["apis", g] => discovery_or_404(discovery::group(&reg(), g)),
@@ -385,6 +391,7 @@ async fn dispatch(
     let dry_run = q.get("dryRun") == Some("All");
     let opts = WriteOpts {
         dry_run,
+        strict: q.get("fieldValidation") == Some("Strict"),
         manager: default_manager(&req, q),
         force: q.flag("force"),
     };

@@ -148,10 +148,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 async fn apply_get_and_wait() {
     let (stack, k) = start().await;
     blocking(move || {
-        // Like against a real API server, kubectl maps every document before applying any,
-        // so objects of a CRD created in the same file need a second apply. The first run
-        // creates the CRD and the Deployment and reports the Gadget as unmapped.
-        let first = k.run_with_stdin(&["apply", "--validate=false", "-f", "-"], Some(MANIFESTS));
+        // Like against a real API server, kubectl maps and validates every document before
+        // applying any, so objects of a CRD created in the same file need a second apply.
+        // The first run creates the CRD and fails on the Gadget.
+        let first = k.run_with_stdin(&["apply", "-f", "-"], Some(MANIFESTS));
         let stdout = String::from_utf8_lossy(&first.stdout);
         assert!(
             stdout.contains(
@@ -159,16 +159,16 @@ async fn apply_get_and_wait() {
             ),
             "{stdout}"
         );
-        assert!(stdout.contains("deployment.apps/web created"), "{stdout}");
+        assert!(!first.status.success());
         k.ok(&[
             "wait",
             "--for=condition=established",
             "crd/gadgets.example.com",
             "--timeout=10s",
         ]);
-        let second = k.ok_stdin(&["apply", "--validate=false", "-f", "-"], Some(MANIFESTS));
+        let second = k.ok_stdin(&["apply", "-f", "-"], Some(MANIFESTS));
         assert!(second.contains("gadget.example.com/g1 created"), "{second}");
-        assert!(second.contains("deployment.apps/web unchanged"), "{second}");
+        assert!(second.contains("deployment.apps/web"), "{second}");
 
         k.ok(&[
             "wait",
@@ -203,10 +203,7 @@ async fn apply_get_and_wait() {
                 .contains("Error from server (NotFound): configmaps \"nope\" not found")
         );
 
-        let ssa = k.ok_stdin(
-            &["apply", "--server-side", "--validate=false", "-f", "-"],
-            Some(MANIFESTS),
-        );
+        let ssa = k.ok_stdin(&["apply", "--server-side", "-f", "-"], Some(MANIFESTS));
         assert!(ssa.contains("serverside-applied"), "{ssa}");
     })
     .await;
@@ -217,9 +214,9 @@ async fn apply_get_and_wait() {
 async fn patch_label_annotate_scale_delete() {
     let (stack, k) = start().await;
     blocking(move || {
-        k.run_with_stdin(&["apply", "--validate=false", "-f", "-"], Some(MANIFESTS));
+        k.run_with_stdin(&["apply", "-f", "-"], Some(MANIFESTS));
         k.ok(&["wait", "--for=condition=established", "crd/gadgets.example.com", "--timeout=10s"]);
-        k.ok_stdin(&["apply", "--validate=false", "-f", "-"], Some(MANIFESTS));
+        k.ok_stdin(&["apply", "-f", "-"], Some(MANIFESTS));
 
         // Strategic merge (kubectl's default): env merges by name.
         k.ok(&["patch", "deployment", "web", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","env":[{"name":"B","value":"2"}]}]}}}}"#]);
@@ -282,7 +279,7 @@ async fn get_watch() {
         std::thread::sleep(Duration::from_millis(500));
         // `kubectl create configmap` would send protobuf (answered 415); `create -f` sends JSON.
         k.ok_stdin(
-            &["create", "--validate=false", "-f", "-"],
+            &["create", "-f", "-"],
             Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\ndata:\n  a: b\n"),
         );
         let deadline = Instant::now() + Duration::from_secs(10);
