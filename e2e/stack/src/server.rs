@@ -212,6 +212,8 @@ fn parse_target(shared: &Shared, group: &str, version: &str, rest: &[&str]) -> A
 
 fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
     match (method.as_str(), t.name.is_some()) {
+        // The old single-object watch path (`.../NAME?watch=true`) is a watch by name.
+        ("GET", true) if q.flag("watch") && t.sub.is_none() => "watch",
         ("GET", true) => "get",
         ("GET", false) if q.flag("watch") => "watch",
         ("GET", false) => "list",
@@ -436,7 +438,11 @@ async fn dispatch(
             Ok(json_response(200, &list))
         }
         "watch" => {
-            let lo = list_opts(q, &t.rt)?;
+            let mut lo = list_opts(q, &t.rt)?;
+            if let Some(name) = &t.name {
+                lo.fields = FieldSelector::parse(&format!("metadata.name={name}"))
+                    .map_err(ApiError::bad_request)?;
+            }
             let send_initial = q.flag("sendInitialEvents");
             if send_initial && q.get("resourceVersionMatch") != Some("NotOlderThan") {
                 return Err(ApiError::new(

@@ -1172,3 +1172,86 @@ async fn events_leases_and_tables() {
     );
     stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn bearer_token_latency_and_watch_drops_after_events() {
+    let config = StackConfig {
+        token: Some("s3cret".into()),
+        ..StackConfig::default()
+    };
+    let stack = Stack::start(config).await.unwrap();
+    let (code, body) = http(stack.url(), "GET", "/api/v1/namespaces", &[], "").await;
+    assert_eq!(code, 401);
+    assert!(body.contains("Unauthorized"));
+    let (code, _) = http(
+        stack.url(),
+        "GET",
+        "/api/v1/namespaces",
+        &[("Authorization", "Bearer s3cret")],
+        "",
+    )
+    .await;
+    assert_eq!(code, 200);
+
+    // The kubeconfig carries the token.
+    let kubeconfig = kube::config::Kubeconfig::read_from(stack.kubeconfig_path()).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = Client::try_from(cfg).unwrap();
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    cms.create(&PostParams::default(), &cm("t", json!({})))
+        .await
+        .unwrap();
+
+    stack.faults().add(vec![FaultRule {
+        verb: "get".into(),
+        resource: "configmaps".into(),
+        error_rate: 0.0,
+        status: 503,
+        latency: Some(Duration::from_millis(300)),
+        conflicts: 0,
+    }]);
+    let t = std::time::Instant::now();
+    cms.get("t").await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    stack.faults().clear();
+
+    // Watches close after N events; the single-object watch path works too.
+    stack.faults().drop_watches_after(2);
+    let (code, body) = http(
+        stack.url(),
+        "GET",
+        "/api/v1/namespaces/default/configmaps/t?watch=true&timeoutSeconds=1",
+        &[("Authorization", "Bearer s3cret")],
+        "",
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("\"type\":\"ADDED\"") && body.contains("\"name\":\"t\""),
+        "{body}"
+    );
+    let mut events = cms
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let mut n = 0;
+    cms.create(&PostParams::default(), &cm("u", json!({})))
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &cm("v", json!({})))
+        .await
+        .unwrap();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(5), events.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        assert!(matches!(e, WatchEvent::Added(_)));
+        n += 1;
+    }
+    assert_eq!(n, 2, "the watch closes after two events");
+    stack.shutdown().await;
+}
