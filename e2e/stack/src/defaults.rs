@@ -16,11 +16,18 @@ pub fn apply(plural: &str, obj: &mut Value, seq: u64) {
             set_if_absent(spec, "replicas", json!(1));
             set_if_absent(spec, "progressDeadlineSeconds", json!(600));
             set_if_absent(spec, "revisionHistoryLimit", json!(10));
-            set_if_absent(
-                spec,
-                "strategy",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
-            );
+            set_if_absent(spec, "strategy", json!({}));
+            let strategy = &mut spec["strategy"];
+            set_if_absent(strategy, "type", json!("RollingUpdate"));
+            if strategy["type"] == "RollingUpdate" {
+                set_if_absent(strategy, "rollingUpdate", json!({}));
+                set_if_absent(&mut strategy["rollingUpdate"], "maxSurge", json!("25%"));
+                set_if_absent(
+                    &mut strategy["rollingUpdate"],
+                    "maxUnavailable",
+                    json!("25%"),
+                );
+            }
         }
         "daemonsets" => {
             let spec = &mut obj["spec"];

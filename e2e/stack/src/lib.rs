@@ -26,6 +26,7 @@ mod jsonpath;
 mod kubeconfig;
 mod openapi;
 mod patch;
+mod protobuf;
 mod registry;
 mod scenario;
 mod schema;

@@ -310,11 +310,8 @@ fn decode(ct: &str, bytes: &[u8]) -> ApiResult<Value> {
     if bytes.is_empty() {
         return Ok(Value::Null);
     }
-    // client-go (kubectl) switches to JSON after a 415 answer to a protobuf body.
     if ct.contains("protobuf") {
-        return Err(ApiError::unsupported_media(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
-        ));
+        return crate::protobuf::decode(bytes).map_err(ApiError::unsupported_media);
     }
     // JSON is YAML, but JSON first keeps error messages about JSON.
     serde_json::from_slice(bytes).or_else(|json_err| {

@@ -259,6 +259,95 @@ async fn patch_label_annotate_scale_delete() {
     stack.shutdown().await;
 }
 
+/// kubectl's generator subcommands send protobuf bodies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_generators() {
+    let (stack, k) = start().await;
+    blocking(move || {
+        k.ok(&["create", "namespace", "team"]);
+        k.ok(&[
+            "-n",
+            "team",
+            "create",
+            "configmap",
+            "cfg",
+            "--from-literal=a=b",
+        ]);
+        k.ok(&[
+            "-n",
+            "team",
+            "create",
+            "secret",
+            "generic",
+            "pw",
+            "--from-literal=password=hunter2",
+        ]);
+        k.ok(&[
+            "-n",
+            "team",
+            "create",
+            "deployment",
+            "api",
+            "--image=podinfo:6.0.0",
+            "--replicas=2",
+            "--port=9898",
+        ]);
+        k.ok(&[
+            "-n",
+            "team",
+            "create",
+            "service",
+            "clusterip",
+            "api",
+            "--tcp=80:9898",
+        ]);
+        k.ok(&["-n", "team", "create", "serviceaccount", "robot"]);
+        assert_eq!(
+            k.json(&["-n", "team", "get", "configmap", "cfg"])["data"]["a"],
+            "b"
+        );
+        assert_eq!(
+            k.json(&["-n", "team", "get", "secret", "pw"])["data"]["password"],
+            "aHVudGVyMg=="
+        );
+        let d = k.json(&["-n", "team", "get", "deployment", "api"]);
+        assert_eq!(d["spec"]["replicas"], 2);
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["image"],
+            "podinfo:6.0.0"
+        );
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+            9898
+        );
+        assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+        let svc = k.json(&["-n", "team", "get", "service", "api"]);
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], 9898);
+        assert!(
+            svc["spec"]["clusterIP"]
+                .as_str()
+                .unwrap()
+                .starts_with("10.96.")
+        );
+        k.ok(&[
+            "-n",
+            "team",
+            "wait",
+            "--for=condition=available",
+            "deployment/api",
+            "--timeout=10s",
+        ]);
+        k.ok(&["delete", "namespace", "team"]);
+        assert!(
+            !k.run_with_stdin(&["get", "namespace", "team"], None)
+                .status
+                .success()
+        );
+    })
+    .await;
+    stack.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_watch() {
     let (stack, k) = start().await;
