@@ -116,7 +116,8 @@ fn cell(obj: &Value, c: &PrinterColumn, rt: &ResourceType) -> Value {
     let Some(v) = found.first() else {
         return match c.type_.as_str() {
             "integer" if rt.builtin => json!(0),
-            _ => json!("<none>"),
+            // kubectl prints missing cells as <none>, as the API server sends them: null.
+            _ => Value::Null,
         };
     };
     if c.type_ == "date"

@@ -1051,6 +1051,55 @@ async fn faults_and_accounting() {
 
     assert_eq!(stack.faults().requests("update", "configmaps"), 2);
     assert_eq!(stack.faults().requests("list", "configmaps"), 2);
+    let (code, raw) = http(
+        stack.url(),
+        "GET",
+        "/api/v1/namespaces/default/configmaps/f",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(raw.contains("\"name\":\"f\""));
+    let (code, rules) = http(&admin, "GET", "/faults", &[], "").await;
+    assert_eq!(code, 200);
+    assert!(rules.contains("\"conflicts\":0"), "{rules}");
+
+    // Dropping watches and forgetting history through the admin server.
+    let rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut events = cms
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    assert_eq!(http(&admin, "POST", "/watches/drop", &[], "").await.0, 200);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), events.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .is_none()
+    );
+    cms.create(&PostParams::default(), &cm("after", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(http(&admin, "POST", "/compact", &[], "").await.0, 200);
+    let mut old = cms
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    match old.try_next().await.unwrap() {
+        Some(WatchEvent::Error(status)) => assert_eq!(status.code, 410),
+        other => panic!("expected 410 after compaction, got {other:?}"),
+    }
+
     let (_, metrics) = http(&admin, "GET", "/metrics", &[], "").await;
     assert!(
         metrics.contains(
