@@ -684,6 +684,12 @@ fn commit_update(
                     }
                 }
             }
+            // An apply computed the new ownership itself.
+            if !track_fields {
+                if let Some(mf) = body.pointer("/metadata/managedFields") {
+                    n["metadata"]["managedFields"] = mf.clone();
+                }
+            }
             n
         }
         Sub::Main | Sub::Scale => {

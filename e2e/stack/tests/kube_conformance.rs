@@ -534,6 +534,33 @@ async fn custom_resources() {
     assert_eq!(w.metadata.generation, Some(2));
     assert_eq!(w.data["status"]["phase"], "Ready");
 
+    // Controllers commonly server-side apply their status.
+    let status = |s: Value| json!({"apiVersion": "example.com/v1", "kind": "Widget", "status": s});
+    let w = widgets
+        .patch_status(
+            "w",
+            &PatchParams::apply("ctl").force(),
+            &Patch::Apply(status(json!({"phase": "Applied"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.data["status"], json!({"phase": "Applied", "replicas": 1}));
+    assert_eq!(w.data["spec"]["size"], 3);
+    let w = widgets
+        .patch_status(
+            "w",
+            &PatchParams::apply("ctl").force(),
+            &Patch::Apply(status(json!({"replicas": 2}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        w.data["status"],
+        json!({"replicas": 2}),
+        "the field ctl stopped applying is removed"
+    );
+    assert_eq!(w.metadata.generation, Some(2));
+
     let strategic = api_err(
         widgets
             .patch(
@@ -556,7 +583,7 @@ async fn custom_resources() {
         .unwrap();
     let scale = widgets.get_scale("w").await.unwrap();
     assert_eq!(scale.spec.unwrap().replicas, Some(4));
-    assert_eq!(scale.status.unwrap().replicas, 1);
+    assert_eq!(scale.status.unwrap().replicas, 2);
 
     // Deleting the CRD deletes its objects and stops serving the type.
     crds.delete("widgets.example.com", &DeleteParams::default())
