@@ -685,10 +685,8 @@ fn commit_update(
                 }
             }
             // An apply computed the new ownership itself.
-            if !track_fields {
-                if let Some(mf) = body.pointer("/metadata/managedFields") {
-                    n["metadata"]["managedFields"] = mf.clone();
-                }
+            if !track_fields && let Some(mf) = body.pointer("/metadata/managedFields") {
+                n["metadata"]["managedFields"] = mf.clone();
             }
             n
         }
