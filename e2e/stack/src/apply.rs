@@ -158,6 +158,7 @@ mod tests {
             shape: Shape {
                 builtin: true,
                 schema: None,
+                status_subresource: true,
             },
             now: "2026-01-01T00:00:00Z",
         }

@@ -84,6 +84,7 @@ fn shape<'a>(rt: &'a ResourceType, version: &str) -> Shape<'a> {
     Shape {
         builtin: rt.builtin,
         schema: rt.version(version).and_then(|v| v.schema.as_ref()),
+        status_subresource: rt.status,
     }
 }
 

@@ -15,6 +15,8 @@ pub type FieldSet = BTreeSet<Path>;
 pub struct Shape<'a> {
     pub builtin: bool,
     pub schema: Option<&'a Value>,
+    /// With a status subresource, `status` is owned through `/status` only.
+    pub status_subresource: bool,
 }
 
 impl<'a> Shape<'a> {
@@ -27,6 +29,7 @@ impl<'a> Shape<'a> {
         Shape {
             builtin: self.builtin,
             schema,
+            status_subresource: self.status_subresource,
         }
     }
 
@@ -34,6 +37,7 @@ impl<'a> Shape<'a> {
         Shape {
             builtin: self.builtin,
             schema: self.schema.and_then(|s| s.get("items")),
+            status_subresource: self.status_subresource,
         }
     }
 }
@@ -98,14 +102,19 @@ const SERVER_METADATA: &[&str] = &[
 ];
 
 /// Leaf paths (and associative-list item paths) set in `obj`. With `status_only`, only the
-/// status; otherwise everything but the status.
+/// status; otherwise everything but the status if the type has a status subresource.
 pub fn leaves(obj: &Value, shape: Shape<'_>, status_only: bool) -> FieldSet {
     let mut out = FieldSet::new();
     let Some(map) = obj.as_object() else {
         return out;
     };
     for (k, v) in map {
-        if k == "apiVersion" || k == "kind" || (k == "status") != status_only {
+        let skip = if status_only {
+            k != "status"
+        } else {
+            k == "status" && shape.status_subresource
+        };
+        if k == "apiVersion" || k == "kind" || skip {
             continue;
         }
         let path = vec![format!("f:{k}")];
@@ -121,6 +130,7 @@ pub fn leaves(obj: &Value, shape: Shape<'_>, status_only: bool) -> FieldSet {
                             Shape {
                                 builtin: true,
                                 schema: None,
+                                status_subresource: true,
                             },
                             &mut out,
                         );
@@ -445,6 +455,7 @@ mod tests {
             Shape {
                 builtin: true,
                 schema: None,
+                status_subresource: true,
             },
             false,
         );

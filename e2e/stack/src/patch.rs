@@ -68,6 +68,7 @@ pub fn apply_patch(target: &Value, kind: PatchType, body: &Value) -> ApiResult<V
                 Shape {
                     builtin: true,
                     schema: None,
+                    status_subresource: true,
                 },
             );
         }
