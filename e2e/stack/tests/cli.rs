@@ -29,6 +29,8 @@ fn up_prints_ready_and_exits_on_sigterm() {
     let out = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&kubeconfig)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
         .args([
             "get",
             "namespace",
@@ -47,6 +49,8 @@ fn up_prints_ready_and_exits_on_sigterm() {
     let faulty = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&kubeconfig)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
         .args(["get", "secret", "x"])
         .output()
         .unwrap();

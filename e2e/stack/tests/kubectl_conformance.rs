@@ -73,12 +73,19 @@ spec:
 
 struct Kubectl {
     kubeconfig: PathBuf,
+    /// kubectl caches discovery per host:port for hours; a port reused by a later stack
+    /// must not see this one's types.
+    cache: tempfile::TempDir,
 }
 
 impl Kubectl {
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new("kubectl");
-        c.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        c.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .args(args);
         c
     }
 
@@ -135,6 +142,7 @@ async fn start() -> (Stack, Kubectl) {
     .unwrap();
     let kubectl = Kubectl {
         kubeconfig: stack.kubeconfig_path().to_path_buf(),
+        cache: tempfile::tempdir().unwrap(),
     };
     (stack, kubectl)
 }
