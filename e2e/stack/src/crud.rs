@@ -2,14 +2,15 @@
 //! by the HTTP handlers, the workload simulator and the garbage collector.
 
 use crate::apply::{self, ApplyRequest};
+use crate::crd;
 use crate::defaults;
 use crate::error::{ApiError, ApiResult, Cause};
 use crate::fields::{self, Shape};
-use crate::jsonpath;
 use crate::patch::{self, PatchType};
-use crate::registry::{self, ResourceType};
+use crate::registry::ResourceType;
+use crate::scale;
 use crate::schema;
-use crate::selector::{FieldSelector, LabelSelector, selector_string};
+use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Inner, Store};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -244,7 +245,7 @@ impl Store {
             )));
         }
         let new = match sub {
-            Sub::Scale => scale_to_object(rt, &old, &body)?,
+            Sub::Scale => scale::to_object(rt, &old, &body)?,
             _ => body,
         };
         commit_update(&mut inner, rt, version, &old, new, sub, opts, true)
@@ -277,8 +278,8 @@ impl Store {
         let old = old.ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
         let new = match sub {
             Sub::Scale => {
-                let scale = patch::apply_patch(&scale_of(rt, &old), kind, &body)?;
-                scale_to_object(rt, &old, &scale)?
+                let scale = patch::apply_patch(&scale::of(rt, &old), kind, &body)?;
+                scale::to_object(rt, &old, &scale)?
             }
             _ => patch::apply_patch(&old, kind, &body)?,
         };
@@ -335,7 +336,7 @@ impl Store {
     /// The autoscaling/v1 Scale of an object.
     pub fn get_scale(&self, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<Value> {
         let obj = self.get(rt, ns, name)?;
-        Ok(scale_of(rt, &obj))
+        Ok(scale::of(rt, &obj))
     }
 
     /// Writes the status of an object on behalf of a built-in controller (the simulator),
@@ -535,30 +536,7 @@ fn normalize(
     if rt.builtin {
         defaults::apply(&rt.plural, obj, inner.rv);
         if rt.plural == "customresourcedefinitions" {
-            let t = registry::from_crd(obj).map_err(|why| {
-                invalid(
-                    rt,
-                    name,
-                    vec![Cause {
-                        reason: "FieldValueInvalid",
-                        field: "spec".into(),
-                        message: why,
-                    }],
-                )
-            })?;
-            if name != t.key() {
-                return Err(invalid(
-                    rt,
-                    name,
-                    vec![Cause {
-                        reason: "FieldValueInvalid",
-                        field: "metadata.name".into(),
-                        message: format!(
-                            "Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"
-                        ),
-                    }],
-                ));
-            }
+            crd::validate(obj, name).map_err(|c| invalid(rt, name, vec![c]))?;
         }
         return Ok(());
     }
@@ -593,56 +571,17 @@ fn commit_create(
     dry_run: bool,
 ) -> ApiResult<Value> {
     if rt.plural == "customresourcedefinitions" {
-        crd_status(&mut obj);
+        crd::set_status(&mut obj);
     }
     if dry_run {
         return Ok(obj);
     }
     let key = rt.key();
     if rt.plural == "customresourcedefinitions" {
-        register_crd(inner, &obj);
+        crd::register(inner, &obj);
     }
     let stored = inner.put(&key, obj);
     Ok((*stored).clone())
-}
-
-fn crd_status(obj: &mut Value) {
-    let t = now();
-    let mut names = obj.pointer("/spec/names").cloned().unwrap_or(json!({}));
-    if names.get("singular").is_none() {
-        let kind = names
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_lowercase();
-        names["singular"] = json!(kind);
-    }
-    let stored: Vec<Value> = obj
-        .pointer("/spec/versions")
-        .and_then(Value::as_array)
-        .map(|vs| {
-            vs.iter()
-                .filter(|v| v.get("storage") == Some(&json!(true)))
-                .filter_map(|v| v.get("name").cloned())
-                .collect()
-        })
-        .unwrap_or_default();
-    obj["status"] = json!({
-        "acceptedNames": names,
-        "conditions": [
-            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
-             "message": "no conflicts found", "lastTransitionTime": t},
-            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-             "message": "the initial names have been accepted", "lastTransitionTime": t},
-        ],
-        "storedVersions": stored,
-    });
-}
-
-fn register_crd(inner: &mut Inner, crd: &Value) {
-    if let Ok(t) = registry::from_crd(crd) {
-        inner.registry.types.insert(t.id(), Arc::new(t));
-    }
 }
 
 /// The shared update path: subresource rules, optimistic concurrency, validation,
@@ -749,7 +688,7 @@ fn commit_update(
     }
     normalize(inner, rt, version, &mut new, &name, opts.strict)?;
     if rt.plural == "customresourcedefinitions" {
-        crd_status(&mut new);
+        crd::set_status(&mut new);
         if let Some(old_status) = old.get("status") {
             // Keep transition times stable when nothing changed.
             if old_status.get("conditions").is_some()
@@ -793,7 +732,7 @@ fn commit_update(
         return Ok(gone.map(|g| (*g).clone()).unwrap_or(new));
     }
     if rt.plural == "customresourcedefinitions" {
-        register_crd(inner, &new);
+        crd::register(inner, &new);
     }
     let stored = inner.put(&key, new);
     if deleting || owners_changed {
@@ -811,17 +750,8 @@ pub(crate) fn finalize(
 ) -> Option<Arc<Value>> {
     if rt.plural == "customresourcedefinitions"
         && let Some(crd) = inner.get(&rt.key(), ns, name).cloned()
-        && let Ok(t) = registry::from_crd(&crd)
     {
-        let key = t.key();
-        let all: Vec<(String, String)> = inner
-            .iter_ns(&key, None)
-            .map(|o| crate::store::ns_name(o))
-            .collect();
-        for (ons, oname) in all {
-            inner.remove(&key, &ons, &oname);
-        }
-        inner.registry.types.remove(&t.id());
+        crd::unregister(inner, &crd);
     }
     inner.wants_gc = true;
     inner.remove(&rt.key(), ns, name)
@@ -991,59 +921,4 @@ fn apply_patch(
             commit_update(inner, rt, version, &old, merged, sub, opts, false).map(|v| (v, false))
         }
     }
-}
-
-/// autoscaling/v1 Scale view of an object with a scale subresource.
-pub fn scale_of(rt: &ResourceType, obj: &Value) -> Value {
-    let Some(paths) = &rt.scale else {
-        return json!({});
-    };
-    let first = |p: &str| jsonpath::select(obj, p).into_iter().next().cloned();
-    let spec = first(&paths.spec_replicas).unwrap_or(json!(0));
-    let status = first(&paths.status_replicas).unwrap_or(json!(0));
-    let selector = match &paths.label_selector {
-        Some(p) => first(p).and_then(|v| v.as_str().map(String::from)),
-        None => obj.pointer("/spec/selector").map(selector_string),
-    };
-    let m = &obj["metadata"];
-    let mut scale = json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            "name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
-            "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"],
-        },
-        "spec": {"replicas": spec},
-        "status": {"replicas": status},
-    });
-    if let Some(s) = selector {
-        scale["status"]["selector"] = json!(s);
-    }
-    scale
-}
-
-/// The object with the replicas of a (possibly patched) Scale written into it.
-fn scale_to_object(rt: &ResourceType, old: &Value, scale: &Value) -> ApiResult<Value> {
-    let Some(paths) = &rt.scale else {
-        return Err(ApiError::not_found(&rt.group, &rt.plural, "scale"));
-    };
-    let replicas = scale.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
-    if !replicas.is_i64() || replicas.as_i64().is_some_and(|r| r < 0) {
-        return Err(ApiError::invalid(
-            "Scale",
-            "autoscaling",
-            meta_str(old, "name").unwrap_or_default(),
-            vec![Cause {
-                reason: "FieldValueInvalid",
-                field: "spec.replicas".into(),
-                message: format!("Invalid value: {replicas}: must be greater than or equal to 0"),
-            }],
-        ));
-    }
-    let mut new = old.clone();
-    jsonpath::set_dotted(&mut new, &paths.spec_replicas, replicas);
-    if let Some(rv) = meta_str(scale, "resourceVersion") {
-        new["metadata"]["resourceVersion"] = json!(rv);
-    }
-    Ok(new)
 }

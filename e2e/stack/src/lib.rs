@@ -15,6 +15,7 @@
 mod admin;
 mod apply;
 mod convert;
+mod crd;
 mod crud;
 mod defaults;
 mod discovery;
@@ -28,6 +29,7 @@ mod openapi;
 mod patch;
 mod protobuf;
 mod registry;
+mod scale;
 mod scenario;
 mod schema;
 mod selector;

@@ -556,7 +556,7 @@ async fn dispatch(
 
 fn respond_sub(t: &Target, sub: Sub, obj: &Value) -> Value {
     match sub {
-        Sub::Scale => crate::crud::scale_of(&t.rt, obj),
+        Sub::Scale => crate::scale::of(&t.rt, obj),
         _ => versioned(t, obj),
     }
 }
