@@ -8,10 +8,60 @@ fn set_if_absent(obj: &mut Value, key: &str, v: Value) {
     }
 }
 
+/// Pod template defaults: controllers that compare a template they wrote with the stored one
+/// must cope with these, as against a real API server.
+fn pod_template(template: &mut Value) {
+    if !template.is_object() {
+        return;
+    }
+    // The API server's famous quirk: template metadata carries `creationTimestamp: null`.
+    set_if_absent(template, "metadata", json!({}));
+    set_if_absent(&mut template["metadata"], "creationTimestamp", Value::Null);
+    let spec = &mut template["spec"];
+    if !spec.is_object() {
+        return;
+    }
+    set_if_absent(spec, "restartPolicy", json!("Always"));
+    set_if_absent(spec, "terminationGracePeriodSeconds", json!(30));
+    set_if_absent(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_if_absent(spec, "securityContext", json!({}));
+    set_if_absent(spec, "schedulerName", json!("default-scheduler"));
+    for list in ["containers", "initContainers"] {
+        for c in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            set_if_absent(c, "terminationMessagePath", json!("/dev/termination-log"));
+            set_if_absent(c, "terminationMessagePolicy", json!("File"));
+            set_if_absent(c, "resources", json!({}));
+            let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
+            let tag = image.rsplit('/').next().unwrap_or_default();
+            let latest = !tag.contains(':') || tag.ends_with(":latest");
+            let policy = if latest && !image.contains('@') {
+                "Always"
+            } else {
+                "IfNotPresent"
+            };
+            set_if_absent(c, "imagePullPolicy", json!(policy));
+            for p in c
+                .get_mut("ports")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                set_if_absent(p, "protocol", json!("TCP"));
+            }
+        }
+    }
+}
+
 /// `seq` makes allocated cluster IPs unique.
 pub fn apply(plural: &str, obj: &mut Value, seq: u64) {
     match plural {
         "deployments" => {
+            pod_template(&mut obj["spec"]["template"]);
             let spec = &mut obj["spec"];
             set_if_absent(spec, "replicas", json!(1));
             set_if_absent(spec, "progressDeadlineSeconds", json!(600));
@@ -30,6 +80,7 @@ pub fn apply(plural: &str, obj: &mut Value, seq: u64) {
             }
         }
         "daemonsets" => {
+            pod_template(&mut obj["spec"]["template"]);
             let spec = &mut obj["spec"];
             set_if_absent(spec, "revisionHistoryLimit", json!(10));
             set_if_absent(
@@ -42,6 +93,11 @@ pub fn apply(plural: &str, obj: &mut Value, seq: u64) {
             let spec = &mut obj["spec"];
             set_if_absent(spec, "type", json!("ClusterIP"));
             set_if_absent(spec, "sessionAffinity", json!("None"));
+            if spec["type"] != "ExternalName" {
+                set_if_absent(spec, "internalTrafficPolicy", json!("Cluster"));
+                set_if_absent(spec, "ipFamilies", json!(["IPv4"]));
+                set_if_absent(spec, "ipFamilyPolicy", json!("SingleStack"));
+            }
             if spec["type"] != "ExternalName" && spec.get("clusterIP").is_none() {
                 let ip = format!("10.96.{}.{}", (seq / 250) % 250, seq % 250 + 2);
                 spec["clusterIP"] = json!(ip);

@@ -329,6 +329,15 @@ async fn create_generators() {
             9898
         );
         assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+        // Defaults as the API server applies them.
+        let container = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(container["terminationMessagePolicy"], "File");
+        assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        assert_eq!(
+            d["spec"]["template"]["metadata"]["creationTimestamp"],
+            Value::Null
+        );
         let svc = k.json(&["-n", "team", "get", "service", "api"]);
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 9898);
         assert!(
