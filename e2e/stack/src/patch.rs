@@ -46,7 +46,26 @@ pub fn apply_patch(target: &Value, kind: PatchType, body: &Value) -> ApiResult<V
             json_patch::merge(&mut doc, body);
         }
         PatchType::Json => {
-            let ops: json_patch::Patch = serde_json::from_value(body.clone())
+            // As the API server's JSON patch library does, a `test` for null passes on a
+            // missing path (kube-runtime's finalizer helper relies on this).
+            let body = match body.as_array() {
+                Some(ops) => Value::Array(
+                    ops.iter()
+                        .filter(|op| {
+                            let null_test = op.get("op").and_then(Value::as_str) == Some("test")
+                                && op.get("value").is_some_and(Value::is_null);
+                            let missing = op
+                                .get("path")
+                                .and_then(Value::as_str)
+                                .is_some_and(|p| doc.pointer(p).is_none());
+                            !(null_test && missing)
+                        })
+                        .cloned()
+                        .collect(),
+                ),
+                None => body.clone(),
+            };
+            let ops: json_patch::Patch = serde_json::from_value(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
             json_patch::patch(&mut doc, &ops).map_err(|e| {
                 ApiError::new(
@@ -229,6 +248,16 @@ mod tests {
         let patch = json!({"spec": {"args": ["y"], "drop": null}});
         let out = apply_patch(&target, PatchType::Strategic, &patch).unwrap();
         assert_eq!(out, json!({"spec": {"args": ["y"], "keep": 1}}));
+    }
+
+    #[test]
+    fn json_patch_null_test_passes_on_missing_paths() {
+        let ops = json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]);
+        let out = apply_patch(&json!({"metadata": {}}), PatchType::Json, &ops).unwrap();
+        assert_eq!(out["metadata"]["finalizers"], json!(["f"]));
+        let wrong = json!([{"op": "test", "path": "/metadata/name", "value": null}]);
+        assert!(apply_patch(&json!({"metadata": {"name": "x"}}), PatchType::Json, &wrong).is_err());
     }
 
     #[test]

@@ -765,6 +765,36 @@ async fn finalizers_and_garbage_collection() {
     .unwrap();
     assert!(cms.get_opt("held").await.unwrap().is_none());
 
+    // kube-runtime's finalizer helper (JSON patches with `test` operations).
+    cms.create(&PostParams::default(), &cm("helped", json!({})))
+        .await
+        .unwrap();
+    let run = |obj: ConfigMap| {
+        let cms = cms.clone();
+        async move {
+            kube::runtime::finalizer(
+                &cms,
+                "example.com/cleanup",
+                std::sync::Arc::new(obj),
+                |_| async {
+                    Ok::<_, std::io::Error>(kube::runtime::controller::Action::await_change())
+                },
+            )
+            .await
+            .unwrap();
+        }
+    };
+    run(cms.get("helped").await.unwrap()).await;
+    assert_eq!(
+        cms.get("helped").await.unwrap().metadata.finalizers,
+        Some(vec!["example.com/cleanup".to_string()])
+    );
+    cms.delete("helped", &DeleteParams::default())
+        .await
+        .unwrap();
+    run(cms.get("helped").await.unwrap()).await;
+    assert!(cms.get_opt("helped").await.unwrap().is_none());
+
     let owned = |name: &str, owner: &Deployment, block: bool| -> ConfigMap {
         let mut oref = owner.controller_owner_ref(&()).unwrap();
         oref.block_owner_deletion = Some(block);
