@@ -533,6 +533,21 @@ fn normalize(
     name: &str,
     strict: bool,
 ) -> ApiResult<()> {
+    // ObjectMeta's collections are omitempty: an emptied list or map reads as absent, which
+    // JSON patch `test` operations (e.g. kube-runtime's finalizer helper) depend on.
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in ["labels", "annotations", "finalizers", "ownerReferences"] {
+            let empty = match meta.get(k) {
+                Some(Value::Null) => true,
+                Some(Value::Array(a)) => a.is_empty(),
+                Some(Value::Object(m)) => m.is_empty(),
+                _ => false,
+            };
+            if empty {
+                meta.remove(k);
+            }
+        }
+    }
     if rt.builtin {
         defaults::apply(&rt.plural, obj, inner.rv);
         if rt.plural == "customresourcedefinitions" {
