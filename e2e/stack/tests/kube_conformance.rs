@@ -789,6 +789,19 @@ async fn finalizers_and_garbage_collection() {
         cms.get("helped").await.unwrap().metadata.finalizers,
         Some(vec!["example.com/cleanup".to_string()])
     );
+    // Removing the last finalizer leaves no empty list behind, so the helper can add it again.
+    let remove: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "remove", "path": "/metadata/finalizers/0"}]))
+            .unwrap();
+    cms.patch(
+        "helped",
+        &PatchParams::default(),
+        &Patch::Json::<()>(remove),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cms.get("helped").await.unwrap().metadata.finalizers, None);
+    run(cms.get("helped").await.unwrap()).await;
     cms.delete("helped", &DeleteParams::default())
         .await
         .unwrap();
