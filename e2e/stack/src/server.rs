@@ -338,15 +338,29 @@ fn default_manager(req: &Request<Incoming>, q: &Query) -> String {
     ua.split('/').next().unwrap_or("unknown").to_string()
 }
 
-fn table_format(req: &Request<Incoming>, q: &Query) -> Option<String> {
+/// The representation the client asked for in `Accept`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Format {
+    Full,
+    /// meta.k8s.io/v1 Table, with the `includeObject` parameter.
+    Table(String),
+    /// meta.k8s.io/v1 PartialObjectMetadata (kube-rs `metadata_watcher`, `get_metadata`).
+    Metadata,
+}
+
+fn format_of(req: &Request<Incoming>, q: &Query) -> Format {
     let accept = req
         .headers()
         .get(hyper::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    accept
-        .contains("as=Table")
-        .then(|| q.get("includeObject").unwrap_or("Metadata").to_string())
+    if accept.contains("as=Table") {
+        Format::Table(q.get("includeObject").unwrap_or("Metadata").to_string())
+    } else if accept.contains("as=PartialObjectMetadata") {
+        Format::Metadata
+    } else {
+        Format::Full
+    }
 }
 
 fn list_opts(q: &Query, rt: &ResourceType) -> ApiResult<ListOpts> {
@@ -394,7 +408,7 @@ async fn dispatch(
         manager: default_manager(&req, q),
         force: q.flag("force"),
     };
-    let table = table_format(&req, q);
+    let format = format_of(&req, q);
     match verb {
         "get" => {
             let name = t.name.clone().unwrap_or_default();
@@ -402,14 +416,15 @@ async fn dispatch(
                 return Ok(json_response(200, &store.get_scale(&t.rt, &ns, &name)?));
             }
             let obj = store.get(&t.rt, &ns, &name)?;
-            if let Some(include) = table {
-                let meta = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion")});
-                return Ok(json_response(
-                    200,
-                    &table::table(&t.rt, &t.version, &[obj], meta, &include),
-                ));
+            match format {
+                Format::Table(include) => {
+                    let meta = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion")});
+                    let table = table::table(&t.rt, &t.version, &[obj], meta, &include);
+                    Ok(json_response(200, &table))
+                }
+                Format::Metadata => Ok(json_response(200, &table::partial_metadata(&obj))),
+                Format::Full => Ok(json_response(200, &versioned(&t, &obj))),
             }
-            Ok(json_response(200, &versioned(&t, &obj)))
         }
         "list" => {
             let lo = list_opts(q, &t.rt)?;
@@ -419,19 +434,23 @@ async fn dispatch(
                 meta["continue"] = json!(c);
                 meta["remainingItemCount"] = json!(res.remaining.unwrap_or(0));
             }
-            if let Some(include) = table {
-                return Ok(json_response(
-                    200,
-                    &table::table(&t.rt, &t.version, &res.items, meta, &include),
-                ));
-            }
-            let items: Vec<Value> = res.items.iter().map(|o| versioned(&t, o)).collect();
-            let list = json!({
-                "kind": format!("{}List", t.rt.kind),
-                "apiVersion": t.rt.api_version(&t.version),
-                "metadata": meta,
-                "items": items,
-            });
+            let list = match format {
+                Format::Table(include) => {
+                    table::table(&t.rt, &t.version, &res.items, meta, &include)
+                }
+                Format::Metadata => json!({
+                    "kind": "PartialObjectMetadataList",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": meta,
+                    "items": res.items.iter().map(|o| table::partial_metadata(o)).collect::<Vec<_>>(),
+                }),
+                Format::Full => json!({
+                    "kind": format!("{}List", t.rt.kind),
+                    "apiVersion": t.rt.api_version(&t.version),
+                    "metadata": meta,
+                    "items": res.items.iter().map(|o| versioned(&t, o)).collect::<Vec<_>>(),
+                }),
+            };
             Ok(json_response(200, &list))
         }
         "watch" => {
@@ -458,7 +477,7 @@ async fn dispatch(
                 send_initial_events: send_initial,
                 labels: lo.labels,
                 fields: lo.fields,
-                table,
+                format,
             };
             let body = watch::start(
                 shared.clone(),

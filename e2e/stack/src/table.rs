@@ -142,7 +142,8 @@ fn cell(obj: &Value, c: &PrinterColumn, rt: &ResourceType) -> Value {
     (*v).clone()
 }
 
-fn partial_metadata(obj: &Value) -> Value {
+/// The `PartialObjectMetadata` of an object (metadata-only views).
+pub fn partial_metadata(obj: &Value) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
 }
 

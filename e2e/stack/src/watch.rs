@@ -4,7 +4,7 @@
 
 use crate::registry::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::server::{Body, Shared};
+use crate::server::{Body, Format, Shared};
 use crate::store::{Event, EventType, Replay};
 use crate::table;
 use bytes::Bytes;
@@ -25,7 +25,7 @@ pub struct WatchParams {
     pub send_initial_events: bool,
     pub labels: LabelSelector,
     pub fields: FieldSelector,
-    pub table: Option<String>,
+    pub format: Format,
 }
 
 struct Filter {
@@ -34,7 +34,7 @@ struct Filter {
     ns: Option<String>,
     labels: LabelSelector,
     fields: FieldSelector,
-    table: Option<String>,
+    format: Format,
 }
 
 impl Filter {
@@ -67,7 +67,9 @@ impl Filter {
         let converted = crate::convert::outbound(&self.rt, obj);
         let obj = converted.as_ref().unwrap_or(obj);
         let api_version = self.rt.api_version(&self.version);
-        let body = if let Some(include) = &self.table {
+        let body = if let Format::Metadata = self.format {
+            table::partial_metadata(obj)
+        } else if let Format::Table(include) = &self.format {
             let meta = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion")});
             table::table(
                 &self.rt,
@@ -123,7 +125,7 @@ pub fn start(
         ns,
         labels: p.labels,
         fields: p.fields,
-        table: p.table,
+        format: p.format,
     };
     // Subscribe and snapshot under one lock so no event falls between them.
     let (live, initial, start_rv) = {

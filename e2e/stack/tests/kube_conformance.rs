@@ -649,6 +649,24 @@ async fn watcher_reflector_and_selectors() {
     .await;
     task.abort();
 
+    // Metadata-only views (PartialObjectMetadata), as metadata watchers use.
+    let meta = cms.get_metadata("three").await.unwrap();
+    assert_eq!(meta.metadata.labels.unwrap()["app"], "web");
+    let metas = cms.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(metas.items.len(), 2);
+    let meta_api: Api<kube::core::PartialObjectMeta<ConfigMap>> =
+        Api::default_namespaced(client.clone());
+    let mut mw = watcher(meta_api, watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let first = tokio::time::timeout(Duration::from_secs(5), mw.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(first.metadata.name.is_some());
+    assert_eq!(first.types.unwrap().kind, "PartialObjectMetadata");
+
     // Streaming lists (sendInitialEvents) work too.
     let (reader, writer) = reflector::store::<ConfigMap>();
     let stream = reflector(
