@@ -5,9 +5,10 @@
 //! counts, Progressing `ReplicaSetUpdated`), then after the image's ready delay (all pods
 //! ready, Progressing `NewReplicaSetAvailable`). Images that never become ready leave the
 //! rollout stuck until `spec.progressDeadlineSeconds`, then Progressing turns False with
-//! `ProgressDeadlineExceeded`. A template change models a surge rollout: pods of the old
-//! template stay ready (and counted in `replicas`) until the new ones are ready. No Pod
-//! objects are created.
+//! `ProgressDeadlineExceeded`. A Deployment template change models a surge rollout: pods
+//! of the old template stay ready (and counted in `replicas`) until the new ones are ready.
+//! A DaemonSet template change shows the first step of a node-by-node rollout (one node
+//! updated and unavailable) until the new pods are ready. No Pod objects are created.
 
 use crate::registry::ResourceType;
 use crate::scenario::Workloads;
@@ -365,7 +366,14 @@ fn deployment_status(
 }
 
 fn daemonset_status(t: &Track, desired: i64) -> Value {
-    let ready = (t.ready + t.old_ready).min(desired);
+    let (updated, ready) = if t.old_ready > 0 && t.ready < desired {
+        // A rolling update goes node by node (maxUnavailable 1): the first node's old pod is
+        // gone and its new one is not ready yet.
+        let updated = desired.min(1);
+        (updated, (t.old_ready.min(desired) - updated).max(0))
+    } else {
+        (desired, t.ready.min(desired))
+    };
     let mut status = json!({
         "observedGeneration": t.generation,
         "desiredNumberScheduled": desired,
@@ -374,7 +382,7 @@ fn daemonset_status(t: &Track, desired: i64) -> Value {
         "numberReady": ready,
     });
     for (k, v) in [
-        ("updatedNumberScheduled", desired),
+        ("updatedNumberScheduled", updated),
         ("numberAvailable", ready),
         ("numberUnavailable", desired - ready),
     ] {

@@ -1084,6 +1084,30 @@ async fn workload_simulator() {
         dss.get("nowhere").await.unwrap().status
     })
     .await;
+    // A new template with an image that never gets ready: the rollout stays on its first node.
+    dss.patch(
+        "everywhere",
+        &PatchParams::default(),
+        &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "agent:broken"}]}}}})),
+    )
+    .await
+    .unwrap();
+    let rolling = eventually("the daemonset rollout to start", || async {
+        let s = dss.get("everywhere").await.unwrap().status?;
+        (s.observed_generation == Some(2)).then_some(s)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = dss.get("everywhere").await.unwrap().status.unwrap();
+    assert_eq!(s, rolling, "a broken image makes no progress");
+    assert_eq!(
+        (
+            s.updated_number_scheduled,
+            s.number_ready,
+            s.number_unavailable
+        ),
+        (Some(1), 2, Some(1))
+    );
     assert_eq!(nowhere.desired_number_scheduled, 0);
     stack.shutdown().await;
 }
