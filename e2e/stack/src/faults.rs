@@ -3,7 +3,8 @@
 //! A fault rule matches requests by verb (`get`, `list`, `watch`, `create`, `update`,
 //! `patch`, `delete`, `deletecollection` or `*`) and resource (plural or `*`) and may add
 //! latency, fail a fraction of them (`errorRate` with `status` 429, 500 or 503; 429 carries
-//! `Retry-After: 1`), or force the next `conflicts` updates/patches to answer 409.
+//! `Retry-After: 1`), or force the next `conflicts` updates/patches to answer 409; a rule
+//! with `dropWatchesAfterEvents: N` makes watches close after N events.
 
 use crate::scenario::opt_duration_str;
 use serde::Deserialize;
@@ -29,6 +30,24 @@ pub struct FaultRule {
     /// The next N updates and patches of matching resources answer 409 Conflict.
     #[serde(default)]
     pub conflicts: u32,
+    /// Watches close after sending this many events (whatever the verb and resource).
+    #[serde(default)]
+    pub drop_watches_after_events: Option<u64>,
+}
+
+impl Default for FaultRule {
+    /// Matches everything and does nothing; set the fields that matter.
+    fn default() -> Self {
+        FaultRule {
+            verb: star(),
+            resource: star(),
+            error_rate: 0.0,
+            status: default_status(),
+            latency: None,
+            conflicts: 0,
+            drop_watches_after_events: None,
+        }
+    }
 }
 
 fn star() -> String {
@@ -78,6 +97,9 @@ impl Default for Faults {
 impl Faults {
     /// Adds rules (the scenario file's `faults`, or `POST /faults`).
     pub fn add(&self, rules: Vec<FaultRule>) {
+        if let Some(n) = rules.iter().find_map(|r| r.drop_watches_after_events) {
+            self.drop_watches_after(n);
+        }
         self.rules
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -1144,10 +1144,8 @@ async fn faults_and_accounting() {
     stack.faults().add(vec![FaultRule {
         verb: "update".into(),
         resource: "configmaps".into(),
-        error_rate: 0.0,
-        status: 503,
-        latency: None,
         conflicts: 1,
+        ..FaultRule::default()
     }]);
     let c = cms
         .create(&PostParams::default(), &cm("f", json!({})))
@@ -1368,10 +1366,8 @@ async fn bearer_token_latency_and_watch_drops_after_events() {
     stack.faults().add(vec![FaultRule {
         verb: "get".into(),
         resource: "configmaps".into(),
-        error_rate: 0.0,
-        status: 503,
         latency: Some(Duration::from_millis(300)),
-        conflicts: 0,
+        ..FaultRule::default()
     }]);
     let t = std::time::Instant::now();
     cms.get("t").await.unwrap();
@@ -1379,7 +1375,10 @@ async fn bearer_token_latency_and_watch_drops_after_events() {
     stack.faults().clear();
 
     // Watches close after N events; the single-object watch path works too.
-    stack.faults().drop_watches_after(2);
+    stack.faults().add(vec![FaultRule {
+        drop_watches_after_events: Some(2),
+        ..FaultRule::default()
+    }]);
     let (code, body) = http(
         stack.url(),
         "GET",
