@@ -391,7 +391,7 @@ pub fn write_entries(obj: &mut Value, entries: &[Entry]) {
 }
 
 /// Records a non-apply write: `manager` takes the fields whose value it changed, and nobody
-/// keeps fields that were removed.
+/// keeps fields that were removed. Managed fields the client sent replace the stored ones.
 pub fn record_update(
     old: Option<&Value>,
     new: &mut Value,
@@ -402,7 +402,17 @@ pub fn record_update(
     now: &str,
 ) {
     let status_only = subresource == "status";
-    let mut entries = old.map(read_entries).unwrap_or_default();
+    // Clients may set managedFields explicitly (kubectl does when it migrates client-side
+    // apply ownership); otherwise ownership continues from the stored object.
+    let sent = new.pointer("/metadata/managedFields");
+    let stored = old.and_then(|o| o.pointer("/metadata/managedFields"));
+    let explicit =
+        sent.is_some_and(|m| m.as_array().is_some_and(|a| !a.is_empty())) && sent != stored;
+    let mut entries = if explicit {
+        read_entries(new)
+    } else {
+        old.map(read_entries).unwrap_or_default()
+    };
     let new_leaves = leaves(new, shape, status_only);
     let old_leaves = old
         .map(|o| leaves(o, shape, status_only))
