@@ -251,6 +251,22 @@ mod tests {
     }
 
     #[test]
+    fn strategic_directives() {
+        let target = json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}},
+            "finalizers": ["a", "b"], "ports": [{"port": 80, "name": "http"}, {"port": 90}]}});
+        let patch = json!({"spec": {
+            "strategy": {"$retainKeys": ["type"], "type": "Recreate"},
+            "$deleteFromPrimitiveList/finalizers": ["a"],
+            "ports": [{"port": 80, "name": "web"}, {"$patch": "delete", "port": 90}],
+            "meta": {"$patch": "replace", "only": 1}}});
+        let out = apply_patch(&target, PatchType::Strategic, &patch).unwrap();
+        assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
+        assert_eq!(out["spec"]["finalizers"], json!(["b"]));
+        assert_eq!(out["spec"]["ports"], json!([{"port": 80, "name": "web"}]));
+        assert_eq!(out["spec"]["meta"], json!({"only": 1}));
+    }
+
+    #[test]
     fn json_patch_null_test_passes_on_missing_paths() {
         let ops = json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
             {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]);
