@@ -182,6 +182,7 @@ impl Stack {
             }
         };
         kubeconfig::write(&kubeconfig, &url, config.token.as_deref())?;
+        tracing::info!(%url, admin = ?admin_url, kubeconfig = %kubeconfig.display(), "serin-stack serving");
         Ok(Stack {
             url,
             admin_url,

@@ -275,7 +275,9 @@ async fn resource(
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
-    shared.faults.count(verb, &plural, resp.status().as_u16());
+    let code = resp.status().as_u16();
+    shared.faults.count(verb, &plural, code);
+    tracing::debug!(verb, resource = %plural, code, "request");
     resp
 }
 
