@@ -24,6 +24,7 @@ use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
 
+/// A parsed scenario file (see the module documentation for the format).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Scenario {
@@ -33,13 +34,17 @@ pub struct Scenario {
     pub faults: Vec<FaultRule>,
 }
 
+/// How the simulated workloads behave.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Workloads {
+    /// How long new pods take to become ready (default 1 s).
     #[serde(default = "default_ready_delay", with = "duration_str")]
     pub ready_delay: Duration,
+    /// Simulated nodes, for DaemonSets (default 3).
     #[serde(default = "default_nodes")]
     pub nodes: u32,
+    /// Per-image behaviour; first match wins (default: `broken` never becomes ready).
     #[serde(default = "default_images")]
     pub images: Vec<ImageRule>,
 }
