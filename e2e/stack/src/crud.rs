@@ -6,6 +6,7 @@ use crate::crd;
 use crate::defaults;
 use crate::error::{ApiError, ApiResult, Cause};
 use crate::fields::{self, Shape};
+use crate::metadata;
 use crate::patch::{self, PatchType};
 use crate::registry::ResourceType;
 use crate::scale;
@@ -547,6 +548,10 @@ fn normalize(
                 meta.remove(k);
             }
         }
+    }
+    let causes = metadata::validate(obj);
+    if !causes.is_empty() {
+        return Err(invalid(rt, name, causes));
     }
     if rt.builtin {
         defaults::apply(&rt.plural, obj, inner.rv);

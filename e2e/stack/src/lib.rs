@@ -25,6 +25,7 @@ mod fields;
 mod gc;
 mod jsonpath;
 mod kubeconfig;
+mod metadata;
 mod openapi;
 mod patch;
 mod protobuf;

@@ -141,6 +141,20 @@ async fn crud_errors_and_dry_run() {
     assert_eq!(bad.code, 422);
     assert_eq!(bad.details.unwrap().causes[0].field, "metadata.name");
 
+    let long_label = api_err(
+        cms.create(
+            &PostParams::default(),
+            &cm("long", json!({"hash": "x".repeat(64)})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(long_label.code, 422);
+    assert_eq!(
+        long_label.details.unwrap().causes[0].field,
+        "metadata.labels"
+    );
+
     let mut updated = created.clone();
     updated.data = Some([("k".to_string(), "w".to_string())].into());
     let after = cms
