@@ -13,6 +13,24 @@ fn columns(rt: &ResourceType, version: &str) -> Vec<PrinterColumn> {
         description: desc.into(),
         priority: 0,
     };
+    if rt.builtin && rt.plural == "events" {
+        // As the API server prints events: newest-first facts, the name hidden (priority 1).
+        let mut name = col("Name", "string", ".metadata.name", "");
+        name.priority = 1;
+        return vec![
+            col(
+                "Last Seen",
+                "string",
+                "",
+                "Time since the event was last seen.",
+            ),
+            col("Type", "string", ".type", ""),
+            col("Reason", "string", ".reason", ""),
+            col("Object", "string", "", "The object this event is about."),
+            col("Message", "string", ".message", ""),
+            name,
+        ];
+    }
     let mut cols = vec![col(
         "Name",
         "string",
@@ -101,6 +119,39 @@ pub fn human_duration(secs: i64) -> String {
 }
 
 fn cell(obj: &Value, c: &PrinterColumn, rt: &ResourceType) -> Value {
+    if rt.builtin && rt.plural == "events" {
+        match c.name.as_str() {
+            "Last Seen" => {
+                let seen = [
+                    "/series/lastObservedTime",
+                    "/lastTimestamp",
+                    "/eventTime",
+                    "/metadata/creationTimestamp",
+                ]
+                .iter()
+                .find_map(|p| obj.pointer(p).and_then(Value::as_str))
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+                return match seen {
+                    Some(t) => json!(human_duration(
+                        chrono::Utc::now().signed_duration_since(t).num_seconds()
+                    )),
+                    None => json!("<unknown>"),
+                };
+            }
+            "Object" => {
+                let kind = obj
+                    .pointer("/involvedObject/kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let name = obj
+                    .pointer("/involvedObject/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                return json!(format!("{}/{name}", kind.to_lowercase()));
+            }
+            _ => {}
+        }
+    }
     if rt.plural == "deployments" && c.name == "Ready" {
         let ready = obj
             .pointer("/status/readyReplicas")

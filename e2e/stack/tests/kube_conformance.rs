@@ -1327,6 +1327,27 @@ async fn events_leases_and_tables() {
     assert_eq!(table["columnDefinitions"][0]["name"], "Name");
     assert_eq!(table["rows"][0]["cells"][0], "ev");
     assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    let (_, body) = http(
+        stack.url(),
+        "GET",
+        "/api/v1/namespaces/default/events",
+        &[("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")],
+        "",
+    )
+    .await;
+    let events_table: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = events_table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["Last Seen", "Type", "Reason", "Object", "Message", "Name"]
+    );
+    assert_eq!(events_table["rows"][0]["cells"][3], "deployment/ev");
+    assert_eq!(events_table["rows"][0]["cells"][4], "hello");
     let (code, body) = http(
         stack.url(),
         "GET",
