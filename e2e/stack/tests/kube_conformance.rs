@@ -661,7 +661,44 @@ async fn watcher_reflector_and_selectors() {
         .then_some(())
     })
     .await;
+
+    // A dropped watch that cannot resume until its history is gone gets 410; the watcher
+    // relists.
+    stack.faults().add(vec![FaultRule {
+        verb: "watch".into(),
+        error_rate: 1.0,
+        ..FaultRule::default()
+    }]);
+    stack.faults().drop_watches();
+    cms.create(&PostParams::default(), &cm("four", json!({"app": "web"})))
+        .await
+        .unwrap();
+    cms.delete("three", &DeleteParams::default()).await.unwrap();
+    let admin = stack.admin_url().unwrap().to_string();
+    assert_eq!(http(&admin, "POST", "/compact", &[], "").await.0, 200);
+    let failed_watches = stack.faults().requests("watch", "configmaps");
+    stack.faults().clear();
+    eventually("the relisted state", || async {
+        (reader
+            .state()
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap())
+            .collect::<Vec<_>>()
+            == ["four"])
+        .then_some(())
+    })
+    .await;
+    assert!(failed_watches >= 1);
+    let (_, metrics) = http(&admin, "GET", "/metrics", &[], "").await;
+    assert!(
+        metrics.contains("verb=\"watch\",resource=\"configmaps\",code=\"503\""),
+        "{metrics}"
+    );
     task.abort();
+    cms.create(&PostParams::default(), &cm("three", json!({"app": "web"})))
+        .await
+        .unwrap();
+    cms.delete("four", &DeleteParams::default()).await.unwrap();
 
     // Metadata-only views (PartialObjectMetadata), as metadata watchers use.
     let meta = cms.get_metadata("three").await.unwrap();
