@@ -140,49 +140,51 @@ impl Stack {
             bookmark_interval: config.bookmark_interval,
             watches: AtomicI64::new(0),
         });
-        let (stop, stop_rx) = signal::channel(false);
+        // Bind and write everything that can fail before spawning anything, so a failed
+        // start leaves no task behind.
         let listener = TcpListener::bind(("127.0.0.1", config.port))
             .await
             .with_context(|| format!("binding API port {}", config.port))?;
         let url = format!("http://{}", listener.local_addr()?);
+        let admin_listener = match config.admin_port {
+            Some(port) => Some(
+                TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .with_context(|| format!("binding admin port {port}"))?,
+            ),
+            None => None,
+        };
+        let admin_url = match &admin_listener {
+            Some(l) => Some(format!("http://{}", l.local_addr()?)),
+            None => None,
+        };
+        let (kubeconfig, remove_kubeconfig) = match &config.kubeconfig {
+            Some(p) => (p.clone(), false),
+            None => {
+                let port = url.rsplit(':').next().unwrap_or("0");
+                let file = format!("serin-stack-{}-{port}.kubeconfig", std::process::id());
+                (std::env::temp_dir().join(file), true)
+            }
+        };
+        kubeconfig::write(&kubeconfig, &url, config.token.as_deref())?;
+
+        let (stop, stop_rx) = signal::channel(false);
         let mut tasks = Vec::new();
         let api_shared = shared.clone();
         tasks.push(tokio::spawn(serve(listener, stop_rx.clone(), move |req| {
             server::handle(api_shared.clone(), req)
         })));
-        let admin_url = match config.admin_port {
-            Some(port) => {
-                let l = TcpListener::bind(("127.0.0.1", port))
-                    .await
-                    .with_context(|| format!("binding admin port {port}"))?;
-                let u = format!("http://{}", l.local_addr()?);
-                let admin_shared = shared.clone();
-                tasks.push(tokio::spawn(serve(l, stop_rx.clone(), move |req| {
-                    admin::handle(admin_shared.clone(), req)
-                })));
-                Some(u)
-            }
-            None => None,
-        };
+        if let Some(l) = admin_listener {
+            let admin_shared = shared.clone();
+            tasks.push(tokio::spawn(serve(l, stop_rx.clone(), move |req| {
+                admin::handle(admin_shared.clone(), req)
+            })));
+        }
         tasks.push(tokio::spawn(gc::run(store.clone())));
         tasks.push(tokio::spawn(simulator::run(
             store.clone(),
             config.scenario.workloads.clone(),
         )));
-        let (kubeconfig, remove_kubeconfig) = match &config.kubeconfig {
-            Some(p) => (p.clone(), false),
-            None => {
-                let port = url.rsplit(':').next().unwrap_or("0");
-                (
-                    std::env::temp_dir().join(format!(
-                        "serin-stack-{}-{port}.kubeconfig",
-                        std::process::id()
-                    )),
-                    true,
-                )
-            }
-        };
-        kubeconfig::write(&kubeconfig, &url, config.token.as_deref())?;
         tracing::info!(%url, admin = ?admin_url, kubeconfig = %kubeconfig.display(), "serin-stack serving");
         Ok(Stack {
             url,
