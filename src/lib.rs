@@ -3,6 +3,8 @@
 //! - [`api`]: the `flagger.app/v1beta1` types (Canary, MetricTemplate, AlertProvider), their
 //!   CRDs and the offline validator.
 //! - [`cli`]: the `serin` command line, one module per subcommand.
+//! - [`plan`]: a Canary spec turned into the engine's release plan.
 
 pub mod api;
 pub mod cli;
+pub mod plan;

@@ -163,7 +163,7 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn read(path: &Path) -> anyhow::Result<String> {
     if path.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -177,7 +177,7 @@ fn read(path: &Path) -> anyhow::Result<String> {
 
 /// Every object of a multi-document YAML stream; `kind: *List` objects contribute their
 /// `items`. Empty documents are skipped.
-fn parse_documents(text: &str) -> anyhow::Result<Vec<Value>> {
+pub(crate) fn parse_documents(text: &str) -> anyhow::Result<Vec<Value>> {
     let mut objects = Vec::new();
     for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
         let n = index + 1;

@@ -1,0 +1,117 @@
+//! From a Canary spec to the engine's [`Plan`]: Flagger's defaults applied, the provider
+//! resolved, the spec validated first so the engine only ever sees a plan it can run.
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use serin_core::{Hooks, Plan, Routing, Stepping, Strategy};
+
+use crate::api::HookType;
+use crate::api::validate::{self, Problem};
+use crate::api::{Canary, DeploymentStrategy, Provider};
+
+/// Iterations Flagger forces on a `kubernetes`-provider canary that sets none.
+const KUBERNETES_DEFAULT_ITERATIONS: u32 = 10;
+
+/// Builds the release plan of `canary`. `default_provider` applies when `spec.provider` is
+/// unset; `min_interval` is the controller's minimum analysis interval.
+///
+/// # Errors
+/// Every validation problem of the spec, each naming its field.
+pub fn from_canary(
+    canary: &Canary,
+    default_provider: Provider,
+    min_interval: Duration,
+) -> Result<Plan, Vec<Problem>> {
+    let problems = validate::canary(canary, default_provider);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let spec = &canary.spec;
+    let name = canary.metadata.name.as_deref().unwrap_or("<unnamed>");
+    let namespace = canary.metadata.namespace.as_deref().unwrap_or("default");
+    let provider = spec.provider_or(default_provider);
+    let analysis = spec.analysis().cloned().unwrap_or_default();
+    let interval = analysis
+        .interval(min_interval)
+        .map_err(|e| vec![Problem::new("spec.analysis.interval", e.to_string())])?;
+
+    let routing = if provider == Provider::Kubernetes {
+        Routing::ServiceSelector
+    } else {
+        Routing::Weighted
+    };
+    let strategy = match (routing, spec.strategy()) {
+        // The kubernetes provider only does blue/green: match is ignored and iterations
+        // default to 10, as in Flagger.
+        (Routing::ServiceSelector, _) => Strategy::BlueGreen {
+            iterations: match analysis.iterations() {
+                0 => KUBERNETES_DEFAULT_ITERATIONS,
+                n => n,
+            },
+            mirror: false,
+        },
+        (_, DeploymentStrategy::AbTesting) => Strategy::AbTesting {
+            iterations: analysis.iterations(),
+        },
+        (_, DeploymentStrategy::BlueGreen) => Strategy::BlueGreen {
+            iterations: analysis.iterations(),
+            mirror: analysis.mirror(),
+        },
+        (_, DeploymentStrategy::Canary) => {
+            let stepping = if analysis.step_weights().is_empty() {
+                Stepping::Linear {
+                    // skipAnalysis canaries may set no step at all; they never step.
+                    step: analysis.step_weight().max(1),
+                    max_weight: analysis.max_weight().max(1),
+                }
+            } else {
+                Stepping::List {
+                    weights: analysis
+                        .step_weights()
+                        .iter()
+                        .map(|w| (*w).clamp(1, 100).unsigned_abs())
+                        .collect(),
+                }
+            };
+            Strategy::Canary {
+                stepping,
+                mirror: analysis.mirror(),
+            }
+        }
+    };
+
+    let has = |t: HookType| analysis.webhooks().iter().any(|w| w.hook_type() == t);
+    let hooks = Hooks {
+        confirm_rollout: has(HookType::ConfirmRollout),
+        pre_rollout: has(HookType::PreRollout),
+        confirm_traffic_increase: has(HookType::ConfirmTrafficIncrease),
+        confirm_promotion: has(HookType::ConfirmPromotion),
+        rollback: has(HookType::Rollback),
+        post_rollout: has(HookType::PostRollout),
+    };
+    let plan = Plan {
+        canary: format!("{name}.{namespace}"),
+        target: format!("{}.{namespace}", spec.target_ref.name),
+        target_kind: spec.target_ref.kind.as_str().to_string(),
+        strategy,
+        routing,
+        interval: to_delta(interval),
+        threshold: analysis.threshold(),
+        step_weight_promotion: analysis.step_weight_promotion().min(100),
+        progress_deadline: TimeDelta::seconds(i64::from(spec.progress_deadline_seconds())),
+        skip_analysis: spec.skip_analysis(),
+        suspend: spec.is_suspended(),
+        hooks,
+        has_checks: !analysis.metrics().is_empty()
+            || has(HookType::Rollout)
+            || has(HookType::Unset),
+    };
+    plan.check()
+        .map_err(|e| vec![Problem::new("spec.analysis", e.to_string())])?;
+    Ok(plan)
+}
+
+fn to_delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
