@@ -60,6 +60,14 @@ pub struct CanaryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Option<Vec<Condition>>,
+    /// serin extension: traffic is mirrored to the canary. The routing serin declares follows
+    /// from the status, never from what the mesh reports, so it survives restarts and drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrored: Option<bool>,
+    /// serin extension: when the last time-gated step (analysis, gate check) ran; the next is
+    /// due one analysis interval later, however often the controller wakes up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_step_time: Option<DateTime<Utc>>,
     /// serin extension: the `metadata.generation` of the spec this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -68,6 +76,39 @@ pub struct CanaryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub metrics: Option<Vec<MetricObservation>>,
+}
+
+impl CanaryStatus {
+    /// The part of the status the engine decides on.
+    pub fn engine(&self) -> serin_core::Status {
+        let count = |n: i32| n.max(0).unsigned_abs();
+        serin_core::Status {
+            phase: self.phase,
+            failed_checks: count(self.failed_checks),
+            canary_weight: count(self.canary_weight).min(100),
+            iterations: count(self.iterations),
+            mirrored: self.mirrored.unwrap_or(false),
+            last_applied_spec: self.last_applied_spec.clone(),
+            last_promoted_spec: self.last_promoted_spec.clone(),
+            last_transition_time: self.last_transition_time,
+            last_step_time: self.last_step_time,
+        }
+    }
+
+    /// Records the engine's next status, keeping everything the engine does not own
+    /// (conditions, tracked configs, cookies, metric observations).
+    pub fn record(&mut self, next: &serin_core::Status) {
+        let signed = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        self.phase = next.phase;
+        self.failed_checks = signed(next.failed_checks);
+        self.canary_weight = signed(next.canary_weight);
+        self.iterations = signed(next.iterations);
+        self.mirrored = next.mirrored.then_some(true);
+        self.last_applied_spec = next.last_applied_spec.clone();
+        self.last_promoted_spec = next.last_promoted_spec.clone();
+        self.last_transition_time = next.last_transition_time;
+        self.last_step_time = next.last_step_time;
+    }
 }
 
 /// serin extension: the last observation of one metric check.
@@ -103,4 +144,53 @@ pub enum MetricVerdict {
     Fail,
     NoData,
     Error,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_status_round_trips_through_the_crd_status() {
+        let t = DateTime::<Utc>::from_timestamp(1_700_000_000, 0);
+        let engine = serin_core::Status {
+            phase: Phase::Progressing,
+            failed_checks: 2,
+            canary_weight: 40,
+            iterations: 1,
+            mirrored: true,
+            last_applied_spec: Some("v2:abc".into()),
+            last_promoted_spec: Some("v2:def".into()),
+            last_transition_time: t,
+            last_step_time: t,
+        };
+        let mut status = CanaryStatus {
+            tracked_configs: Some(BTreeMap::from([("configmap/a".into(), "01".into())])),
+            ..CanaryStatus::default()
+        };
+        status.record(&engine);
+        assert_eq!(status.engine(), engine);
+        assert!(
+            status.tracked_configs.is_some(),
+            "fields the engine does not own are kept"
+        );
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["mirrored"], true);
+        assert_eq!(json["canaryWeight"], 40);
+        let back: CanaryStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back.engine(), engine);
+    }
+
+    #[test]
+    fn flagger_status_without_extensions_reads_as_not_mirrored() {
+        let status: CanaryStatus = serde_json::from_value(serde_json::json!({
+            "phase": "Progressing", "canaryWeight": 30, "failedChecks": -1
+        }))
+        .unwrap();
+        let engine = status.engine();
+        assert!(!engine.mirrored);
+        assert_eq!(engine.canary_weight, 30);
+        assert_eq!(engine.failed_checks, 0);
+        assert_eq!(engine.last_step_time, None);
+    }
 }
