@@ -666,49 +666,43 @@ impl Tick<'_> {
     // ----- readiness ----------------------------------------------------------------------
 
     fn await_primary_or_roll_back(&mut self) -> Result<(), Decision> {
-        match &self.obs.primary {
-            Readiness::Ready => Ok(()),
-            other => {
-                let reason = readiness_reason(other, "primary");
-                if matches!(other, Readiness::Failed(_)) || self.deadline_exceeded() {
-                    return Err(flatten(self.roll_back_because(reason)));
-                }
-                Err(self.step(self.poll()))
-            }
-        }
+        let obs = self.obs;
+        self.await_ready("primary", &obs.primary, Self::roll_back_because)
     }
 
     fn await_canary_or_roll_back(&mut self) -> Result<(), Decision> {
-        match &self.obs.target {
-            Readiness::Ready => Ok(()),
-            other => {
-                let reason = readiness_reason(other, "canary");
-                if matches!(other, Readiness::Failed(_)) {
-                    return Err(flatten(self.roll_back_because(reason)));
-                }
-                if self.deadline_exceeded() {
-                    let msg = format!(
-                        "Progress deadline exceeded for {}: {reason}",
-                        self.plan.canary
-                    );
-                    return Err(flatten(self.roll_back_because(msg)));
-                }
-                Err(self.step(self.poll()))
-            }
-        }
+        let obs = self.obs;
+        self.await_ready("canary", &obs.target, Self::roll_back_because)
     }
 
     fn await_primary_or_fail_promotion(&mut self) -> Result<(), Decision> {
-        match &self.obs.primary {
-            Readiness::Ready => Ok(()),
-            other => {
-                let reason = readiness_reason(other, "primary");
-                if matches!(other, Readiness::Failed(_)) || self.deadline_exceeded() {
-                    return Err(flatten(self.fail_promotion(reason)));
-                }
-                Err(self.step(self.poll()))
-            }
+        let obs = self.obs;
+        self.await_ready("primary", &obs.primary, Self::fail_promotion)
+    }
+
+    /// `Ok` when the workload is ready. Otherwise waits for it, or ends the release with
+    /// `fail` when it will not become ready or the progress deadline has passed.
+    fn await_ready(
+        &mut self,
+        which: &str,
+        readiness: &Readiness,
+        fail: fn(&mut Self, String) -> Flow,
+    ) -> Result<(), Decision> {
+        if readiness.is_ready() {
+            return Ok(());
         }
+        let reason = readiness_reason(readiness, which);
+        if matches!(readiness, Readiness::Failed(_)) {
+            return Err(flatten(fail(self, reason)));
+        }
+        if self.deadline_exceeded() {
+            let msg = format!(
+                "Progress deadline exceeded for {}: {reason}",
+                self.plan.canary
+            );
+            return Err(flatten(fail(self, msg)));
+        }
+        Err(self.step(self.poll()))
     }
 
     // ----- endings --------------------------------------------------------------------------
