@@ -4,7 +4,9 @@
 //!   CRDs and the offline validator.
 //! - [`cli`]: the `serin` command line, one module per subcommand.
 //! - [`plan`]: a Canary spec turned into the engine's release plan.
+//! - [`workload`]: readiness of Deployments and DaemonSets, read the way Flagger reads it.
 
 pub mod api;
 pub mod cli;
 pub mod plan;
+pub mod workload;

@@ -1,0 +1,285 @@
+//! Readiness of Deployments and DaemonSets, with Flagger's rules (reference §2.5) and its
+//! progress deadline: a rollout that cannot finish is `Failed`, one that is still moving is
+//! `NotReady` with the reason a platform engineer would look for.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serin_core::Readiness;
+
+/// Converts a Kubernetes time (jiff) to serin's time type (chrono), at the edge.
+pub fn to_chrono(t: &Time) -> Option<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp(t.0.as_second(), 0)
+}
+
+/// Readiness of a Deployment.
+///
+/// `ready_threshold` is the percentage of updated replicas that must be available
+/// (`analysis.primaryReadyThreshold` / `canaryReadyThreshold`, default 100);
+/// `progress_deadline` is the Canary's `progressDeadlineSeconds`.
+pub fn deployment(
+    deployment: &Deployment,
+    ready_threshold: u32,
+    progress_deadline: TimeDelta,
+    now: DateTime<Utc>,
+) -> Readiness {
+    let name = deployment.metadata.name.as_deref().unwrap_or("<unnamed>");
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let Some(status) = &deployment.status else {
+        return Readiness::NotReady(format!("deployment {name} has no status yet"));
+    };
+    if generation > status.observed_generation.unwrap_or(0) {
+        return Readiness::NotReady(
+            "observed deployment generation less than desired generation".into(),
+        );
+    }
+    let conditions = status.conditions.as_deref().unwrap_or_default();
+    if conditions.iter().any(|c| {
+        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    }) {
+        return Readiness::Failed(format!("deployment {name} exceeded its progress deadline"));
+    }
+    // Unavailable for longer than the Canary's deadline: waiting will not help.
+    let stuck = conditions.iter().any(|c| {
+        c.type_ == "Available"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("MinimumReplicasUnavailable")
+            && c.last_update_time
+                .as_ref()
+                .and_then(to_chrono)
+                .is_some_and(|t| t + progress_deadline < now)
+    });
+    let waiting = |reason: String| {
+        if stuck {
+            Readiness::Failed(format!(
+                "deployment {name} exceeded its progress deadline: {reason}"
+            ))
+        } else {
+            Readiness::NotReady(reason)
+        }
+    };
+
+    let desired = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let replicas = status.replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if updated < desired {
+        return waiting(format!(
+            "waiting for rollout to finish: {updated} out of {desired} new replicas have been updated"
+        ));
+    }
+    if replicas > updated {
+        return waiting(format!(
+            "waiting for rollout to finish: {} old replicas are pending termination",
+            replicas - updated
+        ));
+    }
+    let needed = required(updated, ready_threshold);
+    if available < needed {
+        return waiting(format!(
+            "waiting for rollout to finish: {available} of {updated} (readyThreshold {ready_threshold}%) updated replicas are available"
+        ));
+    }
+    Readiness::Ready
+}
+
+/// Readiness of a DaemonSet. DaemonSets have no progress condition, so the deadline counts
+/// from `since`, the Canary's last transition.
+pub fn daemon_set(
+    daemon_set: &DaemonSet,
+    ready_threshold: u32,
+    progress_deadline: TimeDelta,
+    since: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Readiness {
+    let name = daemon_set.metadata.name.as_deref().unwrap_or("<unnamed>");
+    let generation = daemon_set.metadata.generation.unwrap_or(0);
+    let Some(status) = &daemon_set.status else {
+        return Readiness::NotReady(format!("daemonset {name} has no status yet"));
+    };
+    let reason = if generation > status.observed_generation.unwrap_or(0) {
+        Some("observed daemonset generation less than desired generation".to_string())
+    } else {
+        let desired = status.desired_number_scheduled;
+        let updated = status.updated_number_scheduled.unwrap_or(0);
+        let available = status.number_available.unwrap_or(0);
+        if updated < desired {
+            Some(format!(
+                "waiting for rollout to finish: {updated} out of {desired} new pods have been updated"
+            ))
+        } else if available < required(desired, ready_threshold) {
+            Some(format!(
+                "waiting for rollout to finish: {available} of {desired} (readyThreshold {ready_threshold}%) updated pods are available"
+            ))
+        } else {
+            None
+        }
+    };
+    match reason {
+        None => Readiness::Ready,
+        Some(r) if since.is_some_and(|t| t + progress_deadline < now) => Readiness::Failed(
+            format!("daemonset {name} exceeded its progress deadline: {r}"),
+        ),
+        Some(r) => Readiness::NotReady(r),
+    }
+}
+
+/// Replicas that must be available: `count × threshold / 100`, rounded down as Flagger does.
+fn required(count: i32, threshold: u32) -> i32 {
+    let threshold = i64::from(threshold.min(100));
+    i32::try_from(i64::from(count) * threshold / 100).unwrap_or(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn deploy(generation: i64, spec_replicas: i32, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "podinfo", "generation": generation},
+            "spec": {"replicas": spec_replicas, "selector": {}, "template": {}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn deployment_table() {
+        let deadline = TimeDelta::seconds(600);
+        let long_ago = "2027-01-15T07:00:00Z"; // > 600 s before now()
+        let cases: Vec<(&str, Deployment, &str)> = vec![
+            (
+                "rolled out",
+                deploy(
+                    2,
+                    2,
+                    json!({"observedGeneration": 2, "replicas": 2,
+                "updatedReplicas": 2, "availableReplicas": 2}),
+                ),
+                "ready",
+            ),
+            (
+                "new generation not observed",
+                deploy(
+                    3,
+                    2,
+                    json!({"observedGeneration": 2,
+                "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
+                ),
+                "not-ready",
+            ),
+            (
+                "updating",
+                deploy(
+                    2,
+                    2,
+                    json!({"observedGeneration": 2, "replicas": 2,
+                "updatedReplicas": 1, "availableReplicas": 2}),
+                ),
+                "not-ready",
+            ),
+            (
+                "old pods terminating",
+                deploy(
+                    2,
+                    2,
+                    json!({"observedGeneration": 2, "replicas": 3,
+                "updatedReplicas": 2, "availableReplicas": 2}),
+                ),
+                "not-ready",
+            ),
+            (
+                "not available",
+                deploy(
+                    2,
+                    2,
+                    json!({"observedGeneration": 2, "replicas": 2,
+                "updatedReplicas": 2, "availableReplicas": 1}),
+                ),
+                "not-ready",
+            ),
+            (
+                "deadline exceeded",
+                deploy(
+                    2,
+                    2,
+                    json!({"observedGeneration": 2, "replicas": 2,
+                "updatedReplicas": 1, "conditions": [{"type": "Progressing", "status": "False",
+                "reason": "ProgressDeadlineExceeded"}]}),
+                ),
+                "failed",
+            ),
+            (
+                "unavailable past the canary's deadline",
+                deploy(
+                    2,
+                    2,
+                    json!({
+                "observedGeneration": 2, "replicas": 2, "updatedReplicas": 2,
+                "availableReplicas": 0, "conditions": [{"type": "Available", "status": "False",
+                "reason": "MinimumReplicasUnavailable", "lastUpdateTime": long_ago}]}),
+                ),
+                "failed",
+            ),
+            (
+                "scaled to zero",
+                deploy(2, 0, json!({"observedGeneration": 2})),
+                "ready",
+            ),
+        ];
+        for (what, d, expected) in cases {
+            let got = deployment(&d, 100, deadline, now());
+            let kind = match got {
+                Readiness::Ready => "ready",
+                Readiness::NotReady(_) => "not-ready",
+                Readiness::Failed(_) => "failed",
+                Readiness::Missing => "missing",
+            };
+            assert_eq!(kind, expected, "{what}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn ready_threshold_lowers_the_bar() {
+        let d = deploy(
+            2,
+            4,
+            json!({"observedGeneration": 2, "replicas": 4,
+            "updatedReplicas": 4, "availableReplicas": 2}),
+        );
+        assert!(!deployment(&d, 100, TimeDelta::seconds(600), now()).is_ready());
+        assert!(deployment(&d, 50, TimeDelta::seconds(600), now()).is_ready());
+    }
+
+    #[test]
+    fn daemon_set_deadline_counts_from_the_canary() {
+        let ds: DaemonSet = serde_json::from_value(json!({
+            "metadata": {"name": "node-agent", "generation": 1},
+            "status": {"observedGeneration": 1, "desiredNumberScheduled": 3,
+                "currentNumberScheduled": 3, "numberMisscheduled": 0, "numberReady": 1,
+                "updatedNumberScheduled": 3, "numberAvailable": 1},
+        }))
+        .unwrap();
+        let deadline = TimeDelta::seconds(600);
+        let recent = Some(now() - TimeDelta::seconds(10));
+        let old = Some(now() - TimeDelta::seconds(601));
+        assert!(matches!(
+            daemon_set(&ds, 100, deadline, recent, now()),
+            Readiness::NotReady(_)
+        ));
+        assert!(matches!(
+            daemon_set(&ds, 100, deadline, old, now()),
+            Readiness::Failed(_)
+        ));
+        assert!(daemon_set(&ds, 30, deadline, recent, now()).is_ready());
+    }
+}
