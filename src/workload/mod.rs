@@ -1,5 +1,6 @@
-//! The user's workloads (the target) and serin's copies of them (the primary): how their
-//! readiness is read. The controller turns what it observes here into the engine's
+//! The user's workloads (the target) and serin's copies of them (the primary): how the primary
+//! is rendered from the target, and how readiness is read into the engine's
 //! [`serin_core::Readiness`].
 
+pub mod primary;
 pub mod readiness;

@@ -1,0 +1,337 @@
+//! The `<target>-primary` Deployment: a copy of the target that serves production traffic,
+//! rendered purely from the target (reference §2.8 copy rules). The controller adds the
+//! owner reference and applies it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use serde_json::Value;
+
+/// Pod template annotation changed on every promotion so the primary always rolls.
+pub const PROMOTION_ID_ANNOTATION: &str = "flagger-id";
+/// Suffix of every object serin copies for the primary.
+pub const PRIMARY_SUFFIX: &str = "-primary";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PrimaryError {
+    #[error(
+        "spec.selector.matchLabels of {target} has none of the selector labels {labels:?}: add one \
+         of them (or set --selector-labels)"
+    )]
+    NoSelectorLabel { target: String, labels: Vec<String> },
+    #[error("{0} has no spec.template")]
+    NoTemplate(String),
+    #[error("cannot copy the pod template of {0}: {1}")]
+    Template(String, String),
+}
+
+/// How to copy a target into its primary.
+#[derive(Clone, Debug)]
+pub struct CopyRules<'a> {
+    /// `--selector-labels`: the first present in the target's matchLabels is the selector.
+    pub selector_labels: &'a [String],
+    /// `--include-label-prefix`: labels and annotations copied to the primary object.
+    pub include_label_prefixes: &'a [String],
+    /// ConfigMaps and Secrets whose `-primary` copies the primary uses.
+    pub tracked_configmaps: &'a BTreeSet<String>,
+    pub tracked_secrets: &'a BTreeSet<String>,
+    /// An autoscaler owns the primary's replicas: keep `current_replicas`.
+    pub has_autoscaler: bool,
+    /// A fresh value per promotion (the controller passes a UUID).
+    pub promotion_id: &'a str,
+}
+
+/// The selector label of a workload: (key, value).
+pub fn selector_label(
+    target: &Deployment,
+    selector_labels: &[String],
+) -> Result<(String, String), PrimaryError> {
+    let name = target.metadata.name.clone().unwrap_or_default();
+    let match_labels = target
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref());
+    selector_labels
+        .iter()
+        .find_map(|key| {
+            match_labels
+                .and_then(|m| m.get(key))
+                .map(|v| (key.clone(), v.clone()))
+        })
+        .ok_or_else(|| PrimaryError::NoSelectorLabel {
+            target: name,
+            labels: selector_labels.to_vec(),
+        })
+}
+
+/// Renders the primary Deployment for `target`. `current_replicas` is the existing primary's
+/// replicas, kept when an autoscaler owns them.
+pub fn render(
+    target: &Deployment,
+    current_replicas: Option<i32>,
+    rules: &CopyRules<'_>,
+) -> Result<Deployment, PrimaryError> {
+    let name = target.metadata.name.clone().unwrap_or_default();
+    let (key, value) = selector_label(target, rules.selector_labels)?;
+    let primary_value = format!("{value}{PRIMARY_SUFFIX}");
+    let spec = target
+        .spec
+        .as_ref()
+        .ok_or_else(|| PrimaryError::NoTemplate(name.clone()))?;
+
+    let mut template = spec.template.clone();
+    let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
+    let mut labels = meta.labels.clone().unwrap_or_default();
+    labels.insert(key.clone(), primary_value.clone());
+    meta.labels = Some(labels);
+    let mut annotations = without_toolkit(meta.annotations.clone().unwrap_or_default());
+    annotations.insert(PROMOTION_ID_ANNOTATION.into(), rules.promotion_id.into());
+    meta.annotations = Some(annotations);
+    if let Some(pod) = template.spec.take() {
+        let mut json = serde_json::to_value(pod)
+            .map_err(|e| PrimaryError::Template(name.clone(), e.to_string()))?;
+        rename_config_refs(&mut json, rules.tracked_configmaps, rules.tracked_secrets);
+        template.spec = Some(
+            serde_json::from_value(json)
+                .map_err(|e| PrimaryError::Template(name.clone(), e.to_string()))?,
+        );
+    }
+
+    let mut object_labels = filtered(&target.metadata.labels, rules.include_label_prefixes);
+    object_labels.insert(key.clone(), primary_value.clone());
+    let object_annotations = filtered(&target.metadata.annotations, rules.include_label_prefixes);
+    let replicas = if rules.has_autoscaler {
+        current_replicas.or(spec.replicas).or(Some(1))
+    } else {
+        spec.replicas.or(Some(1))
+    };
+    Ok(Deployment {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}{PRIMARY_SUFFIX}")),
+            namespace: target.metadata.namespace.clone(),
+            labels: Some(object_labels),
+            annotations: (!object_annotations.is_empty()).then_some(object_annotations),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas,
+            // Only the selector label: other matchLabels would also select the target's pods
+            // (flagger#1257).
+            selector: LabelSelector {
+                match_labels: Some(BTreeMap::from([(key, primary_value)])),
+                match_expressions: None,
+            },
+            template,
+            progress_deadline_seconds: spec.progress_deadline_seconds,
+            min_ready_seconds: spec.min_ready_seconds,
+            revision_history_limit: spec.revision_history_limit,
+            strategy: spec.strategy.clone(),
+            paused: None,
+        }),
+        status: None,
+    })
+}
+
+fn without_toolkit(map: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    map.into_iter()
+        .filter(|(k, _)| !k.contains("toolkit.fluxcd.io"))
+        .collect()
+}
+
+fn filtered(
+    map: &Option<BTreeMap<String, String>>,
+    prefixes: &[String],
+) -> BTreeMap<String, String> {
+    map.iter()
+        .flatten()
+        .filter(|(k, _)| !k.contains("toolkit.fluxcd.io"))
+        .filter(|(k, _)| {
+            prefixes
+                .iter()
+                .any(|p| p == "*" || k.starts_with(p.as_str()))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Points every reference to a tracked ConfigMap or Secret at its `-primary` copy: volumes,
+/// projected sources, env and envFrom of containers and init containers.
+fn rename_config_refs(pod: &mut Value, configmaps: &BTreeSet<String>, secrets: &BTreeSet<String>) {
+    let rename = |v: &mut Value, key: &str, tracked: &BTreeSet<String>| {
+        if let Some(Value::String(name)) = v.get_mut(key)
+            && tracked.contains(name.as_str())
+        {
+            name.push_str(PRIMARY_SUFFIX);
+        }
+    };
+    if let Some(Value::Array(volumes)) = pod.get_mut("volumes") {
+        for volume in volumes {
+            if let Some(cm) = volume.get_mut("configMap") {
+                rename(cm, "name", configmaps);
+            }
+            if let Some(secret) = volume.get_mut("secret") {
+                rename(secret, "secretName", secrets);
+            }
+            if let Some(Value::Array(sources)) = volume.pointer_mut("/projected/sources") {
+                for source in sources {
+                    if let Some(cm) = source.get_mut("configMap") {
+                        rename(cm, "name", configmaps);
+                    }
+                    if let Some(secret) = source.get_mut("secret") {
+                        rename(secret, "name", secrets);
+                    }
+                }
+            }
+        }
+    }
+    for list in ["containers", "initContainers"] {
+        let Some(Value::Array(containers)) = pod.get_mut(list) else {
+            continue;
+        };
+        for container in containers {
+            if let Some(Value::Array(env)) = container.get_mut("env") {
+                for var in env {
+                    if let Some(r) = var.pointer_mut("/valueFrom/configMapKeyRef") {
+                        rename(r, "name", configmaps);
+                    }
+                    if let Some(r) = var.pointer_mut("/valueFrom/secretKeyRef") {
+                        rename(r, "name", secrets);
+                    }
+                }
+            }
+            if let Some(Value::Array(env_from)) = container.get_mut("envFrom") {
+                for source in env_from {
+                    if let Some(r) = source.get_mut("configMapRef") {
+                        rename(r, "name", configmaps);
+                    }
+                    if let Some(r) = source.get_mut("secretRef") {
+                        rename(r, "name", secrets);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn target() -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "podinfo", "namespace": "test",
+                "labels": {"app": "podinfo", "team.example.com/owner": "web",
+                           "kustomize.toolkit.fluxcd.io/name": "apps"},
+                "annotations": {"team.example.com/docs": "x"}},
+            "spec": {
+                "replicas": 3,
+                "progressDeadlineSeconds": 120,
+                "selector": {"matchLabels": {"app": "podinfo", "tier": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "podinfo", "tier": "web"},
+                                 "annotations": {"helm.toolkit.fluxcd.io/x": "y", "keep": "me"}},
+                    "spec": {
+                        "containers": [{"name": "app", "image": "podinfo:6.0.0",
+                            "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "a"}}},
+                                    {"name": "B", "valueFrom": {"secretKeyRef": {"name": "untracked", "key": "b"}}}],
+                            "envFrom": [{"secretRef": {"name": "creds"}}]}],
+                        "volumes": [{"name": "v", "configMap": {"name": "cfg"}},
+                                    {"name": "p", "projected": {"sources": [{"secret": {"name": "creds"}}]}}]
+                    }
+                }
+            }
+        }))
+        .unwrap()
+    }
+
+    fn labels() -> Vec<String> {
+        vec!["app".into(), "name".into(), "app.kubernetes.io/name".into()]
+    }
+
+    #[test]
+    fn primary_copies_the_target_by_flaggers_rules() {
+        let cms = BTreeSet::from(["cfg".to_string()]);
+        let secrets = BTreeSet::from(["creds".to_string()]);
+        let selector_labels = labels();
+        let prefixes = vec!["team.example.com/".to_string()];
+        let rules = CopyRules {
+            selector_labels: &selector_labels,
+            include_label_prefixes: &prefixes,
+            tracked_configmaps: &cms,
+            tracked_secrets: &secrets,
+            has_autoscaler: false,
+            promotion_id: "id-1",
+        };
+        let p = render(&target(), None, &rules).unwrap();
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["metadata"]["name"], "podinfo-primary");
+        assert_eq!(
+            json["metadata"]["labels"],
+            json!({"app": "podinfo-primary", "team.example.com/owner": "web"})
+        );
+        assert_eq!(
+            json["spec"]["selector"],
+            json!({"matchLabels": {"app": "podinfo-primary"}})
+        );
+        assert_eq!(json["spec"]["replicas"], 3);
+        assert_eq!(json["spec"]["progressDeadlineSeconds"], 120);
+        let tpl = &json["spec"]["template"];
+        assert_eq!(tpl["metadata"]["labels"]["app"], "podinfo-primary");
+        assert_eq!(
+            tpl["metadata"]["annotations"],
+            json!({"keep": "me", "flagger-id": "id-1"})
+        );
+        let c = &tpl["spec"]["containers"][0];
+        assert_eq!(
+            c["env"][0]["valueFrom"]["configMapKeyRef"]["name"],
+            "cfg-primary"
+        );
+        assert_eq!(
+            c["env"][1]["valueFrom"]["secretKeyRef"]["name"],
+            "untracked"
+        );
+        assert_eq!(c["envFrom"][0]["secretRef"]["name"], "creds-primary");
+        assert_eq!(
+            tpl["spec"]["volumes"][0]["configMap"]["name"],
+            "cfg-primary"
+        );
+        assert_eq!(
+            tpl["spec"]["volumes"][1]["projected"]["sources"][0]["secret"]["name"],
+            "creds-primary"
+        );
+    }
+
+    #[test]
+    fn autoscaler_keeps_the_primary_replicas() {
+        let none = BTreeSet::new();
+        let selector_labels = labels();
+        let rules = CopyRules {
+            selector_labels: &selector_labels,
+            tracked_configmaps: &none,
+            tracked_secrets: &none,
+            has_autoscaler: true,
+            promotion_id: "id",
+            include_label_prefixes: &[],
+        };
+        let p = render(&target(), Some(7), &rules).unwrap();
+        assert_eq!(p.spec.unwrap().replicas, Some(7));
+    }
+
+    #[test]
+    fn missing_selector_label_is_a_clear_error() {
+        let none = BTreeSet::new();
+        let selector_labels = vec!["name".to_string()];
+        let rules = CopyRules {
+            selector_labels: &selector_labels,
+            tracked_configmaps: &none,
+            tracked_secrets: &none,
+            promotion_id: "id",
+            include_label_prefixes: &[],
+            has_autoscaler: false,
+        };
+        let err = render(&target(), None, &rules).unwrap_err();
+        assert!(err.to_string().contains("--selector-labels"), "{err}");
+    }
+}
