@@ -4,3 +4,4 @@
 
 pub mod primary;
 pub mod readiness;
+pub mod services;

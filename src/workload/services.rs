@@ -1,0 +1,164 @@
+//! The Services serin generates for a Deployment or DaemonSet target (reference §2.14):
+//! `<apex>` (production traffic, selecting the primary), `<apex>-primary` and
+//! `<apex>-canary`. Rendered purely; the controller adds owner references, takes over an
+//! existing apex Service by its selector only, and applies them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::api::canary::CanarySpec;
+use crate::api::common::CustomMetadata;
+
+/// Annotations that stop Flux from reverting objects serin manages.
+pub const FLUX_OPT_OUT: [(&str, &str); 2] = [
+    ("kustomize.toolkit.fluxcd.io/reconcile", "disabled"),
+    ("helm.toolkit.fluxcd.io/driftDetection", "disabled"),
+];
+
+/// Which generated Service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Apex,
+    Primary,
+    Canary,
+}
+
+/// Renders the generated Service `role` of a canary whose target's selector label is
+/// `key: value`.
+pub fn render(spec: &CanarySpec, namespace: &str, key: &str, value: &str, role: Role) -> Service {
+    let apex = spec.service_name();
+    let (name, selector_value, custom) = match role {
+        Role::Apex => (
+            apex.to_string(),
+            format!("{value}-primary"),
+            &spec.service.apex,
+        ),
+        Role::Primary => (
+            format!("{apex}-primary"),
+            format!("{value}-primary"),
+            &spec.service.primary,
+        ),
+        Role::Canary => (
+            format!("{apex}-canary"),
+            value.to_string(),
+            &spec.service.canary,
+        ),
+    };
+    let (mut labels, mut annotations) = custom_metadata(custom);
+    labels.insert(key.to_string(), name.clone());
+    for (k, v) in FLUX_OPT_OUT {
+        annotations.insert(k.to_string(), v.to_string());
+    }
+    let service = &spec.service;
+    let port = ServicePort {
+        name: Some(service.port_name().to_string()),
+        protocol: Some("TCP".into()),
+        port: service.port,
+        target_port: Some(service.target_port()),
+        app_protocol: service.app_protocol.clone(),
+        ..ServicePort::default()
+    };
+    let traffic_distribution = service.traffic_distribution.and_then(|t| {
+        serde_json::to_value(t)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+    });
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            cluster_ip: service
+                .headless
+                .unwrap_or(false)
+                .then(|| "None".to_string()),
+            selector: Some(BTreeMap::from([(key.to_string(), selector_value)])),
+            ports: Some(vec![port]),
+            traffic_distribution,
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn custom_metadata(
+    custom: &Option<CustomMetadata>,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let labels = custom
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default();
+    let annotations = custom
+        .as_ref()
+        .and_then(|c| c.annotations.clone())
+        .unwrap_or_default();
+    (labels, annotations)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec() -> CanarySpec {
+        serde_json::from_value(json!({
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "service": {"port": 80, "targetPort": "http", "headless": false,
+                        "trafficDistribution": "PreferClose",
+                        "canary": {"labels": {"tier": "canary"}}},
+            "analysis": {"interval": "1m", "threshold": 5, "stepWeight": 10}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn three_services_select_the_right_pods() {
+        let spec = spec();
+        let render_json =
+            |role| serde_json::to_value(render(&spec, "test", "app", "podinfo", role)).unwrap();
+        let apex = render_json(Role::Apex);
+        assert_eq!(apex["metadata"]["name"], "podinfo");
+        assert_eq!(apex["spec"]["selector"], json!({"app": "podinfo-primary"}));
+        assert_eq!(
+            apex["spec"]["ports"][0],
+            json!({"name": "http", "protocol": "TCP",
+            "port": 80, "targetPort": "http"})
+        );
+        assert_eq!(apex["spec"]["trafficDistribution"], "PreferClose");
+        assert_eq!(
+            apex["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/reconcile"],
+            "disabled"
+        );
+        let primary = render_json(Role::Primary);
+        assert_eq!(primary["metadata"]["name"], "podinfo-primary");
+        assert_eq!(
+            primary["spec"]["selector"],
+            json!({"app": "podinfo-primary"})
+        );
+        let canary = render_json(Role::Canary);
+        assert_eq!(canary["metadata"]["name"], "podinfo-canary");
+        assert_eq!(canary["spec"]["selector"], json!({"app": "podinfo"}));
+        assert_eq!(
+            canary["metadata"]["labels"],
+            json!({"tier": "canary", "app": "podinfo-canary"})
+        );
+        assert!(canary["spec"].get("clusterIP").is_none());
+    }
+
+    #[test]
+    fn headless_and_custom_apex_name() {
+        let mut spec = spec();
+        spec.service.headless = Some(true);
+        spec.service.name = Some("frontend".into());
+        let svc = render(&spec, "test", "app", "podinfo", Role::Canary);
+        assert_eq!(svc.metadata.name.as_deref(), Some("frontend-canary"));
+        assert_eq!(svc.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    }
+}
