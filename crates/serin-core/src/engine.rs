@@ -276,23 +276,13 @@ impl Tick<'_> {
                 return self.not_due(self.plan.interval);
             }
             self.next.last_step_time = Some(self.now);
-            match probe!(self, confirm_rollout, Probe::ConfirmRollout) {
-                Gate::Open => {
-                    let msg = format!("Confirm-rollout check for {} passed", self.plan.canary);
-                    self.event(EventType::Normal, msg);
+            let gate = probe!(self, confirm_rollout, Probe::ConfirmRollout);
+            if let Err(mute_alert) = self.announce_gate(gate, "Confirm-rollout", "approval") {
+                if self.prev.phase != Phase::Waiting && !mute_alert {
+                    self.alert(Severity::Warn, "Canary is waiting for approval.".into());
                 }
-                Gate::Closed { reason, mute_alert } => {
-                    let msg = format!(
-                        "Halt {} advancement waiting for approval {reason}",
-                        self.plan.canary
-                    );
-                    self.event(EventType::Warning, msg);
-                    if self.prev.phase != Phase::Waiting && !mute_alert {
-                        self.alert(Severity::Warn, "Canary is waiting for approval.".into());
-                    }
-                    self.next.phase = Phase::Waiting;
-                    return self.done(self.plan.interval);
-                }
+                self.next.phase = Phase::Waiting;
+                return self.done(self.plan.interval);
             }
         }
 
@@ -565,29 +555,41 @@ impl Tick<'_> {
 
     // ----- gates and checks ---------------------------------------------------------------
 
-    fn confirm_traffic_increase(&mut self) -> Result<(), Decision> {
-        if !self.plan.hooks.confirm_traffic_increase || self.prev.phase != Phase::Progressing {
-            return Ok(());
-        }
-        match probe!(
-            self,
-            confirm_traffic_increase,
-            Probe::ConfirmTrafficIncrease
-        ) {
+    /// Records a gate's outcome as an event. `Err(mute_alert)` when the gate is closed.
+    fn announce_gate(&mut self, gate: Gate, check: &str, waiting_for: &str) -> Result<(), bool> {
+        match gate {
             Gate::Open => {
-                let msg = format!(
-                    "Confirm-traffic-increase check for {} passed",
-                    self.plan.canary
-                );
+                let msg = format!("{check} check for {} passed", self.plan.canary);
                 self.event(EventType::Normal, msg);
                 Ok(())
             }
             Gate::Closed { reason, mute_alert } => {
                 let msg = format!(
-                    "Halt {} advancement waiting for traffic increase approval {reason}",
+                    "Halt {} advancement waiting for {waiting_for} {reason}",
                     self.plan.canary
                 );
                 self.event(EventType::Warning, msg);
+                Err(mute_alert)
+            }
+        }
+    }
+
+    fn confirm_traffic_increase(&mut self) -> Result<(), Decision> {
+        if !self.plan.hooks.confirm_traffic_increase || self.prev.phase != Phase::Progressing {
+            return Ok(());
+        }
+        let gate = probe!(
+            self,
+            confirm_traffic_increase,
+            Probe::ConfirmTrafficIncrease
+        );
+        match self.announce_gate(
+            gate,
+            "Confirm-traffic-increase",
+            "traffic increase approval",
+        ) {
+            Ok(()) => Ok(()),
+            Err(mute_alert) => {
                 if !mute_alert {
                     let msg = "Canary traffic increase is waiting for approval.";
                     self.alert(Severity::Warn, msg.into());
@@ -602,18 +604,10 @@ impl Tick<'_> {
         if !self.plan.hooks.confirm_promotion {
             return Ok(());
         }
-        match probe!(self, confirm_promotion, Probe::ConfirmPromotion) {
-            Gate::Open => {
-                let msg = format!("Confirm-promotion check for {} passed", self.plan.canary);
-                self.event(EventType::Normal, msg);
-                Ok(())
-            }
-            Gate::Closed { reason, mute_alert } => {
-                let msg = format!(
-                    "Halt {} advancement waiting for promotion approval {reason}",
-                    self.plan.canary
-                );
-                self.event(EventType::Warning, msg);
+        let gate = probe!(self, confirm_promotion, Probe::ConfirmPromotion);
+        match self.announce_gate(gate, "Confirm-promotion", "promotion approval") {
+            Ok(()) => Ok(()),
+            Err(mute_alert) => {
                 if self.prev.phase != Phase::WaitingPromotion && !mute_alert {
                     let msg = "Canary promotion is waiting for approval.";
                     self.alert(Severity::Warn, msg.into());

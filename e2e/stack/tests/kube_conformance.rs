@@ -196,38 +196,16 @@ async fn crud_errors_and_dry_run() {
             .map(|c| c.metadata.name.unwrap())
             .collect()
     };
-    assert_eq!(
-        names(
-            cms.list(&ListParams::default().labels("app in (x,y)"))
-                .await
-                .unwrap()
-        ),
-        ["a", "b"]
-    );
-    assert_eq!(
-        names(
-            cms.list(&ListParams::default().labels("!app"))
-                .await
-                .unwrap()
-        ),
-        ["c"]
-    );
-    assert_eq!(
-        names(
-            cms.list(&ListParams::default().labels("app!=x"))
-                .await
-                .unwrap()
-        ),
-        ["b", "c"]
-    );
-    assert_eq!(
-        names(
-            cms.list(&ListParams::default().fields("metadata.name=b"))
-                .await
-                .unwrap()
-        ),
-        ["b"]
-    );
+    let cases: [(ListParams, &[&str]); 4] = [
+        (ListParams::default().labels("app in (x,y)"), &["a", "b"]),
+        (ListParams::default().labels("!app"), &["c"]),
+        (ListParams::default().labels("app!=x"), &["b", "c"]),
+        (ListParams::default().fields("metadata.name=b"), &["b"]),
+    ];
+    for (params, expected) in cases {
+        let got = names(cms.list(&params).await.unwrap());
+        assert_eq!(got, expected, "{params:?}");
+    }
     let page = cms.list(&ListParams::default().limit(2)).await.unwrap();
     assert_eq!(page.items.len(), 2);
     let token = page.metadata.continue_.clone().unwrap();
