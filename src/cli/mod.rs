@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod check;
+pub mod controller;
 pub mod crds;
 pub mod plan;
 
@@ -25,6 +26,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show the steps a Canary would take.
     Plan(plan::PlanArgs),
+    /// Run the controller: watch Canaries and drive their releases.
+    Controller(controller::ControllerArgs),
 }
 
 impl Cli {
@@ -34,6 +37,7 @@ impl Cli {
             Command::Crds(args) => crds::run(args),
             Command::Check(args) => check::run(args),
             Command::Plan(args) => plan::run(args),
+            Command::Controller(args) => controller::run(args),
         }
     }
 }
