@@ -7,11 +7,14 @@
 //! - `DELETE /faults`: removes all rules and the watch-drop setting
 //! - `POST /watches/drop`: closes every open watch now; `?afterEvents=N` instead makes
 //!   watches close after sending N events (0 turns it off)
+//! - `GET /traffic`: the traffic world's split (requests/s per workload) and totals (JSON)
+//! - `GET /traffic/metrics`: the world's telemetry in Prometheus text (what Prometheus scrapes)
 //! - `POST /compact`: drops the watch event history, so watches from older
 //!   resourceVersions get 410 Gone
 
 use crate::faults::FaultRule;
 use crate::server::{Body, Shared, full, json_response};
+use crate::traffic::world::World;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -20,10 +23,17 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+/// What the admin server works on.
+pub struct State {
+    pub shared: Arc<Shared>,
+    pub world: Arc<World>,
+}
+
 pub async fn handle(
-    shared: Arc<Shared>,
+    state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let shared = &state.shared;
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
@@ -60,6 +70,12 @@ pub async fn handle(
             },
             Err(e) => full(400, "text/plain", format!("reading body: {e}\n")),
         },
+        ("GET", "/traffic") => json_response(200, &state.world.describe()),
+        ("GET", "/traffic/metrics") => full(
+            200,
+            "text/plain; version=0.0.4",
+            crate::traffic::telemetry::render(&state.world.series()),
+        ),
         ("DELETE", "/faults") => {
             shared.faults.clear();
             json_response(200, &json!({"cleared": true}))

@@ -28,6 +28,7 @@ mod kubeconfig;
 mod metadata;
 mod openapi;
 mod patch;
+mod prometheus;
 mod protobuf;
 mod registry;
 mod scale;
@@ -38,10 +39,12 @@ mod server;
 mod simulator;
 mod store;
 mod table;
+pub mod traffic;
 mod watch;
 
 pub use faults::{FaultRule, Faults};
 pub use scenario::{ImageRule, Scenario, Workloads};
+pub use traffic::world::{WorkloadStats, World};
 
 use anyhow::{Context, Result};
 use hyper::body::Incoming;
@@ -73,6 +76,12 @@ pub struct StackConfig {
     pub history: usize,
     /// How often watches that asked for bookmarks get one (when something changed).
     pub bookmark_interval: Duration,
+    /// Start a real Prometheus scraping the traffic world (needs the admin server, which
+    /// serves the world's metrics).
+    pub prometheus: bool,
+    /// The traffic world's time moves only through `Stack::traffic().step(..)`, for
+    /// deterministic tests; otherwise it ticks every second.
+    pub manual_traffic_clock: bool,
 }
 
 impl Default for StackConfig {
@@ -85,6 +94,8 @@ impl Default for StackConfig {
             scenario: Scenario::default(),
             history: 10_000,
             bookmark_interval: Duration::from_secs(1),
+            prometheus: false,
+            manual_traffic_clock: false,
         }
     }
 }
@@ -96,6 +107,8 @@ pub struct Stack {
     kubeconfig: PathBuf,
     remove_kubeconfig: bool,
     faults: Arc<Faults>,
+    world: Arc<World>,
+    prometheus: Option<prometheus::Prometheus>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -105,6 +118,7 @@ impl std::fmt::Debug for Stack {
         f.debug_struct("Stack")
             .field("url", &self.url)
             .field("admin_url", &self.admin_url)
+            .field("prometheus_url", &self.prometheus_url())
             .finish()
     }
 }
@@ -130,6 +144,17 @@ impl Stack {
             store
                 .create(&rt, "v1", "", body, &opts)
                 .map_err(|e| anyhow::anyhow!("creating namespace {ns}: {}", e.message))?;
+        }
+        let world = Arc::new(
+            World::new(
+                store.clone(),
+                config.scenario.traffic.clone(),
+                config.manual_traffic_clock,
+            )
+            .map_err(|e| anyhow::anyhow!("scenario: {e}"))?,
+        );
+        if config.prometheus && config.admin_port.is_none() {
+            anyhow::bail!("Prometheus scrapes the admin server's /traffic/metrics: set admin_port");
         }
         let faults = Arc::new(Faults::default());
         faults.add(config.scenario.faults.clone());
@@ -175,9 +200,12 @@ impl Stack {
             server::handle(api_shared.clone(), req)
         })));
         if let Some(l) = admin_listener {
-            let admin_shared = shared.clone();
+            let admin = Arc::new(admin::State {
+                shared: shared.clone(),
+                world: world.clone(),
+            });
             tasks.push(tokio::spawn(serve(l, stop_rx.clone(), move |req| {
-                admin::handle(admin_shared.clone(), req)
+                admin::handle(admin.clone(), req)
             })));
         }
         tasks.push(tokio::spawn(gc::run(store.clone())));
@@ -185,16 +213,32 @@ impl Stack {
             store.clone(),
             config.scenario.workloads.clone(),
         )));
-        tracing::info!(%url, admin = ?admin_url, kubeconfig = %kubeconfig.display(), "serin-stack serving");
-        Ok(Stack {
+        world.reroute();
+        if !config.manual_traffic_clock {
+            tasks.push(tokio::spawn(world.clone().run()));
+        }
+        let mut stack = Stack {
             url,
             admin_url,
             kubeconfig,
             remove_kubeconfig,
             faults,
+            world,
+            prometheus: None,
             stop,
             tasks,
-        })
+        };
+        // Started last: on failure, dropping `stack` stops everything started so far.
+        if config.prometheus
+            && let Some(admin) = &stack.admin_url
+        {
+            let target = admin.trim_start_matches("http://");
+            stack.prometheus =
+                Some(prometheus::Prometheus::start(target, "/traffic/metrics").await?);
+        }
+        tracing::info!(url = %stack.url, admin = ?stack.admin_url, prometheus = ?stack.prometheus_url(),
+            kubeconfig = %stack.kubeconfig.display(), "serin-stack serving");
+        Ok(stack)
     }
 
     /// The API server URL, e.g. `http://127.0.0.1:34567`.
@@ -216,8 +260,21 @@ impl Stack {
         &self.faults
     }
 
+    /// The traffic world: per-workload request counts, and the manual clock.
+    pub fn traffic(&self) -> &World {
+        &self.world
+    }
+
+    /// The URL of the Prometheus the stack started (`StackConfig::prometheus`).
+    pub fn prometheus_url(&self) -> Option<&str> {
+        self.prometheus.as_ref().map(|p| p.url())
+    }
+
     /// Stops serving and closes every connection (watches end).
     pub async fn shutdown(mut self) {
+        if let Some(p) = self.prometheus.take() {
+            p.stop().await;
+        }
         let _ = self.stop.send(true);
         for t in self.tasks.drain(..) {
             t.abort();

@@ -18,7 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the stack on 127.0.0.1; prints `admin <url>` then `ready` on stdout.
+    /// Start the stack on 127.0.0.1; prints `admin <url>` (and `prometheus <url>`, ...) then
+    /// `ready` on stdout.
     Up {
         /// Where to write the kubeconfig.
         #[arg(long)]
@@ -38,6 +39,13 @@ enum Command {
         /// Watch events retained for resuming watches.
         #[arg(long, default_value_t = 10_000)]
         history: usize,
+        /// Start a real Prometheus scraping the traffic world; prints `prometheus <url>`.
+        #[arg(long)]
+        prometheus: bool,
+        /// The routing objects the traffic world follows (overrides the scenario's
+        /// `traffic.provider`): kubernetes, istio, gatewayapi, linkerd, smi, osm, nginx.
+        #[arg(long)]
+        mesh_provider: Option<String>,
     },
 }
 
@@ -56,11 +64,16 @@ async fn main() -> Result<()> {
         scenario,
         token,
         history,
+        prometheus,
+        mesh_provider,
     } = Cli::parse().command;
-    let scenario = match scenario {
+    let mut scenario = match scenario {
         Some(p) => Scenario::load(&p)?,
         None => Scenario::default(),
     };
+    if let Some(p) = mesh_provider {
+        scenario.traffic.provider = p;
+    }
     let config = StackConfig {
         port,
         admin_port: Some(admin_port),
@@ -68,12 +81,16 @@ async fn main() -> Result<()> {
         token,
         scenario,
         history,
+        prometheus,
         ..StackConfig::default()
     };
     let stack = Stack::start(config).await.context("starting the stack")?;
     let mut out = std::io::stdout().lock();
     if let Some(admin) = stack.admin_url() {
         writeln!(out, "admin {admin}")?;
+    }
+    if let Some(url) = stack.prometheus_url() {
+        writeln!(out, "prometheus {url}")?;
     }
     writeln!(out, "ready")?;
     out.flush()?;

@@ -16,9 +16,10 @@
 //!     status: 503
 //! ```
 //!
-//! Unknown top-level keys are ignored so later issues can add sections (e.g. traffic).
+//! plus `traffic` (see `traffic/config.rs`). Unknown top-level keys are ignored.
 
 use crate::faults::FaultRule;
+use crate::traffic::config::Traffic;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::path::Path;
@@ -32,6 +33,9 @@ pub struct Scenario {
     pub workloads: Workloads,
     #[serde(default)]
     pub faults: Vec<FaultRule>,
+    /// The traffic world (see `traffic::config`).
+    #[serde(default)]
+    pub traffic: Traffic,
 }
 
 /// How the simulated workloads behave.
