@@ -17,6 +17,7 @@ mod apply;
 mod convert;
 mod crd;
 mod crud;
+mod datadog;
 mod defaults;
 mod discovery;
 mod error;
@@ -30,6 +31,7 @@ mod openapi;
 mod patch;
 mod prometheus;
 mod protobuf;
+mod provider_faults;
 mod registry;
 mod scale;
 mod scenario;
@@ -42,7 +44,9 @@ mod table;
 pub mod traffic;
 mod watch;
 
+pub use datadog::DatadogConfig;
 pub use faults::{FaultRule, Faults};
+pub use provider_faults::{FaultMode, ProviderFault, ProviderFaults};
 pub use scenario::{ImageRule, Scenario, Workloads};
 pub use traffic::world::{WorkloadStats, World};
 
@@ -79,6 +83,8 @@ pub struct StackConfig {
     /// Start a real Prometheus scraping the traffic world (needs the admin server, which
     /// serves the world's metrics).
     pub prometheus: bool,
+    /// Start the Datadog API emulator (keys and faults: `scenario.datadog`).
+    pub datadog: bool,
     /// The traffic world's time moves only through `Stack::traffic().step(..)`, for
     /// deterministic tests; otherwise it ticks every second.
     pub manual_traffic_clock: bool,
@@ -95,6 +101,7 @@ impl Default for StackConfig {
             history: 10_000,
             bookmark_interval: Duration::from_secs(1),
             prometheus: false,
+            datadog: false,
             manual_traffic_clock: false,
         }
     }
@@ -109,6 +116,8 @@ pub struct Stack {
     faults: Arc<Faults>,
     world: Arc<World>,
     prometheus: Option<prometheus::Prometheus>,
+    datadog_url: Option<String>,
+    datadog_faults: Arc<ProviderFaults>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -179,6 +188,22 @@ impl Stack {
             ),
             None => None,
         };
+        let datadog_listener = match config.datadog {
+            true => Some(
+                TcpListener::bind(("127.0.0.1", 0))
+                    .await
+                    .context("binding the Datadog emulator's port")?,
+            ),
+            false => None,
+        };
+        let datadog_url = match &datadog_listener {
+            Some(l) => Some(format!("http://{}", l.local_addr()?)),
+            None => None,
+        };
+        let datadog_faults = Arc::new(ProviderFaults::default());
+        if let Some(f) = &config.scenario.datadog.fault {
+            datadog_faults.set(f.clone());
+        }
         let admin_url = match &admin_listener {
             Some(l) => Some(format!("http://{}", l.local_addr()?)),
             None => None,
@@ -203,6 +228,7 @@ impl Stack {
             let admin = Arc::new(admin::State {
                 shared: shared.clone(),
                 world: world.clone(),
+                datadog: datadog_faults.clone(),
             });
             tasks.push(tokio::spawn(serve(l, stop_rx.clone(), move |req| {
                 admin::handle(admin.clone(), req)
@@ -213,6 +239,16 @@ impl Stack {
             store.clone(),
             config.scenario.workloads.clone(),
         )));
+        if let Some(l) = datadog_listener {
+            let dd = Arc::new(datadog::Datadog {
+                world: world.clone(),
+                faults: datadog_faults.clone(),
+                config: config.scenario.datadog.clone(),
+            });
+            tasks.push(tokio::spawn(serve(l, stop_rx.clone(), move |req| {
+                datadog::handle(dd.clone(), req)
+            })));
+        }
         world.reroute();
         if !config.manual_traffic_clock {
             tasks.push(tokio::spawn(world.clone().run()));
@@ -225,6 +261,8 @@ impl Stack {
             faults,
             world,
             prometheus: None,
+            datadog_url,
+            datadog_faults,
             stop,
             tasks,
         };
@@ -268,6 +306,16 @@ impl Stack {
     /// The URL of the Prometheus the stack started (`StackConfig::prometheus`).
     pub fn prometheus_url(&self) -> Option<&str> {
         self.prometheus.as_ref().map(|p| p.url())
+    }
+
+    /// The Datadog emulator's URL (`StackConfig::datadog`).
+    pub fn datadog_url(&self) -> Option<&str> {
+        self.datadog_url.as_deref()
+    }
+
+    /// The Datadog emulator's fault mode.
+    pub fn datadog_faults(&self) -> &ProviderFaults {
+        &self.datadog_faults
     }
 
     /// Stops serving and closes every connection (watches end).

@@ -42,6 +42,9 @@ enum Command {
         /// Start a real Prometheus scraping the traffic world; prints `prometheus <url>`.
         #[arg(long)]
         prometheus: bool,
+        /// Start the Datadog API emulator; prints `datadog <url>`.
+        #[arg(long)]
+        datadog: bool,
         /// The routing objects the traffic world follows (overrides the scenario's
         /// `traffic.provider`): kubernetes, istio, gatewayapi, linkerd, smi, osm, nginx.
         #[arg(long)]
@@ -65,6 +68,7 @@ async fn main() -> Result<()> {
         token,
         history,
         prometheus,
+        datadog,
         mesh_provider,
     } = Cli::parse().command;
     let mut scenario = match scenario {
@@ -82,6 +86,7 @@ async fn main() -> Result<()> {
         scenario,
         history,
         prometheus,
+        datadog,
         ..StackConfig::default()
     };
     let stack = Stack::start(config).await.context("starting the stack")?;
@@ -91,6 +96,9 @@ async fn main() -> Result<()> {
     }
     if let Some(url) = stack.prometheus_url() {
         writeln!(out, "prometheus {url}")?;
+    }
+    if let Some(url) = stack.datadog_url() {
+        writeln!(out, "datadog {url}")?;
     }
     writeln!(out, "ready")?;
     out.flush()?;

@@ -16,7 +16,8 @@
 //!     status: 503
 //! ```
 //!
-//! plus `traffic` (see `traffic/config.rs`). Unknown top-level keys are ignored.
+//! plus `traffic` (see `traffic/config.rs`) and `datadog` (see `datadog`). Unknown top-level
+//! keys are ignored.
 
 use crate::faults::FaultRule;
 use crate::traffic::config::Traffic;
@@ -36,6 +37,9 @@ pub struct Scenario {
     /// The traffic world (see `traffic::config`).
     #[serde(default)]
     pub traffic: Traffic,
+    /// The Datadog emulator's keys and initial fault (see `datadog`).
+    #[serde(default)]
+    pub datadog: crate::datadog::DatadogConfig,
 }
 
 /// How the simulated workloads behave.
