@@ -1,6 +1,7 @@
 //! `serin controller`: the long-running process. Flags follow Flagger's names (with two
 //! dashes) so a Flagger deployment's arguments carry over.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,7 +82,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
 fn init_logging(args: &ControllerArgs) -> anyhow::Result<()> {
     let directive = match args.log_level.as_str() {
         level @ ("trace" | "debug" | "info" | "warn" | "error") => {
-            format!("{level},hyper=warn,rustls=warn,tower=warn,kube_client=warn")
+            format!("{level},hyper=warn,rustls=warn,tower=warn,kube_client=warn,kube_runtime=warn")
         }
         "warning" => "warn".to_string(),
         custom => custom.to_string(),
@@ -90,7 +91,8 @@ fn init_logging(args: &ControllerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("--log-level {:?} is not a level or filter", args.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match args.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -39,6 +39,24 @@ pub struct Stores {
     pub templates: Store<MetricTemplate>,
 }
 
+impl Stores {
+    /// Waits until every cache has listed its objects once: deciding on a half-filled cache
+    /// would report a target "not found" that exists.
+    pub async fn ready(&self) -> bool {
+        let all = async {
+            self.deployments.wait_until_ready().await.is_ok()
+                && self.daemon_sets.wait_until_ready().await.is_ok()
+                && self.services.wait_until_ready().await.is_ok()
+                && self.configmaps.wait_until_ready().await.is_ok()
+                && self.secrets.wait_until_ready().await.is_ok()
+                && self.templates.wait_until_ready().await.is_ok()
+        };
+        tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .unwrap_or(false)
+    }
+}
+
 /// The status serin wrote last for a Canary, with the resourceVersion the write produced.
 #[derive(Clone, Debug)]
 pub struct Written {

@@ -138,8 +138,11 @@ fn opted_out(annotations: Option<&BTreeMap<String, String>>) -> bool {
         .is_some_and(|v| v.starts_with("disable"))
 }
 
-/// Visits each reference object with the key holding its name.
-fn walk(pod: &mut Value, f: &mut dyn FnMut(ConfigKind, &mut Map<String, Value>, &str)) {
+/// Called with each reference object and the key that holds its name.
+type Visitor<'a> = dyn FnMut(ConfigKind, &mut Map<String, Value>, &str) + 'a;
+
+/// Visits each reference object of a pod spec.
+fn walk(pod: &mut Value, f: &mut Visitor<'_>) {
     let mut visit = |v: Option<&mut Value>, kind: ConfigKind, key: &str| {
         if let Some(Value::Object(obj)) = v {
             f(kind, obj, key);
