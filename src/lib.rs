@@ -4,11 +4,13 @@
 //! - [`api`]: the `flagger.app/v1beta1` types (Canary, MetricTemplate, AlertProvider), their
 //!   CRDs and the offline validator.
 //! - [`cli`]: the `serin` command line, one module per subcommand.
+//! - [`controller`]: `serin controller`, the reconcile loop and the I/O of each effect.
 //! - [`plan`]: a Canary spec turned into the engine's release plan.
 //! - [`workload`]: readiness of Deployments and DaemonSets, read the way Flagger reads it.
 
 pub mod analysis;
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod plan;
 pub mod workload;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod analyze;
 pub mod check;
+pub mod controller;
 pub mod crds;
 pub mod plan;
 
@@ -28,6 +29,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Run a Canary's metric checks once, now, against the real providers.
     Analyze(analyze::AnalyzeArgs),
+    /// Run the controller: watch Canaries and drive their releases.
+    Controller(controller::ControllerArgs),
 }
 
 impl Cli {
@@ -38,6 +41,7 @@ impl Cli {
             Command::Check(args) => check::run(args),
             Command::Plan(args) => plan::run(args),
             Command::Analyze(args) => analyze::run(args),
+            Command::Controller(args) => controller::run(args),
         }
     }
 }

@@ -38,7 +38,7 @@ pub struct PlanArgs {
     pub min_analysis_interval: Duration,
 }
 
-fn parse_min_interval(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_min_interval(s: &str) -> Result<Duration, String> {
     crate::api::parse_duration(s).map_err(|e| e.to_string())
 }
 

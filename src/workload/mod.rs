@@ -2,6 +2,7 @@
 //! is rendered from the target, and how readiness is read into the engine's
 //! [`serin_core::Readiness`].
 
+pub mod configs;
 pub mod primary;
 pub mod readiness;
 pub mod services;

@@ -4,14 +4,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde_json::Value;
+
+use crate::workload::configs::{self, ConfigKind};
 
 /// Pod template annotation changed on every promotion so the primary always rolls.
 pub const PROMOTION_ID_ANNOTATION: &str = "flagger-id";
 /// Suffix of every object serin copies for the primary.
 pub const PRIMARY_SUFFIX: &str = "-primary";
+/// A DaemonSet cannot be scaled: "zero" is a nodeSelector no node matches (Flagger's key, so
+/// a DaemonSet scaled down by Flagger is recognised).
+pub const SCALE_TO_ZERO_LABEL: &str = "flagger.app/scale-to-zero";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PrimaryError {
@@ -133,6 +139,59 @@ pub fn render(
     })
 }
 
+/// Renders the primary DaemonSet for `target`: the Deployment rules applied to its template,
+/// without the scale-to-zero nodeSelector.
+pub fn render_daemon_set(
+    target: &DaemonSet,
+    rules: &CopyRules<'_>,
+) -> Result<DaemonSet, PrimaryError> {
+    let name = target.metadata.name.clone().unwrap_or_default();
+    let spec = target
+        .spec
+        .as_ref()
+        .ok_or_else(|| PrimaryError::NoTemplate(name.clone()))?;
+    let mut template = spec.template.clone();
+    strip_scale_to_zero(&mut template);
+    // The copy rules are the same as a Deployment's; only the spec fields differ.
+    let as_deployment = Deployment {
+        metadata: target.metadata.clone(),
+        spec: Some(DeploymentSpec {
+            selector: spec.selector.clone(),
+            template,
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    };
+    let rendered = render(&as_deployment, None, rules)?;
+    let copied = rendered
+        .spec
+        .ok_or_else(|| PrimaryError::NoTemplate(name.clone()))?;
+    Ok(DaemonSet {
+        metadata: rendered.metadata,
+        spec: Some(DaemonSetSpec {
+            selector: copied.selector,
+            template: copied.template,
+            min_ready_seconds: spec.min_ready_seconds,
+            revision_history_limit: spec.revision_history_limit,
+            update_strategy: spec.update_strategy.clone(),
+        }),
+        status: None,
+    })
+}
+
+/// Removes the scale-to-zero nodeSelector (an empty selector becomes none, as the API
+/// server would store it).
+pub fn strip_scale_to_zero(template: &mut PodTemplateSpec) {
+    if let Some(pod) = template.spec.as_mut()
+        && let Some(selector) = pod.node_selector.as_mut()
+    {
+        selector.remove(SCALE_TO_ZERO_LABEL);
+        if selector.is_empty() {
+            pod.node_selector = None;
+        }
+    }
+}
+
 fn without_toolkit(map: BTreeMap<String, String>) -> BTreeMap<String, String> {
     map.into_iter()
         .filter(|(k, _)| !k.contains("toolkit.fluxcd.io"))
@@ -158,60 +217,15 @@ fn filtered(
 /// Points every reference to a tracked ConfigMap or Secret at its `-primary` copy: volumes,
 /// projected sources, env and envFrom of containers and init containers.
 fn rename_config_refs(pod: &mut Value, configmaps: &BTreeSet<String>, secrets: &BTreeSet<String>) {
-    let rename = |v: &mut Value, key: &str, tracked: &BTreeSet<String>| {
-        if let Some(Value::String(name)) = v.get_mut(key)
-            && tracked.contains(name.as_str())
-        {
+    configs::for_each_ref(pod, &mut |kind, name| {
+        let tracked = match kind {
+            ConfigKind::ConfigMap => configmaps,
+            ConfigKind::Secret => secrets,
+        };
+        if tracked.contains(name.as_str()) {
             name.push_str(PRIMARY_SUFFIX);
         }
-    };
-    if let Some(Value::Array(volumes)) = pod.get_mut("volumes") {
-        for volume in volumes {
-            if let Some(cm) = volume.get_mut("configMap") {
-                rename(cm, "name", configmaps);
-            }
-            if let Some(secret) = volume.get_mut("secret") {
-                rename(secret, "secretName", secrets);
-            }
-            if let Some(Value::Array(sources)) = volume.pointer_mut("/projected/sources") {
-                for source in sources {
-                    if let Some(cm) = source.get_mut("configMap") {
-                        rename(cm, "name", configmaps);
-                    }
-                    if let Some(secret) = source.get_mut("secret") {
-                        rename(secret, "name", secrets);
-                    }
-                }
-            }
-        }
-    }
-    for list in ["containers", "initContainers"] {
-        let Some(Value::Array(containers)) = pod.get_mut(list) else {
-            continue;
-        };
-        for container in containers {
-            if let Some(Value::Array(env)) = container.get_mut("env") {
-                for var in env {
-                    if let Some(r) = var.pointer_mut("/valueFrom/configMapKeyRef") {
-                        rename(r, "name", configmaps);
-                    }
-                    if let Some(r) = var.pointer_mut("/valueFrom/secretKeyRef") {
-                        rename(r, "name", secrets);
-                    }
-                }
-            }
-            if let Some(Value::Array(env_from)) = container.get_mut("envFrom") {
-                for source in env_from {
-                    if let Some(r) = source.get_mut("configMapRef") {
-                        rename(r, "name", configmaps);
-                    }
-                    if let Some(r) = source.get_mut("secretRef") {
-                        rename(r, "name", secrets);
-                    }
-                }
-            }
-        }
-    }
+    });
 }
 
 #[cfg(test)]
@@ -333,5 +347,44 @@ mod tests {
         };
         let err = render(&target(), None, &rules).unwrap_err();
         assert!(err.to_string().contains("--selector-labels"), "{err}");
+    }
+
+    #[test]
+    fn daemon_set_primary_drops_the_scale_to_zero_selector() {
+        let none = BTreeSet::new();
+        let selector_labels = labels();
+        let rules = CopyRules {
+            selector_labels: &selector_labels,
+            tracked_configmaps: &none,
+            tracked_secrets: &none,
+            promotion_id: "id",
+            include_label_prefixes: &[],
+            has_autoscaler: false,
+        };
+        let ds: DaemonSet = serde_json::from_value(json!({
+            "metadata": {"name": "agent", "namespace": "test"},
+            "spec": {
+                "minReadySeconds": 5,
+                "selector": {"matchLabels": {"app": "agent"}},
+                "template": {
+                    "metadata": {"labels": {"app": "agent"}},
+                    "spec": {"nodeSelector": {SCALE_TO_ZERO_LABEL: "true"},
+                             "containers": [{"name": "a", "image": "agent:1"}]}
+                }
+            }
+        }))
+        .unwrap();
+        let p = serde_json::to_value(render_daemon_set(&ds, &rules).unwrap()).unwrap();
+        assert_eq!(p["metadata"]["name"], "agent-primary");
+        assert_eq!(p["spec"]["selector"]["matchLabels"]["app"], "agent-primary");
+        assert_eq!(p["spec"]["minReadySeconds"], 5);
+        assert!(
+            p["spec"]["template"]["spec"].get("nodeSelector").is_none(),
+            "{p}"
+        );
+        assert_eq!(
+            p["spec"]["template"]["metadata"]["annotations"]["flagger-id"],
+            "id"
+        );
     }
 }

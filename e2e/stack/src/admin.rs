@@ -7,11 +7,17 @@
 //! - `DELETE /faults`: removes all rules and the watch-drop setting
 //! - `POST /watches/drop`: closes every open watch now; `?afterEvents=N` instead makes
 //!   watches close after sending N events (0 turns it off)
+//! - `GET /traffic`: the traffic world's split (requests/s per workload) and totals (JSON)
+//! - `GET /traffic/metrics`: the world's telemetry in Prometheus text (what Prometheus scrapes)
+//! - `GET|POST|DELETE /datadog/fault`: the Datadog emulator's fault mode (`{mode, status,
+//!   count}`, see `provider_faults`)
 //! - `POST /compact`: drops the watch event history, so watches from older
 //!   resourceVersions get 410 Gone
 
 use crate::faults::FaultRule;
+use crate::provider_faults::{ProviderFault, ProviderFaults};
 use crate::server::{Body, Shared, full, json_response};
+use crate::traffic::world::World;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -20,10 +26,18 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+/// What the admin server works on.
+pub struct State {
+    pub shared: Arc<Shared>,
+    pub world: Arc<World>,
+    pub datadog: Arc<ProviderFaults>,
+}
+
 pub async fn handle(
-    shared: Arc<Shared>,
+    state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let shared = &state.shared;
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
@@ -60,6 +74,15 @@ pub async fn handle(
             },
             Err(e) => full(400, "text/plain", format!("reading body: {e}\n")),
         },
+        ("GET", "/traffic") => json_response(200, &state.world.describe()),
+        ("GET", "/traffic/metrics") => full(
+            200,
+            "text/plain; version=0.0.4",
+            crate::traffic::telemetry::render(&state.world.series()),
+        ),
+        ("GET" | "POST" | "DELETE", "/datadog/fault") => {
+            provider_fault(&state.datadog, &method, req).await
+        }
         ("DELETE", "/faults") => {
             shared.faults.clear();
             json_response(200, &json!({"cleared": true}))
@@ -95,4 +118,30 @@ fn parse_rules(bytes: &[u8]) -> anyhow::Result<Vec<FaultRule>> {
         }
         other => vec![serde_json::from_value(other)?],
     })
+}
+
+/// `GET` shows, `POST` sets (YAML or JSON `{mode, status, count}`), `DELETE` clears the
+/// fault of a metric-provider emulator.
+async fn provider_fault(
+    faults: &ProviderFaults,
+    method: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    match method {
+        "GET" => json_response(200, &json!({"fault": faults.get()})),
+        "DELETE" => {
+            faults.clear();
+            json_response(200, &json!({"fault": null}))
+        }
+        _ => match req.into_body().collect().await {
+            Ok(b) => match serde_norway::from_slice::<ProviderFault>(&b.to_bytes()) {
+                Ok(f) => {
+                    faults.set(f.clone());
+                    json_response(200, &json!({"fault": f}))
+                }
+                Err(e) => full(400, "text/plain", format!("invalid fault: {e}\n")),
+            },
+            Err(e) => full(400, "text/plain", format!("reading body: {e}\n")),
+        },
+    }
 }

@@ -17,6 +17,7 @@ mod apply;
 mod convert;
 mod crd;
 mod crud;
+mod datadog;
 mod defaults;
 mod discovery;
 mod error;
@@ -28,7 +29,9 @@ mod kubeconfig;
 mod metadata;
 mod openapi;
 mod patch;
+mod prometheus;
 mod protobuf;
+mod provider_faults;
 mod registry;
 mod scale;
 mod scenario;
@@ -38,10 +41,14 @@ mod server;
 mod simulator;
 mod store;
 mod table;
+pub mod traffic;
 mod watch;
 
+pub use datadog::DatadogConfig;
 pub use faults::{FaultRule, Faults};
+pub use provider_faults::{FaultMode, ProviderFault, ProviderFaults};
 pub use scenario::{ImageRule, Scenario, Workloads};
+pub use traffic::world::{WorkloadStats, World};
 
 use anyhow::{Context, Result};
 use hyper::body::Incoming;
@@ -73,6 +80,14 @@ pub struct StackConfig {
     pub history: usize,
     /// How often watches that asked for bookmarks get one (when something changed).
     pub bookmark_interval: Duration,
+    /// Start a real Prometheus scraping the traffic world (needs the admin server, which
+    /// serves the world's metrics).
+    pub prometheus: bool,
+    /// Start the Datadog API emulator (keys and faults: `scenario.datadog`).
+    pub datadog: bool,
+    /// The traffic world's time moves only through `Stack::traffic().step(..)`, for
+    /// deterministic tests; otherwise it ticks every second.
+    pub manual_traffic_clock: bool,
 }
 
 impl Default for StackConfig {
@@ -85,6 +100,9 @@ impl Default for StackConfig {
             scenario: Scenario::default(),
             history: 10_000,
             bookmark_interval: Duration::from_secs(1),
+            prometheus: false,
+            datadog: false,
+            manual_traffic_clock: false,
         }
     }
 }
@@ -96,6 +114,10 @@ pub struct Stack {
     kubeconfig: PathBuf,
     remove_kubeconfig: bool,
     faults: Arc<Faults>,
+    world: Arc<World>,
+    prometheus: Option<prometheus::Prometheus>,
+    datadog_url: Option<String>,
+    datadog_faults: Arc<ProviderFaults>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -105,6 +127,7 @@ impl std::fmt::Debug for Stack {
         f.debug_struct("Stack")
             .field("url", &self.url)
             .field("admin_url", &self.admin_url)
+            .field("prometheus_url", &self.prometheus_url())
             .finish()
     }
 }
@@ -131,6 +154,17 @@ impl Stack {
                 .create(&rt, "v1", "", body, &opts)
                 .map_err(|e| anyhow::anyhow!("creating namespace {ns}: {}", e.message))?;
         }
+        let world = Arc::new(
+            World::new(
+                store.clone(),
+                config.scenario.traffic.clone(),
+                config.manual_traffic_clock,
+            )
+            .map_err(|e| anyhow::anyhow!("scenario: {e}"))?,
+        );
+        if config.prometheus && config.admin_port.is_none() {
+            anyhow::bail!("Prometheus scrapes the admin server's /traffic/metrics: set admin_port");
+        }
         let faults = Arc::new(Faults::default());
         faults.add(config.scenario.faults.clone());
         let shared = Arc::new(server::Shared {
@@ -154,6 +188,22 @@ impl Stack {
             ),
             None => None,
         };
+        let datadog_listener = match config.datadog {
+            true => Some(
+                TcpListener::bind(("127.0.0.1", 0))
+                    .await
+                    .context("binding the Datadog emulator's port")?,
+            ),
+            false => None,
+        };
+        let datadog_url = match &datadog_listener {
+            Some(l) => Some(format!("http://{}", l.local_addr()?)),
+            None => None,
+        };
+        let datadog_faults = Arc::new(ProviderFaults::default());
+        if let Some(f) = &config.scenario.datadog.fault {
+            datadog_faults.set(f.clone());
+        }
         let admin_url = match &admin_listener {
             Some(l) => Some(format!("http://{}", l.local_addr()?)),
             None => None,
@@ -175,9 +225,13 @@ impl Stack {
             server::handle(api_shared.clone(), req)
         })));
         if let Some(l) = admin_listener {
-            let admin_shared = shared.clone();
+            let admin = Arc::new(admin::State {
+                shared: shared.clone(),
+                world: world.clone(),
+                datadog: datadog_faults.clone(),
+            });
             tasks.push(tokio::spawn(serve(l, stop_rx.clone(), move |req| {
-                admin::handle(admin_shared.clone(), req)
+                admin::handle(admin.clone(), req)
             })));
         }
         tasks.push(tokio::spawn(gc::run(store.clone())));
@@ -185,16 +239,44 @@ impl Stack {
             store.clone(),
             config.scenario.workloads.clone(),
         )));
-        tracing::info!(%url, admin = ?admin_url, kubeconfig = %kubeconfig.display(), "serin-stack serving");
-        Ok(Stack {
+        if let Some(l) = datadog_listener {
+            let dd = Arc::new(datadog::Datadog {
+                world: world.clone(),
+                faults: datadog_faults.clone(),
+                config: config.scenario.datadog.clone(),
+            });
+            tasks.push(tokio::spawn(serve(l, stop_rx.clone(), move |req| {
+                datadog::handle(dd.clone(), req)
+            })));
+        }
+        world.reroute();
+        if !config.manual_traffic_clock {
+            tasks.push(tokio::spawn(world.clone().run()));
+        }
+        let mut stack = Stack {
             url,
             admin_url,
             kubeconfig,
             remove_kubeconfig,
             faults,
+            world,
+            prometheus: None,
+            datadog_url,
+            datadog_faults,
             stop,
             tasks,
-        })
+        };
+        // Started last: on failure, dropping `stack` stops everything started so far.
+        if config.prometheus
+            && let Some(admin) = &stack.admin_url
+        {
+            let target = admin.trim_start_matches("http://");
+            stack.prometheus =
+                Some(prometheus::Prometheus::start(target, "/traffic/metrics").await?);
+        }
+        tracing::info!(url = %stack.url, admin = ?stack.admin_url, prometheus = ?stack.prometheus_url(),
+            kubeconfig = %stack.kubeconfig.display(), "serin-stack serving");
+        Ok(stack)
     }
 
     /// The API server URL, e.g. `http://127.0.0.1:34567`.
@@ -216,8 +298,31 @@ impl Stack {
         &self.faults
     }
 
+    /// The traffic world: per-workload request counts, and the manual clock.
+    pub fn traffic(&self) -> &World {
+        &self.world
+    }
+
+    /// The URL of the Prometheus the stack started (`StackConfig::prometheus`).
+    pub fn prometheus_url(&self) -> Option<&str> {
+        self.prometheus.as_ref().map(|p| p.url())
+    }
+
+    /// The Datadog emulator's URL (`StackConfig::datadog`).
+    pub fn datadog_url(&self) -> Option<&str> {
+        self.datadog_url.as_deref()
+    }
+
+    /// The Datadog emulator's fault mode.
+    pub fn datadog_faults(&self) -> &ProviderFaults {
+        &self.datadog_faults
+    }
+
     /// Stops serving and closes every connection (watches end).
     pub async fn shutdown(mut self) {
+        if let Some(p) = self.prometheus.take() {
+            p.stop().await;
+        }
         let _ = self.stop.send(true);
         for t in self.tasks.drain(..) {
             t.abort();

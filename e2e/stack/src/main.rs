@@ -18,7 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the stack on 127.0.0.1; prints `admin <url>` then `ready` on stdout.
+    /// Start the stack on 127.0.0.1; prints `admin <url>` (and `prometheus <url>`, ...) then
+    /// `ready` on stdout.
     Up {
         /// Where to write the kubeconfig.
         #[arg(long)]
@@ -38,6 +39,16 @@ enum Command {
         /// Watch events retained for resuming watches.
         #[arg(long, default_value_t = 10_000)]
         history: usize,
+        /// Start a real Prometheus scraping the traffic world; prints `prometheus <url>`.
+        #[arg(long)]
+        prometheus: bool,
+        /// Start the Datadog API emulator; prints `datadog <url>`.
+        #[arg(long)]
+        datadog: bool,
+        /// The routing objects the traffic world follows (overrides the scenario's
+        /// `traffic.provider`): kubernetes, istio, gatewayapi, linkerd, smi, osm, nginx.
+        #[arg(long)]
+        mesh_provider: Option<String>,
     },
 }
 
@@ -56,11 +67,17 @@ async fn main() -> Result<()> {
         scenario,
         token,
         history,
+        prometheus,
+        datadog,
+        mesh_provider,
     } = Cli::parse().command;
-    let scenario = match scenario {
+    let mut scenario = match scenario {
         Some(p) => Scenario::load(&p)?,
         None => Scenario::default(),
     };
+    if let Some(p) = mesh_provider {
+        scenario.traffic.provider = p;
+    }
     let config = StackConfig {
         port,
         admin_port: Some(admin_port),
@@ -68,12 +85,20 @@ async fn main() -> Result<()> {
         token,
         scenario,
         history,
+        prometheus,
+        datadog,
         ..StackConfig::default()
     };
     let stack = Stack::start(config).await.context("starting the stack")?;
     let mut out = std::io::stdout().lock();
     if let Some(admin) = stack.admin_url() {
         writeln!(out, "admin {admin}")?;
+    }
+    if let Some(url) = stack.prometheus_url() {
+        writeln!(out, "prometheus {url}")?;
+    }
+    if let Some(url) = stack.datadog_url() {
+        writeln!(out, "datadog {url}")?;
     }
     writeln!(out, "ready")?;
     out.flush()?;

@@ -16,9 +16,11 @@
 //!     status: 503
 //! ```
 //!
-//! Unknown top-level keys are ignored so later issues can add sections (e.g. traffic).
+//! plus `traffic` (see `traffic/config.rs`) and `datadog` (see `datadog`). Unknown top-level
+//! keys are ignored.
 
 use crate::faults::FaultRule;
+use crate::traffic::config::Traffic;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::path::Path;
@@ -32,6 +34,12 @@ pub struct Scenario {
     pub workloads: Workloads,
     #[serde(default)]
     pub faults: Vec<FaultRule>,
+    /// The traffic world (see `traffic::config`).
+    #[serde(default)]
+    pub traffic: Traffic,
+    /// The Datadog emulator's keys and initial fault (see `datadog`).
+    #[serde(default)]
+    pub datadog: crate::datadog::DatadogConfig,
 }
 
 /// How the simulated workloads behave.

@@ -1,0 +1,186 @@
+//! The scenario file's `traffic` section: which routing objects the world reads, which
+//! services get load and at what rate, and how each image behaves.
+//!
+//! ```yaml
+//! traffic:
+//!   provider: istio            # kubernetes (default), istio, gatewayapi, linkerd, smi, osm, nginx
+//!   services:                  # omit for the defaults (see `Traffic::default_services`)
+//!     - name: podinfo
+//!       namespace: test        # default: default
+//!       rate: 20               # requests per second
+//!       abTesting:             # a fraction of the requests carries these headers/cookies
+//!         fraction: 0.1
+//!         headers: {x-canary: insider}
+//!         cookies: {canary: always}
+//!   images:                    # first match (substring of the image reference) wins
+//!     - match: faulty
+//!       errorRate: 0.3
+//!     - match: slow
+//!       latency: 1.5s
+//!       p99: 2s                # optional: log-normal with this 99th percentile
+//! ```
+
+use crate::scenario::opt_duration_str;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Default request rate of every loaded Service without a scenario (requests/s).
+pub const DEFAULT_RATE: f64 = 20.0;
+/// Default latency of an image no rule names.
+pub const DEFAULT_LATENCY: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Traffic {
+    /// The routing objects the world follows (a Flagger `-mesh-provider` value).
+    #[serde(default = "default_provider")]
+    pub provider: String,
+    /// Loaded services; `None`: every Service that selects a Deployment (see the README).
+    #[serde(default)]
+    pub services: Option<Vec<ServiceLoad>>,
+    /// Per-image behaviour; first match wins. Giving it replaces the default rules.
+    #[serde(default = "default_images")]
+    pub images: Vec<Behaviour>,
+    /// Annotation prefix of NGINX canary Ingresses (Flagger's `-ingress-annotations-prefix`).
+    #[serde(default = "default_nginx_prefix")]
+    pub ingress_annotations_prefix: String,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Traffic {
+            provider: default_provider(),
+            services: None,
+            images: default_images(),
+            ingress_annotations_prefix: default_nginx_prefix(),
+        }
+    }
+}
+
+/// Load on one Service (the apex, as a client in the mesh or behind the ingress sees it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceLoad {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default = "default_rate")]
+    pub rate: f64,
+    #[serde(default)]
+    pub ab_testing: Option<AbTesting>,
+}
+
+/// The share of requests that carries the A/B test's header or cookie.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AbTesting {
+    pub fraction: f64,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cookies: BTreeMap<String, String>,
+}
+
+/// How requests to pods of matching images behave.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Behaviour {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Fraction of requests answered 500.
+    #[serde(default)]
+    pub error_rate: f64,
+    /// Median latency (all requests take exactly this long unless `p99` is set).
+    #[serde(default, with = "opt_duration_str")]
+    pub latency: Option<Duration>,
+    /// 99th percentile: latencies are log-normal with the median above and this P99.
+    #[serde(default, with = "opt_duration_str")]
+    pub p99: Option<Duration>,
+}
+
+fn default_provider() -> String {
+    "kubernetes".into()
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+fn default_rate() -> f64 {
+    DEFAULT_RATE
+}
+
+fn default_nginx_prefix() -> String {
+    "nginx.ingress.kubernetes.io".into()
+}
+
+/// Without a scenario: `faulty` fails 30 %, `slow` answers in about 1.5 s.
+fn default_images() -> Vec<Behaviour> {
+    vec![
+        Behaviour {
+            pattern: "faulty".into(),
+            error_rate: 0.3,
+            latency: None,
+            p99: None,
+        },
+        Behaviour {
+            pattern: "slow".into(),
+            error_rate: 0.0,
+            latency: Some(Duration::from_millis(1500)),
+            p99: None,
+        },
+    ]
+}
+
+/// Which routing objects a provider writes (the world reads only those).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// Plain Service selectors (Flagger's `kubernetes`: blue/green without a mesh).
+    Kubernetes,
+    /// `networking.istio.io` VirtualService.
+    Istio,
+    /// `gateway.networking.k8s.io` HTTPRoute.
+    GatewayApi,
+    /// `split.smi-spec.io` TrafficSplit (`linkerd`, `smi:*`, `osm`).
+    Smi,
+    /// NGINX Ingress canary annotations.
+    Nginx,
+}
+
+impl Provider {
+    /// Parses a Flagger mesh-provider value; the ones the world cannot follow are an error.
+    pub fn parse(s: &str) -> Result<Provider, String> {
+        Ok(match s {
+            "kubernetes" => Provider::Kubernetes,
+            "istio" => Provider::Istio,
+            "linkerd" | "osm" => Provider::Smi,
+            s if s.starts_with("smi") => Provider::Smi,
+            s if s.starts_with("gatewayapi") => Provider::GatewayApi,
+            "nginx" => Provider::Nginx,
+            other => {
+                return Err(format!(
+                    "traffic provider {other:?} is not emulated (use kubernetes, istio, gatewayapi[:v1|:v1beta1], linkerd, smi[:...], osm or nginx)"
+                ));
+            }
+        })
+    }
+}
+
+impl Traffic {
+    /// The behaviour of a pod running these images: the first rule matching any of them.
+    pub fn behaviour(&self, images: &[String]) -> crate::traffic::latency::Profile {
+        let rule = self
+            .images
+            .iter()
+            .find(|r| images.iter().any(|i| i.contains(&r.pattern)));
+        let median = rule.and_then(|r| r.latency).unwrap_or(DEFAULT_LATENCY);
+        crate::traffic::latency::Profile {
+            error_rate: rule.map(|r| r.error_rate.clamp(0.0, 1.0)).unwrap_or(0.0),
+            latency: crate::traffic::latency::Latency::new(
+                median.as_secs_f64(),
+                rule.and_then(|r| r.p99).map(|d| d.as_secs_f64()),
+            ),
+        }
+    }
+}

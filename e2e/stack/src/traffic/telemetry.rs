@@ -1,0 +1,241 @@
+//! The world's requests as the meshes export them, in Prometheus text format, under the
+//! metric names and labels that Flagger's builtin queries read:
+//!
+//! - Istio: `istio_requests_total`, `istio_request_duration_milliseconds_{bucket,sum,count}`
+//!   (`reporter="destination"`, `destination_workload`, `destination_workload_namespace`,
+//!   `destination_service_name`, `response_code`, ...)
+//! - Linkerd: `response_total`, `response_latency_ms_{bucket,sum,count}` (`namespace`,
+//!   `deployment` or `daemonset`, `pod`, `direction="inbound"`, `classification`, `status_code`)
+//! - NGINX ingress: `nginx_ingress_controller_requests`,
+//!   `nginx_ingress_controller_response_duration_seconds_{bucket,sum,count}` (`namespace`,
+//!   `ingress`, `service`, `canary`, `status`), only for requests that came through an Ingress
+//! - the app's own histogram, for the kubernetes and Gateway API providers:
+//!   `http_request_duration_seconds_{bucket,sum,count}` (`kubernetes_namespace`,
+//!   `kubernetes_pod_name`, `method`, `path`, `status`)
+//!
+//! Every request is reported by every family (as if the app ran in every mesh at once), so
+//! the builtin queries of each provider see the same traffic.
+
+use crate::traffic::world::{Counts, Layouts, SeriesKey};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Sums series that share the labels a family exports.
+#[derive(Default)]
+struct Family {
+    series: BTreeMap<Labels, Counts>,
+}
+
+impl Family {
+    fn add(&mut self, labels: Labels, c: &Counts) {
+        let e = self.series.entry(labels).or_insert_with(|| Counts {
+            buckets: c.buckets.iter().map(|b| vec![0.0; b.len()]).collect(),
+            ..Counts::default()
+        });
+        e.requests += c.requests;
+        e.latency_sum_secs += c.latency_sum_secs;
+        for (acc, b) in e.buckets.iter_mut().zip(&c.buckets) {
+            for (a, x) in acc.iter_mut().zip(b) {
+                *a += x;
+            }
+        }
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn label_str(labels: &Labels, extra: Option<(&str, String)>) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    parts.join(",")
+}
+
+fn counter(out: &mut String, name: &str, help: &str, fam: &Family) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (labels, c) in &fam.series {
+        let _ = writeln!(out, "{name}{{{}}} {}", label_str(labels, None), c.requests);
+    }
+}
+
+/// A histogram; `unit` converts seconds into the family's unit (1000 for milliseconds).
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    fam: &Family,
+    layout: usize,
+    bounds: &[f64],
+    unit: f64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (labels, c) in &fam.series {
+        for (i, le) in bounds.iter().enumerate() {
+            let n = c
+                .buckets
+                .get(layout)
+                .and_then(|b| b.get(i))
+                .copied()
+                .unwrap_or(0.0);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{}}} {n}",
+                label_str(labels, Some(("le", le.to_string())))
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{}}} {}",
+            label_str(labels, Some(("le", "+Inf".into()))),
+            c.requests
+        );
+        let l = label_str(labels, None);
+        let _ = writeln!(out, "{name}_sum{{{l}}} {}", c.latency_sum_secs * unit);
+        let _ = writeln!(out, "{name}_count{{{l}}} {}", c.requests);
+    }
+}
+
+/// The exposition text for all series.
+pub fn render(series: &[(SeriesKey, Counts)]) -> String {
+    let mut istio = Family::default();
+    let mut linkerd_total = Family::default();
+    let mut linkerd_latency = Family::default();
+    let mut app = Family::default();
+    let mut nginx = Family::default();
+    for (k, c) in series {
+        let b = &k.backend;
+        let code = k.code.to_string();
+        istio.add(
+            vec![
+                ("reporter", "destination".into()),
+                ("source_workload", "unknown".into()),
+                ("destination_workload", b.workload.clone()),
+                ("destination_workload_namespace", b.namespace.clone()),
+                (
+                    "destination_service",
+                    format!("{}.{}.svc.cluster.local", k.service, b.namespace),
+                ),
+                ("destination_service_name", k.service.clone()),
+                ("destination_service_namespace", b.namespace.clone()),
+                ("request_protocol", "http".into()),
+                ("response_code", code.clone()),
+            ],
+            c,
+        );
+        let owner = if b.daemonset {
+            "daemonset"
+        } else {
+            "deployment"
+        };
+        let linkerd = |extra: Labels| {
+            let mut l: Labels = vec![
+                ("direction", "inbound".into()),
+                ("namespace", b.namespace.clone()),
+                (owner, b.workload.clone()),
+                ("pod", b.pod.clone()),
+            ];
+            l.extend(extra);
+            l
+        };
+        let class = if k.code >= 500 { "failure" } else { "success" };
+        linkerd_total.add(
+            linkerd(vec![
+                ("classification", class.into()),
+                ("status_code", code.clone()),
+            ]),
+            c,
+        );
+        linkerd_latency.add(linkerd(vec![("status_code", code.clone())]), c);
+        app.add(
+            vec![
+                ("kubernetes_namespace", b.namespace.clone()),
+                ("kubernetes_pod_name", b.pod.clone()),
+                ("method", "GET".into()),
+                ("path", "/".into()),
+                ("status", code.clone()),
+            ],
+            c,
+        );
+        if let Some((ingress, canary)) = &k.ingress {
+            nginx.add(
+                vec![
+                    ("namespace", b.namespace.clone()),
+                    ("ingress", ingress.clone()),
+                    ("service", k.service.clone()),
+                    ("canary", canary.clone()),
+                    ("method", "GET".into()),
+                    ("path", "/".into()),
+                    ("status", code.clone()),
+                ],
+                c,
+            );
+        }
+    }
+    let mut out = String::new();
+    let secs = Layouts::DEFAULT_SECS;
+    counter(
+        &mut out,
+        "istio_requests_total",
+        "Requests (Istio standard metric).",
+        &istio,
+    );
+    histogram(
+        &mut out,
+        "istio_request_duration_milliseconds",
+        "Request duration in milliseconds (Istio standard metric).",
+        &istio,
+        Layouts::ISTIO,
+        Layouts::ISTIO_MS,
+        1000.0,
+    );
+    counter(
+        &mut out,
+        "response_total",
+        "Responses (Linkerd proxy).",
+        &linkerd_total,
+    );
+    histogram(
+        &mut out,
+        "response_latency_ms",
+        "Response latency in milliseconds (Linkerd proxy).",
+        &linkerd_latency,
+        Layouts::LINKERD,
+        Layouts::LINKERD_MS,
+        1000.0,
+    );
+    histogram(
+        &mut out,
+        "http_request_duration_seconds",
+        "Request duration in seconds (the application's own metric).",
+        &app,
+        Layouts::DEFAULT,
+        secs,
+        1.0,
+    );
+    counter(
+        &mut out,
+        "nginx_ingress_controller_requests",
+        "Client requests (ingress-nginx).",
+        &nginx,
+    );
+    histogram(
+        &mut out,
+        "nginx_ingress_controller_response_duration_seconds",
+        "Upstream response time in seconds (ingress-nginx).",
+        &nginx,
+        Layouts::DEFAULT,
+        secs,
+        1.0,
+    );
+    out
+}

@@ -1,0 +1,206 @@
+//! Flagger's builtin queries (reference: flagger.md section 4.2), run unchanged in the real
+//! Prometheus the stack starts, return the configured success rate and latency within 5 %.
+//! Needs the `prometheus` binary (`scripts/setup` installs it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use serin_stack::{Scenario, Stack, StackConfig};
+use std::time::{Duration, Instant};
+
+async fn start(provider: &str) -> Stack {
+    let scenario = Scenario::parse(&format!(
+        "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: {provider}\n  services:\n    - name: podinfo\n      rate: 50\n"
+    ))
+    .unwrap();
+    Stack::start(StackConfig {
+        scenario,
+        prometheus: true,
+        ..StackConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs an instant query (whitespace collapsed, as Flagger sends it) until it has a value.
+async fn query(prometheus: &str, q: &str) -> f64 {
+    let q = q.split_whitespace().collect::<Vec<_>>().join(" ");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, _, body) = http(
+            "GET",
+            &format!("{prometheus}/api/v1/query?query={}", enc(&q)),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if let Some(s) = v["data"]["result"][0]["value"][1].as_str() {
+            let x: f64 = s.parse().unwrap();
+            if x.is_finite() {
+                return x;
+            }
+        }
+        assert!(Instant::now() < deadline, "no value for {q}: {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn assert_near(got: f64, want: f64, what: &str) {
+    assert!(
+        (got - want).abs() <= want * 0.05,
+        "{what}: got {got}, want {want} ± 5 %"
+    );
+}
+
+#[tokio::test]
+async fn builtin_queries_istio_linkerd_and_app_metrics() {
+    // The apex splits 50/50 between a healthy primary and a canary failing 30 % (the
+    // default `faulty` rule); both answer in 50 ms (the default latency).
+    let stack = start("istio").await;
+    let prom = stack.prometheus_url().unwrap().to_string();
+    let c = client(&stack);
+    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
+    crd(
+        &c,
+        "networking.istio.io",
+        "v1beta1",
+        "VirtualService",
+        "virtualservices",
+    )
+    .await;
+    create(
+        &c,
+        json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+            "metadata": {"name": "podinfo", "namespace": "default"},
+            "spec": {"hosts": ["podinfo"], "http": [{"route": [
+                {"destination": {"host": "podinfo-primary"}, "weight": 50},
+                {"destination": {"host": "podinfo-canary"}, "weight": 50}]}]}}),
+    )
+    .await;
+
+    let (ns, target, i) = ("default", "podinfo", "1m");
+    let istio_rate = |t: &str| {
+        format!(
+            r#"sum(rate(istio_requests_total{{reporter="destination", destination_workload_namespace="{ns}",
+            destination_workload=~"{t}", response_code!~"5.*"}}[{i}]))
+            / sum(rate(istio_requests_total{{reporter="destination", destination_workload_namespace="{ns}",
+            destination_workload=~"{t}"}}[{i}])) * 100"#
+        )
+    };
+    assert_near(
+        query(&prom, &istio_rate(target)).await,
+        70.0,
+        "istio success rate, canary",
+    );
+    assert_near(
+        query(&prom, &istio_rate("podinfo-primary")).await,
+        100.0,
+        "istio success rate, primary",
+    );
+    let istio_duration = format!(
+        r#"histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{{reporter="destination",
+        destination_workload_namespace="{ns}", destination_workload=~"{target}"}}[{i}])) by (le))"#
+    );
+    assert_near(query(&prom, &istio_duration).await, 50.0, "istio P99 ms");
+
+    let linkerd_rate = format!(
+        r#"sum(rate(response_total{{namespace="{ns}", deployment=~"{target}", classification!="failure", direction="inbound"}}[{i}]))
+        / sum(rate(response_total{{namespace="{ns}", deployment=~"{target}", direction="inbound"}}[{i}])) * 100"#
+    );
+    assert_near(
+        query(&prom, &linkerd_rate).await,
+        70.0,
+        "linkerd success rate",
+    );
+    let linkerd_duration = format!(
+        r#"histogram_quantile(0.99, sum(rate(response_latency_ms_bucket{{namespace="{ns}", deployment=~"{target}",
+        direction="inbound"}}[{i}])) by (le))"#
+    );
+    assert_near(
+        query(&prom, &linkerd_duration).await,
+        50.0,
+        "linkerd P99 ms",
+    );
+
+    // The kubernetes/gatewayapi observer: the app's histogram, pods of the target only
+    // (`podinfo-primary-...` pods do not match the pattern).
+    let pods = format!("{target}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)");
+    let app_rate = format!(
+        r#"sum(rate(http_request_duration_seconds_count{{kubernetes_namespace="{ns}", kubernetes_pod_name=~"{pods}", status!~"5.*"}}[{i}]))
+        / sum(rate(http_request_duration_seconds_count{{kubernetes_namespace="{ns}", kubernetes_pod_name=~"{pods}"}}[{i}])) * 100"#
+    );
+    assert_near(query(&prom, &app_rate).await, 70.0, "app success rate");
+    let app_duration = format!(
+        r#"histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{{kubernetes_namespace="{ns}",
+        kubernetes_pod_name=~"{pods}"}}[{i}])) by (le))"#
+    );
+    assert_near(
+        query(&prom, &app_duration).await * 1000.0,
+        50.0,
+        "app P99 ms",
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn builtin_queries_nginx() {
+    // A canary Ingress at weight 40 in front of a slow canary (the default `slow` rule:
+    // 1.5 s, no errors) and a healthy primary.
+    let stack = start("nginx").await;
+    let prom = stack.prometheus_url().unwrap().to_string();
+    let c = client(&stack);
+    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.2-slow").await;
+    let ingress = |name: &str, svc: &str, ann: Value| {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": "default", "annotations": ann},
+            "spec": {"rules": [{"host": "app.example.com", "http": {"paths": [{"path": "/",
+                "pathType": "Prefix", "backend": {"service": {"name": svc, "port": {"number": 9898}}}}]}}]}})
+    };
+    // The canary Ingress first: once the main one exists, every request goes through both.
+    create(
+        &c,
+        ingress(
+            "podinfo-canary",
+            "podinfo-canary",
+            json!({"nginx.ingress.kubernetes.io/canary": "true",
+                "nginx.ingress.kubernetes.io/canary-weight": "40"}),
+        ),
+    )
+    .await;
+    create(&c, ingress("podinfo", "podinfo", json!({}))).await;
+    let (ns, ing, i) = ("default", "podinfo", "1m");
+    let rate = format!(
+        r#"sum(rate(nginx_ingress_controller_requests{{namespace="{ns}", ingress="{ing}", canary!="", status!~"5.*"}}[{i}]))
+        / sum(rate(nginx_ingress_controller_requests{{namespace="{ns}", ingress="{ing}", canary!=""}}[{i}])) * 100"#
+    );
+    assert_near(
+        query(&prom, &rate).await,
+        100.0,
+        "nginx success rate of the canary",
+    );
+    let duration = format!(
+        r#"sum(rate(nginx_ingress_controller_response_duration_seconds_sum{{namespace="{ns}", ingress="{ing}", canary!=""}}[{i}]))
+        / sum(rate(nginx_ingress_controller_response_duration_seconds_count{{namespace="{ns}", ingress="{ing}", canary!=""}}[{i}])) * 1000"#
+    );
+    assert_near(
+        query(&prom, &duration).await,
+        1500.0,
+        "nginx average ms of the slow canary",
+    );
+    // The share of requests the canary got, from the same counters: weight 40.
+    let share = format!(
+        r#"sum(rate(nginx_ingress_controller_requests{{namespace="{ns}", ingress="{ing}", canary!=""}}[{i}]))
+        / sum(rate(nginx_ingress_controller_requests{{namespace="{ns}", ingress="{ing}"}}[{i}])) * 100"#
+    );
+    assert_near(
+        query(&prom, &share).await,
+        40.0,
+        "canary share through the ingress",
+    );
+    stack.shutdown().await;
+}

@@ -1,0 +1,319 @@
+//! The traffic world's split follows each provider's routing objects (within 5 % over 10 s
+//! of the world's manual clock), and never reaches workloads that are not ready.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use serin_stack::{Scenario, Stack, StackConfig, WorkloadStats};
+use std::time::Duration;
+
+async fn start(scenario: &str) -> Stack {
+    let scenario = Scenario::parse(&format!("workloads:\n  readyDelay: 0s\n{scenario}")).unwrap();
+    Stack::start(StackConfig {
+        scenario,
+        manual_traffic_clock: true,
+        ..StackConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs the world for 10 s after re-reading the routing; returns what each workload got.
+fn run_10s(stack: &Stack, workloads: &[&str]) -> Vec<WorkloadStats> {
+    stack.traffic().reroute();
+    let before: Vec<_> = workloads
+        .iter()
+        .map(|w| stack.traffic().stats("default", w))
+        .collect();
+    for _ in 0..10 {
+        stack.traffic().step(Duration::from_secs(1));
+    }
+    workloads
+        .iter()
+        .zip(before)
+        .map(|(w, b)| {
+            let a = stack.traffic().stats("default", w);
+            WorkloadStats {
+                requests: a.requests - b.requests,
+                errors: a.errors - b.errors,
+                mirrored: a.mirrored - b.mirrored,
+            }
+        })
+        .collect()
+}
+
+fn assert_near(got: f64, want: f64, what: &str) {
+    assert!(
+        (got - want).abs() <= want.abs() * 0.05 + 1e-9,
+        "{what}: got {got}, want {want} ± 5 %"
+    );
+}
+
+const LOAD: &str = "  services:\n    - name: podinfo\n      rate: 20\n";
+
+#[tokio::test]
+async fn kubernetes_provider_follows_service_selectors() {
+    // Defaults: no `services`, so the apex gets 20 requests/s and, with plain Services, the
+    // canary Service too (what Flagger's load tester does for blue/green).
+    let stack = start("").await;
+    let c = client(&stack);
+    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
+    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    assert_near(got[0].requests, 200.0, "primary via the apex");
+    assert_near(got[1].requests, 200.0, "canary via podinfo-canary");
+    assert_near(got[1].errors, 60.0, "faulty canary fails 30 %");
+    assert_eq!(got[0].errors, 0.0);
+
+    // Switch the apex selector to the canary (a blue/green promotion): the apex's traffic
+    // follows.
+    replace(&c, service("podinfo", "podinfo")).await;
+    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    assert_near(got[0].requests, 0.0, "primary after the switch");
+    assert_near(got[1].requests, 400.0, "canary after the switch");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn not_ready_workloads_get_nothing() {
+    let stack = start(&format!("traffic:\n{LOAD}")).await;
+    let c = client(&stack);
+    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1").await;
+    // The apex now selects a Deployment whose image never becomes ready.
+    create(&c, deployment("podinfo-next", "podinfo:broken", 1)).await;
+    replace(&c, service("podinfo", "podinfo-next")).await;
+    let unrouted = stack.traffic().unrouted();
+    let got = run_10s(&stack, &["podinfo-next", "podinfo-primary"]);
+    assert_eq!(got[0].requests, 0.0, "a never-ready workload got traffic");
+    assert_eq!(got[1].requests, 0.0);
+    assert_near(
+        stack.traffic().unrouted() - unrouted,
+        200.0,
+        "unserved requests",
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn istio_virtual_service_weights_match_and_mirror() {
+    let stack = start(&format!(
+        "traffic:\n  provider: istio\n{LOAD}      abTesting:\n        fraction: 0.25\n        headers: {{x-canary: insider}}\n"
+    ))
+    .await;
+    let c = client(&stack);
+    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1").await;
+    // No VirtualService yet: everything goes to the apex's selector.
+    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    assert_near(got[0].requests, 200.0, "primary without a VirtualService");
+    assert_eq!(got[1].requests, 0.0);
+
+    crd(
+        &c,
+        "networking.istio.io",
+        "v1beta1",
+        "VirtualService",
+        "virtualservices",
+    )
+    .await;
+    let vs = |http: serde_json::Value| {
+        json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+            "metadata": {"name": "podinfo", "namespace": "default"},
+            "spec": {"hosts": ["podinfo"], "gateways": ["mesh"], "http": http}})
+    };
+    let route = |p: i64, c: i64| {
+        json!([{"destination": {"host": "podinfo-primary"}, "weight": p},
+               {"destination": {"host": "podinfo-canary"}, "weight": c}])
+    };
+    create(&c, vs(json!([{"route": route(70, 30)}]))).await;
+    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    assert_near(got[0].requests, 140.0, "primary at weight 70");
+    assert_near(got[1].requests, 60.0, "canary at weight 30");
+
+    // A/B: the header route sends the 25 % carrying `x-canary: insider` to the canary.
+    replace(
+        &c,
+        vs(json!([
+            {"match": [{"headers": {"x-canary": {"exact": "insider"}}}], "route": route(0, 100)},
+            {"route": route(100, 0)}
+        ])),
+    )
+    .await;
+    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    assert_near(got[0].requests, 150.0, "primary in the A/B test");
+    assert_near(got[1].requests, 50.0, "canary gets the header's 25 %");
+
+    // Mirroring: all traffic to the primary, a 50 % shadow copy to the canary.
+    replace(
+        &c,
+        vs(
+            json!([{"route": route(100, 0), "mirror": {"host": "podinfo-canary"},
+            "mirrorPercentage": {"value": 50.0}}]),
+        ),
+    )
+    .await;
+    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    assert_near(got[0].requests, 200.0, "primary while mirroring");
+    assert_near(got[1].requests, 100.0, "mirrored copies");
+    assert_near(got[1].mirrored, 100.0, "counted as mirrored");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn gateway_api_http_route_weights_and_matches() {
+    let stack = start(&format!(
+        "traffic:\n  provider: gatewayapi:v1\n{LOAD}      abTesting:\n        fraction: 0.1\n        cookies: {{canary: always}}\n"
+    ))
+    .await;
+    let c = client(&stack);
+    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1").await;
+    crd(
+        &c,
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+        "httproutes",
+    )
+    .await;
+    let backends = |p: i64, c: i64| {
+        json!([{"kind": "Service", "name": "podinfo-primary", "port": 9898, "weight": p},
+               {"kind": "Service", "name": "podinfo-canary", "port": 9898, "weight": c}])
+    };
+    create(
+        &c,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "podinfo", "namespace": "default"},
+            "spec": {"parentRefs": [{"name": "gateway", "namespace": "istio-ingress"}],
+                "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": backends(80, 20)}]}}),
+    )
+    .await;
+    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    assert_near(got[0].requests, 160.0, "primary at weight 80");
+    assert_near(got[1].requests, 40.0, "canary at weight 20");
+
+    // The more specific rule (a Cookie header match) wins whatever its position.
+    replace(
+        &c,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "podinfo", "namespace": "default"},
+        "spec": {"rules": [
+            {"backendRefs": backends(100, 0)},
+            {"matches": [{"headers": [{"type": "RegularExpression", "name": "cookie",
+                "value": "^(.*?;)?(canary=always)(;.*)?$"}]}], "backendRefs": backends(0, 100)}
+        ]}}),
+    )
+    .await;
+    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    assert_near(got[0].requests, 180.0, "primary without the cookie");
+    assert_near(got[1].requests, 20.0, "canary gets the cookie's 10 %");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn smi_traffic_split_backends() {
+    let stack = start(&format!("traffic:\n  provider: linkerd\n{LOAD}")).await;
+    let c = client(&stack);
+    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1").await;
+    crd(
+        &c,
+        "split.smi-spec.io",
+        "v1alpha1",
+        "TrafficSplit",
+        "trafficsplits",
+    )
+    .await;
+    // v1alpha1 weights are quantities, as Flagger writes them for Linkerd.
+    create(
+        &c,
+        json!({"apiVersion": "split.smi-spec.io/v1alpha1", "kind": "TrafficSplit",
+            "metadata": {"name": "podinfo", "namespace": "default"},
+            "spec": {"service": "podinfo", "backends": [
+                {"service": "podinfo-canary", "weight": "400m"},
+                {"service": "podinfo-primary", "weight": "600m"}]}}),
+    )
+    .await;
+    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    assert_near(got[0].requests, 120.0, "primary at 60 %");
+    assert_near(got[1].requests, 80.0, "canary at 40 %");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn nginx_canary_ingress_annotations() {
+    let stack = start(&format!(
+        "traffic:\n  provider: nginx\n{LOAD}      abTesting:\n        fraction: 0.2\n        headers: {{x-canary: insider}}\n"
+    ))
+    .await;
+    let c = client(&stack);
+    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1").await;
+    let ingress = |name: &str, svc: &str, ann: serde_json::Value| {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": "default", "annotations": ann},
+            "spec": {"rules": [{"host": "app.example.com", "http": {"paths": [{"path": "/",
+                "pathType": "Prefix", "backend": {"service": {"name": svc, "port": {"number": 9898}}}}]}}]}})
+    };
+    create(&c, ingress("podinfo", "podinfo", json!({}))).await;
+    create(
+        &c,
+        ingress(
+            "podinfo-canary",
+            "podinfo-canary",
+            json!({"nginx.ingress.kubernetes.io/canary": "true",
+                "nginx.ingress.kubernetes.io/canary-weight": "35"}),
+        ),
+    )
+    .await;
+    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    assert_near(got[0].requests, 130.0, "primary at 65 %");
+    assert_near(got[1].requests, 70.0, "canary at weight 35");
+
+    // A/B by header: only the 20 % with the header reach the canary; the weight is ignored
+    // for them but still applies to the others, as ingress-nginx does.
+    replace(
+        &c,
+        ingress(
+            "podinfo-canary",
+            "podinfo-canary",
+            json!({"nginx.ingress.kubernetes.io/canary": "true",
+                "nginx.ingress.kubernetes.io/canary-weight": "0",
+                "nginx.ingress.kubernetes.io/canary-by-header": "x-canary",
+                "nginx.ingress.kubernetes.io/canary-by-header-value": "insider"}),
+        ),
+    )
+    .await;
+    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    assert_near(got[0].requests, 160.0, "primary without the header");
+    assert_near(got[1].requests, 40.0, "canary by header");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_reports_the_split_and_exports_mesh_metrics() {
+    let stack = start(&format!("traffic:\n  provider: istio\n{LOAD}")).await;
+    let c = client(&stack);
+    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
+    replace(&c, service("podinfo", "podinfo")).await;
+    run_10s(&stack, &[]);
+    let admin = stack.admin_url().unwrap();
+    let (code, _, body) = http("GET", &format!("{admin}/traffic"), &[], "").await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["provider"], "istio");
+    assert_eq!(v["workloads"][0]["workload"], "podinfo");
+    assert_eq!(v["workloads"][0]["ratePerSecond"], 20.0);
+    let (code, _, metrics) = http("GET", &format!("{admin}/traffic/metrics"), &[], "").await;
+    assert_eq!(code, 200);
+    for line in [
+        "istio_requests_total{reporter=\"destination\",source_workload=\"unknown\",destination_workload=\"podinfo\",destination_workload_namespace=\"default\",destination_service=\"podinfo.default.svc.cluster.local\",destination_service_name=\"podinfo\",destination_service_namespace=\"default\",request_protocol=\"http\",response_code=\"500\"} 60",
+        "response_total{direction=\"inbound\",namespace=\"default\",deployment=\"podinfo\",",
+        "http_request_duration_seconds_bucket{kubernetes_namespace=\"default\",kubernetes_pod_name=\"podinfo-",
+        "istio_request_duration_milliseconds_bucket{reporter=\"destination\"",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+    // Requests that came through no Ingress have no NGINX series.
+    assert!(!metrics.contains("nginx_ingress_controller_requests{"));
+    stack.shutdown().await;
+}

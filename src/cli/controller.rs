@@ -1,0 +1,183 @@
+//! `serin controller`: the long-running process. Flags follow Flagger's names (with two
+//! dashes) so a Flagger deployment's arguments carry over.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tracing_subscriber::EnvFilter;
+
+use crate::api::Provider;
+use crate::cli::plan::parse_min_interval;
+use crate::controller::{self, telemetry};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ControllerArgs {
+    /// Kubeconfig file; without it, $KUBECONFIG, ~/.kube/config, then the in-cluster config.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Provider for Canaries without `spec.provider`.
+    #[arg(long, value_name = "PROVIDER", default_value = "istio")]
+    pub mesh_provider: Provider,
+    /// Prometheus address for the builtin metrics.
+    #[arg(long, value_name = "URL", default_value = "http://prometheus:9090")]
+    pub metrics_server: String,
+    /// Watch only this namespace (default: all).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Candidate selector label keys, in order of preference.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "app,name,app.kubernetes.io/name"
+    )]
+    pub selector_labels: Vec<String>,
+    /// Track ConfigMaps and Secrets the target uses: a change of their data starts a release.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub enable_config_tracking: bool,
+    /// Label and annotation prefixes copied to primary objects (`*`: all).
+    #[arg(long, value_delimiter = ',')]
+    pub include_label_prefix: Vec<String>,
+    /// Sustained API requests per second the client may make.
+    #[arg(long, default_value_t = 100.0)]
+    pub kubeconfig_qps: f64,
+    /// Burst of API requests above the sustained rate.
+    #[arg(long, default_value_t = 250)]
+    pub kubeconfig_burst: u32,
+    /// debug, info, warn or error (or a tracing filter such as `serin=debug,kube=info`).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Port of the /metrics and /healthz endpoint (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Shortest accepted analysis interval; shorter ones are raised to it.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_min_interval)]
+    pub min_analysis_interval: Duration,
+}
+
+pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
+    init_logging(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(args: &ControllerArgs) -> anyhow::Result<()> {
+    let directive = match args.log_level.as_str() {
+        level @ ("trace" | "debug" | "info" | "warn" | "error") => {
+            format!("{level},hyper=warn,rustls=warn,tower=warn,kube_client=warn,kube_runtime=warn")
+        }
+        "warning" => "warn".to_string(),
+        custom => custom.to_string(),
+    };
+    let filter = EnvFilter::try_new(&directive)
+        .with_context(|| format!("--log-level {:?} is not a level or filter", args.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let result = match args.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+async fn client(args: &ControllerArgs) -> anyhow::Result<Client> {
+    let mut config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}: cannot read", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("--kubeconfig {}: invalid", path.display()))?
+        }
+        None => Config::infer()
+            .await
+            .context("no cluster configuration found: pass --kubeconfig or run in a cluster")?,
+    };
+    config.read_timeout = Some(Duration::from_secs(300));
+    Client::try_from(config).context("cannot build the Kubernetes client")
+}
+
+async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
+    if args.kubeconfig_qps <= 0.0 || args.kubeconfig_burst == 0 {
+        anyhow::bail!("--kubeconfig-qps and --kubeconfig-burst must be positive");
+    }
+    let client = client(&args).await?;
+    let version = client
+        .apiserver_version()
+        .await
+        .context("cannot reach the Kubernetes API")?;
+    let telemetry = Arc::new(telemetry::Telemetry::default());
+    telemetry.set(
+        "flagger_info",
+        vec![
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("mesh_provider", args.mesh_provider.as_str().to_string()),
+        ],
+        1.0,
+    );
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], args.port)))
+        .await
+        .with_context(|| format!("--port {}: cannot listen", args.port))?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(args.port);
+    tokio::spawn(telemetry::serve(listener, telemetry.clone()));
+    tracing::info!(
+        kubernetes = %format!("{}.{}", version.major, version.minor),
+        mesh_provider = %args.mesh_provider,
+        namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        port,
+        "serin controller starting"
+    );
+    let config = controller::Config {
+        mesh_provider: args.mesh_provider,
+        metrics_server: args.metrics_server.clone(),
+        namespace: args.namespace.clone(),
+        selector_labels: args.selector_labels.clone(),
+        config_tracking: args.enable_config_tracking,
+        include_label_prefixes: args.include_label_prefix.clone(),
+        min_interval: args.min_analysis_interval,
+    };
+    controller::run(client, config, telemetry, shutdown_signal()).await
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight reconciles");
+}

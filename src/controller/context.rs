@@ -1,0 +1,107 @@
+//! What every reconcile shares: the client, the flags, the caches, and the little memory the
+//! controller keeps between reconciles (what it wrote last, so a stale cache is never mistaken
+//! for the truth).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::Client;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::api::{CanaryStatus, MetricTemplate, Provider};
+use crate::controller::events::Events;
+use crate::controller::telemetry::Telemetry;
+
+/// The controller's flags.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mesh_provider: Provider,
+    pub metrics_server: String,
+    /// Watch only this namespace.
+    pub namespace: Option<String>,
+    pub selector_labels: Vec<String>,
+    pub config_tracking: bool,
+    pub include_label_prefixes: Vec<String>,
+    pub min_interval: Duration,
+}
+
+/// Reflector caches of what serin reads on every step.
+#[derive(Clone)]
+pub struct Stores {
+    pub deployments: Store<Deployment>,
+    pub daemon_sets: Store<DaemonSet>,
+    pub services: Store<Service>,
+    pub configmaps: Store<ConfigMap>,
+    pub secrets: Store<Secret>,
+    pub templates: Store<MetricTemplate>,
+}
+
+impl Stores {
+    /// Waits until every cache has listed its objects once: deciding on a half-filled cache
+    /// would report a target "not found" that exists.
+    pub async fn ready(&self) -> bool {
+        let all = async {
+            self.deployments.wait_until_ready().await.is_ok()
+                && self.daemon_sets.wait_until_ready().await.is_ok()
+                && self.services.wait_until_ready().await.is_ok()
+                && self.configmaps.wait_until_ready().await.is_ok()
+                && self.secrets.wait_until_ready().await.is_ok()
+                && self.templates.wait_until_ready().await.is_ok()
+        };
+        tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .unwrap_or(false)
+    }
+}
+
+/// The status serin wrote last for a Canary, with the resourceVersion the write produced.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub resource_version: u64,
+    pub status: CanaryStatus,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub stores: Stores,
+    pub events: Events,
+    pub http: reqwest::Client,
+    pub telemetry: std::sync::Arc<Telemetry>,
+    /// Last status written per Canary uid.
+    pub written: Mutex<HashMap<String, Written>>,
+    /// Lowest generation the cache must show for a workload serin changed, by
+    /// `kind/namespace/name`: until it does, the workload counts as not ready.
+    pub expected: Mutex<HashMap<String, i64>>,
+}
+
+impl Context {
+    pub fn expect_generation(&self, key: String, generation: Option<i64>) {
+        if let (Some(g), Ok(mut map)) = (generation, self.expected.lock()) {
+            map.insert(key, g);
+        }
+    }
+
+    /// `true` when the cache has not yet seen serin's last write of this workload.
+    pub fn is_stale(&self, key: &str, cached_generation: Option<i64>) -> bool {
+        let Ok(mut map) = self.expected.lock() else {
+            return false;
+        };
+        match map.get(key) {
+            Some(want) if cached_generation.unwrap_or(0) < *want => true,
+            Some(_) => {
+                map.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// `ObjectRef` of a namespaced object in a cache.
+pub fn key<K: kube::Resource<DynamicType = ()>>(namespace: &str, name: &str) -> ObjectRef<K> {
+    ObjectRef::new(name).within(namespace)
+}

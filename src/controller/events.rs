@@ -1,0 +1,149 @@
+//! Kubernetes events on Canaries, as Flagger records them: reason `Synced`, the message is the
+//! information. kube-runtime's `Recorder` folds events by reason, which would turn every
+//! message of a release into one event; serin folds only repeats of the same message (bumping
+//! `count`), so `kubectl describe canary` reads like Flagger's.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use serin_core::EventType;
+use tokio::sync::Mutex;
+
+use crate::api::Canary;
+
+/// Flagger's reason for every canary event; existing event filters key on it.
+pub const REASON: &str = "Synced";
+/// `source.component` and `reportingComponent` of serin's events.
+pub const COMPONENT: &str = "serin";
+
+/// Repeats of a message on the same Canary fold into one event for this long.
+const FOLD_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    uid: String,
+    warning: bool,
+    message: String,
+}
+
+#[derive(Clone, Debug)]
+struct Seen {
+    name: String,
+    namespace: String,
+    count: i32,
+    first: chrono::DateTime<Utc>,
+}
+
+/// Publishes events; shared by every reconcile.
+pub struct Events {
+    client: Client,
+    seen: Mutex<HashMap<Key, Seen>>,
+}
+
+impl Events {
+    pub fn new(client: Client) -> Events {
+        Events {
+            client,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records an event on `canary` and logs it. Failures are logged, never returned: an
+    /// event that cannot be written must not stop a release.
+    pub async fn publish(&self, canary: &Canary, kind: EventType, message: &str) {
+        let warning = kind == EventType::Warning;
+        if warning {
+            tracing::warn!(event = message, "canary event");
+        } else {
+            tracing::info!(event = message, "canary event");
+        }
+        if let Err(e) = self.write(canary, warning, message).await {
+            tracing::warn!(error = %e, "could not record event");
+        }
+    }
+
+    async fn write(&self, canary: &Canary, warning: bool, message: &str) -> kube::Result<()> {
+        let now = Utc::now();
+        let key = Key {
+            uid: canary.uid().unwrap_or_default(),
+            warning,
+            message: message.to_string(),
+        };
+        let mut seen = self.seen.lock().await;
+        seen.retain(|_, s| now - s.first < FOLD_FOR);
+        if let Some(s) = seen.get_mut(&key) {
+            s.count += 1;
+            let api: Api<Event> = Api::namespaced(self.client.clone(), &s.namespace);
+            let patch = json!({"count": s.count, "lastTimestamp": now});
+            match api
+                .patch(&s.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Deleted by the cluster's event TTL: write a new one.
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let namespace = canary.namespace().unwrap_or_default();
+        let name = format!(
+            "{}.{:x}",
+            canary.name_any(),
+            now.timestamp_nanos_opt().unwrap_or_default()
+        );
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            involved_object: reference(canary),
+            reason: Some(REASON.into()),
+            message: Some(message.to_string()),
+            type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+            count: Some(1),
+            first_timestamp: Some(Time(jiff_now())),
+            last_timestamp: Some(Time(jiff_now())),
+            source: Some(EventSource {
+                component: Some(COMPONENT.into()),
+                host: None,
+            }),
+            reporting_component: Some(COMPONENT.into()),
+            reporting_instance: Some(COMPONENT.into()),
+            ..Event::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        api.create(&PostParams::default(), &event).await?;
+        seen.insert(
+            key,
+            Seen {
+                name,
+                namespace,
+                count: 1,
+                first: now,
+            },
+        );
+        Ok(())
+    }
+}
+
+fn reference(canary: &Canary) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(Canary::api_version(&()).into_owned()),
+        kind: Some(Canary::kind(&()).into_owned()),
+        name: canary.metadata.name.clone(),
+        namespace: canary.metadata.namespace.clone(),
+        uid: canary.metadata.uid.clone(),
+        resource_version: canary.metadata.resource_version.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+fn jiff_now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}

@@ -1,0 +1,221 @@
+//! `serin controller`: watches Canaries and drives each release through the engine.
+//!
+//! - [`reconcile`]: one step of one Canary (observe → decide → apply → status → events).
+//! - [`apply`]: the I/O of the engine's effects on workloads and Services.
+//! - [`router`]: per-provider routing objects (the seam for meshes and ingresses).
+//! - [`webhooks`], [`metrics`]: the probes the engine asks for.
+//! - [`target`]: the released workload and its primary, read from the caches.
+//! - [`events`], [`conditions`], [`telemetry`]: what a platform engineer sees.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::api::{Canary, MetricTemplate, TargetKind};
+
+pub mod apply;
+pub mod conditions;
+pub mod context;
+pub mod error;
+pub mod events;
+pub mod metrics;
+pub mod reconcile;
+pub mod router;
+pub mod target;
+pub mod telemetry;
+pub mod webhooks;
+
+pub use context::{Config, Context, Stores};
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A cache of `K` and the stream of its changes, to be driven by the controller.
+fn cached<K>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(api::<K>(client, namespace), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
+    (reader, stream)
+}
+
+/// Canaries in `namespace` whose target is `kind/name`, or that own the object.
+fn canaries_for(
+    canaries: &Store<Canary>,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    kind: TargetKind,
+) -> Vec<ObjectRef<Canary>> {
+    let namespace = meta.namespace.clone().unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
+    let owners: Vec<&str> = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| o.kind == "Canary")
+        .map(|o| o.name.as_str())
+        .collect();
+    canaries
+        .state()
+        .iter()
+        .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|c| {
+            let r = &c.spec.target_ref;
+            (r.kind == kind && r.name == name) || owners.contains(&c.name_any().as_str())
+        })
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Every Canary of a namespace (a ConfigMap or Secret changed: cheap to look, rare).
+fn canaries_in(canaries: &Store<Canary>, namespace: Option<String>) -> Vec<ObjectRef<Canary>> {
+    canaries
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == namespace)
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Runs the controller until `shutdown` resolves; in-flight reconciles finish first.
+pub async fn run(
+    client: Client,
+    config: Config,
+    telemetry: Arc<telemetry::Telemetry>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let ns = config.namespace.clone();
+    let ns = ns.as_deref();
+    let (deployments, deployment_events) = cached::<Deployment>(&client, ns);
+    let (daemon_sets, daemon_set_events) = cached::<DaemonSet>(&client, ns);
+    let (services, service_events) = cached::<Service>(&client, ns);
+    let (configmaps, configmap_events) = cached::<ConfigMap>(&client, ns);
+    let (secrets, secret_events) = cached::<Secret>(&client, ns);
+    // Templates may be referenced across namespaces.
+    let (templates, template_events) = cached::<MetricTemplate>(&client, None);
+
+    let rustls_provider = rustls::crypto::ring::default_provider().install_default();
+    if rustls_provider.is_err() {
+        tracing::debug!("a TLS crypto provider was already installed");
+    }
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("serin/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        config,
+        stores: Stores {
+            deployments,
+            daemon_sets,
+            services,
+            configmaps,
+            secrets,
+            templates,
+        },
+        events: events::Events::new(client.clone()),
+        http,
+        telemetry: telemetry.clone(),
+        written: Default::default(),
+        expected: Default::default(),
+    });
+
+    let controller = Controller::new(api::<Canary>(&client, ns), watcher::Config::default());
+    let canaries = controller.store();
+    let by_deployment = canaries.clone();
+    let by_daemon_set = canaries.clone();
+    let by_service = canaries.clone();
+    let by_configmap = canaries.clone();
+    let by_secret = canaries.clone();
+    let by_template = canaries.clone();
+    let total = canaries.clone();
+    let counter = telemetry.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            let mut per_ns = std::collections::BTreeMap::<String, f64>::new();
+            for c in total.state() {
+                *per_ns.entry(c.namespace().unwrap_or_default()).or_default() += 1.0;
+            }
+            for (namespace, n) in per_ns {
+                counter.set("flagger_canary_total", vec![("namespace", namespace)], n);
+            }
+        }
+    });
+
+    controller
+        .watches_stream(deployment_events, move |d: Deployment| {
+            canaries_for(&by_deployment, &d.metadata, TargetKind::Deployment)
+        })
+        .watches_stream(daemon_set_events, move |d: DaemonSet| {
+            canaries_for(&by_daemon_set, &d.metadata, TargetKind::DaemonSet)
+        })
+        .watches_stream(service_events, move |s: Service| {
+            canaries_for(&by_service, &s.metadata, TargetKind::Service)
+        })
+        .watches_stream(configmap_events, move |c: ConfigMap| {
+            canaries_in(&by_configmap, c.namespace())
+        })
+        .watches_stream(secret_events, move |s: Secret| {
+            canaries_in(&by_secret, s.namespace())
+        })
+        .watches_stream(template_events, move |t: MetricTemplate| {
+            let (ns, name) = (t.namespace(), t.name_any());
+            by_template
+                .state()
+                .iter()
+                .filter(|c| {
+                    c.spec.analysis().is_some_and(|a| {
+                        a.metrics().iter().any(|m| {
+                            m.template_ref.as_ref().is_some_and(|r| {
+                                r.name == name
+                                    && r.namespace.clone().or_else(|| c.namespace()) == ns
+                            })
+                        })
+                    })
+                })
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile did not complete");
+            }
+        })
+        .await;
+    tracing::info!("controller stopped");
+    Ok(())
+}

@@ -1,0 +1,672 @@
+//! One reconcile of one Canary: observe (from the caches) → decide (the pure engine, running
+//! the probes it asks for) → apply the effects → write the status → publish events.
+//!
+//! The status is the only memory of a release. Effects are applied before it is written and
+//! are idempotent, so a process killed anywhere in between redoes the same step on restart;
+//! events, alerts and notifications go out only after the status is written, so they are
+//! not repeated for a step that did not happen.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use serin_core::hash::spec_hash;
+use serin_core::{
+    Analysis, ConditionStatus, Decision, Effect, EventType, Notify, Observation, Phase, Plan,
+    Probe, Probes, Readiness, Severity, Step, decide,
+};
+use tracing::Instrument;
+
+use crate::api::{Canary, CanaryStatus, HookType, TargetKind};
+use crate::controller::apply::{MANAGER, Scope};
+use crate::controller::conditions;
+use crate::controller::context::{Context, Written, key};
+use crate::controller::error::Error;
+use crate::controller::router;
+use crate::controller::target::{Primary, Target};
+use crate::controller::webhooks::{self, Call};
+use crate::plan;
+use crate::workload::configs::{self, Tracked};
+use crate::workload::primary::{PRIMARY_SUFFIX, selector_label};
+
+/// Flagger's finalizer name, so Canaries move between the two controllers.
+pub const FINALIZER: &str = "finalizer.flagger.app";
+/// How often a blocked Canary is looked at again (watches usually wake it sooner).
+const BLOCKED_RETRY: Duration = Duration::from_secs(30);
+/// Probes per decision: one per gate and the analysis. More means a bug in the engine.
+const MAX_PROBES: usize = 8;
+
+pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = tracing::info_span!(
+        "canary",
+        namespace = canary.namespace().unwrap_or_default(),
+        name = canary.name_any()
+    );
+    let result = run(&canary, &ctx).instrument(span.clone()).await;
+    match result {
+        Err(Error::Blocked { reason, message }) => {
+            blocked(&canary, &ctx, reason, &message)
+                .instrument(span)
+                .await
+        }
+        other => other,
+    }
+}
+
+/// Requeue policy for transient errors: soon, but not in a hot loop.
+pub fn error_policy(canary: Arc<Canary>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(
+        namespace = canary.namespace().unwrap_or_default(),
+        name = canary.name_any(),
+        error = %error,
+        kind = error.label(),
+        "reconcile failed; retrying"
+    );
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
+    if !ctx.stores.ready().await {
+        tracing::warn!("caches not synced yet; retrying");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let namespace = canary.namespace().unwrap_or_default();
+    let deleting = canary.metadata.deletion_timestamp.is_some();
+    let has_finalizer = canary.finalizers().iter().any(|f| f == FINALIZER);
+    if deleting && !has_finalizer {
+        ctx.telemetry.forget(&namespace, &canary.name_any());
+        return Ok(Action::await_change());
+    }
+    if !deleting && !has_finalizer {
+        add_finalizer(canary, ctx).await?;
+    }
+    let now = Utc::now();
+
+    // What the spec asks for.
+    let plan = match plan::from_canary(canary, ctx.config.mesh_provider, ctx.config.min_interval) {
+        Ok(plan) => plan,
+        Err(_) if deleting => return remove_finalizer(canary, ctx).await,
+        Err(problems) => {
+            let message = problems
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(Error::Blocked {
+                reason: "InvalidSpec",
+                message,
+            });
+        }
+    };
+    let provider = canary.spec.provider_or(ctx.config.mesh_provider);
+    let router = router::for_provider(provider).map_err(|message| Error::Blocked {
+        reason: "ProviderNotSupported",
+        message,
+    })?;
+    let Some(target) = find_target(canary, ctx, &namespace) else {
+        if deleting {
+            return remove_finalizer(canary, ctx).await;
+        }
+        let r = &canary.spec.target_ref;
+        return Err(Error::Blocked {
+            reason: "TargetNotFound",
+            message: format!(
+                "spec.targetRef: {} {namespace}/{} not found; create it or fix the name",
+                r.kind.as_str(),
+                r.name
+            ),
+        });
+    };
+    missing_templates(canary, ctx, &namespace)?;
+    let selector = match &target {
+        Target::Deployment(d) => {
+            Some(selector_label(d, &ctx.config.selector_labels).map_err(Error::workload)?)
+        }
+        Target::DaemonSet(d) => {
+            let as_deployment = Deployment {
+                metadata: d.metadata.clone(),
+                spec: d
+                    .spec
+                    .as_ref()
+                    .map(|s| k8s_openapi::api::apps::v1::DeploymentSpec {
+                        selector: s.selector.clone(),
+                        ..Default::default()
+                    }),
+                status: None,
+            };
+            Some(
+                selector_label(&as_deployment, &ctx.config.selector_labels)
+                    .map_err(Error::workload)?,
+            )
+        }
+        Target::Service(_) => None,
+    };
+
+    // What is.
+    let tracked = track_configs(&target, ctx, &namespace);
+    let revision = spec_hash(&target.revision_source(), &tracked.checksums);
+    let current = current_status(canary, ctx);
+    let status = current.engine();
+    let primary = find_primary(&target, ctx, &namespace);
+    let analysis = canary.spec.analysis().cloned().unwrap_or_default();
+    let since = status.last_transition_time;
+    let target_readiness = if target.is_scaled_to_zero() {
+        Readiness::NotReady(format!("{} is scaled to zero", plan.target))
+    } else if is_stale(ctx, &target, &namespace) {
+        Readiness::NotReady("waiting for the target's update to be observed".into())
+    } else {
+        target.readiness(
+            analysis.canary_ready_threshold(),
+            plan.progress_deadline,
+            since,
+            now,
+        )
+    };
+    let primary_readiness = match &primary {
+        None if matches!(target, Target::Service(_)) => Readiness::Ready,
+        None => Readiness::Missing,
+        Some(p) if is_stale_primary(ctx, p, &namespace) => {
+            Readiness::NotReady("waiting for the primary's update to be observed".into())
+        }
+        Some(p) => p.readiness(
+            analysis.primary_ready_threshold(),
+            plan.progress_deadline,
+            since,
+            now,
+        ),
+    };
+    let mut obs = Observation {
+        target: target_readiness,
+        primary: primary_readiness,
+        revision,
+        deleting,
+        probes: Probes::default(),
+    };
+
+    // What to do.
+    let checksum = webhook_checksum(&tracked, &obs.revision);
+    let mut metrics = None;
+    let step = {
+        let mut probes = 0;
+        loop {
+            match decide(&plan, &status, &obs, now) {
+                Decision::Step(step) => break step,
+                Decision::Probe(_) if probes >= MAX_PROBES => {
+                    tracing::error!("the engine asked for too many probes; retrying later");
+                    return Ok(Action::requeue(
+                        plan.interval.to_std().unwrap_or(BLOCKED_RETRY),
+                    ));
+                }
+                Decision::Probe(probe) => {
+                    probes += 1;
+                    let at = Call {
+                        canary,
+                        phase: status.phase,
+                        checksum: &checksum,
+                    };
+                    run_probe(ctx, probe, at, &mut obs.probes, &mut metrics).await;
+                }
+            }
+        }
+    };
+    tracing::debug!(phase = %step.status.phase, effects = step.effects.len(), "decided");
+
+    // Do it.
+    let scope = Scope {
+        ctx,
+        canary,
+        namespace: &namespace,
+        target: &target,
+        primary: primary.as_ref(),
+        selector: selector.as_ref(),
+        tracked: &tracked,
+    };
+    for effect in &step.effects {
+        match effect {
+            Effect::EnsurePrimary => scope.ensure_primary().await?,
+            Effect::Promote => scope.promote().await?,
+            Effect::ScaleTargetToZero => scope.scale_target_to_zero().await?,
+            Effect::ScaleTargetUp => scope.scale_target_up().await?,
+            Effect::SetRoutes(routes) => {
+                scope.ensure_services().await?;
+                let objects = router
+                    .render(canary, *routes)
+                    .map_err(|message| Error::Blocked {
+                        reason: "RoutingInvalid",
+                        message,
+                    })?;
+                if !objects.is_empty() {
+                    tracing::debug!(count = objects.len(), "routing objects rendered");
+                }
+                record_weights(ctx, canary, &namespace, routes.primary, routes.canary);
+            }
+            Effect::Revert => scope.revert().await?,
+            Effect::Event { .. }
+            | Effect::Alert { .. }
+            | Effect::Webhooks(_)
+            | Effect::RemoveFinalizer => {}
+        }
+    }
+
+    // Remember it.
+    let mut next = current.clone();
+    next.record(&step.status);
+    next.tracked_configs = (!tracked.checksums.is_empty()).then(|| tracked.checksums.clone());
+    next.observed_generation = canary.metadata.generation;
+    if let Some(observations) = metrics {
+        next.metrics = Some(observations);
+    }
+    let mut list = next.conditions.take().unwrap_or_default();
+    conditions::promoted(&mut list, step.status.phase, target.kind(), now);
+    conditions::set(
+        &mut list,
+        conditions::READY,
+        ConditionStatus::True,
+        "Reconciled",
+        "",
+        now,
+    );
+    next.conditions = Some(list);
+    if next != current {
+        write_status(canary, ctx, &next).await?;
+    }
+
+    // Tell it.
+    after_status(canary, ctx, &plan, &step, &checksum).await;
+    if step.effects.contains(&Effect::RemoveFinalizer) {
+        return remove_finalizer(canary, ctx).await;
+    }
+    Ok(Action::requeue(
+        step.requeue.to_std().unwrap_or(Duration::from_secs(1)),
+    ))
+}
+
+fn find_target(canary: &Canary, ctx: &Context, namespace: &str) -> Option<Target> {
+    let name = &canary.spec.target_ref.name;
+    let stores = &ctx.stores;
+    match canary.spec.target_ref.kind {
+        TargetKind::Deployment => stores
+            .deployments
+            .get(&key::<Deployment>(namespace, name))
+            .map(Target::Deployment),
+        TargetKind::DaemonSet => stores
+            .daemon_sets
+            .get(&key::<DaemonSet>(namespace, name))
+            .map(Target::DaemonSet),
+        TargetKind::Service => stores
+            .services
+            .get(&key::<Service>(namespace, name))
+            .map(Target::Service),
+    }
+}
+
+fn find_primary(target: &Target, ctx: &Context, namespace: &str) -> Option<Primary> {
+    match target {
+        Target::Deployment(d) => {
+            let name = format!("{}{PRIMARY_SUFFIX}", d.name_any());
+            ctx.stores
+                .deployments
+                .get(&key::<Deployment>(namespace, &name))
+                .map(Primary::Deployment)
+        }
+        Target::DaemonSet(d) => {
+            let name = format!("{}{PRIMARY_SUFFIX}", d.name_any());
+            ctx.stores
+                .daemon_sets
+                .get(&key::<DaemonSet>(namespace, &name))
+                .map(Primary::DaemonSet)
+        }
+        Target::Service(_) => None,
+    }
+}
+
+fn is_stale(ctx: &Context, target: &Target, namespace: &str) -> bool {
+    match target {
+        Target::Deployment(d) => ctx.is_stale(
+            &format!("Deployment/{namespace}/{}", d.name_any()),
+            d.metadata.generation,
+        ),
+        Target::DaemonSet(d) => ctx.is_stale(
+            &format!("DaemonSet/{namespace}/{}", d.name_any()),
+            d.metadata.generation,
+        ),
+        Target::Service(_) => false,
+    }
+}
+
+fn is_stale_primary(ctx: &Context, primary: &Primary, namespace: &str) -> bool {
+    match primary {
+        Primary::Deployment(d) => ctx.is_stale(
+            &format!("Deployment/{namespace}/{}", d.name_any()),
+            d.metadata.generation,
+        ),
+        Primary::DaemonSet(d) => ctx.is_stale(
+            &format!("DaemonSet/{namespace}/{}", d.name_any()),
+            d.metadata.generation,
+        ),
+    }
+}
+
+/// MetricTemplates the analysis references must exist before a release can be judged.
+fn missing_templates(canary: &Canary, ctx: &Context, namespace: &str) -> Result<(), Error> {
+    let Some(analysis) = canary.spec.analysis() else {
+        return Ok(());
+    };
+    for (i, metric) in analysis.metrics().iter().enumerate() {
+        let Some(reference) = &metric.template_ref else {
+            continue;
+        };
+        let ns = reference.namespace.as_deref().unwrap_or(namespace);
+        if ctx
+            .stores
+            .templates
+            .get(&key(ns, &reference.name))
+            .is_none()
+        {
+            return Err(Error::Blocked {
+                reason: "MetricTemplateNotFound",
+                message: format!(
+                    "spec.analysis.metrics[{i}].templateRef: MetricTemplate {ns}/{} not found",
+                    reference.name
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn track_configs(target: &Target, ctx: &Context, namespace: &str) -> Tracked {
+    if !ctx.config.config_tracking {
+        return Tracked::default();
+    }
+    let Some(pod) = target.pod_spec() else {
+        return Tracked::default();
+    };
+    configs::track(
+        &pod,
+        |name| ctx.stores.configmaps.get(&key(namespace, name)),
+        |name| ctx.stores.secrets.get(&key(namespace, name)),
+    )
+}
+
+/// The Canary's status, unless the cache has not caught up with serin's own last write.
+fn current_status(canary: &Canary, ctx: &Context) -> CanaryStatus {
+    let cached = canary.status.clone().unwrap_or_default();
+    let uid = canary.uid().unwrap_or_default();
+    let cached_version = canary
+        .resource_version()
+        .and_then(|v| v.parse::<u64>().ok());
+    let Ok(written) = ctx.written.lock() else {
+        return cached;
+    };
+    match (written.get(&uid), cached_version) {
+        (Some(w), Some(v)) if v < w.resource_version => {
+            tracing::debug!(
+                cached = v,
+                written = w.resource_version,
+                "cache is behind; using the status serin wrote"
+            );
+            w.status.clone()
+        }
+        _ => cached,
+    }
+}
+
+fn webhook_checksum(tracked: &Tracked, revision: &str) -> String {
+    let configs = serde_json::to_value(&tracked.checksums).unwrap_or_default();
+    spec_hash(
+        &json!({"revision": revision}),
+        &serde_json::from_value(configs).unwrap_or_default(),
+    )
+}
+
+async fn run_probe(
+    ctx: &Context,
+    probe: Probe,
+    at: Call<'_>,
+    probes: &mut Probes,
+    metrics: &mut Option<Vec<crate::api::canary::MetricObservation>>,
+) {
+    let http = &ctx.http;
+    match probe {
+        Probe::ConfirmRollout => {
+            probes.confirm_rollout = Some(webhooks::gate(http, HookType::ConfirmRollout, at).await);
+        }
+        Probe::PreRollout => {
+            probes.pre_rollout = Some(webhooks::gate(http, HookType::PreRollout, at).await);
+        }
+        Probe::ConfirmTrafficIncrease => {
+            let gate = webhooks::gate(http, HookType::ConfirmTrafficIncrease, at).await;
+            probes.confirm_traffic_increase = Some(gate);
+        }
+        Probe::ConfirmPromotion => {
+            let gate = webhooks::gate(http, HookType::ConfirmPromotion, at).await;
+            probes.confirm_promotion = Some(gate);
+        }
+        Probe::Rollback => probes.rollback = Some(webhooks::rollback_requested(http, at).await),
+        Probe::Analysis => {
+            let outcome = match webhooks::rollout_checks(http, at).await {
+                Err(reason) => Analysis::Fail(reason),
+                Ok(()) => {
+                    let (outcome, observations) =
+                        crate::controller::metrics::evaluate(ctx, at.canary).await;
+                    *metrics = observations;
+                    outcome
+                }
+            };
+            probes.analysis = Some(outcome);
+        }
+    }
+}
+
+async fn write_status(canary: &Canary, ctx: &Context, status: &CanaryStatus) -> Result<(), Error> {
+    let namespace = canary.namespace().unwrap_or_default();
+    let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
+    let body = json!({
+        "apiVersion": crate::api::API_VERSION,
+        "kind": "Canary",
+        "status": status,
+    });
+    let written = api
+        .patch_status(
+            &canary.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|e| Error::kube("write Canary status", e))?;
+    if let (Some(uid), Some(version)) = (
+        canary.uid(),
+        written
+            .resource_version()
+            .and_then(|v| v.parse::<u64>().ok()),
+    ) && let Ok(mut map) = ctx.written.lock()
+    {
+        map.insert(
+            uid,
+            Written {
+                resource_version: version,
+                status: status.clone(),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Events, alerts, notifications and metrics of a step whose status is written.
+async fn after_status(canary: &Canary, ctx: &Context, plan: &Plan, step: &Step, checksum: &str) {
+    for effect in &step.effects {
+        match effect {
+            Effect::Event { kind, message } => ctx.events.publish(canary, *kind, message).await,
+            Effect::Alert { severity, message } => match severity {
+                // Alert providers are delivered by the notification subsystem; until then the
+                // alert is in the log, at its severity.
+                Severity::Error => tracing::error!(alert = message.as_str(), "canary alert"),
+                Severity::Warn => tracing::warn!(alert = message.as_str(), "canary alert"),
+                Severity::Info => tracing::info!(alert = message.as_str(), "canary alert"),
+            },
+            Effect::Webhooks(Notify::PostRollout) => {
+                let at = Call {
+                    canary,
+                    phase: step.status.phase,
+                    checksum,
+                };
+                for (hook, outcome) in webhooks::notify(&ctx.http, at).await {
+                    let (kind, message) = match outcome {
+                        Ok(()) => (
+                            EventType::Normal,
+                            format!("Post-rollout check {hook} passed"),
+                        ),
+                        Err(reason) => (
+                            EventType::Warning,
+                            format!("Post-rollout check {hook} failed {reason}"),
+                        ),
+                    };
+                    ctx.events.publish(canary, kind, &message).await;
+                }
+            }
+            _ => {}
+        }
+    }
+    let namespace = canary.namespace().unwrap_or_default();
+    let labels = vec![
+        ("name", canary.spec.target_ref.name.clone()),
+        ("namespace", namespace.clone()),
+    ];
+    let code = match step.status.phase {
+        Phase::Progressing => 0.0,
+        Phase::Failed => 2.0,
+        _ => 1.0,
+    };
+    ctx.telemetry
+        .set("flagger_canary_status", labels.clone(), code);
+    let entered =
+        |p: Phase| step.status.phase == p && canary.status.as_ref().map(|s| s.phase) != Some(p);
+    let outcome_labels = || {
+        let mut l = labels.clone();
+        l.push(("deployment_strategy", plan.strategy.label().to_string()));
+        let status = if plan.skip_analysis {
+            "skipped"
+        } else {
+            "completed"
+        };
+        l.push(("analysis_status", status.to_string()));
+        l
+    };
+    if entered(Phase::Succeeded)
+        && step
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::ScaleTargetToZero))
+    {
+        ctx.telemetry
+            .inc("flagger_canary_successes_total", outcome_labels());
+    }
+    if entered(Phase::Failed) && canary.status.as_ref().is_some_and(|s| s.phase.is_active()) {
+        ctx.telemetry
+            .inc("flagger_canary_failures_total", outcome_labels());
+    }
+}
+
+fn record_weights(
+    ctx: &Context,
+    canary: &Canary,
+    namespace: &str,
+    primary: u32,
+    canary_weight: u32,
+) {
+    let target = &canary.spec.target_ref.name;
+    for (workload, weight) in [
+        (format!("{target}{PRIMARY_SUFFIX}"), primary),
+        (target.clone(), canary_weight),
+    ] {
+        let labels = vec![("workload", workload), ("namespace", namespace.to_string())];
+        ctx.telemetry
+            .set("flagger_canary_weight", labels, f64::from(weight));
+    }
+}
+
+/// A Canary serin cannot run: a `Ready=False` condition and one Warning event per new
+/// problem, both naming the field. Other Canaries are not affected.
+async fn blocked(
+    canary: &Canary,
+    ctx: &Context,
+    reason: &str,
+    message: &str,
+) -> Result<Action, Error> {
+    let now = Utc::now();
+    let mut status = current_status(canary, ctx);
+    let mut list = status.conditions.take().unwrap_or_default();
+    let changed = conditions::set(
+        &mut list,
+        conditions::READY,
+        ConditionStatus::False,
+        reason,
+        message,
+        now,
+    );
+    if status.phase == Phase::New {
+        conditions::promoted(
+            &mut list,
+            Phase::New,
+            canary.spec.target_ref.kind.as_str(),
+            now,
+        );
+    }
+    status.conditions = Some(list);
+    if changed {
+        tracing::warn!(reason, message, "canary blocked");
+        write_status(canary, ctx, &status).await?;
+        ctx.events
+            .publish(canary, EventType::Warning, message)
+            .await;
+    }
+    Ok(Action::requeue(BLOCKED_RETRY))
+}
+
+async fn add_finalizer(canary: &Canary, ctx: &Context) -> Result<(), Error> {
+    let mut finalizers = canary.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_string());
+    patch_finalizers(canary, ctx, finalizers).await
+}
+
+async fn remove_finalizer(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
+    let finalizers: Vec<String> = canary
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    patch_finalizers(canary, ctx, finalizers).await?;
+    ctx.telemetry
+        .forget(&canary.namespace().unwrap_or_default(), &canary.name_any());
+    Ok(Action::await_change())
+}
+
+/// Merge patch guarded by the resourceVersion, so a concurrent change is never overwritten.
+async fn patch_finalizers(
+    canary: &Canary,
+    ctx: &Context,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    let api: Api<Canary> =
+        Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
+    let patch = json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": canary.resource_version(),
+    }});
+    api.patch(
+        &canary.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|e| Error::kube("update Canary finalizers", e))?;
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! The workload a Canary releases, as read from the caches: a Deployment, a DaemonSet, or a
+//! Service (route-only: nothing to copy or scale), and the primary serin keeps beside it.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
+use serde_json::Value;
+use serin_core::Readiness;
+
+use crate::workload::{primary, readiness};
+
+/// The target of a Canary.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Deployment(Arc<Deployment>),
+    DaemonSet(Arc<DaemonSet>),
+    Service(Arc<Service>),
+}
+
+/// The primary copy, when it exists.
+#[derive(Clone, Debug)]
+pub enum Primary {
+    Deployment(Arc<Deployment>),
+    DaemonSet(Arc<DaemonSet>),
+}
+
+impl Target {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Deployment(_) => "Deployment",
+            Target::DaemonSet(_) => "DaemonSet",
+            Target::Service(_) => "Service",
+        }
+    }
+
+    /// The pod template, as the revision is hashed from it (a DaemonSet's without the
+    /// scale-to-zero nodeSelector, so scaling does not look like a new revision).
+    pub fn template(&self) -> Option<PodTemplateSpec> {
+        match self {
+            Target::Deployment(d) => d.spec.as_ref().map(|s| s.template.clone()),
+            Target::DaemonSet(d) => d.spec.as_ref().map(|s| {
+                let mut t = s.template.clone();
+                primary::strip_scale_to_zero(&mut t);
+                t
+            }),
+            Target::Service(_) => None,
+        }
+    }
+
+    /// What the revision hash covers: the pod template, or the Service spec.
+    pub fn revision_source(&self) -> Value {
+        match self {
+            Target::Service(s) => serde_json::to_value(&s.spec).unwrap_or(Value::Null),
+            _ => serde_json::to_value(self.template()).unwrap_or(Value::Null),
+        }
+    }
+
+    /// The pod spec (JSON) whose ConfigMap and Secret references are tracked.
+    pub fn pod_spec(&self) -> Option<Value> {
+        let spec = self.template()?.spec?;
+        serde_json::to_value(spec).ok()
+    }
+
+    /// Readiness of the target as the canary of a release.
+    pub fn readiness(
+        &self,
+        threshold: u32,
+        deadline: TimeDelta,
+        since: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Readiness {
+        match self {
+            Target::Deployment(d) => readiness::deployment(d, threshold, deadline, now),
+            Target::DaemonSet(d) => readiness::daemon_set(d, threshold, deadline, since, now),
+            // A Service has no pods of its own to wait for.
+            Target::Service(_) => Readiness::Ready,
+        }
+    }
+
+    /// Replicas the target runs now (DaemonSets: `None`, they follow the nodes).
+    pub fn replicas(&self) -> Option<i32> {
+        match self {
+            Target::Deployment(d) => d.spec.as_ref().and_then(|s| s.replicas),
+            _ => None,
+        }
+    }
+
+    /// A DaemonSet "scaled to zero" carries the scale-to-zero nodeSelector.
+    pub fn is_scaled_to_zero(&self) -> bool {
+        match self {
+            Target::Deployment(d) => d.spec.as_ref().and_then(|s| s.replicas) == Some(0),
+            Target::DaemonSet(d) => d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .and_then(|p| p.node_selector.as_ref())
+                .is_some_and(|n| n.contains_key(primary::SCALE_TO_ZERO_LABEL)),
+            Target::Service(_) => false,
+        }
+    }
+}
+
+impl Primary {
+    pub fn readiness(
+        &self,
+        threshold: u32,
+        deadline: TimeDelta,
+        since: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Readiness {
+        match self {
+            Primary::Deployment(d) => readiness::deployment(d, threshold, deadline, now),
+            Primary::DaemonSet(d) => readiness::daemon_set(d, threshold, deadline, since, now),
+        }
+    }
+
+    pub fn replicas(&self) -> Option<i32> {
+        match self {
+            Primary::Deployment(d) => d.spec.as_ref().and_then(|s| s.replicas),
+            Primary::DaemonSet(_) => None,
+        }
+    }
+}

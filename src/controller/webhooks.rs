@@ -1,0 +1,146 @@
+//! Webhooks (reference §5): gates the engine asks about, the rollout checks of the analysis,
+//! and the post-rollout notification. One POST per hook, in spec order; for gates the first
+//! failure decides.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use serin_core::{Gate, Phase};
+
+use crate::api::canary::CanaryWebhook;
+use crate::api::{Canary, HookType, parse_duration};
+
+/// Flagger's default per-attempt timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between retries (`retries` in the spec).
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// The body every webhook receives (Flagger's `CanaryWebhookPayload`).
+#[derive(Debug, Serialize)]
+struct Payload<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    phase: &'a str,
+    checksum: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a BTreeMap<String, String>>,
+}
+
+/// What a hook call is about.
+#[derive(Clone, Copy, Debug)]
+pub struct Call<'a> {
+    pub canary: &'a Canary,
+    pub phase: Phase,
+    /// Checksum of the revision and tracked configs, so a load tester can tell runs apart.
+    pub checksum: &'a str,
+}
+
+/// The hooks of `canary` of one type, in spec order (an unset type counts as `rollout`).
+pub fn of_type(canary: &Canary, kind: HookType) -> Vec<&CanaryWebhook> {
+    let hooks = canary
+        .spec
+        .analysis()
+        .map(|a| a.webhooks())
+        .unwrap_or_default();
+    hooks.iter().filter(|h| h.hook_type() == kind).collect()
+}
+
+/// Calls one hook. `Ok(())` on 200, 201 or 202 (Flagger's success range); otherwise the
+/// reason, with the response body when there is one.
+pub async fn call(
+    http: &reqwest::Client,
+    hook: &CanaryWebhook,
+    at: Call<'_>,
+) -> Result<(), String> {
+    let name = at.canary.metadata.name.as_deref().unwrap_or_default();
+    let namespace = at.canary.metadata.namespace.as_deref().unwrap_or_default();
+    let payload = Payload {
+        name,
+        namespace,
+        phase: at.phase.as_str(),
+        checksum: at.checksum,
+        metadata: hook.metadata.as_ref().filter(|m| !m.is_empty()),
+    };
+    let timeout = hook
+        .timeout
+        .as_deref()
+        .and_then(|t| parse_duration(t).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let attempts = 1 + hook.retries.unwrap_or(0).clamp(0, 10).unsigned_abs();
+    let mut last = String::new();
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        let sent = http
+            .post(&hook.url)
+            .timeout(timeout)
+            .json(&payload)
+            .send()
+            .await;
+        match sent {
+            Ok(resp) if resp.status().as_u16() <= 202 && resp.status().is_success() => {
+                return Ok(());
+            }
+            Ok(resp) => {
+                let status = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                last = format!("{status} {}", body.trim());
+                // Client errors (a closed gate says 403) are answers, not transient failures.
+                if status.is_client_error() && status.as_u16() != 429 {
+                    break;
+                }
+            }
+            Err(e) if e.is_timeout() => last = format!("timed out after {}s", timeout.as_secs()),
+            Err(e) => last = format!("{e}"),
+        }
+    }
+    Err(last.trim().to_string())
+}
+
+/// Runs the hooks of a gate type; the first closed one closes the gate.
+pub async fn gate(http: &reqwest::Client, kind: HookType, at: Call<'_>) -> Gate {
+    let hooks = of_type(at.canary, kind);
+    let mut mute_all = !hooks.is_empty();
+    for hook in &hooks {
+        if let Err(reason) = call(http, hook, at).await {
+            mute_all &= hook.mute_alert.unwrap_or(false);
+            return Gate::Closed {
+                reason: format!("{} {reason}", hook.name),
+                mute_alert: mute_all,
+            };
+        }
+    }
+    Gate::Open
+}
+
+/// Rollback hooks: `true` when one of them answers with success, asking for a rollback.
+pub async fn rollback_requested(http: &reqwest::Client, at: Call<'_>) -> bool {
+    for hook in of_type(at.canary, HookType::Rollback) {
+        if call(http, hook, at).await.is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Rollout hooks of one analysis step: the first failure, as the engine's failure reason.
+pub async fn rollout_checks(http: &reqwest::Client, at: Call<'_>) -> Result<(), String> {
+    for hook in of_type(at.canary, HookType::Rollout) {
+        call(http, hook, at).await.map_err(|reason| {
+            format!("advancement external check {} failed {reason}", hook.name)
+        })?;
+    }
+    Ok(())
+}
+
+/// Post-rollout hooks: fired for their side effect; each outcome is returned for an event.
+pub async fn notify(http: &reqwest::Client, at: Call<'_>) -> Vec<(String, Result<(), String>)> {
+    let mut outcomes = Vec::new();
+    for hook in of_type(at.canary, HookType::PostRollout) {
+        outcomes.push((hook.name.clone(), call(http, hook, at).await));
+    }
+    outcomes
+}

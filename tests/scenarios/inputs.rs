@@ -1,0 +1,171 @@
+//! Bad input: a condition and a Warning event that name the problem, a retry when it is
+//! fixed, and other Canaries unaffected.
+
+use std::time::Duration;
+
+use serde_json::json;
+use serin::api::Canary;
+use serin_core::Phase;
+
+use crate::harness::{NS, World, canary, deployment, initialized};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn ready_condition(c: &Canary) -> Option<(String, String, String)> {
+    let cond = c
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((
+        cond.status.as_str().to_string(),
+        cond.reason.clone(),
+        cond.message.clone().unwrap_or_default(),
+    ))
+}
+
+#[tokio::test]
+async fn a_missing_target_is_reported_and_picked_up_when_it_appears() {
+    let world = World::start().await;
+    // A healthy canary beside the broken one keeps running.
+    initialized(&world, "healthy", 2).await;
+
+    world.apply(&world.canaries(), canary("podinfo", 2)).await;
+    let blocked = world
+        .wait_canary("podinfo", "Ready=False", LONG, |c| {
+            ready_condition(c).is_some_and(|(s, _, _)| s == "False")
+        })
+        .await;
+    let (_, reason, message) = ready_condition(&blocked).unwrap();
+    assert_eq!(reason, "TargetNotFound");
+    assert!(
+        message.contains("spec.targetRef") && message.contains("default/podinfo"),
+        "{message}"
+    );
+    world
+        .wait_event(
+            "podinfo",
+            "spec.targetRef: Deployment default/podinfo not found",
+            LONG,
+        )
+        .await;
+
+    world.set_image("healthy", "podinfo:6.0.1").await;
+    world.wait_phase("healthy", Phase::Succeeded, LONG).await;
+
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 1),
+        )
+        .await;
+    let fixed = world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+    let (status, _, _) = ready_condition(&fixed).unwrap();
+    assert_eq!(status, "True");
+}
+
+#[tokio::test]
+async fn a_missing_metric_template_is_reported_and_retried_when_created() {
+    let world = World::start().await;
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 1),
+        )
+        .await;
+    let mut c = canary("podinfo", 2);
+    c["spec"]["analysis"]["metrics"] = json!([{
+        "name": "errors", "templateRef": {"name": "error-rate"},
+        "thresholdRange": {"max": 1}, "interval": "1m"
+    }]);
+    world.apply(&world.canaries(), c).await;
+    let blocked = world
+        .wait_canary("podinfo", "Ready=False", LONG, |c| {
+            ready_condition(c).is_some_and(|(s, _, _)| s == "False")
+        })
+        .await;
+    let (_, reason, message) = ready_condition(&blocked).unwrap();
+    assert_eq!(reason, "MetricTemplateNotFound");
+    assert!(
+        message.contains("spec.analysis.metrics[0].templateRef")
+            && message.contains("default/error-rate"),
+        "{message}"
+    );
+    assert_ne!(world.phase("podinfo").await, Phase::Initialized);
+
+    let templates: kube::Api<serin::api::MetricTemplate> =
+        kube::Api::namespaced(world.client.clone(), NS);
+    world
+        .apply(
+            &templates,
+            json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+                   "metadata": {"name": "error-rate", "namespace": NS},
+                   "spec": {"provider": {"type": "prometheus", "address": "http://127.0.0.1:1"},
+                            "query": "vector(0)"}}),
+        )
+        .await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+}
+
+#[tokio::test]
+async fn a_provider_this_build_cannot_route_is_reported() {
+    let world = World::start().await;
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 1),
+        )
+        .await;
+    let mut c = canary("podinfo", 2);
+    c["spec"]["provider"] = json!("gloo");
+    world.apply(&world.canaries(), c).await;
+    let blocked = world
+        .wait_canary("podinfo", "Ready=False", LONG, |c| {
+            ready_condition(c).is_some_and(|(s, _, _)| s == "False")
+        })
+        .await;
+    let (_, reason, message) = ready_condition(&blocked).unwrap();
+    assert_eq!(reason, "ProviderNotSupported");
+    assert!(
+        message.contains("gloo") && message.contains("spec.provider"),
+        "{message}"
+    );
+    // Nothing was touched: the target still serves.
+    assert_eq!(world.replicas("podinfo").await, 1);
+    assert!(
+        world
+            .deployments()
+            .get_opt("podinfo-primary")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_reported_with_its_field() {
+    let world = World::start().await;
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 1),
+        )
+        .await;
+    let mut c = canary("podinfo", 2);
+    // Valid for the CRD schema, rejected by serin's validation: a webhook without a URL scheme.
+    c["spec"]["analysis"]["webhooks"] = json!([{"name": "load", "url": "not a url"}]);
+    world.apply(&world.canaries(), c).await;
+    let blocked = world
+        .wait_canary("podinfo", "Ready=False", LONG, |c| {
+            ready_condition(c).is_some_and(|(s, _, _)| s == "False")
+        })
+        .await;
+    let (_, reason, message) = ready_condition(&blocked).unwrap();
+    assert_eq!(reason, "InvalidSpec");
+    assert!(message.contains("spec.analysis.webhooks[0]"), "{message}");
+    world
+        .wait_event("podinfo", "spec.analysis.webhooks[0]", LONG)
+        .await;
+}

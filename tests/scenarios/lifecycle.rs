@@ -1,0 +1,266 @@
+//! A release from initialization to promotion or rollback, with the events Flagger users
+//! know, through the real controller binary.
+
+use std::time::Duration;
+
+use serde_json::json;
+use serin_core::Phase;
+
+use crate::harness::{NS, World, canary, deployment, initialized};
+
+const LONG: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn initialization_creates_the_primary_and_services_and_scales_the_target_to_zero() {
+    let world = World::start().await;
+    let canary = initialized(&world, "podinfo", 3).await;
+
+    // The primary serves with the target's replicas and template.
+    assert_eq!(world.replicas("podinfo-primary").await, 2);
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.0");
+    let primary = world.deployments().get("podinfo-primary").await.unwrap();
+    let owner = &primary.metadata.owner_references.unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Canary", "podinfo")
+    );
+    // The target is scaled to zero once the primary is ready.
+    assert_eq!(world.replicas("podinfo").await, 0);
+
+    // Services: the apex and -primary select the primary's pods, -canary the target's.
+    for (service, selects) in [
+        ("podinfo", "podinfo-primary"),
+        ("podinfo-primary", "podinfo-primary"),
+        ("podinfo-canary", "podinfo"),
+    ] {
+        let s = world.services().get(service).await.unwrap();
+        let selector = s.spec.unwrap().selector.unwrap();
+        assert_eq!(selector["app"], selects, "Service {service}");
+    }
+
+    let status = canary.status.unwrap();
+    let promoted = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Promoted")
+        .unwrap();
+    assert_eq!(promoted.status.as_str(), "True");
+    assert_eq!(promoted.reason, "Initialized");
+    assert!(status.last_promoted_spec.unwrap().starts_with("v2:"));
+    assert!(
+        canary
+            .metadata
+            .finalizers
+            .unwrap()
+            .contains(&"finalizer.flagger.app".to_string())
+    );
+    world
+        .wait_event("podinfo", "Initialization done! podinfo.default", LONG)
+        .await;
+}
+
+#[tokio::test]
+async fn a_new_revision_is_analysed_and_promoted() {
+    let world = World::start().await;
+    initialized(&world, "podinfo", 3).await;
+    world.set_image("podinfo", "podinfo:6.0.1").await;
+
+    world.wait_phase("podinfo", Phase::Progressing, LONG).await;
+    let done = world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+    assert_eq!(
+        world.replicas("podinfo").await,
+        0,
+        "target scaled down after promotion"
+    );
+    let status = done.status.unwrap();
+    assert_eq!(status.last_promoted_spec, status.last_applied_spec);
+    let events = world.events("podinfo").await;
+    let expected = [
+        "New revision detected! Scaling up podinfo.default",
+        "Starting canary analysis for podinfo.default",
+        "Advance podinfo.default canary iteration 1/3",
+        "Advance podinfo.default canary iteration 3/3",
+        "Copying podinfo.default template spec to podinfo-primary.default",
+        "Promotion completed! Scaling down podinfo.default",
+    ];
+    let mut at = 0;
+    for want in expected {
+        match events[at..].iter().position(|e| e.contains(want)) {
+            Some(i) => at += i + 1,
+            None => {
+                world
+                    .fail(
+                        "podinfo",
+                        &format!("event {want:?} missing or out of order"),
+                    )
+                    .await
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadline() {
+    let world = World::start().await;
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 2),
+        )
+        .await;
+    let mut c = canary("podinfo", 3);
+    c["spec"]["progressDeadlineSeconds"] = json!(3);
+    world.apply(&world.canaries(), c).await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+
+    // An image that never becomes ready (the stack's rule: the tag says "broken").
+    world.set_image("podinfo", "podinfo:6.0.1-broken").await;
+    world.wait_phase("podinfo", Phase::Failed, LONG).await;
+
+    assert_eq!(
+        world.image("podinfo-primary").await,
+        "podinfo:6.0.0",
+        "primary untouched"
+    );
+    assert_eq!(
+        world.ready_replicas("podinfo-primary").await,
+        2,
+        "primary still serving"
+    );
+    assert_eq!(world.replicas("podinfo").await, 0, "canary scaled to zero");
+    world
+        .wait_event(
+            "podinfo",
+            "Canary failed! Scaling down podinfo.default",
+            LONG,
+        )
+        .await;
+    let events = world.events("podinfo").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("Warning") && e.contains("deadline")),
+        "{events:#?}"
+    );
+    let status = world.canary("podinfo").await.status.unwrap();
+    let promoted = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Promoted")
+        .unwrap();
+    assert_eq!(promoted.status.as_str(), "False");
+
+    // Re-applying the same failed spec does not retry; changing the template does.
+    world.set_image("podinfo", "podinfo:6.0.2").await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.2");
+}
+
+#[tokio::test]
+async fn a_new_revision_during_analysis_restarts_it() {
+    let world = World::start().await;
+    initialized(&world, "podinfo", 6).await;
+    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world
+        .wait_canary("podinfo", "iteration 2", LONG, |c| {
+            c.status.as_ref().is_some_and(|s| s.iterations >= 2)
+        })
+        .await;
+    world.set_image("podinfo", "podinfo:6.0.2").await;
+    world
+        .wait_event(
+            "podinfo",
+            "New revision detected! Restarting analysis for podinfo.default",
+            LONG,
+        )
+        .await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.2");
+    // 6.0.1 was never promoted.
+    let copying = world
+        .events("podinfo")
+        .await
+        .into_iter()
+        .filter(|e| e.contains("Copying podinfo.default template spec"))
+        .count();
+    assert_eq!(copying, 1);
+}
+
+#[tokio::test]
+async fn suspend_holds_a_release_and_resume_finishes_it() {
+    let world = World::start().await;
+    initialized(&world, "podinfo", 5).await;
+    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world
+        .wait_canary("podinfo", "iteration 1", LONG, |c| {
+            c.status.as_ref().is_some_and(|s| s.iterations >= 1)
+        })
+        .await;
+    world
+        .merge(
+            &world.canaries(),
+            "podinfo",
+            json!({"spec": {"suspend": true}}),
+        )
+        .await;
+    world
+        .wait_event(
+            "podinfo",
+            "skipping canary run as object is suspended",
+            LONG,
+        )
+        .await;
+    let held = world.canary("podinfo").await.status.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = world.canary("podinfo").await.status.unwrap();
+    assert_eq!(still.phase, Phase::Progressing);
+    assert_eq!(still.iterations, held.iterations, "no step while suspended");
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.0");
+
+    world
+        .merge(
+            &world.canaries(),
+            "podinfo",
+            json!({"spec": {"suspend": false}}),
+        )
+        .await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+}
+
+#[tokio::test]
+async fn a_controller_killed_mid_release_is_restarted_and_finishes_it() {
+    let mut world = World::start().await;
+    initialized(&world, "podinfo", 6).await;
+    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world
+        .wait_canary("podinfo", "iteration 2", LONG, |c| {
+            c.status.as_ref().is_some_and(|s| s.iterations >= 2)
+        })
+        .await;
+    world.kill_controller();
+    let at_kill = world.canary("podinfo").await.status.unwrap();
+    assert_eq!(at_kill.phase, Phase::Progressing);
+
+    world.start_controller(&[]);
+    let done = world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+    assert_eq!(world.replicas("podinfo").await, 0);
+    assert_eq!(done.status.unwrap().iterations, 0);
+    // The restart resumed from the recorded iteration instead of starting over.
+    let events = world.events("podinfo").await;
+    let starts = events
+        .iter()
+        .filter(|e| e.contains("Starting canary analysis"))
+        .count();
+    assert_eq!(starts, 1, "{events:#?}");
+    assert!(
+        events.iter().any(|e| e.contains("canary iteration 6/6")),
+        "{events:#?}"
+    );
+    let _ = NS;
+}

@@ -1,0 +1,10 @@
+//! Scenario tests: the `serin controller` binary against the local stack (serin-stack), with
+//! 1 s analysis intervals. Each test starts its own stack and controller.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+mod inputs;
+mod lifecycle;
+mod targets;
+mod timing;

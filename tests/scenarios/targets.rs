@@ -1,0 +1,224 @@
+//! What is released besides a Deployment's image: ConfigMap data, DaemonSets; and what
+//! deleting a Canary leaves behind.
+
+use std::time::Duration;
+
+use serde_json::json;
+use serin_core::Phase;
+
+use crate::harness::{NS, World, canary, deployment, initialized, wait_until};
+
+const LONG: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_configmap_change_starts_an_analysis_and_is_promoted_as_a_primary_copy() {
+    let world = World::start().await;
+    world
+        .apply(
+            &world.configmaps(),
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "podinfo-config", "namespace": NS},
+                   "data": {"color": "blue"}}),
+        )
+        .await;
+    let mut d = deployment("podinfo", "podinfo:6.0.0", 1);
+    d["spec"]["template"]["spec"]["containers"][0]["envFrom"] =
+        json!([{"configMapRef": {"name": "podinfo-config"}}]);
+    world.apply(&world.deployments(), d).await;
+    world.apply(&world.canaries(), canary("podinfo", 2)).await;
+    let init = world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+    let tracked = init.status.unwrap().tracked_configs.unwrap();
+    assert!(
+        tracked.contains_key("configmap/podinfo-config"),
+        "{tracked:?}"
+    );
+
+    // The primary reads the -primary copy.
+    let primary = world.deployments().get("podinfo-primary").await.unwrap();
+    let env_from = primary.spec.unwrap().template.spec.unwrap().containers[0]
+        .env_from
+        .clone()
+        .unwrap();
+    let name = env_from[0].config_map_ref.as_ref().unwrap().name.clone();
+    assert_eq!(name, "podinfo-config-primary");
+    let copy = world
+        .configmaps()
+        .get("podinfo-config-primary")
+        .await
+        .unwrap();
+    assert_eq!(copy.data.unwrap()["color"], "blue");
+
+    // Changing only the data is a new revision.
+    world
+        .merge(
+            &world.configmaps(),
+            "podinfo-config",
+            json!({"data": {"color": "green"}}),
+        )
+        .await;
+    world.wait_phase("podinfo", Phase::Progressing, LONG).await;
+    let done = world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    let copy = world
+        .configmaps()
+        .get("podinfo-config-primary")
+        .await
+        .unwrap();
+    assert_eq!(copy.data.unwrap()["color"], "green", "copied on promotion");
+    assert_ne!(
+        done.status.unwrap().tracked_configs.unwrap()["configmap/podinfo-config"],
+        tracked["configmap/podinfo-config"]
+    );
+}
+
+fn daemon_set(image: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": NS},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {
+                "metadata": {"labels": {"app": "agent"}},
+                "spec": {"containers": [{"name": "app", "image": image}]}
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_daemon_set_is_released_through_its_primary() {
+    let world = World::start().await;
+    world
+        .apply(&world.daemon_sets(), daemon_set("agent:1.0.0"))
+        .await;
+    let mut c = canary("agent", 2);
+    c["spec"]["targetRef"] = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent"});
+    world.apply(&world.canaries(), c).await;
+    world.wait_phase("agent", Phase::Initialized, LONG).await;
+
+    let image = |ds: k8s_openapi::api::apps::v1::DaemonSet| {
+        ds.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap()
+    };
+    let primary = world.daemon_sets().get("agent-primary").await.unwrap();
+    assert_eq!(image(primary), "agent:1.0.0");
+    // "Scaled to zero": a nodeSelector no node matches.
+    let target = world.daemon_sets().get("agent").await.unwrap();
+    let selector = target
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .node_selector
+        .unwrap();
+    assert_eq!(selector["flagger.app/scale-to-zero"], "true");
+
+    world
+        .merge(
+            &world.daemon_sets(),
+            "agent",
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "agent:1.1.0"}]}}}}),
+        )
+        .await;
+    world.wait_phase("agent", Phase::Progressing, LONG).await;
+    world.wait_phase("agent", Phase::Succeeded, LONG).await;
+    let primary = world.daemon_sets().get("agent-primary").await.unwrap();
+    assert_eq!(image(primary), "agent:1.1.0");
+    let target = world.daemon_sets().get("agent").await.unwrap();
+    let selector = target.spec.unwrap().template.spec.unwrap().node_selector;
+    assert_eq!(
+        selector
+            .unwrap_or_default()
+            .get("flagger.app/scale-to-zero")
+            .map(String::as_str),
+        Some("true"),
+        "target scaled back to zero after promotion"
+    );
+}
+
+/// Deleting a Canary never leaves the application at zero replicas: the target is scaled
+/// back up and the apex Service handed back to it before serin lets go, with or without
+/// `revertOnDeletion`.
+async fn deletion_hands_the_application_back(revert_on_deletion: bool) {
+    let world = World::start().await;
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 2),
+        )
+        .await;
+    let mut c = canary("podinfo", 2);
+    c["spec"]["revertOnDeletion"] = json!(revert_on_deletion);
+    world.apply(&world.canaries(), c).await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+    assert_eq!(world.replicas("podinfo").await, 0);
+
+    world.delete_canary("podinfo").await;
+    let canaries = world.canaries();
+    wait_until(LONG, "Canary deleted", || async {
+        canaries.get_opt("podinfo").await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(world.replicas("podinfo").await, 2, "target scaled back up");
+    assert_eq!(
+        world.ready_replicas("podinfo").await,
+        2,
+        "and ready before serin let go"
+    );
+    let apex = world.services().get("podinfo").await.unwrap();
+    assert_eq!(apex.spec.unwrap().selector.unwrap()["app"], "podinfo");
+    assert!(
+        apex.metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty(),
+        "the apex Service no longer belongs to the Canary"
+    );
+    // The Canary's own objects are garbage collected.
+    let deployments = world.deployments();
+    wait_until(LONG, "primary garbage collected", || async {
+        deployments
+            .get_opt("podinfo-primary")
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_a_canary_without_revert_on_deletion_keeps_the_application_serving() {
+    deletion_hands_the_application_back(false).await;
+}
+
+#[tokio::test]
+async fn deleting_a_canary_with_revert_on_deletion_restores_the_target() {
+    deletion_hands_the_application_back(true).await;
+}
+
+#[tokio::test]
+async fn skip_analysis_promotes_without_checks() {
+    let world = World::start().await;
+    initialized(&world, "podinfo", 10).await;
+    world
+        .merge(
+            &world.canaries(),
+            "podinfo",
+            json!({"spec": {"skipAnalysis": true}}),
+        )
+        .await;
+    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+    assert!(
+        world
+            .has_event(
+                "podinfo",
+                "Promotion completed! Canary analysis was skipped for podinfo.default"
+            )
+            .await
+    );
+    assert!(!world.has_event("podinfo", "canary iteration").await);
+}
