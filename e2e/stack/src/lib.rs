@@ -27,6 +27,7 @@ mod gc;
 mod jsonpath;
 mod kubeconfig;
 mod metadata;
+mod newrelic;
 mod openapi;
 mod patch;
 mod prometheus;
@@ -46,6 +47,7 @@ mod watch;
 
 pub use datadog::DatadogConfig;
 pub use faults::{FaultRule, Faults};
+pub use newrelic::NewRelicConfig;
 pub use provider_faults::{FaultMode, ProviderFault, ProviderFaults};
 pub use scenario::{ImageRule, Scenario, Workloads};
 pub use traffic::world::{WorkloadStats, World};
@@ -85,6 +87,8 @@ pub struct StackConfig {
     pub prometheus: bool,
     /// Start the Datadog API emulator (keys and faults: `scenario.datadog`).
     pub datadog: bool,
+    /// Start the New Relic API emulator (account, keys and faults: `scenario.newrelic`).
+    pub newrelic: bool,
     /// The traffic world's time moves only through `Stack::traffic().step(..)`, for
     /// deterministic tests; otherwise it ticks every second.
     pub manual_traffic_clock: bool,
@@ -102,6 +106,7 @@ impl Default for StackConfig {
             bookmark_interval: Duration::from_secs(1),
             prometheus: false,
             datadog: false,
+            newrelic: false,
             manual_traffic_clock: false,
         }
     }
@@ -118,6 +123,8 @@ pub struct Stack {
     prometheus: Option<prometheus::Prometheus>,
     datadog_url: Option<String>,
     datadog_faults: Arc<ProviderFaults>,
+    newrelic_url: Option<String>,
+    newrelic_faults: Arc<ProviderFaults>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -204,6 +211,22 @@ impl Stack {
         if let Some(f) = &config.scenario.datadog.fault {
             datadog_faults.set(f.clone());
         }
+        let newrelic_listener = match config.newrelic {
+            true => Some(
+                TcpListener::bind(("127.0.0.1", 0))
+                    .await
+                    .context("binding the New Relic emulator's port")?,
+            ),
+            false => None,
+        };
+        let newrelic_url = match &newrelic_listener {
+            Some(l) => Some(format!("http://{}", l.local_addr()?)),
+            None => None,
+        };
+        let newrelic_faults = Arc::new(ProviderFaults::default());
+        if let Some(f) = &config.scenario.newrelic.fault {
+            newrelic_faults.set(f.clone());
+        }
         let admin_url = match &admin_listener {
             Some(l) => Some(format!("http://{}", l.local_addr()?)),
             None => None,
@@ -229,6 +252,7 @@ impl Stack {
                 shared: shared.clone(),
                 world: world.clone(),
                 datadog: datadog_faults.clone(),
+                newrelic: newrelic_faults.clone(),
             });
             tasks.push(tokio::spawn(serve(l, stop_rx.clone(), move |req| {
                 admin::handle(admin.clone(), req)
@@ -249,6 +273,16 @@ impl Stack {
                 datadog::handle(dd.clone(), req)
             })));
         }
+        if let Some(l) = newrelic_listener {
+            let nr = Arc::new(newrelic::NewRelic {
+                world: world.clone(),
+                faults: newrelic_faults.clone(),
+                config: config.scenario.newrelic.clone(),
+            });
+            tasks.push(tokio::spawn(serve(l, stop_rx.clone(), move |req| {
+                newrelic::handle(nr.clone(), req)
+            })));
+        }
         world.reroute();
         if !config.manual_traffic_clock {
             tasks.push(tokio::spawn(world.clone().run()));
@@ -263,6 +297,8 @@ impl Stack {
             prometheus: None,
             datadog_url,
             datadog_faults,
+            newrelic_url,
+            newrelic_faults,
             stop,
             tasks,
         };
@@ -316,6 +352,16 @@ impl Stack {
     /// The Datadog emulator's fault mode.
     pub fn datadog_faults(&self) -> &ProviderFaults {
         &self.datadog_faults
+    }
+
+    /// The New Relic emulator's URL (`StackConfig::newrelic`).
+    pub fn newrelic_url(&self) -> Option<&str> {
+        self.newrelic_url.as_deref()
+    }
+
+    /// The New Relic emulator's fault mode.
+    pub fn newrelic_faults(&self) -> &ProviderFaults {
+        &self.newrelic_faults
     }
 
     /// Stops serving and closes every connection (watches end).

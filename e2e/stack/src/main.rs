@@ -45,6 +45,9 @@ enum Command {
         /// Start the Datadog API emulator; prints `datadog <url>`.
         #[arg(long)]
         datadog: bool,
+        /// Start the New Relic API emulator; prints `newrelic <url>`.
+        #[arg(long)]
+        newrelic: bool,
         /// The routing objects the traffic world follows (overrides the scenario's
         /// `traffic.provider`): kubernetes, istio, gatewayapi, linkerd, smi, osm, nginx.
         #[arg(long)]
@@ -69,6 +72,7 @@ async fn main() -> Result<()> {
         history,
         prometheus,
         datadog,
+        newrelic,
         mesh_provider,
     } = Cli::parse().command;
     let mut scenario = match scenario {
@@ -87,6 +91,7 @@ async fn main() -> Result<()> {
         history,
         prometheus,
         datadog,
+        newrelic,
         ..StackConfig::default()
     };
     let stack = Stack::start(config).await.context("starting the stack")?;
@@ -99,6 +104,9 @@ async fn main() -> Result<()> {
     }
     if let Some(url) = stack.datadog_url() {
         writeln!(out, "datadog {url}")?;
+    }
+    if let Some(url) = stack.newrelic_url() {
+        writeln!(out, "newrelic {url}")?;
     }
     writeln!(out, "ready")?;
     out.flush()?;
