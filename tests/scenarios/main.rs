@@ -8,3 +8,4 @@ mod inputs;
 mod lifecycle;
 mod targets;
 mod timing;
+mod webhooks;
