@@ -19,6 +19,7 @@ mod crd;
 mod crud;
 mod datadog;
 mod defaults;
+pub mod demo;
 mod discovery;
 mod error;
 mod faults;
@@ -119,6 +120,7 @@ pub struct Stack {
     kubeconfig: PathBuf,
     remove_kubeconfig: bool,
     faults: Arc<Faults>,
+    store: Arc<store::Store>,
     world: Arc<World>,
     prometheus: Option<prometheus::Prometheus>,
     datadog_url: Option<String>,
@@ -293,6 +295,7 @@ impl Stack {
             kubeconfig,
             remove_kubeconfig,
             faults,
+            store,
             world,
             prometheus: None,
             datadog_url,
@@ -332,6 +335,48 @@ impl Stack {
     /// Fault rules, watch drops and request counters.
     pub fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    /// Creates an object (any registered kind, by `apiVersion` and `kind`) as a client's
+    /// POST would, in `metadata.namespace` (default `default` for namespaced kinds).
+    /// Creating a CRD registers its kind at once.
+    pub fn create(&self, obj: serde_json::Value) -> Result<serde_json::Value> {
+        let api_version = obj["apiVersion"]
+            .as_str()
+            .context("apiVersion is required")?
+            .to_string();
+        let kind = obj["kind"]
+            .as_str()
+            .context("kind is required")?
+            .to_string();
+        let (group, version) = api_version
+            .rsplit_once('/')
+            .unwrap_or(("", api_version.as_str()));
+        let rt = self
+            .store
+            .lock()
+            .registry
+            .types
+            .values()
+            .find(|t| {
+                t.group == group && t.kind == kind && t.serves(version) && t.storage.is_none()
+            })
+            .cloned()
+            .with_context(|| format!("no resource for {api_version} {kind}"))?;
+        let ns = match rt.namespaced {
+            true => obj["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string(),
+            false => String::new(),
+        };
+        let opts = crud::WriteOpts {
+            manager: "serin-stack".into(),
+            ..Default::default()
+        };
+        self.store
+            .create(&rt, version, &ns, obj, &opts)
+            .map_err(|e| anyhow::anyhow!("creating {kind}: {}", e.message))
     }
 
     /// The traffic world: per-workload request counts, and the manual clock.
