@@ -15,6 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::api::Provider;
 use crate::cli::plan::parse_min_interval;
+use crate::controller::throttle::ThrottleLayer;
 use crate::controller::{self, telemetry};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -101,6 +102,9 @@ fn init_logging(args: &ControllerArgs) -> anyhow::Result<()> {
 }
 
 async fn client(args: &ControllerArgs) -> anyhow::Result<Client> {
+    if args.kubeconfig_qps.is_nan() || args.kubeconfig_qps <= 0.0 || args.kubeconfig_burst == 0 {
+        anyhow::bail!("--kubeconfig-qps and --kubeconfig-burst must be positive");
+    }
     let mut config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
@@ -114,13 +118,13 @@ async fn client(args: &ControllerArgs) -> anyhow::Result<Client> {
             .context("no cluster configuration found: pass --kubeconfig or run in a cluster")?,
     };
     config.read_timeout = Some(Duration::from_secs(300));
-    Client::try_from(config).context("cannot build the Kubernetes client")
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .context("cannot build the Kubernetes client")?;
+    let throttle = ThrottleLayer::new(args.kubeconfig_qps, args.kubeconfig_burst);
+    Ok(builder.with_layer(&throttle).build())
 }
 
 async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
-    if args.kubeconfig_qps <= 0.0 || args.kubeconfig_burst == 0 {
-        anyhow::bail!("--kubeconfig-qps and --kubeconfig-burst must be positive");
-    }
     let client = client(&args).await?;
     let version = client
         .apiserver_version()

@@ -31,6 +31,7 @@ pub mod reconcile;
 pub mod router;
 pub mod target;
 pub mod telemetry;
+pub mod throttle;
 pub mod webhooks;
 
 pub use context::{Config, Context, Stores};

@@ -3,8 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cli;
 mod harness;
 mod inputs;
 mod lifecycle;
 mod targets;
 mod timing;
+mod webhooks;

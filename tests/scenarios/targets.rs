@@ -222,3 +222,146 @@ async fn skip_analysis_promotes_without_checks() {
     );
     assert!(!world.has_event("podinfo", "canary iteration").await);
 }
+
+#[tokio::test]
+async fn an_existing_apex_service_is_taken_over_by_its_selector_only() {
+    let world = World::start().await;
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 2),
+        )
+        .await;
+    world
+        .apply(
+            &world.services(),
+            json!({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "podinfo", "namespace": NS, "labels": {"team": "web"}},
+                   "spec": {"selector": {"app": "podinfo"},
+                            "ports": [{"name": "http", "port": 9898, "targetPort": 9898}]}}),
+        )
+        .await;
+    let before = world.services().get("podinfo").await.unwrap();
+    world.apply(&world.canaries(), canary("podinfo", 2)).await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+
+    let after = world.services().get("podinfo").await.unwrap();
+    assert_eq!(
+        after.metadata.uid, before.metadata.uid,
+        "same Service, never recreated"
+    );
+    assert_eq!(
+        after.spec.as_ref().unwrap().cluster_ip,
+        before.spec.as_ref().unwrap().cluster_ip
+    );
+    assert_eq!(
+        after.spec.unwrap().selector.unwrap()["app"],
+        "podinfo-primary"
+    );
+    assert_eq!(
+        after.metadata.labels.unwrap()["team"],
+        "web",
+        "its owner's labels stay"
+    );
+    assert!(
+        after
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_primary_gets_a_copy_of_the_targets_autoscaler() {
+    let world = World::start().await;
+    let hpas: kube::Api<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler> =
+        kube::Api::namespaced(world.client.clone(), NS);
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 2),
+        )
+        .await;
+    world
+        .apply(
+            &hpas,
+            json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                   "metadata": {"name": "podinfo", "namespace": NS},
+                   "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                            "minReplicas": 2, "maxReplicas": 4}}),
+        )
+        .await;
+    let mut c = canary("podinfo", 2);
+    c["spec"]["autoscalerRef"] = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "name": "podinfo", "primaryScalerReplicas": {"minReplicas": 3, "maxReplicas": 6}});
+    world.apply(&world.canaries(), c).await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+    let copy = hpas.get("podinfo-primary").await.unwrap().spec.unwrap();
+    assert_eq!(copy.scale_target_ref.name, "podinfo-primary");
+    assert_eq!((copy.min_replicas, copy.max_replicas), (Some(3), 6));
+}
+
+#[tokio::test]
+async fn a_service_target_is_released_as_a_primary_copy() {
+    let world = World::start().await;
+    world
+        .apply(
+            &world.services(),
+            json!({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "backend", "namespace": NS},
+                   "spec": {"type": "ExternalName", "externalName": "backend-v1.example.com"}}),
+        )
+        .await;
+    let mut c = canary("backend", 2);
+    c["spec"]["targetRef"] = json!({"apiVersion": "v1", "kind": "Service", "name": "backend"});
+    world.apply(&world.canaries(), c).await;
+    world.wait_phase("backend", Phase::Initialized, LONG).await;
+    let primary = world.services().get("backend-primary").await.unwrap();
+    assert_eq!(
+        primary.spec.unwrap().external_name.as_deref(),
+        Some("backend-v1.example.com")
+    );
+
+    world
+        .merge(
+            &world.services(),
+            "backend",
+            json!({"spec": {"externalName": "backend-v2.example.com"}}),
+        )
+        .await;
+    world.wait_phase("backend", Phase::Progressing, LONG).await;
+    world.wait_phase("backend", Phase::Succeeded, LONG).await;
+    let primary = world.services().get("backend-primary").await.unwrap();
+    assert_eq!(
+        primary.spec.unwrap().external_name.as_deref(),
+        Some("backend-v2.example.com")
+    );
+}
+
+#[tokio::test]
+async fn going_back_to_the_promoted_revision_cancels_the_release_without_analysis() {
+    let world = World::start().await;
+    initialized(&world, "podinfo", 8).await;
+    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world
+        .wait_canary("podinfo", "iteration 1", LONG, |c| {
+            c.status.as_ref().is_some_and(|s| s.iterations >= 1)
+        })
+        .await;
+    world.set_image("podinfo", "podinfo:6.0.0").await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    world
+        .wait_event(
+            "podinfo",
+            "is back at the promoted revision; release cancelled",
+            LONG,
+        )
+        .await;
+    assert!(
+        !world
+            .has_event("podinfo", "Copying podinfo.default template spec")
+            .await
+    );
+    assert_eq!(world.replicas("podinfo").await, 0);
+}

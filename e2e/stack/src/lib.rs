@@ -19,6 +19,7 @@ mod crd;
 mod crud;
 mod datadog;
 mod defaults;
+pub mod demo;
 mod discovery;
 mod error;
 mod faults;
@@ -27,6 +28,7 @@ mod gc;
 mod jsonpath;
 mod kubeconfig;
 mod metadata;
+mod newrelic;
 mod openapi;
 mod patch;
 mod prometheus;
@@ -46,6 +48,7 @@ mod watch;
 
 pub use datadog::DatadogConfig;
 pub use faults::{FaultRule, Faults};
+pub use newrelic::NewRelicConfig;
 pub use provider_faults::{FaultMode, ProviderFault, ProviderFaults};
 pub use scenario::{ImageRule, Scenario, Workloads};
 pub use traffic::world::{WorkloadStats, World};
@@ -85,6 +88,8 @@ pub struct StackConfig {
     pub prometheus: bool,
     /// Start the Datadog API emulator (keys and faults: `scenario.datadog`).
     pub datadog: bool,
+    /// Start the New Relic API emulator (account, keys and faults: `scenario.newrelic`).
+    pub newrelic: bool,
     /// The traffic world's time moves only through `Stack::traffic().step(..)`, for
     /// deterministic tests; otherwise it ticks every second.
     pub manual_traffic_clock: bool,
@@ -102,6 +107,7 @@ impl Default for StackConfig {
             bookmark_interval: Duration::from_secs(1),
             prometheus: false,
             datadog: false,
+            newrelic: false,
             manual_traffic_clock: false,
         }
     }
@@ -114,10 +120,13 @@ pub struct Stack {
     kubeconfig: PathBuf,
     remove_kubeconfig: bool,
     faults: Arc<Faults>,
+    store: Arc<store::Store>,
     world: Arc<World>,
     prometheus: Option<prometheus::Prometheus>,
     datadog_url: Option<String>,
     datadog_faults: Arc<ProviderFaults>,
+    newrelic_url: Option<String>,
+    newrelic_faults: Arc<ProviderFaults>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -204,6 +213,22 @@ impl Stack {
         if let Some(f) = &config.scenario.datadog.fault {
             datadog_faults.set(f.clone());
         }
+        let newrelic_listener = match config.newrelic {
+            true => Some(
+                TcpListener::bind(("127.0.0.1", 0))
+                    .await
+                    .context("binding the New Relic emulator's port")?,
+            ),
+            false => None,
+        };
+        let newrelic_url = match &newrelic_listener {
+            Some(l) => Some(format!("http://{}", l.local_addr()?)),
+            None => None,
+        };
+        let newrelic_faults = Arc::new(ProviderFaults::default());
+        if let Some(f) = &config.scenario.newrelic.fault {
+            newrelic_faults.set(f.clone());
+        }
         let admin_url = match &admin_listener {
             Some(l) => Some(format!("http://{}", l.local_addr()?)),
             None => None,
@@ -229,6 +254,7 @@ impl Stack {
                 shared: shared.clone(),
                 world: world.clone(),
                 datadog: datadog_faults.clone(),
+                newrelic: newrelic_faults.clone(),
             });
             tasks.push(tokio::spawn(serve(l, stop_rx.clone(), move |req| {
                 admin::handle(admin.clone(), req)
@@ -249,6 +275,16 @@ impl Stack {
                 datadog::handle(dd.clone(), req)
             })));
         }
+        if let Some(l) = newrelic_listener {
+            let nr = Arc::new(newrelic::NewRelic {
+                world: world.clone(),
+                faults: newrelic_faults.clone(),
+                config: config.scenario.newrelic.clone(),
+            });
+            tasks.push(tokio::spawn(serve(l, stop_rx.clone(), move |req| {
+                newrelic::handle(nr.clone(), req)
+            })));
+        }
         world.reroute();
         if !config.manual_traffic_clock {
             tasks.push(tokio::spawn(world.clone().run()));
@@ -259,10 +295,13 @@ impl Stack {
             kubeconfig,
             remove_kubeconfig,
             faults,
+            store,
             world,
             prometheus: None,
             datadog_url,
             datadog_faults,
+            newrelic_url,
+            newrelic_faults,
             stop,
             tasks,
         };
@@ -298,6 +337,48 @@ impl Stack {
         &self.faults
     }
 
+    /// Creates an object (any registered kind, by `apiVersion` and `kind`) as a client's
+    /// POST would, in `metadata.namespace` (default `default` for namespaced kinds).
+    /// Creating a CRD registers its kind at once.
+    pub fn create(&self, obj: serde_json::Value) -> Result<serde_json::Value> {
+        let api_version = obj["apiVersion"]
+            .as_str()
+            .context("apiVersion is required")?
+            .to_string();
+        let kind = obj["kind"]
+            .as_str()
+            .context("kind is required")?
+            .to_string();
+        let (group, version) = api_version
+            .rsplit_once('/')
+            .unwrap_or(("", api_version.as_str()));
+        let rt = self
+            .store
+            .lock()
+            .registry
+            .types
+            .values()
+            .find(|t| {
+                t.group == group && t.kind == kind && t.serves(version) && t.storage.is_none()
+            })
+            .cloned()
+            .with_context(|| format!("no resource for {api_version} {kind}"))?;
+        let ns = match rt.namespaced {
+            true => obj["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string(),
+            false => String::new(),
+        };
+        let opts = crud::WriteOpts {
+            manager: "serin-stack".into(),
+            ..Default::default()
+        };
+        self.store
+            .create(&rt, version, &ns, obj, &opts)
+            .map_err(|e| anyhow::anyhow!("creating {kind}: {}", e.message))
+    }
+
     /// The traffic world: per-workload request counts, and the manual clock.
     pub fn traffic(&self) -> &World {
         &self.world
@@ -316,6 +397,16 @@ impl Stack {
     /// The Datadog emulator's fault mode.
     pub fn datadog_faults(&self) -> &ProviderFaults {
         &self.datadog_faults
+    }
+
+    /// The New Relic emulator's URL (`StackConfig::newrelic`).
+    pub fn newrelic_url(&self) -> Option<&str> {
+        self.newrelic_url.as_deref()
+    }
+
+    /// The New Relic emulator's fault mode.
+    pub fn newrelic_faults(&self) -> &ProviderFaults {
+        &self.newrelic_faults
     }
 
     /// Stops serving and closes every connection (watches end).

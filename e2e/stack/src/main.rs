@@ -45,10 +45,23 @@ enum Command {
         /// Start the Datadog API emulator; prints `datadog <url>`.
         #[arg(long)]
         datadog: bool,
+        /// Start the New Relic API emulator; prints `newrelic <url>`.
+        #[arg(long)]
+        newrelic: bool,
         /// The routing objects the traffic world follows (overrides the scenario's
         /// `traffic.provider`): kubernetes, istio, gatewayapi, linkerd, smi, osm, nginx.
         #[arg(long)]
         mesh_provider: Option<String>,
+    },
+    /// Start the whole stack (Prometheus, Datadog, New Relic) with a ready podinfo demo
+    /// under load in namespace `test`, and print how to run serin against it.
+    Demo {
+        /// Directory for the kubeconfig and the demo's Canary manifest.
+        #[arg(long, default_value = "/tmp/serin-demo")]
+        dir: PathBuf,
+        /// The routing objects the traffic world follows, and the Canary's provider.
+        #[arg(long, default_value = "kubernetes")]
+        mesh_provider: String,
     },
 }
 
@@ -60,55 +73,133 @@ async fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let Command::Up {
-        kubeconfig,
-        port,
-        admin_port,
-        scenario,
-        token,
-        history,
-        prometheus,
-        datadog,
-        mesh_provider,
-    } = Cli::parse().command;
-    let mut scenario = match scenario {
-        Some(p) => Scenario::load(&p)?,
-        None => Scenario::default(),
-    };
-    if let Some(p) = mesh_provider {
-        scenario.traffic.provider = p;
+    match Cli::parse().command {
+        Command::Up {
+            kubeconfig,
+            port,
+            admin_port,
+            scenario,
+            token,
+            history,
+            prometheus,
+            datadog,
+            newrelic,
+            mesh_provider,
+        } => {
+            let mut scenario = match scenario {
+                Some(p) => Scenario::load(&p)?,
+                None => Scenario::default(),
+            };
+            if let Some(p) = mesh_provider {
+                scenario.traffic.provider = p;
+            }
+            let config = StackConfig {
+                port,
+                admin_port: Some(admin_port),
+                kubeconfig: Some(kubeconfig),
+                token,
+                scenario,
+                history,
+                prometheus,
+                datadog,
+                newrelic,
+                ..StackConfig::default()
+            };
+            let stack = Stack::start(config).await.context("starting the stack")?;
+            let mut out = std::io::stdout().lock();
+            print_urls(&mut out, &stack)?;
+            writeln!(out, "ready")?;
+            out.flush()?;
+            drop(out);
+            wait_for_signal().await?;
+            stack.shutdown().await;
+        }
+        Command::Demo { dir, mesh_provider } => demo(dir, mesh_provider).await?,
     }
-    let config = StackConfig {
-        port,
-        admin_port: Some(admin_port),
-        kubeconfig: Some(kubeconfig),
-        token,
-        scenario,
-        history,
-        prometheus,
-        datadog,
-        ..StackConfig::default()
-    };
-    let stack = Stack::start(config).await.context("starting the stack")?;
-    let mut out = std::io::stdout().lock();
-    if let Some(admin) = stack.admin_url() {
-        writeln!(out, "admin {admin}")?;
+    Ok(())
+}
+
+fn print_urls(out: &mut impl Write, stack: &Stack) -> Result<()> {
+    for (name, url) in [
+        ("admin", stack.admin_url()),
+        ("prometheus", stack.prometheus_url()),
+        ("datadog", stack.datadog_url()),
+        ("newrelic", stack.newrelic_url()),
+    ] {
+        if let Some(url) = url {
+            writeln!(out, "{name} {url}")?;
+        }
     }
-    if let Some(url) = stack.prometheus_url() {
-        writeln!(out, "prometheus {url}")?;
-    }
-    if let Some(url) = stack.datadog_url() {
-        writeln!(out, "datadog {url}")?;
-    }
-    writeln!(out, "ready")?;
-    out.flush()?;
-    drop(out);
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = term.recv() => {}
         r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
     }
+    Ok(())
+}
+
+async fn demo(dir: PathBuf, provider: String) -> Result<()> {
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let kubeconfig = dir.join("kubeconfig");
+    let mut scenario = Scenario::default();
+    scenario.traffic.provider = provider.clone();
+    let config = |prometheus| StackConfig {
+        kubeconfig: Some(kubeconfig.clone()),
+        scenario: scenario.clone(),
+        prometheus,
+        datadog: true,
+        newrelic: true,
+        ..StackConfig::default()
+    };
+    // Without Prometheus installed the demo still runs, with the emulators only.
+    let stack = match Stack::start(config(true)).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warning: no Prometheus ({e:#}); run scripts/setup to install it");
+            Stack::start(config(false))
+                .await
+                .context("starting the stack")?
+        }
+    };
+    let notes = serin_stack::demo::populate(&stack)?;
+    let canary = dir.join("canary.yaml");
+    std::fs::write(&canary, serin_stack::demo::canary_yaml(&stack, &provider))
+        .with_context(|| format!("writing {}", canary.display()))?;
+    let k = kubeconfig.display();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "kubeconfig {k}")?;
+    print_urls(&mut out, &stack)?;
+    for n in notes {
+        writeln!(out, "note: {n}")?;
+    }
+    let metrics_server = stack.prometheus_url().unwrap_or("http://prometheus:9090");
+    let image = serin_stack::demo::IMAGE;
+    let next = image.replace("6.0.0", "6.0.1");
+    writeln!(
+        out,
+        "\nA podinfo Deployment and Service in namespace test get {rate} requests/s.\n\
+         Run serin against it (in another terminal):\n\n  \
+         serin controller --kubeconfig {k} --mesh-provider {provider} --metrics-server {metrics_server}\n\n\
+         Then:\n\n  \
+         kubectl --kubeconfig {k} apply -f {canary}\n  \
+         kubectl --kubeconfig {k} -n test set image deployment/podinfo podinfod={next}          # a healthy release\n  \
+         kubectl --kubeconfig {k} -n test set image deployment/podinfo podinfod={next}-faulty   # fails 30 %: rolled back\n  \
+         kubectl --kubeconfig {k} -n test get canaries -w\n  \
+         curl -s {admin}/traffic                                  # where the requests go\n\n\
+         Stop with Ctrl-C.",
+        rate = serin_stack::traffic::config::DEFAULT_RATE,
+        canary = canary.display(),
+        admin = stack.admin_url().unwrap_or_default(),
+    )?;
+    writeln!(out, "ready")?;
+    out.flush()?;
+    drop(out);
+    wait_for_signal().await?;
     stack.shutdown().await;
     Ok(())
 }

@@ -16,7 +16,7 @@
 //!     status: 503
 //! ```
 //!
-//! plus `traffic` (see `traffic/config.rs`) and `datadog` (see `datadog`). Unknown top-level
+//! plus `traffic` (see `traffic/config.rs`) `datadog` and `newrelic` (see those modules). Unknown top-level
 //! keys are ignored.
 
 use crate::faults::FaultRule;
@@ -40,6 +40,9 @@ pub struct Scenario {
     /// The Datadog emulator's keys and initial fault (see `datadog`).
     #[serde(default)]
     pub datadog: crate::datadog::DatadogConfig,
+    /// The New Relic emulator's account, keys and initial fault (see `newrelic`).
+    #[serde(default)]
+    pub newrelic: crate::newrelic::NewRelicConfig,
 }
 
 /// How the simulated workloads behave.

@@ -78,3 +78,141 @@ fn up_prints_ready_and_exits_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Reads stdout lines until `ready`.
+fn lines_until_ready(child: &mut std::process::Child) -> Vec<String> {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = Vec::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        let done = l == "ready";
+        out.push(l);
+        if done {
+            return out;
+        }
+    }
+    panic!("no ready line: {out:?}");
+}
+
+fn terminate(child: &mut std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            assert!(code.success(), "exit status {code}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serin-stack did not exit after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn answers(url: &str) -> bool {
+    let addr = url.trim_start_matches("http://");
+    std::net::TcpStream::connect(addr).is_ok()
+}
+
+#[test]
+fn up_prints_the_metric_endpoints_before_ready_and_stops_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_serin-stack"))
+        .args([
+            "up",
+            "--prometheus",
+            "--datadog",
+            "--newrelic",
+            "--mesh-provider",
+            "istio",
+            "--kubeconfig",
+        ])
+        .arg(dir.path().join("kubeconfig"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_until_ready(&mut child);
+    let names: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["admin", "prometheus", "datadog", "newrelic", "ready"],
+        "{lines:?}"
+    );
+    let url = |name: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap()
+            .to_string()
+    };
+    for name in ["prometheus", "datadog", "newrelic"] {
+        assert!(url(name).starts_with("http://127.0.0.1:"), "{lines:?}");
+        assert!(answers(&url(name)), "{name} does not answer");
+    }
+    terminate(&mut child);
+    assert!(
+        !answers(&url("prometheus")),
+        "Prometheus outlived the stack"
+    );
+}
+
+#[test]
+fn up_rejects_a_provider_the_world_cannot_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_serin-stack"))
+        .args(["up", "--mesh-provider", "contour", "--kubeconfig"])
+        .arg(dir.path().join("kubeconfig"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"contour\" is not emulated"), "{err}");
+}
+
+#[test]
+fn demo_is_ready_to_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_serin-stack"))
+        .args(["demo", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_until_ready(&mut child);
+    let kubeconfig = dir.path().join("kubeconfig");
+    assert!(
+        lines.contains(&format!("kubeconfig {}", kubeconfig.display())),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim_start().starts_with("serin controller --kubeconfig")),
+        "{lines:?}"
+    );
+    let canary = std::fs::read_to_string(dir.path().join("canary.yaml")).unwrap();
+    assert!(
+        canary.contains("kind: Canary") && canary.contains("templateRef: {name: error-rate}"),
+        "{canary}"
+    );
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .args(["-n", "test", "get", "metrictemplates", "-o", "name"])
+        .output()
+        .expect("kubectl is required for this test");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "metrictemplate.flagger.app/dd-error-rate\nmetrictemplate.flagger.app/error-rate\nmetrictemplate.flagger.app/nr-error-rate\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    terminate(&mut child);
+}

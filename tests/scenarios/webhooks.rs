@@ -1,0 +1,170 @@
+//! Webhooks through the real controller: failing rollout checks roll a release back after
+//! `threshold` failures; a closed confirm-promotion gate holds it in WaitingPromotion; the
+//! load tester gets Flagger's payload.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use serin_core::Phase;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+
+use crate::harness::{World, canary, deployment};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// A webhook receiver answering with a settable status code, recording each body.
+struct Hook {
+    url: String,
+    status: Arc<AtomicU16>,
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Hook {
+    async fn start(status: u16) -> Hook {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let code = Arc::new(AtomicU16::new(status));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let (c, b) = (code.clone(), bodies.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let (c, b) = (c.clone(), b.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // Read headers and the JSON body (small, one or two reads).
+                    loop {
+                        let n = socket.read(&mut chunk).await.unwrap_or(0);
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).to_string();
+                        if n == 0 {
+                            break;
+                        }
+                        if let Some(i) = text.find("\r\n\r\n") {
+                            let len = text[..i]
+                                .lines()
+                                .find_map(|l| {
+                                    let (k, v) = l.split_once(':')?;
+                                    k.eq_ignore_ascii_case("content-length")
+                                        .then(|| v.trim().parse::<usize>().ok())?
+                                })
+                                .unwrap_or(0);
+                            if buf.len() >= i + 4 + len {
+                                if let Ok(v) = serde_json::from_slice(&buf[i + 4..i + 4 + len]) {
+                                    b.lock().await.push(v);
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    let code = c.load(Ordering::SeqCst);
+                    let body = if code < 300 { "ok" } else { "not ready to go" };
+                    let response = format!(
+                        "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        Hook {
+            url,
+            status: code,
+            bodies,
+        }
+    }
+}
+
+#[tokio::test]
+async fn failing_rollout_checks_roll_the_release_back_at_the_threshold() {
+    let world = World::start().await;
+    let hook = Hook::start(500).await;
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 1),
+        )
+        .await;
+    let mut c = canary("podinfo", 5);
+    c["spec"]["analysis"]["threshold"] = json!(2);
+    c["spec"]["analysis"]["webhooks"] = json!([{"name": "acceptance", "url": hook.url, "timeout": "2s",
+        "metadata": {"cmd": "test"}}]);
+    world.apply(&world.canaries(), c).await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+
+    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.wait_phase("podinfo", Phase::Failed, LONG).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.0");
+    assert_eq!(world.replicas("podinfo").await, 0);
+    world
+        .wait_event(
+            "podinfo",
+            "Rolling back podinfo.default failed checks threshold reached 2",
+            LONG,
+        )
+        .await;
+    let events = world.events("podinfo").await;
+    assert!(
+        events.iter().any(|e| e.contains(
+            "Halt advancement podinfo.default advancement external check acceptance failed 500"
+        ) && e.contains("not ready to go")),
+        "{events:#?}"
+    );
+    let bodies = hook.bodies.lock().await;
+    let first = bodies.first().expect("the hook was called");
+    assert_eq!(first["name"], "podinfo");
+    assert_eq!(first["namespace"], "default");
+    assert_eq!(first["phase"], "Progressing");
+    assert_eq!(first["metadata"], json!({"cmd": "test"}));
+    assert!(first["checksum"].as_str().is_some_and(|s| !s.is_empty()));
+}
+
+#[tokio::test]
+async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens() {
+    let world = World::start().await;
+    let gate = Hook::start(403).await;
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 1),
+        )
+        .await;
+    let mut c = canary("podinfo", 2);
+    c["spec"]["analysis"]["webhooks"] =
+        json!([{"name": "approve", "type": "confirm-promotion", "url": gate.url}]);
+    world.apply(&world.canaries(), c).await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+
+    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world
+        .wait_phase("podinfo", Phase::WaitingPromotion, LONG)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(world.phase("podinfo").await, Phase::WaitingPromotion);
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.0");
+    assert!(
+        world
+            .has_event(
+                "podinfo",
+                "Halt podinfo.default advancement waiting for promotion approval approve"
+            )
+            .await
+    );
+
+    gate.status.store(200, Ordering::SeqCst);
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+    assert!(
+        world
+            .has_event(
+                "podinfo",
+                "Confirm-promotion check for podinfo.default passed"
+            )
+            .await
+    );
+}
