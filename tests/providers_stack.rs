@@ -19,7 +19,7 @@ use serin_stack::{FaultMode, ProviderFault, Scenario, Stack, StackConfig};
 
 /// A stack whose world sends 50 requests/s to the `podinfo` apex, split 50/50 by a
 /// VirtualService between a healthy `podinfo-primary` and a `podinfo` canary failing 30 %.
-async fn world(prometheus: bool, datadog: bool) -> (Stack, kube::Client) {
+async fn world(prometheus: bool, datadog: bool, newrelic: bool) -> (Stack, kube::Client) {
     let scenario = Scenario::parse(
         "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: istio\n  services:\n    - name: podinfo\n      rate: 50\n",
     )
@@ -28,6 +28,7 @@ async fn world(prometheus: bool, datadog: bool) -> (Stack, kube::Client) {
         scenario,
         prometheus,
         datadog,
+        newrelic,
         ..StackConfig::default()
     })
     .await
@@ -101,7 +102,7 @@ fn near(got: Option<f64>, want: f64) -> bool {
 
 #[tokio::test]
 async fn builtins_on_real_prometheus_pass_the_primary_and_fail_the_faulty_canary() {
-    let (stack, client) = world(true, false).await;
+    let (stack, client) = world(true, false, false).await;
     let analyzer = analyzer(&client, stack.prometheus_url().unwrap());
     let metrics = json!([
         {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
@@ -141,7 +142,7 @@ async fn builtins_on_real_prometheus_pass_the_primary_and_fail_the_faulty_canary
 
 #[tokio::test]
 async fn prometheus_templates_empty_nan_series_and_matrix() {
-    let (stack, client) = world(true, false).await;
+    let (stack, client) = world(true, false, false).await;
     let prometheus = stack.prometheus_url().unwrap().to_string();
     let template = |name: &str, query: &str| {
         json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
@@ -257,7 +258,7 @@ fn fault(mode: FaultMode) -> ProviderFault {
 
 #[tokio::test]
 async fn datadog_emulator_values_no_data_and_faults() {
-    let (stack, client) = world(false, true).await;
+    let (stack, client) = world(false, true, false).await;
     datadog_template(&stack, &client, "serin-dd-api-key", false, ERROR_RATE).await;
     let analyzer =
         analyzer(&client, "http://127.0.0.1:1").with_check_budget(Duration::from_secs(3));
@@ -302,7 +303,7 @@ async fn datadog_emulator_values_no_data_and_faults() {
 
 #[tokio::test]
 async fn datadog_429_is_retried_after_the_reset_within_the_budget() {
-    let (stack, client) = world(false, true).await;
+    let (stack, client) = world(false, true, false).await;
     datadog_template(&stack, &client, "serin-dd-api-key", false, ERROR_RATE).await;
     let analyzer =
         analyzer(&client, "http://127.0.0.1:1").with_check_budget(Duration::from_secs(15));
@@ -323,7 +324,7 @@ async fn datadog_429_is_retried_after_the_reset_within_the_budget() {
 
 #[tokio::test]
 async fn datadog_refused_keys_and_the_v2_api() {
-    let (stack, client) = world(false, true).await;
+    let (stack, client) = world(false, true, false).await;
     // v2 takes one metric query (no arithmetic): the canary's errors, averaged.
     let errors =
         "sum:trace.http.request.errors{service:{{ target }},kube_namespace:{{ namespace }}}";
@@ -359,5 +360,200 @@ async fn datadog_refused_keys_and_the_v2_api() {
     .await;
     let e = dd_run(&analyzer).await;
     assert!(e.observations[0].value.is_some_and(|v| v > 0.0), "{e:?}");
+    stack.shutdown().await;
+}
+
+/// A New Relic MetricTemplate `nr-error-rate` (the ready-made APM error rate) and its Secret:
+/// `key` is `newrelic_query_key` (Insights) or `newrelic_api_key` (NerdGraph).
+async fn newrelic_template(stack: &Stack, client: &kube::Client, key: (&str, &str)) {
+    common::create(
+        client,
+        json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "newrelic", "namespace": "default"},
+            "stringData": {"newrelic_account_id": "1234567", key.0: key.1}}),
+    )
+    .await;
+    let mut template = ready_made("newrelic/apm.yaml", "newrelic-apm-error-rate");
+    template["metadata"]["name"] = json!("nr-error-rate");
+    template["spec"]["provider"]["address"] = json!(stack.newrelic_url().unwrap());
+    common::create(client, template).await;
+}
+
+/// A template of `metrics-templates/<file>`, in namespace `default`.
+fn ready_made(file: &str, name: &str) -> Value {
+    let path = format!("{}/metrics-templates/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut template: Value = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .find(|t: &Value| t["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {path}"));
+    template["metadata"]["namespace"] = json!("default");
+    template
+}
+
+fn nr_canary() -> Canary {
+    canary(
+        "podinfo",
+        json!([{"name": "error-rate", "templateRef": {"name": "nr-error-rate"},
+                "thresholdRange": {"max": 1}, "interval": "30s"}]),
+    )
+}
+
+/// Runs `canary` until its first metric has a value (the world needs a moment), at most 10 s.
+async fn run_valued(analyzer: &Analyzer, canary: &Canary) -> Evaluation {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = analyzer.run(canary).await;
+        if e.observations[0].value.is_some() || Instant::now() > deadline {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn newrelic_insights_values_no_data_and_faults() {
+    let (stack, client) = world(false, false, true).await;
+    newrelic_template(
+        &stack,
+        &client,
+        ("newrelic_query_key", "serin-nr-query-key"),
+    )
+    .await;
+    let analyzer = analyzer(&client, "http://127.0.0.1:1");
+
+    let e = run_valued(&analyzer, &nr_canary()).await;
+    assert!(near(e.observations[0].value, 30.0), "{e:?}");
+    assert!(
+        matches!(&e.outcome, serin_core::Analysis::Fail(r) if r.starts_with("error-rate 3") && r.ends_with(" > 1")),
+        "{:?}",
+        e.outcome
+    );
+    assert_eq!(analyzer.check_availability(&nr_canary()).await, Ok(()));
+
+    let message = |e: &Evaluation| e.observations[0].message.clone().unwrap_or_default();
+    for (mode, verdict, needle) in [
+        (FaultMode::NullPoints, MetricVerdict::NoData, "null"),
+        (FaultMode::Empty, MetricVerdict::NoData, "no rows"),
+        (FaultMode::SeveralSeries, MetricVerdict::Error, "rows"),
+        (FaultMode::RateLimit, MetricVerdict::Error, "429"),
+        (FaultMode::Error, MetricVerdict::Error, "503"),
+        (
+            FaultMode::Hang,
+            MetricVerdict::Error,
+            "did not answer within 2s",
+        ),
+    ] {
+        stack.newrelic_faults().set(fault(mode));
+        let e = analyzer.run(&nr_canary()).await;
+        assert_eq!(e.observations[0].verdict, verdict, "{mode:?}: {e:?}");
+        assert!(message(&e).contains(needle), "{mode:?}: {}", message(&e));
+        stack.newrelic_faults().clear();
+    }
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn newrelic_nerdgraph_values_refused_keys_and_graphql_errors() {
+    let (stack, client) = world(false, false, true).await;
+    newrelic_template(&stack, &client, ("newrelic_api_key", "NRAK-SERINSTACK")).await;
+    let analyzer = analyzer(&client, "http://127.0.0.1:1");
+    let e = run_valued(&analyzer, &nr_canary()).await;
+    assert!(near(e.observations[0].value, 30.0), "{e:?}");
+
+    stack.newrelic_faults().set(fault(FaultMode::GraphqlError));
+    let e = analyzer.run(&nr_canary()).await;
+    assert_eq!(e.observations[0].verdict, MetricVerdict::Error, "{e:?}");
+    assert!(
+        e.observations[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("NerdGraph error"),
+        "{e:?}"
+    );
+    stack.newrelic_faults().clear();
+
+    // A wrong key: refused, and the provider is reported unavailable.
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), "default");
+    secrets
+        .delete("newrelic", &Default::default())
+        .await
+        .unwrap();
+    common::create(
+        &client,
+        json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "newrelic", "namespace": "default"},
+            "stringData": {"newrelic_account_id": "1234567", "newrelic_api_key": "NRAK-WRONG"}}),
+    )
+    .await;
+    let e = analyzer.run(&nr_canary()).await;
+    assert_eq!(e.observations[0].verdict, MetricVerdict::Error, "{e:?}");
+    let down = analyzer.check_availability(&nr_canary()).await.unwrap_err();
+    assert!(down.contains("newrelic is not available"), "{down}");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn ready_made_apm_templates_read_the_faulty_canary() {
+    let (stack, client) = world(false, true, true).await;
+    newrelic_template(
+        &stack,
+        &client,
+        ("newrelic_query_key", "serin-nr-query-key"),
+    )
+    .await;
+    datadog_template(&stack, &client, "serin-dd-api-key", false, ERROR_RATE).await;
+    for (file, name, address) in [
+        (
+            "datadog/apm.yaml",
+            "datadog-apm-error-rate",
+            stack.datadog_url(),
+        ),
+        (
+            "datadog/apm.yaml",
+            "datadog-apm-latency",
+            stack.datadog_url(),
+        ),
+        (
+            "newrelic/apm.yaml",
+            "newrelic-apm-latency-p99",
+            stack.newrelic_url(),
+        ),
+    ] {
+        let mut template = ready_made(file, name);
+        template["spec"]["provider"]["address"] = json!(address.unwrap());
+        common::create(&client, template).await;
+    }
+    let canary = canary(
+        "podinfo",
+        json!([
+            {"name": "dd-errors", "templateRef": {"name": "datadog-apm-error-rate"},
+             "thresholdRange": {"max": 1}, "interval": "10s"},
+            {"name": "dd-latency", "templateRef": {"name": "datadog-apm-latency"},
+             "thresholdRange": {"max": 500}, "interval": "10s"},
+            {"name": "nr-errors", "templateRef": {"name": "nr-error-rate"},
+             "thresholdRange": {"max": 1}, "interval": "30s"},
+            {"name": "nr-latency", "templateRef": {"name": "newrelic-apm-latency-p99"},
+             "thresholdRange": {"max": 500}, "interval": "30s"}
+        ]),
+    );
+    let analyzer = analyzer(&client, "http://127.0.0.1:1");
+    let e = run_valued(&analyzer, &canary).await;
+    let o = &e.observations;
+    assert!(near(o[0].value, 30.0), "{o:?}");
+    assert!(near(o[1].value, 50.0), "{o:?}");
+    assert!(near(o[2].value, 30.0), "{o:?}");
+    assert!(o[3].value.is_some_and(|v| v >= 50.0 && v < 500.0), "{o:?}");
+    assert_eq!(
+        o.iter().map(|o| o.verdict).collect::<Vec<_>>(),
+        [
+            MetricVerdict::Fail,
+            MetricVerdict::Pass,
+            MetricVerdict::Fail,
+            MetricVerdict::Pass
+        ]
+    );
     stack.shutdown().await;
 }
