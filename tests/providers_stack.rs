@@ -545,7 +545,10 @@ async fn ready_made_apm_templates_read_the_faulty_canary() {
     assert!(near(o[0].value, 30.0), "{o:?}");
     assert!(near(o[1].value, 50.0), "{o:?}");
     assert!(near(o[2].value, 30.0), "{o:?}");
-    assert!(o[3].value.is_some_and(|v| v >= 50.0 && v < 500.0), "{o:?}");
+    assert!(
+        o[3].value.is_some_and(|v| (50.0..500.0).contains(&v)),
+        "{o:?}"
+    );
     assert_eq!(
         o.iter().map(|o| o.verdict).collect::<Vec<_>>(),
         [
