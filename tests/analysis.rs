@@ -362,3 +362,45 @@ async fn availability_names_the_provider_that_is_down() {
     assert!(err.contains("403"), "{err}");
     world.stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn templates_and_secrets_come_from_the_caches_when_given() {
+    let world = world().await;
+    let datadog = FakeServer::start(|_| {
+        Response::json(200, json!({"series": [{"pointlist": [[1.0, 0.5]]}]}))
+    })
+    .await;
+    // Only in the caches: the cluster has neither, so a GET would fail the check.
+    let template: MetricTemplate = serde_json::from_value(json!({
+        "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+        "metadata": {"name": "cached", "namespace": "test"},
+        "spec": {"provider": {"type": "datadog", "address": datadog.url, "secretRef": {"name": "dd"}},
+                 "query": "avg:x{*}"}
+    }))
+    .unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "dd", "namespace": "test"},
+        "stringData": {"datadog_api_key": "cached-key", "datadog_application_key": "b"}
+    }))
+    .unwrap();
+    let (templates, mut template_writer) = kube::runtime::reflector::store();
+    template_writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(template));
+    let (secrets, mut secret_writer) = kube::runtime::reflector::store();
+    secret_writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(secret));
+
+    let prom = prometheus("100").await;
+    let canary = canary(json!([
+        {"name": "cached", "templateRef": {"name": "cached"}, "thresholdRange": {"max": 1}, "interval": "1m"}
+    ]));
+    let uncached = world.analyzer(&prom.url).run(&canary).await;
+    assert_eq!(uncached.observations[0].verdict, MetricVerdict::Error);
+    let cached = world
+        .analyzer(&prom.url)
+        .with_caches(templates, secrets)
+        .run(&canary)
+        .await;
+    assert_eq!(cached.outcome, serin_core::Analysis::Pass, "{cached:?}");
+    assert_eq!(cached.observations[0].value, Some(0.5));
+    assert_eq!(datadog.requests()[0].headers["dd-api-key"], "cached-key");
+    world.stack.shutdown().await;
+}

@@ -27,8 +27,10 @@ pub mod template;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::canary::{CanaryMetric, MetricObservation, MetricVerdict, STATUS_METRICS_MAX};
 use crate::api::metric_template::MetricTemplate;
@@ -51,6 +53,15 @@ pub struct Analyzer {
     metrics_server: String,
     mesh_provider: Provider,
     check_budget: Option<Duration>,
+    caches: Option<Caches>,
+}
+
+/// Reflector stores the controller already keeps; lookups fall back to a GET on a miss (a
+/// template in a namespace the controller does not watch, or a cache still filling).
+#[derive(Clone)]
+pub struct Caches {
+    pub templates: Store<MetricTemplate>,
+    pub secrets: Store<Secret>,
 }
 
 impl std::fmt::Debug for Analyzer {
@@ -122,6 +133,7 @@ impl Analyzer {
             metrics_server,
             mesh_provider,
             check_budget: None,
+            caches: None,
         })
     }
 
@@ -135,6 +147,17 @@ impl Analyzer {
     /// canary's analysis interval, and at least the request timeout.
     pub fn with_check_budget(mut self, budget: Duration) -> Analyzer {
         self.check_budget = Some(budget);
+        self
+    }
+
+    /// Reads MetricTemplates and Secrets from these stores first (the controller's reflector
+    /// caches) instead of a GET per check.
+    pub fn with_caches(
+        mut self,
+        templates: Store<MetricTemplate>,
+        secrets: Store<Secret>,
+    ) -> Analyzer {
+        self.caches = Some(Caches { templates, secrets });
         self
     }
 
@@ -328,23 +351,17 @@ impl Analyzer {
 
         if let Some(reference) = &metric.template_ref {
             let namespace = reference.namespace.as_deref().unwrap_or(canary_ns);
-            let api: Api<MetricTemplate> = Api::namespaced(self.kube.clone(), namespace);
-            let template = api.get(&reference.name).await.map_err(|e| {
-                (
-                    "template".to_string(),
-                    QueryError::config(format!(
-                        "cannot read MetricTemplate {namespace}/{}: {e}",
-                        reference.name
-                    )),
-                )
-            })?;
+            let template = self
+                .template(namespace, &reference.name)
+                .await
+                .map_err(|e| ("template".to_string(), e))?;
             let provider = &template.spec.provider;
             let provider_name = provider_type_name(provider.type_);
             let fail = |e: QueryError| (provider_name.to_string(), e);
             let secret = match &provider.secret_ref {
                 Some(secret_ref) => Some((
                     format!("{namespace}/{}", secret_ref.name),
-                    secret::read(&self.kube, namespace, &secret_ref.name)
+                    self.secret(namespace, &secret_ref.name)
                         .await
                         .map_err(fail)?,
                 )),
@@ -412,6 +429,31 @@ impl Analyzer {
                  a builtin name (request-success-rate, request-duration)",
             ),
         ))
+    }
+
+    async fn template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, QueryError> {
+        if let Some(caches) = &self.caches
+            && let Some(cached) = caches
+                .templates
+                .get(&ObjectRef::new(name).within(namespace))
+        {
+            return Ok((*cached).clone());
+        }
+        let api: Api<MetricTemplate> = Api::namespaced(self.kube.clone(), namespace);
+        api.get(name).await.map_err(|e| {
+            QueryError::config(format!(
+                "cannot read MetricTemplate {namespace}/{name}: {e}"
+            ))
+        })
+    }
+
+    async fn secret(&self, namespace: &str, name: &str) -> Result<SecretData, QueryError> {
+        if let Some(caches) = &self.caches
+            && let Some(cached) = caches.secrets.get(&ObjectRef::new(name).within(namespace))
+        {
+            return Ok(secret::decode(&cached));
+        }
+        secret::read(&self.kube, namespace, name).await
     }
 
     /// `{{ route }}` for Knative: the Service's latest created revision (Flagger's choice);
