@@ -5,6 +5,9 @@
 #[path = "../src/analysis/provider/fake.rs"]
 #[allow(dead_code)]
 mod fake;
+// The stack's own test helpers (podinfo layout, CRDs, object creation).
+#[path = "../e2e/stack/tests/common/mod.rs"]
+mod common;
 
 use std::process::Output;
 
@@ -157,4 +160,99 @@ fn an_unreadable_file_exits_2() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("canary.yaml"));
+}
+
+/// `serin analyze` on the local stack: the traffic world sends 50 requests/s to `podinfo`,
+/// split 50/50 between a healthy `podinfo-primary` and a `podinfo` failing 30 %, and the real
+/// Prometheus scrapes it. A canary of the primary passes, one of `podinfo` fails.
+#[tokio::test]
+async fn on_the_local_stack_a_healthy_canary_passes_and_a_faulty_one_fails() {
+    let scenario = serin_stack::Scenario::parse(
+        "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: istio\n  services:\n    - name: podinfo\n      rate: 50\n",
+    )
+    .unwrap();
+    let stack = serin_stack::Stack::start(serin_stack::StackConfig {
+        scenario,
+        prometheus: true,
+        ..serin_stack::StackConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = common::client(&stack);
+    common::podinfo(&client, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
+    common::crd(
+        &client,
+        "networking.istio.io",
+        "v1beta1",
+        "VirtualService",
+        "virtualservices",
+    )
+    .await;
+    common::create(
+        &client,
+        json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+            "metadata": {"name": "podinfo", "namespace": "default"},
+            "spec": {"hosts": ["podinfo"], "http": [{"route": [
+                {"destination": {"host": "podinfo-primary"}, "weight": 50},
+                {"destination": {"host": "podinfo-canary"}, "weight": 50}]}]}}),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |target: &str| {
+        let file = dir.path().join(format!("{target}.yaml"));
+        std::fs::write(
+            &file,
+            CANARY.replace("name: podinfo}", &format!("name: {target}}}")),
+        )
+        .unwrap();
+        let kubeconfig = stack.kubeconfig_path().to_path_buf();
+        let prometheus = stack.prometheus_url().unwrap().to_string();
+        async move {
+            // Prometheus needs a few scrapes before the rates have values.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_serin"));
+                command
+                    .arg("analyze")
+                    .arg("-f")
+                    .arg(&file)
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig)
+                    .arg("--metrics-server")
+                    .arg(&prometheus);
+                // Blocking wait off the runtime that serves the emulator.
+                let output = tokio::task::spawn_blocking(move || command.output())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+                if !stdout.contains("no values found") || std::time::Instant::now() > deadline {
+                    return (output.status.code(), stdout);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let (code, healthy) = run("podinfo-primary").await;
+    assert_eq!(code, Some(0), "{healthy}");
+    assert!(
+        healthy.contains("destination_workload=~\"podinfo-primary\""),
+        "{healthy}"
+    );
+    assert!(healthy.trim_end().ends_with("result: pass"), "{healthy}");
+    let (code, faulty) = run("podinfo").await;
+    assert_eq!(code, Some(1), "{faulty}");
+    let row = faulty
+        .lines()
+        .find(|l| l.starts_with("request-success-rate "))
+        .unwrap();
+    assert!(
+        row.contains("% ") && row.trim_end().ends_with("fail"),
+        "{row}"
+    );
+    assert!(
+        faulty.contains("result: fail: request-success-rate 7"),
+        "{faulty}"
+    );
+    stack.shutdown().await;
 }
