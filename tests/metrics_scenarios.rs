@@ -23,8 +23,7 @@ use serin_stack::{Scenario, Stack, StackConfig};
 const NS: &str = "default";
 
 struct World {
-    // Kept alive for the test's length.
-    _stack: Stack,
+    stack: Stack,
     client: kube::Client,
     controller: Child,
     log: tempfile::NamedTempFile,
@@ -40,13 +39,23 @@ impl Drop for World {
 /// The stack (world loading `podinfo` and `podinfo-canary` at 20 requests/s each, real
 /// Prometheus), the CRDs, and the controller with `--metrics-server` on that Prometheus.
 async fn world() -> World {
-    let scenario = Scenario::parse(
-        "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: kubernetes\n  services:\n    - name: podinfo\n      rate: 20\n    - name: podinfo-canary\n      rate: 20\n",
-    )
-    .unwrap();
+    world_with(&["podinfo", "podinfo-canary"], false).await
+}
+
+/// The stack with load on `services` only, and the Datadog and New Relic emulators when
+/// `saas`; then the CRDs and the controller.
+async fn world_with(services: &[&str], saas: bool) -> World {
+    let mut scenario = String::from(
+        "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: kubernetes\n  services:\n",
+    );
+    for service in services {
+        scenario.push_str(&format!("    - name: {service}\n      rate: 20\n"));
+    }
     let stack = Stack::start(StackConfig {
-        scenario,
+        scenario: Scenario::parse(&scenario).unwrap(),
         prometheus: true,
+        datadog: saas,
+        newrelic: saas,
         ..StackConfig::default()
     })
     .await
@@ -73,7 +82,7 @@ async fn world() -> World {
         .spawn()
         .unwrap();
     World {
-        _stack: stack,
+        stack,
         client,
         controller,
         log,
@@ -97,6 +106,52 @@ impl World {
                 api.patch(&name, &params, &Patch::Apply(&object))
                     .await
                     .unwrap();
+            }
+        }
+    }
+
+    async fn create(&self, object: Value) {
+        let api_version = object["apiVersion"].as_str().unwrap();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let kind = object["kind"].as_str().unwrap();
+        let resource = kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(group, version, kind),
+            &format!("{}s", kind.to_lowercase()),
+        );
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(self.client.clone(), NS, &resource);
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(object).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// The ready-made APM templates (metrics-templates/) pointed at the emulators, with the
+    /// emulators' keys in the Secrets they name.
+    async fn saas_templates(&self) {
+        self.create(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "datadog", "namespace": NS},
+            "stringData": {"datadog_api_key": "serin-dd-api-key",
+                           "datadog_application_key": "serin-dd-application-key"}}))
+            .await;
+        self.create(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "newrelic", "namespace": NS},
+            "stringData": {"newrelic_account_id": "1234567",
+                           "newrelic_query_key": "serin-nr-query-key"}}))
+            .await;
+        for (file, address) in [
+            ("datadog/apm.yaml", self.stack.datadog_url()),
+            ("newrelic/apm.yaml", self.stack.newrelic_url()),
+        ] {
+            let path = format!("{}/metrics-templates/{file}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            for document in serde_norway::Deserializer::from_str(&text) {
+                let mut template: Value = serde::Deserialize::deserialize(document).unwrap();
+                template["metadata"]["namespace"] = json!(NS);
+                template["spec"]["provider"]["address"] = json!(address.unwrap());
+                self.create(template).await;
             }
         }
     }
@@ -260,5 +315,67 @@ async fn a_quiet_service_with_the_hold_policy_waits_instead_of_failing() {
         metrics.first().map(|m| m.verdict),
         Some(MetricVerdict::NoData),
         "{metrics:?}"
+    );
+}
+
+/// Error rates from the ready-made Datadog APM and New Relic APM templates, read from the
+/// emulators (which answer from the same traffic world).
+fn saas_metrics() -> Value {
+    json!([
+        {"name": "datadog-error-rate", "templateRef": {"name": "datadog-apm-error-rate"},
+         "thresholdRange": {"max": 1}, "interval": "5s", "noDataPolicy": "hold"},
+        {"name": "newrelic-error-rate", "templateRef": {"name": "newrelic-apm-error-rate"},
+         "thresholdRange": {"max": 1}, "interval": "5s", "noDataPolicy": "hold"}
+    ])
+}
+
+#[tokio::test]
+#[ignore = "needs the controller to call Analyzer::run (src/controller/metrics.rs)"]
+async fn datadog_and_new_relic_templates_promote_a_healthy_release() {
+    // Only the canary Service is loaded: the target's pods get requests only as the new
+    // version, so the providers' windows hold nothing older.
+    let world = world_with(&["podinfo-canary"], true).await;
+    world.saas_templates().await;
+    initialized(&world, saas_metrics()).await;
+    world.set_image("podinfo:6.0.1").await;
+    let done = world
+        .wait_phase(Phase::Succeeded, Duration::from_secs(90))
+        .await;
+    let metrics = done.status.and_then(|s| s.metrics).unwrap_or_default();
+    assert_eq!(
+        metrics
+            .iter()
+            .map(|m| (m.name.as_str(), m.verdict))
+            .collect::<Vec<_>>(),
+        [
+            ("datadog-error-rate", MetricVerdict::Pass),
+            ("newrelic-error-rate", MetricVerdict::Pass)
+        ],
+        "{metrics:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the controller to call Analyzer::run (src/controller/metrics.rs)"]
+async fn datadog_and_new_relic_templates_roll_back_a_faulty_release() {
+    let world = world_with(&["podinfo-canary"], true).await;
+    world.saas_templates().await;
+    initialized(&world, saas_metrics()).await;
+    world.set_image("podinfo:6.0.1-faulty").await;
+    let failed = world
+        .wait_phase(Phase::Failed, Duration::from_secs(90))
+        .await;
+    let metrics = failed.status.and_then(|s| s.metrics).unwrap_or_default();
+    assert!(
+        metrics.iter().all(|m| m.verdict == MetricVerdict::Fail
+            && m.value.is_some_and(|v| (20.0..40.0).contains(&v))),
+        "both providers see the 30 % errors: {metrics:?}"
+    );
+    let events = world.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("datadog-error-rate 3") && e.contains("> 1")),
+        "{events:?}"
     );
 }
