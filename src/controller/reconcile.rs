@@ -644,6 +644,9 @@ async fn remove_finalizer(canary: &Canary, ctx: &Context) -> Result<Action, Erro
         .cloned()
         .collect();
     patch_finalizers(canary, ctx, finalizers).await?;
+    if let (Some(uid), Ok(mut written)) = (canary.uid(), ctx.written.lock()) {
+        written.remove(&uid);
+    }
     ctx.telemetry
         .forget(&canary.namespace().unwrap_or_default(), &canary.name_any());
     Ok(Action::await_change())
