@@ -26,6 +26,11 @@ pub const INGRESSES: &str = "ingresses.networking.k8s.io";
 #[derive(Default)]
 pub struct Snapshot {
     buckets: std::collections::HashMap<&'static str, Bucket>,
+    /// Deployments and DaemonSets with their ready pods (`readyReplicas`, `numberReady`).
+    workloads: Vec<(Arc<Value>, f64)>,
+    /// `(namespace, label key, label value)` → indexes into `workloads` whose pod template
+    /// carries that label, so selecting endpoints does not scan the namespace.
+    by_label: std::collections::HashMap<(String, String, String), Vec<usize>>,
 }
 
 impl Snapshot {
@@ -44,7 +49,68 @@ impl Snapshot {
                 buckets.insert(key, b.clone());
             }
         }
-        Snapshot { buckets }
+        let mut snap = Snapshot {
+            buckets,
+            ..Snapshot::default()
+        };
+        for (key, ready_at) in [
+            (DEPLOYMENTS, "/status/readyReplicas"),
+            (DAEMONSETS, "/status/numberReady"),
+        ] {
+            let objs: Vec<Arc<Value>> = snap.iter_ns(key, None).cloned().collect();
+            for o in objs {
+                if o.pointer("/metadata/deletionTimestamp").is_some() {
+                    continue;
+                }
+                let ready = o.pointer(ready_at).and_then(Value::as_f64).unwrap_or(0.0);
+                let i = snap.workloads.len();
+                let ns = str_at(&o, "/metadata/namespace").to_string();
+                if let Some(labels) = o
+                    .pointer("/spec/template/metadata/labels")
+                    .and_then(Value::as_object)
+                {
+                    for (k, v) in labels {
+                        if let Some(v) = v.as_str() {
+                            snap.by_label
+                                .entry((ns.clone(), k.clone(), v.to_string()))
+                                .or_default()
+                                .push(i);
+                        }
+                    }
+                }
+                snap.workloads.push((o, ready));
+            }
+        }
+        snap
+    }
+
+    /// Workloads in `ns` whose pod template labels include all of `selector`.
+    fn selected(
+        &self,
+        ns: &str,
+        selector: &serde_json::Map<String, Value>,
+    ) -> impl Iterator<Item = &(Arc<Value>, f64)> {
+        let mut pairs = selector
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())));
+        let candidates: &[usize] = match pairs.next() {
+            Some((k, v)) if pairs.clone().count() + 1 == selector.len() => self
+                .by_label
+                .get(&(ns.to_string(), k, v))
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+            // An empty selector, or a non-string value, selects nothing.
+            _ => &[],
+        };
+        candidates
+            .iter()
+            .filter_map(|i| self.workloads.get(*i))
+            .filter(move |(o, _)| {
+                let labels = o.pointer("/spec/template/metadata/labels");
+                selector
+                    .iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+            })
     }
 
     pub fn get(&self, key: &str, ns: &str, name: &str) -> Option<&Arc<Value>> {
@@ -585,34 +651,18 @@ fn nginx(
 /// ones whose pod template labels include the Service's selector. Workloads without ready
 /// pods are left out, as their pods are not endpoints.
 pub fn endpoints(store: &Snapshot, ns: &str, service: &str) -> Vec<(Arc<Value>, f64)> {
-    let Some(svc) = store.get(SERVICES, ns, service) else {
+    let Some(selector) = store
+        .get(SERVICES, ns, service)
+        .and_then(|svc| svc.pointer("/spec/selector"))
+        .and_then(Value::as_object)
+    else {
         return Vec::new();
     };
-    let Some(selector) = svc.pointer("/spec/selector").and_then(Value::as_object) else {
-        return Vec::new();
-    };
-    if selector.is_empty() {
-        return Vec::new();
-    }
-    let selects = |o: &Value| {
-        let labels = o.pointer("/spec/template/metadata/labels");
-        selector
-            .iter()
-            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-    };
-    let mut out = Vec::new();
-    for (key, ready_at) in [
-        (DEPLOYMENTS, "/status/readyReplicas"),
-        (DAEMONSETS, "/status/numberReady"),
-    ] {
-        for o in objects(store, key, ns) {
-            let ready = o.pointer(ready_at).and_then(Value::as_f64).unwrap_or(0.0);
-            if ready > 0.0 && selects(o) {
-                out.push((o.clone(), ready));
-            }
-        }
-    }
-    out
+    store
+        .selected(ns, selector)
+        .filter(|(_, ready)| *ready > 0.0)
+        .cloned()
+        .collect()
 }
 
 /// Whether some Deployment's pods carry all of the Service's selector labels.
@@ -620,12 +670,7 @@ pub fn selects_deployment(store: &Snapshot, svc: &Value) -> bool {
     let Some(selector) = svc.pointer("/spec/selector").and_then(Value::as_object) else {
         return false;
     };
-    let ns = str_at(svc, "/metadata/namespace");
-    !selector.is_empty()
-        && store.iter_ns(DEPLOYMENTS, Some(ns)).any(|d| {
-            let labels = d.pointer("/spec/template/metadata/labels");
-            selector
-                .iter()
-                .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-        })
+    store
+        .selected(str_at(svc, "/metadata/namespace"), selector)
+        .any(|(o, _)| o.get("kind").and_then(Value::as_str) == Some("Deployment"))
 }
