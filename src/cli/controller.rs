@@ -51,6 +51,12 @@ pub struct ControllerArgs {
     /// Label and annotation prefixes copied to primary objects (`*`: all).
     #[arg(long, value_delimiter = ',')]
     pub include_label_prefix: Vec<String>,
+    /// Annotation prefix of the NGINX ingress controller.
+    #[arg(long, default_value = "nginx.ingress.kubernetes.io")]
+    pub ingress_annotations_prefix: String,
+    /// `ingressClassName` of generated Contour HTTPProxies.
+    #[arg(long)]
+    pub ingress_class: Option<String>,
     /// Sustained API requests per second the client may make.
     #[arg(long, default_value_t = 100.0)]
     pub kubeconfig_qps: f64,
@@ -159,6 +165,10 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
         config_tracking: args.enable_config_tracking,
         include_label_prefixes: args.include_label_prefix.clone(),
         min_interval: args.min_analysis_interval,
+        router: crate::controller::router::Options {
+            nginx_annotations_prefix: args.ingress_annotations_prefix.clone(),
+            ingress_class: args.ingress_class.clone(),
+        },
     };
     controller::run(client, config, telemetry, shutdown_signal()).await
 }

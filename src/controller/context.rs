@@ -26,6 +26,7 @@ pub struct Config {
     pub config_tracking: bool,
     pub include_label_prefixes: Vec<String>,
     pub min_interval: Duration,
+    pub router: crate::controller::router::Options,
 }
 
 /// Reflector caches of what serin reads on every step.

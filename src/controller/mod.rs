@@ -124,8 +124,9 @@ pub async fn run(
     let (services, service_events) = cached::<Service>(&client, ns);
     let (configmaps, configmap_events) = cached::<ConfigMap>(&client, ns);
     let (secrets, secret_events) = cached::<Secret>(&client, ns);
-    // Templates may be referenced across namespaces.
-    let (templates, template_events) = cached::<MetricTemplate>(&client, None);
+    // Templates may be referenced across namespaces; a controller confined to one namespace
+    // (and its RBAC) sees only that namespace's templates.
+    let (templates, template_events) = cached::<MetricTemplate>(&client, ns);
 
     let rustls_provider = rustls::crypto::ring::default_provider().install_default();
     if rustls_provider.is_err() {

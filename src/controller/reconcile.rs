@@ -19,7 +19,7 @@ use serde_json::json;
 use serin_core::hash::spec_hash;
 use serin_core::{
     Analysis, ConditionStatus, Decision, Effect, EventType, Notify, Observation, Phase, Plan,
-    Probe, Probes, Readiness, Severity, Step, decide,
+    Probe, Probes, Readiness, Routes, Severity, Step, Strategy, decide, desired_routes,
 };
 use tracing::Instrument;
 
@@ -28,7 +28,7 @@ use crate::controller::apply::{MANAGER, Scope};
 use crate::controller::conditions;
 use crate::controller::context::{Context, Written, key};
 use crate::controller::error::Error;
-use crate::controller::router;
+use crate::controller::router::{self, Input};
 use crate::controller::target::{Primary, Target};
 use crate::controller::webhooks::{self, Call};
 use crate::plan;
@@ -218,6 +218,8 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     tracing::debug!(phase = %step.status.phase, effects = step.effects.len(), "decided");
 
     // Do it.
+    let cookies = Cookies::next(canary, &current, &step.status);
+    let mut drift_events = Vec::new();
     let scope = Scope {
         ctx,
         canary,
@@ -235,18 +237,26 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
             Effect::ScaleTargetUp => scope.scale_target_up().await?,
             Effect::SetRoutes(routes) => {
                 scope.ensure_services().await?;
-                let objects = router
-                    .render(canary, *routes)
-                    .map_err(|message| Error::Blocked {
-                        reason: "RoutingInvalid",
-                        message,
-                    })?;
-                if !objects.is_empty() {
-                    tracing::debug!(count = objects.len(), "routing objects rendered");
+                let input = route_input(canary, ctx, &plan, &namespace, *routes, &cookies);
+                let recorded = desired_routes(&plan, &status, obs.target.is_ready());
+                let outcome = scope.route(router.as_ref(), &input, recorded).await?;
+                if let Some(found) = outcome.drift {
+                    drift_events.push(format!(
+                        "Routing of {} was changed outside serin (primary {}%, canary {}%); \
+                         restored to primary {}%, canary {}%",
+                        plan.canary, found.primary, found.canary, routes.primary, routes.canary
+                    ));
                 }
                 record_weights(ctx, canary, &namespace, routes.primary, routes.canary);
             }
-            Effect::Revert => scope.revert().await?,
+            Effect::Revert => {
+                scope.revert().await?;
+                if canary.spec.revert_on_deletion() {
+                    let input =
+                        route_input(canary, ctx, &plan, &namespace, Routes::PRIMARY, &cookies);
+                    scope.restore_routing(router.as_ref(), &input).await?;
+                }
+            }
             Effect::Event { .. }
             | Effect::Alert { .. }
             | Effect::Webhooks(_)
@@ -262,6 +272,7 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     if let Some(observations) = metrics {
         next.metrics = Some(observations);
     }
+    cookies.record(&mut next);
     let mut list = next.conditions.take().unwrap_or_default();
     conditions::promoted(&mut list, step.status.phase, target.kind(), now);
     conditions::set(
@@ -279,6 +290,11 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
 
     // Tell it.
     after_status(canary, ctx, &plan, &step, &checksum).await;
+    for message in drift_events {
+        ctx.events
+            .publish(canary, EventType::Warning, &message)
+            .await;
+    }
     if step.effects.contains(&Effect::RemoveFinalizer) {
         return remove_finalizer(canary, ctx).await;
     }
@@ -644,6 +660,9 @@ async fn remove_finalizer(canary: &Canary, ctx: &Context) -> Result<Action, Erro
         .cloned()
         .collect();
     patch_finalizers(canary, ctx, finalizers).await?;
+    if let (Some(uid), Ok(mut written)) = (canary.uid(), ctx.written.lock()) {
+        written.remove(&uid);
+    }
     ctx.telemetry
         .forget(&canary.namespace().unwrap_or_default(), &canary.name_any());
     Ok(Action::await_change())
@@ -669,4 +688,93 @@ async fn patch_finalizers(
     .await
     .map_err(|e| Error::kube("update Canary finalizers", e))?;
     Ok(())
+}
+
+fn route_input<'a>(
+    canary: &'a Canary,
+    ctx: &'a Context,
+    plan: &Plan,
+    namespace: &'a str,
+    routes: Routes,
+    cookies: &'a Cookies,
+) -> Input<'a> {
+    let apex = canary.spec.service_name();
+    Input {
+        canary,
+        namespace,
+        apex,
+        primary_service: format!("{apex}{PRIMARY_SUFFIX}"),
+        canary_service: format!("{apex}-canary"),
+        routes,
+        ab_testing: matches!(plan.strategy, Strategy::AbTesting { .. }),
+        canary_cookie: cookies.canary.as_deref(),
+        primary_cookie: cookies.primary.as_deref(),
+        options: &ctx.config.router,
+    }
+}
+
+/// Session affinity cookies (`name=value`) of the current run, kept in the status so every
+/// step and every restart pins users the same way. A run gets fresh values; the previous
+/// run's canary cookie is kept so routers can expire it.
+#[derive(Debug, Default)]
+struct Cookies {
+    canary: Option<String>,
+    primary: Option<String>,
+    previous: Option<String>,
+}
+
+impl Cookies {
+    fn next(canary: &Canary, current: &CanaryStatus, next: &serin_core::Status) -> Cookies {
+        let Some(affinity) = canary
+            .spec
+            .analysis()
+            .and_then(|a| a.session_affinity.as_ref())
+        else {
+            return Cookies::default();
+        };
+        let running = matches!(
+            next.phase,
+            Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting | Phase::Finalising
+        );
+        if !running {
+            // The run is over: its cookie becomes the previous one, to be expired.
+            return Cookies {
+                canary: None,
+                primary: current.primary_session_affinity_cookie.clone(),
+                previous: current
+                    .session_affinity_cookie
+                    .clone()
+                    .or_else(|| current.previous_session_affinity_cookie.clone()),
+            };
+        }
+        let fresh = |name: &str| format!("{name}={}", random_token(canary));
+        let primary_name = affinity
+            .primary_cookie_name
+            .as_deref()
+            .unwrap_or("flagger-primary");
+        Cookies {
+            canary: current
+                .session_affinity_cookie
+                .clone()
+                .or_else(|| Some(fresh(&affinity.cookie_name))),
+            primary: current
+                .primary_session_affinity_cookie
+                .clone()
+                .or_else(|| Some(fresh(primary_name))),
+            previous: current.previous_session_affinity_cookie.clone(),
+        }
+    }
+
+    fn record(&self, status: &mut CanaryStatus) {
+        status.session_affinity_cookie = self.canary.clone();
+        status.primary_session_affinity_cookie = self.primary.clone();
+        status.previous_session_affinity_cookie = self.previous.clone();
+    }
+}
+
+fn random_token(canary: &Canary) -> String {
+    use sha2::{Digest, Sha256};
+    let now = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let digest = Sha256::digest(format!("{}/{now}", canary.uid().unwrap_or_default()).as_bytes());
+    hex::encode(&digest[..10])
 }

@@ -5,8 +5,8 @@
 use kube::api::DynamicObject;
 use serin_core::Routes;
 
-use super::Router;
-use crate::api::{Canary, Provider};
+use super::{Input, Live, ObjectKey, Router};
+use crate::api::Provider;
 
 pub struct Kubernetes;
 
@@ -15,14 +15,24 @@ impl Router for Kubernetes {
         Provider::Kubernetes
     }
 
-    fn render(&self, _canary: &Canary, _routes: Routes) -> Result<Vec<DynamicObject>, String> {
+    fn objects(&self, _input: &Input<'_>) -> Vec<ObjectKey> {
+        Vec::new()
+    }
+
+    fn render(&self, _input: &Input<'_>, _live: &Live) -> Result<Vec<DynamicObject>, String> {
         Ok(Vec::new())
+    }
+
+    fn read(&self, _input: &Input<'_>, _live: &Live) -> Result<Option<Routes>, String> {
+        Ok(None)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Canary;
+    use crate::controller::router::{Options, for_provider};
 
     #[test]
     fn kubernetes_routes_with_services_alone() {
@@ -33,12 +43,23 @@ mod tests {
                      "service": {"port": 80}, "analysis": {"interval": "1m"}}
         }))
         .unwrap();
-        let objects = Kubernetes.render(&canary, Routes::canary(50)).unwrap();
-        assert!(objects.is_empty());
-        assert!(super::super::for_provider(Provider::Istio).is_err());
-        let err = super::super::for_provider(Provider::Nginx)
-            .err()
-            .unwrap_or_default();
+        let options = Options::default();
+        let input = Input {
+            canary: &canary,
+            namespace: "test",
+            apex: "podinfo",
+            primary_service: "podinfo-primary".into(),
+            canary_service: "podinfo-canary".into(),
+            routes: Routes::canary(50),
+            ab_testing: false,
+            canary_cookie: None,
+            primary_cookie: None,
+            options: &options,
+        };
+        assert!(Kubernetes.objects(&input).is_empty());
+        assert!(Kubernetes.render(&input, &Live::new()).unwrap().is_empty());
+        assert_eq!(Kubernetes.read(&input, &Live::new()).unwrap(), None);
+        let err = for_provider(Provider::Gloo).err().unwrap_or_default();
         assert!(err.contains("spec.provider"), "{err}");
     }
 }

@@ -1,27 +1,109 @@
 //! Traffic routers: how a provider expresses the engine's [`Routes`] in routing objects.
 //!
-//! Every router is a pure render of the routing objects for a split; the controller applies
-//! what it renders with server-side apply (see `controller::apply`), so providers hold no
-//! I/O. The generated `<apex>`, `-primary` and `-canary` Services are common to all
-//! providers and live in `controller::apply::services`.
+//! A router is pure: [`Router::render`] turns the desired split into the routing objects
+//! (given the live ones, for take-over), and [`Router::read`] reads the split the live objects
+//! express. The controller does the I/O in one place (`controller::apply::routes`): it reads
+//! the objects [`Router::objects`] names, renders, applies the result with server-side apply
+//! (field manager `serin`, so fields other managers own stay theirs), and reports drift.
+//! The generated `<apex>`, `-primary` and `-canary` Services are common to all providers and
+//! live in `controller::apply`.
 
-use kube::api::DynamicObject;
+use std::collections::BTreeMap;
+
+use kube::api::{ApiResource, DynamicObject};
 use serin_core::Routes;
 
 use crate::api::{Canary, Provider};
 
 mod kubernetes;
 
+/// Annotation holding a taken-over object's spec as it was before serin first changed it, so
+/// `revertOnDeletion` can restore it (Flagger's key).
+pub const ORIGINAL_CONFIGURATION: &str = "flagger.kubernetes.io/original-configuration";
+
+/// Controller-wide router options (flags).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `--ingress-annotations-prefix` (NGINX), default `nginx.ingress.kubernetes.io`.
+    pub nginx_annotations_prefix: String,
+    /// `--ingress-class` (Contour HTTPProxy `ingressClassName`).
+    pub ingress_class: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            nginx_annotations_prefix: "nginx.ingress.kubernetes.io".into(),
+            ingress_class: None,
+        }
+    }
+}
+
+/// What a router renders from.
+#[derive(Clone, Debug)]
+pub struct Input<'a> {
+    pub canary: &'a Canary,
+    pub namespace: &'a str,
+    /// `<apex>` (spec.service.name or the target's name).
+    pub apex: &'a str,
+    /// `<apex>-primary`.
+    pub primary_service: String,
+    /// `<apex>-canary`.
+    pub canary_service: String,
+    /// The split to express. `mirrored`: a copy of the primary's traffic goes to the canary
+    /// (`analysis.mirrorWeight` percent of it, default 100).
+    pub routes: Routes,
+    /// A/B testing: only requests matching `analysis.match` follow `routes` (all of them go to
+    /// the canary when `routes.canary` is 100); every other request goes to the primary.
+    pub ab_testing: bool,
+    /// Session affinity (`analysis.sessionAffinity`): the cookie (`name=value`) that pins a
+    /// user to the canary in this run, and the one pinning to the primary.
+    pub canary_cookie: Option<&'a str>,
+    pub primary_cookie: Option<&'a str>,
+    pub options: &'a Options,
+}
+
+/// Identifies one routing object.
+#[derive(Clone, Debug)]
+pub struct ObjectKey {
+    pub resource: ApiResource,
+    /// `None` for cluster-scoped kinds (e.g. Kuma TrafficRoute).
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// `kind/name`, the key of [`Live`].
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.resource.kind, self.name)
+    }
+}
+
+/// The live routing objects, by [`ObjectKey::id`]; missing ones are absent.
+pub type Live = BTreeMap<String, DynamicObject>;
+
 /// A provider's routing.
 pub trait Router: Send + Sync {
     fn provider(&self) -> Provider;
 
-    /// The routing objects (beyond the generated Services) that make `routes` true. Empty
-    /// when Services alone route, as for the `kubernetes` provider.
+    /// The objects this router renders and reads (owned or taken over), so the controller can
+    /// fetch the live ones. Empty when Services alone route, as for `kubernetes`.
+    fn objects(&self, input: &Input<'_>) -> Vec<ObjectKey>;
+
+    /// The routing objects that make `input.routes` true. For a taken-over object the render
+    /// carries only the fields serin manages; `live` gives what is there (e.g. to keep the
+    /// original spec in [`ORIGINAL_CONFIGURATION`] on first take-over).
     ///
     /// # Errors
-    /// A message naming the field of the Canary that stops rendering.
-    fn render(&self, canary: &Canary, routes: Routes) -> Result<Vec<DynamicObject>, String>;
+    /// A message naming the field of the Canary (or the live object) that stops rendering.
+    fn render(&self, input: &Input<'_>, live: &Live) -> Result<Vec<DynamicObject>, String>;
+
+    /// The split the live objects express; `Ok(None)` when they do not exist yet.
+    ///
+    /// # Errors
+    /// The objects cannot be read as a split (or, for Gateway API, the route is not accepted
+    /// by its parents at its current generation): the message says why.
+    fn read(&self, input: &Input<'_>, live: &Live) -> Result<Option<Routes>, String>;
 }
 
 /// The router for `provider`, or why this build cannot route through it.

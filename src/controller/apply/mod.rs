@@ -23,6 +23,8 @@ use crate::workload::configs::Tracked;
 use crate::workload::primary::{self, CopyRules, PRIMARY_SUFFIX, SCALE_TO_ZERO_LABEL};
 use crate::workload::services::{self, Role};
 
+pub mod routes;
+
 /// Field manager of every write serin makes.
 pub const MANAGER: &str = "serin";
 
@@ -39,7 +41,7 @@ pub struct Scope<'a> {
 }
 
 impl Scope<'_> {
-    fn owner(&self) -> Option<OwnerReference> {
+    pub(crate) fn owner(&self) -> Option<OwnerReference> {
         self.canary.controller_owner_ref(&())
     }
 
@@ -329,7 +331,7 @@ impl Scope<'_> {
         self.apply(&name, &desired).await.map(|_| ())
     }
 
-    fn controls(&self, meta: &ObjectMeta) -> bool {
+    pub(crate) fn controls(&self, meta: &ObjectMeta) -> bool {
         let uid = self.canary.uid();
         meta.owner_references
             .iter()
