@@ -404,3 +404,57 @@ async fn templates_and_secrets_come_from_the_caches_when_given() {
     assert_eq!(datadog.requests()[0].headers["dd-api-key"], "cached-key");
     world.stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn knative_builtins_read_the_latest_created_revision() {
+    let world = world().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(world.client.clone());
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "services.serving.knative.dev"},
+            "spec": {"group": "serving.knative.dev", "scope": "Namespaced",
+                "names": {"plural": "services", "singular": "service", "kind": "Service"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true}}}]}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("serving.knative.dev", "v1", "Service"),
+        "services",
+    );
+    let services: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(world.client.clone(), "test", &resource);
+    services
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                "metadata": {"name": "podinfo", "namespace": "test"},
+                "spec": {}, "status": {"latestCreatedRevisionName": "podinfo-00002"}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let prom = FakeServer::start(|_| vector(Some("100"))).await;
+    let mut canary =
+        canary(json!([{"name": "request-success-rate", "thresholdRange": {"min": 99}}]));
+    canary.spec.provider = Some(Provider::Knative);
+    let evaluation = world.analyzer(&prom.url).run(&canary).await;
+    assert_eq!(
+        evaluation.outcome,
+        serin_core::Analysis::Pass,
+        "{evaluation:?}"
+    );
+    let query = evaluation.checks[0].query.as_deref().unwrap();
+    assert!(
+        query.contains("envoy_cluster_name=~\"test/podinfo-00002\""),
+        "{query}"
+    );
+    world.stack.shutdown().await;
+}
