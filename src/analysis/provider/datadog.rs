@@ -2,8 +2,10 @@
 //!
 //! - v1, as Flagger calls it: `GET <address>/api/v1/query?query=&from=&to=` over a window of
 //!   10 x the metric interval (Unix seconds), headers `DD-API-KEY` and `DD-APPLICATION-KEY`.
-//!   The value is the oldest point of the first series, on purpose (the newest bucket is
-//!   usually incomplete); null points are skipped rather than read as 0.
+//!   The value is the newest complete point of the first series: the newest non-null point
+//!   before the last bucket, which is usually still filling (else the last bucket). Flagger
+//!   reads the oldest point instead, which is data from up to 10 intervals ago and can
+//!   predate the canary. Null points are missing buckets, never 0.
 //! - v2, when the MetricTemplate carries the annotation [`API_VERSION_ANNOTATION`]` = v2`:
 //!   `POST <address>/api/v2/query/scalar` (milliseconds), one query aggregated over the
 //!   window (annotation [`AGGREGATOR_ANNOTATION`], default `avg`). A grouped answer with more
@@ -246,14 +248,19 @@ fn read_v1(answer: &Answer) -> Result<Reading, QueryError> {
     if first.pointlist.is_empty() {
         return Ok(Reading::NoData("the series has no points".into()));
     }
-    // The oldest point that has a value: a null is a missing bucket, not a 0.
-    let value = first
+    let value_of = |point: &Vec<Option<f64>>| match point.as_slice() {
+        [_, Some(v)] => Some(*v),
+        _ => None,
+    };
+    let (last, complete) = first
         .pointlist
+        .split_last()
+        .map_or((None, &[][..]), |(last, rest)| (Some(last), rest));
+    let value = complete
         .iter()
-        .find_map(|point| match point.as_slice() {
-            [_, Some(v)] => Some(*v),
-            _ => None,
-        });
+        .rev()
+        .find_map(value_of)
+        .or_else(|| last.and_then(value_of));
     Ok(match value {
         Some(v) => Reading::Value(v),
         None => Reading::NoData("every point of the series is null".into()),
@@ -382,7 +389,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn v1_reads_the_oldest_point_over_ten_intervals_with_both_keys() {
+    async fn v1_reads_the_newest_complete_point_over_ten_intervals_with_both_keys() {
         let (reading, server) = v1(
             vec![series(json!([[1.0, 0.5], [2.0, 0.9]]))],
             Duration::from_secs(5),
@@ -399,6 +406,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn v1_the_last_bucket_counts_only_without_an_earlier_point() {
+        let (reading, _) = v1(
+            vec![series(json!([[1.0, 0.1], [2.0, 0.5], [3.0, 0.9]]))],
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(reading, Ok(Reading::Value(0.5)));
+        let (reading, _) = v1(vec![series(json!([[1.0, 0.9]]))], Duration::from_secs(5)).await;
+        assert_eq!(reading, Ok(Reading::Value(0.9)));
+    }
+
+    #[tokio::test]
     async fn v1_null_points_are_skipped_and_all_null_is_no_data() {
         let (reading, _) = v1(
             vec![series(json!([[1.0, null], [2.0, 0.7]]))],
@@ -406,6 +425,17 @@ mod tests {
         )
         .await;
         assert_eq!(reading, Ok(Reading::Value(0.7)));
+        let (reading, _) = v1(
+            vec![series(json!([
+                [1.0, 0.2],
+                [2.0, 0.4],
+                [3.0, null],
+                [4.0, 0.8]
+            ]))],
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(reading, Ok(Reading::Value(0.4)));
         let (reading, _) = v1(vec![series(json!([[1.0, null]]))], Duration::from_secs(5)).await;
         assert!(matches!(reading, Ok(Reading::NoData(why)) if why.contains("null")));
         let empty = Response::json(200, json!({"status": "ok", "series": []}));
