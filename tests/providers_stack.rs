@@ -420,7 +420,8 @@ async fn newrelic_insights_values_no_data_and_faults() {
         ("newrelic_query_key", "serin-nr-query-key"),
     )
     .await;
-    let analyzer = analyzer(&client, "http://127.0.0.1:1");
+    let analyzer =
+        analyzer(&client, "http://127.0.0.1:1").with_check_budget(Duration::from_millis(1500));
 
     let e = run_valued(&analyzer, &nr_canary()).await;
     assert!(near(e.observations[0].value, 30.0), "{e:?}");
@@ -436,7 +437,7 @@ async fn newrelic_insights_values_no_data_and_faults() {
         (FaultMode::NullPoints, MetricVerdict::NoData, "null"),
         (FaultMode::Empty, MetricVerdict::NoData, "no rows"),
         (FaultMode::SeveralSeries, MetricVerdict::Error, "rows"),
-        (FaultMode::RateLimit, MetricVerdict::Error, "429"),
+        (FaultMode::RateLimit, MetricVerdict::Error, "rate limit"),
         (FaultMode::Error, MetricVerdict::Error, "503"),
         (
             FaultMode::Hang,
@@ -450,6 +451,14 @@ async fn newrelic_insights_values_no_data_and_faults() {
         assert!(message(&e).contains(needle), "{mode:?}: {}", message(&e));
         stack.newrelic_faults().clear();
     }
+
+    // One 429 (Retry-After: 1) within the budget: retried, and the value comes back.
+    stack.newrelic_faults().set(ProviderFault {
+        count: Some(1),
+        ..fault(FaultMode::RateLimit)
+    });
+    let e = analyzer.run(&nr_canary()).await;
+    assert!(near(e.observations[0].value, 30.0), "{e:?}");
     stack.shutdown().await;
 }
 

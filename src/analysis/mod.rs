@@ -288,7 +288,7 @@ impl Analyzer {
         let reading = match &resolved.backend {
             Backend::Prometheus(p) => p.query(&self.http, &query).await,
             Backend::Datadog(d) => d.query(&self.http, &query, interval, now, deadline).await,
-            Backend::NewRelic(n) => n.query(&self.http, &query, interval).await,
+            Backend::NewRelic(n) => n.query(&self.http, &query, interval, deadline).await,
         };
         match reading {
             Err(error) => result.failed(&error),

@@ -145,7 +145,7 @@ impl Datadog {
             };
             let answer = http.send(NAME, request).await?;
             if answer.status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                wait_for_reset(&answer, deadline).await?;
+                super::wait_for_rate_limit(NAME, &answer, deadline).await?;
                 continue;
             }
             if !answer.status.is_success() {
@@ -176,36 +176,6 @@ impl Datadog {
             .header("DD-API-KEY", &self.api_key)
             .header("DD-APPLICATION-KEY", &self.application_key)
     }
-}
-
-/// Sleeps until the rate limit resets, when that is before `deadline`.
-async fn wait_for_reset(answer: &Answer, deadline: Instant) -> Result<(), QueryError> {
-    // X-RateLimit-Reset is the number of seconds until the window resets; Retry-After is the
-    // generic spelling some proxies use. Neither: try again in a second.
-    let reset = ["x-ratelimit-reset", "retry-after"]
-        .iter()
-        .find_map(|h| answer.header(h).and_then(|v| v.trim().parse::<f64>().ok()))
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map_or(Duration::from_secs(1), Duration::from_secs_f64);
-    let bucket = answer.header("x-ratelimit-name").unwrap_or("query");
-    if Instant::now() + reset > deadline {
-        return Err(QueryError::new(
-            ErrorKind::RateLimited,
-            format!(
-                "datadog rate limit {bucket:?} reached; it resets in {}s, after this check's \
-                 time budget: {}",
-                reset.as_secs_f64(),
-                super::body_excerpt(&answer.body)
-            ),
-        ));
-    }
-    tracing::info!(
-        bucket,
-        reset_seconds = reset.as_secs_f64(),
-        "datadog rate limited; retrying after the reset"
-    );
-    tokio::time::sleep(reset).await;
-    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -245,6 +245,43 @@ impl Answer {
     }
 }
 
+/// After a 429, sleeps until the rate limit resets when that is before `deadline` (the
+/// check's time budget), so the caller can retry; otherwise a [`ErrorKind::RateLimited`]
+/// error saying when it resets.
+pub async fn wait_for_rate_limit(
+    provider: &str,
+    answer: &Answer,
+    deadline: std::time::Instant,
+) -> Result<(), QueryError> {
+    // X-RateLimit-Reset (Datadog) is the number of seconds until the window resets;
+    // Retry-After (New Relic, proxies) the same in the generic spelling. Neither: a second.
+    let reset = ["x-ratelimit-reset", "retry-after"]
+        .iter()
+        .find_map(|h| answer.header(h).and_then(|v| v.trim().parse::<f64>().ok()))
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::from_secs(1), Duration::from_secs_f64);
+    let bucket = answer.header("x-ratelimit-name").unwrap_or("query");
+    if std::time::Instant::now() + reset > deadline {
+        return Err(QueryError::new(
+            ErrorKind::RateLimited,
+            format!(
+                "{provider} rate limit {bucket:?} reached; it resets in {}s, after this check's \
+                 time budget: {}",
+                reset.as_secs_f64(),
+                body_excerpt(&answer.body)
+            ),
+        ));
+    }
+    tracing::info!(
+        provider,
+        bucket,
+        reset_seconds = reset.as_secs_f64(),
+        "rate limited; retrying after the reset"
+    );
+    tokio::time::sleep(reset).await;
+    Ok(())
+}
+
 /// At most this many characters of a body are quoted in an error.
 const EXCERPT_CHARS: usize = 200;
 

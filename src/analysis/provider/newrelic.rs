@@ -8,11 +8,12 @@
 //!   header `API-Key` (address default `https://api.newrelic.com`). NerdGraph answers errors
 //!   with HTTP 200 and an `errors` array, which is checked first.
 //!
+//! A 429 is retried after its `Retry-After` within the check's time budget, as for Datadog.
 //! Both return rows. Exactly one row is expected; its value is the `result` column (Flagger's
 //! shape, `... AS result`) or, when the row has a single column, that column. A null value or
 //! no row is no data; several rows (a FACET) are an error.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
@@ -108,23 +109,22 @@ impl NewRelic {
         })
     }
 
-    /// Runs `nrql` over the last `interval`.
+    /// Runs `nrql` over the last `interval`, retrying 429s until `deadline`.
     pub async fn query(
         &self,
         http: &Http,
         nrql: &str,
         interval: Duration,
+        deadline: Instant,
     ) -> Result<Reading, QueryError> {
         let nrql = format!("{nrql} SINCE {} seconds ago", interval.as_secs());
-        self.run(http, &nrql).await
+        self.run(http, &nrql, deadline).await
     }
 
     /// Provider availability: a trivial NRQL query must be answered.
     pub async fn is_online(&self, http: &Http) -> Result<(), QueryError> {
-        match self
-            .run(http, "SELECT count(*) FROM Metric SINCE 1 minute ago")
-            .await
-        {
+        let query = "SELECT count(*) FROM Metric SINCE 1 minute ago";
+        match self.run(http, query, Instant::now()).await {
             Ok(_) => Ok(()),
             // Answered, just not with one row: the account and key work.
             Err(e) if e.kind == ErrorKind::Query => Ok(()),
@@ -132,7 +132,27 @@ impl NewRelic {
         }
     }
 
-    async fn run(&self, http: &Http, nrql: &str) -> Result<Reading, QueryError> {
+    async fn run(&self, http: &Http, nrql: &str, deadline: Instant) -> Result<Reading, QueryError> {
+        loop {
+            let answer = self.send(http, nrql).await?;
+            if answer.status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                super::wait_for_rate_limit(NAME, &answer, deadline).await?;
+                continue;
+            }
+            return match self.credential {
+                Credential::Insights { .. } => {
+                    if !answer.status.is_success() {
+                        return Err(answer.status_error(NAME));
+                    }
+                    let body: Value = answer.json(NAME)?;
+                    read_rows(body.get("results"))
+                }
+                Credential::NerdGraph { .. } => read_nerdgraph(&answer),
+            };
+        }
+    }
+
+    async fn send(&self, http: &Http, nrql: &str) -> Result<Answer, QueryError> {
         match &self.credential {
             Credential::Insights { query_key } => {
                 let request = http
@@ -144,12 +164,7 @@ impl NewRelic {
                     .header("Accept", "application/json")
                     .header("X-Query-Key", query_key)
                     .query(&[("nrql", nrql)]);
-                let answer = http.send(NAME, request).await?;
-                if !answer.status.is_success() {
-                    return Err(answer.status_error(NAME));
-                }
-                let body: Value = answer.json(NAME)?;
-                read_rows(body.get("results"))
+                http.send(NAME, request).await
             }
             Credential::NerdGraph { api_key } => {
                 // Checked at construction: NerdGraph wants the account as an Int.
@@ -162,8 +177,7 @@ impl NewRelic {
                         "query": NERDGRAPH_QUERY,
                         "variables": {"accountId": account, "nrql": nrql},
                     }));
-                let answer = http.send(NAME, request).await?;
-                read_nerdgraph(&answer)
+                http.send(NAME, request).await
             }
         }
     }
@@ -297,6 +311,7 @@ mod tests {
                 &http,
                 "SELECT percentage(count(*), WHERE error IS false) AS result FROM Transaction",
                 Duration::from_secs(60),
+                Instant::now(),
             )
             .await;
         (reading, server)
@@ -355,6 +370,39 @@ mod tests {
         assert_eq!(reading.unwrap_err().kind, ErrorKind::Timeout);
     }
 
+    #[tokio::test]
+    async fn a_429_is_retried_after_retry_after_within_the_budget() {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let server = FakeServer::start(move |_| {
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                Response::json(429, json!({"error": "Too many requests"}))
+                    .with_header("Retry-After", "0.2")
+            } else {
+                Response::json(200, json!({"results": [{"result": 2.5}]}))
+            }
+        })
+        .await;
+        let http = Http::new(Duration::from_millis(500)).unwrap();
+        let nr = NewRelic::from_template(
+            &provider(&server.url),
+            Some(("ns/nr", &secret(QUERY_KEY, "qk"))),
+        )
+        .unwrap();
+        let soon = Instant::now() + Duration::from_millis(100);
+        let err = nr
+            .query(&http, "SELECT 1", Duration::from_secs(60), soon)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::RateLimited, "{err}");
+        assert!(err.message.contains("resets in 0.2s"), "{err}");
+        let later = Instant::now() + Duration::from_secs(2);
+        let reading = nr
+            .query(&http, "SELECT 1", Duration::from_secs(60), later)
+            .await;
+        assert_eq!(reading, Ok(Reading::Value(2.5)));
+        assert_eq!(server.requests().len(), 2);
+    }
+
     async fn nerdgraph(body: serde_json::Value) -> (Result<Reading, QueryError>, FakeServer) {
         let server = FakeServer::start(move |_| Response::json(200, body.clone())).await;
         let http = Http::new(Duration::from_millis(500)).unwrap();
@@ -368,6 +416,7 @@ mod tests {
                 &http,
                 "SELECT 1 AS result FROM Transaction",
                 Duration::from_secs(30),
+                Instant::now(),
             )
             .await;
         (reading, server)
