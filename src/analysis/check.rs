@@ -69,11 +69,12 @@ pub fn normalize(value: f64, builtin: Option<Builtin>) -> f64 {
 }
 
 /// `Ok` when `value` is within `bounds`; otherwise the reason, Flagger-like:
-/// `request-success-rate 69.70% < 99%`. NaN is never within bounds.
+/// `request-success-rate 69.70% < 99%`. NaN and infinities (a division by zero, a quantile
+/// in the `+Inf` bucket) are never within bounds, whatever the bounds.
 pub fn judge(name: &str, value: f64, bounds: Bounds, unit: &str) -> Result<(), String> {
     let shown = format_value(value);
-    if value.is_nan() {
-        return Err(format!("{name} is NaN"));
+    if !value.is_finite() {
+        return Err(format!("{name} is {shown}, not a finite number"));
     }
     if let Some(min) = bounds.min
         && value < min
@@ -187,6 +188,18 @@ mod tests {
             Err("request-duration 1515ms > 500ms".into())
         );
         assert!(judge("x", f64::NAN, Bounds::default(), "").is_err());
+        assert_eq!(
+            judge(
+                "x",
+                f64::INFINITY,
+                Bounds {
+                    min: Some(1.0),
+                    max: None
+                },
+                ""
+            ),
+            Err("x is inf, not a finite number".into())
+        );
         assert_eq!(judge("x", 1e9, Bounds::default(), ""), Ok(()));
     }
 

@@ -32,7 +32,9 @@ use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::api::canary::{CanaryMetric, MetricObservation, MetricVerdict, STATUS_METRICS_MAX};
+use crate::api::canary::{
+    CanaryMetric, MetricObservation, MetricVerdict, NoDataPolicy, STATUS_METRICS_MAX,
+};
 use crate::api::metric_template::MetricTemplate;
 use crate::api::{Canary, MetricProviderType, Provider, parse_duration};
 use builtin::{Builtin, Observer};
@@ -304,32 +306,9 @@ impl Analyzer {
                         metric.name
                     ),
                 };
-                result.observation.verdict = MetricVerdict::NoData;
-                result.effect = check::no_data(metric, reason.clone());
-                let policy = match metric.no_data_policy() {
-                    crate::api::canary::NoDataPolicy::Fail => "",
-                    crate::api::canary::NoDataPolicy::Hold => " (noDataPolicy hold: waiting)",
-                    crate::api::canary::NoDataPolicy::Pass => " (noDataPolicy pass)",
-                };
-                result.observation.message = Some(format!("{reason}{policy}"));
-                result
+                result.without_data(metric, reason)
             }
-            Ok(Reading::Value(raw)) => {
-                let value = check::normalize(raw, builtin);
-                result.observation.value = value.is_finite().then_some(value);
-                match check::judge(&metric.name, value, bounds, unit) {
-                    Ok(()) => {
-                        result.observation.verdict = MetricVerdict::Pass;
-                        result.effect = Effect::Pass;
-                    }
-                    Err(reason) => {
-                        result.observation.verdict = MetricVerdict::Fail;
-                        result.observation.message = Some(reason.clone());
-                        result.effect = Effect::Fail(reason);
-                    }
-                }
-                result
-            }
+            Ok(Reading::Value(raw)) => result.judged(check::normalize(raw, builtin)),
         }
     }
 
@@ -517,6 +496,37 @@ fn provider_type_name(kind: MetricProviderType) -> &'static str {
 }
 
 impl MetricCheck {
+    /// The query answered no data: the metric's policy decides.
+    fn without_data(mut self, metric: &CanaryMetric, reason: String) -> MetricCheck {
+        let policy = match metric.no_data_policy() {
+            NoDataPolicy::Fail => "",
+            NoDataPolicy::Hold => " (noDataPolicy hold: waiting)",
+            NoDataPolicy::Pass => " (noDataPolicy pass)",
+        };
+        self.observation.verdict = MetricVerdict::NoData;
+        self.observation.message = Some(format!("{reason}{policy}"));
+        self.effect = check::no_data(metric, reason);
+        self
+    }
+
+    /// The query answered `value`: the bounds decide. An infinite value always fails and is
+    /// left out of the status (JSON has no infinity); the message still shows it.
+    fn judged(mut self, value: f64) -> MetricCheck {
+        self.observation.value = value.is_finite().then_some(value);
+        match check::judge(&self.name, value, self.bounds, self.unit) {
+            Ok(()) => {
+                self.observation.verdict = MetricVerdict::Pass;
+                self.effect = Effect::Pass;
+            }
+            Err(reason) => {
+                self.observation.verdict = MetricVerdict::Fail;
+                self.observation.message = Some(reason.clone());
+                self.effect = Effect::Fail(reason);
+            }
+        }
+        self
+    }
+
     fn failed(mut self, error: &QueryError) -> MetricCheck {
         let reason = format!(
             "metric query failed for {} ({}): {error}",
