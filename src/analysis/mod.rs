@@ -48,7 +48,8 @@ use template::TemplateVars;
 /// A metric's window when `interval` is unset (Flagger's builtin default).
 pub const DEFAULT_METRIC_INTERVAL: &str = "1m";
 
-/// Runs metric checks. Cheap to share: one pooled HTTP client for every provider.
+/// Runs metric checks. Cheap to clone and share: one pooled HTTP client for every provider.
+#[derive(Clone)]
 pub struct Analyzer {
     http: Http,
     kube: kube::Client,
