@@ -243,7 +243,7 @@ async fn smi_traffic_split_backends() {
 #[tokio::test]
 async fn nginx_canary_ingress_annotations() {
     let stack = start(&format!(
-        "traffic:\n  provider: nginx\n{LOAD}      abTesting:\n        fraction: 0.2\n        headers: {{x-canary: insider}}\n"
+        "traffic:\n  provider: nginx\n{LOAD}      abTesting:\n        fraction: 0.2\n        headers: {{x-canary: insider}}\n        cookies: {{canary: always}}\n"
     ))
     .await;
     let c = client(&stack);
@@ -286,6 +286,37 @@ async fn nginx_canary_ingress_annotations() {
     let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
     assert_near(got[0].requests, 160.0, "primary without the header");
     assert_near(got[1].requests, 40.0, "canary by header");
+
+    // A/B by cookie (Flagger's `cookie` match): the cookie's value must be `always`.
+    replace(
+        &c,
+        ingress(
+            "podinfo-canary",
+            "podinfo-canary",
+            json!({"nginx.ingress.kubernetes.io/canary": "true",
+                "nginx.ingress.kubernetes.io/canary-weight": "0",
+                "nginx.ingress.kubernetes.io/canary-by-cookie": "canary"}),
+        ),
+    )
+    .await;
+    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    assert_near(got[1].requests, 40.0, "canary by cookie");
+    replace(
+        &c,
+        ingress(
+            "podinfo-canary",
+            "podinfo-canary",
+            json!({"nginx.ingress.kubernetes.io/canary": "true",
+                "nginx.ingress.kubernetes.io/canary-weight": "0",
+                "nginx.ingress.kubernetes.io/canary-by-cookie": "other"}),
+        ),
+    )
+    .await;
+    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    assert_eq!(
+        got[1].requests, 0.0,
+        "a cookie nobody sends routes nothing to the canary"
+    );
     stack.shutdown().await;
 }
 
