@@ -168,6 +168,7 @@ impl Stack {
                 store.clone(),
                 config.scenario.traffic.clone(),
                 config.manual_traffic_clock,
+                config.datadog || config.newrelic,
             )
             .map_err(|e| anyhow::anyhow!("scenario: {e}"))?,
         );
