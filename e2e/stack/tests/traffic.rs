@@ -190,6 +190,24 @@ async fn gateway_api_http_route_weights_and_matches() {
     )
     .await;
     let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    // Accepted by the emulated gateway controller, at the route's generation.
+    let routes: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        c.clone(),
+        "default",
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+            "httproutes",
+        ),
+    );
+    let route = serde_json::to_value(routes.get("podinfo").await.unwrap()).unwrap();
+    let parent = &route["status"]["parents"][0];
+    assert_eq!(parent["parentRef"]["name"], "gateway", "{route}");
+    assert_eq!(parent["conditions"][0]["type"], "Accepted");
+    assert_eq!(parent["conditions"][0]["status"], "True");
+    assert_eq!(
+        parent["conditions"][0]["observedGeneration"],
+        route["metadata"]["generation"]
+    );
     assert_near(got[0].requests, 160.0, "primary at weight 80");
     assert_near(got[1].requests, 40.0, "canary at weight 20");
 

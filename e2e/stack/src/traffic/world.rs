@@ -245,8 +245,12 @@ impl World {
         }
     }
 
-    /// Re-reads the loaded Services, the routing objects and the ready workloads.
+    /// Re-reads the loaded Services, the routing objects and the ready workloads (and, under
+    /// Gateway API, accepts new HTTPRoutes as a gateway controller would).
     pub fn reroute(&self) {
+        if self.provider == Provider::GatewayApi {
+            crate::traffic::gateway::accept_routes(&self.store);
+        }
         let snap = Snapshot::take(&self.store.lock());
         let mut memo = {
             let mut s = self.lock();
