@@ -178,6 +178,12 @@ fn virtual_service_spec(input: &Input<'_>) -> Result<Value, String> {
     };
     let mut spec = json!({ "hosts": hosts, "gateways": gateways });
     if is_tcp(input) {
+        if input.routes.mirrored {
+            // Mirroring copies requests; an opaque TCP stream has none to copy.
+            return Err("spec.analysis.mirror: Istio cannot mirror TCP traffic \
+                        (spec.service.appProtocol is tcp); unset mirror"
+                .into());
+        }
         spec["tcp"] = json!([tcp_route(input)]);
     } else {
         spec["http"] = Value::Array(http::routes(input)?);

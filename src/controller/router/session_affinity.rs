@@ -160,3 +160,138 @@ fn primary_set_cookie(cookie: &Cookie, input: &Input<'_>) -> String {
         .unwrap_or(DEFAULT_INTERVAL);
     format!("{}; Max-Age={}", cookie.pair(), interval.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use serin_core::Routes;
+
+    use super::*;
+    use crate::controller::router::Options;
+    use crate::controller::router::routing_object::fixture::{canary, input};
+
+    fn cookie(name: &str, value: &str) -> Cookie {
+        Cookie {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn which_cookies_a_render_pins_or_expires() {
+        let options = Options::default();
+        let affinity = json!({"analysis": {"sessionAffinity": {"cookieName": "c"}}});
+        let with_primary =
+            json!({"analysis": {"sessionAffinity": {"cookieName": "c", "primaryCookieName": "p"}}});
+        let status = |current: Option<&str>, previous: Option<&str>| {
+            json!({"phase": "Progressing", "sessionAffinityCookie": current,
+                   "previousSessionAffinityCookie": previous})
+        };
+        let expire = |value: &str| Sticky::Expire {
+            previous: cookie("c", value),
+            set_cookie: format!("c={value}; Max-Age=-1"),
+        };
+        // (spec patch, status, canary weight, canary cookie, primary cookie, expected)
+        let cases = [
+            (
+                json!({}),
+                status(None, None),
+                50,
+                Some("c=now"),
+                None,
+                Sticky::None,
+            ),
+            (
+                affinity.clone(),
+                status(None, None),
+                50,
+                Some("c=now"),
+                Some("p=x"),
+                Sticky::Pin {
+                    canary: cookie("c", "now"),
+                    canary_set_cookie: "c=now; Max-Age=86400".into(),
+                    primary: None,
+                },
+            ),
+            (
+                with_primary,
+                status(None, None),
+                50,
+                Some("c=now"),
+                Some("p=x"),
+                Sticky::Pin {
+                    canary: cookie("c", "now"),
+                    canary_set_cookie: "c=now; Max-Age=86400".into(),
+                    primary: Some((cookie("p", "x"), "p=x; Max-Age=60".into())),
+                },
+            ),
+            // A run starting: nothing handed out yet, the run before's cookie expires.
+            (
+                affinity.clone(),
+                status(Some("c=now"), Some("c=old")),
+                0,
+                Some("c=now"),
+                None,
+                expire("old"),
+            ),
+            (
+                affinity.clone(),
+                status(Some("c=now"), None),
+                0,
+                Some("c=now"),
+                None,
+                Sticky::None,
+            ),
+            // The run is over: its cookie expires.
+            (
+                affinity.clone(),
+                status(Some("c=now"), Some("c=old")),
+                0,
+                None,
+                None,
+                expire("now"),
+            ),
+            (
+                affinity.clone(),
+                status(None, Some("c=old")),
+                0,
+                None,
+                None,
+                expire("old"),
+            ),
+            (
+                affinity,
+                status(None, Some("garbage")),
+                0,
+                None,
+                None,
+                Sticky::None,
+            ),
+        ];
+        for (i, (patch, status, weight, canary_cookie, primary_cookie, expected)) in
+            cases.into_iter().enumerate()
+        {
+            let mut canary = canary(patch);
+            canary.status = serde_json::from_value(status).unwrap();
+            let mut input = input(&canary, &options, Routes::canary(weight));
+            input.canary_cookie = canary_cookie;
+            input.primary_cookie = primary_cookie;
+            assert_eq!(sticky(&input, true), expected, "case {i}");
+        }
+    }
+
+    #[test]
+    fn set_cookie_carries_every_attribute() {
+        let affinity: SessionAffinity = serde_json::from_value(json!({
+            "cookieName": "c", "maxAge": -5, "domain": "example.com", "httpOnly": true,
+            "partitioned": true, "path": "/app", "sameSite": "None", "secure": true
+        }))
+        .unwrap();
+        assert_eq!(
+            set_cookie(&cookie("c", "v"), &affinity),
+            "c=v; Max-Age=86400; Domain=example.com; HttpOnly; Partitioned; Path=/app; \
+             SameSite=None; Secure"
+        );
+        assert_eq!(cookie("c", "v").header_regex(), ".*c.*v.*");
+    }
+}

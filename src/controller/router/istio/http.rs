@@ -79,16 +79,14 @@ pub fn routes(input: &Input<'_>) -> Result<Vec<Value>, String> {
             primary,
         } => {
             let mut routes = Vec::with_capacity(3);
-            let mut pin_canary = base.clone();
-            pin_canary.insert("name".into(), STICKY_ROUTE.into());
+            let mut pin_canary = named(STICKY_ROUTE, &base);
             pin_canary.insert("match".into(), sticky_match(&canary));
             pin_canary.insert("route".into(), weighted_to(0, 100));
             routes.push(Value::Object(pin_canary));
             // Users the weights sent to the new version get its cookie.
             set_cookie_on_destination(&mut weighted, 1, canary_set_cookie);
             if let Some((cookie, set_cookie)) = primary {
-                let mut pin_primary = base;
-                pin_primary.insert("name".into(), STICKY_PRIMARY_ROUTE.into());
+                let mut pin_primary = named(STICKY_PRIMARY_ROUTE, &base);
                 pin_primary.insert("match".into(), sticky_match(&cookie));
                 pin_primary.insert("route".into(), weighted_to(100, 0));
                 routes.push(Value::Object(pin_primary));
@@ -103,13 +101,20 @@ pub fn routes(input: &Input<'_>) -> Result<Vec<Value>, String> {
         } => {
             // Same routing as the weighted route, plus a response header that expires the
             // cookie, so holders stop being told apart once the run is over.
-            let mut expire = weighted.clone();
-            expire.insert("name".into(), STICKY_ROUTE.into());
+            let mut expire = named(STICKY_ROUTE, &weighted);
             expire.insert("match".into(), sticky_match(&previous));
             add_response_header(&mut expire, SET_COOKIE_HEADER, set_cookie);
             Ok(vec![Value::Object(expire), Value::Object(weighted)])
         }
     }
+}
+
+/// A copy of `route` named `name` (first, so it reads first).
+fn named(name: &str, route: &Map<String, Value>) -> Map<String, Value> {
+    let mut named = Map::new();
+    named.insert("name".into(), name.into());
+    named.extend(route.clone());
+    named
 }
 
 /// What every route shares: `service.match` and the request options.

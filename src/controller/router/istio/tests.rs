@@ -231,6 +231,15 @@ fn invalid_canaries_name_the_field() {
 }
 
 #[test]
+fn tcp_cannot_mirror() {
+    let canary = canary(json!({"service": {"appProtocol": "TCP"}, "analysis": {"mirror": true}}));
+    let options = Options::default();
+    let input = input(&canary, &options, split(0, true));
+    let err = Istio.render(&input, &Live::new()).unwrap_err();
+    assert!(err.starts_with("spec.analysis.mirror:"), "{err}");
+}
+
+#[test]
 fn read_before_the_virtual_service_exists() {
     let canary = canary(json!({}));
     let options = Options::default();
