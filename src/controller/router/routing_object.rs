@@ -95,9 +95,17 @@ pub fn weight(value: Option<&Value>, default: u32, at: &str) -> Result<u32, Stri
     }
 }
 
-/// Match conditions of a route: each analysis condition applied on top of each base
-/// condition (the fields the analysis condition sets replace the base's), so an A/B or sticky
-/// route only ever narrows what the base route serves. With no base, the analysis conditions.
+/// Match fields that hold conditions by name.
+const BY_NAME: [&str; 4] = ["headers", "withoutHeaders", "queryParams", "sourceLabels"];
+
+/// Match conditions of a route: each analysis condition on top of each base condition, so an
+/// A/B or sticky route only ever narrows what the base route serves. Conditions by name
+/// (headers, query parameters, source labels: maps in Istio, lists of `name`d entries in
+/// Gateway API) add up, the analysis winning on the same name; any other field the analysis
+/// condition sets replaces the base's. With no base, the analysis conditions.
+///
+/// (Flagger replaces the base's headers outright, which lets an A/B route catch requests the
+/// base route would not serve.)
 pub fn merge_matches(analysis: &[Value], base: &[Value]) -> Vec<Value> {
     if base.is_empty() {
         return analysis.to_vec();
@@ -108,7 +116,28 @@ pub fn merge_matches(analysis: &[Value], base: &[Value]) -> Vec<Value> {
             let mut m = b.clone();
             if let (Some(m), Some(a)) = (m.as_object_mut(), a.as_object()) {
                 for (k, v) in a {
-                    m.insert(k.clone(), v.clone());
+                    let by_name = BY_NAME.contains(&k.as_str());
+                    let combined = match (m.get(k), v) {
+                        (Some(Value::Object(base)), Value::Object(add)) if by_name => {
+                            let mut both = base.clone();
+                            both.extend(add.clone());
+                            Value::Object(both)
+                        }
+                        (Some(Value::Array(base)), Value::Array(add)) if by_name => {
+                            let name = |e: &Value| e.get("name").cloned();
+                            let mut both: Vec<Value> = base
+                                .iter()
+                                .filter(|e| {
+                                    !add.iter().any(|n| name(n).is_some() && name(n) == name(e))
+                                })
+                                .cloned()
+                                .collect();
+                            both.extend(add.iter().cloned());
+                            Value::Array(both)
+                        }
+                        _ => v.clone(),
+                    };
+                    m.insert(k.clone(), combined);
                 }
             }
             merged.push(m);
@@ -134,20 +163,36 @@ mod tests {
 
     #[test]
     fn analysis_conditions_narrow_every_base_condition() {
+        // Istio: conditions by name are maps.
         let analysis = [
-            json!({"headers": {"x": {"exact": "1"}}}),
-            json!({"queryParams": {"q": {"exact": "1"}}}),
+            json!({"headers": {"x": {"exact": "1"}, "y": {"regex": "3|4"}}}),
+            json!({"queryParams": {"q": {"exact": "1"}}, "uri": {"exact": "/api/v2"}}),
         ];
-        let base = [json!({"uri": {"prefix": "/api"}, "headers": {"y": {"exact": "2"}}})];
-        let merged = merge_matches(&analysis, &base);
+        let base = [
+            json!({"uri": {"prefix": "/api"}, "headers": {"y": {"exact": "2"}, "z": {"exact": "5"}}}),
+        ];
         assert_eq!(
-            merged,
+            merge_matches(&analysis, &base),
             vec![
-                json!({"uri": {"prefix": "/api"}, "headers": {"x": {"exact": "1"}}}),
-                json!({"uri": {"prefix": "/api"}, "headers": {"y": {"exact": "2"}}, "queryParams": {"q": {"exact": "1"}}}),
+                json!({"uri": {"prefix": "/api"},
+                       "headers": {"y": {"regex": "3|4"}, "z": {"exact": "5"}, "x": {"exact": "1"}}}),
+                json!({"uri": {"exact": "/api/v2"}, "headers": {"y": {"exact": "2"}, "z": {"exact": "5"}},
+                       "queryParams": {"q": {"exact": "1"}}}),
             ]
         );
         assert_eq!(merge_matches(&analysis, &[]), analysis.to_vec());
+        // Gateway API: lists of named entries.
+        let analysis =
+            [json!({"headers": [{"name": "x", "value": "1"}, {"name": "y", "value": "3"}]})];
+        let base = [
+            json!({"path": {"value": "/"}, "headers": [{"name": "y", "value": "2"}, {"name": "z", "value": "5"}]}),
+        ];
+        assert_eq!(
+            merge_matches(&analysis, &base),
+            vec![json!({"path": {"value": "/"}, "headers": [
+                {"name": "z", "value": "5"}, {"name": "x", "value": "1"}, {"name": "y", "value": "3"}
+            ]})]
+        );
     }
 }
 
