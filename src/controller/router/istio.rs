@@ -106,14 +106,15 @@ impl Router for Istio {
         }) else {
             return Err(no_routes(input));
         };
-        let (mut primary, mut canary) = (0, 0);
-        for (i, dest) in main
+        let destinations = main
             .get("route")
             .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        // Istio gives a lone destination without a weight all the traffic.
+        let default = if destinations.len() == 1 { 100 } else { 0 };
+        let (mut primary, mut canary) = (0, 0);
+        for (i, dest) in destinations.iter().enumerate() {
             let at = || {
                 format!(
                     "VirtualService {} spec.{list}[{index}].route[{i}]",
@@ -121,9 +122,9 @@ impl Router for Istio {
                 )
             };
             if to(dest, &input.primary_service) {
-                primary = weight(dest.get("weight"), 0, &at())?;
+                primary = weight(dest.get("weight"), default, &at())?;
             } else if to(dest, &input.canary_service) {
-                canary = weight(dest.get("weight"), 0, &at())?;
+                canary = weight(dest.get("weight"), default, &at())?;
             }
         }
         if primary == 0 && canary == 0 {

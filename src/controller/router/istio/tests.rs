@@ -266,6 +266,14 @@ fn read_a_virtual_service_serin_did_not_write() {
         Istio.read(&input, &live(vec![vs.clone()])).unwrap(),
         Some(Routes::canary(40))
     );
+    // All traffic to the canary, the way a person would write it.
+    let mut by_hand = vs.clone();
+    by_hand.data["spec"]["http"] =
+        json!([{"route": [{"destination": {"host": "podinfo-canary"}}]}]);
+    assert_eq!(
+        Istio.read(&input, &live(vec![by_hand])).unwrap(),
+        Some(Routes::CANARY)
+    );
     vs.data["spec"]["http"][0]["route"][1]["weight"] = json!("forty");
     let err = Istio.read(&input, &live(vec![vs])).unwrap_err();
     assert!(err.contains("spec.http[0].route[1]"), "{err}");
