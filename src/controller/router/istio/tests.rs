@@ -231,6 +231,31 @@ fn invalid_canaries_name_the_field() {
 }
 
 #[test]
+fn hosts_and_gateways() {
+    let options = Options::default();
+    // (service patch, hosts, gateways)
+    let cases = [
+        (json!({}), json!(["podinfo"]), json!(["mesh"])),
+        (json!({"hosts": ["*"]}), json!(["*"]), json!(["mesh"])),
+        (
+            json!({"hosts": ["podinfo", "app.example.com"], "gateways": ["public", "mesh"]}),
+            json!(["podinfo", "app.example.com"]),
+            json!(["public", "mesh"]),
+        ),
+    ];
+    for (patch, hosts, gateways) in cases {
+        let canary = canary(json!({ "service": patch }));
+        let input = input(&canary, &options, Routes::PRIMARY);
+        let spec = virtual_service(&render(&input)).data["spec"].clone();
+        assert_eq!(
+            (&spec["hosts"], &spec["gateways"]),
+            (&hosts, &gateways),
+            "{patch}"
+        );
+    }
+}
+
+#[test]
 fn tcp_cannot_mirror() {
     let canary = canary(json!({"service": {"appProtocol": "TCP"}, "analysis": {"mirror": true}}));
     let options = Options::default();
