@@ -173,7 +173,7 @@ async fn demo(dir: PathBuf, provider: String) -> Result<()> {
         }
     };
     let term = sigterm()?;
-    let notes = serin_stack::demo::populate(&stack)?;
+    let notes = serin_stack::demo::populate(&stack, &provider)?;
     let canary = dir.join("canary.yaml");
     std::fs::write(&canary, serin_stack::demo::canary_yaml(&stack, &provider))
         .with_context(|| format!("writing {}", canary.display()))?;
