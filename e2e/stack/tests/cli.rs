@@ -255,3 +255,31 @@ fn demo_installs_what_the_mesh_provider_needs() {
     );
     terminate(&mut child);
 }
+
+#[test]
+fn prometheus_does_not_outlive_a_killed_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_serin-stack"))
+        .args(["up", "--prometheus", "--kubeconfig"])
+        .arg(dir.path().join("kubeconfig"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_until_ready(&mut child);
+    let prometheus = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("prometheus "))
+        .unwrap()
+        .to_string();
+    assert!(answers(&prometheus));
+    child.kill().unwrap(); // SIGKILL: no cleanup in the stack
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while answers(&prometheus) {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus outlived a killed stack"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
