@@ -11,12 +11,20 @@ use std::path::{Path, PathBuf};
 pub const NAMESPACE: &str = "test";
 pub const IMAGE: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
 
-/// serin's CRDs: `crds/crds.yaml` in the working directory, else in this repository.
-pub fn find_crds() -> Option<PathBuf> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds/crds.yaml");
-    [PathBuf::from("crds/crds.yaml"), repo]
+/// A file of the repository (`crds/crds.yaml`, ...): in the working directory, else where
+/// this crate was built from.
+fn find(path: &str) -> Option<PathBuf> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path);
+    [PathBuf::from(path), repo]
         .into_iter()
         .find(|p| p.is_file())
+}
+
+/// serin's CRDs.
+pub fn find_crds() -> Option<PathBuf> {
+    find("crds/crds.yaml")
 }
 
 fn yaml_documents(text: &str) -> Result<Vec<Value>> {
@@ -104,7 +112,23 @@ pub fn populate(stack: &Stack, provider: &str) -> Result<Vec<String>> {
     stack.create(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "podinfo", "namespace": NAMESPACE},
         "spec": {"selector": {"app": "podinfo"}, "ports": [{"name": "http", "port": 9898}]}}))?;
+    // The routing CRDs the project keeps for the local stack, else open stand-ins.
+    let routing_crds = match find("e2e/crds/routing.yaml") {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            yaml_documents(&text)?
+        }
+        None => Vec::new(),
+    };
+    let have_crds = !routing_crds.is_empty();
+    for crd in routing_crds {
+        stack.create(crd).context("creating the routing CRDs")?;
+    }
     for o in mesh_objects(provider) {
+        if have_crds && o["kind"] == "CustomResourceDefinition" {
+            continue;
+        }
         stack.create(o)?;
     }
     let Some(crds) = find_crds() else {
