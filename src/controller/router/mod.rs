@@ -15,7 +15,11 @@ use serin_core::Routes;
 
 use crate::api::{Canary, Provider};
 
+mod gateway_api;
+mod istio;
 mod kubernetes;
+mod routing_object;
+mod session_affinity;
 
 /// Annotation holding a taken-over object's spec as it was before serin first changed it, so
 /// `revertOnDeletion` can restore it (Flagger's key).
@@ -112,6 +116,9 @@ pub trait Router: Send + Sync {
 /// The provider has no router yet: the message says what to use instead.
 pub fn for_provider(provider: Provider) -> Result<Box<dyn Router>, String> {
     match provider {
+        Provider::GatewayApiV1 => Ok(Box::new(gateway_api::GatewayApi::V1)),
+        Provider::GatewayApiV1beta1 => Ok(Box::new(gateway_api::GatewayApi::V1BETA1)),
+        Provider::Istio => Ok(Box::new(istio::Istio)),
         Provider::Kubernetes => Ok(Box::new(kubernetes::Kubernetes)),
         other => Err(format!(
             "provider {other} is not supported by this serin build yet; supported: kubernetes \

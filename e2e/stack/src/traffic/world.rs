@@ -150,14 +150,21 @@ pub struct World {
     /// Unix time (seconds) at world time 0.
     epoch_unix: f64,
     manual: bool,
+    keep_history: bool,
     bounds: [Vec<f64>; 3],
     state: Mutex<State>,
 }
 
 impl World {
     /// `manual`: time moves only through `step` (deterministic tests); otherwise `run` ticks
-    /// every second in real time.
-    pub fn new(store: Arc<Store>, cfg: Traffic, manual: bool) -> Result<World, String> {
+    /// every second in real time. `history`: keep the per-second history the metric API
+    /// emulators answer from (only they need it, and it costs memory with many workloads).
+    pub fn new(
+        store: Arc<Store>,
+        cfg: Traffic,
+        manual: bool,
+        history: bool,
+    ) -> Result<World, String> {
         let provider = Provider::parse(&cfg.provider)?;
         let epoch_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -170,6 +177,7 @@ impl World {
             started: Instant::now(),
             epoch_unix,
             manual,
+            keep_history: history,
             bounds: [
                 Layouts::bounds_secs(Layouts::ISTIO),
                 Layouts::bounds_secs(Layouts::LINKERD),
@@ -237,8 +245,12 @@ impl World {
         }
     }
 
-    /// Re-reads the loaded Services, the routing objects and the ready workloads.
+    /// Re-reads the loaded Services, the routing objects and the ready workloads (and, under
+    /// Gateway API, accepts new HTTPRoutes as a gateway controller would).
     pub fn reroute(&self) {
+        if self.provider == Provider::GatewayApi {
+            crate::traffic::gateway::accept_routes(&self.store);
+        }
         let snap = Snapshot::take(&self.store.lock());
         let mut memo = {
             let mut s = self.lock();
@@ -450,6 +462,9 @@ impl World {
                         // A hair of tolerance so a latency equal to a bound lands in it.
                         c.buckets[layout][i] += count * f.profile.latency.cdf(le * (1.0 + 1e-9));
                     }
+                }
+                if !self.keep_history {
+                    continue;
                 }
                 let sample = Sample {
                     backend: f.backend.clone(),
