@@ -1,7 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! `insecureSkipVerify`: a Prometheus behind a self-signed certificate is refused (with the
-//! certificate named as the cause) unless the MetricTemplate skips verification. The
-//! certificate comes from the `openssl` command line, generated per run.
+//! certificate named as the cause) unless the MetricTemplate skips verification.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,37 +13,38 @@ use serin::api::MetricProviderType;
 use serin::api::metric_template::MetricTemplateProvider;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+// A throwaway self-signed certificate for 127.0.0.1 (P-256, valid until 2126), made with
+// `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 36500
+// -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1`. Test data, not a secret.
+const KEY: &str = "\
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgqPY8/J/YcvH9rShp
+MN6uU0B9CdXJG2y4wOfztfdiSCahRANCAAR9wGy5xkTmjUPIBy/XT/FTBYjtqHnf
++85Xh2ZZ85BVkEJ/Zc22sZ7bCw5AyORzveErLVETtdT+y1LeKqiyETzt
+-----END PRIVATE KEY-----
+";
+const CERT: &str = "\
+-----BEGIN CERTIFICATE-----
+MIIBkTCCATagAwIBAgIUDsmG0zcNdqxxD6Ku9XrGBt1s0UgwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyNjAyMjUwMFoYDzIxMjYxMTAy
+MDIyNTAwWjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAR9wGy5xkTmjUPIBy/XT/FTBYjtqHnf+85Xh2ZZ85BVkEJ/Zc22sZ7b
+Cw5AyORzveErLVETtdT+y1LeKqiyETzto2QwYjAdBgNVHQ4EFgQUKo9+A4wNE8/0
+c/Y2PIu71t7zpNcwHwYDVR0jBBgwFoAUKo9+A4wNE8/0c/Y2PIu71t7zpNcwDwYD
+VR0TAQH/BAUwAwEB/zAPBgNVHREECDAGhwR/AAABMAoGCCqGSM49BAMCA0kAMEYC
+IQDUGXDVH8FBEOdUduEPZJ8YYQzIEY2MmgnTTniWZ1ZNOwIhAOP+g5ECadCXpGdb
+Qh1Tu8XtvVZSeMTb0V2Eb44wH3Oo
+-----END CERTIFICATE-----
+";
+
 /// An HTTPS server on 127.0.0.1 answering every request with `vector(1)`'s result.
-async fn https_prometheus() -> (String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(status.status.success(), "{status:?}");
+async fn https_prometheus() -> String {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(
-            CertificateDer::pem_file_iter(&cert)
-                .unwrap()
-                .map(Result::unwrap)
-                .collect(),
-            PrivateKeyDer::from_pem_file(&key).unwrap(),
+            vec![CertificateDer::from_pem_slice(CERT.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(KEY.as_bytes()).unwrap(),
         )
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
@@ -69,7 +69,7 @@ async fn https_prometheus() -> (String, tempfile::TempDir) {
             });
         }
     });
-    (url, dir)
+    url
 }
 
 fn provider(url: &str, insecure: Option<bool>) -> MetricTemplateProvider {
@@ -85,7 +85,7 @@ fn provider(url: &str, insecure: Option<bool>) -> MetricTemplateProvider {
 
 #[tokio::test]
 async fn self_signed_certificates_need_insecure_skip_verify() {
-    let (url, _dir) = https_prometheus().await;
+    let url = https_prometheus().await;
     let http = Http::new(Duration::from_secs(2)).unwrap();
 
     let verified = Prometheus::from_template(&provider(&url, None), None, "http://unused").unwrap();
