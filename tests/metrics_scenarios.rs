@@ -2,9 +2,6 @@
 //! Releases decided by metrics: the `serin controller` binary on the local stack, with the
 //! traffic world loading the canary and a real Prometheus scraping it. Blue/green on the
 //! `kubernetes` provider, so the builtin metrics are the app's own (`http` observer).
-//!
-//! These need the controller to run `Analyzer::run` at each analysis step (issue 6
-//! integration in `src/controller/metrics.rs`); until then they are ignored.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -244,7 +241,6 @@ async fn initialized(world: &World, metrics: Value) {
 }
 
 #[tokio::test]
-#[ignore = "needs the controller to call Analyzer::run (src/controller/metrics.rs)"]
 async fn a_healthy_release_is_promoted_on_the_builtin_metrics() {
     let world = world().await;
     initialized(&world, serde_json::from_str(BUILTINS).unwrap()).await;
@@ -265,7 +261,6 @@ async fn a_healthy_release_is_promoted_on_the_builtin_metrics() {
 }
 
 #[tokio::test]
-#[ignore = "needs the controller to call Analyzer::run (src/controller/metrics.rs)"]
 async fn a_faulty_release_is_rolled_back_with_events_naming_the_value() {
     let world = world().await;
     initialized(&world, serde_json::from_str(BUILTINS).unwrap()).await;
@@ -290,7 +285,6 @@ async fn a_faulty_release_is_rolled_back_with_events_naming_the_value() {
 }
 
 #[tokio::test]
-#[ignore = "needs the controller to call Analyzer::run (src/controller/metrics.rs)"]
 async fn a_quiet_service_with_the_hold_policy_waits_instead_of_failing() {
     let world = world().await;
     // A metric nothing exports: no data at every step.
@@ -330,7 +324,6 @@ fn saas_metrics() -> Value {
 }
 
 #[tokio::test]
-#[ignore = "needs the controller to call Analyzer::run (src/controller/metrics.rs)"]
 async fn datadog_and_new_relic_templates_promote_a_healthy_release() {
     // Only the canary Service is loaded: the target's pods get requests only as the new
     // version, so the providers' windows hold nothing older.
@@ -356,7 +349,6 @@ async fn datadog_and_new_relic_templates_promote_a_healthy_release() {
 }
 
 #[tokio::test]
-#[ignore = "needs the controller to call Analyzer::run (src/controller/metrics.rs)"]
 async fn datadog_and_new_relic_templates_roll_back_a_faulty_release() {
     let world = world_with(&["podinfo-canary"], true).await;
     world.saas_templates().await;

@@ -71,6 +71,7 @@ pub struct Context {
     pub stores: Stores,
     pub events: Events,
     pub http: reqwest::Client,
+    pub analyzer: crate::analysis::Analyzer,
     pub telemetry: std::sync::Arc<Telemetry>,
     /// Last status written per Canary uid.
     pub written: Mutex<HashMap<String, Written>>,

@@ -8,7 +8,7 @@ use crate::controller::context::Context;
 
 /// Runs the canary's metric checks once. `None` observations: the canary has no metrics.
 pub async fn evaluate(
-    _ctx: &Context,
+    ctx: &Context,
     canary: &Canary,
 ) -> (Analysis, Option<Vec<MetricObservation>>) {
     let metrics = canary
@@ -19,12 +19,20 @@ pub async fn evaluate(
     if metrics.is_empty() {
         return (Analysis::Pass, None);
     }
-    // Never pass a check that was not run.
-    let names: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
-    (
-        Analysis::Fail(format!(
-            "metric checks {names:?} cannot run: this serin build has no metric providers"
-        )),
-        None,
-    )
+    let evaluation = ctx.analyzer.run(canary).await;
+    // Flagger's gauge: one series per metric, request-duration in seconds.
+    let namespace = canary.metadata.namespace.clone().unwrap_or_default();
+    let name = canary.metadata.name.clone().unwrap_or_default();
+    for check in &evaluation.checks {
+        if let Some(value) = check.gauge_value() {
+            let labels = vec![
+                ("metric", check.name.clone()),
+                ("name", name.clone()),
+                ("namespace", namespace.clone()),
+            ];
+            ctx.telemetry
+                .set("flagger_canary_metric_analysis", labels, value);
+        }
+    }
+    (evaluation.outcome, Some(evaluation.observations))
 }

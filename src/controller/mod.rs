@@ -135,7 +135,14 @@ pub async fn run(
     let http = reqwest::Client::builder()
         .user_agent(concat!("serin/", env!("CARGO_PKG_VERSION")))
         .build()?;
+    let analyzer = crate::analysis::Analyzer::new(
+        client.clone(),
+        config.metrics_server.clone(),
+        config.mesh_provider,
+    )?
+    .with_caches(templates.clone(), secrets.clone());
     let ctx = Arc::new(Context {
+        analyzer,
         client: client.clone(),
         config,
         stores: Stores {

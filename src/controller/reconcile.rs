@@ -290,6 +290,9 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
 
     // Tell it.
     after_status(canary, ctx, &plan, &step, &checksum).await;
+    if step.status.phase == Phase::Initialized && status.phase.is_initial() && !plan.skip_analysis {
+        announce_metric_providers(canary, ctx).await;
+    }
     for message in drift_events {
         ctx.events
             .publish(canary, EventType::Warning, &message)
@@ -587,6 +590,30 @@ async fn after_status(canary: &Canary, ctx: &Context, plan: &Plan, step: &Step, 
     if entered(Phase::Failed) && canary.status.as_ref().is_some_and(|s| s.phase.is_active()) {
         ctx.telemetry
             .inc("flagger_canary_failures_total", outcome_labels());
+    }
+}
+
+/// At initialization: can the metric providers be reached? Only reported, never blocking
+/// (a provider may come up after the workload), as Flagger does.
+async fn announce_metric_providers(canary: &Canary, ctx: &Context) {
+    let has_metrics = canary
+        .spec
+        .analysis()
+        .is_some_and(|a| !a.metrics().is_empty());
+    if !has_metrics {
+        return;
+    }
+    match ctx.analyzer.check_availability(canary).await {
+        Ok(()) => {
+            let message = "all the metrics providers are available!";
+            ctx.events.publish(canary, EventType::Normal, message).await;
+        }
+        Err(reason) => {
+            let message = format!("metrics provider unavailable: {reason}");
+            ctx.events
+                .publish(canary, EventType::Warning, &message)
+                .await;
+        }
     }
 }
 
