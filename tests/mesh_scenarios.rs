@@ -1,0 +1,433 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Releases through a mesh or an ingress: the `serin controller` binary writes the routing
+//! objects, the stack's traffic world splits its simulated requests by exactly those objects,
+//! the mesh's telemetry goes to a real Prometheus, and the builtin metrics decide.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{
+    ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use serde_json::{Value, json};
+use serin::api::Canary;
+use serin::api::canary::MetricVerdict;
+use serin_core::Phase;
+use serin_stack::{Scenario, Stack, StackConfig};
+
+const NS: &str = "default";
+const LONG: Duration = Duration::from_secs(90);
+
+struct World {
+    stack: Stack,
+    client: kube::Client,
+    controller: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.controller.kill();
+        let _ = self.controller.wait();
+    }
+}
+
+/// The A/B share of the load: requests with `x-canary: insider`.
+const AB_FRACTION: f64 = 0.25;
+
+/// A stack whose traffic world follows `provider`'s routing objects (20 requests/s on the
+/// apex, a quarter of them with the A/B header), with real Prometheus, the routing CRDs,
+/// serin's CRDs, and the controller for that provider.
+async fn world(provider: &str) -> World {
+    let world_provider = if provider.starts_with("gatewayapi") {
+        "gatewayapi"
+    } else {
+        provider
+    };
+    let scenario = format!(
+        "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: {world_provider}\n  services:\n    \
+         - name: podinfo\n      rate: 20\n      abTesting:\n        fraction: {AB_FRACTION}\n        \
+         headers: {{x-canary: insider}}\n"
+    );
+    let stack = Stack::start(StackConfig {
+        scenario: Scenario::parse(&scenario).unwrap(),
+        prometheus: true,
+        ..StackConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(kube::Config::new(stack.url().parse().unwrap())).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let routing = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/e2e/crds/routing.yaml"
+    ))
+    .unwrap();
+    for document in serde_norway::Deserializer::from_str(&routing) {
+        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(document).unwrap();
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    for crd in serin::api::crds() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let controller = Command::new(env!("CARGO_BIN_EXE_serin"))
+        .args(["controller", "--kubeconfig"])
+        .arg(stack.kubeconfig_path())
+        .args(["--mesh-provider", provider, "--min-analysis-interval", "1s"])
+        .args(["--port", "0", "--log-level", "debug", "--metrics-server"])
+        .arg(stack.prometheus_url().unwrap())
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    World {
+        stack,
+        client,
+        controller,
+        log,
+    }
+}
+
+impl World {
+    async fn apply<K>(&self, object: Value)
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let name = object["metadata"]["name"].as_str().unwrap().to_string();
+        let api: Api<K> = Api::namespaced(self.client.clone(), NS);
+        api.patch(
+            &name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn canary(&self) -> Canary {
+        let api: Api<Canary> = Api::namespaced(self.client.clone(), NS);
+        api.get("podinfo").await.unwrap()
+    }
+
+    async fn fail(&self, why: &str) -> ! {
+        let canary = self.canary().await;
+        panic!(
+            "{why}\nstatus: {:?}\nevents: {:#?}\nlog:\n{}",
+            canary.status,
+            self.events().await,
+            tail(
+                &std::fs::read_to_string(self.log.path()).unwrap_or_default(),
+                60
+            )
+        );
+    }
+
+    async fn wait(&self, what: &str, f: impl Fn(&Canary) -> bool) -> Canary {
+        let deadline = Instant::now() + LONG;
+        loop {
+            let canary = self.canary().await;
+            if f(&canary) {
+                return canary;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("{what}: not within {LONG:?}")).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_phase(&self, phase: Phase) -> Canary {
+        self.wait(&format!("phase {phase}"), |c| {
+            c.status.as_ref().map(|s| s.phase) == Some(phase)
+        })
+        .await
+    }
+
+    async fn events(&self) -> Vec<String> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), NS);
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some("podinfo"))
+            .filter_map(|e| e.message)
+            .collect()
+    }
+
+    /// Requests the target (canary) and the primary received so far (mirrored copies apart).
+    fn served(&self) -> (f64, f64, f64) {
+        let canary = self.stack.traffic().stats(NS, "podinfo");
+        let primary = self.stack.traffic().stats(NS, "podinfo-primary");
+        (
+            canary.requests - canary.mirrored,
+            primary.requests - primary.mirrored,
+            canary.mirrored,
+        )
+    }
+
+    async fn routing_object(
+        &self,
+        group: &str,
+        version: &str,
+        kind: &str,
+        plural: &str,
+        name: &str,
+    ) -> Option<DynamicObject> {
+        let resource =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), NS, &resource);
+        api.get_opt(name).await.unwrap()
+    }
+
+    async fn image(&self, name: &str) -> String {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), NS);
+        let d = api.get(name).await.unwrap();
+        d.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap()
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn deployment(image: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "podinfo", "namespace": NS},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "podinfo"}},
+            "template": {
+                "metadata": {"labels": {"app": "podinfo"}},
+                "spec": {"containers": [{"name": "app", "image": image,
+                    "ports": [{"containerPort": 9898, "name": "http"}]}]}
+            }
+        }
+    })
+}
+
+/// The builtins, holding (not failing) while the canary's first samples reach Prometheus.
+fn builtins() -> Value {
+    json!([
+        {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "10s",
+         "noDataPolicy": "hold"},
+        {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": "10s",
+         "noDataPolicy": "hold"}
+    ])
+}
+
+fn canary(provider: &str, analysis: Value) -> Value {
+    let mut spec = json!({
+        "provider": provider,
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+        "progressDeadlineSeconds": 60,
+        "service": {"port": 9898},
+        "analysis": analysis,
+    });
+    if provider.starts_with("gatewayapi") {
+        spec["service"]["gatewayRefs"] = json!([{"name": "public", "namespace": NS}]);
+        spec["service"]["hosts"] = json!(["podinfo.example.com"]);
+    }
+    if provider == "nginx" {
+        spec["ingressRef"] =
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"});
+    }
+    json!({
+        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+        "metadata": {"name": "podinfo", "namespace": NS},
+        "spec": spec,
+    })
+}
+
+fn progressive() -> Value {
+    json!({"interval": "2s", "threshold": 2, "stepWeight": 25, "maxWeight": 50,
+           "metrics": builtins()})
+}
+
+async fn initialized(world: &World, provider: &str, analysis: Value) {
+    world.apply::<Deployment>(deployment("podinfo:6.0.0")).await;
+    if provider == "nginx" {
+        world
+            .apply::<Ingress>(json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": "podinfo", "namespace": NS},
+                "spec": {"ingressClassName": "nginx", "rules": [{"host": "podinfo.example.com",
+                    "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                        "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}}}]}}]}
+            }))
+            .await;
+    }
+    world.apply::<Canary>(canary(provider, analysis)).await;
+    world.wait_phase(Phase::Initialized).await;
+}
+
+/// A progressive release: the canary gets real traffic through the provider's objects at
+/// each weight, passes the builtin checks read from Prometheus, and is promoted.
+async fn promoted_on_builtin_metrics(provider: &str) {
+    let world = world(provider).await;
+    initialized(&world, provider, progressive()).await;
+    let (before, _, _) = world.served();
+    world.apply::<Deployment>(deployment("podinfo:6.0.1")).await;
+    world
+        .wait("canary weight 25", |c| {
+            c.status.as_ref().is_some_and(|s| s.canary_weight >= 25)
+        })
+        .await;
+    let done = world.wait_phase(Phase::Succeeded).await;
+    let (after, _, _) = world.served();
+    assert!(
+        after - before > 20.0,
+        "the canary served {} requests during the release",
+        after - before
+    );
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+    let metrics = done.status.and_then(|s| s.metrics).unwrap_or_default();
+    assert!(
+        metrics.len() == 2 && metrics.iter().all(|m| m.verdict == MetricVerdict::Pass),
+        "{metrics:?}"
+    );
+    let events = world.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("Advance podinfo.default canary weight 50")),
+        "{events:#?}"
+    );
+    // All traffic is back on the primary.
+    let (c0, p0, _) = world.served();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (c1, p1, _) = world.served();
+    assert!(
+        c1 - c0 < 1.0 && p1 - p0 > 30.0,
+        "after promotion: canary {} primary {}",
+        c1 - c0,
+        p1 - p0
+    );
+}
+
+#[tokio::test]
+async fn istio_canary_release_promoted_on_builtin_metrics() {
+    promoted_on_builtin_metrics("istio").await;
+}
+
+#[tokio::test]
+async fn gatewayapi_canary_release_promoted_on_builtin_metrics() {
+    promoted_on_builtin_metrics("gatewayapi:v1").await;
+}
+
+#[tokio::test]
+async fn istio_faulty_release_rolled_back_on_the_success_rate() {
+    let world = world("istio").await;
+    initialized(&world, "istio", progressive()).await;
+    world
+        .apply::<Deployment>(deployment("podinfo:6.0.1-faulty"))
+        .await;
+    world.wait_phase(Phase::Failed).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.0");
+    let vs = world
+        .routing_object(
+            "networking.istio.io",
+            "v1beta1",
+            "VirtualService",
+            "virtualservices",
+            "podinfo",
+        )
+        .await
+        .unwrap();
+    let route = &vs.data["spec"]["http"][0]["route"];
+    let weights: Vec<i64> = route
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["weight"].as_i64().unwrap_or(0))
+        .collect();
+    assert_eq!(
+        weights,
+        [100, 0],
+        "all traffic back to the primary: {route}"
+    );
+    let events = world.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("request-success-rate") && e.contains("< 99%")),
+        "{events:#?}"
+    );
+}
+
+/// A/B: only requests with the header reach the canary, for `iterations` checks.
+async fn ab_release(provider: &str) {
+    let world = world(provider).await;
+    let analysis = json!({"interval": "2s", "threshold": 2, "iterations": 4,
+        "match": [{"headers": {"x-canary": {"exact": "insider"}}}], "metrics": builtins()});
+    initialized(&world, provider, analysis).await;
+    world.apply::<Deployment>(deployment("podinfo:6.0.1")).await;
+    world
+        .wait("iteration 1", |c| {
+            c.status.as_ref().is_some_and(|s| s.iterations >= 1)
+        })
+        .await;
+    let (c0, p0, _) = world.served();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (c1, p1, _) = world.served();
+    let share = (c1 - c0) / ((c1 - c0) + (p1 - p0));
+    assert!(
+        (share - AB_FRACTION).abs() < 0.07,
+        "canary share {share:.3} during the A/B test (expected the header's {AB_FRACTION})"
+    );
+    world.wait_phase(Phase::Succeeded).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+}
+
+#[tokio::test]
+async fn istio_ab_release_routes_only_matching_requests_to_the_canary() {
+    ab_release("istio").await;
+}
+
+#[tokio::test]
+async fn istio_blue_green_with_mirroring() {
+    let world = world("istio").await;
+    let analysis = json!({"interval": "2s", "threshold": 2, "iterations": 3, "mirror": true,
+        "mirrorWeight": 100, "metrics": builtins()});
+    initialized(&world, "istio", analysis).await;
+    world.apply::<Deployment>(deployment("podinfo:6.0.1")).await;
+    world
+        .wait("iteration 1", |c| {
+            c.status.as_ref().is_some_and(|s| s.iterations >= 1)
+        })
+        .await;
+    let (c0, p0, m0) = world.served();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (c1, p1, m1) = world.served();
+    assert!(
+        m1 - m0 > 20.0,
+        "the canary received {} mirrored copies",
+        m1 - m0
+    );
+    assert!(
+        c1 - c0 < 1.0,
+        "no live request reached the canary while mirroring ({})",
+        c1 - c0
+    );
+    assert!(
+        p1 - p0 > 40.0,
+        "the primary served the live traffic ({})",
+        p1 - p0
+    );
+    world.wait_phase(Phase::Succeeded).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+}
