@@ -60,12 +60,14 @@ pub fn unit(builtin: Option<Builtin>) -> &'static str {
     }
 }
 
-/// The value that is judged and shown: `request-duration` in whole milliseconds.
+/// The value that is judged and shown: `request-duration` in whole milliseconds, and no
+/// negative zero (a query like `1 - x` yields `-0`, which reads as a bug in `kubectl get`).
 pub fn normalize(value: f64, builtin: Option<Builtin>) -> f64 {
-    match builtin {
+    let value = match builtin {
         Some(Builtin::RequestDuration) if value.is_finite() => value.trunc(),
         _ => value,
-    }
+    };
+    if value == 0.0 { 0.0 } else { value }
 }
 
 /// `Ok` when `value` is within `bounds`; otherwise the reason, Flagger-like:
@@ -207,6 +209,7 @@ mod tests {
     fn durations_are_truncated_to_milliseconds() {
         assert_eq!(normalize(500.9, Some(Builtin::RequestDuration)), 500.0);
         assert_eq!(normalize(99.9, Some(Builtin::RequestSuccessRate)), 99.9);
+        assert!(normalize(-0.0, None).is_sign_positive(), "no negative zero");
     }
 
     #[test]
