@@ -15,7 +15,20 @@ use serin_core::Routes;
 
 use crate::api::{Canary, Provider};
 
+mod apisix;
+mod capability;
+mod contour;
+mod dynamic;
+#[cfg(test)]
+mod fixture;
+mod gloo;
+mod knative;
 mod kubernetes;
+mod kuma;
+mod nginx;
+mod skipper;
+mod smi;
+mod traefik;
 
 /// Annotation holding a taken-over object's spec as it was before serin first changed it, so
 /// `revertOnDeletion` can restore it (Flagger's key).
@@ -113,9 +126,41 @@ pub trait Router: Send + Sync {
 pub fn for_provider(provider: Provider) -> Result<Box<dyn Router>, String> {
     match provider {
         Provider::Kubernetes => Ok(Box::new(kubernetes::Kubernetes)),
+        Provider::Nginx => Ok(Box::new(nginx::Nginx)),
+        Provider::Contour => Ok(Box::new(contour::Contour)),
+        Provider::Traefik => Ok(Box::new(traefik::Traefik)),
+        Provider::Skipper => Ok(Box::new(skipper::Skipper)),
+        Provider::Kuma => Ok(Box::new(kuma::Kuma)),
+        Provider::Apisix => Ok(Box::new(apisix::Apisix)),
+        Provider::Knative => Ok(Box::new(knative::Knative)),
+        Provider::Gloo => Ok(Box::new(gloo::Gloo)),
+        Provider::Linkerd
+        | Provider::Osm
+        | Provider::SmiV1alpha1
+        | Provider::SmiV1alpha2
+        | Provider::SmiV1alpha3 => smi::Smi::new(provider)
+            .map(|r| Box::new(r) as Box<dyn Router>)
+            .ok_or_else(|| format!("provider {provider} is not an SMI provider")),
         other => Err(format!(
             "provider {other} is not supported by this serin build yet; supported: kubernetes \
              (set spec.provider or --mesh-provider)"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every provider value routes through its own router, or says why not; none falls back
+    /// to another provider's.
+    #[test]
+    fn every_provider_is_its_own_router_or_a_clear_error() {
+        for provider in Provider::ALL {
+            match for_provider(provider) {
+                Ok(router) => assert_eq!(router.provider(), provider),
+                Err(message) => assert!(message.contains("spec.provider"), "{message}"),
+            }
+        }
     }
 }

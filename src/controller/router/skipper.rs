@@ -1,0 +1,265 @@
+//! Skipper: a canary Ingress `<ingressRef>-canary`, a copy of the user's Ingress whose paths
+//! to the apex Service go to `<apex>-primary` and, duplicated, to `<apex>-canary`; the split
+//! is the `zalando.org/backend-weights` annotation. `Weight(100)` in the route predicate makes
+//! these routes win over the user's Ingress for the same host and path; at canary weight 0
+//! `False()` switches them off, so the user's Ingress (apex Service, hence the primary) serves
+//! alone. The user's Ingress is only read.
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+use kube::api::{ApiResource, DynamicObject};
+use serde_json::{Value, json};
+use serin_core::Routes;
+
+use super::capability::{self, WEIGHTS_ONLY};
+use super::dynamic;
+use super::{Input, Live, ObjectKey, Router};
+use crate::api::Provider;
+
+pub struct Skipper;
+
+const BACKEND_WEIGHTS: &str = "zalando.org/backend-weights";
+const PREDICATE: &str = "zalando.org/skipper-predicate";
+const OUTRANK: &str = "Weight(100)";
+const DISABLED: &str = "False()";
+
+fn resource() -> ApiResource {
+    dynamic::resource("networking.k8s.io", "v1", "Ingress", "ingresses")
+}
+
+fn ingress_ref<'a>(input: &'a Input<'_>) -> Result<&'a str, String> {
+    input
+        .canary
+        .spec
+        .ingress_ref
+        .as_ref()
+        .map(|r| r.name.as_str())
+        .ok_or_else(|| {
+            "spec.ingressRef: provider skipper routes through an Ingress; set ingressRef to \
+             the Ingress that serves the apex Service"
+                .to_string()
+        })
+}
+
+fn canary_name(input: &Input<'_>) -> String {
+    match ingress_ref(input) {
+        Ok(name) => format!("{name}-canary"),
+        // Without ingressRef the controller still fetches this name, so that `render` is
+        // reached and reports the missing field.
+        Err(_) => format!("{}-canary", input.apex),
+    }
+}
+
+/// Sends every path of `spec` that serves the apex to the primary, followed by a copy that
+/// serves the canary; returns how many paths it split.
+fn split_paths(spec: &mut Value, input: &Input<'_>) -> usize {
+    let mut split = 0;
+    let Some(rules) = spec.get_mut("rules").and_then(Value::as_array_mut) else {
+        return 0;
+    };
+    for rule in rules {
+        let Some(paths) = rule
+            .pointer_mut("/http/paths")
+            .and_then(Value::as_array_mut)
+        else {
+            continue;
+        };
+        let mut out = Vec::with_capacity(paths.len() * 2);
+        for path in paths.drain(..) {
+            if path.pointer("/backend/service/name") != Some(&json!(input.apex)) {
+                out.push(path);
+                continue;
+            }
+            let mut primary = path.clone();
+            primary["backend"]["service"]["name"] = json!(input.primary_service);
+            let mut canary = path;
+            canary["backend"]["service"]["name"] = json!(input.canary_service);
+            out.push(primary);
+            out.push(canary);
+            split += 1;
+        }
+        *paths = out;
+    }
+    split
+}
+
+impl Router for Skipper {
+    fn provider(&self) -> Provider {
+        Provider::Skipper
+    }
+
+    fn objects(&self, input: &Input<'_>) -> Vec<ObjectKey> {
+        let mut keys = Vec::new();
+        if let Ok(name) = ingress_ref(input) {
+            keys.push(dynamic::key(&resource(), input, name));
+        }
+        keys.push(dynamic::key(&resource(), input, &canary_name(input)));
+        keys
+    }
+
+    fn render(&self, input: &Input<'_>, live: &Live) -> Result<Vec<DynamicObject>, String> {
+        capability::check(Provider::Skipper, WEIGHTS_ONLY, input)?;
+        let name = ingress_ref(input)?;
+        let user = live.get(&format!("Ingress/{name}")).ok_or_else(|| {
+            format!(
+                "spec.ingressRef: Ingress {}/{name} not found; create it or fix the name",
+                input.namespace
+            )
+        })?;
+        let mut spec = user.data.get("spec").cloned().unwrap_or(json!({}));
+        if split_paths(&mut spec, input) == 0 {
+            return Err(format!(
+                "spec.ingressRef: Ingress {name} has no path to Service {}; point a path of \
+                 it at that Service",
+                input.apex
+            ));
+        }
+        let mut annotations = dynamic::copyable(user.annotations());
+        let weights: BTreeMap<&str, u32> = [
+            (input.primary_service.as_str(), input.routes.primary),
+            (input.canary_service.as_str(), input.routes.canary),
+        ]
+        .into();
+        annotations.insert(BACKEND_WEIGHTS.into(), json!(weights).to_string());
+        let mut predicate = vec![OUTRANK];
+        if input.routes.canary == 0 {
+            predicate.insert(0, DISABLED);
+        }
+        if let Some(user_predicate) = user.annotations().get(PREDICATE) {
+            predicate.push(user_predicate.as_str());
+        }
+        annotations.insert(PREDICATE.into(), predicate.join(" && "));
+        let mut labels = user.labels().clone();
+        labels.retain(|k, _| !dynamic::is_flux_key(k));
+        let mut object = dynamic::owned(
+            &resource(),
+            Some(input.namespace),
+            &canary_name(input),
+            input,
+            json!({ "spec": spec }),
+        );
+        object.annotations_mut().extend(annotations);
+        if !labels.is_empty() {
+            object.labels_mut().extend(labels);
+        }
+        Ok(vec![object])
+    }
+
+    fn read(&self, input: &Input<'_>, live: &Live) -> Result<Option<Routes>, String> {
+        let name = canary_name(input);
+        let Some(ingress) = live.get(&format!("Ingress/{name}")) else {
+            return Ok(None);
+        };
+        let annotations = ingress.annotations();
+        if annotations
+            .get(PREDICATE)
+            .is_some_and(|p| p.split("&&").any(|term| term.trim() == DISABLED))
+        {
+            return Ok(Some(Routes::PRIMARY));
+        }
+        let weights: BTreeMap<String, Value> = annotations
+            .get(BACKEND_WEIGHTS)
+            .map(|w| serde_json::from_str(w))
+            .transpose()
+            .map_err(|e| format!("Ingress {name}: {BACKEND_WEIGHTS} is not a JSON object: {e}"))?
+            .ok_or_else(|| format!("Ingress {name} has no {BACKEND_WEIGHTS} annotation"))?;
+        let weight_of = |service: &str| {
+            weights
+                .get(service)
+                .and_then(dynamic::number)
+                .unwrap_or(0.0)
+        };
+        dynamic::split(
+            weight_of(&input.primary_service),
+            weight_of(&input.canary_service),
+        )
+        .map(Some)
+        .map_err(|e| format!("Ingress {name}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::Canary;
+    use crate::controller::router::Options;
+    use crate::controller::router::fixture::{any_split, canary, input, live, object};
+
+    fn user_ingress() -> DynamicObject {
+        object(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {
+                "name": "podinfo", "namespace": "test",
+                "annotations": {"zalando.org/skipper-predicate": "Method(\"GET\")"}
+            },
+            "spec": {
+                "ingressClassName": "skipper",
+                "rules": [{"host": "app.example.com", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix",
+                     "backend": {"service": {"name": "podinfo", "port": {"number": 80}}}}
+                ]}}]
+            }
+        }))
+    }
+
+    fn with_ref() -> Canary {
+        canary(json!({"ingressRef": {
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"
+        }}))
+    }
+
+    #[test]
+    fn canary_ingress_with_backend_weights() {
+        let canary = with_ref();
+        let options = Options::default();
+        let render = |routes| {
+            Skipper
+                .render(&input(&canary, routes, &options), &live([user_ingress()]))
+                .unwrap()
+        };
+        insta::assert_yaml_snapshot!("skipper_canary_at_20", render(Routes::canary(20)));
+        insta::assert_yaml_snapshot!(
+            "skipper_disabled_at_zero",
+            render(Routes::PRIMARY)[0].annotations()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let options = Options::default();
+        let no_ref = canary(json!({}));
+        let err = Skipper
+            .render(
+                &input(&no_ref, Routes::PRIMARY, &options),
+                &live([user_ingress()]),
+            )
+            .unwrap_err();
+        assert!(
+            err.starts_with("spec.ingressRef: provider skipper"),
+            "{err}"
+        );
+        let canary = with_ref();
+        let err = Skipper
+            .render(&input(&canary, Routes::PRIMARY, &options), &Live::new())
+            .unwrap_err();
+        assert!(
+            err.starts_with("spec.ingressRef: Ingress test/podinfo not found"),
+            "{err}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn read_inverts_render(routes in any_split()) {
+            let canary = with_ref();
+            let options = Options::default();
+            let input = input(&canary, routes, &options);
+            let objects = Skipper.render(&input, &live([user_ingress()])).unwrap();
+            prop_assert_eq!(Skipper.read(&input, &live(objects)).unwrap(), Some(routes));
+        }
+    }
+}
