@@ -16,6 +16,7 @@ use serin_core::Routes;
 use crate::api::{Canary, Provider};
 
 mod apisix;
+mod appmesh;
 mod capability;
 mod contour;
 mod dynamic;
@@ -134,6 +135,8 @@ pub fn for_provider(provider: Provider) -> Result<Box<dyn Router>, String> {
         Provider::Apisix => Ok(Box::new(apisix::Apisix)),
         Provider::Knative => Ok(Box::new(knative::Knative)),
         Provider::Gloo => Ok(Box::new(gloo::Gloo)),
+        Provider::AppMesh => Ok(Box::new(appmesh::AppMesh::v1beta1())),
+        Provider::AppMeshV1beta2 => Ok(Box::new(appmesh::AppMesh::v1beta2())),
         Provider::Linkerd
         | Provider::Osm
         | Provider::SmiV1alpha1
