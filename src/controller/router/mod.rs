@@ -23,6 +23,7 @@ mod dynamic;
 #[cfg(test)]
 mod fixture;
 mod gloo;
+mod ingress;
 mod knative;
 mod kubernetes;
 mod kuma;
@@ -145,8 +146,8 @@ pub fn for_provider(provider: Provider) -> Result<Box<dyn Router>, String> {
             .map(|r| Box::new(r) as Box<dyn Router>)
             .ok_or_else(|| format!("provider {provider} is not an SMI provider")),
         other => Err(format!(
-            "provider {other} is not supported by this serin build yet; supported: kubernetes \
-             (set spec.provider or --mesh-provider)"
+            "provider {other} is not supported by this serin build yet; set spec.provider (or \
+             --mesh-provider) to another provider"
         )),
     }
 }

@@ -13,11 +13,12 @@ use std::collections::BTreeMap;
 
 use kube::ResourceExt;
 use kube::api::{ApiResource, DynamicObject};
-use serde_json::{Value, json};
+use serde_json::json;
 use serin_core::Routes;
 
 use super::capability::{self, Features};
 use super::dynamic;
+use super::ingress;
 use super::{Input, Live, ObjectKey, Router};
 use crate::api::Provider;
 use crate::api::canary::{HttpMatchRequest, StringMatch};
@@ -56,32 +57,6 @@ fn canary_name(input: &Input<'_>) -> String {
         // reached and reports the missing field.
         Err(_) => format!("{}-canary", input.apex),
     }
-}
-
-/// Points every backend of `spec` that serves `from` at `to`; returns how many it changed.
-fn retarget(spec: &mut Value, from: &str, to: &str) -> usize {
-    let rename =
-        |backend: Option<&mut Value>| match backend.and_then(|b| b.pointer_mut("/service/name")) {
-            Some(name) if name == from => {
-                *name = json!(to);
-                1
-            }
-            _ => 0,
-        };
-    let mut changed = rename(spec.get_mut("defaultBackend"));
-    if let Some(rules) = spec.get_mut("rules").and_then(Value::as_array_mut) {
-        for rule in rules {
-            if let Some(paths) = rule
-                .pointer_mut("/http/paths")
-                .and_then(Value::as_array_mut)
-            {
-                for path in paths {
-                    changed += rename(path.get_mut("backend"));
-                }
-            }
-        }
-    }
-    changed
 }
 
 /// The A/B annotations (without prefix) for `analysis.match`.
@@ -174,14 +149,20 @@ impl Router for Nginx {
                 input.namespace
             )
         })?;
-        let mut spec = user.data.get("spec").cloned().unwrap_or(json!({}));
-        if retarget(&mut spec, input.apex, &input.canary_service) == 0 {
-            return Err(format!(
+        let spec = user.data.get("spec").cloned().unwrap_or(json!({}));
+        let canary = input.canary_service.as_str();
+        let spec = ingress::derive(&spec, input.apex, Some(canary), |path| {
+            let mut path = path.clone();
+            path["backend"] = ingress::retarget(&path["backend"], canary);
+            vec![path]
+        })
+        .ok_or_else(|| {
+            format!(
                 "spec.ingressRef: Ingress {name} has no backend for Service {}; point a path \
                  of it at that Service",
                 input.apex
-            ));
-        }
+            )
+        })?;
         let prefix = input.options.nginx_annotations_prefix.as_str();
         // The user's annotations configure NGINX for this host (rewrites, auth, timeouts...):
         // the canary must behave the same, except for the canary settings serin owns.

@@ -14,6 +14,7 @@ use serin_core::Routes;
 
 use super::capability::{self, WEIGHTS_ONLY};
 use super::dynamic;
+use super::ingress;
 use super::{Input, Live, ObjectKey, Router};
 use crate::api::Provider;
 
@@ -51,39 +52,6 @@ fn canary_name(input: &Input<'_>) -> String {
     }
 }
 
-/// Sends every path of `spec` that serves the apex to the primary, followed by a copy that
-/// serves the canary; returns how many paths it split.
-fn split_paths(spec: &mut Value, input: &Input<'_>) -> usize {
-    let mut split = 0;
-    let Some(rules) = spec.get_mut("rules").and_then(Value::as_array_mut) else {
-        return 0;
-    };
-    for rule in rules {
-        let Some(paths) = rule
-            .pointer_mut("/http/paths")
-            .and_then(Value::as_array_mut)
-        else {
-            continue;
-        };
-        let mut out = Vec::with_capacity(paths.len() * 2);
-        for path in paths.drain(..) {
-            if path.pointer("/backend/service/name") != Some(&json!(input.apex)) {
-                out.push(path);
-                continue;
-            }
-            let mut primary = path.clone();
-            primary["backend"]["service"]["name"] = json!(input.primary_service);
-            let mut canary = path;
-            canary["backend"]["service"]["name"] = json!(input.canary_service);
-            out.push(primary);
-            out.push(canary);
-            split += 1;
-        }
-        *paths = out;
-    }
-    split
-}
-
 impl Router for Skipper {
     fn provider(&self) -> Provider {
         Provider::Skipper
@@ -107,14 +75,25 @@ impl Router for Skipper {
                 input.namespace
             )
         })?;
-        let mut spec = user.data.get("spec").cloned().unwrap_or(json!({}));
-        if split_paths(&mut spec, input) == 0 {
-            return Err(format!(
+        let spec = user.data.get("spec").cloned().unwrap_or(json!({}));
+        // Each path to the apex becomes a path to the primary followed by the same path to
+        // the canary; Skipper splits between them by the backend weights.
+        let spec = ingress::derive(&spec, input.apex, None, |path| {
+            [&input.primary_service, &input.canary_service]
+                .map(|to| {
+                    let mut path = path.clone();
+                    path["backend"] = ingress::retarget(&path["backend"], to);
+                    path
+                })
+                .to_vec()
+        })
+        .ok_or_else(|| {
+            format!(
                 "spec.ingressRef: Ingress {name} has no path to Service {}; point a path of \
                  it at that Service",
                 input.apex
-            ));
-        }
+            )
+        })?;
         let mut annotations = dynamic::copyable(user.annotations());
         let weights: BTreeMap<&str, u32> = [
             (input.primary_service.as_str(), input.routes.primary),
