@@ -169,14 +169,20 @@ impl Router for Nginx {
         let mut annotations = dynamic::copyable(user.annotations());
         annotations.retain(|k, _| !k.starts_with(&format!("{prefix}/canary")));
         annotations.insert(format!("{prefix}/canary"), "true".into());
-        let matches = input
+        // Checked at every weight, so that a match NGINX cannot express is reported before
+        // any traffic moves.
+        let ab = match input
             .canary
             .spec
             .analysis()
-            .and_then(|a| a.r#match.as_deref());
-        match matches {
-            Some(matches) if input.ab_testing && input.routes.canary > 0 => {
-                for (k, v) in match_annotations(matches)? {
+            .and_then(|a| a.r#match.as_deref())
+        {
+            Some(matches) if input.ab_testing => Some(match_annotations(matches)?),
+            _ => None,
+        };
+        match ab {
+            Some(ab) if input.routes.canary > 0 => {
+                for (k, v) in ab {
                     annotations.insert(format!("{prefix}/{k}"), v);
                 }
             }
@@ -381,10 +387,13 @@ mod tests {
             ),
         ];
         for (canary, live, expected) in table {
-            let err = Nginx
-                .render(&input(&canary, Routes::CANARY, &options), &live)
-                .unwrap_err();
-            assert!(err.starts_with(expected), "{err}");
+            // Reported at weight 0 too: before any traffic moves.
+            for routes in [Routes::PRIMARY, Routes::CANARY] {
+                let err = Nginx
+                    .render(&input(&canary, routes, &options), &live)
+                    .unwrap_err();
+                assert!(err.starts_with(expected), "{err}");
+            }
         }
     }
 
