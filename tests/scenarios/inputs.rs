@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::networking::v1::Ingress;
-use kube::Api;
 use serde_json::json;
 use serin::api::Canary;
 use serin_core::Phase;
@@ -138,61 +136,6 @@ async fn a_routing_object_that_cannot_be_rendered_is_reported() {
         message.contains("spec.ingressRef") && message.contains("not found"),
         "{message}"
     );
-}
-
-/// With its Ingress present, an `nginx` Canary initializes behind a canary Ingress that
-/// serin owns, at weight 0.
-#[tokio::test]
-async fn nginx_initializes_behind_a_canary_ingress() {
-    let world = World::start().await;
-    let ingresses: Api<Ingress> = Api::namespaced(world.client.clone(), NS);
-    world
-        .apply(
-            &ingresses,
-            json!({
-                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-                "metadata": {"name": "podinfo", "namespace": NS},
-                "spec": {"rules": [{"host": "app.example.com", "http": {"paths": [
-                    {"path": "/", "pathType": "Prefix",
-                     "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}}}
-                ]}}]}
-            }),
-        )
-        .await;
-    world
-        .apply(
-            &world.deployments(),
-            deployment("podinfo", "podinfo:6.0.0", 1),
-        )
-        .await;
-    let mut c = canary("podinfo", 2);
-    c["spec"]["provider"] = json!("nginx");
-    c["spec"]["ingressRef"] =
-        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"});
-    world.apply(&world.canaries(), c).await;
-    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
-    let canary_ingress = ingresses.get("podinfo-canary").await.unwrap();
-    let annotations = canary_ingress.metadata.annotations.unwrap_or_default();
-    assert_eq!(annotations["nginx.ingress.kubernetes.io/canary"], "true");
-    assert_eq!(
-        annotations["nginx.ingress.kubernetes.io/canary-weight"],
-        "0"
-    );
-    assert_eq!(
-        canary_ingress.metadata.owner_references.unwrap_or_default()[0].kind,
-        "Canary"
-    );
-    let backend = canary_ingress.spec.unwrap().rules.unwrap()[0]
-        .http
-        .as_ref()
-        .unwrap()
-        .paths[0]
-        .backend
-        .clone();
-    assert_eq!(backend.service.unwrap().name, "podinfo-canary");
-    // The user's Ingress is left as it was.
-    let user = ingresses.get("podinfo").await.unwrap();
-    assert!(user.metadata.owner_references.is_none());
 }
 
 #[tokio::test]

@@ -1,0 +1,184 @@
+//! Routing through providers other than `kubernetes`: the routing objects serin writes on
+//! the emulator as a release moves traffic, read back with a plain client.
+
+use std::time::Duration;
+
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{DynamicObject, GroupVersionKind, PostParams};
+use kube::discovery::ApiResource;
+use serde_json::{Value, json};
+use serin_core::Phase;
+
+use crate::harness::{NS, World, canary, deployment, wait_until};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn ingresses(world: &World) -> Api<Ingress> {
+    Api::namespaced(world.client.clone(), NS)
+}
+
+/// The user's Ingress for `podinfo` and a Canary routed through it by `nginx`, progressive
+/// (`stepWeight`) when `step` is set, else Blue/Green with 2 iterations.
+async fn nginx_world(step: Option<u32>) -> World {
+    let world = World::start().await;
+    world
+        .apply(
+            &ingresses(&world),
+            json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": "podinfo", "namespace": NS},
+                "spec": {"rules": [{"host": "app.example.com", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix",
+                     "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}}}
+                ]}}]}
+            }),
+        )
+        .await;
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 1),
+        )
+        .await;
+    let mut c = canary("podinfo", 2);
+    c["spec"]["provider"] = json!("nginx");
+    c["spec"]["ingressRef"] =
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"});
+    if let Some(step) = step {
+        c["spec"]["analysis"] =
+            json!({"interval": "1s", "threshold": 2, "stepWeight": step, "maxWeight": 50});
+    }
+    world.apply(&world.canaries(), c).await;
+    world
+}
+
+async fn canary_weight(world: &World) -> Option<String> {
+    let ingress = ingresses(world).get_opt("podinfo-canary").await.unwrap()?;
+    ingress
+        .metadata
+        .annotations?
+        .get("nginx.ingress.kubernetes.io/canary-weight")
+        .cloned()
+}
+
+/// With its Ingress present, an `nginx` Canary initializes behind a canary Ingress that
+/// serin owns, at weight 0.
+#[tokio::test]
+async fn nginx_initializes_behind_a_canary_ingress() {
+    let world = nginx_world(None).await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+    let canary_ingress = ingresses(&world).get("podinfo-canary").await.unwrap();
+    let annotations = canary_ingress.metadata.annotations.unwrap_or_default();
+    assert_eq!(annotations["nginx.ingress.kubernetes.io/canary"], "true");
+    assert_eq!(
+        annotations["nginx.ingress.kubernetes.io/canary-weight"],
+        "0"
+    );
+    assert_eq!(
+        canary_ingress.metadata.owner_references.unwrap_or_default()[0].kind,
+        "Canary"
+    );
+    let backend = canary_ingress.spec.unwrap().rules.unwrap()[0]
+        .http
+        .as_ref()
+        .unwrap()
+        .paths[0]
+        .backend
+        .clone();
+    assert_eq!(backend.service.unwrap().name, "podinfo-canary");
+    // The user's Ingress is left as it was.
+    let user = ingresses(&world).get("podinfo").await.unwrap();
+    assert!(user.metadata.owner_references.is_none());
+}
+
+/// A progressive release moves the canary Ingress's weight up, then back to 0 on promotion.
+#[tokio::test]
+async fn nginx_canary_weight_follows_the_release() {
+    let world = nginx_world(Some(25)).await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+    world.set_image("podinfo", "podinfo:6.0.1").await;
+    wait_until(LONG, "canary-weight 50", || async {
+        canary_weight(&world).await.as_deref() == Some("50")
+    })
+    .await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(canary_weight(&world).await.as_deref(), Some("0"));
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+}
+
+/// Registers a namespaced CRD that keeps any field (the emulator validates against it).
+async fn register(world: &World, group: &str, version: &str, kind: &str, plural: &str) {
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {
+            "group": group, "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(),
+                      "listKind": format!("{kind}List")},
+            "versions": [{"name": version, "served": true, "storage": true,
+                          "schema": {"openAPIV3Schema": {"type": "object",
+                              "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    }))
+    .unwrap();
+    Api::<CustomResourceDefinition>::all(world.client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .unwrap();
+}
+
+/// `linkerd`: the TrafficSplit `<apex>` carries the release's weights as quantities.
+#[tokio::test]
+async fn linkerd_traffic_split_follows_the_release() {
+    let world = World::start().await;
+    register(
+        &world,
+        "split.smi-spec.io",
+        "v1alpha1",
+        "TrafficSplit",
+        "trafficsplits",
+    )
+    .await;
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 1),
+        )
+        .await;
+    let mut c = canary("podinfo", 2);
+    c["spec"]["provider"] = json!("linkerd");
+    c["spec"]["analysis"] =
+        json!({"interval": "1s", "threshold": 2, "stepWeight": 50, "maxWeight": 50});
+    world.apply(&world.canaries(), c).await;
+    let splits: Api<DynamicObject> = Api::namespaced_with(
+        world.client.clone(),
+        NS,
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "split.smi-spec.io",
+            "v1alpha1",
+            "TrafficSplit",
+        )),
+    );
+    let canary_weight = || async {
+        splits
+            .get_opt("podinfo")
+            .await
+            .unwrap()
+            .and_then(|s| s.data.pointer("/spec/backends/0").cloned())
+            .unwrap_or(Value::Null)
+    };
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+    assert_eq!(
+        canary_weight().await,
+        json!({"service": "podinfo-canary", "weight": "0"})
+    );
+    world.set_image("podinfo", "podinfo:6.0.1").await;
+    wait_until(LONG, "TrafficSplit canary weight 50", || async {
+        canary_weight().await["weight"] == "50"
+    })
+    .await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(canary_weight().await["weight"], "0");
+}
