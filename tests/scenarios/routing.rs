@@ -108,6 +108,45 @@ async fn nginx_canary_weight_follows_the_release() {
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
 }
 
+/// A/B testing: during the iterations the canary Ingress routes by header; after promotion
+/// the header annotations are gone again (server-side apply drops what serin stops writing).
+#[tokio::test]
+async fn nginx_ab_testing_routes_by_header_then_resets() {
+    let world = nginx_world(None).await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+    let mut ab = world.canary("podinfo").await;
+    let analysis = ab.spec.analysis.as_mut().unwrap();
+    analysis.iterations = Some(3);
+    analysis.r#match = Some(vec![
+        serde_json::from_value(json!({"headers": {"x-canary": {"exact": "insider"}}})).unwrap(),
+    ]);
+    ab.metadata.managed_fields = None;
+    ab.metadata.resource_version = None;
+    ab.status = None;
+    world
+        .apply(&world.canaries(), serde_json::to_value(&ab).unwrap())
+        .await;
+    world.set_image("podinfo", "podinfo:6.0.1").await;
+    let header = || async {
+        ingresses(&world)
+            .get_opt("podinfo-canary")
+            .await
+            .unwrap()
+            .and_then(|i| i.metadata.annotations)
+            .and_then(|a| {
+                a.get("nginx.ingress.kubernetes.io/canary-by-header-value")
+                    .cloned()
+            })
+    };
+    wait_until(LONG, "canary-by-header-value insider", || async {
+        header().await.as_deref() == Some("insider")
+    })
+    .await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(header().await, None);
+    assert_eq!(canary_weight(&world).await.as_deref(), Some("0"));
+}
+
 /// Registers a namespaced CRD that keeps any field (the emulator validates against it).
 async fn register(world: &World, group: &str, version: &str, kind: &str, plural: &str) {
     let crd: CustomResourceDefinition = serde_json::from_value(json!({
