@@ -1,7 +1,42 @@
 //! The canary Ingress that the Ingress-based providers (nginx, skipper) derive from the
 //! user's Ingress: the same host, TLS and class, with only the routes to the apex Service.
 
+use kube::api::ApiResource;
 use serde_json::{Value, json};
+
+use super::{Input, dynamic};
+use crate::api::Provider;
+
+/// `networking.k8s.io/v1` Ingress.
+pub fn resource() -> ApiResource {
+    dynamic::resource("networking.k8s.io", "v1", "Ingress", "ingresses")
+}
+
+/// The user's Ingress, from `spec.ingressRef`, which `provider` routes through.
+pub fn user_ref<'a>(input: &'a Input<'_>, provider: Provider) -> Result<&'a str, String> {
+    input
+        .canary
+        .spec
+        .ingress_ref
+        .as_ref()
+        .map(|r| r.name.as_str())
+        .ok_or_else(|| {
+            format!(
+                "spec.ingressRef: provider {provider} routes through an Ingress; set ingressRef \
+                 to the Ingress that serves the apex Service"
+            )
+        })
+}
+
+/// `<ingressRef>-canary`, the Ingress serin owns.
+pub fn canary_name(input: &Input<'_>) -> String {
+    match &input.canary.spec.ingress_ref {
+        Some(r) => format!("{}-canary", r.name),
+        // Without ingressRef the controller still fetches this name, so that `render` is
+        // reached and reports the missing field.
+        None => format!("{}-canary", input.apex),
+    }
+}
 
 /// Whether an Ingress backend is the Service `name`.
 fn serves(backend: Option<&Value>, name: &str) -> bool {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use kube::ResourceExt;
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::DynamicObject;
 use serde_json::{Value, json};
 use serin_core::Routes;
 
@@ -25,33 +25,6 @@ const PREDICATE: &str = "zalando.org/skipper-predicate";
 const OUTRANK: &str = "Weight(100)";
 const DISABLED: &str = "False()";
 
-fn resource() -> ApiResource {
-    dynamic::resource("networking.k8s.io", "v1", "Ingress", "ingresses")
-}
-
-fn ingress_ref<'a>(input: &'a Input<'_>) -> Result<&'a str, String> {
-    input
-        .canary
-        .spec
-        .ingress_ref
-        .as_ref()
-        .map(|r| r.name.as_str())
-        .ok_or_else(|| {
-            "spec.ingressRef: provider skipper routes through an Ingress; set ingressRef to \
-             the Ingress that serves the apex Service"
-                .to_string()
-        })
-}
-
-fn canary_name(input: &Input<'_>) -> String {
-    match ingress_ref(input) {
-        Ok(name) => format!("{name}-canary"),
-        // Without ingressRef the controller still fetches this name, so that `render` is
-        // reached and reports the missing field.
-        Err(_) => format!("{}-canary", input.apex),
-    }
-}
-
 impl Router for Skipper {
     fn provider(&self) -> Provider {
         Provider::Skipper
@@ -59,16 +32,20 @@ impl Router for Skipper {
 
     fn objects(&self, input: &Input<'_>) -> Vec<ObjectKey> {
         let mut keys = Vec::new();
-        if let Ok(name) = ingress_ref(input) {
-            keys.push(dynamic::key(&resource(), input, name));
+        if let Ok(name) = ingress::user_ref(input, Provider::Skipper) {
+            keys.push(dynamic::key(&ingress::resource(), input, name));
         }
-        keys.push(dynamic::key(&resource(), input, &canary_name(input)));
+        keys.push(dynamic::key(
+            &ingress::resource(),
+            input,
+            &ingress::canary_name(input),
+        ));
         keys
     }
 
     fn render(&self, input: &Input<'_>, live: &Live) -> Result<Vec<DynamicObject>, String> {
         capability::check(Provider::Skipper, WEIGHTS_ONLY, input)?;
-        let name = ingress_ref(input)?;
+        let name = ingress::user_ref(input, Provider::Skipper)?;
         let user = live.get(&format!("Ingress/{name}")).ok_or_else(|| {
             format!(
                 "spec.ingressRef: Ingress {}/{name} not found; create it or fix the name",
@@ -112,9 +89,9 @@ impl Router for Skipper {
         let mut labels = user.labels().clone();
         labels.retain(|k, _| !dynamic::is_flux_key(k));
         let mut object = dynamic::owned(
-            &resource(),
+            &ingress::resource(),
             Some(input.namespace),
-            &canary_name(input),
+            &ingress::canary_name(input),
             input,
             json!({ "spec": spec }),
         );
@@ -126,7 +103,7 @@ impl Router for Skipper {
     }
 
     fn read(&self, input: &Input<'_>, live: &Live) -> Result<Option<Routes>, String> {
-        let name = canary_name(input);
+        let name = ingress::canary_name(input);
         let Some(ingress) = live.get(&format!("Ingress/{name}")) else {
             return Ok(None);
         };
