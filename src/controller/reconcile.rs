@@ -748,19 +748,19 @@ impl Cookies {
             };
         }
         let fresh = |name: &str| format!("{name}={}", random_token(canary));
-        let primary_name = affinity
-            .primary_cookie_name
-            .as_deref()
-            .unwrap_or("flagger-primary");
+        // A primary cookie only when the Canary names one (Flagger's behaviour).
+        let primary = affinity.primary_cookie_name.as_deref().map(|name| {
+            current
+                .primary_session_affinity_cookie
+                .clone()
+                .unwrap_or_else(|| fresh(name))
+        });
         Cookies {
             canary: current
                 .session_affinity_cookie
                 .clone()
                 .or_else(|| Some(fresh(&affinity.cookie_name))),
-            primary: current
-                .primary_session_affinity_cookie
-                .clone()
-                .or_else(|| Some(fresh(primary_name))),
+            primary,
             previous: current.previous_session_affinity_cookie.clone(),
         }
     }

@@ -198,7 +198,9 @@ fn without_toolkit(map: BTreeMap<String, String>) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn filtered(
+/// Labels or annotations copied to a primary object: those under `--include-label-prefix`,
+/// never Flux's (they would make Flux manage the copy).
+pub fn filtered(
     map: &Option<BTreeMap<String, String>>,
     prefixes: &[String],
 ) -> BTreeMap<String, String> {

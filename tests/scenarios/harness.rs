@@ -217,6 +217,28 @@ impl World {
         }
     }
 
+    /// Waits until `status.iterations` reaches `n`.
+    pub async fn wait_iterations(&self, name: &str, n: i32) -> Canary {
+        self.wait_canary(
+            name,
+            &format!("iteration {n}"),
+            Duration::from_secs(30),
+            |c| c.status.as_ref().is_some_and(|s| s.iterations >= n),
+        )
+        .await
+    }
+
+    /// Waits for `Ready=False` and returns its (reason, message).
+    pub async fn wait_blocked(&self, name: &str) -> (String, String) {
+        let blocked = self
+            .wait_canary(name, "Ready=False", Duration::from_secs(30), |c| {
+                ready_condition(c).is_some_and(|(s, _, _)| s == "False")
+            })
+            .await;
+        let (_, reason, message) = ready_condition(&blocked).unwrap();
+        (reason, message)
+    }
+
     pub async fn fail(&self, name: &str, why: &str) -> ! {
         let canary = self.canaries().get_opt(name).await.ok().flatten();
         let status = canary
@@ -312,6 +334,22 @@ impl Drop for World {
     fn drop(&mut self) {
         self.kill_controller();
     }
+}
+
+/// The `Ready` condition: (status, reason, message).
+pub fn ready_condition(c: &Canary) -> Option<(String, String, String)> {
+    let cond = c
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((
+        cond.status.as_str().to_string(),
+        cond.reason.clone(),
+        cond.message.clone().unwrap_or_default(),
+    ))
 }
 
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut f: F)

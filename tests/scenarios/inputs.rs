@@ -4,27 +4,11 @@
 use std::time::Duration;
 
 use serde_json::json;
-use serin::api::Canary;
 use serin_core::Phase;
 
-use crate::harness::{NS, World, canary, deployment, initialized};
+use crate::harness::{NS, World, canary, deployment, initialized, ready_condition};
 
 const LONG: Duration = Duration::from_secs(30);
-
-fn ready_condition(c: &Canary) -> Option<(String, String, String)> {
-    let cond = c
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((
-        cond.status.as_str().to_string(),
-        cond.reason.clone(),
-        cond.message.clone().unwrap_or_default(),
-    ))
-}
 
 #[tokio::test]
 async fn a_missing_target_is_reported_and_picked_up_when_it_appears() {
@@ -33,12 +17,7 @@ async fn a_missing_target_is_reported_and_picked_up_when_it_appears() {
     initialized(&world, "healthy", 2).await;
 
     world.apply(&world.canaries(), canary("podinfo", 2)).await;
-    let blocked = world
-        .wait_canary("podinfo", "Ready=False", LONG, |c| {
-            ready_condition(c).is_some_and(|(s, _, _)| s == "False")
-        })
-        .await;
-    let (_, reason, message) = ready_condition(&blocked).unwrap();
+    let (reason, message) = world.wait_blocked("podinfo").await;
     assert_eq!(reason, "TargetNotFound");
     assert!(
         message.contains("spec.targetRef") && message.contains("default/podinfo"),
@@ -81,12 +60,7 @@ async fn a_missing_metric_template_is_reported_and_retried_when_created() {
         "thresholdRange": {"max": 1}, "interval": "1m"
     }]);
     world.apply(&world.canaries(), c).await;
-    let blocked = world
-        .wait_canary("podinfo", "Ready=False", LONG, |c| {
-            ready_condition(c).is_some_and(|(s, _, _)| s == "False")
-        })
-        .await;
-    let (_, reason, message) = ready_condition(&blocked).unwrap();
+    let (reason, message) = world.wait_blocked("podinfo").await;
     assert_eq!(reason, "MetricTemplateNotFound");
     assert!(
         message.contains("spec.analysis.metrics[0].templateRef")
@@ -125,12 +99,7 @@ async fn a_routing_object_that_cannot_be_rendered_is_reported() {
     c["spec"]["ingressRef"] =
         json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"});
     world.apply(&world.canaries(), c).await;
-    let blocked = world
-        .wait_canary("podinfo", "Ready=False", LONG, |c| {
-            ready_condition(c).is_some_and(|(s, _, _)| s == "False")
-        })
-        .await;
-    let (_, reason, message) = ready_condition(&blocked).unwrap();
+    let (reason, message) = world.wait_blocked("podinfo").await;
     assert_eq!(reason, "RoutingInvalid");
     assert!(
         message.contains("spec.ingressRef") && message.contains("not found"),
@@ -151,12 +120,7 @@ async fn an_invalid_spec_is_reported_with_its_field() {
     // Valid for the CRD schema, rejected by serin's validation: a webhook without a URL scheme.
     c["spec"]["analysis"]["webhooks"] = json!([{"name": "load", "url": "not a url"}]);
     world.apply(&world.canaries(), c).await;
-    let blocked = world
-        .wait_canary("podinfo", "Ready=False", LONG, |c| {
-            ready_condition(c).is_some_and(|(s, _, _)| s == "False")
-        })
-        .await;
-    let (_, reason, message) = ready_condition(&blocked).unwrap();
+    let (reason, message) = world.wait_blocked("podinfo").await;
     assert_eq!(reason, "InvalidSpec");
     assert!(message.contains("spec.analysis.webhooks[0]"), "{message}");
     world

@@ -165,11 +165,7 @@ async fn a_new_revision_during_analysis_restarts_it() {
     let world = World::start().await;
     initialized(&world, "podinfo", 6).await;
     world.set_image("podinfo", "podinfo:6.0.1").await;
-    world
-        .wait_canary("podinfo", "iteration 2", LONG, |c| {
-            c.status.as_ref().is_some_and(|s| s.iterations >= 2)
-        })
-        .await;
+    world.wait_iterations("podinfo", 2).await;
     world.set_image("podinfo", "podinfo:6.0.2").await;
     world
         .wait_event(
@@ -195,11 +191,7 @@ async fn suspend_holds_a_release_and_resume_finishes_it() {
     let world = World::start().await;
     initialized(&world, "podinfo", 5).await;
     world.set_image("podinfo", "podinfo:6.0.1").await;
-    world
-        .wait_canary("podinfo", "iteration 1", LONG, |c| {
-            c.status.as_ref().is_some_and(|s| s.iterations >= 1)
-        })
-        .await;
+    world.wait_iterations("podinfo", 1).await;
     world
         .merge(
             &world.canaries(),
@@ -237,11 +229,7 @@ async fn a_controller_killed_mid_release_is_restarted_and_finishes_it() {
     let mut world = World::start().await;
     initialized(&world, "podinfo", 6).await;
     world.set_image("podinfo", "podinfo:6.0.1").await;
-    world
-        .wait_canary("podinfo", "iteration 2", LONG, |c| {
-            c.status.as_ref().is_some_and(|s| s.iterations >= 2)
-        })
-        .await;
+    world.wait_iterations("podinfo", 2).await;
     world.kill_controller();
     let at_kill = world.canary("podinfo").await.status.unwrap();
     assert_eq!(at_kill.phase, Phase::Progressing);

@@ -344,11 +344,7 @@ async fn going_back_to_the_promoted_revision_cancels_the_release_without_analysi
     let world = World::start().await;
     initialized(&world, "podinfo", 8).await;
     world.set_image("podinfo", "podinfo:6.0.1").await;
-    world
-        .wait_canary("podinfo", "iteration 1", LONG, |c| {
-            c.status.as_ref().is_some_and(|s| s.iterations >= 1)
-        })
-        .await;
+    world.wait_iterations("podinfo", 1).await;
     world.set_image("podinfo", "podinfo:6.0.0").await;
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     world

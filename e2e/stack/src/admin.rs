@@ -79,7 +79,7 @@ pub async fn handle(
         ("GET", "/traffic/metrics") => full(
             200,
             "text/plain; version=0.0.4",
-            crate::traffic::telemetry::render(&state.world.series()),
+            crate::traffic::telemetry::render(&state.world.series(), state.world.provider()),
         ),
         ("GET" | "POST" | "DELETE", "/datadog/fault") => {
             provider_fault(&state.datadog, &method, req).await

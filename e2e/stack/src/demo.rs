@@ -11,12 +11,20 @@ use std::path::{Path, PathBuf};
 pub const NAMESPACE: &str = "test";
 pub const IMAGE: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
 
-/// serin's CRDs: `crds/crds.yaml` in the working directory, else in this repository.
-pub fn find_crds() -> Option<PathBuf> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds/crds.yaml");
-    [PathBuf::from("crds/crds.yaml"), repo]
+/// A file of the repository (`crds/crds.yaml`, ...): in the working directory, else where
+/// this crate was built from.
+fn find(path: &str) -> Option<PathBuf> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path);
+    [PathBuf::from(path), repo]
         .into_iter()
         .find(|p| p.is_file())
+}
+
+/// serin's CRDs.
+pub fn find_crds() -> Option<PathBuf> {
+    find("crds/crds.yaml")
 }
 
 fn yaml_documents(text: &str) -> Result<Vec<Value>> {
@@ -31,8 +39,66 @@ fn yaml_documents(text: &str) -> Result<Vec<Value>> {
     Ok(out)
 }
 
-/// Creates the demo's objects. Returns notes for the user (what was skipped and why).
-pub fn populate(stack: &Stack) -> Result<Vec<String>> {
+/// A CRD accepting any spec, with a status subresource: the stand-in for a mesh's CRDs.
+fn open_crd(group: &str, kind: &str, plural: &str, versions: &[&str]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            json!({"name": v, "served": true, "storage": i == 0, "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}})
+        })
+        .collect();
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+            "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind},
+            "versions": versions}})
+}
+
+/// What the provider's routing needs in the cluster: its CRDs, or the user's Ingress.
+fn mesh_objects(provider: &str) -> Vec<Value> {
+    match provider {
+        "istio" => vec![
+            open_crd(
+                "networking.istio.io",
+                "VirtualService",
+                "virtualservices",
+                &["v1beta1", "v1alpha3", "v1"],
+            ),
+            open_crd(
+                "networking.istio.io",
+                "DestinationRule",
+                "destinationrules",
+                &["v1beta1", "v1alpha3", "v1"],
+            ),
+        ],
+        p if p.starts_with("gatewayapi") => vec![open_crd(
+            "gateway.networking.k8s.io",
+            "HTTPRoute",
+            "httproutes",
+            &["v1", "v1beta1"],
+        )],
+        p if p == "linkerd" || p == "osm" || p.starts_with("smi") => vec![open_crd(
+            "split.smi-spec.io",
+            "TrafficSplit",
+            "trafficsplits",
+            &["v1alpha2", "v1alpha1", "v1alpha3"],
+        )],
+        "nginx" => vec![
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "podinfo", "namespace": NAMESPACE},
+            "spec": {"ingressClassName": "nginx", "rules": [{"host": "app.example.com", "http": {"paths": [{
+                "path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}}}]}}]}}),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// Creates the demo's objects for a provider. Returns notes for the user (what was skipped
+/// and why).
+pub fn populate(stack: &Stack, provider: &str) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     stack.create(
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
@@ -46,6 +112,25 @@ pub fn populate(stack: &Stack) -> Result<Vec<String>> {
     stack.create(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "podinfo", "namespace": NAMESPACE},
         "spec": {"selector": {"app": "podinfo"}, "ports": [{"name": "http", "port": 9898}]}}))?;
+    // The routing CRDs the project keeps for the local stack, else open stand-ins.
+    let routing_crds = match find("e2e/crds/routing.yaml") {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            yaml_documents(&text)?
+        }
+        None => Vec::new(),
+    };
+    let have_crds = !routing_crds.is_empty();
+    for crd in routing_crds {
+        stack.create(crd).context("creating the routing CRDs")?;
+    }
+    for o in mesh_objects(provider) {
+        if have_crds && o["kind"] == "CustomResourceDefinition" {
+            continue;
+        }
+        stack.create(o)?;
+    }
     let Some(crds) = find_crds() else {
         notes.push("crds/crds.yaml not found: no CRDs or MetricTemplates created (run from the repository)".into());
         return Ok(notes);
@@ -90,7 +175,8 @@ fn templates(stack: &Stack) -> Vec<Value> {
     out
 }
 
-/// A blue/green Canary for podinfo that uses the builtin metrics and the templates created.
+/// A Canary for podinfo (blue/green with plain Services, weighted otherwise) that uses the
+/// builtin metrics and the templates created.
 pub fn canary_yaml(stack: &Stack, provider: &str) -> String {
     let mut metrics = String::from(
         "      - name: request-success-rate\n        thresholdRange: {min: 99}\n        interval: 30s\n      \
@@ -115,10 +201,24 @@ pub fn canary_yaml(stack: &Stack, provider: &str) -> String {
             ));
         }
     }
+    // Plain Services can only do blue/green; the others shift weights step by step.
+    let (routing, analysis) = match provider {
+        "kubernetes" => (String::new(), "    iterations: 5\n".to_string()),
+        "nginx" => (
+            "  ingressRef:\n    apiVersion: networking.k8s.io/v1\n    kind: Ingress\n    name: podinfo\n".to_string(),
+            "    stepWeight: 20\n    maxWeight: 60\n".to_string(),
+        ),
+        _ => (String::new(), "    stepWeight: 20\n    maxWeight: 60\n".to_string()),
+    };
+    let gateway = if provider.starts_with("gatewayapi") {
+        "    gatewayRefs:\n      - name: gateway\n        namespace: istio-ingress\n"
+    } else {
+        ""
+    };
     format!(
         "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\n  namespace: {NAMESPACE}\nspec:\n  \
-         provider: {provider}\n  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: podinfo\n  \
-         progressDeadlineSeconds: 60\n  service:\n    port: 9898\n  analysis:\n    interval: 10s\n    threshold: 2\n    \
-         iterations: 5\n    metrics:\n{metrics}"
+         provider: {provider}\n  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: podinfo\n{routing}  \
+         progressDeadlineSeconds: 60\n  service:\n    port: 9898\n{gateway}  analysis:\n    interval: 10s\n    threshold: 2\n\
+         {analysis}    metrics:\n{metrics}"
     )
 }

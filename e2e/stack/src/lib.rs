@@ -1,8 +1,11 @@
 //! `serin-stack`: a local stand-in for a Kubernetes cluster, for tests and demos.
 //!
 //! It serves the Kubernetes REST API on 127.0.0.1 (enough for kube-rs and kubectl), plays
-//! the Deployment/DaemonSet controllers and the kubelet, and can inject faults. It knows
-//! nothing about any particular controller. See `e2e/README.md` for what it emulates.
+//! the Deployment/DaemonSet controllers and the kubelet, and can inject faults. Its traffic
+//! world sends simulated requests where the routing objects say and exports them as the
+//! meshes do, for a real Prometheus it can start and for its Datadog and New Relic API
+//! emulators. It knows nothing about any particular controller. See `e2e/README.md` for
+//! what it emulates.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -168,6 +171,7 @@ impl Stack {
                 store.clone(),
                 config.scenario.traffic.clone(),
                 config.manual_traffic_clock,
+                config.datadog || config.newrelic,
             )
             .map_err(|e| anyhow::anyhow!("scenario: {e}"))?,
         );

@@ -106,12 +106,13 @@ async fn main() -> Result<()> {
                 ..StackConfig::default()
             };
             let stack = Stack::start(config).await.context("starting the stack")?;
+            let term = sigterm()?;
             let mut out = std::io::stdout().lock();
             print_urls(&mut out, &stack)?;
             writeln!(out, "ready")?;
             out.flush()?;
             drop(out);
-            wait_for_signal().await?;
+            wait_for_signal(term).await?;
             stack.shutdown().await;
         }
         Command::Demo { dir, mesh_provider } => demo(dir, mesh_provider).await?,
@@ -133,9 +134,14 @@ fn print_urls(out: &mut impl Write, stack: &Stack) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
+/// Installs the SIGTERM handler: before `ready` is printed, so a client that stops the
+/// stack as soon as it reads `ready` gets a clean exit.
+fn sigterm() -> Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")
+}
+
+async fn wait_for_signal(mut term: tokio::signal::unix::Signal) -> Result<()> {
     tokio::select! {
         _ = term.recv() => {}
         r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
@@ -166,7 +172,8 @@ async fn demo(dir: PathBuf, provider: String) -> Result<()> {
                 .context("starting the stack")?
         }
     };
-    let notes = serin_stack::demo::populate(&stack)?;
+    let term = sigterm()?;
+    let notes = serin_stack::demo::populate(&stack, &provider)?;
     let canary = dir.join("canary.yaml");
     std::fs::write(&canary, serin_stack::demo::canary_yaml(&stack, &provider))
         .with_context(|| format!("writing {}", canary.display()))?;
@@ -199,7 +206,7 @@ async fn demo(dir: PathBuf, provider: String) -> Result<()> {
     writeln!(out, "ready")?;
     out.flush()?;
     drop(out);
-    wait_for_signal().await?;
+    wait_for_signal(term).await?;
     stack.shutdown().await;
     Ok(())
 }

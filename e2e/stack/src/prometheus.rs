@@ -1,6 +1,7 @@
 //! A real Prometheus (the `prometheus` binary from Debian's package, installed by
 //! `scripts/setup`), started on a free loopback port with a temporary data directory,
-//! scraping the traffic world every second. It is killed when the stack stops or is dropped.
+//! scraping the traffic world every second. It is killed when the stack stops or is dropped,
+//! and by a watchdog if the stack's process dies without stopping it.
 //!
 //! The binary is `$SERIN_PROMETHEUS` if set, else `prometheus` from `PATH`.
 
@@ -40,6 +41,27 @@ async fn status(addr: &str, path: &str) -> Option<u16> {
     let n = s.read(&mut buf).await.ok()?;
     let head = std::str::from_utf8(buf.get(..n)?).ok()?;
     head.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Kills Prometheus within a second if this process dies without stopping it (SIGKILL, a
+/// panic in a signal handler...): a detached shell polling both processes. It exits by
+/// itself once Prometheus is gone. (No `prctl(PR_SET_PDEATHSIG)`: that needs unsafe code.)
+fn watchdog(prometheus: Option<u32>) {
+    let Some(prom) = prometheus else { return };
+    let me = std::process::id();
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null && kill -0 {prom} 2>/dev/null; do sleep 1; done; kill {prom} 2>/dev/null"
+    );
+    // Not kill_on_drop: it must outlive us. Tokio reaps it if we are still running.
+    let spawned = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no watchdog for prometheus: it outlives a killed stack");
+    }
 }
 
 impl Prometheus {
@@ -88,6 +110,7 @@ impl Prometheus {
                         binary().display()
                     )
                 })?;
+            watchdog(child.id());
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 if let Some(code) = child.try_wait()? {

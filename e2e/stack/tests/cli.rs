@@ -216,3 +216,70 @@ fn demo_is_ready_to_use() {
     );
     terminate(&mut child);
 }
+
+#[test]
+fn demo_installs_what_the_mesh_provider_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_serin-stack"))
+        .args(["demo", "--mesh-provider", "istio", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_until_ready(&mut child);
+    assert!(
+        lines.iter().any(|l| l.contains("--mesh-provider istio")),
+        "{lines:?}"
+    );
+    let canary = std::fs::read_to_string(dir.path().join("canary.yaml")).unwrap();
+    assert!(
+        canary.contains("provider: istio") && canary.contains("stepWeight: 20"),
+        "{canary}"
+    );
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(dir.path().join("kubeconfig"))
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .args([
+            "wait",
+            "--for=condition=established",
+            "crd/virtualservices.networking.istio.io",
+        ])
+        .output()
+        .expect("kubectl is required for this test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    terminate(&mut child);
+}
+
+#[test]
+fn prometheus_does_not_outlive_a_killed_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_serin-stack"))
+        .args(["up", "--prometheus", "--kubeconfig"])
+        .arg(dir.path().join("kubeconfig"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_until_ready(&mut child);
+    let prometheus = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("prometheus "))
+        .unwrap()
+        .to_string();
+    assert!(answers(&prometheus));
+    child.kill().unwrap(); // SIGKILL: no cleanup in the stack
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while answers(&prometheus) {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus outlived a killed stack"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

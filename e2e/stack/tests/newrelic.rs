@@ -106,6 +106,20 @@ async fn insights_api() {
             .starts_with("No events found")
     );
 
+    // Flagger's availability check, and raw events.
+    let (code, _, v) = insights(&stack, "1234567", "SELECT * FROM Metric", QUERY_KEY).await;
+    assert_eq!((code, v["results"].clone()), (200, json!([{"events": []}])));
+    let (_, _, v) = insights(
+        &stack,
+        "1234567",
+        "SELECT * FROM Transaction WHERE appName = 'podinfo' LIMIT 5",
+        QUERY_KEY,
+    )
+    .await;
+    let events = v["results"][0]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 5, "{v}");
+    assert!(events.iter().all(|e| e["appName"] == "podinfo"));
+
     let (code, _, _) = insights(&stack, "1234567", ERROR_PCT, ("X-Query-Key", "wrong")).await;
     assert_eq!(code, 401);
     let (code, _, _) = insights(&stack, "7654321", ERROR_PCT, QUERY_KEY).await;

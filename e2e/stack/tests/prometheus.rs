@@ -58,7 +58,7 @@ fn assert_near(got: f64, want: f64, what: &str) {
 }
 
 #[tokio::test]
-async fn builtin_queries_istio_linkerd_and_app_metrics() {
+async fn builtin_queries_istio_and_app_metrics() {
     // The apex splits 50/50 between a healthy primary and a canary failing 30 % (the
     // default `faulty` rule); both answer in 50 ms (the default latency).
     let stack = start("istio").await;
@@ -108,6 +108,50 @@ async fn builtin_queries_istio_linkerd_and_app_metrics() {
     );
     assert_near(query(&prom, &istio_duration).await, 50.0, "istio P99 ms");
 
+    // The kubernetes/gatewayapi observer: the app's histogram, pods of the target only
+    // (`podinfo-primary-...` pods do not match the pattern).
+    let pods = format!("{target}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)");
+    let app_rate = format!(
+        r#"sum(rate(http_request_duration_seconds_count{{kubernetes_namespace="{ns}", kubernetes_pod_name=~"{pods}", status!~"5.*"}}[{i}]))
+        / sum(rate(http_request_duration_seconds_count{{kubernetes_namespace="{ns}", kubernetes_pod_name=~"{pods}"}}[{i}])) * 100"#
+    );
+    assert_near(query(&prom, &app_rate).await, 70.0, "app success rate");
+    let app_duration = format!(
+        r#"histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{{kubernetes_namespace="{ns}",
+        kubernetes_pod_name=~"{pods}"}}[{i}])) by (le))"#
+    );
+    assert_near(
+        query(&prom, &app_duration).await * 1000.0,
+        50.0,
+        "app P99 ms",
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn builtin_queries_linkerd() {
+    let stack = start("linkerd").await;
+    let prom = stack.prometheus_url().unwrap().to_string();
+    let c = client(&stack);
+    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
+    crd(
+        &c,
+        "split.smi-spec.io",
+        "v1alpha1",
+        "TrafficSplit",
+        "trafficsplits",
+    )
+    .await;
+    create(
+        &c,
+        json!({"apiVersion": "split.smi-spec.io/v1alpha1", "kind": "TrafficSplit",
+            "metadata": {"name": "podinfo", "namespace": "default"},
+            "spec": {"service": "podinfo", "backends": [
+                {"service": "podinfo-canary", "weight": "500m"},
+                {"service": "podinfo-primary", "weight": "500m"}]}}),
+    )
+    .await;
+    let (ns, target, i) = ("default", "podinfo", "1m");
     let linkerd_rate = format!(
         r#"sum(rate(response_total{{namespace="{ns}", deployment=~"{target}", classification!="failure", direction="inbound"}}[{i}]))
         / sum(rate(response_total{{namespace="{ns}", deployment=~"{target}", direction="inbound"}}[{i}])) * 100"#
@@ -127,23 +171,6 @@ async fn builtin_queries_istio_linkerd_and_app_metrics() {
         "linkerd P99 ms",
     );
 
-    // The kubernetes/gatewayapi observer: the app's histogram, pods of the target only
-    // (`podinfo-primary-...` pods do not match the pattern).
-    let pods = format!("{target}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)");
-    let app_rate = format!(
-        r#"sum(rate(http_request_duration_seconds_count{{kubernetes_namespace="{ns}", kubernetes_pod_name=~"{pods}", status!~"5.*"}}[{i}]))
-        / sum(rate(http_request_duration_seconds_count{{kubernetes_namespace="{ns}", kubernetes_pod_name=~"{pods}"}}[{i}])) * 100"#
-    );
-    assert_near(query(&prom, &app_rate).await, 70.0, "app success rate");
-    let app_duration = format!(
-        r#"histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{{kubernetes_namespace="{ns}",
-        kubernetes_pod_name=~"{pods}"}}[{i}])) by (le))"#
-    );
-    assert_near(
-        query(&prom, &app_duration).await * 1000.0,
-        50.0,
-        "app P99 ms",
-    );
     stack.shutdown().await;
 }
 

@@ -190,6 +190,24 @@ async fn gateway_api_http_route_weights_and_matches() {
     )
     .await;
     let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    // Accepted by the emulated gateway controller, at the route's generation.
+    let routes: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        c.clone(),
+        "default",
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+            "httproutes",
+        ),
+    );
+    let route = serde_json::to_value(routes.get("podinfo").await.unwrap()).unwrap();
+    let parent = &route["status"]["parents"][0];
+    assert_eq!(parent["parentRef"]["name"], "gateway", "{route}");
+    assert_eq!(parent["conditions"][0]["type"], "Accepted");
+    assert_eq!(parent["conditions"][0]["status"], "True");
+    assert_eq!(
+        parent["conditions"][0]["observedGeneration"],
+        route["metadata"]["generation"]
+    );
     assert_near(got[0].requests, 160.0, "primary at weight 80");
     assert_near(got[1].requests, 40.0, "canary at weight 20");
 
@@ -243,7 +261,7 @@ async fn smi_traffic_split_backends() {
 #[tokio::test]
 async fn nginx_canary_ingress_annotations() {
     let stack = start(&format!(
-        "traffic:\n  provider: nginx\n{LOAD}      abTesting:\n        fraction: 0.2\n        headers: {{x-canary: insider}}\n"
+        "traffic:\n  provider: nginx\n{LOAD}      abTesting:\n        fraction: 0.2\n        headers: {{x-canary: insider}}\n        cookies: {{canary: always}}\n"
     ))
     .await;
     let c = client(&stack);
@@ -286,6 +304,37 @@ async fn nginx_canary_ingress_annotations() {
     let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
     assert_near(got[0].requests, 160.0, "primary without the header");
     assert_near(got[1].requests, 40.0, "canary by header");
+
+    // A/B by cookie (Flagger's `cookie` match): the cookie's value must be `always`.
+    replace(
+        &c,
+        ingress(
+            "podinfo-canary",
+            "podinfo-canary",
+            json!({"nginx.ingress.kubernetes.io/canary": "true",
+                "nginx.ingress.kubernetes.io/canary-weight": "0",
+                "nginx.ingress.kubernetes.io/canary-by-cookie": "canary"}),
+        ),
+    )
+    .await;
+    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    assert_near(got[1].requests, 40.0, "canary by cookie");
+    replace(
+        &c,
+        ingress(
+            "podinfo-canary",
+            "podinfo-canary",
+            json!({"nginx.ingress.kubernetes.io/canary": "true",
+                "nginx.ingress.kubernetes.io/canary-weight": "0",
+                "nginx.ingress.kubernetes.io/canary-by-cookie": "other"}),
+        ),
+    )
+    .await;
+    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    assert_eq!(
+        got[1].requests, 0.0,
+        "a cookie nobody sends routes nothing to the canary"
+    );
     stack.shutdown().await;
 }
 
@@ -307,13 +356,14 @@ async fn admin_reports_the_split_and_exports_mesh_metrics() {
     assert_eq!(code, 200);
     for line in [
         "istio_requests_total{reporter=\"destination\",source_workload=\"unknown\",destination_workload=\"podinfo\",destination_workload_namespace=\"default\",destination_service=\"podinfo.default.svc.cluster.local\",destination_service_name=\"podinfo\",destination_service_namespace=\"default\",request_protocol=\"http\",response_code=\"500\"} 60",
-        "response_total{direction=\"inbound\",namespace=\"default\",deployment=\"podinfo\",",
         "http_request_duration_seconds_bucket{kubernetes_namespace=\"default\",kubernetes_pod_name=\"podinfo-",
         "istio_request_duration_milliseconds_bucket{reporter=\"destination\"",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
-    // Requests that came through no Ingress have no NGINX series.
+    // Only the configured mesh's families: no Linkerd series under Istio, and no NGINX
+    // series for requests that came through no Ingress.
+    assert!(!metrics.contains("response_total{"));
     assert!(!metrics.contains("nginx_ingress_controller_requests{"));
     stack.shutdown().await;
 }

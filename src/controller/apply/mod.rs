@@ -45,6 +45,16 @@ impl Scope<'_> {
         self.canary.controller_owner_ref(&())
     }
 
+    /// Metadata of an object serin creates for this Canary, controlled by it.
+    fn owned_meta(&self, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(self.namespace.to_string()),
+            owner_references: self.owner().map(|o| vec![o]),
+            ..ObjectMeta::default()
+        }
+    }
+
     fn apply_params() -> PatchParams {
         PatchParams::apply(MANAGER).force()
     }
@@ -141,12 +151,7 @@ impl Scope<'_> {
         spec.cluster_ip = None;
         spec.cluster_ips = None;
         let copy = Service {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(self.namespace.to_string()),
-                owner_references: self.owner().map(|o| vec![o]),
-                ..ObjectMeta::default()
-            },
+            metadata: self.owned_meta(&name),
             spec: Some(spec),
             status: None,
         };
@@ -195,25 +200,11 @@ impl Scope<'_> {
         name: &str,
         owner: Option<OwnerReference>,
     ) -> ObjectMeta {
-        let prefixes = &self.ctx.config.include_label_prefixes;
-        let labels: BTreeMap<String, String> = from
-            .labels
-            .iter()
-            .flatten()
-            .filter(|(k, _)| !k.contains("toolkit.fluxcd.io"))
-            .filter(|(k, _)| {
-                prefixes
-                    .iter()
-                    .any(|p| p == "*" || k.starts_with(p.as_str()))
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let labels = primary::filtered(&from.labels, &self.ctx.config.include_label_prefixes);
         ObjectMeta {
-            name: Some(format!("{name}{PRIMARY_SUFFIX}")),
-            namespace: Some(self.namespace.to_string()),
             labels: (!labels.is_empty()).then_some(labels),
             owner_references: owner.map(|o| vec![o]),
-            ..ObjectMeta::default()
+            ..self.owned_meta(&format!("{name}{PRIMARY_SUFFIX}"))
         }
     }
 
@@ -269,12 +260,7 @@ impl Scope<'_> {
             }
         }
         let copy = HorizontalPodAutoscaler {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(self.namespace.to_string()),
-                owner_references: self.owner().map(|o| vec![o]),
-                ..ObjectMeta::default()
-            },
+            metadata: self.owned_meta(&name),
             spec: Some(spec),
             status: None,
         };

@@ -332,9 +332,11 @@ fn columns(q: &Query, events: &[&Sample]) -> Result<Vec<Column>, String> {
         .collect()
 }
 
-/// Evaluated rows: `(facet value, columns)`, one row without FACET.
+/// Evaluated rows: `(facet value, columns)`, one row without FACET; for `SELECT *`, the
+/// events instead.
 struct Answer {
     rows: Vec<(Option<String>, Vec<Column>)>,
+    raw: Option<Vec<Value>>,
     events: f64,
     begin: f64,
     end: f64,
@@ -344,16 +346,41 @@ fn evaluate(world: &World, nrql_text: &str) -> Result<(Query, Answer), String> {
     let q = nrql::parse(nrql_text)?;
     let now = world.now();
     let (from, to) = (now - q.since, now - q.until);
-    let samples: Vec<Sample> = if q.event_type == "Transaction" {
+    let timed: Vec<(u64, Sample)> = if q.event_type == "Transaction" {
         world
             .samples(from, to)
             .into_iter()
             .filter(|(sec, _)| (*sec as f64) >= from.floor() && (*sec as f64) < to)
-            .map(|(_, s)| s)
             .collect()
     } else {
         Vec::new()
     };
+    if q.select_all {
+        // One event per workload version, second and status code (not one per request).
+        let raw: Vec<Value> = timed
+            .iter()
+            .filter(|(_, s)| q.filter.as_ref().is_none_or(|c| nrql::matches(c, &|a| attr(s, a))))
+            .take(q.limit.unwrap_or(100))
+            .map(|(sec, s)| {
+                json!({"timestamp": (world.unix(*sec as f64) * 1000.0) as i64,
+                    "appName": s.backend.workload, "k8s.namespaceName": s.backend.namespace,
+                    "k8s.podName": s.backend.pod, "httpResponseCode": s.code.to_string(),
+                    "duration": s.latency.mean(), "error": s.code >= 500, "serin.requests": s.requests})
+            })
+            .collect();
+        let total = raw.len() as f64;
+        return Ok((
+            q,
+            Answer {
+                rows: Vec::new(),
+                raw: Some(raw),
+                events: total,
+                begin: world.unix(from),
+                end: world.unix(to),
+            },
+        ));
+    }
+    let samples: Vec<Sample> = timed.into_iter().map(|(_, s)| s).collect();
     let events: Vec<&Sample> = samples
         .iter()
         .filter(|s| {
@@ -387,6 +414,7 @@ fn evaluate(world: &World, nrql_text: &str) -> Result<(Query, Answer), String> {
         q,
         Answer {
             rows,
+            raw: None,
             events: total,
             begin: world.unix(from),
             end: world.unix(to),
@@ -453,7 +481,9 @@ fn insights_query(world: &World, nrql_text: &str, mode: Option<FaultMode>) -> Re
     });
     let stats = json!({"inspectedCount": a.events.round() as i64, "omittedCount": 0,
         "matchCount": a.events.round() as i64, "wallClockTime": 1});
-    let body = if q.facet.is_some() {
+    let body = if let Some(raw) = a.raw {
+        json!({"results": [{"events": raw}], "performanceStats": stats, "metadata": metadata})
+    } else if q.facet.is_some() {
         let mut facets: Vec<Value> = a
             .rows
             .iter()
@@ -547,6 +577,12 @@ fn nerdgraph(nr: &NewRelic, body: &[u8], mode: Option<FaultMode>) -> Response<Bo
         Ok(x) => x,
         Err(e) => return graphql_error(&format!("NRQL Syntax Error: {e}"), "INVALID_INPUT"),
     };
+    if let Some(raw) = a.raw {
+        return json_response(
+            200,
+            &json!({"data": {"actor": {"account": {"nrql": {"results": raw}}}}}),
+        );
+    }
     let mut rows: Vec<Value> = a
         .rows
         .iter()

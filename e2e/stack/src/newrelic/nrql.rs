@@ -1,7 +1,7 @@
 //! The NRQL subset the New Relic emulator answers.
 //!
 //! ```text
-//! [SELECT items] FROM EventType [SELECT items] [WHERE cond] [FACET attr]
+//! [SELECT items | SELECT *] FROM EventType [SELECT items] [WHERE cond] [FACET attr]
 //!     [SINCE n unit AGO] [UNTIL n unit AGO | UNTIL NOW] [LIMIT n]
 //! items := expr [AS alias] (',' expr [AS alias])*
 //! expr  := arithmetic (+ - * /, parentheses, numbers) over functions:
@@ -16,6 +16,8 @@
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
     pub event_type: String,
+    /// `SELECT *`: the events themselves.
+    pub select_all: bool,
     pub items: Vec<Item>,
     pub filter: Option<Cond>,
     pub facet: Option<String>,
@@ -242,6 +244,7 @@ impl P {
     fn query(&mut self) -> Result<Query, String> {
         let mut q = Query {
             event_type: String::new(),
+            select_all: false,
             items: Vec::new(),
             filter: None,
             facet: None,
@@ -251,7 +254,11 @@ impl P {
         };
         while self.peek().is_some() {
             if self.kw("select") {
-                q.items = self.items()?;
+                if self.sym("*") {
+                    q.select_all = true;
+                } else {
+                    q.items = self.items()?;
+                }
             } else if self.kw("from") {
                 q.event_type = self.attr()?;
             } else if self.kw("where") {
@@ -281,7 +288,7 @@ impl P {
         if q.event_type.is_empty() {
             return Err("missing FROM".into());
         }
-        if q.items.is_empty() {
+        if q.items.is_empty() && !q.select_all {
             return Err("missing SELECT".into());
         }
         Ok(q)

@@ -184,3 +184,61 @@ impl Traffic {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+
+    #[test]
+    fn defaults_without_a_scenario() {
+        let t = Traffic::default();
+        assert_eq!(Provider::parse(&t.provider), Ok(Provider::Kubernetes));
+        assert!(t.services.is_none());
+        let b = |image: &str| t.behaviour(&[image.to_string()]);
+        assert_eq!(b("podinfo:6.0.1-faulty").error_rate, 0.3);
+        assert_eq!(b("podinfo:6.0.2-slow").latency.mean(), 1.5);
+        assert_eq!(b("podinfo:6.0.0").error_rate, 0.0);
+        assert_eq!(b("podinfo:6.0.0").latency.mean(), 0.05);
+    }
+
+    #[test]
+    fn parses_the_documented_section() {
+        let s = Scenario::parse(
+            "traffic:\n  provider: gatewayapi:v1beta1\n  services:\n    - name: podinfo\n      namespace: test\n      rate: 50\n      abTesting:\n        fraction: 0.1\n        headers: {x-canary: insider}\n        cookies: {canary: always}\n  images:\n    - match: v2\n      errorRate: 0.05\n      latency: 100ms\n      p99: 400ms\n",
+        )
+        .unwrap();
+        let t = &s.traffic;
+        assert_eq!(Provider::parse(&t.provider), Ok(Provider::GatewayApi));
+        let load = &t.services.as_ref().unwrap()[0];
+        assert_eq!((load.namespace.as_str(), load.rate), ("test", 50.0));
+        assert_eq!(
+            load.ab_testing.as_ref().unwrap().cookies["canary"],
+            "always"
+        );
+        let b = t.behaviour(&["app:v2".to_string()]);
+        assert_eq!(b.error_rate, 0.05);
+        assert!((b.latency.cdf(0.4) - 0.99).abs() < 1e-4);
+        // Giving `images` replaces the defaults: `faulty` is healthy now.
+        assert_eq!(t.behaviour(&["x:faulty".to_string()]).error_rate, 0.0);
+    }
+
+    #[test]
+    fn providers() {
+        for (s, p) in [
+            ("istio", Provider::Istio),
+            ("linkerd", Provider::Smi),
+            ("osm", Provider::Smi),
+            ("smi:v1alpha3:istio", Provider::Smi),
+            ("gatewayapi:v1", Provider::GatewayApi),
+            ("nginx", Provider::Nginx),
+        ] {
+            assert_eq!(Provider::parse(s), Ok(p), "{s}");
+        }
+        assert!(
+            Provider::parse("contour")
+                .unwrap_err()
+                .contains("not emulated")
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! The traffic world: simulated load that follows the routing objects, and its telemetry.
 
 pub mod config;
+pub mod gateway;
 pub mod latency;
 pub mod routing;
 pub mod telemetry;

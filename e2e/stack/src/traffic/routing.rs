@@ -6,7 +6,7 @@
 //! `http` route; Gateway API the matching rule with the most header matches; NGINX checks
 //! canary-by-header, then canary-by-cookie, then canary-weight.
 
-use crate::store::Inner;
+use crate::store::{Bucket, Inner};
 use crate::traffic::config::Provider;
 use regex::Regex;
 use serde_json::Value;
@@ -20,6 +20,125 @@ pub const VIRTUAL_SERVICES: &str = "virtualservices.networking.istio.io";
 pub const HTTP_ROUTES: &str = "httproutes.gateway.networking.k8s.io";
 pub const TRAFFIC_SPLITS: &str = "trafficsplits.split.smi-spec.io";
 pub const INGRESSES: &str = "ingresses.networking.k8s.io";
+
+/// The objects routing reads, copied out of the store (cheap: the objects are shared), so
+/// the store's lock is held only while copying.
+#[derive(Default)]
+pub struct Snapshot {
+    buckets: std::collections::HashMap<&'static str, Bucket>,
+    /// Deployments and DaemonSets with their ready pods (`readyReplicas`, `numberReady`).
+    workloads: Vec<(Arc<Value>, f64)>,
+    /// `(namespace, label key, label value)` → indexes into `workloads` whose pod template
+    /// carries that label, so selecting endpoints does not scan the namespace.
+    by_label: std::collections::HashMap<(String, String, String), Vec<usize>>,
+}
+
+impl Snapshot {
+    pub fn take(inner: &Inner) -> Snapshot {
+        let mut buckets = std::collections::HashMap::new();
+        for key in [
+            SERVICES,
+            DEPLOYMENTS,
+            DAEMONSETS,
+            VIRTUAL_SERVICES,
+            HTTP_ROUTES,
+            TRAFFIC_SPLITS,
+            INGRESSES,
+        ] {
+            if let Some(b) = inner.objects.get(key) {
+                buckets.insert(key, b.clone());
+            }
+        }
+        let mut snap = Snapshot {
+            buckets,
+            ..Snapshot::default()
+        };
+        for (key, ready_at) in [
+            (DEPLOYMENTS, "/status/readyReplicas"),
+            (DAEMONSETS, "/status/numberReady"),
+        ] {
+            let objs: Vec<Arc<Value>> = snap.iter_ns(key, None).cloned().collect();
+            for o in objs {
+                if o.pointer("/metadata/deletionTimestamp").is_some() {
+                    continue;
+                }
+                let ready = o.pointer(ready_at).and_then(Value::as_f64).unwrap_or(0.0);
+                let i = snap.workloads.len();
+                let ns = str_at(&o, "/metadata/namespace").to_string();
+                if let Some(labels) = o
+                    .pointer("/spec/template/metadata/labels")
+                    .and_then(Value::as_object)
+                {
+                    for (k, v) in labels {
+                        if let Some(v) = v.as_str() {
+                            snap.by_label
+                                .entry((ns.clone(), k.clone(), v.to_string()))
+                                .or_default()
+                                .push(i);
+                        }
+                    }
+                }
+                snap.workloads.push((o, ready));
+            }
+        }
+        snap
+    }
+
+    /// Workloads in `ns` whose pod template labels include all of `selector`.
+    fn selected(
+        &self,
+        ns: &str,
+        selector: &serde_json::Map<String, Value>,
+    ) -> impl Iterator<Item = &(Arc<Value>, f64)> {
+        let mut pairs = selector
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())));
+        let candidates: &[usize] = match pairs.next() {
+            Some((k, v)) if pairs.clone().count() + 1 == selector.len() => self
+                .by_label
+                .get(&(ns.to_string(), k, v))
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+            // An empty selector, or a non-string value, selects nothing.
+            _ => &[],
+        };
+        candidates
+            .iter()
+            .filter_map(|i| self.workloads.get(*i))
+            .filter(move |(o, _)| {
+                let labels = o.pointer("/spec/template/metadata/labels");
+                selector
+                    .iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+            })
+    }
+
+    pub fn get(&self, key: &str, ns: &str, name: &str) -> Option<&Arc<Value>> {
+        self.buckets
+            .get(key)?
+            .get(&(ns.to_string(), name.to_string()))
+    }
+
+    /// Objects of a resource in one namespace, or all of them.
+    pub fn iter_ns<'a>(
+        &'a self,
+        key: &str,
+        ns: Option<&'a str>,
+    ) -> Box<dyn Iterator<Item = &'a Arc<Value>> + 'a> {
+        let Some(bucket) = self.buckets.get(key) else {
+            return Box::new(std::iter::empty());
+        };
+        match ns {
+            None => Box::new(bucket.values()),
+            Some(ns) => Box::new(
+                bucket
+                    .range((ns.to_string(), String::new())..)
+                    .take_while(move |((n, _), _)| n == ns)
+                    .map(|(_, v)| v),
+            ),
+        }
+    }
+}
 
 /// A simulated request: `GET /` with these headers (lower-case names; cookies in `cookie`).
 #[derive(Debug, Clone, Default)]
@@ -88,7 +207,7 @@ fn direct(service: &str) -> Vec<Destination> {
 /// The Services a request to `ns/service` goes to. An empty list: no route matched
 /// (the request is not served). No routing object: the Service itself.
 pub fn route(
-    store: &Inner,
+    store: &Snapshot,
     provider: Provider,
     nginx_prefix: &str,
     ns: &str,
@@ -117,7 +236,7 @@ fn host_service<'a>(host: &'a str, ns: &str) -> Option<&'a str> {
     }
 }
 
-fn objects<'a>(store: &'a Inner, key: &str, ns: &'a str) -> Vec<&'a Arc<Value>> {
+fn objects<'a>(store: &'a Snapshot, key: &str, ns: &'a str) -> Vec<&'a Arc<Value>> {
     store
         .iter_ns(key, Some(ns))
         .filter(|o| o.pointer("/metadata/deletionTimestamp").is_none())
@@ -195,7 +314,7 @@ fn istio_match(m: &Value, req: &Request) -> bool {
     })
 }
 
-fn istio(store: &Inner, ns: &str, service: &str, req: &Request) -> Option<Vec<Destination>> {
+fn istio(store: &Snapshot, ns: &str, service: &str, req: &Request) -> Option<Vec<Destination>> {
     let vs = objects(store, VIRTUAL_SERVICES, ns)
         .into_iter()
         .find(|vs| {
@@ -284,7 +403,12 @@ fn gateway_match(m: &Value, req: &Request) -> Option<usize> {
     all.then_some(headers.len())
 }
 
-fn gateway_api(store: &Inner, ns: &str, service: &str, req: &Request) -> Option<Vec<Destination>> {
+fn gateway_api(
+    store: &Snapshot,
+    ns: &str,
+    service: &str,
+    req: &Request,
+) -> Option<Vec<Destination>> {
     // The route for a Service: one attached to it (GAMMA: parentRef kind Service), or one
     // named like it (Flagger names its HTTPRoute after the apex Service).
     let routes = objects(store, HTTP_ROUTES, ns);
@@ -371,7 +495,7 @@ fn smi_weight(v: &Value) -> f64 {
     }
 }
 
-fn smi(store: &Inner, ns: &str, service: &str) -> Option<Vec<Destination>> {
+fn smi(store: &Snapshot, ns: &str, service: &str) -> Option<Vec<Destination>> {
     let ts = objects(store, TRAFFIC_SPLITS, ns)
         .into_iter()
         .find(|t| host_service(str_at(t, "/spec/service"), ns) == Some(service))?;
@@ -427,7 +551,7 @@ fn first_host(ing: &Value) -> &str {
 }
 
 fn nginx(
-    store: &Inner,
+    store: &Snapshot,
     prefix: &str,
     ns: &str,
     service: &str,
@@ -526,48 +650,27 @@ fn nginx(
 /// The workloads (Deployments, DaemonSets) behind a Service, each with its ready pods: the
 /// ones whose pod template labels include the Service's selector. Workloads without ready
 /// pods are left out, as their pods are not endpoints.
-pub fn endpoints(store: &Inner, ns: &str, service: &str) -> Vec<(Arc<Value>, f64)> {
-    let Some(svc) = store.get(SERVICES, ns, service) else {
+pub fn endpoints(store: &Snapshot, ns: &str, service: &str) -> Vec<(Arc<Value>, f64)> {
+    let Some(selector) = store
+        .get(SERVICES, ns, service)
+        .and_then(|svc| svc.pointer("/spec/selector"))
+        .and_then(Value::as_object)
+    else {
         return Vec::new();
     };
-    let Some(selector) = svc.pointer("/spec/selector").and_then(Value::as_object) else {
-        return Vec::new();
-    };
-    if selector.is_empty() {
-        return Vec::new();
-    }
-    let selects = |o: &Value| {
-        let labels = o.pointer("/spec/template/metadata/labels");
-        selector
-            .iter()
-            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-    };
-    let mut out = Vec::new();
-    for (key, ready_at) in [
-        (DEPLOYMENTS, "/status/readyReplicas"),
-        (DAEMONSETS, "/status/numberReady"),
-    ] {
-        for o in objects(store, key, ns) {
-            let ready = o.pointer(ready_at).and_then(Value::as_f64).unwrap_or(0.0);
-            if ready > 0.0 && selects(o) {
-                out.push(((*o).clone(), ready));
-            }
-        }
-    }
-    out
+    store
+        .selected(ns, selector)
+        .filter(|(_, ready)| *ready > 0.0)
+        .cloned()
+        .collect()
 }
 
 /// Whether some Deployment's pods carry all of the Service's selector labels.
-pub fn selects_deployment(store: &Inner, svc: &Value) -> bool {
+pub fn selects_deployment(store: &Snapshot, svc: &Value) -> bool {
     let Some(selector) = svc.pointer("/spec/selector").and_then(Value::as_object) else {
         return false;
     };
-    let ns = str_at(svc, "/metadata/namespace");
-    !selector.is_empty()
-        && store.iter_ns(DEPLOYMENTS, Some(ns)).any(|d| {
-            let labels = d.pointer("/spec/template/metadata/labels");
-            selector
-                .iter()
-                .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-        })
+    store
+        .selected(str_at(svc, "/metadata/namespace"), selector)
+        .any(|(o, _)| o.get("kind").and_then(Value::as_str) == Some("Deployment"))
 }

@@ -13,9 +13,11 @@
 //!   `http_request_duration_seconds_{bucket,sum,count}` (`kubernetes_namespace`,
 //!   `kubernetes_pod_name`, `method`, `path`, `status`)
 //!
-//! Every request is reported by every family (as if the app ran in every mesh at once), so
-//! the builtin queries of each provider see the same traffic.
+//! The app's own histogram is always exported (the app exports it whatever the mesh); the
+//! mesh families only under their provider (Istio: `istio`; Linkerd: `linkerd`, `smi`,
+//! `osm`; NGINX: `nginx`), to keep scrapes small.
 
+use crate::traffic::config::Provider;
 use crate::traffic::world::{Counts, Layouts, SeriesKey};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -44,10 +46,15 @@ impl Family {
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+fn escape(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    std::borrow::Cow::Owned(
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n"),
+    )
 }
 
 fn label_str(labels: &Labels, extra: Option<(&str, String)>) -> String {
@@ -62,6 +69,9 @@ fn label_str(labels: &Labels, extra: Option<(&str, String)>) -> String {
 }
 
 fn counter(out: &mut String, name: &str, help: &str, fam: &Family) {
+    if fam.series.is_empty() {
+        return;
+    }
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
     for (labels, c) in &fam.series {
         let _ = writeln!(out, "{name}{{{}}} {}", label_str(labels, None), c.requests);
@@ -78,6 +88,9 @@ fn histogram(
     bounds: &[f64],
     unit: f64,
 ) {
+    if fam.series.is_empty() {
+        return;
+    }
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     for (labels, c) in &fam.series {
         for (i, le) in bounds.iter().enumerate() {
@@ -106,32 +119,35 @@ fn histogram(
 }
 
 /// The exposition text for all series.
-pub fn render(series: &[(SeriesKey, Counts)]) -> String {
+pub fn render(series: &[(SeriesKey, Counts)], provider: Provider) -> String {
     let mut istio = Family::default();
     let mut linkerd_total = Family::default();
     let mut linkerd_latency = Family::default();
     let mut app = Family::default();
     let mut nginx = Family::default();
+    let (with_istio, with_linkerd) = (provider == Provider::Istio, provider == Provider::Smi);
     for (k, c) in series {
         let b = &k.backend;
         let code = k.code.to_string();
-        istio.add(
-            vec![
-                ("reporter", "destination".into()),
-                ("source_workload", "unknown".into()),
-                ("destination_workload", b.workload.clone()),
-                ("destination_workload_namespace", b.namespace.clone()),
-                (
-                    "destination_service",
-                    format!("{}.{}.svc.cluster.local", k.service, b.namespace),
-                ),
-                ("destination_service_name", k.service.clone()),
-                ("destination_service_namespace", b.namespace.clone()),
-                ("request_protocol", "http".into()),
-                ("response_code", code.clone()),
-            ],
-            c,
-        );
+        if with_istio {
+            istio.add(
+                vec![
+                    ("reporter", "destination".into()),
+                    ("source_workload", "unknown".into()),
+                    ("destination_workload", b.workload.clone()),
+                    ("destination_workload_namespace", b.namespace.clone()),
+                    (
+                        "destination_service",
+                        format!("{}.{}.svc.cluster.local", k.service, b.namespace),
+                    ),
+                    ("destination_service_name", k.service.clone()),
+                    ("destination_service_namespace", b.namespace.clone()),
+                    ("request_protocol", "http".into()),
+                    ("response_code", code.clone()),
+                ],
+                c,
+            );
+        }
         let owner = if b.daemonset {
             "daemonset"
         } else {
@@ -147,15 +163,17 @@ pub fn render(series: &[(SeriesKey, Counts)]) -> String {
             l.extend(extra);
             l
         };
-        let class = if k.code >= 500 { "failure" } else { "success" };
-        linkerd_total.add(
-            linkerd(vec![
-                ("classification", class.into()),
-                ("status_code", code.clone()),
-            ]),
-            c,
-        );
-        linkerd_latency.add(linkerd(vec![("status_code", code.clone())]), c);
+        if with_linkerd {
+            let class = if k.code >= 500 { "failure" } else { "success" };
+            linkerd_total.add(
+                linkerd(vec![
+                    ("classification", class.into()),
+                    ("status_code", code.clone()),
+                ]),
+                c,
+            );
+            linkerd_latency.add(linkerd(vec![("status_code", code.clone())]), c);
+        }
         app.add(
             vec![
                 ("kubernetes_namespace", b.namespace.clone()),

@@ -8,12 +8,12 @@
 //! exactly 70 %. It keeps cumulative counters (for the Prometheus exposition) and an hour of
 //! per-second history (for the Datadog and New Relic emulators' time windows).
 
-use crate::store::{Inner, Store, ns_name};
+use crate::store::{Store, ns_name};
 use crate::traffic::config::{Provider, Traffic};
 use crate::traffic::latency::{Latency, Profile};
-use crate::traffic::routing::{self, IngressHop, Request};
+use crate::traffic::routing::{self, IngressHop, Request, Snapshot};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -71,6 +71,16 @@ struct Flow {
     profile: Profile,
 }
 
+/// One second of history: what each backend answered, by Service addressed and status code.
+type Slot = HashMap<(Backend, String, u16), Sample>;
+
+/// Per-workload memory of a routing pass.
+struct Memo {
+    served: HashMap<String, (Backend, Profile)>,
+    cache: HashMap<String, (String, Backend, Profile)>,
+    seen: HashSet<String>,
+}
+
 /// What one workload has answered so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct WorkloadStats {
@@ -93,10 +103,12 @@ struct State {
     manual_now: f64,
     series: BTreeMap<SeriesKey, Counts>,
     mirrored: HashMap<Backend, f64>,
-    history: VecDeque<(u64, Vec<Sample>)>,
-    /// Per workload uid: the template of its last complete rollout (pods of that template
+    history: VecDeque<(u64, Slot)>,
+    /// Per workload uid: the backend of its last complete rollout (pods of that template
     /// keep serving while a newer one is not ready).
-    served: HashMap<String, Value>,
+    served: HashMap<String, (Backend, Profile)>,
+    /// Per workload uid: the backend computed at a resourceVersion (recomputed on change).
+    cache: HashMap<String, (String, Backend, Profile)>,
 }
 
 /// Histogram bucket layouts, one per exported family (upper bounds in seconds).
@@ -138,14 +150,21 @@ pub struct World {
     /// Unix time (seconds) at world time 0.
     epoch_unix: f64,
     manual: bool,
+    keep_history: bool,
     bounds: [Vec<f64>; 3],
     state: Mutex<State>,
 }
 
 impl World {
     /// `manual`: time moves only through `step` (deterministic tests); otherwise `run` ticks
-    /// every second in real time.
-    pub fn new(store: Arc<Store>, cfg: Traffic, manual: bool) -> Result<World, String> {
+    /// every second in real time. `history`: keep the per-second history the metric API
+    /// emulators answer from (only they need it, and it costs memory with many workloads).
+    pub fn new(
+        store: Arc<Store>,
+        cfg: Traffic,
+        manual: bool,
+        history: bool,
+    ) -> Result<World, String> {
         let provider = Provider::parse(&cfg.provider)?;
         let epoch_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -158,6 +177,7 @@ impl World {
             started: Instant::now(),
             epoch_unix,
             manual,
+            keep_history: history,
             bounds: [
                 Layouts::bounds_secs(Layouts::ISTIO),
                 Layouts::bounds_secs(Layouts::LINKERD),
@@ -225,21 +245,33 @@ impl World {
         }
     }
 
-    /// Re-reads the loaded Services, the routing objects and the ready workloads.
+    /// Re-reads the loaded Services, the routing objects and the ready workloads (and, under
+    /// Gateway API, accepts new HTTPRoutes as a gateway controller would).
     pub fn reroute(&self) {
-        let (flows, unrouted_rate) = {
-            let store = self.store.lock();
-            let mut served = std::mem::take(&mut self.lock().served);
-            let r = self.plan(&store, &mut served);
-            self.lock().served = served;
-            r
+        if self.provider == Provider::GatewayApi {
+            crate::traffic::gateway::accept_routes(&self.store);
+        }
+        let snap = Snapshot::take(&self.store.lock());
+        let mut memo = {
+            let mut s = self.lock();
+            Memo {
+                served: std::mem::take(&mut s.served),
+                cache: std::mem::take(&mut s.cache),
+                seen: HashSet::new(),
+            }
         };
+        let (flows, unrouted_rate) = self.plan(&snap, &mut memo);
+        // Forget workloads that are gone.
+        memo.served.retain(|uid, _| memo.seen.contains(uid));
+        memo.cache.retain(|uid, _| memo.seen.contains(uid));
         let mut s = self.lock();
+        s.served = memo.served;
+        s.cache = memo.cache;
         s.flows = flows;
         s.unrouted_rate = unrouted_rate;
     }
 
-    fn loads(&self, store: &Inner) -> Vec<crate::traffic::config::ServiceLoad> {
+    fn loads(&self, store: &Snapshot) -> Vec<crate::traffic::config::ServiceLoad> {
         if let Some(services) = &self.cfg.services {
             return services.clone();
         }
@@ -267,7 +299,7 @@ impl World {
         out
     }
 
-    fn plan(&self, store: &Inner, served: &mut HashMap<String, Value>) -> (Vec<Flow>, f64) {
+    fn plan(&self, store: &Snapshot, memo: &mut Memo) -> (Vec<Flow>, f64) {
         let mut flows = Vec::new();
         let mut unrouted = 0.0;
         for load in self.loads(store) {
@@ -304,7 +336,7 @@ impl World {
                         continue;
                     }
                     for (w, n) in eps {
-                        let (backend, profile) = self.backend(&w, served);
+                        let (backend, profile) = self.backend(&w, memo);
                         flows.push(Flow {
                             rate: rate * d.share * n / ready,
                             backend,
@@ -322,15 +354,24 @@ impl World {
 
     /// The backend a workload's ready pods form, and how they answer: pods of the last
     /// complete rollout's template while a newer template is not ready.
-    fn backend(&self, w: &Value, served: &mut HashMap<String, Value>) -> (Backend, Profile) {
-        let (namespace, workload) = ns_name(w);
-        let daemonset = w.get("kind").and_then(Value::as_str) == Some("DaemonSet");
+    fn backend(&self, w: &Value, memo: &mut Memo) -> (Backend, Profile) {
         let uid = w
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let template = w.pointer("/spec/template").cloned().unwrap_or(Value::Null);
+        let rv = w
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        memo.seen.insert(uid.clone());
+        if let Some((cached_rv, b, p)) = memo.cache.get(&uid)
+            && cached_rv == rv
+        {
+            return (b.clone(), *p);
+        }
+        let (namespace, workload) = ns_name(w);
+        let daemonset = w.get("kind").and_then(Value::as_str) == Some("DaemonSet");
         let int = |p: &str| w.pointer(p).and_then(Value::as_i64).unwrap_or(0);
         let complete = if daemonset {
             int("/status/updatedNumberScheduled") >= int("/status/desiredNumberScheduled")
@@ -340,40 +381,48 @@ impl World {
                 && int("/status/updatedReplicas") >= int("/status/replicas")
                 && int("/status/readyReplicas") >= int("/status/replicas")
         };
-        let template = if complete {
-            served.insert(uid, template.clone());
-            template
-        } else {
-            served.get(&uid).cloned().unwrap_or(template)
+        let result = match memo.served.get(&uid) {
+            Some(served) if !complete => served.clone(),
+            _ => {
+                let template = w.pointer("/spec/template").unwrap_or(&Value::Null);
+                let images: Vec<String> = template
+                    .pointer("/spec/containers")
+                    .and_then(Value::as_array)
+                    .map(|cs| {
+                        cs.iter()
+                            .filter_map(|c| {
+                                c.get("image").and_then(Value::as_str).map(String::from)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                template.to_string().hash(&mut h);
+                let hash = h.finish();
+                let pod = if daemonset {
+                    format!("{workload}-{}", alnum(hash, 5))
+                } else {
+                    format!(
+                        "{workload}-{:010x}-{}",
+                        hash & 0xff_ffff_ffff,
+                        alnum(hash >> 20, 5)
+                    )
+                };
+                let backend = Backend {
+                    namespace,
+                    workload,
+                    daemonset,
+                    pod,
+                };
+                (backend, self.cfg.behaviour(&images))
+            }
         };
-        let images: Vec<String> = template
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .map(|cs| {
-                cs.iter()
-                    .filter_map(|c| c.get("image").and_then(Value::as_str).map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        template.to_string().hash(&mut h);
-        let hash = h.finish();
-        let pod = if daemonset {
-            format!("{workload}-{}", alnum(hash, 5))
-        } else {
-            format!(
-                "{workload}-{:010x}-{}",
-                hash & 0xff_ffff_ffff,
-                alnum(hash >> 20, 5)
-            )
-        };
-        let backend = Backend {
-            namespace,
-            workload,
-            daemonset,
-            pod,
-        };
-        (backend, self.cfg.behaviour(&images))
+        if complete {
+            memo.served.insert(uid.clone(), result.clone());
+        }
+        memo.cache
+            .insert(uid, (rv.to_string(), result.0.clone(), result.1));
+        result
     }
 
     fn accrue(&self, now: f64) {
@@ -413,6 +462,9 @@ impl World {
                         // A hair of tolerance so a latency equal to a bound lands in it.
                         c.buckets[layout][i] += count * f.profile.latency.cdf(le * (1.0 + 1e-9));
                     }
+                }
+                if !self.keep_history {
+                    continue;
                 }
                 let sample = Sample {
                     backend: f.backend.clone(),
@@ -504,13 +556,13 @@ impl World {
         s.history
             .iter()
             .filter(|(sec, _)| (*sec as f64) + 1.0 > from && (*sec as f64) < to)
-            .flat_map(|(sec, v)| v.iter().map(move |x| (*sec, x.clone())))
+            .flat_map(|(sec, v)| v.values().map(move |x| (*sec, x.clone())))
             .collect()
     }
 }
 
 /// Spreads a sample accrued over `[from, to)` across the one-second slots it covers.
-fn record(history: &mut VecDeque<(u64, Vec<Sample>)>, from: f64, to: f64, sample: Sample) {
+fn record(history: &mut VecDeque<(u64, Slot)>, from: f64, to: f64, sample: Sample) {
     let dt = to - from;
     let mut t = from;
     while t < to {
@@ -520,9 +572,17 @@ fn record(history: &mut VecDeque<(u64, Vec<Sample>)>, from: f64, to: f64, sample
             requests: sample.requests * (end - t) / dt,
             ..sample.clone()
         };
-        match history.back_mut() {
-            Some((s, v)) if *s == sec => merge(v, part),
-            _ => history.push_back((sec, vec![part])),
+        if history.back().is_none_or(|(s, _)| *s != sec) {
+            history.push_back((sec, Slot::new()));
+        }
+        if let Some((_, slot)) = history.back_mut() {
+            let key = (part.backend.clone(), part.service.clone(), part.code);
+            match slot.get_mut(&key) {
+                Some(s) => s.requests += part.requests,
+                None => {
+                    slot.insert(key, part);
+                }
+            }
         }
         t = end;
     }
@@ -531,18 +591,6 @@ fn record(history: &mut VecDeque<(u64, Vec<Sample>)>, from: f64, to: f64, sample
         .is_some_and(|(s, _)| s + HISTORY_SECS < to as u64)
     {
         history.pop_front();
-    }
-}
-
-fn merge(v: &mut Vec<Sample>, x: Sample) {
-    match v.iter_mut().find(|s| {
-        s.backend == x.backend
-            && s.service == x.service
-            && s.code == x.code
-            && s.latency == x.latency
-    }) {
-        Some(s) => s.requests += x.requests,
-        None => v.push(x),
     }
 }
 

@@ -64,7 +64,7 @@ pub async fn replace(client: &kube::Client, obj: Value) {
     api.replace(name, &PostParams::default(), &o).await.unwrap();
 }
 
-/// A minimal CRD that accepts any spec, as a mesh's CRDs would be installed.
+/// A minimal CRD that accepts any spec (with a status subresource, as the meshes' CRDs have).
 pub async fn crd(client: &kube::Client, group: &str, version: &str, kind: &str, plural: &str) {
     create(
         client,
@@ -73,7 +73,7 @@ pub async fn crd(client: &kube::Client, group: &str, version: &str, kind: &str, 
             "metadata": {"name": format!("{plural}.{group}")},
             "spec": {"group": group, "scope": "Namespaced",
                 "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind},
-                "versions": [{"name": version, "served": true, "storage": true,
+                "versions": [{"name": version, "served": true, "storage": true, "subresources": {"status": {}},
                     "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
         }),
     )
