@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use serin_core::Routes;
 
 use super::capability::{self, WEIGHTS_ONLY};
-use super::dynamic;
+use super::live;
+use super::routing_object::{self, Metadata};
 use super::{Input, Live, ObjectKey, Router};
 use crate::api::Provider;
 
@@ -18,7 +19,7 @@ pub struct Apisix;
 const PRIORITY: i64 = 10_000;
 
 fn resource() -> ApiResource {
-    dynamic::resource("apisix.apache.org", "v2", "ApisixRoute", "apisixroutes")
+    routing_object::resource("apisix.apache.org", "v2", "ApisixRoute", "apisixroutes")
 }
 
 fn route_ref<'a>(input: &'a Input<'_>) -> Result<&'a str, String> {
@@ -50,9 +51,9 @@ impl Router for Apisix {
     fn objects(&self, input: &Input<'_>) -> Vec<ObjectKey> {
         let mut keys = Vec::new();
         if let Ok(name) = route_ref(input) {
-            keys.push(dynamic::key(&resource(), input, name));
+            keys.push(routing_object::key(resource(), input, name));
         }
-        keys.push(dynamic::key(&resource(), input, &canary_name(input)));
+        keys.push(routing_object::key(resource(), input, &canary_name(input)));
         keys
     }
 
@@ -99,12 +100,11 @@ impl Router for Apisix {
         if let Some(class) = user.data.pointer("/spec/ingressClassName") {
             spec["ingressClassName"] = class.clone();
         }
-        Ok(vec![dynamic::owned(
-            &resource(),
-            Some(input.namespace),
-            &canary_name(input),
+        Ok(vec![routing_object::object(
+            &routing_object::key(resource(), input, &canary_name(input)),
             input,
-            json!({ "spec": spec }),
+            Metadata::Apex,
+            spec,
         )])
     }
 
@@ -122,10 +122,10 @@ impl Router for Apisix {
             backends
                 .iter()
                 .find(|b| b["serviceName"] == service)
-                .and_then(|b| dynamic::number(&b["weight"]))
+                .and_then(|b| live::number(&b["weight"]))
                 .unwrap_or(0.0)
         };
-        dynamic::split(
+        live::split(
             weight_of(&input.primary_service),
             weight_of(&input.canary_service),
         )

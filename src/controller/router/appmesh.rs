@@ -17,7 +17,8 @@ use serde_json::{Map, Value, json};
 use serin_core::Routes;
 
 use super::capability::{self, Features};
-use super::dynamic;
+use super::live;
+use super::routing_object::{self, Metadata};
 use super::{Input, Live, ObjectKey, Router};
 use crate::api::Provider;
 use crate::api::canary::{HttpMatchRequest, StringMatch};
@@ -56,7 +57,7 @@ impl AppMesh {
             Version::V1beta1 => "v1beta1",
             Version::V1beta2 => "v1beta2",
         };
-        dynamic::resource("appmesh.k8s.aws", version, kind, plural)
+        routing_object::resource("appmesh.k8s.aws", version, kind, plural)
     }
 
     fn virtual_node(&self) -> ApiResource {
@@ -308,8 +309,9 @@ fn virtual_service_name(input: &Input<'_>, service: &str) -> String {
     format!("{service}.{}", input.namespace)
 }
 
+/// The core `v1` Service (read only: the generated Services' selectors).
 fn service_resource() -> ApiResource {
-    dynamic::resource("", "v1", "Service", "services")
+    ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&())
 }
 
 impl Router for AppMesh {
@@ -325,19 +327,19 @@ impl Router for AppMesh {
         for node in [&input.primary_service, &input.canary_service] {
             // v1beta2 nodes select the pods the generated Service selects: read only.
             if self.version == Version::V1beta2 {
-                keys.push(dynamic::key(&service_resource(), input, node));
+                keys.push(routing_object::key(service_resource(), input, node));
             }
-            keys.push(dynamic::key(&self.virtual_node(), input, node));
+            keys.push(routing_object::key(self.virtual_node(), input, node));
         }
         let apex_canary = input.canary_service.as_str();
         for service in [input.apex, apex_canary] {
             match self.version {
                 Version::V1beta2 => {
-                    keys.push(dynamic::key(&self.virtual_router(), input, service));
-                    keys.push(dynamic::key(&self.virtual_service(), input, service));
+                    keys.push(routing_object::key(self.virtual_router(), input, service));
+                    keys.push(routing_object::key(self.virtual_service(), input, service));
                 }
-                Version::V1beta1 => keys.push(dynamic::key(
-                    &self.virtual_service(),
+                Version::V1beta1 => keys.push(routing_object::key(
+                    self.virtual_service(),
                     input,
                     &virtual_service_name(input, service),
                 )),
@@ -381,12 +383,11 @@ impl Router for AppMesh {
             })
             .collect();
         let owned = |resource: &ApiResource, name: &str, spec: Value| {
-            dynamic::owned(
-                resource,
-                Some(input.namespace),
-                name,
+            routing_object::object(
+                &routing_object::key(resource.clone(), input, name),
                 input,
-                json!({"spec": spec}),
+                Metadata::Apex,
+                spec,
             )
         };
         let mut objects = Vec::new();
@@ -501,10 +502,10 @@ impl Router for AppMesh {
                         .or_else(|| t.get("virtualNodeName"))
                         == Some(&json!(node))
                 })
-                .and_then(|t| dynamic::number(&t["weight"]))
+                .and_then(|t| live::number(&t["weight"]))
                 .unwrap_or(0.0)
         };
-        dynamic::split(
+        live::split(
             weight_of(&input.primary_service),
             weight_of(&input.canary_service),
         )

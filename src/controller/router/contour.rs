@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use serin_core::Routes;
 
 use super::capability::{self, Features};
-use super::dynamic;
+use super::live;
+use super::routing_object::{self, Metadata};
 use super::{Input, Live, ObjectKey, Router};
 use crate::api::Provider;
 use crate::api::canary::{HttpMatchRequest, StringMatch};
@@ -23,7 +24,7 @@ const FEATURES: Features = Features {
 };
 
 fn resource() -> ApiResource {
-    dynamic::resource("projectcontour.io", "v1", "HTTPProxy", "httpproxies")
+    routing_object::resource("projectcontour.io", "v1", "HTTPProxy", "httpproxies")
 }
 
 /// The path prefix the route serves: `service.match[0].uri.prefix`, else `/`.
@@ -145,7 +146,7 @@ impl Router for Contour {
     }
 
     fn objects(&self, input: &Input<'_>) -> Vec<ObjectKey> {
-        vec![dynamic::key(&resource(), input, input.apex)]
+        vec![routing_object::key(resource(), input, input.apex)]
     }
 
     fn render(&self, input: &Input<'_>, _live: &Live) -> Result<Vec<DynamicObject>, String> {
@@ -173,12 +174,11 @@ impl Router for Contour {
         if let Some(class) = input.options.ingress_class.as_deref() {
             spec["ingressClassName"] = json!(class);
         }
-        Ok(vec![dynamic::owned(
-            &resource(),
-            Some(input.namespace),
-            input.apex,
+        Ok(vec![routing_object::object(
+            &routing_object::key(resource(), input, input.apex),
             input,
-            json!({ "spec": spec }),
+            Metadata::Apex,
+            spec,
         )])
     }
 
@@ -196,10 +196,10 @@ impl Router for Contour {
             services
                 .iter()
                 .find(|s| s["name"] == name)
-                .and_then(|s| dynamic::number(&s["weight"]))
+                .and_then(|s| live::number(&s["weight"]))
                 .unwrap_or(0.0)
         };
-        dynamic::split(
+        live::split(
             weight_of(&input.primary_service),
             weight_of(&input.canary_service),
         )

@@ -11,7 +11,8 @@ use serde_json::{Map, Value, json};
 use serin_core::Routes;
 
 use super::capability::{self, Features};
-use super::dynamic;
+use super::live;
+use super::routing_object::{self, Metadata};
 use super::{Input, Live, ObjectKey, Router};
 use crate::api::Provider;
 use crate::api::canary::{HttpMatchRequest, StringMatch};
@@ -37,11 +38,11 @@ const COPIED: [&str; 8] = [
 ];
 
 fn upstream_resource() -> ApiResource {
-    dynamic::resource("gloo.solo.io", "v1", "Upstream", "upstreams")
+    routing_object::resource("gloo.solo.io", "v1", "Upstream", "upstreams")
 }
 
 fn route_table_resource() -> ApiResource {
-    dynamic::resource("gateway.solo.io", "v1", "RouteTable", "routetables")
+    routing_object::resource("gateway.solo.io", "v1", "RouteTable", "routetables")
 }
 
 fn upstream_name(input: &Input<'_>, role: &str) -> String {
@@ -146,13 +147,17 @@ impl Router for Gloo {
     fn objects(&self, input: &Input<'_>) -> Vec<ObjectKey> {
         let mut keys: Vec<ObjectKey> = template_key(input).into_iter().collect();
         for role in ["primary", "canary"] {
-            keys.push(dynamic::key(
-                &upstream_resource(),
+            keys.push(routing_object::key(
+                upstream_resource(),
                 input,
                 &upstream_name(input, role),
             ));
         }
-        keys.push(dynamic::key(&route_table_resource(), input, input.apex));
+        keys.push(routing_object::key(
+            route_table_resource(),
+            input,
+            input.apex,
+        ));
         keys
     }
 
@@ -186,15 +191,10 @@ impl Router for Gloo {
                     }
                 }
                 labels = template.labels().clone();
-                labels.retain(|k, _| !dynamic::is_flux_key(k));
+                labels.retain(|k, _| !live::is_flux_key(k));
             }
-            let mut upstream = dynamic::owned(
-                &upstream_resource(),
-                Some(input.namespace),
-                &upstream_name(input, role),
-                input,
-                json!({ "spec": spec }),
-            );
+            let key = routing_object::key(upstream_resource(), input, &upstream_name(input, role));
+            let mut upstream = routing_object::object(&key, input, Metadata::Apex, spec);
             if !labels.is_empty() {
                 upstream.labels_mut().extend(labels);
             }
@@ -218,12 +218,11 @@ impl Router for Gloo {
             }
             _ => vec![route(input, input.routes)],
         };
-        objects.push(dynamic::owned(
-            &route_table_resource(),
-            Some(input.namespace),
-            input.apex,
+        objects.push(routing_object::object(
+            &routing_object::key(route_table_resource(), input, input.apex),
             input,
-            json!({"spec": {"routes": routes}}),
+            Metadata::Apex,
+            json!({"routes": routes}),
         ));
         Ok(objects)
     }
@@ -248,10 +247,10 @@ impl Router for Gloo {
             destinations
                 .iter()
                 .find(|d| d.pointer("/destination/upstream/name") == Some(&json!(name)))
-                .and_then(|d| dynamic::number(&d["weight"]))
+                .and_then(|d| live::number(&d["weight"]))
                 .unwrap_or(0.0)
         };
-        dynamic::split(weight_of("primary"), weight_of("canary"))
+        live::split(weight_of("primary"), weight_of("canary"))
             .map(Some)
             .map_err(|e| format!("RouteTable {}: {e}", input.apex))
     }

@@ -4,12 +4,12 @@
 use kube::api::ApiResource;
 use serde_json::{Value, json};
 
-use super::{Input, dynamic};
+use super::{Input, routing_object};
 use crate::api::Provider;
 
 /// `networking.k8s.io/v1` Ingress.
 pub fn resource() -> ApiResource {
-    dynamic::resource("networking.k8s.io", "v1", "Ingress", "ingresses")
+    routing_object::resource("networking.k8s.io", "v1", "Ingress", "ingresses")
 }
 
 /// The user's Ingress, from `spec.ingressRef`, which `provider` routes through.

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use serin_core::Routes;
 
 use super::capability::{self, WEIGHTS_ONLY};
-use super::dynamic;
+use super::live;
+use super::routing_object;
 use super::{Input, Live, ObjectKey, Router};
 use crate::api::Provider;
 
@@ -22,7 +23,7 @@ pub struct Knative;
 pub const PRIMARY_REVISION: &str = "flagger.app/primary-revision";
 
 fn resource() -> ApiResource {
-    dynamic::resource("serving.knative.dev", "v1", "Service", "services")
+    routing_object::resource("serving.knative.dev", "v1", "Service", "services")
 }
 
 fn target<'a>(input: &Input<'a>) -> &'a str {
@@ -35,7 +36,7 @@ impl Router for Knative {
     }
 
     fn objects(&self, input: &Input<'_>) -> Vec<ObjectKey> {
-        vec![dynamic::key(&resource(), input, target(input))]
+        vec![routing_object::key(resource(), input, target(input))]
     }
 
     fn render(&self, input: &Input<'_>, live: &Live) -> Result<Vec<DynamicObject>, String> {
@@ -101,14 +102,14 @@ impl Router for Knative {
         };
         let (mut primary, mut canary) = (0.0, 0.0);
         for target in traffic {
-            let percent = dynamic::number(&target["percent"]).unwrap_or(0.0);
+            let percent = live::number(&target["percent"]).unwrap_or(0.0);
             if target["latestRevision"] == true {
                 canary += percent;
             } else {
                 primary += percent;
             }
         }
-        dynamic::split(primary, canary)
+        live::split(primary, canary)
             .map(Some)
             .map_err(|e| format!("Knative Service {name}: {e}"))
     }

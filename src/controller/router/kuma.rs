@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use serin_core::Routes;
 
 use super::capability::{self, WEIGHTS_ONLY};
-use super::dynamic;
+use super::live;
+use super::routing_object::{self, Metadata};
 use super::{Input, Live, ObjectKey, Router};
 use crate::api::Provider;
 
@@ -19,7 +20,17 @@ pub struct Kuma;
 pub const MESH_ANNOTATION: &str = "kuma.io/mesh";
 
 fn resource() -> ApiResource {
-    dynamic::resource("kuma.io", "v1alpha1", "TrafficRoute", "trafficroutes")
+    routing_object::resource("kuma.io", "v1alpha1", "TrafficRoute", "trafficroutes")
+}
+
+/// The cluster-scoped TrafficRoute `<apex>` (Flagger's name, so a swap of controllers takes
+/// over the same object).
+fn key(input: &Input<'_>) -> ObjectKey {
+    ObjectKey {
+        resource: resource(),
+        namespace: None,
+        name: input.apex.to_string(),
+    }
 }
 
 fn kuma_service(input: &Input<'_>, name: &str) -> String {
@@ -35,11 +46,7 @@ impl Router for Kuma {
     }
 
     fn objects(&self, input: &Input<'_>) -> Vec<ObjectKey> {
-        vec![ObjectKey {
-            resource: resource(),
-            namespace: None,
-            name: input.apex.to_string(),
-        }]
+        vec![key(input)]
     }
 
     fn render(&self, input: &Input<'_>, _live: &Live) -> Result<Vec<DynamicObject>, String> {
@@ -50,24 +57,18 @@ impl Router for Kuma {
             .get(MESH_ANNOTATION)
             .map_or("default", String::as_str);
         let split = |name: &str, weight: u32| json!({"weight": weight, "destination": {"kuma.io/service": kuma_service(input, name)}});
-        let data = json!({
-            "mesh": mesh,
-            "spec": {
-                "sources": [{"match": {"kuma.io/service": "*"}}],
-                "destinations": [{"match": {"kuma.io/service": kuma_service(input, input.apex)}}],
-                "conf": {"split": [
-                    split(&input.primary_service, input.routes.primary),
-                    split(&input.canary_service, input.routes.canary),
-                ]},
-            },
+        let spec = json!({
+            "sources": [{"match": {"kuma.io/service": "*"}}],
+            "destinations": [{"match": {"kuma.io/service": kuma_service(input, input.apex)}}],
+            "conf": {"split": [
+                split(&input.primary_service, input.routes.primary),
+                split(&input.canary_service, input.routes.canary),
+            ]},
         });
-        Ok(vec![dynamic::owned(
-            &resource(),
-            None,
-            input.apex,
-            input,
-            data,
-        )])
+        let mut route = routing_object::object(&key(input), input, Metadata::Apex, spec);
+        // Kuma keeps the mesh at the top level, beside `spec`.
+        route.data["mesh"] = json!(mesh);
+        Ok(vec![route])
     }
 
     fn read(&self, input: &Input<'_>, live: &Live) -> Result<Option<Routes>, String> {
@@ -84,10 +85,10 @@ impl Router for Kuma {
             split
                 .iter()
                 .find(|s| s.pointer("/destination/kuma.io~1service") == Some(&json!(service)))
-                .and_then(|s| dynamic::number(&s["weight"]))
+                .and_then(|s| live::number(&s["weight"]))
                 .unwrap_or(0.0)
         };
-        dynamic::split(
+        live::split(
             weight_of(&input.primary_service),
             weight_of(&input.canary_service),
         )

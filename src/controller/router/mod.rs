@@ -19,7 +19,6 @@ mod apisix;
 mod appmesh;
 mod capability;
 mod contour;
-mod dynamic;
 #[cfg(test)]
 mod fixture;
 mod gateway_api;
@@ -29,6 +28,7 @@ mod istio;
 mod knative;
 mod kubernetes;
 mod kuma;
+mod live;
 mod nginx;
 mod routing_object;
 mod session_affinity;

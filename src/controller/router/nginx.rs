@@ -17,8 +17,9 @@ use serde_json::json;
 use serin_core::Routes;
 
 use super::capability::{self, Features};
-use super::dynamic;
 use super::ingress;
+use super::live;
+use super::routing_object::{self, Metadata};
 use super::{Input, Live, ObjectKey, Router};
 use crate::api::Provider;
 use crate::api::canary::{HttpMatchRequest, StringMatch};
@@ -106,10 +107,10 @@ impl Router for Nginx {
     fn objects(&self, input: &Input<'_>) -> Vec<ObjectKey> {
         let mut keys = Vec::new();
         if let Ok(name) = ingress::user_ref(input, Provider::Nginx) {
-            keys.push(dynamic::key(&ingress::resource(), input, name));
+            keys.push(routing_object::key(ingress::resource(), input, name));
         }
-        keys.push(dynamic::key(
-            &ingress::resource(),
+        keys.push(routing_object::key(
+            ingress::resource(),
             input,
             &ingress::canary_name(input),
         ));
@@ -142,7 +143,7 @@ impl Router for Nginx {
         let prefix = input.options.nginx_annotations_prefix.as_str();
         // The user's annotations configure NGINX for this host (rewrites, auth, timeouts...):
         // the canary must behave the same, except for the canary settings serin owns.
-        let mut annotations = dynamic::copyable(user.annotations());
+        let mut annotations = live::copyable(user.annotations());
         annotations.retain(|k, _| !k.starts_with(&format!("{prefix}/canary")));
         annotations.insert(format!("{prefix}/canary"), "true".into());
         // Checked at every weight, so that a match NGINX cannot express is reported before
@@ -170,14 +171,13 @@ impl Router for Nginx {
             }
         }
         let mut labels = user.labels().clone();
-        labels.retain(|k, _| !dynamic::is_flux_key(k));
+        labels.retain(|k, _| !live::is_flux_key(k));
         let canary_name = ingress::canary_name(input);
-        let mut object = dynamic::owned(
-            &ingress::resource(),
-            Some(input.namespace),
-            &canary_name,
+        let mut object = routing_object::object(
+            &routing_object::key(ingress::resource(), input, &canary_name),
             input,
-            json!({ "spec": spec }),
+            Metadata::Apex,
+            spec,
         );
         object.annotations_mut().extend(annotations);
         if !labels.is_empty() {
@@ -209,14 +209,14 @@ impl Router for Nginx {
         }
         let number = |k: &str, default: f64| -> Result<f64, String> {
             get(k).map_or(Ok(default), |v| {
-                dynamic::number(&json!(v))
+                live::number(&json!(v))
                     .ok_or_else(|| format!("Ingress {name}: {prefix}/{k} is not a number: {v}"))
             })
         };
         // ingress-nginx weighs against `canary-weight-total` (default 100).
         let total = number("canary-weight-total", 100.0)?;
         let canary = number("canary-weight", 0.0)?.min(total);
-        dynamic::split(total - canary, canary)
+        live::split(total - canary, canary)
             .map(Some)
             .map_err(|e| format!("Ingress {name}: {e}"))
     }

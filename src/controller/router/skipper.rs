@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 use serin_core::Routes;
 
 use super::capability::{self, WEIGHTS_ONLY};
-use super::dynamic;
 use super::ingress;
+use super::live;
+use super::routing_object::{self, Metadata};
 use super::{Input, Live, ObjectKey, Router};
 use crate::api::Provider;
 
@@ -33,10 +34,10 @@ impl Router for Skipper {
     fn objects(&self, input: &Input<'_>) -> Vec<ObjectKey> {
         let mut keys = Vec::new();
         if let Ok(name) = ingress::user_ref(input, Provider::Skipper) {
-            keys.push(dynamic::key(&ingress::resource(), input, name));
+            keys.push(routing_object::key(ingress::resource(), input, name));
         }
-        keys.push(dynamic::key(
-            &ingress::resource(),
+        keys.push(routing_object::key(
+            ingress::resource(),
             input,
             &ingress::canary_name(input),
         ));
@@ -71,7 +72,7 @@ impl Router for Skipper {
                 input.apex
             )
         })?;
-        let mut annotations = dynamic::copyable(user.annotations());
+        let mut annotations = live::copyable(user.annotations());
         let weights: BTreeMap<&str, u32> = [
             (input.primary_service.as_str(), input.routes.primary),
             (input.canary_service.as_str(), input.routes.canary),
@@ -87,13 +88,12 @@ impl Router for Skipper {
         }
         annotations.insert(PREDICATE.into(), predicate.join(" && "));
         let mut labels = user.labels().clone();
-        labels.retain(|k, _| !dynamic::is_flux_key(k));
-        let mut object = dynamic::owned(
-            &ingress::resource(),
-            Some(input.namespace),
-            &ingress::canary_name(input),
+        labels.retain(|k, _| !live::is_flux_key(k));
+        let mut object = routing_object::object(
+            &routing_object::key(ingress::resource(), input, &ingress::canary_name(input)),
             input,
-            json!({ "spec": spec }),
+            Metadata::Apex,
+            spec,
         );
         object.annotations_mut().extend(annotations);
         if !labels.is_empty() {
@@ -120,13 +120,8 @@ impl Router for Skipper {
             .transpose()
             .map_err(|e| format!("Ingress {name}: {BACKEND_WEIGHTS} is not a JSON object: {e}"))?
             .ok_or_else(|| format!("Ingress {name} has no {BACKEND_WEIGHTS} annotation"))?;
-        let weight_of = |service: &str| {
-            weights
-                .get(service)
-                .and_then(dynamic::number)
-                .unwrap_or(0.0)
-        };
-        dynamic::split(
+        let weight_of = |service: &str| weights.get(service).and_then(live::number).unwrap_or(0.0);
+        live::split(
             weight_of(&input.primary_service),
             weight_of(&input.canary_service),
         )

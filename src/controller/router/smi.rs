@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 use serin_core::Routes;
 
 use super::capability::{self, WEIGHTS_ONLY};
-use super::dynamic;
+use super::live;
+use super::routing_object::{self, Metadata};
 use super::{Input, Live, ObjectKey, Router};
 use crate::api::Provider;
 
@@ -48,7 +49,7 @@ impl Smi {
     }
 
     fn resource(&self) -> ApiResource {
-        dynamic::resource(
+        routing_object::resource(
             "split.smi-spec.io",
             self.version.as_str(),
             "TrafficSplit",
@@ -70,7 +71,7 @@ impl Router for Smi {
     }
 
     fn objects(&self, input: &Input<'_>) -> Vec<ObjectKey> {
-        vec![dynamic::key(&self.resource(), input, input.apex)]
+        vec![routing_object::key(self.resource(), input, input.apex)]
     }
 
     fn render(&self, input: &Input<'_>, _live: &Live) -> Result<Vec<DynamicObject>, String> {
@@ -92,12 +93,11 @@ impl Router for Smi {
                 {"service": input.primary_service, "weight": self.weight(input.routes.primary)},
             ],
         });
-        Ok(vec![dynamic::owned(
-            &self.resource(),
-            Some(input.namespace),
-            input.apex,
+        Ok(vec![routing_object::object(
+            &routing_object::key(self.resource(), input, input.apex),
             input,
-            json!({ "spec": spec }),
+            Metadata::Apex,
+            spec,
         )])
     }
 
@@ -114,7 +114,7 @@ impl Router for Smi {
             let Some(backend) = backends.iter().find(|b| b["service"] == service) else {
                 return Ok(0.0);
             };
-            dynamic::number(&backend["weight"]).ok_or_else(|| {
+            live::number(&backend["weight"]).ok_or_else(|| {
                 format!(
                     "TrafficSplit {}: backend {service} has no readable weight",
                     input.apex
@@ -123,7 +123,7 @@ impl Router for Smi {
         };
         let primary = weight_of(&input.primary_service)?;
         let canary = weight_of(&input.canary_service)?;
-        dynamic::split(primary, canary)
+        live::split(primary, canary)
             .map(Some)
             .map_err(|e| format!("TrafficSplit {}: {e}", input.apex))
     }

@@ -8,14 +8,15 @@ use serde_json::{Value, json};
 use serin_core::Routes;
 
 use super::capability::{self, WEIGHTS_ONLY};
-use super::dynamic;
+use super::live;
+use super::routing_object::{self, Metadata};
 use super::{Input, Live, ObjectKey, Router};
 use crate::api::Provider;
 
 pub struct Traefik;
 
 fn resource() -> ApiResource {
-    dynamic::resource(
+    routing_object::resource(
         "traefik.io",
         "v1alpha1",
         "TraefikService",
@@ -29,7 +30,7 @@ impl Router for Traefik {
     }
 
     fn objects(&self, input: &Input<'_>) -> Vec<ObjectKey> {
-        vec![dynamic::key(&resource(), input, input.apex)]
+        vec![routing_object::key(resource(), input, input.apex)]
     }
 
     fn render(&self, input: &Input<'_>, _live: &Live) -> Result<Vec<DynamicObject>, String> {
@@ -40,12 +41,11 @@ impl Router for Traefik {
         if input.routes.canary > 0 {
             services.push(backend(&input.canary_service, input.routes.canary));
         }
-        Ok(vec![dynamic::owned(
-            &resource(),
-            Some(input.namespace),
-            input.apex,
+        Ok(vec![routing_object::object(
+            &routing_object::key(resource(), input, input.apex),
             input,
-            json!({"spec": {"weighted": {"services": services}}}),
+            Metadata::Apex,
+            json!({"weighted": {"services": services}}),
         )])
     }
 
@@ -68,9 +68,9 @@ impl Router for Traefik {
             services
                 .iter()
                 .find(|s| s["name"] == name)
-                .map_or(0.0, |s| dynamic::number(&s["weight"]).unwrap_or(1.0))
+                .map_or(0.0, |s| live::number(&s["weight"]).unwrap_or(1.0))
         };
-        dynamic::split(
+        live::split(
             weight_of(&input.primary_service),
             weight_of(&input.canary_service),
         )

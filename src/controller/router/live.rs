@@ -1,57 +1,13 @@
-//! Building and reading the untyped routing objects the routers write.
-//!
-//! Routing kinds come from many CRDs whose Rust types serin does not link, so routers build
-//! `DynamicObject`s from JSON and read weights back from JSON here.
+//! Reading live objects that others wrote: the weights a routing object expresses (as JSON,
+//! since serin links no provider's Rust types), and the metadata of a user's object worth
+//! copying onto the object serin derives from it.
 
 use std::collections::BTreeMap;
 
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 use serin_core::Routes;
 
-use super::{Input, ORIGINAL_CONFIGURATION, ObjectKey};
-use crate::workload::services::FLUX_OPT_OUT;
-
-/// The API resource of a routing kind; the plural is given, never guessed.
-pub fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
-}
-
-/// The key of a namespaced object in the Canary's namespace.
-pub fn key(resource: &ApiResource, input: &Input<'_>, name: &str) -> ObjectKey {
-    ObjectKey {
-        resource: resource.clone(),
-        namespace: Some(input.namespace.to_string()),
-        name: name.to_string(),
-    }
-}
-
-/// A routing object serin owns: apiVersion/kind, name, namespace (`None` for cluster-scoped
-/// kinds), the apex labels and annotations of `service.apex`, and Flux's opt-out annotations
-/// so that a Flux reconcile does not undo the weights serin sets.
-pub fn owned(
-    resource: &ApiResource,
-    namespace: Option<&str>,
-    name: &str,
-    input: &Input<'_>,
-    data: Value,
-) -> DynamicObject {
-    let mut object = DynamicObject::new(name, resource).data(data);
-    object.metadata.namespace = namespace.map(str::to_string);
-    let apex = input.canary.spec.service.apex.as_ref();
-    let mut labels = apex.and_then(|a| a.labels.clone()).unwrap_or_default();
-    let mut annotations = apex.and_then(|a| a.annotations.clone()).unwrap_or_default();
-    labels.retain(|k, _| !is_flux_key(k));
-    annotations.retain(|k, _| !is_flux_key(k));
-    for (k, v) in FLUX_OPT_OUT {
-        annotations.insert(k.to_string(), v.to_string());
-    }
-    if !labels.is_empty() {
-        object.metadata.labels = Some(labels);
-    }
-    object.metadata.annotations = Some(annotations);
-    object
-}
+use super::ORIGINAL_CONFIGURATION;
 
 /// Keys Flux sets on the objects it applies: never copied onto objects serin owns, where
 /// they would make Flux adopt (and prune) them.
