@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod analyze;
 pub mod check;
 pub mod controller;
 pub mod crds;
@@ -26,6 +27,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show the steps a Canary would take.
     Plan(plan::PlanArgs),
+    /// Run a Canary's metric checks once, now, against the real providers.
+    Analyze(analyze::AnalyzeArgs),
     /// Run the controller: watch Canaries and drive their releases.
     Controller(controller::ControllerArgs),
 }
@@ -37,6 +40,7 @@ impl Cli {
             Command::Crds(args) => crds::run(args),
             Command::Check(args) => check::run(args),
             Command::Plan(args) => plan::run(args),
+            Command::Analyze(args) => analyze::run(args),
             Command::Controller(args) => controller::run(args),
         }
     }

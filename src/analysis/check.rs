@@ -1,0 +1,242 @@
+//! Judging a metric's value against its thresholds, and a reading without data against the
+//! metric's no-data policy.
+//!
+//! Bounds come from `thresholdRange` (both inclusive) when set, else from the deprecated
+//! `threshold`: a minimum for `request-success-rate`, a maximum for everything else, as in
+//! Flagger. `request-duration` values are whole milliseconds (Flagger truncates them).
+
+use crate::analysis::builtin::Builtin;
+use crate::analysis::provider::format_value;
+use crate::api::canary::{CanaryMetric, NoDataPolicy};
+
+/// Accepted range of a metric.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Bounds {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl Bounds {
+    /// The bounds of `metric`; `builtin` is set when it runs as a builtin metric.
+    pub fn of(metric: &CanaryMetric, builtin: Option<Builtin>) -> Bounds {
+        if let Some(range) = &metric.threshold_range {
+            return Bounds {
+                min: range.min,
+                max: range.max,
+            };
+        }
+        match (metric.threshold, builtin) {
+            (None, _) => Bounds::default(),
+            (Some(t), Some(Builtin::RequestSuccessRate)) => Bounds {
+                min: Some(t),
+                max: None,
+            },
+            (Some(t), _) => Bounds {
+                min: None,
+                max: Some(t),
+            },
+        }
+    }
+
+    /// `min..=max`, e.g. `>= 99`, `<= 500`, `[1, 5]`, `any`.
+    pub fn describe(&self, unit: &str) -> String {
+        match (self.min, self.max) {
+            (None, None) => "any".into(),
+            (Some(min), None) => format!(">= {}{unit}", format_value(min)),
+            (None, Some(max)) => format!("<= {}{unit}", format_value(max)),
+            (Some(min), Some(max)) => {
+                format!("[{}{unit}, {}{unit}]", format_value(min), format_value(max))
+            }
+        }
+    }
+}
+
+/// Unit suffix shown after values of a metric.
+pub fn unit(builtin: Option<Builtin>) -> &'static str {
+    match builtin {
+        Some(Builtin::RequestSuccessRate) => "%",
+        Some(Builtin::RequestDuration) => "ms",
+        None => "",
+    }
+}
+
+/// The value that is judged and shown: `request-duration` in whole milliseconds.
+pub fn normalize(value: f64, builtin: Option<Builtin>) -> f64 {
+    match builtin {
+        Some(Builtin::RequestDuration) if value.is_finite() => value.trunc(),
+        _ => value,
+    }
+}
+
+/// `Ok` when `value` is within `bounds`; otherwise the reason, Flagger-like:
+/// `request-success-rate 69.70% < 99%`. NaN and infinities (a division by zero, a quantile
+/// in the `+Inf` bucket) are never within bounds, whatever the bounds.
+pub fn judge(name: &str, value: f64, bounds: Bounds, unit: &str) -> Result<(), String> {
+    let shown = format_value(value);
+    if !value.is_finite() {
+        return Err(format!("{name} is {shown}, not a finite number"));
+    }
+    if let Some(min) = bounds.min
+        && value < min
+    {
+        return Err(format!(
+            "{name} {shown}{unit} < {}{unit}",
+            format_value(min)
+        ));
+    }
+    if let Some(max) = bounds.max
+        && value > max
+    {
+        return Err(format!(
+            "{name} {shown}{unit} > {}{unit}",
+            format_value(max)
+        ));
+    }
+    Ok(())
+}
+
+/// What a check means for the step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Pass,
+    /// Counts a failed check.
+    Fail(String),
+    /// Waits without counting (no data under the `hold` policy).
+    Hold(String),
+}
+
+/// The effect of a reading without data under the metric's policy.
+pub fn no_data(metric: &CanaryMetric, reason: String) -> Effect {
+    match metric.no_data_policy() {
+        NoDataPolicy::Fail => Effect::Fail(reason),
+        NoDataPolicy::Hold => Effect::Hold(reason),
+        NoDataPolicy::Pass => Effect::Pass,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::canary::CanaryThresholdRange;
+
+    fn metric(threshold: Option<f64>, range: Option<(Option<f64>, Option<f64>)>) -> CanaryMetric {
+        CanaryMetric {
+            name: "m".into(),
+            threshold,
+            threshold_range: range.map(|(min, max)| CanaryThresholdRange { min, max }),
+            ..CanaryMetric::default()
+        }
+    }
+
+    #[test]
+    fn legacy_threshold_is_a_minimum_only_for_the_success_rate() {
+        let m = metric(Some(99.0), None);
+        assert_eq!(
+            Bounds::of(&m, Some(Builtin::RequestSuccessRate)),
+            Bounds {
+                min: Some(99.0),
+                max: None
+            }
+        );
+        assert_eq!(
+            Bounds::of(&m, Some(Builtin::RequestDuration)),
+            Bounds {
+                min: None,
+                max: Some(99.0)
+            }
+        );
+        assert_eq!(
+            Bounds::of(&m, None),
+            Bounds {
+                min: None,
+                max: Some(99.0)
+            }
+        );
+        assert_eq!(Bounds::of(&metric(None, None), None), Bounds::default());
+    }
+
+    #[test]
+    fn threshold_range_wins_over_threshold() {
+        let m = metric(Some(1.0), Some((Some(5.0), Some(10.0))));
+        assert_eq!(
+            Bounds::of(&m, Some(Builtin::RequestSuccessRate)),
+            Bounds {
+                min: Some(5.0),
+                max: Some(10.0)
+            }
+        );
+    }
+
+    #[test]
+    fn bounds_are_inclusive_and_reasons_name_value_and_bound() {
+        let b = Bounds {
+            min: Some(99.0),
+            max: Some(100.0),
+        };
+        assert_eq!(judge("sr", 99.0, b, "%"), Ok(()));
+        assert_eq!(judge("sr", 100.0, b, "%"), Ok(()));
+        assert_eq!(
+            judge("request-success-rate", 69.7, b, "%"),
+            Err("request-success-rate 69.70% < 99%".into())
+        );
+        let d = Bounds {
+            min: None,
+            max: Some(500.0),
+        };
+        assert_eq!(
+            judge("request-duration", 1515.0, d, "ms"),
+            Err("request-duration 1515ms > 500ms".into())
+        );
+        assert!(judge("x", f64::NAN, Bounds::default(), "").is_err());
+        assert_eq!(
+            judge(
+                "x",
+                f64::INFINITY,
+                Bounds {
+                    min: Some(1.0),
+                    max: None
+                },
+                ""
+            ),
+            Err("x is inf, not a finite number".into())
+        );
+        assert_eq!(judge("x", 1e9, Bounds::default(), ""), Ok(()));
+    }
+
+    #[test]
+    fn durations_are_truncated_to_milliseconds() {
+        assert_eq!(normalize(500.9, Some(Builtin::RequestDuration)), 500.0);
+        assert_eq!(normalize(99.9, Some(Builtin::RequestSuccessRate)), 99.9);
+    }
+
+    #[test]
+    fn no_data_follows_the_policy() {
+        let mut m = metric(None, None);
+        assert!(matches!(no_data(&m, "r".into()), Effect::Fail(_)));
+        m.no_data_policy = Some(NoDataPolicy::Hold);
+        assert_eq!(no_data(&m, "r".into()), Effect::Hold("r".into()));
+        m.no_data_policy = Some(NoDataPolicy::Pass);
+        assert_eq!(no_data(&m, "r".into()), Effect::Pass);
+    }
+
+    #[test]
+    fn ranges_describe_themselves() {
+        assert_eq!(
+            Bounds {
+                min: Some(99.0),
+                max: None
+            }
+            .describe("%"),
+            ">= 99%"
+        );
+        assert_eq!(
+            Bounds {
+                min: Some(1.0),
+                max: Some(2.5)
+            }
+            .describe(""),
+            "[1, 2.50]"
+        );
+        assert_eq!(Bounds::default().describe("ms"), "any");
+    }
+}

@@ -1,0 +1,571 @@
+//! Metric analysis: every metric check of a canary run once, now, with the value, bounds and
+//! verdict of each kept for the status, events and gauges.
+//!
+//! Each metric is one of, in this order of precedence:
+//! - `templateRef`: a MetricTemplate (in `templateRef.namespace` or the canary's), whose
+//!   provider runs the rendered query with credentials from the Secret in the template's
+//!   namespace (read on every check);
+//! - inline `query` (deprecated): rendered and run on the canary's Prometheus
+//!   (`spec.metricsServer`, else the controller's `--metrics-server`);
+//! - `request-success-rate` / `request-duration` by name: the builtin query of the canary's
+//!   observer ([`builtin`]), on the same Prometheus.
+//!
+//! Flagger runs the builtin *and* the template when a templated metric has a builtin's name;
+//! here the template wins, so naming a custom metric `request-duration` does not add a second,
+//! unrelated check.
+//!
+//! A metric's interval defaults to `1m` for every kind (Flagger leaves `{{ interval }}` empty
+//! for templates, which renders an invalid range selector). Metrics run concurrently: a tick
+//! takes as long as the slowest provider, not the sum of them.
+
+pub mod builtin;
+pub mod check;
+pub mod provider;
+pub mod secret;
+pub mod template;
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::api::canary::{
+    CanaryMetric, MetricObservation, MetricVerdict, NoDataPolicy, STATUS_METRICS_MAX,
+};
+use crate::api::metric_template::MetricTemplate;
+use crate::api::{Canary, MetricProviderType, Provider, parse_duration};
+use builtin::{Builtin, Observer};
+use check::{Bounds, Effect};
+use provider::datadog::Datadog;
+use provider::newrelic::NewRelic;
+use provider::prometheus::Prometheus;
+use provider::{Http, QueryError, Reading, SecretData};
+use template::TemplateVars;
+
+/// A metric's window when `interval` is unset (Flagger's builtin default).
+pub const DEFAULT_METRIC_INTERVAL: &str = "1m";
+
+/// Runs metric checks. Cheap to clone and share: one pooled HTTP client for every provider.
+#[derive(Clone)]
+pub struct Analyzer {
+    http: Http,
+    kube: kube::Client,
+    metrics_server: String,
+    mesh_provider: Provider,
+    check_budget: Option<Duration>,
+    caches: Option<Caches>,
+}
+
+/// Reflector stores the controller already keeps; lookups fall back to a GET on a miss (a
+/// template in a namespace the controller does not watch, or a cache still filling).
+#[derive(Clone)]
+pub struct Caches {
+    pub templates: Store<MetricTemplate>,
+    pub secrets: Store<Secret>,
+}
+
+impl std::fmt::Debug for Analyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Analyzer")
+            .field("metrics_server", &self.metrics_server)
+            .field("mesh_provider", &self.mesh_provider)
+            .field("timeout", &self.http.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of one run of a canary's metric checks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Pass when every metric passes; Fail(reason) for the first failing metric (in spec
+    /// order); Hold(reason) when a metric with `noDataPolicy: hold` had no data and nothing
+    /// failed.
+    pub outcome: serin_core::Analysis,
+    /// One per metric, at most [`STATUS_METRICS_MAX`], for `status.metrics`, events and the
+    /// `flagger_canary_metric_analysis` gauge.
+    pub observations: Vec<crate::api::canary::MetricObservation>,
+    /// Every metric with its provider and rendered query (for `serin analyze` and logs).
+    pub checks: Vec<MetricCheck>,
+}
+
+/// One metric's check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricCheck {
+    pub name: String,
+    /// `prometheus`, `datadog`, `newrelic`, ...
+    pub provider: String,
+    /// The query as sent, when it could be rendered.
+    pub query: Option<String>,
+    pub bounds: Bounds,
+    /// Unit of value and bounds: `%`, `ms` or empty.
+    pub unit: &'static str,
+    pub builtin: Option<Builtin>,
+    pub observation: MetricObservation,
+    pub effect: Effect,
+    /// Category of the failure when the query failed (`timeout`, `unauthorized`, ...).
+    pub error_kind: Option<&'static str>,
+}
+
+impl MetricCheck {
+    /// The value for the `flagger_canary_metric_analysis` gauge: as observed, except
+    /// `request-duration` in seconds, as Flagger exports it.
+    pub fn gauge_value(&self) -> Option<f64> {
+        let value = self.observation.value?;
+        Some(match self.builtin {
+            Some(Builtin::RequestDuration) => value / 1000.0,
+            _ => value,
+        })
+    }
+}
+
+impl Analyzer {
+    /// `metrics_server`: the controller's `--metrics-server` (the Prometheus of builtin
+    /// metrics, inline queries, and templates without an address). `mesh_provider`:
+    /// `--mesh-provider`, used when `spec.provider` is unset.
+    pub fn new(
+        client: kube::Client,
+        metrics_server: String,
+        mesh_provider: Provider,
+    ) -> anyhow::Result<Analyzer> {
+        Ok(Analyzer {
+            http: Http::new(provider::DEFAULT_TIMEOUT)?,
+            kube: client,
+            metrics_server,
+            mesh_provider,
+            check_budget: None,
+            caches: None,
+        })
+    }
+
+    /// Changes the per-request timeout (default 5 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> anyhow::Result<Analyzer> {
+        self.http = Http::new(timeout)?;
+        Ok(self)
+    }
+
+    /// Fixes how long one run may spend waiting out rate limits; default: half the
+    /// canary's analysis interval, and at least the request timeout.
+    pub fn with_check_budget(mut self, budget: Duration) -> Analyzer {
+        self.check_budget = Some(budget);
+        self
+    }
+
+    /// Reads MetricTemplates and Secrets from these stores first (the controller's reflector
+    /// caches) instead of a GET per check.
+    pub fn with_caches(
+        mut self,
+        templates: Store<MetricTemplate>,
+        secrets: Store<Secret>,
+    ) -> Analyzer {
+        self.caches = Some(Caches { templates, secrets });
+        self
+    }
+
+    /// Runs every metric check of the canary's analysis once, now.
+    pub async fn run(&self, canary: &Canary) -> Evaluation {
+        let metrics = analysis_metrics(canary);
+        if metrics.is_empty() {
+            return Evaluation {
+                outcome: serin_core::Analysis::Pass,
+                observations: Vec::new(),
+                checks: Vec::new(),
+            };
+        }
+        let now = Utc::now();
+        let deadline = Instant::now() + self.budget(canary);
+        let route = self.route(canary).await;
+        let checks = futures::future::join_all(
+            metrics
+                .iter()
+                .map(|metric| self.check(canary, metric, &route, now, deadline)),
+        )
+        .await;
+        Evaluation::from_checks(checks)
+    }
+
+    /// Whether every provider the canary's metrics use answers: Prometheus `vector(1)`,
+    /// Datadog `/api/v1/validate`, a trivial NRQL query. For the initialization step.
+    pub async fn check_availability(&self, canary: &Canary) -> Result<(), String> {
+        let mut checked_prometheus = Vec::new();
+        for metric in analysis_metrics(canary) {
+            let resolved = self
+                .resolve(canary, metric)
+                .await
+                .map_err(|(provider, e)| format!("metric {}: {provider}: {e}", metric.name))?;
+            let result = match &resolved.backend {
+                Backend::Prometheus(p) => {
+                    if checked_prometheus.contains(&p.address().to_string()) {
+                        continue;
+                    }
+                    checked_prometheus.push(p.address().to_string());
+                    p.is_online(&self.http).await
+                }
+                Backend::Datadog(d) => d.is_online(&self.http).await,
+                Backend::NewRelic(n) => n.is_online(&self.http).await,
+            };
+            result.map_err(|e| {
+                format!(
+                    "metric {}: {} is not available: {e}",
+                    metric.name, resolved.provider
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn budget(&self, canary: &Canary) -> Duration {
+        if let Some(budget) = self.check_budget {
+            return budget;
+        }
+        let interval = canary
+            .spec
+            .analysis
+            .as_ref()
+            .or(canary.spec.canary_analysis.as_ref())
+            .and_then(|a| a.interval(Duration::from_secs(1)).ok())
+            .unwrap_or(crate::api::canary::DEFAULT_INTERVAL);
+        (interval / 2).max(self.http.timeout)
+    }
+
+    async fn check(
+        &self,
+        canary: &Canary,
+        metric: &CanaryMetric,
+        route: &Option<String>,
+        now: DateTime<Utc>,
+        deadline: Instant,
+    ) -> MetricCheck {
+        let resolved = self.resolve(canary, metric).await;
+        let (provider_name, builtin) = match &resolved {
+            Ok(r) => (r.provider.clone(), r.builtin),
+            Err((provider, _)) => (provider.clone(), None),
+        };
+        let bounds = Bounds::of(metric, builtin);
+        let unit = check::unit(builtin);
+        let mut result = MetricCheck {
+            name: metric.name.clone(),
+            provider: provider_name.clone(),
+            query: None,
+            bounds,
+            unit,
+            builtin,
+            observation: MetricObservation {
+                name: metric.name.clone(),
+                value: None,
+                threshold_min: bounds.min,
+                threshold_max: bounds.max,
+                verdict: MetricVerdict::Error,
+                message: None,
+                time: Some(now),
+            },
+            effect: Effect::Pass,
+            error_kind: None,
+        };
+        let resolved = match resolved {
+            Ok(resolved) => resolved,
+            Err((_, error)) => return result.failed(&error),
+        };
+        let interval_text = metric
+            .interval
+            .as_deref()
+            .filter(|i| !i.trim().is_empty())
+            .unwrap_or(DEFAULT_METRIC_INTERVAL);
+        let interval = match parse_duration(interval_text) {
+            Ok(interval) => interval,
+            Err(e) => {
+                return result.failed(&QueryError::config(format!("interval: {e}")));
+            }
+        };
+        let mut vars = TemplateVars::new(canary, interval_text, metric.template_variables.as_ref());
+        if let Some(route) = route {
+            vars.route = route.clone();
+        }
+        let query = match template::render(&resolved.query, &vars) {
+            Ok(query) => query,
+            Err(e) => return result.failed(&QueryError::config(e.to_string())),
+        };
+        result.query = Some(query.clone());
+        let reading = match &resolved.backend {
+            Backend::Prometheus(p) => p.query(&self.http, &query).await,
+            Backend::Datadog(d) => d.query(&self.http, &query, interval, now, deadline).await,
+            Backend::NewRelic(n) => n.query(&self.http, &query, interval, deadline).await,
+        };
+        match reading {
+            Err(error) => result.failed(&error),
+            Ok(Reading::NoData(why)) => {
+                let reason = match builtin {
+                    Some(_) => format!(
+                        "no values found for {provider_name} metric {} probably {}.{} is not \
+                         receiving traffic: {why}",
+                        metric.name, vars.target, vars.namespace
+                    ),
+                    None => format!(
+                        "no values found for {provider_name} metric {}: {why}",
+                        metric.name
+                    ),
+                };
+                result.without_data(metric, reason)
+            }
+            Ok(Reading::Value(raw)) => result.judged(check::normalize(raw, builtin)),
+        }
+    }
+
+    /// Where a metric's query comes from and which provider runs it. Errors carry the
+    /// provider's name for the report.
+    async fn resolve(
+        &self,
+        canary: &Canary,
+        metric: &CanaryMetric,
+    ) -> Result<Resolved, (String, QueryError)> {
+        let canary_ns = canary.metadata.namespace.as_deref().unwrap_or("default");
+        let prometheus_address = canary
+            .spec
+            .metrics_server
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or(&self.metrics_server);
+        let prom = || "prometheus".to_string();
+
+        if let Some(reference) = &metric.template_ref {
+            let namespace = reference.namespace.as_deref().unwrap_or(canary_ns);
+            let template = self
+                .template(namespace, &reference.name)
+                .await
+                .map_err(|e| ("template".to_string(), e))?;
+            let provider = &template.spec.provider;
+            let provider_name = provider_type_name(provider.type_);
+            let fail = |e: QueryError| (provider_name.to_string(), e);
+            let secret = match &provider.secret_ref {
+                Some(secret_ref) => Some((
+                    format!("{namespace}/{}", secret_ref.name),
+                    self.secret(namespace, &secret_ref.name)
+                        .await
+                        .map_err(fail)?,
+                )),
+                None => None,
+            };
+            let secret = secret
+                .as_ref()
+                .map(|(n, d): &(String, SecretData)| (n.as_str(), d));
+            let backend = match provider.type_ {
+                MetricProviderType::Prometheus => Backend::Prometheus(
+                    Prometheus::from_template(provider, secret, prometheus_address)
+                        .map_err(fail)?,
+                ),
+                MetricProviderType::Datadog => Backend::Datadog(
+                    Datadog::from_template(
+                        provider,
+                        template.metadata.annotations.as_ref(),
+                        secret,
+                    )
+                    .map_err(fail)?,
+                ),
+                MetricProviderType::Newrelic => {
+                    Backend::NewRelic(NewRelic::from_template(provider, secret).map_err(fail)?)
+                }
+                other => {
+                    return Err(fail(QueryError::config(format!(
+                        "metric provider `{}` is not supported by serin yet (supported: \
+                         prometheus, datadog, newrelic)",
+                        provider_type_name(other)
+                    ))));
+                }
+            };
+            return Ok(Resolved {
+                provider: provider_name.to_string(),
+                query: template.spec.query.clone(),
+                backend,
+                builtin: None,
+            });
+        }
+
+        let prometheus = Prometheus::new(prometheus_address).map_err(|e| (prom(), e))?;
+        if let Some(query) = metric.query.as_deref().filter(|q| !q.trim().is_empty()) {
+            return Ok(Resolved {
+                provider: prom(),
+                query: query.to_string(),
+                backend: Backend::Prometheus(prometheus),
+                builtin: None,
+            });
+        }
+        if let Some(builtin) = Builtin::from_name(&metric.name) {
+            let observer = Observer::for_canary(canary, self.mesh_provider);
+            let query =
+                builtin::query(observer, builtin).map_err(|e| (prom(), QueryError::config(e)))?;
+            return Ok(Resolved {
+                provider: prom(),
+                query: query.to_string(),
+                backend: Backend::Prometheus(prometheus),
+                builtin: Some(builtin),
+            });
+        }
+        Err((
+            "none".to_string(),
+            QueryError::config(
+                "no usable metrics template and query were configured: set templateRef, or use \
+                 a builtin name (request-success-rate, request-duration)",
+            ),
+        ))
+    }
+
+    async fn template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, QueryError> {
+        if let Some(caches) = &self.caches
+            && let Some(cached) = caches
+                .templates
+                .get(&ObjectRef::new(name).within(namespace))
+        {
+            return Ok((*cached).clone());
+        }
+        let api: Api<MetricTemplate> = Api::namespaced(self.kube.clone(), namespace);
+        api.get(name).await.map_err(|e| {
+            QueryError::config(format!(
+                "cannot read MetricTemplate {namespace}/{name}: {e}"
+            ))
+        })
+    }
+
+    async fn secret(&self, namespace: &str, name: &str) -> Result<SecretData, QueryError> {
+        if let Some(caches) = &self.caches
+            && let Some(cached) = caches.secrets.get(&ObjectRef::new(name).within(namespace))
+        {
+            return Ok(secret::decode(&cached));
+        }
+        secret::read(&self.kube, namespace, name).await
+    }
+
+    /// `{{ route }}` for Knative: the Service's latest created revision (Flagger's choice);
+    /// otherwise the default of [`TemplateVars::new`].
+    async fn route(&self, canary: &Canary) -> Option<String> {
+        let provider = canary.spec.provider.unwrap_or(self.mesh_provider);
+        if provider != Provider::Knative {
+            return None;
+        }
+        let namespace = canary.metadata.namespace.as_deref().unwrap_or("default");
+        let gvk = GroupVersionKind::gvk("serving.knative.dev", "v1", "Service");
+        let resource = ApiResource::from_gvk_with_plural(&gvk, "services");
+        let api: Api<DynamicObject> = Api::namespaced_with(self.kube.clone(), namespace, &resource);
+        let service = api.get(&canary.spec.target_ref.name).await.ok()?;
+        service
+            .data
+            .pointer("/status/latestCreatedRevisionName")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    }
+}
+
+/// A metric's query and the provider that runs it.
+struct Resolved {
+    provider: String,
+    query: String,
+    backend: Backend,
+    builtin: Option<Builtin>,
+}
+
+enum Backend {
+    Prometheus(Prometheus),
+    Datadog(Datadog),
+    NewRelic(NewRelic),
+}
+
+fn analysis_metrics(canary: &Canary) -> &[CanaryMetric] {
+    canary
+        .spec
+        .analysis
+        .as_ref()
+        .or(canary.spec.canary_analysis.as_ref())
+        .map(|a| a.metrics())
+        .unwrap_or_default()
+}
+
+fn provider_type_name(kind: MetricProviderType) -> &'static str {
+    match kind {
+        MetricProviderType::Prometheus => "prometheus",
+        MetricProviderType::Influxdb => "influxdb",
+        MetricProviderType::Datadog => "datadog",
+        MetricProviderType::Externalmetrics => "externalmetrics",
+        MetricProviderType::Stackdriver => "stackdriver",
+        MetricProviderType::Cloudwatch => "cloudwatch",
+        MetricProviderType::Newrelic => "newrelic",
+        MetricProviderType::Graphite => "graphite",
+        MetricProviderType::Dynatrace => "dynatrace",
+        MetricProviderType::Keptn => "keptn",
+        MetricProviderType::Splunk => "splunk",
+    }
+}
+
+impl MetricCheck {
+    /// The query answered no data: the metric's policy decides.
+    fn without_data(mut self, metric: &CanaryMetric, reason: String) -> MetricCheck {
+        let policy = match metric.no_data_policy() {
+            NoDataPolicy::Fail => "",
+            NoDataPolicy::Hold => " (noDataPolicy hold: waiting)",
+            NoDataPolicy::Pass => " (noDataPolicy pass)",
+        };
+        self.observation.verdict = MetricVerdict::NoData;
+        self.observation.message = Some(format!("{reason}{policy}"));
+        self.effect = check::no_data(metric, reason);
+        self
+    }
+
+    /// The query answered `value`: the bounds decide. An infinite value always fails and is
+    /// left out of the status (JSON has no infinity); the message still shows it.
+    fn judged(mut self, value: f64) -> MetricCheck {
+        self.observation.value = value.is_finite().then_some(value);
+        match check::judge(&self.name, value, self.bounds, self.unit) {
+            Ok(()) => {
+                self.observation.verdict = MetricVerdict::Pass;
+                self.effect = Effect::Pass;
+            }
+            Err(reason) => {
+                self.observation.verdict = MetricVerdict::Fail;
+                self.observation.message = Some(reason.clone());
+                self.effect = Effect::Fail(reason);
+            }
+        }
+        self
+    }
+
+    fn failed(mut self, error: &QueryError) -> MetricCheck {
+        let reason = format!(
+            "metric query failed for {} ({}): {error}",
+            self.name, self.provider
+        );
+        self.observation.verdict = MetricVerdict::Error;
+        self.observation.message = Some(reason.clone());
+        self.effect = Effect::Fail(reason);
+        self.error_kind = Some(error.kind.as_str());
+        self
+    }
+}
+
+impl Evaluation {
+    /// Combines per-metric checks: the first failure decides, then the first hold.
+    pub fn from_checks(checks: Vec<MetricCheck>) -> Evaluation {
+        let failure = checks.iter().find_map(|c| match &c.effect {
+            Effect::Fail(reason) => Some(reason.clone()),
+            _ => None,
+        });
+        let hold = checks.iter().find_map(|c| match &c.effect {
+            Effect::Hold(reason) => Some(reason.clone()),
+            _ => None,
+        });
+        let outcome = match (failure, hold) {
+            (Some(reason), _) => serin_core::Analysis::Fail(reason),
+            (None, Some(reason)) => serin_core::Analysis::Hold(reason),
+            (None, None) => serin_core::Analysis::Pass,
+        };
+        let observations = checks
+            .iter()
+            .take(STATUS_METRICS_MAX)
+            .map(|c| c.observation.clone())
+            .collect();
+        Evaluation {
+            outcome,
+            observations,
+            checks,
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! Prometheus (and anything speaking its HTTP API: Thanos, Mimir, Cortex, VictoriaMetrics):
+//! an instant query, `GET <address>/api/v1/query?query=...`, without a `time` parameter so the
+//! server's now is used, as Flagger does.
+//!
+//! reqwest directly rather than prometheus-http-query: Flagger's reading of a result (the last
+//! vector series wins, a matrix is an error, NaN is no data) and errors that quote a proxy's
+//! HTML page need the raw response anyway, and the per-request timeout and per-request
+//! headers come from the shared client.
+//!
+//! Result shapes:
+//! - vector: each series' value is parsed and the last one wins (Flagger's loop); no series
+//!   or a NaN value is no data;
+//! - scalar: its value (Flagger cannot decode this shape; there is no reason to refuse it);
+//! - matrix: an error, the query has a range selector where an instant value is wanted;
+//! - string: an error.
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Answer, ErrorKind, Http, QueryError, Reading, SecretData};
+use crate::api::metric_template::MetricTemplateProvider;
+
+const NAME: &str = "prometheus";
+
+/// How requests authenticate, from the template's Secret.
+#[derive(Clone, PartialEq, Eq)]
+enum Auth {
+    Bearer(String),
+    Basic { username: String, password: String },
+}
+
+// Credentials never reach logs or events through Debug.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Bearer(_) => f.write_str("Bearer(***)"),
+            Auth::Basic { username, .. } => write!(f, "Basic({username}:***)"),
+        }
+    }
+}
+
+/// A configured Prometheus endpoint.
+#[derive(Clone, Debug)]
+pub struct Prometheus {
+    /// Base URL without a trailing slash; a path prefix (`/prometheus`) is kept.
+    address: String,
+    headers: HeaderMap,
+    auth: Option<Auth>,
+    insecure_skip_verify: bool,
+}
+
+impl Prometheus {
+    /// An endpoint without credentials or headers (builtin metrics, inline queries).
+    pub fn new(address: &str) -> Result<Prometheus, QueryError> {
+        Ok(Prometheus {
+            address: base_url(address)?,
+            headers: HeaderMap::new(),
+            auth: None,
+            insecure_skip_verify: false,
+        })
+    }
+
+    /// The endpoint a MetricTemplate names: its address (else `default_address`, the
+    /// controller's `--metrics-server`), headers, `insecureSkipVerify`, and credentials from
+    /// its Secret: `token` (Bearer), or `username` and `password` (basic).
+    pub fn from_template(
+        provider: &MetricTemplateProvider,
+        secret: Option<(&str, &SecretData)>,
+        default_address: &str,
+    ) -> Result<Prometheus, QueryError> {
+        let address = provider
+            .address
+            .as_deref()
+            .filter(|a| !a.trim().is_empty())
+            .unwrap_or(default_address);
+        let mut prometheus = Prometheus::new(address)?;
+        prometheus.insecure_skip_verify = provider.insecure_skip_verify == Some(true);
+        for (name, values) in provider.headers.iter().flatten() {
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|e| {
+                QueryError::config(format!("invalid prometheus header name {name:?}: {e}"))
+            })?;
+            for value in values {
+                let value = HeaderValue::from_str(value).map_err(|e| {
+                    QueryError::config(format!("invalid value of prometheus header {name}: {e}"))
+                })?;
+                prometheus.headers.append(header.clone(), value);
+            }
+        }
+        if let Some((secret_name, data)) = secret {
+            prometheus.auth = auth_from_secret(secret_name, data)?;
+        }
+        Ok(prometheus)
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Runs an instant query. The headers are copied into each request (Flagger appended the
+    /// auth header to the cached template's map, growing it every tick).
+    pub async fn query(&self, http: &Http, query: &str) -> Result<Reading, QueryError> {
+        let url = format!("{}/api/v1/query", self.address);
+        let mut request = http
+            .client(self.insecure_skip_verify)
+            .get(&url)
+            .headers(self.headers.clone())
+            .query(&[("query", query)]);
+        request = match &self.auth {
+            Some(Auth::Bearer(token)) => request.bearer_auth(token),
+            Some(Auth::Basic { username, password }) => {
+                request.basic_auth(username, Some(password))
+            }
+            None => request,
+        };
+        let answer = http.send(NAME, request).await?;
+        read_answer(&answer)
+    }
+
+    /// Provider availability: `vector(1)` must answer exactly 1 (Flagger's `IsOnline`).
+    pub async fn is_online(&self, http: &Http) -> Result<(), QueryError> {
+        match self.query(http, "vector(1)").await? {
+            Reading::Value(1.0) => Ok(()),
+            other => Err(QueryError::new(
+                ErrorKind::Query,
+                format!(
+                    "prometheus at {} answered vector(1) with {other}, not 1",
+                    self.address
+                ),
+            )),
+        }
+    }
+}
+
+fn base_url(address: &str) -> Result<String, QueryError> {
+    let trimmed = address.trim().trim_end_matches('/');
+    let url = reqwest::Url::parse(trimmed)
+        .map_err(|e| QueryError::config(format!("invalid prometheus address {address:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(QueryError::config(format!(
+            "invalid prometheus address {address:?}: the scheme must be http or https"
+        )));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn auth_from_secret(secret_name: &str, data: &SecretData) -> Result<Option<Auth>, QueryError> {
+    let get = |key: &str| data.get(key).filter(|v| !v.is_empty());
+    if let Some(token) = get("token") {
+        return Ok(Some(Auth::Bearer(token.clone())));
+    }
+    match (get("username"), get("password")) {
+        (Some(username), Some(password)) => Ok(Some(Auth::Basic {
+            username: username.clone(),
+            password: password.clone(),
+        })),
+        (None, None) => Err(QueryError::config(format!(
+            "prometheus Secret {secret_name} has neither `token` nor `username` and `password`"
+        ))),
+        (Some(_), None) => Err(QueryError::config(format!(
+            "prometheus Secret {secret_name} has `username` but no `password`"
+        ))),
+        (None, Some(_)) => Err(QueryError::config(format!(
+            "prometheus Secret {secret_name} has `password` but no `username`"
+        ))),
+    }
+}
+
+/// The API envelope (`status`, `data`, `errorType`, `error`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default)]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Data {
+    result_type: String,
+    #[serde(default)]
+    result: Value,
+}
+
+/// Reads an answer the way the module doc says.
+fn read_answer(answer: &Answer) -> Result<Reading, QueryError> {
+    // Prometheus itself answers 400/422/503 with a JSON envelope naming the error; proxies in
+    // front of it answer with anything, so an unreadable body falls back to the status.
+    let envelope: Envelope = match answer.json(NAME) {
+        Ok(envelope) => envelope,
+        Err(decode) if answer.status.is_success() => return Err(decode),
+        Err(_) => return Err(answer.status_error(NAME)),
+    };
+    if envelope.status != "success" {
+        let kind = if answer.status.is_success() || answer.status.is_client_error() {
+            match answer.status.as_u16() {
+                401 | 403 => ErrorKind::Unauthorized,
+                429 => ErrorKind::RateLimited,
+                _ => ErrorKind::Query,
+            }
+        } else {
+            ErrorKind::Status
+        };
+        return Err(QueryError::new(
+            kind,
+            format!(
+                "prometheus answered {} {}: {}",
+                answer.status,
+                envelope.error_type.as_deref().unwrap_or("error"),
+                envelope.error.as_deref().unwrap_or("(no message)")
+            ),
+        ));
+    }
+    if !answer.status.is_success() {
+        return Err(answer.status_error(NAME));
+    }
+    let data = envelope.data.ok_or_else(|| {
+        QueryError::new(
+            ErrorKind::Decode,
+            "prometheus answered success without `data`",
+        )
+    })?;
+    match data.result_type.as_str() {
+        "vector" => read_vector(&data.result),
+        "scalar" => match sample_value(&data.result)? {
+            v if v.is_nan() => Ok(Reading::NoData("the scalar is NaN".into())),
+            v => Ok(Reading::Value(v)),
+        },
+        "matrix" => Err(QueryError::new(
+            ErrorKind::Query,
+            "prometheus returned a matrix (a range vector): the query must return one instant \
+             value; wrap the range selector in rate(), sum_over_time() or similar",
+        )),
+        other => Err(QueryError::new(
+            ErrorKind::Query,
+            format!("prometheus returned a {other} result; the query must return a number"),
+        )),
+    }
+}
+
+fn read_vector(result: &Value) -> Result<Reading, QueryError> {
+    let series = result.as_array().ok_or_else(|| {
+        QueryError::new(
+            ErrorKind::Decode,
+            "prometheus vector result is not an array",
+        )
+    })?;
+    // Flagger's loop: every series is parsed and the last one wins.
+    let mut last = None;
+    for element in series {
+        let value = element.get("value").ok_or_else(|| {
+            QueryError::new(
+                ErrorKind::Decode,
+                "prometheus vector element has no `value`",
+            )
+        })?;
+        last = Some(sample_value(value)?);
+    }
+    match last {
+        None => Ok(Reading::NoData("the query returned no series".into())),
+        Some(v) if v.is_nan() => Ok(Reading::NoData("the value is NaN".into())),
+        Some(v) => {
+            if series.len() > 1 {
+                tracing::debug!(
+                    series = series.len(),
+                    "prometheus returned several series; the last one is used, as Flagger does"
+                );
+            }
+            Ok(Reading::Value(v))
+        }
+    }
+}
+
+/// `[<unix time>, "<value>"]`; values are strings, including "NaN", "+Inf" and "-Inf".
+fn sample_value(sample: &Value) -> Result<f64, QueryError> {
+    let text = sample
+        .as_array()
+        .filter(|pair| pair.len() == 2)
+        .and_then(|pair| pair[1].as_str())
+        .ok_or_else(|| {
+            QueryError::new(
+                ErrorKind::Decode,
+                format!("prometheus sample {sample} is not [time, \"value\"]"),
+            )
+        })?;
+    text.parse::<f64>().map_err(|e| {
+        QueryError::new(
+            ErrorKind::Decode,
+            format!("prometheus sample value {text:?} is not a number: {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::analysis::provider::fake::{FakeServer, Response};
+
+    fn vector(values: &[&str]) -> serde_json::Value {
+        let result: Vec<_> = values
+            .iter()
+            .enumerate()
+            .map(
+                |(i, v)| json!({"metric": {"pod": format!("p{i}")}, "value": [1_717_000_000.1, v]}),
+            )
+            .collect();
+        json!({"status": "success", "data": {"resultType": "vector", "result": result}})
+    }
+
+    async fn run(response: Response) -> Result<Reading, QueryError> {
+        let server = FakeServer::start(move |_| response.clone()).await;
+        let http = Http::new(Duration::from_millis(500)).unwrap();
+        Prometheus::new(&server.url)
+            .unwrap()
+            .query(&http, "up")
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_vector_value_is_read() {
+        let reading = run(Response::json(200, vector(&["99.5"]))).await;
+        assert_eq!(reading, Ok(Reading::Value(99.5)));
+    }
+
+    #[tokio::test]
+    async fn the_last_of_several_series_wins_as_in_flagger() {
+        let reading = run(Response::json(200, vector(&["1", "2", "3.5"]))).await;
+        assert_eq!(reading, Ok(Reading::Value(3.5)));
+    }
+
+    #[tokio::test]
+    async fn empty_vector_and_nan_are_no_data_never_zero() {
+        assert!(matches!(
+            run(Response::json(200, vector(&[]))).await,
+            Ok(Reading::NoData(why)) if why.contains("no series")
+        ));
+        assert!(matches!(
+            run(Response::json(200, vector(&["NaN"]))).await,
+            Ok(Reading::NoData(why)) if why.contains("NaN")
+        ));
+    }
+
+    #[tokio::test]
+    async fn infinities_are_values() {
+        let reading = run(Response::json(200, vector(&["+Inf"]))).await;
+        assert_eq!(reading, Ok(Reading::Value(f64::INFINITY)));
+    }
+
+    #[tokio::test]
+    async fn a_scalar_is_read_and_a_matrix_is_an_error() {
+        let scalar =
+            json!({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "42"]}});
+        assert_eq!(
+            run(Response::json(200, scalar)).await,
+            Ok(Reading::Value(42.0))
+        );
+        let matrix = json!({"status": "success", "data": {"resultType": "matrix", "result": [
+            {"metric": {}, "values": [[1, "1"], [2, "1"]]}
+        ]}});
+        let err = run(Response::json(200, matrix)).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Query);
+        assert!(err.message.contains("matrix"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn api_errors_quote_prometheus_message() {
+        let body = json!({"status": "error", "errorType": "bad_data", "error": "parse error: unexpected )"});
+        let err = run(Response::json(400, body)).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Query);
+        assert!(err.message.contains("bad_data"), "{err}");
+        assert!(err.message.contains("unexpected )"), "{err}");
+        let body = json!({"status": "error", "errorType": "timeout", "error": "query timed out"});
+        let err = run(Response::json(503, body)).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Status);
+        assert!(err.message.contains("query timed out"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn auth_failures_and_proxy_pages_are_errors_with_their_cause() {
+        let err = run(Response::text(401, "text/plain", "Unauthorized"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unauthorized);
+        let err = run(Response::text(403, "text/plain", "denied"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unauthorized);
+        let page = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>";
+        let err = run(Response::text(502, "text/html", page))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Status);
+        assert!(err.message.contains("502 Bad Gateway"), "{err}");
+        // A 200 with an HTML body (a login page) is not a Prometheus answer.
+        let err = run(Response::text(200, "text/html", page))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Decode);
+        assert!(err.message.contains("HTML page"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_hung_server_times_out() {
+        let slow = Response::json(200, vector(&["1"])).delayed(Duration::from_secs(3));
+        let started = std::time::Instant::now();
+        let err = run(slow).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Timeout);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_connect_error() {
+        let http = Http::new(Duration::from_millis(500)).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let err = Prometheus::new(&url)
+            .unwrap()
+            .query(&http, "up")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Connect);
+    }
+
+    #[tokio::test]
+    async fn the_request_carries_query_headers_and_credentials_each_time() {
+        let server = FakeServer::start(|_| Response::json(200, vector(&["1"]))).await;
+        let provider = MetricTemplateProvider {
+            type_: crate::api::MetricProviderType::Prometheus,
+            address: Some(format!("{}/prom/", server.url)),
+            headers: Some(BTreeMap::from([(
+                "X-Scope-OrgID".to_string(),
+                vec!["tenant-a".to_string()],
+            )])),
+            secret_ref: None,
+            region: None,
+            insecure_skip_verify: None,
+        };
+        let secret = SecretData::from([("token".to_string(), "s3cret".to_string())]);
+        let prometheus =
+            Prometheus::from_template(&provider, Some(("ns/prom", &secret)), "http://unused")
+                .unwrap();
+        let http = Http::new(Duration::from_secs(2)).unwrap();
+        for _ in 0..2 {
+            prometheus.query(&http, "sum(rate(x[1m]))").await.unwrap();
+        }
+        let requests = server.requests();
+        assert_eq!(requests.len(), 2);
+        for request in &requests {
+            assert_eq!(request.path, "/prom/api/v1/query");
+            assert_eq!(request.query["query"], "sum(rate(x[1m]))");
+            assert_eq!(request.headers["authorization"], "Bearer s3cret");
+            assert_eq!(request.headers["x-scope-orgid"], "tenant-a");
+            assert!(!request.query.contains_key("time"));
+        }
+    }
+
+    #[test]
+    fn basic_auth_needs_both_keys() {
+        let both = SecretData::from([
+            ("username".to_string(), "u".to_string()),
+            ("password".to_string(), "p".to_string()),
+        ]);
+        assert!(matches!(
+            auth_from_secret("s", &both),
+            Ok(Some(Auth::Basic { .. }))
+        ));
+        let half = SecretData::from([("username".to_string(), "u".to_string())]);
+        let err = auth_from_secret("ns/s", &half).unwrap_err();
+        assert!(err.message.contains("no `password`"), "{err}");
+        assert!(auth_from_secret("s", &SecretData::new()).is_err());
+    }
+
+    #[test]
+    fn addresses_must_be_http_urls() {
+        assert!(Prometheus::new("prometheus:9090").is_err());
+        assert!(Prometheus::new("not a url").is_err());
+        assert_eq!(
+            Prometheus::new("http://p:9090/").unwrap().address(),
+            "http://p:9090"
+        );
+    }
+}

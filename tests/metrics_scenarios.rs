@@ -1,0 +1,381 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Releases decided by metrics: the `serin controller` binary on the local stack, with the
+//! traffic world loading the canary and a real Prometheus scraping it. Blue/green on the
+//! `kubernetes` provider, so the builtin metrics are the app's own (`http` observer).
+//!
+//! These need the controller to run `Analyzer::run` at each analysis step (issue 6
+//! integration in `src/controller/metrics.rs`); until then they are ignored.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use serin::api::Canary;
+use serin::api::canary::MetricVerdict;
+use serin_core::Phase;
+use serin_stack::{Scenario, Stack, StackConfig};
+
+const NS: &str = "default";
+
+struct World {
+    stack: Stack,
+    client: kube::Client,
+    controller: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.controller.kill();
+        let _ = self.controller.wait();
+    }
+}
+
+/// The stack (world loading `podinfo` and `podinfo-canary` at 20 requests/s each, real
+/// Prometheus), the CRDs, and the controller with `--metrics-server` on that Prometheus.
+async fn world() -> World {
+    world_with(&["podinfo", "podinfo-canary"], false).await
+}
+
+/// The stack with load on `services` only, and the Datadog and New Relic emulators when
+/// `saas`; then the CRDs and the controller.
+async fn world_with(services: &[&str], saas: bool) -> World {
+    let mut scenario = String::from(
+        "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: kubernetes\n  services:\n",
+    );
+    for service in services {
+        scenario.push_str(&format!("    - name: {service}\n      rate: 20\n"));
+    }
+    let stack = Stack::start(StackConfig {
+        scenario: Scenario::parse(&scenario).unwrap(),
+        prometheus: true,
+        datadog: saas,
+        newrelic: saas,
+        ..StackConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(kube::Config::new(stack.url().parse().unwrap())).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in serin::api::crds() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let controller = Command::new(env!("CARGO_BIN_EXE_serin"))
+        .args(["controller", "--kubeconfig"])
+        .arg(stack.kubeconfig_path())
+        .args([
+            "--mesh-provider",
+            "kubernetes",
+            "--min-analysis-interval",
+            "1s",
+        ])
+        .args(["--port", "0", "--metrics-server"])
+        .arg(stack.prometheus_url().unwrap())
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    World {
+        stack,
+        client,
+        controller,
+        log,
+    }
+}
+
+impl World {
+    async fn apply(&self, object: Value) {
+        let kind = object["kind"].as_str().unwrap().to_string();
+        let name = object["metadata"]["name"].as_str().unwrap().to_string();
+        let params = PatchParams::apply("test").force();
+        match kind.as_str() {
+            "Deployment" => {
+                let api: Api<Deployment> = Api::namespaced(self.client.clone(), NS);
+                api.patch(&name, &params, &Patch::Apply(&object))
+                    .await
+                    .unwrap();
+            }
+            _ => {
+                let api: Api<Canary> = Api::namespaced(self.client.clone(), NS);
+                api.patch(&name, &params, &Patch::Apply(&object))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    async fn create(&self, object: Value) {
+        let api_version = object["apiVersion"].as_str().unwrap();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let kind = object["kind"].as_str().unwrap();
+        let resource = kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(group, version, kind),
+            &format!("{}s", kind.to_lowercase()),
+        );
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(self.client.clone(), NS, &resource);
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(object).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// The ready-made APM templates (metrics-templates/) pointed at the emulators, with the
+    /// emulators' keys in the Secrets they name.
+    async fn saas_templates(&self) {
+        self.create(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "datadog", "namespace": NS},
+            "stringData": {"datadog_api_key": "serin-dd-api-key",
+                           "datadog_application_key": "serin-dd-application-key"}}))
+            .await;
+        self.create(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "newrelic", "namespace": NS},
+            "stringData": {"newrelic_account_id": "1234567",
+                           "newrelic_query_key": "serin-nr-query-key"}}))
+            .await;
+        for (file, address) in [
+            ("datadog/apm.yaml", self.stack.datadog_url()),
+            ("newrelic/apm.yaml", self.stack.newrelic_url()),
+        ] {
+            let path = format!("{}/metrics-templates/{file}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            for document in serde_norway::Deserializer::from_str(&text) {
+                let mut template: Value = serde::Deserialize::deserialize(document).unwrap();
+                template["metadata"]["namespace"] = json!(NS);
+                template["spec"]["provider"]["address"] = json!(address.unwrap());
+                self.create(template).await;
+            }
+        }
+    }
+
+    async fn canary(&self) -> Canary {
+        let api: Api<Canary> = Api::namespaced(self.client.clone(), NS);
+        api.get("podinfo").await.unwrap()
+    }
+
+    async fn wait_phase(&self, phase: Phase, timeout: Duration) -> Canary {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let canary = self.canary().await;
+            if canary.status.as_ref().map(|s| s.phase) == Some(phase) {
+                return canary;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {phase:?} within {timeout:?}: {:?}\nevents: {:?}\n{}",
+                canary.status,
+                self.events().await,
+                std::fs::read_to_string(self.log.path()).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn events(&self) -> Vec<String> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), NS);
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some("podinfo"))
+            .filter_map(|e| e.message)
+            .collect()
+    }
+
+    async fn set_image(&self, image: &str) {
+        self.apply(deployment(image)).await;
+    }
+}
+
+fn deployment(image: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "podinfo", "namespace": NS},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "podinfo"}},
+            "template": {
+                "metadata": {"labels": {"app": "podinfo"}},
+                "spec": {"containers": [{"name": "app", "image": image,
+                    "ports": [{"containerPort": 9898, "name": "http"}]}]}
+            }
+        }
+    })
+}
+
+fn canary(metrics: Value) -> Value {
+    json!({
+        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+        "metadata": {"name": "podinfo", "namespace": NS},
+        "spec": {
+            "provider": "kubernetes",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "progressDeadlineSeconds": 60,
+            "service": {"port": 9898},
+            "analysis": {"interval": "2s", "threshold": 2, "iterations": 4, "metrics": metrics}
+        }
+    })
+}
+
+/// The builtins, holding while the new pods' first samples reach Prometheus (a scrape per
+/// second, and `rate()` needs two) instead of failing the first checks, as Flagger would.
+const BUILTINS: &str = r#"[
+    {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "15s",
+     "noDataPolicy": "hold"},
+    {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": "15s",
+     "noDataPolicy": "hold"}
+]"#;
+
+async fn initialized(world: &World, metrics: Value) {
+    world.apply(deployment("podinfo:6.0.0")).await;
+    world.apply(canary(metrics)).await;
+    world
+        .wait_phase(Phase::Initialized, Duration::from_secs(30))
+        .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the controller to call Analyzer::run (src/controller/metrics.rs)"]
+async fn a_healthy_release_is_promoted_on_the_builtin_metrics() {
+    let world = world().await;
+    initialized(&world, serde_json::from_str(BUILTINS).unwrap()).await;
+    world.set_image("podinfo:6.0.1").await;
+    let done = world
+        .wait_phase(Phase::Succeeded, Duration::from_secs(90))
+        .await;
+    let metrics = done
+        .status
+        .and_then(|s| s.metrics)
+        .expect("status.metrics recorded");
+    assert_eq!(metrics.len(), 2, "{metrics:?}");
+    assert!(
+        metrics.iter().all(|m| m.verdict == MetricVerdict::Pass),
+        "{metrics:?}"
+    );
+    assert!(metrics[0].value.is_some_and(|v| v > 99.0), "{metrics:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs the controller to call Analyzer::run (src/controller/metrics.rs)"]
+async fn a_faulty_release_is_rolled_back_with_events_naming_the_value() {
+    let world = world().await;
+    initialized(&world, serde_json::from_str(BUILTINS).unwrap()).await;
+    world.set_image("podinfo:6.0.1-faulty").await;
+    let failed = world
+        .wait_phase(Phase::Failed, Duration::from_secs(90))
+        .await;
+    let metrics = failed.status.and_then(|s| s.metrics).unwrap_or_default();
+    assert!(
+        metrics
+            .iter()
+            .any(|m| m.name == "request-success-rate" && m.verdict == MetricVerdict::Fail),
+        "{metrics:?}"
+    );
+    let events = world.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("request-success-rate 7") && e.contains("< 99%")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the controller to call Analyzer::run (src/controller/metrics.rs)"]
+async fn a_quiet_service_with_the_hold_policy_waits_instead_of_failing() {
+    let world = world().await;
+    // A metric nothing exports: no data at every step.
+    initialized(
+        &world,
+        json!([{"name": "request-success-rate", "thresholdRange": {"min": 99},
+                "interval": "15s", "query": "sum(rate(quiet_requests_total[15s]))",
+                "noDataPolicy": "hold"}]),
+    )
+    .await;
+    world.set_image("podinfo:6.0.1").await;
+    world
+        .wait_phase(Phase::Progressing, Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let canary = world.canary().await;
+    let status = canary.status.unwrap();
+    assert_eq!(status.phase, Phase::Progressing, "{status:?}");
+    assert_eq!(status.failed_checks, 0, "{status:?}");
+    let metrics = status.metrics.unwrap_or_default();
+    assert_eq!(
+        metrics.first().map(|m| m.verdict),
+        Some(MetricVerdict::NoData),
+        "{metrics:?}"
+    );
+}
+
+/// Error rates from the ready-made Datadog APM and New Relic APM templates, read from the
+/// emulators (which answer from the same traffic world).
+fn saas_metrics() -> Value {
+    json!([
+        {"name": "datadog-error-rate", "templateRef": {"name": "datadog-apm-error-rate"},
+         "thresholdRange": {"max": 1}, "interval": "5s", "noDataPolicy": "hold"},
+        {"name": "newrelic-error-rate", "templateRef": {"name": "newrelic-apm-error-rate"},
+         "thresholdRange": {"max": 1}, "interval": "5s", "noDataPolicy": "hold"}
+    ])
+}
+
+#[tokio::test]
+#[ignore = "needs the controller to call Analyzer::run (src/controller/metrics.rs)"]
+async fn datadog_and_new_relic_templates_promote_a_healthy_release() {
+    // Only the canary Service is loaded: the target's pods get requests only as the new
+    // version, so the providers' windows hold nothing older.
+    let world = world_with(&["podinfo-canary"], true).await;
+    world.saas_templates().await;
+    initialized(&world, saas_metrics()).await;
+    world.set_image("podinfo:6.0.1").await;
+    let done = world
+        .wait_phase(Phase::Succeeded, Duration::from_secs(90))
+        .await;
+    let metrics = done.status.and_then(|s| s.metrics).unwrap_or_default();
+    assert_eq!(
+        metrics
+            .iter()
+            .map(|m| (m.name.as_str(), m.verdict))
+            .collect::<Vec<_>>(),
+        [
+            ("datadog-error-rate", MetricVerdict::Pass),
+            ("newrelic-error-rate", MetricVerdict::Pass)
+        ],
+        "{metrics:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the controller to call Analyzer::run (src/controller/metrics.rs)"]
+async fn datadog_and_new_relic_templates_roll_back_a_faulty_release() {
+    let world = world_with(&["podinfo-canary"], true).await;
+    world.saas_templates().await;
+    initialized(&world, saas_metrics()).await;
+    world.set_image("podinfo:6.0.1-faulty").await;
+    let failed = world
+        .wait_phase(Phase::Failed, Duration::from_secs(90))
+        .await;
+    let metrics = failed.status.and_then(|s| s.metrics).unwrap_or_default();
+    assert!(
+        metrics.iter().all(|m| m.verdict == MetricVerdict::Fail
+            && m.value.is_some_and(|v| (20.0..40.0).contains(&v))),
+        "both providers see the 30 % errors: {metrics:?}"
+    );
+    let events = world.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("datadog-error-rate 3") && e.contains("> 1")),
+        "{events:?}"
+    );
+}
