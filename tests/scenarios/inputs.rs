@@ -83,8 +83,10 @@ async fn a_missing_metric_template_is_reported_and_retried_when_created() {
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
 }
 
+/// The canary Ingress of the `nginx` provider is derived from `spec.ingressRef`: when that
+/// Ingress is missing, the Canary says so, naming the field.
 #[tokio::test]
-async fn a_provider_this_build_cannot_route_is_reported() {
+async fn a_routing_object_that_cannot_be_rendered_is_reported() {
     let world = World::start().await;
     world
         .apply(
@@ -93,23 +95,15 @@ async fn a_provider_this_build_cannot_route_is_reported() {
         )
         .await;
     let mut c = canary("podinfo", 2);
-    c["spec"]["provider"] = json!("gloo");
+    c["spec"]["provider"] = json!("nginx");
+    c["spec"]["ingressRef"] =
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"});
     world.apply(&world.canaries(), c).await;
     let (reason, message) = world.wait_blocked("podinfo").await;
-    assert_eq!(reason, "ProviderNotSupported");
+    assert_eq!(reason, "RoutingInvalid");
     assert!(
-        message.contains("gloo") && message.contains("spec.provider"),
+        message.contains("spec.ingressRef") && message.contains("not found"),
         "{message}"
-    );
-    // Nothing was touched: the target still serves.
-    assert_eq!(world.replicas("podinfo").await, 1);
-    assert!(
-        world
-            .deployments()
-            .get_opt("podinfo-primary")
-            .await
-            .unwrap()
-            .is_none()
     );
 }
 

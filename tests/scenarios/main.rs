@@ -7,6 +7,7 @@ mod cli;
 mod harness;
 mod inputs;
 mod lifecycle;
+mod routing;
 mod targets;
 mod timing;
 mod webhooks;

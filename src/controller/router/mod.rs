@@ -15,11 +15,26 @@ use serin_core::Routes;
 
 use crate::api::{Canary, Provider};
 
+mod apisix;
+mod appmesh;
+mod capability;
+mod contour;
+#[cfg(test)]
+mod fixture;
 mod gateway_api;
+mod gloo;
+mod ingress;
 mod istio;
+mod knative;
 mod kubernetes;
+mod kuma;
+mod live;
+mod nginx;
 mod routing_object;
 mod session_affinity;
+mod skipper;
+mod smi;
+mod traefik;
 
 /// Annotation holding a taken-over object's spec as it was before serin first changed it, so
 /// `revertOnDeletion` can restore it (Flagger's key).
@@ -110,19 +125,46 @@ pub trait Router: Send + Sync {
     fn read(&self, input: &Input<'_>, live: &Live) -> Result<Option<Routes>, String>;
 }
 
-/// The router for `provider`, or why this build cannot route through it.
+/// The router for `provider`. Every provider value has its own; none stands in for another.
 ///
 /// # Errors
-/// The provider has no router yet: the message says what to use instead.
+/// Kept for builds without a router for some provider: the message says what to do.
 pub fn for_provider(provider: Provider) -> Result<Box<dyn Router>, String> {
     match provider {
         Provider::GatewayApiV1 => Ok(Box::new(gateway_api::GatewayApi::V1)),
         Provider::GatewayApiV1beta1 => Ok(Box::new(gateway_api::GatewayApi::V1BETA1)),
         Provider::Istio => Ok(Box::new(istio::Istio)),
         Provider::Kubernetes => Ok(Box::new(kubernetes::Kubernetes)),
-        other => Err(format!(
-            "provider {other} is not supported by this serin build yet; supported: kubernetes \
-             (set spec.provider or --mesh-provider)"
-        )),
+        Provider::Nginx => Ok(Box::new(nginx::Nginx)),
+        Provider::Contour => Ok(Box::new(contour::Contour)),
+        Provider::Traefik => Ok(Box::new(traefik::Traefik)),
+        Provider::Skipper => Ok(Box::new(skipper::Skipper)),
+        Provider::Kuma => Ok(Box::new(kuma::Kuma)),
+        Provider::Apisix => Ok(Box::new(apisix::Apisix)),
+        Provider::Knative => Ok(Box::new(knative::Knative)),
+        Provider::Gloo => Ok(Box::new(gloo::Gloo)),
+        Provider::AppMesh => Ok(Box::new(appmesh::AppMesh::v1beta1())),
+        Provider::AppMeshV1beta2 => Ok(Box::new(appmesh::AppMesh::v1beta2())),
+        Provider::Linkerd
+        | Provider::Osm
+        | Provider::SmiV1alpha1
+        | Provider::SmiV1alpha2
+        | Provider::SmiV1alpha3 => smi::Smi::new(provider)
+            .map(|r| Box::new(r) as Box<dyn Router>)
+            .ok_or_else(|| format!("provider {provider} is not an SMI provider")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every provider value routes through its own router; none falls back to another's.
+    #[test]
+    fn every_provider_is_its_own_router() {
+        for provider in Provider::ALL {
+            let router = for_provider(provider).unwrap();
+            assert_eq!(router.provider(), provider);
+        }
     }
 }

@@ -1,0 +1,216 @@
+//! Skipper: a canary Ingress `<ingressRef>-canary`, a copy of the user's Ingress whose paths
+//! to the apex Service go to `<apex>-primary` and, duplicated, to `<apex>-canary`; the split
+//! is the `zalando.org/backend-weights` annotation. `Weight(100)` in the route predicate makes
+//! these routes win over the user's Ingress for the same host and path; at canary weight 0
+//! `False()` switches them off, so the user's Ingress (apex Service, hence the primary) serves
+//! alone. The user's Ingress is only read.
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+use kube::api::DynamicObject;
+use serde_json::{Value, json};
+use serin_core::Routes;
+
+use super::capability::{self, WEIGHTS_ONLY};
+use super::ingress;
+use super::live;
+use super::routing_object::{self, Metadata};
+use super::{Input, Live, ObjectKey, Router};
+use crate::api::Provider;
+
+pub struct Skipper;
+
+const BACKEND_WEIGHTS: &str = "zalando.org/backend-weights";
+const PREDICATE: &str = "zalando.org/skipper-predicate";
+const OUTRANK: &str = "Weight(100)";
+const DISABLED: &str = "False()";
+
+impl Router for Skipper {
+    fn provider(&self) -> Provider {
+        Provider::Skipper
+    }
+
+    fn objects(&self, input: &Input<'_>) -> Vec<ObjectKey> {
+        let mut keys = Vec::new();
+        if let Ok(name) = ingress::user_ref(input, Provider::Skipper) {
+            keys.push(routing_object::key(ingress::resource(), input, name));
+        }
+        keys.push(routing_object::key(
+            ingress::resource(),
+            input,
+            &ingress::canary_name(input),
+        ));
+        keys
+    }
+
+    fn render(&self, input: &Input<'_>, live: &Live) -> Result<Vec<DynamicObject>, String> {
+        capability::check(Provider::Skipper, WEIGHTS_ONLY, input)?;
+        let name = ingress::user_ref(input, Provider::Skipper)?;
+        let user = live.get(&format!("Ingress/{name}")).ok_or_else(|| {
+            format!(
+                "spec.ingressRef: Ingress {}/{name} not found; create it or fix the name",
+                input.namespace
+            )
+        })?;
+        let spec = user.data.get("spec").cloned().unwrap_or(json!({}));
+        // Each path to the apex becomes a path to the primary followed by the same path to
+        // the canary; Skipper splits between them by the backend weights.
+        let spec = ingress::derive(&spec, input.apex, None, |path| {
+            [&input.primary_service, &input.canary_service]
+                .map(|to| {
+                    let mut path = path.clone();
+                    path["backend"] = ingress::retarget(&path["backend"], to);
+                    path
+                })
+                .to_vec()
+        })
+        .ok_or_else(|| {
+            format!(
+                "spec.ingressRef: Ingress {name} has no path to Service {}; point a path of \
+                 it at that Service",
+                input.apex
+            )
+        })?;
+        let mut annotations = live::copyable(user.annotations());
+        let weights: BTreeMap<&str, u32> = [
+            (input.primary_service.as_str(), input.routes.primary),
+            (input.canary_service.as_str(), input.routes.canary),
+        ]
+        .into();
+        annotations.insert(BACKEND_WEIGHTS.into(), json!(weights).to_string());
+        let mut predicate = vec![OUTRANK];
+        if input.routes.canary == 0 {
+            predicate.insert(0, DISABLED);
+        }
+        if let Some(user_predicate) = user.annotations().get(PREDICATE) {
+            predicate.push(user_predicate.as_str());
+        }
+        annotations.insert(PREDICATE.into(), predicate.join(" && "));
+        let mut labels = user.labels().clone();
+        labels.retain(|k, _| !live::is_flux_key(k));
+        let mut object = routing_object::object(
+            &routing_object::key(ingress::resource(), input, &ingress::canary_name(input)),
+            input,
+            Metadata::Apex,
+            spec,
+        );
+        object.annotations_mut().extend(annotations);
+        if !labels.is_empty() {
+            object.labels_mut().extend(labels);
+        }
+        Ok(vec![object])
+    }
+
+    fn read(&self, input: &Input<'_>, live: &Live) -> Result<Option<Routes>, String> {
+        let name = ingress::canary_name(input);
+        let Some(ingress) = live.get(&format!("Ingress/{name}")) else {
+            return Ok(None);
+        };
+        let annotations = ingress.annotations();
+        if annotations
+            .get(PREDICATE)
+            .is_some_and(|p| p.split("&&").any(|term| term.trim() == DISABLED))
+        {
+            return Ok(Some(Routes::PRIMARY));
+        }
+        let weights: BTreeMap<String, Value> = annotations
+            .get(BACKEND_WEIGHTS)
+            .map(|w| serde_json::from_str(w))
+            .transpose()
+            .map_err(|e| format!("Ingress {name}: {BACKEND_WEIGHTS} is not a JSON object: {e}"))?
+            .ok_or_else(|| format!("Ingress {name} has no {BACKEND_WEIGHTS} annotation"))?;
+        let weight_of = |service: &str| weights.get(service).and_then(live::number).unwrap_or(0.0);
+        live::split(
+            weight_of(&input.primary_service),
+            weight_of(&input.canary_service),
+        )
+        .map(Some)
+        .map_err(|e| format!("Ingress {name}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::Canary;
+    use crate::controller::router::Options;
+    use crate::controller::router::fixture::{any_split, canary, input, live, object};
+
+    fn user_ingress() -> DynamicObject {
+        object(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {
+                "name": "podinfo", "namespace": "test",
+                "annotations": {"zalando.org/skipper-predicate": "Method(\"GET\")"}
+            },
+            "spec": {
+                "ingressClassName": "skipper",
+                "rules": [{"host": "app.example.com", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix",
+                     "backend": {"service": {"name": "podinfo", "port": {"number": 80}}}}
+                ]}}]
+            }
+        }))
+    }
+
+    fn with_ref() -> Canary {
+        canary(json!({"ingressRef": {
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"
+        }}))
+    }
+
+    #[test]
+    fn canary_ingress_with_backend_weights() {
+        let canary = with_ref();
+        let options = Options::default();
+        let render = |routes| {
+            Skipper
+                .render(&input(&canary, routes, &options), &live([user_ingress()]))
+                .unwrap()
+        };
+        insta::assert_yaml_snapshot!("skipper_canary_at_20", render(Routes::canary(20)));
+        insta::assert_yaml_snapshot!(
+            "skipper_disabled_at_zero",
+            render(Routes::PRIMARY)[0].annotations()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let options = Options::default();
+        let no_ref = canary(json!({}));
+        let err = Skipper
+            .render(
+                &input(&no_ref, Routes::PRIMARY, &options),
+                &live([user_ingress()]),
+            )
+            .unwrap_err();
+        assert!(
+            err.starts_with("spec.ingressRef: provider skipper"),
+            "{err}"
+        );
+        let canary = with_ref();
+        let err = Skipper
+            .render(&input(&canary, Routes::PRIMARY, &options), &Live::new())
+            .unwrap_err();
+        assert!(
+            err.starts_with("spec.ingressRef: Ingress test/podinfo not found"),
+            "{err}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn read_inverts_render(routes in any_split()) {
+            let canary = with_ref();
+            let options = Options::default();
+            let input = input(&canary, routes, &options);
+            let objects = Skipper.render(&input, &live([user_ingress()])).unwrap();
+            prop_assert_eq!(Skipper.read(&input, &live(objects)).unwrap(), Some(routes));
+        }
+    }
+}
