@@ -431,3 +431,118 @@ async fn istio_blue_green_with_mirroring() {
     world.wait_phase(Phase::Succeeded).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
 }
+
+fn virtual_service_weights(vs: &DynamicObject) -> Vec<i64> {
+    let route = &vs.data["spec"]["http"][0]["route"];
+    route
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|d| d["weight"].as_i64().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn istio_weights_edited_by_hand_are_put_back_and_reported() {
+    let world = world("istio").await;
+    initialized(&world, "istio", progressive()).await;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1beta1", "VirtualService"),
+        "virtualservices",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(world.client.clone(), NS, &resource);
+    let vs = api.get("podinfo").await.unwrap();
+    assert_eq!(virtual_service_weights(&vs), [100, 0]);
+    // Someone shifts half the traffic to the (scaled-down) canary by hand.
+    let mut http = vs.data["spec"]["http"].clone();
+    http[0]["route"][0]["weight"] = json!(50);
+    http[0]["route"][1]["weight"] = json!(50);
+    api.patch(
+        "podinfo",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"http": http}})),
+    )
+    .await
+    .unwrap();
+    // Any release step re-declares the routes; a new revision triggers one at once.
+    world.apply::<Deployment>(deployment("podinfo:6.0.1")).await;
+    let deadline = Instant::now() + LONG;
+    loop {
+        let events = world.events().await;
+        if events
+            .iter()
+            .any(|e| e.contains("was changed outside serin (primary 50%, canary 50%)"))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            world.fail("no drift event").await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let vs = api.get("podinfo").await.unwrap();
+    let weights = virtual_service_weights(&vs);
+    assert_ne!(weights, [50, 50], "the declared weights are back");
+}
+
+#[tokio::test]
+async fn istio_revert_on_deletion_restores_a_taken_over_virtual_service() {
+    let world = world("istio").await;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1beta1", "VirtualService"),
+        "virtualservices",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(world.client.clone(), NS, &resource);
+    let original = json!({"hosts": ["podinfo"], "http": [{"route": [{"destination": {"host": "podinfo"}, "weight": 100}]}]});
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+            "metadata": {"name": "podinfo", "namespace": NS}, "spec": original}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut c = canary("istio", progressive());
+    c["spec"]["revertOnDeletion"] = json!(true);
+    world.apply::<Deployment>(deployment("podinfo:6.0.0")).await;
+    world.apply::<Canary>(c).await;
+    world.wait_phase(Phase::Initialized).await;
+    let taken = api.get("podinfo").await.unwrap();
+    assert_eq!(
+        taken.data["spec"]["http"][0]["route"][0]["destination"]["host"],
+        "podinfo-primary"
+    );
+
+    let canaries: Api<Canary> = Api::namespaced(world.client.clone(), NS);
+    canaries
+        .delete("podinfo", &Default::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + LONG;
+    while canaries.get_opt("podinfo").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "Canary not finalized");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let restored = api.get("podinfo").await.unwrap();
+    assert_eq!(
+        restored.data["spec"]["http"],
+        original["http"],
+        "{:#?}\n{}",
+        restored.metadata.annotations,
+        tail(
+            &std::fs::read_to_string(world.log.path()).unwrap_or_default(),
+            30
+        )
+    );
+    assert!(
+        !restored
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("flagger.kubernetes.io/original-configuration")
+    );
+}

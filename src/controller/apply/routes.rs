@@ -77,20 +77,33 @@ impl Scope<'_> {
                         object.name_any()
                     ),
                 })?;
-            // The first take-over keeps what was there, for revertOnDeletion.
-            if let Some(existing) = live.get(&key.id())
-                && !existing.annotations().contains_key(ORIGINAL_CONFIGURATION)
+            // The first take-over keeps what was there, for revertOnDeletion; later applies
+            // carry it on (server-side apply removes what its manager stops sending).
+            let kept = live
+                .get(&key.id())
+                .and_then(|l| l.annotations().get(ORIGINAL_CONFIGURATION).cloned());
+            if let Some(kept) = kept {
+                object
+                    .annotations_mut()
+                    .insert(ORIGINAL_CONFIGURATION.into(), kept);
+            } else if let Some(existing) = live.get(&key.id())
                 && !self.controls(&existing.metadata)
             {
-                let original = json!({"spec": existing.data.get("spec")}).to_string();
+                let original = json!({
+                    "path": router.restorable(),
+                    "value": existing.data.pointer(router.restorable()),
+                })
+                .to_string();
                 object
                     .annotations_mut()
                     .insert(ORIGINAL_CONFIGURATION.into(), original);
             }
-            if live
+            // Owner references cannot point across scopes: a cluster-scoped object (Kuma's
+            // TrafficRoute) is not garbage collected with the Canary.
+            let ours = live
                 .get(&key.id())
-                .is_none_or(|l| self.controls(&l.metadata))
-            {
+                .is_none_or(|l| self.controls(&l.metadata));
+            if key.namespace.is_some() && ours {
                 object.metadata.owner_references = self.owner().map(|o| vec![o]);
             }
             api(self, &key)
@@ -126,14 +139,54 @@ impl Scope<'_> {
             let Ok(original) = serde_json::from_str::<serde_json::Value>(original) else {
                 continue;
             };
-            let patch = json!({
-                "metadata": {"annotations": {ORIGINAL_CONFIGURATION: null}},
-                "spec": original["spec"],
-            });
+            // Older annotations (and Flagger's) hold the whole object: `{"spec": ...}`.
+            let (path, value) = match original["path"].as_str() {
+                Some(path) => (path, original["value"].clone()),
+                None => ("/spec", original["spec"].clone()),
+            };
+            let mut patch = json!({"metadata": {"annotations": {ORIGINAL_CONFIGURATION: null}}});
+            nest(&mut patch, path, value);
             api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(|e| Error::kube(format!("restore {}", key.id()), e))?;
         }
         Ok(())
+    }
+}
+
+/// Sets `value` at the JSON pointer `path` inside `patch`, creating objects on the way.
+fn nest(patch: &mut serde_json::Value, path: &str, value: serde_json::Value) {
+    let mut at = patch;
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !at.is_object() {
+            *at = json!({});
+        }
+        let Some(map) = at.as_object_mut() else {
+            return;
+        };
+        if i + 1 == parts.len() {
+            map.insert((*part).to_string(), value);
+            return;
+        }
+        at = map.entry((*part).to_string()).or_insert_with(|| json!({}));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_patch_nests_the_kept_part() {
+        let mut patch = json!({"metadata": {"annotations": {"a": null}}});
+        nest(&mut patch, "/spec/traffic", json!([{"percent": 100}]));
+        assert_eq!(
+            patch,
+            json!({"metadata": {"annotations": {"a": null}}, "spec": {"traffic": [{"percent": 100}]}})
+        );
+        let mut whole = json!({});
+        nest(&mut whole, "/spec", json!({"hosts": ["x"]}));
+        assert_eq!(whole, json!({"spec": {"hosts": ["x"]}}));
     }
 }

@@ -35,6 +35,12 @@ impl Router for Knative {
         Provider::Knative
     }
 
+    /// The Service's template belongs to the user (a revert must not roll the image back):
+    /// only the traffic split is serin's to restore.
+    fn restorable(&self) -> &'static str {
+        "/spec/traffic"
+    }
+
     fn objects(&self, input: &Input<'_>) -> Vec<ObjectKey> {
         vec![routing_object::key(resource(), input, target(input))]
     }

@@ -123,6 +123,14 @@ pub trait Router: Send + Sync {
     /// The objects cannot be read as a split (or, for Gateway API, the route is not accepted
     /// by its parents at its current generation): the message says why.
     fn read(&self, input: &Input<'_>, live: &Live) -> Result<Option<Routes>, String>;
+
+    /// The part of a taken-over object kept in [`ORIGINAL_CONFIGURATION`] and restored by
+    /// `revertOnDeletion`, as a JSON pointer. The whole spec by default; a router that takes
+    /// over an object others keep changing (Knative's Service: its template is the user's)
+    /// narrows it to what it writes.
+    fn restorable(&self) -> &'static str {
+        "/spec"
+    }
 }
 
 /// The router for `provider`. Every provider value has its own; none stands in for another.
