@@ -546,3 +546,18 @@ async fn istio_revert_on_deletion_restores_a_taken_over_virtual_service() {
             .contains_key("flagger.kubernetes.io/original-configuration")
     );
 }
+
+#[tokio::test]
+async fn linkerd_canary_release_promoted_on_builtin_metrics() {
+    promoted_on_builtin_metrics("linkerd").await;
+}
+
+#[tokio::test]
+async fn nginx_canary_release_promoted_on_builtin_metrics() {
+    promoted_on_builtin_metrics("nginx").await;
+}
+
+#[tokio::test]
+async fn nginx_ab_release_routes_only_matching_requests_to_the_canary() {
+    ab_release("nginx").await;
+}
