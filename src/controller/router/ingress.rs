@@ -1,10 +1,10 @@
 //! The canary Ingress that the Ingress-based providers (nginx, skipper) derive from the
 //! user's Ingress: the same host, TLS and class, with only the routes to the apex Service.
 
-use kube::api::ApiResource;
+use kube::api::{ApiResource, DynamicObject};
 use serde_json::{Value, json};
 
-use super::{Input, routing_object};
+use super::{Input, Live, ObjectKey, routing_object};
 use crate::api::Provider;
 
 /// `networking.k8s.io/v1` Ingress.
@@ -29,6 +29,32 @@ pub fn user_ref<'a>(input: &'a Input<'_>, provider: Provider) -> Result<&'a str,
 }
 
 /// `<ingressRef>-canary`, the Ingress serin owns.
+/// The objects of an ingress router: the user's Ingress (read) and the canary Ingress.
+pub fn objects(input: &Input<'_>, provider: Provider) -> Vec<ObjectKey> {
+    let mut keys = Vec::new();
+    if let Ok(name) = user_ref(input, provider) {
+        keys.push(routing_object::key(resource(), input, name));
+    }
+    keys.push(routing_object::key(resource(), input, &canary_name(input)));
+    keys
+}
+
+/// The user's Ingress (by `spec.ingressRef`), which the canary Ingress is derived from.
+pub fn user<'i, 'l>(
+    input: &'i Input<'_>,
+    live: &'l Live,
+    provider: Provider,
+) -> Result<(&'i str, &'l DynamicObject), String> {
+    let name = user_ref(input, provider)?;
+    let user = live.get(&format!("Ingress/{name}")).ok_or_else(|| {
+        format!(
+            "spec.ingressRef: Ingress {}/{name} not found; create it or fix the name",
+            input.namespace
+        )
+    })?;
+    Ok((name, user))
+}
+
 pub fn canary_name(input: &Input<'_>) -> String {
     match &input.canary.spec.ingress_ref {
         Some(r) => format!("{}-canary", r.name),

@@ -105,27 +105,12 @@ impl Router for Nginx {
     }
 
     fn objects(&self, input: &Input<'_>) -> Vec<ObjectKey> {
-        let mut keys = Vec::new();
-        if let Ok(name) = ingress::user_ref(input, Provider::Nginx) {
-            keys.push(routing_object::key(ingress::resource(), input, name));
-        }
-        keys.push(routing_object::key(
-            ingress::resource(),
-            input,
-            &ingress::canary_name(input),
-        ));
-        keys
+        ingress::objects(input, Provider::Nginx)
     }
 
     fn render(&self, input: &Input<'_>, live: &Live) -> Result<Vec<DynamicObject>, String> {
         capability::check(Provider::Nginx, FEATURES, input)?;
-        let name = ingress::user_ref(input, Provider::Nginx)?;
-        let user = live.get(&format!("Ingress/{name}")).ok_or_else(|| {
-            format!(
-                "spec.ingressRef: Ingress {}/{name} not found; create it or fix the name",
-                input.namespace
-            )
-        })?;
+        let (name, user) = ingress::user(input, live, Provider::Nginx)?;
         let spec = user.data.get("spec").cloned().unwrap_or(json!({}));
         let canary = input.canary_service.as_str();
         let spec = ingress::derive(&spec, input.apex, Some(canary), |path| {

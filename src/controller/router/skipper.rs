@@ -32,27 +32,12 @@ impl Router for Skipper {
     }
 
     fn objects(&self, input: &Input<'_>) -> Vec<ObjectKey> {
-        let mut keys = Vec::new();
-        if let Ok(name) = ingress::user_ref(input, Provider::Skipper) {
-            keys.push(routing_object::key(ingress::resource(), input, name));
-        }
-        keys.push(routing_object::key(
-            ingress::resource(),
-            input,
-            &ingress::canary_name(input),
-        ));
-        keys
+        ingress::objects(input, Provider::Skipper)
     }
 
     fn render(&self, input: &Input<'_>, live: &Live) -> Result<Vec<DynamicObject>, String> {
         capability::check(Provider::Skipper, WEIGHTS_ONLY, input)?;
-        let name = ingress::user_ref(input, Provider::Skipper)?;
-        let user = live.get(&format!("Ingress/{name}")).ok_or_else(|| {
-            format!(
-                "spec.ingressRef: Ingress {}/{name} not found; create it or fix the name",
-                input.namespace
-            )
-        })?;
+        let (name, user) = ingress::user(input, live, Provider::Skipper)?;
         let spec = user.data.get("spec").cloned().unwrap_or(json!({}));
         // Each path to the apex becomes a path to the primary followed by the same path to
         // the canary; Skipper splits between them by the backend weights.
