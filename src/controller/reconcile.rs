@@ -24,7 +24,7 @@ use serin_core::{
 use tracing::Instrument;
 
 use crate::api::{Canary, CanaryStatus, HookType, TargetKind};
-use crate::controller::apply::{MANAGER, Scope};
+use crate::controller::apply::{MANAGER, Scope, primary_drift};
 use crate::controller::conditions;
 use crate::controller::context::{Context, Written, key};
 use crate::controller::error::Error;
@@ -262,6 +262,23 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
             | Effect::Webhooks(_)
             | Effect::RemoveFinalizer => {}
         }
+    }
+
+    // The primary runs what was promoted: a hand edit of its template is put back.
+    let rewritten = step
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Promote | Effect::EnsurePrimary));
+    if !rewritten
+        && !deleting
+        && let Some(p) = primary.as_ref()
+        && !is_stale_primary(ctx, p, &namespace)
+        && let Some(promoted) = primary_drift::drifted(p)
+    {
+        let name = scope.restore_primary_template(p, promoted).await?;
+        drift_events.push(format!(
+            "{name} was changed outside serin; the promoted template is restored"
+        ));
     }
 
     // Remember it.

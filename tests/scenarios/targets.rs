@@ -361,3 +361,30 @@ async fn going_back_to_the_promoted_revision_cancels_the_release_without_analysi
     );
     assert_eq!(world.replicas("podinfo").await, 0);
 }
+
+#[tokio::test]
+async fn a_hand_edit_of_the_primary_is_put_back_and_reported() {
+    let world = World::start().await;
+    initialized(&world, "podinfo", 3).await;
+    world.set_image("podinfo-primary", "podinfo:hotfix").await;
+    world
+        .wait_event(
+            "podinfo",
+            "Deployment/default/podinfo-primary was changed outside serin",
+            LONG,
+        )
+        .await;
+    let deployments = world.deployments();
+    wait_until(LONG, "primary template restored", || async {
+        let d = deployments.get("podinfo-primary").await.unwrap();
+        d.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .as_deref()
+            == Some("podinfo:6.0.0")
+    })
+    .await;
+    // A release still promotes normally afterwards.
+    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+}

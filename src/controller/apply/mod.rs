@@ -23,6 +23,7 @@ use crate::workload::configs::Tracked;
 use crate::workload::primary::{self, CopyRules, PRIMARY_SUFFIX, SCALE_TO_ZERO_LABEL};
 use crate::workload::services::{self, Role};
 
+pub mod primary_drift;
 pub mod routes;
 
 /// Field manager of every write serin makes.
@@ -121,6 +122,7 @@ impl Scope<'_> {
                     format!("Deployment/{}/{name}", self.namespace),
                     written.metadata.generation,
                 );
+                self.record_template(&written).await?;
             }
             Target::DaemonSet(d) => {
                 let mut p = primary::render_daemon_set(d, &rules).map_err(Error::workload)?;
@@ -131,6 +133,7 @@ impl Scope<'_> {
                     format!("DaemonSet/{}/{name}", self.namespace),
                     written.metadata.generation,
                 );
+                self.record_template(&written).await?;
             }
             Target::Service(_) => {}
         }

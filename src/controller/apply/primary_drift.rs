@@ -1,0 +1,143 @@
+//! The primary runs what was promoted, nothing else. After each promotion serin records on the
+//! primary the pod template as stored (API defaults included) and its hash; a template that
+//! no longer matches was edited by someone else, and is put back (reported by the caller).
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use serin_core::hash::spec_hash;
+
+use super::Scope;
+use crate::controller::error::Error;
+use crate::controller::target::Primary;
+
+/// Hash of the promoted pod template, on the primary object.
+pub const TEMPLATE_HASH: &str = "serin.flagger.app/promoted-template-hash";
+/// The promoted pod template itself (JSON), to put it back.
+pub const TEMPLATE: &str = "serin.flagger.app/promoted-template";
+
+/// Hash of a stored pod template.
+pub fn template_hash(template: &Value) -> String {
+    spec_hash(template, &Default::default())
+}
+
+/// `Some(recorded template)` when the primary's template differs from the one recorded at
+/// promotion. `None` when it matches or nothing is recorded (a primary from before).
+pub fn drifted(primary: &Primary) -> Option<Value> {
+    let (meta, template) = match primary {
+        Primary::Deployment(d) => (&d.metadata, d.spec.as_ref().map(|s| &s.template)),
+        Primary::DaemonSet(d) => (&d.metadata, d.spec.as_ref().map(|s| &s.template)),
+    };
+    let annotations = meta.annotations.as_ref()?;
+    let recorded = annotations.get(TEMPLATE_HASH)?;
+    let current = serde_json::to_value(template?).ok()?;
+    if template_hash(&current) == *recorded {
+        return None;
+    }
+    serde_json::from_str(annotations.get(TEMPLATE)?).ok()
+}
+
+impl Scope<'_> {
+    /// Records the template of a freshly written primary.
+    pub(super) async fn record_template<K>(&self, written: &K) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + serde::Serialize
+            + DeserializeOwned
+            + Clone
+            + std::fmt::Debug,
+    {
+        let object = serde_json::to_value(written).map_err(Error::serialize)?;
+        let template = &object["spec"]["template"];
+        let patch = json!({"metadata": {"annotations": {
+            TEMPLATE_HASH: template_hash(template),
+            TEMPLATE: template.to_string(),
+        }}});
+        let api: Api<K> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        api.patch(
+            &written.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| Error::kube("record the promoted template", e))?;
+        Ok(())
+    }
+
+    /// Puts the recorded template back on the primary (a replace, so fields someone added go
+    /// too). Returns the primary's name for the report.
+    pub async fn restore_primary_template(
+        &self,
+        primary: &Primary,
+        template: Value,
+    ) -> Result<String, Error> {
+        let patch = json_patch::Patch(vec![json_patch::PatchOperation::Replace(
+            json_patch::ReplaceOperation {
+                path: json_patch::jsonptr::PointerBuf::parse("/spec/template").map_err(|e| {
+                    Error::Blocked {
+                        reason: "Internal",
+                        message: e.to_string(),
+                    }
+                })?,
+                value: template,
+            },
+        )]);
+        let params = PatchParams::default();
+        let (name, generation) = match primary {
+            Primary::Deployment(d) => {
+                let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+                let w = api
+                    .patch(&d.name_any(), &params, &Patch::Json::<()>(patch))
+                    .await
+                    .map_err(|e| Error::kube("restore the primary's template", e))?;
+                (
+                    format!("Deployment/{}/{}", self.namespace, d.name_any()),
+                    w.metadata.generation,
+                )
+            }
+            Primary::DaemonSet(d) => {
+                let api: Api<DaemonSet> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+                let w = api
+                    .patch(&d.name_any(), &params, &Patch::Json::<()>(patch))
+                    .await
+                    .map_err(|e| Error::kube("restore the primary's template", e))?;
+                (
+                    format!("DaemonSet/{}/{}", self.namespace, d.name_any()),
+                    w.metadata.generation,
+                )
+            }
+        };
+        self.ctx.expect_generation(name.clone(), generation);
+        Ok(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn primary(image: &str, recorded_image: &str) -> Primary {
+        let template = |image: &str| {
+            json!({"metadata": {"labels": {"app": "x-primary"}},
+                   "spec": {"containers": [{"name": "app", "image": image}]}})
+        };
+        let recorded = template(recorded_image);
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "x-primary", "annotations": {
+                TEMPLATE_HASH: template_hash(&recorded), TEMPLATE: recorded.to_string()}},
+            "spec": {"selector": {"matchLabels": {"app": "x-primary"}}, "template": template(image)}
+        }))
+        .unwrap();
+        Primary::Deployment(Arc::new(d))
+    }
+
+    #[test]
+    fn an_edited_template_is_found_with_what_to_put_back() {
+        assert_eq!(drifted(&primary("app:1", "app:1")), None);
+        let back = drifted(&primary("app:hotfix", "app:1")).unwrap();
+        assert_eq!(back["spec"]["containers"][0]["image"], "app:1");
+    }
+}
