@@ -67,6 +67,13 @@ pub fn normalize(value: f64, builtin: Option<Builtin>) -> f64 {
         Some(Builtin::RequestDuration) if value.is_finite() => value.trunc(),
         _ => value,
     };
+    // Nine decimals are more than any threshold needs, and `30.000000000000004` (float noise
+    // of a division) reads as a bug in `kubectl get`.
+    let value = if value.is_finite() && value.abs() < 1e9 {
+        (value * 1e9).round() / 1e9
+    } else {
+        value
+    };
     if value == 0.0 { 0.0 } else { value }
 }
 
@@ -210,6 +217,8 @@ mod tests {
         assert_eq!(normalize(500.9, Some(Builtin::RequestDuration)), 500.0);
         assert_eq!(normalize(99.9, Some(Builtin::RequestSuccessRate)), 99.9);
         assert!(normalize(-0.0, None).is_sign_positive(), "no negative zero");
+        assert_eq!(normalize(30.000000000000004, None), 30.0);
+        assert!(normalize(f64::NAN, None).is_nan());
     }
 
     #[test]

@@ -178,9 +178,13 @@ fn templates(stack: &Stack) -> Vec<Value> {
 /// A Canary for podinfo (blue/green with plain Services, weighted otherwise) that uses the
 /// builtin metrics and the templates created.
 pub fn canary_yaml(stack: &Stack, provider: &str) -> String {
+    // The builtins hold (serin's `noDataPolicy` extension) while the new version's first
+    // requests reach Prometheus, instead of counting a failed check as Flagger would.
     let mut metrics = String::from(
-        "      - name: request-success-rate\n        thresholdRange: {min: 99}\n        interval: 30s\n      \
-         - name: request-duration\n        thresholdRange: {max: 500}\n        interval: 30s\n",
+        "      - name: request-success-rate\n        thresholdRange: {min: 99}\n        interval: 30s\n        \
+         noDataPolicy: hold\n      \
+         - name: request-duration\n        thresholdRange: {max: 500}\n        interval: 30s\n        \
+         noDataPolicy: hold\n",
     );
     for (present, name, template) in [
         (stack.prometheus_url().is_some(), "error-rate", "error-rate"),
@@ -197,7 +201,7 @@ pub fn canary_yaml(stack: &Stack, provider: &str) -> String {
     ] {
         if present && find_crds().is_some() {
             metrics.push_str(&format!(
-                "      - name: {name}\n        templateRef: {{name: {template}}}\n        thresholdRange: {{max: 1}}\n        interval: 30s\n"
+                "      - name: {name}\n        templateRef: {{name: {template}}}\n        thresholdRange: {{max: 1}}\n        interval: 30s\n        noDataPolicy: hold\n"
             ));
         }
     }
