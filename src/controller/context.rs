@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::FutureExt;
+
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::Client;
@@ -41,20 +43,24 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Waits until every cache has listed its objects once: deciding on a half-filled cache
-    /// would report a target "not found" that exists.
-    pub async fn ready(&self) -> bool {
-        let all = async {
-            self.deployments.wait_until_ready().await.is_ok()
-                && self.daemon_sets.wait_until_ready().await.is_ok()
-                && self.services.wait_until_ready().await.is_ok()
-                && self.configmaps.wait_until_ready().await.is_ok()
-                && self.secrets.wait_until_ready().await.is_ok()
-                && self.templates.wait_until_ready().await.is_ok()
-        };
-        tokio::time::timeout(Duration::from_secs(30), all)
-            .await
-            .unwrap_or(false)
+    /// Whether every cache has listed its objects once: deciding on a half-filled cache would
+    /// report a target "not found" that exists. Checked without waiting: a reconcile that
+    /// waited here could hold its Canary long after the caches fill (a waiter on a store's
+    /// readiness is not reliably woken), so the caller requeues shortly instead.
+    pub fn ready(&self) -> bool {
+        fn listed<K>(store: &Store<K>) -> bool
+        where
+            K: kube::Resource + Clone + 'static,
+            K::DynamicType: Eq + std::hash::Hash + Clone,
+        {
+            matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
+        }
+        listed(&self.deployments)
+            && listed(&self.daemon_sets)
+            && listed(&self.services)
+            && listed(&self.configmaps)
+            && listed(&self.secrets)
+            && listed(&self.templates)
     }
 }
 

@@ -72,9 +72,9 @@ pub fn error_policy(canary: Arc<Canary>, error: &Error, _ctx: Arc<Context>) -> A
 }
 
 async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
-    if !ctx.stores.ready().await {
-        tracing::warn!("caches not synced yet; retrying");
-        return Ok(Action::requeue(Duration::from_secs(1)));
+    if !ctx.stores.ready() {
+        tracing::debug!("caches not synced yet; retrying");
+        return Ok(Action::requeue(Duration::from_millis(200)));
     }
     let namespace = canary.namespace().unwrap_or_default();
     let deleting = canary.metadata.deletion_timestamp.is_some();

@@ -107,10 +107,13 @@ pub fn render(
     let mut object_labels = filtered(&target.metadata.labels, rules.include_label_prefixes);
     object_labels.insert(key.clone(), primary_value.clone());
     let object_annotations = filtered(&target.metadata.annotations, rules.include_label_prefixes);
+    // A target already at zero (scaled down by a previous controller) must not make a
+    // primary that serves nothing.
+    let own = spec.replicas.filter(|r| *r > 0);
     let replicas = if rules.has_autoscaler {
-        current_replicas.or(spec.replicas).or(Some(1))
+        current_replicas.or(own).or(Some(1))
     } else {
-        spec.replicas.or(Some(1))
+        own.or(Some(1))
     };
     Ok(Deployment {
         metadata: ObjectMeta {
@@ -333,6 +336,14 @@ mod tests {
         };
         let p = render(&target(), Some(7), &rules).unwrap();
         assert_eq!(p.spec.unwrap().replicas, Some(7));
+        let mut scaled_down = target();
+        scaled_down.spec.as_mut().unwrap().replicas = Some(0);
+        let rules = CopyRules {
+            has_autoscaler: false,
+            ..rules
+        };
+        let p = render(&scaled_down, None, &rules).unwrap();
+        assert_eq!(p.spec.unwrap().replicas, Some(1), "never a primary at zero");
     }
 
     #[test]

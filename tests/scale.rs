@@ -1,0 +1,236 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Benchmark (ignored by default): many Canaries on one controller. Prints how long it takes
+//! to initialize them and to release all of them at once, the controller's CPU time and
+//! memory, and the API requests it made per Canary.
+//!
+//! ```sh
+//! cargo test --release --test scale -- --ignored --nocapture
+//! SERIN_SCALE_CANARIES=500 cargo test --release --test scale -- --ignored --nocapture
+//! ```
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use serin::api::Canary;
+use serin_core::Phase;
+use serin_stack::{Stack, StackConfig};
+
+const NS: &str = "default";
+
+/// (user + system CPU seconds, RSS MiB, peak RSS MiB) of a process, from /proc.
+fn usage(pid: u32) -> (f64, f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (cpu, kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+}
+
+/// API requests the stack has served, per `{verb,resource,code}` (its admin metrics).
+async fn request_series(stack: &Stack) -> std::collections::BTreeMap<String, f64> {
+    let url = format!("{}/metrics", stack.admin_url().unwrap());
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("serin_stack_requests_total{"))
+        .filter_map(|l| {
+            let (series, v) = l.rsplit_once(' ')?;
+            Some((series.to_string(), v.parse::<f64>().ok()?))
+        })
+        .collect()
+}
+
+/// Total API requests the stack has served.
+async fn requests(stack: &Stack) -> f64 {
+    request_series(stack).await.values().sum()
+}
+
+async fn count(canaries: &Api<Canary>, phase: Phase) -> usize {
+    canaries
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|c| c.status.as_ref().map(|s| s.phase) == Some(phase))
+        .count()
+}
+
+/// Waits until all `n` canaries are in `phase`: (time taken, list requests this made).
+async fn wait_all(
+    canaries: &Api<Canary>,
+    phase: Phase,
+    n: usize,
+    timeout: Duration,
+) -> (Duration, f64) {
+    let start = Instant::now();
+    let mut polls = 0.0;
+    loop {
+        polls += 1.0;
+        let done = count(canaries, phase).await;
+        if done == n {
+            return (start.elapsed(), polls);
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{done}/{n} canaries {phase} after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "benchmark: run with --release --ignored --nocapture"]
+async fn many_canaries() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let n: usize = std::env::var("SERIN_SCALE_CANARIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let stack = Stack::start(StackConfig::default()).await.unwrap();
+    let client = kube::Client::try_from(kube::Config::new(stack.url().parse().unwrap())).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in serin::api::crds() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let canaries: Api<Canary> = Api::namespaced(client.clone(), NS);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let apply = PatchParams::apply("bench").force();
+    let deployment = |name: &str, image: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": image}]}}}})
+    };
+    for i in 0..n {
+        let name = format!("app-{i}");
+        deployments
+            .patch(
+                &name,
+                &apply,
+                &Patch::Apply(deployment(&name, "podinfo:6.0.0")),
+            )
+            .await
+            .unwrap();
+        let canary = json!({"apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"provider": "kubernetes",
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                "service": {"port": 9898},
+                "analysis": {"interval": "10s", "threshold": 2, "iterations": 2}}});
+        canaries
+            .patch(&name, &apply, &Patch::Apply(canary))
+            .await
+            .unwrap();
+    }
+
+    let before = requests(&stack).await;
+    let mut controller = Command::new(env!("CARGO_BIN_EXE_serin"))
+        .args(["controller", "--kubeconfig"])
+        .arg(stack.kubeconfig_path())
+        .args([
+            "--mesh-provider",
+            "kubernetes",
+            "--port",
+            "0",
+            "--log-level",
+            "warn",
+        ])
+        .stdout(Stdio::null())
+        .stderr(match std::env::var("SERIN_SCALE_LOG") {
+            Ok(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            Err(_) => Stdio::null(),
+        })
+        .spawn()
+        .unwrap();
+    let pid = controller.id();
+    let (init, polls) = wait_all(&canaries, Phase::Initialized, n, Duration::from_secs(600)).await;
+    let (cpu_init, rss_init, _) = usage(pid);
+    // The benchmark's own requests (these polls, the metrics reads) are not the controller's.
+    let init_requests = requests(&stack).await - before - polls - 1.0;
+
+    // Idle: nothing to do but wait for the next step.
+    let idle_series = request_series(&stack).await;
+    let idle_from: f64 = idle_series.values().sum();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let idle_after = request_series(&stack).await;
+    let idle_requests = idle_after.values().sum::<f64>() - idle_from - 1.0;
+    let mut idle_top: Vec<(f64, &String)> = idle_after
+        .iter()
+        .map(|(k, v)| (v - idle_series.get(k).copied().unwrap_or(0.0), k))
+        .filter(|(d, _)| *d > 0.0)
+        .collect();
+    idle_top.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (cpu_idle, _, _) = usage(pid);
+
+    // Release all of them at once.
+    let release_from = requests(&stack).await;
+    for i in 0..n {
+        let name = format!("app-{i}");
+        deployments
+            .patch(
+                &name,
+                &apply,
+                &Patch::Apply(deployment(&name, "podinfo:6.0.1")),
+            )
+            .await
+            .unwrap();
+    }
+    let (release, polls) = wait_all(&canaries, Phase::Succeeded, n, Duration::from_secs(900)).await;
+    let release_requests = requests(&stack).await - release_from - polls - n as f64 - 1.0;
+    let (cpu_end, rss_end, peak) = usage(pid);
+    let _ = controller.kill();
+    let _ = controller.wait();
+
+    println!("canaries: {n} (kubernetes provider, 2 checks at 10 s each)");
+    println!(
+        "initialization: all Initialized in {:.1} s; controller CPU {:.2} s; RSS {:.1} MiB; \
+         {:.1} API requests per canary",
+        init.as_secs_f64(),
+        cpu_init,
+        rss_init,
+        init_requests / n as f64
+    );
+    println!(
+        "idle (20 s): controller CPU {:.2} s; {:.2} API requests per canary per minute",
+        cpu_idle - cpu_init,
+        idle_requests / n as f64 * 3.0
+    );
+    println!(
+        "release of all at once: all Succeeded in {:.1} s (ideal 20 s + readiness); controller \
+         CPU {:.2} s; {:.1} API requests per canary",
+        release.as_secs_f64(),
+        cpu_end - cpu_idle,
+        release_requests / n as f64
+    );
+    for (delta, series) in idle_top.iter().take(4) {
+        println!("  idle requests: {delta} {series}");
+    }
+    println!("controller RSS at the end {rss_end:.1} MiB, peak {peak:.1} MiB");
+    assert!(peak > 0.0, "measured the controller");
+}
