@@ -74,14 +74,21 @@ impl Events {
             warning,
             message: message.to_string(),
         };
-        let mut seen = self.seen.lock().await;
-        seen.retain(|_, s| now - s.first < FOLD_FOR);
-        if let Some(s) = seen.get_mut(&key) {
-            s.count += 1;
-            let api: Api<Event> = Api::namespaced(self.client.clone(), &s.namespace);
-            let patch = json!({"count": s.count, "lastTimestamp": now});
+        // The lock only guards the fold table; the API calls run outside it so that the
+        // events of many Canaries are written concurrently.
+        let folded = {
+            let mut seen = self.seen.lock().await;
+            seen.retain(|_, s| now - s.first < FOLD_FOR);
+            seen.get_mut(&key).map(|s| {
+                s.count += 1;
+                (s.name.clone(), s.namespace.clone(), s.count)
+            })
+        };
+        if let Some((name, namespace, count)) = folded {
+            let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+            let patch = json!({"count": count, "lastTimestamp": now});
             match api
-                .patch(&s.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
                 Ok(_) => return Ok(()),
@@ -119,7 +126,7 @@ impl Events {
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         api.create(&PostParams::default(), &event).await?;
-        seen.insert(
+        self.seen.lock().await.insert(
             key,
             Seen {
                 name,
