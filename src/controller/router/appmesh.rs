@@ -108,7 +108,7 @@ impl AppMesh {
         policy: &Policy,
     ) -> Value {
         let mut http = json!({
-            "match": {"prefix": prefix(input)},
+            "match": {"prefix": routing_object::path_prefix(input)},
             "action": {"weightedTargets": [
                 self.target(&input.primary_service, routes.primary),
                 self.target(&input.canary_service, routes.canary),
@@ -244,32 +244,9 @@ fn millis(value: &str) -> Option<u64> {
     u64::try_from(unit.as_millis()).ok()?.checked_mul(n)
 }
 
-/// The path prefix: `service.match[0].uri.prefix`, else `/`.
-fn prefix<'a>(input: &'a Input<'_>) -> &'a str {
-    input
-        .canary
-        .spec
-        .service
-        .r#match
-        .as_ref()
-        .and_then(|m| m.first())
-        .and_then(|m| m.uri.as_ref())
-        .and_then(|u| u.prefix.as_deref())
-        .unwrap_or("/")
-}
-
 /// App Mesh header matches for one `analysis.match` entry.
 fn header_matches(at: &str, m: &HttpMatchRequest) -> Result<Vec<Value>, String> {
-    let headers_only = HttpMatchRequest {
-        name: m.name.clone(),
-        headers: m.headers.clone(),
-        ..HttpMatchRequest::default()
-    };
-    if *m != headers_only {
-        return Err(format!(
-            "{at}: provider appmesh matches request headers only; remove the other conditions"
-        ));
-    }
+    routing_object::headers_only(at, m, "appmesh")?;
     let mut out = Vec::new();
     for (name, cond) in m.headers.iter().flatten() {
         let StringMatch {

@@ -27,32 +27,9 @@ fn resource() -> ApiResource {
     routing_object::resource("projectcontour.io", "v1", "HTTPProxy", "httpproxies")
 }
 
-/// The path prefix the route serves: `service.match[0].uri.prefix`, else `/`.
-fn prefix<'a>(input: &'a Input<'_>) -> &'a str {
-    input
-        .canary
-        .spec
-        .service
-        .r#match
-        .as_ref()
-        .and_then(|m| m.first())
-        .and_then(|m| m.uri.as_ref())
-        .and_then(|u| u.prefix.as_deref())
-        .unwrap_or("/")
-}
-
 /// The header conditions of one `analysis.match` entry.
 fn header_conditions(at: &str, m: &HttpMatchRequest) -> Result<Vec<Value>, String> {
-    let headers_only = HttpMatchRequest {
-        name: m.name.clone(),
-        headers: m.headers.clone(),
-        ..HttpMatchRequest::default()
-    };
-    if *m != headers_only {
-        return Err(format!(
-            "{at}: provider contour matches request headers only; remove the other conditions"
-        ));
-    }
+    routing_object::headers_only(at, m, "contour")?;
     let mut conditions = Vec::new();
     for (name, cond) in m.headers.iter().flatten() {
         let header = match cond {
@@ -151,7 +128,7 @@ impl Router for Contour {
 
     fn render(&self, input: &Input<'_>, _live: &Live) -> Result<Vec<DynamicObject>, String> {
         capability::check(Provider::Contour, FEATURES, input)?;
-        let prefix = json!({ "prefix": prefix(input) });
+        let prefix = json!({ "prefix": routing_object::path_prefix(input) });
         let matches = input
             .canary
             .spec

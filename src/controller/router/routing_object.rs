@@ -146,6 +146,40 @@ pub fn merge_matches(analysis: &[Value], base: &[Value]) -> Vec<Value> {
     merged
 }
 
+/// The path prefix a route serves: `service.match[0].uri.prefix`, else `/`.
+pub fn path_prefix<'a>(input: &'a Input<'_>) -> &'a str {
+    input
+        .canary
+        .spec
+        .service
+        .r#match
+        .as_ref()
+        .and_then(|m| m.first())
+        .and_then(|m| m.uri.as_ref())
+        .and_then(|u| u.prefix.as_deref())
+        .unwrap_or("/")
+}
+
+/// For providers that match on request headers only: an `analysis.match` entry with any
+/// other condition is an error naming it (`at`) rather than a condition silently dropped.
+pub fn headers_only(
+    at: &str,
+    m: &crate::api::canary::HttpMatchRequest,
+    provider: &str,
+) -> Result<(), String> {
+    let headers_only = crate::api::canary::HttpMatchRequest {
+        name: m.name.clone(),
+        headers: m.headers.clone(),
+        ..Default::default()
+    };
+    if *m != headers_only {
+        return Err(format!(
+            "{at}: provider {provider} matches request headers only; remove the other conditions"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
