@@ -454,12 +454,9 @@ fn current_status(canary: &Canary, ctx: &Context) -> CanaryStatus {
     }
 }
 
+/// The webhook payload's `checksum`: the revision and the tracked configs, hashed.
 fn webhook_checksum(tracked: &Tracked, revision: &str) -> String {
-    let configs = serde_json::to_value(&tracked.checksums).unwrap_or_default();
-    spec_hash(
-        &json!({"revision": revision}),
-        &serde_json::from_value(configs).unwrap_or_default(),
-    )
+    spec_hash(&json!({"revision": revision}), &tracked.checksums)
 }
 
 async fn run_probe(
