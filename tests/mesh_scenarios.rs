@@ -3,13 +3,11 @@
 //! objects, the stack's traffic world splits its simulated requests by exactly those objects,
 //! the mesh's telemetry goes to a real Prometheus, and the builtin metrics decide.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{
     ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
@@ -18,22 +16,17 @@ use serde_json::{Value, json};
 use serin::api::Canary;
 use serin::api::canary::MetricVerdict;
 use serin_core::Phase;
-use serin_stack::{Scenario, Stack, StackConfig};
+use serin_testkit::{ControlPlane, NS, WorldConfig};
 
-const NS: &str = "default";
 const LONG: Duration = Duration::from_secs(90);
 
-struct World {
-    stack: Stack,
-    client: kube::Client,
-    controller: Child,
-    log: tempfile::NamedTempFile,
-}
+/// The kit's world, with this suite's reads of the one Canary, `podinfo`.
+struct World(serin_testkit::World);
 
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = self.controller.kill();
-        let _ = self.controller.wait();
+impl std::ops::Deref for World {
+    type Target = serin_testkit::World;
+    fn deref(&self) -> &serin_testkit::World {
+        &self.0
     }
 }
 
@@ -43,7 +36,7 @@ const AB_FRACTION: f64 = 0.25;
 /// A stack whose traffic world follows `provider`'s routing objects (20 requests/s on the
 /// apex, a quarter of them with the A/B header), with real Prometheus, the routing CRDs,
 /// serin's CRDs, and the controller for that provider.
-async fn world(provider: &str) -> World {
+async fn world(cp: ControlPlane, provider: &str) -> World {
     let world_provider = if provider.starts_with("gatewayapi") {
         "gatewayapi"
     } else {
@@ -54,44 +47,15 @@ async fn world(provider: &str) -> World {
          - name: podinfo\n      rate: 20\n      abTesting:\n        fraction: {AB_FRACTION}\n        \
          headers: {{x-canary: insider}}\n"
     );
-    let stack = Stack::start(StackConfig {
-        scenario: Scenario::parse(&scenario).unwrap(),
-        prometheus: true,
-        ..StackConfig::default()
-    })
-    .await
-    .unwrap();
-    let client = kube::Client::try_from(kube::Config::new(stack.url().parse().unwrap())).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let routing = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/e2e/crds/routing.yaml"
-    ))
-    .unwrap();
-    for document in serde_norway::Deserializer::from_str(&routing) {
-        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(document).unwrap();
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    for crd in serin::api::crds() {
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let controller = Command::new(env!("CARGO_BIN_EXE_serin"))
-        .args(["controller", "--kubeconfig"])
-        .arg(stack.kubeconfig_path())
-        .args(["--mesh-provider", provider, "--min-analysis-interval", "1s"])
-        .args(["--port", "0", "--log-level", "debug", "--metrics-server"])
-        .arg(stack.prometheus_url().unwrap())
-        .stdout(Stdio::null())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .unwrap();
-    World {
-        stack,
-        client,
-        controller,
-        log,
-    }
+    World(
+        WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
+            .scenario(&scenario)
+            .prometheus()
+            .routing_crds()
+            .mesh_provider(provider)
+            .start()
+            .await,
+    )
 }
 
 impl World {
@@ -124,10 +88,7 @@ impl World {
             "{why}\nstatus: {:?}\nevents: {:#?}\nlog:\n{}",
             canary.status,
             self.events().await,
-            tail(
-                &std::fs::read_to_string(self.log.path()).unwrap_or_default(),
-                60
-            )
+            self.logs()
         );
     }
 
@@ -197,11 +158,6 @@ impl World {
             .clone()
             .unwrap()
     }
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn deployment(image: &str) -> Value {
@@ -277,8 +233,8 @@ async fn initialized(world: &World, provider: &str, analysis: Value) {
 
 /// A progressive release: the canary gets real traffic through the provider's objects at
 /// each weight, passes the builtin checks read from Prometheus, and is promoted.
-async fn promoted_on_builtin_metrics(provider: &str) {
-    let world = world(provider).await;
+async fn promoted_on_builtin_metrics(cp: ControlPlane, provider: &str) {
+    let world = world(cp, provider).await;
     initialized(&world, provider, progressive()).await;
     let (before, _, _) = world.served();
     world.apply::<Deployment>(deployment("podinfo:6.0.1")).await;
@@ -319,19 +275,16 @@ async fn promoted_on_builtin_metrics(provider: &str) {
     );
 }
 
-#[tokio::test]
-async fn istio_canary_release_promoted_on_builtin_metrics() {
-    promoted_on_builtin_metrics("istio").await;
+async fn istio_canary_release_promoted_on_builtin_metrics(cp: ControlPlane) {
+    promoted_on_builtin_metrics(cp, "istio").await;
 }
 
-#[tokio::test]
-async fn gatewayapi_canary_release_promoted_on_builtin_metrics() {
-    promoted_on_builtin_metrics("gatewayapi:v1").await;
+async fn gatewayapi_canary_release_promoted_on_builtin_metrics(cp: ControlPlane) {
+    promoted_on_builtin_metrics(cp, "gatewayapi:v1").await;
 }
 
-#[tokio::test]
-async fn istio_faulty_release_rolled_back_on_the_success_rate() {
-    let world = world("istio").await;
+async fn istio_faulty_release_rolled_back_on_the_success_rate(cp: ControlPlane) {
+    let world = world(cp, "istio").await;
     initialized(&world, "istio", progressive()).await;
     world
         .apply::<Deployment>(deployment("podinfo:6.0.1-faulty"))
@@ -370,8 +323,8 @@ async fn istio_faulty_release_rolled_back_on_the_success_rate() {
 }
 
 /// A/B: only requests with the header reach the canary, for `iterations` checks.
-async fn ab_release(provider: &str) {
-    let world = world(provider).await;
+async fn ab_release(cp: ControlPlane, provider: &str) {
+    let world = world(cp, provider).await;
     let analysis = json!({"interval": "2s", "threshold": 2, "iterations": 4,
         "match": [{"headers": {"x-canary": {"exact": "insider"}}}], "metrics": builtins()});
     initialized(&world, provider, analysis).await;
@@ -393,14 +346,12 @@ async fn ab_release(provider: &str) {
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
 }
 
-#[tokio::test]
-async fn istio_ab_release_routes_only_matching_requests_to_the_canary() {
-    ab_release("istio").await;
+async fn istio_ab_release_routes_only_matching_requests_to_the_canary(cp: ControlPlane) {
+    ab_release(cp, "istio").await;
 }
 
-#[tokio::test]
-async fn istio_blue_green_with_mirroring() {
-    let world = world("istio").await;
+async fn istio_blue_green_with_mirroring(cp: ControlPlane) {
+    let world = world(cp, "istio").await;
     let analysis = json!({"interval": "2s", "threshold": 2, "iterations": 3, "mirror": true,
         "mirrorWeight": 100, "metrics": builtins()});
     initialized(&world, "istio", analysis).await;
@@ -444,9 +395,8 @@ fn virtual_service_weights(vs: &DynamicObject) -> Vec<i64> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn istio_weights_edited_by_hand_are_put_back_and_reported() {
-    let world = world("istio").await;
+async fn istio_weights_edited_by_hand_are_put_back_and_reported(cp: ControlPlane) {
+    let world = world(cp, "istio").await;
     initialized(&world, "istio", progressive()).await;
     let resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("networking.istio.io", "v1beta1", "VirtualService"),
@@ -487,9 +437,8 @@ async fn istio_weights_edited_by_hand_are_put_back_and_reported() {
     assert_ne!(weights, [50, 50], "the declared weights are back");
 }
 
-#[tokio::test]
-async fn istio_revert_on_deletion_restores_a_taken_over_virtual_service() {
-    let world = world("istio").await;
+async fn istio_revert_on_deletion_restores_a_taken_over_virtual_service(cp: ControlPlane) {
+    let world = world(cp, "istio").await;
     let resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("networking.istio.io", "v1beta1", "VirtualService"),
         "virtualservices",
@@ -533,10 +482,7 @@ async fn istio_revert_on_deletion_restores_a_taken_over_virtual_service() {
         original["http"],
         "{:#?}\n{}",
         restored.metadata.annotations,
-        tail(
-            &std::fs::read_to_string(world.log.path()).unwrap_or_default(),
-            30
-        )
+        world.logs()
     );
     assert!(
         !restored
@@ -547,17 +493,27 @@ async fn istio_revert_on_deletion_restores_a_taken_over_virtual_service() {
     );
 }
 
-#[tokio::test]
-async fn linkerd_canary_release_promoted_on_builtin_metrics() {
-    promoted_on_builtin_metrics("linkerd").await;
+async fn linkerd_canary_release_promoted_on_builtin_metrics(cp: ControlPlane) {
+    promoted_on_builtin_metrics(cp, "linkerd").await;
 }
 
-#[tokio::test]
-async fn nginx_canary_release_promoted_on_builtin_metrics() {
-    promoted_on_builtin_metrics("nginx").await;
+async fn nginx_canary_release_promoted_on_builtin_metrics(cp: ControlPlane) {
+    promoted_on_builtin_metrics(cp, "nginx").await;
 }
 
-#[tokio::test]
-async fn nginx_ab_release_routes_only_matching_requests_to_the_canary() {
-    ab_release("nginx").await;
+async fn nginx_ab_release_routes_only_matching_requests_to_the_canary(cp: ControlPlane) {
+    ab_release(cp, "nginx").await;
 }
+
+serin_testkit::on_every_control_plane!(
+    istio_canary_release_promoted_on_builtin_metrics,
+    gatewayapi_canary_release_promoted_on_builtin_metrics,
+    istio_faulty_release_rolled_back_on_the_success_rate,
+    istio_ab_release_routes_only_matching_requests_to_the_canary,
+    istio_blue_green_with_mirroring,
+    istio_weights_edited_by_hand_are_put_back_and_reported,
+    istio_revert_on_deletion_restores_a_taken_over_virtual_service,
+    linkerd_canary_release_promoted_on_builtin_metrics,
+    nginx_canary_release_promoted_on_builtin_metrics,
+    nginx_ab_release_routes_only_matching_requests_to_the_canary,
+);

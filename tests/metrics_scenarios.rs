@@ -3,126 +3,54 @@
 //! traffic world loading the canary and a real Prometheus scraping it. Blue/green on the
 //! `kubernetes` provider, so the builtin metrics are the app's own (`http` observer).
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::ListParams;
 use serde_json::{Value, json};
 use serin::api::Canary;
 use serin::api::canary::MetricVerdict;
 use serin_core::Phase;
-use serin_stack::{Scenario, Stack, StackConfig};
+use serin_testkit::{ControlPlane, NS, WorldConfig};
 
-const NS: &str = "default";
+/// The kit's world, with this suite's reads of the one Canary, `podinfo`.
+struct World(serin_testkit::World);
 
-struct World {
-    stack: Stack,
-    client: kube::Client,
-    controller: Child,
-    log: tempfile::NamedTempFile,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = self.controller.kill();
-        let _ = self.controller.wait();
+impl std::ops::Deref for World {
+    type Target = serin_testkit::World;
+    fn deref(&self) -> &serin_testkit::World {
+        &self.0
     }
 }
 
 /// The stack (world loading `podinfo` and `podinfo-canary` at 20 requests/s each, real
 /// Prometheus), the CRDs, and the controller with `--metrics-server` on that Prometheus.
-async fn world() -> World {
-    world_with(&["podinfo", "podinfo-canary"], false).await
+async fn world(cp: ControlPlane) -> World {
+    world_with(cp, &["podinfo", "podinfo-canary"], false).await
 }
 
 /// The stack with load on `services` only, and the Datadog and New Relic emulators when
 /// `saas`; then the CRDs and the controller.
-async fn world_with(services: &[&str], saas: bool) -> World {
+async fn world_with(cp: ControlPlane, services: &[&str], saas: bool) -> World {
     let mut scenario = String::from(
         "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: kubernetes\n  services:\n",
     );
     for service in services {
         scenario.push_str(&format!("    - name: {service}\n      rate: 20\n"));
     }
-    let stack = Stack::start(StackConfig {
-        scenario: Scenario::parse(&scenario).unwrap(),
-        prometheus: true,
-        datadog: saas,
-        newrelic: saas,
-        ..StackConfig::default()
-    })
-    .await
-    .unwrap();
-    let client = kube::Client::try_from(kube::Config::new(stack.url().parse().unwrap())).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in serin::api::crds() {
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let controller = Command::new(env!("CARGO_BIN_EXE_serin"))
-        .args(["controller", "--kubeconfig"])
-        .arg(stack.kubeconfig_path())
-        .args([
-            "--mesh-provider",
-            "kubernetes",
-            "--min-analysis-interval",
-            "1s",
-        ])
-        .args(["--port", "0", "--metrics-server"])
-        .arg(stack.prometheus_url().unwrap())
-        .stdout(Stdio::null())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .unwrap();
-    World {
-        stack,
-        client,
-        controller,
-        log,
-    }
+    let config = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
+        .scenario(&scenario)
+        .prometheus();
+    World(if saas { config.saas() } else { config }.start().await)
 }
 
 impl World {
     async fn apply(&self, object: Value) {
-        let kind = object["kind"].as_str().unwrap().to_string();
-        let name = object["metadata"]["name"].as_str().unwrap().to_string();
-        let params = PatchParams::apply("test").force();
-        match kind.as_str() {
-            "Deployment" => {
-                let api: Api<Deployment> = Api::namespaced(self.client.clone(), NS);
-                api.patch(&name, &params, &Patch::Apply(&object))
-                    .await
-                    .unwrap();
-            }
-            _ => {
-                let api: Api<Canary> = Api::namespaced(self.client.clone(), NS);
-                api.patch(&name, &params, &Patch::Apply(&object))
-                    .await
-                    .unwrap();
-            }
+        match object["kind"].as_str() {
+            Some("Deployment") => self.0.apply(&self.deployments(), object).await,
+            _ => self.0.apply(&self.canaries(), object).await,
         }
-    }
-
-    async fn create(&self, object: Value) {
-        let api_version = object["apiVersion"].as_str().unwrap();
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let kind = object["kind"].as_str().unwrap();
-        let resource = kube::api::ApiResource::from_gvk_with_plural(
-            &kube::api::GroupVersionKind::gvk(group, version, kind),
-            &format!("{}s", kind.to_lowercase()),
-        );
-        let api: Api<kube::api::DynamicObject> =
-            Api::namespaced_with(self.client.clone(), NS, &resource);
-        api.create(
-            &PostParams::default(),
-            &serde_json::from_value(object).unwrap(),
-        )
-        .await
-        .unwrap();
     }
 
     /// The ready-made APM templates (metrics-templates/) pointed at the emulators, with the
@@ -170,7 +98,7 @@ impl World {
                 "no {phase:?} within {timeout:?}: {:?}\nevents: {:?}\n{}",
                 canary.status,
                 self.events().await,
-                std::fs::read_to_string(self.log.path()).unwrap_or_default()
+                self.logs()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -240,9 +168,8 @@ async fn initialized(world: &World, metrics: Value) {
         .await;
 }
 
-#[tokio::test]
-async fn a_healthy_release_is_promoted_on_the_builtin_metrics() {
-    let world = world().await;
+async fn a_healthy_release_is_promoted_on_the_builtin_metrics(cp: ControlPlane) {
+    let world = world(cp).await;
     initialized(&world, serde_json::from_str(BUILTINS).unwrap()).await;
     world.set_image("podinfo:6.0.1").await;
     let done = world
@@ -260,9 +187,8 @@ async fn a_healthy_release_is_promoted_on_the_builtin_metrics() {
     assert!(metrics[0].value.is_some_and(|v| v > 99.0), "{metrics:?}");
 }
 
-#[tokio::test]
-async fn a_faulty_release_is_rolled_back_with_events_naming_the_value() {
-    let world = world().await;
+async fn a_faulty_release_is_rolled_back_with_events_naming_the_value(cp: ControlPlane) {
+    let world = world(cp).await;
     initialized(&world, serde_json::from_str(BUILTINS).unwrap()).await;
     world.set_image("podinfo:6.0.1-faulty").await;
     let failed = world
@@ -284,9 +210,8 @@ async fn a_faulty_release_is_rolled_back_with_events_naming_the_value() {
     );
 }
 
-#[tokio::test]
-async fn a_quiet_service_with_the_hold_policy_waits_instead_of_failing() {
-    let world = world().await;
+async fn a_quiet_service_with_the_hold_policy_waits_instead_of_failing(cp: ControlPlane) {
+    let world = world(cp).await;
     // A metric nothing exports: no data at every step.
     initialized(
         &world,
@@ -323,11 +248,10 @@ fn saas_metrics() -> Value {
     ])
 }
 
-#[tokio::test]
-async fn datadog_and_new_relic_templates_promote_a_healthy_release() {
+async fn datadog_and_new_relic_templates_promote_a_healthy_release(cp: ControlPlane) {
     // Only the canary Service is loaded: the target's pods get requests only as the new
     // version, so the providers' windows hold nothing older.
-    let world = world_with(&["podinfo-canary"], true).await;
+    let world = world_with(cp, &["podinfo-canary"], true).await;
     world.saas_templates().await;
     initialized(&world, saas_metrics()).await;
     world.set_image("podinfo:6.0.1").await;
@@ -348,9 +272,8 @@ async fn datadog_and_new_relic_templates_promote_a_healthy_release() {
     );
 }
 
-#[tokio::test]
-async fn datadog_and_new_relic_templates_roll_back_a_faulty_release() {
-    let world = world_with(&["podinfo-canary"], true).await;
+async fn datadog_and_new_relic_templates_roll_back_a_faulty_release(cp: ControlPlane) {
+    let world = world_with(cp, &["podinfo-canary"], true).await;
     world.saas_templates().await;
     initialized(&world, saas_metrics()).await;
     world.set_image("podinfo:6.0.1-faulty").await;
@@ -371,3 +294,11 @@ async fn datadog_and_new_relic_templates_roll_back_a_faulty_release() {
         "{events:?}"
     );
 }
+
+serin_testkit::on_every_control_plane!(
+    a_healthy_release_is_promoted_on_the_builtin_metrics,
+    a_faulty_release_is_rolled_back_with_events_naming_the_value,
+    a_quiet_service_with_the_hold_policy_waits_instead_of_failing,
+    datadog_and_new_relic_templates_promote_a_healthy_release,
+    datadog_and_new_relic_templates_roll_back_a_faulty_release,
+);

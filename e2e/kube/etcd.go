@@ -25,6 +25,8 @@ func startEtcd(dir string) (*embed.Etcd, string, error) {
 	cfg.Name = "kube-local"
 	cfg.Dir = filepath.Join(dir, "etcd")
 	cfg.LogLevel = "error"
+	// Its shutdown reports closed listeners as errors: keep them out of the caller's stderr.
+	cfg.LogOutputs = []string{filepath.Join(dir, "etcd.log")}
 	cfg.UnsafeNoFsync = true
 	clientURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", clientPort)}
 	peerURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", peerPort)}

@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -38,7 +39,15 @@ type options struct {
 	port        int
 	controllers string
 	verbosity   string
+	stdinEOF    bool
+	crds        stringList
 }
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func parseFlags() options {
 	var o options
@@ -47,6 +56,8 @@ func parseFlags() options {
 	flag.IntVar(&o.port, "port", 0, "API server port on 127.0.0.1 (0: a free port)")
 	flag.StringVar(&o.controllers, "controllers", strings.Join(defaultControllers, ","), "kube-controller-manager loops to run")
 	flag.StringVar(&o.verbosity, "v", "0", "log verbosity of the Kubernetes components (into DIR/kube.log)")
+	flag.BoolVar(&o.stdinEOF, "exit-with-stdin", false, "stop when standard input closes (the parent process died)")
+	flag.Var(&o.crds, "crds", "a YAML file of CustomResourceDefinitions to install before the controllers start (repeatable)")
 	flag.Parse()
 	return o
 }
@@ -67,6 +78,14 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if o.stdinEOF {
+		// A test process killed with SIGKILL cannot stop its children; the pipe it held
+		// closes, and this ends the control plane with it.
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			stop()
+		}()
+	}
 
 	p, err := newPKI(dir)
 	if err != nil {
@@ -92,6 +111,9 @@ func run() error {
 	go func() { apiDone <- runAPIServer(ctx, apiServerArgs(p, etcdURL, port, dir)) }()
 	if err := waitReady(ctx, url, p, apiDone); err != nil {
 		return err
+	}
+	if err := installCRDs(ctx, o.kubeconfig, o.crds); err != nil {
+		return fmt.Errorf("installing CRDs: %w", err)
 	}
 	kcmDone := make(chan error, 1)
 	controllers := strings.Split(o.controllers, ",")

@@ -6,13 +6,12 @@ use std::time::Duration;
 use serde_json::json;
 use serin_core::Phase;
 
-use crate::harness::{NS, World, canary, deployment, initialized, ready_condition};
+use crate::harness::{ControlPlane, NS, canary, deployment, initialized, ready_condition, world};
 
 const LONG: Duration = Duration::from_secs(30);
 
-#[tokio::test]
-async fn a_missing_target_is_reported_and_picked_up_when_it_appears() {
-    let world = World::start().await;
+async fn a_missing_target_is_reported_and_picked_up_when_it_appears(cp: ControlPlane) {
+    let world = world(cp).await;
     // A healthy canary beside the broken one keeps running.
     initialized(&world, "healthy", 2).await;
 
@@ -31,7 +30,7 @@ async fn a_missing_target_is_reported_and_picked_up_when_it_appears() {
         )
         .await;
 
-    world.set_image("healthy", "podinfo:6.0.1").await;
+    world.set_image("healthy", "app", "podinfo:6.0.1").await;
     world.wait_phase("healthy", Phase::Succeeded, LONG).await;
 
     world
@@ -45,9 +44,8 @@ async fn a_missing_target_is_reported_and_picked_up_when_it_appears() {
     assert_eq!(status, "True");
 }
 
-#[tokio::test]
-async fn a_missing_metric_template_is_reported_and_retried_when_created() {
-    let world = World::start().await;
+async fn a_missing_metric_template_is_reported_and_retried_when_created(cp: ControlPlane) {
+    let world = world(cp).await;
     world
         .apply(
             &world.deployments(),
@@ -85,9 +83,8 @@ async fn a_missing_metric_template_is_reported_and_retried_when_created() {
 
 /// The canary Ingress of the `nginx` provider is derived from `spec.ingressRef`: when that
 /// Ingress is missing, the Canary says so, naming the field.
-#[tokio::test]
-async fn a_routing_object_that_cannot_be_rendered_is_reported() {
-    let world = World::start().await;
+async fn a_routing_object_that_cannot_be_rendered_is_reported(cp: ControlPlane) {
+    let world = world(cp).await;
     world
         .apply(
             &world.deployments(),
@@ -107,9 +104,8 @@ async fn a_routing_object_that_cannot_be_rendered_is_reported() {
     );
 }
 
-#[tokio::test]
-async fn an_invalid_spec_is_reported_with_its_field() {
-    let world = World::start().await;
+async fn an_invalid_spec_is_reported_with_its_field(cp: ControlPlane) {
+    let world = world(cp).await;
     world
         .apply(
             &world.deployments(),
@@ -127,3 +123,10 @@ async fn an_invalid_spec_is_reported_with_its_field() {
         .wait_event("podinfo", "spec.analysis.webhooks[0]", LONG)
         .await;
 }
+
+serin_testkit::on_every_control_plane!(
+    a_missing_target_is_reported_and_picked_up_when_it_appears,
+    a_missing_metric_template_is_reported_and_retried_when_created,
+    a_routing_object_that_cannot_be_rendered_is_reported,
+    an_invalid_spec_is_reported_with_its_field,
+);

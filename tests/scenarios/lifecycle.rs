@@ -6,13 +6,14 @@ use std::time::Duration;
 use serde_json::json;
 use serin_core::Phase;
 
-use crate::harness::{NS, World, canary, deployment, initialized};
+use crate::harness::{ControlPlane, NS, canary, deployment, initialized, world};
 
 const LONG: Duration = Duration::from_secs(30);
 
-#[tokio::test]
-async fn initialization_creates_the_primary_and_services_and_scales_the_target_to_zero() {
-    let world = World::start().await;
+async fn initialization_creates_the_primary_and_services_and_scales_the_target_to_zero(
+    cp: ControlPlane,
+) {
+    let world = world(cp).await;
     let canary = initialized(&world, "podinfo", 3).await;
 
     // The primary serves with the target's replicas and template.
@@ -60,11 +61,10 @@ async fn initialization_creates_the_primary_and_services_and_scales_the_target_t
         .await;
 }
 
-#[tokio::test]
-async fn a_new_revision_is_analysed_and_promoted() {
-    let world = World::start().await;
+async fn a_new_revision_is_analysed_and_promoted(cp: ControlPlane) {
+    let world = world(cp).await;
     initialized(&world, "podinfo", 3).await;
-    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
 
     world.wait_phase("podinfo", Phase::Progressing, LONG).await;
     let done = world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
@@ -102,9 +102,10 @@ async fn a_new_revision_is_analysed_and_promoted() {
     }
 }
 
-#[tokio::test]
-async fn a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadline() {
-    let world = World::start().await;
+async fn a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadline(
+    cp: ControlPlane,
+) {
+    let world = world(cp).await;
     world
         .apply(
             &world.deployments(),
@@ -117,7 +118,9 @@ async fn a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadli
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
 
     // An image that never becomes ready (the stack's rule: the tag says "broken").
-    world.set_image("podinfo", "podinfo:6.0.1-broken").await;
+    world
+        .set_image("podinfo", "app", "podinfo:6.0.1-broken")
+        .await;
     world.wait_phase("podinfo", Phase::Failed, LONG).await;
 
     assert_eq!(
@@ -155,18 +158,17 @@ async fn a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadli
     assert_eq!(promoted.status.as_str(), "False");
 
     // Re-applying the same failed spec does not retry; changing the template does.
-    world.set_image("podinfo", "podinfo:6.0.2").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.2").await;
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.2");
 }
 
-#[tokio::test]
-async fn a_new_revision_during_analysis_restarts_it() {
-    let world = World::start().await;
+async fn a_new_revision_during_analysis_restarts_it(cp: ControlPlane) {
+    let world = world(cp).await;
     initialized(&world, "podinfo", 6).await;
-    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_iterations("podinfo", 2).await;
-    world.set_image("podinfo", "podinfo:6.0.2").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.2").await;
     world
         .wait_event(
             "podinfo",
@@ -186,11 +188,10 @@ async fn a_new_revision_during_analysis_restarts_it() {
     assert_eq!(copying, 1);
 }
 
-#[tokio::test]
-async fn suspend_holds_a_release_and_resume_finishes_it() {
-    let world = World::start().await;
+async fn suspend_holds_a_release_and_resume_finishes_it(cp: ControlPlane) {
+    let world = world(cp).await;
     initialized(&world, "podinfo", 5).await;
-    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_iterations("podinfo", 1).await;
     world
         .merge(
@@ -224,11 +225,10 @@ async fn suspend_holds_a_release_and_resume_finishes_it() {
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
 }
 
-#[tokio::test]
-async fn a_controller_killed_mid_release_is_restarted_and_finishes_it() {
-    let mut world = World::start().await;
+async fn a_controller_killed_mid_release_is_restarted_and_finishes_it(cp: ControlPlane) {
+    let mut world = world(cp).await;
     initialized(&world, "podinfo", 6).await;
-    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_iterations("podinfo", 2).await;
     world.kill_controller();
     let at_kill = world.canary("podinfo").await.status.unwrap();
@@ -252,3 +252,12 @@ async fn a_controller_killed_mid_release_is_restarted_and_finishes_it() {
     );
     let _ = NS;
 }
+
+serin_testkit::on_every_control_plane!(
+    initialization_creates_the_primary_and_services_and_scales_the_target_to_zero,
+    a_new_revision_is_analysed_and_promoted,
+    a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadline,
+    a_new_revision_during_analysis_restarts_it,
+    suspend_holds_a_release_and_resume_finishes_it,
+    a_controller_killed_mid_release_is_restarted_and_finishes_it,
+);

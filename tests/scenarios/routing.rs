@@ -4,14 +4,13 @@
 use std::time::Duration;
 
 use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{DynamicObject, GroupVersionKind, PostParams};
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 use serin_core::Phase;
 
-use crate::harness::{NS, World, canary, deployment, wait_until};
+use crate::harness::{ControlPlane, NS, World, WorldConfig, canary, deployment, wait_until, world};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -21,8 +20,8 @@ fn ingresses(world: &World) -> Api<Ingress> {
 
 /// The user's Ingress for `podinfo` and a Canary routed through it by `nginx`, progressive
 /// (`stepWeight`) when `step` is set, else Blue/Green with 2 iterations.
-async fn nginx_world(step: Option<u32>) -> World {
-    let world = World::start().await;
+async fn nginx_world(cp: ControlPlane, step: Option<u32>) -> World {
+    let world = world(cp).await;
     world
         .apply(
             &ingresses(&world),
@@ -65,9 +64,8 @@ async fn canary_weight(world: &World) -> Option<String> {
 
 /// With its Ingress present, an `nginx` Canary initializes behind a canary Ingress that
 /// serin owns, at weight 0.
-#[tokio::test]
-async fn nginx_initializes_behind_a_canary_ingress() {
-    let world = nginx_world(None).await;
+async fn nginx_initializes_behind_a_canary_ingress(cp: ControlPlane) {
+    let world = nginx_world(cp, None).await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
     let canary_ingress = ingresses(&world).get("podinfo-canary").await.unwrap();
     let annotations = canary_ingress.metadata.annotations.unwrap_or_default();
@@ -94,11 +92,10 @@ async fn nginx_initializes_behind_a_canary_ingress() {
 }
 
 /// A progressive release moves the canary Ingress's weight up, then back to 0 on promotion.
-#[tokio::test]
-async fn nginx_canary_weight_follows_the_release() {
-    let world = nginx_world(Some(25)).await;
+async fn nginx_canary_weight_follows_the_release(cp: ControlPlane) {
+    let world = nginx_world(cp, Some(25)).await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
-    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     wait_until(LONG, "canary-weight 50", || async {
         canary_weight(&world).await.as_deref() == Some("50")
     })
@@ -110,9 +107,8 @@ async fn nginx_canary_weight_follows_the_release() {
 
 /// A/B testing: during the iterations the canary Ingress routes by header; after promotion
 /// the header annotations are gone again (server-side apply drops what serin stops writing).
-#[tokio::test]
-async fn nginx_ab_testing_routes_by_header_then_resets() {
-    let world = nginx_world(None).await;
+async fn nginx_ab_testing_routes_by_header_then_resets(cp: ControlPlane) {
+    let world = nginx_world(cp, None).await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
     let mut ab = world.canary("podinfo").await;
     let analysis = ab.spec.analysis.as_mut().unwrap();
@@ -126,7 +122,7 @@ async fn nginx_ab_testing_routes_by_header_then_resets() {
     world
         .apply(&world.canaries(), serde_json::to_value(&ab).unwrap())
         .await;
-    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     let header = || async {
         ingresses(&world)
             .get_opt("podinfo-canary")
@@ -148,20 +144,11 @@ async fn nginx_ab_testing_routes_by_header_then_resets() {
 }
 
 /// `linkerd`: the TrafficSplit `<apex>` carries the release's weights as quantities.
-#[tokio::test]
-async fn linkerd_traffic_split_follows_the_release() {
-    let world = World::start().await;
-    register_crd(
-        &world,
-        (
-            "split.smi-spec.io",
-            "v1alpha1",
-            "TrafficSplit",
-            "trafficsplits",
-            false,
-        ),
-    )
-    .await;
+async fn linkerd_traffic_split_follows_the_release(cp: ControlPlane) {
+    let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
+        .routing_crds()
+        .start()
+        .await;
     world
         .apply(
             &world.deployments(),
@@ -195,7 +182,7 @@ async fn linkerd_traffic_split_follows_the_release() {
         canary_weight().await,
         json!({"service": "podinfo-canary", "weight": "0"})
     );
-    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     wait_until(LONG, "TrafficSplit canary weight 50", || async {
         canary_weight().await["weight"] == "50"
     })
@@ -207,41 +194,21 @@ async fn linkerd_traffic_split_follows_the_release() {
 /// A CRD a provider's routing objects need: group, version, kind, plural, cluster-scoped.
 type Crd = (&'static str, &'static str, &'static str, &'static str, bool);
 
-/// Registers a CRD that keeps any field (the emulator validates against it).
-async fn register_crd(world: &World, (group, version, kind, plural, cluster): Crd) {
-    let crd: CustomResourceDefinition = serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.{group}")},
-        "spec": {
-            "group": group, "scope": if cluster { "Cluster" } else { "Namespaced" },
-            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(),
-                      "listKind": format!("{kind}List")},
-            "versions": [{"name": version, "served": true, "storage": true,
-                          "schema": {"openAPIV3Schema": {"type": "object",
-                              "x-kubernetes-preserve-unknown-fields": true}}}]
-        }
-    }))
-    .unwrap();
-    Api::<CustomResourceDefinition>::all(world.client.clone())
-        .create(&PostParams::default(), &crd)
-        .await
-        .unwrap();
-}
-
 /// A progressive release (50 %, then promotion) through `provider`, whose routing CRDs are
-/// `crds` and whose user objects (an Ingress, an ApisixRoute...) are `user`; `spec` is merged
+/// in e2e/crds/routing.yaml and whose user objects (an Ingress, an ApisixRoute...) are `user`; `spec` is merged
 /// into the Canary's spec. Returns the routing object `(crd, name)` after the release.
 async fn release_through(
+    cp: ControlPlane,
     provider: &str,
-    crds: &[Crd],
     user: Vec<Value>,
     spec: Value,
     routing: (Crd, &str),
 ) -> DynamicObject {
-    let world = World::start().await;
-    for crd in crds {
-        register_crd(&world, *crd).await;
-    }
+    // The routing CRDs of e2e/crds/routing.yaml: their schemas check the user's objects.
+    let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
+        .routing_crds()
+        .start()
+        .await;
     for object in user {
         let api_version = object["apiVersion"].as_str().unwrap();
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
@@ -270,7 +237,7 @@ async fn release_through(
     }
     world.apply(&world.canaries(), c).await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
-    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_phase("podinfo", Phase::Progressing, LONG).await;
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
@@ -293,16 +260,8 @@ const TRAEFIK_SERVICE: Crd = (
     false,
 );
 
-#[tokio::test]
-async fn contour_release() {
-    let proxy = release_through(
-        "contour",
-        &[HTTP_PROXY],
-        vec![],
-        json!({}),
-        (HTTP_PROXY, "podinfo"),
-    )
-    .await;
+async fn contour_release(cp: ControlPlane) {
+    let proxy = release_through(cp, "contour", vec![], json!({}), (HTTP_PROXY, "podinfo")).await;
     assert_eq!(
         proxy.data["spec"]["routes"][0]["services"][0]["weight"],
         100
@@ -310,11 +269,10 @@ async fn contour_release() {
     assert_eq!(proxy.data["spec"]["routes"][0]["services"][1]["weight"], 0);
 }
 
-#[tokio::test]
-async fn traefik_release() {
+async fn traefik_release(cp: ControlPlane) {
     let service = release_through(
+        cp,
         "traefik",
-        &[TRAEFIK_SERVICE],
         vec![],
         json!({}),
         (TRAEFIK_SERVICE, "podinfo"),
@@ -326,8 +284,7 @@ async fn traefik_release() {
     );
 }
 
-#[tokio::test]
-async fn osm_release() {
+async fn osm_release(cp: ControlPlane) {
     let split: Crd = (
         "split.smi-spec.io",
         "v1alpha2",
@@ -335,43 +292,25 @@ async fn osm_release() {
         "trafficsplits",
         false,
     );
-    let ts = release_through("osm", &[split], vec![], json!({}), (split, "podinfo")).await;
+    let ts = release_through(cp, "osm", vec![], json!({}), (split, "podinfo")).await;
     assert_eq!(ts.data["spec"]["backends"][0]["weight"], 0);
 }
 
-#[tokio::test]
-async fn kuma_release() {
+async fn kuma_release(cp: ControlPlane) {
     let route: Crd = ("kuma.io", "v1alpha1", "TrafficRoute", "trafficroutes", true);
-    let tr = release_through("kuma", &[route], vec![], json!({}), (route, "podinfo")).await;
+    let tr = release_through(cp, "kuma", vec![], json!({}), (route, "podinfo")).await;
     assert_eq!(tr.data["mesh"], "default");
     assert_eq!(tr.data["spec"]["conf"]["split"][1]["weight"], 0);
 }
 
-#[tokio::test]
-async fn gloo_release() {
-    let upstream: Crd = ("gloo.solo.io", "v1", "Upstream", "upstreams", false);
+async fn gloo_release(cp: ControlPlane) {
     let table: Crd = ("gateway.solo.io", "v1", "RouteTable", "routetables", false);
-    let rt = release_through(
-        "gloo",
-        &[upstream, table],
-        vec![],
-        json!({}),
-        (table, "podinfo"),
-    )
-    .await;
+    let rt = release_through(cp, "gloo", vec![], json!({}), (table, "podinfo")).await;
     let destinations = &rt.data["spec"]["routes"][0]["routeAction"]["multi"]["destinations"];
     assert_eq!(destinations[1]["weight"], 0);
 }
 
-#[tokio::test]
-async fn appmesh_v1beta2_release() {
-    let node: Crd = (
-        "appmesh.k8s.aws",
-        "v1beta2",
-        "VirtualNode",
-        "virtualnodes",
-        false,
-    );
+async fn appmesh_v1beta2_release(cp: ControlPlane) {
     let router: Crd = (
         "appmesh.k8s.aws",
         "v1beta2",
@@ -379,16 +318,9 @@ async fn appmesh_v1beta2_release() {
         "virtualrouters",
         false,
     );
-    let service: Crd = (
-        "appmesh.k8s.aws",
-        "v1beta2",
-        "VirtualService",
-        "virtualservices",
-        false,
-    );
     let vr = release_through(
+        cp,
         "appmesh:v1beta2",
-        &[node, router, service],
         vec![],
         json!({}),
         (router, "podinfo"),
@@ -398,12 +330,11 @@ async fn appmesh_v1beta2_release() {
     assert_eq!(targets[0]["weight"], 100);
 }
 
-#[tokio::test]
-async fn skipper_release() {
+async fn skipper_release(cp: ControlPlane) {
     let ingress: Crd = ("networking.k8s.io", "v1", "Ingress", "ingresses", false);
     let canary_ingress = release_through(
+        cp,
         "skipper",
-        &[],
         vec![json!({
             "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
             "metadata": {"name": "podinfo", "namespace": NS},
@@ -421,8 +352,7 @@ async fn skipper_release() {
     assert!(annotations["zalando.org/skipper-predicate"].starts_with("False()"));
 }
 
-#[tokio::test]
-async fn apisix_release() {
+async fn apisix_release(cp: ControlPlane) {
     let route: Crd = (
         "apisix.apache.org",
         "v2",
@@ -437,8 +367,8 @@ async fn apisix_release() {
                            "backends": [{"serviceName": "podinfo", "servicePort": 9898}]}]}
     });
     let canary_route = release_through(
+        cp,
         "apisix",
-        &[route],
         vec![world_route],
         json!({"routeRef": {"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute",
                             "name": "podinfo"}}),
@@ -450,3 +380,18 @@ async fn apisix_release() {
         0
     );
 }
+
+serin_testkit::on_every_control_plane!(
+    nginx_initializes_behind_a_canary_ingress,
+    nginx_canary_weight_follows_the_release,
+    nginx_ab_testing_routes_by_header_then_resets,
+    linkerd_traffic_split_follows_the_release,
+    contour_release,
+    traefik_release,
+    osm_release,
+    kuma_release,
+    gloo_release,
+    appmesh_v1beta2_release,
+    skipper_release,
+    apisix_release,
+);

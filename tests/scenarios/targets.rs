@@ -6,13 +6,12 @@ use std::time::Duration;
 use serde_json::json;
 use serin_core::Phase;
 
-use crate::harness::{NS, World, canary, deployment, initialized, wait_until};
+use crate::harness::{ControlPlane, NS, canary, deployment, initialized, wait_until, world};
 
 const LONG: Duration = Duration::from_secs(30);
 
-#[tokio::test]
-async fn a_configmap_change_starts_an_analysis_and_is_promoted_as_a_primary_copy() {
-    let world = World::start().await;
+async fn a_configmap_change_starts_an_analysis_and_is_promoted_as_a_primary_copy(cp: ControlPlane) {
+    let world = world(cp).await;
     world
         .apply(
             &world.configmaps(),
@@ -84,9 +83,8 @@ fn daemon_set(image: &str) -> serde_json::Value {
     })
 }
 
-#[tokio::test]
-async fn a_daemon_set_is_released_through_its_primary() {
-    let world = World::start().await;
+async fn a_daemon_set_is_released_through_its_primary(cp: ControlPlane) {
+    let world = world(cp).await;
     world
         .apply(&world.daemon_sets(), daemon_set("agent:1.0.0"))
         .await;
@@ -141,8 +139,8 @@ async fn a_daemon_set_is_released_through_its_primary() {
 /// Deleting a Canary never leaves the application at zero replicas: the target is scaled
 /// back up and the apex Service handed back to it before serin lets go, with or without
 /// `revertOnDeletion`.
-async fn deletion_hands_the_application_back(revert_on_deletion: bool) {
-    let world = World::start().await;
+async fn deletion_hands_the_application_back(cp: ControlPlane, revert_on_deletion: bool) {
+    let world = world(cp).await;
     world
         .apply(
             &world.deployments(),
@@ -188,19 +186,18 @@ async fn deletion_hands_the_application_back(revert_on_deletion: bool) {
     .await;
 }
 
-#[tokio::test]
-async fn deleting_a_canary_without_revert_on_deletion_keeps_the_application_serving() {
-    deletion_hands_the_application_back(false).await;
+async fn deleting_a_canary_without_revert_on_deletion_keeps_the_application_serving(
+    cp: ControlPlane,
+) {
+    deletion_hands_the_application_back(cp, false).await;
 }
 
-#[tokio::test]
-async fn deleting_a_canary_with_revert_on_deletion_restores_the_target() {
-    deletion_hands_the_application_back(true).await;
+async fn deleting_a_canary_with_revert_on_deletion_restores_the_target(cp: ControlPlane) {
+    deletion_hands_the_application_back(cp, true).await;
 }
 
-#[tokio::test]
-async fn skip_analysis_promotes_without_checks() {
-    let world = World::start().await;
+async fn skip_analysis_promotes_without_checks(cp: ControlPlane) {
+    let world = world(cp).await;
     initialized(&world, "podinfo", 10).await;
     world
         .merge(
@@ -209,7 +206,7 @@ async fn skip_analysis_promotes_without_checks() {
             json!({"spec": {"skipAnalysis": true}}),
         )
         .await;
-    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
     assert!(
@@ -223,9 +220,8 @@ async fn skip_analysis_promotes_without_checks() {
     assert!(!world.has_event("podinfo", "canary iteration").await);
 }
 
-#[tokio::test]
-async fn an_existing_apex_service_is_taken_over_by_its_selector_only() {
-    let world = World::start().await;
+async fn an_existing_apex_service_is_taken_over_by_its_selector_only(cp: ControlPlane) {
+    let world = world(cp).await;
     world
         .apply(
             &world.deployments(),
@@ -272,9 +268,8 @@ async fn an_existing_apex_service_is_taken_over_by_its_selector_only() {
     );
 }
 
-#[tokio::test]
-async fn the_primary_gets_a_copy_of_the_targets_autoscaler() {
-    let world = World::start().await;
+async fn the_primary_gets_a_copy_of_the_targets_autoscaler(cp: ControlPlane) {
+    let world = world(cp).await;
     let hpas: kube::Api<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler> =
         kube::Api::namespaced(world.client.clone(), NS);
     world
@@ -302,9 +297,8 @@ async fn the_primary_gets_a_copy_of_the_targets_autoscaler() {
     assert_eq!((copy.min_replicas, copy.max_replicas), (Some(3), 6));
 }
 
-#[tokio::test]
-async fn a_service_target_is_released_as_a_primary_copy() {
-    let world = World::start().await;
+async fn a_service_target_is_released_as_a_primary_copy(cp: ControlPlane) {
+    let world = world(cp).await;
     world
         .apply(
             &world.services(),
@@ -339,13 +333,14 @@ async fn a_service_target_is_released_as_a_primary_copy() {
     );
 }
 
-#[tokio::test]
-async fn going_back_to_the_promoted_revision_cancels_the_release_without_analysis() {
-    let world = World::start().await;
+async fn going_back_to_the_promoted_revision_cancels_the_release_without_analysis(
+    cp: ControlPlane,
+) {
+    let world = world(cp).await;
     initialized(&world, "podinfo", 8).await;
-    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_iterations("podinfo", 1).await;
-    world.set_image("podinfo", "podinfo:6.0.0").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.0").await;
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     world
         .wait_event(
@@ -362,11 +357,12 @@ async fn going_back_to_the_promoted_revision_cancels_the_release_without_analysi
     assert_eq!(world.replicas("podinfo").await, 0);
 }
 
-#[tokio::test]
-async fn a_hand_edit_of_the_primary_is_put_back_and_reported() {
-    let world = World::start().await;
+async fn a_hand_edit_of_the_primary_is_put_back_and_reported(cp: ControlPlane) {
+    let world = world(cp).await;
     initialized(&world, "podinfo", 3).await;
-    world.set_image("podinfo-primary", "podinfo:hotfix").await;
+    world
+        .set_image("podinfo-primary", "app", "podinfo:hotfix")
+        .await;
     world
         .wait_event(
             "podinfo",
@@ -384,7 +380,20 @@ async fn a_hand_edit_of_the_primary_is_put_back_and_reported() {
     })
     .await;
     // A release still promotes normally afterwards.
-    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
 }
+
+serin_testkit::on_every_control_plane!(
+    a_configmap_change_starts_an_analysis_and_is_promoted_as_a_primary_copy,
+    a_daemon_set_is_released_through_its_primary,
+    deleting_a_canary_without_revert_on_deletion_keeps_the_application_serving,
+    deleting_a_canary_with_revert_on_deletion_restores_the_target,
+    skip_analysis_promotes_without_checks,
+    an_existing_apex_service_is_taken_over_by_its_selector_only,
+    the_primary_gets_a_copy_of_the_targets_autoscaler,
+    a_service_target_is_released_as_a_primary_copy,
+    going_back_to_the_promoted_revision_cancels_the_release_without_analysis,
+    a_hand_edit_of_the_primary_is_put_back_and_reported,
+);

@@ -5,16 +5,15 @@ use std::time::{Duration, Instant};
 
 use serin_core::Phase;
 
-use crate::harness::{World, initialized};
+use crate::harness::{ControlPlane, initialized, world};
 
-#[tokio::test]
-async fn reaction_time_and_release_overhead_of_a_five_step_release() {
-    let world = World::start().await;
+async fn reaction_time_and_release_overhead_of_a_five_step_release(cp: ControlPlane) {
+    let world = world(cp).await;
     let steps = 5u32;
     initialized(&world, "podinfo", steps).await;
 
     let changed = Instant::now();
-    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world
         .wait_phase("podinfo", Phase::Progressing, Duration::from_secs(10))
         .await;
@@ -44,3 +43,5 @@ async fn reaction_time_and_release_overhead_of_a_five_step_release() {
         "release took {total:?} for an ideal of {ideal:?}"
     );
 }
+
+serin_testkit::on_every_control_plane!(reaction_time_and_release_overhead_of_a_five_step_release,);

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
-use crate::harness::{World, canary, deployment};
+use crate::harness::{ControlPlane, canary, deployment, world};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -80,9 +80,8 @@ impl Hook {
     }
 }
 
-#[tokio::test]
-async fn failing_rollout_checks_roll_the_release_back_at_the_threshold() {
-    let world = World::start().await;
+async fn failing_rollout_checks_roll_the_release_back_at_the_threshold(cp: ControlPlane) {
+    let world = world(cp).await;
     let hook = Hook::start(500).await;
     world
         .apply(
@@ -97,7 +96,7 @@ async fn failing_rollout_checks_roll_the_release_back_at_the_threshold() {
     world.apply(&world.canaries(), c).await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
 
-    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_phase("podinfo", Phase::Failed, LONG).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.0");
     assert_eq!(world.replicas("podinfo").await, 0);
@@ -124,9 +123,8 @@ async fn failing_rollout_checks_roll_the_release_back_at_the_threshold() {
     assert!(first["checksum"].as_str().is_some_and(|s| !s.is_empty()));
 }
 
-#[tokio::test]
-async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens() {
-    let world = World::start().await;
+async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens(cp: ControlPlane) {
+    let world = world(cp).await;
     let gate = Hook::start(403).await;
     world
         .apply(
@@ -140,7 +138,7 @@ async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens() {
     world.apply(&world.canaries(), c).await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
 
-    world.set_image("podinfo", "podinfo:6.0.1").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world
         .wait_phase("podinfo", Phase::WaitingPromotion, LONG)
         .await;
@@ -168,3 +166,8 @@ async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens() {
             .await
     );
 }
+
+serin_testkit::on_every_control_plane!(
+    failing_rollout_checks_roll_the_release_back_at_the_threshold,
+    a_closed_confirm_promotion_gate_holds_the_release_until_it_opens,
+);

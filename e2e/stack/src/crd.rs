@@ -14,6 +14,18 @@ pub fn validate(obj: &Value, name: &str) -> Result<(), Cause> {
         field: "spec".into(),
         message: why,
     })?;
+    if protected(&t.group)
+        && obj
+            .pointer("/metadata/annotations/api-approved.kubernetes.io")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    {
+        return Err(Cause {
+            reason: "FieldValueRequired",
+            field: "metadata.annotations[api-approved.kubernetes.io]".into(),
+            message: "Required value: protected groups must have approval annotation \"api-approved.kubernetes.io\", see https://github.com/kubernetes/enhancements/pull/1111".into(),
+        });
+    }
     if name != t.key() {
         return Err(Cause {
             reason: "FieldValueInvalid",
@@ -22,6 +34,14 @@ pub fn validate(obj: &Value, name: &str) -> Result<(), Cause> {
         });
     }
     Ok(())
+}
+
+/// Groups the Kubernetes project owns (`k8s.io`, `kubernetes.io` and their subdomains): the
+/// API server accepts CRDs in them only with an `api-approved.kubernetes.io` annotation.
+fn protected(group: &str) -> bool {
+    ["k8s.io", "kubernetes.io"]
+        .iter()
+        .any(|d| group == *d || group.ends_with(&format!(".{d}")))
 }
 
 /// The status the API server's CRD controllers converge to: names accepted, established.

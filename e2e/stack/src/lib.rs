@@ -17,6 +17,7 @@
 
 mod admin;
 mod apply;
+pub mod control_plane;
 mod convert;
 mod crd;
 mod crud;
@@ -30,7 +31,9 @@ mod fields;
 mod gc;
 mod jsonpath;
 mod kubeconfig;
+mod kubelet;
 mod metadata;
+mod mirror;
 mod newrelic;
 mod openapi;
 mod patch;
@@ -49,6 +52,7 @@ mod table;
 pub mod traffic;
 mod watch;
 
+pub use control_plane::ControlPlane;
 pub use datadog::DatadogConfig;
 pub use faults::{FaultRule, Faults};
 pub use newrelic::NewRelicConfig;
@@ -96,6 +100,14 @@ pub struct StackConfig {
     /// The traffic world's time moves only through `Stack::traffic().step(..)`, for
     /// deterministic tests; otherwise it ticks every second.
     pub manual_traffic_clock: bool,
+    /// The emulator (default) or a real kube-apiserver and controller manager (kube-local).
+    /// Over the real one there is no fault injection, no `token` and no `port`: it has its
+    /// own certificates and picks its port.
+    pub control_plane: ControlPlane,
+    /// YAML files of CustomResourceDefinitions installed at start, before anything watches
+    /// (on the real control plane, before the controller manager starts, so its garbage
+    /// collector knows their kinds from the beginning).
+    pub crds: Vec<PathBuf>,
 }
 
 impl Default for StackConfig {
@@ -112,6 +124,8 @@ impl Default for StackConfig {
             datadog: false,
             newrelic: false,
             manual_traffic_clock: false,
+            control_plane: ControlPlane::default(),
+            crds: Vec::new(),
         }
     }
 }
@@ -132,6 +146,7 @@ pub struct Stack {
     newrelic_faults: Arc<ProviderFaults>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    kube_local: Option<control_plane::KubeLocal>,
 }
 
 impl std::fmt::Debug for Stack {
@@ -148,9 +163,13 @@ impl Stack {
     /// Binds the ports, writes the kubeconfig and starts serving. Must run inside a Tokio
     /// runtime; the stack is usable when this returns.
     pub async fn start(config: StackConfig) -> Result<Stack> {
+        let real = config.control_plane == ControlPlane::Real;
         let store = Arc::new(store::Store::new(config.history));
-        // Namespaces that exist in every cluster.
+        // Namespaces that exist in every cluster (the real one makes its own).
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            if real {
+                break;
+            }
             let rt = store
                 .lock()
                 .registry
@@ -166,15 +185,15 @@ impl Stack {
                 .create(&rt, "v1", "", body, &opts)
                 .map_err(|e| anyhow::anyhow!("creating namespace {ns}: {}", e.message))?;
         }
-        let world = Arc::new(
-            World::new(
-                store.clone(),
-                config.scenario.traffic.clone(),
-                config.manual_traffic_clock,
-                config.datadog || config.newrelic,
-            )
-            .map_err(|e| anyhow::anyhow!("scenario: {e}"))?,
-        );
+        let world = World::new(
+            store.clone(),
+            config.scenario.traffic.clone(),
+            config.manual_traffic_clock,
+            config.datadog || config.newrelic,
+        )
+        .map_err(|e| anyhow::anyhow!("scenario: {e}"))?;
+        // Over the real control plane the mirror accepts HTTPRoutes through the API.
+        let world = Arc::new(if real { world.without_gateway() } else { world });
         if config.prometheus && config.admin_port.is_none() {
             anyhow::bail!("Prometheus scrapes the admin server's /traffic/metrics: set admin_port");
         }
@@ -189,10 +208,18 @@ impl Stack {
         });
         // Bind and write everything that can fail before spawning anything, so a failed
         // start leaves no task behind.
-        let listener = TcpListener::bind(("127.0.0.1", config.port))
-            .await
-            .with_context(|| format!("binding API port {}", config.port))?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let listener = match real {
+            true => None,
+            false => Some(
+                TcpListener::bind(("127.0.0.1", config.port))
+                    .await
+                    .with_context(|| format!("binding API port {}", config.port))?,
+            ),
+        };
+        let mut url = match &listener {
+            Some(l) => format!("http://{}", l.local_addr()?),
+            None => String::new(),
+        };
         let admin_listener = match config.admin_port {
             Some(port) => Some(
                 TcpListener::bind(("127.0.0.1", port))
@@ -240,19 +267,33 @@ impl Stack {
         let (kubeconfig, remove_kubeconfig) = match &config.kubeconfig {
             Some(p) => (p.clone(), false),
             None => {
-                let port = url.rsplit(':').next().unwrap_or("0");
-                let file = format!("serin-stack-{}-{port}.kubeconfig", std::process::id());
+                static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let file = format!("serin-stack-{}-{n}.kubeconfig", std::process::id());
                 (std::env::temp_dir().join(file), true)
             }
         };
-        kubeconfig::write(&kubeconfig, &url, config.token.as_deref())?;
+        let (kube_local, client) = match real {
+            true => {
+                let kl = control_plane::KubeLocal::start(&kubeconfig, &config.crds).await?;
+                url = kl.url().to_string();
+                let client = client_for(&kubeconfig).await?;
+                (Some(kl), Some(client))
+            }
+            false => {
+                kubeconfig::write(&kubeconfig, &url, config.token.as_deref())?;
+                (None, None)
+            }
+        };
 
         let (stop, stop_rx) = signal::channel(false);
         let mut tasks = Vec::new();
-        let api_shared = shared.clone();
-        tasks.push(tokio::spawn(serve(listener, stop_rx.clone(), move |req| {
-            server::handle(api_shared.clone(), req)
-        })));
+        if let Some(listener) = listener {
+            let api_shared = shared.clone();
+            tasks.push(tokio::spawn(serve(listener, stop_rx.clone(), move |req| {
+                server::handle(api_shared.clone(), req)
+            })));
+        }
         if let Some(l) = admin_listener {
             let admin = Arc::new(admin::State {
                 shared: shared.clone(),
@@ -264,11 +305,27 @@ impl Stack {
                 admin::handle(admin.clone(), req)
             })));
         }
-        tasks.push(tokio::spawn(gc::run(store.clone())));
-        tasks.push(tokio::spawn(simulator::run(
-            store.clone(),
-            config.scenario.workloads.clone(),
-        )));
+        match client {
+            // The real controllers need only the nodes' part played, and the world a mirror.
+            Some(client) => {
+                let workloads = config.scenario.workloads.clone();
+                let kubelet_client = client.clone();
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = kubelet::run(kubelet_client, workloads).await {
+                        tracing::error!("kubelet stand-in stopped: {e:#}");
+                    }
+                }));
+                let gateway = world.provider() == traffic::config::Provider::GatewayApi;
+                tasks.push(tokio::spawn(mirror::run(client, store.clone(), gateway)));
+            }
+            None => {
+                tasks.push(tokio::spawn(gc::run(store.clone())));
+                tasks.push(tokio::spawn(simulator::run(
+                    store.clone(),
+                    config.scenario.workloads.clone(),
+                )));
+            }
+        }
         if let Some(l) = datadog_listener {
             let dd = Arc::new(datadog::Datadog {
                 world: world.clone(),
@@ -308,7 +365,13 @@ impl Stack {
             newrelic_faults,
             stop,
             tasks,
+            kube_local,
         };
+        if !real {
+            for file in &config.crds {
+                stack.create_all(file)?;
+            }
+        }
         // Started last: on failure, dropping `stack` stops everything started so far.
         if config.prometheus
             && let Some(admin) = &stack.admin_url
@@ -320,6 +383,20 @@ impl Stack {
         tracing::info!(url = %stack.url, admin = ?stack.admin_url, prometheus = ?stack.prometheus_url(),
             kubeconfig = %stack.kubeconfig.display(), "serin-stack serving");
         Ok(stack)
+    }
+
+    /// Which API server this stack runs.
+    pub fn control_plane(&self) -> ControlPlane {
+        match self.kube_local {
+            Some(_) => ControlPlane::Real,
+            None => ControlPlane::Emulator,
+        }
+    }
+
+    /// A client of this stack's API server, from its kubeconfig (TLS and client
+    /// certificate on the real control plane).
+    pub async fn client(&self) -> Result<kube::Client> {
+        client_for(&self.kubeconfig).await
     }
 
     /// The API server URL, e.g. `http://127.0.0.1:34567`.
@@ -345,6 +422,11 @@ impl Stack {
     /// POST would, in `metadata.namespace` (default `default` for namespaced kinds).
     /// Creating a CRD registers its kind at once.
     pub fn create(&self, obj: serde_json::Value) -> Result<serde_json::Value> {
+        if self.kube_local.is_some() {
+            anyhow::bail!(
+                "Stack::create writes the emulator's store: use a client on the real control plane"
+            );
+        }
         let api_version = obj["apiVersion"]
             .as_str()
             .context("apiVersion is required")?
@@ -383,6 +465,21 @@ impl Stack {
             .map_err(|e| anyhow::anyhow!("creating {kind}: {}", e.message))
     }
 
+    /// Creates every object of a multi-document YAML file, as `create` does.
+    fn create_all(&self, file: &Path) -> Result<()> {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        for document in serde_norway::Deserializer::from_str(&text) {
+            let obj: serde_json::Value = serde::Deserialize::deserialize(document)
+                .with_context(|| format!("parsing {}", file.display()))?;
+            if obj.is_object() {
+                self.create(obj)
+                    .with_context(|| format!("creating from {}", file.display()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The traffic world: per-workload request counts, and the manual clock.
     pub fn traffic(&self) -> &World {
         &self.world
@@ -418,6 +515,9 @@ impl Stack {
         if let Some(p) = self.prometheus.take() {
             p.stop().await;
         }
+        if let Some(kl) = self.kube_local.take() {
+            kl.stop().await;
+        }
         let _ = self.stop.send(true);
         for t in self.tasks.drain(..) {
             t.abort();
@@ -439,6 +539,16 @@ impl Drop for Stack {
             let _ = std::fs::remove_file(&self.kubeconfig);
         }
     }
+}
+
+async fn client_for(kubeconfig: &Path) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .context("kubeconfig")?;
+    kube::Client::try_from(config).context("API client")
 }
 
 async fn serve<F, Fut>(listener: TcpListener, mut stop: signal::Receiver<bool>, handler: F)

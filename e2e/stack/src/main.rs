@@ -52,6 +52,10 @@ enum Command {
         /// `traffic.provider`): kubernetes, istio, gatewayapi, linkerd, smi, osm, nginx.
         #[arg(long)]
         mesh_provider: Option<String>,
+        /// The API server: `emulator` (in process) or `real` (kube-local: kube-apiserver,
+        /// etcd and kube-controller-manager, built by scripts/setup).
+        #[arg(long, default_value = "emulator")]
+        control_plane: serin_stack::ControlPlane,
     },
     /// Start the whole stack (Prometheus, Datadog, New Relic) with a ready podinfo demo
     /// under load in namespace `test`, and print how to run serin against it.
@@ -85,6 +89,7 @@ async fn main() -> Result<()> {
             datadog,
             newrelic,
             mesh_provider,
+            control_plane,
         } => {
             let mut scenario = match scenario {
                 Some(p) => Scenario::load(&p)?,
@@ -103,6 +108,7 @@ async fn main() -> Result<()> {
                 prometheus,
                 datadog,
                 newrelic,
+                control_plane,
                 ..StackConfig::default()
             };
             let stack = Stack::start(config).await.context("starting the stack")?;

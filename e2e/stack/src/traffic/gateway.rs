@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 pub const CONTROLLER: &str = "serin-stack.local/gateway-controller";
 
 /// Whether a route's status already accepts every parentRef at its generation.
-fn accepted(route: &Value) -> bool {
+pub(crate) fn accepted(route: &Value) -> bool {
     let generation = route
         .pointer("/metadata/generation")
         .and_then(Value::as_i64);
@@ -43,7 +43,7 @@ fn accepted(route: &Value) -> bool {
         })
 }
 
-fn status(route: &Value) -> Value {
+pub(crate) fn status(route: &Value) -> Value {
     let generation = route
         .pointer("/metadata/generation")
         .and_then(Value::as_i64)

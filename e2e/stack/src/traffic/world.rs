@@ -151,6 +151,9 @@ pub struct World {
     epoch_unix: f64,
     manual: bool,
     keep_history: bool,
+    /// Play the gateway controller on the store's HTTPRoutes (off over the real control
+    /// plane, where the mirror accepts them through the API).
+    gateway: bool,
     bounds: [Vec<f64>; 3],
     state: Mutex<State>,
 }
@@ -178,6 +181,7 @@ impl World {
             epoch_unix,
             manual,
             keep_history: history,
+            gateway: true,
             bounds: [
                 Layouts::bounds_secs(Layouts::ISTIO),
                 Layouts::bounds_secs(Layouts::LINKERD),
@@ -185,6 +189,12 @@ impl World {
             ],
             state: Mutex::new(State::default()),
         })
+    }
+
+    /// Leaves accepting HTTPRoutes to someone else (the real control plane's mirror).
+    pub(crate) fn without_gateway(mut self) -> World {
+        self.gateway = false;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -248,7 +258,7 @@ impl World {
     /// Re-reads the loaded Services, the routing objects and the ready workloads (and, under
     /// Gateway API, accepts new HTTPRoutes as a gateway controller would).
     pub fn reroute(&self) {
-        if self.provider == Provider::GatewayApi {
+        if self.gateway && self.provider == Provider::GatewayApi {
             crate::traffic::gateway::accept_routes(&self.store);
         }
         let snap = Snapshot::take(&self.store.lock());

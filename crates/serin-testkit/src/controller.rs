@@ -1,0 +1,82 @@
+//! The `serin controller` process of a test, its log kept across restarts.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// `serin controller` against a kubeconfig; restartable, killed on drop.
+pub struct Controller {
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    logs: tempfile::TempDir,
+    starts: usize,
+}
+
+impl Controller {
+    /// A controller not started yet: `binary` (the test's `CARGO_BIN_EXE_serin`) with
+    /// `args` after `controller --kubeconfig FILE`.
+    pub fn new(binary: &Path, kubeconfig: &Path, args: Vec<String>) -> Controller {
+        Controller {
+            binary: binary.to_path_buf(),
+            kubeconfig: kubeconfig.to_path_buf(),
+            args,
+            child: None,
+            logs: tempfile::tempdir().unwrap(),
+            starts: 0,
+        }
+    }
+
+    /// Starts it (again) with its arguments plus `extra`.
+    pub fn start(&mut self, extra: &[&str]) {
+        self.kill();
+        self.starts += 1;
+        let log = File::create(self.log_path(self.starts)).unwrap();
+        let child = Command::new(&self.binary)
+            .args(["controller", "--kubeconfig"])
+            .arg(&self.kubeconfig)
+            .args(&self.args)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.binary.display()));
+        self.child = Some(child);
+    }
+
+    /// Kills it without warning (SIGKILL), as a crashed node would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log_path(&self, n: usize) -> PathBuf {
+        self.logs.path().join(format!("controller-{n}.log"))
+    }
+
+    /// The last `lines` lines of each run's log, for failure messages.
+    pub fn logs(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for n in 1..=self.starts {
+            let text = std::fs::read_to_string(self.log_path(n)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+            out.push_str(&format!(
+                "--- controller run {n} (last {lines} lines) ---\n"
+            ));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,71 @@
+//! The one harness of serin's end-to-end tests. A [`World`] is a local stack (the emulator
+//! or the real control plane), serin's CRDs (and, on request, the routing CRDs), and the
+//! `serin controller` binary running against it, with the reads and waits the scenario
+//! suites share. [`on_every_control_plane!`] turns a scenario into one test per back-end.
+
+// Test support: failing loudly, with context, is its job.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod controller;
+mod world;
+
+pub use controller::Controller;
+pub use serin_stack::{ControlPlane, Scenario, Stack, StackConfig};
+pub use world::{NS, World, WorldConfig, ready_condition, wait_until};
+
+use std::path::PathBuf;
+
+/// The control planes the scenario suites run on: `$SERIN_CONTROL_PLANES` (`emulator`,
+/// `real`, or both comma-separated); both by default.
+pub fn control_planes() -> Vec<ControlPlane> {
+    let spec = std::env::var("SERIN_CONTROL_PLANES").unwrap_or_else(|_| "emulator,real".into());
+    spec.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("SERIN_CONTROL_PLANES: {e}"))
+        })
+        .collect()
+}
+
+/// Whether the suites run on `cp` this time (see [`control_planes`]).
+pub fn selected(cp: ControlPlane) -> bool {
+    control_planes().contains(&cp)
+}
+
+/// A file of the workspace (`crds/crds.yaml`, `e2e/crds/routing.yaml`, ...).
+pub fn workspace_file(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
+}
+
+/// One `#[tokio::test]` per control plane for each named `async fn(ControlPlane)`, in
+/// modules `emulator` and `real` (so `cargo test real::` runs one back-end). A back-end
+/// left out of `$SERIN_CONTROL_PLANES` passes without running.
+#[macro_export]
+macro_rules! on_every_control_plane {
+    ($($name:ident),* $(,)?) => {
+        mod emulator {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if $crate::selected($crate::ControlPlane::Emulator) {
+                        super::$name($crate::ControlPlane::Emulator).await
+                    }
+                }
+            )*
+        }
+        mod real {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if $crate::selected($crate::ControlPlane::Real) {
+                        super::$name($crate::ControlPlane::Real).await
+                    }
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,417 @@
+//! A stack, the CRDs and a controller: what every end-to-end scenario starts from.
+
+use crate::controller::Controller;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use serin::api::Canary;
+use serin_core::Phase;
+use serin_stack::{ControlPlane, Scenario, Stack, StackConfig};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The namespace scenarios work in.
+pub const NS: &str = "default";
+
+/// How to build a [`World`]: the defaults are the emulator's default stack, serin's CRDs,
+/// and a controller with `--mesh-provider kubernetes --min-analysis-interval 1s`.
+pub struct WorldConfig {
+    binary: PathBuf,
+    pub stack: StackConfig,
+    routing_crds: bool,
+    controller_args: Vec<String>,
+    start_controller: bool,
+}
+
+impl WorldConfig {
+    /// `binary`: the test's `env!("CARGO_BIN_EXE_serin")`.
+    pub fn new(binary: &str, control_plane: ControlPlane) -> WorldConfig {
+        WorldConfig {
+            binary: PathBuf::from(binary),
+            stack: StackConfig {
+                control_plane,
+                ..StackConfig::default()
+            },
+            routing_crds: false,
+            start_controller: true,
+            controller_args: [
+                "--mesh-provider",
+                "kubernetes",
+                "--min-analysis-interval",
+                "1s",
+                "--port",
+                "0",
+                "--log-level",
+                "debug",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+
+    /// The stack's scenario (workloads, traffic), as YAML.
+    pub fn scenario(mut self, yaml: &str) -> Self {
+        self.stack.scenario = Scenario::parse(yaml).unwrap();
+        self
+    }
+
+    /// A real Prometheus scraping the traffic world, and `--metrics-server` pointing at it.
+    pub fn prometheus(mut self) -> Self {
+        self.stack.prometheus = true;
+        self
+    }
+
+    /// The Datadog and New Relic emulators.
+    pub fn saas(mut self) -> Self {
+        self.stack.datadog = true;
+        self.stack.newrelic = true;
+        self
+    }
+
+    /// Installs `e2e/crds/routing.yaml` (every mesh's and ingress's routing kinds).
+    pub fn routing_crds(mut self) -> Self {
+        self.routing_crds = true;
+        self
+    }
+
+    /// The controller's `--mesh-provider`.
+    pub fn mesh_provider(mut self, provider: &str) -> Self {
+        let args = &mut self.controller_args;
+        if let Some(i) = args.iter().position(|a| a == "--mesh-provider") {
+            args[i + 1] = provider.to_string();
+        }
+        self
+    }
+
+    /// The controller is started later, by the test ([`World::start_controller`]).
+    pub fn without_controller(mut self) -> Self {
+        self.start_controller = false;
+        self
+    }
+
+    pub async fn start(self) -> World {
+        World::start(self).await
+    }
+}
+
+/// A running stack with serin's CRDs, a client, and the controller.
+pub struct World {
+    pub stack: Stack,
+    pub client: Client,
+    controller: Controller,
+}
+
+impl World {
+    async fn start(mut config: WorldConfig) -> World {
+        let cp = config.stack.control_plane;
+        // Installed with the stack, as on a cluster where they have been for long.
+        config
+            .stack
+            .crds
+            .push(crate::workspace_file("crds/crds.yaml"));
+        if config.routing_crds {
+            config
+                .stack
+                .crds
+                .push(crate::workspace_file("e2e/crds/routing.yaml"));
+        }
+        let stack = Stack::start(config.stack)
+            .await
+            .unwrap_or_else(|e| panic!("starting the {cp} stack: {e:#}"));
+        let client = stack.client().await.unwrap();
+        let mut args = config.controller_args;
+        if let Some(url) = stack.prometheus_url() {
+            args.extend(["--metrics-server".to_string(), url.to_string()]);
+        }
+        let mut controller = Controller::new(&config.binary, stack.kubeconfig_path(), args);
+        if config.start_controller {
+            controller.start(&[]);
+        }
+        World {
+            stack,
+            client,
+            controller,
+        }
+    }
+}
+
+impl World {
+    /// Starts the controller (again), with `extra` arguments.
+    pub fn start_controller(&mut self, extra: &[&str]) {
+        self.controller.start(extra);
+    }
+
+    /// Kills the controller without warning (SIGKILL), as a crashed node would.
+    pub fn kill_controller(&mut self) {
+        self.controller.kill();
+    }
+
+    /// The controller's log (the last 40 lines of each run), for failure messages.
+    pub fn logs(&self) -> String {
+        self.controller.logs(40)
+    }
+
+    pub fn control_plane(&self) -> ControlPlane {
+        self.stack.control_plane()
+    }
+
+    pub fn canaries(&self) -> Api<Canary> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    pub fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    pub fn daemon_sets(&self) -> Api<DaemonSet> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    pub fn services(&self) -> Api<Service> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    pub fn configmaps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    /// Server-side applies an object through a typed API (field manager `test`).
+    pub async fn apply<K>(&self, api: &Api<K>, object: Value)
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let name = object["metadata"]["name"].as_str().unwrap().to_string();
+        api.patch(
+            &name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+    }
+
+    /// Creates any object (by its apiVersion and kind, the plural guessed as `<kind>s`).
+    pub async fn create(&self, object: Value) {
+        let api_version = object["apiVersion"].as_str().unwrap();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let kind = object["kind"].as_str().unwrap().to_string();
+        let resource = kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(group, version, &kind),
+            &format!("{}s", kind.to_lowercase()),
+        );
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or(NS)
+            .to_string();
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &ns, &resource);
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(object).unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create {kind}: {e}"));
+    }
+
+    pub async fn merge<K>(&self, api: &Api<K>, name: &str, patch: Value)
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("patch {name}: {e}"));
+    }
+
+    pub async fn delete_canary(&self, name: &str) {
+        self.canaries()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+
+    pub async fn canary(&self, name: &str) -> Canary {
+        self.canaries().get(name).await.unwrap()
+    }
+
+    pub async fn phase(&self, name: &str) -> Phase {
+        self.canary(name)
+            .await
+            .status
+            .map(|s| s.phase)
+            .unwrap_or_default()
+    }
+
+    /// Waits for the Canary to reach `phase`; on timeout, fails with the status, the events
+    /// and the controller's log.
+    pub async fn wait_phase(&self, name: &str, phase: Phase, timeout: Duration) -> Canary {
+        self.wait_canary(name, &format!("phase {phase}"), timeout, |c| {
+            c.status.as_ref().map(|s| s.phase) == Some(phase)
+        })
+        .await
+    }
+
+    /// Waits for a condition on the Canary.
+    pub async fn wait_canary(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&Canary) -> bool,
+    ) -> Canary {
+        let start = Instant::now();
+        loop {
+            let canary = self.canary(name).await;
+            if f(&canary) {
+                return canary;
+            }
+            if start.elapsed() > timeout {
+                self.fail(name, &format!("{what}: not within {timeout:?}"))
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `status.iterations` reaches `n`.
+    pub async fn wait_iterations(&self, name: &str, n: i32) -> Canary {
+        self.wait_canary(
+            name,
+            &format!("iteration {n}"),
+            Duration::from_secs(30),
+            |c| c.status.as_ref().is_some_and(|s| s.iterations >= n),
+        )
+        .await
+    }
+
+    /// Waits for `Ready=False` and returns its (reason, message).
+    pub async fn wait_blocked(&self, name: &str) -> (String, String) {
+        let blocked = self
+            .wait_canary(name, "Ready=False", Duration::from_secs(30), |c| {
+                ready_condition(c).is_some_and(|(s, _, _)| s == "False")
+            })
+            .await;
+        let (_, reason, message) = ready_condition(&blocked).unwrap();
+        (reason, message)
+    }
+
+    pub async fn fail(&self, name: &str, why: &str) -> ! {
+        let canary = self.canaries().get_opt(name).await.ok().flatten();
+        let status = canary
+            .and_then(|c| c.status)
+            .map(|s| serde_json::to_string_pretty(&s).unwrap_or_default());
+        panic!(
+            "[{}] {why}\nstatus: {}\nevents:\n{}\n{}",
+            self.control_plane(),
+            status.unwrap_or_else(|| "<none>".into()),
+            self.events(name).await.join("\n"),
+            self.logs()
+        );
+    }
+
+    /// Messages of the events on Canary `name`, oldest first, as `Type: message`.
+    pub async fn events(&self, name: &str) -> Vec<String> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), NS);
+        let mut events: Vec<Event> = api
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .filter(|e| e.involved_object.kind.as_deref() == Some("Canary"))
+            .collect();
+        events.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        events
+            .into_iter()
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e.type_.unwrap_or_default(),
+                    e.message.unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    pub async fn has_event(&self, name: &str, needle: &str) -> bool {
+        self.events(name).await.iter().any(|e| e.contains(needle))
+    }
+
+    pub async fn wait_event(&self, name: &str, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.has_event(name, needle).await {
+            if start.elapsed() > timeout {
+                self.fail(
+                    name,
+                    &format!("no event containing {needle:?} within {timeout:?}"),
+                )
+                .await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The first container's image of a Deployment.
+    pub async fn image(&self, deployment: &str) -> String {
+        let d = self.deployments().get(deployment).await.unwrap();
+        d.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap()
+    }
+
+    pub async fn replicas(&self, deployment: &str) -> i32 {
+        let d = self.deployments().get(deployment).await.unwrap();
+        d.spec.unwrap().replicas.unwrap_or(1)
+    }
+
+    pub async fn ready_replicas(&self, deployment: &str) -> i32 {
+        let d = self.deployments().get(deployment).await.unwrap();
+        d.status.and_then(|s| s.ready_replicas).unwrap_or(0)
+    }
+
+    /// Sets the image of container `container` of a Deployment (strategic merge, as
+    /// `kubectl set image` does).
+    pub async fn set_image(&self, deployment: &str, container: &str, image: &str) {
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}});
+        self.deployments()
+            .patch(
+                deployment,
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("patch {deployment}: {e}"));
+    }
+}
+
+/// The `Ready` condition: (status, reason, message).
+pub fn ready_condition(c: &Canary) -> Option<(String, String, String)> {
+    let cond = c
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((
+        cond.status.as_str().to_string(),
+        cond.reason.clone(),
+        cond.message.clone().unwrap_or_default(),
+    ))
+}
+
+/// Polls `f` every 50 ms until it is true; panics naming `what` after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,204 @@
+//! Over the real control plane, the traffic world reads a mirror: the Services, workloads,
+//! Ingresses and routing objects of the API server, copied into the stack's in-process store
+//! by watches, so routing is decided by the same code on both back-ends. Routing kinds whose
+//! CRDs are installed later are picked up when they appear.
+//!
+//! Here too the stack plays the Gateway API controller: every HTTPRoute gets its parents
+//! accepted through the real status subresource (see `traffic::gateway`).
+
+use crate::store::{Store, ns_name};
+use crate::traffic::routing::{
+    DAEMONSETS, DEPLOYMENTS, HTTP_ROUTES, INGRESSES, SERVICES, TRAFFIC_SPLITS, VIRTUAL_SERVICES,
+};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A resource the world reads: its store key, group, plural, and for built-ins the version.
+struct Mirrored {
+    key: &'static str,
+    group: &'static str,
+    plural: &'static str,
+    version: Option<&'static str>,
+}
+
+const MIRRORED: &[Mirrored] = &[
+    Mirrored {
+        key: SERVICES,
+        group: "",
+        plural: "services",
+        version: Some("v1"),
+    },
+    Mirrored {
+        key: DEPLOYMENTS,
+        group: "apps",
+        plural: "deployments",
+        version: Some("v1"),
+    },
+    Mirrored {
+        key: DAEMONSETS,
+        group: "apps",
+        plural: "daemonsets",
+        version: Some("v1"),
+    },
+    Mirrored {
+        key: INGRESSES,
+        group: "networking.k8s.io",
+        plural: "ingresses",
+        version: Some("v1"),
+    },
+    Mirrored {
+        key: VIRTUAL_SERVICES,
+        group: "networking.istio.io",
+        plural: "virtualservices",
+        version: None,
+    },
+    Mirrored {
+        key: HTTP_ROUTES,
+        group: "gateway.networking.k8s.io",
+        plural: "httproutes",
+        version: None,
+    },
+    Mirrored {
+        key: TRAFFIC_SPLITS,
+        group: "split.smi-spec.io",
+        plural: "trafficsplits",
+        version: None,
+    },
+];
+
+/// Mirrors every resource of `MIRRORED` into `store` until aborted; `accept_routes` also
+/// accepts HTTPRoutes as a gateway controller would.
+pub async fn run(client: Client, store: Arc<Store>, accept_routes: bool) {
+    let mut started: HashSet<&'static str> = HashSet::new();
+    loop {
+        for m in MIRRORED {
+            if started.contains(m.key) {
+                continue;
+            }
+            if let Some(ar) = resolve(&client, m).await {
+                started.insert(m.key);
+                let gateway = accept_routes && m.key == HTTP_ROUTES;
+                tokio::spawn(watch(client.clone(), store.clone(), ar, m.key, gateway));
+            }
+        }
+        if started.len() == MIRRORED.len() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The served version of a mirrored resource: fixed for built-ins, the group's preferred
+/// one for custom resources once their CRD is established.
+async fn resolve(client: &Client, m: &Mirrored) -> Option<ApiResource> {
+    if let Some(version) = m.version {
+        return Some(ApiResource {
+            group: m.group.into(),
+            version: version.into(),
+            api_version: match m.group {
+                "" => version.to_string(),
+                g => format!("{g}/{version}"),
+            },
+            kind: String::new(),
+            plural: m.plural.into(),
+        });
+    }
+    let group = kube::discovery::group(client, m.group).await.ok()?;
+    let (ar, _) = group
+        .recommended_resources()
+        .into_iter()
+        .find(|(ar, _)| ar.plural == m.plural)?;
+    Some(ar)
+}
+
+fn kind_of(plural: &str) -> &'static str {
+    match plural {
+        "services" => "Service",
+        "deployments" => "Deployment",
+        "daemonsets" => "DaemonSet",
+        "ingresses" => "Ingress",
+        "virtualservices" => "VirtualService",
+        "httproutes" => "HTTPRoute",
+        _ => "TrafficSplit",
+    }
+}
+
+async fn watch(
+    client: Client,
+    store: Arc<Store>,
+    ar: ApiResource,
+    key: &'static str,
+    gateway: bool,
+) {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let kind = kind_of(&ar.plural);
+    let mut listed: HashSet<(String, String)> = HashSet::new();
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    loop {
+        let event = match events.try_next().await {
+            Ok(Some(e)) => e,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!("mirror {key}: {e}");
+                continue;
+            }
+        };
+        match event {
+            watcher::Event::Init => listed.clear(),
+            watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => {
+                let mut value = match serde_json::to_value(&obj) {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                };
+                // Objects of a list carry no apiVersion and kind; routing reads both.
+                value["apiVersion"] = Value::String(ar.api_version.clone());
+                value["kind"] = Value::String(kind.into());
+                listed.insert(ns_name(&value));
+                if gateway && !crate::traffic::gateway::accepted(&value) {
+                    accept(client.clone(), ar.clone(), value.clone());
+                }
+                store.lock().put(key, value);
+            }
+            watcher::Event::Delete(obj) => {
+                let value = serde_json::to_value(&obj).unwrap_or_default();
+                let (ns, name) = ns_name(&value);
+                store.lock().remove(key, &ns, &name);
+            }
+            watcher::Event::InitDone => {
+                // A re-list: what the server no longer has is gone.
+                let mut inner = store.lock();
+                let gone: Vec<(String, String)> = inner
+                    .objects
+                    .get(key)
+                    .map(|b| b.keys().filter(|k| !listed.contains(*k)).cloned().collect())
+                    .unwrap_or_default();
+                for (ns, name) in gone {
+                    inner.remove(key, &ns, &name);
+                }
+            }
+        }
+    }
+}
+
+/// Writes an HTTPRoute's accepted parents through the status subresource.
+fn accept(client: Client, ar: ApiResource, route: Value) {
+    tokio::spawn(async move {
+        let (ns, name) = ns_name(&route);
+        let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &ar);
+        let patch = serde_json::json!({"status": crate::traffic::gateway::status(&route)});
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::debug!("gateway: accepting HTTPRoute {ns}/{name}: {e}");
+        }
+    });
+}
