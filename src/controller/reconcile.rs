@@ -219,7 +219,6 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
 
     // Do it.
     let cookies = Cookies::next(canary, &current, &step.status);
-    let mut drift_events = Vec::new();
     let scope = Scope {
         ctx,
         canary,
@@ -240,12 +239,18 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
                 let input = route_input(canary, ctx, &plan, &namespace, *routes, &cookies);
                 let recorded = desired_routes(&plan, &status, obs.target.is_ready());
                 let outcome = scope.route(router.as_ref(), &input, recorded).await?;
+                // Reported at once, not after the status write like the step's own events:
+                // the repair is done, so a retry after a later failure finds nothing to
+                // report, and the event would be lost.
                 if let Some(found) = outcome.drift {
-                    drift_events.push(format!(
+                    let message = format!(
                         "Routing of {} was changed outside serin (primary {}%, canary {}%); \
                          restored to primary {}%, canary {}%",
                         plan.canary, found.primary, found.canary, routes.primary, routes.canary
-                    ));
+                    );
+                    ctx.events
+                        .publish(canary, EventType::Warning, &message)
+                        .await;
                 }
                 record_weights(ctx, canary, &namespace, routes.primary, routes.canary);
             }
@@ -276,9 +281,11 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
         && let Some(promoted) = primary_drift::drifted(p)
     {
         let name = scope.restore_primary_template(p, promoted).await?;
-        drift_events.push(format!(
-            "{name} was changed outside serin; the promoted template is restored"
-        ));
+        let message =
+            format!("{name} was changed outside serin; the promoted template is restored");
+        ctx.events
+            .publish(canary, EventType::Warning, &message)
+            .await;
     }
 
     // Remember it.
@@ -309,11 +316,6 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     after_status(canary, ctx, &plan, &step, &checksum).await;
     if step.status.phase == Phase::Initialized && status.phase.is_initial() && !plan.skip_analysis {
         announce_metric_providers(canary, ctx).await;
-    }
-    for message in drift_events {
-        ctx.events
-            .publish(canary, EventType::Warning, &message)
-            .await;
     }
     if step.effects.contains(&Effect::RemoveFinalizer) {
         return remove_finalizer(canary, ctx).await;

@@ -150,7 +150,12 @@ impl World {
 
     /// The controller's log (the last 40 lines of each run), for failure messages.
     pub fn logs(&self) -> String {
-        self.controller.logs(40)
+        self.controller.logs(
+            std::env::var("SERIN_TEST_LOG_LINES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(40),
+        )
     }
 
     pub fn control_plane(&self) -> ControlPlane {

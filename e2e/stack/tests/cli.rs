@@ -283,3 +283,77 @@ fn prometheus_does_not_outlive_a_killed_stack() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `up --control-plane real`: kube-local behind the same contract, with the scenario's
+/// nodes registered by the kubelet stand-in; SIGTERM stops the control plane too.
+#[test]
+fn up_on_the_real_control_plane() {
+    if std::env::var("SERIN_CONTROL_PLANES").is_ok_and(|v| !v.contains("real")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let scenario = dir.path().join("scenario.yaml");
+    std::fs::write(&scenario, "workloads:\n  nodes: 2\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_serin-stack"))
+        .args(["up", "--control-plane", "real", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .arg("--scenario")
+        .arg(&scenario)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let admin = lines.next().unwrap().unwrap();
+    assert!(admin.starts_with("admin http://127.0.0.1:"), "{admin}");
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(text.contains("server: https://127.0.0.1:"), "{text}");
+
+    // The nodes are registered right after `ready`; a moment may pass before both report.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let nodes = loop {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .args(["get", "nodes", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}"])
+            .output()
+            .expect("kubectl is required for this test");
+        let nodes = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if nodes == "node-1=True node-2=True" || Instant::now() > deadline {
+            break nodes;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(nodes, "node-1=True node-2=True");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            assert!(code.success(), "exit status {code}");
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serin-stack did not exit after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string();
+    let port = server.rsplit(':').next().unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err(),
+        "the API server stopped with the stack"
+    );
+}

@@ -433,6 +433,35 @@ fn crd() -> CustomResourceDefinition {
     .unwrap()
 }
 
+/// As the API server: a CRD in a group the Kubernetes project owns needs an approval
+/// annotation (Gateway API's CRDs carry one).
+#[tokio::test]
+async fn a_crd_in_a_protected_group_needs_the_approval_annotation() {
+    let (_stack, client) = stack().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut crd = serde_json::to_value(crd()).unwrap();
+    crd["metadata"]["name"] = json!("widgets.example.k8s.io");
+    crd["spec"]["group"] = json!("example.k8s.io");
+    let unapproved: CustomResourceDefinition = serde_json::from_value(crd.clone()).unwrap();
+    let status = api_err(
+        crds.create(&PostParams::default(), &unapproved)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status.code, 422);
+    assert!(
+        status.message.contains("api-approved.kubernetes.io"),
+        "{}",
+        status.message
+    );
+    crd["metadata"]["annotations"] =
+        json!({"api-approved.kubernetes.io": "https://example.com/approval"});
+    let approved: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
+    crds.create(&PostParams::default(), &approved)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn custom_resources() {
     let (stack, client) = stack().await;

@@ -33,6 +33,27 @@ impl Scope<'_> {
         input: &Input<'_>,
         recorded: Option<Routes>,
     ) -> Result<Outcome, Error> {
+        // Each object is applied at the resourceVersion it was read at, so an edit landing
+        // between the read and the apply is not overwritten unseen: the apply answers 409
+        // and the next attempt reads (and reports) it.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.route_once(router, input, recorded).await {
+                Err(Error::Kube { source, .. }) if is_conflict(&source) && attempt < 3 => {
+                    tracing::debug!("routing object changed while being applied; again");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn route_once(
+        &self,
+        router: &dyn Router,
+        input: &Input<'_>,
+        recorded: Option<Routes>,
+    ) -> Result<Outcome, Error> {
         let keys = router.objects(input);
         if keys.is_empty() {
             return Ok(Outcome::default());
@@ -106,6 +127,9 @@ impl Scope<'_> {
             if key.namespace.is_some() && ours {
                 object.metadata.owner_references = self.owner().map(|o| vec![o]);
             }
+            object.metadata.resource_version = live
+                .get(&key.id())
+                .and_then(|l| l.metadata.resource_version.clone());
             api(self, &key)
                 .patch(
                     &key.name,
@@ -189,4 +213,8 @@ mod tests {
         nest(&mut whole, "/spec", json!({"hosts": ["x"]}));
         assert_eq!(whole, json!({"spec": {"hosts": ["x"]}}));
     }
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
