@@ -244,7 +244,7 @@ async fn a_faulty_version_fails_with_the_value_and_the_range() {
     let evaluation = world.analyzer(&prom.url).run(&canary).await;
     assert_eq!(
         evaluation.outcome,
-        serin_core::Analysis::Fail("request-success-rate 69.70% < 99%".into())
+        serin_core::Analysis::Fail("success rate 69.70% < 99%".into())
     );
     assert_eq!(evaluation.observations[0].verdict, MetricVerdict::Fail);
     assert_eq!(evaluation.observations[1].verdict, MetricVerdict::Pass);

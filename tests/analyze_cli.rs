@@ -147,7 +147,7 @@ async fn a_faulty_canary_prints_the_failing_value_and_exits_1() {
         "{row}"
     );
     assert!(
-        stdout.contains("result: fail: request-success-rate 69.70% < 99%"),
+        stdout.contains("result: fail: success rate 69.70% < 99%"),
         "{stdout}"
     );
 }
@@ -250,9 +250,6 @@ async fn on_the_local_stack_a_healthy_canary_passes_and_a_faulty_one_fails() {
         row.contains("% ") && row.trim_end().ends_with("fail"),
         "{row}"
     );
-    assert!(
-        faulty.contains("result: fail: request-success-rate 7"),
-        "{faulty}"
-    );
+    assert!(faulty.contains("result: fail: success rate 7"), "{faulty}");
     stack.shutdown().await;
 }

@@ -203,9 +203,10 @@ async fn a_faulty_release_is_rolled_back_with_events_naming_the_value(cp: Contro
     );
     let events = world.events().await;
     assert!(
-        events
-            .iter()
-            .any(|e| e.contains("request-success-rate 7") && e.contains("< 99%")),
+        events.iter().any(
+            |e| e.contains("Halt podinfo.default advancement success rate 7")
+                && e.contains("< 99%")
+        ),
         "{events:?}"
     );
 }

@@ -124,7 +124,7 @@ async fn builtins_on_real_prometheus_pass_the_primary_and_fail_the_faulty_canary
     assert_eq!(faulty.observations[0].verdict, MetricVerdict::Fail);
     match &faulty.outcome {
         serin_core::Analysis::Fail(reason) => {
-            assert!(reason.starts_with("request-success-rate 7"), "{reason}");
+            assert!(reason.starts_with("success rate 7"), "{reason}");
             assert!(reason.ends_with("% < 99%"), "{reason}");
         }
         other => panic!("expected Fail, got {other:?}"),

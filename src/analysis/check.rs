@@ -77,31 +77,62 @@ pub fn normalize(value: f64, builtin: Option<Builtin>) -> f64 {
     if value == 0.0 { 0.0 } else { value }
 }
 
-/// `Ok` when `value` is within `bounds`; otherwise the reason, Flagger-like:
-/// `request-success-rate 69.70% < 99%`. NaN and infinities (a division by zero, a quantile
-/// in the `+Inf` bucket) are never within bounds, whatever the bounds.
-pub fn judge(name: &str, value: f64, bounds: Bounds, unit: &str) -> Result<(), String> {
-    let shown = format_value(value);
+/// `Ok` when `value` is within `bounds`; otherwise the reason, in Flagger's words (event
+/// texts that alert rules and dashboards match): `success rate 69.17% < 99%`, `request
+/// duration 1.515s > 500ms`, `<metric> 5.2 > 5`. NaN and infinities (a division by zero, a
+/// quantile in the `+Inf` bucket) are never within bounds, whatever the bounds.
+pub fn judge(
+    name: &str,
+    value: f64,
+    bounds: Bounds,
+    builtin: Option<Builtin>,
+) -> Result<(), String> {
+    let (label, show): (&str, fn(f64) -> String) = match builtin {
+        Some(Builtin::RequestSuccessRate) => ("success rate", |v| format!("{}%", format_value(v))),
+        Some(Builtin::RequestDuration) => ("request duration", go_duration_ms),
+        None => (name, format_value),
+    };
     if !value.is_finite() {
-        return Err(format!("{name} is {shown}, not a finite number"));
+        return Err(format!(
+            "{label} is {}, not a finite number",
+            format_value(value)
+        ));
     }
     if let Some(min) = bounds.min
         && value < min
     {
-        return Err(format!(
-            "{name} {shown}{unit} < {}{unit}",
-            format_value(min)
-        ));
+        return Err(format!("{label} {} < {}", show(value), show(min)));
     }
     if let Some(max) = bounds.max
         && value > max
     {
-        return Err(format!(
-            "{name} {shown}{unit} > {}{unit}",
-            format_value(max)
-        ));
+        return Err(format!("{label} {} > {}", show(value), show(max)));
     }
     Ok(())
+}
+
+/// Milliseconds as Go prints a `time.Duration`: `500ms`, `1.515s`, `1m30s`, `0s`.
+pub fn go_duration_ms(ms: f64) -> String {
+    if ms == 0.0 {
+        return "0s".into();
+    }
+    let sign = if ms < 0.0 { "-" } else { "" };
+    let ms = ms.abs();
+    if ms < 1000.0 {
+        return format!("{sign}{}ms", format_value(ms));
+    }
+    let total_secs = ms / 1000.0;
+    let hours = (total_secs / 3600.0).floor();
+    let minutes = ((total_secs - hours * 3600.0) / 60.0).floor();
+    let secs = total_secs - hours * 3600.0 - minutes * 60.0;
+    // Seconds with up to three decimals, trailing zeros dropped, as Go does.
+    let secs = format!("{:.3}", secs);
+    let secs = secs.trim_end_matches('0').trim_end_matches('.');
+    match (hours > 0.0, minutes > 0.0 || hours > 0.0) {
+        (true, _) => format!("{sign}{hours}h{minutes}m{secs}s"),
+        (false, true) => format!("{sign}{minutes}m{secs}s"),
+        (false, false) => format!("{sign}{secs}s"),
+    }
 }
 
 /// What a check means for the step.
@@ -182,21 +213,41 @@ mod tests {
             min: Some(99.0),
             max: Some(100.0),
         };
-        assert_eq!(judge("sr", 99.0, b, "%"), Ok(()));
-        assert_eq!(judge("sr", 100.0, b, "%"), Ok(()));
+        let sr = Some(Builtin::RequestSuccessRate);
+        assert_eq!(judge("sr", 99.0, b, sr), Ok(()));
+        assert_eq!(judge("sr", 100.0, b, sr), Ok(()));
+        // Flagger's words, which alert rules match: `Halt podinfo.test advancement success
+        // rate 69.70% < 99%`.
         assert_eq!(
-            judge("request-success-rate", 69.7, b, "%"),
-            Err("request-success-rate 69.70% < 99%".into())
+            judge("request-success-rate", 69.7, b, sr),
+            Err("success rate 69.70% < 99%".into())
         );
         let d = Bounds {
             min: None,
             max: Some(500.0),
         };
         assert_eq!(
-            judge("request-duration", 1515.0, d, "ms"),
-            Err("request-duration 1515ms > 500ms".into())
+            judge(
+                "request-duration",
+                1515.0,
+                d,
+                Some(Builtin::RequestDuration)
+            ),
+            Err("request duration 1.515s > 500ms".into())
         );
-        assert!(judge("x", f64::NAN, Bounds::default(), "").is_err());
+        assert_eq!(
+            judge(
+                "error-rate",
+                5.25,
+                Bounds {
+                    min: None,
+                    max: Some(5.0)
+                },
+                None
+            ),
+            Err("error-rate 5.25 > 5".into())
+        );
+        assert!(judge("x", f64::NAN, Bounds::default(), None).is_err());
         assert_eq!(
             judge(
                 "x",
@@ -205,11 +256,26 @@ mod tests {
                     min: Some(1.0),
                     max: None
                 },
-                ""
+                None
             ),
             Err("x is inf, not a finite number".into())
         );
-        assert_eq!(judge("x", 1e9, Bounds::default(), ""), Ok(()));
+        assert_eq!(judge("x", 1e9, Bounds::default(), None), Ok(()));
+    }
+
+    #[test]
+    fn milliseconds_print_as_go_durations() {
+        for (ms, go) in [
+            (0.0, "0s"),
+            (500.0, "500ms"),
+            (1515.0, "1.515s"),
+            (2000.0, "2s"),
+            (90_000.0, "1m30s"),
+            (60_000.0, "1m0s"),
+            (3_723_004.0, "1h2m3.004s"),
+        ] {
+            assert_eq!(go_duration_ms(ms), go, "{ms}");
+        }
     }
 
     #[test]

@@ -514,7 +514,7 @@ impl MetricCheck {
     /// left out of the status (JSON has no infinity); the message still shows it.
     fn judged(mut self, value: f64) -> MetricCheck {
         self.observation.value = value.is_finite().then_some(value);
-        match check::judge(&self.name, value, self.bounds, self.unit) {
+        match check::judge(&self.name, value, self.bounds, self.builtin) {
             Ok(()) => {
                 self.observation.verdict = MetricVerdict::Pass;
                 self.effect = Effect::Pass;

@@ -129,9 +129,9 @@ pub async fn rollback_requested(http: &reqwest::Client, at: Call<'_>) -> bool {
 /// Rollout hooks of one analysis step: the first failure, as the engine's failure reason.
 pub async fn rollout_checks(http: &reqwest::Client, at: Call<'_>) -> Result<(), String> {
     for hook in of_type(at.canary, HookType::Rollout) {
-        call(http, hook, at).await.map_err(|reason| {
-            format!("advancement external check {} failed {reason}", hook.name)
-        })?;
+        call(http, hook, at)
+            .await
+            .map_err(|reason| format!("external check {} failed {reason}", hook.name))?;
     }
     Ok(())
 }

@@ -27,6 +27,24 @@ pub enum Role {
 
 /// Renders the generated Service `role` of a canary whose target's selector label is
 /// `key: value`.
+/// What a taken-over apex Service is annotated with, as Flagger does: GitOps tools (Flux's
+/// kustomize and helm controllers) must not put the user's selector back, which would send
+/// production traffic to the target serin scaled to zero. Removed when it is handed back.
+pub const GITOPS_OPT_OUT: [(&str, &str); 2] = [
+    ("kustomize.toolkit.fluxcd.io/reconcile", "disabled"),
+    ("helm.toolkit.fluxcd.io/driftDetection", "disabled"),
+];
+
+/// Whether a Service carries every [`GITOPS_OPT_OUT`] annotation.
+pub fn opts_out_of_gitops(service: &Service) -> bool {
+    let annotations = service.metadata.annotations.as_ref();
+    GITOPS_OPT_OUT.iter().all(|(k, v)| {
+        annotations
+            .and_then(|a| a.get(*k))
+            .is_some_and(|value| value == v)
+    })
+}
+
 pub fn render(spec: &CanarySpec, namespace: &str, key: &str, value: &str, role: Role) -> Service {
     let apex = spec.service_name();
     let (name, selector_value, custom) = match role {

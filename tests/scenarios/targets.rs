@@ -232,7 +232,8 @@ async fn an_existing_apex_service_is_taken_over_by_its_selector_only(cp: Control
         .apply(
             &world.services(),
             json!({"apiVersion": "v1", "kind": "Service",
-                   "metadata": {"name": "podinfo", "namespace": NS, "labels": {"team": "web"}},
+                   "metadata": {"name": "podinfo", "namespace": NS, "labels": {"team": "web"},
+                                "annotations": {"team.example.com/owner": "web"}},
                    "spec": {"selector": {"app": "podinfo"},
                             "ports": [{"name": "http", "port": 9898, "targetPort": 9898}]}}),
         )
@@ -259,12 +260,59 @@ async fn an_existing_apex_service_is_taken_over_by_its_selector_only(cp: Control
         "web",
         "its owner's labels stay"
     );
+    // GitOps tools must not put the user's selector back (production traffic would go to
+    // the target serin scaled to zero): the opt-outs Flux honours, as Flagger sets them.
+    let annotations = after.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("kustomize.toolkit.fluxcd.io/reconcile")
+            .map(String::as_str),
+        Some("disabled"),
+        "{annotations:?}"
+    );
+    assert_eq!(
+        annotations
+            .get("helm.toolkit.fluxcd.io/driftDetection")
+            .map(String::as_str),
+        Some("disabled"),
+        "{annotations:?}"
+    );
+    assert_eq!(
+        annotations
+            .get("team.example.com/owner")
+            .map(String::as_str),
+        Some("web"),
+        "its owner's annotations stay"
+    );
     assert!(
         after
             .metadata
             .owner_references
             .unwrap_or_default()
             .is_empty()
+    );
+
+    // Handed back when the Canary goes: the target's selector, and GitOps in charge again.
+    world.delete_canary("podinfo").await;
+    let canaries = world.canaries();
+    wait_until(LONG, "Canary deleted", || async {
+        canaries.get_opt("podinfo").await.unwrap().is_none()
+    })
+    .await;
+    let handed_back = world.services().get("podinfo").await.unwrap();
+    assert_eq!(
+        handed_back.spec.unwrap().selector.unwrap()["app"],
+        "podinfo"
+    );
+    let annotations = handed_back.metadata.annotations.unwrap_or_default();
+    assert!(
+        !annotations.contains_key("kustomize.toolkit.fluxcd.io/reconcile")
+            && !annotations.contains_key("helm.toolkit.fluxcd.io/driftDetection")
+            && annotations
+                .get("team.example.com/owner")
+                .map(String::as_str)
+                == Some("web"),
+        "{annotations:?}"
     );
 }
 

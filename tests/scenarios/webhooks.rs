@@ -109,9 +109,9 @@ async fn failing_rollout_checks_roll_the_release_back_at_the_threshold(cp: Contr
         .await;
     let events = world.events("podinfo").await;
     assert!(
-        events.iter().any(|e| e.contains(
-            "Halt advancement podinfo.default advancement external check acceptance failed 500"
-        ) && e.contains("not ready to go")),
+        events.iter().any(|e| e
+            .contains("Halt podinfo.default advancement external check acceptance failed 500")
+            && e.contains("not ready to go")),
         "{events:#?}"
     );
     let bodies = hook.bodies.lock().await;

@@ -376,7 +376,7 @@ impl Tick<'_> {
                         );
                         return self.roll_back_because(msg);
                     }
-                    let msg = format!("Halt advancement {} {reason}", self.plan.canary);
+                    let msg = halt_message(&self.plan.canary, &reason);
                     self.event(EventType::Warning, msg);
                     return self.done(self.plan.interval);
                 }
@@ -649,7 +649,7 @@ impl Tick<'_> {
 
     fn fail_check(&mut self, reason: String) -> Flow {
         self.next.failed_checks = self.prev.failed_checks + 1;
-        let msg = format!("Halt advancement {} {reason}", self.plan.canary);
+        let msg = halt_message(&self.plan.canary, &reason);
         self.event(EventType::Warning, msg);
         if self.next.failed_checks >= self.plan.threshold {
             return self.roll_back_on_threshold();
@@ -865,6 +865,17 @@ fn readiness_reason(readiness: &Readiness, which: &str) -> String {
 }
 
 /// `<name>.<ns>` → `<name>-primary.<ns>`.
+/// A failed or held check's Warning event, in Flagger's words, which alert rules and
+/// dashboards match: `Halt podinfo.test advancement success rate 69.17% < 99%`, but
+/// `Halt advancement no values found for ...` when the query found nothing.
+fn halt_message(canary: &str, reason: &str) -> String {
+    if reason.starts_with("no values found") {
+        format!("Halt advancement {reason}")
+    } else {
+        format!("Halt {canary} advancement {reason}")
+    }
+}
+
 fn primary_name(target: &str) -> String {
     match target.split_once('.') {
         Some((name, ns)) => format!("{name}-primary.{ns}"),

@@ -292,12 +292,27 @@ fn a_failed_check_below_the_threshold_halts_the_step() {
     let mut s = status(Phase::Progressing, "v2");
     s.canary_weight = 20;
     let mut obs = ready("v2");
-    obs.probes.analysis = Some(Analysis::Fail("request-duration 800 > 500".into()));
+    obs.probes.analysis = Some(Analysis::Fail("success rate 69.17% < 99%".into()));
     let r = run(&plan, &s, &obs, t(60));
     assert_eq!(r.phase(), Phase::Progressing);
     assert_eq!(r.step.status.failed_checks, 1);
     assert_eq!(r.step.status.canary_weight, 20);
-    assert!(r.event_with("Halt advancement podinfo.test request-duration 800 > 500"));
+    // Exactly Flagger's text, which alert rules and dashboards match.
+    assert!(r.event_with("Halt podinfo.test advancement success rate 69.17% < 99%"));
+}
+
+#[test]
+fn a_check_without_data_halts_in_flaggers_words() {
+    let plan = canary_plan();
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 20;
+    let mut obs = ready("v2");
+    let reason = "no values found for prometheus metric request-success-rate probably \
+                  podinfo.test is not receiving traffic: the query returned no series";
+    obs.probes.analysis = Some(Analysis::Fail(reason.into()));
+    let r = run(&plan, &s, &obs, t(60));
+    assert_eq!(r.step.status.failed_checks, 1);
+    assert!(r.event_with(&format!("Halt advancement {reason}")));
 }
 
 #[test]

@@ -158,13 +158,28 @@ fn canary_rules() {
             vec!["spec.analysis.interval"],
         ),
         (
-            "metric interval in ms",
+            "metric interval in ms (Go's syntax, within the CRD's pattern)",
             vec![("/spec/analysis/metrics/1/interval", json!("500ms"))],
-            vec!["spec.analysis.metrics[1].interval"],
+            vec![],
         ),
         (
             "compound webhook timeout",
             vec![("/spec/analysis/webhooks/0/timeout", json!("1m30s"))],
+            vec![],
+        ),
+        (
+            "compound analysis interval",
+            vec![("/spec/analysis/interval", json!("1m30s"))],
+            vec![],
+        ),
+        (
+            "metric interval without a unit",
+            vec![("/spec/analysis/metrics/1/interval", json!("30"))],
+            vec!["spec.analysis.metrics[1].interval"],
+        ),
+        (
+            "webhook timeout with an unknown unit",
+            vec![("/spec/analysis/webhooks/0/timeout", json!("5sec"))],
             vec!["spec.analysis.webhooks[0].timeout"],
         ),
         // one-of

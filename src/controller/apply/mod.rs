@@ -305,7 +305,10 @@ impl Scope<'_> {
         let owned = live.as_ref().is_none_or(|s| self.controls(&s.metadata));
         if let Some(live) = &live
             && same_routing(live, &desired)
-            && (!owned || live.metadata.owner_references.is_some())
+            && match owned {
+                true => live.metadata.owner_references.is_some(),
+                false => services::opts_out_of_gitops(live),
+            }
         {
             return Ok(());
         }
@@ -313,9 +316,15 @@ impl Scope<'_> {
             desired.metadata.owner_references = self.owner().map(|o| vec![o]);
         } else {
             // Taking over someone else's apex Service: only its selector and ports change,
-            // so its clients never see it disappear and its owner keeps the rest.
+            // so its clients never see it disappear and its owner keeps the rest; GitOps
+            // tools are told to leave it alone meanwhile.
             desired.metadata.labels = None;
-            desired.metadata.annotations = None;
+            desired.metadata.annotations = Some(
+                services::GITOPS_OPT_OUT
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
         }
         self.apply(&name, &desired).await.map(|_| ())
     }
@@ -431,12 +440,23 @@ impl Scope<'_> {
         let selector = live.spec.as_ref().and_then(|s| s.selector.clone());
         let wanted = BTreeMap::from([(label.clone(), value.clone())]);
         let owned = owners.len() != live.metadata.owner_references.as_ref().map_or(0, Vec::len);
-        if selector.as_ref() == Some(&wanted) && !owned {
+        let opted_out = live.metadata.annotations.as_ref().is_some_and(|a| {
+            services::GITOPS_OPT_OUT
+                .iter()
+                .any(|(k, _)| a.contains_key(*k))
+        });
+        if selector.as_ref() == Some(&wanted) && !owned && !opted_out {
             return Ok(());
         }
         let api: Api<Service> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        // GitOps is in charge again: the opt-outs serin added go (null removes a key).
+        let annotations: serde_json::Map<String, serde_json::Value> = services::GITOPS_OPT_OUT
+            .iter()
+            .map(|(k, _)| (k.to_string(), serde_json::Value::Null))
+            .collect();
         let patch = json!({
-            "metadata": {"ownerReferences": owners, "resourceVersion": live.resource_version()},
+            "metadata": {"ownerReferences": owners, "resourceVersion": live.resource_version(),
+                "annotations": annotations},
             "spec": {"selector": wanted},
         });
         api.patch(&apex, &PatchParams::default(), &Patch::Merge(&patch))

@@ -197,6 +197,10 @@ fn nest(patch: &mut serde_json::Value, path: &str, value: serde_json::Value) {
     }
 }
 
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,8 +217,4 @@ mod tests {
         nest(&mut whole, "/spec", json!({"hosts": ["x"]}));
         assert_eq!(whole, json!({"spec": {"hosts": ["x"]}}));
     }
-}
-
-fn is_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
