@@ -1,9 +1,7 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    match serin::cli::Cli::parse().run() {
+    match serin::cli::Cli::from_env().run() {
         Ok(code) => code,
         Err(error) => {
             eprintln!("serin: {error:#}");

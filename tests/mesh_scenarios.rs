@@ -315,9 +315,10 @@ async fn istio_faulty_release_rolled_back_on_the_success_rate(cp: ControlPlane) 
     );
     let events = world.events().await;
     assert!(
-        events
-            .iter()
-            .any(|e| e.contains("request-success-rate") && e.contains("< 99%")),
+        events.iter().any(
+            |e| e.starts_with("Halt podinfo.default advancement success rate ")
+                && e.ends_with("% < 99%")
+        ),
         "{events:#?}"
     );
 }

@@ -117,7 +117,9 @@ pub struct CanarySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_ref: Option<UpstreamRef>,
     /// The Services serin generates (`<name>`, `<name>-primary`, `<name>-canary`) and the
-    /// routing options of the provider.
+    /// routing options of the provider. Required, except for a Knative Service target
+    /// (Knative routes between its revisions itself), as in Flagger's CRD.
+    #[serde(default)]
     pub service: CanaryService,
     /// How the new version is analysed and how traffic is shifted to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -74,10 +74,16 @@ pub struct ControllerArgs {
     /// Shortest accepted analysis interval; shorter ones are raised to it.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_min_interval)]
     pub min_analysis_interval: Duration,
+    /// Flagger flags given but not implemented: one warning each at start.
+    #[arg(skip)]
+    pub ignored_flags: Vec<String>,
 }
 
 pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args)?;
+    for warning in &args.ignored_flags {
+        tracing::warn!("{warning}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

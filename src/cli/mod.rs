@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod check;
 pub mod controller;
 pub mod crds;
+pub mod flagger_flags;
 pub mod plan;
 
 /// Progressive delivery for Kubernetes, speaking Flagger's API.
@@ -34,6 +35,17 @@ pub enum Command {
 }
 
 impl Cli {
+    /// Parses the process's arguments, Flagger's controller flags included (see
+    /// `flagger_flags`).
+    pub fn from_env() -> Cli {
+        let (args, warnings) = flagger_flags::normalize(std::env::args_os().collect());
+        let mut cli = Cli::parse_from(args);
+        if let Command::Controller(c) = &mut cli.command {
+            c.ignored_flags = warnings;
+        }
+        cli
+    }
+
     /// Runs the selected subcommand.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {

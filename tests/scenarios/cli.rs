@@ -35,3 +35,59 @@ fn bad_flags_name_the_flag() {
     assert_eq!(code, 2);
     assert!(err.contains("--log-level"), "{err}");
 }
+
+/// A Flagger chart's argument list (single dashes, no subcommand) starts the controller, with
+/// one warning per Flagger flag serin does not implement.
+#[tokio::test]
+async fn a_flagger_argument_list_starts_the_controller() {
+    let world = serin_testkit::WorldConfig::new(
+        env!("CARGO_BIN_EXE_serin"),
+        serin_testkit::ControlPlane::Emulator,
+    )
+    .without_controller()
+    .start()
+    .await;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let kubeconfig = format!("-kubeconfig={}", world.stack.kubeconfig_path().display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_serin"))
+        .args([
+            kubeconfig.as_str(),
+            "-mesh-provider=istio",
+            "-metrics-server=http://prometheus:9090",
+            "-enable-leader-election=true",
+            "-leader-election-namespace",
+            "flagger-system",
+            "-port=0",
+        ])
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let text = loop {
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        if text.contains("serin controller starting") {
+            break text;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("exited with {status}: {text}");
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "not started: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("mesh_provider=istio"), "{text}");
+    for flag in [
+        "`-enable-leader-election=true`",
+        "`-leader-election-namespace flagger-system`",
+    ] {
+        assert_eq!(
+            text.matches(flag).count(),
+            1,
+            "one warning naming {flag}: {text}"
+        );
+    }
+}

@@ -845,6 +845,37 @@ pub(crate) fn delete_locked(
     Ok(((*stored).clone(), false))
 }
 
+/// Server-side apply builds a typed object from the applied configuration: a field the
+/// custom resource's schema does not declare (and does not preserve) is an error, not pruned
+/// as in other writes, with the API server's status and message.
+fn undeclared_fields(
+    rt: &ResourceType,
+    version: &str,
+    name: &str,
+    api_version: &str,
+    applied: &Value,
+) -> ApiResult<()> {
+    if rt.builtin {
+        return Ok(());
+    }
+    let Some(schema) = rt.version(version).and_then(|v| v.schema.as_ref()) else {
+        return Ok(());
+    };
+    let mut probe = applied.clone();
+    let pruned = schema::prune_and_default(&mut probe, schema);
+    match pruned.first() {
+        None => Ok(()),
+        Some(field) => Err(ApiError::new(
+            500,
+            "InternalError",
+            format!(
+                "failed to create typed patch object (/{name}; {api_version}, Kind={}): .{field}: field not declared in schema",
+                rt.kind
+            ),
+        )),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn apply_patch(
     inner: &mut Inner,
@@ -885,8 +916,9 @@ fn apply_patch(
         ));
     }
     applied["metadata"]["name"] = json!(name);
-    let time = now();
     let api_version = rt.api_version(version);
+    undeclared_fields(rt, version, name, &api_version, &applied)?;
+    let time = now();
     let req = ApplyRequest {
         manager: &opts.manager,
         force: opts.force,

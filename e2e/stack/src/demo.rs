@@ -49,8 +49,10 @@ fn open_crd(group: &str, kind: &str, plural: &str, versions: &[&str]) -> Value {
                 "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}})
         })
         .collect();
+    // Gateway API's group is under k8s.io: the API server wants the approval annotation.
     json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.{group}")},
+        "metadata": {"name": format!("{plural}.{group}"),
+            "annotations": {"api-approved.kubernetes.io": "unapproved, serin-stack demo"}},
         "spec": {"group": group, "scope": "Namespaced",
             "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind},
             "versions": versions}})

@@ -433,6 +433,61 @@ fn crd() -> CustomResourceDefinition {
     .unwrap()
 }
 
+/// As the API server: server-side apply builds a typed object, so a field the schema does
+/// not declare is an error (other writes prune it), and a stale resourceVersion in the
+/// applied configuration is a conflict.
+#[tokio::test]
+async fn server_side_apply_of_custom_resources_is_typed_and_can_be_conditional() {
+    let (_stack, client) = stack().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &crd()).await.unwrap();
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    );
+    let widgets: Api<DynamicObject> = Api::default_namespaced_with(client.clone(), &ar);
+    let apply = PatchParams::apply("test");
+    let undeclared = json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w"}, "mesh": "default", "spec": {"size": 1}});
+    let status = api_err(
+        widgets
+            .patch("w", &apply, &Patch::Apply(&undeclared))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status.code, 500);
+    assert!(
+        status
+            .message
+            .ends_with("(/w; example.com/v1, Kind=Widget): .mesh: field not declared in schema"),
+        "{}",
+        status.message
+    );
+    let ok = json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w"}, "spec": {"size": 1}});
+    let created = widgets
+        .patch("w", &apply, &Patch::Apply(&ok))
+        .await
+        .unwrap();
+    let rv = created.metadata.resource_version.clone().unwrap();
+    let mut bumped = ok.clone();
+    bumped["spec"]["size"] = json!(2);
+    widgets
+        .patch("w", &apply, &Patch::Apply(&bumped))
+        .await
+        .unwrap();
+    let mut stale = ok.clone();
+    stale["metadata"]["resourceVersion"] = json!(rv);
+    stale["spec"]["size"] = json!(3);
+    let status = api_err(
+        widgets
+            .patch("w", &apply, &Patch::Apply(&stale))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status.code, 409, "{}", status.message);
+}
+
 /// As the API server: a CRD in a group the Kubernetes project owns needs an approval
 /// annotation (Gateway API's CRDs carry one).
 #[tokio::test]

@@ -201,6 +201,15 @@ fn routing_rules(spec: &CanarySpec, default_provider: Provider, p: &mut Vec<Prob
         }
         _ => {}
     }
+    // Port 0 is what an absent `service` reads as (a given but broken port is reported by
+    // the schema check at the same path).
+    if !spec.is_knative_target() && spec.service.port == 0 {
+        p.push(Problem::new(
+            "spec.service.port",
+            "required: set spec.service.port, the port of the Services serin generates (only \
+             a Knative Service target goes without spec.service)",
+        ));
+    }
     if spec.is_knative_target() {
         if provider != Provider::Knative {
             p.push(Problem::new(

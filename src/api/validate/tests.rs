@@ -362,6 +362,20 @@ fn canary_rules() {
             vec![],
         ),
         (
+            "knative target without spec.service (Flagger's CRD does not require it)",
+            vec![
+                knative_target.clone(),
+                ("/spec/provider", json!("knative")),
+                ("/spec/service", Value::Null),
+            ],
+            vec![],
+        ),
+        (
+            "deployment target without spec.service",
+            vec![("/spec/service", Value::Null)],
+            vec!["spec.service.port"],
+        ),
+        (
             "knative target with an autoscaler",
             vec![
                 knative_target.clone(),

@@ -70,7 +70,9 @@ pub async fn crd(client: &kube::Client, group: &str, version: &str, kind: &str, 
         client,
         json!({
             "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": format!("{plural}.{group}")},
+            // Approved, for groups under k8s.io (Gateway API) as the API server requires.
+            "metadata": {"name": format!("{plural}.{group}"),
+                "annotations": {"api-approved.kubernetes.io": "unapproved, test"}},
             "spec": {"group": group, "scope": "Namespaced",
                 "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind},
                 "versions": [{"name": version, "served": true, "storage": true, "subresources": {"status": {}},
