@@ -74,6 +74,10 @@ pub struct ControllerArgs {
     /// Shortest accepted analysis interval; shorter ones are raised to it.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_min_interval)]
     pub min_analysis_interval: Duration,
+    /// URL receiving every Canary event (Flagger's event webhook payload) of Canaries that
+    /// have no `type: event` webhook of their own.
+    #[arg(long, env = "EVENT_WEBHOOK_URL", value_name = "URL")]
+    pub event_webhook: Option<String>,
     /// Flagger flags given but not implemented: one warning each at start.
     #[arg(skip)]
     pub ignored_flags: Vec<String>,
@@ -175,6 +179,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
             nginx_annotations_prefix: args.ingress_annotations_prefix.clone(),
             ingress_class: args.ingress_class.clone(),
         },
+        event_webhook: args.event_webhook.clone(),
     };
     controller::run(client, config, telemetry, shutdown_signal()).await
 }

@@ -21,6 +21,7 @@ const IMPLEMENTED: &[&str] = &[
     "ingress-annotations-prefix",
     "ingress-class",
     "enable-config-tracking",
+    "event-webhook",
 ];
 
 /// Flagger controller flags serin does not implement (yet): name and whether Go's flag
@@ -38,7 +39,6 @@ const NOT_IMPLEMENTED: &[(&str, bool)] = &[
     ("slack-channel", true),
     ("msteams-url", true),
     ("msteams-proxy-url", true),
-    ("event-webhook", true),
     ("threadiness", true),
     ("enable-leader-election", false),
     ("leader-election-namespace", true),

@@ -29,6 +29,8 @@ pub struct Config {
     pub include_label_prefixes: Vec<String>,
     pub min_interval: Duration,
     pub router: crate::controller::router::Options,
+    /// Flagger's `-event-webhook`: receives the events of Canaries without event webhooks.
+    pub event_webhook: Option<String>,
 }
 
 /// Reflector caches of what serin reads on every step.

@@ -15,6 +15,7 @@ use serin_core::EventType;
 use tokio::sync::Mutex;
 
 use crate::api::Canary;
+use crate::controller::event_webhooks::EventHooks;
 
 /// Flagger's reason for every canary event; existing event filters key on it.
 pub const REASON: &str = "Synced";
@@ -43,13 +44,16 @@ struct Seen {
 pub struct Events {
     client: Client,
     seen: Mutex<HashMap<Key, Seen>>,
+    hooks: Option<EventHooks>,
 }
 
 impl Events {
-    pub fn new(client: Client) -> Events {
+    /// `hooks`: where events are also POSTed (Flagger's event webhooks); `None` in tests.
+    pub fn new(client: Client, hooks: Option<EventHooks>) -> Events {
         Events {
             client,
             seen: Mutex::new(HashMap::new()),
+            hooks,
         }
     }
 
@@ -61,6 +65,9 @@ impl Events {
             tracing::warn!(event = message, "canary event");
         } else {
             tracing::info!(event = message, "canary event");
+        }
+        if let Some(hooks) = &self.hooks {
+            hooks.send(canary, kind, message);
         }
         if let Err(e) = self.write(canary, warning, message).await {
             tracing::warn!(error = %e, "could not record event");

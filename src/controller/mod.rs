@@ -25,6 +25,7 @@ pub mod apply;
 pub mod conditions;
 pub mod context;
 pub mod error;
+pub mod event_webhooks;
 pub mod events;
 pub mod metrics;
 pub mod reconcile;
@@ -141,6 +142,7 @@ pub async fn run(
         config.mesh_provider,
     )?
     .with_caches(templates.clone(), secrets.clone());
+    let event_hooks = event_webhooks::EventHooks::start(http.clone(), config.event_webhook.clone());
     let ctx = Arc::new(Context {
         analyzer,
         client: client.clone(),
@@ -153,7 +155,7 @@ pub async fn run(
             secrets,
             templates,
         },
-        events: events::Events::new(client.clone()),
+        events: events::Events::new(client.clone(), Some(event_hooks)),
         http,
         telemetry: telemetry.clone(),
         written: Default::default(),

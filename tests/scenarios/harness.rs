@@ -16,6 +16,14 @@ pub async fn world(cp: ControlPlane) -> World {
         .await
 }
 
+/// The same, the controller to be started by the test (with its own flags).
+pub async fn world_without_controller(cp: ControlPlane) -> World {
+    WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
+        .without_controller()
+        .start()
+        .await
+}
+
 /// A podinfo-like Deployment (`app: <name>`, container `app`).
 pub fn deployment(name: &str, image: &str, replicas: i32) -> Value {
     json!({

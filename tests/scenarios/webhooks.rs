@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
-use crate::harness::{ControlPlane, canary, deployment, world};
+use crate::harness::{ControlPlane, canary, deployment, world, world_without_controller};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -167,7 +167,85 @@ async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens(cp: Co
     );
 }
 
+/// Flagger's event webhooks: each event on the Canary is POSTed, in order, to its `type:
+/// event` hook; a Canary without one sends its events to the global `--event-webhook`.
+async fn events_reach_the_event_webhooks(cp: ControlPlane) {
+    let own = Hook::start(200).await;
+    let global = Hook::start(200).await;
+    let mut world = world_without_controller(cp).await;
+    world.start_controller(&["--event-webhook", &global.url]);
+    for name in ["podinfo", "other"] {
+        world
+            .apply(&world.deployments(), deployment(name, "podinfo:6.0.0", 1))
+            .await;
+    }
+    let mut c = canary("podinfo", 1);
+    c["spec"]["analysis"]["webhooks"] =
+        json!([{"name": "events", "type": "event", "url": own.url, "metadata": {"team": "web"}}]);
+    world.apply(&world.canaries(), c).await;
+    world.apply(&world.canaries(), canary("other", 1)).await;
+    for name in ["podinfo", "other"] {
+        world.wait_phase(name, Phase::Initialized, LONG).await;
+    }
+    let messages = |bodies: &[Value], name: &str| -> Vec<String> {
+        bodies
+            .iter()
+            .filter(|b| b["name"] == name)
+            .map(|b| {
+                b["metadata"]["eventMessage"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    };
+    crate::harness::wait_until(LONG, "events delivered", || async {
+        messages(&own.bodies.lock().await, "podinfo")
+            .iter()
+            .any(|m| m == "Initialization done! podinfo.default")
+            && messages(&global.bodies.lock().await, "other")
+                .iter()
+                .any(|m| m == "Initialization done! other.default")
+    })
+    .await;
+    let own_bodies = own.bodies.lock().await.clone();
+    assert!(
+        messages(&own_bodies, "other").is_empty(),
+        "each Canary's events go to its own hooks only"
+    );
+    assert!(
+        messages(&global.bodies.lock().await, "podinfo").is_empty(),
+        "a Canary with an event hook does not use the global one"
+    );
+    let done = own_bodies
+        .iter()
+        .find(|b| b["metadata"]["eventMessage"] == "Initialization done! podinfo.default")
+        .unwrap();
+    assert_eq!(done["namespace"], "default");
+    assert_eq!(done["metadata"]["eventType"], "Normal");
+    assert_eq!(done["metadata"]["team"], "web");
+    assert!(
+        done["metadata"]["timestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<i64>().ok())
+            .is_some_and(|t| t > 1_600_000_000_000),
+        "Unix milliseconds as a string: {done}"
+    );
+    // In the order they were recorded: the first event came before initialization finished.
+    let order = messages(&own_bodies, "podinfo");
+    let first = order
+        .iter()
+        .position(|m| m.contains("primary not ready yet"));
+    let last = order
+        .iter()
+        .position(|m| m.starts_with("Initialization done!"));
+    if let Some(first) = first {
+        assert!(Some(first) < last, "{order:?}");
+    }
+}
+
 serin_testkit::on_every_control_plane!(
+    events_reach_the_event_webhooks,
     failing_rollout_checks_roll_the_release_back_at_the_threshold,
     a_closed_confirm_promotion_gate_holds_the_release_until_it_opens,
 );
