@@ -98,6 +98,7 @@ pub fn render(
         let mut json = serde_json::to_value(pod)
             .map_err(|e| PrimaryError::Template(name.clone(), e.to_string()))?;
         rename_config_refs(&mut json, rules.tracked_configmaps, rules.tracked_secrets);
+        rename_pod_selectors(&mut json, &key, &value, &primary_value);
         template.spec = Some(
             serde_json::from_value(json)
                 .map_err(|e| PrimaryError::Template(name.clone(), e.to_string()))?,
@@ -219,6 +220,61 @@ pub fn filtered(
         .collect()
 }
 
+/// Points the pod anti-affinity terms and topology spread constraints that select the
+/// target's pods (selector label `key` = `value`) at the primary's pods instead, as Flagger's
+/// copy does: otherwise the primary would spread against, or avoid, the wrong pods.
+fn rename_pod_selectors(pod: &mut Value, key: &str, value: &str, primary_value: &str) {
+    let rename = |selector: &mut Value| {
+        if let Some(labels) = selector
+            .get_mut("matchLabels")
+            .and_then(Value::as_object_mut)
+            && labels.get(key).and_then(Value::as_str) == Some(value)
+        {
+            labels.insert(key.to_string(), primary_value.into());
+        }
+        let expressions = selector
+            .get_mut("matchExpressions")
+            .and_then(Value::as_array_mut);
+        for expr in expressions.into_iter().flatten() {
+            if expr.get("key").and_then(Value::as_str) != Some(key) {
+                continue;
+            }
+            let values = expr.get_mut("values").and_then(Value::as_array_mut);
+            for v in values.into_iter().flatten() {
+                if v.as_str() == Some(value) {
+                    *v = primary_value.into();
+                }
+            }
+        }
+    };
+    if let Some(anti) = pod.pointer_mut("/affinity/podAntiAffinity") {
+        let required = anti
+            .get_mut("requiredDuringSchedulingIgnoredDuringExecution")
+            .and_then(Value::as_array_mut);
+        for term in required.into_iter().flatten() {
+            if let Some(selector) = term.get_mut("labelSelector") {
+                rename(selector);
+            }
+        }
+        let preferred = anti
+            .get_mut("preferredDuringSchedulingIgnoredDuringExecution")
+            .and_then(Value::as_array_mut);
+        for term in preferred.into_iter().flatten() {
+            if let Some(selector) = term.pointer_mut("/podAffinityTerm/labelSelector") {
+                rename(selector);
+            }
+        }
+    }
+    let spread = pod
+        .get_mut("topologySpreadConstraints")
+        .and_then(Value::as_array_mut);
+    for constraint in spread.into_iter().flatten() {
+        if let Some(selector) = constraint.get_mut("labelSelector") {
+            rename(selector);
+        }
+    }
+}
+
 /// Points every reference to a tracked ConfigMap or Secret at its `-primary` copy: volumes,
 /// projected sources, env and envFrom of containers and init containers.
 fn rename_config_refs(pod: &mut Value, configmaps: &BTreeSet<String>, secrets: &BTreeSet<String>) {
@@ -267,6 +323,61 @@ mod tests {
 
     fn labels() -> Vec<String> {
         vec!["app".into(), "name".into(), "app.kubernetes.io/name".into()]
+    }
+
+    #[test]
+    fn anti_affinity_and_spread_selectors_of_the_target_point_at_the_primary() {
+        let mut t = target();
+        let mut json = serde_json::to_value(&t).unwrap();
+        let selector = json!({"matchLabels": {"app": "podinfo", "tier": "web"},
+            "matchExpressions": [{"key": "app", "operator": "In", "values": ["podinfo", "other"]}]});
+        json["spec"]["template"]["spec"]["affinity"] = json!({"podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": selector, "topologyKey": "kubernetes.io/hostname"}],
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "podinfo"}},
+                    "topologyKey": "topology.kubernetes.io/zone"}}]}});
+        json["spec"]["template"]["spec"]["topologySpreadConstraints"] = json!([
+            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+             "labelSelector": {"matchLabels": {"app": "podinfo"}}},
+            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+             "labelSelector": {"matchLabels": {"app": "unrelated"}}}]);
+        t = serde_json::from_value(json).unwrap();
+        let selector_labels = labels();
+        let none = BTreeSet::new();
+        let rules = CopyRules {
+            selector_labels: &selector_labels,
+            include_label_prefixes: &[],
+            tracked_configmaps: &none,
+            tracked_secrets: &none,
+            has_autoscaler: false,
+            promotion_id: "id",
+        };
+        let p = serde_json::to_value(render(&t, None, &rules).unwrap()).unwrap();
+        let pod = &p["spec"]["template"]["spec"];
+        let required = &pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            [0]["labelSelector"];
+        assert_eq!(
+            required["matchLabels"],
+            json!({"app": "podinfo-primary", "tier": "web"})
+        );
+        assert_eq!(
+            required["matchExpressions"][0]["values"],
+            json!(["podinfo-primary", "other"])
+        );
+        assert_eq!(
+            pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+                [0]["podAffinityTerm"]["labelSelector"]["matchLabels"]["app"],
+            "podinfo-primary"
+        );
+        assert_eq!(
+            pod["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"]["app"],
+            "podinfo-primary"
+        );
+        assert_eq!(
+            pod["topologySpreadConstraints"][1]["labelSelector"]["matchLabels"]["app"], "unrelated",
+            "selectors of other pods are left alone"
+        );
     }
 
     #[test]
