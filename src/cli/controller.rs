@@ -78,6 +78,10 @@ pub struct ControllerArgs {
     /// have no `type: event` webhook of their own.
     #[arg(long, env = "EVENT_WEBHOOK_URL", value_name = "URL")]
     pub event_webhook: Option<String>,
+    /// Refuse Canaries whose upstreamRef, metric templateRef or alert providerRef names
+    /// another namespace (multi-tenant clusters).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub no_cross_namespace_refs: bool,
     /// Flagger flags given but not implemented: one warning each at start.
     #[arg(skip)]
     pub ignored_flags: Vec<String>,
@@ -180,6 +184,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
             ingress_class: args.ingress_class.clone(),
         },
         event_webhook: args.event_webhook.clone(),
+        no_cross_namespace_refs: args.no_cross_namespace_refs,
     };
     controller::run(client, config, telemetry, shutdown_signal()).await
 }

@@ -22,6 +22,7 @@ const IMPLEMENTED: &[&str] = &[
     "ingress-class",
     "enable-config-tracking",
     "event-webhook",
+    "no-cross-namespace-refs",
 ];
 
 /// Flagger controller flags serin does not implement (yet): name and whether Go's flag
@@ -43,7 +44,6 @@ const NOT_IMPLEMENTED: &[(&str, bool)] = &[
     ("enable-leader-election", false),
     ("leader-election-namespace", true),
     ("cluster-name", true),
-    ("no-cross-namespace-refs", false),
     ("version", false),
 ];
 

@@ -31,6 +31,8 @@ pub struct Config {
     pub router: crate::controller::router::Options,
     /// Flagger's `-event-webhook`: receives the events of Canaries without event webhooks.
     pub event_webhook: Option<String>,
+    /// Flagger's `-no-cross-namespace-refs`: refuse references to other namespaces.
+    pub no_cross_namespace_refs: bool,
 }
 
 /// Reflector caches of what serin reads on every step.

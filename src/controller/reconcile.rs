@@ -104,6 +104,20 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
             });
         }
     };
+    if ctx.config.no_cross_namespace_refs {
+        let problems = crate::api::validate::cross_namespace_refs(canary);
+        if !problems.is_empty() && !deleting {
+            let message = problems
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(Error::Blocked {
+                reason: "CrossNamespaceRef",
+                message,
+            });
+        }
+    }
     let provider = canary.spec.provider_or(ctx.config.mesh_provider);
     let router = router::for_provider(provider).map_err(|message| Error::Blocked {
         reason: "ProviderNotSupported",

@@ -6,7 +6,10 @@ use std::time::Duration;
 use serde_json::json;
 use serin_core::Phase;
 
-use crate::harness::{ControlPlane, NS, canary, deployment, initialized, ready_condition, world};
+use crate::harness::{
+    ControlPlane, NS, canary, deployment, initialized, ready_condition, world,
+    world_without_controller,
+};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -124,7 +127,32 @@ async fn an_invalid_spec_is_reported_with_its_field(cp: ControlPlane) {
         .await;
 }
 
+/// `--no-cross-namespace-refs` (Flagger's multi-tenancy guard): a Canary using another
+/// namespace's MetricTemplate is refused with the field named.
+async fn a_cross_namespace_reference_is_refused_when_disabled(cp: ControlPlane) {
+    let mut world = world_without_controller(cp).await;
+    world.start_controller(&["--no-cross-namespace-refs"]);
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 1),
+        )
+        .await;
+    let mut c = canary("podinfo", 2);
+    c["spec"]["analysis"]["metrics"] = json!([{"name": "errors", "interval": "1m",
+        "templateRef": {"name": "errors", "namespace": "shared"}, "thresholdRange": {"max": 1}}]);
+    world.apply(&world.canaries(), c).await;
+    let (reason, message) = world.wait_blocked("podinfo").await;
+    assert_eq!(reason, "CrossNamespaceRef");
+    assert!(
+        message.contains("spec.analysis.metrics[0].templateRef.namespace")
+            && message.contains("`shared`"),
+        "{message}"
+    );
+}
+
 serin_testkit::on_every_control_plane!(
+    a_cross_namespace_reference_is_refused_when_disabled,
     a_missing_target_is_reported_and_picked_up_when_it_appears,
     a_missing_metric_template_is_reported_and_retried_when_created,
     a_routing_object_that_cannot_be_rendered_is_reported,

@@ -48,6 +48,60 @@ impl std::fmt::Display for Problem {
 /// Semantic problems of a Canary. `default_provider` is the provider used when
 /// `spec.provider` is not set (the controller's `--mesh-provider`, Flagger's default
 /// [`Provider::Istio`]).
+/// Flagger's `-no-cross-namespace-refs`: every reference of a Canary (upstreamRef, metric
+/// templateRef, alert providerRef) must stay in the Canary's namespace, so one tenant cannot
+/// use another's templates, secrets or alert channels.
+pub fn cross_namespace_refs(canary: &Canary) -> Vec<Problem> {
+    let own = canary.metadata.namespace.as_deref().unwrap_or_default();
+    let foreign = |ns: Option<&str>| ns.is_some_and(|ns| ns != own);
+    let mut problems = Vec::new();
+    let refused = |ns: Option<&str>| {
+        format!(
+            "refers to namespace `{}` but cross-namespace references are disabled \
+             (--no-cross-namespace-refs): move the object into `{own}` or drop the namespace",
+            ns.unwrap_or_default()
+        )
+    };
+    if let Some(u) = &canary.spec.upstream_ref
+        && foreign(u.namespace.as_deref())
+    {
+        problems.push(Problem::new(
+            "spec.upstreamRef.namespace",
+            refused(u.namespace.as_deref()),
+        ));
+    }
+    let analysis = canary.spec.analysis();
+    for (i, m) in analysis
+        .map(|a| a.metrics())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        if let Some(t) = &m.template_ref
+            && foreign(t.namespace.as_deref())
+        {
+            problems.push(Problem::new(
+                format!("spec.analysis.metrics[{i}].templateRef.namespace"),
+                refused(t.namespace.as_deref()),
+            ));
+        }
+    }
+    for (i, a) in analysis
+        .map(|a| a.alerts())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        if foreign(a.provider_ref.namespace.as_deref()) {
+            problems.push(Problem::new(
+                format!("spec.analysis.alerts[{i}].providerRef.namespace"),
+                refused(a.provider_ref.namespace.as_deref()),
+            ));
+        }
+    }
+    problems
+}
+
 pub fn canary(canary: &Canary, default_provider: Provider) -> Vec<Problem> {
     rules::canary_spec(&canary.spec, default_provider)
 }

@@ -63,6 +63,30 @@ fn paths(value: &Value) -> Vec<String> {
 }
 
 #[test]
+fn cross_namespace_references_are_listed_for_the_multi_tenant_guard() {
+    let same: crate::api::Canary = serde_json::from_value(base_canary()).unwrap();
+    assert!(super::cross_namespace_refs(&same).is_empty());
+    let mut v = base_canary();
+    v["spec"]["analysis"]["metrics"][1]["templateRef"]["namespace"] = json!("shared");
+    v["spec"]["analysis"]["metrics"][0]["templateRef"] = json!({"name": "x", "namespace": "test"});
+    v["spec"]["analysis"]["alerts"][0]["providerRef"]["namespace"] = json!("ops");
+    v["spec"]["upstreamRef"] = json!({"apiVersion": "gloo.solo.io/v1", "kind": "Upstream", "name": "u", "namespace": "gloo"});
+    let c: crate::api::Canary = serde_json::from_value(v).unwrap();
+    let paths: Vec<String> = super::cross_namespace_refs(&c)
+        .into_iter()
+        .map(|p| p.path)
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.upstreamRef.namespace",
+            "spec.analysis.metrics[1].templateRef.namespace",
+            "spec.analysis.alerts[0].providerRef.namespace"
+        ]
+    );
+}
+
+#[test]
 fn the_base_objects_are_valid() {
     assert_eq!(paths(&base_canary()), Vec::<String>::new());
 }
