@@ -35,6 +35,15 @@ impl Target {
         }
     }
 
+    /// The pod spec of a workload target, typed (none for a Service target).
+    pub fn pod(&self) -> Option<&k8s_openapi::api::core::v1::PodSpec> {
+        match self {
+            Target::Deployment(d) => d.spec.as_ref()?.template.spec.as_ref(),
+            Target::DaemonSet(d) => d.spec.as_ref()?.template.spec.as_ref(),
+            Target::Service(_) => None,
+        }
+    }
+
     /// The pod template, as the revision is hashed from it (a DaemonSet's without the
     /// scale-to-zero nodeSelector, so scaling does not look like a new revision).
     pub fn template(&self) -> Option<PodTemplateSpec> {

@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{ContainerPort, PodSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::canary::CanarySpec;
 use crate::api::common::CustomMetadata;
@@ -25,27 +26,68 @@ pub enum Role {
     Canary,
 }
 
-/// Renders the generated Service `role` of a canary whose target's selector label is
-/// `key: value`.
-/// What a taken-over apex Service is annotated with, as Flagger does: GitOps tools (Flux's
-/// kustomize and helm controllers) must not put the user's selector back, which would send
-/// production traffic to the target serin scaled to zero. Removed when it is handed back.
-pub const GITOPS_OPT_OUT: [(&str, &str); 2] = [
-    ("kustomize.toolkit.fluxcd.io/reconcile", "disabled"),
-    ("helm.toolkit.fluxcd.io/driftDetection", "disabled"),
-];
-
-/// Whether a Service carries every [`GITOPS_OPT_OUT`] annotation.
+/// Whether a Service carries every [`FLUX_OPT_OUT`] annotation (a taken-over apex Service
+/// gets them too, as Flagger does: Flux must not put the user's selector back, which would
+/// send production traffic to the target serin scaled to zero; they go when it is handed
+/// back).
 pub fn opts_out_of_gitops(service: &Service) -> bool {
     let annotations = service.metadata.annotations.as_ref();
-    GITOPS_OPT_OUT.iter().all(|(k, v)| {
+    FLUX_OPT_OUT.iter().all(|(k, v)| {
         annotations
             .and_then(|a| a.get(*k))
             .is_some_and(|value| value == v)
     })
 }
 
-pub fn render(spec: &CanarySpec, namespace: &str, key: &str, value: &str, role: Role) -> Service {
+/// With `service.portDiscovery`, the target's other container ports, as Flagger adds them
+/// to the generated Services: every container port but the main one (`targetPort`, or
+/// `port`), of every container but the mesh's sidecars, named after the container port or
+/// `tcp-<container>-<index>`.
+pub fn discovered_ports(spec: &CanarySpec, pod: Option<&PodSpec>) -> Vec<ServicePort> {
+    let service = &spec.service;
+    if service.port_discovery != Some(true) {
+        return Vec::new();
+    }
+    let main = service.target_port();
+    let is_main = |p: &ContainerPort| match &main {
+        IntOrString::Int(n) => p.container_port == *n,
+        IntOrString::String(name) => p.name.as_deref() == Some(name.as_str()),
+    };
+    let mut ports: Vec<ServicePort> = Vec::new();
+    for container in pod.map(|p| p.containers.as_slice()).unwrap_or_default() {
+        if matches!(container.name.as_str(), "istio-proxy" | "envoy") {
+            continue;
+        }
+        for (i, p) in container.ports.iter().flatten().enumerate() {
+            if is_main(p) || ports.iter().any(|q| q.port == p.container_port) {
+                continue;
+            }
+            ports.push(ServicePort {
+                name: Some(
+                    p.name
+                        .clone()
+                        .unwrap_or_else(|| format!("tcp-{}-{i}", container.name)),
+                ),
+                protocol: Some(p.protocol.clone().unwrap_or_else(|| "TCP".into())),
+                port: p.container_port,
+                target_port: Some(IntOrString::Int(p.container_port)),
+                ..ServicePort::default()
+            });
+        }
+    }
+    ports
+}
+
+/// Renders the generated Service `role` of a canary whose target's selector label is
+/// `key: value`; `discovered`: the ports of [`discovered_ports`].
+pub fn render(
+    spec: &CanarySpec,
+    namespace: &str,
+    key: &str,
+    value: &str,
+    role: Role,
+    discovered: &[ServicePort],
+) -> Service {
     let apex = spec.service_name();
     let (name, selector_value, custom) = match role {
         Role::Apex => (
@@ -98,7 +140,11 @@ pub fn render(spec: &CanarySpec, namespace: &str, key: &str, value: &str, role: 
                 .unwrap_or(false)
                 .then(|| "None".to_string()),
             selector: Some(BTreeMap::from([(key.to_string(), selector_value)])),
-            ports: Some(vec![port]),
+            ports: Some(
+                std::iter::once(port)
+                    .chain(discovered.iter().cloned())
+                    .collect(),
+            ),
             traffic_distribution,
             ..ServiceSpec::default()
         }),
@@ -139,8 +185,9 @@ mod tests {
     #[test]
     fn three_services_select_the_right_pods() {
         let spec = spec();
-        let render_json =
-            |role| serde_json::to_value(render(&spec, "test", "app", "podinfo", role)).unwrap();
+        let render_json = |role| {
+            serde_json::to_value(render(&spec, "test", "app", "podinfo", role, &[])).unwrap()
+        };
         let apex = render_json(Role::Apex);
         assert_eq!(apex["metadata"]["name"], "podinfo");
         assert_eq!(apex["spec"]["selector"], json!({"app": "podinfo-primary"}));
@@ -175,8 +222,54 @@ mod tests {
         let mut spec = spec();
         spec.service.headless = Some(true);
         spec.service.name = Some("frontend".into());
-        let svc = render(&spec, "test", "app", "podinfo", Role::Canary);
+        let svc = render(&spec, "test", "app", "podinfo", Role::Canary, &[]);
         assert_eq!(svc.metadata.name.as_deref(), Some("frontend-canary"));
         assert_eq!(svc.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    }
+
+    #[test]
+    fn port_discovery_adds_the_targets_other_container_ports() {
+        let mut spec = spec();
+        spec.service.port = 9898;
+        spec.service.port_discovery = Some(true);
+        let pod: PodSpec = serde_json::from_value(json!({"containers": [
+            {"name": "podinfo", "ports": [
+                {"name": "http", "containerPort": 9898},
+                {"name": "http-metrics", "containerPort": 8080},
+                {"containerPort": 8888}]},
+            {"name": "istio-proxy", "ports": [{"containerPort": 15090}]}]}))
+        .unwrap();
+        let ports = discovered_ports(&spec, Some(&pod));
+        let svc = serde_json::to_value(render(
+            &spec,
+            "test",
+            "app",
+            "podinfo",
+            Role::Canary,
+            &ports,
+        ))
+        .unwrap();
+        let listed: Vec<(String, i64)> = svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["port"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        // Flagger's own scheduler test expects exactly these ports.
+        assert_eq!(
+            listed,
+            [
+                ("http".to_string(), 9898),
+                ("http-metrics".to_string(), 8080),
+                ("tcp-podinfo-2".to_string(), 8888)
+            ]
+        );
+        spec.service.port_discovery = None;
+        assert!(discovered_ports(&spec, Some(&pod)).is_empty());
     }
 }

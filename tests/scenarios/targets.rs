@@ -433,7 +433,45 @@ async fn a_hand_edit_of_the_primary_is_put_back_and_reported(cp: ControlPlane) {
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
 }
 
+/// `service.portDiscovery`: the generated Services carry the target's other container ports
+/// too, on every provider (Flagger's behaviour), not only Istio's routes.
+async fn port_discovery_adds_the_targets_other_ports_to_the_services(cp: ControlPlane) {
+    let world = world(cp).await;
+    let mut d = deployment("podinfo", "podinfo:6.0.0", 1);
+    d["spec"]["template"]["spec"]["containers"][0]["ports"] = json!([
+        {"name": "http", "containerPort": 9898},
+        {"name": "http-metrics", "containerPort": 8080},
+        {"containerPort": 8888}
+    ]);
+    world.apply(&world.deployments(), d).await;
+    let mut c = canary("podinfo", 2);
+    c["spec"]["service"]["portDiscovery"] = json!(true);
+    world.apply(&world.canaries(), c).await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+    for name in ["podinfo", "podinfo-primary", "podinfo-canary"] {
+        let svc = world.services().get(name).await.unwrap();
+        let ports: Vec<(String, i32)> = svc
+            .spec
+            .unwrap()
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap_or_default(), p.port))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("http".to_string(), 9898),
+                ("http-metrics".to_string(), 8080),
+                ("tcp-app-2".to_string(), 8888)
+            ],
+            "{name}"
+        );
+    }
+}
+
 serin_testkit::on_every_control_plane!(
+    port_discovery_adds_the_targets_other_ports_to_the_services,
     a_configmap_change_starts_an_analysis_and_is_promoted_as_a_primary_copy,
     a_daemon_set_is_released_through_its_primary,
     deleting_a_canary_without_revert_on_deletion_keeps_the_application_serving,

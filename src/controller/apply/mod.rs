@@ -299,7 +299,15 @@ impl Scope<'_> {
             // Service targets route by their own Services.
             return Ok(());
         };
-        let mut desired = services::render(&self.canary.spec, self.namespace, label, value, role);
+        let discovered = services::discovered_ports(&self.canary.spec, self.target.pod());
+        let mut desired = services::render(
+            &self.canary.spec,
+            self.namespace,
+            label,
+            value,
+            role,
+            &discovered,
+        );
         let name = desired.name_any();
         let live = self.ctx.stores.services.get(&key(self.namespace, &name));
         let owned = live.as_ref().is_none_or(|s| self.controls(&s.metadata));
@@ -320,7 +328,7 @@ impl Scope<'_> {
             // tools are told to leave it alone meanwhile.
             desired.metadata.labels = None;
             desired.metadata.annotations = Some(
-                services::GITOPS_OPT_OUT
+                services::FLUX_OPT_OUT
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
@@ -441,7 +449,7 @@ impl Scope<'_> {
         let wanted = BTreeMap::from([(label.clone(), value.clone())]);
         let owned = owners.len() != live.metadata.owner_references.as_ref().map_or(0, Vec::len);
         let opted_out = live.metadata.annotations.as_ref().is_some_and(|a| {
-            services::GITOPS_OPT_OUT
+            services::FLUX_OPT_OUT
                 .iter()
                 .any(|(k, _)| a.contains_key(*k))
         });
@@ -450,7 +458,7 @@ impl Scope<'_> {
         }
         let api: Api<Service> = Api::namespaced(self.ctx.client.clone(), self.namespace);
         // GitOps is in charge again: the opt-outs serin added go (null removes a key).
-        let annotations: serde_json::Map<String, serde_json::Value> = services::GITOPS_OPT_OUT
+        let annotations: serde_json::Map<String, serde_json::Value> = services::FLUX_OPT_OUT
             .iter()
             .map(|(k, _)| (k.to_string(), serde_json::Value::Null))
             .collect();
