@@ -2,6 +2,7 @@
 
 use serin_core::Analysis;
 
+use crate::analysis::MetricCheck;
 use crate::api::Canary;
 use crate::api::canary::MetricObservation;
 use crate::controller::context::Context;
@@ -20,19 +21,92 @@ pub async fn evaluate(
         return (Analysis::Pass, None);
     }
     let evaluation = ctx.analyzer.run(canary).await;
-    // Flagger's gauge: one series per metric, request-duration in seconds.
+    for (labels, value) in analysis_series(canary, &evaluation.checks) {
+        ctx.telemetry
+            .set("flagger_canary_metric_analysis", labels, value);
+    }
+    (evaluation.outcome, Some(evaluation.observations))
+}
+
+/// Flagger's `flagger_canary_metric_analysis` series of a step: one per metric with a value,
+/// request-duration in seconds, labelled with the target's name (as all of Flagger's canary
+/// series are), not the Canary's.
+fn analysis_series(
+    canary: &Canary,
+    checks: &[MetricCheck],
+) -> Vec<(Vec<(&'static str, String)>, f64)> {
     let namespace = canary.metadata.namespace.clone().unwrap_or_default();
-    let name = canary.metadata.name.clone().unwrap_or_default();
-    for check in &evaluation.checks {
-        if let Some(value) = check.gauge_value() {
+    let name = canary.spec.target_ref.name.clone();
+    checks
+        .iter()
+        .filter_map(|check| {
+            let value = check.gauge_value()?;
             let labels = vec![
                 ("metric", check.name.clone()),
                 ("name", name.clone()),
                 ("namespace", namespace.clone()),
             ];
-            ctx.telemetry
-                .set("flagger_canary_metric_analysis", labels, value);
-        }
+            Some((labels, value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::builtin::Builtin;
+    use crate::analysis::check::{Bounds, Effect};
+    use crate::api::canary::MetricVerdict;
+
+    #[test]
+    fn series_are_labelled_with_the_target_and_durations_are_seconds() {
+        let canary: Canary = serde_json::from_value(serde_json::json!({
+            "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+            "metadata": {"name": "web-release", "namespace": "test"},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 9898}}
+        }))
+        .unwrap();
+        let check = |name: &str, builtin, value| MetricCheck {
+            name: name.into(),
+            provider: "prometheus".into(),
+            query: None,
+            bounds: Bounds::default(),
+            unit: "",
+            builtin,
+            observation: MetricObservation {
+                name: name.into(),
+                value,
+                threshold_min: None,
+                threshold_max: None,
+                verdict: MetricVerdict::Pass,
+                message: None,
+                time: None,
+            },
+            effect: Effect::Pass,
+            error_kind: None,
+        };
+        let series = analysis_series(
+            &canary,
+            &[
+                check(
+                    "request-duration",
+                    Some(Builtin::RequestDuration),
+                    Some(1500.0),
+                ),
+                check("errors", None, None),
+            ],
+        );
+        assert_eq!(
+            series,
+            [(
+                vec![
+                    ("metric", "request-duration".to_string()),
+                    ("name", "podinfo".to_string()),
+                    ("namespace", "test".to_string())
+                ],
+                1.5
+            )]
+        );
     }
-    (evaluation.outcome, Some(evaluation.observations))
 }
