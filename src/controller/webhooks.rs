@@ -3,6 +3,7 @@
 //! failure decides.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -69,6 +70,11 @@ pub async fn call(
         .filter(|d| !d.is_zero())
         .unwrap_or(DEFAULT_TIMEOUT);
     let attempts = 1 + hook.retries.unwrap_or(0).clamp(0, 10).unsigned_abs();
+    let http = if hook.disable_tls == Some(true) {
+        insecure(http)
+    } else {
+        http
+    };
     let mut last = String::new();
     for attempt in 0..attempts {
         if attempt > 0 {
@@ -94,10 +100,36 @@ pub async fn call(
                 }
             }
             Err(e) if e.is_timeout() => last = format!("timed out after {}s", timeout.as_secs()),
-            Err(e) => last = format!("{e}"),
+            // With its causes: "error sending request" alone hides a refused certificate.
+            Err(e) => last = with_causes(&e),
         }
     }
     Err(last.trim().to_string())
+}
+
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The client for hooks with `disableTLS` (Flagger skips certificate verification for
+/// them), built on first use; if it cannot be built, the verifying one.
+fn insecure(http: &reqwest::Client) -> &reqwest::Client {
+    static INSECURE: OnceLock<Option<reqwest::Client>> = OnceLock::new();
+    let client = INSECURE.get_or_init(|| {
+        reqwest::Client::builder()
+            .user_agent(concat!("serin/", env!("CARGO_PKG_VERSION")))
+            .tls_danger_accept_invalid_certs(true)
+            .build()
+            .ok()
+    });
+    client.as_ref().unwrap_or(http)
 }
 
 /// Runs the hooks of a gate type; the first closed one closes the gate.
