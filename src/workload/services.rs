@@ -111,6 +111,16 @@ pub fn render(
     for (k, v) in FLUX_OPT_OUT {
         annotations.insert(k.to_string(), v.to_string());
     }
+    // `unmanagedMetadata`: keys other controllers own; serin never sends them, so server-side
+    // apply leaves their values alone (as it does every key serin does not send).
+    if let Some(unmanaged) = &spec.service.unmanaged_metadata {
+        for k in unmanaged.labels.iter().flatten() {
+            labels.remove(k);
+        }
+        for k in unmanaged.annotations.iter().flatten() {
+            annotations.remove(k);
+        }
+    }
     let service = &spec.service;
     let port = ServicePort {
         name: Some(service.port_name().to_string()),
@@ -271,5 +281,20 @@ mod tests {
         );
         spec.service.port_discovery = None;
         assert!(discovered_ports(&spec, Some(&pod)).is_empty());
+    }
+
+    #[test]
+    fn unmanaged_keys_are_never_sent() {
+        let mut spec = spec();
+        spec.service.unmanaged_metadata = serde_json::from_value(json!({
+            "labels": ["tier"], "annotations": ["kustomize.toolkit.fluxcd.io/reconcile"]}))
+        .unwrap();
+        let svc = render(&spec, "test", "app", "podinfo", Role::Canary, &[]);
+        let labels = svc.metadata.labels.unwrap();
+        assert!(!labels.contains_key("tier"), "{labels:?}");
+        assert_eq!(labels["app"], "podinfo-canary");
+        let annotations = svc.metadata.annotations.unwrap();
+        assert!(!annotations.contains_key("kustomize.toolkit.fluxcd.io/reconcile"));
+        assert!(annotations.contains_key("helm.toolkit.fluxcd.io/driftDetection"));
     }
 }

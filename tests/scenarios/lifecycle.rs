@@ -39,6 +39,30 @@ async fn initialization_creates_the_primary_and_services_and_scales_the_target_t
         assert_eq!(selector["app"], selects, "Service {service}");
     }
 
+    // Labels other controllers put on a generated Service stay theirs (serin applies only its
+    // own fields; `unmanagedMetadata` keys it does not even send).
+    let params = kube::api::PatchParams::apply("another-controller");
+    let label = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "podinfo-canary", "labels": {"team": "web"}}});
+    world
+        .services()
+        .patch("podinfo-canary", &params, &kube::api::Patch::Apply(&label))
+        .await
+        .unwrap();
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
+    world
+        .wait_phase("podinfo", Phase::Succeeded, Duration::from_secs(60))
+        .await;
+    let kept = world.services().get("podinfo-canary").await.unwrap();
+    assert_eq!(
+        kept.metadata
+            .labels
+            .unwrap()
+            .get("team")
+            .map(String::as_str),
+        Some("web")
+    );
+
     let status = canary.status.unwrap();
     let promoted = status
         .conditions
