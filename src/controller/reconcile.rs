@@ -92,30 +92,12 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     let plan = match plan::from_canary(canary, ctx.config.mesh_provider, ctx.config.min_interval) {
         Ok(plan) => plan,
         Err(_) if deleting => return remove_finalizer(canary, ctx).await,
-        Err(problems) => {
-            let message = problems
-                .iter()
-                .map(|p| format!("{}: {}", p.path, p.message))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(Error::Blocked {
-                reason: "InvalidSpec",
-                message,
-            });
-        }
+        Err(problems) => return Err(blocked_by("InvalidSpec", &problems)),
     };
-    if ctx.config.no_cross_namespace_refs {
+    if ctx.config.no_cross_namespace_refs && !deleting {
         let problems = crate::api::validate::cross_namespace_refs(canary);
-        if !problems.is_empty() && !deleting {
-            let message = problems
-                .iter()
-                .map(|p| format!("{}: {}", p.path, p.message))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(Error::Blocked {
-                reason: "CrossNamespaceRef",
-                message,
-            });
+        if !problems.is_empty() {
+            return Err(blocked_by("CrossNamespaceRef", &problems));
         }
     }
     let provider = canary.spec.provider_or(ctx.config.mesh_provider);
@@ -337,6 +319,16 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(
         step.requeue.to_std().unwrap_or(Duration::from_secs(1)),
     ))
+}
+
+/// The spec's problems as one `Blocked` error: each as `field: what to do`.
+fn blocked_by(reason: &'static str, problems: &[crate::api::validate::Problem]) -> Error {
+    let message = problems
+        .iter()
+        .map(|p| format!("{}: {}", p.path, p.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Error::Blocked { reason, message }
 }
 
 fn find_target(canary: &Canary, ctx: &Context, namespace: &str) -> Option<Target> {

@@ -60,23 +60,7 @@ fn up_prints_ready_and_exits_on_sigterm() {
         String::from_utf8_lossy(&faulty.stderr)
     );
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(code) = child.try_wait().unwrap() {
-            assert!(code.success(), "exit status {code}");
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serin-stack did not exit after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stop(&mut child, Duration::from_secs(10));
 }
 
 /// Reads stdout lines until `ready`.
@@ -329,23 +313,7 @@ fn up_on_the_real_control_plane() {
     };
     assert_eq!(nodes, "node-1=True node-2=True");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(code) = child.try_wait().unwrap() {
-            assert!(code.success(), "exit status {code}");
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serin-stack did not exit after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stop(&mut child, Duration::from_secs(30));
     let server = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("server: "))
@@ -356,4 +324,25 @@ fn up_on_the_real_control_plane() {
         std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err(),
         "the API server stopped with the stack"
     );
+}
+
+/// SIGTERM, then waits (at most `within`) for a clean exit.
+fn stop(child: &mut std::process::Child, within: Duration) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            assert!(code.success(), "exit status {code}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serin-stack did not exit after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
