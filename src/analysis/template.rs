@@ -103,6 +103,12 @@ pub enum TemplateError {
 pub fn render(query: &str, vars: &TemplateVars) -> Result<String, TemplateError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // A Flagger query written for Go's text/template: name the construct, not the parser.
+    if let Some(construct) = crate::api::validate::go_template_constructs(query).first() {
+        return Err(TemplateError::Render(
+            crate::api::validate::go_template_message(construct),
+        ));
+    }
     let template = env
         .template_from_str(query)
         .map_err(|e| TemplateError::Render(describe(&e)))?;
@@ -205,6 +211,17 @@ mod tests {
             render(query, &vars()).unwrap(),
             "sum(rate(requests{namespace=\"test\", pod=~\"podinfo-.*\", app=\"web\"}[1m])) \
              / podinfo-svc podinfo-ing podinfo podinfo"
+        );
+    }
+
+    #[test]
+    fn go_template_syntax_is_named_with_the_fix() {
+        let err = render("sum(x{ns=\"{{ .Namespace }}\"})", &vars()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`{{ .Namespace }}` is Go text/template syntax")
+                && err.to_string().contains("{{ namespace }}"),
+            "{err}"
         );
     }
 

@@ -13,6 +13,7 @@
 //! brackets (`spec.analysis.metrics[1].thresholdRange`), and says what is wrong and what to do.
 
 mod rules;
+pub use rules::{go_template_constructs, go_template_message};
 mod schema;
 
 use std::sync::OnceLock;

@@ -252,8 +252,49 @@ fn is_http_url(url: &str) -> bool {
 }
 
 /// Semantic problems of a MetricTemplate spec (the schema covers the rest).
-pub(super) fn metric_template_spec(_spec: &MetricTemplateSpec) -> Vec<Problem> {
-    Vec::new()
+pub(super) fn metric_template_spec(spec: &MetricTemplateSpec) -> Vec<Problem> {
+    go_template_constructs(&spec.query)
+        .iter()
+        .map(|construct| Problem::new("spec.query", go_template_message(construct)))
+        .collect()
+}
+
+/// What to tell about a Go template construct in a query.
+pub fn go_template_message(construct: &str) -> String {
+    format!(
+        "`{construct}` is Go text/template syntax (Flagger renders queries with Go templates); \
+         serin's queries take only the variables {{{{ name }}}}, {{{{ namespace }}}}, \
+         {{{{ target }}}}, {{{{ service }}}}, {{{{ ingress }}}}, {{{{ route }}}}, \
+         {{{{ interval }}}} and {{{{ variables.<key> }}}}: write the query with those (a value \
+         to compute can come from the Canary's templateVariables)"
+    )
+}
+
+/// Go text/template actions, functions and field/variable references a Flagger query may
+/// use and serin's renderer does not take: each `{{ ... }}` that opens with one, as written.
+pub fn go_template_constructs(query: &str) -> Vec<String> {
+    const GO_WORDS: &[&str] = &[
+        "if", "else", "end", "range", "with", "define", "template", "block", "break", "continue",
+        "printf", "print", "println", "index", "len", "slice", "and", "or", "not", "eq", "ne",
+        "lt", "le", "gt", "ge", "call", "html", "js", "urlquery",
+    ];
+    let mut found = Vec::new();
+    let mut rest = query;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        let inner = after[..end].trim_start_matches('-').trim();
+        let first = inner.split_whitespace().next().unwrap_or_default();
+        let word = first.trim_end_matches(|c: char| !c.is_alphanumeric());
+        if first.starts_with('.') || first.starts_with('$') || GO_WORDS.contains(&word) {
+            let shown = format!("{{{{ {} }}}}", inner.trim_end_matches('-').trim());
+            if !found.contains(&shown) {
+                found.push(shown);
+            }
+        }
+        rest = &after[end + 2..];
+    }
+    found
 }
 
 /// Semantic problems of an AlertProvider spec.
@@ -271,6 +312,17 @@ pub(super) fn alert_provider_spec(spec: &AlertProviderSpec) -> Vec<Problem> {
 #[cfg(test)]
 mod tests {
     use super::is_http_url;
+
+    #[test]
+    fn go_template_constructs_are_named_as_written() {
+        assert_eq!(
+            super::go_template_constructs(
+                "x{a=\"{{- if .Dev }}dev{{ end -}}\"} {{ printf \"%s\" target }} {{ target }} {{ end }}"
+            ),
+            ["{{ if .Dev }}", "{{ end }}", "{{ printf \"%s\" target }}"]
+        );
+        assert!(super::go_template_constructs("{{ variables.x | default(\"y\") }}").is_empty());
+    }
 
     #[test]
     fn http_urls() {

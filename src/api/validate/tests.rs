@@ -525,6 +525,32 @@ fn metric_template_and_alert_provider_rules() {
     let rows: Vec<(&str, Value, Vec<&str>)> = vec![
         ("template ok", base_template(), vec![]),
         (
+            "template with Go text/template actions",
+            apply(
+                base_template(),
+                &[(
+                    "/spec/query",
+                    json!(
+                        "sum(rate(x{ns=\"{{ .Namespace }}\"}[{{ interval }}])) {{ if true }}> 0{{ end }}"
+                    ),
+                )],
+            ),
+            vec!["spec.query", "spec.query", "spec.query"],
+        ),
+        (
+            "template with variables and filters only",
+            apply(
+                base_template(),
+                &[(
+                    "/spec/query",
+                    json!(
+                        "rate(x{app=\"{{ target }}\",env=\"{{ variables.env }}\"}[{{ interval }}])"
+                    ),
+                )],
+            ),
+            vec![],
+        ),
+        (
             "template without provider type",
             apply(base_template(), &[("/spec/provider/type", Value::Null)]),
             vec!["spec.provider.type"],
