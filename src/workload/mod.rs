@@ -3,6 +3,7 @@
 //! [`serin_core::Readiness`].
 
 pub mod configs;
+pub mod keda;
 pub mod primary;
 pub mod readiness;
 pub mod services;

@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde_json::json;
 use serin_core::Phase;
 
-use crate::harness::{ControlPlane, NS, canary, deployment, initialized, wait_until, world};
+use crate::harness::{
+    ControlPlane, NS, WorldConfig, canary, deployment, initialized, wait_until, world,
+};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -345,6 +347,75 @@ async fn the_primary_gets_a_copy_of_the_targets_autoscaler(cp: ControlPlane) {
     assert_eq!((copy.min_replicas, copy.max_replicas), (Some(3), 6));
 }
 
+/// A KEDA ScaledObject: the primary gets its own (scaling the primary, with
+/// `primaryScalerQueries`), and the target's is paused at zero while serin holds the target
+/// at zero, then resumed for a release.
+async fn a_keda_scaled_object_is_copied_and_the_targets_paused(cp: ControlPlane) {
+    let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
+        .routing_crds()
+        .start()
+        .await;
+    let resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject"),
+        "scaledobjects",
+    );
+    let scaled: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(world.client.clone(), NS, &resource);
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 2),
+        )
+        .await;
+    world
+        .apply(
+            &scaled,
+            json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                "metadata": {"name": "podinfo", "namespace": NS},
+                "spec": {"scaleTargetRef": {"name": "podinfo"}, "minReplicaCount": 2, "maxReplicaCount": 4,
+                    "triggers": [{"type": "prometheus", "name": "rps",
+                        "metadata": {"query": "sum(rate(x{app=\"podinfo\"}[1m]))"}}]}}),
+        )
+        .await;
+    let mut c = canary("podinfo", 2);
+    c["spec"]["autoscalerRef"] = json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+        "name": "podinfo", "primaryScalerQueries": {"rps": "sum(rate(x{app=\"podinfo-primary\"}[1m]))"}});
+    world.apply(&world.canaries(), c).await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+    let copy = scaled.get("podinfo-primary").await.unwrap();
+    assert_eq!(
+        copy.data["spec"]["scaleTargetRef"]["name"],
+        "podinfo-primary"
+    );
+    assert_eq!(
+        copy.data["spec"]["triggers"][0]["metadata"]["query"],
+        "sum(rate(x{app=\"podinfo-primary\"}[1m]))"
+    );
+    let paused = |o: &kube::api::DynamicObject| {
+        o.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("autoscaling.keda.sh/paused-replicas").cloned())
+    };
+    assert_eq!(
+        paused(&scaled.get("podinfo").await.unwrap()).as_deref(),
+        Some("0")
+    );
+
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
+    world.wait_phase("podinfo", Phase::Progressing, LONG).await;
+    assert_eq!(
+        paused(&scaled.get("podinfo").await.unwrap()),
+        None,
+        "resumed for the release"
+    );
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(
+        paused(&scaled.get("podinfo").await.unwrap()).as_deref(),
+        Some("0")
+    );
+}
+
 async fn a_service_target_is_released_as_a_primary_copy(cp: ControlPlane) {
     let world = world(cp).await;
     world
@@ -479,6 +550,7 @@ serin_testkit::on_every_control_plane!(
     skip_analysis_promotes_without_checks,
     an_existing_apex_service_is_taken_over_by_its_selector_only,
     the_primary_gets_a_copy_of_the_targets_autoscaler,
+    a_keda_scaled_object_is_copied_and_the_targets_paused,
     a_service_target_is_released_as_a_primary_copy,
     going_back_to_the_promoted_revision_cancels_the_release_without_analysis,
     a_hand_edit_of_the_primary_is_put_back_and_reported,

@@ -217,15 +217,8 @@ impl Scope<'_> {
         let Some(reference) = &self.canary.spec.autoscaler_ref else {
             return Ok(());
         };
-        if reference.kind != AutoscalerKind::HorizontalPodAutoscaler {
-            return Err(Error::Blocked {
-                reason: "AutoscalerNotSupported",
-                message: format!(
-                    "spec.autoscalerRef.kind {:?} is not supported by this serin build yet; use \
-                     a HorizontalPodAutoscaler (autoscaling/v2)",
-                    reference.kind
-                ),
-            });
+        if reference.kind == AutoscalerKind::ScaledObject {
+            return self.copy_scaled_object(reference, promotion).await;
         }
         let api: Api<HorizontalPodAutoscaler> =
             Api::namespaced(self.ctx.client.clone(), self.namespace);
@@ -268,6 +261,93 @@ impl Scope<'_> {
             status: None,
         };
         self.apply(&name, &copy).await.map(|_| ())
+    }
+
+    /// The primary's KEDA ScaledObject: the target's, scaling the primary (see `keda`).
+    async fn copy_scaled_object(
+        &self,
+        reference: &crate::api::canary::AutoscalerRef,
+        promotion: bool,
+    ) -> Result<(), Error> {
+        let api = self.scaled_objects(reference);
+        let name = format!("{}{PRIMARY_SUFFIX}", reference.name);
+        let exists = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| Error::kube("read ScaledObject", e))?
+            .is_some();
+        if exists && !promotion {
+            return Ok(());
+        }
+        let not_found = || Error::Blocked {
+            reason: "AutoscalerNotFound",
+            message: format!(
+                "spec.autoscalerRef: ScaledObject {}/{} not found (is KEDA installed?)",
+                self.namespace, reference.name
+            ),
+        };
+        let source = match api.get_opt(&reference.name).await {
+            Ok(Some(s)) => s,
+            Ok(None) | Err(kube::Error::Api(_)) => return Err(not_found()),
+            Err(e) => return Err(Error::kube("read ScaledObject", e)),
+        };
+        let primary_workload = format!("{}{PRIMARY_SUFFIX}", self.target_name());
+        let spec = crate::workload::keda::primary_spec(
+            source.data.get("spec").unwrap_or(&Value::Null),
+            &primary_workload,
+            reference,
+        );
+        let mut copy = kube::api::DynamicObject::new(&name, &scaled_object_resource(reference))
+            .within(self.namespace)
+            .data(json!({"spec": spec}));
+        copy.metadata = self.owned_meta(&name);
+        api.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&copy),
+        )
+        .await
+        .map_err(|e| Error::kube(format!("apply ScaledObject {name}"), e))?;
+        Ok(())
+    }
+
+    fn scaled_objects(
+        &self,
+        reference: &crate::api::canary::AutoscalerRef,
+    ) -> Api<kube::api::DynamicObject> {
+        Api::namespaced_with(
+            self.ctx.client.clone(),
+            self.namespace,
+            &scaled_object_resource(reference),
+        )
+    }
+
+    /// Pauses (at zero) or resumes the target's own ScaledObject with the target's scale, so
+    /// KEDA does not scale a target serin scaled to zero.
+    async fn pause_target_scaler(&self, paused: bool) -> Result<(), Error> {
+        let Some(reference) = self.canary.spec.autoscaler_ref.as_ref() else {
+            return Ok(());
+        };
+        if reference.kind != AutoscalerKind::ScaledObject {
+            return Ok(());
+        }
+        let value = if paused { json!("0") } else { Value::Null };
+        let patch =
+            json!({"metadata": {"annotations": {crate::workload::keda::PAUSED_REPLICAS: value}}});
+        match self
+            .scaled_objects(reference)
+            .patch(
+                &reference.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Gone: nothing scales the target.
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(Error::kube("pause the target's ScaledObject", e)),
+        }
     }
 
     fn target_name(&self) -> String {
@@ -347,6 +427,7 @@ impl Scope<'_> {
 
     /// Scales the target to zero (a DaemonSet gets a nodeSelector no node matches).
     pub async fn scale_target_to_zero(&self) -> Result<(), Error> {
+        self.pause_target_scaler(true).await?;
         match self.target {
             Target::Deployment(d) => self.scale_deployment(&d.name_any(), 0).await,
             Target::DaemonSet(d) => {
@@ -361,6 +442,7 @@ impl Scope<'_> {
     /// Scales the target up for a release or a revert: its own replicas if it has some, else
     /// the primary's, else the autoscaler's minimum, else 1.
     pub async fn scale_target_up(&self) -> Result<(), Error> {
+        self.pause_target_scaler(false).await?;
         match self.target {
             Target::Deployment(d) => {
                 let own = self.target.replicas().filter(|r| *r > 0);
@@ -472,6 +554,18 @@ impl Scope<'_> {
             .map_err(|e| Error::kube(format!("hand back Service {}/{apex}", self.namespace), e))?;
         Ok(())
     }
+}
+
+/// KEDA's ScaledObject resource, at the version the Canary names.
+fn scaled_object_resource(reference: &crate::api::canary::AutoscalerRef) -> kube::api::ApiResource {
+    let (group, version) = reference
+        .api_version
+        .split_once('/')
+        .unwrap_or(("keda.sh", "v1alpha1"));
+    kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk(group, version, "ScaledObject"),
+        "scaledobjects",
+    )
 }
 
 /// A fresh id per promotion, so the primary always rolls (even to an identical template).
