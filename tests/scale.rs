@@ -8,17 +8,16 @@
 //! SERIN_SCALE_CANARIES=500 SERIN_SCALE_QPS=1000 cargo test --release --test scale -- --ignored --nocapture
 //! ```
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 use serin::api::Canary;
 use serin_core::Phase;
-use serin_stack::{Stack, StackConfig};
+use serin_stack::Stack;
+use serin_testkit::{ControlPlane, WorldConfig};
 
 const NS: &str = "default";
 
@@ -110,14 +109,25 @@ async fn many_canaries() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let stack = Stack::start(StackConfig::default()).await.unwrap();
-    let client = kube::Client::try_from(kube::Config::new(stack.url().parse().unwrap())).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in serin::api::crds() {
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
-    let canaries: Api<Canary> = Api::namespaced(client.clone(), NS);
+    // The controller's client-side rate limit (Flagger's default 100/s); the figures at the
+    // default are bound by it.
+    let qps = std::env::var("SERIN_SCALE_QPS").unwrap_or_else(|_| "100".into());
+    let mut world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), ControlPlane::Emulator)
+        .controller_args(&[
+            "--mesh-provider",
+            "kubernetes",
+            "--port",
+            "0",
+            "--log-level",
+            "warn",
+            "--kubeconfig-qps",
+            &qps,
+        ])
+        .without_controller()
+        .start()
+        .await;
+    let deployments: Api<Deployment> = world.deployments();
+    let canaries: Api<Canary> = world.canaries();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let apply = PatchParams::apply("bench").force();
     let deployment = |name: &str, image: &str| {
@@ -149,42 +159,22 @@ async fn many_canaries() {
             .unwrap();
     }
 
-    // The controller's client-side rate limit (Flagger's default 100/s); the figures at the
-    // default are bound by it.
-    let qps = std::env::var("SERIN_SCALE_QPS").unwrap_or_else(|_| "100".into());
-    let before = requests(&stack).await;
-    let mut controller = Command::new(env!("CARGO_BIN_EXE_serin"))
-        .args(["controller", "--kubeconfig"])
-        .arg(stack.kubeconfig_path())
-        .args([
-            "--mesh-provider",
-            "kubernetes",
-            "--port",
-            "0",
-            "--log-level",
-            "warn",
-        ])
-        .stdout(Stdio::null())
-        .stderr(match std::env::var("SERIN_SCALE_LOG") {
-            Ok(path) => Stdio::from(std::fs::File::create(path).unwrap()),
-            Err(_) => Stdio::null(),
-        })
-        .spawn()
-        .unwrap();
-    let pid = controller.id();
+    let before = requests(&world.stack).await;
+    world.start_controller(&[]);
+    let pid = world.controller_pid().unwrap();
     let (init, polls) = wait_all(&canaries, Phase::Initialized, n, Duration::from_secs(600)).await;
     let (cpu_init, rss_init, _) = usage(pid);
     // The benchmark's own requests (these polls, the metrics reads) are not the controller's.
-    let init_requests = requests(&stack).await - before - polls - 1.0;
+    let init_requests = requests(&world.stack).await - before - polls - 1.0;
 
     // Idle: nothing to do but wait for the next step (once the tail of initialization, events
     // queued behind the client's rate limit, is out).
     tokio::time::sleep(Duration::from_secs(15)).await;
     let (cpu_init_done, _, _) = usage(pid);
-    let idle_series = request_series(&stack).await;
+    let idle_series = request_series(&world.stack).await;
     let idle_from: f64 = idle_series.values().sum();
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let idle_after = request_series(&stack).await;
+    let idle_after = request_series(&world.stack).await;
     let idle_requests = idle_after.values().sum::<f64>() - idle_from - 1.0;
     let mut idle_top: Vec<(f64, &String)> = idle_after
         .iter()
@@ -195,7 +185,7 @@ async fn many_canaries() {
     let (cpu_idle, _, _) = usage(pid);
 
     // Release all of them at once.
-    let release_from = requests(&stack).await;
+    let release_from = requests(&world.stack).await;
     for i in 0..n {
         let name = format!("app-{i}");
         deployments
@@ -208,10 +198,9 @@ async fn many_canaries() {
             .unwrap();
     }
     let (release, polls) = wait_all(&canaries, Phase::Succeeded, n, Duration::from_secs(900)).await;
-    let release_requests = requests(&stack).await - release_from - polls - n as f64 - 1.0;
+    let release_requests = requests(&world.stack).await - release_from - polls - n as f64 - 1.0;
     let (cpu_end, rss_end, peak) = usage(pid);
-    let _ = controller.kill();
-    let _ = controller.wait();
+    world.kill_controller();
 
     println!("canaries: {n} (kubernetes provider, 2 checks at 10 s each), --kubeconfig-qps {qps}");
     println!(

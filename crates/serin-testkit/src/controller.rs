@@ -45,6 +45,10 @@ impl Controller {
         self.child = Some(child);
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills it without warning (SIGKILL), as a crashed node would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -85,6 +85,13 @@ impl WorldConfig {
         self
     }
 
+    /// The controller's arguments after `controller --kubeconfig FILE`, replacing the
+    /// defaults (`--metrics-server` is still added when the stack runs Prometheus).
+    pub fn controller_args(mut self, args: &[&str]) -> Self {
+        self.controller_args = args.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
     /// The controller is started later, by the test ([`World::start_controller`]).
     pub fn without_controller(mut self) -> Self {
         self.start_controller = false;
@@ -146,6 +153,11 @@ impl World {
     /// Kills the controller without warning (SIGKILL), as a crashed node would.
     pub fn kill_controller(&mut self) {
         self.controller.kill();
+    }
+
+    /// The running controller's process id (for benchmarks reading /proc).
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.pid()
     }
 
     /// The controller's log (the last 40 lines of each run), for failure messages.
