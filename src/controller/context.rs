@@ -75,8 +75,40 @@ pub struct Written {
     pub status: CanaryStatus,
 }
 
+/// Per-Canary exponential backoff of reconcile errors.
+#[derive(Debug, Default)]
+pub struct Retries {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Retries {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(300);
+
+    /// The delay before retrying the Canary `uid` after one more failure.
+    pub fn next(&self, uid: &str) -> Duration {
+        let Ok(mut map) = self.failures.lock() else {
+            return Self::FIRST;
+        };
+        let n = map.entry(uid.to_string()).or_default();
+        let delay = Self::FIRST
+            .checked_mul(1u32 << (*n).min(16))
+            .map_or(Self::MAX, |d| d.min(Self::MAX));
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    /// A reconcile of `uid` completed: the next failure starts from the first delay again.
+    pub fn reset(&self, uid: &str) {
+        if let Ok(mut map) = self.failures.lock() {
+            map.remove(uid);
+        }
+    }
+}
+
 pub struct Context {
     pub client: Client,
+    pub retries: Retries,
     pub config: Config,
     pub stores: Stores,
     pub events: Events,
@@ -116,4 +148,19 @@ impl Context {
 /// `ObjectRef` of a namespaced object in a cache.
 pub fn key<K: kube::Resource<DynamicType = ()>>(namespace: &str, name: &str) -> ObjectRef<K> {
     ObjectRef::new(name).within(namespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_from_one_second_to_five_minutes_per_canary() {
+        let r = Retries::default();
+        let delays: Vec<u64> = (0..11).map(|_| r.next("a").as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(r.next("b").as_secs(), 1, "per Canary");
+        r.reset("a");
+        assert_eq!(r.next("a").as_secs(), 1, "reset by a completed reconcile");
+    }
 }

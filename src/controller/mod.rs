@@ -160,6 +160,7 @@ pub async fn run(
         telemetry: telemetry.clone(),
         written: Default::default(),
         expected: Default::default(),
+        retries: Default::default(),
     });
 
     let controller = Controller::new(api::<Canary>(&client, ns), watcher::Config::default());

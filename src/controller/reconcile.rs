@@ -48,27 +48,45 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
         namespace = canary.namespace().unwrap_or_default(),
         name = canary.name_any()
     );
-    let result = run(&canary, &ctx).instrument(span.clone()).await;
+    let result = run(&canary, &ctx)
+        .instrument(span.clone())
+        .await
+        .map_err(Error::needing_a_human);
     match result {
         Err(Error::Blocked { reason, message }) => {
+            ctx.telemetry.inc(
+                "serin_reconcile_errors_total",
+                vec![("reason", reason.to_string())],
+            );
             blocked(&canary, &ctx, reason, &message)
                 .instrument(span)
                 .await
+        }
+        Ok(action) => {
+            ctx.retries.reset(&canary.uid().unwrap_or_default());
+            Ok(action)
         }
         other => other,
     }
 }
 
-/// Requeue policy for transient errors: soon, but not in a hot loop.
-pub fn error_policy(canary: Arc<Canary>, error: &Error, _ctx: Arc<Context>) -> Action {
+/// Requeue policy for transient errors: per Canary, 1 s doubling to 5 minutes while the
+/// errors go on (reset by the next reconcile that completes).
+pub fn error_policy(canary: Arc<Canary>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.retries.next(&canary.uid().unwrap_or_default());
+    ctx.telemetry.inc(
+        "serin_reconcile_errors_total",
+        vec![("reason", error.label().to_string())],
+    );
     tracing::warn!(
         namespace = canary.namespace().unwrap_or_default(),
         name = canary.name_any(),
         error = %error,
         kind = error.label(),
+        retry_in = ?delay,
         "reconcile failed; retrying"
     );
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(delay)
 }
 
 async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {

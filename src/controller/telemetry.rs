@@ -23,7 +23,7 @@ pub struct Telemetry {
     families: Mutex<Families>,
 }
 
-const HELP: [(&str, &str); 7] = [
+const HELP: [(&str, &str); 8] = [
     (
         "flagger_info",
         "Information about the controller (serin, speaking Flagger's API)",
@@ -42,6 +42,10 @@ const HELP: [(&str, &str); 7] = [
         "Last value of each metric check",
     ),
     ("flagger_canary_successes_total", "Releases promoted"),
+    (
+        "serin_reconcile_errors_total",
+        "Reconciles that failed, by reason (blocked specs and transient errors)",
+    ),
     (
         "flagger_canary_failures_total",
         "Releases rolled back or failed",

@@ -151,7 +151,32 @@ async fn a_cross_namespace_reference_is_refused_when_disabled(cp: ControlPlane) 
     );
 }
 
+/// A mesh whose CRDs are not installed: no retry fixes that, so it is a condition and a
+/// Warning event naming the kind and the fix, not a log line every few seconds.
+async fn a_provider_whose_crd_is_not_installed_is_reported(cp: ControlPlane) {
+    let world = world(cp).await;
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 1),
+        )
+        .await;
+    let mut c = canary("podinfo", 2);
+    c["spec"]["provider"] = json!("istio");
+    world.apply(&world.canaries(), c).await;
+    let (reason, message) = world.wait_blocked("podinfo").await;
+    assert_eq!(reason, "KindNotServed", "{message}");
+    assert!(
+        message.contains("DestinationRule/podinfo-primary") && message.contains("install its CRD"),
+        "{message}"
+    );
+    world
+        .wait_event("podinfo", "the API server does not serve this kind", LONG)
+        .await;
+}
+
 serin_testkit::on_every_control_plane!(
+    a_provider_whose_crd_is_not_installed_is_reported,
     a_cross_namespace_reference_is_refused_when_disabled,
     a_missing_target_is_reported_and_picked_up_when_it_appears,
     a_missing_metric_template_is_reported_and_retried_when_created,
