@@ -1,4 +1,4 @@
-//! serin's own metrics under Flagger's names (reference §7.1), so existing dashboards and
+//! serin's own metrics under Flagger's metric names and labels, so existing dashboards and
 //! alerts keep working, served with `/healthz` on `--port`. Label values are bounded: canary
 //! and namespace names (one series per canary), strategy and a fixed status vocabulary.
 

@@ -1,4 +1,4 @@
-//! Webhooks (reference §5): gates the engine asks about, the rollout checks of the analysis,
+//! Webhooks, called as Flagger calls them: gates the engine asks about, the rollout checks of the analysis,
 //! and the post-rollout notification. One POST per hook, in spec order; for gates the first
 //! failure decides.
 

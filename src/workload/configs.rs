@@ -1,4 +1,4 @@
-//! ConfigMaps and Secrets a pod template uses (reference §2.13): found by walking the pod spec,
+//! ConfigMaps and Secrets a pod template uses (tracked as Flagger tracks them): found by walking the pod spec,
 //! checksummed so that a change of their data starts an analysis like a change of the template,
 //! and copied to `-primary` on promotion.
 

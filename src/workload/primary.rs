@@ -1,5 +1,5 @@
 //! The `<target>-primary` Deployment: a copy of the target that serves production traffic,
-//! rendered purely from the target (reference §2.8 copy rules). The controller adds the
+//! rendered purely from the target (Flagger's copy rules). The controller adds the
 //! owner reference and applies it.
 
 use std::collections::{BTreeMap, BTreeSet};

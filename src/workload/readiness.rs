@@ -1,4 +1,4 @@
-//! Readiness of Deployments and DaemonSets, with Flagger's rules (reference §2.5) and its
+//! Readiness of Deployments and DaemonSets, with Flagger's rules and its
 //! progress deadline: a rollout that cannot finish is `Failed`, one that is still moving is
 //! `NotReady` with the reason a platform engineer would look for.
 

@@ -1,4 +1,4 @@
-//! The Services serin generates for a Deployment or DaemonSet target (reference §2.14):
+//! The Services serin generates for a Deployment or DaemonSet target, as Flagger generates them:
 //! `<apex>` (production traffic, selecting the primary), `<apex>-primary` and
 //! `<apex>-canary`. Rendered purely; the controller adds owner references, takes over an
 //! existing apex Service by its selector only, and applies them.

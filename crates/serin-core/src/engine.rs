@@ -14,7 +14,7 @@
 //! The controller may wake up at any time (watch events, its own status writes): a step that
 //! is not due yet returns the same status and the time left.
 //!
-//! Deviations from Flagger (reference §11), each decided here:
+//! Deviations from Flagger 1.44's known quirks, each decided here:
 //! - Every rollback path alerts at error severity, including progress-deadline rollbacks
 //!   (Flagger's alerting branch for those is unreachable).
 //! - The progress deadline bounds every wait on readiness (initialization, analysis,

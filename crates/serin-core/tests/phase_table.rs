@@ -1,4 +1,4 @@
-//! One test per row of the phase transition table (reference §2.3), plus the cases where
+//! One test per row of the phase transition table (Flagger's phases and their transitions), plus the cases where
 //! serin deliberately differs from Flagger.
 
 #![allow(clippy::unwrap_used)]

@@ -1,4 +1,4 @@
-//! Exact step sequences of whole releases (reference §2.6-2.8), from the happy-path
+//! Exact step sequences of whole releases (Flagger's weight stepping, promotion and finalising), from the happy-path
 //! simulator that `serin plan` prints.
 
 #![allow(clippy::unwrap_used)]

@@ -1,4 +1,4 @@
-//! The `gatewayapi:v1` and `gatewayapi:v1beta1` providers (reference §3.3): an HTTPRoute
+//! The `gatewayapi:v1` and `gatewayapi:v1beta1` providers, as Flagger renders them: an HTTPRoute
 //! `<apex>` attached to `service.gatewayRefs`, whose weighted rule splits between the
 //! `<apex>-primary` and `<apex>-canary` Services.
 //!

@@ -1,4 +1,4 @@
-//! The `istio` provider (reference §3.2): a VirtualService `<apex>` whose main route splits
+//! The `istio` provider, as Flagger renders it: a VirtualService `<apex>` whose main route splits
 //! between `<apex>-primary` and `<apex>-canary`, and a DestinationRule for each of them
 //! carrying `service.trafficPolicy`.
 //!

@@ -1,5 +1,5 @@
 //! Session affinity (`analysis.sessionAffinity`) as routers express it: which sticky rules a
-//! render needs, the `Set-Cookie` values and the `Cookie` match (reference §3.4).
+//! render needs, the `Set-Cookie` values and the `Cookie` match, as Flagger writes them.
 //!
 //! A user whose request landed on the new version gets a cookie; later requests carrying it
 //! go to the new version whatever the weights. The controller keeps the cookies in the status

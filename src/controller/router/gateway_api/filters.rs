@@ -1,5 +1,5 @@
 //! The rule filters from the Canary's service options: header modifiers, URL rewrite, static
-//! mirrors and CORS (reference §3.3), in Flagger's order.
+//! mirrors and CORS, in Flagger's order.
 
 use std::collections::BTreeMap;
 
