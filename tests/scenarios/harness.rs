@@ -56,6 +56,18 @@ pub fn canary(name: &str, iterations: u32) -> Value {
     })
 }
 
+/// The podinfo Deployment (1 replica) and `canary`, applied; for scenarios that watch what
+/// the controller makes of that Canary.
+pub async fn podinfo_with(world: &World, canary: Value) {
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 1),
+        )
+        .await;
+    world.apply(&world.canaries(), canary).await;
+}
+
 /// Deployment + Canary, waited to `Initialized`.
 pub async fn initialized(world: &World, name: &str, iterations: u32) -> Canary {
     world

@@ -7,7 +7,7 @@ use serde_json::json;
 use serin_core::Phase;
 
 use crate::harness::{
-    ControlPlane, NS, canary, deployment, initialized, ready_condition, world,
+    ControlPlane, NS, canary, deployment, initialized, podinfo_with, ready_condition, world,
     world_without_controller,
 };
 
@@ -49,18 +49,12 @@ async fn a_missing_target_is_reported_and_picked_up_when_it_appears(cp: ControlP
 
 async fn a_missing_metric_template_is_reported_and_retried_when_created(cp: ControlPlane) {
     let world = world(cp).await;
-    world
-        .apply(
-            &world.deployments(),
-            deployment("podinfo", "podinfo:6.0.0", 1),
-        )
-        .await;
     let mut c = canary("podinfo", 2);
     c["spec"]["analysis"]["metrics"] = json!([{
         "name": "errors", "templateRef": {"name": "error-rate"},
         "thresholdRange": {"max": 1}, "interval": "1m"
     }]);
-    world.apply(&world.canaries(), c).await;
+    podinfo_with(&world, c).await;
     let (reason, message) = world.wait_blocked("podinfo").await;
     assert_eq!(reason, "MetricTemplateNotFound");
     assert!(
@@ -88,17 +82,11 @@ async fn a_missing_metric_template_is_reported_and_retried_when_created(cp: Cont
 /// Ingress is missing, the Canary says so, naming the field.
 async fn a_routing_object_that_cannot_be_rendered_is_reported(cp: ControlPlane) {
     let world = world(cp).await;
-    world
-        .apply(
-            &world.deployments(),
-            deployment("podinfo", "podinfo:6.0.0", 1),
-        )
-        .await;
     let mut c = canary("podinfo", 2);
     c["spec"]["provider"] = json!("nginx");
     c["spec"]["ingressRef"] =
         json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"});
-    world.apply(&world.canaries(), c).await;
+    podinfo_with(&world, c).await;
     let (reason, message) = world.wait_blocked("podinfo").await;
     assert_eq!(reason, "RoutingInvalid");
     assert!(
@@ -109,16 +97,10 @@ async fn a_routing_object_that_cannot_be_rendered_is_reported(cp: ControlPlane) 
 
 async fn an_invalid_spec_is_reported_with_its_field(cp: ControlPlane) {
     let world = world(cp).await;
-    world
-        .apply(
-            &world.deployments(),
-            deployment("podinfo", "podinfo:6.0.0", 1),
-        )
-        .await;
     let mut c = canary("podinfo", 2);
     // Valid for the CRD schema, rejected by serin's validation: a webhook without a URL scheme.
     c["spec"]["analysis"]["webhooks"] = json!([{"name": "load", "url": "not a url"}]);
-    world.apply(&world.canaries(), c).await;
+    podinfo_with(&world, c).await;
     let (reason, message) = world.wait_blocked("podinfo").await;
     assert_eq!(reason, "InvalidSpec");
     assert!(message.contains("spec.analysis.webhooks[0]"), "{message}");
@@ -132,16 +114,10 @@ async fn an_invalid_spec_is_reported_with_its_field(cp: ControlPlane) {
 async fn a_cross_namespace_reference_is_refused_when_disabled(cp: ControlPlane) {
     let mut world = world_without_controller(cp).await;
     world.start_controller(&["--no-cross-namespace-refs"]);
-    world
-        .apply(
-            &world.deployments(),
-            deployment("podinfo", "podinfo:6.0.0", 1),
-        )
-        .await;
     let mut c = canary("podinfo", 2);
     c["spec"]["analysis"]["metrics"] = json!([{"name": "errors", "interval": "1m",
         "templateRef": {"name": "errors", "namespace": "shared"}, "thresholdRange": {"max": 1}}]);
-    world.apply(&world.canaries(), c).await;
+    podinfo_with(&world, c).await;
     let (reason, message) = world.wait_blocked("podinfo").await;
     assert_eq!(reason, "CrossNamespaceRef");
     assert!(
@@ -155,15 +131,9 @@ async fn a_cross_namespace_reference_is_refused_when_disabled(cp: ControlPlane) 
 /// Warning event naming the kind and the fix, not a log line every few seconds.
 async fn a_provider_whose_crd_is_not_installed_is_reported(cp: ControlPlane) {
     let world = world(cp).await;
-    world
-        .apply(
-            &world.deployments(),
-            deployment("podinfo", "podinfo:6.0.0", 1),
-        )
-        .await;
     let mut c = canary("podinfo", 2);
     c["spec"]["provider"] = json!("istio");
-    world.apply(&world.canaries(), c).await;
+    podinfo_with(&world, c).await;
     let (reason, message) = world.wait_blocked("podinfo").await;
     assert_eq!(reason, "KindNotServed", "{message}");
     assert!(

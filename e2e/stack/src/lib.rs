@@ -315,8 +315,8 @@ impl Stack {
                         tracing::error!("kubelet stand-in stopped: {e:#}");
                     }
                 }));
-                let gateway = world.provider() == traffic::config::Provider::GatewayApi;
-                tasks.push(tokio::spawn(mirror::run(client, store.clone(), gateway)));
+                let provider = world.provider();
+                tasks.push(tokio::spawn(mirror::run(client, store.clone(), provider)));
             }
             None => {
                 tasks.push(tokio::spawn(gc::run(store.clone())));

@@ -7,6 +7,7 @@
 //! accepted through the real status subresource (see `traffic::gateway`).
 
 use crate::store::{Store, ns_name};
+use crate::traffic::config::Provider;
 use crate::traffic::routing::{
     DAEMONSETS, DEPLOYMENTS, HTTP_ROUTES, INGRESSES, SERVICES, TRAFFIC_SPLITS, VIRTUAL_SERVICES,
 };
@@ -72,22 +73,39 @@ const MIRRORED: &[Mirrored] = &[
     },
 ];
 
-/// Mirrors every resource of `MIRRORED` into `store` until aborted; `accept_routes` also
-/// accepts HTTPRoutes as a gateway controller would.
-pub async fn run(client: Client, store: Arc<Store>, accept_routes: bool) {
+/// The store keys routing under `provider` reads: the workloads and Services always, and the
+/// provider's routing kind. Only those are watched (and their CRDs waited for).
+fn needed(provider: Provider) -> Vec<&'static Mirrored> {
+    let routing = match provider {
+        Provider::Kubernetes => None,
+        Provider::Istio => Some(VIRTUAL_SERVICES),
+        Provider::GatewayApi => Some(HTTP_ROUTES),
+        Provider::Smi => Some(TRAFFIC_SPLITS),
+        Provider::Nginx => Some(INGRESSES),
+    };
+    MIRRORED
+        .iter()
+        .filter(|m| [SERVICES, DEPLOYMENTS, DAEMONSETS].contains(&m.key) || Some(m.key) == routing)
+        .collect()
+}
+
+/// Mirrors what routing under `provider` reads into `store` until aborted; under Gateway API
+/// it also accepts HTTPRoutes as a gateway controller would.
+pub async fn run(client: Client, store: Arc<Store>, provider: Provider) {
+    let wanted = needed(provider);
     let mut started: HashSet<&'static str> = HashSet::new();
     loop {
-        for m in MIRRORED {
+        for m in wanted.iter().copied() {
             if started.contains(m.key) {
                 continue;
             }
             if let Some(ar) = resolve(&client, m).await {
                 started.insert(m.key);
-                let gateway = accept_routes && m.key == HTTP_ROUTES;
+                let gateway = m.key == HTTP_ROUTES;
                 tokio::spawn(watch(client.clone(), store.clone(), ar, m.key, gateway));
             }
         }
-        if started.len() == MIRRORED.len() {
+        if started.len() == wanted.len() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
