@@ -60,6 +60,10 @@ pub struct KubeLocal {
     /// Held open: kube-local (`--exit-with-stdin`) stops when it closes, so a test process
     /// killed outright leaves no control plane behind.
     _stdin: tokio::process::ChildStdin,
+    /// kube-local's data (etcd, about 120 MiB): owned here and removed on drop, because a
+    /// killed kube-local cannot remove it itself. Declared after `child` so the process is
+    /// killed first.
+    _data: tempfile::TempDir,
 }
 
 impl KubeLocal {
@@ -73,9 +77,15 @@ impl KubeLocal {
                 binary.display()
             );
         }
+        let data = tempfile::Builder::new()
+            .prefix("kube-local-")
+            .tempdir()
+            .context("creating kube-local's data directory")?;
         let mut child = Command::new(&binary)
             .arg("--kubeconfig")
             .arg(kubeconfig)
+            .arg("--dir")
+            .arg(data.path())
             .arg("--exit-with-stdin")
             .args(
                 crds.iter()
@@ -135,6 +145,7 @@ impl KubeLocal {
             child,
             url,
             _stdin: stdin,
+            _data: data,
         })
     }
 
