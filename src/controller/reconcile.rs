@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -29,10 +29,11 @@ use crate::controller::conditions;
 use crate::controller::context::{Context, Written, key};
 use crate::controller::error::Error;
 use crate::controller::router::{self, Input};
-use crate::controller::target::{Primary, Target};
+use crate::controller::target::{KnativeService, Primary, Target};
 use crate::controller::webhooks::{self, Call};
 use crate::plan;
 use crate::workload::configs::{self, Tracked};
+use crate::workload::knative;
 use crate::workload::primary::{PRIMARY_SUFFIX, selector_label};
 
 /// Flagger's finalizer name, so Canaries move between the two controllers.
@@ -123,16 +124,19 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
         reason: "ProviderNotSupported",
         message,
     })?;
-    let Some(target) = find_target(canary, ctx, &namespace) else {
+    let Some(target) = find_target(canary, ctx, &namespace).await? else {
         if deleting {
             return remove_finalizer(canary, ctx).await;
         }
         let r = &canary.spec.target_ref;
+        let (kind, hint) = match canary.spec.is_knative_target() {
+            true => ("Knative Service", " (is Knative Serving installed?)"),
+            false => (r.kind.as_str(), ""),
+        };
         return Err(Error::Blocked {
             reason: "TargetNotFound",
             message: format!(
-                "spec.targetRef: {} {namespace}/{} not found; create it or fix the name",
-                r.kind.as_str(),
+                "spec.targetRef: {kind} {namespace}/{} not found; create it or fix the name{hint}",
                 r.name
             ),
         });
@@ -159,7 +163,7 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
                     .map_err(Error::workload)?,
             )
         }
-        Target::Service(_) => None,
+        Target::Service(_) | Target::Knative(_) => None,
     };
 
     // What is.
@@ -167,7 +171,7 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     let revision = spec_hash(&target.revision_source(), &tracked.checksums);
     let current = current_status(canary, ctx);
     let status = current.engine();
-    let primary = find_primary(&target, ctx, &namespace);
+    let primary = find_primary(&target, ctx, &namespace).await?;
     let analysis = canary.spec.analysis().cloned().unwrap_or_default();
     let since = status.last_transition_time;
     let target_readiness = if target.is_scaled_to_zero() {
@@ -349,10 +353,17 @@ fn blocked_by(reason: &'static str, problems: &[crate::api::validate::Problem]) 
     Error::Blocked { reason, message }
 }
 
-fn find_target(canary: &Canary, ctx: &Context, namespace: &str) -> Option<Target> {
+async fn find_target(
+    canary: &Canary,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<Target>, Error> {
     let name = &canary.spec.target_ref.name;
     let stores = &ctx.stores;
-    match canary.spec.target_ref.kind {
+    if canary.spec.is_knative_target() {
+        return find_knative(ctx, namespace, name).await;
+    }
+    Ok(match canary.spec.target_ref.kind {
         TargetKind::Deployment => stores
             .deployments
             .get(&key::<Deployment>(namespace, name))
@@ -365,11 +376,56 @@ fn find_target(canary: &Canary, ctx: &Context, namespace: &str) -> Option<Target
             .services
             .get(&key::<Service>(namespace, name))
             .map(Target::Service),
-    }
+    })
 }
 
-fn find_primary(target: &Target, ctx: &Context, namespace: &str) -> Option<Primary> {
-    match target {
+/// A Knative Service and its latest revision, from the API (see `workload::knative`). A kind
+/// the API server does not serve (Knative not installed) reads as not found.
+async fn find_knative(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Target>, Error> {
+    let services: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), namespace, &knative::service_resource());
+    let service = match services.get_opt(name).await {
+        Ok(found) => found,
+        Err(kube::Error::Api(e)) if e.code == 404 => None,
+        Err(e) => {
+            return Err(Error::kube(
+                format!("read Knative Service {namespace}/{name}"),
+                e,
+            ));
+        }
+    };
+    let Some(service) = service else {
+        return Ok(None);
+    };
+    let latest = match knative::latest_created(&service) {
+        Some(revision) => get_revision(ctx, namespace, revision).await?,
+        None => None,
+    };
+    Ok(Some(Target::Knative(Arc::new(KnativeService {
+        service,
+        latest,
+    }))))
+}
+
+async fn get_revision(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<DynamicObject>, Error> {
+    let revisions: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), namespace, &knative::revision_resource());
+    revisions
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("read Knative Revision {namespace}/{name}"), e))
+}
+
+async fn find_primary(
+    target: &Target,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<Primary>, Error> {
+    Ok(match target {
         Target::Deployment(d) => {
             let name = format!("{}{PRIMARY_SUFFIX}", d.name_any());
             ctx.stores
@@ -385,7 +441,29 @@ fn find_primary(target: &Target, ctx: &Context, namespace: &str) -> Option<Prima
                 .map(Primary::DaemonSet)
         }
         Target::Service(_) => None,
-    }
+        Target::Knative(k) => {
+            let Some(name) = knative::primary_revision(&k.service) else {
+                return Ok(None);
+            };
+            let revision = match &k.latest {
+                Some(latest) if latest.name_any() == name => Some(latest.clone()),
+                _ => get_revision(ctx, namespace, name).await?,
+            };
+            let Some(revision) = revision else {
+                return Err(Error::Blocked {
+                    reason: "TargetInvalid",
+                    message: format!(
+                        "Knative Service {namespace}/{}: annotation {} names revision {name}, \
+                         which does not exist; remove the annotation to make the latest \
+                         revision the primary",
+                        k.service.name_any(),
+                        knative::PRIMARY_REVISION
+                    ),
+                });
+            };
+            Some(Primary::KnativeRevision(Arc::new(revision)))
+        }
+    })
 }
 
 fn is_stale(ctx: &Context, target: &Target, namespace: &str) -> bool {
@@ -398,7 +476,8 @@ fn is_stale(ctx: &Context, target: &Target, namespace: &str) -> bool {
             &format!("DaemonSet/{namespace}/{}", d.name_any()),
             d.metadata.generation,
         ),
-        Target::Service(_) => false,
+        // Read from the API, never stale.
+        Target::Service(_) | Target::Knative(_) => false,
     }
 }
 
@@ -412,6 +491,7 @@ fn is_stale_primary(ctx: &Context, primary: &Primary, namespace: &str) -> bool {
             &format!("DaemonSet/{namespace}/{}", d.name_any()),
             d.metadata.generation,
         ),
+        Primary::KnativeRevision(_) => false,
     }
 }
 

@@ -1,15 +1,19 @@
-//! The workload a Canary releases, as read from the caches: a Deployment, a DaemonSet, or a
-//! Service (route-only: nothing to copy or scale), and the primary serin keeps beside it.
+//! The workload a Canary releases, as read from the caches: a Deployment, a DaemonSet, a
+//! Service (route-only: nothing to copy or scale) or a Knative Service (read from the API:
+//! its revisions are the versions), and the primary serin keeps beside it.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
+use kube::ResourceExt;
 use serde_json::Value;
 use serin_core::Readiness;
 
-use crate::workload::{primary, readiness};
+use kube::api::DynamicObject;
+
+use crate::workload::{knative, primary, readiness};
 
 /// The target of a Canary.
 #[derive(Clone, Debug)]
@@ -17,13 +21,22 @@ pub enum Target {
     Deployment(Arc<Deployment>),
     DaemonSet(Arc<DaemonSet>),
     Service(Arc<Service>),
+    Knative(Arc<KnativeService>),
 }
 
-/// The primary copy, when it exists.
+/// A Knative Service and the revision Knative created last (the version being released).
+#[derive(Clone, Debug)]
+pub struct KnativeService {
+    pub service: DynamicObject,
+    pub latest: Option<DynamicObject>,
+}
+
+/// The primary copy, when it exists; for a Knative Service, the primary revision.
 #[derive(Clone, Debug)]
 pub enum Primary {
     Deployment(Arc<Deployment>),
     DaemonSet(Arc<DaemonSet>),
+    KnativeRevision(Arc<DynamicObject>),
 }
 
 impl Target {
@@ -31,7 +44,7 @@ impl Target {
         match self {
             Target::Deployment(_) => "Deployment",
             Target::DaemonSet(_) => "DaemonSet",
-            Target::Service(_) => "Service",
+            Target::Service(_) | Target::Knative(_) => "Service",
         }
     }
 
@@ -40,7 +53,7 @@ impl Target {
         match self {
             Target::Deployment(d) => d.spec.as_ref()?.template.spec.as_ref(),
             Target::DaemonSet(d) => d.spec.as_ref()?.template.spec.as_ref(),
-            Target::Service(_) => None,
+            Target::Service(_) | Target::Knative(_) => None,
         }
     }
 
@@ -54,14 +67,16 @@ impl Target {
                 primary::strip_scale_to_zero(&mut t);
                 t
             }),
-            Target::Service(_) => None,
+            Target::Service(_) | Target::Knative(_) => None,
         }
     }
 
-    /// What the revision hash covers: the pod template, or the Service spec.
+    /// What the revision hash covers: the pod template, the Service spec, or the name of the
+    /// revision Knative created last (each new template gets one).
     pub fn revision_source(&self) -> Value {
         match self {
             Target::Service(s) => serde_json::to_value(&s.spec).unwrap_or(Value::Null),
+            Target::Knative(k) => knative::latest_created(&k.service).into(),
             _ => serde_json::to_value(self.template()).unwrap_or(Value::Null),
         }
     }
@@ -85,6 +100,12 @@ impl Target {
             Target::DaemonSet(d) => readiness::daemon_set(d, threshold, deadline, since, now),
             // A Service has no pods of its own to wait for.
             Target::Service(_) => Readiness::Ready,
+            Target::Knative(k) => match knative::latest_created(&k.service) {
+                Some(name) => {
+                    knative::revision_readiness(k.latest.as_ref(), name, deadline, since, now)
+                }
+                None => Readiness::NotReady("waiting for Knative to create a revision".into()),
+            },
         }
     }
 
@@ -106,7 +127,7 @@ impl Target {
                 .and_then(|s| s.template.spec.as_ref())
                 .and_then(|p| p.node_selector.as_ref())
                 .is_some_and(|n| n.contains_key(primary::SCALE_TO_ZERO_LABEL)),
-            Target::Service(_) => false,
+            Target::Service(_) | Target::Knative(_) => false,
         }
     }
 }
@@ -122,13 +143,16 @@ impl Primary {
         match self {
             Primary::Deployment(d) => readiness::deployment(d, threshold, deadline, now),
             Primary::DaemonSet(d) => readiness::daemon_set(d, threshold, deadline, since, now),
+            Primary::KnativeRevision(r) => {
+                knative::revision_readiness(Some(r), &r.name_any(), deadline, since, now)
+            }
         }
     }
 
     pub fn replicas(&self) -> Option<i32> {
         match self {
             Primary::Deployment(d) => d.spec.as_ref().and_then(|s| s.replicas),
-            Primary::DaemonSet(_) => None,
+            Primary::DaemonSet(_) | Primary::KnativeRevision(_) => None,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod configs;
 pub mod keda;
+pub mod knative;
 pub mod primary;
 pub mod readiness;
 pub mod services;

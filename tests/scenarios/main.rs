@@ -6,6 +6,7 @@
 mod cli;
 mod harness;
 mod inputs;
+mod knative;
 mod lifecycle;
 mod routing;
 mod targets;

@@ -76,6 +76,12 @@ impl WorldConfig {
         self
     }
 
+    /// Knative Serving: its CRDs and the stack's stand-in for its controller.
+    pub fn knative(mut self) -> Self {
+        self.stack.knative = true;
+        self.routing_crds()
+    }
+
     /// The controller's `--mesh-provider`.
     pub fn mesh_provider(mut self, provider: &str) -> Self {
         let args = &mut self.controller_args;
@@ -209,21 +215,20 @@ impl World {
         .unwrap_or_else(|e| panic!("apply {name}: {e}"));
     }
 
-    /// Creates any object (by its apiVersion and kind, the plural guessed as `<kind>s`).
-    pub async fn create(&self, object: Value) {
-        let api_version = object["apiVersion"].as_str().unwrap();
+    /// An API of any kind in the test namespace (the plural guessed as `<kind>s`).
+    pub fn dynamic(&self, api_version: &str, kind: &str) -> Api<kube::api::DynamicObject> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let kind = object["kind"].as_str().unwrap().to_string();
         let resource = kube::api::ApiResource::from_gvk_with_plural(
-            &kube::api::GroupVersionKind::gvk(group, version, &kind),
+            &kube::api::GroupVersionKind::gvk(group, version, kind),
             &format!("{}s", kind.to_lowercase()),
         );
-        let ns = object["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or(NS)
-            .to_string();
-        let api: Api<kube::api::DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &ns, &resource);
+        Api::namespaced_with(self.client.clone(), NS, &resource)
+    }
+
+    /// Creates any object in the test namespace, by its apiVersion and kind.
+    pub async fn create(&self, object: Value) {
+        let kind = object["kind"].as_str().unwrap().to_string();
+        let api = self.dynamic(object["apiVersion"].as_str().unwrap(), &kind);
         api.create(
             &PostParams::default(),
             &serde_json::from_value(object).unwrap(),

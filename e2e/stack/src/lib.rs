@@ -30,6 +30,7 @@ mod faults;
 mod fields;
 mod gc;
 mod jsonpath;
+mod knative;
 mod kubeconfig;
 mod kubelet;
 mod metadata;
@@ -108,6 +109,9 @@ pub struct StackConfig {
     /// (on the real control plane, before the controller manager starts, so its garbage
     /// collector knows their kinds from the beginning).
     pub crds: Vec<PathBuf>,
+    /// Run a stand-in for Knative Serving (a Revision per Knative Service template, its
+    /// readiness after the image's ready delay); needs the Knative CRDs among `crds`.
+    pub knative: bool,
 }
 
 impl Default for StackConfig {
@@ -126,6 +130,7 @@ impl Default for StackConfig {
             manual_traffic_clock: false,
             control_plane: ControlPlane::default(),
             crds: Vec::new(),
+            knative: false,
         }
     }
 }
@@ -371,6 +376,15 @@ impl Stack {
             for file in &config.crds {
                 stack.create_all(file)?;
             }
+        }
+        if config.knative {
+            let client = stack.client().await?;
+            let workloads = config.scenario.workloads.clone();
+            stack.tasks.push(tokio::spawn(async move {
+                if let Err(e) = knative::run(client, workloads).await {
+                    tracing::error!("Knative Serving stand-in stopped: {e:#}");
+                }
+            }));
         }
         // Started last: on failure, dropping `stack` stops everything started so far.
         if config.prometheus

@@ -18,8 +18,9 @@ use crate::api::Canary;
 use crate::api::canary::AutoscalerKind;
 use crate::controller::context::{Context, key};
 use crate::controller::error::Error;
-use crate::controller::target::{Primary, Target};
+use crate::controller::target::{KnativeService, Primary, Target};
 use crate::workload::configs::Tracked;
+use crate::workload::knative;
 use crate::workload::primary::{self, CopyRules, PRIMARY_SUFFIX, SCALE_TO_ZERO_LABEL};
 use crate::workload::services::{self, Role};
 
@@ -97,8 +98,10 @@ impl Scope<'_> {
     }
 
     async fn write_primary(&self, promotion: bool) -> Result<(), Error> {
-        if matches!(self.target, Target::Service(_)) {
-            return self.promote_service().await;
+        match self.target {
+            Target::Service(_) => return self.promote_service().await,
+            Target::Knative(k) => return self.promote_revision(k).await,
+            Target::Deployment(_) | Target::DaemonSet(_) => {}
         }
         self.copy_configs().await?;
         let promotion_id = promotion_id(self.canary);
@@ -135,7 +138,7 @@ impl Scope<'_> {
                 );
                 self.record_template(&written).await?;
             }
-            Target::Service(_) => {}
+            Target::Service(_) | Target::Knative(_) => {}
         }
         if has_autoscaler {
             self.copy_autoscaler(promotion).await?;
@@ -159,6 +162,47 @@ impl Scope<'_> {
             status: None,
         };
         self.apply(&name, &copy).await.map(|_| ())
+    }
+
+    /// Knative targets: the latest revision becomes the primary one. A merge patch of the
+    /// annotation alone: a server-side apply without the traffic split that routing applied
+    /// under the same field manager would remove that split.
+    async fn promote_revision(&self, k: &KnativeService) -> Result<(), Error> {
+        let Some(latest) = knative::latest_created(&k.service) else {
+            return Err(Error::Blocked {
+                reason: "TargetInvalid",
+                message: format!(
+                    "Knative Service {}/{} has no status.latestCreatedRevisionName; \
+                     wait for Knative to create a revision",
+                    self.namespace,
+                    k.service.name_any()
+                ),
+            });
+        };
+        if knative::primary_revision(&k.service) == Some(latest) {
+            return Ok(());
+        }
+        self.annotate_knative(k, json!(latest)).await
+    }
+
+    /// Sets (or with `null` removes) the primary-revision annotation.
+    async fn annotate_knative(&self, k: &KnativeService, value: Value) -> Result<(), Error> {
+        let name = k.service.name_any();
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            self.ctx.client.clone(),
+            self.namespace,
+            &knative::service_resource(),
+        );
+        let patch = json!({"metadata": {"annotations": {knative::PRIMARY_REVISION: value}}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| {
+                Error::kube(
+                    format!("annotate Knative Service {}/{name}", self.namespace),
+                    e,
+                )
+            })?;
+        Ok(())
     }
 
     /// Tracked ConfigMaps and Secrets copied to `-primary`, owned (not controlled) by this
@@ -355,6 +399,7 @@ impl Scope<'_> {
             Target::Deployment(d) => d.name_any(),
             Target::DaemonSet(d) => d.name_any(),
             Target::Service(s) => s.name_any(),
+            Target::Knative(k) => k.service.name_any(),
         }
     }
 
@@ -435,7 +480,8 @@ impl Scope<'_> {
                 self.patch_workload::<DaemonSet>(&d.name_any(), &patch)
                     .await
             }
-            Target::Service(_) => Ok(()),
+            // Knative scales revisions by their traffic.
+            Target::Service(_) | Target::Knative(_) => Ok(()),
         }
     }
 
@@ -466,7 +512,7 @@ impl Scope<'_> {
                 self.patch_workload::<DaemonSet>(&d.name_any(), &patch)
                     .await
             }
-            Target::Service(_) => Ok(()),
+            Target::Service(_) | Target::Knative(_) => Ok(()),
         }
     }
 
@@ -511,6 +557,16 @@ impl Scope<'_> {
     /// the apex selects its pods and loses serin's owner reference (so garbage collection of
     /// the Canary's objects does not take it), then the primary may go.
     pub async fn revert(&self) -> Result<(), Error> {
+        if let Target::Knative(k) = self.target {
+            // Knative serves the latest revision again once the split is restored; the
+            // annotation goes with it.
+            if self.canary.spec.revert_on_deletion()
+                && knative::primary_revision(&k.service).is_some()
+            {
+                self.annotate_knative(k, Value::Null).await?;
+            }
+            return Ok(());
+        }
         self.scale_target_up().await?;
         let Some((label, value)) = self.selector else {
             return Ok(());

@@ -29,6 +29,8 @@ pub fn drifted(primary: &Primary) -> Option<Value> {
     let (meta, template) = match primary {
         Primary::Deployment(d) => (&d.metadata, d.spec.as_ref().map(|s| &s.template)),
         Primary::DaemonSet(d) => (&d.metadata, d.spec.as_ref().map(|s| &s.template)),
+        // A revision is immutable: nothing to drift.
+        Primary::KnativeRevision(_) => return None,
     };
     let annotations = meta.annotations.as_ref()?;
     let recorded = annotations.get(TEMPLATE_HASH)?;
@@ -108,6 +110,8 @@ impl Scope<'_> {
                     w.metadata.generation,
                 )
             }
+            // `drifted` never reports one.
+            Primary::KnativeRevision(r) => return Ok(r.name_any()),
         };
         self.ctx.expect_generation(name.clone(), generation);
         Ok(name)

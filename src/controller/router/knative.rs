@@ -19,8 +19,7 @@ use crate::api::Provider;
 
 pub struct Knative;
 
-/// Annotation on the Knative Service naming the revision that serves as primary.
-pub const PRIMARY_REVISION: &str = "flagger.app/primary-revision";
+use crate::workload::knative::PRIMARY_REVISION;
 
 fn resource() -> ApiResource {
     routing_object::resource("serving.knative.dev", "v1", "Service", "services")

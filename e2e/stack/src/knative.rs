@@ -1,0 +1,176 @@
+//! A stand-in for Knative Serving's controller, on either control plane: every new template
+//! of a Knative Service (`serving.knative.dev/v1`) becomes a Revision named
+//! `<service>-00001`, `-00002`, ... (Knative's naming), recorded in the Service's
+//! `status.latestCreatedRevisionName`. A Revision becomes `Ready` after the image's ready
+//! delay (the scenario's `workloads` rules: an image containing `broken` never does), and then
+//! is the Service's `status.latestReadyRevisionName`. No pod runs and `spec.traffic` is not
+//! programmed into any gateway: this is what a controller releasing a Knative Service reads.
+
+use crate::scenario::Workloads;
+use anyhow::{Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Label Knative puts on a Revision: the Service it belongs to.
+const SERVICE_LABEL: &str = "serving.knative.dev/service";
+/// The template a Revision was made from, to tell a new template from a traffic change.
+const TEMPLATE_ANNOTATION: &str = "serin-stack.local/template";
+
+fn resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("serving.knative.dev", "v1", kind),
+        plural,
+    )
+}
+
+struct Serving {
+    client: Client,
+    cfg: Workloads,
+}
+
+/// Runs until the task is aborted. Needs the Knative CRDs (`e2e/crds/routing.yaml`).
+pub async fn run(client: Client, cfg: Workloads) -> Result<()> {
+    let serving = Arc::new(Serving {
+        client: client.clone(),
+        cfg,
+    });
+    let services: Api<DynamicObject> = Api::all_with(client, &resource("Service", "services"));
+    let mut events = watcher(services, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(event) = events.try_next().await.unwrap_or_else(|e| {
+        tracing::warn!("knative: service watch: {e}");
+        None
+    }) {
+        if let watcher::Event::Apply(service) | watcher::Event::InitApply(service) = event
+            && let Err(e) = serving.reconcile(&service).await
+        {
+            tracing::warn!(service = %service.name_any(), "knative stand-in: {e:#}");
+        }
+    }
+    Ok(())
+}
+
+impl Serving {
+    fn revisions(&self, ns: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), ns, &resource("Revision", "revisions"))
+    }
+
+    /// A Revision for a template not seen before; the Service's status names it.
+    async fn reconcile(self: &Arc<Self>, service: &DynamicObject) -> Result<()> {
+        if service.metadata.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let ns = service.namespace().unwrap_or_default();
+        let name = service.name_any();
+        let template = service.data.pointer("/spec/template").cloned();
+        let template = serde_json::to_string(&template.unwrap_or(Value::Null))?;
+        let latest = service
+            .data
+            .pointer("/status/latestCreatedRevisionName")
+            .and_then(Value::as_str);
+        let revisions = self.revisions(&ns);
+        if let Some(latest) = latest
+            && let Some(revision) = revisions.get_opt(latest).await?
+            && revision.annotations().get(TEMPLATE_ANNOTATION) == Some(&template)
+        {
+            return Ok(());
+        }
+        let number = latest
+            .and_then(|l| l.rsplit_once('-'))
+            .and_then(|(_, n)| n.parse::<u32>().ok())
+            .unwrap_or(0)
+            + 1;
+        let revision_name = format!("{name}-{number:05}");
+        let mut revision = DynamicObject::new(&revision_name, &resource("Revision", "revisions"))
+            .within(&ns)
+            .data(
+                json!({"spec": service.data.pointer("/spec/template/spec").cloned()
+                .unwrap_or(json!({}))}),
+            );
+        revision
+            .labels_mut()
+            .insert(SERVICE_LABEL.into(), name.clone());
+        revision
+            .annotations_mut()
+            .insert(TEMPLATE_ANNOTATION.into(), template);
+        revision.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "serving.knative.dev/v1".into(),
+                kind: "Service".into(),
+                name: name.clone(),
+                uid: service.uid().unwrap_or_default(),
+                controller: Some(true),
+                ..Default::default()
+            },
+        ]);
+        revisions
+            .create(&PostParams::default(), &revision)
+            .await
+            .with_context(|| format!("creating Revision {ns}/{revision_name}"))?;
+        self.set_revision_ready(&ns, &revision_name, false).await?;
+        self.patch_service_status(
+            &ns,
+            &name,
+            json!({
+                "observedGeneration": service.metadata.generation,
+                "latestCreatedRevisionName": revision_name,
+            }),
+        )
+        .await?;
+        let image = service
+            .data
+            .pointer("/spec/template/spec/containers/0/image")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if let Some(delay) = self.cfg.ready_after(image) {
+            let this = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Err(e) = this.ready(&ns, &name, &revision_name).await {
+                    tracing::warn!(revision = %revision_name, "knative stand-in: {e:#}");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn ready(&self, ns: &str, service: &str, revision: &str) -> Result<()> {
+        self.set_revision_ready(ns, revision, true).await?;
+        self.patch_service_status(ns, service, json!({"latestReadyRevisionName": revision}))
+            .await
+    }
+
+    async fn set_revision_ready(&self, ns: &str, name: &str, ready: bool) -> Result<()> {
+        let (status, reason) = match ready {
+            true => ("True", "Ready"),
+            false => ("Unknown", "Deploying"),
+        };
+        let patch = json!({"status": {"conditions": [{
+            "type": "Ready", "status": status, "reason": reason,
+            "lastTransitionTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }]}});
+        self.revisions(ns)
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("status of Revision {ns}/{name}"))?;
+        Ok(())
+    }
+
+    async fn patch_service_status(&self, ns: &str, name: &str, status: Value) -> Result<()> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), ns, &resource("Service", "services"));
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": status})),
+        )
+        .await
+        .with_context(|| format!("status of Knative Service {ns}/{name}"))?;
+        Ok(())
+    }
+}
