@@ -150,20 +150,18 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
         .apiserver_version()
         .await
         .context("cannot reach the Kubernetes API")?;
-    let telemetry = Arc::new(telemetry::Telemetry::default());
-    telemetry.set(
-        "flagger_info",
-        vec![
-            ("version", env!("CARGO_PKG_VERSION").to_string()),
-            ("mesh_provider", args.mesh_provider.as_str().to_string()),
-        ],
-        1.0,
-    );
+    let telemetry = Arc::new(telemetry::Telemetry::new());
+    telemetry.info(env!("CARGO_PKG_VERSION"), args.mesh_provider.as_str());
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], args.port)))
         .await
         .with_context(|| format!("--port {}: cannot listen", args.port))?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(args.port);
-    tokio::spawn(telemetry::serve(listener, telemetry.clone()));
+    let health = Arc::new(telemetry::server::Health::default());
+    tokio::spawn(telemetry::server::serve(
+        listener,
+        telemetry.clone(),
+        health.clone(),
+    ));
     tracing::info!(
         kubernetes = %format!("{}.{}", version.major, version.minor),
         mesh_provider = %args.mesh_provider,
@@ -186,7 +184,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
         event_webhook: args.event_webhook.clone(),
         no_cross_namespace_refs: args.no_cross_namespace_refs,
     };
-    controller::run(client, config, telemetry, shutdown_signal()).await
+    controller::run(client, config, telemetry, health, shutdown_signal()).await
 }
 
 /// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.

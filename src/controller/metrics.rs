@@ -21,33 +21,22 @@ pub async fn evaluate(
         return (Analysis::Pass, None);
     }
     let evaluation = ctx.analyzer.run(canary).await;
-    for (labels, value) in analysis_series(canary, &evaluation.checks) {
+    let namespace = canary.metadata.namespace.as_deref().unwrap_or_default();
+    let target = &canary.spec.target_ref.name;
+    for (metric, value) in analysis_series(&evaluation.checks) {
         ctx.telemetry
-            .set("flagger_canary_metric_analysis", labels, value);
+            .metric_analysis(namespace, target, &metric, value);
     }
     (evaluation.outcome, Some(evaluation.observations))
 }
 
-/// Flagger's `flagger_canary_metric_analysis` series of a step: one per metric with a value,
-/// request-duration in seconds, labelled with the target's name (as all of Flagger's canary
-/// series are), not the Canary's.
-fn analysis_series(
-    canary: &Canary,
-    checks: &[MetricCheck],
-) -> Vec<(Vec<(&'static str, String)>, f64)> {
-    let namespace = canary.metadata.namespace.clone().unwrap_or_default();
-    let name = canary.spec.target_ref.name.clone();
+/// Flagger's `flagger_canary_metric_analysis` values of a step: one per metric with a value,
+/// request-duration in seconds (the series are labelled with the target's name, as all of
+/// Flagger's canary series are, not the Canary's).
+fn analysis_series(checks: &[MetricCheck]) -> Vec<(String, f64)> {
     checks
         .iter()
-        .filter_map(|check| {
-            let value = check.gauge_value()?;
-            let labels = vec![
-                ("metric", check.name.clone()),
-                ("name", name.clone()),
-                ("namespace", namespace.clone()),
-            ];
-            Some((labels, value))
-        })
+        .filter_map(|check| Some((check.name.clone(), check.gauge_value()?)))
         .collect()
 }
 
@@ -59,14 +48,7 @@ mod tests {
     use crate::api::canary::MetricVerdict;
 
     #[test]
-    fn series_are_labelled_with_the_target_and_durations_are_seconds() {
-        let canary: Canary = serde_json::from_value(serde_json::json!({
-            "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-            "metadata": {"name": "web-release", "namespace": "test"},
-            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-                "service": {"port": 9898}}
-        }))
-        .unwrap();
+    fn durations_are_seconds_and_checks_without_a_value_have_no_series() {
         let check = |name: &str, builtin, value| MetricCheck {
             name: name.into(),
             provider: "prometheus".into(),
@@ -86,27 +68,14 @@ mod tests {
             effect: Effect::Pass,
             error_kind: None,
         };
-        let series = analysis_series(
-            &canary,
-            &[
-                check(
-                    "request-duration",
-                    Some(Builtin::RequestDuration),
-                    Some(1500.0),
-                ),
-                check("errors", None, None),
-            ],
-        );
-        assert_eq!(
-            series,
-            [(
-                vec![
-                    ("metric", "request-duration".to_string()),
-                    ("name", "podinfo".to_string()),
-                    ("namespace", "test".to_string())
-                ],
-                1.5
-            )]
-        );
+        let series = analysis_series(&[
+            check(
+                "request-duration",
+                Some(Builtin::RequestDuration),
+                Some(1500.0),
+            ),
+            check("errors", None, None),
+        ]);
+        assert_eq!(series, [("request-duration".to_string(), 1.5)]);
     }
 }

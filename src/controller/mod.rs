@@ -111,11 +111,32 @@ fn canaries_in(canaries: &Store<Canary>, namespace: Option<String>) -> Vec<Objec
         .collect()
 }
 
+/// Reports ready once the caches are synced, then Flagger's `flagger_canary_total` every 10 s.
+async fn count_canaries(
+    canaries: Store<Canary>,
+    ctx: Arc<Context>,
+    health: Arc<telemetry::server::Health>,
+) {
+    while !ctx.stores.ready() {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    health.set_ready();
+    loop {
+        let mut per_ns = std::collections::BTreeMap::<String, i64>::new();
+        for c in canaries.state() {
+            *per_ns.entry(c.namespace().unwrap_or_default()).or_default() += 1;
+        }
+        ctx.telemetry.canaries(&per_ns);
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    }
+}
+
 /// Runs the controller until `shutdown` resolves; in-flight reconciles finish first.
 pub async fn run(
     client: Client,
     config: Config,
     telemetry: Arc<telemetry::Telemetry>,
+    health: Arc<telemetry::server::Health>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     let ns = config.namespace.clone();
@@ -171,21 +192,7 @@ pub async fn run(
     let by_configmap = canaries.clone();
     let by_secret = canaries.clone();
     let by_template = canaries.clone();
-    let total = canaries.clone();
-    let counter = telemetry.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-            let mut per_ns = std::collections::BTreeMap::<String, f64>::new();
-            for c in total.state() {
-                *per_ns.entry(c.namespace().unwrap_or_default()).or_default() += 1.0;
-            }
-            for (namespace, n) in per_ns {
-                counter.set("flagger_canary_total", vec![("namespace", namespace)], n);
-            }
-        }
-    });
-
+    tokio::spawn(count_canaries(canaries.clone(), ctx.clone(), health));
     controller
         .watches_stream(deployment_events, move |d: Deployment| {
             canaries_for(&by_deployment, &d.metadata, TargetKind::Deployment)

@@ -30,6 +30,7 @@ use crate::controller::context::{Context, Written, key};
 use crate::controller::error::Error;
 use crate::controller::router::{self, Input};
 use crate::controller::target::{KnativeService, Primary, Target};
+use crate::controller::telemetry::Outcome;
 use crate::controller::webhooks::{self, Call};
 use crate::plan;
 use crate::workload::configs::{self, Tracked};
@@ -49,16 +50,15 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
         namespace = canary.namespace().unwrap_or_default(),
         name = canary.name_any()
     );
+    let started = std::time::Instant::now();
     let result = run(&canary, &ctx)
         .instrument(span.clone())
         .await
         .map_err(Error::needing_a_human);
+    record_duration(&canary, &ctx, started.elapsed());
     match result {
         Err(Error::Blocked { reason, message }) => {
-            ctx.telemetry.inc(
-                "serin_reconcile_errors_total",
-                vec![("reason", reason.to_string())],
-            );
+            ctx.telemetry.reconcile_error(reason);
             blocked(&canary, &ctx, reason, &message)
                 .instrument(span)
                 .await
@@ -71,14 +71,24 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
     }
 }
 
+/// Every reconcile's duration; Flagger's `flagger_canary_duration_seconds` for those of a
+/// canary under analysis (not of a deleted one: its series are gone).
+fn record_duration(canary: &Canary, ctx: &Context, took: Duration) {
+    let seconds = took.as_secs_f64();
+    ctx.telemetry.reconciled(seconds);
+    let analysing = canary.status.as_ref().is_some_and(|s| s.phase.is_active());
+    if analysing && canary.metadata.deletion_timestamp.is_none() {
+        let namespace = canary.namespace().unwrap_or_default();
+        ctx.telemetry
+            .duration(&namespace, &canary.spec.target_ref.name, seconds);
+    }
+}
+
 /// Requeue policy for transient errors: per Canary, 1 s doubling to 5 minutes while the
 /// errors go on (reset by the next reconcile that completes).
 pub fn error_policy(canary: Arc<Canary>, error: &Error, ctx: Arc<Context>) -> Action {
     let delay = ctx.retries.next(&canary.uid().unwrap_or_default());
-    ctx.telemetry.inc(
-        "serin_reconcile_errors_total",
-        vec![("reason", error.label().to_string())],
-    );
+    ctx.telemetry.reconcile_error(error.label());
     tracing::warn!(
         namespace = canary.namespace().unwrap_or_default(),
         name = canary.name_any(),
@@ -99,7 +109,8 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     let deleting = canary.metadata.deletion_timestamp.is_some();
     let has_finalizer = canary.finalizers().iter().any(|f| f == FINALIZER);
     if deleting && !has_finalizer {
-        ctx.telemetry.forget(&namespace, &canary.name_any());
+        ctx.telemetry
+            .forget(&namespace, &canary.spec.target_ref.name);
         return Ok(Action::await_change());
     }
     if !deleting && !has_finalizer {
@@ -674,29 +685,22 @@ async fn after_status(canary: &Canary, ctx: &Context, plan: &Plan, step: &Step, 
         }
     }
     let namespace = canary.namespace().unwrap_or_default();
-    let labels = vec![
-        ("name", canary.spec.target_ref.name.clone()),
-        ("namespace", namespace.clone()),
-    ];
+    let target = &canary.spec.target_ref.name;
     let code = match step.status.phase {
-        Phase::Progressing => 0.0,
-        Phase::Failed => 2.0,
-        _ => 1.0,
+        Phase::Progressing => 0,
+        Phase::Failed => 2,
+        _ => 1,
     };
-    ctx.telemetry
-        .set("flagger_canary_status", labels.clone(), code);
+    ctx.telemetry.status(&namespace, target, code);
     let entered =
         |p: Phase| step.status.phase == p && canary.status.as_ref().map(|s| s.phase) != Some(p);
-    let outcome_labels = || {
-        let mut l = labels.clone();
-        l.push(("deployment_strategy", plan.strategy.label().to_string()));
-        let status = if plan.skip_analysis {
-            "skipped"
-        } else {
-            "completed"
+    let outcome = |outcome| {
+        let status = match plan.skip_analysis {
+            true => "skipped",
+            false => "completed",
         };
-        l.push(("analysis_status", status.to_string()));
-        l
+        ctx.telemetry
+            .outcome(&namespace, target, outcome, plan.strategy.label(), status);
     };
     if entered(Phase::Succeeded)
         && step
@@ -704,12 +708,10 @@ async fn after_status(canary: &Canary, ctx: &Context, plan: &Plan, step: &Step, 
             .iter()
             .any(|e| matches!(e, Effect::ScaleTargetToZero))
     {
-        ctx.telemetry
-            .inc("flagger_canary_successes_total", outcome_labels());
+        outcome(Outcome::Promoted);
     }
     if entered(Phase::Failed) && canary.status.as_ref().is_some_and(|s| s.phase.is_active()) {
-        ctx.telemetry
-            .inc("flagger_canary_failures_total", outcome_labels());
+        outcome(Outcome::Failed);
     }
 }
 
@@ -745,14 +747,8 @@ fn record_weights(
     canary_weight: u32,
 ) {
     let target = &canary.spec.target_ref.name;
-    for (workload, weight) in [
-        (format!("{target}{PRIMARY_SUFFIX}"), primary),
-        (target.clone(), canary_weight),
-    ] {
-        let labels = vec![("workload", workload), ("namespace", namespace.to_string())];
-        ctx.telemetry
-            .set("flagger_canary_weight", labels, f64::from(weight));
-    }
+    ctx.telemetry
+        .weights(namespace, target, primary, canary_weight);
 }
 
 /// A Canary serin cannot run: a `Ready=False` condition and one Warning event per new
@@ -810,8 +806,10 @@ async fn remove_finalizer(canary: &Canary, ctx: &Context) -> Result<Action, Erro
     if let (Some(uid), Ok(mut written)) = (canary.uid(), ctx.written.lock()) {
         written.remove(&uid);
     }
-    ctx.telemetry
-        .forget(&canary.namespace().unwrap_or_default(), &canary.name_any());
+    ctx.telemetry.forget(
+        &canary.namespace().unwrap_or_default(),
+        &canary.spec.target_ref.name,
+    );
     Ok(Action::await_change())
 }
 

@@ -1,143 +1,324 @@
-//! serin's own metrics under Flagger's metric names and labels, so existing dashboards and
-//! alerts keep working, served with `/healthz` on `--port`. Label values are bounded: canary
-//! and namespace names (one series per canary), strategy and a fixed status vocabulary.
+//! serin's own metrics, under Flagger's metric names *and* labels so existing dashboards and
+//! alert rules keep working, plus `serin_*` ones. Registry and Prometheus text encoding from
+//! `prometheus-client`; served on `--port` with `/healthz` and `/readyz` by `server`.
+//!
+//! Label values are bounded: target and namespace names (one series per canary), a fixed
+//! vocabulary for strategies, outcomes and error reasons. A canary's gauges and its duration
+//! histogram are removed when the Canary goes away, so dashboards show no ghosts; its outcome
+//! counters stay (they are history, and `increase()` over them stays right).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
-type Labels = Vec<(&'static str, String)>;
+pub mod server;
 
-#[derive(Default)]
-struct Families {
-    /// name → (labels → value)
-    gauges: BTreeMap<&'static str, BTreeMap<Labels, f64>>,
-    counters: BTreeMap<&'static str, BTreeMap<Labels, f64>>,
-}
+type F64Gauge = Gauge<f64, AtomicU64>;
 
-#[derive(Default)]
-pub struct Telemetry {
-    families: Mutex<Families>,
-}
-
-const HELP: [(&str, &str); 8] = [
-    (
-        "flagger_info",
-        "Information about the controller (serin, speaking Flagger's API)",
-    ),
-    ("flagger_canary_total", "Canaries per namespace"),
-    (
-        "flagger_canary_status",
-        "Last status of a canary: 0 progressing, 1 other, 2 failed",
-    ),
-    (
-        "flagger_canary_weight",
-        "Traffic weight of the primary and the canary workload",
-    ),
-    (
-        "flagger_canary_metric_analysis",
-        "Last value of each metric check",
-    ),
-    ("flagger_canary_successes_total", "Releases promoted"),
-    (
-        "serin_reconcile_errors_total",
-        "Reconciles that failed, by reason (blocked specs and transient errors)",
-    ),
-    (
-        "flagger_canary_failures_total",
-        "Releases rolled back or failed",
-    ),
+/// Go's `prometheus.DefBuckets`, which Flagger's duration histogram uses.
+const DEFAULT_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    version: String,
+    mesh_provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabels {
+    namespace: String,
+}
+
+/// A canary as Flagger's recorder labels it: `name` is the *target's* name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct CanaryLabels {
+    name: String,
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WeightLabels {
+    workload: String,
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnalysisLabels {
+    name: String,
+    namespace: String,
+    metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    name: String,
+    namespace: String,
+    deployment_strategy: String,
+    analysis_status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// How a release ended, for `flagger_canary_successes_total` / `_failures_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Promoted,
+    Failed,
+}
+
+pub struct Telemetry {
+    registry: Registry,
+    info: Family<InfoLabels, Gauge>,
+    total: Family<NamespaceLabels, Gauge>,
+    status: Family<CanaryLabels, Gauge>,
+    weight: Family<WeightLabels, Gauge>,
+    duration: Family<CanaryLabels, Histogram>,
+    analysis: Family<AnalysisLabels, F64Gauge>,
+    successes: Family<OutcomeLabels, Counter>,
+    failures: Family<OutcomeLabels, Counter>,
+    errors: Family<ReasonLabels, Counter>,
+    reconcile: Histogram,
+    /// Metric names with an analysis series, per canary, so `forget` can remove them.
+    analysed: Mutex<HashMap<CanaryLabels, BTreeSet<String>>>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
 impl Telemetry {
-    pub fn set(&self, name: &'static str, labels: Labels, value: f64) {
-        if let Ok(mut f) = self.families.lock() {
-            f.gauges.entry(name).or_default().insert(labels, value);
+    pub fn new() -> Telemetry {
+        let mut registry = Registry::default();
+        let info = Family::<InfoLabels, Gauge>::default();
+        let total = Family::<NamespaceLabels, Gauge>::default();
+        let status = Family::<CanaryLabels, Gauge>::default();
+        let weight = Family::<WeightLabels, Gauge>::default();
+        let duration = Family::<CanaryLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(DEFAULT_BUCKETS)) as fn() -> Histogram,
+        );
+        let analysis = Family::<AnalysisLabels, F64Gauge>::default();
+        let successes = Family::<OutcomeLabels, Counter>::default();
+        let failures = Family::<OutcomeLabels, Counter>::default();
+        let errors = Family::<ReasonLabels, Counter>::default();
+        let reconcile = Histogram::new(DEFAULT_BUCKETS);
+        registry.register(
+            "flagger_info",
+            "Information about the controller (serin, speaking Flagger's API)",
+            info.clone(),
+        );
+        registry.register(
+            "flagger_canary_total",
+            "Canaries per namespace",
+            total.clone(),
+        );
+        registry.register(
+            "flagger_canary_status",
+            "Last status of a canary: 0 progressing, 1 any other phase, 2 failed",
+            status.clone(),
+        );
+        registry.register(
+            "flagger_canary_weight",
+            "Traffic weight of the primary and the canary workload",
+            weight.clone(),
+        );
+        registry.register(
+            "flagger_canary_duration_seconds",
+            "Duration of the reconciles of a canary under analysis",
+            duration.clone(),
+        );
+        registry.register(
+            "flagger_canary_metric_analysis",
+            "Last value of each metric check (request-duration in seconds)",
+            analysis.clone(),
+        );
+        registry.register(
+            "flagger_canary_successes",
+            "Releases promoted",
+            successes.clone(),
+        );
+        registry.register(
+            "flagger_canary_failures",
+            "Releases rolled back or failed",
+            failures.clone(),
+        );
+        registry.register(
+            "serin_reconcile_errors",
+            "Reconciles that failed, by reason (blocked specs and transient errors)",
+            errors.clone(),
+        );
+        registry.register(
+            "serin_reconcile_duration_seconds",
+            "Duration of every reconcile",
+            reconcile.clone(),
+        );
+        Telemetry {
+            registry,
+            info,
+            total,
+            status,
+            weight,
+            duration,
+            analysis,
+            successes,
+            failures,
+            errors,
+            reconcile,
+            analysed: Mutex::default(),
         }
     }
 
-    pub fn inc(&self, name: &'static str, labels: Labels) {
-        if let Ok(mut f) = self.families.lock() {
-            *f.counters
-                .entry(name)
+    pub fn info(&self, version: &str, mesh_provider: &str) {
+        let labels = InfoLabels {
+            version: version.into(),
+            mesh_provider: mesh_provider.into(),
+        };
+        self.info.get_or_create(&labels).set(1);
+    }
+
+    /// Replaces the per-namespace canary counts (namespaces without canaries drop out).
+    pub fn canaries(&self, per_namespace: &std::collections::BTreeMap<String, i64>) {
+        self.total.clear();
+        for (namespace, n) in per_namespace {
+            let labels = NamespaceLabels {
+                namespace: namespace.clone(),
+            };
+            self.total.get_or_create(&labels).set(*n);
+        }
+    }
+
+    /// Flagger's status code: 0 progressing, 2 failed, 1 any other phase.
+    pub fn status(&self, namespace: &str, target: &str, code: i64) {
+        self.status
+            .get_or_create(&canary(namespace, target))
+            .set(code);
+    }
+
+    pub fn weights(&self, namespace: &str, target: &str, primary: u32, canary: u32) {
+        for (workload, weight) in [
+            (format!("{target}-primary"), primary),
+            (target.into(), canary),
+        ] {
+            let labels = WeightLabels {
+                workload,
+                namespace: namespace.into(),
+            };
+            self.weight.get_or_create(&labels).set(i64::from(weight));
+        }
+    }
+
+    pub fn duration(&self, namespace: &str, target: &str, seconds: f64) {
+        self.duration
+            .get_or_create(&canary(namespace, target))
+            .observe(seconds);
+    }
+
+    pub fn metric_analysis(&self, namespace: &str, target: &str, metric: &str, value: f64) {
+        let labels = AnalysisLabels {
+            name: target.into(),
+            namespace: namespace.into(),
+            metric: metric.into(),
+        };
+        self.analysis.get_or_create(&labels).set(value);
+        if let Ok(mut analysed) = self.analysed.lock() {
+            analysed
+                .entry(canary(namespace, target))
                 .or_default()
-                .entry(labels)
-                .or_default() += 1.0;
+                .insert(metric.into());
         }
     }
 
-    /// Forgets every gauge series of a deleted canary, so dashboards do not show ghosts.
-    pub fn forget(&self, namespace: &str, name: &str) {
-        if let Ok(mut f) = self.families.lock() {
-            for series in f.gauges.values_mut() {
-                series.retain(|labels, _| {
-                    let ns = labels
-                        .iter()
-                        .any(|(k, v)| *k == "namespace" && v == namespace);
-                    let n = labels.iter().any(|(k, v)| *k == "name" && v == name);
-                    !(ns && n)
-                });
-            }
+    pub fn outcome(
+        &self,
+        namespace: &str,
+        target: &str,
+        outcome: Outcome,
+        strategy: &str,
+        status: &str,
+    ) {
+        let labels = OutcomeLabels {
+            name: target.into(),
+            namespace: namespace.into(),
+            deployment_strategy: strategy.into(),
+            analysis_status: status.into(),
+        };
+        let family = match outcome {
+            Outcome::Promoted => &self.successes,
+            Outcome::Failed => &self.failures,
+        };
+        family.get_or_create(&labels).inc();
+    }
+
+    pub fn reconcile_error(&self, reason: &str) {
+        let labels = ReasonLabels {
+            reason: reason.into(),
+        };
+        self.errors.get_or_create(&labels).inc();
+    }
+
+    pub fn reconciled(&self, seconds: f64) {
+        self.reconcile.observe(seconds);
+    }
+
+    /// Removes a gone canary's gauges and duration histogram.
+    pub fn forget(&self, namespace: &str, target: &str) {
+        let labels = canary(namespace, target);
+        self.status.remove(&labels);
+        self.duration.remove(&labels);
+        for workload in [format!("{target}-primary"), target.to_string()] {
+            self.weight.remove(&WeightLabels {
+                workload,
+                namespace: namespace.into(),
+            });
+        }
+        let metrics = match self.analysed.lock() {
+            Ok(mut analysed) => analysed.remove(&labels).unwrap_or_default(),
+            Err(_) => BTreeSet::new(),
+        };
+        for metric in metrics {
+            self.analysis.remove(&AnalysisLabels {
+                name: target.into(),
+                namespace: namespace.into(),
+                metric,
+            });
         }
     }
 
-    /// Prometheus text exposition format.
+    /// Prometheus text exposition format (0.0.4), as Flagger's Go client serves it.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let Ok(f) = self.families.lock() else {
-            return out;
-        };
-        for (kind, families) in [("gauge", &f.gauges), ("counter", &f.counters)] {
-            for (name, series) in families {
-                let help = HELP.iter().find(|(n, _)| n == name).map_or("", |(_, h)| h);
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-                for (labels, value) in series {
-                    let labels: Vec<String> = labels
-                        .iter()
-                        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                        .collect();
-                    let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
-                }
-            }
+        if let Err(e) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        {
+            tracing::error!("encoding metrics: {e}");
         }
         out
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Serves `/metrics` and `/healthz` until the process ends. HTTP/1.0-style: one request per
-/// connection, which is all a scraper or a kubelet probe needs.
-pub async fn serve(listener: TcpListener, telemetry: std::sync::Arc<Telemetry>) {
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
-        };
-        let telemetry = telemetry.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let n = socket.read(&mut buf).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (status, content_type, body) = match path {
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", telemetry.render()),
-                "/healthz" | "/readyz" => ("200 OK", "text/plain", "OK".to_string()),
-                _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
-            let _ = socket.shutdown().await;
-        });
+fn canary(namespace: &str, target: &str) -> CanaryLabels {
+    CanaryLabels {
+        name: target.into(),
+        namespace: namespace.into(),
     }
 }
 
@@ -146,30 +327,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_gauges_and_counters_with_escaped_labels() {
-        let t = Telemetry::default();
-        let labels = vec![
-            ("name", "podinfo".to_string()),
-            ("namespace", "te\"st".to_string()),
-        ];
-        t.set("flagger_canary_status", labels.clone(), 2.0);
-        t.inc("flagger_canary_failures_total", labels.clone());
-        t.inc("flagger_canary_failures_total", labels);
+    fn renders_flaggers_names_and_labels_and_forgets_a_canary() {
+        let t = Telemetry::new();
+        t.status("te\"st", "podinfo", 2);
+        t.weights("test", "podinfo", 90, 10);
+        t.duration("test", "podinfo", 0.2);
+        t.metric_analysis("test", "podinfo", "request-success-rate", 99.5);
+        t.outcome("test", "podinfo", Outcome::Failed, "canary", "completed");
+        t.outcome("test", "podinfo", Outcome::Failed, "canary", "completed");
         let text = t.render();
-        assert!(
-            text.contains("# TYPE flagger_canary_status gauge"),
-            "{text}"
-        );
-        assert!(
-            text.contains("flagger_canary_status{name=\"podinfo\",namespace=\"te\\\"st\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "flagger_canary_failures_total{name=\"podinfo\",namespace=\"te\\\"st\"} 2"
-            )
-        );
+        for line in [
+            "# TYPE flagger_canary_status gauge",
+            "flagger_canary_status{name=\"podinfo\",namespace=\"te\\\"st\"} 2",
+            "flagger_canary_weight{workload=\"podinfo-primary\",namespace=\"test\"} 90",
+            "flagger_canary_weight{workload=\"podinfo\",namespace=\"test\"} 10",
+            "# TYPE flagger_canary_duration_seconds histogram",
+            "flagger_canary_duration_seconds_bucket{name=\"podinfo\",namespace=\"test\",le=\"0.25\"} 1",
+            "flagger_canary_duration_seconds_count{name=\"podinfo\",namespace=\"test\"} 1",
+            "flagger_canary_metric_analysis{name=\"podinfo\",namespace=\"test\",metric=\"request-success-rate\"} 99.5",
+            "# TYPE flagger_canary_failures_total counter",
+            "flagger_canary_failures_total{name=\"podinfo\",namespace=\"test\",deployment_strategy=\"canary\",analysis_status=\"completed\"} 2",
+        ] {
+            assert!(text.contains(line), "{line}\n---\n{text}");
+        }
+        t.forget("test", "podinfo");
         t.forget("te\"st", "podinfo");
-        assert!(!t.render().contains("flagger_canary_status{"));
+        let text = t.render();
+        for gone in [
+            "flagger_canary_status{",
+            "flagger_canary_weight{",
+            "flagger_canary_duration_seconds_count{",
+            "flagger_canary_metric_analysis{",
+        ] {
+            assert!(!text.contains(gone), "{gone}\n---\n{text}");
+        }
+        assert!(text.contains("flagger_canary_failures_total{"), "{text}");
     }
 }

@@ -8,6 +8,7 @@ mod harness;
 mod inputs;
 mod knative;
 mod lifecycle;
+mod observability;
 mod routing;
 mod targets;
 mod timing;

@@ -57,6 +57,30 @@ impl Controller {
         }
     }
 
+    /// The port the current run serves `/metrics` on, from its startup log line (tests
+    /// start it with `--port 0`); waits up to 20 s for that line.
+    pub fn port(&self) -> u16 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default();
+            let plain = strip_ansi(&text);
+            let port = plain
+                .lines()
+                .find(|l| l.contains("serin controller starting"))
+                .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("port=")))
+                .and_then(|p| p.parse().ok());
+            if let Some(port) = port {
+                return port;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the controller logged no port:\n{}",
+                self.logs(40)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     fn log_path(&self, n: usize) -> PathBuf {
         self.logs.path().join(format!("controller-{n}.log"))
     }
@@ -77,6 +101,24 @@ impl Controller {
         }
         out
     }
+}
+
+/// The log without terminal colour codes (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for Controller {
