@@ -84,6 +84,9 @@ pub enum AlertProviderType {
     Discord,
     Rocket,
     Gchat,
+    /// serin's extension: a generic JSON POST (canary, namespace, workload, severity,
+    /// message, fields) for receivers of your own.
+    Webhook,
 }
 
 /// Observed state of an AlertProvider (Flagger declares it and never writes it).

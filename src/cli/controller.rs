@@ -82,6 +82,36 @@ pub struct ControllerArgs {
     /// another namespace (multi-tenant clusters).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub no_cross_namespace_refs: bool,
+    /// Slack incoming-webhook (or chat.postMessage) URL of the global notifier, which gets
+    /// the alerts of Canaries without `analysis.alerts`.
+    #[arg(long, env = "SLACK_URL", value_name = "URL", hide_env_values = true)]
+    pub slack_url: Option<String>,
+    /// Bearer token for the Slack URL (chat.postMessage).
+    #[arg(
+        long,
+        env = "SLACK_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub slack_token: Option<String>,
+    /// Slack channel of the global notifier (default `general`).
+    #[arg(long, value_name = "CHANNEL")]
+    pub slack_channel: Option<String>,
+    /// Slack user name of the global notifier.
+    #[arg(long, value_name = "NAME", default_value = "flagger")]
+    pub slack_user: String,
+    /// HTTP(S) proxy for the Slack URL.
+    #[arg(long, env = "SLACK_PROXY_URL", value_name = "URL")]
+    pub slack_proxy_url: Option<String>,
+    /// Microsoft Teams webhook URL of the global notifier (takes precedence over Slack).
+    #[arg(long, env = "MSTEAMS_URL", value_name = "URL", hide_env_values = true)]
+    pub msteams_url: Option<String>,
+    /// HTTP(S) proxy for the Teams URL.
+    #[arg(long, env = "MSTEAMS_PROXY_URL", value_name = "URL")]
+    pub msteams_proxy_url: Option<String>,
+    /// Name of this cluster, sent as a `Cluster` field in every alert.
+    #[arg(long, value_name = "NAME")]
+    pub cluster_name: Option<String>,
     /// Flagger flags given but not implemented: one warning each at start.
     #[arg(skip)]
     pub ignored_flags: Vec<String>,
@@ -183,6 +213,16 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
         },
         event_webhook: args.event_webhook.clone(),
         no_cross_namespace_refs: args.no_cross_namespace_refs,
+        cluster_name: args.cluster_name.clone().filter(|c| !c.is_empty()),
+        notifier: crate::controller::alerts::GlobalFlags {
+            slack_url: args.slack_url.clone(),
+            slack_token: args.slack_token.clone(),
+            slack_channel: args.slack_channel.clone(),
+            slack_user: args.slack_user.clone(),
+            slack_proxy_url: args.slack_proxy_url.clone(),
+            msteams_url: args.msteams_url.clone(),
+            msteams_proxy_url: args.msteams_proxy_url.clone(),
+        },
     };
     controller::run(client, config, telemetry, health, shutdown_signal()).await
 }

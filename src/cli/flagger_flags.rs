@@ -23,6 +23,14 @@ const IMPLEMENTED: &[&str] = &[
     "enable-config-tracking",
     "event-webhook",
     "no-cross-namespace-refs",
+    "slack-url",
+    "slack-token",
+    "slack-proxy-url",
+    "slack-user",
+    "slack-channel",
+    "msteams-url",
+    "msteams-proxy-url",
+    "cluster-name",
 ];
 
 /// Flagger controller flags serin does not implement (yet): name and whether Go's flag
@@ -33,17 +41,9 @@ const NOT_IMPLEMENTED: &[(&str, bool)] = &[
     ("control-loop-interval", true),
     ("zap-encoding", true),
     ("zap-replace-globals", false),
-    ("slack-url", true),
-    ("slack-token", true),
-    ("slack-proxy-url", true),
-    ("slack-user", true),
-    ("slack-channel", true),
-    ("msteams-url", true),
-    ("msteams-proxy-url", true),
     ("threadiness", true),
     ("enable-leader-election", false),
     ("leader-election-namespace", true),
-    ("cluster-name", true),
     ("version", false),
 ];
 

@@ -31,7 +31,7 @@ pub enum Command {
     /// Run a Canary's metric checks once, now, against the real providers.
     Analyze(analyze::AnalyzeArgs),
     /// Run the controller: watch Canaries and drive their releases.
-    Controller(controller::ControllerArgs),
+    Controller(Box<controller::ControllerArgs>),
 }
 
 impl Cli {
@@ -53,7 +53,7 @@ impl Cli {
             Command::Check(args) => check::run(args),
             Command::Plan(args) => plan::run(args),
             Command::Analyze(args) => analyze::run(args),
-            Command::Controller(args) => controller::run(args),
+            Command::Controller(args) => controller::run(*args),
         }
     }
 }

@@ -33,6 +33,10 @@ pub struct Config {
     pub event_webhook: Option<String>,
     /// Flagger's `-no-cross-namespace-refs`: refuse references to other namespaces.
     pub no_cross_namespace_refs: bool,
+    /// `--cluster-name`: a `Cluster` field in every alert.
+    pub cluster_name: Option<String>,
+    /// The global notifier (`--slack-*`, `--msteams-*`), for Canaries without alerts.
+    pub notifier: crate::controller::alerts::GlobalFlags,
 }
 
 /// Reflector caches of what serin reads on every step.
@@ -112,6 +116,7 @@ pub struct Context {
     pub config: Config,
     pub stores: Stores,
     pub events: Events,
+    pub alerts: crate::controller::alerts::Alerts,
     pub http: reqwest::Client,
     pub analyzer: crate::analysis::Analyzer,
     pub telemetry: std::sync::Arc<Telemetry>,

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{Canary, MetricTemplate, TargetKind};
 
+pub mod alerts;
 pub mod apply;
 pub mod conditions;
 pub mod context;
@@ -164,6 +165,7 @@ pub async fn run(
     )?
     .with_caches(templates.clone(), secrets.clone());
     let event_hooks = event_webhooks::EventHooks::start(http.clone(), config.event_webhook.clone());
+    let notifier = config.notifier.clone();
     let ctx = Arc::new(Context {
         analyzer,
         client: client.clone(),
@@ -177,6 +179,12 @@ pub async fn run(
             templates,
         },
         events: events::Events::new(client.clone(), Some(event_hooks)),
+        alerts: alerts::Alerts::start(
+            client.clone(),
+            http.clone(),
+            alerts::Destination::global(&notifier),
+            telemetry.clone(),
+        ),
         http,
         telemetry: telemetry.clone(),
         written: Default::default(),

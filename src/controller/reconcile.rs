@@ -19,11 +19,12 @@ use serde_json::json;
 use serin_core::hash::spec_hash;
 use serin_core::{
     Analysis, ConditionStatus, Decision, Effect, EventType, Notify, Observation, Phase, Plan,
-    Probe, Probes, Readiness, Routes, Severity, Step, Strategy, decide, desired_routes,
+    Probe, Probes, Readiness, Routes, Step, Strategy, decide, desired_routes,
 };
 use tracing::Instrument;
 
 use crate::api::{Canary, CanaryStatus, HookType, TargetKind};
+use crate::controller::alerts;
 use crate::controller::apply::{MANAGER, Scope, primary_drift};
 use crate::controller::conditions;
 use crate::controller::context::{Context, Written, key};
@@ -342,7 +343,15 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     }
 
     // Tell it.
-    after_status(canary, ctx, &plan, &step, &checksum).await;
+    after_status(
+        canary,
+        ctx,
+        &plan,
+        &step,
+        &checksum,
+        next.metrics.as_deref(),
+    )
+    .await;
     if step.status.phase == Phase::Initialized && status.phase.is_initial() && !plan.skip_analysis {
         announce_metric_providers(canary, ctx).await;
     }
@@ -650,17 +659,35 @@ async fn write_status(canary: &Canary, ctx: &Context, status: &CanaryStatus) -> 
 }
 
 /// Events, alerts, notifications and metrics of a step whose status is written.
-async fn after_status(canary: &Canary, ctx: &Context, plan: &Plan, step: &Step, checksum: &str) {
+async fn after_status(
+    canary: &Canary,
+    ctx: &Context,
+    plan: &Plan,
+    step: &Step,
+    checksum: &str,
+    metrics: Option<&[crate::api::canary::MetricObservation]>,
+) {
     for effect in &step.effects {
         match effect {
             Effect::Event { kind, message } => ctx.events.publish(canary, *kind, message).await,
-            Effect::Alert { severity, message } => match severity {
-                // Alert providers are delivered by the notification subsystem; until then the
-                // alert is in the log, at its severity.
-                Severity::Error => tracing::error!(alert = message.as_str(), "canary alert"),
-                Severity::Warn => tracing::warn!(alert = message.as_str(), "canary alert"),
-                Severity::Info => tracing::info!(alert = message.as_str(), "canary alert"),
-            },
+            Effect::Alert { severity, message } => {
+                let cluster = ctx.config.cluster_name.as_deref();
+                let alert = alerts::content::alert(
+                    canary,
+                    plan,
+                    &step.status,
+                    metrics,
+                    cluster,
+                    *severity,
+                    message,
+                );
+                let routes = canary
+                    .spec
+                    .analysis()
+                    .map(|a| a.alerts())
+                    .unwrap_or_default();
+                ctx.alerts.send(alert, routes);
+            }
             Effect::Webhooks(Notify::PostRollout) => {
                 let at = Call {
                     canary,

@@ -67,6 +67,12 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    provider_type: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -89,6 +95,7 @@ pub struct Telemetry {
     successes: Family<OutcomeLabels, Counter>,
     failures: Family<OutcomeLabels, Counter>,
     errors: Family<ReasonLabels, Counter>,
+    alerts: Family<AlertLabels, Counter>,
     reconcile: Histogram,
     /// Metric names with an analysis series, per canary, so `forget` can remove them.
     analysed: Mutex<HashMap<CanaryLabels, BTreeSet<String>>>,
@@ -120,6 +127,7 @@ impl Telemetry {
         let successes = Family::<OutcomeLabels, Counter>::default();
         let failures = Family::<OutcomeLabels, Counter>::default();
         let errors = Family::<ReasonLabels, Counter>::default();
+        let alerts = Family::<AlertLabels, Counter>::default();
         let reconcile = Histogram::new(DEFAULT_BUCKETS);
         registry.register(
             "flagger_info",
@@ -167,6 +175,11 @@ impl Telemetry {
             errors.clone(),
         );
         registry.register(
+            "serin_alerts",
+            "Alert deliveries by provider type and result (delivered, failed after retries, dropped)",
+            alerts.clone(),
+        );
+        registry.register(
             "serin_reconcile_duration_seconds",
             "Duration of every reconcile",
             reconcile.clone(),
@@ -182,6 +195,7 @@ impl Telemetry {
             successes,
             failures,
             errors,
+            alerts,
             reconcile,
             analysed: Mutex::default(),
         }
@@ -273,6 +287,14 @@ impl Telemetry {
             reason: reason.into(),
         };
         self.errors.get_or_create(&labels).inc();
+    }
+
+    pub fn alert(&self, kind: &str, result: &str) {
+        let labels = AlertLabels {
+            provider_type: kind.into(),
+            result: result.into(),
+        };
+        self.alerts.get_or_create(&labels).inc();
     }
 
     pub fn reconciled(&self, seconds: f64) {

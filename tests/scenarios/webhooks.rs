@@ -2,87 +2,20 @@
 //! `threshold` failures; a closed confirm-promotion gate holds it in WaitingPromotion; the
 //! load tester gets Flagger's payload.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use serin_core::Phase;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::Mutex;
+use serin_testkit::Receiver;
 
 use crate::harness::{ControlPlane, canary, deployment, world, world_without_controller};
 
 const LONG: Duration = Duration::from_secs(30);
 
-/// A webhook receiver answering with a settable status code, recording each body.
-struct Hook {
-    url: String,
-    status: Arc<AtomicU16>,
-    bodies: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Hook {
-    async fn start(status: u16) -> Hook {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        let code = Arc::new(AtomicU16::new(status));
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let (c, b) = (code.clone(), bodies.clone());
-        tokio::spawn(async move {
-            loop {
-                let (mut socket, _) = listener.accept().await.unwrap();
-                let (c, b) = (c.clone(), b.clone());
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    // Read headers and the JSON body (small, one or two reads).
-                    loop {
-                        let n = socket.read(&mut chunk).await.unwrap_or(0);
-                        buf.extend_from_slice(&chunk[..n]);
-                        let text = String::from_utf8_lossy(&buf).to_string();
-                        if n == 0 {
-                            break;
-                        }
-                        if let Some(i) = text.find("\r\n\r\n") {
-                            let len = text[..i]
-                                .lines()
-                                .find_map(|l| {
-                                    let (k, v) = l.split_once(':')?;
-                                    k.eq_ignore_ascii_case("content-length")
-                                        .then(|| v.trim().parse::<usize>().ok())?
-                                })
-                                .unwrap_or(0);
-                            if buf.len() >= i + 4 + len {
-                                if let Ok(v) = serde_json::from_slice(&buf[i + 4..i + 4 + len]) {
-                                    b.lock().await.push(v);
-                                }
-                                break;
-                            }
-                        }
-                    }
-                    let code = c.load(Ordering::SeqCst);
-                    let body = if code < 300 { "ok" } else { "not ready to go" };
-                    let response = format!(
-                        "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = socket.write_all(response.as_bytes()).await;
-                });
-            }
-        });
-        Hook {
-            url,
-            status: code,
-            bodies,
-        }
-    }
-}
-
 async fn failing_rollout_checks_roll_the_release_back_at_the_threshold(cp: ControlPlane) {
     let world = world(cp).await;
-    let hook = Hook::start(500).await;
+    let hook = Receiver::start(500).await;
     world
         .apply(
             &world.deployments(),
@@ -125,7 +58,7 @@ async fn failing_rollout_checks_roll_the_release_back_at_the_threshold(cp: Contr
 
 async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens(cp: ControlPlane) {
     let world = world(cp).await;
-    let gate = Hook::start(403).await;
+    let gate = Receiver::start(403).await;
     world
         .apply(
             &world.deployments(),
@@ -170,8 +103,8 @@ async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens(cp: Co
 /// Flagger's event webhooks: each event on the Canary is POSTed, in order, to its `type:
 /// event` hook; a Canary without one sends its events to the global `--event-webhook`.
 async fn events_reach_the_event_webhooks(cp: ControlPlane) {
-    let own = Hook::start(200).await;
-    let global = Hook::start(200).await;
+    let own = Receiver::start(200).await;
+    let global = Receiver::start(200).await;
     let mut world = world_without_controller(cp).await;
     world.start_controller(&["--event-webhook", &global.url]);
     for name in ["podinfo", "other"] {

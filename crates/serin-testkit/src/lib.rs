@@ -7,10 +7,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod controller;
+mod receiver;
 pub mod tls;
 mod world;
 
 pub use controller::Controller;
+pub use receiver::Receiver;
 pub use serin_stack::{ControlPlane, Scenario, Stack, StackConfig};
 pub use world::{NS, World, WorldConfig, ready_condition, wait_until};
 

@@ -115,6 +115,23 @@ pub fn apply(plural: &str, obj: &mut Value, seq: u64) {
         "namespaces" => {
             set_if_absent(&mut obj["spec"], "finalizers", json!(["kubernetes"]));
         }
+        // The API server stores `stringData` as `data` (base64), the former winning, and
+        // never returns `stringData`.
+        "secrets" => {
+            set_if_absent(obj, "type", json!("Opaque"));
+            let Some(Value::Object(strings)) =
+                obj.as_object_mut().and_then(|o| o.remove("stringData"))
+            else {
+                return;
+            };
+            set_if_absent(obj, "data", json!({}));
+            if let Some(data) = obj["data"].as_object_mut() {
+                for (k, v) in strings {
+                    let text = v.as_str().unwrap_or_default();
+                    data.insert(k, json!(crate::protobuf::base64(text.as_bytes())));
+                }
+            }
+        }
         _ => {}
     }
 }
