@@ -12,5 +12,6 @@ pub mod analysis;
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod loadtester;
 pub mod plan;
 pub mod workload;

@@ -7,10 +7,14 @@ use clap::{Parser, Subcommand};
 
 pub mod analyze;
 pub mod check;
+pub mod cluster;
+pub mod control;
 pub mod controller;
 pub mod crds;
 pub mod flagger_flags;
+pub mod loadtester;
 pub mod plan;
+pub mod status;
 
 /// Progressive delivery for Kubernetes, speaking Flagger's API.
 #[derive(Debug, Parser)]
@@ -32,6 +36,20 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Run the controller: watch Canaries and drive their releases.
     Controller(Box<controller::ControllerArgs>),
+    /// Show releases: phase, weight, steps, checks, metrics, what each waits for.
+    Status(status::StatusArgs),
+    /// Finish a running release now (skip the remaining steps; readiness still checked).
+    Promote(control::ControlArgs),
+    /// Roll a running release back now.
+    Abort(control::ControlArgs),
+    /// Release a failed revision again.
+    Retry(control::ControlArgs),
+    /// Hold a Canary where it is.
+    Pause(control::ControlArgs),
+    /// Continue a paused Canary.
+    Resume(control::ControlArgs),
+    /// Flagger's load tester: webhook commands, `hey` load, and manual gates.
+    Loadtester(loadtester::LoadtesterArgs),
 }
 
 impl Cli {
@@ -54,6 +72,13 @@ impl Cli {
             Command::Plan(args) => plan::run(args),
             Command::Analyze(args) => analyze::run(args),
             Command::Controller(args) => controller::run(*args),
+            Command::Status(args) => status::run(args),
+            Command::Promote(args) => control::run(control::Action::Promote, args),
+            Command::Abort(args) => control::run(control::Action::Abort, args),
+            Command::Retry(args) => control::run(control::Action::Retry, args),
+            Command::Pause(args) => control::run(control::Action::Pause, args),
+            Command::Resume(args) => control::run(control::Action::Resume, args),
+            Command::Loadtester(args) => loadtester::run(args),
         }
     }
 }

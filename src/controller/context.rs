@@ -125,6 +125,9 @@ pub struct Context {
     /// Lowest generation the cache must show for a workload serin changed, by
     /// `kind/namespace/name`: until it does, the workload counts as not ready.
     pub expected: Mutex<HashMap<String, i64>>,
+    /// resourceVersion of each Canary (by uid) once serin cleared its command annotation: a
+    /// cached copy older than that still shows the command, which was carried out.
+    pub commands_cleared: Mutex<HashMap<String, u64>>,
 }
 
 impl Context {

@@ -23,6 +23,7 @@ use crate::api::{Canary, MetricTemplate, TargetKind};
 
 pub mod alerts;
 pub mod apply;
+pub mod commands;
 pub mod conditions;
 pub mod context;
 pub mod error;
@@ -190,6 +191,7 @@ pub async fn run(
         written: Default::default(),
         expected: Default::default(),
         retries: Default::default(),
+        commands_cleared: Default::default(),
     });
 
     let controller = Controller::new(api::<Canary>(&client, ns), watcher::Config::default());

@@ -26,6 +26,7 @@ use tracing::Instrument;
 use crate::api::{Canary, CanaryStatus, HookType, TargetKind};
 use crate::controller::alerts;
 use crate::controller::apply::{MANAGER, Scope, primary_drift};
+use crate::controller::commands;
 use crate::controller::conditions;
 use crate::controller::context::{Context, Written, key};
 use crate::controller::error::Error;
@@ -120,11 +121,15 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     let now = Utc::now();
 
     // What the spec asks for.
-    let plan = match plan::from_canary(canary, ctx.config.mesh_provider, ctx.config.min_interval) {
-        Ok(plan) => plan,
-        Err(_) if deleting => return remove_finalizer(canary, ctx).await,
-        Err(problems) => return Err(blocked_by("InvalidSpec", &problems)),
-    };
+    let mut plan =
+        match plan::from_canary(canary, ctx.config.mesh_provider, ctx.config.min_interval) {
+            Ok(plan) => plan,
+            Err(_) if deleting => return remove_finalizer(canary, ctx).await,
+            Err(problems) => return Err(blocked_by("InvalidSpec", &problems)),
+        };
+    // `serin pause` holds the Canary as `spec.suspend` does; a command waits until resumed.
+    plan.suspend |= commands::paused(canary);
+    let requested = commands::requested(canary, ctx).filter(|_| !plan.suspend && !deleting);
     if ctx.config.no_cross_namespace_refs && !deleting {
         let problems = crate::api::validate::cross_namespace_refs(canary);
         if !problems.is_empty() {
@@ -217,6 +222,7 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
         revision,
         deleting,
         probes: Probes::default(),
+        command: requested.as_ref().and_then(|r| r.command),
     };
 
     // What to do.
@@ -354,6 +360,12 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     .await;
     if step.status.phase == Phase::Initialized && status.phase.is_initial() && !plan.skip_analysis {
         announce_metric_providers(canary, ctx).await;
+    }
+    if let Some(requested) = requested
+        .as_ref()
+        .filter(|r| commands::settled(r, status.phase, &step))
+    {
+        commands::consume(canary, ctx, requested, status.phase).await;
     }
     if step.effects.contains(&Effect::RemoveFinalizer) {
         return remove_finalizer(canary, ctx).await;

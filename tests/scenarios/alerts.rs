@@ -49,6 +49,7 @@ async fn alerts_reach_providers_by_severity_and_failures_are_retried(cp: Control
         .store(60_000, std::sync::atomic::Ordering::SeqCst);
     let global = Receiver::start(200).await;
     let gate = Receiver::start(500).await;
+    let proxy = Receiver::start(200).await;
     let mut world = world_without_controller(cp).await;
     world.start_controller(&[
         "--cluster-name",
@@ -70,6 +71,11 @@ async fn alerts_reach_providers_by_severity_and_failures_are_retried(cp: Control
     provider(&world, "errors", "webhook", "errors-address").await;
     provider(&world, "broken", "webhook", "broken-address").await;
     provider(&world, "hanging", "msteams", "hanging-address").await;
+    world
+        .create(json!({"apiVersion": "flagger.app/v1beta1", "kind": "AlertProvider",
+            "metadata": {"name": "proxied", "namespace": NS},
+            "spec": {"type": "discord", "address": "http://alerts.invalid/hook", "proxy": proxy.url}}))
+        .await;
     for name in ["podinfo", "other"] {
         world
             .apply(&world.deployments(), deployment(name, "podinfo:6.0.0", 1))
@@ -80,7 +86,8 @@ async fn alerts_reach_providers_by_severity_and_failures_are_retried(cp: Control
         {"name": "team", "providerRef": {"name": "slack"}},
         {"name": "on-call", "severity": "error", "providerRef": {"name": "errors"}},
         {"name": "broken", "severity": "error", "providerRef": {"name": "broken"}},
-        {"name": "hanging", "providerRef": {"name": "hanging"}}
+        {"name": "hanging", "providerRef": {"name": "hanging"}},
+        {"name": "proxied", "severity": "error", "providerRef": {"name": "proxied"}}
     ]);
     c["spec"]["analysis"]["webhooks"] = json!([{"name": "gate", "url": gate.url}]);
     world.apply(&world.canaries(), c).await;
@@ -113,6 +120,7 @@ async fn alerts_reach_providers_by_severity_and_failures_are_retried(cp: Control
             && messages(&global.bodies().await, "/attachments/0/text")
                 .iter()
                 .any(|m| m == initialized)
+            && !proxy.bodies().await.is_empty()
     })
     .await;
 
@@ -169,6 +177,22 @@ async fn alerts_reach_providers_by_severity_and_failures_are_retried(cp: Control
             .iter()
             .all(|w| *w == format!("other.{NS}")),
         "a Canary with alerts of its own does not use the global notifier"
+    );
+
+    // Through the AlertProvider's proxy: the proxy gets the request for the real address.
+    let proxied = proxy.headers.lock().await.clone();
+    assert!(
+        proxied
+            .iter()
+            .any(|h| h.starts_with("post http://alerts.invalid/hook")),
+        "{proxied:?}"
+    );
+    assert!(
+        proxy
+            .bodies()
+            .await
+            .iter()
+            .all(|b| b["embeds"][0]["title"] == format!("podinfo.{NS}"))
     );
 
     // A failing receiver gets the alert and three retries, then it is counted as failed;

@@ -5,6 +5,7 @@
 
 mod alerts;
 mod cli;
+mod control;
 mod harness;
 mod inputs;
 mod knative;

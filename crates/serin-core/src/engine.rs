@@ -40,7 +40,7 @@ use serde::Serialize;
 
 use crate::Phase;
 use crate::effect::{Effect, EventType, Notify, Routes, Severity};
-use crate::observation::{Analysis, Gate, Observation, Readiness};
+use crate::observation::{Analysis, Command, Gate, Observation, Readiness};
 use crate::plan::{Plan, Routing, Strategy};
 use crate::status::Status;
 use crate::weights;
@@ -66,6 +66,10 @@ pub struct Step {
     /// Decide again after this long (sooner if something changes).
     #[serde(serialize_with = "ser_seconds")]
     pub requeue: TimeDelta,
+    /// The observation's command was carried out (a promote waiting for readiness is not
+    /// yet: the controller keeps it for a later decision).
+    #[serde(skip)]
+    pub command_done: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -94,6 +98,7 @@ pub fn decide(plan: &Plan, status: &Status, obs: &Observation, now: DateTime<Utc
         prev: status,
         next: status.clone(),
         effects: Vec::new(),
+        command_done: false,
     };
     match tick.run() {
         Ok(step) | Err(step) => step,
@@ -148,6 +153,7 @@ struct Tick<'a> {
     prev: &'a Status,
     next: Status,
     effects: Vec<Effect>,
+    command_done: bool,
 }
 
 /// Gets a probe's result, or returns early asking the controller to run it.
@@ -265,9 +271,11 @@ impl Tick<'_> {
             }
             return self.done(self.plan.interval);
         }
-        if applied && self.prev.phase != Phase::Waiting {
+        let retry = self.obs.command == Some(Command::Retry) && self.prev.phase == Phase::Failed;
+        self.command_done = retry;
+        if applied && self.prev.phase != Phase::Waiting && !retry {
             // The revision was released (or failed) already. Re-applying a failed spec does
-            // not retry it: change the pod template to retry.
+            // not retry it: `serin retry`, or a change of the pod template, does.
             return self.done(self.plan.interval);
         }
 
@@ -325,10 +333,26 @@ impl Tick<'_> {
             return self.done(self.poll());
         }
 
+        if self.obs.command == Some(Command::Abort) {
+            self.command_done = true;
+            let msg = format!("Rolling back {} aborted by a person", self.plan.canary);
+            self.event(EventType::Warning, msg);
+            self.alert(Severity::Warn, "Canary aborted by a person".into());
+            return self.roll_back();
+        }
         self.await_primary_or_roll_back()?;
         self.await_canary_or_roll_back()?;
 
         if self.plan.skip_analysis {
+            return self.start_promotion();
+        }
+        if self.obs.command == Some(Command::Promote) {
+            self.command_done = true;
+            let msg = format!(
+                "Promoting {} now, as a person asked: the remaining steps are skipped",
+                self.plan.canary
+            );
+            self.event(EventType::Normal, msg);
             return self.start_promotion();
         }
         if !self.step_due(self.plan.interval) {
@@ -845,6 +869,7 @@ impl Tick<'_> {
             status: next,
             effects,
             requeue,
+            command_done: self.command_done,
         }))
     }
 }

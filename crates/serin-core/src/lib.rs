@@ -14,7 +14,7 @@ pub mod weights;
 
 pub use effect::{Effect, EventType, Notify, Routes, Severity};
 pub use engine::{Decision, Probe, Step, decide, desired_routes};
-pub use observation::{Analysis, Gate, Observation, Probes, Readiness};
+pub use observation::{Analysis, Command, Gate, Observation, Probes, Readiness};
 pub use phase::{ConditionStatus, Phase};
 pub use plan::{Hooks, Plan, PlanError, Routing, Stepping, Strategy};
 pub use status::Status;

@@ -80,6 +80,52 @@ pub struct Observation {
     /// The Canary is being deleted and has serin's finalizer (revertOnDeletion).
     pub deleting: bool,
     pub probes: Probes,
+    /// A person's command (`serin promote|abort|retry`), consumed by this decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Command>,
+}
+
+/// What a person asked for, without editing the spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Command {
+    /// Finish the running release now: skip the remaining steps and gates, keep the
+    /// readiness checks.
+    Promote,
+    /// Roll the running release back now.
+    Abort,
+    /// Release the failed revision again.
+    Retry,
+}
+
+impl Command {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Promote => "promote",
+            Command::Abort => "abort",
+            Command::Retry => "retry",
+        }
+    }
+
+    /// Parses the value of the command annotation.
+    pub fn parse(s: &str) -> Option<Command> {
+        match s.trim() {
+            "promote" => Some(Command::Promote),
+            "abort" => Some(Command::Abort),
+            "retry" => Some(Command::Retry),
+            _ => None,
+        }
+    }
+
+    /// Whether the command does anything in `phase`: promote and abort act on a running
+    /// analysis, retry on a failed release.
+    pub fn applies_in(self, phase: crate::Phase) -> bool {
+        use crate::Phase::*;
+        match self {
+            Command::Promote | Command::Abort => matches!(phase, Progressing | WaitingPromotion),
+            Command::Retry => phase == Failed,
+        }
+    }
 }
 
 impl Observation {
@@ -91,6 +137,7 @@ impl Observation {
             revision: revision.into(),
             deleting: false,
             probes: Probes::default(),
+            command: None,
         }
     }
 }

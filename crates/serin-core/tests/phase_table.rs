@@ -674,3 +674,116 @@ fn deletion_reverts_then_removes_the_finalizer() {
     let r = run(&plan, &terminating, &obs, t(700));
     assert!(r.has(&Effect::RemoveFinalizer));
 }
+
+// ----- a person's commands (`serin promote|abort|retry`) -----------------------------------
+
+#[test]
+fn commands_act_in_their_phases_only() {
+    use Command::*;
+    // (command, phase, expected next phase, an effect it must have, an event it must have)
+    let table: [(Command, Phase, Phase, Option<Effect>, &str); 7] = [
+        (
+            Abort,
+            Phase::Progressing,
+            Phase::Failed,
+            Some(Effect::ScaleTargetToZero),
+            "Rolling back podinfo.test aborted by a person",
+        ),
+        (
+            Abort,
+            Phase::WaitingPromotion,
+            Phase::Failed,
+            Some(Effect::ScaleTargetToZero),
+            "aborted by a person",
+        ),
+        (
+            Promote,
+            Phase::Progressing,
+            Phase::Promoting,
+            Some(Effect::Promote),
+            "Promoting podinfo.test now, as a person asked",
+        ),
+        (
+            Promote,
+            Phase::WaitingPromotion,
+            Phase::Promoting,
+            Some(Effect::Promote),
+            "as a person asked",
+        ),
+        (
+            Retry,
+            Phase::Failed,
+            Phase::Progressing,
+            Some(Effect::ScaleTargetUp),
+            "New revision detected! Scaling up podinfo.test",
+        ),
+        // Nothing to act on: the decision is the one without the command.
+        (Retry, Phase::Succeeded, Phase::Succeeded, None, ""),
+        (Promote, Phase::Succeeded, Phase::Succeeded, None, ""),
+    ];
+    for (command, phase, next, effect, event) in table {
+        let mut plan = canary_plan();
+        plan.hooks.confirm_promotion = true;
+        let mut s = status(phase, "v2");
+        s.canary_weight = 10;
+        s.last_step_time = Some(t(59));
+        if phase == Phase::Succeeded {
+            s.last_promoted_spec = Some("v2".into());
+        }
+        let mut obs = ready("v2");
+        obs.command = Some(command);
+        assert_eq!(
+            command.applies_in(phase),
+            effect.is_some(),
+            "{command:?} in {phase:?}"
+        );
+        let r = run(&plan, &s, &obs, t(60));
+        assert_eq!(r.phase(), next, "{command:?} in {phase:?}");
+        assert_eq!(
+            r.step.command_done,
+            effect.is_some(),
+            "{command:?} in {phase:?}"
+        );
+        if let Some(effect) = effect {
+            assert!(
+                r.has(&effect),
+                "{command:?} in {phase:?}: {:?}",
+                r.step.effects
+            );
+            assert!(
+                r.event_with(event),
+                "{command:?} in {phase:?}: {:?}",
+                r.events()
+            );
+        }
+    }
+}
+
+#[test]
+fn promote_keeps_the_readiness_checks() {
+    let plan = canary_plan();
+    let s = status(Phase::Progressing, "v2");
+    let mut obs = ready("v2");
+    obs.target = Readiness::NotReady("waiting for rollout to finish".into());
+    obs.command = Some(Command::Promote);
+    let r = run(&plan, &s, &obs, t(60));
+    assert_eq!(r.phase(), Phase::Progressing);
+    assert!(!r.has(&Effect::Promote));
+    assert!(!r.step.command_done, "kept for when the canary is ready");
+}
+
+#[test]
+fn abort_does_not_wait_for_the_interval_or_readiness() {
+    let plan = canary_plan();
+    let mut s = status(Phase::Progressing, "v2");
+    s.last_step_time = Some(t(59));
+    let mut obs = ready("v2");
+    obs.target = Readiness::NotReady("waiting for rollout to finish".into());
+    obs.command = Some(Command::Abort);
+    let r = run(&plan, &s, &obs, t(60));
+    assert_eq!(r.phase(), Phase::Failed);
+    assert!(
+        r.alerts()
+            .contains(&(Severity::Warn, "Canary aborted by a person"))
+    );
+}

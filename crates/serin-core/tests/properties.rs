@@ -8,8 +8,8 @@ use chrono::TimeDelta;
 use common::{run, t};
 use proptest::prelude::*;
 use serin_core::{
-    Analysis, Effect, Gate, Hooks, Observation, Phase, Plan, Probe, Probes, Readiness, Routes,
-    Routing, Status, Stepping,
+    Analysis, Command, Effect, Gate, Hooks, Observation, Phase, Plan, Probe, Probes, Readiness,
+    Routes, Routing, Status, Stepping,
 };
 
 fn stepping() -> impl Strategy<Value = Stepping> {
@@ -100,6 +100,16 @@ fn analysis() -> impl Strategy<Value = Analysis> {
     ]
 }
 
+/// Mostly no command; sometimes a person's (`serin promote|abort|retry`).
+fn command() -> impl Strategy<Value = Option<Command>> {
+    prop_oneof![
+        12 => Just(None),
+        1 => Just(Some(Command::Promote)),
+        1 => Just(Some(Command::Abort)),
+        1 => Just(Some(Command::Retry)),
+    ]
+}
+
 /// One observation and how long after the previous one it comes.
 fn observation() -> impl Strategy<Value = (Observation, i64)> {
     (
@@ -107,26 +117,29 @@ fn observation() -> impl Strategy<Value = (Observation, i64)> {
         readiness(),
         prop_oneof![6 => Just("v2"), 1 => Just("v1"), 1 => Just("v3")],
         (gate(), any::<bool>(), gate(), analysis(), gate(), gate()),
-        0i64..200,
+        (0i64..200, command()),
     )
-        .prop_map(|(target, primary, rev, (cr, rb, pre, an, cti, cp), dt)| {
-            let probes = Probes {
-                confirm_rollout: Some(cr),
-                rollback: Some(rb),
-                pre_rollout: Some(pre),
-                analysis: Some(an),
-                confirm_traffic_increase: Some(cti),
-                confirm_promotion: Some(cp),
-            };
-            let obs = Observation {
-                target,
-                primary,
-                revision: rev.to_string(),
-                deleting: false,
-                probes,
-            };
-            (obs, dt)
-        })
+        .prop_map(
+            |(target, primary, rev, (cr, rb, pre, an, cti, cp), (dt, command))| {
+                let probes = Probes {
+                    confirm_rollout: Some(cr),
+                    rollback: Some(rb),
+                    pre_rollout: Some(pre),
+                    analysis: Some(an),
+                    confirm_traffic_increase: Some(cti),
+                    confirm_promotion: Some(cp),
+                };
+                let obs = Observation {
+                    target,
+                    primary,
+                    revision: rev.to_string(),
+                    deleting: false,
+                    probes,
+                    command,
+                };
+                (obs, dt)
+            },
+        )
 }
 
 proptest! {
@@ -166,8 +179,9 @@ proptest! {
             }
             prop_assert!(next.canary_weight <= 100);
 
-            // No promotion unless the latest checks passed.
-            if r.has(&Effect::Promote) && prev.phase.is_active() && !plan.skip_analysis {
+            // No promotion unless the latest checks passed, or a person said so.
+            let asked = obs.command == Some(Command::Promote);
+            if r.has(&Effect::Promote) && prev.phase.is_active() && !plan.skip_analysis && !asked {
                 if plan.has_checks && r.probes.contains(&Probe::Analysis) {
                     prop_assert_eq!(obs.probes.analysis.clone(), Some(Analysis::Pass));
                 }

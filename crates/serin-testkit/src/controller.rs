@@ -45,6 +45,11 @@ impl Controller {
         self.child = Some(child);
     }
 
+    /// The `serin` binary under test.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

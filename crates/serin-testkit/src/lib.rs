@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod controller;
+pub mod http;
 mod receiver;
 pub mod tls;
 mod world;

@@ -161,25 +161,26 @@ impl World {
         self.controller.kill();
     }
 
+    /// Runs `serin ARGS --kubeconfig <the stack's>`: `(exit code, stdout, stderr)`.
+    pub async fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = tokio::process::Command::new(self.controller.binary())
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.stack.kubeconfig_path())
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("running serin {args:?}: {e}"));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// GETs `path` from the controller's metrics and health server: `(status, body)`.
     pub async fn controller_http(&self, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let port = self.controller.port();
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap_or_else(|e| panic!("connecting to the controller's port {port}: {e}"));
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (status, body.to_string())
+        let url = format!("http://127.0.0.1:{}{path}", self.controller.port());
+        crate::http::request("GET", &url, None).await
     }
 
     /// The running controller's process id (for benchmarks reading /proc).

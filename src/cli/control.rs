@@ -1,0 +1,117 @@
+//! `serin promote|abort|retry|pause|resume NAME`: steer a release without editing the spec.
+//! Each sets an annotation on the Canary that the controller consumes (see
+//! `controller::commands`), with the caller's user name when the API server tells it (a
+//! SelfSubjectReview). Also `kubectl serin ...` when installed as `kubectl-serin`.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::api::Canary;
+use crate::cli::cluster::{self, ClusterArgs};
+use crate::controller::commands::{COMMAND, PAUSED, REQUESTED_BY};
+
+#[derive(Debug, clap::Args)]
+pub struct ControlArgs {
+    /// The Canary.
+    pub name: String,
+    /// Its namespace (default: the kubeconfig context's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// What a control command asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Promote,
+    Abort,
+    Retry,
+    Pause,
+    Resume,
+}
+
+impl Action {
+    /// The annotations to merge (null removes one).
+    fn annotations(self, by: Option<&str>) -> Value {
+        let by = by.map_or(Value::Null, |b| json!(b));
+        match self {
+            Action::Promote => json!({COMMAND: "promote", REQUESTED_BY: by}),
+            Action::Abort => json!({COMMAND: "abort", REQUESTED_BY: by}),
+            Action::Retry => json!({COMMAND: "retry", REQUESTED_BY: by}),
+            Action::Pause => json!({PAUSED: "true", REQUESTED_BY: by}),
+            Action::Resume => json!({PAUSED: null}),
+        }
+    }
+
+    fn done(self) -> &'static str {
+        match self {
+            Action::Promote => {
+                "promotion requested: the remaining steps are skipped once the canary is ready"
+            }
+            Action::Abort => "abort requested: the release rolls back at the next reconcile",
+            Action::Retry => "retry requested: the failed revision is released again",
+            Action::Pause => "paused: the release holds where it is until `serin resume`",
+            Action::Resume => "resumed",
+        }
+    }
+}
+
+pub fn run(action: Action, args: ControlArgs) -> anyhow::Result<ExitCode> {
+    cluster::runtime()?.block_on(control(action, args))
+}
+
+async fn control(action: Action, args: ControlArgs) -> anyhow::Result<ExitCode> {
+    let (client, default_ns) = cluster::connect(&args.cluster).await?;
+    let namespace = args.namespace.unwrap_or(default_ns);
+    let canaries: Api<Canary> = Api::namespaced(client.clone(), &namespace);
+    let name = &args.name;
+    if canaries
+        .get_opt(name)
+        .await
+        .with_context(|| format!("cannot read Canary {namespace}/{name}"))?
+        .is_none()
+    {
+        eprintln!("serin: Canary {namespace}/{name} not found");
+        return Ok(ExitCode::from(1));
+    }
+    let by = whoami(&client).await;
+    let patch = json!({"metadata": {"annotations": action.annotations(by.as_deref())}});
+    canaries
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .with_context(|| format!("cannot annotate Canary {namespace}/{name}"))?;
+    println!("canary {namespace}/{name}: {}", action.done());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The caller's user name, from a SelfSubjectReview (`None` where the API does not serve it).
+async fn whoami(client: &kube::Client) -> Option<String> {
+    let api: Api<SelfSubjectReview> = Api::all(client.clone());
+    let review = api
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .ok()?;
+    review.status?.user_info?.username
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_set_or_clear_their_annotation() {
+        assert_eq!(
+            Action::Promote.annotations(Some("alice")),
+            json!({COMMAND: "promote", REQUESTED_BY: "alice"})
+        );
+        assert_eq!(Action::Abort.annotations(None)[REQUESTED_BY], Value::Null);
+        assert_eq!(Action::Pause.annotations(None)[PAUSED], "true");
+        assert_eq!(Action::Resume.annotations(Some("x")), json!({PAUSED: null}));
+    }
+}
