@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 use crate::api::Provider;
 use crate::cli::plan::parse_min_interval;
 use crate::controller::throttle::ThrottleLayer;
-use crate::controller::{self, telemetry};
+use crate::controller::{self, leader, telemetry};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum LogFormat {
@@ -112,6 +112,15 @@ pub struct ControllerArgs {
     /// Name of this cluster, sent as a `Cluster` field in every alert.
     #[arg(long, value_name = "NAME")]
     pub cluster_name: Option<String>,
+    /// Only the replica holding a Lease reconciles; the others wait to take over.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub enable_leader_election: bool,
+    /// Namespace of the leader election Lease (default: `POD_NAMESPACE`, else `default`).
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// How long the Lease holds without renewal: a replica that dies is replaced within it.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_min_interval)]
+    pub leader_election_lease_duration: Duration,
     /// Flagger flags given but not implemented: one warning each at start.
     #[arg(skip)]
     pub ignored_flags: Vec<String>,
@@ -224,7 +233,55 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
             msteams_proxy_url: args.msteams_proxy_url.clone(),
         },
     };
-    controller::run(client, config, telemetry, health, shutdown_signal()).await
+    let Some(election) = election(&args) else {
+        return controller::run(client, config, telemetry, health, shutdown_signal()).await;
+    };
+    health.set_follower(true);
+    let mut leadership = tokio::select! {
+        leadership = leader::acquire(client.clone(), &election) => leadership?,
+        () = shutdown_signal() => return Ok(()),
+    };
+    health.set_follower(false);
+    // Losing the Lease stops the controller like a signal does, then the process exits.
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let flag = lost.clone();
+    let keeper = tokio::spawn(async move {
+        tokio::select! {
+            () = leadership.lost() => {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = lost_tx.send(());
+            }
+            _ = release_rx => leadership.release().await,
+        }
+    });
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            _ = lost_rx => {}
+        }
+    };
+    controller::run(client, config, telemetry, health, shutdown).await?;
+    if lost.load(std::sync::atomic::Ordering::SeqCst) {
+        anyhow::bail!("lost the leader election Lease; exiting so that only the new leader acts");
+    }
+    let _ = release_tx.send(());
+    let _ = keeper.await;
+    Ok(())
+}
+
+/// The election, when `--enable-leader-election` asks for one.
+fn election(args: &ControllerArgs) -> Option<leader::Election> {
+    args.enable_leader_election.then(|| leader::Election {
+        namespace: args
+            .leader_election_namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into()),
+        lease_duration: args.leader_election_lease_duration,
+        identity: leader::identity(),
+    })
 }
 
 /// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.

@@ -31,6 +31,8 @@ const IMPLEMENTED: &[&str] = &[
     "msteams-url",
     "msteams-proxy-url",
     "cluster-name",
+    "enable-leader-election",
+    "leader-election-namespace",
 ];
 
 /// Flagger controller flags serin does not implement (yet): name and whether Go's flag
@@ -42,8 +44,6 @@ const NOT_IMPLEMENTED: &[(&str, bool)] = &[
     ("zap-encoding", true),
     ("zap-replace-globals", false),
     ("threadiness", true),
-    ("enable-leader-election", false),
-    ("leader-election-namespace", true),
     ("version", false),
 ];
 
@@ -134,6 +134,9 @@ mod tests {
             "-enable-leader-election=true",
             "-leader-election-namespace",
             "flagger-system",
+            "-threadiness",
+            "4",
+            "-zap-replace-globals",
             "-log-level",
             "info",
         ]);
@@ -144,13 +147,16 @@ mod tests {
                 "controller",
                 "--mesh-provider=istio",
                 "--metrics-server=http://prometheus:9090",
+                "--enable-leader-election=true",
+                "--leader-election-namespace",
+                "flagger-system",
                 "--log-level",
                 "info"
             ]
         );
         assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(warnings[0].contains("`-enable-leader-election=true`"));
-        assert!(warnings[1].contains("`-leader-election-namespace flagger-system`"));
+        assert!(warnings[0].contains("`-threadiness 4`"));
+        assert!(warnings[1].contains("`-zap-replace-globals`"));
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod context;
 pub mod error;
 pub mod event_webhooks;
 pub mod events;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod router;

@@ -56,7 +56,11 @@ async fn a_flagger_argument_list_starts_the_controller() {
             "-metrics-server=http://prometheus:9090",
             "-enable-leader-election=true",
             "-leader-election-namespace",
-            "flagger-system",
+            "default",
+            "-threadiness",
+            "4",
+            "-zap-encoding",
+            "json",
             "-port=0",
         ])
         .stderr(log.reopen().unwrap())
@@ -65,7 +69,7 @@ async fn a_flagger_argument_list_starts_the_controller() {
     let started = std::time::Instant::now();
     let text = loop {
         let text = std::fs::read_to_string(log.path()).unwrap();
-        if text.contains("serin controller starting") {
+        if text.contains("became the leader") {
             break text;
         }
         if let Some(status) = child.try_wait().unwrap() {
@@ -80,10 +84,7 @@ async fn a_flagger_argument_list_starts_the_controller() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(text.contains("mesh_provider=istio"), "{text}");
-    for flag in [
-        "`-enable-leader-election=true`",
-        "`-leader-election-namespace flagger-system`",
-    ] {
+    for flag in ["`-threadiness 4`", "`-zap-encoding json`"] {
         assert_eq!(
             text.matches(flag).count(),
             1,

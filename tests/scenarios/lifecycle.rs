@@ -284,4 +284,88 @@ serin_testkit::on_every_control_plane!(
     a_new_revision_during_analysis_restarts_it,
     suspend_holds_a_release_and_resume_finishes_it,
     a_controller_killed_mid_release_is_restarted_and_finishes_it,
+    a_killed_leader_is_replaced_and_the_release_finishes_once,
 );
+
+/// Two replicas with leader election: only the Lease holder acts; killed (SIGKILL) mid-release,
+/// it is replaced within the lease duration and the release finishes, each step once.
+async fn a_killed_leader_is_replaced_and_the_release_finishes_once(cp: ControlPlane) {
+    let election = [
+        "--enable-leader-election",
+        "--leader-election-namespace",
+        NS,
+        "--leader-election-lease-duration",
+        "3s",
+    ];
+    let mut world = crate::harness::world_without_controller(cp).await;
+    world.start_controller(&election);
+    let mut args: Vec<String> = [
+        "--mesh-provider",
+        "kubernetes",
+        "--min-analysis-interval",
+        "1s",
+        "--port",
+        "0",
+        "--log-level",
+        "debug",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(election.map(String::from));
+    let mut other = serin_testkit::Controller::new(
+        std::path::Path::new(env!("CARGO_BIN_EXE_serin")),
+        world.stack.kubeconfig_path(),
+        args,
+    );
+    other.start(&[]);
+    initialized(&world, "podinfo", 8).await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
+    crate::harness::wait_until(LONG, "a few steps", || async {
+        world
+            .canary("podinfo")
+            .await
+            .status
+            .is_some_and(|s| s.iterations >= 3)
+    })
+    .await;
+
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(world.client.clone(), NS);
+    let holder = leases
+        .get("serin-leader-election")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap();
+    let first = world.controller_pid().unwrap();
+    if holder.ends_with(&format!("-{first}")) {
+        world.kill_controller();
+    } else {
+        assert!(
+            holder.ends_with(&format!("-{}", other.pid().unwrap())),
+            "{holder}"
+        );
+        other.kill();
+    }
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    let counts = world.event_counts("podinfo").await;
+    for k in 1..=8 {
+        let step = format!("Advance podinfo.{NS} canary iteration {k}/8");
+        let n = counts
+            .iter()
+            .find(|(m, _)| *m == step)
+            .map_or(0, |(_, n)| *n);
+        assert_eq!(n, 1, "{step}: {counts:?}");
+    }
+    for once in [
+        format!("New revision detected! Scaling up podinfo.{NS}"),
+        format!("Promotion completed! Scaling down podinfo.{NS}"),
+    ] {
+        let n = counts
+            .iter()
+            .find(|(m, _)| *m == once)
+            .map_or(0, |(_, n)| *n);
+        assert_eq!(n, 1, "{once}: {counts:?}");
+    }
+}

@@ -379,6 +379,31 @@ impl World {
             .collect()
     }
 
+    /// Each event message of the Canary with how often it was recorded (summed over Event
+    /// objects and their `count`s), in order of first appearance.
+    pub async fn event_counts(&self, name: &str) -> Vec<(String, i32)> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), NS);
+        let mut events: Vec<Event> = api
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .collect();
+        events.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        let mut counts: Vec<(String, i32)> = Vec::new();
+        for e in events {
+            let message = e.message.unwrap_or_default();
+            let n = e.count.unwrap_or(1).max(1);
+            match counts.iter_mut().find(|(m, _)| *m == message) {
+                Some((_, c)) => *c += n,
+                None => counts.push((message, n)),
+            }
+        }
+        counts
+    }
+
     pub async fn has_event(&self, name: &str, needle: &str) -> bool {
         self.events(name).await.iter().any(|e| e.contains(needle))
     }

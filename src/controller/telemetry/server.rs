@@ -20,11 +20,21 @@ use super::Telemetry;
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
+    /// Waiting for the leader election Lease: ready as a standby.
+    follower: AtomicBool,
 }
 
 impl Health {
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn set_follower(&self, follower: bool) {
+        self.follower.store(follower, Ordering::Relaxed);
+    }
+
+    fn is_follower(&self) -> bool {
+        self.follower.load(Ordering::Relaxed)
     }
 
     fn is_ready(&self) -> bool {
@@ -70,6 +80,11 @@ fn respond(
             telemetry.render(),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "OK".to_string()),
+        "/readyz" if health.is_follower() => (
+            StatusCode::OK,
+            "text/plain",
+            "OK (follower: waiting for the leader election Lease)".to_string(),
+        ),
         "/readyz" if health.is_ready() => (StatusCode::OK, "text/plain", "OK".to_string()),
         "/readyz" => (
             StatusCode::SERVICE_UNAVAILABLE,
