@@ -14,4 +14,5 @@ pub mod cli;
 pub mod controller;
 pub mod loadtester;
 pub mod plan;
+pub mod rbac;
 pub mod workload;

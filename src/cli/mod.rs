@@ -14,6 +14,7 @@ pub mod crds;
 pub mod flagger_flags;
 pub mod loadtester;
 pub mod plan;
+pub mod rbac;
 pub mod status;
 
 /// Progressive delivery for Kubernetes, speaking Flagger's API.
@@ -28,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the CustomResourceDefinitions (Canary, MetricTemplate, AlertProvider) as YAML.
     Crds(crds::CrdsArgs),
+    /// Print the ClusterRole rules the controller needs (the chart's RBAC).
+    Rbac(rbac::RbacArgs),
     /// Validate Canary, MetricTemplate and AlertProvider manifests offline.
     Check(check::CheckArgs),
     /// Show the steps a Canary would take.
@@ -68,6 +71,7 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Crds(args) => crds::run(args),
+            Command::Rbac(args) => rbac::run(args),
             Command::Check(args) => check::run(args),
             Command::Plan(args) => plan::run(args),
             Command::Analyze(args) => analyze::run(args),

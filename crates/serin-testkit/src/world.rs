@@ -237,12 +237,12 @@ impl World {
         .unwrap_or_else(|e| panic!("apply {name}: {e}"));
     }
 
-    /// An API of any kind in the test namespace (the plural guessed as `<kind>s`).
+    /// An API of any kind in the test namespace (the plural guessed as English does).
     pub fn dynamic(&self, api_version: &str, kind: &str) -> Api<kube::api::DynamicObject> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let resource = kube::api::ApiResource::from_gvk_with_plural(
             &kube::api::GroupVersionKind::gvk(group, version, kind),
-            &format!("{}s", kind.to_lowercase()),
+            &plural(kind),
         );
         Api::namespaced_with(self.client.clone(), NS, &resource)
     }
@@ -482,5 +482,17 @@ where
     while !f().await {
         assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The resource name of a kind, by English rules (`Ingress` → `ingresses`).
+fn plural(kind: &str) -> String {
+    let lower = kind.to_lowercase();
+    if lower.ends_with('s') || lower.ends_with('x') {
+        format!("{lower}es")
+    } else if let Some(stem) = lower.strip_suffix('y') {
+        format!("{stem}ies")
+    } else {
+        format!("{lower}s")
     }
 }

@@ -1,0 +1,342 @@
+//! The install: the chart, the plain manifests and the kustomize overlays in `deploy/`, with
+//! RBAC exactly as `src/rbac.rs` lists it. Rendered by a real Helm (built from its Go module by
+//! `scripts/setup`), installed on the real control plane, and a controller holding only the
+//! chart's service account completes a release through each covered provider.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use serin_core::Phase;
+use serin_testkit::{ControlPlane, NS, World, WorldConfig, workspace_file};
+
+fn helm() -> PathBuf {
+    std::env::var_os("SERIN_HELM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_file("target/helm/helm"))
+}
+
+fn run(program: &Path, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}",
+        program.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn chart() -> String {
+    workspace_file("deploy/chart/serin").display().to_string()
+}
+
+fn rendered() -> Vec<Value> {
+    let text = run(
+        &helm(),
+        &["template", "serin", &chart(), "--namespace", "serin-system"],
+    );
+    text.split("\n---")
+        .filter_map(|doc| serde_norway::from_str::<Value>(doc).ok())
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(workspace_file(relative)).unwrap()
+}
+
+#[test]
+fn generated_install_files_match_the_code_and_the_chart() {
+    let fix = "regenerate with scripts/render-manifests";
+    assert_eq!(
+        read("deploy/chart/serin/files/rbac-rules.yaml"),
+        serin::rbac::rules_yaml(),
+        "the chart's RBAC rules drifted from src/rbac.rs: {fix}"
+    );
+    assert_eq!(
+        read("deploy/chart/serin/crds/crds.yaml"),
+        read("crds/crds.yaml"),
+        "the chart's CRDs drifted from crds/: {fix}"
+    );
+    let manifests = read("deploy/manifests/serin.yaml");
+    let body = run(
+        &helm(),
+        &[
+            "template",
+            "serin",
+            &chart(),
+            "--namespace",
+            "serin-system",
+            "--include-crds",
+        ],
+    );
+    assert!(
+        manifests.ends_with(&body),
+        "deploy/manifests/serin.yaml drifted from the chart: {fix}"
+    );
+}
+
+/// `(group, resource, verb)` of each permission.
+type Grants = BTreeSet<(String, String, String)>;
+
+fn grants(rules: &[Value]) -> Grants {
+    let mut out = Grants::new();
+    for rule in rules {
+        for group in rule["apiGroups"].as_array().unwrap() {
+            for resource in rule["resources"].as_array().unwrap() {
+                for verb in rule["verbs"].as_array().unwrap() {
+                    let s = |v: &Value| v.as_str().unwrap().to_string();
+                    out.insert((s(group), s(resource), s(verb)));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_chart_grants_exactly_what_the_code_uses() {
+    let role = rendered()
+        .into_iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    let granted = grants(role["rules"].as_array().unwrap());
+    let needed: Vec<Value> = serin::rbac::rules()
+        .iter()
+        .map(|r| json!({"apiGroups": [r.api_group], "resources": r.resources, "verbs": r.verbs}))
+        .collect();
+    let needed = grants(&needed);
+    let more: Vec<_> = granted.difference(&needed).collect();
+    let less: Vec<_> = needed.difference(&granted).collect();
+    assert!(
+        more.is_empty() && less.is_empty(),
+        "more: {more:?}\nless: {less:?}"
+    );
+    // And nothing beyond: no wildcard, no delete, no escalation verbs.
+    for (_, resource, verb) in &granted {
+        assert!(resource != "*" && verb != "*", "{resource} {verb}");
+        assert!(
+            ![
+                "delete",
+                "deletecollection",
+                "escalate",
+                "bind",
+                "impersonate"
+            ]
+            .contains(&verb.as_str())
+        );
+    }
+}
+
+#[test]
+fn the_pod_runs_as_a_restricted_non_root_user() {
+    let deployment = rendered()
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let container = &pod["containers"][0];
+    let sc = &container["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert!(container["resources"]["requests"]["memory"].is_string());
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+}
+
+/// A kubeconfig for `serin-system/serin`, the chart's service account, with a token from
+/// the TokenRequest API.
+fn service_account_kubeconfig(world: &World, dir: &Path) -> PathBuf {
+    let admin = world.stack.kubeconfig_path().display().to_string();
+    let token = run(
+        Path::new("kubectl"),
+        &[
+            "--kubeconfig",
+            &admin,
+            "create",
+            "token",
+            "serin",
+            "-n",
+            "serin-system",
+            "--duration",
+            "1h",
+        ],
+    );
+    let config: Value = serde_norway::from_str(&std::fs::read_to_string(&admin).unwrap()).unwrap();
+    let cluster = &config["clusters"][0]["cluster"];
+    let kubeconfig = json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "serin",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": "serin", "user": {"token": token.trim()}}],
+        "contexts": [{"name": "serin", "context": {"cluster": "local", "user": "serin"}}],
+    });
+    let path = dir.join("serin-sa.kubeconfig");
+    std::fs::write(&path, serde_norway::to_string(&kubeconfig).unwrap()).unwrap();
+    path
+}
+
+fn canary(name: &str, provider: &str) -> Value {
+    let mut spec = json!({
+        "provider": provider,
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+        "progressDeadlineSeconds": 60,
+        "service": {"port": 9898},
+        "analysis": {"interval": "1s", "threshold": 2, "stepWeight": 50, "maxWeight": 50}
+    });
+    if provider == "kubernetes" {
+        spec["analysis"] = json!({"interval": "1s", "threshold": 2, "iterations": 2});
+    }
+    if provider.starts_with("gatewayapi") {
+        spec["service"]["gatewayRefs"] = json!([{"name": "public", "namespace": NS}]);
+    }
+    if provider == "nginx" {
+        spec["ingressRef"] =
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": name});
+    }
+    json!({"apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+        "metadata": {"name": name, "namespace": NS}, "spec": spec})
+}
+
+const PROVIDERS: [&str; 5] = ["kubernetes", "istio", "gatewayapi:v1", "linkerd", "nginx"];
+
+/// Helm installs the chart, the kustomize overlays and the plain manifests are accepted, and
+/// a controller with only the chart's service account releases through each provider.
+#[tokio::test]
+async fn installed_from_the_chart_it_releases_with_only_its_own_permissions() {
+    if !serin_testkit::selected(ControlPlane::Real) {
+        return;
+    }
+    let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), ControlPlane::Real)
+        .routing_crds()
+        .without_controller()
+        .start()
+        .await;
+    let admin = world.stack.kubeconfig_path().display().to_string();
+    run(
+        &helm(),
+        &[
+            "install",
+            "serin",
+            &chart(),
+            "--namespace",
+            "serin-system",
+            "--create-namespace",
+            "--kubeconfig",
+            &admin,
+        ],
+    );
+    for overlay in ["istio", "linkerd", "nginx", "gatewayapi"] {
+        let dir = workspace_file(&format!("deploy/kustomize/overlays/{overlay}"));
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "kubectl kustomize {} | kubectl --kubeconfig {admin} apply --server-side --force-conflicts --dry-run=server -f -",
+                dir.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{overlay}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let manifests = workspace_file("deploy/manifests/serin.yaml")
+        .display()
+        .to_string();
+    run(
+        Path::new("kubectl"),
+        &[
+            "--kubeconfig",
+            &admin,
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "-f",
+            &manifests,
+        ],
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = service_account_kubeconfig(&world, dir.path());
+    let args = [
+        "--mesh-provider",
+        "kubernetes",
+        "--min-analysis-interval",
+        "1s",
+        "--port",
+        "0",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut controller =
+        serin_testkit::Controller::new(Path::new(env!("CARGO_BIN_EXE_serin")), &kubeconfig, args);
+    controller.start(&[]);
+    for provider in PROVIDERS {
+        let name = format!("app-{}", provider.replace(':', "-"));
+        let mut d = deployment(&name);
+        world.apply(&world.deployments(), d.clone()).await;
+        if provider == "nginx" {
+            world
+                .create(
+                    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                    "metadata": {"name": name, "namespace": NS},
+                    "spec": {"rules": [{"host": "app.example.com", "http": {"paths": [{
+                        "path": "/", "pathType": "Prefix",
+                        "backend": {"service": {"name": name, "port": {"number": 9898}}}}]}}]}}),
+                )
+                .await;
+        }
+        world
+            .apply(&world.canaries(), canary(&name, provider))
+            .await;
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("podinfo:6.0.1");
+        world
+            .wait_phase(&name, Phase::Initialized, Duration::from_secs(60))
+            .await;
+        world.apply(&world.deployments(), d).await;
+    }
+    for provider in PROVIDERS {
+        let name = format!("app-{}", provider.replace(':', "-"));
+        world
+            .wait_canary(
+                &name,
+                &format!("{provider}: Succeeded"),
+                Duration::from_secs(90),
+                |c| {
+                    c.status
+                        .as_ref()
+                        .is_some_and(|s| s.phase == Phase::Succeeded)
+                },
+            )
+            .await;
+    }
+    assert!(
+        !controller.logs(100_000).contains("forbidden"),
+        "{}",
+        controller.logs(60)
+    );
+}
+
+fn deployment(name: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "podinfo:6.0.0",
+                    "ports": [{"containerPort": 9898, "name": "http"}]}]}
+            }
+        }
+    })
+}
