@@ -340,3 +340,123 @@ fn deployment(name: &str) -> Value {
         }
     })
 }
+
+/// The image cannot be built here (no container runtime): its essentials are checked instead,
+/// the ones hadolint and a security review would flag.
+#[test]
+fn the_dockerfile_builds_a_static_binary_onto_a_non_root_base() {
+    let text = read("Dockerfile");
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let froms: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("FROM "))
+        .copied()
+        .collect();
+    assert_eq!(
+        froms.len(),
+        2,
+        "a build stage and a runtime stage: {froms:?}"
+    );
+    for from in &froms {
+        let image = from.split_whitespace().nth(1).unwrap();
+        assert!(
+            image.contains(':') && !image.ends_with(":latest"),
+            "pinned tag: {from}"
+        );
+    }
+    assert!(
+        froms[0].contains("alpine"),
+        "musl: a static binary: {}",
+        froms[0]
+    );
+    assert!(
+        froms[1].contains("distroless/static") && froms[1].contains("nonroot"),
+        "{}",
+        froms[1]
+    );
+    assert!(
+        text.contains("cargo build --release --locked"),
+        "reproducible build"
+    );
+    let last_stage = text.rsplit("\nFROM ").next().unwrap();
+    let user = last_stage
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER in the runtime stage");
+    let uid: u32 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("a numeric uid");
+    assert_ne!(uid, 0, "not root");
+    let entrypoint = last_stage
+        .lines()
+        .find_map(|l| l.strip_prefix("ENTRYPOINT "))
+        .expect("an ENTRYPOINT");
+    assert!(
+        serde_json::from_str::<Vec<String>>(entrypoint).is_ok(),
+        "exec form: {entrypoint}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("ADD ")),
+        "COPY, not ADD"
+    );
+    let ignore = read(".dockerignore");
+    assert!(
+        ignore.lines().any(|l| l.trim() == "target/"),
+        "the build context skips target/"
+    );
+}
+
+/// The dashboard is valid Grafana JSON whose queries name only series serin exports.
+#[test]
+fn the_grafana_dashboard_queries_serins_series() {
+    let dashboard: Value = serde_json::from_str(&read("deploy/grafana/serin.json")).unwrap();
+    use serin::controller::telemetry::{Outcome, Telemetry};
+    // One series of every family, so that each is rendered.
+    let t = Telemetry::new();
+    t.info("0", "istio");
+    t.canaries(&[("test".to_string(), 1)].into_iter().collect());
+    t.status("test", "podinfo", 1);
+    t.weights("test", "podinfo", 100, 0);
+    t.duration("test", "podinfo", 0.1);
+    t.metric_analysis("test", "podinfo", "errors", 1.0);
+    t.outcome("test", "podinfo", Outcome::Promoted, "canary", "completed");
+    t.outcome("test", "podinfo", Outcome::Failed, "canary", "completed");
+    t.reconcile_error("Conflict");
+    t.alert("slack", "delivered");
+    t.reconciled(0.1);
+    let exported: BTreeSet<String> = t
+        .render()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(!panels.is_empty());
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("flagger_") || w.starts_with("serin_"))
+                .collect();
+            assert!(!names.is_empty(), "{expr}");
+            for name in names {
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
+                assert!(
+                    exported.contains(name) || exported.contains(family),
+                    "{name} is not exported by serin (exported: {exported:?})"
+                );
+            }
+        }
+    }
+}
