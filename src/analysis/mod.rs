@@ -107,6 +107,8 @@ pub struct MetricCheck {
     pub effect: Effect,
     /// Category of the failure when the query failed (`timeout`, `unauthorized`, ...).
     pub error_kind: Option<&'static str>,
+    /// How long the provider took to answer, when the query was sent.
+    pub latency: Option<std::time::Duration>,
 }
 
 impl MetricCheck {
@@ -263,6 +265,7 @@ impl Analyzer {
             },
             effect: Effect::Pass,
             error_kind: None,
+            latency: None,
         };
         let resolved = match resolved {
             Ok(resolved) => resolved,
@@ -288,11 +291,13 @@ impl Analyzer {
             Err(e) => return result.failed(&QueryError::config(e.to_string())),
         };
         result.query = Some(query.clone());
+        let sent = std::time::Instant::now();
         let reading = match &resolved.backend {
             Backend::Prometheus(p) => p.query(&self.http, &query).await,
             Backend::Datadog(d) => d.query(&self.http, &query, interval, now, deadline).await,
             Backend::NewRelic(n) => n.query(&self.http, &query, interval, deadline).await,
         };
+        result.latency = Some(sent.elapsed());
         match reading {
             Err(error) => result.failed(&error),
             Ok(Reading::NoData(why)) => {

@@ -160,7 +160,10 @@ fn init_logging(args: &ControllerArgs) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
-async fn client(args: &ControllerArgs) -> anyhow::Result<Client> {
+async fn client(
+    args: &ControllerArgs,
+    telemetry: &Arc<telemetry::Telemetry>,
+) -> anyhow::Result<Client> {
     if args.kubeconfig_qps.is_nan() || args.kubeconfig_qps <= 0.0 || args.kubeconfig_burst == 0 {
         anyhow::bail!("--kubeconfig-qps and --kubeconfig-burst must be positive");
     }
@@ -180,16 +183,17 @@ async fn client(args: &ControllerArgs) -> anyhow::Result<Client> {
     let builder = kube::client::ClientBuilder::try_from(config)
         .context("cannot build the Kubernetes client")?;
     let throttle = ThrottleLayer::new(args.kubeconfig_qps, args.kubeconfig_burst);
-    Ok(builder.with_layer(&throttle).build())
+    let count = telemetry::api_requests::CountLayer::new(telemetry.clone());
+    Ok(builder.with_layer(&throttle).with_layer(&count).build())
 }
 
 async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
-    let client = client(&args).await?;
+    let telemetry = Arc::new(telemetry::Telemetry::new());
+    let client = client(&args, &telemetry).await?;
     let version = client
         .apiserver_version()
         .await
         .context("cannot reach the Kubernetes API")?;
-    let telemetry = Arc::new(telemetry::Telemetry::new());
     telemetry.info(env!("CARGO_PKG_VERSION"), args.mesh_provider.as_str());
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], args.port)))
         .await

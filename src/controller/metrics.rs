@@ -27,6 +27,12 @@ pub async fn evaluate(
         ctx.telemetry
             .metric_analysis(namespace, target, &metric, value);
     }
+    for check in &evaluation.checks {
+        if let Some(latency) = check.latency {
+            ctx.telemetry
+                .metric_query(&check.provider, latency.as_secs_f64(), check.error_kind);
+        }
+    }
     (evaluation.outcome, Some(evaluation.observations))
 }
 
@@ -67,6 +73,7 @@ mod tests {
             },
             effect: Effect::Pass,
             error_kind: None,
+            latency: None,
         };
         let series = analysis_series(&[
             check(

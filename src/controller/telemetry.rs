@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+pub mod api_requests;
 pub mod server;
 
 type F64Gauge = Gauge<f64, AtomicU64>;
@@ -73,6 +74,22 @@ struct AlertLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryErrorLabels {
+    provider: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -96,6 +113,9 @@ pub struct Telemetry {
     failures: Family<OutcomeLabels, Counter>,
     errors: Family<ReasonLabels, Counter>,
     alerts: Family<AlertLabels, Counter>,
+    queries: Family<ProviderLabels, Histogram>,
+    query_errors: Family<QueryErrorLabels, Counter>,
+    api_requests: Family<MethodLabels, Counter>,
     reconcile: Histogram,
     /// Metric names with an analysis series, per canary, so `forget` can remove them.
     analysed: Mutex<HashMap<CanaryLabels, BTreeSet<String>>>,
@@ -128,6 +148,11 @@ impl Telemetry {
         let failures = Family::<OutcomeLabels, Counter>::default();
         let errors = Family::<ReasonLabels, Counter>::default();
         let alerts = Family::<AlertLabels, Counter>::default();
+        let queries = Family::<ProviderLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(DEFAULT_BUCKETS)) as fn() -> Histogram,
+        );
+        let query_errors = Family::<QueryErrorLabels, Counter>::default();
+        let api_requests = Family::<MethodLabels, Counter>::default();
         let reconcile = Histogram::new(DEFAULT_BUCKETS);
         registry.register(
             "flagger_info",
@@ -180,6 +205,21 @@ impl Telemetry {
             alerts.clone(),
         );
         registry.register(
+            "serin_metric_query_duration_seconds",
+            "Latency of metric provider queries, by provider",
+            queries.clone(),
+        );
+        registry.register(
+            "serin_metric_query_errors",
+            "Metric provider queries that failed, by provider and kind",
+            query_errors.clone(),
+        );
+        registry.register(
+            "serin_api_requests",
+            "Requests to the Kubernetes API server, by method",
+            api_requests.clone(),
+        );
+        registry.register(
             "serin_reconcile_duration_seconds",
             "Duration of every reconcile",
             reconcile.clone(),
@@ -196,6 +236,9 @@ impl Telemetry {
             failures,
             errors,
             alerts,
+            queries,
+            query_errors,
+            api_requests,
             reconcile,
             analysed: Mutex::default(),
         }
@@ -295,6 +338,29 @@ impl Telemetry {
             result: result.into(),
         };
         self.alerts.get_or_create(&labels).inc();
+    }
+
+    /// One metric provider query: its latency, and its failure's kind if it failed.
+    pub fn metric_query(&self, provider: &str, seconds: f64, error: Option<&str>) {
+        let labels = ProviderLabels {
+            provider: provider.into(),
+        };
+        self.queries.get_or_create(&labels).observe(seconds);
+        if let Some(kind) = error {
+            let labels = QueryErrorLabels {
+                provider: provider.into(),
+                kind: kind.into(),
+            };
+            self.query_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// One request to the API server (`method`: GET, POST, PATCH, ...).
+    pub fn api_request(&self, method: &str) {
+        let labels = MethodLabels {
+            method: method.into(),
+        };
+        self.api_requests.get_or_create(&labels).inc();
     }
 
     pub fn reconciled(&self, seconds: f64) {
