@@ -247,3 +247,77 @@ spec:
   address: https://hooks.slack.com/services/x
 "
 }
+
+/// The manifests the documentation shows (every ```yaml block of docs/) pass `serin check`:
+/// a tutorial that does not work as written is a bug.
+#[test]
+fn the_documentations_manifests_are_valid() {
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let mut files = Vec::new();
+    for dir in [docs.clone(), docs.join("tutorials")] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "md") {
+                files.push(path);
+            }
+        }
+    }
+    let mut canaries = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut blocks = Vec::new();
+        let mut current: Option<String> = None;
+        for line in text.lines() {
+            match (&mut current, line.trim_start()) {
+                (None, l) if l == "```yaml" => current = Some(String::new()),
+                (Some(_), "```") => blocks.extend(current.take()),
+                (Some(block), _) => {
+                    block.push_str(line);
+                    block.push('\n');
+                }
+                _ => {}
+            }
+        }
+        let manifests: Vec<&String> = blocks
+            .iter()
+            .filter(|b| b.contains("apiVersion: flagger.app/"))
+            .collect();
+        if manifests.is_empty() {
+            continue;
+        }
+        canaries += manifests
+            .iter()
+            .filter(|b| b.contains("kind: Canary"))
+            .count();
+        let stream = manifests
+            .iter()
+            .map(|b| b.as_str())
+            .collect::<Vec<_>>()
+            .join("---\n");
+        let mut child = serin()
+            .args(["check", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stream.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        canaries >= 4,
+        "a Canary per provider tutorial, found {canaries}"
+    );
+}
