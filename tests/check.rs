@@ -269,7 +269,7 @@ fn the_documentations_manifests_are_valid() {
         let mut current: Option<String> = None;
         for line in text.lines() {
             match (&mut current, line.trim_start()) {
-                (None, l) if l == "```yaml" => current = Some(String::new()),
+                (None, "```yaml") => current = Some(String::new()),
                 (Some(_), "```") => blocks.extend(current.take()),
                 (Some(block), _) => {
                     block.push_str(line);

@@ -189,21 +189,80 @@ fn canary(name: &str, provider: &str) -> Value {
         "service": {"port": 9898},
         "analysis": {"interval": "1s", "threshold": 2, "stepWeight": 50, "maxWeight": 50}
     });
-    if provider == "kubernetes" {
-        spec["analysis"] = json!({"interval": "1s", "threshold": 2, "iterations": 2});
-    }
-    if provider.starts_with("gatewayapi") {
-        spec["service"]["gatewayRefs"] = json!([{"name": "public", "namespace": NS}]);
-    }
-    if provider == "nginx" {
-        spec["ingressRef"] =
-            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": name});
+    match provider {
+        "kubernetes" => {
+            spec["analysis"] = json!({"interval": "1s", "threshold": 2, "iterations": 2});
+        }
+        "gatewayapi:v1" => {
+            spec["service"]["gatewayRefs"] = json!([{"name": "public", "namespace": NS}]);
+        }
+        "nginx" | "skipper" => {
+            spec["ingressRef"] =
+                json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": name});
+        }
+        "apisix" => {
+            spec["routeRef"] =
+                json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute", "name": name});
+        }
+        "knative" => {
+            spec = json!({
+                "provider": "knative",
+                "targetRef": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": name},
+                "progressDeadlineSeconds": 60,
+                "analysis": {"interval": "1s", "threshold": 2, "stepWeight": 50, "maxWeight": 50}
+            });
+        }
+        _ => {}
     }
     json!({"apiVersion": "flagger.app/v1beta1", "kind": "Canary",
         "metadata": {"name": name, "namespace": NS}, "spec": spec})
 }
 
-const PROVIDERS: [&str; 5] = ["kubernetes", "istio", "gatewayapi:v1", "linkerd", "nginx"];
+/// Objects a provider's Canary names, which the user owns: an Ingress, an ApisixRoute, the
+/// Knative Service itself.
+fn user_objects(name: &str, provider: &str) -> Vec<Value> {
+    match provider {
+        "nginx" | "skipper" => vec![
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"rules": [{"host": "app.example.com", "http": {"paths": [{
+                "path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": name, "port": {"number": 9898}}}}]}}]}}),
+        ],
+        "apisix" => vec![
+            json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"http": [{"name": "rule", "match": {"paths": ["/*"]},
+                "backends": [{"serviceName": name, "servicePort": 9898}]}]}}),
+        ],
+        "knative" => vec![knative_service(name, "podinfo:6.0.0")],
+        _ => vec![],
+    }
+}
+
+fn knative_service(name: &str, image: &str) -> Value {
+    json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"template": {"spec": {"containers": [{"image": image}]}}}})
+}
+
+/// Every provider the scenario suites release through.
+const PROVIDERS: [&str; 14] = [
+    "kubernetes",
+    "istio",
+    "gatewayapi:v1",
+    "linkerd",
+    "nginx",
+    "contour",
+    "traefik",
+    "osm",
+    "kuma",
+    "gloo",
+    "appmesh:v1beta2",
+    "skipper",
+    "apisix",
+    "knative",
+];
 
 /// Helm installs the chart, the kustomize overlays and the plain manifests are accepted, and
 /// a controller with only the chart's service account releases through each provider.
@@ -213,7 +272,7 @@ async fn installed_from_the_chart_it_releases_with_only_its_own_permissions() {
         return;
     }
     let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), ControlPlane::Real)
-        .routing_crds()
+        .knative()
         .without_controller()
         .start()
         .await;
@@ -281,27 +340,27 @@ async fn installed_from_the_chart_it_releases_with_only_its_own_permissions() {
     controller.start(&[]);
     for provider in PROVIDERS {
         let name = format!("app-{}", provider.replace(':', "-"));
+        for object in user_objects(&name, provider) {
+            world.create(object).await;
+        }
         let mut d = deployment(&name);
-        world.apply(&world.deployments(), d.clone()).await;
-        if provider == "nginx" {
-            world
-                .create(
-                    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-                    "metadata": {"name": name, "namespace": NS},
-                    "spec": {"rules": [{"host": "app.example.com", "http": {"paths": [{
-                        "path": "/", "pathType": "Prefix",
-                        "backend": {"service": {"name": name, "port": {"number": 9898}}}}]}}]}}),
-                )
-                .await;
+        if provider != "knative" {
+            world.apply(&world.deployments(), d.clone()).await;
         }
         world
             .apply(&world.canaries(), canary(&name, provider))
             .await;
-        d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("podinfo:6.0.1");
         world
             .wait_phase(&name, Phase::Initialized, Duration::from_secs(60))
             .await;
-        world.apply(&world.deployments(), d).await;
+        if provider == "knative" {
+            let services = world.dynamic("serving.knative.dev/v1", "Service");
+            let patch = json!({"spec": {"template": {"spec": {"containers": [{"image": "podinfo:6.0.1"}]}}}});
+            world.merge(&services, &name, patch).await;
+        } else {
+            d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("podinfo:6.0.1");
+            world.apply(&world.deployments(), d).await;
+        }
     }
     for provider in PROVIDERS {
         let name = format!("app-{}", provider.replace(':', "-"));
