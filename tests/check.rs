@@ -12,6 +12,24 @@ fn serin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_serin"))
 }
 
+/// `serin check -f -` with `manifests` on stdin.
+fn check_stdin(manifests: &str) -> Output {
+    let mut child = serin()
+        .args(["check", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifests.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples")
 }
@@ -174,20 +192,7 @@ fn other_kinds_are_skipped_and_stdin_is_read() {
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\n---\n{}",
         valid_alert_provider()
     );
-    let mut child = serin()
-        .args(["check", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(manifest.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = check_stdin(&manifest);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "1 file, 1 object: all valid\n");
 }
@@ -294,20 +299,7 @@ fn the_documentations_manifests_are_valid() {
             .map(|b| b.as_str())
             .collect::<Vec<_>>()
             .join("---\n");
-        let mut child = serin()
-            .args(["check", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stream.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = check_stdin(&stream);
         assert!(
             out.status.success(),
             "{}: {}{}",

@@ -325,16 +325,7 @@ async fn installed_from_the_chart_it_releases_with_only_its_own_permissions() {
 
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = service_account_kubeconfig(&world, dir.path());
-    let args = [
-        "--mesh-provider",
-        "kubernetes",
-        "--min-analysis-interval",
-        "1s",
-        "--port",
-        "0",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = serin_testkit::controller_args();
     let mut controller =
         serin_testkit::Controller::new(Path::new(env!("CARGO_BIN_EXE_serin")), &kubeconfig, args);
     controller.start(&[]);

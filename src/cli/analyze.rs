@@ -28,13 +28,9 @@ pub struct AnalyzeArgs {
     /// YAML file with the Canary (or Canaries) to analyze; `-` for stdin.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     pub file: PathBuf,
-    /// Kubeconfig of the cluster holding the MetricTemplates and Secrets (default: `KUBECONFIG`,
-    /// `~/.kube/config`, or the in-cluster config).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Kubeconfig context (default: the current context).
-    #[arg(long, value_name = "NAME")]
-    pub context: Option<String>,
+    /// The cluster holding the MetricTemplates and Secrets.
+    #[command(flatten)]
+    pub cluster: crate::cli::cluster::ClusterArgs,
     /// Prometheus of the builtin metrics and of templates without an address (the
     /// controller's `--metrics-server`); a Canary's `spec.metricsServer` overrides it.
     #[arg(long, value_name = "URL", default_value = "http://prometheus:9090")]
@@ -84,24 +80,7 @@ fn canaries(text: &str) -> anyhow::Result<Vec<Canary>> {
 }
 
 async fn analyze(args: AnalyzeArgs, canaries: Vec<Canary>) -> anyhow::Result<ExitCode> {
-    let options = kube::config::KubeConfigOptions {
-        context: args.context.clone(),
-        ..Default::default()
-    };
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .with_context(|| format!("invalid kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer().await.context(
-            "no kubeconfig (--kubeconfig, KUBECONFIG, ~/.kube/config) or in-cluster config",
-        )?,
-    };
-    let default_namespace = config.default_namespace.clone();
-    let client = kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
+    let (client, default_namespace) = crate::cli::cluster::connect(&args.cluster).await?;
     let analyzer = Analyzer::new(client, args.metrics_server.clone(), args.mesh_provider)?
         .with_timeout(Duration::from_secs(args.timeout.max(1)))?;
 

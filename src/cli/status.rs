@@ -150,20 +150,9 @@ pub fn row(canary: &Canary, now: DateTime<Utc>) -> Row {
         .metrics
         .iter()
         .flatten()
-        .map(|m| {
-            let value = m.value.map_or("no data".to_string(), |v| format!("{v:.2}"));
-            let range = match (m.threshold_min, m.threshold_max) {
-                (Some(min), Some(max)) => format!(" in {min}..{max}"),
-                (Some(min), None) => format!(" >= {min}"),
-                (None, Some(max)) => format!(" <= {max}"),
-                (None, None) => String::new(),
-            };
-            let mark = if m.verdict == MetricVerdict::Pass {
-                ""
-            } else {
-                " FAIL"
-            };
-            format!("{} {value}{range}{mark}", m.name)
+        .map(|m| match m.verdict {
+            MetricVerdict::Pass => m.summary(),
+            _ => format!("{} FAIL", m.summary()),
         })
         .collect();
     let running = status.phase.is_active();

@@ -299,18 +299,7 @@ async fn a_killed_leader_is_replaced_and_the_release_finishes_once(cp: ControlPl
     ];
     let mut world = crate::harness::world_without_controller(cp).await;
     world.start_controller(&election);
-    let mut args: Vec<String> = [
-        "--mesh-provider",
-        "kubernetes",
-        "--min-analysis-interval",
-        "1s",
-        "--port",
-        "0",
-        "--log-level",
-        "debug",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args = serin_testkit::controller_args();
     args.extend(election.map(String::from));
     let mut other = serin_testkit::Controller::new(
         std::path::Path::new(env!("CARGO_BIN_EXE_serin")),

@@ -15,7 +15,7 @@ mod world;
 pub use controller::Controller;
 pub use receiver::Receiver;
 pub use serin_stack::{ControlPlane, Scenario, Stack, StackConfig};
-pub use world::{NS, World, WorldConfig, ready_condition, wait_until};
+pub use world::{NS, World, WorldConfig, controller_args, ready_condition, wait_until};
 
 use std::path::PathBuf;
 

@@ -36,18 +36,7 @@ impl WorldConfig {
             },
             routing_crds: false,
             start_controller: true,
-            controller_args: [
-                "--mesh-provider",
-                "kubernetes",
-                "--min-analysis-interval",
-                "1s",
-                "--port",
-                "0",
-                "--log-level",
-                "debug",
-            ]
-            .map(String::from)
-            .to_vec(),
+            controller_args: controller_args(),
         }
     }
 
@@ -354,8 +343,8 @@ impl World {
         );
     }
 
-    /// Messages of the events on Canary `name`, oldest first, as `Type: message`.
-    pub async fn events(&self, name: &str) -> Vec<String> {
+    /// The Canary's Events, oldest first.
+    async fn canary_events(&self, name: &str) -> Vec<Event> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), NS);
         let mut events: Vec<Event> = api
             .list(&ListParams::default())
@@ -368,6 +357,12 @@ impl World {
             .collect();
         events.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
         events
+    }
+
+    /// `Type: message` of each of the Canary's Events, oldest first.
+    pub async fn events(&self, name: &str) -> Vec<String> {
+        self.canary_events(name)
+            .await
             .into_iter()
             .map(|e| {
                 format!(
@@ -382,16 +377,7 @@ impl World {
     /// Each event message of the Canary with how often it was recorded (summed over Event
     /// objects and their `count`s), in order of first appearance.
     pub async fn event_counts(&self, name: &str) -> Vec<(String, i32)> {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), NS);
-        let mut events: Vec<Event> = api
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|e| e.involved_object.name.as_deref() == Some(name))
-            .collect();
-        events.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        let events = self.canary_events(name).await;
         let mut counts: Vec<(String, i32)> = Vec::new();
         for e in events {
             let message = e.message.unwrap_or_default();
@@ -483,6 +469,23 @@ where
         assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The arguments every test controller starts with: `--mesh-provider kubernetes`, a 1 s
+/// minimum interval, any free port, debug logs.
+pub fn controller_args() -> Vec<String> {
+    [
+        "--mesh-provider",
+        "kubernetes",
+        "--min-analysis-interval",
+        "1s",
+        "--port",
+        "0",
+        "--log-level",
+        "debug",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// The resource name of a kind, by English rules (`Ingress` → `ingresses`).

@@ -136,6 +136,23 @@ pub struct MetricObservation {
     pub time: Option<DateTime<Utc>>,
 }
 
+impl MetricObservation {
+    /// `name value range` for people: `request-success-rate 99.50 >= 99`, `latency no data
+    /// <= 500`, `errors 3.00 in 0..5`.
+    pub fn summary(&self) -> String {
+        let value = self
+            .value
+            .map_or("no data".to_string(), |v| format!("{v:.2}"));
+        let range = match (self.threshold_min, self.threshold_max) {
+            (Some(min), Some(max)) => format!(" in {min}..{max}"),
+            (Some(min), None) => format!(" >= {min}"),
+            (None, Some(max)) => format!(" <= {max}"),
+            (None, None) => String::new(),
+        };
+        format!("{} {value}{range}", self.name)
+    }
+}
+
 /// Outcome of one metric check.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -74,21 +74,12 @@ fn routing(strategy: &Strategy) -> String {
     }
 }
 
-/// `name value (range)` of each metric that did not pass at the last check.
+/// The value and range of each metric that did not pass at the last check.
 fn failing_metrics(metrics: &[MetricObservation]) -> Vec<String> {
     metrics
         .iter()
         .filter(|m| m.verdict != MetricVerdict::Pass)
-        .map(|m| {
-            let value = m.value.map_or("no data".to_string(), |v| format!("{v:.2}"));
-            let range = match (m.threshold_min, m.threshold_max) {
-                (Some(min), Some(max)) => format!(" (range {min}..{max})"),
-                (Some(min), None) => format!(" (min {min})"),
-                (None, Some(max)) => format!(" (max {max})"),
-                (None, None) => String::new(),
-            };
-            format!("{} {value}{range}", m.name)
-        })
+        .map(MetricObservation::summary)
         .collect()
 }
 
@@ -152,7 +143,7 @@ mod tests {
                 ("Phase", "Progressing"),
                 ("Canary weight", "20%"),
                 ("Failed checks", "2 of 5"),
-                ("Failing metrics", "request-success-rate 69.17 (min 99)"),
+                ("Failing metrics", "request-success-rate 69.17 >= 99"),
                 ("Progress deadline", "600s"),
                 ("Traffic routing", "Weight step: 10 max: 50"),
             ]
