@@ -294,14 +294,7 @@ impl Tick<'_> {
             }
         }
 
-        self.next = Status {
-            phase: Phase::Progressing,
-            last_applied_spec: Some(revision.clone()),
-            last_promoted_spec: self.prev.last_promoted_spec.clone(),
-            last_transition_time: self.prev.last_transition_time,
-            last_step_time: None,
-            ..Status::default()
-        };
+        self.next = self.fresh_run();
         self.effects.push(Effect::ScaleTargetUp);
         let msg = format!("New revision detected! Scaling up {}", self.plan.target);
         self.event(EventType::Normal, msg);
@@ -322,14 +315,7 @@ impl Tick<'_> {
                 self.plan.target
             );
             self.event(EventType::Normal, msg);
-            self.next = Status {
-                phase: Phase::Progressing,
-                last_applied_spec: Some(revision.clone()),
-                last_promoted_spec: self.prev.last_promoted_spec.clone(),
-                last_transition_time: self.prev.last_transition_time,
-                last_step_time: None,
-                ..Status::default()
-            };
+            self.next = self.fresh_run();
             return self.done(self.poll());
         }
 
@@ -801,6 +787,18 @@ impl Tick<'_> {
 
     // ----- helpers --------------------------------------------------------------------------
 
+    /// The status of a run of the observed revision starting now (analysis from step zero).
+    fn fresh_run(&self) -> Status {
+        Status {
+            phase: Phase::Progressing,
+            last_applied_spec: Some(self.obs.revision.clone()),
+            last_promoted_spec: self.prev.last_promoted_spec.clone(),
+            last_transition_time: self.prev.last_transition_time,
+            last_step_time: None,
+            ..Status::default()
+        }
+    }
+
     fn event(&mut self, kind: EventType, message: String) {
         self.effects.push(Effect::Event { kind, message });
     }
@@ -862,7 +860,7 @@ impl Tick<'_> {
             let at = effects
                 .iter()
                 .position(|e| *e == Effect::ScaleTargetToZero)
-                .unwrap_or(self.effects.len());
+                .unwrap_or(effects.len());
             effects.insert(at, Effect::SetRoutes(routes));
         }
         Err(Decision::Step(Step {
