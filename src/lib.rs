@@ -10,9 +10,9 @@
 
 pub mod analysis;
 pub mod api;
+pub mod canary_plan;
 pub mod cli;
 pub mod controller;
 pub mod loadtester;
-pub mod plan;
 pub mod rbac;
 pub mod workload;

@@ -137,7 +137,7 @@ pub fn go_duration_ms(ms: f64) -> String {
 
 /// What a check means for the step.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Effect {
+pub enum CheckOutcome {
     Pass,
     /// Counts a failed check.
     Fail(String),
@@ -145,12 +145,12 @@ pub enum Effect {
     Hold(String),
 }
 
-/// The effect of a reading without data under the metric's policy.
-pub fn no_data(metric: &CanaryMetric, reason: String) -> Effect {
+/// The outcome of a reading without data under the metric's policy.
+pub fn no_data(metric: &CanaryMetric, reason: String) -> CheckOutcome {
     match metric.no_data_policy() {
-        NoDataPolicy::Fail => Effect::Fail(reason),
-        NoDataPolicy::Hold => Effect::Hold(reason),
-        NoDataPolicy::Pass => Effect::Pass,
+        NoDataPolicy::Fail => CheckOutcome::Fail(reason),
+        NoDataPolicy::Hold => CheckOutcome::Hold(reason),
+        NoDataPolicy::Pass => CheckOutcome::Pass,
     }
 }
 
@@ -290,11 +290,11 @@ mod tests {
     #[test]
     fn no_data_follows_the_policy() {
         let mut m = metric(None, None);
-        assert!(matches!(no_data(&m, "r".into()), Effect::Fail(_)));
+        assert!(matches!(no_data(&m, "r".into()), CheckOutcome::Fail(_)));
         m.no_data_policy = Some(NoDataPolicy::Hold);
-        assert_eq!(no_data(&m, "r".into()), Effect::Hold("r".into()));
+        assert_eq!(no_data(&m, "r".into()), CheckOutcome::Hold("r".into()));
         m.no_data_policy = Some(NoDataPolicy::Pass);
-        assert_eq!(no_data(&m, "r".into()), Effect::Pass);
+        assert_eq!(no_data(&m, "r".into()), CheckOutcome::Pass);
     }
 
     #[test]

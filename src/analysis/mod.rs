@@ -38,7 +38,7 @@ use crate::api::canary::{
 use crate::api::metric_template::MetricTemplate;
 use crate::api::{Canary, MetricProviderType, Provider, parse_duration};
 use builtin::{Builtin, Observer};
-use check::{Bounds, Effect};
+use check::{Bounds, CheckOutcome};
 use provider::datadog::Datadog;
 use provider::newrelic::NewRelic;
 use provider::prometheus::Prometheus;
@@ -104,7 +104,7 @@ pub struct MetricCheck {
     pub unit: &'static str,
     pub builtin: Option<Builtin>,
     pub observation: MetricObservation,
-    pub effect: Effect,
+    pub outcome: CheckOutcome,
     /// Category of the failure when the query failed (`timeout`, `unauthorized`, ...).
     pub error_kind: Option<&'static str>,
     /// How long the provider took to answer, when the query was sent.
@@ -263,7 +263,7 @@ impl Analyzer {
                 message: None,
                 time: Some(now),
             },
-            effect: Effect::Pass,
+            outcome: CheckOutcome::Pass,
             error_kind: None,
             latency: None,
         };
@@ -511,7 +511,7 @@ impl MetricCheck {
         };
         self.observation.verdict = MetricVerdict::NoData;
         self.observation.message = Some(format!("{reason}{policy}"));
-        self.effect = check::no_data(metric, reason);
+        self.outcome = check::no_data(metric, reason);
         self
     }
 
@@ -522,12 +522,12 @@ impl MetricCheck {
         match check::judge(&self.name, value, self.bounds, self.builtin) {
             Ok(()) => {
                 self.observation.verdict = MetricVerdict::Pass;
-                self.effect = Effect::Pass;
+                self.outcome = CheckOutcome::Pass;
             }
             Err(reason) => {
                 self.observation.verdict = MetricVerdict::Fail;
                 self.observation.message = Some(reason.clone());
-                self.effect = Effect::Fail(reason);
+                self.outcome = CheckOutcome::Fail(reason);
             }
         }
         self
@@ -540,7 +540,7 @@ impl MetricCheck {
         );
         self.observation.verdict = MetricVerdict::Error;
         self.observation.message = Some(reason.clone());
-        self.effect = Effect::Fail(reason);
+        self.outcome = CheckOutcome::Fail(reason);
         self.error_kind = Some(error.kind.as_str());
         self
     }
@@ -549,12 +549,12 @@ impl MetricCheck {
 impl Evaluation {
     /// Combines per-metric checks: the first failure decides, then the first hold.
     pub fn from_checks(checks: Vec<MetricCheck>) -> Evaluation {
-        let failure = checks.iter().find_map(|c| match &c.effect {
-            Effect::Fail(reason) => Some(reason.clone()),
+        let failure = checks.iter().find_map(|c| match &c.outcome {
+            CheckOutcome::Fail(reason) => Some(reason.clone()),
             _ => None,
         });
-        let hold = checks.iter().find_map(|c| match &c.effect {
-            Effect::Hold(reason) => Some(reason.clone()),
+        let hold = checks.iter().find_map(|c| match &c.outcome {
+            CheckOutcome::Hold(reason) => Some(reason.clone()),
             _ => None,
         });
         let outcome = match (failure, hold) {

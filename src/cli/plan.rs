@@ -115,7 +115,8 @@ fn plan_of(
     }
     let canary: Canary = serde_json::from_value(object.clone())
         .map_err(|e| vec![crate::api::Problem::new("spec", e.to_string())])?;
-    let plan = crate::plan::from_canary(&canary, args.mesh_provider, args.min_analysis_interval)?;
+    let plan =
+        crate::canary_plan::from_canary(&canary, args.mesh_provider, args.min_analysis_interval)?;
     let sim = simulate::happy_path(&plan)
         .map_err(|e| vec![crate::api::Problem::new("spec.analysis", e.to_string())])?;
     Ok((plan, sim))

@@ -140,7 +140,7 @@ fn render(canaries: &[Canary], output: Output, now: DateTime<Utc>) -> anyhow::Re
 
 pub fn row(canary: &Canary, now: DateTime<Utc>) -> Row {
     let status = canary.status.clone().unwrap_or_default();
-    let plan = crate::plan::from_canary(canary, Provider::Istio, Duration::ZERO).ok();
+    let plan = crate::canary_plan::from_canary(canary, Provider::Istio, Duration::ZERO).ok();
     let weight = status.canary_weight.max(0) as u32;
     let iterations = status.iterations.max(0) as u32;
     let step = plan

@@ -3,7 +3,7 @@
 //! - [`reconcile`]: one step of one Canary (observe → decide → apply → status → events).
 //! - [`apply`]: the I/O of the engine's effects on workloads and Services.
 //! - [`router`]: per-provider routing objects (the seam for meshes and ingresses).
-//! - [`webhooks`], [`metrics`]: the probes the engine asks for.
+//! - [`webhooks`], [`metric_analysis`]: the probes the engine asks for.
 //! - [`target`]: the released workload and its primary, read from the caches.
 //! - [`events`], [`conditions`], [`telemetry`]: what a platform engineer sees.
 
@@ -30,7 +30,7 @@ pub mod error;
 pub mod event_webhooks;
 pub mod events;
 pub mod leader;
-pub mod metrics;
+pub mod metric_analysis;
 pub mod reconcile;
 pub mod router;
 pub mod target;

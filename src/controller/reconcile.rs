@@ -24,6 +24,7 @@ use serin_core::{
 use tracing::Instrument;
 
 use crate::api::{Canary, CanaryStatus, HookType, TargetKind};
+use crate::canary_plan;
 use crate::controller::alerts;
 use crate::controller::apply::{MANAGER, Scope, primary_drift};
 use crate::controller::commands;
@@ -34,7 +35,6 @@ use crate::controller::router::{self, Input};
 use crate::controller::target::{KnativeService, Primary, Target};
 use crate::controller::telemetry::Outcome;
 use crate::controller::webhooks::{self, Call};
-use crate::plan;
 use crate::workload::configs::{self, Tracked};
 use crate::workload::knative;
 use crate::workload::primary::{PRIMARY_SUFFIX, selector_label};
@@ -122,7 +122,7 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
 
     // What the spec asks for.
     let mut plan =
-        match plan::from_canary(canary, ctx.config.mesh_provider, ctx.config.min_interval) {
+        match canary_plan::from_canary(canary, ctx.config.mesh_provider, ctx.config.min_interval) {
             Ok(plan) => plan,
             Err(_) if deleting => return remove_finalizer(canary, ctx).await,
             Err(problems) => return Err(blocked_by("InvalidSpec", &problems)),
@@ -626,7 +626,7 @@ async fn run_probe(
                 Err(reason) => Analysis::Fail(reason),
                 Ok(()) => {
                     let (outcome, observations) =
-                        crate::controller::metrics::evaluate(ctx, at.canary).await;
+                        crate::controller::metric_analysis::evaluate(ctx, at.canary).await;
                     *metrics = observations;
                     outcome
                 }

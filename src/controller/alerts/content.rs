@@ -100,7 +100,7 @@ mod tests {
                 "analysis": {"interval": "1m", "threshold": 5, "stepWeight": 10, "maxWeight": 50}}
         }))
         .unwrap();
-        let plan = crate::plan::from_canary(
+        let plan = crate::canary_plan::from_canary(
             &canary,
             crate::api::Provider::Istio,
             std::time::Duration::from_secs(1),

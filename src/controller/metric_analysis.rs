@@ -50,7 +50,7 @@ fn analysis_series(checks: &[MetricCheck]) -> Vec<(String, f64)> {
 mod tests {
     use super::*;
     use crate::analysis::builtin::Builtin;
-    use crate::analysis::check::{Bounds, Effect};
+    use crate::analysis::check::{Bounds, CheckOutcome};
     use crate::api::canary::MetricVerdict;
 
     #[test]
@@ -71,7 +71,7 @@ mod tests {
                 message: None,
                 time: None,
             },
-            effect: Effect::Pass,
+            outcome: CheckOutcome::Pass,
             error_kind: None,
             latency: None,
         };
