@@ -1,0 +1,359 @@
+//! Observe: what is, read from the caches (and, for Knative, the API): the target and its
+//! primary, their readiness, the revision and tracked configs, the status to start from.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::DynamicObject;
+use kube::{Api, ResourceExt};
+use serin_core::hash::spec_hash;
+use serin_core::{Command, Observation, Plan, Probes, Readiness};
+
+use crate::api::{Canary, CanaryStatus, TargetKind};
+use crate::controller::context::{Context, key};
+use crate::controller::error::Error;
+use crate::controller::target::{KnativeService, Primary, Target};
+use crate::workload::configs::{self, Tracked};
+use crate::workload::knative;
+use crate::workload::primary::{PRIMARY_SUFFIX, selector_label};
+
+pub(super) async fn find_target(
+    canary: &Canary,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<Target>, Error> {
+    let name = &canary.spec.target_ref.name;
+    let stores = &ctx.stores;
+    if canary.spec.is_knative_target() {
+        return find_knative(ctx, namespace, name).await;
+    }
+    Ok(match canary.spec.target_ref.kind {
+        TargetKind::Deployment => stores
+            .deployments
+            .get(&key::<Deployment>(namespace, name))
+            .map(Target::Deployment),
+        TargetKind::DaemonSet => stores
+            .daemon_sets
+            .get(&key::<DaemonSet>(namespace, name))
+            .map(Target::DaemonSet),
+        TargetKind::Service => stores
+            .services
+            .get(&key::<Service>(namespace, name))
+            .map(Target::Service),
+    })
+}
+
+/// A Knative Service and its latest revision, from the API (see `workload::knative`). A kind
+/// the API server does not serve (Knative not installed) reads as not found.
+pub(super) async fn find_knative(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Target>, Error> {
+    let services: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), namespace, &knative::service_resource());
+    let service = match services.get_opt(name).await {
+        Ok(found) => found,
+        Err(kube::Error::Api(e)) if e.code == 404 => None,
+        Err(e) => {
+            return Err(Error::kube(
+                format!("read Knative Service {namespace}/{name}"),
+                e,
+            ));
+        }
+    };
+    let Some(service) = service else {
+        return Ok(None);
+    };
+    let latest = match knative::latest_created(&service) {
+        Some(revision) => get_revision(ctx, namespace, revision).await?,
+        None => None,
+    };
+    Ok(Some(Target::Knative(Arc::new(KnativeService {
+        service,
+        latest,
+    }))))
+}
+
+pub(super) async fn get_revision(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<DynamicObject>, Error> {
+    let revisions: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), namespace, &knative::revision_resource());
+    revisions
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("read Knative Revision {namespace}/{name}"), e))
+}
+
+pub(super) async fn find_primary(
+    target: &Target,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<Primary>, Error> {
+    Ok(match target {
+        Target::Deployment(d) => {
+            let name = format!("{}{PRIMARY_SUFFIX}", d.name_any());
+            ctx.stores
+                .deployments
+                .get(&key::<Deployment>(namespace, &name))
+                .map(Primary::Deployment)
+        }
+        Target::DaemonSet(d) => {
+            let name = format!("{}{PRIMARY_SUFFIX}", d.name_any());
+            ctx.stores
+                .daemon_sets
+                .get(&key::<DaemonSet>(namespace, &name))
+                .map(Primary::DaemonSet)
+        }
+        Target::Service(_) => None,
+        Target::Knative(k) => {
+            let Some(name) = knative::primary_revision(&k.service) else {
+                return Ok(None);
+            };
+            let revision = match &k.latest {
+                Some(latest) if latest.name_any() == name => Some(latest.clone()),
+                _ => get_revision(ctx, namespace, name).await?,
+            };
+            let Some(revision) = revision else {
+                return Err(Error::Blocked {
+                    reason: "TargetInvalid",
+                    message: format!(
+                        "Knative Service {namespace}/{}: annotation {} names revision {name}, \
+                         which does not exist; remove the annotation to make the latest \
+                         revision the primary",
+                        k.service.name_any(),
+                        knative::PRIMARY_REVISION
+                    ),
+                });
+            };
+            Some(Primary::KnativeRevision(Arc::new(revision)))
+        }
+    })
+}
+
+pub(super) fn is_stale(ctx: &Context, target: &Target, namespace: &str) -> bool {
+    match target {
+        Target::Deployment(d) => ctx.is_stale(
+            &format!("Deployment/{namespace}/{}", d.name_any()),
+            d.metadata.generation,
+        ),
+        Target::DaemonSet(d) => ctx.is_stale(
+            &format!("DaemonSet/{namespace}/{}", d.name_any()),
+            d.metadata.generation,
+        ),
+        // Read from the API, never stale.
+        Target::Service(_) | Target::Knative(_) => false,
+    }
+}
+
+pub(super) fn is_stale_primary(ctx: &Context, primary: &Primary, namespace: &str) -> bool {
+    match primary {
+        Primary::Deployment(d) => ctx.is_stale(
+            &format!("Deployment/{namespace}/{}", d.name_any()),
+            d.metadata.generation,
+        ),
+        Primary::DaemonSet(d) => ctx.is_stale(
+            &format!("DaemonSet/{namespace}/{}", d.name_any()),
+            d.metadata.generation,
+        ),
+        Primary::KnativeRevision(_) => false,
+    }
+}
+
+/// MetricTemplates the analysis references must exist before a release can be judged.
+pub(super) fn missing_templates(
+    canary: &Canary,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<(), Error> {
+    let Some(analysis) = canary.spec.analysis() else {
+        return Ok(());
+    };
+    for (i, metric) in analysis.metrics().iter().enumerate() {
+        let Some(reference) = &metric.template_ref else {
+            continue;
+        };
+        let ns = reference.namespace.as_deref().unwrap_or(namespace);
+        if ctx
+            .stores
+            .templates
+            .get(&key(ns, &reference.name))
+            .is_none()
+        {
+            return Err(Error::Blocked {
+                reason: "MetricTemplateNotFound",
+                message: format!(
+                    "spec.analysis.metrics[{i}].templateRef: MetricTemplate {ns}/{} not found",
+                    reference.name
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn track_configs(target: &Target, ctx: &Context, namespace: &str) -> Tracked {
+    if !ctx.config.config_tracking {
+        return Tracked::default();
+    }
+    let Some(pod) = target.pod_spec() else {
+        return Tracked::default();
+    };
+    configs::track(
+        &pod,
+        |name| ctx.stores.configmaps.get(&key(namespace, name)),
+        |name| ctx.stores.secrets.get(&key(namespace, name)),
+    )
+}
+
+/// The Canary's status, unless the cache has not caught up with serin's own last write.
+pub(super) fn current_status(canary: &Canary, ctx: &Context) -> CanaryStatus {
+    let cached = canary.status.clone().unwrap_or_default();
+    let uid = canary.uid().unwrap_or_default();
+    let cached_version = canary
+        .resource_version()
+        .and_then(|v| v.parse::<u64>().ok());
+    let Ok(written) = ctx.written.lock() else {
+        return cached;
+    };
+    match (written.get(&uid), cached_version) {
+        (Some(w), Some(v)) if v < w.resource_version => {
+            tracing::debug!(
+                cached = v,
+                written = w.resource_version,
+                "cache is behind; using the status serin wrote"
+            );
+            w.status.clone()
+        }
+        _ => cached,
+    }
+}
+
+/// What one reconcile works from.
+pub(super) struct Observed {
+    pub target: Target,
+    pub primary: Option<Primary>,
+    /// Selector label of a workload target (`None` for Service and Knative targets).
+    pub selector: Option<(String, String)>,
+    pub tracked: Tracked,
+    /// The Canary's status as last written (the cache's, or serin's own newer write).
+    pub current: CanaryStatus,
+    /// The same, as the engine reads it.
+    pub status: serin_core::Status,
+    pub obs: Observation,
+}
+
+/// Observes the Canary's target and primary; `None` when the target does not exist.
+pub(super) async fn observe(
+    canary: &Canary,
+    ctx: &Context,
+    plan: &Plan,
+    namespace: &str,
+    now: DateTime<Utc>,
+    command: Option<Command>,
+) -> Result<Option<Observed>, Error> {
+    let Some(target) = find_target(canary, ctx, namespace).await? else {
+        return Ok(None);
+    };
+    missing_templates(canary, ctx, namespace)?;
+    let selector = selector(&target, ctx)?;
+
+    // What is.
+    let tracked = track_configs(&target, ctx, namespace);
+    let revision = spec_hash(&target.revision_source(), &tracked.checksums);
+    let current = current_status(canary, ctx);
+    let status = current.engine();
+    let primary = find_primary(&target, ctx, namespace).await?;
+    let analysis = canary.spec.analysis().cloned().unwrap_or_default();
+    let since = status.last_transition_time;
+    let target_readiness = if target.is_scaled_to_zero() {
+        Readiness::NotReady(format!("{} is scaled to zero", plan.target))
+    } else if is_stale(ctx, &target, namespace) {
+        Readiness::NotReady("waiting for the target's update to be observed".into())
+    } else {
+        target.readiness(
+            analysis.canary_ready_threshold(),
+            plan.progress_deadline,
+            since,
+            now,
+        )
+    };
+    let primary_readiness = match &primary {
+        None if matches!(target, Target::Service(_)) => Readiness::Ready,
+        None => Readiness::Missing,
+        Some(p) if is_stale_primary(ctx, p, namespace) => {
+            Readiness::NotReady("waiting for the primary's update to be observed".into())
+        }
+        Some(p) => p.readiness(
+            analysis.primary_ready_threshold(),
+            plan.progress_deadline,
+            since,
+            now,
+        ),
+    };
+    let obs = Observation {
+        target: target_readiness,
+        primary: primary_readiness,
+        revision,
+        deleting: canary.metadata.deletion_timestamp.is_some(),
+        probes: Probes::default(),
+        command,
+    };
+    Ok(Some(Observed {
+        target,
+        primary,
+        selector,
+        tracked,
+        current,
+        status,
+        obs,
+    }))
+}
+
+/// `TargetNotFound`, naming the kind and the fix.
+pub(super) fn target_not_found(canary: &Canary, namespace: &str) -> Error {
+    let r = &canary.spec.target_ref;
+    let (kind, hint) = match canary.spec.is_knative_target() {
+        true => ("Knative Service", " (is Knative Serving installed?)"),
+        false => (r.kind.as_str(), ""),
+    };
+    Error::Blocked {
+        reason: "TargetNotFound",
+        message: format!(
+            "spec.targetRef: {kind} {namespace}/{} not found; create it or fix the name{hint}",
+            r.name
+        ),
+    }
+}
+
+/// The selector label of a workload target (a DaemonSet's read as a Deployment's would be).
+fn selector(target: &Target, ctx: &Context) -> Result<Option<(String, String)>, Error> {
+    Ok(match target {
+        Target::Deployment(d) => {
+            Some(selector_label(d, &ctx.config.selector_labels).map_err(Error::workload)?)
+        }
+        Target::DaemonSet(d) => {
+            let as_deployment = Deployment {
+                metadata: d.metadata.clone(),
+                spec: d
+                    .spec
+                    .as_ref()
+                    .map(|s| k8s_openapi::api::apps::v1::DeploymentSpec {
+                        selector: s.selector.clone(),
+                        ..Default::default()
+                    }),
+                status: None,
+            };
+            Some(
+                selector_label(&as_deployment, &ctx.config.selector_labels)
+                    .map_err(Error::workload)?,
+            )
+        }
+        Target::Service(_) | Target::Knative(_) => None,
+    })
+}

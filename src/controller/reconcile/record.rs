@@ -1,0 +1,270 @@
+//! Record: the status write, then what the step tells the world (events, alerts,
+//! post-rollout hooks, metrics), and the condition and event of a Canary serin cannot run.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use serin_core::{ConditionStatus, Effect, EventType, Notify, Phase, Plan, Step};
+
+use crate::api::{Canary, CanaryStatus};
+use crate::controller::alerts;
+use crate::controller::apply::MANAGER;
+use crate::controller::conditions;
+use crate::controller::context::{Context, Written};
+use crate::controller::error::Error;
+use crate::controller::telemetry::Outcome;
+use crate::controller::webhooks::{self, Call};
+
+use super::BLOCKED_RETRY;
+use super::observe::current_status;
+use super::session::Cookies;
+use crate::api::canary::MetricObservation;
+use crate::workload::configs::Tracked;
+
+/// Every reconcile's duration; Flagger's `flagger_canary_duration_seconds` for those of a
+/// canary under analysis (not of a deleted one: its series are gone).
+pub(super) fn record_duration(canary: &Canary, ctx: &Context, took: Duration) {
+    let seconds = took.as_secs_f64();
+    ctx.telemetry.reconciled(seconds);
+    let analysing = canary.status.as_ref().is_some_and(|s| s.phase.is_active());
+    if analysing && canary.metadata.deletion_timestamp.is_none() {
+        let namespace = canary.namespace().unwrap_or_default();
+        ctx.telemetry
+            .duration(&namespace, &canary.spec.target_ref.name, seconds);
+    }
+}
+
+pub(super) async fn write_status(
+    canary: &Canary,
+    ctx: &Context,
+    status: &CanaryStatus,
+) -> Result<(), Error> {
+    let namespace = canary.namespace().unwrap_or_default();
+    let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
+    let body = json!({
+        "apiVersion": crate::api::API_VERSION,
+        "kind": "Canary",
+        "status": status,
+    });
+    let written = api
+        .patch_status(
+            &canary.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|e| Error::kube("write Canary status", e))?;
+    if let (Some(uid), Some(version)) = (
+        canary.uid(),
+        written
+            .resource_version()
+            .and_then(|v| v.parse::<u64>().ok()),
+    ) && let Ok(mut map) = ctx.written.lock()
+    {
+        map.insert(
+            uid,
+            Written {
+                resource_version: version,
+                status: status.clone(),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Events, alerts, notifications and metrics of a step whose status is written.
+pub(super) async fn after_status(
+    canary: &Canary,
+    ctx: &Context,
+    plan: &Plan,
+    step: &Step,
+    checksum: &str,
+    metrics: Option<&[crate::api::canary::MetricObservation]>,
+) {
+    for effect in &step.effects {
+        match effect {
+            Effect::Event { kind, message } => ctx.events.publish(canary, *kind, message).await,
+            Effect::Alert { severity, message } => {
+                let cluster = ctx.config.cluster_name.as_deref();
+                let alert = alerts::content::alert(
+                    canary,
+                    plan,
+                    &step.status,
+                    metrics,
+                    cluster,
+                    *severity,
+                    message,
+                );
+                let routes = canary
+                    .spec
+                    .analysis()
+                    .map(|a| a.alerts())
+                    .unwrap_or_default();
+                ctx.alerts.send(alert, routes);
+            }
+            Effect::Webhooks(Notify::PostRollout) => {
+                let at = Call {
+                    canary,
+                    phase: step.status.phase,
+                    checksum,
+                };
+                for (hook, outcome) in webhooks::notify(&ctx.http, at).await {
+                    let (kind, message) = match outcome {
+                        Ok(()) => (
+                            EventType::Normal,
+                            format!("Post-rollout check {hook} passed"),
+                        ),
+                        Err(reason) => (
+                            EventType::Warning,
+                            format!("Post-rollout check {hook} failed {reason}"),
+                        ),
+                    };
+                    ctx.events.publish(canary, kind, &message).await;
+                }
+            }
+            _ => {}
+        }
+    }
+    let namespace = canary.namespace().unwrap_or_default();
+    let target = &canary.spec.target_ref.name;
+    let code = match step.status.phase {
+        Phase::Progressing => 0,
+        Phase::Failed => 2,
+        _ => 1,
+    };
+    ctx.telemetry.status(&namespace, target, code);
+    let entered =
+        |p: Phase| step.status.phase == p && canary.status.as_ref().map(|s| s.phase) != Some(p);
+    let outcome = |outcome| {
+        let status = match plan.skip_analysis {
+            true => "skipped",
+            false => "completed",
+        };
+        ctx.telemetry
+            .outcome(&namespace, target, outcome, plan.strategy.label(), status);
+    };
+    if entered(Phase::Succeeded)
+        && step
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::ScaleTargetToZero))
+    {
+        outcome(Outcome::Promoted);
+    }
+    if entered(Phase::Failed) && canary.status.as_ref().is_some_and(|s| s.phase.is_active()) {
+        outcome(Outcome::Failed);
+    }
+}
+
+/// At initialization: can the metric providers be reached? Only reported, never blocking
+/// (a provider may come up after the workload), as Flagger does.
+pub(super) async fn announce_metric_providers(canary: &Canary, ctx: &Context) {
+    let has_metrics = canary
+        .spec
+        .analysis()
+        .is_some_and(|a| !a.metrics().is_empty());
+    if !has_metrics {
+        return;
+    }
+    match ctx.analyzer.check_availability(canary).await {
+        Ok(()) => {
+            let message = "all the metrics providers are available!";
+            ctx.events.publish(canary, EventType::Normal, message).await;
+        }
+        Err(reason) => {
+            let message = format!("metrics provider unavailable: {reason}");
+            ctx.events
+                .publish(canary, EventType::Warning, &message)
+                .await;
+        }
+    }
+}
+
+pub(super) fn record_weights(
+    ctx: &Context,
+    canary: &Canary,
+    namespace: &str,
+    primary: u32,
+    canary_weight: u32,
+) {
+    let target = &canary.spec.target_ref.name;
+    ctx.telemetry
+        .weights(namespace, target, primary, canary_weight);
+}
+
+/// A Canary serin cannot run: a `Ready=False` condition and one Warning event per new
+/// problem, both naming the field. Other Canaries are not affected.
+pub(super) async fn blocked(
+    canary: &Canary,
+    ctx: &Context,
+    reason: &str,
+    message: &str,
+) -> Result<Action, Error> {
+    let now = Utc::now();
+    let mut status = current_status(canary, ctx);
+    let mut list = status.conditions.take().unwrap_or_default();
+    let changed = conditions::set(
+        &mut list,
+        conditions::READY,
+        ConditionStatus::False,
+        reason,
+        message,
+        now,
+    );
+    if status.phase == Phase::New {
+        conditions::promoted(
+            &mut list,
+            Phase::New,
+            canary.spec.target_ref.kind.as_str(),
+            now,
+        );
+    }
+    status.conditions = Some(list);
+    if changed {
+        tracing::warn!(reason, message, "canary blocked");
+        write_status(canary, ctx, &status).await?;
+        ctx.events
+            .publish(canary, EventType::Warning, message)
+            .await;
+    }
+    Ok(Action::requeue(BLOCKED_RETRY))
+}
+
+/// The status to write after a step: the engine's status over the last written one, with
+/// the tracked configs, the metrics of the analysis, the session cookies and the conditions.
+#[allow(clippy::too_many_arguments)] // each is one part of the status; a struct would only rename them
+pub(super) fn next_status(
+    canary: &Canary,
+    current: &CanaryStatus,
+    step: &Step,
+    tracked: &Tracked,
+    metrics: Option<Vec<MetricObservation>>,
+    cookies: &Cookies,
+    target_kind: &str,
+    now: DateTime<Utc>,
+) -> CanaryStatus {
+    let mut next = current.clone();
+    next.record(&step.status);
+    next.tracked_configs = (!tracked.checksums.is_empty()).then(|| tracked.checksums.clone());
+    next.observed_generation = canary.metadata.generation;
+    if let Some(observations) = metrics {
+        next.metrics = Some(observations);
+    }
+    cookies.record(&mut next);
+    let mut list = next.conditions.take().unwrap_or_default();
+    conditions::promoted(&mut list, step.status.phase, target_kind, now);
+    conditions::set(
+        &mut list,
+        conditions::READY,
+        ConditionStatus::True,
+        "Reconciled",
+        "",
+        now,
+    );
+    next.conditions = Some(list);
+    next
+}
