@@ -29,6 +29,8 @@ mod finalizer;
 mod observe;
 mod record;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use decide::{decide_step, webhook_checksum};
 use effects::{EffectsAt, apply_effects};

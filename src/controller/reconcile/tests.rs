@@ -1,0 +1,216 @@
+//! The reconcile steps against a mocked API server (tower-test), in the manner of kube-rs'
+//! controller-rs: each test says which requests a step must send, with what bodies, and
+//! answers them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::{Method, Request, Response};
+use kube::client::Body;
+use kube::runtime::reflector;
+use serde_json::{Value, json};
+use serin_core::Phase;
+use tower_test::mock::{self, Handle};
+
+use super::observe::current_status;
+use super::*;
+use crate::api::Provider;
+use crate::controller::context::{Config, Stores};
+
+type ApiServer = Handle<Request<Body>, Response<Body>>;
+
+fn context() -> (Context, ApiServer) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let config = Config {
+        mesh_provider: Provider::Kubernetes,
+        metrics_server: "http://prometheus:9090".into(),
+        namespace: None,
+        selector_labels: vec!["app".into()],
+        config_tracking: true,
+        include_label_prefixes: vec![],
+        min_interval: Duration::from_secs(1),
+        router: Default::default(),
+        event_webhook: None,
+        no_cross_namespace_refs: false,
+        cluster_name: None,
+        notifier: Default::default(),
+    };
+    let telemetry = Arc::new(crate::controller::telemetry::Telemetry::new());
+    let ctx = Context {
+        analyzer: crate::analysis::Analyzer::new(
+            client.clone(),
+            config.metrics_server.clone(),
+            config.mesh_provider,
+        )
+        .unwrap(),
+        events: crate::controller::events::Events::new(client.clone(), None),
+        alerts: crate::controller::alerts::Alerts::start(
+            client.clone(),
+            reqwest::Client::new(),
+            None,
+            telemetry.clone(),
+        ),
+        client,
+        config,
+        stores: Stores {
+            deployments: reflector::store().0,
+            daemon_sets: reflector::store().0,
+            services: reflector::store().0,
+            configmaps: reflector::store().0,
+            secrets: reflector::store().0,
+            templates: reflector::store().0,
+        },
+        http: reqwest::Client::new(),
+        telemetry,
+        written: Default::default(),
+        expected: Default::default(),
+        retries: Default::default(),
+        commands_cleared: Default::default(),
+    };
+    (ctx, handle)
+}
+
+fn canary(status: Value) -> Canary {
+    serde_json::from_value(json!({
+        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+        "metadata": {"name": "podinfo", "namespace": "test", "uid": "u-1",
+                     "resourceVersion": "10", "finalizers": ["other"]},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                 "service": {"port": 9898},
+                 "analysis": {"interval": "1m", "threshold": 2, "iterations": 2,
+                              "sessionAffinity": {"cookieName": "flagger-cookie"}}},
+        "status": status
+    }))
+    .unwrap()
+}
+
+/// Answers the next request with `answer`, returning the request's method, path and body.
+async fn answer(server: &mut ApiServer, answer: Value) -> (Method, String, Value) {
+    let (request, send) = server.next_request().await.expect("a request");
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let bytes = http_body_util::BodyExt::collect(request.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let response = Response::builder()
+        .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+        .unwrap();
+    send.send_response(response);
+    (method, path, body)
+}
+
+#[tokio::test]
+async fn the_finalizer_is_added_beside_others_and_guarded_by_the_resource_version() {
+    let (ctx, mut server) = context();
+    let c = canary(json!({}));
+    let serving = tokio::spawn(async move { answer(&mut server, json!(canary(json!({})))).await });
+    add_finalizer(&c, &ctx).await.unwrap();
+    let (method, path, body) = serving.await.unwrap();
+    assert_eq!(method, Method::PATCH);
+    assert_eq!(
+        path,
+        "/apis/flagger.app/v1beta1/namespaces/test/canaries/podinfo"
+    );
+    assert_eq!(body["metadata"]["finalizers"], json!(["other", FINALIZER]));
+    assert_eq!(body["metadata"]["resourceVersion"], "10");
+}
+
+#[tokio::test]
+async fn a_blocked_canary_gets_a_ready_false_condition_and_one_warning_event() {
+    let (ctx, mut server) = context();
+    let c = canary(json!({"phase": "Initialized"}));
+    let written = json!(canary(json!({"phase": "Initialized"})));
+    let serving = tokio::spawn(async move {
+        let status = answer(&mut server, written).await;
+        let event = answer(
+            &mut server,
+            json!({"metadata": {"name": "e"}, "involvedObject": {}}),
+        )
+        .await;
+        (status, event)
+    });
+    let action = blocked(
+        &c,
+        &ctx,
+        "TargetNotFound",
+        "spec.targetRef: Deployment test/podinfo not found",
+    )
+    .await
+    .unwrap();
+    assert_eq!(action, Action::requeue(super::BLOCKED_RETRY));
+    let ((method, path, body), (event_method, event_path, event)) = serving.await.unwrap();
+    assert_eq!(method, Method::PATCH);
+    assert!(path.ends_with("/canaries/podinfo/status"), "{path}");
+    let ready = body["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "TargetNotFound");
+    assert_eq!(
+        (event_method, event_path.as_str()),
+        (Method::POST, "/api/v1/namespaces/test/events")
+    );
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(
+        event["message"],
+        "spec.targetRef: Deployment test/podinfo not found"
+    );
+}
+
+#[tokio::test]
+async fn the_status_serin_wrote_wins_over_an_older_cache() {
+    let (ctx, _server) = context();
+    let cached = canary(json!({"phase": "Progressing", "canaryWeight": 10}));
+    let mut newer = cached.status.clone().unwrap();
+    newer.canary_weight = 20;
+    ctx.written.lock().unwrap().insert(
+        "u-1".into(),
+        crate::controller::context::Written {
+            resource_version: 11,
+            status: newer,
+        },
+    );
+    assert_eq!(
+        current_status(&cached, &ctx).canary_weight,
+        20,
+        "cache at 10 is behind 11"
+    );
+    let mut caught_up = cached.clone();
+    caught_up.metadata.resource_version = Some("12".into());
+    assert_eq!(current_status(&caught_up, &ctx).canary_weight, 10);
+}
+
+#[test]
+fn session_cookies_are_fresh_per_run_and_kept_within_one() {
+    let c = canary(json!({"phase": "Initialized"}));
+    let current = c.status.clone().unwrap();
+    let mut running = current.engine();
+    running.phase = Phase::Progressing;
+    let first = Cookies::next(&c, &current, &running);
+    let mut recorded = current.clone();
+    first.record(&mut recorded);
+    let canary_cookie = recorded
+        .session_affinity_cookie
+        .clone()
+        .expect("a cookie for the run");
+    // The next step of the same run keeps it.
+    let again = Cookies::next(&c, &recorded, &running);
+    let mut kept = recorded.clone();
+    again.record(&mut kept);
+    assert_eq!(kept.session_affinity_cookie, Some(canary_cookie.clone()));
+    // When the run ends, its cookie becomes the previous one, for routers to expire.
+    let mut done = running.clone();
+    done.phase = Phase::Succeeded;
+    let ended = Cookies::next(&c, &kept, &done);
+    let mut after = kept.clone();
+    ended.record(&mut after);
+    assert_eq!(after.session_affinity_cookie, None);
+    assert_eq!(after.previous_session_affinity_cookie, Some(canary_cookie));
+}
