@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::DynamicObject;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::canary::{
@@ -449,15 +449,10 @@ impl Analyzer {
             return None;
         }
         let namespace = canary.metadata.namespace.as_deref().unwrap_or("default");
-        let gvk = GroupVersionKind::gvk("serving.knative.dev", "v1", "Service");
-        let resource = ApiResource::from_gvk_with_plural(&gvk, "services");
+        let resource = crate::workload::knative::service_resource();
         let api: Api<DynamicObject> = Api::namespaced_with(self.kube.clone(), namespace, &resource);
         let service = api.get(&canary.spec.target_ref.name).await.ok()?;
-        service
-            .data
-            .pointer("/status/latestCreatedRevisionName")
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
+        crate::workload::knative::latest_created(&service).map(str::to_string)
     }
 }
 

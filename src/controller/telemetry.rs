@@ -140,17 +140,13 @@ impl Telemetry {
         let total = Family::<NamespaceLabels, Gauge>::default();
         let status = Family::<CanaryLabels, Gauge>::default();
         let weight = Family::<WeightLabels, Gauge>::default();
-        let duration = Family::<CanaryLabels, Histogram>::new_with_constructor(
-            (|| Histogram::new(DEFAULT_BUCKETS)) as fn() -> Histogram,
-        );
+        let duration = histograms::<CanaryLabels>();
         let analysis = Family::<AnalysisLabels, F64Gauge>::default();
         let successes = Family::<OutcomeLabels, Counter>::default();
         let failures = Family::<OutcomeLabels, Counter>::default();
         let errors = Family::<ReasonLabels, Counter>::default();
         let alerts = Family::<AlertLabels, Counter>::default();
-        let queries = Family::<ProviderLabels, Histogram>::new_with_constructor(
-            (|| Histogram::new(DEFAULT_BUCKETS)) as fn() -> Histogram,
-        );
+        let queries = histograms::<ProviderLabels>();
         let query_errors = Family::<QueryErrorLabels, Counter>::default();
         let api_requests = Family::<MethodLabels, Counter>::default();
         let reconcile = Histogram::new(DEFAULT_BUCKETS);
@@ -401,6 +397,11 @@ impl Telemetry {
         }
         out
     }
+}
+
+/// A family of histograms with Go's default buckets.
+fn histograms<L: Clone + std::hash::Hash + Eq>() -> Family<L, Histogram, fn() -> Histogram> {
+    Family::new_with_constructor(|| Histogram::new(DEFAULT_BUCKETS))
 }
 
 fn canary(namespace: &str, target: &str) -> CanaryLabels {

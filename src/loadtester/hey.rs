@@ -150,6 +150,8 @@ pub async fn run(hey: Hey, http: reqwest::Client) -> Arc<Report> {
             (hey.clone(), http.clone(), report.clone(), budget.clone());
         workers.push(tokio::spawn(async move {
             let pause = (hey.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / hey.rate));
+            let method =
+                reqwest::Method::from_bytes(hey.method.as_bytes()).unwrap_or(reqwest::Method::GET);
             loop {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return;
@@ -161,9 +163,7 @@ pub async fn run(hey: Hey, http: reqwest::Client) -> Arc<Report> {
                     return;
                 }
                 let started = Instant::now();
-                let method = reqwest::Method::from_bytes(hey.method.as_bytes())
-                    .unwrap_or(reqwest::Method::GET);
-                let mut request = http.request(method, &hey.url).timeout(hey.timeout);
+                let mut request = http.request(method.clone(), &hey.url).timeout(hey.timeout);
                 for (k, v) in &hey.headers {
                     request = request.header(k, v);
                 }

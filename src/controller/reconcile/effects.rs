@@ -3,7 +3,6 @@
 
 use serin_core::{Effect, EventType, Plan, Routes, Status, desired_routes};
 
-use super::record::record_weights;
 use super::session::{Cookies, route_input};
 use crate::controller::apply::Scope;
 use crate::controller::error::Error;
@@ -81,12 +80,10 @@ async fn set_routes(at: &EffectsAt<'_>, routes: Routes) -> Result<(), Error> {
             .publish(scope.canary, EventType::Warning, &message)
             .await;
     }
-    record_weights(
-        scope.ctx,
-        scope.canary,
-        scope.namespace,
-        routes.primary,
-        routes.canary,
-    );
+    let target = &scope.canary.spec.target_ref.name;
+    scope
+        .ctx
+        .telemetry
+        .weights(scope.namespace, target, routes.primary, routes.canary);
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::DynamicObject;
 use kube::{Api, ResourceExt};
 use serin_core::hash::spec_hash;
@@ -136,16 +137,16 @@ pub(super) async fn find_primary(
     })
 }
 
+/// Whether the cache has not yet seen serin's last write of this workload.
+fn stale(ctx: &Context, kind: &str, namespace: &str, meta: &ObjectMeta) -> bool {
+    let name = meta.name.as_deref().unwrap_or_default();
+    ctx.is_stale(&format!("{kind}/{namespace}/{name}"), meta.generation)
+}
+
 pub(super) fn is_stale(ctx: &Context, target: &Target, namespace: &str) -> bool {
     match target {
-        Target::Deployment(d) => ctx.is_stale(
-            &format!("Deployment/{namespace}/{}", d.name_any()),
-            d.metadata.generation,
-        ),
-        Target::DaemonSet(d) => ctx.is_stale(
-            &format!("DaemonSet/{namespace}/{}", d.name_any()),
-            d.metadata.generation,
-        ),
+        Target::Deployment(d) => stale(ctx, "Deployment", namespace, &d.metadata),
+        Target::DaemonSet(d) => stale(ctx, "DaemonSet", namespace, &d.metadata),
         // Read from the API, never stale.
         Target::Service(_) | Target::Knative(_) => false,
     }
@@ -153,14 +154,8 @@ pub(super) fn is_stale(ctx: &Context, target: &Target, namespace: &str) -> bool 
 
 pub(super) fn is_stale_primary(ctx: &Context, primary: &Primary, namespace: &str) -> bool {
     match primary {
-        Primary::Deployment(d) => ctx.is_stale(
-            &format!("Deployment/{namespace}/{}", d.name_any()),
-            d.metadata.generation,
-        ),
-        Primary::DaemonSet(d) => ctx.is_stale(
-            &format!("DaemonSet/{namespace}/{}", d.name_any()),
-            d.metadata.generation,
-        ),
+        Primary::Deployment(d) => stale(ctx, "Deployment", namespace, &d.metadata),
+        Primary::DaemonSet(d) => stale(ctx, "DaemonSet", namespace, &d.metadata),
         Primary::KnativeRevision(_) => false,
     }
 }

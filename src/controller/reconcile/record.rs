@@ -184,18 +184,6 @@ pub(super) async fn announce_metric_providers(canary: &Canary, ctx: &Context) {
     }
 }
 
-pub(super) fn record_weights(
-    ctx: &Context,
-    canary: &Canary,
-    namespace: &str,
-    primary: u32,
-    canary_weight: u32,
-) {
-    let target = &canary.spec.target_ref.name;
-    ctx.telemetry
-        .weights(namespace, target, primary, canary_weight);
-}
-
 /// A Canary serin cannot run: a `Ready=False` condition and one Warning event per new
 /// problem, both naming the field. Other Canaries are not affected.
 pub(super) async fn blocked(

@@ -19,10 +19,10 @@ use crate::api::Provider;
 
 pub struct Knative;
 
-use crate::workload::knative::PRIMARY_REVISION;
+use crate::workload::knative::{self, PRIMARY_REVISION};
 
 fn resource() -> ApiResource {
-    routing_object::resource("serving.knative.dev", "v1", "Service", "services")
+    knative::service_resource()
 }
 
 fn target<'a>(input: &Input<'a>) -> &'a str {
@@ -62,16 +62,8 @@ impl Router for Knative {
         })?;
         // Until a primary revision is recorded, the revision Knative last created is the
         // version in production: record it, as Flagger does on initialization.
-        let primary = service
-            .annotations()
-            .get(PRIMARY_REVISION)
-            .map(String::as_str)
-            .or_else(|| {
-                service
-                    .data
-                    .pointer("/status/latestCreatedRevisionName")
-                    .and_then(Value::as_str)
-            })
+        let primary = knative::primary_revision(service)
+            .or_else(|| knative::latest_created(service))
             .ok_or_else(|| {
                 format!(
                     "Knative Service {name} has no {PRIMARY_REVISION} annotation and no \
