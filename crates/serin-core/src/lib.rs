@@ -9,6 +9,7 @@ pub mod observation;
 pub mod phase;
 pub mod plan;
 pub mod simulate;
+pub mod stats;
 pub mod status;
 pub mod weights;
 

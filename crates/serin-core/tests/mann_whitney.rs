@@ -1,0 +1,79 @@
+//! `stats::mann_whitney_u` against scipy's own answers. The fixture comes from
+//! `scripts/fixtures/mannwhitneyu.py` (scipy.stats.mannwhitneyu, method="asymptotic",
+//! use_continuity=True); re-run that script to change the cases.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+use serin_core::stats::{Alternative, mann_whitney_u};
+
+#[derive(Deserialize)]
+struct Fixture {
+    scipy_version: String,
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    name: String,
+    alternative: String,
+    x: Vec<f64>,
+    y: Vec<f64>,
+    u: f64,
+    p: f64,
+}
+
+fn fixture() -> Fixture {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/mannwhitneyu.json"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn alternative(name: &str) -> Alternative {
+    match name {
+        "two-sided" => Alternative::TwoSided,
+        "less" => Alternative::Less,
+        "greater" => Alternative::Greater,
+        other => panic!("unknown alternative {other:?}"),
+    }
+}
+
+/// Absolute 1e-12 for p near 1, relative 1e-12 in the far tail (p down to 1e-67).
+fn p_close(got: f64, want: f64) -> bool {
+    let diff = (got - want).abs();
+    diff <= 1e-12 || diff <= 1e-12 * want.abs()
+}
+
+#[test]
+fn matches_scipy_asymptotic() {
+    let fixture = fixture();
+    let names: BTreeSet<&str> = fixture.cases.iter().map(|c| c.name.as_str()).collect();
+    assert!(
+        names.len() >= 20,
+        "only {} distinct cases in the fixture",
+        names.len()
+    );
+
+    let mut failures = Vec::new();
+    for case in &fixture.cases {
+        let got = mann_whitney_u(&case.x, &case.y, alternative(&case.alternative)).unwrap();
+        assert_eq!((got.n_x, got.n_y), (case.x.len(), case.y.len()));
+        if (got.u - case.u).abs() > 1e-9 || !p_close(got.p_value, case.p) {
+            failures.push(format!(
+                "{} {}: u {} vs {}, p {:e} vs {:e}",
+                case.name, case.alternative, got.u, case.u, got.p_value, case.p
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "differs from scipy {}:\n{}",
+        fixture.scipy_version,
+        failures.join("\n")
+    );
+}
