@@ -15,8 +15,9 @@ use serde::Deserialize;
 
 use crate::api::{Canary, Provider};
 
-/// Whose metrics the builtin queries read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Whose metrics the builtin queries read; the lowercase name is the YAML file's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::EnumIter, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Observer {
     Istio,
     Linkerd,
@@ -35,38 +36,8 @@ pub enum Observer {
 }
 
 impl Observer {
-    pub const ALL: [Observer; 13] = [
-        Observer::Istio,
-        Observer::Linkerd,
-        Observer::AppMesh,
-        Observer::Contour,
-        Observer::Gloo,
-        Observer::Nginx,
-        Observer::Http,
-        Observer::Skipper,
-        Observer::Traefik,
-        Observer::Osm,
-        Observer::Kuma,
-        Observer::Apisix,
-        Observer::Knative,
-    ];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Observer::Istio => "istio",
-            Observer::Linkerd => "linkerd",
-            Observer::AppMesh => "appmesh",
-            Observer::Contour => "contour",
-            Observer::Gloo => "gloo",
-            Observer::Nginx => "nginx",
-            Observer::Http => "http",
-            Observer::Skipper => "skipper",
-            Observer::Traefik => "traefik",
-            Observer::Osm => "osm",
-            Observer::Kuma => "kuma",
-            Observer::Apisix => "apisix",
-            Observer::Knative => "knative",
-        }
+        self.into()
     }
 
     /// The observer of a provider. SMI has no metrics of its own: Flagger's fallback, Istio.
@@ -102,8 +73,19 @@ impl Observer {
     }
 }
 
-/// Which builtin metric.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Which builtin metric, by its name in `spec.analysis.metrics[].name`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Builtin {
     /// Percent of requests that did not answer 5xx.
     RequestSuccessRate,
@@ -113,18 +95,11 @@ pub enum Builtin {
 
 impl Builtin {
     pub fn from_name(name: &str) -> Option<Builtin> {
-        match name {
-            "request-success-rate" => Some(Builtin::RequestSuccessRate),
-            "request-duration" => Some(Builtin::RequestDuration),
-            _ => None,
-        }
+        name.parse().ok()
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Builtin::RequestSuccessRate => "request-success-rate",
-            Builtin::RequestDuration => "request-duration",
-        }
+        self.into()
     }
 }
 
@@ -244,8 +219,8 @@ mod tests {
 
     #[test]
     fn every_observer_has_both_builtins_and_they_render() {
-        for observer in Observer::ALL {
-            for builtin in [Builtin::RequestSuccessRate, Builtin::RequestDuration] {
+        for observer in <Observer as strum::IntoEnumIterator>::iter() {
+            for builtin in <Builtin as strum::IntoEnumIterator>::iter() {
                 let template = query(observer, builtin).unwrap();
                 let rendered = render(template, &vars()).unwrap();
                 assert!(

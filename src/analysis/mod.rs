@@ -42,7 +42,7 @@ use check::{Bounds, CheckOutcome};
 use provider::datadog::Datadog;
 use provider::newrelic::NewRelic;
 use provider::prometheus::Prometheus;
-use provider::{Http, QueryError, Reading, SecretData};
+use provider::{Http, MetricProvider, Query, QueryError, Reading, SecretData};
 use template::TemplateVars;
 
 /// A metric's window when `interval` is unset (Flagger's builtin default).
@@ -191,24 +191,19 @@ impl Analyzer {
     /// Whether every provider the canary's metrics use answers: Prometheus `vector(1)`,
     /// Datadog `/api/v1/validate`, a trivial NRQL query. For the initialization step.
     pub async fn check_availability(&self, canary: &Canary) -> Result<(), String> {
-        let mut checked_prometheus = Vec::new();
+        let mut checked = Vec::new();
         for metric in analysis_metrics(canary) {
             let resolved = self
                 .resolve(canary, metric)
                 .await
                 .map_err(|(provider, e)| format!("metric {}: {provider}: {e}", metric.name))?;
-            let result = match &resolved.backend {
-                Backend::Prometheus(p) => {
-                    if checked_prometheus.contains(&p.address().to_string()) {
-                        continue;
-                    }
-                    checked_prometheus.push(p.address().to_string());
-                    p.is_online(&self.http).await
+            if let Some(key) = resolved.backend.availability_key() {
+                if checked.contains(&key) {
+                    continue;
                 }
-                Backend::Datadog(d) => d.is_online(&self.http).await,
-                Backend::NewRelic(n) => n.is_online(&self.http).await,
-            };
-            result.map_err(|e| {
+                checked.push(key);
+            }
+            resolved.backend.is_online(&self.http).await.map_err(|e| {
                 format!(
                     "metric {}: {} is not available: {e}",
                     metric.name, resolved.provider
@@ -292,11 +287,13 @@ impl Analyzer {
         };
         result.query = Some(query.clone());
         let sent = std::time::Instant::now();
-        let reading = match &resolved.backend {
-            Backend::Prometheus(p) => p.query(&self.http, &query).await,
-            Backend::Datadog(d) => d.query(&self.http, &query, interval, now, deadline).await,
-            Backend::NewRelic(n) => n.query(&self.http, &query, interval, deadline).await,
+        let at = Query {
+            text: &query,
+            interval,
+            now,
+            deadline,
         };
+        let reading = resolved.backend.query(&self.http, at).await;
         result.latency = Some(sent.elapsed());
         match reading {
             Err(error) => result.failed(&error),
@@ -341,7 +338,7 @@ impl Analyzer {
                 .await
                 .map_err(|e| ("template".to_string(), e))?;
             let provider = &template.spec.provider;
-            let provider_name = provider_type_name(provider.type_);
+            let provider_name = provider.type_.as_str();
             let fail = |e: QueryError| (provider_name.to_string(), e);
             let secret = match &provider.secret_ref {
                 Some(secret_ref) => Some((
@@ -355,12 +352,12 @@ impl Analyzer {
             let secret = secret
                 .as_ref()
                 .map(|(n, d): &(String, SecretData)| (n.as_str(), d));
-            let backend = match provider.type_ {
-                MetricProviderType::Prometheus => Backend::Prometheus(
+            let backend: Box<dyn MetricProvider> = match provider.type_ {
+                MetricProviderType::Prometheus => Box::new(
                     Prometheus::from_template(provider, secret, prometheus_address)
                         .map_err(fail)?,
                 ),
-                MetricProviderType::Datadog => Backend::Datadog(
+                MetricProviderType::Datadog => Box::new(
                     Datadog::from_template(
                         provider,
                         template.metadata.annotations.as_ref(),
@@ -369,13 +366,13 @@ impl Analyzer {
                     .map_err(fail)?,
                 ),
                 MetricProviderType::Newrelic => {
-                    Backend::NewRelic(NewRelic::from_template(provider, secret).map_err(fail)?)
+                    Box::new(NewRelic::from_template(provider, secret).map_err(fail)?)
                 }
                 other => {
                     return Err(fail(QueryError::config(format!(
                         "metric provider `{}` is not supported by serin yet (supported: \
                          prometheus, datadog, newrelic)",
-                        provider_type_name(other)
+                        other.as_str()
                     ))));
                 }
             };
@@ -392,7 +389,7 @@ impl Analyzer {
             return Ok(Resolved {
                 provider: prom(),
                 query: query.to_string(),
-                backend: Backend::Prometheus(prometheus),
+                backend: Box::new(prometheus),
                 builtin: None,
             });
         }
@@ -403,7 +400,7 @@ impl Analyzer {
             return Ok(Resolved {
                 provider: prom(),
                 query: query.to_string(),
-                backend: Backend::Prometheus(prometheus),
+                backend: Box::new(prometheus),
                 builtin: Some(builtin),
             });
         }
@@ -460,14 +457,8 @@ impl Analyzer {
 struct Resolved {
     provider: String,
     query: String,
-    backend: Backend,
+    backend: Box<dyn MetricProvider>,
     builtin: Option<Builtin>,
-}
-
-enum Backend {
-    Prometheus(Prometheus),
-    Datadog(Datadog),
-    NewRelic(NewRelic),
 }
 
 fn analysis_metrics(canary: &Canary) -> &[CanaryMetric] {
@@ -478,22 +469,6 @@ fn analysis_metrics(canary: &Canary) -> &[CanaryMetric] {
         .or(canary.spec.canary_analysis.as_ref())
         .map(|a| a.metrics())
         .unwrap_or_default()
-}
-
-fn provider_type_name(kind: MetricProviderType) -> &'static str {
-    match kind {
-        MetricProviderType::Prometheus => "prometheus",
-        MetricProviderType::Influxdb => "influxdb",
-        MetricProviderType::Datadog => "datadog",
-        MetricProviderType::Externalmetrics => "externalmetrics",
-        MetricProviderType::Stackdriver => "stackdriver",
-        MetricProviderType::Cloudwatch => "cloudwatch",
-        MetricProviderType::Newrelic => "newrelic",
-        MetricProviderType::Graphite => "graphite",
-        MetricProviderType::Dynatrace => "dynatrace",
-        MetricProviderType::Keptn => "keptn",
-        MetricProviderType::Splunk => "splunk",
-    }
 }
 
 impl MetricCheck {

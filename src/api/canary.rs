@@ -163,94 +163,64 @@ fn require_analysis(schema: &mut schemars::Schema) {
 // Traffic management providers, spelled as in Flagger's CRD.
 // (Plain comment, not a doc comment: kube's OptionalEnum transform would copy an enum's
 // description over the description of every `Option<enum>` field.)
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    JsonSchema,
+    strum::EnumIter,
+    strum::IntoStaticStr,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Provider {
-    #[serde(rename = "apisix")]
     Apisix,
-    #[serde(rename = "appmesh")]
     AppMesh,
     #[serde(rename = "appmesh:v1beta2")]
+    #[strum(serialize = "appmesh:v1beta2")]
     AppMeshV1beta2,
-    #[serde(rename = "contour")]
     Contour,
     #[serde(rename = "gatewayapi:v1")]
+    #[strum(serialize = "gatewayapi:v1")]
     GatewayApiV1,
     #[serde(rename = "gatewayapi:v1beta1")]
+    #[strum(serialize = "gatewayapi:v1beta1")]
     GatewayApiV1beta1,
-    #[serde(rename = "gloo")]
     Gloo,
-    #[serde(rename = "istio")]
     Istio,
-    #[serde(rename = "knative")]
     Knative,
-    #[serde(rename = "kubernetes")]
     Kubernetes,
-    #[serde(rename = "kuma")]
     Kuma,
-    #[serde(rename = "linkerd")]
     Linkerd,
-    #[serde(rename = "nginx")]
     Nginx,
-    #[serde(rename = "osm")]
     Osm,
-    #[serde(rename = "skipper")]
     Skipper,
     #[serde(rename = "smi:v1alpha1")]
+    #[strum(serialize = "smi:v1alpha1")]
     SmiV1alpha1,
     #[serde(rename = "smi:v1alpha2")]
+    #[strum(serialize = "smi:v1alpha2")]
     SmiV1alpha2,
     #[serde(rename = "smi:v1alpha3")]
+    #[strum(serialize = "smi:v1alpha3")]
     SmiV1alpha3,
-    #[serde(rename = "traefik")]
     Traefik,
 }
 
 impl Provider {
-    pub const ALL: [Provider; 19] = [
-        Provider::Apisix,
-        Provider::AppMesh,
-        Provider::AppMeshV1beta2,
-        Provider::Contour,
-        Provider::GatewayApiV1,
-        Provider::GatewayApiV1beta1,
-        Provider::Gloo,
-        Provider::Istio,
-        Provider::Knative,
-        Provider::Kubernetes,
-        Provider::Kuma,
-        Provider::Linkerd,
-        Provider::Nginx,
-        Provider::Osm,
-        Provider::Skipper,
-        Provider::SmiV1alpha1,
-        Provider::SmiV1alpha2,
-        Provider::SmiV1alpha3,
-        Provider::Traefik,
-    ];
+    /// Every provider, in the CRD's order.
+    pub fn all() -> impl Iterator<Item = Provider> {
+        <Provider as strum::IntoEnumIterator>::iter()
+    }
 
     /// The name as written in `spec.provider` and `--mesh-provider`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Apisix => "apisix",
-            Provider::AppMesh => "appmesh",
-            Provider::AppMeshV1beta2 => "appmesh:v1beta2",
-            Provider::Contour => "contour",
-            Provider::GatewayApiV1 => "gatewayapi:v1",
-            Provider::GatewayApiV1beta1 => "gatewayapi:v1beta1",
-            Provider::Gloo => "gloo",
-            Provider::Istio => "istio",
-            Provider::Knative => "knative",
-            Provider::Kubernetes => "kubernetes",
-            Provider::Kuma => "kuma",
-            Provider::Linkerd => "linkerd",
-            Provider::Nginx => "nginx",
-            Provider::Osm => "osm",
-            Provider::Skipper => "skipper",
-            Provider::SmiV1alpha1 => "smi:v1alpha1",
-            Provider::SmiV1alpha2 => "smi:v1alpha2",
-            Provider::SmiV1alpha3 => "smi:v1alpha3",
-            Provider::Traefik => "traefik",
-        }
+        self.into()
     }
 
     /// Gateway API, any version.
@@ -270,13 +240,10 @@ impl std::str::FromStr for Provider {
 
     /// Parses a provider name exactly as Flagger spells it (`gatewayapi:v1`, `istio`, ...).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Provider::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| {
-                let allowed: Vec<_> = Provider::ALL.iter().map(|p| p.as_str()).collect();
-                format!("unknown provider `{s}`; allowed: {}", allowed.join(", "))
-            })
+        Provider::all().find(|p| p.as_str() == s).ok_or_else(|| {
+            let allowed: Vec<_> = Provider::all().map(Provider::as_str).collect();
+            format!("unknown provider `{s}`; allowed: {}", allowed.join(", "))
+        })
     }
 }
 
@@ -300,7 +267,18 @@ pub type IngressRef = KindRef<IngressKind>;
 pub type RouteRef = KindRef<RouteKind>;
 
 /// Kinds of workload a Canary can release.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    JsonSchema,
+    strum::IntoStaticStr,
+)]
 pub enum TargetKind {
     DaemonSet,
     Deployment,
@@ -309,11 +287,7 @@ pub enum TargetKind {
 
 impl TargetKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            TargetKind::DaemonSet => "DaemonSet",
-            TargetKind::Deployment => "Deployment",
-            TargetKind::Service => "Service",
-        }
+        self.into()
     }
 }
 

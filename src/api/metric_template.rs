@@ -59,8 +59,20 @@ pub struct MetricTemplateProvider {
 }
 
 /// Metrics backends, spelled as in Flagger's CRD.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    JsonSchema,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum MetricProviderType {
     Prometheus,
     Influxdb,
@@ -73,6 +85,13 @@ pub enum MetricProviderType {
     Dynatrace,
     Keptn,
     Splunk,
+}
+
+impl MetricProviderType {
+    /// The name as written in `spec.provider.type`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// Observed state of a MetricTemplate (Flagger declares it and never writes it).

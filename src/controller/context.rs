@@ -10,8 +10,9 @@ use futures::FutureExt;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use kube::Client;
+use kube::api::DynamicObject;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource};
 
 use crate::api::{CanaryStatus, MetricTemplate, Provider};
 use crate::controller::events::Events;
@@ -122,30 +123,33 @@ pub struct Context {
     pub telemetry: std::sync::Arc<Telemetry>,
     /// Last status written per Canary uid.
     pub written: Mutex<HashMap<String, Written>>,
-    /// Lowest generation the cache must show for a workload serin changed, by
-    /// `kind/namespace/name`: until it does, the workload counts as not ready.
-    pub expected: Mutex<HashMap<String, i64>>,
+    /// Lowest generation the cache must show for a workload serin changed: until it does,
+    /// the workload counts as not ready.
+    pub expected: Mutex<HashMap<ObjectRef<DynamicObject>, i64>>,
     /// resourceVersion of each Canary (by uid) once serin cleared its command annotation: a
     /// cached copy older than that still shows the command, which was carried out.
     pub commands_cleared: Mutex<HashMap<String, u64>>,
 }
 
 impl Context {
-    pub fn expect_generation(&self, key: String, generation: Option<i64>) {
-        if let (Some(g), Ok(mut map)) = (generation, self.expected.lock()) {
+    /// Remembers the generation serin's write produced (`written`, as the API answered).
+    pub fn expect_generation<K: Resource<DynamicType = ()>>(&self, written: &K) {
+        let key = ObjectRef::from_obj(written).erase();
+        if let (Some(g), Ok(mut map)) = (written.meta().generation, self.expected.lock()) {
             map.insert(key, g);
         }
     }
 
-    /// `true` when the cache has not yet seen serin's last write of this workload.
-    pub fn is_stale(&self, key: &str, cached_generation: Option<i64>) -> bool {
+    /// `true` when the cache (`cached`) has not yet seen serin's last write of this object.
+    pub fn is_stale<K: Resource<DynamicType = ()>>(&self, cached: &K) -> bool {
         let Ok(mut map) = self.expected.lock() else {
             return false;
         };
-        match map.get(key) {
-            Some(want) if cached_generation.unwrap_or(0) < *want => true,
+        let key = ObjectRef::from_obj(cached).erase();
+        match map.get(&key) {
+            Some(want) if cached.meta().generation.unwrap_or(0) < *want => true,
             Some(_) => {
-                map.remove(key);
+                map.remove(&key);
                 false
             }
             None => false,

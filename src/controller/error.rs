@@ -1,13 +1,49 @@
 //! Errors of a reconcile. `Blocked` is the user's to fix (it becomes a status condition and a
 //! Warning event); the others are transient and retried with backoff.
 
+/// Why a Canary is blocked: the `Ready=False` condition's reason, the Warning event's, and
+/// the `reason` label of `serin_reconcile_errors_total` (a closed set, so the label is
+/// bounded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter)]
+pub enum Reason {
+    /// The spec does not validate; the message lists each field and its fix.
+    InvalidSpec,
+    /// `--no-cross-namespace-refs` and the spec points into another namespace.
+    CrossNamespaceRef,
+    /// `spec.provider` names a provider serin does not route for.
+    ProviderNotSupported,
+    /// `spec.targetRef` names an object that does not exist.
+    TargetNotFound,
+    /// The target exists but cannot be copied into a primary.
+    TargetInvalid,
+    /// The routing spec cannot be expressed for the provider.
+    RoutingInvalid,
+    /// `spec.autoscalerRef` names an autoscaler that does not exist.
+    AutoscalerNotFound,
+    /// A metric's `templateRef` names a MetricTemplate that does not exist.
+    MetricTemplateNotFound,
+    /// The API server does not serve a kind serin needs (a CRD is not installed).
+    KindNotServed,
+    /// serin's service account may not do what the step needs (RBAC).
+    Forbidden,
+    /// Another field manager owns fields serin applies (server-side apply conflict).
+    FieldManagerConflict,
+    /// serin read back something it cannot use; a bug to report.
+    Internal,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The Canary cannot proceed until its spec or a referenced object changes.
     #[error("{message}")]
     Blocked {
-        /// Condition reason, CamelCase.
-        reason: &'static str,
+        reason: Reason,
         /// Names the field and the fix.
         message: String,
     },
@@ -35,7 +71,7 @@ impl Error {
 
     pub fn workload(e: crate::workload::primary::PrimaryError) -> Error {
         Error::Blocked {
-            reason: "TargetInvalid",
+            reason: Reason::TargetInvalid,
             message: e.to_string(),
         }
     }
@@ -59,16 +95,29 @@ impl Error {
                     .contains("could not find the requested resource"));
         if not_served {
             return Error::Blocked {
-                reason: "KindNotServed",
+                reason: Reason::KindNotServed,
                 message: format!(
                     "{action}: the API server does not serve this kind: install its CRD (the \
                      mesh's or ingress controller's), or choose a provider that is installed"
                 ),
             };
         }
+        // A server-side apply conflict ("Apply failed with 1 conflict: conflict with
+        // \"kubectl\" ..."), not the optimistic-concurrency 409 ("the object has been
+        // modified"), which the next attempt resolves.
+        if status.code == 409 && status.message.contains("conflict with") {
+            return Error::Blocked {
+                reason: Reason::FieldManagerConflict,
+                message: format!(
+                    "{action}: {}: another field manager owns these fields; stop managing them \
+                     there (e.g. a GitOps tool's ignore-differences for fields serin sets)",
+                    status.message
+                ),
+            };
+        }
         if status.code == 403 {
             return Error::Blocked {
-                reason: "Forbidden",
+                reason: Reason::Forbidden,
                 message: format!(
                     "{action}: forbidden ({}): grant serin's service account this verb on \
                      this resource in its ClusterRole",
@@ -82,7 +131,7 @@ impl Error {
     /// A short label for logs and metrics (bounded).
     pub fn label(&self) -> &'static str {
         match self {
-            Error::Blocked { reason, .. } => reason,
+            Error::Blocked { reason, .. } => reason.as_str(),
             Error::Kube { .. } => "KubeError",
             Error::Serialize(_) => "SerializeError",
         }
@@ -111,19 +160,25 @@ mod tests {
                 404,
                 "404 page not found",
                 "Failed to parse error data",
-                "KindNotServed",
+                Reason::KindNotServed,
             ),
             (
                 404,
                 "the server could not find the requested resource",
                 "NotFound",
-                "KindNotServed",
+                Reason::KindNotServed,
             ),
             (
                 403,
                 "virtualservices is forbidden: User cannot patch",
                 "Forbidden",
-                "Forbidden",
+                Reason::Forbidden,
+            ),
+            (
+                409,
+                "Apply failed with 1 conflict: conflict with \"kubectl\" using apps/v1: .spec.replicas",
+                "Conflict",
+                Reason::FieldManagerConflict,
             ),
         ] {
             match api_error(code, message, reason).needing_a_human() {
@@ -137,6 +192,15 @@ mod tests {
                 other => panic!("{code} {message}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn reasons_are_the_variant_names() {
+        use strum::IntoEnumIterator;
+        let names: Vec<&str> = Reason::iter().map(Reason::as_str).collect();
+        assert_eq!(names.len(), 12);
+        assert!(names.contains(&"KindNotServed") && names.contains(&"FieldManagerConflict"));
+        assert!(names.iter().all(|n| n.starts_with(char::is_uppercase) && !n.contains(' ')));
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod router;
 pub mod target;
 pub mod telemetry;
 pub mod throttle;
+pub mod token;
 pub mod webhooks;
 
 pub use context::{Config, Context, Stores};

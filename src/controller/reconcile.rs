@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use serin_core::{Effect, EventType, Phase};
+use serin_core::{Effect, EventType, Phase, Plan, Step};
 use tracing::Instrument;
 
 use crate::api::Canary;
@@ -20,8 +20,8 @@ use crate::canary_plan;
 use crate::controller::apply::{Scope, primary_drift};
 use crate::controller::commands;
 use crate::controller::context::Context;
-use crate::controller::error::Error;
-use crate::controller::router::{self};
+use crate::controller::error::{Error, Reason};
+use crate::controller::router::{self, Router};
 
 mod decide;
 mod effects;
@@ -62,7 +62,7 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
     record_duration(&canary, &ctx, started.elapsed());
     match result {
         Err(Error::Blocked { reason, message }) => {
-            ctx.telemetry.reconcile_error(reason);
+            ctx.telemetry.reconcile_error(reason.as_str());
             blocked(&canary, &ctx, reason, &message)
                 .instrument(span)
                 .await
@@ -91,47 +91,28 @@ pub fn error_policy(canary: Arc<Canary>, error: &Error, ctx: Arc<Context>) -> Ac
     Action::requeue(delay)
 }
 
+/// What the spec and the annotations ask of this reconcile, before anything is read.
+struct Intent {
+    plan: Plan,
+    requested: Option<commands::Requested>,
+    router: Box<dyn Router>,
+    deleting: bool,
+}
+
 async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     if !ctx.stores.ready() {
         tracing::debug!("caches not synced yet; retrying");
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
     let namespace = canary.namespace().unwrap_or_default();
-    let deleting = canary.metadata.deletion_timestamp.is_some();
-    let has_finalizer = canary.finalizers().iter().any(|f| f == FINALIZER);
-    if deleting && !has_finalizer {
-        ctx.telemetry
-            .forget(&namespace, &canary.spec.target_ref.name);
-        return Ok(Action::await_change());
-    }
-    if !deleting && !has_finalizer {
-        add_finalizer(canary, ctx).await?;
-    }
+    let intent = match intent(canary, ctx, &namespace).await? {
+        Ok(intent) => intent,
+        Err(done) => return Ok(done),
+    };
+    let (plan, deleting) = (&intent.plan, intent.deleting);
     let now = Utc::now();
-
-    // What the spec asks for.
-    let mut plan =
-        match canary_plan::from_canary(canary, ctx.config.mesh_provider, ctx.config.min_interval) {
-            Ok(plan) => plan,
-            Err(_) if deleting => return remove_finalizer(canary, ctx).await,
-            Err(problems) => return Err(blocked_by("InvalidSpec", &problems)),
-        };
-    // `serin pause` holds the Canary as `spec.suspend` does; a command waits until resumed.
-    plan.suspend |= commands::paused(canary);
-    let requested = commands::requested(canary, ctx).filter(|_| !plan.suspend && !deleting);
-    if ctx.config.no_cross_namespace_refs && !deleting {
-        let problems = crate::api::validate::cross_namespace_refs(canary);
-        if !problems.is_empty() {
-            return Err(blocked_by("CrossNamespaceRef", &problems));
-        }
-    }
-    let provider = canary.spec.provider_or(ctx.config.mesh_provider);
-    let router = router::for_provider(provider).map_err(|message| Error::Blocked {
-        reason: "ProviderNotSupported",
-        message,
-    })?;
-    let command = requested.as_ref().and_then(|r| r.command);
-    let Some(seen) = observe(canary, ctx, &plan, &namespace, now, command).await? else {
+    let command = intent.requested.as_ref().and_then(|r| r.command);
+    let Some(seen) = observe(canary, ctx, plan, &namespace, now, command).await? else {
         if deleting {
             return remove_finalizer(canary, ctx).await;
         }
@@ -150,7 +131,7 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     // What to do.
     let checksum = webhook_checksum(&tracked, &obs.revision);
     let (step, metrics) =
-        match decide_step(canary, ctx, &plan, &status, &mut obs, now, &checksum).await {
+        match decide_step(canary, ctx, plan, &status, &mut obs, now, &checksum).await {
             Ok(decided) => decided,
             Err(retry) => return Ok(retry),
         };
@@ -169,62 +150,34 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     };
     let at = EffectsAt {
         scope: &scope,
-        router: router.as_ref(),
-        plan: &plan,
+        router: intent.router.as_ref(),
+        plan,
         status: &status,
         canary_ready: obs.target.is_ready(),
         cookies: &cookies,
     };
     apply_effects(&at, &step.effects).await?;
-
-    // The primary runs what was promoted: a hand edit of its template is put back.
-    let rewritten = step
-        .effects
-        .iter()
-        .any(|e| matches!(e, Effect::Promote | Effect::EnsurePrimary));
-    if !rewritten
-        && !deleting
-        && let Some(p) = primary.as_ref()
-        && !is_stale_primary(ctx, p, &namespace)
-        && let Some(promoted) = primary_drift::drifted(p)
-    {
-        let name = scope.restore_primary_template(p, promoted).await?;
-        let message =
-            format!("{name} was changed outside serin; the promoted template is restored");
-        ctx.events
-            .publish(canary, EventType::Warning, &message)
-            .await;
+    if !deleting {
+        repair_primary(&scope, &step).await?;
     }
 
     // Remember it.
+    let kind = target.kind();
     let next = next_status(
-        canary,
-        &current,
-        &step,
-        &tracked,
-        metrics,
-        &cookies,
-        target.kind(),
-        now,
+        canary, &current, &step, &tracked, metrics, &cookies, kind, now,
     );
     if next != current {
         write_status(canary, ctx, &next).await?;
     }
 
     // Tell it.
-    after_status(
-        canary,
-        ctx,
-        &plan,
-        &step,
-        &checksum,
-        next.metrics.as_deref(),
-    )
-    .await;
+    let metrics = next.metrics.as_deref();
+    after_status(canary, ctx, plan, &step, &checksum, metrics).await;
     if step.status.phase == Phase::Initialized && status.phase.is_initial() && !plan.skip_analysis {
         announce_metric_providers(canary, ctx).await;
     }
-    if let Some(requested) = requested
+    if let Some(requested) = intent
+        .requested
         .as_ref()
         .filter(|r| commands::settled(r, status.phase, &step))
     {
@@ -238,11 +191,83 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     ))
 }
 
+/// The finalizer, the plan from the spec, the commands and the router: an `Err(action)` when
+/// the reconcile ends here (a deleted Canary already released, or a spec that became
+/// invalid while being deleted).
+async fn intent(
+    canary: &Canary,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Result<Intent, Action>, Error> {
+    let deleting = canary.metadata.deletion_timestamp.is_some();
+    let has_finalizer = canary.finalizers().iter().any(|f| f == FINALIZER);
+    if deleting && !has_finalizer {
+        ctx.telemetry
+            .forget(namespace, &canary.spec.target_ref.name);
+        return Ok(Err(Action::await_change()));
+    }
+    if !deleting && !has_finalizer {
+        add_finalizer(canary, ctx).await?;
+    }
+    let mut plan =
+        match canary_plan::from_canary(canary, ctx.config.mesh_provider, ctx.config.min_interval) {
+            Ok(plan) => plan,
+            Err(_) if deleting => return remove_finalizer(canary, ctx).await.map(Err),
+            Err(problems) => return Err(blocked_by(Reason::InvalidSpec, &problems)),
+        };
+    // `serin pause` holds the Canary as `spec.suspend` does; a command waits until resumed.
+    plan.suspend |= commands::paused(canary);
+    let requested = commands::requested(canary, ctx).filter(|_| !plan.suspend && !deleting);
+    if ctx.config.no_cross_namespace_refs && !deleting {
+        let problems = crate::api::validate::cross_namespace_refs(canary);
+        if !problems.is_empty() {
+            return Err(blocked_by(Reason::CrossNamespaceRef, &problems));
+        }
+    }
+    let provider = canary.spec.provider_or(ctx.config.mesh_provider);
+    let router = router::for_provider(provider).map_err(|message| Error::Blocked {
+        reason: Reason::ProviderNotSupported,
+        message,
+    })?;
+    Ok(Ok(Intent {
+        plan,
+        requested,
+        router,
+        deleting,
+    }))
+}
+
+/// The primary runs what was promoted: a hand edit of its template is put back (unless this
+/// step rewrote the primary anyway, or the cache has not seen serin's last write).
+async fn repair_primary(scope: &Scope<'_>, step: &Step) -> Result<(), Error> {
+    let rewritten = step
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Promote | Effect::EnsurePrimary));
+    if rewritten {
+        return Ok(());
+    }
+    let Some(p) = scope.primary else {
+        return Ok(());
+    };
+    if is_stale_primary(scope.ctx, p) {
+        return Ok(());
+    }
+    let Some(promoted) = primary_drift::drifted(p) else {
+        return Ok(());
+    };
+    let name = scope.restore_primary_template(p, promoted).await?;
+    let message = format!("{name} was changed outside serin; the promoted template is restored");
+    scope
+        .ctx
+        .events
+        .publish(scope.canary, EventType::Warning, &message)
+        .await;
+    Ok(())
+}
+
 /// The spec's problems as one `Blocked` error: each as `field: what to do`.
-pub(super) fn blocked_by(
-    reason: &'static str,
-    problems: &[crate::api::validate::Problem],
-) -> Error {
+pub(super) fn blocked_by(reason: Reason, problems: &[crate::api::validate::Problem]) -> Error {
     let message = problems
         .iter()
         .map(|p| format!("{}: {}", p.path, p.message))

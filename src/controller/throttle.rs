@@ -1,59 +1,38 @@
-//! `--kubeconfig-qps` / `--kubeconfig-burst`: a token bucket in front of the Kubernetes client,
-//! as client-go has. kube-rs has none, and a controller that hammers the API server during an
-//! incident makes the incident worse. A request waits for a token; watches take one token when
-//! they start, not per event.
+//! `--kubeconfig-qps` / `--kubeconfig-burst`: a rate limit in front of the Kubernetes client,
+//! as client-go has (governor's GCRA: a token bucket of `burst` refilled at `qps`). kube-rs
+//! has none, and a controller that hammers the API server during an incident makes the
+//! incident worse. A request waits for a token; watches take one when they start, not per event.
 
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tower::{Layer, Service};
 
-/// Tokens refill at `rate` per second up to `burst`.
-#[derive(Debug)]
-pub struct Bucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    pub fn new(rate: f64, burst: u32, now: Instant) -> Bucket {
-        let burst = f64::from(burst.max(1));
-        Bucket {
-            rate: rate.max(0.001),
-            burst,
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    /// Takes a token, or says how long until one is available.
-    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
-        }
-    }
+/// `qps` requests per second (at least one per 1000 s) with bursts of `burst` (at least 1).
+fn quota(qps: f64, burst: u32) -> Quota {
+    let period = Duration::from_secs_f64(1.0 / qps.max(0.001));
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    // `with_period` refuses only a zero period, which 1/qps (qps <= 1e15 in practice) is not.
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+        .allow_burst(burst)
 }
 
 #[derive(Clone, Debug)]
 pub struct ThrottleLayer {
-    bucket: Arc<Mutex<Bucket>>,
+    limiter: Arc<DefaultDirectRateLimiter>,
 }
 
 impl ThrottleLayer {
     pub fn new(qps: f64, burst: u32) -> ThrottleLayer {
         ThrottleLayer {
-            bucket: Arc::new(Mutex::new(Bucket::new(qps, burst, Instant::now()))),
+            limiter: Arc::new(RateLimiter::direct(quota(qps, burst))),
         }
     }
 }
@@ -64,7 +43,7 @@ impl<S> Layer<S> for ThrottleLayer {
     fn layer(&self, inner: S) -> Throttle<S> {
         Throttle {
             inner,
-            bucket: self.bucket.clone(),
+            limiter: self.limiter.clone(),
             wait: None,
             holding: false,
         }
@@ -73,7 +52,7 @@ impl<S> Layer<S> for ThrottleLayer {
 
 pub struct Throttle<S> {
     inner: S,
-    bucket: Arc<Mutex<Bucket>>,
+    limiter: Arc<DefaultDirectRateLimiter>,
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
     /// A token was taken for the next call.
     holding: bool,
@@ -95,14 +74,12 @@ where
                 }
                 self.wait = None;
             }
-            let taken = match self.bucket.lock() {
-                Ok(mut bucket) => bucket.take(Instant::now()),
-                // A poisoned lock only means another request panicked: do not throttle.
-                Err(_) => Ok(()),
-            };
-            match taken {
+            match self.limiter.check() {
                 Ok(()) => self.holding = true,
-                Err(delay) => self.wait = Some(Box::pin(tokio::time::sleep(delay))),
+                Err(not_until) => {
+                    let delay = not_until.wait_time_from(DefaultClock::default().now());
+                    self.wait = Some(Box::pin(tokio::time::sleep(delay)));
+                }
             }
         }
         self.inner.poll_ready(cx)
@@ -117,23 +94,34 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use governor::clock::FakeRelativeClock;
 
     #[test]
     fn burst_then_rate() {
-        let t0 = Instant::now();
-        let mut b = Bucket::new(10.0, 3, t0);
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::direct_with_clock(quota(10.0, 3), clock.clone());
         for _ in 0..3 {
-            assert!(b.take(t0).is_ok());
+            assert!(limiter.check().is_ok());
         }
-        let wait = b.take(t0).unwrap_err();
+        let wait = limiter.check().unwrap_err().wait_time_from(clock.now());
         assert!((wait.as_secs_f64() - 0.1).abs() < 1e-6, "{wait:?}");
-        assert!(b.take(t0 + Duration::from_millis(100)).is_ok());
-        assert!(b.take(t0 + Duration::from_millis(100)).is_err());
+        clock.advance(Duration::from_millis(100));
+        assert!(limiter.check().is_ok());
+        assert!(limiter.check().is_err());
         // Idle time refills up to the burst, not beyond.
-        let later = t0 + Duration::from_secs(60);
+        clock.advance(Duration::from_secs(60));
         for _ in 0..3 {
-            assert!(b.take(later).is_ok());
+            assert!(limiter.check().is_ok());
         }
-        assert!(b.take(later).is_err());
+        assert!(limiter.check().is_err());
+    }
+
+    #[test]
+    fn nonsense_flags_still_make_a_limiter() {
+        for (qps, burst) in [(0.0, 0), (-5.0, 1), (1e9, 1_000_000)] {
+            let limiter =
+                RateLimiter::direct_with_clock(quota(qps, burst), FakeRelativeClock::default());
+            assert!(limiter.check().is_ok(), "{qps} {burst}");
+        }
     }
 }

@@ -13,9 +13,43 @@ pub(crate) mod fake;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 
 use reqwest::StatusCode;
+
+/// One rendered query and the window it covers.
+#[derive(Clone, Copy, Debug)]
+pub struct Query<'a> {
+    pub text: &'a str,
+    /// The metric's `interval` (Datadog and New Relic ask for this window themselves;
+    /// Prometheus queries carry it in their range selectors).
+    pub interval: Duration,
+    pub now: DateTime<Utc>,
+    /// When the check's time budget runs out (a rate-limited provider waits until then).
+    pub deadline: Instant,
+}
+
+/// A metrics backend as the analysis uses it. A new provider implements this and is
+/// constructed from its MetricTemplate in `analysis::resolve`; nothing else changes.
+pub trait MetricProvider: Send + Sync {
+    /// Runs one query.
+    fn query<'a>(
+        &'a self,
+        http: &'a Http,
+        query: Query<'a>,
+    ) -> BoxFuture<'a, Result<Reading, QueryError>>;
+
+    /// Whether the backend answers a trivial request (for the initialization step).
+    fn is_online<'a>(&'a self, http: &'a Http) -> BoxFuture<'a, Result<(), QueryError>>;
+
+    /// Backends with the same key are one server: its availability is checked once.
+    fn availability_key(&self) -> Option<String> {
+        None
+    }
+}
 
 /// What one query returned.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,8 +61,10 @@ pub enum Reading {
     NoData(String),
 }
 
-/// Why a query could not be answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Why a query could not be answered; the snake_case name is a bounded metric label and
+/// event reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorKind {
     /// The provider is misconfigured: missing address, Secret key, bad header.
     Config,
@@ -52,16 +88,7 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Short fixed category, for metric labels and event reasons.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Config => "config",
-            ErrorKind::Connect => "connect",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Unauthorized => "unauthorized",
-            ErrorKind::RateLimited => "rate_limited",
-            ErrorKind::Status => "status",
-            ErrorKind::Decode => "decode",
-            ErrorKind::Query => "query",
-        }
+        self.into()
     }
 }
 

@@ -296,6 +296,27 @@ fn sample_value(sample: &Value) -> Result<f64, QueryError> {
     })
 }
 
+impl super::MetricProvider for Prometheus {
+    fn query<'a>(
+        &'a self,
+        http: &'a Http,
+        query: super::Query<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<Reading, QueryError>> {
+        Box::pin(self.query(http, query.text))
+    }
+
+    fn is_online<'a>(
+        &'a self,
+        http: &'a Http,
+    ) -> futures::future::BoxFuture<'a, Result<(), QueryError>> {
+        Box::pin(self.is_online(http))
+    }
+
+    fn availability_key(&self) -> Option<String> {
+        Some(self.address().to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

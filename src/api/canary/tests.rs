@@ -123,7 +123,7 @@ fn the_full_canary_is_valid() {
 
 #[test]
 fn every_provider_name_round_trips() {
-    for provider in Provider::ALL {
+    for provider in Provider::all() {
         let json = serde_json::to_value(provider).unwrap();
         assert_eq!(json, provider.as_str());
         assert_eq!(provider.as_str().parse::<Provider>(), Ok(provider));

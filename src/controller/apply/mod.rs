@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::api::Canary;
 use crate::api::canary::AutoscalerKind;
 use crate::controller::context::{Context, key};
-use crate::controller::error::Error;
+use crate::controller::error::{Error, Reason};
 use crate::controller::target::{KnativeService, Primary, Target};
 use crate::workload::configs::Tracked;
 use crate::workload::knative;
@@ -104,7 +104,8 @@ impl Scope<'_> {
             Target::Deployment(_) | Target::DaemonSet(_) => {}
         }
         self.copy_configs().await?;
-        let promotion_id = promotion_id(self.canary);
+        // A fresh id per promotion, so the primary always rolls (even to an identical template).
+        let promotion_id = crate::controller::token::fresh(self.canary, 16);
         let has_autoscaler = self.canary.spec.autoscaler_ref.is_some();
         let rules = CopyRules {
             selector_labels: &self.ctx.config.selector_labels,
@@ -121,10 +122,7 @@ impl Scope<'_> {
                 p.metadata.owner_references = self.owner().map(|o| vec![o]);
                 let name = p.name_any();
                 let written = self.apply(&name, &p).await?;
-                self.ctx.expect_generation(
-                    format!("Deployment/{}/{name}", self.namespace),
-                    written.metadata.generation,
-                );
+                self.ctx.expect_generation(&written);
                 self.record_template(&written).await?;
             }
             Target::DaemonSet(d) => {
@@ -132,10 +130,7 @@ impl Scope<'_> {
                 p.metadata.owner_references = self.owner().map(|o| vec![o]);
                 let name = p.name_any();
                 let written = self.apply(&name, &p).await?;
-                self.ctx.expect_generation(
-                    format!("DaemonSet/{}/{name}", self.namespace),
-                    written.metadata.generation,
-                );
+                self.ctx.expect_generation(&written);
                 self.record_template(&written).await?;
             }
             Target::Service(_) | Target::Knative(_) => {}
@@ -170,7 +165,7 @@ impl Scope<'_> {
     async fn promote_revision(&self, k: &KnativeService) -> Result<(), Error> {
         let Some(latest) = knative::latest_created(&k.service) else {
             return Err(Error::Blocked {
-                reason: "TargetInvalid",
+                reason: Reason::TargetInvalid,
                 message: format!(
                     "Knative Service {}/{} has no status.latestCreatedRevisionName; \
                      wait for Knative to create a revision",
@@ -282,7 +277,7 @@ impl Scope<'_> {
             .map_err(|e| Error::kube("read HPA", e))?
         else {
             return Err(Error::Blocked {
-                reason: "AutoscalerNotFound",
+                reason: Reason::AutoscalerNotFound,
                 message: format!(
                     "spec.autoscalerRef: HorizontalPodAutoscaler {}/{} not found",
                     self.namespace, reference.name
@@ -324,7 +319,7 @@ impl Scope<'_> {
             return Ok(());
         }
         let not_found = || Error::Blocked {
-            reason: "AutoscalerNotFound",
+            reason: Reason::AutoscalerNotFound,
             message: format!(
                 "spec.autoscalerRef: ScaledObject {}/{} not found (is KEDA installed?)",
                 self.namespace, reference.name
@@ -546,10 +541,7 @@ impl Scope<'_> {
                     e,
                 )
             })?;
-        self.ctx.expect_generation(
-            format!("{}/{}/{name}", K::kind(&()), self.namespace),
-            written.meta().generation,
-        );
+        self.ctx.expect_generation(&written);
         Ok(())
     }
 
@@ -622,15 +614,6 @@ fn scaled_object_resource(reference: &crate::api::canary::AutoscalerRef) -> kube
         &kube::api::GroupVersionKind::gvk(group, version, "ScaledObject"),
         "scaledobjects",
     )
-}
-
-/// A fresh id per promotion, so the primary always rolls (even to an identical template).
-fn promotion_id(canary: &Canary) -> String {
-    use sha2::{Digest, Sha256};
-    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let seed = format!("{}/{now}", canary.uid().unwrap_or_default());
-    let digest = Sha256::digest(seed.as_bytes());
-    hex::encode(&digest[..16])
 }
 
 /// The parts of a Service that route: selector and ports.

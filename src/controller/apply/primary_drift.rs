@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use serin_core::hash::spec_hash;
 
 use super::Scope;
-use crate::controller::error::Error;
+use crate::controller::error::{Error, Reason};
 use crate::controller::target::Primary;
 
 /// Hash of the promoted pod template, on the primary object.
@@ -79,7 +79,7 @@ impl Scope<'_> {
             json_patch::ReplaceOperation {
                 path: json_patch::jsonptr::PointerBuf::parse("/spec/template").map_err(|e| {
                     Error::Blocked {
-                        reason: "Internal",
+                        reason: Reason::Internal,
                         message: e.to_string(),
                     }
                 })?,
@@ -87,17 +87,15 @@ impl Scope<'_> {
             },
         )]);
         let params = PatchParams::default();
-        let (name, generation) = match primary {
+        let name = match primary {
             Primary::Deployment(d) => {
                 let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.namespace);
                 let w = api
                     .patch(&d.name_any(), &params, &Patch::Json::<()>(patch))
                     .await
                     .map_err(|e| Error::kube("restore the primary's template", e))?;
-                (
-                    format!("Deployment/{}/{}", self.namespace, d.name_any()),
-                    w.metadata.generation,
-                )
+                self.ctx.expect_generation(&w);
+                format!("Deployment/{}/{}", self.namespace, d.name_any())
             }
             Primary::DaemonSet(d) => {
                 let api: Api<DaemonSet> = Api::namespaced(self.ctx.client.clone(), self.namespace);
@@ -105,15 +103,12 @@ impl Scope<'_> {
                     .patch(&d.name_any(), &params, &Patch::Json::<()>(patch))
                     .await
                     .map_err(|e| Error::kube("restore the primary's template", e))?;
-                (
-                    format!("DaemonSet/{}/{}", self.namespace, d.name_any()),
-                    w.metadata.generation,
-                )
+                self.ctx.expect_generation(&w);
+                format!("DaemonSet/{}/{}", self.namespace, d.name_any())
             }
             // `drifted` never reports one.
             Primary::KnativeRevision(r) => return Ok(r.name_any()),
         };
-        self.ctx.expect_generation(name.clone(), generation);
         Ok(name)
     }
 }

@@ -6,7 +6,7 @@ use serde_json::json;
 use serin_core::Routes;
 
 use super::{MANAGER, Scope};
-use crate::controller::error::Error;
+use crate::controller::error::{Error, Reason};
 use crate::controller::router::{Input, Live, ORIGINAL_CONFIGURATION, ObjectKey, Router};
 
 fn api(scope: &Scope<'_>, key: &ObjectKey) -> Api<DynamicObject> {
@@ -80,7 +80,7 @@ impl Scope<'_> {
         let rendered = router
             .render(input, &live)
             .map_err(|message| Error::Blocked {
-                reason: "RoutingInvalid",
+                reason: Reason::RoutingInvalid,
                 message,
             })?;
         for mut object in rendered {
@@ -92,7 +92,7 @@ impl Scope<'_> {
                 })
                 .cloned()
                 .ok_or_else(|| Error::Blocked {
-                    reason: "RoutingInvalid",
+                    reason: Reason::RoutingInvalid,
                     message: format!(
                         "router rendered {} which it does not declare in objects()",
                         object.name_any()

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::DynamicObject;
 use kube::{Api, ResourceExt};
 use serin_core::hash::spec_hash;
@@ -14,7 +13,7 @@ use serin_core::{Command, Observation, Plan, Probes, Readiness};
 
 use crate::api::{Canary, CanaryStatus, TargetKind};
 use crate::controller::context::{Context, key};
-use crate::controller::error::Error;
+use crate::controller::error::{Error, Reason};
 use crate::controller::target::{KnativeService, Primary, Target};
 use crate::workload::configs::{self, Tracked};
 use crate::workload::knative;
@@ -122,7 +121,7 @@ pub(super) async fn find_primary(
             };
             let Some(revision) = revision else {
                 return Err(Error::Blocked {
-                    reason: "TargetInvalid",
+                    reason: Reason::TargetInvalid,
                     message: format!(
                         "Knative Service {namespace}/{}: annotation {} names revision {name}, \
                          which does not exist; remove the annotation to make the latest \
@@ -137,25 +136,21 @@ pub(super) async fn find_primary(
     })
 }
 
-/// Whether the cache has not yet seen serin's last write of this workload.
-fn stale(ctx: &Context, kind: &str, namespace: &str, meta: &ObjectMeta) -> bool {
-    let name = meta.name.as_deref().unwrap_or_default();
-    ctx.is_stale(&format!("{kind}/{namespace}/{name}"), meta.generation)
-}
-
-pub(super) fn is_stale(ctx: &Context, target: &Target, namespace: &str) -> bool {
+/// Whether the cache has not yet seen serin's last write of the target.
+pub(super) fn is_stale(ctx: &Context, target: &Target) -> bool {
     match target {
-        Target::Deployment(d) => stale(ctx, "Deployment", namespace, &d.metadata),
-        Target::DaemonSet(d) => stale(ctx, "DaemonSet", namespace, &d.metadata),
+        Target::Deployment(d) => ctx.is_stale(d.as_ref()),
+        Target::DaemonSet(d) => ctx.is_stale(d.as_ref()),
         // Read from the API, never stale.
         Target::Service(_) | Target::Knative(_) => false,
     }
 }
 
-pub(super) fn is_stale_primary(ctx: &Context, primary: &Primary, namespace: &str) -> bool {
+/// Whether the cache has not yet seen serin's last write of the primary.
+pub(super) fn is_stale_primary(ctx: &Context, primary: &Primary) -> bool {
     match primary {
-        Primary::Deployment(d) => stale(ctx, "Deployment", namespace, &d.metadata),
-        Primary::DaemonSet(d) => stale(ctx, "DaemonSet", namespace, &d.metadata),
+        Primary::Deployment(d) => ctx.is_stale(d.as_ref()),
+        Primary::DaemonSet(d) => ctx.is_stale(d.as_ref()),
         Primary::KnativeRevision(_) => false,
     }
 }
@@ -181,7 +176,7 @@ pub(super) fn missing_templates(
             .is_none()
         {
             return Err(Error::Blocked {
-                reason: "MetricTemplateNotFound",
+                reason: Reason::MetricTemplateNotFound,
                 message: format!(
                     "spec.analysis.metrics[{i}].templateRef: MetricTemplate {ns}/{} not found",
                     reference.name
@@ -268,7 +263,7 @@ pub(super) async fn observe(
     let since = status.last_transition_time;
     let target_readiness = if target.is_scaled_to_zero() {
         Readiness::NotReady(format!("{} is scaled to zero", plan.target))
-    } else if is_stale(ctx, &target, namespace) {
+    } else if is_stale(ctx, &target) {
         Readiness::NotReady("waiting for the target's update to be observed".into())
     } else {
         target.readiness(
@@ -281,7 +276,7 @@ pub(super) async fn observe(
     let primary_readiness = match &primary {
         None if matches!(target, Target::Service(_)) => Readiness::Ready,
         None => Readiness::Missing,
-        Some(p) if is_stale_primary(ctx, p, namespace) => {
+        Some(p) if is_stale_primary(ctx, p) => {
             Readiness::NotReady("waiting for the primary's update to be observed".into())
         }
         Some(p) => p.readiness(
@@ -318,7 +313,7 @@ pub(super) fn target_not_found(canary: &Canary, namespace: &str) -> Error {
         false => (r.kind.as_str(), ""),
     };
     Error::Blocked {
-        reason: "TargetNotFound",
+        reason: Reason::TargetNotFound,
         message: format!(
             "spec.targetRef: {kind} {namespace}/{} not found; create it or fix the name{hint}",
             r.name

@@ -15,7 +15,7 @@ use crate::controller::alerts;
 use crate::controller::apply::MANAGER;
 use crate::controller::conditions;
 use crate::controller::context::{Context, Written};
-use crate::controller::error::Error;
+use crate::controller::error::{Error, Reason};
 use crate::controller::telemetry::Outcome;
 use crate::controller::webhooks::{self, Call};
 
@@ -76,7 +76,8 @@ pub(super) async fn write_status(
     Ok(())
 }
 
-/// Events, alerts, notifications and metrics of a step whose status is written.
+/// After the status is written: the step's events, alerts and post-rollout webhooks, then
+/// the Prometheus gauges and outcome counters.
 pub(super) async fn after_status(
     canary: &Canary,
     ctx: &Context,
@@ -107,28 +108,38 @@ pub(super) async fn after_status(
                 ctx.alerts.send(alert, routes);
             }
             Effect::Webhooks(Notify::PostRollout) => {
-                let at = Call {
-                    canary,
-                    phase: step.status.phase,
-                    checksum,
-                };
-                for (hook, outcome) in webhooks::notify(&ctx.http, at).await {
-                    let (kind, message) = match outcome {
-                        Ok(()) => (
-                            EventType::Normal,
-                            format!("Post-rollout check {hook} passed"),
-                        ),
-                        Err(reason) => (
-                            EventType::Warning,
-                            format!("Post-rollout check {hook} failed {reason}"),
-                        ),
-                    };
-                    ctx.events.publish(canary, kind, &message).await;
-                }
+                post_rollout(canary, ctx, step, checksum).await
             }
             _ => {}
         }
     }
+    record_outcome(canary, ctx, plan, step);
+}
+
+/// Post-rollout webhooks: informational, each result an event.
+async fn post_rollout(canary: &Canary, ctx: &Context, step: &Step, checksum: &str) {
+    let at = Call {
+        canary,
+        phase: step.status.phase,
+        checksum,
+    };
+    for (hook, outcome) in webhooks::notify(&ctx.http, at).await {
+        let (kind, message) = match outcome {
+            Ok(()) => (
+                EventType::Normal,
+                format!("Post-rollout check {hook} passed"),
+            ),
+            Err(reason) => (
+                EventType::Warning,
+                format!("Post-rollout check {hook} failed {reason}"),
+            ),
+        };
+        ctx.events.publish(canary, kind, &message).await;
+    }
+}
+
+/// `flagger_canary_status` and, when a release ends, `flagger_canary_total`.
+fn record_outcome(canary: &Canary, ctx: &Context, plan: &Plan, step: &Step) {
     let namespace = canary.namespace().unwrap_or_default();
     let target = &canary.spec.target_ref.name;
     let code = match step.status.phase {
@@ -189,9 +200,10 @@ pub(super) async fn announce_metric_providers(canary: &Canary, ctx: &Context) {
 pub(super) async fn blocked(
     canary: &Canary,
     ctx: &Context,
-    reason: &str,
+    reason: Reason,
     message: &str,
 ) -> Result<Action, Error> {
+    let reason = reason.as_str();
     let now = Utc::now();
     let mut status = current_status(canary, ctx);
     let mut list = status.conditions.take().unwrap_or_default();

@@ -1,7 +1,5 @@
 //! Session affinity: the cookies a run pins users with, and the routing input carrying them.
 
-use chrono::Utc;
-use kube::ResourceExt;
 use serin_core::{Phase, Plan, Routes, Strategy};
 
 use crate::api::{Canary, CanaryStatus};
@@ -70,7 +68,7 @@ impl Cookies {
                     .or_else(|| current.previous_session_affinity_cookie.clone()),
             };
         }
-        let fresh = |name: &str| format!("{name}={}", random_token(canary));
+        let fresh = |name: &str| format!("{name}={}", crate::controller::token::fresh(canary, 10));
         // A primary cookie only when the Canary names one (Flagger's behaviour).
         let primary = affinity.primary_cookie_name.as_deref().map(|name| {
             current
@@ -93,11 +91,4 @@ impl Cookies {
         status.primary_session_affinity_cookie = self.primary.clone();
         status.previous_session_affinity_cookie = self.previous.clone();
     }
-}
-
-pub(super) fn random_token(canary: &Canary) -> String {
-    use sha2::{Digest, Sha256};
-    let now = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let digest = Sha256::digest(format!("{}/{now}", canary.uid().unwrap_or_default()).as_bytes());
-    hex::encode(&digest[..10])
 }

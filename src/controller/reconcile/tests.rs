@@ -135,7 +135,7 @@ async fn a_blocked_canary_gets_a_ready_false_condition_and_one_warning_event() {
     let action = blocked(
         &c,
         &ctx,
-        "TargetNotFound",
+        crate::controller::error::Reason::TargetNotFound,
         "spec.targetRef: Deployment test/podinfo not found",
     )
     .await

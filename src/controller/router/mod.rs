@@ -170,7 +170,7 @@ mod tests {
     /// Every provider value routes through its own router; none falls back to another's.
     #[test]
     fn every_provider_is_its_own_router() {
-        for provider in Provider::ALL {
+        for provider in Provider::all() {
             let router = for_provider(provider).unwrap();
             assert_eq!(router.provider(), provider);
         }
