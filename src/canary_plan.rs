@@ -18,6 +18,7 @@ const KUBERNETES_DEFAULT_ITERATIONS: u32 = 10;
 ///
 /// # Errors
 /// Every validation problem of the spec, each naming its field.
+// Long on purpose: one field of the engine's Plan per paragraph, each with Flagger's default.
 pub fn from_canary(
     canary: &Canary,
     default_provider: Provider,

@@ -2,14 +2,8 @@
 //! `Analyzer::run` end to end: MetricTemplates and Secrets read from the API emulator
 //! (serin-stack), queries answered by scripted Prometheus, Datadog and New Relic servers.
 
-// The provider unit tests' scripted server, shared rather than copied.
-#[path = "../src/analysis/provider/fake.rs"]
-#[allow(dead_code)]
-mod fake;
-
 use std::time::Duration;
 
-use fake::{FakeServer, Response};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
@@ -18,6 +12,7 @@ use serde_json::{Value, json};
 use serin::analysis::Analyzer;
 use serin::api::canary::MetricVerdict;
 use serin::api::{Canary, MetricTemplate, Provider};
+use serin_stack::testing::fake_http::{FakeServer, Response};
 
 struct World {
     stack: serin_stack::Stack,

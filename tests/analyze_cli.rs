@@ -2,20 +2,16 @@
 //! `serin analyze` as a user runs it: the binary, a kubeconfig of the API emulator, a Canary
 //! file, and a Prometheus (scripted) answering the builtin queries.
 
-#[path = "../src/analysis/provider/fake.rs"]
-#[allow(dead_code)]
-mod fake;
 // The stack's own test helpers (podinfo layout, CRDs, object creation).
-#[path = "../e2e/stack/tests/common/mod.rs"]
-mod common;
+use serin_stack::testing as common;
 
 use std::process::Output;
 
-use fake::{FakeServer, Response};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
+use serin_stack::testing::fake_http::{FakeServer, Response};
 
 const CANARY: &str = "\
 apiVersion: flagger.app/v1beta1

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use serin::api::Canary;
 use serin::api::canary::MetricVerdict;
 use serin_core::Phase;
-use serin_testkit::{ControlPlane, NS, WorldConfig};
+use serin_testkit::{ControlPlane, NS, WorldConfig, deployment};
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -160,22 +160,6 @@ impl World {
     }
 }
 
-fn deployment(image: &str) -> Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "podinfo", "namespace": NS},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "podinfo"}},
-            "template": {
-                "metadata": {"labels": {"app": "podinfo"}},
-                "spec": {"containers": [{"name": "app", "image": image,
-                    "ports": [{"containerPort": 9898, "name": "http"}]}]}
-            }
-        }
-    })
-}
-
 /// The builtins, holding (not failing) while the canary's first samples reach Prometheus.
 fn builtins() -> Value {
     json!([
@@ -215,7 +199,9 @@ fn progressive() -> Value {
 }
 
 async fn initialized(world: &World, provider: &str, analysis: Value) {
-    world.apply::<Deployment>(deployment("podinfo:6.0.0")).await;
+    world
+        .apply::<Deployment>(deployment("podinfo", "podinfo:6.0.0", 2))
+        .await;
     if provider == "nginx" {
         world
             .apply::<Ingress>(json!({
@@ -237,7 +223,9 @@ async fn promoted_on_builtin_metrics(cp: ControlPlane, provider: &str) {
     let world = world(cp, provider).await;
     initialized(&world, provider, progressive()).await;
     let (before, _, _) = world.served();
-    world.apply::<Deployment>(deployment("podinfo:6.0.1")).await;
+    world
+        .apply::<Deployment>(deployment("podinfo", "podinfo:6.0.1", 2))
+        .await;
     world
         .wait("canary weight 25", |c| {
             c.status.as_ref().is_some_and(|s| s.canary_weight >= 25)
@@ -287,7 +275,7 @@ async fn istio_faulty_release_rolled_back_on_the_success_rate(cp: ControlPlane) 
     let world = world(cp, "istio").await;
     initialized(&world, "istio", progressive()).await;
     world
-        .apply::<Deployment>(deployment("podinfo:6.0.1-faulty"))
+        .apply::<Deployment>(deployment("podinfo", "podinfo:6.0.1-faulty", 2))
         .await;
     world.wait_phase(Phase::Failed).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.0");
@@ -329,7 +317,9 @@ async fn ab_release(cp: ControlPlane, provider: &str) {
     let analysis = json!({"interval": "2s", "threshold": 2, "iterations": 4,
         "match": [{"headers": {"x-canary": {"exact": "insider"}}}], "metrics": builtins()});
     initialized(&world, provider, analysis).await;
-    world.apply::<Deployment>(deployment("podinfo:6.0.1")).await;
+    world
+        .apply::<Deployment>(deployment("podinfo", "podinfo:6.0.1", 2))
+        .await;
     world
         .wait("iteration 1", |c| {
             c.status.as_ref().is_some_and(|s| s.iterations >= 1)
@@ -356,7 +346,9 @@ async fn istio_blue_green_with_mirroring(cp: ControlPlane) {
     let analysis = json!({"interval": "2s", "threshold": 2, "iterations": 3, "mirror": true,
         "mirrorWeight": 100, "metrics": builtins()});
     initialized(&world, "istio", analysis).await;
-    world.apply::<Deployment>(deployment("podinfo:6.0.1")).await;
+    world
+        .apply::<Deployment>(deployment("podinfo", "podinfo:6.0.1", 2))
+        .await;
     world
         .wait("iteration 1", |c| {
             c.status.as_ref().is_some_and(|s| s.iterations >= 1)
@@ -418,7 +410,9 @@ async fn istio_weights_edited_by_hand_are_put_back_and_reported(cp: ControlPlane
     .await
     .unwrap();
     // Any release step re-declares the routes; a new revision triggers one at once.
-    world.apply::<Deployment>(deployment("podinfo:6.0.1")).await;
+    world
+        .apply::<Deployment>(deployment("podinfo", "podinfo:6.0.1", 2))
+        .await;
     let deadline = Instant::now() + LONG;
     loop {
         let events = world.events().await;
@@ -458,7 +452,9 @@ async fn istio_revert_on_deletion_restores_a_taken_over_virtual_service(cp: Cont
     .unwrap();
     let mut c = canary("istio", progressive());
     c["spec"]["revertOnDeletion"] = json!(true);
-    world.apply::<Deployment>(deployment("podinfo:6.0.0")).await;
+    world
+        .apply::<Deployment>(deployment("podinfo", "podinfo:6.0.0", 2))
+        .await;
     world.apply::<Canary>(c).await;
     world.wait_phase(Phase::Initialized).await;
     let taken = api.get("podinfo").await.unwrap();

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use serin::api::Canary;
 use serin::api::canary::MetricVerdict;
 use serin_core::Phase;
-use serin_testkit::{ControlPlane, NS, WorldConfig};
+use serin_testkit::{ControlPlane, NS, WorldConfig, deployment};
 
 /// The kit's world, with this suite's reads of the one Canary, `podinfo`.
 struct World(serin_testkit::World);
@@ -117,24 +117,8 @@ impl World {
     }
 
     async fn set_image(&self, image: &str) {
-        self.apply(deployment(image)).await;
+        self.apply(deployment("podinfo", image, 2)).await;
     }
-}
-
-fn deployment(image: &str) -> Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "podinfo", "namespace": NS},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "podinfo"}},
-            "template": {
-                "metadata": {"labels": {"app": "podinfo"}},
-                "spec": {"containers": [{"name": "app", "image": image,
-                    "ports": [{"containerPort": 9898, "name": "http"}]}]}
-            }
-        }
-    })
 }
 
 fn canary(metrics: Value) -> Value {
@@ -161,7 +145,7 @@ const BUILTINS: &str = r#"[
 ]"#;
 
 async fn initialized(world: &World, metrics: Value) {
-    world.apply(deployment("podinfo:6.0.0")).await;
+    world.apply(deployment("podinfo", "podinfo:6.0.0", 2)).await;
     world.apply(canary(metrics)).await;
     world
         .wait_phase(Phase::Initialized, Duration::from_secs(30))

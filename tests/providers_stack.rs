@@ -6,8 +6,7 @@
 
 // The stack's own test helpers (podinfo layout, CRDs, object creation), shared rather than
 // copied.
-#[path = "../e2e/stack/tests/common/mod.rs"]
-mod common;
+use serin_stack::testing as common;
 
 use std::time::{Duration, Instant};
 

@@ -20,6 +20,8 @@
 
 pub mod builtin;
 pub mod check;
+mod comparison;
+pub mod judge;
 pub mod provider;
 pub mod secret;
 pub mod template;
@@ -227,6 +229,8 @@ impl Analyzer {
         (interval / 2).max(self.http.timeout)
     }
 
+    // Long on purpose: resolve, render, query, judge, in order; each outcome returns through
+    // MetricCheck's own constructors.
     async fn check(
         &self,
         canary: &Canary,
@@ -254,6 +258,8 @@ impl Analyzer {
                 value: None,
                 threshold_min: bounds.min,
                 threshold_max: bounds.max,
+                baseline: None,
+                p_value: None,
                 verdict: MetricVerdict::Error,
                 message: None,
                 time: Some(now),
@@ -280,6 +286,18 @@ impl Analyzer {
         let mut vars = TemplateVars::new(canary, interval_text, metric.template_variables.as_ref());
         if let Some(route) = route {
             vars.route = route.clone();
+        }
+        if let Some(judge) = &metric.judge {
+            let at = comparison::At {
+                metric,
+                judge,
+                resolved: &resolved,
+                vars: &vars,
+                window: interval,
+                now,
+                deadline,
+            };
+            return self.compare(result, at).await;
         }
         let query = match template::render(&resolved.query, &vars) {
             Ok(query) => query,
@@ -333,55 +351,9 @@ impl Analyzer {
 
         if let Some(reference) = &metric.template_ref {
             let namespace = reference.namespace.as_deref().unwrap_or(canary_ns);
-            let template = self
-                .template(namespace, &reference.name)
-                .await
-                .map_err(|e| ("template".to_string(), e))?;
-            let provider = &template.spec.provider;
-            let provider_name = provider.type_.as_str();
-            let fail = |e: QueryError| (provider_name.to_string(), e);
-            let secret = match &provider.secret_ref {
-                Some(secret_ref) => Some((
-                    format!("{namespace}/{}", secret_ref.name),
-                    self.secret(namespace, &secret_ref.name)
-                        .await
-                        .map_err(fail)?,
-                )),
-                None => None,
-            };
-            let secret = secret
-                .as_ref()
-                .map(|(n, d): &(String, SecretData)| (n.as_str(), d));
-            let backend: Box<dyn MetricProvider> = match provider.type_ {
-                MetricProviderType::Prometheus => Box::new(
-                    Prometheus::from_template(provider, secret, prometheus_address)
-                        .map_err(fail)?,
-                ),
-                MetricProviderType::Datadog => Box::new(
-                    Datadog::from_template(
-                        provider,
-                        template.metadata.annotations.as_ref(),
-                        secret,
-                    )
-                    .map_err(fail)?,
-                ),
-                MetricProviderType::Newrelic => {
-                    Box::new(NewRelic::from_template(provider, secret).map_err(fail)?)
-                }
-                other => {
-                    return Err(fail(QueryError::config(format!(
-                        "metric provider `{}` is not supported by serin yet (supported: \
-                         prometheus, datadog, newrelic)",
-                        other.as_str()
-                    ))));
-                }
-            };
-            return Ok(Resolved {
-                provider: provider_name.to_string(),
-                query: template.spec.query.clone(),
-                backend,
-                builtin: None,
-            });
+            return self
+                .resolve_template(namespace, &reference.name, prometheus_address)
+                .await;
         }
 
         let prometheus = Prometheus::new(prometheus_address).map_err(|e| (prom(), e))?;
@@ -389,6 +361,7 @@ impl Analyzer {
             return Ok(Resolved {
                 provider: prom(),
                 query: query.to_string(),
+                baseline_query: None,
                 backend: Box::new(prometheus),
                 builtin: None,
             });
@@ -400,6 +373,7 @@ impl Analyzer {
             return Ok(Resolved {
                 provider: prom(),
                 query: query.to_string(),
+                baseline_query: None,
                 backend: Box::new(prometheus),
                 builtin: Some(builtin),
             });
@@ -411,6 +385,61 @@ impl Analyzer {
                  a builtin name (request-success-rate, request-duration)",
             ),
         ))
+    }
+
+    /// A metric with a `templateRef`: the MetricTemplate's query and provider (with its
+    /// Secret).
+    async fn resolve_template(
+        &self,
+        namespace: &str,
+        name: &str,
+        prometheus_address: &str,
+    ) -> Result<Resolved, (String, QueryError)> {
+        let template = self
+            .template(namespace, name)
+            .await
+            .map_err(|e| ("template".to_string(), e))?;
+        let provider = &template.spec.provider;
+        let provider_name = provider.type_.as_str();
+        let fail = |e: QueryError| (provider_name.to_string(), e);
+        let secret = match &provider.secret_ref {
+            Some(secret_ref) => Some((
+                format!("{namespace}/{}", secret_ref.name),
+                self.secret(namespace, &secret_ref.name)
+                    .await
+                    .map_err(fail)?,
+            )),
+            None => None,
+        };
+        let secret = secret
+            .as_ref()
+            .map(|(n, d): &(String, SecretData)| (n.as_str(), d));
+        let backend: Box<dyn MetricProvider> = match provider.type_ {
+            MetricProviderType::Prometheus => Box::new(
+                Prometheus::from_template(provider, secret, prometheus_address).map_err(fail)?,
+            ),
+            MetricProviderType::Datadog => Box::new(
+                Datadog::from_template(provider, template.metadata.annotations.as_ref(), secret)
+                    .map_err(fail)?,
+            ),
+            MetricProviderType::Newrelic => {
+                Box::new(NewRelic::from_template(provider, secret).map_err(fail)?)
+            }
+            other => {
+                return Err(fail(QueryError::config(format!(
+                    "metric provider `{}` is not supported by serin yet (supported: \
+                     prometheus, datadog, newrelic)",
+                    other.as_str()
+                ))));
+            }
+        };
+        Ok(Resolved {
+            provider: provider_name.to_string(),
+            query: template.spec.query.clone(),
+            baseline_query: template.spec.baseline_query.clone(),
+            backend,
+            builtin: None,
+        })
     }
 
     async fn template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, QueryError> {
@@ -457,6 +486,8 @@ impl Analyzer {
 struct Resolved {
     provider: String,
     query: String,
+    /// The template's `baselineQuery` (for the judge).
+    baseline_query: Option<String>,
     backend: Box<dyn MetricProvider>,
     builtin: Option<Builtin>,
 }

@@ -32,6 +32,10 @@ pub struct MetricTemplateSpec {
     /// `{{ service }}`, `{{ ingress }}`, `{{ route }}`, `{{ interval }}` and
     /// `{{ variables.key }}` are replaced before it runs.
     pub query: String,
+    /// serin extension: the same measure for the primary, for a metric with a `judge`.
+    /// Without it the judge runs `query` with `{{ target }}` set to the primary's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_query: Option<String>,
 }
 
 /// A metrics backend.

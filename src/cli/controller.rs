@@ -187,6 +187,8 @@ async fn client(
     Ok(builder.with_layer(&throttle).with_layer(&count).build())
 }
 
+// Long on purpose: the start-up sequence (client, telemetry, health, leader election,
+// controller, shutdown) read top to bottom in the order it happens.
 async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
     let telemetry = Arc::new(telemetry::Telemetry::new());
     let client = client(&args, &telemetry).await?;

@@ -200,7 +200,11 @@ mod tests {
         let names: Vec<&str> = Reason::iter().map(Reason::as_str).collect();
         assert_eq!(names.len(), 12);
         assert!(names.contains(&"KindNotServed") && names.contains(&"FieldManagerConflict"));
-        assert!(names.iter().all(|n| n.starts_with(char::is_uppercase) && !n.contains(' ')));
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with(char::is_uppercase) && !n.contains(' '))
+        );
     }
 
     #[test]

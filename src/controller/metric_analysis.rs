@@ -67,6 +67,8 @@ mod tests {
                 value,
                 threshold_min: None,
                 threshold_max: None,
+                baseline: None,
+                p_value: None,
                 verdict: MetricVerdict::Pass,
                 message: None,
                 time: None,

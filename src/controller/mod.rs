@@ -154,47 +154,15 @@ pub async fn run(
     // (and its RBAC) sees only that namespace's templates.
     let (templates, template_events) = cached::<MetricTemplate>(&client, ns);
 
-    let rustls_provider = rustls::crypto::ring::default_provider().install_default();
-    if rustls_provider.is_err() {
-        tracing::debug!("a TLS crypto provider was already installed");
-    }
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("serin/", env!("CARGO_PKG_VERSION")))
-        .build()?;
-    let analyzer = crate::analysis::Analyzer::new(
-        client.clone(),
-        config.metrics_server.clone(),
-        config.mesh_provider,
-    )?
-    .with_caches(templates.clone(), secrets.clone());
-    let event_hooks = event_webhooks::EventHooks::start(http.clone(), config.event_webhook.clone());
-    let notifier = config.notifier.clone();
-    let ctx = Arc::new(Context {
-        analyzer,
-        client: client.clone(),
-        config,
-        stores: Stores {
-            deployments,
-            daemon_sets,
-            services,
-            configmaps,
-            secrets,
-            templates,
-        },
-        events: events::Events::new(client.clone(), Some(event_hooks)),
-        alerts: alerts::Alerts::start(
-            client.clone(),
-            http.clone(),
-            alerts::Destination::global(&notifier),
-            telemetry.clone(),
-        ),
-        http,
-        telemetry: telemetry.clone(),
-        written: Default::default(),
-        expected: Default::default(),
-        retries: Default::default(),
-        commands_cleared: Default::default(),
-    });
+    let stores = Stores {
+        deployments,
+        daemon_sets,
+        services,
+        configmaps,
+        secrets,
+        templates,
+    };
+    let ctx = context(&client, config, telemetry, stores)?;
 
     let controller = Controller::new(api::<Canary>(&client, ns), watcher::Config::default());
     let canaries = controller.store();
@@ -222,22 +190,7 @@ pub async fn run(
             canaries_in(&by_secret, s.namespace())
         })
         .watches_stream(template_events, move |t: MetricTemplate| {
-            let (ns, name) = (t.namespace(), t.name_any());
-            by_template
-                .state()
-                .iter()
-                .filter(|c| {
-                    c.spec.analysis().is_some_and(|a| {
-                        a.metrics().iter().any(|m| {
-                            m.template_ref.as_ref().is_some_and(|r| {
-                                r.name == name
-                                    && r.namespace.clone().or_else(|| c.namespace()) == ns
-                            })
-                        })
-                    })
-                })
-                .map(|c| ObjectRef::from_obj(c.as_ref()))
-                .collect::<Vec<_>>()
+            canaries_using_template(&by_template, &t)
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
@@ -249,4 +202,67 @@ pub async fn run(
         .await;
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// The Canaries whose metrics reference this MetricTemplate.
+fn canaries_using_template(canaries: &Store<Canary>, t: &MetricTemplate) -> Vec<ObjectRef<Canary>> {
+    let (ns, name) = (t.namespace(), t.name_any());
+    canaries
+        .state()
+        .iter()
+        .filter(|c| {
+            c.spec.analysis().is_some_and(|a| {
+                a.metrics().iter().any(|m| {
+                    m.template_ref.as_ref().is_some_and(|r| {
+                        r.name == name && r.namespace.clone().or_else(|| c.namespace()) == ns
+                    })
+                })
+            })
+        })
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// What every reconcile shares: HTTP client, metric analysis (over the template and Secret
+/// caches), events and alerts.
+fn context(
+    client: &Client,
+    config: Config,
+    telemetry: Arc<telemetry::Telemetry>,
+    stores: Stores,
+) -> anyhow::Result<Arc<Context>> {
+    let rustls_provider = rustls::crypto::ring::default_provider().install_default();
+    if rustls_provider.is_err() {
+        tracing::debug!("a TLS crypto provider was already installed");
+    }
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("serin/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let analyzer = crate::analysis::Analyzer::new(
+        client.clone(),
+        config.metrics_server.clone(),
+        config.mesh_provider,
+    )?
+    .with_caches(stores.templates.clone(), stores.secrets.clone());
+    let event_hooks = event_webhooks::EventHooks::start(http.clone(), config.event_webhook.clone());
+    let notifier = config.notifier.clone();
+    Ok(Arc::new(Context {
+        analyzer,
+        client: client.clone(),
+        config,
+        stores,
+        events: events::Events::new(client.clone(), Some(event_hooks)),
+        alerts: alerts::Alerts::start(
+            client.clone(),
+            http.clone(),
+            alerts::Destination::global(&notifier),
+            telemetry.clone(),
+        ),
+        http,
+        telemetry: telemetry.clone(),
+        written: Default::default(),
+        expected: Default::default(),
+        retries: Default::default(),
+        commands_cleared: Default::default(),
+    }))
 }

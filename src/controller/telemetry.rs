@@ -134,6 +134,7 @@ impl std::fmt::Debug for Telemetry {
 }
 
 impl Telemetry {
+    // Long on purpose: one registration per metric family (name, help, buckets), a table.
     pub fn new() -> Telemetry {
         let mut registry = Registry::default();
         let info = Family::<InfoLabels, Gauge>::default();

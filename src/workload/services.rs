@@ -80,6 +80,7 @@ pub fn discovered_ports(spec: &CanarySpec, pod: Option<&PodSpec>) -> Vec<Service
 
 /// Renders the generated Service `role` of a canary whose target's selector label is
 /// `key: value`; `discovered`: the ports of [`discovered_ports`].
+// Long on purpose: the Service's metadata, ports and selector, as Flagger builds them.
 pub fn render(
     spec: &CanarySpec,
     namespace: &str,

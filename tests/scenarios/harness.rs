@@ -5,7 +5,9 @@
 use serde_json::{Value, json};
 use serin::api::Canary;
 use serin_core::Phase;
-pub use serin_testkit::{ControlPlane, NS, World, WorldConfig, ready_condition, wait_until};
+pub use serin_testkit::{
+    ControlPlane, NS, World, WorldConfig, deployment, ready_condition, wait_until,
+};
 use std::time::Duration;
 
 /// The stack on `cp` with serin's CRDs and a running controller (`--mesh-provider
@@ -22,23 +24,6 @@ pub async fn world_without_controller(cp: ControlPlane) -> World {
         .without_controller()
         .start()
         .await
-}
-
-/// A podinfo-like Deployment (`app: <name>`, container `app`).
-pub fn deployment(name: &str, image: &str, replicas: i32) -> Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": image,
-                    "ports": [{"containerPort": 9898, "name": "http"}]}]}
-            }
-        }
-    })
 }
 
 /// A `kubernetes`-provider Canary (blue/green) with `iterations` checks at 1 s.

@@ -41,7 +41,7 @@ use serde::Serialize;
 use crate::Phase;
 use crate::effect::{Effect, EventType, Notify, Routes, Severity};
 use crate::observation::{Analysis, Command, Gate, Observation, Readiness};
-use crate::plan::{Plan, Routing, Strategy};
+use crate::plan::{Plan, Routing, Stepping, Strategy};
 use crate::status::Status;
 use crate::weights;
 
@@ -157,6 +157,11 @@ struct Tick<'a> {
 }
 
 /// Gets a probe's result, or returns early asking the controller to run it.
+/// A flow that ended the step, whichever way: for the steps that return `Result<(), Decision>`.
+fn ended(flow: Flow) -> Decision {
+    flow.unwrap_or_else(|decision| decision)
+}
+
 macro_rules! probe {
     ($tick:expr, $field:ident, $probe:expr) => {
         match &$tick.obs.probes.$field {
@@ -357,6 +362,24 @@ impl Tick<'_> {
             return self.roll_back_on_threshold();
         }
 
+        self.check_step()?;
+        match self.plan.strategy.clone() {
+            Strategy::Canary { stepping, mirror } => self.advance_canary(&stepping, mirror),
+            Strategy::AbTesting { iterations } => {
+                if self.prev.iterations < iterations {
+                    return self.advance_iteration(iterations);
+                }
+                self.confirm_promotion(100)
+            }
+            Strategy::BlueGreen { iterations, mirror } => {
+                self.advance_blue_green(iterations, mirror)
+            }
+        }
+    }
+
+    /// The step's checks: the pre-rollout webhooks on the first step, the analysis (metrics
+    /// and rollout webhooks) on the others. `Err` ends the step (a failed check, or a hold).
+    fn check_step(&mut self) -> Result<(), Decision> {
         let first_step =
             self.prev.canary_weight == 0 && self.prev.iterations == 0 && !self.prev.mirrored;
         if first_step {
@@ -369,14 +392,15 @@ impl Tick<'_> {
                         self.event(EventType::Normal, msg);
                     }
                     Gate::Closed { reason, .. } => {
-                        return self.fail_check(format!("pre-rollout check failed: {reason}"));
+                        let reason = format!("pre-rollout check failed: {reason}");
+                        return Err(ended(self.fail_check(reason)));
                     }
                 }
             }
         } else if self.plan.has_checks {
             match probe!(self, analysis, Probe::Analysis) {
                 Analysis::Pass => {}
-                Analysis::Fail(reason) => return self.fail_check(reason),
+                Analysis::Fail(reason) => return Err(ended(self.fail_check(reason))),
                 Analysis::Hold(reason) => {
                     if self.deadline_exceeded() {
                         let msg = format!(
@@ -384,73 +408,70 @@ impl Tick<'_> {
                             self.plan.canary,
                             self.plan.progress_deadline.num_seconds()
                         );
-                        return self.roll_back_because(msg);
+                        return Err(ended(self.roll_back_because(msg)));
                     }
                     let msg = halt_message(&self.plan.canary, &reason);
                     self.event(EventType::Warning, msg);
-                    return self.done(self.plan.interval);
+                    return Err(ended(self.done(self.plan.interval)));
                 }
             }
         }
+        Ok(())
+    }
 
-        match self.plan.strategy.clone() {
-            Strategy::Canary { stepping, mirror } => {
-                let weight = self.prev.canary_weight;
-                if weight >= self.plan.max_weight() {
-                    return self.confirm_promotion(weight);
-                }
-                if !self.prev.mirrored {
-                    self.confirm_traffic_increase()?;
-                }
-                if mirror && weight == 0 && !self.prev.mirrored {
-                    self.next.mirrored = true;
-                    let msg = format!("Starting traffic mirroring for {}", self.plan.canary);
-                    self.event(EventType::Normal, msg);
-                    return self.done(self.plan.interval);
-                }
-                let next = weights::next_weight(&stepping, weight);
-                self.next.canary_weight = next;
-                self.next.mirrored = false;
-                let msg = format!("Advance {} canary weight {next}", self.plan.canary);
-                self.event(EventType::Normal, msg);
-                self.done(self.plan.interval)
+    /// Canary strategy: the next weight (or mirroring first), promotion at the maximum.
+    fn advance_canary(&mut self, stepping: &Stepping, mirror: bool) -> Flow {
+        let weight = self.prev.canary_weight;
+        if weight >= self.plan.max_weight() {
+            return self.confirm_promotion(weight);
+        }
+        if !self.prev.mirrored {
+            self.confirm_traffic_increase()?;
+        }
+        if mirror && weight == 0 && !self.prev.mirrored {
+            self.next.mirrored = true;
+            let msg = format!("Starting traffic mirroring for {}", self.plan.canary);
+            self.event(EventType::Normal, msg);
+            return self.done(self.plan.interval);
+        }
+        let next = weights::next_weight(stepping, weight);
+        self.next.canary_weight = next;
+        self.next.mirrored = false;
+        let msg = format!("Advance {} canary weight {next}", self.plan.canary);
+        self.event(EventType::Normal, msg);
+        self.done(self.plan.interval)
+    }
+
+    /// Blue/green: the iterations (mirrored if asked), one interval with all traffic on the
+    /// new version where routing is weighted, then promotion.
+    fn advance_blue_green(&mut self, iterations: u32, mirror: bool) -> Flow {
+        let weighted = self.plan.routing == Routing::Weighted;
+        if self.prev.iterations < iterations {
+            if mirror && weighted && !self.prev.mirrored {
+                self.next.mirrored = true;
             }
-            Strategy::AbTesting { iterations } => {
-                if self.prev.iterations < iterations {
-                    return self.advance_iteration(iterations);
-                }
-                self.confirm_promotion(100)
-            }
-            Strategy::BlueGreen { iterations, mirror } => {
-                let weighted = self.plan.routing == Routing::Weighted;
-                if self.prev.iterations < iterations {
-                    if mirror && weighted && !self.prev.mirrored {
-                        self.next.mirrored = true;
-                    }
-                    return self.advance_iteration(iterations);
-                }
-                if self.prev.iterations == iterations && weighted {
-                    // One more interval with all traffic on the new version before promotion.
-                    self.gate_promotion()?;
-                    let msg = if self.prev.mirrored {
-                        "Stop traffic mirroring and route all traffic to canary"
-                    } else {
-                        "Routing all traffic to canary"
-                    };
-                    self.event(EventType::Normal, msg.into());
-                    self.next.mirrored = false;
-                    self.next.iterations = iterations + 1;
-                    self.next.phase = Phase::Progressing;
-                    return self.done(self.plan.interval);
-                }
-                if weighted {
-                    // The gate passed on the previous step.
-                    self.start_promotion()
-                } else {
-                    // kubernetes provider: no routing to switch, promote right away.
-                    self.confirm_promotion(0)
-                }
-            }
+            return self.advance_iteration(iterations);
+        }
+        if self.prev.iterations == iterations && weighted {
+            // One more interval with all traffic on the new version before promotion.
+            self.gate_promotion()?;
+            let msg = if self.prev.mirrored {
+                "Stop traffic mirroring and route all traffic to canary"
+            } else {
+                "Routing all traffic to canary"
+            };
+            self.event(EventType::Normal, msg.into());
+            self.next.mirrored = false;
+            self.next.iterations = iterations + 1;
+            self.next.phase = Phase::Progressing;
+            return self.done(self.plan.interval);
+        }
+        if weighted {
+            // The gate passed on the previous step.
+            self.start_promotion()
+        } else {
+            // kubernetes provider: no routing to switch, promote right away.
+            self.confirm_promotion(0)
         }
     }
 

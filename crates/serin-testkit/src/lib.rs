@@ -19,6 +19,8 @@ pub use world::{NS, World, WorldConfig, controller_args, ready_condition, wait_u
 
 use std::path::PathBuf;
 
+use serde_json::{Value, json};
+
 /// The control planes the scenario suites run on: `$SERIN_CONTROL_PLANES` (`emulator`,
 /// `real`, or both comma-separated); both by default.
 pub fn control_planes() -> Vec<ControlPlane> {
@@ -72,4 +74,21 @@ macro_rules! on_every_control_plane {
             )*
         }
     };
+}
+
+/// A podinfo-like Deployment (`app: <name>`, container `app`).
+pub fn deployment(name: &str, image: &str, replicas: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": image,
+                    "ports": [{"containerPort": 9898, "name": "http"}]}]}
+            }
+        }
+    })
 }

@@ -50,6 +50,7 @@ mod server;
 mod simulator;
 mod store;
 mod table;
+pub mod testing;
 pub mod traffic;
 mod watch;
 

@@ -150,7 +150,7 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-mod duration_str {
+pub(crate) mod duration_str {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 

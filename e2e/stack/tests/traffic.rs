@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use serin_stack::testing as common;
 
 use common::*;
 use serde_json::json;

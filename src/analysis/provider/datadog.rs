@@ -302,8 +302,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::analysis::provider::fake::{FakeServer, Response};
     use crate::api::MetricProviderType;
+    use serin_stack::testing::fake_http::{FakeServer, Response};
 
     fn provider(address: &str) -> MetricTemplateProvider {
         MetricTemplateProvider {

@@ -8,9 +8,6 @@ pub mod datadog;
 pub mod newrelic;
 pub mod prometheus;
 
-#[cfg(test)]
-pub(crate) mod fake;
-
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -48,6 +45,22 @@ pub trait MetricProvider: Send + Sync {
     /// Backends with the same key are one server: its availability is checked once.
     fn availability_key(&self) -> Option<String> {
         None
+    }
+
+    /// The query's values at every `step` over `query.interval` up to `query.now`, for the
+    /// canary-vs-primary judge. Providers that answer single values only say so.
+    fn series<'a>(
+        &'a self,
+        _http: &'a Http,
+        _query: Query<'a>,
+        _step: Duration,
+    ) -> BoxFuture<'a, Result<Vec<f64>, QueryError>> {
+        Box::pin(async {
+            Err(QueryError::config(
+                "the judge compares series over time, which serin reads from Prometheus only: \
+                 use a Prometheus MetricTemplate, or thresholds for this metric",
+            ))
+        })
     }
 }
 

@@ -100,12 +100,48 @@ impl Prometheus {
     /// Runs an instant query. The headers are copied into each request (Flagger appended the
     /// auth header to the cached template's map, growing it every tick).
     pub async fn query(&self, http: &Http, query: &str) -> Result<Reading, QueryError> {
-        let url = format!("{}/api/v1/query", self.address);
+        let answer = self.get(http, "query", &[("query", query)]).await?;
+        read_answer(&answer)
+    }
+
+    /// Runs a range query: one value per `step` over `[end - window, end]`, the points of a
+    /// single series (NaN points left out: a ratio over a second without requests).
+    pub async fn query_range(
+        &self,
+        http: &Http,
+        query: &str,
+        window: std::time::Duration,
+        step: std::time::Duration,
+        end: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<f64>, QueryError> {
+        let end_secs = end.timestamp_millis() as f64 / 1000.0;
+        let start = format!("{:.3}", end_secs - window.as_secs_f64());
+        let end = format!("{end_secs:.3}");
+        let step = format!("{:.3}", step.as_secs_f64().max(0.001));
+        let params = [
+            ("query", query),
+            ("start", &start),
+            ("end", &end),
+            ("step", &step),
+        ];
+        let answer = self.get(http, "query_range", &params).await?;
+        let data = read_data(&answer)?;
+        read_matrix(&data)
+    }
+
+    /// GET `/api/v1/<endpoint>` with the template's headers and credentials.
+    async fn get(
+        &self,
+        http: &Http,
+        endpoint: &str,
+        params: &[(&str, &str)],
+    ) -> Result<Answer, QueryError> {
+        let url = format!("{}/api/v1/{endpoint}", self.address);
         let mut request = http
             .client(self.insecure_skip_verify)
             .get(&url)
             .headers(self.headers.clone())
-            .query(&[("query", query)]);
+            .query(params);
         request = match &self.auth {
             Some(Auth::Bearer(token)) => request.bearer_auth(token),
             Some(Auth::Basic { username, password }) => {
@@ -113,8 +149,7 @@ impl Prometheus {
             }
             None => request,
         };
-        let answer = http.send(NAME, request).await?;
-        read_answer(&answer)
+        http.send(NAME, request).await
     }
 
     /// Provider availability: `vector(1)` must answer exactly 1 (Flagger's `IsOnline`).
@@ -187,8 +222,70 @@ struct Data {
     result: Value,
 }
 
-/// Reads an answer the way the module doc says.
+/// Reads an instant query's answer the way the module doc says.
 fn read_answer(answer: &Answer) -> Result<Reading, QueryError> {
+    let data = read_data(answer)?;
+    match data.result_type.as_str() {
+        "vector" => read_vector(&data.result),
+        "scalar" => match sample_value(&data.result)? {
+            v if v.is_nan() => Ok(Reading::NoData("the scalar is NaN".into())),
+            v => Ok(Reading::Value(v)),
+        },
+        "matrix" => Err(QueryError::new(
+            ErrorKind::Query,
+            "prometheus returned a matrix (a range vector): the query must return one instant \
+             value; wrap the range selector in rate(), sum_over_time() or similar",
+        )),
+        other => Err(QueryError::new(
+            ErrorKind::Query,
+            format!("prometheus returned a {other} result; the query must return a number"),
+        )),
+    }
+}
+
+/// A range query's points: no series is an empty sample, several are an error (the judge
+/// compares one series per version).
+fn read_matrix(data: &Data) -> Result<Vec<f64>, QueryError> {
+    if data.result_type != "matrix" {
+        return Err(QueryError::new(
+            ErrorKind::Query,
+            format!(
+                "prometheus returned a {} result to a range query",
+                data.result_type
+            ),
+        ));
+    }
+    let series = data
+        .result
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    match series {
+        [] => Ok(Vec::new()),
+        [one] => {
+            let points = one.get("values").and_then(Value::as_array);
+            let mut values = Vec::new();
+            for point in points.map(Vec::as_slice).unwrap_or_default() {
+                let v = sample_value(point)?;
+                if !v.is_nan() {
+                    values.push(v);
+                }
+            }
+            Ok(values)
+        }
+        many => Err(QueryError::new(
+            ErrorKind::Query,
+            format!(
+                "the query returned {} series; the judge compares one series per version: \
+                 aggregate it (sum, histogram_quantile ... by (le))",
+                many.len()
+            ),
+        )),
+    }
+}
+
+/// The envelope's `data`, or the error the answer carries.
+fn read_data(answer: &Answer) -> Result<Data, QueryError> {
     // Prometheus itself answers 400/422/503 with a JSON envelope naming the error; proxies in
     // front of it answer with anything, so an unreadable body falls back to the status.
     let envelope: Envelope = match answer.json(NAME) {
@@ -225,22 +322,7 @@ fn read_answer(answer: &Answer) -> Result<Reading, QueryError> {
             "prometheus answered success without `data`",
         )
     })?;
-    match data.result_type.as_str() {
-        "vector" => read_vector(&data.result),
-        "scalar" => match sample_value(&data.result)? {
-            v if v.is_nan() => Ok(Reading::NoData("the scalar is NaN".into())),
-            v => Ok(Reading::Value(v)),
-        },
-        "matrix" => Err(QueryError::new(
-            ErrorKind::Query,
-            "prometheus returned a matrix (a range vector): the query must return one instant \
-             value; wrap the range selector in rate(), sum_over_time() or similar",
-        )),
-        other => Err(QueryError::new(
-            ErrorKind::Query,
-            format!("prometheus returned a {other} result; the query must return a number"),
-        )),
-    }
+    Ok(data)
 }
 
 fn read_vector(result: &Value) -> Result<Reading, QueryError> {
@@ -315,6 +397,15 @@ impl super::MetricProvider for Prometheus {
     fn availability_key(&self) -> Option<String> {
         Some(self.address().to_string())
     }
+
+    fn series<'a>(
+        &'a self,
+        http: &'a Http,
+        query: super::Query<'a>,
+        step: std::time::Duration,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<f64>, QueryError>> {
+        Box::pin(self.query_range(http, query.text, query.interval, step, query.now))
+    }
 }
 
 #[cfg(test)]
@@ -325,7 +416,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::analysis::provider::fake::{FakeServer, Response};
+    use serin_stack::testing::fake_http::{FakeServer, Response};
 
     fn vector(values: &[&str]) -> serde_json::Value {
         let result: Vec<_> = values

@@ -206,6 +206,53 @@ pub struct CanaryMetric {
     /// deadline; `pass` counts a success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_data_policy: Option<NoDataPolicy>,
+    /// serin extension: judge the canary against the primary instead of against thresholds.
+    /// The query runs once per version over the metric's `interval`, one sample per `step`;
+    /// a one-sided Mann-Whitney U test says whether the canary is worse, and the check fails
+    /// only when it is, with the asked confidence, by more than `tolerance`. Too few samples
+    /// is "no data" (`noDataPolicy` decides). Prometheus only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<MetricJudge>,
+}
+
+/// `spec.analysis.metrics[].judge`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricJudge {
+    /// Confidence that the canary is worse before the check fails, in (0, 1); default 0.98.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// Samples each version needs before a verdict; default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<u32>,
+    /// How much worse the canary's mean may be, relative to the primary's; default 0.1 (10
+    /// %). For `request-success-rate` it applies to the error rate (100 - the value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    /// Time between samples, and each sample's `{{ interval }}`; default `10s`. At least twice
+    /// Prometheus' scrape interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9]+(m|s)"))]
+    pub step: Option<String>,
+    /// Which way is worse: `higher` (latency, errors) or `lower` (throughput, success).
+    /// The builtins know theirs; a template's metric defaults to `higher`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worse: Option<Worse>,
+}
+
+// Which direction of a metric is a regression.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Worse {
+    Higher,
+    Lower,
+}
+
+impl MetricJudge {
+    pub const DEFAULT_CONFIDENCE: f64 = 0.98;
+    pub const DEFAULT_MIN_SAMPLES: u32 = 20;
+    pub const DEFAULT_TOLERANCE: f64 = 0.1;
+    pub const DEFAULT_STEP: &'static str = "10s";
 }
 
 impl CanaryMetric {

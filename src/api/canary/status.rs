@@ -126,6 +126,12 @@ pub struct MetricObservation {
     /// Maximum accepted value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold_max: Option<f64>,
+    /// With a judge: the primary's mean over the same window (`value` is the canary's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
+    /// With a judge: the one-sided Mann-Whitney U test's p-value (canary worse than primary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
     /// Outcome of the check: pass, fail, noData or error.
     pub verdict: MetricVerdict,
     /// Why the check failed or had no data.

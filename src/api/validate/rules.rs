@@ -29,6 +29,8 @@ pub(super) fn canary_spec(spec: &CanarySpec, default_provider: Provider) -> Vec<
     problems
 }
 
+// Long on purpose: one rule per field of `spec.analysis`, in the CRD's order, so a field's
+// rule is found by reading down; split up, the table would be scattered.
 fn analysis_rules(spec: &CanarySpec, a: &CanaryAnalysis, at: &str, p: &mut Vec<Problem>) {
     if let Some(interval) = &a.interval
         && let Err(e) = parse_duration(interval)
@@ -120,6 +122,9 @@ fn analysis_rules(spec: &CanarySpec, a: &CanaryAnalysis, at: &str, p: &mut Vec<P
             && let Err(e) = parse_duration(interval)
         {
             p.push(Problem::new(format!("{mp}.interval"), e.to_string()));
+        }
+        if let Some(judge) = &m.judge {
+            judge_rules(judge, &format!("{mp}.judge"), p);
         }
         if let Some(range) = &m.threshold_range
             && let (Some(min), Some(max)) = (range.min, range.max)
@@ -309,6 +314,44 @@ pub(super) fn alert_provider_spec(spec: &AlertProviderSpec) -> Vec<Problem> {
     problems
 }
 
+/// `metrics[].judge`: each setting within its meaning.
+fn judge_rules(j: &crate::api::canary::MetricJudge, at: &str, p: &mut Vec<Problem>) {
+    if let Some(c) = j.confidence
+        && !(c > 0.0 && c < 1.0)
+    {
+        p.push(Problem::new(
+            format!("{at}.confidence"),
+            format!("{c} is not a probability between 0 and 1 (exclusive): e.g. 0.98"),
+        ));
+    }
+    if let Some(t) = j.tolerance
+        && !(t >= 0.0 && t.is_finite())
+    {
+        p.push(Problem::new(
+            format!("{at}.tolerance"),
+            format!("{t} is not a fraction >= 0: e.g. 0.1 tolerates a canary 10 % worse"),
+        ));
+    }
+    if let Some(n) = j.min_samples
+        && n < 3
+    {
+        p.push(Problem::new(
+            format!("{at}.minSamples"),
+            format!("{n} samples cannot show a difference: use at least 3 (20 or more is sound)"),
+        ));
+    }
+    if let Some(step) = &j.step {
+        match parse_duration(step) {
+            Err(e) => p.push(Problem::new(format!("{at}.step"), e.to_string())),
+            Ok(d) if d.is_zero() => p.push(Problem::new(
+                format!("{at}.step"),
+                "must be above 0: e.g. `10s`, at least twice Prometheus' scrape interval",
+            )),
+            Ok(_) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_http_url;
@@ -346,5 +389,31 @@ mod tests {
         ] {
             assert!(!is_http_url(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn judge_settings_are_checked_field_by_field() {
+        let judge = crate::api::canary::MetricJudge {
+            confidence: Some(1.5),
+            min_samples: Some(2),
+            tolerance: Some(-0.1),
+            step: Some("0s".into()),
+            worse: None,
+        };
+        let mut p = Vec::new();
+        super::judge_rules(&judge, "spec.analysis.metrics[0].judge", &mut p);
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.analysis.metrics[0].judge.confidence",
+                "spec.analysis.metrics[0].judge.tolerance",
+                "spec.analysis.metrics[0].judge.minSamples",
+                "spec.analysis.metrics[0].judge.step",
+            ]
+        );
+        let mut p = Vec::new();
+        super::judge_rules(&Default::default(), "j", &mut p);
+        assert!(p.is_empty(), "the defaults are valid: {p:?}");
     }
 }

@@ -117,6 +117,8 @@ mod tests {
             value: Some(69.1666),
             threshold_min: Some(99.0),
             threshold_max: None,
+            baseline: None,
+            p_value: None,
             verdict: MetricVerdict::Fail,
             message: None,
             time: None,

@@ -48,6 +48,8 @@ impl Scope<'_> {
         }
     }
 
+    // Long on purpose: read live, render, apply each object and record its generation is one
+    // sequence whose order matters (a conflict retries the whole pass).
     async fn route_once(
         &self,
         router: &dyn Router,

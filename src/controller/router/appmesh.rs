@@ -325,6 +325,8 @@ impl Router for AppMesh {
         keys
     }
 
+    // Long on purpose: the whole set of App Mesh objects (virtual nodes, router, route,
+    // service) field by field as the CRDs nest them; each part is already a helper.
     fn render(&self, input: &Input<'_>, live: &Live) -> Result<Vec<DynamicObject>, String> {
         capability::check(self.provider(), FEATURES, input)?;
         let service = &input.canary.spec.service;

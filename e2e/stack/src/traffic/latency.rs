@@ -1,6 +1,7 @@
-//! Latency distributions. Requests are counted fractionally (expected values, no sampling),
-//! so histograms get each bucket's expected share from the distribution's CDF and the
-//! figures read back from Prometheus or the emulators are exact, not noisy.
+//! Latency distributions. By default requests are counted fractionally (expected values, no
+//! sampling), so histograms get each bucket's expected share from the distribution's CDF and
+//! the figures read back from Prometheus or the emulators are exact, not noisy. Under
+//! `traffic.noise` the world draws one latency per request instead (`Latency::sample`).
 
 /// How a version of a workload answers.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -8,6 +9,47 @@ pub struct Profile {
     /// Fraction of requests answered 500.
     pub error_rate: f64,
     pub latency: Latency,
+    /// An intermittent fault: `error_rate` holds only while the duty cycle is on.
+    pub intermittent: Option<Duty>,
+}
+
+/// A duty cycle in world seconds: on during `[k × period, k × period + on)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Duty {
+    pub period: f64,
+    pub on: f64,
+}
+
+impl Duty {
+    pub fn is_on(&self, t: f64) -> bool {
+        t.rem_euclid(self.period) < self.on
+    }
+
+    /// The cycle's switching times strictly inside `(from, to)`, pushed onto `out`.
+    pub fn edges(&self, from: f64, to: f64, out: &mut Vec<f64>) {
+        if self.period <= 0.0 {
+            return;
+        }
+        let mut start = (from / self.period).floor() * self.period;
+        while start < to {
+            for t in [start, start + self.on] {
+                if t > from && t < to {
+                    out.push(t);
+                }
+            }
+            start += self.period;
+        }
+    }
+}
+
+impl Profile {
+    /// The error rate at world time `t` (0 while an intermittent fault is off).
+    pub fn error_rate_at(&self, t: f64) -> f64 {
+        match self.intermittent {
+            Some(d) if !d.is_on(t) => 0.0,
+            _ => self.error_rate,
+        }
+    }
 }
 
 /// A latency distribution in seconds: a fixed value, or log-normal given its median and P99.
@@ -44,6 +86,28 @@ impl Latency {
             return 0.0;
         }
         normal_cdf((x / self.median).ln() / self.sigma)
+    }
+
+    /// Whether every request takes exactly the median.
+    pub fn is_fixed(&self) -> bool {
+        self.sigma == 0.0
+    }
+
+    /// The same shape with every latency multiplied by `factor`.
+    pub fn scaled(&self, factor: f64) -> Latency {
+        Latency {
+            median: (self.median * factor).max(1e-6),
+            sigma: self.sigma,
+        }
+    }
+
+    /// One request's latency given a standard normal draw `z`: exp(ln(median) + sigma × z)
+    /// (exactly the median for a fixed latency).
+    pub fn sample(&self, z: f64) -> f64 {
+        if self.is_fixed() {
+            return self.median;
+        }
+        (self.median.ln() + self.sigma * z).exp()
     }
 
     pub fn mean(&self) -> f64 {
@@ -105,6 +169,27 @@ mod tests {
         assert!((l.cdf(0.5) - 0.99).abs() < 1e-4);
         let p99 = mixture_quantile(&[(10.0, l)], 0.99).unwrap();
         assert!((p99 - 0.5).abs() < 0.005, "{p99}");
+    }
+
+    #[test]
+    fn duty_cycle_edges_and_state() {
+        let d = Duty {
+            period: 10.0,
+            on: 2.5,
+        };
+        assert!(d.is_on(0.0) && d.is_on(12.4) && !d.is_on(2.5) && !d.is_on(19.9));
+        let mut edges = Vec::new();
+        d.edges(1.0, 21.0, &mut edges);
+        assert_eq!(edges, [2.5, 10.0, 12.5, 20.0]);
+    }
+
+    #[test]
+    fn samples_and_scaling() {
+        let l = Latency::new(0.1, Some(0.5));
+        assert!((l.sample(0.0) - 0.1).abs() < 1e-12);
+        assert!((l.sample(Z99) - 0.5).abs() < 1e-9);
+        assert_eq!(Latency::fixed(0.05).sample(3.0), 0.05);
+        assert!((l.scaled(3.0).cdf(1.5) - 0.99).abs() < 1e-4);
     }
 
     #[test]

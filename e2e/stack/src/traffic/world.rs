@@ -7,10 +7,18 @@
 //! 20 requests/s is exactly 20 requests, and the success rate of a workload failing 30 % is
 //! exactly 70 %. It keeps cumulative counters (for the Prometheus exposition) and an hour of
 //! per-second history (for the Datadog and New Relic emulators' time windows).
+//!
+//! Under `traffic.noise` each flow's requests are drawn instead, per second of world time:
+//! a Poisson count, binomial errors, and one latency per request (see `noise`), from one
+//! seeded generator, so the same seed and the same clock steps give the same series. Incidents
+//! and intermittent faults change a flow's error rate and latency on the world's clock; an
+//! accrual is split at their edges (and, with noise, at whole seconds) and each piece uses the
+//! conditions at its middle.
 
 use crate::store::{Store, ns_name};
 use crate::traffic::config::{Provider, Traffic};
 use crate::traffic::latency::{Latency, Profile};
+use crate::traffic::noise;
 use crate::traffic::routing::{self, IngressHop, Request, Snapshot};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -109,6 +117,23 @@ struct State {
     served: HashMap<String, (Backend, Profile)>,
     /// Per workload uid: the backend computed at a resourceVersion (recomputed on change).
     cache: HashMap<String, (String, Backend, Profile)>,
+    /// The generator of `traffic.noise`; `None`: expected values.
+    rng: Option<fastrand::Rng>,
+}
+
+/// An incident in world seconds.
+struct Incident {
+    pattern: String,
+    start: f64,
+    end: f64,
+    error_rate: f64,
+    latency_factor: f64,
+}
+
+impl Incident {
+    fn hits(&self, f: &Flow) -> bool {
+        f.backend.workload.contains(&self.pattern)
+    }
 }
 
 /// Histogram bucket layouts, one per exported family (upper bounds in seconds).
@@ -155,6 +180,7 @@ pub struct World {
     /// plane, where the mirror accepts them through the API).
     gateway: bool,
     bounds: [Vec<f64>; 3],
+    incidents: Vec<Incident>,
     state: Mutex<State>,
 }
 
@@ -169,6 +195,25 @@ impl World {
         history: bool,
     ) -> Result<World, String> {
         let provider = Provider::parse(&cfg.provider)?;
+        cfg.validate()?;
+        let incidents = cfg
+            .incidents
+            .iter()
+            .map(|i| {
+                let (start, end) = i.window();
+                Incident {
+                    pattern: i.pattern.clone(),
+                    start,
+                    end,
+                    error_rate: i.error_rate,
+                    latency_factor: i.latency_factor,
+                }
+            })
+            .collect();
+        let state = State {
+            rng: cfg.noise.as_ref().map(|n| fastrand::Rng::with_seed(n.seed)),
+            ..State::default()
+        };
         let epoch_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -187,7 +232,8 @@ impl World {
                 Layouts::bounds_secs(Layouts::LINKERD),
                 Layouts::bounds_secs(Layouts::DEFAULT),
             ],
-            state: Mutex::new(State::default()),
+            incidents,
+            state: Mutex::new(state),
         })
     }
 
@@ -436,7 +482,8 @@ impl World {
     }
 
     fn accrue(&self, now: f64) {
-        let mut s = self.lock();
+        let mut guard = self.lock();
+        let s = &mut *guard;
         let from = s.accrued_to;
         if now <= from {
             return;
@@ -445,51 +492,177 @@ impl World {
         let dt = now - from;
         s.unrouted += s.unrouted_rate * dt;
         let flows = std::mem::take(&mut s.flows);
+        let mut rng = s.rng.take();
+        let mut edges = Vec::new();
         for f in &flows {
-            let n = f.rate * dt;
-            let errors = n * f.profile.error_rate;
-            for (code, count) in [(200, n - errors), (500, errors)] {
-                if count <= 0.0 {
-                    continue;
+            self.edges(f, from, now, rng.is_some(), &mut edges);
+            let mut a = from;
+            for &b in edges.iter().chain(std::iter::once(&now)) {
+                let (error_rate, latency) = self.conditions(f, (a + b) / 2.0);
+                match rng.as_mut() {
+                    None => self.accrue_expected(s, f, a, b, error_rate, latency),
+                    Some(rng) => self.accrue_sampled(s, rng, f, a, b, error_rate, latency),
                 }
-                let key = SeriesKey {
-                    backend: f.backend.clone(),
-                    service: f.service.clone(),
-                    ingress: f
-                        .ingress
-                        .as_ref()
-                        .map(|h| (h.ingress.clone(), h.canary.clone())),
-                    code,
-                };
-                let c = s.series.entry(key).or_insert_with(|| Counts {
-                    buckets: self.bounds.iter().map(|b| vec![0.0; b.len()]).collect(),
-                    ..Counts::default()
-                });
-                c.requests += count;
-                c.latency_sum_secs += count * f.profile.latency.mean();
-                for (layout, bounds) in self.bounds.iter().enumerate() {
-                    for (i, le) in bounds.iter().enumerate() {
-                        // A hair of tolerance so a latency equal to a bound lands in it.
-                        c.buckets[layout][i] += count * f.profile.latency.cdf(le * (1.0 + 1e-9));
-                    }
-                }
-                if !self.keep_history {
-                    continue;
-                }
+                a = b;
+            }
+        }
+        s.flows = flows;
+        s.rng = rng;
+    }
+
+    /// Where a flow's conditions may change inside `(from, to)`, sorted: the edges of the
+    /// incidents that hit it and of its intermittent fault, and with noise every whole second
+    /// (each second is drawn on its own). Empty without incidents, intermittent faults or
+    /// noise: the accrual is one piece, as it always was.
+    fn edges(&self, f: &Flow, from: f64, to: f64, seconds: bool, out: &mut Vec<f64>) {
+        out.clear();
+        for i in self.incidents.iter().filter(|i| i.hits(f)) {
+            out.extend(
+                [i.start, i.end]
+                    .into_iter()
+                    .filter(|t| *t > from && *t < to),
+            );
+        }
+        if let Some(d) = f.profile.intermittent {
+            d.edges(from, to, out);
+        }
+        if seconds {
+            let mut t = from.floor() + 1.0;
+            while t < to {
+                out.push(t);
+                t += 1.0;
+            }
+        }
+        out.sort_by(f64::total_cmp);
+        out.dedup();
+    }
+
+    /// A flow's error rate and latency at world time `t`: its image's behaviour (healthy while
+    /// an intermittent fault is off), degraded by the incidents active then.
+    fn conditions(&self, f: &Flow, t: f64) -> (f64, Latency) {
+        let mut error_rate = f.profile.error_rate_at(t);
+        let mut latency = f.profile.latency;
+        for i in &self.incidents {
+            if i.start <= t && t < i.end && i.hits(f) {
+                error_rate = (error_rate + i.error_rate).clamp(0.0, 1.0);
+                latency = latency.scaled(i.latency_factor);
+            }
+        }
+        (error_rate, latency)
+    }
+
+    /// The counters of a flow's series with this status code.
+    fn counts<'a>(&self, s: &'a mut State, f: &Flow, code: u16) -> &'a mut Counts {
+        let key = SeriesKey {
+            backend: f.backend.clone(),
+            service: f.service.clone(),
+            ingress: f
+                .ingress
+                .as_ref()
+                .map(|h| (h.ingress.clone(), h.canary.clone())),
+            code,
+        };
+        s.series.entry(key).or_insert_with(|| Counts {
+            buckets: self.bounds.iter().map(|b| vec![0.0; b.len()]).collect(),
+            ..Counts::default()
+        })
+    }
+
+    /// Adds `count` requests spread over the distribution: each bucket its expected share.
+    fn add_expected(&self, c: &mut Counts, count: f64, latency: Latency) {
+        c.requests += count;
+        c.latency_sum_secs += count * latency.mean();
+        for (layout, bounds) in self.bounds.iter().enumerate() {
+            for (i, le) in bounds.iter().enumerate() {
+                // A hair of tolerance so a latency equal to a bound lands in it.
+                c.buckets[layout][i] += count * latency.cdf(le * (1.0 + 1e-9));
+            }
+        }
+    }
+
+    /// Expected values over `[from, to)` (the default).
+    fn accrue_expected(
+        &self,
+        s: &mut State,
+        f: &Flow,
+        from: f64,
+        to: f64,
+        error_rate: f64,
+        latency: Latency,
+    ) {
+        let n = f.rate * (to - from);
+        let errors = n * error_rate;
+        for (code, count) in [(200, n - errors), (500, errors)] {
+            if count <= 0.0 {
+                continue;
+            }
+            self.add_expected(self.counts(s, f, code), count, latency);
+            if self.keep_history {
                 let sample = Sample {
                     backend: f.backend.clone(),
                     service: f.service.clone(),
                     code,
                     requests: count,
-                    latency: f.profile.latency,
+                    latency,
                 };
-                record(&mut s.history, from, now, sample);
-            }
-            if f.mirror {
-                *s.mirrored.entry(f.backend.clone()).or_default() += n;
+                record(&mut s.history, from, to, sample);
             }
         }
-        s.flows = flows;
+        if f.mirror {
+            *s.mirrored.entry(f.backend.clone()).or_default() += n;
+        }
+    }
+
+    /// Drawn requests over `[from, to)` (within one second): a Poisson count, binomial
+    /// errors, one latency per request, all added as whole requests.
+    #[allow(clippy::too_many_arguments)]
+    fn accrue_sampled(
+        &self,
+        s: &mut State,
+        rng: &mut fastrand::Rng,
+        f: &Flow,
+        from: f64,
+        to: f64,
+        error_rate: f64,
+        latency: Latency,
+    ) {
+        let n = noise::poisson(rng, f.rate * (to - from));
+        let errors = noise::binomial(rng, n, error_rate);
+        for (code, count) in [(200, n - errors), (500, errors)] {
+            if count == 0 {
+                continue;
+            }
+            let c = self.counts(s, f, code);
+            if latency.is_fixed() {
+                // Every request takes the median: whole counts either way.
+                self.add_expected(c, count as f64, latency);
+            } else {
+                c.requests += count as f64;
+                for _ in 0..count {
+                    let x = latency.sample(noise::normal(rng));
+                    c.latency_sum_secs += x;
+                    for (layout, bounds) in self.bounds.iter().enumerate() {
+                        let first = bounds.partition_point(|le| le * (1.0 + 1e-9) < x);
+                        for b in &mut c.buckets[layout][first..] {
+                            *b += 1.0;
+                        }
+                    }
+                }
+            }
+            if self.keep_history {
+                let sample = Sample {
+                    backend: f.backend.clone(),
+                    service: f.service.clone(),
+                    code,
+                    requests: count as f64,
+                    latency,
+                };
+                record(&mut s.history, from, to, sample);
+            }
+        }
+        if f.mirror {
+            *s.mirrored.entry(f.backend.clone()).or_default() += n as f64;
+        }
     }
 
     /// Totals per workload (`namespace`, `name`) since start.
@@ -614,4 +787,330 @@ fn alnum(mut h: u64, n: usize) -> String {
             c
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+
+    /// Two Deployments behind their own Services, `podinfo` (the canary) and
+    /// `podinfo-primary`, in a world with a manual clock.
+    fn world(traffic: &str, canary_image: &str) -> World {
+        let store = Arc::new(Store::new(100));
+        {
+            let mut s = store.lock();
+            for (name, image) in [
+                ("podinfo", canary_image),
+                ("podinfo-primary", "podinfo:6.0.0"),
+            ] {
+                s.put(
+                    routing::SERVICES,
+                    json!({"apiVersion": "v1", "kind": "Service",
+                        "metadata": {"name": name, "namespace": "default"},
+                        "spec": {"selector": {"app": name}}}),
+                );
+                s.put(
+                    routing::DEPLOYMENTS,
+                    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": {"name": name, "namespace": "default", "uid": name},
+                        "spec": {"replicas": 1, "template": {
+                            "metadata": {"labels": {"app": name}},
+                            "spec": {"containers": [{"name": "app", "image": image}]}}},
+                        "status": {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}}),
+                );
+            }
+        }
+        let scenario = Scenario::parse(&format!("traffic:\n{traffic}")).unwrap();
+        let w = World::new(store, scenario.traffic, true, true).unwrap();
+        w.reroute();
+        w
+    }
+
+    /// The exposition without pod names (they hash the template with std's hasher).
+    fn render(w: &World) -> String {
+        let re = regex::Regex::new(r#"kubernetes_pod_name="[^"]*""#).unwrap();
+        let text = crate::traffic::telemetry::render(&w.series(), Provider::Kubernetes);
+        re.replace_all(&text, "kubernetes_pod_name=\"-\"")
+            .into_owned()
+    }
+
+    const GOLDEN_TRAFFIC: &str = "  services:\n    - name: podinfo\n      rate: 20\n    - name: podinfo-primary\n      rate: 10\n  images:\n    - match: faulty\n      errorRate: 0.3\n      latency: 100ms\n      p99: 400ms\n";
+
+    /// What the world reports after 10 s and 0.7 s of the manual clock: stats, the first
+    /// seconds of history and the exposition (lines sorted, pod names masked).
+    fn golden_report(w: &World) -> String {
+        for _ in 0..10 {
+            w.step(Duration::from_secs(1));
+        }
+        w.step(Duration::from_millis(700));
+        let mut out = String::new();
+        for name in ["podinfo", "podinfo-primary"] {
+            out += &format!("{name}: {:?}\n", w.stats("default", name));
+        }
+        let mut history: Vec<String> = w
+            .samples(0.0, 3.0)
+            .iter()
+            .map(|(sec, x)| {
+                format!(
+                    "history {sec} {} {} {} {:?}",
+                    x.backend.workload, x.code, x.requests, x.latency
+                )
+            })
+            .collect();
+        history.sort();
+        let mut lines: Vec<String> = render(w).lines().map(String::from).collect();
+        lines.sort();
+        for l in history.into_iter().chain(lines) {
+            out += &l;
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn fractional_output_unchanged_without_new_keys() {
+        // Recorded before noise, incidents and intermittent faults existed.
+        let want = include_str!("testdata/fractional.golden");
+        let got = golden_report(&world(GOLDEN_TRAFFIC, "podinfo:6.0.1-faulty"));
+        assert!(got == want, "the fractional path changed:\n{got}");
+    }
+
+    /// Requests per second of history for one workload, by status code.
+    fn per_second(w: &World, workload: &str, code: u16, to: f64) -> BTreeMap<u64, f64> {
+        let mut out = BTreeMap::new();
+        for sec in 0..to as u64 {
+            out.insert(sec, 0.0);
+        }
+        for (sec, x) in w.samples(0.0, to) {
+            if x.backend.workload == workload && x.code == code {
+                *out.entry(sec).or_default() += x.requests;
+            }
+        }
+        out
+    }
+
+    const LOAD: &str = "  services:\n    - name: podinfo\n      rate: 20\n    - name: podinfo-primary\n      rate: 20\n";
+
+    #[test]
+    fn expected_values_are_exact_without_noise() {
+        let w = world(
+            &format!("{LOAD}  images:\n    - match: faulty\n      errorRate: 0.25\n"),
+            "podinfo:6.0.1-faulty",
+        );
+        for _ in 0..10 {
+            w.step(Duration::from_secs(1));
+        }
+        let canary = w.stats("default", "podinfo");
+        assert_eq!((canary.requests, canary.errors), (200.0, 50.0));
+        assert_eq!(w.stats("default", "podinfo-primary").requests, 200.0);
+        assert!(
+            per_second(&w, "podinfo", 500, 10.0)
+                .values()
+                .all(|n| *n == 5.0)
+        );
+        assert!(
+            per_second(&w, "podinfo", 200, 10.0)
+                .values()
+                .all(|n| *n == 15.0)
+        );
+    }
+
+    fn noisy(seed: u64, secs: u32) -> World {
+        let w = world(
+            &format!(
+                "{LOAD}  noise: {{seed: {seed}}}\n  images:\n    - match: faulty\n      errorRate: 0.05\n      latency: 100ms\n      p99: 400ms\n"
+            ),
+            "podinfo:6.0.1-faulty",
+        );
+        for _ in 0..secs {
+            w.step(Duration::from_secs(1));
+        }
+        w
+    }
+
+    #[test]
+    fn noise_samples_counts_errors_and_latencies() {
+        let w = world(
+            &format!(
+                "{LOAD}  noise: {{seed: 1}}\n  images:\n    - match: faulty\n      errorRate: 0.05\n      latency: 100ms\n      p99: 400ms\n"
+            ),
+            "podinfo:6.0.1-faulty",
+        );
+        let mut last = 0.0;
+        for _ in 0..2000 {
+            w.step(Duration::from_secs(1));
+            let now = w.stats("default", "podinfo").requests;
+            assert!(now >= last, "counters went down: {last} -> {now}");
+            last = now;
+        }
+        let c = w.stats("default", "podinfo");
+        // 2,000 s at 20 requests/s: Poisson, 40,000 ± 200.
+        assert!((c.requests - 40_000.0).abs() < 1_000.0, "{c:?}");
+        let fraction = c.errors / c.requests;
+        let se = (0.05 * 0.95 / c.requests).sqrt();
+        assert!(
+            (fraction - 0.05).abs() < 4.0 * se,
+            "error fraction {fraction} (se {se})"
+        );
+        assert!(
+            fraction != 0.05,
+            "exactly the expected fraction: not sampled"
+        );
+        // Per-second counts are whole numbers that vary like a Poisson's (variance ≈ mean).
+        let ok = per_second(&w, "podinfo", 200, 2000.0);
+        let errors = per_second(&w, "podinfo", 500, 2000.0);
+        let counts: Vec<f64> = ok
+            .values()
+            .zip(errors.values())
+            .map(|(a, b)| a + b)
+            .collect();
+        assert!(counts.iter().all(|n| n.fract() == 0.0));
+        let mean = counts.iter().sum::<f64>() / counts.len() as f64;
+        let var = counts.iter().map(|n| (n - mean) * (n - mean)).sum::<f64>()
+            / (counts.len() as f64 - 1.0);
+        assert!(
+            (mean - 20.0).abs() < 0.5 && (10.0..30.0).contains(&var),
+            "{mean} {var}"
+        );
+        assert!(errors.values().any(|n| *n == 0.0) && errors.values().any(|n| *n >= 2.0));
+        // Latencies drawn per request: whole bucket counts, about half within the median.
+        let series = w.series();
+        let (_, counts) = series
+            .iter()
+            .find(|(k, _)| k.backend.workload == "podinfo" && k.code == 200)
+            .unwrap();
+        let buckets = &counts.buckets[Layouts::DEFAULT];
+        assert!(buckets.iter().all(|b| b.fract() == 0.0));
+        let le_100ms = buckets[Layouts::DEFAULT_SECS
+            .iter()
+            .position(|b| *b == 0.1)
+            .unwrap()];
+        assert!(
+            (le_100ms / counts.requests - 0.5).abs() < 0.02,
+            "{le_100ms}"
+        );
+        assert!(buckets.windows(2).all(|p| p[0] <= p[1]));
+        let mean_latency = counts.latency_sum_secs / counts.requests;
+        let want = Latency::new(0.1, Some(0.4)).mean();
+        assert!(
+            (mean_latency / want - 1.0).abs() < 0.03,
+            "{mean_latency} vs {want}"
+        );
+        // The fixed-latency primary stays fixed: everything in the 50 ms bucket.
+        let primary = w.series();
+        let (_, p) = primary
+            .iter()
+            .find(|(k, _)| k.backend.workload == "podinfo-primary")
+            .unwrap();
+        let le_50ms = Layouts::DEFAULT_SECS
+            .iter()
+            .position(|b| *b == 0.05)
+            .unwrap();
+        assert_eq!(p.buckets[Layouts::DEFAULT][le_50ms - 1], 0.0);
+        assert_eq!(p.buckets[Layouts::DEFAULT][le_50ms], p.requests);
+    }
+
+    #[test]
+    fn noise_is_deterministic_given_the_seed() {
+        let a = golden_report(&noisy(7, 200));
+        assert_eq!(a, golden_report(&noisy(7, 200)));
+        assert_ne!(a, golden_report(&noisy(8, 200)));
+    }
+
+    #[test]
+    fn incidents_hit_primary_and_canary_inside_their_window() {
+        let w = world(
+            &format!(
+                "{LOAD}  images:\n    - match: faulty\n      errorRate: 0.1\n  incidents:\n    - match: podinfo\n      start: 10s\n      duration: 5s\n      errorRate: 0.25\n      latencyFactor: 3\n    - match: elsewhere\n      start: 0s\n      duration: 1h\n      errorRate: 1\n"
+            ),
+            "podinfo:6.0.1-faulty",
+        );
+        // Steps that do not fall on the incident's edges: 8.5 → 11 → 13.5 → 16 → 20.
+        w.step(Duration::from_millis(8500));
+        for _ in 0..3 {
+            w.step(Duration::from_millis(2500));
+        }
+        w.step(Duration::from_secs(4));
+        let canary = per_second(&w, "podinfo", 500, 20.0);
+        let primary = per_second(&w, "podinfo-primary", 500, 20.0);
+        for sec in 0..20u64 {
+            let inside = (10..15).contains(&sec);
+            let (want_canary, want_primary) = if inside { (7.0, 5.0) } else { (2.0, 0.0) };
+            let near = |got: f64, want: f64| (got - want).abs() < 1e-9;
+            assert!(
+                near(canary[&sec], want_canary),
+                "canary at {sec}: {}",
+                canary[&sec]
+            );
+            assert!(
+                near(primary[&sec], want_primary),
+                "primary at {sec}: {}",
+                primary[&sec]
+            );
+        }
+        // Totals: 5 s of the incident on each workload.
+        let c = w.stats("default", "podinfo");
+        let p = w.stats("default", "podinfo-primary");
+        assert!((c.errors - (15.0 * 2.0 + 5.0 * 7.0)).abs() < 1e-9, "{c:?}");
+        assert!((p.errors - 5.0 * 5.0).abs() < 1e-9, "{p:?}");
+        // Latency ×3 during the incident: primary's fixed 50 ms is 150 ms for 100 of 400
+        // requests.
+        let series = w.series();
+        let sum: f64 = series
+            .iter()
+            .filter(|(k, _)| k.backend.workload == "podinfo-primary")
+            .map(|(_, c)| c.latency_sum_secs)
+            .sum();
+        assert!((sum - (300.0 * 0.05 + 100.0 * 0.15)).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn intermittent_faults_only_inside_the_duty_part() {
+        for noise in ["", "  noise: {seed: 3}\n"] {
+            let w = world(
+                &format!(
+                    "{LOAD}{noise}  images:\n    - match: faulty\n      errorRate: 0.5\n      intermittent: {{period: 10s, duty: 0.3}}\n"
+                ),
+                "podinfo:6.0.1-faulty",
+            );
+            // Steps of 0.7 s cross the cycle's edges at odd places.
+            for _ in 0..100 {
+                w.step(Duration::from_millis(700));
+            }
+            let errors = per_second(&w, "podinfo", 500, 70.0);
+            let ok = per_second(&w, "podinfo", 200, 70.0);
+            for (sec, n) in &errors {
+                if sec % 10 >= 3 {
+                    assert_eq!(*n, 0.0, "{noise:?}: errors at {sec}");
+                } else if noise.is_empty() {
+                    assert!((n - 10.0).abs() < 1e-9, "{noise:?}: {n} errors at {sec}");
+                    assert!((ok[sec] - 10.0).abs() < 1e-9);
+                }
+            }
+            let on: f64 = errors
+                .iter()
+                .filter(|(s, _)| *s % 10 < 3)
+                .map(|(_, n)| n)
+                .sum();
+            // 21 s on at 20/s, half failing: 210 expected (sampled: within a few sd).
+            assert!((on - 210.0).abs() < 50.0, "{noise:?}: {on}");
+            assert_eq!(w.stats("default", "podinfo-primary").errors, 0.0);
+        }
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_simulate() {
+        for traffic in [
+            "  images:\n    - match: x\n      intermittent: {period: 0s, duty: 0.5}\n",
+            "  images:\n    - match: x\n      intermittent: {period: 1s, duty: 1.5}\n",
+            "  incidents:\n    - {match: x, duration: 1s, latencyFactor: 0}\n",
+        ] {
+            let t = Scenario::parse(&format!("traffic:\n{traffic}"))
+                .unwrap()
+                .traffic;
+            let store = Arc::new(Store::new(10));
+            assert!(World::new(store, t, true, false).is_err(), "{traffic}");
+        }
+    }
 }

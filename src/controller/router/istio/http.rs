@@ -20,6 +20,8 @@ const STICKY_PRIMARY_ROUTE: &str = "sticky-primary-route";
 ///
 /// # Errors
 /// A match condition Istio cannot express (the message names the field).
+// Long on purpose: the routes in precedence order, each strategy's arm beside the others so
+// the order is visible in one place.
 pub fn routes(input: &Input<'_>) -> Result<Vec<Value>, String> {
     let service = &input.canary.spec.service;
     let base_match = matches(service.r#match.as_deref(), "spec.service.match")?;

@@ -1,6 +1,9 @@
-//! Helpers shared by the traffic, Prometheus and provider-emulator tests.
+//! Helpers for tests against the stack, shared by its own tests and serin's: a client,
+//! object creation, podinfo-like workloads, raw HTTP. Test code: a failed step panics with
+//! the reason, which is the test's failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#![allow(dead_code)]
+pub mod fake_http;
 
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -8,7 +11,7 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub fn client(stack: &serin_stack::Stack) -> kube::Client {
+pub fn client(stack: &crate::Stack) -> kube::Client {
     kube::Client::try_from(kube::Config::new(stack.url().parse().unwrap())).unwrap()
 }
 

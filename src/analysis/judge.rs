@@ -1,0 +1,219 @@
+//! The canary-vs-primary judge: a metric's samples from both versions over the same window,
+//! compared with a one-sided Mann-Whitney U test and an effect-size tolerance.
+//!
+//! Why compare with the primary: a threshold cannot tell "the canary is worse" from "the
+//! whole service is having a bad minute" (both versions fail alike in an incident), and a
+//! small regression hides under a threshold set loose enough not to flap. Why Mann-Whitney:
+//! per-step samples of rates and latency quantiles are skewed, bounded and full of ties
+//! (seconds without errors), so a rank test that assumes no distribution is the safe choice
+//! (it is Kayenta's too). The test alone would fail a canary for a real but negligible
+//! difference at high traffic, hence the tolerance on the difference of the means.
+
+use serin_core::stats::{self, Alternative};
+
+use crate::api::canary::{MetricJudge, Worse};
+
+/// A judge's settings, defaults applied.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Settings {
+    pub confidence: f64,
+    pub min_samples: usize,
+    pub tolerance: f64,
+    pub worse: Worse,
+}
+
+impl Settings {
+    /// From the spec; `worse` falls back to `default_worse` (the builtin's direction).
+    pub fn of(judge: &MetricJudge, default_worse: Worse) -> Settings {
+        Settings {
+            confidence: judge.confidence.unwrap_or(MetricJudge::DEFAULT_CONFIDENCE),
+            min_samples: judge
+                .min_samples
+                .unwrap_or(MetricJudge::DEFAULT_MIN_SAMPLES) as usize,
+            tolerance: judge.tolerance.unwrap_or(MetricJudge::DEFAULT_TOLERANCE),
+            worse: judge.worse.unwrap_or(default_worse),
+        }
+    }
+}
+
+/// What the samples showed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    pub canary_mean: f64,
+    pub primary_mean: f64,
+    /// One-sided: the probability of a difference at least this unfavourable by chance.
+    pub p_value: f64,
+    /// How much worse the canary's mean is (positive: worse), in the metric's unit.
+    pub effect: f64,
+    /// The largest effect tolerated.
+    pub allowed: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Judgement {
+    Pass(Summary),
+    Fail(Summary),
+    /// Fewer samples than asked on one side or both.
+    NotEnough {
+        canary: usize,
+        primary: usize,
+    },
+}
+
+/// Judges `canary` against `primary`. Fails only when the canary is worse with the asked
+/// confidence *and* by more than `tolerance` × the primary's mean.
+pub fn judge(canary: &[f64], primary: &[f64], settings: &Settings) -> Judgement {
+    let enough = |n: usize| n >= settings.min_samples.max(1);
+    if !enough(canary.len()) || !enough(primary.len()) {
+        return Judgement::NotEnough {
+            canary: canary.len(),
+            primary: primary.len(),
+        };
+    }
+    let alternative = match settings.worse {
+        Worse::Higher => Alternative::Greater,
+        Worse::Lower => Alternative::Less,
+    };
+    let (Some(test), Some(canary_mean), Some(primary_mean)) = (
+        stats::mann_whitney_u(canary, primary, alternative),
+        mean(canary),
+        mean(primary),
+    ) else {
+        // NaN samples are dropped when read; an empty side was caught above.
+        return Judgement::NotEnough {
+            canary: canary.len(),
+            primary: primary.len(),
+        };
+    };
+    let effect = match settings.worse {
+        Worse::Higher => canary_mean - primary_mean,
+        Worse::Lower => primary_mean - canary_mean,
+    };
+    let summary = Summary {
+        canary_mean,
+        primary_mean,
+        p_value: test.p_value,
+        effect,
+        allowed: settings.tolerance * primary_mean.abs(),
+    };
+    let significant = test.p_value < 1.0 - settings.confidence;
+    if significant && summary.effect > summary.allowed {
+        Judgement::Fail(summary)
+    } else {
+        Judgement::Pass(summary)
+    }
+}
+
+fn mean(xs: &[f64]) -> Option<f64> {
+    (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
+}
+
+impl Summary {
+    /// For the status and the events: the means, the difference, the p-value.
+    pub fn describe(&self, name: &str) -> String {
+        format!(
+            "{name}: canary {:.3} vs primary {:.3} (worse by {:.3}, tolerated {:.3}; p = {:.4})",
+            self.canary_mean, self.primary_mean, self.effect, self.allowed, self.p_value
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(worse: Worse) -> Settings {
+        Settings {
+            confidence: 0.98,
+            min_samples: 10,
+            tolerance: 0.1,
+            worse,
+        }
+    }
+
+    /// Error percentages per step: mostly zeros, some errors.
+    fn errors(rate_per_mille: usize, n: usize, phase: usize) -> Vec<f64> {
+        (0..n)
+            .map(|i| {
+                if (i * 7 + phase) % 1000 < rate_per_mille * 10 {
+                    5.0
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_clearly_worse_canary_fails() {
+        let primary: Vec<f64> = (0..30).map(|i| 100.0 + (i % 5) as f64).collect();
+        let canary: Vec<f64> = (0..30).map(|i| 160.0 + (i % 5) as f64).collect();
+        let Judgement::Fail(s) = judge(&canary, &primary, &settings(Worse::Higher)) else {
+            panic!("expected a failure");
+        };
+        assert!(s.p_value < 1e-6, "{s:?}");
+        assert!((s.effect - 60.0).abs() < 1e-9);
+        assert!((s.allowed - 10.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_same_distribution_passes_even_when_both_are_bad() {
+        // An incident: both versions at 5 % errors in alternate steps.
+        let both = errors(50, 40, 0);
+        assert!(matches!(
+            judge(&both, &both, &settings(Worse::Higher)),
+            Judgement::Pass(_)
+        ));
+    }
+
+    #[test]
+    fn significant_but_within_tolerance_passes() {
+        let primary: Vec<f64> = (0..50).map(|i| 100.0 + (i % 3) as f64 * 0.01).collect();
+        let canary: Vec<f64> = primary.iter().map(|v| v + 5.0).collect();
+        let Judgement::Pass(s) = judge(&canary, &primary, &settings(Worse::Higher)) else {
+            panic!("5 % worse is within a 10 % tolerance");
+        };
+        assert!(s.p_value < 0.02, "significant: {s:?}");
+    }
+
+    #[test]
+    fn lower_is_worse_looks_the_other_way() {
+        let primary: Vec<f64> = (0..30).map(|i| 100.0 + (i % 4) as f64).collect();
+        let better: Vec<f64> = primary.iter().map(|v| v * 2.0).collect();
+        let worse: Vec<f64> = primary.iter().map(|v| v / 2.0).collect();
+        let s = settings(Worse::Lower);
+        assert!(matches!(judge(&better, &primary, &s), Judgement::Pass(_)));
+        assert!(matches!(judge(&worse, &primary, &s), Judgement::Fail(_)));
+        // And higher-is-worse reverses both.
+        let s = settings(Worse::Higher);
+        assert!(matches!(judge(&better, &primary, &s), Judgement::Fail(_)));
+        assert!(matches!(judge(&worse, &primary, &s), Judgement::Pass(_)));
+    }
+
+    #[test]
+    fn too_few_samples_is_not_a_verdict() {
+        let s = settings(Worse::Higher);
+        assert_eq!(
+            judge(&[1.0; 9], &[1.0; 30], &s),
+            Judgement::NotEnough {
+                canary: 9,
+                primary: 30
+            }
+        );
+        assert!(matches!(judge(&[], &[], &s), Judgement::NotEnough { .. }));
+    }
+
+    #[test]
+    fn settings_default_as_documented() {
+        let s = Settings::of(&MetricJudge::default(), Worse::Lower);
+        assert_eq!(
+            s,
+            Settings {
+                confidence: 0.98,
+                min_samples: 20,
+                tolerance: 0.1,
+                worse: Worse::Lower
+            }
+        );
+    }
+}
