@@ -33,12 +33,18 @@ async fn world(cp: ControlPlane) -> World {
 /// The stack with load on `services` only, and the Datadog and New Relic emulators when
 /// `saas`; then the CRDs and the controller.
 async fn world_with(cp: ControlPlane, services: &[&str], saas: bool) -> World {
+    world_with_traffic(cp, services, saas, "").await
+}
+
+/// The same, with more of the scenario's `traffic` section (noise, incidents).
+async fn world_with_traffic(cp: ControlPlane, services: &[&str], saas: bool, more: &str) -> World {
     let mut scenario = String::from(
         "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: kubernetes\n  services:\n",
     );
     for service in services {
         scenario.push_str(&format!("    - name: {service}\n      rate: 20\n"));
     }
+    scenario.push_str(more);
     let config = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
         .scenario(&scenario)
         .prometheus();
@@ -280,7 +286,75 @@ async fn datadog_and_new_relic_templates_roll_back_a_faulty_release(cp: ControlP
     );
 }
 
+/// The builtin success rate judged against the primary: 15 samples of 3 s each over 45 s,
+/// holding until both versions have 10.
+fn judged_success_rate() -> Value {
+    json!([{"name": "request-success-rate", "interval": "45s", "noDataPolicy": "hold",
+            "judge": {"step": "3s", "minSamples": 10, "confidence": 0.98, "tolerance": 0.1}}])
+}
+
+/// The release under a judge: a long enough deadline for the samples to accrue.
+async fn judged_release(world: &World, image: &str) {
+    world.apply(deployment("podinfo", "podinfo:6.0.0", 2)).await;
+    let mut spec = canary(judged_success_rate());
+    spec["spec"]["progressDeadlineSeconds"] = json!(240);
+    world.apply(spec).await;
+    world
+        .wait_phase(Phase::Initialized, Duration::from_secs(30))
+        .await;
+    world.set_image(image).await;
+}
+
+/// An incident that hits both versions (5 % errors, noisy traffic): the threshold of 99 %
+/// would fail the release; the judge sees no difference between the versions.
+async fn an_incident_on_both_versions_is_not_blamed_on_the_canary(cp: ControlPlane) {
+    let incident = "  noise: {seed: 7}\n  incidents:\n    - match: podinfo\n      start: 0s\n      duration: 30m\n      errorRate: 0.05\n";
+    let world = world_with_traffic(cp, &["podinfo", "podinfo-canary"], false, incident).await;
+    judged_release(&world, "podinfo:6.0.1").await;
+    let done = world
+        .wait_phase(Phase::Succeeded, Duration::from_secs(200))
+        .await;
+    let metrics = done.status.and_then(|s| s.metrics).unwrap_or_default();
+    let m = &metrics[0];
+    assert_eq!(m.verdict, MetricVerdict::Pass, "{metrics:?}");
+    assert!(
+        m.value.is_some_and(|v| v < 99.0),
+        "the canary is below the usual threshold: {m:?}"
+    );
+    assert!(
+        m.baseline.is_some_and(|v| v < 99.0),
+        "so is the primary: {m:?}"
+    );
+    assert!(m.p_value.is_some_and(|p| p > 0.02), "{m:?}");
+}
+
+/// A canary with 30 % errors beside a healthy primary: rolled back, the p-value and both
+/// means in the status.
+async fn a_canary_worse_than_its_primary_is_rolled_back_by_the_judge(cp: ControlPlane) {
+    let noise = "  noise: {seed: 11}\n";
+    let world = world_with_traffic(cp, &["podinfo", "podinfo-canary"], false, noise).await;
+    judged_release(&world, "podinfo:6.0.1-faulty").await;
+    let failed = world
+        .wait_phase(Phase::Failed, Duration::from_secs(200))
+        .await;
+    let metrics = failed.status.and_then(|s| s.metrics).unwrap_or_default();
+    let m = &metrics[0];
+    assert_eq!(m.verdict, MetricVerdict::Fail, "{metrics:?}");
+    assert!(m.p_value.is_some_and(|p| p < 0.02), "{m:?}");
+    assert!(m.value.is_some_and(|v| (55.0..85.0).contains(&v)), "{m:?}");
+    assert!(m.baseline.is_some_and(|v| v > 99.0), "{m:?}");
+    let events = world.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("the canary is worse than the primary")),
+        "{events:?}"
+    );
+}
+
 serin_testkit::on_every_control_plane!(
+    an_incident_on_both_versions_is_not_blamed_on_the_canary,
+    a_canary_worse_than_its_primary_is_rolled_back_by_the_judge,
     a_healthy_release_is_promoted_on_the_builtin_metrics,
     a_faulty_release_is_rolled_back_with_events_naming_the_value,
     a_quiet_service_with_the_hold_policy_waits_instead_of_failing,
