@@ -175,7 +175,7 @@ async fn builtins_templates_and_the_hold_policy_in_one_run() {
          "thresholdRange": {"max": 100}, "noDataPolicy": "hold"}
     ]));
     let analyzer = world.analyzer(&prom.url);
-    let evaluation = analyzer.run(&canary).await;
+    let evaluation = analyzer.run(&canary, None).await;
 
     let verdicts: Vec<_> = evaluation
         .observations
@@ -236,7 +236,7 @@ async fn a_faulty_version_fails_with_the_value_and_the_range() {
         {"name": "request-success-rate", "threshold": 99},
         {"name": "request-duration", "thresholdRange": {"max": 500}}
     ]));
-    let evaluation = world.analyzer(&prom.url).run(&canary).await;
+    let evaluation = world.analyzer(&prom.url).run(&canary, None).await;
     assert_eq!(
         evaluation.outcome,
         serin_core::Analysis::Fail("success rate 69.70% < 99%".into())
@@ -251,7 +251,7 @@ async fn no_data_fails_by_default_and_names_the_target() {
     let world = world().await;
     let prom = FakeServer::start(|_| vector(Some("NaN"))).await;
     let canary = canary(json!([{"name": "request-success-rate", "thresholdRange": {"min": 99}}]));
-    let evaluation = world.analyzer(&prom.url).run(&canary).await;
+    let evaluation = world.analyzer(&prom.url).run(&canary, None).await;
     match &evaluation.outcome {
         serin_core::Analysis::Fail(reason) => assert!(
             reason.starts_with(
@@ -290,7 +290,7 @@ async fn missing_templates_secrets_and_variables_are_errors_that_say_which() {
         {"name": "needs-variable", "templateRef": {"name": "needs-variable"}},
         {"name": "nothing"}
     ]));
-    let evaluation = world.analyzer(&prom.url).run(&canary).await;
+    let evaluation = world.analyzer(&prom.url).run(&canary, None).await;
     let messages: Vec<String> = evaluation
         .observations
         .iter()
@@ -387,12 +387,12 @@ async fn templates_and_secrets_come_from_the_caches_when_given() {
     let canary = canary(json!([
         {"name": "cached", "templateRef": {"name": "cached"}, "thresholdRange": {"max": 1}, "interval": "1m"}
     ]));
-    let uncached = world.analyzer(&prom.url).run(&canary).await;
+    let uncached = world.analyzer(&prom.url).run(&canary, None).await;
     assert_eq!(uncached.observations[0].verdict, MetricVerdict::Error);
     let cached = world
         .analyzer(&prom.url)
         .with_caches(templates, secrets)
-        .run(&canary)
+        .run(&canary, None)
         .await;
     assert_eq!(cached.outcome, serin_core::Analysis::Pass, "{cached:?}");
     assert_eq!(cached.observations[0].value, Some(0.5));
@@ -440,7 +440,11 @@ async fn knative_builtins_read_the_latest_created_revision() {
     let mut canary =
         canary(json!([{"name": "request-success-rate", "thresholdRange": {"min": 99}}]));
     canary.spec.provider = Some(Provider::Knative);
-    let evaluation = world.analyzer(&prom.url).run(&canary).await;
+    // As `serin analyze` does; the controller passes the revision it read with the target.
+    let analyzer = world.analyzer(&prom.url);
+    let route = analyzer.knative_route(&canary).await;
+    assert_eq!(route.as_deref(), Some("podinfo-00002"));
+    let evaluation = analyzer.run(&canary, route.as_deref()).await;
     assert_eq!(
         evaluation.outcome,
         serin_core::Analysis::Pass,

@@ -82,7 +82,7 @@ fn analyzer(client: &kube::Client, prometheus: &str) -> Analyzer {
 async fn run_until_valued(analyzer: &Analyzer, canary: &Canary) -> Evaluation {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let evaluation = analyzer.run(canary).await;
+        let evaluation = analyzer.run(canary, None).await;
         if evaluation.observations[0].value.is_some() {
             return evaluation;
         }
@@ -243,7 +243,7 @@ fn dd_canary() -> Canary {
 async fn dd_run(analyzer: &Analyzer) -> Evaluation {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let e = analyzer.run(&dd_canary()).await;
+        let e = analyzer.run(&dd_canary(), None).await;
         if e.observations[0].value.is_some() || Instant::now() > deadline {
             return e;
         }
@@ -286,7 +286,7 @@ async fn datadog_emulator_values_no_data_and_faults() {
         ),
     ] {
         stack.datadog_faults().set(fault(mode));
-        let e = analyzer.run(&dd_canary()).await;
+        let e = analyzer.run(&dd_canary(), None).await;
         assert_eq!(e.observations[0].verdict, verdict, "{mode:?}: {e:?}");
         assert!(message(&e).contains(needle), "{mode:?}: {}", message(&e));
         stack.datadog_faults().clear();
@@ -294,7 +294,7 @@ async fn datadog_emulator_values_no_data_and_faults() {
 
     // Several series: the first is used (Flagger), and it is a number.
     stack.datadog_faults().set(fault(FaultMode::SeveralSeries));
-    let e = analyzer.run(&dd_canary()).await;
+    let e = analyzer.run(&dd_canary(), None).await;
     assert!(e.observations[0].value.is_some(), "{e:?}");
     stack.datadog_faults().clear();
     stack.shutdown().await;
@@ -312,7 +312,7 @@ async fn datadog_429_is_retried_after_the_reset_within_the_budget() {
         ..fault(FaultMode::RateLimit)
     });
     let started = Instant::now();
-    let e = analyzer.run(&dd_canary()).await;
+    let e = analyzer.run(&dd_canary(), None).await;
     assert!(near(e.observations[0].value, 30.0), "{e:?}");
     assert!(
         started.elapsed() >= Duration::from_secs(10),
@@ -329,7 +329,7 @@ async fn datadog_refused_keys_and_the_v2_api() {
         "sum:trace.http.request.errors{service:{{ target }},kube_namespace:{{ namespace }}}";
     datadog_template(&stack, &client, "wrong-key", true, errors).await;
     let analyzer = analyzer(&client, "http://127.0.0.1:1");
-    let e = analyzer.run(&dd_canary()).await;
+    let e = analyzer.run(&dd_canary(), None).await;
     assert_eq!(e.observations[0].verdict, MetricVerdict::Error, "{e:?}");
     assert!(
         e.observations[0]
@@ -402,7 +402,7 @@ fn nr_canary() -> Canary {
 async fn run_valued(analyzer: &Analyzer, canary: &Canary) -> Evaluation {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let e = analyzer.run(canary).await;
+        let e = analyzer.run(canary, None).await;
         if e.observations[0].value.is_some() || Instant::now() > deadline {
             return e;
         }
@@ -445,7 +445,7 @@ async fn newrelic_insights_values_no_data_and_faults() {
         ),
     ] {
         stack.newrelic_faults().set(fault(mode));
-        let e = analyzer.run(&nr_canary()).await;
+        let e = analyzer.run(&nr_canary(), None).await;
         assert_eq!(e.observations[0].verdict, verdict, "{mode:?}: {e:?}");
         assert!(message(&e).contains(needle), "{mode:?}: {}", message(&e));
         stack.newrelic_faults().clear();
@@ -456,7 +456,7 @@ async fn newrelic_insights_values_no_data_and_faults() {
         count: Some(1),
         ..fault(FaultMode::RateLimit)
     });
-    let e = analyzer.run(&nr_canary()).await;
+    let e = analyzer.run(&nr_canary(), None).await;
     assert!(near(e.observations[0].value, 30.0), "{e:?}");
     stack.shutdown().await;
 }
@@ -470,7 +470,7 @@ async fn newrelic_nerdgraph_values_refused_keys_and_graphql_errors() {
     assert!(near(e.observations[0].value, 30.0), "{e:?}");
 
     stack.newrelic_faults().set(fault(FaultMode::GraphqlError));
-    let e = analyzer.run(&nr_canary()).await;
+    let e = analyzer.run(&nr_canary(), None).await;
     assert_eq!(e.observations[0].verdict, MetricVerdict::Error, "{e:?}");
     assert!(
         e.observations[0]
@@ -496,7 +496,7 @@ async fn newrelic_nerdgraph_values_refused_keys_and_graphql_errors() {
             "stringData": {"newrelic_account_id": "1234567", "newrelic_api_key": "NRAK-WRONG"}}),
     )
     .await;
-    let e = analyzer.run(&nr_canary()).await;
+    let e = analyzer.run(&nr_canary(), None).await;
     assert_eq!(e.observations[0].verdict, MetricVerdict::Error, "{e:?}");
     let down = analyzer.check_availability(&nr_canary()).await.unwrap_err();
     assert!(down.contains("newrelic is not available"), "{down}");

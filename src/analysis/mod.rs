@@ -169,7 +169,9 @@ impl Analyzer {
     }
 
     /// Runs every metric check of the canary's analysis once, now.
-    pub async fn run(&self, canary: &Canary) -> Evaluation {
+    /// `route`: `{{ route }}` when the caller read it with the target (a Knative Service's
+    /// latest created revision); otherwise the default of [`TemplateVars::new`].
+    pub async fn run(&self, canary: &Canary, route: Option<&str>) -> Evaluation {
         let metrics = analysis_metrics(canary);
         if metrics.is_empty() {
             return Evaluation {
@@ -180,7 +182,7 @@ impl Analyzer {
         }
         let now = Utc::now();
         let deadline = Instant::now() + self.budget(canary);
-        let route = self.route(canary).await;
+        let route = route.map(str::to_string);
         let checks = futures::future::join_all(
             metrics
                 .iter()
@@ -467,9 +469,10 @@ impl Analyzer {
         secret::read(&self.kube, namespace, name).await
     }
 
-    /// `{{ route }}` for Knative: the Service's latest created revision (Flagger's choice);
-    /// otherwise the default of [`TemplateVars::new`].
-    async fn route(&self, canary: &Canary) -> Option<String> {
+    /// `{{ route }}` for a Knative target, read from the API: the Service's latest created
+    /// revision (Flagger's choice). For callers without the target at hand (`serin analyze`);
+    /// the controller passes the revision it read with the target.
+    pub async fn knative_route(&self, canary: &Canary) -> Option<String> {
         let provider = canary.spec.provider.unwrap_or(self.mesh_provider);
         if provider != Provider::Knative {
             return None;

@@ -90,7 +90,8 @@ async fn analyze(args: AnalyzeArgs, canaries: Vec<Canary>) -> anyhow::Result<Exi
         if canary.metadata.namespace.is_none() {
             canary.metadata.namespace = Some(default_namespace.clone());
         }
-        let evaluation = analyzer.run(&canary).await;
+        let route = analyzer.knative_route(&canary).await;
+        let evaluation = analyzer.run(&canary, route.as_deref()).await;
         all_pass &= evaluation.outcome == serin_core::Analysis::Pass;
         if index > 0 {
             writeln!(stdout)?;

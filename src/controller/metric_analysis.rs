@@ -11,6 +11,7 @@ use crate::controller::context::Context;
 pub async fn evaluate(
     ctx: &Context,
     canary: &Canary,
+    route: Option<&str>,
 ) -> (Analysis, Option<Vec<MetricObservation>>) {
     let metrics = canary
         .spec
@@ -20,7 +21,7 @@ pub async fn evaluate(
     if metrics.is_empty() {
         return (Analysis::Pass, None);
     }
-    let evaluation = ctx.analyzer.run(canary).await;
+    let evaluation = ctx.analyzer.run(canary, route).await;
     let namespace = canary.metadata.namespace.as_deref().unwrap_or_default();
     let target = &canary.spec.target_ref.name;
     for (metric, value) in analysis_series(&evaluation.checks) {

@@ -22,6 +22,7 @@ use crate::controller::commands;
 use crate::controller::context::Context;
 use crate::controller::error::{Error, Reason};
 use crate::controller::router::{self, Router};
+use crate::controller::webhooks::Call;
 
 mod decide;
 mod effects;
@@ -130,11 +131,16 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
 
     // What to do.
     let checksum = webhook_checksum(&tracked, &obs.revision);
-    let (step, metrics) =
-        match decide_step(canary, ctx, plan, &status, &mut obs, now, &checksum).await {
-            Ok(decided) => decided,
-            Err(retry) => return Ok(retry),
-        };
+    let call = Call {
+        canary,
+        phase: status.phase,
+        checksum: &checksum,
+    };
+    let route = target.route();
+    let (step, metrics) = match decide_step(ctx, plan, &status, &mut obs, now, call, route).await {
+        Ok(decided) => decided,
+        Err(retry) => return Ok(retry),
+    };
     tracing::debug!(phase = %step.status.phase, effects = step.effects.len(), "decided");
 
     // Do it.

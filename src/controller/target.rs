@@ -109,6 +109,15 @@ impl Target {
         }
     }
 
+    /// The analysis' `{{ route }}` when the target names it: a Knative Service's latest
+    /// created revision (Flagger's choice), read with the target, not again.
+    pub fn route(&self) -> Option<&str> {
+        match self {
+            Target::Knative(k) => knative::latest_created(&k.service),
+            _ => None,
+        }
+    }
+
     /// Replicas the target runs now (DaemonSets: `None`, they follow the nodes).
     pub fn replicas(&self) -> Option<i32> {
         match self {
@@ -154,5 +163,27 @@ impl Primary {
             Primary::Deployment(d) => d.spec.as_ref().and_then(|s| s.replicas),
             Primary::DaemonSet(_) | Primary::KnativeRevision(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_is_the_knative_latest_created_revision_and_nothing_else() {
+        let service: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "status": {"latestCreatedRevisionName": "podinfo-00003"}
+        }))
+        .unwrap();
+        let knative = Target::Knative(Arc::new(KnativeService {
+            service,
+            latest: None,
+        }));
+        assert_eq!(knative.route(), Some("podinfo-00003"));
+        let deployment = Target::Deployment(Arc::new(Deployment::default()));
+        assert_eq!(deployment.route(), None);
     }
 }

@@ -11,7 +11,7 @@ use serin_core::{Decision, Observation, Plan, Status, Step, decide};
 
 use super::{BLOCKED_RETRY, MAX_PROBES};
 use crate::api::canary::MetricObservation;
-use crate::api::{Canary, HookType};
+use crate::api::HookType;
 use crate::controller::context::Context;
 use crate::controller::webhooks::{self, Call};
 use crate::workload::configs::Tracked;
@@ -25,6 +25,7 @@ pub(super) async fn run_probe(
     ctx: &Context,
     probe: Probe,
     at: Call<'_>,
+    route: Option<&str>,
     probes: &mut Probes,
     metrics: &mut Option<Vec<crate::api::canary::MetricObservation>>,
 ) {
@@ -50,7 +51,7 @@ pub(super) async fn run_probe(
                 Err(reason) => Analysis::Fail(reason),
                 Ok(()) => {
                     let (outcome, observations) =
-                        crate::controller::metric_analysis::evaluate(ctx, at.canary).await;
+                        crate::controller::metric_analysis::evaluate(ctx, at.canary, route).await;
                     *metrics = observations;
                     outcome
                 }
@@ -63,14 +64,16 @@ pub(super) async fn run_probe(
 /// The engine's step, with the probes it asked for run in between (and the metric
 /// observations of the analysis, when one ran). `Err`: retry after the returned action, when
 /// the engine asked for more probes than a decision can need (a bug in the engine).
+/// `call`: the webhooks' payload; `route`: the analysis' `{{ route }}` when the target
+/// names it (a Knative Service's latest revision), read with the target.
 pub(super) async fn decide_step(
-    canary: &Canary,
     ctx: &Context,
     plan: &Plan,
     status: &Status,
     obs: &mut Observation,
     now: DateTime<Utc>,
-    checksum: &str,
+    call: Call<'_>,
+    route: Option<&str>,
 ) -> Result<(Step, Option<Vec<MetricObservation>>), Action> {
     let mut metrics = None;
     let mut probes = 0;
@@ -88,12 +91,7 @@ pub(super) async fn decide_step(
             }
             Decision::Probe(probe) => {
                 probes += 1;
-                let at = Call {
-                    canary,
-                    phase: status.phase,
-                    checksum,
-                };
-                run_probe(ctx, probe, at, &mut obs.probes, &mut metrics).await;
+                run_probe(ctx, probe, call, route, &mut obs.probes, &mut metrics).await;
             }
         }
     }

@@ -1,0 +1,458 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Benchmark (ignored by default): releases whose truth is known, decided by serin with
+//! Flagger-style thresholds and with the canary-vs-primary judge, on the traffic world (noisy,
+//! seeded) with a real Prometheus. Prints a confusion table per class and traffic level, and
+//! the share of regressions caught, healthy releases rolled back and incidents blamed.
+//!
+//! ```sh
+//! cargo test --release --test decisions -- --ignored --nocapture
+//! SERIN_DECISION_RATES=20 SERIN_DECISION_SEEDS=1 cargo test --release --test decisions -- --ignored --nocapture
+//! ```
+//!
+//! Every case is one Deployment and one Canary (blue/green on the `kubernetes` provider: the
+//! apex Service and the `-canary` Service each get the case's request rate, as a load tester
+//! against the canary gives it), all released at once in one world.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use serin::api::Canary;
+use serin_core::Phase;
+use serin_testkit::{ControlPlane, NS, World, WorldConfig, deployment};
+
+/// The healthy version: 0.5 % errors, latency log-normal with median 100 ms and p99 300 ms.
+const BASE_ERROR_RATE: f64 = 0.005;
+
+/// A class of release: how the new version behaves, and what should happen to it.
+struct Class {
+    name: &'static str,
+    /// The new version's behaviour (an `images` rule without `match`), or None: as healthy.
+    rule: Option<&'static str>,
+    /// An incident (5 % more errors) on both versions for the whole run.
+    incident: bool,
+    /// Should be rolled back.
+    regression: bool,
+    /// A regression the goals count (>= 2x errors, >= +50 % p99).
+    large: bool,
+}
+
+const CLASSES: &[Class] = &[
+    Class {
+        name: "healthy",
+        rule: None,
+        incident: false,
+        regression: false,
+        large: false,
+    },
+    Class {
+        name: "err1x5",
+        rule: Some("errorRate: 0.0075"),
+        incident: false,
+        regression: true,
+        large: false,
+    },
+    Class {
+        name: "err2x",
+        rule: Some("errorRate: 0.01"),
+        incident: false,
+        regression: true,
+        large: true,
+    },
+    Class {
+        name: "err5x",
+        rule: Some("errorRate: 0.025"),
+        incident: false,
+        regression: true,
+        large: true,
+    },
+    Class {
+        name: "lat1x2",
+        rule: Some("errorRate: 0.005\n      latency: 120ms\n      p99: 360ms"),
+        incident: false,
+        regression: true,
+        large: false,
+    },
+    Class {
+        name: "lat1x5",
+        rule: Some("errorRate: 0.005\n      latency: 150ms\n      p99: 450ms"),
+        incident: false,
+        regression: true,
+        large: true,
+    },
+    Class {
+        name: "lat3x",
+        rule: Some("errorRate: 0.005\n      latency: 300ms\n      p99: 900ms"),
+        incident: false,
+        regression: true,
+        large: true,
+    },
+    Class {
+        name: "flaky",
+        rule: Some("errorRate: 0.05\n      intermittent: {period: 30s, duty: 0.2}"),
+        incident: false,
+        regression: true,
+        large: true,
+    },
+    Class {
+        name: "incident",
+        rule: None,
+        incident: true,
+        regression: false,
+        large: false,
+    },
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Mode {
+    Thresholds,
+    Judge,
+}
+
+impl Mode {
+    fn tag(self) -> &'static str {
+        match self {
+            Mode::Thresholds => "t",
+            Mode::Judge => "j",
+        }
+    }
+
+    /// The metrics as users write them: Flagger's documented thresholds, or the same two
+    /// builtins judged against the primary.
+    fn metrics(self) -> Value {
+        match self {
+            Mode::Thresholds => json!([
+                {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
+                {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": "30s"}
+            ]),
+            Mode::Judge => {
+                let judge = json!({"step": "5s", "minSamples": 12});
+                json!([
+                    {"name": "request-success-rate", "interval": "2m", "noDataPolicy": "hold",
+                     "judge": judge},
+                    {"name": "request-duration", "interval": "2m", "noDataPolicy": "hold",
+                     "judge": judge}
+                ])
+            }
+        }
+    }
+}
+
+struct Case {
+    name: String,
+    class: &'static Class,
+    rate: u32,
+    mode: Mode,
+}
+
+fn env_list(key: &str, default: &str) -> Vec<String> {
+    std::env::var(key)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn cases() -> Vec<Case> {
+    let rates: Vec<u32> = env_list("SERIN_DECISION_RATES", "1,20,200")
+        .iter()
+        .map(|r| r.parse().unwrap())
+        .collect();
+    let seeds: u32 = std::env::var("SERIN_DECISION_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let mut cases = Vec::new();
+    for class in CLASSES {
+        for &rate in &rates {
+            for seed in 0..seeds {
+                for mode in [Mode::Thresholds, Mode::Judge] {
+                    cases.push(Case {
+                        // The incident rule matches workload names starting with "inc-".
+                        name: format!(
+                            "{}-r{rate}-s{seed}-{}",
+                            if class.incident { "inc" } else { class.name },
+                            mode.tag()
+                        ),
+                        class,
+                        rate,
+                        mode,
+                    });
+                }
+            }
+        }
+    }
+    cases
+}
+
+/// The stack's scenario: load on each case's apex and canary Services, one image rule per
+/// class, the incident, seeded noise.
+fn scenario(cases: &[Case], seed: u64) -> String {
+    let mut s = format!(
+        "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: kubernetes\n  noise: {{seed: {seed}}}\n  services:\n"
+    );
+    for case in cases {
+        for service in [case.name.clone(), format!("{}-canary", case.name)] {
+            s.push_str(&format!(
+                "    - name: {service}\n      namespace: {NS}\n      rate: {}\n",
+                case.rate
+            ));
+        }
+    }
+    s.push_str("  incidents:\n    - match: inc-\n      start: 0s\n      duration: 120m\n      errorRate: 0.05\n");
+    s.push_str("  images:\n");
+    for class in CLASSES {
+        if let Some(rule) = class.rule {
+            s.push_str(&format!(
+                "    - match: bench:2-{}\n      {rule}\n",
+                class.name
+            ));
+        }
+    }
+    s.push_str(&format!(
+        "    - match: \"bench:\"\n      errorRate: {BASE_ERROR_RATE}\n      latency: 100ms\n      p99: 300ms\n"
+    ));
+    s
+}
+
+fn canary(case: &Case) -> Value {
+    json!({
+        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+        "metadata": {"name": case.name, "namespace": NS},
+        "spec": {
+            "provider": "kubernetes",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": case.name},
+            "progressDeadlineSeconds": 600,
+            "service": {"port": 9898},
+            "analysis": {"interval": "10s", "threshold": 2, "iterations": 6,
+                         "metrics": case.mode.metrics()}
+        }
+    })
+}
+
+async fn phases(world: &World) -> BTreeMap<String, Phase> {
+    world
+        .canaries()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c: Canary| {
+            let phase = c.status.map(|s| s.phase).unwrap_or(Phase::New);
+            (c.metadata.name.unwrap_or_default(), phase)
+        })
+        .collect()
+}
+
+/// Waits until `done` holds for every case's phase; the seconds each took to get there.
+async fn wait_all(
+    world: &World,
+    cases: &[Case],
+    timeout: Duration,
+    done: impl Fn(Phase) -> bool,
+) -> BTreeMap<String, (Phase, f64)> {
+    let started = Instant::now();
+    let mut seen: BTreeMap<String, (Phase, f64)> = BTreeMap::new();
+    while seen.len() < cases.len() && started.elapsed() < timeout {
+        for (name, phase) in phases(world).await {
+            if done(phase) {
+                seen.entry(name)
+                    .or_insert((phase, started.elapsed().as_secs_f64()));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    seen
+}
+
+#[derive(Default)]
+struct Tally {
+    promoted: u32,
+    rolled_back: u32,
+    undecided: u32,
+    seconds: Vec<f64>,
+}
+
+impl Tally {
+    fn cell(&self) -> String {
+        let mut s = self.seconds.clone();
+        s.sort_by(f64::total_cmp);
+        let median = s
+            .get(s.len() / 2)
+            .map_or("-".into(), |m| format!("{m:.0}s"));
+        let undecided = match self.undecided {
+            0 => String::new(),
+            n => format!(" ({n}?)"),
+        };
+        format!("{}/{}{undecided} {median}", self.promoted, self.rolled_back)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn decision_benchmark() {
+    let cases = cases();
+    let seed: u64 = std::env::var("SERIN_DECISION_NOISE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let args = [
+        "--mesh-provider",
+        "kubernetes",
+        "--min-analysis-interval",
+        "1s",
+        "--port",
+        "0",
+        "--log-level",
+        "info",
+        "--kubeconfig-qps",
+        "500",
+        "--kubeconfig-burst",
+        "1000",
+    ];
+    let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), ControlPlane::Emulator)
+        .scenario(&scenario(&cases, seed))
+        .prometheus()
+        .controller_args(&args)
+        .start()
+        .await;
+    println!(
+        "{} releases ({} classes), noise seed {seed}",
+        cases.len(),
+        CLASSES.len()
+    );
+    for case in &cases {
+        world
+            .apply(&world.deployments(), deployment(&case.name, "bench:1", 1))
+            .await;
+        world.apply(&world.canaries(), canary(case)).await;
+    }
+    let init = wait_all(&world, &cases, Duration::from_secs(300), |p| {
+        p == Phase::Initialized
+    })
+    .await;
+    assert_eq!(
+        init.len(),
+        cases.len(),
+        "not all initialized: {}",
+        world.logs()
+    );
+    // Let the primaries' series reach Prometheus before the releases start.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let started = Instant::now();
+    for case in &cases {
+        let image = match case.class.rule {
+            Some(_) => format!("bench:2-{}", case.class.name),
+            None => "bench:2".to_string(),
+        };
+        world.set_image(&case.name, "app", &image).await;
+    }
+    let terminal = |p: Phase| matches!(p, Phase::Succeeded | Phase::Failed);
+    let ended = wait_all(&world, &cases, Duration::from_secs(900), terminal).await;
+    println!(
+        "all decided or timed out after {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    report(&cases, &ended);
+}
+
+/// The confusion table (promoted/rolled back, median seconds to the decision) and the goals.
+fn report(cases: &[Case], ended: &BTreeMap<String, (Phase, f64)>) {
+    let mut tallies: BTreeMap<(usize, u32, Mode), Tally> = BTreeMap::new();
+    let mut goals: BTreeMap<(&str, Mode), (u32, u32)> = BTreeMap::new();
+    for case in cases {
+        let class = CLASSES
+            .iter()
+            .position(|c| c.name == case.class.name)
+            .unwrap();
+        let tally = tallies.entry((class, case.rate, case.mode)).or_default();
+        let outcome = ended.get(&case.name).map(|(p, _)| *p);
+        match ended.get(&case.name) {
+            Some((Phase::Succeeded, s)) => {
+                tally.promoted += 1;
+                tally.seconds.push(*s);
+            }
+            Some((_, s)) => {
+                tally.rolled_back += 1;
+                tally.seconds.push(*s);
+            }
+            None => tally.undecided += 1,
+        }
+        let goal = if case.class.large {
+            Some(("large regressions caught", outcome == Some(Phase::Failed)))
+        } else if case.class.incident {
+            Some((
+                "incidents blamed on the canary",
+                outcome == Some(Phase::Failed),
+            ))
+        } else if !case.class.regression {
+            Some((
+                "healthy releases rolled back",
+                outcome == Some(Phase::Failed),
+            ))
+        } else {
+            Some(("small regressions caught", outcome == Some(Phase::Failed)))
+        };
+        if let Some((goal, hit)) = goal {
+            let g = goals.entry((goal, case.mode)).or_default();
+            g.0 += u32::from(hit);
+            g.1 += 1;
+        }
+    }
+    let rates: Vec<u32> = {
+        let mut r: Vec<u32> = cases.iter().map(|c| c.rate).collect();
+        r.sort_unstable();
+        r.dedup();
+        r
+    };
+    let mut header = "| class | truth |".to_string();
+    let mut rule = "|---|---|".to_string();
+    for rate in &rates {
+        header.push_str(&format!(" {rate} rps thresholds | {rate} rps judge |"));
+        rule.push_str("---|---|");
+    }
+    println!(
+        "\npromoted/rolled back (undecided?) median seconds from the new revision to the decision\n"
+    );
+    println!("{header}\n{rule}");
+    for (i, class) in CLASSES.iter().enumerate() {
+        let truth = if class.regression {
+            "roll back"
+        } else {
+            "promote"
+        };
+        let mut row = format!("| {} | {truth} |", class.name);
+        for rate in &rates {
+            for mode in [Mode::Thresholds, Mode::Judge] {
+                let cell = tallies
+                    .get(&(i, *rate, mode))
+                    .map_or("-".into(), Tally::cell);
+                row.push_str(&format!(" {cell} |"));
+            }
+        }
+        println!("{row}");
+    }
+    println!("\n| goal | thresholds | judge |\n|---|---|---|");
+    let names: Vec<&str> = {
+        let mut n: Vec<&str> = goals.keys().map(|(g, _)| *g).collect();
+        n.dedup();
+        n
+    };
+    for goal in names {
+        let cell = |mode| {
+            goals.get(&(goal, mode)).map_or("-".into(), |(hit, n)| {
+                format!(
+                    "{hit}/{n} ({:.0} %)",
+                    100.0 * f64::from(*hit) / f64::from(*n)
+                )
+            })
+        };
+        println!(
+            "| {goal} | {} | {} |",
+            cell(Mode::Thresholds),
+            cell(Mode::Judge)
+        );
+    }
+}
