@@ -31,6 +31,8 @@ struct Class {
     rule: Option<&'static str>,
     /// An incident (5 % more errors) on both versions for the whole run.
     incident: bool,
+    /// Nothing reaches the new version: no data to decide on (it must not be promoted).
+    silent: bool,
     /// Should be rolled back.
     regression: bool,
     /// A regression the goals count (>= 2x errors, >= +50 % p99).
@@ -42,6 +44,7 @@ const CLASSES: &[Class] = &[
         name: "healthy",
         rule: None,
         incident: false,
+        silent: false,
         regression: false,
         large: false,
     },
@@ -49,6 +52,7 @@ const CLASSES: &[Class] = &[
         name: "err1x5",
         rule: Some("errorRate: 0.0075"),
         incident: false,
+        silent: false,
         regression: true,
         large: false,
     },
@@ -56,6 +60,7 @@ const CLASSES: &[Class] = &[
         name: "err2x",
         rule: Some("errorRate: 0.01"),
         incident: false,
+        silent: false,
         regression: true,
         large: true,
     },
@@ -63,6 +68,7 @@ const CLASSES: &[Class] = &[
         name: "err5x",
         rule: Some("errorRate: 0.025"),
         incident: false,
+        silent: false,
         regression: true,
         large: true,
     },
@@ -70,6 +76,7 @@ const CLASSES: &[Class] = &[
         name: "lat1x2",
         rule: Some("errorRate: 0.005\n      latency: 120ms\n      p99: 360ms"),
         incident: false,
+        silent: false,
         regression: true,
         large: false,
     },
@@ -77,6 +84,7 @@ const CLASSES: &[Class] = &[
         name: "lat1x5",
         rule: Some("errorRate: 0.005\n      latency: 150ms\n      p99: 450ms"),
         incident: false,
+        silent: false,
         regression: true,
         large: true,
     },
@@ -84,6 +92,7 @@ const CLASSES: &[Class] = &[
         name: "lat3x",
         rule: Some("errorRate: 0.005\n      latency: 300ms\n      p99: 900ms"),
         incident: false,
+        silent: false,
         regression: true,
         large: true,
     },
@@ -91,13 +100,23 @@ const CLASSES: &[Class] = &[
         name: "flaky",
         rule: Some("errorRate: 0.05\n      intermittent: {period: 30s, duty: 0.2}"),
         incident: false,
+        silent: false,
         regression: true,
         large: true,
+    },
+    Class {
+        name: "silent",
+        rule: None,
+        incident: false,
+        silent: true,
+        regression: true,
+        large: false,
     },
     Class {
         name: "incident",
         rule: None,
         incident: true,
+        silent: false,
         regression: false,
         large: false,
     },
@@ -193,7 +212,11 @@ fn scenario(cases: &[Case], seed: u64) -> String {
         "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: kubernetes\n  noise: {{seed: {seed}}}\n  services:\n"
     );
     for case in cases {
-        for service in [case.name.clone(), format!("{}-canary", case.name)] {
+        let mut loaded = vec![case.name.clone()];
+        if !case.class.silent {
+            loaded.push(format!("{}-canary", case.name));
+        }
+        for service in loaded {
             s.push_str(&format!(
                 "    - name: {service}\n      namespace: {NS}\n      rate: {}\n",
                 case.rate
@@ -223,7 +246,7 @@ fn canary(case: &Case) -> Value {
         "spec": {
             "provider": "kubernetes",
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": case.name},
-            "progressDeadlineSeconds": 600,
+            "progressDeadlineSeconds": 240,
             "service": {"port": 9898},
             "analysis": {"interval": "10s", "threshold": 2, "iterations": 6,
                          "metrics": case.mode.metrics()}
@@ -361,7 +384,7 @@ async fn decision_benchmark() {
 /// The confusion table (promoted/rolled back, median seconds to the decision) and the goals.
 fn report(cases: &[Case], ended: &BTreeMap<String, (Phase, f64)>) {
     let mut tallies: BTreeMap<(usize, u32, Mode), Tally> = BTreeMap::new();
-    let mut goals: BTreeMap<(&str, Mode), (u32, u32)> = BTreeMap::new();
+    let mut goals: BTreeMap<(String, Mode), (u32, u32)> = BTreeMap::new();
     for case in cases {
         let class = CLASSES
             .iter()
@@ -380,20 +403,31 @@ fn report(cases: &[Case], ended: &BTreeMap<String, (Phase, f64)>) {
             }
             None => tally.undecided += 1,
         }
-        let goal = if case.class.large {
-            Some(("large regressions caught", outcome == Some(Phase::Failed)))
+        let goal = if case.class.silent {
+            Some((
+                "promotions without data".to_string(),
+                outcome == Some(Phase::Succeeded),
+            ))
+        } else if case.class.large {
+            Some((
+                format!("large regressions caught at {} rps", case.rate),
+                outcome == Some(Phase::Failed),
+            ))
         } else if case.class.incident {
             Some((
-                "incidents blamed on the canary",
+                "incidents blamed on the canary".to_string(),
                 outcome == Some(Phase::Failed),
             ))
         } else if !case.class.regression {
             Some((
-                "healthy releases rolled back",
+                "healthy releases rolled back".to_string(),
                 outcome == Some(Phase::Failed),
             ))
         } else {
-            Some(("small regressions caught", outcome == Some(Phase::Failed)))
+            Some((
+                "small regressions caught".to_string(),
+                outcome == Some(Phase::Failed),
+            ))
         };
         if let Some((goal, hit)) = goal {
             let g = goals.entry((goal, case.mode)).or_default();
@@ -435,19 +469,21 @@ fn report(cases: &[Case], ended: &BTreeMap<String, (Phase, f64)>) {
         println!("{row}");
     }
     println!("\n| goal | thresholds | judge |\n|---|---|---|");
-    let names: Vec<&str> = {
-        let mut n: Vec<&str> = goals.keys().map(|(g, _)| *g).collect();
+    let names: Vec<String> = {
+        let mut n: Vec<String> = goals.keys().map(|(g, _)| g.clone()).collect();
         n.dedup();
         n
     };
     for goal in names {
         let cell = |mode| {
-            goals.get(&(goal, mode)).map_or("-".into(), |(hit, n)| {
-                format!(
-                    "{hit}/{n} ({:.0} %)",
-                    100.0 * f64::from(*hit) / f64::from(*n)
-                )
-            })
+            goals
+                .get(&(goal.clone(), mode))
+                .map_or("-".into(), |(hit, n)| {
+                    format!(
+                        "{hit}/{n} ({:.0} %)",
+                        100.0 * f64::from(*hit) / f64::from(*n)
+                    )
+                })
         };
         println!(
             "| {goal} | {} | {} |",
