@@ -125,14 +125,28 @@ const CLASSES: &[Class] = &[
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Mode {
     Thresholds,
+    /// The judge with its default test, Mann-Whitney U.
     Judge,
+    /// The judge with `test: permutation` (difference of means).
+    JudgeMeans,
 }
+
+const MODES: [Mode; 3] = [Mode::Thresholds, Mode::Judge, Mode::JudgeMeans];
 
 impl Mode {
     fn tag(self) -> &'static str {
         match self {
             Mode::Thresholds => "t",
             Mode::Judge => "j",
+            Mode::JudgeMeans => "m",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Mode::Thresholds => "thresholds",
+            Mode::Judge => "judge (ranks)",
+            Mode::JudgeMeans => "judge (means)",
         }
     }
 
@@ -144,8 +158,13 @@ impl Mode {
                 {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
                 {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": "30s"}
             ]),
-            Mode::Judge => {
-                let judge = json!({"step": "5s", "minSamples": 12});
+            Mode::Judge | Mode::JudgeMeans => {
+                let test = if self == Mode::Judge {
+                    "mannWhitney"
+                } else {
+                    "permutation"
+                };
+                let judge = json!({"step": "5s", "minSamples": 12, "test": test});
                 json!([
                     {"name": "request-success-rate", "interval": "2m", "noDataPolicy": "hold",
                      "judge": judge},
@@ -186,7 +205,7 @@ fn cases() -> Vec<Case> {
     for class in CLASSES {
         for &rate in &rates {
             for seed in 0..seeds {
-                for mode in [Mode::Thresholds, Mode::Judge] {
+                for mode in MODES {
                     cases.push(Case {
                         // The incident rule matches workload names starting with "inc-".
                         name: format!(
@@ -444,8 +463,10 @@ fn report(cases: &[Case], ended: &BTreeMap<String, (Phase, f64)>) {
     let mut header = "| class | truth |".to_string();
     let mut rule = "|---|---|".to_string();
     for rate in &rates {
-        header.push_str(&format!(" {rate} rps thresholds | {rate} rps judge |"));
-        rule.push_str("---|---|");
+        for mode in MODES {
+            header.push_str(&format!(" {rate} rps {} |", mode.title()));
+            rule.push_str("---|");
+        }
     }
     println!(
         "\npromoted/rolled back (undecided?) median seconds from the new revision to the decision\n"
@@ -459,7 +480,7 @@ fn report(cases: &[Case], ended: &BTreeMap<String, (Phase, f64)>) {
         };
         let mut row = format!("| {} | {truth} |", class.name);
         for rate in &rates {
-            for mode in [Mode::Thresholds, Mode::Judge] {
+            for mode in MODES {
                 let cell = tallies
                     .get(&(i, *rate, mode))
                     .map_or("-".into(), Tally::cell);
@@ -468,7 +489,7 @@ fn report(cases: &[Case], ended: &BTreeMap<String, (Phase, f64)>) {
         }
         println!("{row}");
     }
-    println!("\n| goal | thresholds | judge |\n|---|---|---|");
+    println!("\n| goal | thresholds | judge (ranks) | judge (means) |\n|---|---|---|---|");
     let names: Vec<String> = {
         let mut n: Vec<String> = goals.keys().map(|(g, _)| g.clone()).collect();
         n.dedup();
@@ -486,9 +507,10 @@ fn report(cases: &[Case], ended: &BTreeMap<String, (Phase, f64)>) {
                 })
         };
         println!(
-            "| {goal} | {} | {} |",
+            "| {goal} | {} | {} | {} |",
             cell(Mode::Thresholds),
-            cell(Mode::Judge)
+            cell(Mode::Judge),
+            cell(Mode::JudgeMeans)
         );
     }
 }

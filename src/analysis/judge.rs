@@ -11,11 +11,12 @@
 
 use serin_core::stats::{self, Alternative};
 
-use crate::api::canary::{MetricJudge, Worse};
+use crate::api::canary::{JudgeTest, MetricJudge, Worse};
 
 /// A judge's settings, defaults applied.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Settings {
+    pub test: JudgeTest,
     pub confidence: f64,
     pub min_samples: usize,
     pub tolerance: f64,
@@ -26,6 +27,7 @@ impl Settings {
     /// From the spec; `worse` falls back to `default_worse` (the builtin's direction).
     pub fn of(judge: &MetricJudge, default_worse: Worse) -> Settings {
         Settings {
+            test: judge.test.unwrap_or_default(),
             confidence: judge.confidence.unwrap_or(MetricJudge::DEFAULT_CONFIDENCE),
             min_samples: judge
                 .min_samples
@@ -74,11 +76,15 @@ pub fn judge(canary: &[f64], primary: &[f64], settings: &Settings) -> Judgement 
         Worse::Higher => Alternative::Greater,
         Worse::Lower => Alternative::Less,
     };
-    let (Some(test), Some(canary_mean), Some(primary_mean)) = (
-        stats::mann_whitney_u(canary, primary, alternative),
-        mean(canary),
-        mean(primary),
-    ) else {
+    let p_value = match settings.test {
+        JudgeTest::MannWhitney => {
+            stats::mann_whitney_u(canary, primary, alternative).map(|t| t.p_value)
+        }
+        JudgeTest::Permutation => stats::permutation_mean_test(canary, primary, alternative),
+    };
+    let (Some(p_value), Some(canary_mean), Some(primary_mean)) =
+        (p_value, mean(canary), mean(primary))
+    else {
         // NaN samples are dropped when read; an empty side was caught above.
         return Judgement::NotEnough {
             canary: canary.len(),
@@ -92,11 +98,11 @@ pub fn judge(canary: &[f64], primary: &[f64], settings: &Settings) -> Judgement 
     let summary = Summary {
         canary_mean,
         primary_mean,
-        p_value: test.p_value,
+        p_value,
         effect,
         allowed: settings.tolerance * primary_mean.abs(),
     };
-    let significant = test.p_value < 1.0 - settings.confidence;
+    let significant = p_value < 1.0 - settings.confidence;
     if significant && summary.effect > summary.allowed {
         Judgement::Fail(summary)
     } else {
@@ -124,6 +130,7 @@ mod tests {
 
     fn settings(worse: Worse) -> Settings {
         Settings {
+            test: JudgeTest::MannWhitney,
             confidence: 0.98,
             min_samples: 10,
             tolerance: 0.1,
@@ -191,6 +198,33 @@ mod tests {
     }
 
     #[test]
+    fn the_permutation_test_catches_what_ranks_miss() {
+        // An intermittent fault: 6 of 24 steps much worse, the rest as the primary.
+        let primary: Vec<f64> = (0..24).map(|i| 0.5 + ((i * 7) % 5) as f64 * 0.05).collect();
+        let mut canary = primary.clone();
+        for i in [2, 6, 10, 14, 18, 22] {
+            canary[i] = 5.0;
+        }
+        let ranks = settings(Worse::Higher);
+        let means = Settings {
+            test: JudgeTest::Permutation,
+            ..ranks
+        };
+        assert!(matches!(
+            judge(&canary, &primary, &ranks),
+            Judgement::Pass(_)
+        ));
+        assert!(matches!(
+            judge(&canary, &primary, &means),
+            Judgement::Fail(_)
+        ));
+        assert!(matches!(
+            judge(&primary, &primary, &means),
+            Judgement::Pass(_)
+        ));
+    }
+
+    #[test]
     fn too_few_samples_is_not_a_verdict() {
         let s = settings(Worse::Higher);
         assert_eq!(
@@ -209,6 +243,7 @@ mod tests {
         assert_eq!(
             s,
             Settings {
+                test: JudgeTest::MannWhitney,
                 confidence: 0.98,
                 min_samples: 20,
                 tolerance: 0.1,

@@ -7,8 +7,8 @@ mod status;
 
 pub use analysis::{
     AlertSeverity, CanaryAlert, CanaryAnalysis, CanaryMetric, CanaryThresholdRange, CanaryWebhook,
-    DEFAULT_COOKIE_MAX_AGE, DEFAULT_INTERVAL, FLAGGER_MIN_INTERVAL, HookType, MetricJudge,
-    NoDataPolicy, SameSite, SessionAffinity, Worse,
+    DEFAULT_COOKIE_MAX_AGE, DEFAULT_INTERVAL, FLAGGER_MIN_INTERVAL, HookType, JudgeTest,
+    MetricJudge, NoDataPolicy, SameSite, SessionAffinity, Worse,
 };
 pub use service::{
     BackendObjectReference, CanaryService, CorsPolicy, HeaderOperations, Headers, HttpMatchRequest,

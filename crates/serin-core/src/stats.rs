@@ -9,6 +9,13 @@
 //!
 //! [`hodges_lehmann_shift`] says how far apart the samples are, which a p-value alone does
 //! not: with thousands of samples a negligible shift is "significant".
+//!
+//! [`permutation_mean_test`] tests the difference of means (see its module for when it sees
+//! what a rank test misses).
+
+mod permutation;
+
+pub use permutation::{ROUNDS as PERMUTATION_ROUNDS, permutation_mean_test};
 
 /// The alternative hypothesis, as scipy names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

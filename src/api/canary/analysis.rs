@@ -219,6 +219,11 @@ pub struct CanaryMetric {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricJudge {
+    /// The test: `mannWhitney` (default; ranks: "the canary tends to be worse", robust to
+    /// outliers) or `permutation` (the difference of means: also sees a regression that
+    /// hits a few steps hard, such as an intermittent fault).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<JudgeTest>,
     /// Confidence that the canary is worse before the check fails, in (0, 1); default 0.98.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
@@ -238,6 +243,15 @@ pub struct MetricJudge {
     /// The builtins know theirs; a template's metric defaults to `higher`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worse: Option<Worse>,
+}
+
+// The judge's statistical test.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum JudgeTest {
+    #[default]
+    MannWhitney,
+    Permutation,
 }
 
 // Which direction of a metric is a regression.

@@ -394,6 +394,7 @@ mod tests {
     #[test]
     fn judge_settings_are_checked_field_by_field() {
         let judge = crate::api::canary::MetricJudge {
+            test: None,
             confidence: Some(1.5),
             min_samples: Some(2),
             tolerance: Some(-0.1),

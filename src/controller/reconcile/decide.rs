@@ -10,8 +10,8 @@ use kube::runtime::controller::Action;
 use serin_core::{Decision, Observation, Plan, Status, Step, decide};
 
 use super::{BLOCKED_RETRY, MAX_PROBES};
-use crate::api::canary::MetricObservation;
 use crate::api::HookType;
+use crate::api::canary::MetricObservation;
 use crate::controller::context::Context;
 use crate::controller::webhooks::{self, Call};
 use crate::workload::configs::Tracked;
