@@ -175,24 +175,7 @@ async fn on_the_local_stack_a_healthy_canary_passes_and_a_faulty_one_fails() {
     .await
     .unwrap();
     let client = common::client(&stack);
-    common::podinfo(&client, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
-    common::crd(
-        &client,
-        "networking.istio.io",
-        "v1beta1",
-        "VirtualService",
-        "virtualservices",
-    )
-    .await;
-    common::create(
-        &client,
-        json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
-            "metadata": {"name": "podinfo", "namespace": "default"},
-            "spec": {"hosts": ["podinfo"], "http": [{"route": [
-                {"destination": {"host": "podinfo-primary"}, "weight": 50},
-                {"destination": {"host": "podinfo-canary"}, "weight": 50}]}]}}),
-    )
-    .await;
+    common::podinfo_split_by_istio(&client, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
     let dir = tempfile::tempdir().unwrap();
     let run = |target: &str| {
         let file = dir.path().join(format!("{target}.yaml"));

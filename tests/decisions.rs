@@ -340,20 +340,13 @@ async fn decision_benchmark() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let args = [
-        "--mesh-provider",
-        "kubernetes",
-        "--min-analysis-interval",
-        "1s",
-        "--port",
-        "0",
-        "--log-level",
-        "info",
-        "--kubeconfig-qps",
-        "500",
-        "--kubeconfig-burst",
-        "1000",
-    ];
+    // The kit's flags, quieter, and a client rate that never delays 180 releases.
+    let mut args = serin_testkit::controller_args();
+    if let Some(i) = args.iter().position(|a| a == "--log-level") {
+        args[i + 1] = "info".into();
+    }
+    args.extend(["--kubeconfig-qps", "500", "--kubeconfig-burst", "1000"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), ControlPlane::Emulator)
         .scenario(&scenario(&cases, seed))
         .prometheus()

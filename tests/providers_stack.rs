@@ -36,24 +36,7 @@ async fn world(prometheus: bool, datadog: bool, newrelic: bool) -> (Stack, kube:
     for crd in serin::api::crds() {
         common::create(&client, serde_json::to_value(&crd).unwrap()).await;
     }
-    common::podinfo(&client, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
-    common::crd(
-        &client,
-        "networking.istio.io",
-        "v1beta1",
-        "VirtualService",
-        "virtualservices",
-    )
-    .await;
-    common::create(
-        &client,
-        json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
-            "metadata": {"name": "podinfo", "namespace": "default"},
-            "spec": {"hosts": ["podinfo"], "http": [{"route": [
-                {"destination": {"host": "podinfo-primary"}, "weight": 50},
-                {"destination": {"host": "podinfo-canary"}, "weight": 50}]}]}}),
-    )
-    .await;
+    common::podinfo_split_by_istio(&client, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
     (stack, client)
 }
 

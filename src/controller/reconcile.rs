@@ -131,11 +131,7 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
 
     // What to do.
     let checksum = webhook_checksum(&tracked, &obs.revision);
-    let call = Call {
-        canary,
-        phase: status.phase,
-        checksum: &checksum,
-    };
+    let call = Call::new(canary, status.phase, &checksum);
     let route = target.route();
     let (step, metrics) = match decide_step(ctx, plan, &status, &mut obs, now, call, route).await {
         Ok(decided) => decided,
@@ -177,24 +173,38 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     }
 
     // Tell it.
-    let metrics = next.metrics.as_deref();
-    after_status(canary, ctx, plan, &step, &checksum, metrics).await;
-    if step.status.phase == Phase::Initialized && status.phase.is_initial() && !plan.skip_analysis {
-        announce_metric_providers(canary, ctx).await;
-    }
-    if let Some(requested) = intent
-        .requested
-        .as_ref()
-        .filter(|r| commands::settled(r, status.phase, &step))
-    {
-        commands::consume(canary, ctx, requested, status.phase).await;
-    }
+    tell(canary, ctx, &intent, &step, status.phase, &checksum, &next).await;
     if step.effects.contains(&Effect::RemoveFinalizer) {
         return remove_finalizer(canary, ctx).await;
     }
     Ok(Action::requeue(
         step.requeue.to_std().unwrap_or(Duration::from_secs(1)),
     ))
+}
+
+/// After the status is written: the step's events, alerts and metrics, the providers'
+/// availability at initialization, and the command annotation once carried out.
+async fn tell(
+    canary: &Canary,
+    ctx: &Context,
+    intent: &Intent,
+    step: &Step,
+    was: Phase,
+    checksum: &str,
+    next: &crate::api::CanaryStatus,
+) {
+    let plan = &intent.plan;
+    after_status(canary, ctx, plan, step, checksum, next.metrics.as_deref()).await;
+    if step.status.phase == Phase::Initialized && was.is_initial() && !plan.skip_analysis {
+        announce_metric_providers(canary, ctx).await;
+    }
+    if let Some(requested) = intent
+        .requested
+        .as_ref()
+        .filter(|r| commands::settled(r, was, step))
+    {
+        commands::consume(canary, ctx, requested, was).await;
+    }
 }
 
 /// The finalizer, the plan from the spec, the commands and the router: an `Err(action)` when

@@ -37,6 +37,16 @@ pub struct Call<'a> {
     pub checksum: &'a str,
 }
 
+impl<'a> Call<'a> {
+    pub fn new(canary: &'a Canary, phase: Phase, checksum: &'a str) -> Call<'a> {
+        Call {
+            canary,
+            phase,
+            checksum,
+        }
+    }
+}
+
 /// The hooks of `canary` of one type, in spec order (an unset type counts as `rollout`).
 pub fn of_type(canary: &Canary, kind: HookType) -> Vec<&CanaryWebhook> {
     let hooks = canary

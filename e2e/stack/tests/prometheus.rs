@@ -64,24 +64,7 @@ async fn builtin_queries_istio_and_app_metrics() {
     let stack = start("istio").await;
     let prom = stack.prometheus_url().unwrap().to_string();
     let c = client(&stack);
-    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
-    crd(
-        &c,
-        "networking.istio.io",
-        "v1beta1",
-        "VirtualService",
-        "virtualservices",
-    )
-    .await;
-    create(
-        &c,
-        json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
-            "metadata": {"name": "podinfo", "namespace": "default"},
-            "spec": {"hosts": ["podinfo"], "http": [{"route": [
-                {"destination": {"host": "podinfo-primary"}, "weight": 50},
-                {"destination": {"host": "podinfo-canary"}, "weight": 50}]}]}}),
-    )
-    .await;
+    podinfo_split_by_istio(&c, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
 
     let (ns, target, i) = ("default", "podinfo", "1m");
     let istio_rate = |t: &str| {

@@ -157,6 +157,8 @@ fn gateway_refs<'a>(input: &Input<'a>) -> Result<&'a [ParentReference], String> 
 impl GatewayApi {
     /// The rules, most specific first (Gateway API prefers the match with more header
     /// conditions, so sticky and A/B rules win over the weighted one).
+    // Long on purpose: every strategy's rules side by side, so their precedence is read in
+    // one place (as Istio's `routes`).
     fn rules(&self, input: &Input<'_>) -> Result<Vec<Value>, String> {
         let service = &input.canary.spec.service;
         let mut base_matches = matches::map(service.r#match.as_deref(), "spec.service.match")?;

@@ -129,6 +129,33 @@ pub async fn podinfo(client: &kube::Client, primary_image: &str, canary_image: &
     wait_ready(client, "podinfo", 1).await;
 }
 
+/// podinfo (`primary_image`, `canary_image`) with the Istio VirtualService kind installed
+/// and the apex split 50/50 between `podinfo-primary` and `podinfo-canary`.
+pub async fn podinfo_split_by_istio(
+    client: &kube::Client,
+    primary_image: &str,
+    canary_image: &str,
+) {
+    podinfo(client, primary_image, canary_image).await;
+    crd(
+        client,
+        "networking.istio.io",
+        "v1beta1",
+        "VirtualService",
+        "virtualservices",
+    )
+    .await;
+    create(
+        client,
+        json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+            "metadata": {"name": "podinfo", "namespace": "default"},
+            "spec": {"hosts": ["podinfo"], "http": [{"route": [
+                {"destination": {"host": "podinfo-primary"}, "weight": 50},
+                {"destination": {"host": "podinfo-canary"}, "weight": 50}]}]}}),
+    )
+    .await;
+}
+
 /// A minimal HTTP/1.0 client: (status, headers lower-cased, body).
 pub async fn http(
     method: &str,
