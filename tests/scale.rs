@@ -6,6 +6,11 @@
 //! ```sh
 //! cargo test --release --test scale -- --ignored --nocapture
 //! SERIN_SCALE_CANARIES=500 SERIN_SCALE_QPS=1000 cargo test --release --test scale -- --ignored --nocapture
+//! # a realistic cluster: unrelated Deployments, Secrets (some ~1 MiB) and ConfigMaps beside
+//! # the Canaries, in namespace `noise`; `opaque` makes the big Secrets Opaque instead of
+//! # Helm release records
+//! SERIN_SCALE_NOISE=5000,10000,200,5000 cargo test --release --test scale -- --ignored --nocapture
+//! SERIN_SCALE_NOISE=5000,10000,200,5000,opaque cargo test --release --test scale -- --ignored --nocapture
 //! ```
 
 use std::time::{Duration, Instant};
@@ -101,6 +106,84 @@ async fn wait_all(
     }
 }
 
+/// `SERIN_SCALE_NOISE=deployments,secrets,big_secrets,configmaps[,opaque]`: objects that have
+/// nothing to do with any Canary, created in namespace `noise` before the controller starts.
+/// Returns a description for the report.
+async fn noise(world: &serin_testkit::World) -> Option<String> {
+    let spec = std::env::var("SERIN_SCALE_NOISE").ok()?;
+    let parts: Vec<&str> = spec.split(',').collect();
+    let n = |i: usize| {
+        parts
+            .get(i)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let (deployments, secrets, big, configmaps) = (n(0), n(1), n(2), n(3));
+    let big_type = if parts.get(4) == Some(&"opaque") {
+        "Opaque"
+    } else {
+        "helm.sh/release.v1"
+    };
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(world.client.clone());
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "noise"}});
+    namespaces
+        .create(
+            &Default::default(),
+            &serde_json::from_value(namespace).unwrap(),
+        )
+        .await
+        .unwrap();
+    let create = |object: serde_json::Value| async move {
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            world.client.clone(),
+            "noise",
+            &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                "",
+                "v1",
+                object["kind"].as_str().unwrap(),
+            )),
+        );
+        let object: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
+        api.create(&Default::default(), &object).await.unwrap();
+    };
+    let deployments_api: Api<Deployment> = Api::namespaced(world.client.clone(), "noise");
+    for i in 0..deployments {
+        let name = format!("other-{i}");
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "noise"},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": "other:1"}]}}}});
+        deployments_api
+            .create(&Default::default(), &serde_json::from_value(d).unwrap())
+            .await
+            .unwrap();
+    }
+    // ~1 MiB of base64, as a Helm release record holds.
+    let payload = "QUJD".repeat(256 * 1024);
+    for i in 0..secrets {
+        let (kind, data) = if i < big {
+            (big_type, payload.as_str())
+        } else {
+            ("Opaque", "c2VjcmV0")
+        };
+        create(json!({"apiVersion": "v1", "kind": "Secret", "type": kind,
+            "metadata": {"name": format!("secret-{i}"), "namespace": "noise"},
+            "data": {"release": data}}))
+        .await;
+    }
+    for i in 0..configmaps {
+        create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("config-{i}"), "namespace": "noise"},
+            "data": {"app.yaml": "key: value\n".repeat(20)}}))
+        .await;
+    }
+    Some(format!(
+        "noise: {deployments} Deployments, {secrets} Secrets ({big} of ~1 MiB, {big_type}), \
+         {configmaps} ConfigMaps"
+    ))
+}
+
 #[tokio::test]
 #[ignore = "benchmark: run with --release --ignored --nocapture"]
 async fn many_canaries() {
@@ -129,6 +212,13 @@ async fn many_canaries() {
     let deployments: Api<Deployment> = world.deployments();
     let canaries: Api<Canary> = world.canaries();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let noise = noise(&world).await;
+
+    // The controller with nothing to do (but the noise, if any): its floor.
+    world.start_controller(&[]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (_, rss_empty, _) = usage(world.controller_pid().unwrap());
+    world.kill_controller();
     let apply = PatchParams::apply("bench").force();
     let deployment = |name: &str, image: &str| {
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
@@ -203,6 +293,10 @@ async fn many_canaries() {
     world.kill_controller();
 
     println!("canaries: {n} (kubernetes provider, 2 checks at 10 s each), --kubeconfig-qps {qps}");
+    if let Some(noise) = &noise {
+        println!("{noise}");
+    }
+    println!("controller RSS with no Canary, 10 s after start: {rss_empty:.1} MiB");
     println!(
         "initialization: all Initialized in {:.1} s; controller CPU {:.2} s; RSS {:.1} MiB; \
          {:.1} API requests per canary",

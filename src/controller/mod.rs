@@ -55,6 +55,7 @@ where
 fn cached<K>(
     client: &Client,
     namespace: Option<&str>,
+    config: watcher::Config,
 ) -> (
     Store<K>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -69,14 +70,19 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector(
-        writer,
-        watcher(api::<K>(client, namespace), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let events = watcher(api::<K>(client, namespace), config)
+        // serin never reads managedFields, often the largest part of an object's metadata.
+        .modify(|object: &mut K| object.meta_mut().managed_fields = None);
+    let stream = reflector(writer, events)
+        .default_backoff()
+        .touched_objects();
     (reader, stream)
 }
+
+/// Secrets serin may read: all but Helm's release records (`helm.sh/release.v1`, up to 1 MiB
+/// each and usually the most numerous Secrets of a cluster), which no pod mounts and no
+/// provider references.
+const SECRETS_SERIN_READS: &str = "type!=helm.sh/release.v1";
 
 /// Canaries in `namespace` whose target is `kind/name`, or that own the object.
 fn canaries_for(
@@ -145,14 +151,15 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let ns = config.namespace.clone();
     let ns = ns.as_deref();
-    let (deployments, deployment_events) = cached::<Deployment>(&client, ns);
-    let (daemon_sets, daemon_set_events) = cached::<DaemonSet>(&client, ns);
-    let (services, service_events) = cached::<Service>(&client, ns);
-    let (configmaps, configmap_events) = cached::<ConfigMap>(&client, ns);
-    let (secrets, secret_events) = cached::<Secret>(&client, ns);
+    let (deployments, deployment_events) = cached::<Deployment>(&client, ns, Default::default());
+    let (daemon_sets, daemon_set_events) = cached::<DaemonSet>(&client, ns, Default::default());
+    let (services, service_events) = cached::<Service>(&client, ns, Default::default());
+    let (configmaps, configmap_events) = cached::<ConfigMap>(&client, ns, Default::default());
+    let secrets_read = watcher::Config::default().fields(SECRETS_SERIN_READS);
+    let (secrets, secret_events) = cached::<Secret>(&client, ns, secrets_read);
     // Templates may be referenced across namespaces; a controller confined to one namespace
     // (and its RBAC) sees only that namespace's templates.
-    let (templates, template_events) = cached::<MetricTemplate>(&client, ns);
+    let (templates, template_events) = cached::<MetricTemplate>(&client, ns, Default::default());
 
     let stores = Stores {
         deployments,
