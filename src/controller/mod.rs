@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::runtime::controller::Controller;
@@ -29,6 +29,7 @@ pub mod context;
 pub mod error;
 pub mod event_webhooks;
 pub mod events;
+pub mod index;
 pub mod leader;
 pub mod metric_analysis;
 pub mod reconcile;
@@ -40,6 +41,7 @@ pub mod token;
 pub mod webhooks;
 
 pub use context::{Config, Context, Stores};
+use index::Index;
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -84,41 +86,21 @@ where
 /// provider references.
 const SECRETS_SERIN_READS: &str = "type!=helm.sh/release.v1";
 
-/// Canaries in `namespace` whose target is `kind/name`, or that own the object.
+/// Canaries in the object's namespace whose target is `kind/name`, or that own the object
+/// (the primary, the generated Services).
 fn canaries_for(
-    canaries: &Store<Canary>,
+    index: &Index,
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     kind: TargetKind,
 ) -> Vec<ObjectRef<Canary>> {
-    let namespace = meta.namespace.clone().unwrap_or_default();
-    let name = meta.name.clone().unwrap_or_default();
-    let owners: Vec<&str> = meta
-        .owner_references
-        .iter()
-        .flatten()
-        .filter(|o| o.kind == "Canary")
-        .map(|o| o.name.as_str())
-        .collect();
-    canaries
-        .state()
-        .iter()
-        .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|c| {
-            let r = &c.spec.target_ref;
-            (r.kind == kind && r.name == name) || owners.contains(&c.name_any().as_str())
-        })
-        .map(|c| ObjectRef::from_obj(c.as_ref()))
-        .collect()
-}
-
-/// Every Canary of a namespace (a ConfigMap or Secret changed: cheap to look, rare).
-fn canaries_in(canaries: &Store<Canary>, namespace: Option<String>) -> Vec<ObjectRef<Canary>> {
-    canaries
-        .state()
-        .iter()
-        .filter(|c| c.namespace() == namespace)
-        .map(|c| ObjectRef::from_obj(c.as_ref()))
-        .collect()
+    let namespace = meta.namespace.as_deref().unwrap_or_default();
+    let name = meta.name.as_deref().unwrap_or_default();
+    let mut refs = index.by_target(namespace, kind, name);
+    let owners = meta.owner_references.iter().flatten();
+    for owner in owners.filter(|o| o.kind == "Canary") {
+        refs.push(ObjectRef::new(&owner.name).within(namespace));
+    }
+    refs
 }
 
 /// Reports ready once the caches are synced, then Flagger's `flagger_canary_total` every 10 s.
@@ -171,15 +153,27 @@ pub async fn run(
     };
     let ctx = context(&client, config, telemetry, stores)?;
 
-    let controller = Controller::new(api::<Canary>(&client, ns), watcher::Config::default());
-    let canaries = controller.store();
-    let by_deployment = canaries.clone();
-    let by_daemon_set = canaries.clone();
-    let by_service = canaries.clone();
-    let by_configmap = canaries.clone();
-    let by_secret = canaries.clone();
-    let by_template = canaries.clone();
-    tokio::spawn(count_canaries(canaries.clone(), ctx.clone(), health));
+    // The Canary watch, its cache, and the index the other watches look Canaries up in.
+    let index = Arc::new(Index::default());
+    let (canaries, writer) = reflector::store();
+    let indexing = index.clone();
+    let canary_events = reflector(
+        writer,
+        watcher(api::<Canary>(&client, ns), watcher::Config::default())
+            .inspect_ok(move |event| indexing.apply(event)),
+    )
+    .default_backoff()
+    .applied_objects();
+    let controller = Controller::for_stream(canary_events, canaries.clone());
+    tokio::spawn(count_canaries(canaries, ctx.clone(), health));
+    let [
+        by_deployment,
+        by_daemon_set,
+        by_service,
+        by_configmap,
+        by_secret,
+        by_template,
+    ] = std::array::from_fn(|_| index.clone());
     controller
         .watches_stream(deployment_events, move |d: Deployment| {
             canaries_for(&by_deployment, &d.metadata, TargetKind::Deployment)
@@ -190,14 +184,16 @@ pub async fn run(
         .watches_stream(service_events, move |s: Service| {
             canaries_for(&by_service, &s.metadata, TargetKind::Service)
         })
+        // A changed ConfigMap or Secret may be tracked by any Canary of its namespace (which
+        // ones depends on the targets' pod specs): rare, and each reconcile is cheap.
         .watches_stream(configmap_events, move |c: ConfigMap| {
-            canaries_in(&by_configmap, c.namespace())
+            by_configmap.in_namespace(&c.namespace().unwrap_or_default())
         })
         .watches_stream(secret_events, move |s: Secret| {
-            canaries_in(&by_secret, s.namespace())
+            by_secret.in_namespace(&s.namespace().unwrap_or_default())
         })
         .watches_stream(template_events, move |t: MetricTemplate| {
-            canaries_using_template(&by_template, &t)
+            by_template.using_template(&t.namespace().unwrap_or_default(), &t.name_any())
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
@@ -209,25 +205,6 @@ pub async fn run(
         .await;
     tracing::info!("controller stopped");
     Ok(())
-}
-
-/// The Canaries whose metrics reference this MetricTemplate.
-fn canaries_using_template(canaries: &Store<Canary>, t: &MetricTemplate) -> Vec<ObjectRef<Canary>> {
-    let (ns, name) = (t.namespace(), t.name_any());
-    canaries
-        .state()
-        .iter()
-        .filter(|c| {
-            c.spec.analysis().is_some_and(|a| {
-                a.metrics().iter().any(|m| {
-                    m.template_ref.as_ref().is_some_and(|r| {
-                        r.name == name && r.namespace.clone().or_else(|| c.namespace()) == ns
-                    })
-                })
-            })
-        })
-        .map(|c| ObjectRef::from_obj(c.as_ref()))
-        .collect()
 }
 
 /// What every reconcile shares: HTTP client, metric analysis (over the template and Secret
