@@ -7,6 +7,8 @@
 //! ```sh
 //! cargo test --release --test decisions -- --ignored --nocapture
 //! SERIN_DECISION_RATES=20 SERIN_DECISION_SEEDS=1 cargo test --release --test decisions -- --ignored --nocapture
+//! # longer releases: 18 iterations of 10 s, the judge over 5 minutes
+//! SERIN_DECISION_ITERATIONS=18 SERIN_DECISION_WINDOW=5m cargo test --test decisions -- --ignored --nocapture
 //! ```
 //!
 //! Every case is one Deployment and one Canary (blue/green on the `kubernetes` provider: the
@@ -166,9 +168,9 @@ impl Mode {
                 };
                 let judge = json!({"step": "5s", "minSamples": 12, "test": test});
                 json!([
-                    {"name": "request-success-rate", "interval": "2m", "noDataPolicy": "hold",
+                    {"name": "request-success-rate", "interval": window(), "noDataPolicy": "hold",
                      "judge": judge},
-                    {"name": "request-duration", "interval": "2m", "noDataPolicy": "hold",
+                    {"name": "request-duration", "interval": window(), "noDataPolicy": "hold",
                      "judge": judge}
                 ])
             }
@@ -258,6 +260,19 @@ fn scenario(cases: &[Case], seed: u64) -> String {
     s
 }
 
+/// `SERIN_DECISION_ITERATIONS`: analysis steps of 10 s per release (default 6).
+fn iterations() -> u32 {
+    std::env::var("SERIN_DECISION_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6)
+}
+
+/// `SERIN_DECISION_WINDOW`: the judge's window, the metrics' `interval` (default `2m`).
+fn window() -> String {
+    std::env::var("SERIN_DECISION_WINDOW").unwrap_or_else(|_| "2m".into())
+}
+
 fn canary(case: &Case) -> Value {
     json!({
         "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
@@ -267,7 +282,7 @@ fn canary(case: &Case) -> Value {
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": case.name},
             "progressDeadlineSeconds": 240,
             "service": {"port": 9898},
-            "analysis": {"interval": "10s", "threshold": 2, "iterations": 6,
+            "analysis": {"interval": "10s", "threshold": 2, "iterations": iterations(),
                          "metrics": case.mode.metrics()}
         }
     })
@@ -354,9 +369,11 @@ async fn decision_benchmark() {
         .start()
         .await;
     println!(
-        "{} releases ({} classes), noise seed {seed}",
+        "{} releases ({} classes), noise seed {seed}, {} iterations of 10 s, judge window {}",
         cases.len(),
-        CLASSES.len()
+        CLASSES.len(),
+        iterations(),
+        window()
     );
     for case in &cases {
         world
