@@ -31,13 +31,11 @@ pub(super) struct At<'a> {
 fn queries(at: &At<'_>, step: &str) -> Result<(String, String), QueryError> {
     let query = &at.resolved.query;
     let baseline = at.resolved.baseline_query.as_ref();
-    if baseline.is_none()
-        && (!query.contains("{{ target }}") || query.contains("{{ target }}-canary"))
-    {
+    if baseline.is_none() && !selects_by_target(query) {
         return Err(QueryError::config(
-            "judge: this query does not select the canary's workload by `{{ target }}`, so the \
-             primary's series cannot be derived from it: give the MetricTemplate a \
-             `baselineQuery`",
+            "judge: this query does not select the canary's workload by `{{ target }}` (this \
+             provider's builtin selects the canary's route), so the primary's series cannot \
+             be derived from it: reference a MetricTemplate with a `baselineQuery`",
         ));
     }
     let mut canary = at.vars.clone();
@@ -51,6 +49,13 @@ fn queries(at: &At<'_>, step: &str) -> Result<(String, String), QueryError> {
         render(query, &canary)?,
         render(baseline.unwrap_or(query), &primary)?,
     ))
+}
+
+/// Whether the query picks the canary's pods by `{{ target }}` (so `<target>-primary` picks
+/// the primary's), rather than by a route or Service named after the canary.
+fn selects_by_target(query: &str) -> bool {
+    let compact: String = query.chars().filter(|c| !c.is_whitespace()).collect();
+    compact.contains("{{target}}") && !compact.contains("{{target}}-canary")
 }
 
 /// The builtins' samples on the scale the judge compares: `request-success-rate` as the
@@ -153,5 +158,23 @@ impl MetricCheck {
             self.outcome = CheckOutcome::Pass;
         }
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selects_by_target;
+
+    #[test]
+    fn a_query_selecting_the_workload_by_target_can_be_turned_to_the_primary() {
+        assert!(selects_by_target(
+            r#"rate(x{pod=~"{{ target }}-[0-9a-z]+"}[1m])"#
+        ));
+        assert!(selects_by_target(r#"rate(x{workload="{{target}}"}[1m])"#));
+        // Kuma's and Gloo's builtins name the canary's route, not its pods.
+        assert!(!selects_by_target(
+            r#"x{service=~"{{ target }}-canary_{{ namespace }}"}"#
+        ));
+        assert!(!selects_by_target(r#"x{service="{{ service }}"}"#));
     }
 }
