@@ -15,32 +15,8 @@ pub fn client(stack: &crate::Stack) -> kube::Client {
     kube::Client::try_from(kube::Config::new(stack.url().parse().unwrap())).unwrap()
 }
 
-/// Creates any object from its JSON (built-in or custom), in its namespace.
-pub async fn create(client: &kube::Client, obj: Value) {
-    let api_version = obj["apiVersion"].as_str().unwrap();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let kind = obj["kind"].as_str().unwrap();
-    let plural = match kind {
-        "Ingress" => "ingresses".to_string(),
-        k => format!("{}s", k.to_lowercase()),
-    };
-    let ar =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural);
-    let ns = obj["metadata"]["namespace"]
-        .as_str()
-        .unwrap_or("default")
-        .to_string();
-    let api: Api<DynamicObject> = if kind == "CustomResourceDefinition" {
-        Api::all_with(client.clone(), &ar)
-    } else {
-        Api::namespaced_with(client.clone(), &ns, &ar)
-    };
-    let o: DynamicObject = serde_json::from_value(obj).unwrap();
-    api.create(&PostParams::default(), &o).await.unwrap();
-}
-
-/// Replaces an object (read, swap spec/metadata.annotations, write).
-pub async fn replace(client: &kube::Client, obj: Value) {
+/// The API of `obj`'s kind, in its namespace (cluster-wide for CRDs), from its JSON.
+fn api_of(client: &kube::Client, obj: &Value) -> Api<DynamicObject> {
     let api_version = obj["apiVersion"].as_str().unwrap();
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let kind = obj["kind"].as_str().unwrap();
@@ -51,8 +27,24 @@ pub async fn replace(client: &kube::Client, obj: Value) {
     let ar =
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural);
     let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
+    if kind == "CustomResourceDefinition" {
+        Api::all_with(client.clone(), &ar)
+    } else {
+        Api::namespaced_with(client.clone(), ns, &ar)
+    }
+}
+
+/// Creates any object from its JSON (built-in or custom), in its namespace.
+pub async fn create(client: &kube::Client, obj: Value) {
+    let api = api_of(client, &obj);
+    let o: DynamicObject = serde_json::from_value(obj).unwrap();
+    api.create(&PostParams::default(), &o).await.unwrap();
+}
+
+/// Replaces an object (read, swap spec/metadata.annotations, write).
+pub async fn replace(client: &kube::Client, obj: Value) {
+    let api = api_of(client, &obj);
     let name = obj["metadata"]["name"].as_str().unwrap();
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
     let mut current = serde_json::to_value(api.get(name).await.unwrap()).unwrap();
     for (k, v) in obj.as_object().unwrap() {
         if k == "metadata" {
