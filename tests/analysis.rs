@@ -266,6 +266,56 @@ async fn no_data_fails_by_default_and_names_the_target() {
     world.stack.shutdown().await;
 }
 
+/// A provider that is down holds the release under `hold` and `pass` (never a pass on
+/// missing data) and fails a check under `fail`, as Flagger; a query the provider refuses
+/// (a 400: the query is wrong) fails whatever the policy.
+#[tokio::test]
+async fn a_provider_outage_holds_under_hold_and_pass_and_fails_under_fail() {
+    let world = world().await;
+    let down = FakeServer::start(|_| Response::text(503, "text/html", "<html>down</html>")).await;
+    let refused = FakeServer::start(|_| {
+        Response::json(
+            400,
+            json!({"status": "error", "errorType": "bad_data", "error": "parse error"}),
+        )
+    })
+    .await;
+    let unreachable = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    for (address, policy, holds) in [
+        (down.url.as_str(), "hold", true),
+        (down.url.as_str(), "pass", true),
+        (down.url.as_str(), "fail", false),
+        (unreachable.as_str(), "hold", true),
+        (refused.url.as_str(), "hold", false),
+    ] {
+        let canary = canary(json!([{"name": "request-success-rate",
+            "thresholdRange": {"min": 99}, "noDataPolicy": policy}]));
+        let evaluation = world.analyzer(address).run(&canary, None).await;
+        let case = format!("{address} under {policy}: {:?}", evaluation.outcome);
+        match (&evaluation.outcome, holds) {
+            (serin_core::Analysis::Hold(reason), true) => {
+                assert!(
+                    reason.contains(&format!("noDataPolicy {policy}: waiting for prometheus")),
+                    "{case}"
+                );
+            }
+            (serin_core::Analysis::Fail(reason), false) => {
+                assert!(reason.contains("metric query failed"), "{case}");
+            }
+            _ => panic!("{case}"),
+        }
+        assert_eq!(
+            evaluation.observations[0].verdict,
+            MetricVerdict::Error,
+            "{case}"
+        );
+    }
+    world.stack.shutdown().await;
+}
+
 #[tokio::test]
 async fn missing_templates_secrets_and_variables_are_errors_that_say_which() {
     let world = world().await;

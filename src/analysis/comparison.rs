@@ -102,7 +102,7 @@ impl Analyzer {
         result.latency = Some(sent.elapsed());
         let (canary, primary) = match (canary, primary) {
             (Ok(c), Ok(p)) => (c, p),
-            (Err(e), _) | (_, Err(e)) => return result.failed(&e),
+            (Err(e), _) | (_, Err(e)) => return result.query_failed(at.metric, &e),
         };
         let builtin = at.resolved.builtin;
         let (canary, primary) = (scale(builtin, canary), scale(builtin, primary));

@@ -316,7 +316,7 @@ impl Analyzer {
         let reading = resolved.backend.query(&self.http, at).await;
         result.latency = Some(sent.elapsed());
         match reading {
-            Err(error) => result.failed(&error),
+            Err(error) => result.query_failed(metric, &error),
             Ok(Reading::NoData(why)) => {
                 let reason = match builtin {
                     Some(_) => format!(
@@ -535,6 +535,30 @@ impl MetricCheck {
             }
         }
         self
+    }
+
+    /// A query that could not be answered. A provider that is down (unreachable, timing out,
+    /// rate-limiting, answering 5xx) holds the release under `noDataPolicy: hold` or `pass`:
+    /// missing data must never promote, and a release should not be rolled back because
+    /// the monitoring had an outage; the progress deadline bounds the wait. Under `fail`
+    /// (Flagger's behaviour) and for every other error it counts as a failed check.
+    fn query_failed(self, metric: &CanaryMetric, error: &QueryError) -> MetricCheck {
+        if !error.kind.is_outage() || metric.no_data_policy() == NoDataPolicy::Fail {
+            return self.failed(error);
+        }
+        let mut check = self.failed(error);
+        let policy = match metric.no_data_policy() {
+            NoDataPolicy::Pass => "pass",
+            _ => "hold",
+        };
+        let reason = format!(
+            "{} (noDataPolicy {policy}: waiting for {} to answer)",
+            check.observation.message.take().unwrap_or_default(),
+            check.provider
+        );
+        check.observation.message = Some(reason.clone());
+        check.outcome = CheckOutcome::Hold(reason);
+        check
     }
 
     fn failed(mut self, error: &QueryError) -> MetricCheck {

@@ -236,6 +236,34 @@ impl World {
         Api::namespaced_with(self.client.clone(), NS, &resource)
     }
 
+    /// The ready-made APM templates (metrics-templates/) pointed at the emulators, with the
+    /// emulators' keys in the Secrets they name.
+    pub async fn saas_templates(&self) {
+        self.create(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "datadog", "namespace": NS},
+            "stringData": {"datadog_api_key": "serin-dd-api-key",
+                           "datadog_application_key": "serin-dd-application-key"}}))
+            .await;
+        self.create(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "newrelic", "namespace": NS},
+            "stringData": {"newrelic_account_id": "1234567",
+                           "newrelic_query_key": "serin-nr-query-key"}}))
+            .await;
+        for (file, address) in [
+            ("datadog/apm.yaml", self.stack.datadog_url()),
+            ("newrelic/apm.yaml", self.stack.newrelic_url()),
+        ] {
+            let path = crate::workspace_file(&format!("metrics-templates/{file}"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            for document in serde_norway::Deserializer::from_str(&text) {
+                let mut template: Value = serde::Deserialize::deserialize(document).unwrap();
+                template["metadata"]["namespace"] = json!(NS);
+                template["spec"]["provider"]["address"] = json!(address.unwrap());
+                self.create(template).await;
+            }
+        }
+    }
+
     /// Creates any object in the test namespace, by its apiVersion and kind.
     pub async fn create(&self, object: Value) {
         let kind = object["kind"].as_str().unwrap().to_string();

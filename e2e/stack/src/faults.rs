@@ -1,7 +1,9 @@
 //! Fault injection and request accounting.
 //!
 //! A fault rule matches requests by verb (`get`, `list`, `watch`, `create`, `update`,
-//! `patch`, `delete`, `deletecollection` or `*`) and resource (plural or `*`) and may add
+//! `patch`, `delete`, `deletecollection` or `*`), resource (plural or `*`) and, optionally,
+//! a substring of the client's User-Agent (so a test can fault the controller's requests and
+//! not its own reads), and may add
 //! latency, fail a fraction of them (`errorRate` with `status` 429, 500 or 503; 429 carries
 //! `Retry-After: 1`), or force the next `conflicts` updates/patches to answer 409; a rule
 //! with `dropWatchesAfterEvents: N` makes watches close after N events.
@@ -21,6 +23,9 @@ pub struct FaultRule {
     pub verb: String,
     #[serde(default = "star")]
     pub resource: String,
+    /// Only requests whose User-Agent contains this (empty: every client).
+    #[serde(default)]
+    pub user_agent: String,
     #[serde(default)]
     pub error_rate: f64,
     #[serde(default = "default_status")]
@@ -41,6 +46,7 @@ impl Default for FaultRule {
         FaultRule {
             verb: star(),
             resource: star(),
+            user_agent: String::new(),
             error_rate: 0.0,
             status: default_status(),
             latency: None,
@@ -59,9 +65,10 @@ fn default_status() -> u16 {
 }
 
 impl FaultRule {
-    fn matches(&self, verb: &str, resource: &str) -> bool {
+    fn matches(&self, verb: &str, resource: &str, user_agent: &str) -> bool {
         (self.verb == "*" || self.verb == verb)
             && (self.resource == "*" || self.resource == resource)
+            && user_agent.contains(&self.user_agent)
     }
 }
 
@@ -116,10 +123,14 @@ impl Faults {
         self.rules.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub fn decide(&self, verb: &str, resource: &str) -> Decision {
+    /// What to do to a `verb` on `resource` from a client that sent `user_agent`.
+    pub fn decide(&self, verb: &str, resource: &str, user_agent: &str) -> Decision {
         let mut d = Decision::default();
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
-        for r in rules.iter_mut().filter(|r| r.matches(verb, resource)) {
+        for r in rules
+            .iter_mut()
+            .filter(|r| r.matches(verb, resource, user_agent))
+        {
             d.delay += r.latency.unwrap_or_default();
             if d.fail.is_none() && r.error_rate > 0.0 && fastrand::f64() < r.error_rate {
                 d.fail = Some(r.status);
@@ -191,5 +202,39 @@ impl Faults {
              # HELP serin_stack_watches Open watches.\n# TYPE serin_stack_watches gauge\nserin_stack_watches {watches}\n"
         ));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rule_with_a_user_agent_faults_only_that_client() {
+        let faults = Faults::default();
+        faults.add(vec![FaultRule {
+            user_agent: "serin/".into(),
+            error_rate: 1.0,
+            status: 500,
+            ..FaultRule::default()
+        }]);
+        assert_eq!(
+            faults.decide("get", "canaries", "serin/0.1.0").fail,
+            Some(500)
+        );
+        assert_eq!(faults.decide("get", "canaries", "kube-rs/1.0").fail, None);
+        assert_eq!(faults.decide("get", "canaries", "").fail, None);
+    }
+
+    #[test]
+    fn conflicts_are_counted_down_on_writes_only() {
+        let faults = Faults::default();
+        faults.add(vec![FaultRule {
+            conflicts: 1,
+            ..FaultRule::default()
+        }]);
+        assert!(!faults.decide("get", "canaries", "serin/0.1.0").conflict);
+        assert!(faults.decide("patch", "canaries", "serin/0.1.0").conflict);
+        assert!(!faults.decide("patch", "canaries", "serin/0.1.0").conflict);
     }
 }

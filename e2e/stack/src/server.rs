@@ -247,7 +247,12 @@ async fn resource(
     };
     let verb = verb_of(req.method(), &target, &q);
     let plural = target.rt.plural.clone();
-    let decision = shared.faults.decide(verb, &plural);
+    let user_agent = req
+        .headers()
+        .get(hyper::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let decision = shared.faults.decide(verb, &plural, user_agent);
     if !decision.delay.is_zero() {
         tokio::time::sleep(decision.delay).await;
     }

@@ -447,7 +447,7 @@ mod tests {
         let html = Response::text(500, "text/html", "<html><title>Oops</title></html>");
         let (reading, _) = v1(vec![html], Duration::from_secs(5)).await;
         let err = reading.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Status);
+        assert_eq!(err.kind, ErrorKind::Unavailable);
         assert!(err.message.contains("Oops"), "{err}");
         let status = Response::json(200, json!({"status": "error", "error": "bad query"}));
         let (reading, _) = v1(vec![status], Duration::from_secs(5)).await;

@@ -89,6 +89,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// 429, and the reset came too late for the check's time budget.
     RateLimited,
+    /// A 5xx answer: the provider (or a proxy in front of it) is down or overloaded.
+    Unavailable,
     /// Any other HTTP error status.
     Status,
     /// The body was not the provider's JSON (an HTML page from a proxy, truncated JSON).
@@ -102,6 +104,18 @@ impl ErrorKind {
     /// Short fixed category, for metric labels and event reasons.
     pub fn as_str(self) -> &'static str {
         self.into()
+    }
+
+    /// The provider is down rather than misconfigured or refusing the query: it may answer
+    /// again without anyone changing anything.
+    pub fn is_outage(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Connect
+                | ErrorKind::Timeout
+                | ErrorKind::RateLimited
+                | ErrorKind::Unavailable
+        )
     }
 }
 
@@ -247,12 +261,14 @@ pub struct Answer {
 
 impl Answer {
     /// The error for a non-success status: 401/403 are [`ErrorKind::Unauthorized`], 429
-    /// [`ErrorKind::RateLimited`], the rest [`ErrorKind::Status`]; the body is quoted
+    /// [`ErrorKind::RateLimited`], 5xx [`ErrorKind::Unavailable`], the rest
+    /// [`ErrorKind::Status`]; the body is quoted
     /// briefly so an HTML page from a proxy does not flood events.
     pub fn status_error(&self, provider: &str) -> QueryError {
         let kind = match self.status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Unauthorized,
             StatusCode::TOO_MANY_REQUESTS => ErrorKind::RateLimited,
+            status if status.is_server_error() => ErrorKind::Unavailable,
             _ => ErrorKind::Status,
         };
         QueryError::new(

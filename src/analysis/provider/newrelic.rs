@@ -378,7 +378,7 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::Unauthorized);
         assert!(err.message.contains("Invalid query key"), "{err}");
         let (reading, _) = insights(Response::text(503, "text/html", "<html>down</html>")).await;
-        assert_eq!(reading.unwrap_err().kind, ErrorKind::Status);
+        assert_eq!(reading.unwrap_err().kind, ErrorKind::Unavailable);
         let (reading, _) = insights(Response::text(200, "text/html", "<html>login</html>")).await;
         assert_eq!(reading.unwrap_err().kind, ErrorKind::Decode);
         let slow = Response::json(200, json!({"results": [{"result": 1}]}))

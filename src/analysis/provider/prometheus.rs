@@ -301,7 +301,7 @@ fn read_data(answer: &Answer) -> Result<Data, QueryError> {
                 _ => ErrorKind::Query,
             }
         } else {
-            ErrorKind::Status
+            ErrorKind::Unavailable
         };
         return Err(QueryError::new(
             kind,
@@ -493,7 +493,7 @@ mod tests {
         assert!(err.message.contains("unexpected )"), "{err}");
         let body = json!({"status": "error", "errorType": "timeout", "error": "query timed out"});
         let err = run(Response::json(503, body)).await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Status);
+        assert_eq!(err.kind, ErrorKind::Unavailable);
         assert!(err.message.contains("query timed out"), "{err}");
     }
 
@@ -511,7 +511,7 @@ mod tests {
         let err = run(Response::text(502, "text/html", page))
             .await
             .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Status);
+        assert_eq!(err.kind, ErrorKind::Unavailable);
         assert!(err.message.contains("502 Bad Gateway"), "{err}");
         // A 200 with an HTML body (a login page) is not a Prometheus answer.
         let err = run(Response::text(200, "text/html", page))
