@@ -15,7 +15,10 @@ pub use service::{
     HttpRequestMirrorFilter, HttpRetry, HttpRewrite, ParentReference, StringMatch,
     TrafficDistribution, UnmanagedMetadata,
 };
-pub use status::{CanaryStatus, MetricObservation, MetricVerdict, STATUS_METRICS_MAX};
+pub use status::{
+    Announcement, CanaryStatus, MetricObservation, MetricVerdict, PendingAlert, PendingEvent,
+    STATUS_METRICS_MAX,
+};
 
 use std::collections::BTreeMap;
 

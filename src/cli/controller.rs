@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use kube::Config;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use tracing_subscriber::EnvFilter;
 
 use crate::api::Provider;
@@ -160,10 +160,10 @@ fn init_logging(args: &ControllerArgs) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
-async fn client(
+async fn clients(
     args: &ControllerArgs,
     telemetry: &Arc<telemetry::Telemetry>,
-) -> anyhow::Result<Client> {
+) -> anyhow::Result<controller::Clients> {
     if args.kubeconfig_qps.is_nan() || args.kubeconfig_qps <= 0.0 || args.kubeconfig_burst == 0 {
         anyhow::bail!("--kubeconfig-qps and --kubeconfig-burst must be positive");
     }
@@ -180,18 +180,26 @@ async fn client(
             .context("no cluster configuration found: pass --kubeconfig or run in a cluster")?,
     };
     config.read_timeout = Some(Duration::from_secs(300));
-    let builder = kube::client::ClientBuilder::try_from(config)
-        .context("cannot build the Kubernetes client")?;
+    let builder = |config: Config| {
+        kube::client::ClientBuilder::try_from(config).context("cannot build the Kubernetes client")
+    };
     let throttle = ThrottleLayer::new(args.kubeconfig_qps, args.kubeconfig_burst);
     let count = telemetry::api_requests::CountLayer::new(telemetry.clone());
-    Ok(builder.with_layer(&throttle).with_layer(&count).build())
+    Ok(controller::Clients {
+        outbox: builder(config.clone())?.with_layer(&count).build(),
+        api: builder(config)?
+            .with_layer(&throttle)
+            .with_layer(&count)
+            .build(),
+    })
 }
 
 // Long on purpose: the start-up sequence (client, telemetry, health, leader election,
 // controller, shutdown) read top to bottom in the order it happens.
 async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
     let telemetry = Arc::new(telemetry::Telemetry::new());
-    let client = client(&args, &telemetry).await?;
+    let clients = clients(&args, &telemetry).await?;
+    let client = clients.api.clone();
     let version = client
         .apiserver_version()
         .await
@@ -240,7 +248,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
         },
     };
     let Some(election) = election(&args) else {
-        return controller::run(client, config, telemetry, health, shutdown_signal()).await;
+        return controller::run(clients, config, telemetry, health, shutdown_signal()).await;
     };
     health.set_follower(true);
     let mut leadership = tokio::select! {
@@ -268,7 +276,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
             _ = lost_rx => {}
         }
     };
-    controller::run(client, config, telemetry, health, shutdown).await?;
+    controller::run(clients, config, telemetry, health, shutdown).await?;
     if lost.load(std::sync::atomic::Ordering::SeqCst) {
         anyhow::bail!("lost the leader election Lease; exiting so that only the new leader acts");
     }

@@ -129,6 +129,10 @@ pub struct Context {
     /// resourceVersion of each Canary (by uid) once serin cleared its command annotation: a
     /// cached copy older than that still shows the command, which was carried out.
     pub commands_cleared: Mutex<HashMap<String, u64>>,
+    /// Transitions whose events and alerts this process delivers or has delivered.
+    pub announced: crate::controller::announcements::Announced,
+    /// The client of the outbox's bookkeeping, not rate-limited (`controller::Clients`).
+    pub outbox: Client,
 }
 
 impl Context {

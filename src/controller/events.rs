@@ -60,6 +60,22 @@ impl Events {
     /// Records an event on `canary` and logs it. Failures are logged, never returned: an
     /// event that cannot be written must not stop a release.
     pub async fn publish(&self, canary: &Canary, kind: EventType, message: &str) {
+        self.publish_as(canary, kind, message, None).await;
+    }
+
+    /// As [`Events::publish`], naming a new event `name`: an event of that name already
+    /// recorded (by this process before a restart) is not recorded again.
+    pub async fn publish_named(&self, canary: &Canary, kind: EventType, message: &str, name: &str) {
+        self.publish_as(canary, kind, message, Some(name)).await;
+    }
+
+    async fn publish_as(
+        &self,
+        canary: &Canary,
+        kind: EventType,
+        message: &str,
+        name: Option<&str>,
+    ) {
         let warning = kind == EventType::Warning;
         if warning {
             tracing::warn!(event = message, "canary event");
@@ -69,12 +85,18 @@ impl Events {
         if let Some(hooks) = &self.hooks {
             hooks.send(canary, kind, message);
         }
-        if let Err(e) = self.write(canary, warning, message).await {
+        if let Err(e) = self.write(canary, warning, message, name).await {
             tracing::warn!(error = %e, "could not record event");
         }
     }
 
-    async fn write(&self, canary: &Canary, warning: bool, message: &str) -> kube::Result<()> {
+    async fn write(
+        &self,
+        canary: &Canary,
+        warning: bool,
+        message: &str,
+        name: Option<&str>,
+    ) -> kube::Result<()> {
         let now = Utc::now();
         let key = Key {
             uid: canary.uid().unwrap_or_default(),
@@ -105,11 +127,13 @@ impl Events {
             }
         }
         let namespace = canary.namespace().unwrap_or_default();
-        let name = format!(
-            "{}.{:x}",
-            canary.name_any(),
-            now.timestamp_nanos_opt().unwrap_or_default()
-        );
+        let name = name.map(String::from).unwrap_or_else(|| {
+            format!(
+                "{}.{:x}",
+                canary.name_any(),
+                now.timestamp_nanos_opt().unwrap_or_default()
+            )
+        });
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -132,7 +156,13 @@ impl Events {
             ..Event::default()
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        api.create(&PostParams::default(), &event).await?;
+        match api.create(&PostParams::default(), &event).await {
+            // Recorded before a restart: once is enough.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            other => {
+                other?;
+            }
+        }
         self.seen.lock().await.insert(
             key,
             Seen {

@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use crate::api::{Canary, MetricTemplate, TargetKind};
 
 pub mod alerts;
+pub mod announcements;
 pub mod apply;
 pub mod commands;
 pub mod conditions;
@@ -123,14 +124,28 @@ async fn count_canaries(
     }
 }
 
+/// The controller's Kubernetes clients.
+pub struct Clients {
+    /// Rate-limited by `--kubeconfig-qps` and `--kubeconfig-burst`: everything else.
+    pub api: Client,
+    /// Not rate-limited: the outbox's removals of delivered announcements (at most two small
+    /// status patches per transition). Queued behind bulk work, they would widen the window
+    /// in which a controller killed after sending an alert sends it again after its restart.
+    pub outbox: Client,
+}
+
 /// Runs the controller until `shutdown` resolves; in-flight reconciles finish first.
 pub async fn run(
-    client: Client,
+    clients: Clients,
     config: Config,
     telemetry: Arc<telemetry::Telemetry>,
     health: Arc<telemetry::server::Health>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
+    let Clients {
+        api: client,
+        outbox,
+    } = clients;
     let ns = config.namespace.clone();
     let ns = ns.as_deref();
     let (deployments, deployment_events) = cached::<Deployment>(&client, ns, Default::default());
@@ -151,7 +166,7 @@ pub async fn run(
         secrets,
         templates,
     };
-    let ctx = context(&client, config, telemetry, stores)?;
+    let ctx = context(&client, outbox, config, telemetry, stores)?;
 
     // The Canary watch, its cache, and the index the other watches look Canaries up in.
     let index = Arc::new(Index::default());
@@ -211,6 +226,7 @@ pub async fn run(
 /// caches), events and alerts.
 fn context(
     client: &Client,
+    outbox: Client,
     config: Config,
     telemetry: Arc<telemetry::Telemetry>,
     stores: Stores,
@@ -248,5 +264,7 @@ fn context(
         expected: Default::default(),
         retries: Default::default(),
         commands_cleared: Default::default(),
+        announced: Default::default(),
+        outbox,
     }))
 }

@@ -3,8 +3,9 @@
 //!
 //! The status is the only memory of a release. Effects are applied before it is written and
 //! are idempotent, so a process killed anywhere in between redoes the same step on restart;
-//! events, alerts and notifications go out only after the status is written, so they are
-//! not repeated for a step that did not happen.
+//! events and alerts are written into the status with the step and go out only after it is
+//! written, so they are neither sent for a step that did not happen nor lost for one that
+//! did (`controller::announcements`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,14 +167,22 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     // Remember it.
     let kind = target.kind();
     let next = next_status(
-        canary, &current, &step, &tracked, metrics, &cookies, kind, now,
+        canary,
+        &current,
+        &step,
+        &tracked,
+        metrics,
+        &cookies,
+        kind,
+        &ctx.announced,
+        now,
     );
     if next != current {
         write_status(canary, ctx, &next).await?;
     }
 
     // Tell it.
-    tell(canary, ctx, &intent, &step, status.phase, &checksum, &next).await;
+    tell(canary, ctx, &intent, &step, &status, &checksum, &next).await;
     if step.effects.contains(&Effect::RemoveFinalizer) {
         return remove_finalizer(canary, ctx).await;
     }
@@ -189,12 +198,13 @@ async fn tell(
     ctx: &Context,
     intent: &Intent,
     step: &Step,
-    was: Phase,
+    before: &serin_core::Status,
     checksum: &str,
     next: &crate::api::CanaryStatus,
 ) {
     let plan = &intent.plan;
-    after_status(canary, ctx, plan, step, checksum, next.metrics.as_deref()).await;
+    let (was, transition) = (before.phase, step.status != *before);
+    after_status(canary, ctx, plan, step, checksum, next, transition).await;
     if step.status.phase == Phase::Initialized && was.is_initial() && !plan.skip_analysis {
         announce_metric_providers(canary, ctx).await;
     }

@@ -695,8 +695,18 @@ impl Tick<'_> {
         self.await_ready("primary", &obs.primary, Self::roll_back_because)
     }
 
+    /// During the analysis the canary runs: while waiting for it, it is scaled up again (a
+    /// no-op when it is), so a release whose rollback was cut short after scaling the target
+    /// down, but before its status was written, does not wait on a canary nobody starts;
+    /// the step is then decided again.
     fn await_canary_or_roll_back(&mut self) -> Result<(), Decision> {
         let obs = self.obs;
+        let waits = !obs.target.is_ready()
+            && !matches!(obs.target, Readiness::Failed(_))
+            && !self.deadline_exceeded();
+        if waits {
+            self.effects.push(Effect::ScaleTargetUp);
+        }
         self.await_ready("canary", &obs.target, Self::roll_back_because)
     }
 

@@ -344,8 +344,16 @@ fn canary_progress_deadline_rolls_back_with_an_alert() {
         r.step.status.canary_weight, 20,
         "the recorded weight is kept"
     );
+    assert!(
+        r.has(&Effect::ScaleTargetUp),
+        "a canary scaled down by a rollback cut short is started again"
+    );
     let r = run(&plan, &s, &obs, t(601));
     assert_eq!(r.phase(), Phase::Failed);
+    assert!(
+        !r.has(&Effect::ScaleTargetUp),
+        "a rollback scales the canary down, not up"
+    );
     assert!(
         r.alerts()
             .iter()

@@ -76,6 +76,43 @@ pub struct CanaryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub metrics: Option<Vec<MetricObservation>>,
+    /// serin extension: the events and alerts of recent transitions not yet known to be
+    /// delivered, by transition id. Written with the transition and removed once delivered,
+    /// so a controller killed in between delivers them after its restart; event names derive
+    /// from the id, so an event is never recorded twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announcements: Option<BTreeMap<String, Announcement>>,
+}
+
+/// serin extension: what one transition tells people.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Announcement {
+    /// Kubernetes events on the Canary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<PendingEvent>,
+    /// Alerts to the Canary's alert providers (or the global notifier).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<PendingAlert>,
+}
+
+/// serin extension: an event to record.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingEvent {
+    /// `Normal` or `Warning`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub message: String,
+}
+
+/// serin extension: an alert to send.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingAlert {
+    /// `info`, `warn` or `error`.
+    pub severity: String,
+    pub message: String,
 }
 
 impl CanaryStatus {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serin_core::Severity;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::api::AlertProviderType;
 use crate::api::canary::CanaryAlert;
@@ -55,6 +55,8 @@ pub struct Alert {
 struct Job {
     alert: Alert,
     routes: Vec<CanaryAlert>,
+    /// Dropped (closing its receiver) once every destination has been tried.
+    done: Option<Arc<oneshot::Sender<()>>>,
 }
 
 /// The sending side; cheap to share.
@@ -85,9 +87,22 @@ impl Alerts {
 
     /// Queues `alert` for the Canary's `analysis.alerts` (`routes`); never waits.
     pub fn send(&self, alert: Alert, routes: &[CanaryAlert]) {
+        self.queue(alert, routes, None);
+    }
+
+    /// As [`Alerts::send`]; the receiver closes once every destination has been tried
+    /// (delivered, given up, or the alert dropped).
+    pub fn send_tracked(&self, alert: Alert, routes: &[CanaryAlert]) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.queue(alert, routes, Some(Arc::new(tx)));
+        rx
+    }
+
+    fn queue(&self, alert: Alert, routes: &[CanaryAlert], done: Option<Arc<oneshot::Sender<()>>>) {
         let job = Job {
             alert,
             routes: routes.to_vec(),
+            done,
         };
         if let Err(e) = self.tx.try_send(job) {
             tracing::warn!(error = %e, "alert queue full; alert dropped");
@@ -112,10 +127,11 @@ async fn run(
             let Ok(permit) = limit.clone().acquire_owned().await else {
                 return;
             };
-            let (sender, alert) = (sender.clone(), job.alert.clone());
+            let (sender, alert, done) = (sender.clone(), job.alert.clone(), job.done.clone());
             tokio::spawn(async move {
                 sender.deliver(&destination, &alert).await;
                 drop(permit);
+                drop(done);
             });
         }
     }

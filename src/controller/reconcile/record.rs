@@ -12,6 +12,7 @@ use serin_core::{ConditionStatus, Effect, EventType, Notify, Phase, Plan, Step};
 
 use crate::api::{Canary, CanaryStatus};
 use crate::controller::alerts;
+use crate::controller::announcements::{self, Announced};
 use crate::controller::apply::MANAGER;
 use crate::controller::conditions;
 use crate::controller::context::{Context, Written};
@@ -76,27 +77,51 @@ pub(super) async fn write_status(
     Ok(())
 }
 
-/// After the status is written: the step's events, alerts and post-rollout webhooks, then
-/// the Prometheus gauges and outcome counters.
+/// After the status is written: the announcements it holds (a transition's events and
+/// alerts, and any a killed predecessor left undelivered) or, for a step that changed
+/// nothing (a wait repeating itself), its events and alerts directly; the post-rollout
+/// webhooks, then the Prometheus gauges and outcome counters.
 pub(super) async fn after_status(
     canary: &Canary,
     ctx: &Context,
     plan: &Plan,
     step: &Step,
     checksum: &str,
-    metrics: Option<&[crate::api::canary::MetricObservation]>,
+    written: &CanaryStatus,
+    transition: bool,
+) {
+    announcements::deliver(canary, ctx, plan, written).await;
+    if !transition {
+        tell_directly(canary, ctx, plan, step, written).await;
+    }
+    if step
+        .effects
+        .contains(&Effect::Webhooks(Notify::PostRollout))
+    {
+        post_rollout(canary, ctx, step, checksum).await;
+    }
+    record_outcome(canary, ctx, plan, step);
+}
+
+/// The events and alerts of a step that is not a transition: best effort, as they repeat
+/// at the next look anyway.
+async fn tell_directly(
+    canary: &Canary,
+    ctx: &Context,
+    plan: &Plan,
+    step: &Step,
+    written: &CanaryStatus,
 ) {
     for effect in &step.effects {
         match effect {
             Effect::Event { kind, message } => ctx.events.publish(canary, *kind, message).await,
             Effect::Alert { severity, message } => {
-                let cluster = ctx.config.cluster_name.as_deref();
                 let alert = alerts::content::alert(
                     canary,
                     plan,
                     &step.status,
-                    metrics,
-                    cluster,
+                    written.metrics.as_deref(),
+                    ctx.config.cluster_name.as_deref(),
                     *severity,
                     message,
                 );
@@ -107,13 +132,9 @@ pub(super) async fn after_status(
                     .unwrap_or_default();
                 ctx.alerts.send(alert, routes);
             }
-            Effect::Webhooks(Notify::PostRollout) => {
-                post_rollout(canary, ctx, step, checksum).await
-            }
             _ => {}
         }
     }
-    record_outcome(canary, ctx, plan, step);
 }
 
 /// Post-rollout webhooks: informational, each result an event.
@@ -235,7 +256,8 @@ pub(super) async fn blocked(
 }
 
 /// The status to write after a step: the engine's status over the last written one, with
-/// the tracked configs, the metrics of the analysis, the session cookies and the conditions.
+/// the step's announcements, the tracked configs, the metrics of the analysis, the session
+/// cookies and the conditions.
 #[allow(clippy::too_many_arguments)] // each is one part of the status; a struct would only rename them
 pub(super) fn next_status(
     canary: &Canary,
@@ -245,10 +267,19 @@ pub(super) fn next_status(
     metrics: Option<Vec<MetricObservation>>,
     cookies: &Cookies,
     target_kind: &str,
+    announced: &Announced,
     now: DateTime<Utc>,
 ) -> CanaryStatus {
+    let transition = announcements::is_transition(step, current);
     let mut next = current.clone();
     next.record(&step.status);
+    announcements::record(
+        &mut next,
+        &canary.uid().unwrap_or_default(),
+        announced,
+        announcements::transition_id(now),
+        announcements::of_step(step).filter(|_| transition),
+    );
     next.tracked_configs = (!tracked.checksums.is_empty()).then(|| tracked.checksums.clone());
     next.observed_generation = canary.metadata.generation;
     if let Some(observations) = metrics {

@@ -22,6 +22,7 @@ type ApiServer = Handle<Request<Body>, Response<Body>>;
 fn context() -> (Context, ApiServer) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
+    let outbox_client = client.clone();
     let config = Config {
         mesh_provider: Provider::Kubernetes,
         metrics_server: "http://prometheus:9090".into(),
@@ -67,6 +68,8 @@ fn context() -> (Context, ApiServer) {
         expected: Default::default(),
         retries: Default::default(),
         commands_cleared: Default::default(),
+        announced: Default::default(),
+        outbox: outbox_client,
     };
     (ctx, handle)
 }

@@ -1,0 +1,392 @@
+//! The outbox of events and alerts. A transition's events and alerts are written into the
+//! Canary's status together with the transition (`status.announcements`, keyed by a
+//! transition id), then delivered, then removed from the status. So a controller killed
+//! between the status write and the delivery delivers them after its restart, and event
+//! names derive from the transition id, so an event delivered twice is recorded once. An
+//! alert is sent again only if the controller dies after sending it and before removing it
+//! from the status (the time of one status patch); it is never lost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use serin_core::{Effect, EventType, Plan, Severity, Step};
+
+use crate::api::canary::{Announcement, PendingAlert, PendingEvent};
+use crate::api::{Canary, CanaryStatus};
+use crate::controller::alerts;
+use crate::controller::context::Context;
+
+/// Transitions whose announcements a status keeps at most; older ones are dropped (they
+/// could not be delivered for that many steps).
+pub const MAX_PENDING: usize = 16;
+/// How long this process remembers a delivered transition.
+const REMEMBER: Duration = Duration::from_secs(3600);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Delivering,
+    /// The alerts are sent; the events may still be on their way.
+    AlertsSent,
+    Delivered,
+}
+
+/// The transitions (`uid/id`) this process is delivering or has delivered: each is
+/// delivered once per process, and a delivered one is left out of the next status write
+/// even when removing it from the status failed.
+#[derive(Clone, Debug, Default)]
+pub struct Announced(Arc<Mutex<HashMap<String, (State, Instant)>>>);
+
+impl Announced {
+    /// Takes `key` for delivery: false when it is being or has been delivered already.
+    fn claim(&self, key: &str) -> bool {
+        let Ok(mut map) = self.0.lock() else {
+            return false;
+        };
+        map.retain(|_, (_, at)| at.elapsed() < REMEMBER);
+        if map.contains_key(key) {
+            return false;
+        }
+        map.insert(key.to_string(), (State::Delivering, Instant::now()));
+        true
+    }
+
+    fn set(&self, key: &str, state: State) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(key.to_string(), (state, Instant::now()));
+        }
+    }
+
+    fn delivered(&self, key: &str) {
+        self.set(key, State::Delivered);
+    }
+
+    fn state(&self, key: &str) -> Option<State> {
+        self.0.lock().ok()?.get(key).map(|(s, _)| *s)
+    }
+}
+
+/// A transition id: the step's time in hexadecimal nanoseconds, fixed width, so ids sort by
+/// time and are valid in an event's name.
+pub fn transition_id(now: DateTime<Utc>) -> String {
+    format!("{:016x}", now.timestamp_nanos_opt().unwrap_or_default())
+}
+
+/// Whether the step changes the release (phase, weight, iterations, failed checks, ...):
+/// only a transition's events and alerts go through the status. A step that changes
+/// nothing repeats a wait, and its events fold into the first one's count.
+pub fn is_transition(step: &Step, before: &CanaryStatus) -> bool {
+    step.status != before.engine()
+}
+
+/// The step's events and alerts, if it has any.
+pub fn of_step(step: &Step) -> Option<Announcement> {
+    let mut a = Announcement::default();
+    for effect in &step.effects {
+        match effect {
+            Effect::Event { kind, message } => a.events.push(PendingEvent {
+                type_: event_type_name(*kind).into(),
+                message: message.clone(),
+            }),
+            Effect::Alert { severity, message } => a.alerts.push(PendingAlert {
+                severity: severity_name(*severity).into(),
+                message: message.clone(),
+            }),
+            _ => {}
+        }
+    }
+    (!a.events.is_empty() || !a.alerts.is_empty()).then_some(a)
+}
+
+/// Adds `new` under `id` to the status's announcements, leaving out what this process has
+/// delivered (whole transitions, or their alerts) and keeping the newest [`MAX_PENDING`]:
+/// a status computed from a copy older than a removal must not bring it back.
+pub fn record(
+    status: &mut CanaryStatus,
+    uid: &str,
+    announced: &Announced,
+    id: String,
+    new: Option<Announcement>,
+) {
+    let mut pending: BTreeMap<String, Announcement> =
+        status.announcements.take().unwrap_or_default();
+    pending.retain(|id, a| match announced.state(&key(uid, id)) {
+        Some(State::Delivered) => false,
+        Some(State::AlertsSent) => {
+            a.alerts.clear();
+            true
+        }
+        _ => true,
+    });
+    if let Some(new) = new {
+        pending.insert(id, new);
+    }
+    while pending.len() > MAX_PENDING {
+        if let Some((dropped, _)) = pending.pop_first() {
+            tracing::warn!(transition = dropped, "undelivered announcements dropped");
+        }
+    }
+    status.announcements = (!pending.is_empty()).then_some(pending);
+}
+
+fn key(uid: &str, id: &str) -> String {
+    format!("{uid}/{id}")
+}
+
+/// Delivers the written status's announcements not delivered by this process yet. Alerts
+/// first, as they are the part that cannot be sent twice without being seen twice: once
+/// they have been sent (or given up) they are removed from the status at once, in the
+/// background; then the events (named after the transition, so recording one again is a
+/// no-op); then the whole transition is removed.
+pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &CanaryStatus) {
+    let Some(pending) = &status.announcements else {
+        return;
+    };
+    let uid = canary.uid().unwrap_or_default();
+    let api: Api<Canary> =
+        Api::namespaced(ctx.outbox.clone(), &canary.namespace().unwrap_or_default());
+    for (id, announcement) in pending {
+        let key = key(&uid, id);
+        if !ctx.announced.claim(&key) {
+            continue;
+        }
+        let sent: Vec<_> = announcement
+            .alerts
+            .iter()
+            .map(|a| send_alert(canary, ctx, plan, status, a))
+            .collect();
+        let alerts = (!sent.is_empty()).then(|| {
+            let (api, name, id) = (api.clone(), canary.name_any(), id.clone());
+            let (key, announced) = (key.clone(), ctx.announced.clone());
+            tokio::spawn(async move {
+                for alert in sent {
+                    // An error only means the alert was dropped or given up: it is done.
+                    let _ = alert.await;
+                }
+                announced.set(&key, State::AlertsSent);
+                remove(&api, &name, &id, Some("alerts")).await;
+            })
+        });
+        for (i, event) in announcement.events.iter().enumerate() {
+            let name = format!("{}.{id}.{i}", canary.name_any());
+            let kind = match event.type_.as_str() {
+                "Warning" => EventType::Warning,
+                _ => EventType::Normal,
+            };
+            ctx.events
+                .publish_named(canary, kind, &event.message, &name)
+                .await;
+        }
+        let (api, name, id, announced) = (
+            api.clone(),
+            canary.name_any(),
+            id.clone(),
+            ctx.announced.clone(),
+        );
+        tokio::spawn(async move {
+            if let Some(alerts) = alerts {
+                let _ = alerts.await;
+            }
+            remove(&api, &name, &id, None).await;
+            announced.delivered(&key);
+        });
+    }
+}
+
+fn send_alert(
+    canary: &Canary,
+    ctx: &Context,
+    plan: &Plan,
+    status: &CanaryStatus,
+    pending: &PendingAlert,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let alert = alerts::content::alert(
+        canary,
+        plan,
+        &status.engine(),
+        status.metrics.as_deref(),
+        ctx.config.cluster_name.as_deref(),
+        severity(&pending.severity),
+        &pending.message,
+    );
+    let routes = canary
+        .spec
+        .analysis()
+        .map(|a| a.alerts())
+        .unwrap_or_default();
+    ctx.alerts.send_tracked(alert, routes)
+}
+
+/// Removes one transition (or just its `part`) from the status: a merge patch deletes just
+/// that key, whatever else was written meanwhile. Retried a few times: a transition left in
+/// the status of a Canary that writes no more status would be delivered again after a
+/// restart.
+async fn remove(api: &Api<Canary>, name: &str, id: &str, part: Option<&str>) {
+    let gone = match part {
+        Some(part) => json!({id: {part: null}}),
+        None => json!({id: null}),
+    };
+    let patch = json!({"status": {"announcements": gone}});
+    for wait in REMOVE_RETRIES {
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return,
+            // The Canary is gone: nothing to remove.
+            Err(kube::Error::Api(e)) if e.code == 404 => return,
+            Err(e) => {
+                tracing::debug!(error = %e, transition = id, "could not remove delivered announcements; retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    // The next status write leaves it out (it is delivered); only a restart before then
+    // would deliver it again.
+    tracing::warn!(
+        transition = id,
+        "could not remove delivered announcements from the status"
+    );
+}
+
+/// Waits between attempts to remove a delivered transition from the status.
+const REMOVE_RETRIES: [Duration; 5] = [
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+];
+
+fn event_type_name(kind: EventType) -> &'static str {
+    match kind {
+        EventType::Normal => "Normal",
+        EventType::Warning => "Warning",
+    }
+}
+
+fn severity_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Info => "info",
+        Severity::Warn => "warn",
+        Severity::Error => "error",
+    }
+}
+
+fn severity(name: &str) -> Severity {
+    match name {
+        "error" => Severity::Error,
+        "warn" => Severity::Warn,
+        _ => Severity::Info,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serin_core::Status;
+
+    fn step(effects: Vec<Effect>) -> Step {
+        Step {
+            status: Status::default(),
+            effects,
+            requeue: chrono::TimeDelta::seconds(1),
+            command_done: false,
+        }
+    }
+
+    fn announcement(message: &str) -> Announcement {
+        Announcement {
+            events: vec![PendingEvent {
+                type_: "Normal".into(),
+                message: message.into(),
+            }],
+            alerts: vec![],
+        }
+    }
+
+    #[test]
+    fn a_step_announces_its_events_and_alerts_and_nothing_else() {
+        let effects = vec![
+            Effect::Event {
+                kind: EventType::Warning,
+                message: "Canary failed! Scaling down podinfo.test".into(),
+            },
+            Effect::ScaleTargetToZero,
+            Effect::Alert {
+                severity: Severity::Error,
+                message: "Failed checks threshold reached 2".into(),
+            },
+        ];
+        let a = of_step(&step(effects)).unwrap();
+        assert_eq!(a.events[0].type_, "Warning");
+        assert_eq!(a.alerts[0].severity, "error");
+        assert_eq!(severity(&a.alerts[0].severity), Severity::Error);
+        assert_eq!(of_step(&step(vec![Effect::ScaleTargetToZero])), None);
+    }
+
+    #[test]
+    fn delivered_transitions_leave_the_status_and_at_most_sixteen_stay() {
+        let announced = Announced::default();
+        let mut status = CanaryStatus::default();
+        for i in 0..20u32 {
+            let id = transition_id(DateTime::from_timestamp(i64::from(i), 0).unwrap());
+            record(&mut status, "u", &announced, id, Some(announcement("x")));
+        }
+        let pending = status.announcements.clone().unwrap();
+        assert_eq!(pending.len(), MAX_PENDING);
+        // The oldest went first.
+        let first = transition_id(DateTime::from_timestamp(4, 0).unwrap());
+        assert_eq!(pending.keys().next(), Some(&first));
+
+        for id in pending.keys() {
+            assert!(announced.claim(&key("u", id)));
+            assert!(!announced.claim(&key("u", id)), "claimed twice");
+            announced.delivered(&key("u", id));
+        }
+        let last = transition_id(DateTime::from_timestamp(99, 0).unwrap());
+        record(&mut status, "u", &announced, last.clone(), None);
+        assert_eq!(status.announcements, None);
+        record(
+            &mut status,
+            "u",
+            &announced,
+            last.clone(),
+            Some(announcement("y")),
+        );
+        assert_eq!(
+            status.announcements.unwrap().keys().collect::<Vec<_>>(),
+            [&last]
+        );
+    }
+
+    #[test]
+    fn a_transition_whose_alerts_are_sent_keeps_only_its_events() {
+        let announced = Announced::default();
+        let mut status = CanaryStatus::default();
+        let mut a = announcement("Canary failed!");
+        a.alerts.push(PendingAlert {
+            severity: "error".into(),
+            message: "Failed checks threshold reached 2".into(),
+        });
+        record(&mut status, "u", &announced, "01".into(), Some(a));
+        assert!(announced.claim(&key("u", "01")));
+        announced.set(&key("u", "01"), State::AlertsSent);
+        // A status computed from a copy written before the alerts were removed.
+        record(&mut status, "u", &announced, "02".into(), None);
+        let pending = status.announcements.unwrap();
+        assert!(pending["01"].alerts.is_empty(), "{pending:?}");
+        assert_eq!(pending["01"].events.len(), 1);
+    }
+
+    #[test]
+    fn transition_ids_sort_by_time() {
+        let a = transition_id(DateTime::from_timestamp(1, 999).unwrap());
+        let b = transition_id(DateTime::from_timestamp(2, 0).unwrap());
+        assert!(a < b && a.len() == b.len(), "{a} {b}");
+    }
+}

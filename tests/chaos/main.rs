@@ -1,0 +1,48 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Chaos runs: the `serin controller` binary on the emulator while things go wrong. Each
+//! prints what it tried and what happened, and fails on any wrong outcome.
+//!
+//! - `kills`: concurrent releases, half healthy and half faulty, while the controller is
+//!   killed with SIGKILL at random moments and the API server fails, delays, conflicts and
+//!   drops watches;
+//! - `outages`: Prometheus, Datadog and New Relic stopped mid-analysis;
+//! - `drift`: routing weights and the primary's pod template edited by hand mid-release.
+//!
+//! The suite runs them reduced (a few minutes in all); the full kill run:
+//!
+//! ```sh
+//! SERIN_CHAOS_RELEASES=50 SERIN_CHAOS_KILLS=20 SERIN_CHAOS_INTERVAL=10s \
+//!   cargo test --release --test chaos -- --nocapture
+//! SERIN_CHAOS_API_FAULTS=0 ...   # kills only
+//! SERIN_CHAOS_SEED=7 ...         # another sequence of kill times
+//! ```
+
+mod drift;
+mod kills;
+mod outages;
+
+use std::collections::BTreeMap;
+
+use serin::api::Canary;
+use serin_core::Phase;
+use serin_testkit::World;
+
+/// Every Canary's phase, by name.
+async fn phases(world: &World) -> BTreeMap<String, Phase> {
+    world
+        .canaries()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c: Canary| {
+            let phase = c.status.map(|s| s.phase).unwrap_or(Phase::New);
+            (c.metadata.name.unwrap_or_default(), phase)
+        })
+        .collect()
+}
+
+fn terminal(p: Phase) -> bool {
+    matches!(p, Phase::Succeeded | Phase::Failed)
+}
