@@ -177,7 +177,7 @@ pub(crate) fn read(path: &Path) -> anyhow::Result<String> {
 
 /// Every object of a multi-document YAML stream; `kind: *List` objects contribute their
 /// `items`. Empty documents are skipped.
-pub(crate) fn parse_documents(text: &str) -> anyhow::Result<Vec<Value>> {
+pub fn parse_documents(text: &str) -> anyhow::Result<Vec<Value>> {
     let mut objects = Vec::new();
     for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
         let n = index + 1;

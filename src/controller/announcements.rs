@@ -85,21 +85,25 @@ pub fn is_transition(step: &Step, before: &CanaryStatus) -> bool {
 
 /// The step's events and alerts, if it has any.
 pub fn of_step(step: &Step) -> Option<Announcement> {
-    let mut a = Announcement::default();
+    let (mut events, mut alerts) = (Vec::new(), Vec::new());
     for effect in &step.effects {
         match effect {
-            Effect::Event { kind, message } => a.events.push(PendingEvent {
+            Effect::Event { kind, message } => events.push(PendingEvent {
                 type_: event_type_name(*kind).into(),
                 message: message.clone(),
             }),
-            Effect::Alert { severity, message } => a.alerts.push(PendingAlert {
+            Effect::Alert { severity, message } => alerts.push(PendingAlert {
                 severity: severity_name(*severity).into(),
                 message: message.clone(),
             }),
             _ => {}
         }
     }
-    (!a.events.is_empty() || !a.alerts.is_empty()).then_some(a)
+    let a = Announcement {
+        events: non_empty(events),
+        alerts: non_empty(alerts),
+    };
+    (a.events.is_some() || a.alerts.is_some()).then_some(a)
 }
 
 /// Adds `new` under `id` to the status's announcements, leaving out what this process has
@@ -117,7 +121,7 @@ pub fn record(
     pending.retain(|id, a| match announced.state(&key(uid, id)) {
         Some(State::Delivered) => false,
         Some(State::AlertsSent) => {
-            a.alerts.clear();
+            a.alerts = None;
             true
         }
         _ => true,
@@ -131,6 +135,10 @@ pub fn record(
         }
     }
     status.announcements = (!pending.is_empty()).then_some(pending);
+}
+
+fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
 }
 
 fn key(uid: &str, id: &str) -> String {
@@ -157,6 +165,7 @@ pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &Canar
         let sent: Vec<_> = announcement
             .alerts
             .iter()
+            .flatten()
             .map(|a| send_alert(canary, ctx, plan, status, a))
             .collect();
         let alerts = (!sent.is_empty()).then(|| {
@@ -171,7 +180,7 @@ pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &Canar
                 remove(&api, &name, &id, Some("alerts")).await;
             })
         });
-        for (i, event) in announcement.events.iter().enumerate() {
+        for (i, event) in announcement.events.iter().flatten().enumerate() {
             let name = format!("{}.{id}.{i}", canary.name_any());
             let kind = match event.type_.as_str() {
                 "Warning" => EventType::Warning,
@@ -301,11 +310,11 @@ mod tests {
 
     fn announcement(message: &str) -> Announcement {
         Announcement {
-            events: vec![PendingEvent {
+            events: Some(vec![PendingEvent {
                 type_: "Normal".into(),
                 message: message.into(),
-            }],
-            alerts: vec![],
+            }]),
+            alerts: None,
         }
     }
 
@@ -323,9 +332,10 @@ mod tests {
             },
         ];
         let a = of_step(&step(effects)).unwrap();
-        assert_eq!(a.events[0].type_, "Warning");
-        assert_eq!(a.alerts[0].severity, "error");
-        assert_eq!(severity(&a.alerts[0].severity), Severity::Error);
+        let (events, alerts) = (a.events.unwrap(), a.alerts.unwrap());
+        assert_eq!(events[0].type_, "Warning");
+        assert_eq!(alerts[0].severity, "error");
+        assert_eq!(severity(&alerts[0].severity), Severity::Error);
         assert_eq!(of_step(&step(vec![Effect::ScaleTargetToZero])), None);
     }
 
@@ -369,18 +379,18 @@ mod tests {
         let announced = Announced::default();
         let mut status = CanaryStatus::default();
         let mut a = announcement("Canary failed!");
-        a.alerts.push(PendingAlert {
+        a.alerts = Some(vec![PendingAlert {
             severity: "error".into(),
             message: "Failed checks threshold reached 2".into(),
-        });
+        }]);
         record(&mut status, "u", &announced, "01".into(), Some(a));
         assert!(announced.claim(&key("u", "01")));
         announced.set(&key("u", "01"), State::AlertsSent);
         // A status computed from a copy written before the alerts were removed.
         record(&mut status, "u", &announced, "02".into(), None);
         let pending = status.announcements.unwrap();
-        assert!(pending["01"].alerts.is_empty(), "{pending:?}");
-        assert_eq!(pending["01"].events.len(), 1);
+        assert_eq!(pending["01"].alerts, None, "{pending:?}");
+        assert_eq!(pending["01"].events.as_ref().map(Vec::len), Some(1));
     }
 
     #[test]

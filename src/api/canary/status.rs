@@ -89,11 +89,11 @@ pub struct CanaryStatus {
 #[serde(rename_all = "camelCase")]
 pub struct Announcement {
     /// Kubernetes events on the Canary.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub events: Vec<PendingEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<PendingEvent>>,
     /// Alerts to the Canary's alert providers (or the global notifier).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub alerts: Vec<PendingAlert>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<Vec<PendingAlert>>,
 }
 
 /// serin extension: an event to record.
