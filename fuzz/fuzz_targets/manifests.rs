@@ -30,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
                 provider,
                 std::time::Duration::from_secs(1),
             );
-            assert!(plan.is_ok(), "accepted by the check, refused by the planner: {plan:?}");
+            assert!(
+                plan.is_ok(),
+                "accepted by the check, refused by the planner: {plan:?}"
+            );
         }
     }
 });
