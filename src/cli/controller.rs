@@ -180,6 +180,12 @@ async fn clients(
             .context("no cluster configuration found: pass --kubeconfig or run in a cluster")?,
     };
     config.read_timeout = Some(Duration::from_secs(300));
+    // Named in the API server's audit log and metrics as client-go programs are (kube-rs
+    // sends no User-Agent of its own).
+    config.headers.push((
+        hyper::header::USER_AGENT,
+        hyper::header::HeaderValue::from_static(concat!("serin/", env!("CARGO_PKG_VERSION"))),
+    ));
     let builder = |config: Config| {
         kube::client::ClientBuilder::try_from(config).context("cannot build the Kubernetes client")
     };

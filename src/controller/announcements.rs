@@ -32,6 +32,9 @@ enum State {
     Delivering,
     /// The alerts are sent; the events may still be on their way.
     AlertsSent,
+    /// An event could not be written: the next reconcile delivers the events again (the
+    /// alerts are sent already).
+    Retry,
     Delivered,
 }
 
@@ -42,17 +45,18 @@ enum State {
 pub struct Announced(Arc<Mutex<HashMap<String, (State, Instant)>>>);
 
 impl Announced {
-    /// Takes `key` for delivery: false when it is being or has been delivered already.
-    fn claim(&self, key: &str) -> bool {
-        let Ok(mut map) = self.0.lock() else {
-            return false;
-        };
+    /// Takes `key` for delivery: `Some(whether its alerts are still to send)`, or `None`
+    /// when it is being or has been delivered already.
+    fn claim(&self, key: &str) -> Option<bool> {
+        let mut map = self.0.lock().ok()?;
         map.retain(|_, (_, at)| at.elapsed() < REMEMBER);
-        if map.contains_key(key) {
-            return false;
-        }
+        let send_alerts = match map.get(key) {
+            None => true,
+            Some((State::Retry, _)) => false,
+            Some(_) => return None,
+        };
         map.insert(key.to_string(), (State::Delivering, Instant::now()));
-        true
+        Some(send_alerts)
     }
 
     fn set(&self, key: &str, state: State) {
@@ -120,7 +124,7 @@ pub fn record(
         status.announcements.take().unwrap_or_default();
     pending.retain(|id, a| match announced.state(&key(uid, id)) {
         Some(State::Delivered) => false,
-        Some(State::AlertsSent) => {
+        Some(State::AlertsSent | State::Retry) => {
             a.alerts = None;
             true
         }
@@ -159,13 +163,14 @@ pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &Canar
         Api::namespaced(ctx.outbox.clone(), &canary.namespace().unwrap_or_default());
     for (id, announcement) in pending {
         let key = key(&uid, id);
-        if !ctx.announced.claim(&key) {
+        let Some(send_alerts) = ctx.announced.claim(&key) else {
             continue;
-        }
+        };
         let sent: Vec<_> = announcement
             .alerts
             .iter()
             .flatten()
+            .filter(|_| send_alerts)
             .map(|a| send_alert(canary, ctx, plan, status, a))
             .collect();
         let alerts = (!sent.is_empty()).then(|| {
@@ -180,13 +185,15 @@ pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &Canar
                 remove(&api, &name, &id, Some("alerts")).await;
             })
         });
+        let mut recorded = true;
         for (i, event) in announcement.events.iter().flatten().enumerate() {
             let name = format!("{}.{id}.{i}", canary.name_any());
             let kind = match event.type_.as_str() {
                 "Warning" => EventType::Warning,
                 _ => EventType::Normal,
             };
-            ctx.events
+            recorded &= ctx
+                .events
                 .publish_named(canary, kind, &event.message, &name)
                 .await;
         }
@@ -200,8 +207,12 @@ pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &Canar
             if let Some(alerts) = alerts {
                 let _ = alerts.await;
             }
-            remove(&api, &name, &id, None).await;
-            announced.delivered(&key);
+            if recorded {
+                remove(&api, &name, &id, None).await;
+                announced.delivered(&key);
+            } else {
+                announced.set(&key, State::Retry);
+            }
         });
     }
 }
@@ -354,8 +365,8 @@ mod tests {
         assert_eq!(pending.keys().next(), Some(&first));
 
         for id in pending.keys() {
-            assert!(announced.claim(&key("u", id)));
-            assert!(!announced.claim(&key("u", id)), "claimed twice");
+            assert_eq!(announced.claim(&key("u", id)), Some(true));
+            assert_eq!(announced.claim(&key("u", id)), None, "claimed twice");
             announced.delivered(&key("u", id));
         }
         let last = transition_id(DateTime::from_timestamp(99, 0).unwrap());
@@ -384,13 +395,17 @@ mod tests {
             message: "Failed checks threshold reached 2".into(),
         }]);
         record(&mut status, "u", &announced, "01".into(), Some(a));
-        assert!(announced.claim(&key("u", "01")));
+        assert_eq!(announced.claim(&key("u", "01")), Some(true));
         announced.set(&key("u", "01"), State::AlertsSent);
         // A status computed from a copy written before the alerts were removed.
         record(&mut status, "u", &announced, "02".into(), None);
         let pending = status.announcements.unwrap();
         assert_eq!(pending["01"].alerts, None, "{pending:?}");
         assert_eq!(pending["01"].events.as_ref().map(Vec::len), Some(1));
+        // An event failed: claimed again, for the events only.
+        announced.set(&key("u", "01"), State::Retry);
+        assert_eq!(announced.claim(&key("u", "01")), Some(false));
+        assert_eq!(announced.claim(&key("u", "01")), None);
     }
 
     #[test]

@@ -64,9 +64,16 @@ impl Events {
     }
 
     /// As [`Events::publish`], naming a new event `name`: an event of that name already
-    /// recorded (by this process before a restart) is not recorded again.
-    pub async fn publish_named(&self, canary: &Canary, kind: EventType, message: &str, name: &str) {
-        self.publish_as(canary, kind, message, Some(name)).await;
+    /// recorded (by this process before a restart) is not recorded again. False when the
+    /// event could not be written.
+    pub async fn publish_named(
+        &self,
+        canary: &Canary,
+        kind: EventType,
+        message: &str,
+        name: &str,
+    ) -> bool {
+        self.publish_as(canary, kind, message, Some(name)).await
     }
 
     async fn publish_as(
@@ -75,7 +82,7 @@ impl Events {
         kind: EventType,
         message: &str,
         name: Option<&str>,
-    ) {
+    ) -> bool {
         let warning = kind == EventType::Warning;
         if warning {
             tracing::warn!(event = message, "canary event");
@@ -85,8 +92,12 @@ impl Events {
         if let Some(hooks) = &self.hooks {
             hooks.send(canary, kind, message);
         }
-        if let Err(e) = self.write(canary, warning, message, name).await {
-            tracing::warn!(error = %e, "could not record event");
+        match self.write(canary, warning, message, name).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record event");
+                false
+            }
         }
     }
 
@@ -104,8 +115,11 @@ impl Events {
             message: message.to_string(),
         };
         // The lock only guards the fold table; the API calls run outside it so that the
-        // events of many Canaries are written concurrently.
-        let folded = {
+        // events of many Canaries are written concurrently. A named event (a transition's,
+        // from the outbox) is its own object: delivering it again must not count it twice.
+        let folded = if name.is_some() {
+            None
+        } else {
             let mut seen = self.seen.lock().await;
             seen.retain(|_, s| now - s.first < FOLD_FOR);
             seen.get_mut(&key).map(|s| {

@@ -10,8 +10,10 @@
 //!   counts them), so no traffic reached an unready canary;
 //! - nothing the user owns was deleted or overwritten (each release's Deployment keeps its
 //!   uid and the image the user set, its ConfigMap and an unrelated Service are untouched);
-//! - each transition's event and alert was sent exactly once: one "New revision detected",
-//!   one "Promotion completed" or "Canary failed" event per Canary, one alert of the outcome.
+//! - each transition's event was recorded exactly once ("New revision detected", then
+//!   "Promotion completed" or "Canary failed") and its alert sent: exactly once without API
+//!   faults; with them a duplicate (a kill while the API server failed the alert's removal
+//!   from the status) is printed and counted, not failed.
 //!
 //! The suite runs a reduced run (8 releases, 6 kills, API faults); see `main.rs` for the
 //! full one.
@@ -237,6 +239,22 @@ async fn chaos(world: &mut World, settings: &Settings, extra: &[&str]) -> Tried 
     }
 }
 
+/// API requests the stack answered 429, 500 or 503 (only injected ones, in practice).
+fn failed_requests(world: &World) -> u64 {
+    world
+        .stack
+        .faults()
+        .metrics(0, 0)
+        .lines()
+        .filter(|l| {
+            ["\"429\"", "\"500\"", "\"503\""]
+                .iter()
+                .any(|c| l.contains(c))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
 /// How many times `message` was recorded for the Canary.
 fn times(counts: &[(String, i32)], message: &str) -> i32 {
     counts
@@ -253,6 +271,7 @@ async fn check_release(
     uid: &str,
     owned: &[(String, String)],
     alerts: &[Value],
+    api_faults: bool,
 ) -> Vec<String> {
     let name = name(i);
     let mut wrong = Vec::new();
@@ -303,7 +322,11 @@ async fn check_release(
         .map(Value::to_string)
         .filter(|b| b.contains(&workload) && b.contains(alert))
         .collect();
-    if sent.len() != 1 {
+    // Alerts go out at least once. A second copy needs a kill between sending one and
+    // removing it from the status: milliseconds, unless the API server is failing the
+    // removal too; with API faults a duplicate is counted, not failed.
+    let duplicate = sent.len() > 1 && api_faults;
+    if sent.len() != 1 && !duplicate {
         let texts: Vec<&str> = sent
             .iter()
             .filter_map(|b| b.split("\"text\":").nth(1)?.split(',').next())
@@ -312,6 +335,12 @@ async fn check_release(
             "{name}: alert {alert:?} sent {} times: {texts:?}",
             sent.len()
         ));
+    }
+    if duplicate {
+        println!(
+            "chaos: {name}: the outcome's alert was sent {} times",
+            sent.len()
+        );
     }
     wrong
 }
@@ -379,7 +408,8 @@ async fn releases_end_right_through_kills_and_api_faults() {
     let mut wrong = Vec::new();
     let mut right = 0;
     for i in 0..n {
-        let release = check_release(&world, i, &uids[i], &owned[i], &alerts).await;
+        let release =
+            check_release(&world, i, &uids[i], &owned[i], &alerts, settings.api_faults).await;
         right += usize::from(release.is_empty());
         wrong.extend(release);
     }
@@ -388,7 +418,7 @@ async fn releases_end_right_through_kills_and_api_faults() {
     }
     println!(
         "chaos: {n} releases ({} faulty), seed {}, {} kills ({} mid-release), API faults {}: \
-         {} watch drops, {} conflicts queued, 10 % of serin's requests failed; {:.0} s",
+         {} watch drops, {} conflicts queued, {} requests answered 429/500/503; {:.0} s",
         n / 2,
         settings.seed,
         tried.kills,
@@ -396,6 +426,7 @@ async fn releases_end_right_through_kills_and_api_faults() {
         if settings.api_faults { "on" } else { "off" },
         tried.watch_drops,
         tried.conflicts,
+        failed_requests(&world),
         took.as_secs_f64()
     );
     println!(
