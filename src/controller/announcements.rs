@@ -126,9 +126,9 @@ pub fn record(
         Some(State::Delivered) => false,
         Some(State::AlertsSent | State::Retry) => {
             a.alerts = None;
-            true
+            a.events.is_some()
         }
-        _ => true,
+        _ => a.events.is_some() || a.alerts.is_some(),
     });
     if let Some(new) = new {
         pending.insert(id, new);
@@ -241,24 +241,35 @@ fn send_alert(
     ctx.alerts.send_tracked(alert, routes)
 }
 
-/// Removes one transition (or just its `part`) from the status: a merge patch deletes just
-/// that key, whatever else was written meanwhile. Retried a few times: a transition left in
-/// the status of a Canary that writes no more status would be delivered again after a
-/// restart.
+/// Removes one transition (or just its `part`) from the status. A JSON patch `remove`:
+/// unlike a merge patch it cannot bring back an entry another process removed meanwhile
+/// (it fails instead, which means done). Retried a few times: a transition left in the
+/// status of a Canary that writes no more status would be delivered again after a restart.
 async fn remove(api: &Api<Canary>, name: &str, id: &str, part: Option<&str>) {
-    let gone = match part {
-        Some(part) => json!({id: {part: null}}),
-        None => json!({id: null}),
+    let path = match part {
+        Some(part) => format!("/status/announcements/{id}/{part}"),
+        None => format!("/status/announcements/{id}"),
     };
-    let patch = json!({"status": {"announcements": gone}});
+    let patch: json_patch::Patch =
+        match serde_json::from_value(json!([{"op": "remove", "path": path}])) {
+            Ok(patch) => patch,
+            Err(e) => {
+                tracing::warn!(error = %e, transition = id, "invalid removal of announcements");
+                return;
+            }
+        };
     for wait in REMOVE_RETRIES {
         match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Json::<()>(patch.clone()),
+            )
             .await
         {
             Ok(_) => return,
-            // The Canary is gone: nothing to remove.
-            Err(kube::Error::Api(e)) if e.code == 404 => return,
+            // The Canary, or the entry, is gone already.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => return,
             Err(e) => {
                 tracing::debug!(error = %e, transition = id, "could not remove delivered announcements; retrying");
                 tokio::time::sleep(wait).await;

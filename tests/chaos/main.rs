@@ -13,7 +13,7 @@
 //! ```sh
 //! SERIN_CHAOS_RELEASES=50 SERIN_CHAOS_KILLS=20 SERIN_CHAOS_INTERVAL=10s \
 //!   cargo test --release --test chaos -- --nocapture
-//! SERIN_CHAOS_API_FAULTS=0 ...   # kills only
+//! SERIN_CHAOS_API_FAULTS=1 ...   # and API faults
 //! SERIN_CHAOS_SEED=7 ...         # another sequence of kill times
 //! ```
 
