@@ -102,8 +102,49 @@ async fn wait_all(
             start.elapsed() < timeout,
             "{done}/{n} canaries {phase} after {timeout:?}"
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Listing every Canary costs the API server more as they grow: poll less often.
+        let every = 500 * (n as u64 / 1000).max(1);
+        tokio::time::sleep(Duration::from_millis(every)).await;
     }
+}
+
+/// The controller's step-lateness histogram: (upper bound `le`, cumulative count), then the
+/// sum of all observations.
+async fn lateness(port: u16) -> (Vec<(f64, f64)>, f64) {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    let mut buckets = Vec::new();
+    let mut sum = 0.0;
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let value: f64 = value.parse().unwrap_or(0.0);
+        if let Some(le) = series.strip_prefix("serin_step_lateness_seconds_bucket{le=\"") {
+            let le = le.trim_end_matches("\"}");
+            buckets.push((le.parse().unwrap_or(f64::INFINITY), value));
+        } else if series == "serin_step_lateness_seconds_sum" {
+            sum = value;
+        }
+    }
+    (buckets, sum)
+}
+
+/// Steps observed between two histogram readings, and the bucket bound the `q` quantile
+/// falls under (a conservative quantile: the true value is at most this).
+fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> (f64, f64) {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .zip(before)
+        .map(|((le, a), (_, b))| (*le, a - b))
+        .collect();
+    let total = delta.last().map(|(_, c)| *c).unwrap_or(0.0);
+    let bound = delta
+        .iter()
+        .find(|(_, c)| *c >= q * total)
+        .map(|(le, _)| *le)
+        .unwrap_or(f64::NAN);
+    (total, bound)
 }
 
 /// `SERIN_SCALE_NOISE=deployments,secrets,big_secrets,configmaps[,opaque]`: objects that have
@@ -195,12 +236,21 @@ async fn many_canaries() {
     // The controller's client-side rate limit (Flagger's default 100/s); the figures at the
     // default are bound by it.
     let qps = std::env::var("SERIN_SCALE_QPS").unwrap_or_else(|_| "100".into());
+    let iterations: u32 = std::env::var("SERIN_SCALE_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+        .to_string();
     let mut world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), ControlPlane::Emulator)
         .controller_args(&[
             "--mesh-provider",
             "kubernetes",
             "--port",
-            "0",
+            &port,
             "--log-level",
             "warn",
             "--kubeconfig-qps",
@@ -242,7 +292,7 @@ async fn many_canaries() {
             "spec": {"provider": "kubernetes",
                 "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
                 "service": {"port": 9898},
-                "analysis": {"interval": "10s", "threshold": 2, "iterations": 2}}});
+                "analysis": {"interval": "10s", "threshold": 2, "iterations": iterations}}});
         canaries
             .patch(&name, &apply, &Patch::Apply(canary))
             .await
@@ -275,6 +325,8 @@ async fn many_canaries() {
     let (cpu_idle, _, _) = usage(pid);
 
     // Release all of them at once.
+    let port: u16 = port.parse().unwrap();
+    let (late_before, late_sum_before) = lateness(port).await;
     let release_from = requests(&world.stack).await;
     for i in 0..n {
         let name = format!("app-{i}");
@@ -290,9 +342,15 @@ async fn many_canaries() {
     let (release, polls) = wait_all(&canaries, Phase::Succeeded, n, Duration::from_secs(900)).await;
     let release_requests = requests(&world.stack).await - release_from - polls - n as f64 - 1.0;
     let (cpu_end, rss_end, peak) = usage(pid);
+    let (late_after, late_sum_after) = lateness(port).await;
+    let (steps, p50) = quantile(&late_before, &late_after, 0.5);
+    let (_, p99) = quantile(&late_before, &late_after, 0.99);
     world.kill_controller();
 
-    println!("canaries: {n} (kubernetes provider, 2 checks at 10 s each), --kubeconfig-qps {qps}");
+    println!(
+        "canaries: {n} (kubernetes provider, {iterations} checks at 10 s each), \
+         --kubeconfig-qps {qps}"
+    );
     if let Some(noise) = &noise {
         println!("{noise}");
     }
@@ -311,11 +369,21 @@ async fn many_canaries() {
         idle_requests / n as f64 * 3.0
     );
     println!(
-        "release of all at once: all Succeeded in {:.1} s (ideal 20 s + readiness); controller \
+        "release of all at once: all Succeeded in {:.1} s (ideal {} s + readiness); controller \
          CPU {:.2} s; {:.1} API requests per canary",
         release.as_secs_f64(),
+        iterations * 10,
         cpu_end - cpu_idle,
         release_requests / n as f64
+    );
+    println!(
+        "time-gated steps during the release: {steps}; lateness against the due time: \
+         p50 <= {p50} s, p99 <= {p99} s (histogram bucket bounds), mean {:.3} s; \
+         controller CPU {:.2} ms per step; {:.2} API requests per step (all the release's \
+         CPU and requests divided by its time-gated steps)",
+        (late_sum_after - late_sum_before) / steps.max(1.0),
+        (cpu_end - cpu_idle) * 1000.0 / steps.max(1.0),
+        release_requests / steps.max(1.0),
     );
     for (delta, series) in idle_top.iter().take(4) {
         println!("  idle requests: {delta} {series}");

@@ -150,10 +150,10 @@ fn key(uid: &str, id: &str) -> String {
 }
 
 /// Delivers the written status's announcements not delivered by this process yet. Alerts
-/// first, as they are the part that cannot be sent twice without being seen twice: once
-/// they have been sent (or given up) they are removed from the status at once, in the
-/// background; then the events (named after the transition, so recording one again is a
-/// no-op); then the whole transition is removed.
+/// first, as they are the part that cannot be sent twice without being seen twice; then the
+/// events (named after the transition, so recording one again is a no-op); once the alerts
+/// are sent (or given up), one patch in the background removes the whole transition, or
+/// only its alerts when an event could not be written (the events are retried).
 pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &CanaryStatus) {
     let Some(pending) = &status.announcements else {
         return;
@@ -173,18 +173,6 @@ pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &Canar
             .filter(|_| send_alerts)
             .map(|a| send_alert(canary, ctx, plan, status, a))
             .collect();
-        let alerts = (!sent.is_empty()).then(|| {
-            let (api, name, id) = (api.clone(), canary.name_any(), id.clone());
-            let (key, announced) = (key.clone(), ctx.announced.clone());
-            tokio::spawn(async move {
-                for alert in sent {
-                    // An error only means the alert was dropped or given up: it is done.
-                    let _ = alert.await;
-                }
-                announced.set(&key, State::AlertsSent);
-                remove(&api, &name, &id, Some("alerts")).await;
-            })
-        });
         let mut recorded = true;
         for (i, event) in announcement.events.iter().flatten().enumerate() {
             let name = format!("{}.{id}.{i}", canary.name_any());
@@ -204,14 +192,22 @@ pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &Canar
             ctx.announced.clone(),
         );
         tokio::spawn(async move {
-            if let Some(alerts) = alerts {
-                let _ = alerts.await;
+            let had_alerts = !sent.is_empty();
+            for alert in sent {
+                // An error only means the alert was dropped or given up: it is done.
+                let _ = alert.await;
             }
             if recorded {
+                // One removal for the whole transition, alerts included.
+                announced.set(&key, State::AlertsSent);
                 remove(&api, &name, &id, None).await;
                 announced.delivered(&key);
             } else {
+                // The events are retried; the alerts are done and must not be sent again.
                 announced.set(&key, State::Retry);
+                if had_alerts {
+                    remove(&api, &name, &id, Some("alerts")).await;
+                }
             }
         });
     }
@@ -327,6 +323,7 @@ mod tests {
             effects,
             requeue: chrono::TimeDelta::seconds(1),
             command_done: false,
+            late: None,
         }
     }
 

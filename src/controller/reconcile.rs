@@ -180,6 +180,9 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     if next != current {
         write_status(canary, ctx, &next).await?;
     }
+    if let Some(late) = step.late {
+        ctx.telemetry.step_late(late.as_seconds_f64());
+    }
 
     // Tell it.
     tell(canary, ctx, &intent, &step, &status, &checksum, &next).await;

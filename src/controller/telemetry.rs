@@ -28,6 +28,12 @@ const DEFAULT_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Step lateness: fine below a second (the goal at 10,000 canaries is p99 < 1 s), coarse
+/// above.
+const LATENESS_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InfoLabels {
     version: String,
@@ -117,6 +123,7 @@ pub struct Telemetry {
     query_errors: Family<QueryErrorLabels, Counter>,
     api_requests: Family<MethodLabels, Counter>,
     reconcile: Histogram,
+    lateness: Histogram,
     /// Metric names with an analysis series, per canary, so `forget` can remove them.
     analysed: Mutex<HashMap<CanaryLabels, BTreeSet<String>>>,
 }
@@ -151,6 +158,7 @@ impl Telemetry {
         let query_errors = Family::<QueryErrorLabels, Counter>::default();
         let api_requests = Family::<MethodLabels, Counter>::default();
         let reconcile = Histogram::new(DEFAULT_BUCKETS);
+        let lateness = Histogram::new(LATENESS_BUCKETS);
         registry.register(
             "flagger_info",
             "Information about the controller (serin, speaking Flagger's API)",
@@ -221,6 +229,12 @@ impl Telemetry {
             "Duration of every reconcile",
             reconcile.clone(),
         );
+        registry.register(
+            "serin_step_lateness_seconds",
+            "How long after its due time each analysis or promotion step ran (a controller \
+             that keeps up stays in the lowest buckets)",
+            lateness.clone(),
+        );
         Telemetry {
             registry,
             info,
@@ -237,6 +251,7 @@ impl Telemetry {
             query_errors,
             api_requests,
             reconcile,
+            lateness,
             analysed: Mutex::default(),
         }
     }
@@ -364,6 +379,11 @@ impl Telemetry {
         self.reconcile.observe(seconds);
     }
 
+    /// A time-gated step ran `seconds` after it was due.
+    pub fn step_late(&self, seconds: f64) {
+        self.lateness.observe(seconds);
+    }
+
     /// Removes a gone canary's gauges and duration histogram.
     pub fn forget(&self, namespace: &str, target: &str) {
         let labels = canary(namespace, target);
@@ -452,5 +472,22 @@ mod tests {
             assert!(!text.contains(gone), "{gone}\n---\n{text}");
         }
         assert!(text.contains("flagger_canary_failures_total{"), "{text}");
+    }
+
+    #[test]
+    fn step_lateness_is_a_histogram_with_fine_buckets_below_a_second() {
+        let t = Telemetry::new();
+        t.step_late(0.3);
+        t.step_late(3.0);
+        let text = t.render();
+        for line in [
+            "# TYPE serin_step_lateness_seconds histogram",
+            "serin_step_lateness_seconds_bucket{le=\"0.25\"} 0",
+            "serin_step_lateness_seconds_bucket{le=\"0.5\"} 1",
+            "serin_step_lateness_seconds_bucket{le=\"5\"} 2",
+            "serin_step_lateness_seconds_count 2",
+        ] {
+            assert!(text.contains(line), "{line}\n---\n{text}");
+        }
     }
 }

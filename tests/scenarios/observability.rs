@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use serin_core::Phase;
 
-use crate::harness::{ControlPlane, NS, World, WorldConfig, deployment, wait_until};
+use crate::harness::{self, ControlPlane, NS, World, WorldConfig, deployment, wait_until};
 
 const LONG: Duration = Duration::from_secs(40);
 
@@ -127,6 +127,35 @@ async fn release_twice(world: &World) {
         .await;
 }
 
+/// The sum of the samples of `name` (every label set).
+fn sum_of(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// A Canary with nothing to do costs the API server nothing: no polling, no status rewrites
+/// (the controller's own count of its API requests does not move).
+async fn an_idle_canary_makes_no_api_requests(cp: ControlPlane) {
+    let world = harness::world(cp).await;
+    harness::initialized(&world, "podinfo", 2).await;
+    // Initialization's announcements delivered and removed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = sum_of(&metrics(&world).await, "serin_api_requests_total");
+    // Longer than the controller's fallback poll (5 s).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = sum_of(&metrics(&world).await, "serin_api_requests_total");
+    assert!(before > 0.0, "the controller counts its requests");
+    assert_eq!(
+        after - before,
+        0.0,
+        "API requests while idle\n{}",
+        world.logs()
+    );
+}
+
 async fn controller_metrics_are_flaggers_and_go_with_the_canary(cp: ControlPlane) {
     let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
         .scenario("workloads:\n  readyDelay: 0s\n")
@@ -176,6 +205,10 @@ async fn controller_metrics_are_flaggers_and_go_with_the_canary(cp: ControlPlane
     ] {
         assert!(text.contains(series), "{series}\n{text}");
     }
+    assert!(
+        sum_of(&text, "serin_step_lateness_seconds_count") >= 1.0,
+        "the analysis steps' lateness is recorded\n{text}"
+    );
     assert_eq!(world.controller_http("/healthz").await.0, 200);
     assert_eq!(world.controller_http("/readyz").await.0, 200);
 
@@ -199,4 +232,7 @@ async fn controller_metrics_are_flaggers_and_go_with_the_canary(cp: ControlPlane
     assert!(text.contains("flagger_canary_failures_total{"), "{text}");
 }
 
-serin_testkit::on_every_control_plane!(controller_metrics_are_flaggers_and_go_with_the_canary);
+serin_testkit::on_every_control_plane!(
+    controller_metrics_are_flaggers_and_go_with_the_canary,
+    an_idle_canary_makes_no_api_requests
+);

@@ -70,6 +70,10 @@ pub struct Step {
     /// yet: the controller keeps it for a later decision).
     #[serde(skip)]
     pub command_done: bool,
+    /// A time-gated step (an analysis or a promotion step) ran this long after it was due:
+    /// how far the controller is behind its canaries.
+    #[serde(skip)]
+    pub late: Option<TimeDelta>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -99,6 +103,7 @@ pub fn decide(plan: &Plan, status: &Status, obs: &Observation, now: DateTime<Utc
         next: status.clone(),
         effects: Vec::new(),
         command_done: false,
+        late: None,
     };
     match tick.run() {
         Ok(step) | Err(step) => step,
@@ -154,6 +159,7 @@ struct Tick<'a> {
     next: Status,
     effects: Vec<Effect>,
     command_done: bool,
+    late: Option<TimeDelta>,
 }
 
 /// Gets a probe's result, or returns early asking the controller to run it.
@@ -349,7 +355,7 @@ impl Tick<'_> {
         if !self.step_due(self.plan.interval) {
             return self.not_due(self.plan.interval);
         }
-        self.next.last_step_time = Some(self.now);
+        self.take_step(self.plan.interval);
 
         if self.plan.hooks.rollback && probe!(self, rollback, Probe::Rollback) {
             let msg = format!("Rolling back {} manual webhook invoked", self.plan.canary);
@@ -497,7 +503,7 @@ impl Tick<'_> {
         if !self.step_due(self.plan.interval) {
             return self.not_due(self.plan.interval);
         }
-        self.next.last_step_time = Some(self.now);
+        self.take_step(self.plan.interval);
         let primary = (100 - self.prev.canary_weight.min(100))
             .saturating_add(self.plan.step_weight_promotion)
             .min(100);
@@ -853,6 +859,15 @@ impl Tick<'_> {
         }
     }
 
+    /// Starts a step that was due `period` after the last one: records its time and how late
+    /// it runs.
+    fn take_step(&mut self, period: TimeDelta) {
+        if let Some(t) = self.prev.last_step_time {
+            self.late = Some((self.now - (t + period)).max(TimeDelta::zero()));
+        }
+        self.next.last_step_time = Some(self.now);
+    }
+
     /// Nothing to do until the next step is due.
     fn not_due(&mut self, period: TimeDelta) -> Flow {
         let due = self.prev.last_step_time.map_or(self.now, |t| t + period);
@@ -899,6 +914,7 @@ impl Tick<'_> {
             effects,
             requeue,
             command_done: self.command_done,
+            late: self.late,
         }))
     }
 }

@@ -233,6 +233,35 @@ fn analysis_steps_are_time_gated() {
 }
 
 #[test]
+fn a_step_says_how_late_it_ran_against_its_due_time() {
+    let plan = canary_plan();
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 20;
+    let not_due = run(&plan, &s, &ready("v2"), t(30));
+    assert_eq!(not_due.step.late, None, "no step ran");
+    let on_time = run(&plan, &s, &ready("v2"), t(60));
+    assert_eq!(on_time.step.late, Some(TimeDelta::zero()));
+    let late = run(&plan, &s, &ready("v2"), t(63));
+    assert_eq!(late.step.late, Some(TimeDelta::seconds(3)));
+
+    s.last_step_time = None;
+    let first = run(&plan, &s, &ready("v2"), t(63));
+    assert_eq!(first.step.late, None, "the first step has no due time");
+    assert_eq!(first.step.status.canary_weight, 40);
+
+    let mut promoting = status(Phase::Promoting, "v2");
+    promoting.canary_weight = 50;
+    let mut promotion_plan = canary_plan();
+    promotion_plan.step_weight_promotion = 25;
+    let r = run(&promotion_plan, &promoting, &ready("v2"), t(61));
+    assert_eq!(
+        r.step.late,
+        Some(TimeDelta::seconds(1)),
+        "promotion steps too"
+    );
+}
+
+#[test]
 fn new_revision_during_analysis_restarts_it() {
     let plan = canary_plan();
     for phase in [Phase::Progressing, Phase::WaitingPromotion] {
