@@ -11,6 +11,8 @@
 //! # Helm release records
 //! SERIN_SCALE_NOISE=5000,10000,200,5000 cargo test --release --test scale -- --ignored --nocapture
 //! SERIN_SCALE_NOISE=5000,10000,200,5000,opaque cargo test --release --test scale -- --ignored --nocapture
+//! # where the controller's memory goes: dhat-heap.json, by allocation site
+//! SERIN_SCALE_CANARIES=300 cargo test --release --features heap-profile --test scale -- --ignored --nocapture
 //! ```
 
 use std::time::{Duration, Instant};
@@ -106,6 +108,24 @@ async fn wait_all(
         let every = 500 * (n as u64 / 1000).max(1);
         tokio::time::sleep(Duration::from_millis(every)).await;
     }
+}
+
+/// With `--features heap-profile`: stops the controller cleanly so that it writes
+/// `dhat-heap.json` (in the working directory) and waits for the file.
+async fn write_heap_profile(pid: u32) {
+    let file = std::path::Path::new("dhat-heap.json");
+    let _ = std::fs::remove_file(file);
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()), "SIGTERM to the controller");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !file.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Written in one go at exit; give it time to finish.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!("heap profile: {} (open in dh_view.html)", file.display());
 }
 
 /// The controller's step-lateness histogram: (upper bound `le`, cumulative count), then the
@@ -345,6 +365,9 @@ async fn many_canaries() {
     let (late_after, late_sum_after) = lateness(port).await;
     let (steps, p50) = quantile(&late_before, &late_after, 0.5);
     let (_, p99) = quantile(&late_before, &late_after, 0.99);
+    if cfg!(feature = "heap-profile") {
+        write_heap_profile(pid).await;
+    }
     world.kill_controller();
 
     println!(

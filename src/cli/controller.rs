@@ -63,6 +63,11 @@ pub struct ControllerArgs {
     /// Burst of API requests above the sustained rate.
     #[arg(long, default_value_t = 250)]
     pub kubeconfig_burst: u32,
+    /// Canaries reconciled at once (each reconcile makes its API requests one after the
+    /// other). Bounds the controller's connections to the API server, and with them its
+    /// memory when thousands of Canaries step together; 0 = unbounded.
+    #[arg(long, default_value_t = 32)]
+    pub max_concurrent_reconciles: u16,
     /// debug, info, warn or error (or a tracing filter such as `serin=debug,kube=info`).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -236,6 +241,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
         config_tracking: args.enable_config_tracking,
         include_label_prefixes: args.include_label_prefix.clone(),
         min_interval: args.min_analysis_interval,
+        max_concurrent_reconciles: args.max_concurrent_reconciles,
         router: crate::controller::router::Options {
             nginx_annotations_prefix: args.ingress_annotations_prefix.clone(),
             ingress_class: args.ingress_class.clone(),

@@ -141,6 +141,19 @@ pub fn record(
     status.announcements = (!pending.is_empty()).then_some(pending);
 }
 
+/// Drops what partial removals leave behind (a transition with neither events nor alerts, an
+/// empty map): nothing pending, as when absent. Left in the status read back, it would differ
+/// from every status computed from it (which leaves it out), and each reconcile of an idle
+/// Canary would write the status again.
+pub fn tidy(status: &mut CanaryStatus) {
+    if let Some(pending) = &mut status.announcements {
+        pending.retain(|_, a| a.events.is_some() || a.alerts.is_some());
+        if pending.is_empty() {
+            status.announcements = None;
+        }
+    }
+}
+
 fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
     (!v.is_empty()).then_some(v)
 }
@@ -255,14 +268,20 @@ async fn remove(api: &Api<Canary>, name: &str, id: &str, part: Option<&str>) {
             }
         };
     for wait in REMOVE_RETRIES {
-        match api
+        // The outbox's client is not rate-limited; without a bound, thousands of Canaries
+        // stepping together would open a connection each.
+        let Ok(slot) = REMOVALS.acquire().await else {
+            return;
+        };
+        let removed = api
             .patch_status(
                 name,
                 &PatchParams::default(),
                 &Patch::Json::<()>(patch.clone()),
             )
-            .await
-        {
+            .await;
+        drop(slot);
+        match removed {
             Ok(_) => return,
             // The Canary, or the entry, is gone already.
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => return,
@@ -279,6 +298,9 @@ async fn remove(api: &Api<Canary>, name: &str, id: &str, part: Option<&str>) {
         "could not remove delivered announcements from the status"
     );
 }
+
+/// Removals in flight at once.
+static REMOVALS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
 
 /// Waits between attempts to remove a delivered transition from the status.
 const REMOVE_RETRIES: [Duration; 5] = [
@@ -421,5 +443,37 @@ mod tests {
         let a = transition_id(DateTime::from_timestamp(1, 999).unwrap());
         let b = transition_id(DateTime::from_timestamp(2, 0).unwrap());
         assert!(a < b && a.len() == b.len(), "{a} {b}");
+    }
+
+    #[test]
+    fn tidy_drops_emptied_transitions_and_an_empty_map() {
+        let mut status = CanaryStatus {
+            announcements: Some(BTreeMap::from([
+                ("a".to_string(), Announcement::default()),
+                ("b".to_string(), announcement("kept")),
+            ])),
+            ..CanaryStatus::default()
+        };
+        tidy(&mut status);
+        let kept: Vec<_> = status
+            .announcements
+            .iter()
+            .flatten()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(kept, ["b"]);
+
+        let mut emptied = CanaryStatus {
+            announcements: Some(BTreeMap::from([("a".to_string(), Announcement::default())])),
+            ..CanaryStatus::default()
+        };
+        tidy(&mut emptied);
+        assert_eq!(emptied.announcements, None);
+        let mut empty = CanaryStatus {
+            announcements: Some(BTreeMap::new()),
+            ..CanaryStatus::default()
+        };
+        tidy(&mut empty);
+        assert_eq!(empty.announcements, None);
     }
 }

@@ -29,6 +29,8 @@ pub struct Config {
     pub config_tracking: bool,
     pub include_label_prefixes: Vec<String>,
     pub min_interval: Duration,
+    /// `--max-concurrent-reconciles` (0 = unbounded).
+    pub max_concurrent_reconciles: u16,
     pub router: crate::controller::router::Options,
     /// Flagger's `-event-webhook`: receives the events of Canaries without event webhooks.
     pub event_webhook: Option<String>,

@@ -179,7 +179,9 @@ pub async fn run(
     )
     .default_backoff()
     .applied_objects();
-    let controller = Controller::for_stream(canary_events, canaries.clone());
+    let concurrency = ctx.config.max_concurrent_reconciles;
+    let controller = Controller::for_stream(canary_events, canaries.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     tokio::spawn(count_canaries(canaries, ctx.clone(), health));
     let [
         by_deployment,

@@ -204,12 +204,7 @@ pub(super) fn track_configs(target: &Target, ctx: &Context, namespace: &str) -> 
 /// The Canary's status, unless the cache has not caught up with serin's own last write.
 pub(super) fn current_status(canary: &Canary, ctx: &Context) -> CanaryStatus {
     let mut cached = canary.status.clone().unwrap_or_default();
-    // The outbox's removal of the last pending transition leaves an empty map: none pending,
-    // as when absent. Left as is, it would differ from every status computed here (which
-    // omits an empty map) and each reconcile of an idle Canary would write the status.
-    if cached.announcements.as_ref().is_some_and(|a| a.is_empty()) {
-        cached.announcements = None;
-    }
+    crate::controller::announcements::tidy(&mut cached);
     let uid = canary.uid().unwrap_or_default();
     let cached_version = canary
         .resource_version()

@@ -31,6 +31,7 @@ fn context() -> (Context, ApiServer) {
         config_tracking: true,
         include_label_prefixes: vec![],
         min_interval: Duration::from_secs(1),
+        max_concurrent_reconciles: 0,
         router: Default::default(),
         event_webhook: None,
         no_cross_namespace_refs: false,
