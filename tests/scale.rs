@@ -69,6 +69,20 @@ async fn request_series(stack: &Stack) -> std::collections::BTreeMap<String, f64
         .collect()
 }
 
+/// The series that grew between two readings, largest growth first.
+fn top_series(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> Vec<(f64, String)> {
+    let mut grown: Vec<(f64, String)> = after
+        .iter()
+        .map(|(k, v)| (v - before.get(k).copied().unwrap_or(0.0), k.clone()))
+        .filter(|(d, _)| *d > 0.0)
+        .collect();
+    grown.sort_by(|a, b| b.0.total_cmp(&a.0));
+    grown
+}
+
 /// Total API requests the stack has served.
 async fn requests(stack: &Stack) -> f64 {
     request_series(stack).await.values().sum()
@@ -336,18 +350,14 @@ async fn many_canaries() {
     tokio::time::sleep(Duration::from_secs(20)).await;
     let idle_after = request_series(&world.stack).await;
     let idle_requests = idle_after.values().sum::<f64>() - idle_from - 1.0;
-    let mut idle_top: Vec<(f64, &String)> = idle_after
-        .iter()
-        .map(|(k, v)| (v - idle_series.get(k).copied().unwrap_or(0.0), k))
-        .filter(|(d, _)| *d > 0.0)
-        .collect();
-    idle_top.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let idle_top = top_series(&idle_series, &idle_after);
     let (cpu_idle, _, _) = usage(pid);
 
     // Release all of them at once.
     let port: u16 = port.parse().unwrap();
     let (late_before, late_sum_before) = lateness(port).await;
-    let release_from = requests(&world.stack).await;
+    let release_series = request_series(&world.stack).await;
+    let release_from: f64 = release_series.values().sum();
     for i in 0..n {
         let name = format!("app-{i}");
         deployments
@@ -360,7 +370,10 @@ async fn many_canaries() {
             .unwrap();
     }
     let (release, polls) = wait_all(&canaries, Phase::Succeeded, n, Duration::from_secs(900)).await;
-    let release_requests = requests(&world.stack).await - release_from - polls - n as f64 - 1.0;
+    let release_after = request_series(&world.stack).await;
+    let release_requests =
+        release_after.values().sum::<f64>() - release_from - polls - n as f64 - 1.0;
+    let release_top = top_series(&release_series, &release_after);
     let (cpu_end, rss_end, peak) = usage(pid);
     let (late_after, late_sum_after) = lateness(port).await;
     let (steps, p50) = quantile(&late_before, &late_after, 0.5);
@@ -408,6 +421,9 @@ async fn many_canaries() {
         (cpu_end - cpu_idle) * 1000.0 / steps.max(1.0),
         release_requests / steps.max(1.0),
     );
+    for (delta, series) in release_top.iter().take(8) {
+        println!("  release requests: {delta} {series}");
+    }
     for (delta, series) in idle_top.iter().take(4) {
         println!("  idle requests: {delta} {series}");
     }

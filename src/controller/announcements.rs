@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use serin_core::{Effect, EventType, Plan, Severity, Step};
+use serin_core::{Effect, EventType, Phase, Plan, Severity, Step};
 
 use crate::api::canary::{Announcement, PendingAlert, PendingEvent};
 use crate::api::{Canary, CanaryStatus};
@@ -154,6 +154,25 @@ pub fn tidy(status: &mut CanaryStatus) {
     }
 }
 
+/// Whether `next` differs from `current` by more than delivered transitions left out: those
+/// alone are not worth a status write (an API request per step); the next write drops them.
+pub fn worth_writing(next: &CanaryStatus, current: &CanaryStatus) -> bool {
+    let empty = BTreeMap::new();
+    let (n, c) = (
+        next.announcements.as_ref().unwrap_or(&empty),
+        current.announcements.as_ref().unwrap_or(&empty),
+    );
+    let only_dropped = n.iter().all(|(id, a)| c.get(id) == Some(a));
+    if !only_dropped {
+        return true;
+    }
+    let strip = |s: &CanaryStatus| CanaryStatus {
+        announcements: None,
+        ..s.clone()
+    };
+    strip(next) != strip(current)
+}
+
 fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
     (!v.is_empty()).then_some(v)
 }
@@ -204,6 +223,7 @@ pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &Canar
             id.clone(),
             ctx.announced.clone(),
         );
+        let left_to_next_write = announcement.alerts.is_none() && writes_again_soon(status.phase);
         tokio::spawn(async move {
             let had_alerts = !sent.is_empty();
             for alert in sent {
@@ -211,9 +231,14 @@ pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &Canar
                 let _ = alert.await;
             }
             if recorded {
-                // One removal for the whole transition, alerts included.
                 announced.set(&key, State::AlertsSent);
-                remove(&api, &name, &id, None).await;
+                // One removal for the whole transition, alerts included; none for a
+                // transition without alerts while the next step's status write (one interval
+                // away) leaves it out anyway: delivered again after a restart, its events
+                // already exist (their names say so) and nothing is seen twice.
+                if !left_to_next_write {
+                    remove(&api, &name, &id, None).await;
+                }
                 announced.delivered(&key);
             } else {
                 // The events are retried; the alerts are done and must not be sent again.
@@ -224,6 +249,15 @@ pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &Canar
             }
         });
     }
+}
+
+/// Phases in which the status is written again within an interval (the next step), so a
+/// delivered transition need not be removed on its own.
+fn writes_again_soon(phase: Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Progressing | Phase::Promoting | Phase::Finalising
+    )
 }
 
 fn send_alert(
@@ -475,5 +509,49 @@ mod tests {
         };
         tidy(&mut empty);
         assert_eq!(empty.announcements, None);
+    }
+
+    #[test]
+    fn dropping_delivered_transitions_alone_is_not_worth_a_write() {
+        let two = Some(BTreeMap::from([
+            ("a".to_string(), announcement("first")),
+            ("b".to_string(), announcement("second")),
+        ]));
+        let current = CanaryStatus {
+            announcements: two.clone(),
+            ..CanaryStatus::default()
+        };
+        let dropped_one = CanaryStatus {
+            announcements: Some(BTreeMap::from([("b".to_string(), announcement("second"))])),
+            ..current.clone()
+        };
+        assert!(!worth_writing(&dropped_one, &current));
+        let dropped_all = CanaryStatus {
+            announcements: None,
+            ..current.clone()
+        };
+        assert!(!worth_writing(&dropped_all, &current));
+
+        let added = CanaryStatus {
+            announcements: Some(BTreeMap::from([("c".to_string(), announcement("new"))])),
+            ..current.clone()
+        };
+        assert!(worth_writing(&added, &current), "a new transition");
+        let changed = CanaryStatus {
+            iterations: 1,
+            ..dropped_one.clone()
+        };
+        assert!(worth_writing(&changed, &current), "anything else changed");
+        let entry_changed = CanaryStatus {
+            announcements: Some(BTreeMap::from([
+                ("a".to_string(), announcement("first")),
+                ("b".to_string(), announcement("second, changed")),
+            ])),
+            ..current.clone()
+        };
+        assert!(
+            worth_writing(&entry_changed, &current),
+            "an entry that changed is written"
+        );
     }
 }

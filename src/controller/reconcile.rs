@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::api::Canary;
 use crate::canary_plan;
+use crate::controller::announcements;
 use crate::controller::apply::{Scope, primary_drift};
 use crate::controller::commands;
 use crate::controller::context::Context;
@@ -177,7 +178,7 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
         &ctx.announced,
         now,
     );
-    if next != current {
+    if announcements::worth_writing(&next, &current) {
         write_status(canary, ctx, &next).await?;
     }
     if let Some(late) = step.late {

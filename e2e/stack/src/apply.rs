@@ -85,6 +85,7 @@ pub fn apply(
         let shared = others.iter().any(|o| o.starts_with(p));
         if !shared {
             fields::remove_at(&mut merged, p);
+            remove_emptied_parents(&mut merged, p, &new_set, &others);
         }
     }
 
@@ -105,6 +106,32 @@ pub fn apply(
     }
     fields::write_entries(&mut merged, &entries);
     Ok(merged)
+}
+
+/// After `dropped` is removed: its parent maps left empty go too, up to the first one still
+/// holding something, still applied or owned by another manager. The API server tracks
+/// ownership of map entries, not only of leaves: an applier that stops sending a map entry
+/// removes the entry, not just what was in it.
+fn remove_emptied_parents(
+    merged: &mut Value,
+    dropped: &[String],
+    applied: &FieldSet,
+    others: &FieldSet,
+) {
+    for len in (1..dropped.len()).rev() {
+        let parent = &dropped[..len];
+        let empty_map = get_at(merged, parent)
+            .and_then(Value::as_object)
+            .is_some_and(Map::is_empty);
+        let kept = |set: &FieldSet| set.iter().any(|f| f.starts_with(parent));
+        if !empty_map || !parent.last().is_some_and(|s| s.starts_with("f:")) {
+            return;
+        }
+        if kept(applied) || kept(others) {
+            return;
+        }
+        fields::remove_at(merged, parent);
+    }
 }
 
 /// Structural merge: maps recursively, associative lists by key, everything else replaced.
@@ -178,5 +205,21 @@ mod tests {
         let a2 = json!({"metadata": {"name": "x"}, "data": {}});
         let after = apply(Some(&forced), &a2, &req("alice", false)).unwrap();
         assert_eq!(after["data"], json!({"k": "2"}));
+    }
+
+    #[test]
+    fn an_entry_no_longer_applied_goes_with_its_fields() {
+        let a = json!({"metadata": {"name": "x"},
+            "data": {"keep": {"v": "1"}, "old": {"events": ["e"], "alerts": ["a"]}}});
+        let live = apply(None, &a, &req("alice", false)).unwrap();
+        let a2 = json!({"metadata": {"name": "x"}, "data": {"keep": {"v": "1"}}});
+        let after = apply(Some(&live), &a2, &req("alice", false)).unwrap();
+        assert_eq!(after["data"], json!({"keep": {"v": "1"}}));
+        // A map another manager also writes into stays, emptied or not.
+        let b = json!({"metadata": {"name": "x"}, "data": {"keep": {"w": "2"}}});
+        let shared = apply(Some(&after), &b, &req("bob", false)).unwrap();
+        let a3 = json!({"metadata": {"name": "x"}, "data": {}});
+        let after = apply(Some(&shared), &a3, &req("alice", false)).unwrap();
+        assert_eq!(after["data"], json!({"keep": {"w": "2"}}));
     }
 }
