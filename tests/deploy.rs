@@ -481,6 +481,7 @@ fn the_grafana_dashboard_queries_serins_series() {
     t.reconcile_error("Conflict");
     t.alert("slack", "delivered");
     t.reconciled(0.1);
+    t.step_late(0.1);
     let exported: BTreeSet<String> = t
         .render()
         .lines()
