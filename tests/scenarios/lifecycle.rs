@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures::FutureExt;
 use serde_json::json;
 use serin_core::Phase;
 
@@ -337,7 +338,21 @@ async fn a_killed_leader_is_replaced_and_the_release_finishes_once(cp: ControlPl
         );
         other.kill();
     }
-    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    // A replica that lost the Lease (renewals too slow on a loaded machine) has exited, as
+    // designed, for its Deployment to restart it: do the same, so that one stands by.
+    if world.controller_exited() {
+        eprintln!("the first replica had exited; restarting it");
+        world.start_controller(&election);
+    }
+    if other.exited() {
+        eprintln!("the other replica had exited; restarting it");
+        other.start(&[]);
+    }
+    let finished = world.wait_phase("podinfo", Phase::Succeeded, LONG);
+    if let Err(panic) = std::panic::AssertUnwindSafe(finished).catch_unwind().await {
+        eprintln!("--- the other replica ---\n{}", other.logs(60));
+        std::panic::resume_unwind(panic);
+    }
     let counts = world.event_counts("podinfo").await;
     for k in 1..=8 {
         let step = format!("Advance podinfo.{NS} canary iteration {k}/8");

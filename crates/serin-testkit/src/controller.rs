@@ -54,6 +54,14 @@ impl Controller {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Whether the process has ended by itself (a replica that lost its leader election
+    /// Lease exits, for its Deployment to restart it).
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
     /// Kills it without warning (SIGKILL), as a crashed node would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

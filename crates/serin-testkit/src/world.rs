@@ -145,6 +145,11 @@ impl World {
         self.controller.start(extra);
     }
 
+    /// Whether the controller has ended by itself (see [`Controller::exited`]).
+    pub fn controller_exited(&mut self) -> bool {
+        self.controller.exited()
+    }
+
     /// Kills the controller without warning (SIGKILL), as a crashed node would.
     pub fn kill_controller(&mut self) {
         self.controller.kill();

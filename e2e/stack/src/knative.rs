@@ -42,22 +42,52 @@ pub async fn run(client: Client, cfg: Workloads) -> Result<()> {
     let mut events = watcher(services, watcher::Config::default())
         .default_backoff()
         .boxed();
-    while let Some(event) = events.try_next().await.unwrap_or_else(|e| {
-        tracing::warn!("knative: service watch: {e}");
-        None
-    }) {
-        if let watcher::Event::Apply(service) | watcher::Event::InitApply(service) = event
-            && let Err(e) = serving.reconcile(&service).await
-        {
-            tracing::warn!(service = %service.name_any(), "knative stand-in: {e:#}");
+    loop {
+        match events.try_next().await {
+            Ok(Some(watcher::Event::Apply(service) | watcher::Event::InitApply(service))) => {
+                serving.clone().reconcile_or_retry(service).await
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(()),
+            // The watcher re-establishes a failed watch after its backoff; ending here would
+            // leave every later template without a revision.
+            Err(e) => tracing::warn!("knative: service watch: {e}"),
         }
     }
-    Ok(())
 }
+
+/// How often a failed revision is retried (1 s apart) before waiting for the next change.
+const ATTEMPTS: u32 = 10;
 
 impl Serving {
     fn revisions(&self, ns: &str) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), ns, &resource("Revision", "revisions"))
+    }
+
+    /// Reconciles `service`; a failure (the API server under load) is retried in the
+    /// background with the Service read again, as no watch event may come to retry it.
+    async fn reconcile_or_retry(self: Arc<Self>, service: DynamicObject) {
+        let Err(e) = self.reconcile(&service).await else {
+            return;
+        };
+        let (ns, name) = (service.namespace().unwrap_or_default(), service.name_any());
+        tracing::warn!(service = %name, "knative stand-in: {e:#}; retrying");
+        tokio::spawn(async move {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &ns, &resource("Service", "services"));
+            for _ in 0..ATTEMPTS {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let result = match api.get_opt(&name).await {
+                    Ok(Some(service)) => self.reconcile(&service).await,
+                    Ok(None) => return,
+                    Err(e) => Err(e.into()),
+                };
+                match result {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(service = %name, "knative stand-in: {e:#}"),
+                }
+            }
+        });
     }
 
     /// A Revision for a template not seen before; the Service's status names it.
@@ -97,7 +127,7 @@ impl Serving {
             .insert(SERVICE_LABEL.into(), name.clone());
         revision
             .annotations_mut()
-            .insert(TEMPLATE_ANNOTATION.into(), template);
+            .insert(TEMPLATE_ANNOTATION.into(), template.clone());
         revision.metadata.owner_references = Some(vec![
             k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
                 api_version: "serving.knative.dev/v1".into(),
@@ -108,10 +138,23 @@ impl Serving {
                 ..Default::default()
             },
         ]);
-        revisions
-            .create(&PostParams::default(), &revision)
-            .await
-            .with_context(|| format!("creating Revision {ns}/{revision_name}"))?;
+        match revisions.create(&PostParams::default(), &revision).await {
+            Ok(_) => {}
+            // Made before: either this event is stale (the Service has moved on or already
+            // names the revision) or an earlier attempt failed after creating it; only the
+            // latter has anything left to do.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                if !self
+                    .unfinished(&ns, &name, &revision_name, &template)
+                    .await?
+                {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("creating Revision {ns}/{revision_name}"));
+            }
+        }
         self.set_revision_ready(&ns, &revision_name, false).await?;
         self.patch_service_status(
             &ns,
@@ -137,6 +180,36 @@ impl Serving {
             });
         }
         Ok(())
+    }
+
+    /// Whether `revision` exists for `template`, which is still the Service's template, and
+    /// the Service's status does not name it yet (an attempt failed half-way).
+    async fn unfinished(
+        &self,
+        ns: &str,
+        service: &str,
+        revision: &str,
+        template: &str,
+    ) -> Result<bool> {
+        let services: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), ns, &resource("Service", "services"));
+        let current = services.get(service).await?;
+        let current_template = serde_json::to_string(
+            &current
+                .data
+                .pointer("/spec/template")
+                .cloned()
+                .unwrap_or(Value::Null),
+        )?;
+        let named = current.data.pointer("/status/latestCreatedRevisionName")
+            == Some(&Value::String(revision.into()));
+        let existing = self.revisions(ns).get(revision).await?;
+        let ours = existing
+            .annotations()
+            .get(TEMPLATE_ANNOTATION)
+            .map(String::as_str)
+            == Some(template);
+        Ok(ours && current_template == template && !named)
     }
 
     async fn ready(&self, ns: &str, service: &str, revision: &str) -> Result<()> {

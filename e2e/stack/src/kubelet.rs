@@ -54,18 +54,19 @@ pub async fn run(client: Client, cfg: Workloads) -> Result<()> {
     let mut events = watcher(pods, watcher::Config::default())
         .default_backoff()
         .boxed();
-    while let Some(event) = events.try_next().await.unwrap_or_else(|e| {
-        tracing::warn!("kubelet: pod watch: {e}");
-        None
-    }) {
-        match event {
-            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+    loop {
+        match events.try_next().await {
+            Ok(Some(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
                 kubelet.clone().handle(pod)
             }
-            _ => {}
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(()),
+            // A failed watch (an API server under load, an expired resource version) is
+            // re-established by the watcher after its backoff; ending here would leave every
+            // later Pod unready.
+            Err(e) => tracing::warn!("kubelet: pod watch: {e}"),
         }
     }
-    Ok(())
 }
 
 async fn register_nodes(client: &Client, count: u32) -> Result<Vec<String>> {
