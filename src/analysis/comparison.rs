@@ -11,7 +11,7 @@ use super::judge::{self, Judgement, Settings};
 use super::provider::{Query, QueryError};
 use super::template::{self, TemplateVars};
 use super::{Analyzer, MetricCheck, Resolved};
-use crate::api::canary::{CanaryMetric, MetricJudge, MetricVerdict, Worse};
+use crate::api::canary::{CanaryMetric, JudgeTest, MetricJudge, MetricVerdict, Worse};
 use crate::api::parse_duration;
 
 /// Everything one comparison needs.
@@ -28,7 +28,7 @@ pub(super) struct At<'a> {
 
 /// The two queries, rendered with `{{ interval }}` = the step, and the primary's with
 /// `{{ target }}` = `<target>-primary` unless the template names a `baselineQuery`.
-fn queries(at: &At<'_>, step: &str) -> Result<(String, String), QueryError> {
+pub(super) fn queries(at: &At<'_>, step: &str) -> Result<(String, String), QueryError> {
     let query = &at.resolved.query;
     let baseline = at.resolved.baseline_query.as_ref();
     if baseline.is_none() && !selects_by_target(query) {
@@ -82,6 +82,10 @@ impl Analyzer {
             Ok(_) => return result.failed(&QueryError::config("judge.step: must be above 0")),
             Err(e) => return result.failed(&QueryError::config(format!("judge.step: {e}"))),
         };
+        let settings = Settings::of(at.judge, Worse::Higher);
+        if settings.test == JudgeTest::Counts {
+            return self.compare_counts(result, at, settings).await;
+        }
         let (canary_query, primary_query) = match queries(&at, step_text) {
             Ok(q) => q,
             Err(e) => return result.failed(&e),
@@ -117,12 +121,21 @@ impl Analyzer {
         result.observation.threshold_min = None;
         result.observation.threshold_max = None;
         let judged = judge::judge(&canary, &primary, &settings);
-        result.verdict(at.metric, judged, settings.min_samples)
+        let error_rate = builtin == Some(Builtin::RequestSuccessRate);
+        result.verdict(at.metric, judged, settings.min_samples, error_rate)
     }
 }
 
 impl MetricCheck {
-    fn verdict(mut self, metric: &CanaryMetric, judged: Judgement, need: usize) -> MetricCheck {
+    /// The check's outcome from a judgement; `error_rate`: the judgement is of error rates in
+    /// percent, reported as the success rates they come from.
+    pub(super) fn verdict(
+        mut self,
+        metric: &CanaryMetric,
+        judged: Judgement,
+        need: usize,
+        error_rate: bool,
+    ) -> MetricCheck {
         let (summary, failed) = match judged {
             Judgement::NotEnough { canary, primary } => {
                 let reason = format!(
@@ -135,16 +148,16 @@ impl MetricCheck {
             Judgement::Pass(s) => (s, false),
             Judgement::Fail(s) => (s, true),
         };
-        let back = |v: f64| match self.builtin {
-            Some(Builtin::RequestSuccessRate) => 100.0 - v,
-            _ => v,
+        let back = |v: f64| match error_rate {
+            true => 100.0 - v,
+            false => v,
         };
         self.observation.value = Some(back(summary.canary_mean)).filter(|v| v.is_finite());
         self.observation.baseline = Some(back(summary.primary_mean)).filter(|v| v.is_finite());
         self.observation.p_value = Some(summary.p_value);
-        let label = match self.builtin {
-            Some(Builtin::RequestSuccessRate) => format!("{} (as error rate %)", self.name),
-            _ => self.name.clone(),
+        let label = match error_rate {
+            true => format!("{} (as error rate %)", self.name),
+            false => self.name.clone(),
         };
         let described = summary.describe(&label);
         if failed {

@@ -9,7 +9,7 @@
 //! (it is Kayenta's too). The test alone would fail a canary for a real but negligible
 //! difference at high traffic, hence the tolerance on the difference of the means.
 
-use serin_core::stats::{self, Alternative};
+use serin_core::stats::{self, Alternative, Counts};
 
 use crate::api::canary::{JudgeTest, MetricJudge, Worse};
 
@@ -81,6 +81,8 @@ pub fn judge(canary: &[f64], primary: &[f64], settings: &Settings) -> Judgement 
             stats::mann_whitney_u(canary, primary, alternative).map(|t| t.p_value)
         }
         JudgeTest::Permutation => stats::permutation_mean_test(canary, primary, alternative),
+        // Counts are judged from counts (`judge_counts`), never from samples.
+        JudgeTest::Counts => None,
     };
     let (Some(p_value), Some(canary_mean), Some(primary_mean)) =
         (p_value, mean(canary), mean(primary))
@@ -95,14 +97,49 @@ pub fn judge(canary: &[f64], primary: &[f64], settings: &Settings) -> Judgement 
         Worse::Higher => canary_mean - primary_mean,
         Worse::Lower => primary_mean - canary_mean,
     };
-    let summary = Summary {
-        canary_mean,
-        primary_mean,
-        p_value,
-        effect,
-        allowed: settings.tolerance * primary_mean.abs(),
+    verdict(
+        Summary {
+            canary_mean,
+            primary_mean,
+            p_value,
+            effect,
+            allowed: settings.tolerance * primary_mean.abs(),
+        },
+        settings,
+    )
+}
+
+/// Judges the canary's errors against the primary's over the window (`test: counts`): the
+/// error rates in percent, compared with the tolerance built into the test (see
+/// `stats::rate_ratio_test`). `min_samples` is the requests each version needs.
+pub fn judge_counts(canary: Counts, primary: Counts, settings: &Settings) -> Judgement {
+    let need = settings.min_samples.max(1) as u64;
+    let not_enough = Judgement::NotEnough {
+        canary: canary.requests as usize,
+        primary: primary.requests as usize,
     };
-    let significant = p_value < 1.0 - settings.confidence;
+    if canary.requests < need || primary.requests < need {
+        return not_enough;
+    }
+    let Some(p_value) = stats::rate_ratio_test(canary, primary, 1.0 + settings.tolerance) else {
+        return not_enough;
+    };
+    let (canary_mean, primary_mean) = (canary.rate() * 100.0, primary.rate() * 100.0);
+    verdict(
+        Summary {
+            canary_mean,
+            primary_mean,
+            p_value,
+            effect: canary_mean - primary_mean,
+            allowed: settings.tolerance * primary_mean,
+        },
+        settings,
+    )
+}
+
+/// Fails only when the difference is significant *and* larger than tolerated.
+fn verdict(summary: Summary, settings: &Settings) -> Judgement {
+    let significant = summary.p_value < 1.0 - settings.confidence;
     if significant && summary.effect > summary.allowed {
         Judgement::Fail(summary)
     } else {
@@ -235,6 +272,55 @@ mod tests {
             }
         );
         assert!(matches!(judge(&[], &[], &s), Judgement::NotEnough { .. }));
+    }
+
+    fn counts(errors: u64, requests: u64) -> Counts {
+        Counts { errors, requests }
+    }
+
+    #[test]
+    fn counts_catch_a_doubled_error_rate_in_bursts_and_spare_an_incident() {
+        let s = Settings {
+            test: JudgeTest::Counts,
+            ..settings(Worse::Higher)
+        };
+        // 200 requests a second for 2 minutes: 1 % errors against 0.5 %, however they fell.
+        let Judgement::Fail(doubled) = judge_counts(counts(240, 24_000), counts(120, 24_000), &s)
+        else {
+            panic!("a doubled error rate over 24,000 requests");
+        };
+        assert!((doubled.canary_mean - 1.0).abs() < 1e-9, "{doubled:?}");
+        assert!((doubled.primary_mean - 0.5).abs() < 1e-9);
+        assert!((doubled.allowed - 0.05).abs() < 1e-9);
+        // Both versions at 5.5 %: not the canary's fault.
+        assert!(matches!(
+            judge_counts(counts(1330, 24_000), counts(1310, 24_000), &s),
+            Judgement::Pass(_)
+        ));
+        // Two errors against one in 120 requests each is no evidence.
+        assert!(matches!(
+            judge_counts(counts(2, 120), counts(1, 120), &s),
+            Judgement::Pass(_)
+        ));
+    }
+
+    #[test]
+    fn counts_need_min_samples_requests_on_each_side() {
+        let s = Settings {
+            test: JudgeTest::Counts,
+            ..settings(Worse::Higher)
+        };
+        assert_eq!(
+            judge_counts(counts(3, 9), counts(0, 500), &s),
+            Judgement::NotEnough {
+                canary: 9,
+                primary: 500
+            }
+        );
+        assert!(matches!(
+            judge_counts(counts(0, 500), counts(0, 0), &s),
+            Judgement::NotEnough { .. }
+        ));
     }
 
     #[test]

@@ -21,6 +21,7 @@
 pub mod builtin;
 pub mod check;
 mod comparison;
+mod error_counts;
 pub mod judge;
 pub mod provider;
 pub mod secret;

@@ -12,9 +12,14 @@
 //!
 //! [`permutation_mean_test`] tests the difference of means (see its module for when it sees
 //! what a rank test misses).
+//!
+//! [`rate_ratio_test`] compares two error rates from their counts (errors and requests over
+//! the whole window) rather than from per-step samples.
 
+mod counts;
 mod permutation;
 
+pub use counts::{Counts, rate_ratio_test};
 pub use permutation::{ROUNDS as PERMUTATION_ROUNDS, permutation_mean_test};
 
 /// The alternative hypothesis, as scipy names it.

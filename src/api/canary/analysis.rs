@@ -220,8 +220,11 @@ pub struct CanaryMetric {
 #[serde(rename_all = "camelCase")]
 pub struct MetricJudge {
     /// The test: `mannWhitney` (default; ranks: "the canary tends to be worse", robust to
-    /// outliers) or `permutation` (the difference of means: also sees a regression that
-    /// hits a few steps hard, such as an intermittent fault).
+    /// outliers), `permutation` (the difference of means: also sees a regression that
+    /// hits a few steps hard, such as an intermittent fault) or `counts` (error rates only:
+    /// every error and request of the window counted, an exact test of the two rates; the
+    /// most sensitive to errors, bursts included; needs a query `ok / total * 100`, as the
+    /// builtin `request-success-rate`; `minSamples` is then the requests each version needs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<JudgeTest>,
     /// Confidence that the canary is worse before the check fails, in (0, 1); default 0.98.
@@ -252,6 +255,7 @@ pub enum JudgeTest {
     #[default]
     MannWhitney,
     Permutation,
+    Counts,
 }
 
 // Which direction of a metric is a regression.
