@@ -7,6 +7,8 @@
 //! ```sh
 //! cargo test --release --test decisions -- --ignored --nocapture
 //! SERIN_DECISION_RATES=20 SERIN_DECISION_SEEDS=1 cargo test --release --test decisions -- --ignored --nocapture
+//! # some modes only (t thresholds, j ranks, m means, c counts)
+//! SERIN_DECISION_MODES=t,c cargo test --test decisions -- --ignored --nocapture
 //! # longer releases: 18 iterations of 10 s, the judge over 5 minutes
 //! SERIN_DECISION_ITERATIONS=18 SERIN_DECISION_WINDOW=5m cargo test --test decisions -- --ignored --nocapture
 //! ```
@@ -131,9 +133,26 @@ enum Mode {
     Judge,
     /// The judge with `test: permutation` (difference of means).
     JudgeMeans,
+    /// The judge with `test: counts` for the success rate (every error and request of the
+    /// window), Mann-Whitney for the latency.
+    JudgeCounts,
 }
 
-const MODES: [Mode; 3] = [Mode::Thresholds, Mode::Judge, Mode::JudgeMeans];
+const ALL_MODES: [Mode; 4] = [
+    Mode::Thresholds,
+    Mode::Judge,
+    Mode::JudgeMeans,
+    Mode::JudgeCounts,
+];
+
+/// The modes to run: `SERIN_DECISION_MODES` (tags, e.g. `t,j,c`), else all.
+fn modes() -> Vec<Mode> {
+    let tags = env_list("SERIN_DECISION_MODES", "t,j,m,c");
+    ALL_MODES
+        .into_iter()
+        .filter(|m| tags.iter().any(|t| t == m.tag()))
+        .collect()
+}
 
 impl Mode {
     fn tag(self) -> &'static str {
@@ -141,6 +160,7 @@ impl Mode {
             Mode::Thresholds => "t",
             Mode::Judge => "j",
             Mode::JudgeMeans => "m",
+            Mode::JudgeCounts => "c",
         }
     }
 
@@ -149,6 +169,7 @@ impl Mode {
             Mode::Thresholds => "thresholds",
             Mode::Judge => "judge (ranks)",
             Mode::JudgeMeans => "judge (means)",
+            Mode::JudgeCounts => "judge (counts)",
         }
     }
 
@@ -160,16 +181,20 @@ impl Mode {
                 {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
                 {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": "30s"}
             ]),
-            Mode::Judge | Mode::JudgeMeans => {
-                let test = if self == Mode::Judge {
-                    "mannWhitney"
-                } else {
-                    "permutation"
+            Mode::Judge | Mode::JudgeMeans | Mode::JudgeCounts => {
+                let test = match self {
+                    Mode::JudgeMeans => "permutation",
+                    _ => "mannWhitney",
                 };
                 let judge = json!({"step": "5s", "minSamples": 12, "test": test});
+                // Counts need requests, not samples: a minute's worth at 1 rps.
+                let errors = match self {
+                    Mode::JudgeCounts => json!({"test": "counts", "minSamples": 60}),
+                    _ => judge.clone(),
+                };
                 json!([
                     {"name": "request-success-rate", "interval": window(), "noDataPolicy": "hold",
-                     "judge": judge},
+                     "judge": errors},
                     {"name": "request-duration", "interval": window(), "noDataPolicy": "hold",
                      "judge": judge}
                 ])
@@ -207,7 +232,7 @@ fn cases() -> Vec<Case> {
     for class in CLASSES {
         for &rate in &rates {
             for seed in 0..seeds {
-                for mode in MODES {
+                for mode in modes() {
                     cases.push(Case {
                         // The incident rule matches workload names starting with "inc-".
                         name: format!(
@@ -473,7 +498,7 @@ fn report(cases: &[Case], ended: &BTreeMap<String, (Phase, f64)>) {
     let mut header = "| class | truth |".to_string();
     let mut rule = "|---|---|".to_string();
     for rate in &rates {
-        for mode in MODES {
+        for mode in modes() {
             header.push_str(&format!(" {rate} rps {} |", mode.title()));
             rule.push_str("---|");
         }
@@ -490,7 +515,7 @@ fn report(cases: &[Case], ended: &BTreeMap<String, (Phase, f64)>) {
         };
         let mut row = format!("| {} | {truth} |", class.name);
         for rate in &rates {
-            for mode in MODES {
+            for mode in modes() {
                 let cell = tallies
                     .get(&(i, *rate, mode))
                     .map_or("-".into(), Tally::cell);
@@ -499,7 +524,12 @@ fn report(cases: &[Case], ended: &BTreeMap<String, (Phase, f64)>) {
         }
         println!("{row}");
     }
-    println!("\n| goal | thresholds | judge (ranks) | judge (means) |\n|---|---|---|---|");
+    let titles: Vec<&str> = modes().into_iter().map(Mode::title).collect();
+    println!(
+        "\n| goal | {} |\n|---|{}",
+        titles.join(" | "),
+        "---|".repeat(titles.len())
+    );
     let names: Vec<String> = {
         let mut n: Vec<String> = goals.keys().map(|(g, _)| g.clone()).collect();
         n.dedup();
@@ -516,11 +546,7 @@ fn report(cases: &[Case], ended: &BTreeMap<String, (Phase, f64)>) {
                     )
                 })
         };
-        println!(
-            "| {goal} | {} | {} | {} |",
-            cell(Mode::Thresholds),
-            cell(Mode::Judge),
-            cell(Mode::JudgeMeans)
-        );
+        let cells: Vec<String> = modes().into_iter().map(cell).collect();
+        println!("| {goal} | {} |", cells.join(" | "));
     }
 }

@@ -267,8 +267,12 @@ fn judged_success_rate() -> Value {
 
 /// The release under a judge: a long enough deadline for the samples to accrue.
 async fn judged_release(world: &World, image: &str) {
+    judged_release_with(world, image, judged_success_rate()).await;
+}
+
+async fn judged_release_with(world: &World, image: &str, metrics: Value) {
     world.apply(deployment("podinfo", "podinfo:6.0.0", 2)).await;
-    let mut spec = canary(judged_success_rate());
+    let mut spec = canary(metrics);
     spec["spec"]["progressDeadlineSeconds"] = json!(240);
     world.apply(spec).await;
     world
@@ -324,7 +328,37 @@ async fn a_canary_worse_than_its_primary_is_rolled_back_by_the_judge(cp: Control
     );
 }
 
+/// Errors in bursts (30 % during 3 s of every 15 s: 6 % on average) beside a healthy primary,
+/// judged with `test: counts` (every error and request of the window): rolled back, the
+/// success rates and the p-value in the status, the verdict in an event.
+async fn errors_in_bursts_are_counted_and_rolled_back_by_the_judge(cp: ControlPlane) {
+    let bursts = "  noise: {seed: 13}\n  images:\n    - match: bursty\n      errorRate: 0.3\n      intermittent: {period: 15s, duty: 0.2}\n";
+    let world = world_with_traffic(cp, &["podinfo", "podinfo-canary"], false, bursts).await;
+    let counted = json!([{"name": "request-success-rate", "interval": "45s",
+        "noDataPolicy": "hold", "judge": {"test": "counts", "minSamples": 200}}]);
+    judged_release_with(&world, "podinfo:6.0.1-bursty", counted).await;
+    let failed = world
+        .wait_phase(Phase::Failed, Duration::from_secs(200))
+        .await;
+    let metrics = failed.status.and_then(|s| s.metrics).unwrap_or_default();
+    let m = &metrics[0];
+    assert_eq!(m.verdict, MetricVerdict::Fail, "{metrics:?}");
+    assert!(m.p_value.is_some_and(|p| p < 0.02), "{m:?}");
+    assert!(m.value.is_some_and(|v| (80.0..99.0).contains(&v)), "{m:?}");
+    assert!(m.baseline.is_some_and(|v| v > 99.9), "{m:?}");
+    let events = world.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("the canary is worse than the primary")
+                && e.contains("as error rate")
+                && e.contains(" errors in ")),
+        "{events:?}"
+    );
+}
+
 serin_testkit::on_every_control_plane!(
+    errors_in_bursts_are_counted_and_rolled_back_by_the_judge,
     an_incident_on_both_versions_is_not_blamed_on_the_canary,
     a_canary_worse_than_its_primary_is_rolled_back_by_the_judge,
     a_healthy_release_is_promoted_on_the_builtin_metrics,

@@ -49,6 +49,8 @@ pub struct Summary {
     pub effect: f64,
     /// The largest effect tolerated.
     pub allowed: f64,
+    /// What `test: counts` counted: the canary's and the primary's errors and requests.
+    pub counts: Option<(Counts, Counts)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -104,6 +106,7 @@ pub fn judge(canary: &[f64], primary: &[f64], settings: &Settings) -> Judgement 
             p_value,
             effect,
             allowed: settings.tolerance * primary_mean.abs(),
+            counts: None,
         },
         settings,
     )
@@ -132,6 +135,7 @@ pub fn judge_counts(canary: Counts, primary: Counts, settings: &Settings) -> Jud
             p_value,
             effect: canary_mean - primary_mean,
             allowed: settings.tolerance * primary_mean,
+            counts: Some((canary, primary)),
         },
         settings,
     )
@@ -154,8 +158,15 @@ fn mean(xs: &[f64]) -> Option<f64> {
 impl Summary {
     /// For the status and the events: the means, the difference, the p-value.
     pub fn describe(&self, name: &str) -> String {
+        let counted = match self.counts {
+            Some((c, p)) => format!(
+                "; {} errors in {} requests vs {} in {}",
+                c.errors, c.requests, p.errors, p.requests
+            ),
+            None => String::new(),
+        };
         format!(
-            "{name}: canary {:.3} vs primary {:.3} (worse by {:.3}, tolerated {:.3}; p = {:.4})",
+            "{name}: canary {:.3} vs primary {:.3} (worse by {:.3}, tolerated {:.3}; p = {:.4}{counted})",
             self.canary_mean, self.primary_mean, self.effect, self.allowed, self.p_value
         )
     }
@@ -292,6 +303,13 @@ mod tests {
         assert!((doubled.canary_mean - 1.0).abs() < 1e-9, "{doubled:?}");
         assert!((doubled.primary_mean - 0.5).abs() < 1e-9);
         assert!((doubled.allowed - 0.05).abs() < 1e-9);
+        assert!(
+            doubled
+                .describe("errors")
+                .ends_with("; 240 errors in 24000 requests vs 120 in 24000)"),
+            "{}",
+            doubled.describe("errors")
+        );
         // Both versions at 5.5 %: not the canary's fault.
         assert!(matches!(
             judge_counts(counts(1330, 24_000), counts(1310, 24_000), &s),

@@ -207,10 +207,11 @@ pub struct CanaryMetric {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_data_policy: Option<NoDataPolicy>,
     /// serin extension: judge the canary against the primary instead of against thresholds.
-    /// The query runs once per version over the metric's `interval`, one sample per `step`;
-    /// a one-sided Mann-Whitney U test says whether the canary is worse, and the check fails
-    /// only when it is, with the asked confidence, by more than `tolerance`. Too few samples
-    /// is "no data" (`noDataPolicy` decides). Prometheus only.
+    /// The query runs once per version over the metric's `interval`, one sample per `step`
+    /// (or, with `test: counts`, as error and request counts over the whole interval); a
+    /// one-sided test (`test`, default Mann-Whitney U) says whether the canary is worse, and
+    /// the check fails only when it is, with the asked confidence, by more than `tolerance`.
+    /// Too few samples is "no data" (`noDataPolicy` decides). Prometheus only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<MetricJudge>,
 }
