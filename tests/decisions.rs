@@ -433,6 +433,25 @@ async fn decision_benchmark() {
         started.elapsed().as_secs_f64()
     );
     report(&cases, &ended);
+    false_alarms(&world, &cases, &ended).await;
+}
+
+/// The releases rolled back that should have been promoted (healthy, incident), with the
+/// checks that failed them (the Canary's Warning events), so that a false alarm can be read.
+async fn false_alarms(world: &World, cases: &[Case], ended: &BTreeMap<String, (Phase, f64)>) {
+    for case in cases {
+        let rolled_back = ended
+            .get(&case.name)
+            .is_some_and(|(p, _)| *p == Phase::Failed);
+        if case.class.regression || !rolled_back {
+            continue;
+        }
+        println!("\nfalse alarm: {} ({})", case.name, case.mode.title());
+        let events = world.events(&case.name).await;
+        for event in events.iter().filter(|e| e.starts_with("Warning")).take(4) {
+            println!("  {event}");
+        }
+    }
 }
 
 /// The confusion table (promoted/rolled back, median seconds to the decision) and the goals.

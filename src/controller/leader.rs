@@ -5,9 +5,13 @@
 //! once and the process exits, so two replicas never act on the same Canary; a graceful stop
 //! releases the Lease for an immediate handover.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -29,6 +33,8 @@ pub struct Election {
 pub struct Leadership {
     state: watch::Receiver<bool>,
     task: JoinHandle<kube_lease_manager::Result<LeaseManager>>,
+    /// Ends when this replica's own renewals stop showing in time (see [`renew_deadline`]).
+    deadline: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Leadership {
@@ -56,12 +62,13 @@ pub fn identity() -> String {
 /// Waits until this replica holds the Lease.
 pub async fn acquire(client: kube::Client, election: &Election) -> anyhow::Result<Leadership> {
     let seconds = election.lease_duration.as_secs().max(2);
+    let client_for_deadline = client.clone();
     let manager = LeaseManagerBuilder::new(client, LEASE)
         .with_namespace(&election.namespace)
         .with_identity(&election.identity)
         .with_duration(seconds)
         // Renew a third of the way before expiry: a slow API server does not cost the Lease.
-        .with_grace((seconds / 3).max(1))
+        .with_grace(grace(Duration::from_secs(seconds)).as_secs())
         .with_field_manager("serin-leader-election")
         .build()
         .await
@@ -75,26 +82,175 @@ pub async fn acquire(client: kube::Client, election: &Election) -> anyhow::Resul
         }
     }
     tracing::info!(identity = %election.identity, "became the leader");
-    Ok(Leadership { state, task })
+    let deadline = tokio::spawn(renew_deadline(client_for_deadline, election.clone()));
+    Ok(Leadership {
+        state,
+        task,
+        deadline,
+    })
+}
+
+/// Resolves when this replica can no longer be sure that it holds the Lease: the last
+/// renewal of its own that it has seen expires in less than [`margin`], or the Lease names
+/// another holder. kube-lease-manager keeps a holder leading while a renewal is in flight,
+/// however slow the API server; the other replicas take the Lease as soon as it expires by
+/// their clock. Without this deadline (client-go's `RenewDeadline`) a slow renewal leaves two
+/// leaders acting at once until it fails.
+async fn renew_deadline(client: kube::Client, election: Election) {
+    let api: Api<Lease> = Api::namespaced(client, &election.namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={LEASE}"));
+    let mut leases = watcher(api, config).default_backoff().boxed();
+    let hold = election
+        .lease_duration
+        .saturating_sub(margin(election.lease_duration));
+    // Just acquired: renewed now, at the latest.
+    let mut until = SystemTime::now() + hold;
+    loop {
+        let left = until
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        let event = tokio::select! {
+            event = leases.try_next() => event,
+            () = tokio::time::sleep(left) => {
+                tracing::warn!(identity = %election.identity,
+                    "no renewal of the leader election Lease seen in time; stepping down");
+                return;
+            }
+        };
+        let lease = match event {
+            Ok(Some(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease))) => lease,
+            Ok(Some(watcher::Event::Delete(_))) | Ok(None) => return,
+            Ok(Some(_)) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "leader election Lease watch");
+                continue;
+            }
+        };
+        let spec = lease.spec.unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(election.identity.as_str()) {
+            return;
+        }
+        if let Some(renewed) = spec.renew_time {
+            until = until.max(SystemTime::from(renewed.0) + hold);
+        }
+    }
+}
+
+/// How long before the Lease expires a holder that has not seen its renewal steps down: half
+/// the renewal's head start (the third of the duration it renews early), so that a renewal
+/// on time is seen well before.
+fn margin(duration: Duration) -> Duration {
+    grace(duration) / 2
+}
+
+/// How early the holder renews: a third of the duration, at least a second.
+fn grace(duration: Duration) -> Duration {
+    Duration::from_secs((duration.as_secs() / 3).max(1))
 }
 
 impl Leadership {
     /// Resolves when the Lease is lost (another replica holds it, or it cannot be renewed).
     pub async fn lost(&mut self) {
-        while *self.state.borrow_and_update() {
-            if self.state.changed().await.is_err() {
-                return;
+        let state = &mut self.state;
+        let held = async {
+            while *state.borrow_and_update() {
+                if state.changed().await.is_err() {
+                    return;
+                }
             }
+        };
+        tokio::select! {
+            () = held => {}
+            _ = &mut self.deadline => {}
         }
     }
 
     /// Gives the Lease up, for the next replica to take at once.
     pub async fn release(self) {
+        self.deadline.abort();
         drop(self.state);
         match self.task.await {
             Ok(Ok(_)) => tracing::info!("leader election lease released"),
             Ok(Err(e)) => tracing::warn!(error = %e, "could not release the leader election lease"),
             Err(e) => tracing::warn!(error = %e, "leader election task failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::{Patch, PatchParams};
+    use serde_json::json;
+    use serin_stack::{Stack, StackConfig};
+    use std::time::Instant;
+
+    fn election(duration: u64) -> Election {
+        Election {
+            namespace: "default".into(),
+            lease_duration: Duration::from_secs(duration),
+            identity: "me-1".into(),
+        }
+    }
+
+    async fn set_lease(leases: &Api<Lease>, holder: &str) {
+        let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": LEASE},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 3,
+                     "renewTime": now_rfc3339()}});
+        leases
+            .patch(
+                LEASE,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&lease),
+            )
+            .await
+            .expect("lease");
+    }
+
+    fn now_rfc3339() -> String {
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    }
+
+    #[test]
+    fn the_holder_steps_down_half_its_head_start_before_expiry() {
+        assert_eq!(margin(Duration::from_secs(15)), Duration::from_millis(2500));
+        assert_eq!(margin(Duration::from_secs(3)), Duration::from_millis(500));
+        assert_eq!(grace(Duration::from_secs(2)), Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn renewals_keep_the_deadline_away_and_their_absence_ends_it() {
+        let stack = Stack::start(StackConfig::default()).await.expect("stack");
+        let leases: Api<Lease> = Api::namespaced(stack.client().await.expect("client"), "default");
+        set_lease(&leases, "me-1").await;
+
+        // Renewed every second: still leading after 4 s (the deadline alone is 2.5 s).
+        let started = Instant::now();
+        let mut deadline = tokio::spawn(renew_deadline(stack.client().await.unwrap(), election(3)));
+        while started.elapsed() < Duration::from_secs(4) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            set_lease(&leases, "me-1").await;
+            assert!(!deadline.is_finished(), "stepped down while renewed");
+        }
+
+        // No more renewals: down within the 2.5 s deadline (and not before 2 s).
+        let last = Instant::now();
+        (&mut deadline).await.unwrap();
+        let waited = last.elapsed();
+        assert!(
+            (Duration::from_secs(2)..Duration::from_millis(3500)).contains(&waited),
+            "{waited:?}"
+        );
+
+        // Another holder: down at once.
+        set_lease(&leases, "me-1").await;
+        let other = tokio::spawn(renew_deadline(stack.client().await.unwrap(), election(15)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        set_lease(&leases, "other-2").await;
+        tokio::time::timeout(Duration::from_secs(2), other)
+            .await
+            .expect("steps down when another replica holds the Lease")
+            .unwrap();
     }
 }

@@ -296,7 +296,9 @@ async fn a_killed_leader_is_replaced_and_the_release_finishes_once(cp: ControlPl
         "--leader-election-namespace",
         NS,
         "--leader-election-lease-duration",
-        "3s",
+        // Renewed every 4 s, given up 1 s before expiry when no renewal shows (a loaded
+        // machine can delay one by more than a 3 s lease's half second).
+        "6s",
     ];
     let mut world = crate::harness::world_without_controller(cp).await;
     world.start_controller(&election);
