@@ -9,6 +9,8 @@
 //! SERIN_DECISION_RATES=20 SERIN_DECISION_SEEDS=1 cargo test --release --test decisions -- --ignored --nocapture
 //! # some modes only (t thresholds, j ranks, m means, c counts)
 //! SERIN_DECISION_MODES=t,c cargo test --test decisions -- --ignored --nocapture
+//! # the judge's confidence (default 0.98)
+//! SERIN_DECISION_CONFIDENCE=0.998 cargo test --test decisions -- --ignored --nocapture
 //! # longer releases: 18 iterations of 10 s, the judge over 5 minutes
 //! SERIN_DECISION_ITERATIONS=18 SERIN_DECISION_WINDOW=5m cargo test --test decisions -- --ignored --nocapture
 //! ```
@@ -186,10 +188,12 @@ impl Mode {
                     Mode::JudgeMeans => "permutation",
                     _ => "mannWhitney",
                 };
-                let judge = json!({"step": "5s", "minSamples": 12, "test": test});
+                let judge = json!({"step": "5s", "minSamples": 12, "test": test,
+                                   "confidence": confidence()});
                 // Counts need requests, not samples: a minute's worth at 1 rps.
                 let errors = match self {
-                    Mode::JudgeCounts => json!({"test": "counts", "minSamples": 60}),
+                    Mode::JudgeCounts => json!({"test": "counts", "minSamples": 60,
+                                                "confidence": confidence()}),
                     _ => judge.clone(),
                 };
                 json!([
@@ -293,6 +297,14 @@ fn iterations() -> u32 {
         .unwrap_or(6)
 }
 
+/// `SERIN_DECISION_CONFIDENCE`: the judge's confidence (default 0.98, the field's default).
+fn confidence() -> f64 {
+    std::env::var("SERIN_DECISION_CONFIDENCE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.98)
+}
+
 /// `SERIN_DECISION_WINDOW`: the judge's window, the metrics' `interval` (default `2m`).
 fn window() -> String {
     std::env::var("SERIN_DECISION_WINDOW").unwrap_or_else(|_| "2m".into())
@@ -394,11 +406,13 @@ async fn decision_benchmark() {
         .start()
         .await;
     println!(
-        "{} releases ({} classes), noise seed {seed}, {} iterations of 10 s, judge window {}",
+        "{} releases ({} classes), noise seed {seed}, {} iterations of 10 s, judge window {}, \
+         confidence {}",
         cases.len(),
         CLASSES.len(),
         iterations(),
-        window()
+        window(),
+        confidence()
     );
     for case in &cases {
         world
