@@ -124,7 +124,7 @@ fn analysis_rules(spec: &CanarySpec, a: &CanaryAnalysis, at: &str, p: &mut Vec<P
             p.push(Problem::new(format!("{mp}.interval"), e.to_string()));
         }
         if let Some(judge) = &m.judge {
-            judge_rules(judge, &format!("{mp}.judge"), p);
+            judge_rules(judge, &m.name, &format!("{mp}.judge"), p);
         }
         if let Some(range) = &m.threshold_range
             && let (Some(min), Some(max)) = (range.min, range.max)
@@ -315,7 +315,23 @@ pub(super) fn alert_provider_spec(spec: &AlertProviderSpec) -> Vec<Problem> {
 }
 
 /// `metrics[].judge`: each setting within its meaning.
-fn judge_rules(j: &crate::api::canary::MetricJudge, at: &str, p: &mut Vec<Problem>) {
+fn judge_rules(j: &crate::api::canary::MetricJudge, metric: &str, at: &str, p: &mut Vec<Problem>) {
+    use crate::api::canary::{JudgeTest, Worse};
+    if j.test == Some(JudgeTest::Counts) {
+        if metric == "request-duration" {
+            p.push(Problem::new(
+                format!("{at}.test"),
+                "counts compares error rates and request-duration is a latency: use \
+                 mannWhitney (the default) or permutation",
+            ));
+        }
+        if j.worse == Some(Worse::Lower) {
+            p.push(Problem::new(
+                format!("{at}.worse"),
+                "counts compares error rates, where higher is always worse: remove `worse`",
+            ));
+        }
+    }
     if let Some(c) = j.confidence
         && !(c > 0.0 && c < 1.0)
     {
@@ -402,7 +418,7 @@ mod tests {
             worse: None,
         };
         let mut p = Vec::new();
-        super::judge_rules(&judge, "spec.analysis.metrics[0].judge", &mut p);
+        super::judge_rules(&judge, "latency", "spec.analysis.metrics[0].judge", &mut p);
         let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -414,7 +430,28 @@ mod tests {
             ]
         );
         let mut p = Vec::new();
-        super::judge_rules(&Default::default(), "j", &mut p);
+        super::judge_rules(&Default::default(), "latency", "j", &mut p);
         assert!(p.is_empty(), "the defaults are valid: {p:?}");
+    }
+
+    #[test]
+    fn counts_judge_error_rates_only() {
+        use crate::api::canary::{JudgeTest, MetricJudge, Worse};
+        let counts = MetricJudge {
+            test: Some(JudgeTest::Counts),
+            worse: Some(Worse::Lower),
+            ..Default::default()
+        };
+        let mut p = Vec::new();
+        super::judge_rules(&counts, "request-duration", "j", &mut p);
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["j.test", "j.worse"], "{p:?}");
+        let mut p = Vec::new();
+        let plain = MetricJudge {
+            test: Some(JudgeTest::Counts),
+            ..Default::default()
+        };
+        super::judge_rules(&plain, "request-success-rate", "j", &mut p);
+        assert!(p.is_empty(), "{p:?}");
     }
 }
