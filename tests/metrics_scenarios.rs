@@ -310,6 +310,18 @@ async fn a_canary_worse_than_its_primary_is_rolled_back_by_the_judge(cp: Control
     let noise = "  noise: {seed: 11}\n";
     let world = world_with_traffic(cp, &["podinfo", "podinfo-canary"], false, noise).await;
     judged_release(&world, "podinfo:6.0.1-faulty").await;
+    rolled_back_by_the_judge(&world, 55.0..85.0, 99.0, &[]).await;
+}
+
+/// Waits for the rollback, then checks the judged metric: failed with p < 0.02, the canary's
+/// success rate in `canary`, the primary's above `primary`, and an event saying the canary is
+/// worse that also holds each of `also`.
+async fn rolled_back_by_the_judge(
+    world: &World,
+    canary: std::ops::Range<f64>,
+    primary: f64,
+    also: &[&str],
+) {
     let failed = world
         .wait_phase(Phase::Failed, Duration::from_secs(200))
         .await;
@@ -317,13 +329,14 @@ async fn a_canary_worse_than_its_primary_is_rolled_back_by_the_judge(cp: Control
     let m = &metrics[0];
     assert_eq!(m.verdict, MetricVerdict::Fail, "{metrics:?}");
     assert!(m.p_value.is_some_and(|p| p < 0.02), "{m:?}");
-    assert!(m.value.is_some_and(|v| (55.0..85.0).contains(&v)), "{m:?}");
-    assert!(m.baseline.is_some_and(|v| v > 99.0), "{m:?}");
+    assert!(m.value.is_some_and(|v| canary.contains(&v)), "{m:?}");
+    assert!(m.baseline.is_some_and(|v| v > primary), "{m:?}");
     let events = world.events().await;
     assert!(
         events
             .iter()
-            .any(|e| e.contains("the canary is worse than the primary")),
+            .any(|e| e.contains("the canary is worse than the primary")
+                && also.iter().all(|a| e.contains(a))),
         "{events:?}"
     );
 }
@@ -337,24 +350,7 @@ async fn errors_in_bursts_are_counted_and_rolled_back_by_the_judge(cp: ControlPl
     let counted = json!([{"name": "request-success-rate", "interval": "45s",
         "noDataPolicy": "hold", "judge": {"test": "counts", "minSamples": 200}}]);
     judged_release_with(&world, "podinfo:6.0.1-bursty", counted).await;
-    let failed = world
-        .wait_phase(Phase::Failed, Duration::from_secs(200))
-        .await;
-    let metrics = failed.status.and_then(|s| s.metrics).unwrap_or_default();
-    let m = &metrics[0];
-    assert_eq!(m.verdict, MetricVerdict::Fail, "{metrics:?}");
-    assert!(m.p_value.is_some_and(|p| p < 0.02), "{m:?}");
-    assert!(m.value.is_some_and(|v| (80.0..99.0).contains(&v)), "{m:?}");
-    assert!(m.baseline.is_some_and(|v| v > 99.9), "{m:?}");
-    let events = world.events().await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains("the canary is worse than the primary")
-                && e.contains("as error rate")
-                && e.contains(" errors in ")),
-        "{events:?}"
-    );
+    rolled_back_by_the_judge(&world, 80.0..99.0, 99.9, &["as error rate", " errors in "]).await;
 }
 
 serin_testkit::on_every_control_plane!(

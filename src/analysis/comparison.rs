@@ -26,6 +26,18 @@ pub(super) struct At<'a> {
     pub deadline: Instant,
 }
 
+impl<'a> At<'a> {
+    /// `text` run over the window, at the check's time and within its deadline.
+    pub fn query(&self, text: &'a str) -> Query<'a> {
+        Query {
+            text,
+            interval: self.window,
+            now: self.now,
+            deadline: self.deadline,
+        }
+    }
+}
+
 /// The two queries, rendered with `{{ interval }}` = the step, and the primary's with
 /// `{{ target }}` = `<target>-primary` unless the template names a `baselineQuery`.
 pub(super) fn queries(at: &At<'_>, step: &str) -> Result<(String, String), QueryError> {
@@ -91,17 +103,11 @@ impl Analyzer {
             Err(e) => return result.failed(&e),
         };
         result.query = Some(canary_query.clone());
-        let query = |text| Query {
-            text,
-            interval: at.window,
-            now: at.now,
-            deadline: at.deadline,
-        };
         let backend = &at.resolved.backend;
         let sent = std::time::Instant::now();
         let (canary, primary) = futures::join!(
-            backend.series(&self.http, query(&canary_query), step),
-            backend.series(&self.http, query(&primary_query), step)
+            backend.series(&self.http, at.query(&canary_query), step),
+            backend.series(&self.http, at.query(&primary_query), step)
         );
         result.latency = Some(sent.elapsed());
         let (canary, primary) = match (canary, primary) {

@@ -9,7 +9,7 @@
 use super::builtin::Builtin;
 use super::comparison::{At, queries};
 use super::judge::{self, Settings};
-use super::provider::{Query, QueryError, Reading};
+use super::provider::{QueryError, Reading};
 use super::{Analyzer, MetricCheck};
 use crate::api::canary::Worse;
 use serin_core::stats::Counts;
@@ -86,19 +86,13 @@ impl Analyzer {
             return result.failed(&wrong_shape());
         };
         result.query = Some(canary_query.clone());
-        let query = |text| Query {
-            text,
-            interval: at.window,
-            now: at.now,
-            deadline: at.deadline,
-        };
         let backend = &at.resolved.backend;
         let sent = std::time::Instant::now();
         let (c_ok, c_total, p_ok, p_total) = futures::join!(
-            backend.query(&self.http, query(&canary.0)),
-            backend.query(&self.http, query(&canary.1)),
-            backend.query(&self.http, query(&primary.0)),
-            backend.query(&self.http, query(&primary.1)),
+            backend.query(&self.http, at.query(&canary.0)),
+            backend.query(&self.http, at.query(&canary.1)),
+            backend.query(&self.http, at.query(&primary.0)),
+            backend.query(&self.http, at.query(&primary.1)),
         );
         result.latency = Some(sent.elapsed());
         // No series is no request (total) or no success (ok: every request failed).

@@ -4,16 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
 
+use common::{ScipyFixture, scipy_fixture};
 use serde::Deserialize;
 use serin_core::stats::{Alternative, mann_whitney_u};
-
-#[derive(Deserialize)]
-struct Fixture {
-    scipy_version: String,
-    cases: Vec<Case>,
-}
 
 #[derive(Deserialize)]
 struct Case {
@@ -25,13 +22,8 @@ struct Case {
     p: f64,
 }
 
-fn fixture() -> Fixture {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/mannwhitneyu.json"
-    );
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_json::from_str(&text).unwrap()
+fn fixture() -> ScipyFixture<Case> {
+    scipy_fixture("mannwhitneyu.json")
 }
 
 fn alternative(name: &str) -> Alternative {

@@ -4,14 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{ScipyFixture, scipy_fixture};
 use serde::Deserialize;
 use serin_core::stats::{Counts, rate_ratio_test};
-
-#[derive(Deserialize)]
-struct Fixture {
-    scipy_version: String,
-    cases: Vec<Case>,
-}
 
 #[derive(Deserialize)]
 struct Case {
@@ -24,12 +21,8 @@ struct Case {
     p: f64,
 }
 
-fn fixture() -> Fixture {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/rate_ratio.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+fn fixture() -> ScipyFixture<Case> {
+    scipy_fixture("rate_ratio.json")
 }
 
 /// Relative 1e-9 (statrs' incomplete beta and scipy's differ in the last digits), absolute

@@ -113,3 +113,16 @@ pub fn status(phase: Phase, applied: &str) -> Status {
         ..Status::default()
     }
 }
+
+/// A fixture scipy wrote (`scripts/fixtures/*.py`): scipy's version and the cases.
+#[derive(serde::Deserialize)]
+pub struct ScipyFixture<C> {
+    pub scipy_version: String,
+    pub cases: Vec<C>,
+}
+
+/// Reads `tests/fixtures/<file>`.
+pub fn scipy_fixture<C: serde::de::DeserializeOwned>(file: &str) -> ScipyFixture<C> {
+    let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
