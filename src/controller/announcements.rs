@@ -40,15 +40,29 @@ enum State {
 
 /// The transitions (`uid/id`) this process is delivering or has delivered: each is
 /// delivered once per process, and a delivered one is left out of the next status write
-/// even when removing it from the status failed.
-#[derive(Clone, Debug, Default)]
-pub struct Announced(Arc<Mutex<HashMap<String, (State, Instant)>>>);
+/// even when removing it from the status failed. Also bounds the removals in flight.
+#[derive(Clone, Debug)]
+pub struct Announced {
+    states: Arc<Mutex<HashMap<String, (State, Instant)>>>,
+    /// The outbox's client is not rate-limited; without a bound, thousands of Canaries
+    /// stepping together would open a connection each for their removals.
+    removals: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Announced {
+    fn default() -> Self {
+        Announced {
+            states: Arc::default(),
+            removals: Arc::new(tokio::sync::Semaphore::new(REMOVALS_IN_FLIGHT)),
+        }
+    }
+}
 
 impl Announced {
     /// Takes `key` for delivery: `Some(whether its alerts are still to send)`, or `None`
     /// when it is being or has been delivered already.
     fn claim(&self, key: &str) -> Option<bool> {
-        let mut map = self.0.lock().ok()?;
+        let mut map = self.states.lock().ok()?;
         map.retain(|_, (_, at)| at.elapsed() < REMEMBER);
         let send_alerts = match map.get(key) {
             None => true,
@@ -60,7 +74,7 @@ impl Announced {
     }
 
     fn set(&self, key: &str, state: State) {
-        if let Ok(mut map) = self.0.lock() {
+        if let Ok(mut map) = self.states.lock() {
             map.insert(key.to_string(), (state, Instant::now()));
         }
     }
@@ -70,7 +84,7 @@ impl Announced {
     }
 
     fn state(&self, key: &str) -> Option<State> {
-        self.0.lock().ok()?.get(key).map(|(s, _)| *s)
+        self.states.lock().ok()?.get(key).map(|(s, _)| *s)
     }
 }
 
@@ -231,20 +245,21 @@ pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &Canar
                 let _ = alert.await;
             }
             if recorded {
-                announced.set(&key, State::AlertsSent);
-                // One removal for the whole transition, alerts included; none for a
+                // One removal for the whole transition, alerts included (while it is in
+                // flight a status write keeps the events, not the sent alerts); none for a
                 // transition without alerts while the next step's status write (one interval
                 // away) leaves it out anyway: delivered again after a restart, its events
                 // already exist (their names say so) and nothing is seen twice.
                 if !left_to_next_write {
-                    remove(&api, &name, &id, None).await;
+                    announced.set(&key, State::AlertsSent);
+                    remove(&api, &announced.removals, &name, &id, None).await;
                 }
                 announced.delivered(&key);
             } else {
                 // The events are retried; the alerts are done and must not be sent again.
                 announced.set(&key, State::Retry);
                 if had_alerts {
-                    remove(&api, &name, &id, Some("alerts")).await;
+                    remove(&api, &announced.removals, &name, &id, Some("alerts")).await;
                 }
             }
         });
@@ -288,7 +303,13 @@ fn send_alert(
 /// unlike a merge patch it cannot bring back an entry another process removed meanwhile
 /// (it fails instead, which means done). Retried a few times: a transition left in the
 /// status of a Canary that writes no more status would be delivered again after a restart.
-async fn remove(api: &Api<Canary>, name: &str, id: &str, part: Option<&str>) {
+async fn remove(
+    api: &Api<Canary>,
+    removals: &tokio::sync::Semaphore,
+    name: &str,
+    id: &str,
+    part: Option<&str>,
+) {
     let path = match part {
         Some(part) => format!("/status/announcements/{id}/{part}"),
         None => format!("/status/announcements/{id}"),
@@ -302,9 +323,7 @@ async fn remove(api: &Api<Canary>, name: &str, id: &str, part: Option<&str>) {
             }
         };
     for wait in REMOVE_RETRIES {
-        // The outbox's client is not rate-limited; without a bound, thousands of Canaries
-        // stepping together would open a connection each.
-        let Ok(slot) = REMOVALS.acquire().await else {
+        let Ok(slot) = removals.acquire().await else {
             return;
         };
         let removed = api
@@ -334,7 +353,7 @@ async fn remove(api: &Api<Canary>, name: &str, id: &str, part: Option<&str>) {
 }
 
 /// Removals in flight at once.
-static REMOVALS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
+const REMOVALS_IN_FLIGHT: usize = 16;
 
 /// Waits between attempts to remove a delivered transition from the status.
 const REMOVE_RETRIES: [Duration; 5] = [
