@@ -92,8 +92,8 @@ pub const CORE: &[Rule] = &[
     Rule {
         api_group: "coordination.k8s.io",
         resources: &["leases"],
-        verbs: &["get", "create", "patch"],
-        why: "leader election (--enable-leader-election)",
+        verbs: &["get", "list", "watch", "create", "patch"],
+        why: "leader election (--enable-leader-election); the leader watches its Lease to step down when its renewals stop showing",
     },
 ];
 

@@ -328,7 +328,12 @@ async fn installed_from_the_chart_it_releases_with_only_its_own_permissions() {
     let args = serin_testkit::controller_args();
     let mut controller =
         serin_testkit::Controller::new(Path::new(env!("CARGO_BIN_EXE_serin")), &kubeconfig, args);
-    controller.start(&[]);
+    // With leader election, as the chart runs it: its Lease rights are part of the check.
+    controller.start(&[
+        "--enable-leader-election",
+        "--leader-election-namespace",
+        "serin-system",
+    ]);
     for provider in PROVIDERS {
         let name = format!("app-{}", provider.replace(':', "-"));
         for object in user_objects(&name, provider) {

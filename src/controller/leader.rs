@@ -122,7 +122,8 @@ async fn renew_deadline(client: kube::Client, election: Election) {
             Ok(Some(watcher::Event::Delete(_))) | Ok(None) => return,
             Ok(Some(_)) => continue,
             Err(e) => {
-                tracing::debug!(error = %e, "leader election Lease watch");
+                // Without the watch no renewal shows and the leader steps down at the deadline.
+                tracing::warn!(error = %e, "leader election Lease watch failed; retrying");
                 continue;
             }
         };
