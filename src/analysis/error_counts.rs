@@ -11,7 +11,6 @@ use super::comparison::{At, queries};
 use super::judge::{self, Settings};
 use super::provider::{QueryError, Reading};
 use super::{Analyzer, MetricCheck};
-use crate::api::canary::Worse;
 use serin_core::stats::Counts;
 
 /// `(ok, total)` of a query `ok / total` or `ok / total * 100`; `None` for any other shape.
@@ -111,10 +110,7 @@ impl Analyzer {
         let judged = judge::judge_counts(
             counts(c_ok, c_total, seconds),
             counts(p_ok, p_total, seconds),
-            &Settings {
-                worse: Worse::Higher,
-                ..settings
-            },
+            &settings,
         );
         result.observation.threshold_min = None;
         result.observation.threshold_max = None;
