@@ -9,8 +9,10 @@
 //! SERIN_DECISION_RATES=20 SERIN_DECISION_SEEDS=1 cargo test --release --test decisions -- --ignored --nocapture
 //! # some modes only (t thresholds, j ranks, m means, c counts)
 //! SERIN_DECISION_MODES=t,c cargo test --test decisions -- --ignored --nocapture
-//! # the judge's confidence (default 0.98)
-//! SERIN_DECISION_CONFIDENCE=0.998 cargo test --test decisions -- --ignored --nocapture
+//! # the judge's confidence over the whole analysis (default: the field's, 0.99)
+//! SERIN_DECISION_CONFIDENCE=0.98 cargo test --test decisions -- --ignored --nocapture
+//! # some classes only, many seeds: the false alarm rate
+//! SERIN_DECISION_CLASSES=healthy,incident SERIN_DECISION_SEEDS=25 cargo test --test decisions -- --ignored --nocapture
 //! # longer releases: 18 iterations of 10 s, the judge over 5 minutes
 //! SERIN_DECISION_ITERATIONS=18 SERIN_DECISION_WINDOW=5m cargo test --test decisions -- --ignored --nocapture
 //! ```
@@ -188,14 +190,16 @@ impl Mode {
                     Mode::JudgeMeans => "permutation",
                     _ => "mannWhitney",
                 };
-                let judge = json!({"step": "5s", "minSamples": 12, "test": test,
-                                   "confidence": confidence()});
+                let mut judge = json!({"step": "5s", "minSamples": 12, "test": test});
                 // Counts need requests, not samples: a minute's worth at 1 rps.
-                let errors = match self {
-                    Mode::JudgeCounts => json!({"test": "counts", "minSamples": 60,
-                                                "confidence": confidence()}),
+                let mut errors = match self {
+                    Mode::JudgeCounts => json!({"test": "counts", "minSamples": 60}),
                     _ => judge.clone(),
                 };
+                if let Some(confidence) = confidence() {
+                    judge["confidence"] = json!(confidence);
+                    errors["confidence"] = json!(confidence);
+                }
                 json!([
                     {"name": "request-success-rate", "interval": window(), "noDataPolicy": "hold",
                      "judge": errors},
@@ -232,8 +236,12 @@ fn cases() -> Vec<Case> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
+    let classes = env_list("SERIN_DECISION_CLASSES", "");
     let mut cases = Vec::new();
-    for class in CLASSES {
+    for class in CLASSES
+        .iter()
+        .filter(|c| classes.is_empty() || classes.iter().any(|n| n == c.name))
+    {
         for &rate in &rates {
             for seed in 0..seeds {
                 for mode in modes() {
@@ -297,12 +305,11 @@ fn iterations() -> u32 {
         .unwrap_or(6)
 }
 
-/// `SERIN_DECISION_CONFIDENCE`: the judge's confidence (default 0.98, the field's default).
-fn confidence() -> f64 {
+/// `SERIN_DECISION_CONFIDENCE`: the judge's confidence; unset, the field's default.
+fn confidence() -> Option<f64> {
     std::env::var("SERIN_DECISION_CONFIDENCE")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0.98)
 }
 
 /// `SERIN_DECISION_WINDOW`: the judge's window, the metrics' `interval` (default `2m`).
@@ -412,7 +419,7 @@ async fn decision_benchmark() {
         CLASSES.len(),
         iterations(),
         window(),
-        confidence()
+        confidence().map_or("default".into(), |c| c.to_string())
     );
     for case in &cases {
         world

@@ -95,6 +95,7 @@ fn every_canary_example_plans_to_success() {
         let (code, out, _) = serin(&["plan", "-f", file.to_str().unwrap()]);
         assert_eq!(code, 0);
         assert!(out.contains("Minimum wall time of a release"), "{out}");
+        assert!(out.contains("Analyses before promotion: "), "{out}");
         planned += 1;
     }
     assert!(planned >= 12, "only {planned} Canary examples");
@@ -113,6 +114,12 @@ fn max_weight_is_a_cap() {
         .collect();
     assert_eq!(after.first(), Some(&"Promoting"));
     assert_eq!(json["minDurationSeconds"], 190);
+    // Nothing to check, nothing analysed; with a metric, one analysis per step.
+    assert_eq!(json["analyses"], 0);
+    let checked = plan_json(&canary_with(
+        "    stepWeight: 20\n    maxWeight: 50\n    metrics:\n      - {name: request-success-rate, thresholdRange: {min: 99}}\n",
+    ));
+    assert_eq!(checked["analyses"], 3);
 }
 
 #[test]

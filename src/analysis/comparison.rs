@@ -24,9 +24,16 @@ pub(super) struct At<'a> {
     pub window: Duration,
     pub now: DateTime<Utc>,
     pub deadline: Instant,
+    /// How often the release's judged metrics are asked: each check's share of `confidence`.
+    pub checks: serin_core::stats::Checks,
 }
 
 impl<'a> At<'a> {
+    /// The judge's settings for this check; `worse` unless the spec says otherwise.
+    pub fn settings(&self, worse: Worse) -> Settings {
+        Settings::of(self.judge, worse, self.checks)
+    }
+
     /// `text` run over the window, at the check's time and within its deadline.
     pub fn query(&self, text: &'a str) -> Query<'a> {
         Query {
@@ -94,7 +101,7 @@ impl Analyzer {
             Ok(_) => return result.failed(&QueryError::config("judge.step: must be above 0")),
             Err(e) => return result.failed(&QueryError::config(format!("judge.step: {e}"))),
         };
-        let settings = Settings::of(at.judge, Worse::Higher);
+        let settings = at.settings(Worse::Higher);
         if settings.test == JudgeTest::Counts {
             return self.compare_counts(result, at, settings).await;
         }
@@ -120,9 +127,9 @@ impl Analyzer {
             // Compared as an error rate: higher is worse, whatever the spec says.
             Some(Builtin::RequestSuccessRate) => Settings {
                 worse: Worse::Higher,
-                ..Settings::of(at.judge, Worse::Higher)
+                ..at.settings(Worse::Higher)
             },
-            _ => Settings::of(at.judge, Worse::Higher),
+            _ => at.settings(Worse::Higher),
         };
         result.observation.threshold_min = None;
         result.observation.threshold_max = None;

@@ -9,7 +9,7 @@
 //! (it is Kayenta's too). The test alone would fail a canary for a real but negligible
 //! difference at high traffic, hence the tolerance on the difference of the means.
 
-use serin_core::stats::{self, Alternative, Counts};
+use serin_core::stats::{self, Alternative, Checks, Counts};
 
 use crate::api::canary::{JudgeTest, MetricJudge, Worse};
 
@@ -17,18 +17,25 @@ use crate::api::canary::{JudgeTest, MetricJudge, Worse};
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Settings {
     pub test: JudgeTest,
+    /// Asked of the whole analysis.
     pub confidence: f64,
+    /// This check's significance level: the share of `1 - confidence` of one check (see
+    /// [`Checks::alpha`]).
+    pub alpha: f64,
     pub min_samples: usize,
     pub tolerance: f64,
     pub worse: Worse,
 }
 
 impl Settings {
-    /// From the spec; `worse` falls back to `default_worse` (the builtin's direction).
-    pub fn of(judge: &MetricJudge, default_worse: Worse) -> Settings {
+    /// From the spec; `worse` falls back to `default_worse` (the builtin's direction);
+    /// `checks`: how often the release's judged metrics are asked.
+    pub fn of(judge: &MetricJudge, default_worse: Worse, checks: Checks) -> Settings {
+        let confidence = judge.confidence.unwrap_or(MetricJudge::DEFAULT_CONFIDENCE);
         Settings {
             test: judge.test.unwrap_or_default(),
-            confidence: judge.confidence.unwrap_or(MetricJudge::DEFAULT_CONFIDENCE),
+            confidence,
+            alpha: checks.alpha(confidence),
             min_samples: judge
                 .min_samples
                 .unwrap_or(MetricJudge::DEFAULT_MIN_SAMPLES) as usize,
@@ -45,6 +52,8 @@ pub struct Summary {
     pub primary_mean: f64,
     /// One-sided: the probability of a difference at least this unfavourable by chance.
     pub p_value: f64,
+    /// The p-value below which the check fails (the settings' `alpha`).
+    pub alpha: f64,
     /// How much worse the canary's mean is (positive: worse), in the metric's unit.
     pub effect: f64,
     /// The largest effect tolerated.
@@ -104,6 +113,7 @@ pub fn judge(canary: &[f64], primary: &[f64], settings: &Settings) -> Judgement 
             canary_mean,
             primary_mean,
             p_value,
+            alpha: settings.alpha,
             effect,
             allowed: settings.tolerance * primary_mean.abs(),
             counts: None,
@@ -133,6 +143,7 @@ pub fn judge_counts(canary: Counts, primary: Counts, settings: &Settings) -> Jud
             canary_mean,
             primary_mean,
             p_value,
+            alpha: settings.alpha,
             effect: canary_mean - primary_mean,
             allowed: settings.tolerance * primary_mean,
             counts: Some((canary, primary)),
@@ -143,11 +154,21 @@ pub fn judge_counts(canary: Counts, primary: Counts, settings: &Settings) -> Jud
 
 /// Fails only when the difference is significant *and* larger than tolerated.
 fn verdict(summary: Summary, settings: &Settings) -> Judgement {
-    let significant = summary.p_value < 1.0 - settings.confidence;
+    let significant = summary.p_value < settings.alpha;
     if significant && summary.effect > summary.allowed {
         Judgement::Fail(summary)
     } else {
         Judgement::Pass(summary)
+    }
+}
+
+/// Small p-values in scientific notation: 0.00012 must not read as 0.0001 beside a level of
+/// 0.0003, nor 3e-9 as 0.0000.
+fn significant(p: f64) -> String {
+    if p >= 0.001 || p == 0.0 {
+        format!("{p:.4}")
+    } else {
+        format!("{p:.3e}")
     }
 }
 
@@ -166,8 +187,14 @@ impl Summary {
             None => String::new(),
         };
         format!(
-            "{name}: canary {:.3} vs primary {:.3} (worse by {:.3}, tolerated {:.3}; p = {:.4}{counted})",
-            self.canary_mean, self.primary_mean, self.effect, self.allowed, self.p_value
+            "{name}: canary {:.3} vs primary {:.3} (worse by {:.3}, tolerated {:.3}; p = {}, \
+             fails below {}{counted})",
+            self.canary_mean,
+            self.primary_mean,
+            self.effect,
+            self.allowed,
+            significant(self.p_value),
+            significant(self.alpha)
         )
     }
 }
@@ -180,6 +207,7 @@ mod tests {
         Settings {
             test: JudgeTest::MannWhitney,
             confidence: 0.98,
+            alpha: 0.02,
             min_samples: 10,
             tolerance: 0.1,
             worse,
@@ -343,16 +371,52 @@ mod tests {
 
     #[test]
     fn settings_default_as_documented() {
-        let s = Settings::of(&MetricJudge::default(), Worse::Lower);
+        let s = Settings::of(&MetricJudge::default(), Worse::Lower, Checks::SINGLE);
+        assert!((s.alpha - 0.01).abs() < 1e-12, "{s:?}");
         assert_eq!(
             s,
             Settings {
                 test: JudgeTest::MannWhitney,
-                confidence: 0.98,
+                confidence: 0.99,
+                alpha: s.alpha,
                 min_samples: 20,
                 tolerance: 0.1,
                 worse: Worse::Lower
             }
+        );
+    }
+
+    /// Ten steps of two judged metrics: each check fails only below a twentieth of the
+    /// allowed error, and says so.
+    #[test]
+    fn each_check_gets_its_share_of_the_confidence() {
+        let judge = MetricJudge {
+            confidence: Some(0.98),
+            test: Some(JudgeTest::Counts),
+            ..MetricJudge::default()
+        };
+        let checks = Checks {
+            planned: 10,
+            threshold: 1,
+            metrics: 2,
+        };
+        let s = Settings::of(&judge, Worse::Higher, checks);
+        assert!((s.alpha - 0.001).abs() < 1e-12, "{s:?}");
+        // 0.9 % against 0.5 % over 10,000 requests each: p is about 0.003, a failure for
+        // one check at 0.98, not for one of twenty.
+        let (canary, primary) = (counts(90, 10_000), counts(50, 10_000));
+        let single = Settings::of(&judge, Worse::Higher, Checks::SINGLE);
+        let Judgement::Fail(alone) = judge_counts(canary, primary, &single) else {
+            panic!("a single check at 0.98");
+        };
+        assert!(alone.p_value > 0.001 && alone.p_value < 0.02, "{alone:?}");
+        let Judgement::Pass(shared) = judge_counts(canary, primary, &s) else {
+            panic!("one of twenty checks");
+        };
+        assert!(
+            shared.describe("errors").contains("p = 0.0029, fails below 0.0010"),
+            "{}",
+            shared.describe("errors")
         );
     }
 }

@@ -34,6 +34,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::DynamicObject;
 use kube::runtime::reflector::{ObjectRef, Store};
+use serin_core::stats;
 
 use crate::api::canary::{
     CanaryMetric, MetricObservation, MetricVerdict, NoDataPolicy, STATUS_METRICS_MAX,
@@ -184,10 +185,11 @@ impl Analyzer {
         let now = Utc::now();
         let deadline = Instant::now() + self.budget(canary);
         let route = route.map(str::to_string);
+        let judged = self.judged_checks(canary, metrics);
         let checks = futures::future::join_all(
             metrics
                 .iter()
-                .map(|metric| self.check(canary, metric, &route, now, deadline)),
+                .map(|metric| self.check(canary, metric, &route, now, deadline, judged)),
         )
         .await;
         Evaluation::from_checks(checks)
@@ -218,6 +220,22 @@ impl Analyzer {
         Ok(())
     }
 
+    /// How often the judged metrics of a release are asked, for each check's share of the
+    /// confidence asked of the whole analysis. A spec the engine cannot plan (it never runs)
+    /// is read as a single check.
+    fn judged_checks(&self, canary: &Canary, metrics: &[CanaryMetric]) -> stats::Checks {
+        let plan = crate::canary_plan::from_canary(canary, self.mesh_provider, Duration::ZERO);
+        let Ok(plan) = plan else {
+            return stats::Checks::SINGLE;
+        };
+        let planned = serin_core::simulate::happy_path(&plan).map_or(1, |sim| sim.analyses);
+        stats::Checks {
+            planned,
+            threshold: plan.threshold,
+            metrics: metrics.iter().filter(|m| m.judge.is_some()).count() as u32,
+        }
+    }
+
     fn budget(&self, canary: &Canary) -> Duration {
         if let Some(budget) = self.check_budget {
             return budget;
@@ -241,6 +259,7 @@ impl Analyzer {
         route: &Option<String>,
         now: DateTime<Utc>,
         deadline: Instant,
+        judged: stats::Checks,
     ) -> MetricCheck {
         let resolved = self.resolve(canary, metric).await;
         let (provider_name, builtin) = match &resolved {
@@ -299,6 +318,7 @@ impl Analyzer {
                 window: interval,
                 now,
                 deadline,
+                checks: judged,
             };
             return self.compare(result, at).await;
         }

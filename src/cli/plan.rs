@@ -145,6 +145,7 @@ fn to_json(plan: &Plan, sim: &Simulation) -> Value {
         "plan": plan,
         "ticks": ticks,
         "minDurationSeconds": sim.min_duration_seconds,
+        "analyses": sim.analyses,
     })
 }
 
@@ -205,6 +206,11 @@ fn to_text(plan: &Plan, sim: &Simulation) -> String {
         "Minimum wall time of a release: {} (from a new revision to Succeeded, with workloads \
          ready at once and every check passing)",
         human(sim.min_duration_seconds)
+    );
+    let _ = writeln!(
+        out,
+        "Analyses before promotion: {} (a judged metric's confidence is shared by every one)",
+        sim.analyses
     );
     if matches!(plan.strategy, Strategy::AbTesting { .. }) {
         let _ = writeln!(

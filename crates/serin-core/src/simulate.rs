@@ -36,6 +36,9 @@ pub struct Simulation {
     /// Minimum wall time from detection of a new revision to Succeeded, when every workload
     /// becomes ready instantly.
     pub min_duration_seconds: i64,
+    /// Analysis runs (metric checks and rollout webhooks) before promotion: how many times
+    /// each judged metric is asked whether the release is worse.
+    pub analyses: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -60,6 +63,7 @@ pub fn happy_path(plan: &Plan) -> Result<Simulation, SimError> {
     };
     let mut routes = Routes::PRIMARY;
     let mut steps = Vec::new();
+    let mut analyses = 0;
     const LIMIT: usize = 10_000;
     for _ in 0..LIMIT {
         let mut obs = Observation::ready("v2");
@@ -67,6 +71,7 @@ pub fn happy_path(plan: &Plan) -> Result<Simulation, SimError> {
         let step = loop {
             match decide(plan, &status, &obs, now) {
                 Decision::Probe(p) => {
+                    analyses += u32::from(p == Probe::Analysis);
                     probes.push(p);
                     answer(&mut obs, p);
                 }
@@ -109,6 +114,7 @@ pub fn happy_path(plan: &Plan) -> Result<Simulation, SimError> {
             return Ok(Simulation {
                 steps,
                 min_duration_seconds: (now - start).num_seconds(),
+                analyses,
             });
         }
         // Workloads become ready instantly here, and the controller's watch on them wakes it

@@ -15,11 +15,15 @@
 //!
 //! [`rate_ratio_test`] compares two error rates from their counts (errors and requests over
 //! the whole window) rather than from per-step samples.
+//!
+//! [`Checks::alpha`] turns the confidence asked of a whole analysis into each check's level.
 
 mod counts;
+mod multiplicity;
 mod permutation;
 
 pub use counts::{Counts, rate_ratio_test};
+pub use multiplicity::Checks;
 pub use permutation::{ROUNDS as PERMUTATION_ROUNDS, permutation_mean_test};
 
 /// The alternative hypothesis, as scipy names it.

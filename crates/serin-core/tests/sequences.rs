@@ -193,3 +193,44 @@ fn probes_are_asked_in_flagger_order() {
         ]
     );
 }
+
+/// How many times a passing release is analysed: once per weight step for a canary (the
+/// check at the top weight promotes it); once per iteration for A/B, and once more for
+/// blue/green (the check before the full switch). The judge spreads its confidence over these.
+#[test]
+fn analyses_before_promotion() {
+    let linear = |step, max_weight| Plan::example(Stepping::Linear { step, max_weight });
+    let strategy = |strategy| Plan {
+        strategy,
+        ..linear(10, 50)
+    };
+    let cases = [
+        (linear(10, 50), 5),
+        (linear(20, 50), 3),
+        (
+            Plan::example(Stepping::List {
+                weights: vec![1, 5, 25, 50],
+            }),
+            4,
+        ),
+        (
+            strategy(Strategy::BlueGreen {
+                iterations: 6,
+                mirror: false,
+            }),
+            7,
+        ),
+        (strategy(Strategy::AbTesting { iterations: 10 }), 10),
+    ];
+    for (plan, want) in cases {
+        let sim = happy_path(&plan).unwrap();
+        let counted = sim
+            .steps
+            .iter()
+            .flat_map(|s| &s.probes)
+            .filter(|p| **p == Probe::Analysis)
+            .count();
+        assert_eq!(sim.analyses, want, "{:?}", plan.strategy);
+        assert_eq!(counted as u32, want, "{:?}", plan.strategy);
+    }
+}

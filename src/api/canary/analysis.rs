@@ -228,7 +228,10 @@ pub struct MetricJudge {
     /// builtin `request-success-rate`; `minSamples` is then the requests each version needs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<JudgeTest>,
-    /// Confidence that the canary is worse before the check fails, in (0, 1); default 0.98.
+    /// Confidence that the canary is worse before the release is rolled back, in (0, 1);
+    /// default 0.99. It holds for the whole analysis: each check fails only below its share
+    /// of `1 - confidence` (shared by every step and judged metric, times `threshold`), so a
+    /// release as good as its primary is rolled back by the judge at most that often.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
     /// Samples each version needs before a verdict; default 20.
@@ -268,7 +271,7 @@ pub enum Worse {
 }
 
 impl MetricJudge {
-    pub const DEFAULT_CONFIDENCE: f64 = 0.98;
+    pub const DEFAULT_CONFIDENCE: f64 = 0.99;
     pub const DEFAULT_MIN_SAMPLES: u32 = 20;
     pub const DEFAULT_TOLERANCE: f64 = 0.1;
     pub const DEFAULT_STEP: &'static str = "10s";

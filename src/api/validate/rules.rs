@@ -337,7 +337,7 @@ fn judge_rules(j: &crate::api::canary::MetricJudge, metric: &str, at: &str, p: &
     {
         p.push(Problem::new(
             format!("{at}.confidence"),
-            format!("{c} is not a probability between 0 and 1 (exclusive): e.g. 0.98"),
+            format!("{c} is not a probability between 0 and 1 (exclusive): e.g. 0.99"),
         ));
     }
     if let Some(t) = j.tolerance
