@@ -416,7 +416,11 @@ async fn decision_benchmark() {
         "{} releases ({} classes), noise seed {seed}, {} iterations of 10 s, judge window {}, \
          confidence {}",
         cases.len(),
-        CLASSES.len(),
+        {
+            let mut names: Vec<&str> = cases.iter().map(|c| c.class.name).collect();
+            names.dedup();
+            names.len()
+        },
         iterations(),
         window(),
         confidence().map_or("default".into(), |c| c.to_string())
@@ -548,6 +552,9 @@ fn report(cases: &[Case], ended: &BTreeMap<String, (Phase, f64)>) {
     );
     println!("{header}\n{rule}");
     for (i, class) in CLASSES.iter().enumerate() {
+        if !cases.iter().any(|c| c.class.name == class.name) {
+            continue;
+        }
         let truth = if class.regression {
             "roll back"
         } else {

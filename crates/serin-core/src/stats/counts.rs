@@ -121,15 +121,30 @@ mod tests {
         power
     }
 
-    /// The README's guidance on release length: 2,400 requests per version (2 minutes at 20
-    /// rps) see a doubled error rate about a third of the time, 9,000 nine times in ten
-    /// (scipy's binomtest over the same sums gives 0.311 and 0.893).
+    /// The README's guidance on release length. One check at 0.02: 2,400 requests per
+    /// version (2 minutes at 20 rps) see a doubled error rate about a third of the time,
+    /// 9,000 nine times in ten. One check of a release of 10 analyses, threshold 2 and two
+    /// judged metrics at the default 0.99 (its share: 2 × 0.01 / 22): 9,000 requests see it
+    /// a little over half the time, 20,000 nearly always. scipy's binomtest over the same
+    /// sums gives 0.311, 0.893, 0.565 and 0.969.
     #[test]
     fn the_power_to_see_a_doubled_error_rate_grows_with_the_requests() {
-        let short = power_to_see_doubled_errors(2_400, 0.02);
-        let long = power_to_see_doubled_errors(9_000, 0.02);
-        assert!((short - 0.311).abs() < 0.005, "{short}");
-        assert!((long - 0.893).abs() < 0.005, "{long}");
+        let release = crate::stats::Checks {
+            planned: 10,
+            threshold: 2,
+            metrics: 2,
+        }
+        .alpha(0.99);
+        let cases = [
+            (2_400, 0.02, 0.311),
+            (9_000, 0.02, 0.893),
+            (9_000, release, 0.565),
+            (20_000, release, 0.969),
+        ];
+        for (requests, alpha, want) in cases {
+            let power = power_to_see_doubled_errors(requests, alpha);
+            assert!((power - want).abs() < 0.005, "{requests} at {alpha}: {power}");
+        }
     }
 
     #[test]
