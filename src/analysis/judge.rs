@@ -414,7 +414,9 @@ mod tests {
             panic!("one of twenty checks");
         };
         assert!(
-            shared.describe("errors").contains("p = 0.0029, fails below 0.0010"),
+            shared
+                .describe("errors")
+                .contains("p = 0.0029, fails below 0.0010"),
             "{}",
             shared.describe("errors")
         );

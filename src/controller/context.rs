@@ -51,6 +51,8 @@ pub struct Stores {
     pub configmaps: Store<ConfigMap>,
     pub secrets: Store<Secret>,
     pub templates: Store<MetricTemplate>,
+    /// Whole copies of targets the Deployment cache holds trimmed (see `trim`).
+    pub fetched: std::sync::Arc<crate::controller::trim::Fetched>,
 }
 
 impl Stores {

@@ -8,7 +8,10 @@
 //! Canaries deleted while the watch was down do not linger.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
+
+use tokio::sync::Notify;
 
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
@@ -111,6 +114,9 @@ pub struct Index {
     current: RwLock<Maps>,
     /// The index being rebuilt by a re-list.
     relisting: Mutex<Option<Maps>>,
+    /// Whether the Canaries were listed once.
+    listed: AtomicBool,
+    listed_now: Notify,
 }
 
 impl Index {
@@ -140,7 +146,21 @@ impl Index {
                 if let Some(fresh) = relisting.take() {
                     *current = fresh;
                 }
+                self.listed.store(true, Ordering::Release);
+                self.listed_now.notify_waiters();
             }
+        }
+    }
+
+    /// Resolves once the Canaries were listed (at once after that).
+    pub async fn synced(&self) {
+        loop {
+            // Registered before the check, so a notification in between is not missed.
+            let notified = self.listed_now.notified();
+            if self.listed.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -252,5 +272,29 @@ mod tests {
             ["kept"],
             "deleted while the watch was down: not indexed"
         );
+    }
+
+    /// The Deployment watch waits on this: a target listed before its Canary is indexed
+    /// would be cached trimmed.
+    #[tokio::test]
+    async fn synced_once_the_canaries_were_listed() {
+        let index = std::sync::Arc::new(Index::default());
+        let waiting = tokio::spawn({
+            let index = index.clone();
+            async move { index.synced().await }
+        });
+        index.apply(&watcher::Event::Init);
+        index.apply(&watcher::Event::InitApply(canary("a", "web", None)));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "synced before the list ended");
+        index.apply(&watcher::Event::InitDone);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
+            .await
+            .expect("synced when the list ended")
+            .unwrap();
+        // And at once from then on.
+        tokio::time::timeout(std::time::Duration::from_millis(100), index.synced())
+            .await
+            .expect("at once");
     }
 }

@@ -39,6 +39,7 @@ pub mod target;
 pub mod telemetry;
 pub mod throttle;
 pub mod token;
+pub mod trim;
 pub mod webhooks;
 
 pub use context::{Config, Context, Stores};
@@ -54,11 +55,13 @@ where
     }
 }
 
-/// A cache of `K` and the stream of its changes, to be driven by the controller.
+/// A cache of `K` and the stream of its changes, to be driven by the controller. `shape`
+/// trims each object before it is cached.
 fn cached<K>(
     client: &Client,
     namespace: Option<&str>,
     config: watcher::Config,
+    mut shape: impl FnMut(&mut K) + Send + 'static,
 ) -> (
     Store<K>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -75,12 +78,18 @@ where
     let (reader, writer) = reflector::store();
     let events = watcher(api::<K>(client, namespace), config)
         // serin never reads managedFields, often the largest part of an object's metadata.
-        .modify(|object: &mut K| object.meta_mut().managed_fields = None);
+        .modify(move |object: &mut K| {
+            object.meta_mut().managed_fields = None;
+            shape(object);
+        });
     let stream = reflector(writer, events)
         .default_backoff()
         .touched_objects();
     (reader, stream)
 }
+
+/// Caches an object as the watch delivers it (less `managedFields`).
+fn whole<K>(_: &mut K) {}
 
 /// Secrets serin may read: all but Helm's release records (`helm.sh/release.v1`, up to 1 MiB
 /// each and usually the most numerous Secrets of a cluster), which no pod mounts and no
@@ -148,15 +157,32 @@ pub async fn run(
     } = clients;
     let ns = config.namespace.clone();
     let ns = ns.as_deref();
-    let (deployments, deployment_events) = cached::<Deployment>(&client, ns, Default::default());
-    let (daemon_sets, daemon_set_events) = cached::<DaemonSet>(&client, ns, Default::default());
-    let (services, service_events) = cached::<Service>(&client, ns, Default::default());
-    let (configmaps, configmap_events) = cached::<ConfigMap>(&client, ns, Default::default());
+    // The index of Canaries, filled by the Canary watch below; the Deployment cache consults
+    // it to keep pod templates only where a Canary needs them.
+    let index = Arc::new(Index::default());
+    let concerns = index.clone();
+    let (deployments, deployment_events) =
+        cached::<Deployment>(&client, ns, Default::default(), move |d| {
+            trim::shape(&concerns, d);
+        });
+    // Listed once the Canaries are: a target listed first would be cached trimmed.
+    let synced = index.clone();
+    let deployment_events = futures::stream::once(async move {
+        synced.synced().await;
+        deployment_events
+    })
+    .flatten();
+    let (daemon_sets, daemon_set_events) =
+        cached::<DaemonSet>(&client, ns, Default::default(), whole);
+    let (services, service_events) = cached::<Service>(&client, ns, Default::default(), whole);
+    let (configmaps, configmap_events) =
+        cached::<ConfigMap>(&client, ns, Default::default(), whole);
     let secrets_read = watcher::Config::default().fields(SECRETS_SERIN_READS);
-    let (secrets, secret_events) = cached::<Secret>(&client, ns, secrets_read);
+    let (secrets, secret_events) = cached::<Secret>(&client, ns, secrets_read, whole);
     // Templates may be referenced across namespaces; a controller confined to one namespace
     // (and its RBAC) sees only that namespace's templates.
-    let (templates, template_events) = cached::<MetricTemplate>(&client, ns, Default::default());
+    let (templates, template_events) =
+        cached::<MetricTemplate>(&client, ns, Default::default(), whole);
 
     let stores = Stores {
         deployments,
@@ -165,11 +191,11 @@ pub async fn run(
         configmaps,
         secrets,
         templates,
+        fetched: Default::default(),
     };
     let ctx = context(&client, outbox, config, telemetry, stores)?;
 
     // The Canary watch, its cache, and the index the other watches look Canaries up in.
-    let index = Arc::new(Index::default());
     let (canaries, writer) = reflector::store();
     let indexing = index.clone();
     let canary_events = reflector(

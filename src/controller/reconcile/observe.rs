@@ -30,10 +30,17 @@ pub(super) async fn find_target(
         return find_knative(ctx, namespace, name).await;
     }
     Ok(match canary.spec.target_ref.kind {
-        TargetKind::Deployment => stores
-            .deployments
-            .get(&key::<Deployment>(namespace, name))
-            .map(Target::Deployment),
+        TargetKind::Deployment => {
+            let Some(cached) = stores.deployments.get(&key::<Deployment>(namespace, name)) else {
+                return Ok(None);
+            };
+            stores
+                .fetched
+                .whole(&ctx.client, cached)
+                .await
+                .map_err(|e| Error::kube(format!("read Deployment {namespace}/{name}"), e))?
+                .map(Target::Deployment)
+        }
         TargetKind::DaemonSet => stores
             .daemon_sets
             .get(&key::<DaemonSet>(namespace, name))

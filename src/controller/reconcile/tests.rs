@@ -62,6 +62,7 @@ fn context() -> (Context, ApiServer) {
             configmaps: reflector::store().0,
             secrets: reflector::store().0,
             templates: reflector::store().0,
+            fetched: Default::default(),
         },
         http: reqwest::Client::new(),
         telemetry,

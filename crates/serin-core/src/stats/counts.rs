@@ -143,7 +143,10 @@ mod tests {
         ];
         for (requests, alpha, want) in cases {
             let power = power_to_see_doubled_errors(requests, alpha);
-            assert!((power - want).abs() < 0.005, "{requests} at {alpha}: {power}");
+            assert!(
+                (power - want).abs() < 0.005,
+                "{requests} at {alpha}: {power}"
+            );
         }
     }
 

@@ -98,7 +98,9 @@ mod tests {
     fn at_least(k: u32, n: u32, p: f64) -> f64 {
         (k..=n)
             .map(|i| {
-                let choose: f64 = (0..i).map(|j| f64::from(n - j) / f64::from(j + 1)).product();
+                let choose: f64 = (0..i)
+                    .map(|j| f64::from(n - j) / f64::from(j + 1))
+                    .product();
                 choose * p.powi(i as i32) * (1.0 - p).powi((n - i) as i32)
             })
             .sum()
