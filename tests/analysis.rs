@@ -507,3 +507,41 @@ async fn knative_builtins_read_the_latest_created_revision() {
     );
     world.stack.shutdown().await;
 }
+
+/// The judge's level comes from the Canary's own analysis: 10 steps (stepWeight 10), one
+/// judged metric, `threshold` 2 or 5. 90 errors against 50 in 10,000 requests each (p ≈
+/// 0.0029) pass a check at threshold 2 (level 2 × 0.01 / 11 ≈ 0.0018) and fail one at
+/// threshold 5 (5 × 0.01 / 14 ≈ 0.0036).
+#[tokio::test]
+async fn the_judge_spreads_the_confidence_over_the_canarys_own_checks() {
+    let world = world().await;
+    // Rates per second over the 1m window: 10,000 requests per version.
+    let prom = FakeServer::start(|request| {
+        let query = request.query.get("query").cloned().unwrap_or_default();
+        let primary = query.contains("podinfo-primary");
+        let rate = match (query.contains("response_code!~"), primary) {
+            (true, false) => (10_000.0 - 90.0) / 60.0,
+            (true, true) => (10_000.0 - 50.0) / 60.0,
+            (false, _) => 10_000.0 / 60.0,
+        };
+        vector(Some(&rate.to_string()))
+    })
+    .await;
+    let metrics = json!([{"name": "request-success-rate", "interval": "1m",
+                          "judge": {"test": "counts", "minSamples": 100}}]);
+    let analyzer = world.analyzer(&prom.url);
+    for (threshold, outcome, level) in [
+        (2, MetricVerdict::Pass, "fails below 0.0018"),
+        (5, MetricVerdict::Fail, "fails below 0.0036"),
+    ] {
+        let mut canary = canary(metrics.clone());
+        canary.spec.analysis.as_mut().unwrap().threshold = Some(threshold);
+        let evaluation = analyzer.run(&canary, None).await;
+        let observed = &evaluation.observations[0];
+        assert_eq!(observed.verdict, outcome, "{observed:?}");
+        let message = observed.message.as_deref().unwrap_or_default();
+        assert!(message.contains("p = 0.0029"), "{message}");
+        assert!(message.contains(level), "{message}");
+    }
+    world.stack.shutdown().await;
+}

@@ -224,6 +224,10 @@ impl Analyzer {
     /// confidence asked of the whole analysis. A spec the engine cannot plan (it never runs)
     /// is read as a single check.
     fn judged_checks(&self, canary: &Canary, metrics: &[CanaryMetric]) -> stats::Checks {
+        let judged = metrics.iter().filter(|m| m.judge.is_some()).count() as u32;
+        if judged == 0 {
+            return stats::Checks::SINGLE;
+        }
         let plan = crate::canary_plan::from_canary(canary, self.mesh_provider, Duration::ZERO);
         let Ok(plan) = plan else {
             return stats::Checks::SINGLE;
@@ -232,7 +236,7 @@ impl Analyzer {
         stats::Checks {
             planned,
             threshold: plan.threshold,
-            metrics: metrics.iter().filter(|m| m.judge.is_some()).count() as u32,
+            metrics: judged,
         }
     }
 
