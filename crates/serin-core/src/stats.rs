@@ -7,9 +7,6 @@
 //! a sample crosses scipy's "auto" threshold. `tests/mann_whitney.rs` checks it against
 //! fixtures that scipy produced (`scripts/fixtures/mannwhitneyu.py`).
 //!
-//! [`hodges_lehmann_shift`] says how far apart the samples are, which a p-value alone does
-//! not: with thousands of samples a negligible shift is "significant".
-//!
 //! [`permutation_mean_test`] tests the difference of means (see its module for when it sees
 //! what a rank test misses).
 //!
@@ -255,76 +252,6 @@ fn exp_minus_square(y: f64) -> f64 {
     (-head * head).exp() * (-rest).exp()
 }
 
-/// Most pairwise differences [`hodges_lehmann_shift`] looks at.
-pub const HODGES_LEHMANN_MAX_PAIRS: usize = 250_000;
-
-/// How much larger `x` is than `y`: the median of all differences `x_i − y_j` (the
-/// Hodges-Lehmann estimator of a location shift). Positive when `x` tends to be larger.
-///
-/// Above [`HODGES_LEHMANN_MAX_PAIRS`] pairs each sample is first thinned deterministically
-/// to evenly spaced order statistics (a stride over the sorted sample): the smaller sample
-/// keeps up to 500 values, the larger as many as the cap then allows. The estimate is then
-/// approximate but independent of input order.
-///
-/// `None` when either sample is empty or holds a NaN, or a difference is NaN (`∞ − ∞`).
-pub fn hodges_lehmann_shift(x: &[f64], y: &[f64]) -> Option<f64> {
-    if x.is_empty() || y.is_empty() || has_nan(x) || has_nan(y) {
-        return None;
-    }
-    let (x, y) = thin_to_pair_cap(x, y);
-    let diffs: Vec<f64> = x
-        .iter()
-        .flat_map(|a| y.iter().map(move |b| a - b))
-        .collect();
-    median(&diffs)
-}
-
-fn thin_to_pair_cap(x: &[f64], y: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    if x.len().saturating_mul(y.len()) <= HODGES_LEHMANN_MAX_PAIRS {
-        return (x.to_vec(), y.to_vec());
-    }
-    let keep_small = x.len().min(y.len()).min(HODGES_LEHMANN_MAX_PAIRS.isqrt());
-    let keep_large = x
-        .len()
-        .max(y.len())
-        .min(HODGES_LEHMANN_MAX_PAIRS / keep_small);
-    let (keep_x, keep_y) = if x.len() <= y.len() {
-        (keep_small, keep_large)
-    } else {
-        (keep_large, keep_small)
-    };
-    (order_statistics(x, keep_x), order_statistics(y, keep_y))
-}
-
-/// `k` (1 ≤ k ≤ len) evenly spaced order statistics of `xs`: the midpoints of `k` equal
-/// slices of the sorted sample.
-fn order_statistics(xs: &[f64], k: usize) -> Vec<f64> {
-    let mut sorted = xs.to_vec();
-    sorted.sort_unstable_by(f64::total_cmp);
-    let (n, k) = (sorted.len() as u64, k as u64);
-    // (2i+1)·n/(2k) < n, and consecutive indices differ by at least 1 since k ≤ n.
-    (0..k)
-        .map(|i| sorted[((2 * i + 1) * n / (2 * k)) as usize])
-        .collect()
-}
-
-/// Median of `xs` (mean of the two middle values for an even length, as numpy does).
-/// `None` when `xs` is empty or holds a NaN.
-pub fn median(xs: &[f64]) -> Option<f64> {
-    if xs.is_empty() || has_nan(xs) {
-        return None;
-    }
-    let mut values = xs.to_vec();
-    let len = values.len();
-    let (lower, middle, _) = values.select_nth_unstable_by(len / 2, f64::total_cmp);
-    if !len.is_multiple_of(2) {
-        return Some(*middle);
-    }
-    // Even length: the other middle value is the largest of the lower half.
-    let below = lower.iter().copied().max_by(f64::total_cmp)?;
-    Some((below + *middle) / 2.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,9 +260,6 @@ mod tests {
     fn empty_samples_give_none() {
         assert_eq!(mann_whitney_u(&[], &[1.0], Alternative::TwoSided), None);
         assert_eq!(mann_whitney_u(&[1.0], &[], Alternative::Greater), None);
-        assert_eq!(hodges_lehmann_shift(&[], &[1.0]), None);
-        assert_eq!(hodges_lehmann_shift(&[1.0], &[]), None);
-        assert_eq!(median(&[]), None);
     }
 
     #[test]
@@ -348,8 +272,6 @@ mod tests {
             mann_whitney_u(&[1.0], &[f64::NAN], Alternative::TwoSided),
             None
         );
-        assert_eq!(hodges_lehmann_shift(&[1.0], &[f64::NAN]), None);
-        assert_eq!(median(&[1.0, f64::NAN, 3.0]), None);
     }
 
     #[test]
@@ -378,40 +300,6 @@ mod tests {
         // x = [1, 4], y = [2, 3]: x wins 2 of 4 pairs (4 > 2, 4 > 3).
         let r = mann_whitney_u(&[1.0, 4.0], &[2.0, 3.0], Alternative::Greater).unwrap();
         assert_eq!(r.u, 2.0);
-    }
-
-    #[test]
-    fn hodges_lehmann_small_example() {
-        // x = [1, 5, 9], y = [2, 4]: differences -1, -3, 3, 1, 7, 5 → sorted
-        // -3, -1, 1, 3, 5, 7 → median (1 + 3) / 2 = 2.
-        assert_eq!(
-            hodges_lehmann_shift(&[1.0, 5.0, 9.0], &[2.0, 4.0]),
-            Some(2.0)
-        );
-        // Odd count: x = [10], y = [1, 2, 6] → 9, 8, 4 → 8.
-        assert_eq!(hodges_lehmann_shift(&[10.0], &[1.0, 2.0, 6.0]), Some(8.0));
-    }
-
-    #[test]
-    fn hodges_lehmann_thins_large_samples_and_keeps_the_shift() {
-        // 1000 × 1000 pairs exceed the cap; a pure shift of 3 survives thinning exactly.
-        let y: Vec<f64> = (0..1000).map(|i| f64::from(i) * 0.01).collect();
-        let x: Vec<f64> = y.iter().rev().map(|v| v + 3.0).collect();
-        let shift = hodges_lehmann_shift(&x, &y).unwrap();
-        assert!((shift - 3.0).abs() < 1e-9, "{shift}");
-        let (tx, ty) = thin_to_pair_cap(&x, &y);
-        assert!(tx.len() * ty.len() <= HODGES_LEHMANN_MAX_PAIRS);
-        // A lopsided pair keeps the whole small sample.
-        let (tx, ty) = thin_to_pair_cap(&x[..10], &vec![0.0; 100_000]);
-        assert_eq!((tx.len(), ty.len()), (10, 25_000));
-    }
-
-    #[test]
-    fn median_odd_and_even() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        assert_eq!(median(&[7.0]), Some(7.0));
-        assert_eq!(median(&[5.0, -5.0]), Some(0.0));
     }
 
     #[test]
