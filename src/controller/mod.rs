@@ -89,7 +89,7 @@ where
 }
 
 /// Caches an object as the watch delivers it (less `managedFields`).
-fn whole<K>(_: &mut K) {}
+fn as_delivered<K>(_: &mut K) {}
 
 /// Secrets serin may read: all but Helm's release records (`helm.sh/release.v1`, up to 1 MiB
 /// each and usually the most numerous Secrets of a cluster), which no pod mounts and no
@@ -173,16 +173,17 @@ pub async fn run(
     })
     .flatten();
     let (daemon_sets, daemon_set_events) =
-        cached::<DaemonSet>(&client, ns, Default::default(), whole);
-    let (services, service_events) = cached::<Service>(&client, ns, Default::default(), whole);
+        cached::<DaemonSet>(&client, ns, Default::default(), as_delivered);
+    let (services, service_events) =
+        cached::<Service>(&client, ns, Default::default(), as_delivered);
     let (configmaps, configmap_events) =
-        cached::<ConfigMap>(&client, ns, Default::default(), whole);
+        cached::<ConfigMap>(&client, ns, Default::default(), as_delivered);
     let secrets_read = watcher::Config::default().fields(SECRETS_SERIN_READS);
-    let (secrets, secret_events) = cached::<Secret>(&client, ns, secrets_read, whole);
+    let (secrets, secret_events) = cached::<Secret>(&client, ns, secrets_read, as_delivered);
     // Templates may be referenced across namespaces; a controller confined to one namespace
     // (and its RBAC) sees only that namespace's templates.
     let (templates, template_events) =
-        cached::<MetricTemplate>(&client, ns, Default::default(), whole);
+        cached::<MetricTemplate>(&client, ns, Default::default(), as_delivered);
 
     let stores = Stores {
         deployments,

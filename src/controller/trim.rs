@@ -68,13 +68,17 @@ impl Fetched {
         client: &Client,
         cached: Arc<Deployment>,
     ) -> Result<Option<Arc<Deployment>>, kube::Error> {
-        let key = (cached.namespace().unwrap_or_default(), cached.name_any());
         if !is_trimmed(&cached) {
-            if let Ok(mut whole) = self.whole.lock() {
-                whole.remove(&key);
+            // Every reconcile of a whole target passes here: no key built unless a copy may
+            // have been kept.
+            if let Ok(mut whole) = self.whole.lock()
+                && !whole.is_empty()
+            {
+                whole.remove(&(cached.namespace().unwrap_or_default(), cached.name_any()));
             }
             return Ok(Some(cached));
         }
+        let key = (cached.namespace().unwrap_or_default(), cached.name_any());
         let version = cached.resource_version();
         if let Ok(whole) = self.whole.lock()
             && let Some(copy) = whole.get(&key)
