@@ -106,6 +106,18 @@ impl World {
         }
     }
 
+    /// Waits for the second iteration of an A/B test or a blue/green run: the routes the
+    /// first iteration set are in the traffic world by then. Iteration 1 is written with
+    /// those routes, and the world reads routing objects through a watch and re-routes once
+    /// a second, so a measurement started at iteration 1 would include up to a couple of
+    /// seconds of the old split on a loaded machine.
+    async fn wait_routed_to_the_canary(&self) {
+        self.wait("iteration 2", |c| {
+            c.status.as_ref().is_some_and(|s| s.iterations >= 2)
+        })
+        .await;
+    }
+
     async fn wait_phase(&self, phase: Phase) -> Canary {
         self.wait(&format!("phase {phase}"), |c| {
             c.status.as_ref().map(|s| s.phase) == Some(phase)
@@ -315,18 +327,14 @@ async fn istio_faulty_release_rolled_back_on_the_success_rate(cp: ControlPlane) 
 async fn ab_release(cp: ControlPlane, provider: &str) {
     let world = world(cp, provider).await;
     // Enough iterations that the 4 s measurement below stays inside the A/B test even when
-    // the machine is loaded and the test sees iteration 1 late.
+    // the machine is loaded and the test sees iteration 2 late.
     let analysis = json!({"interval": "2s", "threshold": 2, "iterations": 8,
         "match": [{"headers": {"x-canary": {"exact": "insider"}}}], "metrics": builtins()});
     initialized(&world, provider, analysis).await;
     world
         .apply::<Deployment>(deployment("podinfo", "podinfo:6.0.1", 2))
         .await;
-    world
-        .wait("iteration 1", |c| {
-            c.status.as_ref().is_some_and(|s| s.iterations >= 1)
-        })
-        .await;
+    world.wait_routed_to_the_canary().await;
     let (c0, p0, _) = world.served();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (c1, p1, _) = world.served();
@@ -348,18 +356,14 @@ async fn istio_ab_release_routes_only_matching_requests_to_the_canary(cp: Contro
 async fn istio_blue_green_with_mirroring(cp: ControlPlane) {
     let world = world(cp, "istio").await;
     // Enough iterations that the 3 s measurement below stays inside the mirroring even when
-    // the machine is loaded and the test sees iteration 1 late.
+    // the machine is loaded and the test sees iteration 2 late.
     let analysis = json!({"interval": "2s", "threshold": 2, "iterations": 8, "mirror": true,
         "mirrorWeight": 100, "metrics": builtins()});
     initialized(&world, "istio", analysis).await;
     world
         .apply::<Deployment>(deployment("podinfo", "podinfo:6.0.1", 2))
         .await;
-    world
-        .wait("iteration 1", |c| {
-            c.status.as_ref().is_some_and(|s| s.iterations >= 1)
-        })
-        .await;
+    world.wait_routed_to_the_canary().await;
     let (c0, p0, m0) = world.served();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (c1, p1, m1) = world.served();
