@@ -53,6 +53,8 @@ pub struct Stores {
     pub templates: Store<MetricTemplate>,
     /// Whole copies of targets the Deployment cache holds trimmed (see `trim`).
     pub fetched: std::sync::Arc<crate::controller::trim::Fetched>,
+    /// The namespaces each scoped cache has listed (see `scope`).
+    pub coverage: Vec<std::sync::Arc<crate::controller::scope::Coverage>>,
 }
 
 impl Stores {
@@ -74,6 +76,12 @@ impl Stores {
             && listed(&self.configmaps)
             && listed(&self.secrets)
             && listed(&self.templates)
+    }
+
+    /// Whether the caches hold every object of `namespace`: not yet when its first Canary
+    /// was just created, until the scoped caches have listed it.
+    pub fn cover(&self, namespace: &str) -> bool {
+        self.coverage.iter().all(|c| c.covers(namespace))
     }
 }
 

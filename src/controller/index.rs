@@ -6,12 +6,15 @@
 //! and a busy cluster, most of the controller's CPU). The index follows the watch's events:
 //! a re-list (`Init` … `InitDone`) builds a fresh index that replaces the old one whole, so
 //! Canaries deleted while the watch was down do not linger.
+//!
+//! It also says which namespaces serin works in (those of the Canaries and of the
+//! MetricTemplates they reference), for the caches that hold only those (`scope`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
@@ -31,6 +34,14 @@ struct Keys {
 }
 
 impl Keys {
+    /// The namespaces this Canary needs cached: its own and its templates', once each.
+    fn namespaces(&self) -> HashSet<&str> {
+        let templates = self.templates.iter().map(|(ns, _)| ns.as_str());
+        std::iter::once(self.namespace.as_str())
+            .chain(templates)
+            .collect()
+    }
+
     fn of(canary: &Canary) -> Keys {
         let namespace = canary.namespace().unwrap_or_default();
         let target = &canary.spec.target_ref;
@@ -60,13 +71,24 @@ struct Maps {
     targets: HashMap<(String, TargetKind, String), Refs>,
     namespaces: HashMap<String, Refs>,
     templates: HashMap<(String, String), Refs>,
+    /// How many Canaries need each namespace cached.
+    wanted: HashMap<String, usize>,
 }
 
 impl Maps {
-    fn insert(&mut self, canary: &Canary) {
+    /// Indexes `canary`; true when it brings a namespace no other Canary needed.
+    fn insert(&mut self, canary: &Canary) -> bool {
         let key = ObjectRef::from_obj(canary);
-        self.remove(&key);
         let keys = Keys::of(canary);
+        // Before this Canary's old keys go: a changed Canary keeps its own namespace.
+        let added = keys
+            .namespaces()
+            .iter()
+            .any(|ns| !self.wanted.contains_key(*ns));
+        self.remove(&key);
+        for namespace in keys.namespaces() {
+            *self.wanted.entry(namespace.to_string()).or_default() += 1;
+        }
         let (kind, name) = keys.target.clone();
         self.targets
             .entry((keys.namespace.clone(), kind, name))
@@ -83,12 +105,21 @@ impl Maps {
                 .insert(key.clone());
         }
         self.keys.insert(key, keys);
+        added
     }
 
     fn remove(&mut self, key: &ObjectRef<Canary>) {
         let Some(keys) = self.keys.remove(key) else {
             return;
         };
+        for namespace in keys.namespaces() {
+            if let Some(n) = self.wanted.get_mut(namespace) {
+                *n -= 1;
+                if *n == 0 {
+                    self.wanted.remove(namespace);
+                }
+            }
+        }
         let (kind, name) = keys.target;
         drop_from(&mut self.targets, (keys.namespace.clone(), kind, name), key);
         drop_from(&mut self.namespaces, keys.namespace, key);
@@ -111,6 +142,8 @@ fn drop_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Refs>, at: K, key: &O
 /// The index; shared by the watch (writer) and the event mappers (readers).
 #[derive(Debug, Default)]
 pub struct Index {
+    /// Bumped whenever a namespace becomes wanted (see [`Index::namespaces_added`]).
+    added: watch::Sender<u64>,
     current: RwLock<Maps>,
     /// The index being rebuilt by a re-list.
     relisting: Mutex<Option<Maps>>,
@@ -128,7 +161,7 @@ impl Index {
         else {
             return;
         };
-        match event {
+        let added = match event {
             watcher::Event::Apply(canary) => current.insert(canary),
             watcher::Event::Delete(canary) => {
                 let key = ObjectRef::from_obj(canary);
@@ -136,20 +169,59 @@ impl Index {
                 if let Some(fresh) = relisting.as_mut() {
                     fresh.remove(&key);
                 }
+                false
             }
-            watcher::Event::Init => *relisting = Some(Maps::default()),
+            watcher::Event::Init => {
+                *relisting = Some(Maps::default());
+                false
+            }
             watcher::Event::InitApply(canary) => match relisting.as_mut() {
-                Some(fresh) => fresh.insert(canary),
+                // Compared with the old index when the list ends.
+                Some(fresh) => {
+                    fresh.insert(canary);
+                    false
+                }
                 None => current.insert(canary),
             },
             watcher::Event::InitDone => {
+                let mut added = false;
                 if let Some(fresh) = relisting.take() {
+                    added = fresh
+                        .wanted
+                        .keys()
+                        .any(|ns| !current.wanted.contains_key(ns));
                     *current = fresh;
                 }
                 self.listed.store(true, Ordering::Release);
                 self.listed_now.notify_waiters();
+                added
             }
+        };
+        if added {
+            self.added.send_modify(|n| *n += 1);
         }
+    }
+
+    /// Whether a Canary needs objects of `namespace` cached: it is in that namespace, or
+    /// references a MetricTemplate there.
+    pub fn wants(&self, namespace: &str) -> bool {
+        self.current
+            .read()
+            .is_ok_and(|m| m.wanted.contains_key(namespace))
+    }
+
+    /// The namespaces [`Index::wants`].
+    pub fn wanted(&self) -> HashSet<String> {
+        self.current
+            .read()
+            .map(|m| m.wanted.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Changes whenever a namespace becomes wanted: a cache that holds only the wanted
+    /// namespaces then has to list that one.
+    pub fn namespaces_added(&self) -> watch::Receiver<u64> {
+        self.added.subscribe()
     }
 
     /// Resolves once the Canaries were listed (at once after that).
@@ -272,6 +344,55 @@ mod tests {
             ["kept"],
             "deleted while the watch was down: not indexed"
         );
+    }
+
+    #[test]
+    fn wants_the_namespaces_of_canaries_and_of_their_templates() {
+        let index = Index::default();
+        let mut added = index.namespaces_added();
+        assert!(!index.wants("test"));
+        index.apply(&watcher::Event::Apply(canary(
+            "a",
+            "app",
+            Some(("t", Some("shared"))),
+        )));
+        assert!(index.wants("test") && index.wants("shared"));
+        assert!(!index.wants("other"));
+        assert!(added.has_changed().unwrap(), "a new namespace is announced");
+        added.borrow_and_update();
+
+        // The same Canary again, or a second one in a wanted namespace: nothing new.
+        index.apply(&watcher::Event::Apply(canary(
+            "a",
+            "app",
+            Some(("t", Some("shared"))),
+        )));
+        index.apply(&watcher::Event::Apply(canary("b", "web", None)));
+        assert!(!added.has_changed().unwrap());
+
+        // A template moved elsewhere: that namespace is new; the old one is let go.
+        index.apply(&watcher::Event::Apply(canary(
+            "a",
+            "app",
+            Some(("t", Some("central"))),
+        )));
+        assert!(added.has_changed().unwrap());
+        added.borrow_and_update();
+        assert!(index.wants("central") && !index.wants("shared"));
+
+        // Namespaces stay wanted while any Canary needs them.
+        index.apply(&watcher::Event::Delete(canary("a", "app", None)));
+        assert!(index.wants("test") && !index.wants("central"));
+        index.apply(&watcher::Event::Delete(canary("b", "web", None)));
+        assert!(index.wanted().is_empty());
+
+        // A re-list that brings a namespace announces it when it is complete.
+        index.apply(&watcher::Event::Init);
+        index.apply(&watcher::Event::InitApply(canary("c", "app", None)));
+        assert!(!added.has_changed().unwrap());
+        index.apply(&watcher::Event::InitDone);
+        assert!(added.has_changed().unwrap());
+        assert!(index.wants("test"));
     }
 
     /// The Deployment watch waits on this: a target listed before its Canary is indexed

@@ -35,6 +35,7 @@ pub mod leader;
 pub mod metric_analysis;
 pub mod reconcile;
 pub mod router;
+pub mod scope;
 pub mod target;
 pub mod telemetry;
 pub mod throttle;
@@ -55,15 +56,26 @@ where
     }
 }
 
-/// A cache of `K` and the stream of its changes, to be driven by the controller. `shape`
-/// trims each object before it is cached.
+/// Which objects of a kind the controller caches.
+struct Caching<'a> {
+    /// `--namespace`: the one namespace watched, or all.
+    namespace: Option<&'a str>,
+    /// The Canaries; the watch starts once they are listed.
+    index: &'a Arc<Index>,
+    /// Of a cluster-wide watch, keep only the namespaces the Canaries need (`scope`).
+    scoped: bool,
+}
+
+/// A cache of `K`, what it covers, and the stream of its changes, to be driven by the
+/// controller. `shape` trims each object before it is cached.
 fn cached<K>(
     client: &Client,
-    namespace: Option<&str>,
+    caching: Caching<'_>,
     config: watcher::Config,
     mut shape: impl FnMut(&mut K) + Send + 'static,
 ) -> (
     Store<K>,
+    Arc<scope::Coverage>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
@@ -76,16 +88,35 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let events = watcher(api::<K>(client, namespace), config)
-        // serin never reads managedFields, often the largest part of an object's metadata.
-        .modify(move |object: &mut K| {
-            object.meta_mut().managed_fields = None;
-            shape(object);
-        });
+    let Caching {
+        namespace,
+        index,
+        scoped,
+    } = caching;
+    let (coverage, events) = if scoped && namespace.is_none() {
+        let (coverage, events) = scope::watch(api::<K>(client, None), config, index.clone());
+        (coverage, events.boxed())
+    } else {
+        // After the Canaries all the same: a target listed first would be cached trimmed.
+        let index = index.clone();
+        let events = watcher(api::<K>(client, namespace), config).default_backoff();
+        let events = futures::stream::once(async move {
+            index.synced().await;
+            events
+        })
+        .flatten();
+        (Arc::new(scope::Coverage::everything()), events.boxed())
+    };
+    // serin never reads managedFields, often the largest part of an object's metadata.
+    let events = events.modify(move |object: &mut K| {
+        object.meta_mut().managed_fields = None;
+        shape(object);
+    });
+    let covered = coverage.clone();
     let stream = reflector(writer, events)
-        .default_backoff()
+        .inspect_ok(move |event| covered.applied(event))
         .touched_objects();
-    (reader, stream)
+    (reader, coverage, stream)
 }
 
 /// Caches an object as the watch delivers it (less `managedFields`).
@@ -161,29 +192,32 @@ pub async fn run(
     // it to keep pod templates only where a Canary needs them.
     let index = Arc::new(Index::default());
     let concerns = index.clone();
-    let (deployments, deployment_events) =
-        cached::<Deployment>(&client, ns, Default::default(), move |d| {
+    let scoped = || Caching {
+        namespace: ns,
+        index: &index,
+        scoped: true,
+    };
+    let (deployments, deployments_cover, deployment_events) =
+        cached::<Deployment>(&client, scoped(), Default::default(), move |d| {
             trim::shape(&concerns, d);
         });
-    // Listed once the Canaries are: a target listed first would be cached trimmed.
-    let synced = index.clone();
-    let deployment_events = futures::stream::once(async move {
-        synced.synced().await;
-        deployment_events
-    })
-    .flatten();
-    let (daemon_sets, daemon_set_events) =
-        cached::<DaemonSet>(&client, ns, Default::default(), as_delivered);
-    let (services, service_events) =
-        cached::<Service>(&client, ns, Default::default(), as_delivered);
-    let (configmaps, configmap_events) =
-        cached::<ConfigMap>(&client, ns, Default::default(), as_delivered);
+    let (daemon_sets, daemon_sets_cover, daemon_set_events) =
+        cached::<DaemonSet>(&client, scoped(), Default::default(), as_delivered);
+    let (services, services_cover, service_events) =
+        cached::<Service>(&client, scoped(), Default::default(), as_delivered);
+    let (configmaps, configmaps_cover, configmap_events) =
+        cached::<ConfigMap>(&client, scoped(), Default::default(), as_delivered);
     let secrets_read = watcher::Config::default().fields(SECRETS_SERIN_READS);
-    let (secrets, secret_events) = cached::<Secret>(&client, ns, secrets_read, as_delivered);
+    let (secrets, secrets_cover, secret_events) =
+        cached::<Secret>(&client, scoped(), secrets_read, as_delivered);
     // Templates may be referenced across namespaces; a controller confined to one namespace
-    // (and its RBAC) sees only that namespace's templates.
-    let (templates, template_events) =
-        cached::<MetricTemplate>(&client, ns, Default::default(), as_delivered);
+    // (and its RBAC) sees only that namespace's templates. Few and small: all are cached.
+    let every_template = Caching {
+        scoped: false,
+        ..scoped()
+    };
+    let (templates, _, template_events) =
+        cached::<MetricTemplate>(&client, every_template, Default::default(), as_delivered);
 
     let stores = Stores {
         deployments,
@@ -193,6 +227,13 @@ pub async fn run(
         secrets,
         templates,
         fetched: Default::default(),
+        coverage: vec![
+            deployments_cover,
+            daemon_sets_cover,
+            services_cover,
+            configmaps_cover,
+            secrets_cover,
+        ],
     };
     let ctx = context(&client, outbox, config, telemetry, stores)?;
 

@@ -103,11 +103,11 @@ struct Intent {
 }
 
 async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
-    if !ctx.stores.ready() {
-        tracing::debug!("caches not synced yet; retrying");
+    let namespace = canary.namespace().unwrap_or_default();
+    if !ctx.stores.ready() || !ctx.stores.cover(&namespace) {
+        tracing::debug!("caches have not listed this namespace yet; retrying");
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
-    let namespace = canary.namespace().unwrap_or_default();
     let intent = match intent(canary, ctx, &namespace).await? {
         Ok(intent) => intent,
         Err(done) => return Ok(done),
