@@ -8,9 +8,10 @@
 //! SERIN_SCALE_CANARIES=500 SERIN_SCALE_QPS=1000 cargo test --release --test scale -- --ignored --nocapture
 //! # a realistic cluster: unrelated Deployments, Secrets (some ~1 MiB) and ConfigMaps beside
 //! # the Canaries, in namespace `noise`; `opaque` makes the big Secrets Opaque instead of
-//! # Helm release records
+//! # Helm release records; `beside` puts them in the Canaries' namespace
 //! SERIN_SCALE_NOISE=5000,10000,200,5000 cargo test --release --test scale -- --ignored --nocapture
 //! SERIN_SCALE_NOISE=5000,10000,200,5000,opaque cargo test --release --test scale -- --ignored --nocapture
+//! SERIN_SCALE_NOISE=5000,10000,200,5000,beside cargo test --release --test scale -- --ignored --nocapture
 //! # where the controller's memory goes: dhat-heap.json, by allocation site
 //! SERIN_SCALE_CANARIES=300 cargo test --release --features heap-profile --test scale -- --ignored --nocapture
 //! ```
@@ -181,9 +182,9 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> (f64, f64) {
     (total, bound)
 }
 
-/// `SERIN_SCALE_NOISE=deployments,secrets,big_secrets,configmaps[,opaque]`: objects that have
-/// nothing to do with any Canary, created in namespace `noise` before the controller starts.
-/// Returns a description for the report.
+/// `SERIN_SCALE_NOISE=deployments,secrets,big_secrets,configmaps[,opaque][,beside]`: objects
+/// that have nothing to do with any Canary, created before the controller starts in namespace
+/// `noise`, or with `beside` in the Canaries' own. Returns a description for the report.
 async fn noise(world: &serin_testkit::World) -> Option<String> {
     let spec = std::env::var("SERIN_SCALE_NOISE").ok()?;
     let parts: Vec<&str> = spec.split(',').collect();
@@ -194,24 +195,32 @@ async fn noise(world: &serin_testkit::World) -> Option<String> {
             .unwrap_or(0)
     };
     let (deployments, secrets, big, configmaps) = (n(0), n(1), n(2), n(3));
-    let big_type = if parts.get(4) == Some(&"opaque") {
+    let flags: Vec<&str> = parts.iter().skip(4).copied().collect();
+    let big_type = if flags.contains(&"opaque") {
         "Opaque"
     } else {
         "helm.sh/release.v1"
     };
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(world.client.clone());
-    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "noise"}});
-    namespaces
-        .create(
-            &Default::default(),
-            &serde_json::from_value(namespace).unwrap(),
-        )
-        .await
-        .unwrap();
+    let ns = if flags.contains(&"beside") {
+        NS
+    } else {
+        "noise"
+    };
+    if ns != NS {
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(world.client.clone());
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        namespaces
+            .create(
+                &Default::default(),
+                &serde_json::from_value(namespace).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
     let create = |object: serde_json::Value| async move {
         let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
             world.client.clone(),
-            "noise",
+            ns,
             &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
                 "",
                 "v1",
@@ -221,11 +230,11 @@ async fn noise(world: &serin_testkit::World) -> Option<String> {
         let object: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
         api.create(&Default::default(), &object).await.unwrap();
     };
-    let deployments_api: Api<Deployment> = Api::namespaced(world.client.clone(), "noise");
+    let deployments_api: Api<Deployment> = Api::namespaced(world.client.clone(), ns);
     for i in 0..deployments {
         let name = format!("other-{i}");
         let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": "noise"},
+            "metadata": {"name": name, "namespace": ns},
             "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
                 "template": {"metadata": {"labels": {"app": name}},
                     "spec": {"containers": [{"name": "app", "image": "other:1"}]}}}});
@@ -243,19 +252,19 @@ async fn noise(world: &serin_testkit::World) -> Option<String> {
             ("Opaque", "c2VjcmV0")
         };
         create(json!({"apiVersion": "v1", "kind": "Secret", "type": kind,
-            "metadata": {"name": format!("secret-{i}"), "namespace": "noise"},
+            "metadata": {"name": format!("secret-{i}"), "namespace": ns},
             "data": {"release": data}}))
         .await;
     }
     for i in 0..configmaps {
         create(json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": format!("config-{i}"), "namespace": "noise"},
+            "metadata": {"name": format!("config-{i}"), "namespace": ns},
             "data": {"app.yaml": "key: value\n".repeat(20)}}))
         .await;
     }
     Some(format!(
-        "noise: {deployments} Deployments, {secrets} Secrets ({big} of ~1 MiB, {big_type}), \
-         {configmaps} ConfigMaps"
+        "noise in namespace {ns}: {deployments} Deployments, {secrets} Secrets ({big} of ~1 \
+         MiB, {big_type}), {configmaps} ConfigMaps"
     ))
 }
 
