@@ -53,6 +53,8 @@ pub struct Stores {
     pub templates: Store<MetricTemplate>,
     /// Whole copies of targets the Deployment cache holds trimmed (see `trim`).
     pub fetched: std::sync::Arc<crate::controller::trim::Fetched>,
+    /// The Canaries by target, namespace, template and used config (see `index`).
+    pub index: std::sync::Arc<crate::controller::index::Index>,
     /// The namespaces each scoped cache has listed (see `scope`).
     pub coverage: Vec<std::sync::Arc<crate::controller::scope::Coverage>>,
 }

@@ -1,11 +1,16 @@
 //! Which Canaries a changed object concerns, without scanning every Canary: the Canaries
-//! indexed by target, by namespace and by MetricTemplate, kept in step with the Canary watch.
+//! indexed by target, by MetricTemplate and by used ConfigMap or Secret, kept in step with the
+//! Canary watch.
 //!
 //! kube's reflector store has no secondary indexes; without one, every Deployment, Service,
 //! ConfigMap or Secret event in the cluster walked the whole Canary list (at 10,000 Canaries
 //! and a busy cluster, most of the controller's CPU). The index follows the watch's events:
 //! a re-list (`Init` … `InitDone`) builds a fresh index that replaces the old one whole, so
 //! Canaries deleted while the watch was down do not linger.
+//!
+//! ConfigMaps and Secrets are indexed by the Canaries whose targets use them, as each
+//! reconcile finds them in the target's pod template: a change to one of the thousands of
+//! other ConfigMaps and Secrets of a namespace wakes no Canary.
 //!
 //! It also says which namespaces serin works in (those of the Canaries and of the
 //! MetricTemplates they reference), for the caches that hold only those (`scope`).
@@ -21,8 +26,40 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::api::{Canary, TargetKind};
+use crate::workload::configs::ConfigKind;
 
 type Refs = HashSet<ObjectRef<Canary>>;
+/// A ConfigMap or Secret: namespace, kind, name.
+type ConfigKey = (String, ConfigKind, String);
+
+/// Which Canaries' targets use which ConfigMaps and Secrets.
+#[derive(Debug, Default)]
+struct ConfigUses {
+    by_canary: HashMap<ObjectRef<Canary>, Vec<ConfigKey>>,
+    by_config: HashMap<ConfigKey, Refs>,
+}
+
+impl ConfigUses {
+    fn set(&mut self, canary: &ObjectRef<Canary>, configs: Vec<ConfigKey>) {
+        self.forget(canary);
+        if configs.is_empty() {
+            return;
+        }
+        for config in &configs {
+            self.by_config
+                .entry(config.clone())
+                .or_default()
+                .insert(canary.clone());
+        }
+        self.by_canary.insert(canary.clone(), configs);
+    }
+
+    fn forget(&mut self, canary: &ObjectRef<Canary>) {
+        for config in self.by_canary.remove(canary).unwrap_or_default() {
+            drop_from(&mut self.by_config, config, canary);
+        }
+    }
+}
 
 /// What one Canary is indexed under.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,7 +106,6 @@ impl Keys {
 struct Maps {
     keys: HashMap<ObjectRef<Canary>, Keys>,
     targets: HashMap<(String, TargetKind, String), Refs>,
-    namespaces: HashMap<String, Refs>,
     templates: HashMap<(String, String), Refs>,
     /// How many Canaries need each namespace cached.
     wanted: HashMap<String, usize>,
@@ -92,10 +128,6 @@ impl Maps {
         let (kind, name) = keys.target.clone();
         self.targets
             .entry((keys.namespace.clone(), kind, name))
-            .or_default()
-            .insert(key.clone());
-        self.namespaces
-            .entry(keys.namespace.clone())
             .or_default()
             .insert(key.clone());
         for template in &keys.templates {
@@ -121,8 +153,7 @@ impl Maps {
             }
         }
         let (kind, name) = keys.target;
-        drop_from(&mut self.targets, (keys.namespace.clone(), kind, name), key);
-        drop_from(&mut self.namespaces, keys.namespace, key);
+        drop_from(&mut self.targets, (keys.namespace, kind, name), key);
         for template in keys.templates {
             drop_from(&mut self.templates, template, key);
         }
@@ -144,6 +175,8 @@ fn drop_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Refs>, at: K, key: &O
 pub struct Index {
     /// Bumped whenever a namespace becomes wanted (see [`Index::namespaces_added`]).
     added: watch::Sender<u64>,
+    /// Kept by the reconciles, not by the Canary watch (which only drops deleted Canaries).
+    configs: RwLock<ConfigUses>,
     current: RwLock<Maps>,
     /// The index being rebuilt by a re-list.
     relisting: Mutex<Option<Maps>>,
@@ -165,6 +198,9 @@ impl Index {
             watcher::Event::Apply(canary) => current.insert(canary),
             watcher::Event::Delete(canary) => {
                 let key = ObjectRef::from_obj(canary);
+                if let Ok(mut configs) = self.configs.write() {
+                    configs.forget(&key);
+                }
                 current.remove(&key);
                 if let Some(fresh) = relisting.as_mut() {
                     fresh.remove(&key);
@@ -190,6 +226,13 @@ impl Index {
                         .wanted
                         .keys()
                         .any(|ns| !current.wanted.contains_key(ns));
+                    if let Ok(mut configs) = self.configs.write() {
+                        let gone: Vec<_> = (configs.by_canary.keys())
+                            .filter(|c| !fresh.keys.contains_key(*c))
+                            .cloned()
+                            .collect();
+                        gone.iter().for_each(|c| configs.forget(c));
+                    }
                     *current = fresh;
                 }
                 self.listed.store(true, Ordering::Release);
@@ -200,6 +243,45 @@ impl Index {
         if added {
             self.added.send_modify(|n| *n += 1);
         }
+    }
+
+    /// Records the ConfigMaps and Secrets `canary`'s target uses (found or not: one created
+    /// later must wake the Canary too).
+    pub fn uses_configs(
+        &self,
+        canary: &ObjectRef<Canary>,
+        namespace: &str,
+        configs: impl IntoIterator<Item = (ConfigKind, String)>,
+    ) {
+        let configs: Vec<ConfigKey> = configs
+            .into_iter()
+            .map(|(kind, name)| (namespace.to_string(), kind, name))
+            .collect();
+        let unchanged = self.configs.read().is_ok_and(|c| {
+            c.by_canary
+                .get(canary)
+                .map_or(configs.is_empty(), |v| *v == configs)
+        });
+        if !unchanged && let Ok(mut uses) = self.configs.write() {
+            uses.set(canary, configs);
+        }
+    }
+
+    /// The Canaries whose targets use the ConfigMap or Secret `namespace/name`.
+    pub fn using_config(
+        &self,
+        namespace: &str,
+        kind: ConfigKind,
+        name: &str,
+    ) -> Vec<ObjectRef<Canary>> {
+        let Ok(uses) = self.configs.read() else {
+            return Vec::new();
+        };
+        let key = (namespace.to_string(), kind, name.to_string());
+        uses.by_config
+            .get(&key)
+            .map(|refs| refs.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Whether a Canary needs objects of `namespace` cached: it is in that namespace, or
@@ -258,11 +340,6 @@ impl Index {
         })
     }
 
-    /// The Canaries of a namespace.
-    pub fn in_namespace(&self, namespace: &str) -> Vec<ObjectRef<Canary>> {
-        self.read(|m| m.namespaces.get(namespace))
-    }
-
     /// The Canaries whose metrics reference the MetricTemplate `namespace/name`.
     pub fn using_template(&self, namespace: &str, name: &str) -> Vec<ObjectRef<Canary>> {
         self.read(|m| m.templates.get(&(namespace.to_string(), name.to_string())))
@@ -311,7 +388,7 @@ mod tests {
         assert_eq!(by("app"), ["a", "b"]);
         assert_eq!(names(index.using_template("test", "t")), ["a"]);
         assert_eq!(names(index.using_template("shared", "t")), ["b"]);
-        assert_eq!(names(index.in_namespace("test")), ["a", "b"]);
+        assert!(index.wants("test"));
         assert!(
             index
                 .by_target("test", TargetKind::DaemonSet, "app")
@@ -326,7 +403,7 @@ mod tests {
 
         index.apply(&watcher::Event::Delete(canary("b", "app", None)));
         assert!(by("app").is_empty());
-        assert_eq!(names(index.in_namespace("test")), ["a"]);
+        assert!(index.wants("test"), "a is left");
     }
 
     #[test]
@@ -393,6 +470,41 @@ mod tests {
         index.apply(&watcher::Event::InitDone);
         assert!(added.has_changed().unwrap());
         assert!(index.wants("test"));
+    }
+
+    #[test]
+    fn configs_wake_the_canaries_whose_targets_use_them() {
+        let index = Index::default();
+        let (a, b) = (canary("a", "app", None), canary("b", "web", None));
+        index.apply(&watcher::Event::Apply(a.clone()));
+        index.apply(&watcher::Event::Apply(b.clone()));
+        let (ra, rb) = (ObjectRef::from_obj(&a), ObjectRef::from_obj(&b));
+        let shared = || (ConfigKind::ConfigMap, "shared".to_string());
+        index.uses_configs(
+            &ra,
+            "test",
+            [shared(), (ConfigKind::Secret, "a-tls".into())],
+        );
+        index.uses_configs(&rb, "test", [shared()]);
+        let using = |kind, name| names(index.using_config("test", kind, name));
+        assert_eq!(using(ConfigKind::ConfigMap, "shared"), ["a", "b"]);
+        assert_eq!(using(ConfigKind::Secret, "a-tls"), ["a"]);
+        assert!(using(ConfigKind::ConfigMap, "a-tls").is_empty(), "by kind");
+        assert!(
+            index
+                .using_config("other", ConfigKind::ConfigMap, "shared")
+                .is_empty()
+        );
+
+        // A target that stops using one lets it go.
+        index.uses_configs(&ra, "test", [shared()]);
+        assert!(using(ConfigKind::Secret, "a-tls").is_empty());
+        // A deleted Canary is forgotten; so is one a re-list no longer shows.
+        index.apply(&watcher::Event::Delete(a));
+        assert_eq!(using(ConfigKind::ConfigMap, "shared"), ["b"]);
+        index.apply(&watcher::Event::Init);
+        index.apply(&watcher::Event::InitDone);
+        assert!(using(ConfigKind::ConfigMap, "shared").is_empty());
     }
 
     /// The Deployment watch waits on this: a target listed before its Canary is indexed

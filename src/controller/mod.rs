@@ -20,6 +20,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::api::{Canary, MetricTemplate, TargetKind};
+use crate::workload::configs::ConfigKind;
 
 pub mod alerts;
 pub mod announcements;
@@ -137,11 +138,32 @@ fn canaries_for(
     let namespace = meta.namespace.as_deref().unwrap_or_default();
     let name = meta.name.as_deref().unwrap_or_default();
     let mut refs = index.by_target(namespace, kind, name);
-    let owners = meta.owner_references.iter().flatten();
-    for owner in owners.filter(|o| o.kind == "Canary") {
-        refs.push(ObjectRef::new(&owner.name).within(namespace));
-    }
+    refs.extend(owners(meta));
     refs
+}
+
+/// Canaries whose targets use the ConfigMap or Secret, or that own it.
+fn config_users(
+    index: &Index,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    kind: ConfigKind,
+) -> Vec<ObjectRef<Canary>> {
+    let namespace = meta.namespace.as_deref().unwrap_or_default();
+    let name = meta.name.as_deref().unwrap_or_default();
+    let mut refs = index.using_config(namespace, kind, name);
+    refs.extend(owners(meta));
+    refs
+}
+
+/// The Canaries that own the object.
+fn owners(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> impl Iterator<Item = ObjectRef<Canary>> + '_ {
+    let namespace = meta.namespace.as_deref().unwrap_or_default();
+    let owners = meta.owner_references.iter().flatten();
+    owners
+        .filter(|o| o.kind == "Canary")
+        .map(move |o| ObjectRef::new(&o.name).within(namespace))
 }
 
 /// Reports ready once the caches are synced, then Flagger's `flagger_canary_total` every 10 s.
@@ -227,6 +249,7 @@ pub async fn run(
         secrets,
         templates,
         fetched: Default::default(),
+        index: index.clone(),
         coverage: vec![
             deployments_cover,
             daemon_sets_cover,
@@ -269,13 +292,13 @@ pub async fn run(
         .watches_stream(service_events, move |s: Service| {
             canaries_for(&by_service, &s.metadata, TargetKind::Service)
         })
-        // A changed ConfigMap or Secret may be tracked by any Canary of its namespace (which
-        // ones depends on the targets' pod specs): rare, and each reconcile is cheap.
+        // A changed ConfigMap or Secret concerns the Canaries whose targets use it (as their
+        // reconciles found), and the Canary whose `-primary` copy it is.
         .watches_stream(configmap_events, move |c: ConfigMap| {
-            by_configmap.in_namespace(&c.namespace().unwrap_or_default())
+            config_users(&by_configmap, &c.metadata, ConfigKind::ConfigMap)
         })
         .watches_stream(secret_events, move |s: Secret| {
-            by_secret.in_namespace(&s.namespace().unwrap_or_default())
+            config_users(&by_secret, &s.metadata, ConfigKind::Secret)
         })
         .watches_stream(template_events, move |t: MetricTemplate| {
             by_template.using_template(&t.namespace().unwrap_or_default(), &t.name_any())

@@ -105,6 +105,8 @@ where
         index,
         coverage: coverage.clone(),
         events: None,
+        listing: false,
+        relist_when_listed: false,
     };
     let stream = futures::stream::unfold(start, |mut scoped| async move {
         if scoped.events.is_none() {
@@ -124,6 +126,11 @@ struct Scoped<K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 
     added: watch::Receiver<u64>,
     coverage: Arc<Coverage>,
     events: Option<BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>>,
+    /// Between a list's `Init` and its `InitDone`.
+    listing: bool,
+    /// A namespace was added during the list: list again once it is done, rather than
+    /// restart it (Canaries created steadily would otherwise keep a long list from ending).
+    relist_when_listed: bool,
 }
 
 impl<K> Scoped<K>
@@ -133,13 +140,26 @@ where
     /// A fresh watch, which starts with a list.
     fn restart(&mut self) {
         self.added.borrow_and_update();
+        self.listing = false;
         let events = watcher(self.api.clone(), self.config.clone()).default_backoff();
         self.events = Some(events.boxed());
+    }
+
+    /// Lists again unless every wanted namespace is covered already.
+    fn relist_if_uncovered(&mut self) {
+        if !self.coverage.covers_all(&self.index.wanted()) {
+            tracing::debug!("a namespace with Canaries was added; listing again");
+            self.restart();
+        }
     }
 
     /// The next event to cache; `None` when the watch ended.
     async fn next(&mut self) -> Option<Result<watcher::Event<K>, watcher::Error>> {
         loop {
+            if self.relist_when_listed && !self.listing {
+                self.relist_when_listed = false;
+                self.relist_if_uncovered();
+            }
             let events = self.events.as_mut()?;
             let event = tokio::select! {
                 biased;
@@ -147,17 +167,24 @@ where
                 event = events.next() => Some(event?),
             };
             let Some(event) = event else {
-                tokio::time::sleep(DEBOUNCE).await;
-                if !self.coverage.covers_all(&self.index.wanted()) {
-                    tracing::debug!("a namespace with Canaries was added; listing again");
-                    self.restart();
+                if self.listing {
+                    self.relist_when_listed = true;
+                } else {
+                    tokio::time::sleep(DEBOUNCE).await;
+                    self.relist_if_uncovered();
                 }
                 continue;
             };
             match event {
                 Ok(watcher::Event::Init) => {
+                    self.listing = true;
                     self.coverage.list_started(self.index.wanted());
                     return Some(Ok(watcher::Event::Init));
+                }
+                // Cached by the reflector, and the coverage updated, before the next poll.
+                Ok(watcher::Event::InitDone) => {
+                    self.listing = false;
+                    return Some(Ok(watcher::Event::InitDone));
                 }
                 Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) if !self.wanted(&o) => {
                 }

@@ -194,13 +194,23 @@ pub(super) fn missing_templates(
     Ok(())
 }
 
-pub(super) fn track_configs(target: &Target, ctx: &Context, namespace: &str) -> Tracked {
+/// The ConfigMaps and Secrets the target uses, checksummed; recorded in the index, so that a
+/// change to one of them wakes this Canary.
+pub(super) fn track_configs(
+    canary: &Canary,
+    target: &Target,
+    ctx: &Context,
+    namespace: &str,
+) -> Tracked {
     if !ctx.config.config_tracking {
         return Tracked::default();
     }
     let Some(pod) = target.pod_spec() else {
         return Tracked::default();
     };
+    let used = configs::refs(&pod).into_iter().map(|r| (r.kind, r.name));
+    let canary_ref = kube::runtime::reflector::ObjectRef::from_obj(canary);
+    ctx.stores.index.uses_configs(&canary_ref, namespace, used);
     configs::track(
         &pod,
         |name| ctx.stores.configmaps.get(&key(namespace, name)),
@@ -262,7 +272,7 @@ pub(super) async fn observe(
     let selector = selector(&target, ctx)?;
 
     // What is.
-    let tracked = track_configs(&target, ctx, namespace);
+    let tracked = track_configs(canary, &target, ctx, namespace);
     let revision = spec_hash(&target.revision_source(), &tracked.checksums);
     let current = current_status(canary, ctx);
     let status = current.engine();

@@ -63,6 +63,7 @@ fn context() -> (Context, ApiServer) {
             secrets: reflector::store().0,
             templates: reflector::store().0,
             fetched: Default::default(),
+            index: Default::default(),
             coverage: Vec::new(),
         },
         http: reqwest::Client::new(),
