@@ -307,6 +307,11 @@ impl World {
         if self.gateway && self.provider == Provider::GatewayApi {
             crate::traffic::gateway::accept_routes(&self.store);
         }
+        // `services: []`: no load at all, so nothing to route; taking the snapshot would cost
+        // a pass over every Service and workload each second (benchmarks with 10,000 apps).
+        if self.cfg.services.as_ref().is_some_and(Vec::is_empty) {
+            return;
+        }
         let snap = Snapshot::take(&self.store.lock());
         let mut memo = {
             let mut s = self.lock();
