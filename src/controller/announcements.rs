@@ -26,6 +26,10 @@ use crate::controller::context::Context;
 pub const MAX_PENDING: usize = 16;
 /// How long this process remembers a delivered transition.
 const REMEMBER: Duration = Duration::from_secs(3600);
+/// How often the transitions older than [`REMEMBER`] are forgotten. Not on every claim: with
+/// thousands of Canaries the map holds tens of thousands of transitions, and a pass over
+/// them per claim made every step's cost grow with the number of Canaries.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -43,10 +47,38 @@ enum State {
 /// even when removing it from the status failed. Also bounds the removals in flight.
 #[derive(Clone, Debug)]
 pub struct Announced {
-    states: Arc<Mutex<HashMap<String, (State, Instant)>>>,
+    states: Arc<Mutex<States>>,
     /// The outbox's client is not rate-limited; without a bound, thousands of Canaries
     /// stepping together would open a connection each for their removals.
     removals: Arc<tokio::sync::Semaphore>,
+}
+
+/// Each transition's state and when it was set.
+#[derive(Debug)]
+struct States {
+    map: HashMap<String, (State, Instant)>,
+    forgotten: Instant,
+}
+
+impl Default for States {
+    fn default() -> Self {
+        States {
+            map: HashMap::new(),
+            forgotten: Instant::now(),
+        }
+    }
+}
+
+impl States {
+    fn forget_old(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.forgotten) < FORGET_EVERY {
+            return;
+        }
+        self.map
+            .retain(|_, (_, at)| now.duration_since(*at) < REMEMBER);
+        self.forgotten = now;
+    }
 }
 
 impl Default for Announced {
@@ -62,8 +94,9 @@ impl Announced {
     /// Takes `key` for delivery: `Some(whether its alerts are still to send)`, or `None`
     /// when it is being or has been delivered already.
     fn claim(&self, key: &str) -> Option<bool> {
-        let mut map = self.states.lock().ok()?;
-        map.retain(|_, (_, at)| at.elapsed() < REMEMBER);
+        let mut states = self.states.lock().ok()?;
+        states.forget_old();
+        let map = &mut states.map;
         let send_alerts = match map.get(key) {
             None => true,
             Some((State::Retry, _)) => false,
@@ -74,8 +107,8 @@ impl Announced {
     }
 
     fn set(&self, key: &str, state: State) {
-        if let Ok(mut map) = self.states.lock() {
-            map.insert(key.to_string(), (state, Instant::now()));
+        if let Ok(mut states) = self.states.lock() {
+            states.map.insert(key.to_string(), (state, Instant::now()));
         }
     }
 
@@ -84,7 +117,7 @@ impl Announced {
     }
 
     fn state(&self, key: &str) -> Option<State> {
-        self.states.lock().ok()?.get(key).map(|(s, _)| *s)
+        self.states.lock().ok()?.map.get(key).map(|(s, _)| *s)
     }
 }
 

@@ -4,6 +4,7 @@
 //! `count`), so `kubectl describe canary` reads like Flagger's.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::Utc;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
@@ -24,6 +25,8 @@ pub const COMPONENT: &str = "serin";
 
 /// Repeats of a message on the same Canary fold into one event for this long.
 const FOLD_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+/// How often entries past [`FOLD_FOR`] are dropped.
+const FORGET_EVERY_SECONDS: i64 = 60;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
@@ -44,6 +47,8 @@ struct Seen {
 pub struct Events {
     client: Client,
     seen: Mutex<HashMap<Key, Seen>>,
+    /// When old entries of `seen` were last dropped (Unix seconds).
+    forgotten: AtomicI64,
     hooks: Option<EventHooks>,
 }
 
@@ -53,6 +58,7 @@ impl Events {
         Events {
             client,
             seen: Mutex::new(HashMap::new()),
+            forgotten: AtomicI64::new(0),
             hooks,
         }
     }
@@ -121,11 +127,19 @@ impl Events {
             None
         } else {
             let mut seen = self.seen.lock().await;
-            seen.retain(|_, s| now - s.first < FOLD_FOR);
-            seen.get_mut(&key).map(|s| {
-                s.count += 1;
-                (s.name.clone(), s.namespace.clone(), s.count)
-            })
+            // Old entries are dropped once a minute, not on every event (thousands of
+            // Canaries keep thousands of entries); one past its time does not fold.
+            let last = self.forgotten.load(Ordering::Relaxed);
+            if now.timestamp() - last >= FORGET_EVERY_SECONDS {
+                self.forgotten.store(now.timestamp(), Ordering::Relaxed);
+                seen.retain(|_, s| now - s.first < FOLD_FOR);
+            }
+            seen.get_mut(&key)
+                .filter(|s| now - s.first < FOLD_FOR)
+                .map(|s| {
+                    s.count += 1;
+                    (s.name.clone(), s.namespace.clone(), s.count)
+                })
         };
         if let Some((name, namespace, count)) = folded {
             let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
