@@ -1,9 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -12,7 +16,30 @@ import (
 // startEtcd runs an embedded single-member etcd on loopback ports picked by the kernel and
 // returns its client URL. Its data lives under dir and is thrown away with it, so fsync is
 // off: a crash loses nothing anyone needs.
+//
+// A port the kernel picked is free when picked, not when etcd binds it: another process
+// starting at the same moment (tests start many stacks in parallel) may take it in between.
+// Then etcd starts again on other ports.
 func startEtcd(dir string) (*embed.Etcd, string, error) {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		var e *embed.Etcd
+		var clientURL string
+		e, clientURL, err = startEtcdOnce(dir)
+		if err == nil {
+			return e, clientURL, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) && !strings.Contains(err.Error(), "address already in use") {
+			return nil, "", err
+		}
+		if rmErr := os.RemoveAll(filepath.Join(dir, "etcd")); rmErr != nil {
+			return nil, "", rmErr
+		}
+	}
+	return nil, "", err
+}
+
+func startEtcdOnce(dir string) (*embed.Etcd, string, error) {
 	clientPort, err := freePort()
 	if err != nil {
 		return nil, "", err
