@@ -135,35 +135,35 @@ fn canaries_for(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     kind: TargetKind,
 ) -> Vec<ObjectRef<Canary>> {
-    let namespace = meta.namespace.as_deref().unwrap_or_default();
-    let name = meta.name.as_deref().unwrap_or_default();
-    let mut refs = index.by_target(namespace, kind, name);
-    refs.extend(owners(meta));
-    refs
+    concerned(meta, |namespace, name| {
+        index.by_target(namespace, kind, name)
+    })
 }
 
-/// Canaries whose targets use the ConfigMap or Secret, or that own it.
+/// Canaries whose targets use the ConfigMap or Secret, or that own it (a `-primary` copy).
 fn config_users(
     index: &Index,
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     kind: ConfigKind,
 ) -> Vec<ObjectRef<Canary>> {
-    let namespace = meta.namespace.as_deref().unwrap_or_default();
-    let name = meta.name.as_deref().unwrap_or_default();
-    let mut refs = index.using_config(namespace, kind, name);
-    refs.extend(owners(meta));
-    refs
+    concerned(meta, |namespace, name| {
+        index.using_config(namespace, kind, name)
+    })
 }
 
-/// The Canaries that own the object.
-fn owners(
+/// The Canaries `indexed` finds for the object's namespace and name, and those that own it.
+fn concerned(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> impl Iterator<Item = ObjectRef<Canary>> + '_ {
+    indexed: impl FnOnce(&str, &str) -> Vec<ObjectRef<Canary>>,
+) -> Vec<ObjectRef<Canary>> {
     let namespace = meta.namespace.as_deref().unwrap_or_default();
+    let name = meta.name.as_deref().unwrap_or_default();
+    let mut refs = indexed(namespace, name);
     let owners = meta.owner_references.iter().flatten();
-    owners
-        .filter(|o| o.kind == "Canary")
-        .map(move |o| ObjectRef::new(&o.name).within(namespace))
+    for owner in owners.filter(|o| o.kind == "Canary") {
+        refs.push(ObjectRef::new(&owner.name).within(namespace));
+    }
+    refs
 }
 
 /// Reports ready once the caches are synced, then Flagger's `flagger_canary_total` every 10 s.

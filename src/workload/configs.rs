@@ -99,8 +99,17 @@ pub fn track(
     configmap: impl Fn(&str) -> Option<Arc<ConfigMap>>,
     secret: impl Fn(&str) -> Option<Arc<Secret>>,
 ) -> Tracked {
+    track_refs(refs(pod), configmap, secret)
+}
+
+/// [`track`] for references already found with [`refs`].
+pub fn track_refs(
+    refs: Vec<ConfigRef>,
+    configmap: impl Fn(&str) -> Option<Arc<ConfigMap>>,
+    secret: impl Fn(&str) -> Option<Arc<Secret>>,
+) -> Tracked {
     let mut tracked = Tracked::default();
-    for r in refs(pod) {
+    for r in refs {
         let key = format!("{}/{}", r.kind.prefix(), r.name);
         let data = match r.kind {
             ConfigKind::ConfigMap => configmap(&r.name).map(|cm| {

@@ -208,11 +208,13 @@ pub(super) fn track_configs(
     let Some(pod) = target.pod_spec() else {
         return Tracked::default();
     };
-    let used = configs::refs(&pod).into_iter().map(|r| (r.kind, r.name));
+    // One walk of the pod spec: the references are recorded, then tracked.
+    let refs = configs::refs(&pod);
+    let used = refs.iter().map(|r| (r.kind, r.name.clone()));
     let canary_ref = kube::runtime::reflector::ObjectRef::from_obj(canary);
     ctx.stores.index.uses_configs(&canary_ref, namespace, used);
-    configs::track(
-        &pod,
+    configs::track_refs(
+        refs,
         |name| ctx.stores.configmaps.get(&key(namespace, name)),
         |name| ctx.stores.secrets.get(&key(namespace, name)),
     )
