@@ -116,3 +116,69 @@ pub fn from_canary(
 fn to_delta(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
+
+/// The plan a deletion runs by when the spec no longer validates (edited, then deleted): the
+/// hand-back needs the target, the routing and the progress deadline, not the analysis, so
+/// the analysis is set aside. A spec whose routing is invalid too still fails.
+///
+/// # Errors
+/// The problems of the spec without its analysis.
+pub fn for_deletion(
+    canary: &Canary,
+    default_provider: Provider,
+    min_interval: Duration,
+) -> Result<Plan, Vec<Problem>> {
+    let mut routing_only = canary.clone();
+    routing_only.spec.analysis = Some(crate::api::canary::CanaryAnalysis::default());
+    routing_only.spec.canary_analysis = None;
+    routing_only.spec.skip_analysis = Some(true);
+    from_canary(&routing_only, default_provider, min_interval)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn canary(analysis: serde_json::Value, service: serde_json::Value) -> Canary {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "flagger.app/v1beta1",
+            "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test", "uid": "u1"},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "progressDeadlineSeconds": 6,
+                "service": service,
+                "analysis": analysis,
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_deletion_plan_sets_an_invalid_analysis_aside() {
+        let broken = canary(
+            serde_json::json!({"interval": "soon", "iterations": 3, "stepWeight": 10}),
+            serde_json::json!({"port": 9898}),
+        );
+        assert!(from_canary(&broken, Provider::Kubernetes, Duration::ZERO).is_err());
+        let plan = for_deletion(&broken, Provider::Kubernetes, Duration::ZERO).unwrap();
+        assert_eq!(plan.target, "podinfo.test");
+        assert_eq!(plan.progress_deadline, TimeDelta::seconds(6));
+        assert_eq!(plan.routing, Routing::ServiceSelector);
+    }
+
+    #[test]
+    fn a_deletion_plan_still_needs_valid_routing() {
+        let no_port = canary(
+            serde_json::json!({"iterations": 3}),
+            serde_json::json!({"port": 0}),
+        );
+        let problems = for_deletion(&no_port, Provider::Kubernetes, Duration::ZERO).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.path == "spec.service.port"),
+            "{problems:?}"
+        );
+    }
+}

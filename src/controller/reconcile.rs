@@ -37,7 +37,7 @@ mod tests;
 
 use decide::{decide_step, webhook_checksum};
 use effects::{EffectsAt, apply_effects};
-use finalizer::{add_finalizer, remove_finalizer};
+use finalizer::{add_finalizer, let_go_invalid, remove_finalizer};
 use observe::{Observed, is_stale_primary, observe, target_not_found};
 use record::{
     after_status, announce_metric_providers, blocked, next_status, record_duration, write_status,
@@ -239,12 +239,32 @@ async fn intent(
     if !deleting && !has_finalizer {
         add_finalizer(canary, ctx).await?;
     }
-    let mut plan =
-        match canary_plan::from_canary(canary, ctx.config.mesh_provider, ctx.config.min_interval) {
-            Ok(plan) => plan,
-            Err(_) if deleting => return remove_finalizer(canary, ctx).await.map(Err),
-            Err(problems) => return Err(blocked_by(Reason::InvalidSpec, &problems)),
-        };
+    let mut plan = match canary_plan::from_canary(
+        canary,
+        ctx.config.mesh_provider,
+        ctx.config.min_interval,
+    ) {
+        Ok(plan) => plan,
+        // The hand-back needs routing, not the analysis: a Canary edited into an invalid
+        // analysis and then deleted is handed back as a valid one would be.
+        Err(problems) if deleting => match canary_plan::for_deletion(
+            canary,
+            ctx.config.mesh_provider,
+            ctx.config.min_interval,
+        ) {
+            Ok(plan) => {
+                let problems = describe(&problems);
+                tracing::warn!(%problems, "deleted with an invalid spec; handing back by its routing");
+                plan
+            }
+            Err(still) => {
+                return let_go_invalid(canary, ctx, namespace, &describe(&still))
+                    .await
+                    .map(Err);
+            }
+        },
+        Err(problems) => return Err(blocked_by(Reason::InvalidSpec, &problems)),
+    };
     // `serin pause` holds the Canary as `spec.suspend` does; a command waits until resumed.
     plan.suspend |= commands::paused(canary);
     let requested = commands::requested(canary, ctx).filter(|_| !plan.suspend && !deleting);
@@ -298,10 +318,15 @@ async fn repair_primary(scope: &Scope<'_>, step: &Step) -> Result<(), Error> {
 
 /// The spec's problems as one `Blocked` error: each as `field: what to do`.
 pub(super) fn blocked_by(reason: Reason, problems: &[crate::api::validate::Problem]) -> Error {
-    let message = problems
+    let message = describe(problems);
+    Error::Blocked { reason, message }
+}
+
+/// The spec's problems in one line: each as `field: what to do`.
+fn describe(problems: &[crate::api::validate::Problem]) -> String {
+    problems
         .iter()
         .map(|p| format!("{}: {}", p.path, p.message))
         .collect::<Vec<_>>()
-        .join("; ");
-    Error::Blocked { reason, message }
+        .join("; ")
 }

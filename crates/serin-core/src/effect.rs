@@ -83,8 +83,15 @@ pub enum Effect {
     },
     /// Fire webhooks of this type with the phase of the new status.
     Webhooks(Notify),
-    /// revertOnDeletion: give the target its replicas back and restore routing objects.
+    /// Deletion: hand the application back to the target (the apex Service selects its pods,
+    /// taken-over routing objects get their original spec back with revertOnDeletion).
+    /// Only emitted once the target is ready: it is the step that moves live traffic.
     Revert,
-    /// The revert is complete: remove serin's finalizer.
+    /// Deletion with a target that did not become ready: the primary, its configs and
+    /// autoscaler, the apex and `-primary` Services and the routing objects lose serin's owner
+    /// reference, so garbage collection of the Canary leaves the user's service served by the
+    /// primary. The user deletes them once the target serves.
+    OrphanPrimary,
+    /// The revert is complete (or the primary was kept): remove serin's finalizer.
     RemoveFinalizer,
 }

@@ -555,38 +555,68 @@ impl Tick<'_> {
         self.done(self.plan.interval)
     }
 
-    /// revertOnDeletion: Terminating until the target serves again, then Terminated.
+    /// Deletion (the finalizer): Terminating until the target serves again, then Terminated.
+    /// The user's service must never be left with nothing ready behind it, so traffic moves
+    /// to the target only once it is ready; a target that does not become ready by the
+    /// progress deadline leaves the primary serving, orphaned so the garbage collector keeps
+    /// it, and the user is told what to clean up.
     fn terminate(&mut self) -> Flow {
-        if self.prev.phase != Phase::Terminating && self.prev.phase != Phase::Terminated {
+        let first = self.prev.phase != Phase::Terminating && self.prev.phase != Phase::Terminated;
+        if first {
             self.next.phase = Phase::Terminating;
-            self.effects.push(Effect::Revert);
             let msg = format!("Terminating canary {}", self.plan.canary);
             self.event(EventType::Normal, msg);
-            return self.done(self.poll());
         }
-        if self.obs.target.is_ready() || self.prev.phase == Phase::Terminated {
+        if self.obs.target.is_ready() {
+            // Scaling up again is a no-op on a ready target; it resumes a paused autoscaler.
+            self.effects.push(Effect::ScaleTargetUp);
+            self.effects.push(Effect::Revert);
             self.next.phase = Phase::Terminated;
             self.effects.push(Effect::RemoveFinalizer);
             let msg = format!("Terminated canary {}", self.plan.canary);
             self.event(EventType::Normal, msg);
             return self.done(self.poll());
         }
-        if self.deadline_exceeded() {
+        // Only an initialized Canary has moved traffic to a primary; before that the target
+        // kept serving and the primary carries nothing.
+        let primary_serves =
+            self.prev.last_promoted_spec.is_some() && self.obs.primary != Readiness::Missing;
+        // Terminated with an unready target: an earlier decision already gave up waiting (the
+        // finalizer removal failed or was not yet seen); waiting again would only delay it.
+        let give_up = !first && (self.prev.phase == Phase::Terminated || self.deadline_exceeded());
+        if !give_up {
+            self.effects.push(Effect::ScaleTargetUp);
+            if primary_serves {
+                // Whatever split the release had, the unready target gets no traffic.
+                self.effects.push(Effect::SetRoutes(Routes::PRIMARY));
+            }
+            return self.done(self.poll());
+        }
+        let reason = readiness_reason(&self.obs.target, "target");
+        let msg = if primary_serves {
+            self.effects.push(Effect::SetRoutes(Routes::PRIMARY));
+            self.effects.push(Effect::OrphanPrimary);
+            let primary = primary_name(&self.plan.target);
+            format!(
+                "Canary deleted but {target} is not ready within {deadline}s ({reason}): kept \
+                 {primary} serving and routing on it, no longer owned by the Canary; delete \
+                 {primary} and its Services once {target} serves",
+                target = self.plan.target,
+                deadline = self.plan.progress_deadline.num_seconds(),
+            )
+        } else {
             // A finalizer that never goes away blocks the namespace's deletion: give up
-            // loudly rather than forever.
-            let reason = readiness_reason(&self.obs.target, "target");
-            let msg = format!(
+            // loudly rather than forever (nothing else serves that could be kept).
+            format!(
                 "Revert of {} did not complete within {}s ({reason}); removing the finalizer anyway",
                 self.plan.target,
                 self.plan.progress_deadline.num_seconds()
-            );
-            self.event(EventType::Warning, msg.clone());
-            self.alert(Severity::Error, msg);
-            self.next.phase = Phase::Terminated;
-            self.effects.push(Effect::RemoveFinalizer);
-            return self.done(self.poll());
-        }
-        self.effects.push(Effect::Revert);
+            )
+        };
+        self.event(EventType::Warning, msg.clone());
+        self.alert(Severity::Error, msg);
+        self.next.phase = Phase::Terminated;
+        self.effects.push(Effect::RemoveFinalizer);
         self.done(self.poll())
     }
 

@@ -696,20 +696,135 @@ fn deletion_reverts_then_removes_the_finalizer() {
     obs.target = Readiness::NotReady("scaling up".into());
     let r = run(&plan, &status(Phase::Succeeded, "v1"), &obs, t(1));
     assert_eq!(r.phase(), Phase::Terminating);
-    assert!(r.has(&Effect::Revert));
-    assert_eq!(r.routes(), None);
+    assert!(r.has(&Effect::ScaleTargetUp));
+    assert!(
+        !r.has(&Effect::Revert),
+        "traffic moves to the target only once it is ready"
+    );
+    assert_eq!(
+        r.routes(),
+        Some(Routes::PRIMARY),
+        "the primary keeps serving"
+    );
     let terminating = r.step.status.clone();
     let r = run(&plan, &terminating, &obs, t(2));
     assert_eq!(r.phase(), Phase::Terminating);
+    assert!(!r.has(&Effect::Revert));
     assert!(!r.has(&Effect::RemoveFinalizer));
     obs.target = Readiness::Ready;
     let r = run(&plan, &terminating, &obs, t(3));
     assert_eq!(r.phase(), Phase::Terminated);
+    let revert = r.position(|e| *e == Effect::Revert).unwrap();
+    let release = r.position(|e| *e == Effect::RemoveFinalizer).unwrap();
+    assert!(revert < release, "handed back before serin lets go");
+    assert!(!r.has(&Effect::OrphanPrimary));
+}
+
+#[test]
+fn deletion_with_a_ready_target_hands_back_at_once() {
+    let plan = canary_plan();
+    let mut obs = ready("v2");
+    obs.deleting = true;
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 20;
+    let r = run(&plan, &s, &obs, t(1));
+    assert_eq!(r.phase(), Phase::Terminated);
+    assert!(r.has(&Effect::Revert));
     assert!(r.has(&Effect::RemoveFinalizer));
-    // A revert that never completes does not block deletion forever.
-    obs.target = Readiness::NotReady("scaling up".into());
+}
+
+/// The apex selector (Effect::Revert) never moves in the step that scales the target up: the
+/// target is not ready yet in that step, whatever the phase the Canary is deleted in.
+#[test]
+fn deletion_never_moves_traffic_to_a_target_that_is_not_ready() {
+    let plan = canary_plan();
+    let unready = [
+        Readiness::NotReady("podinfo.test is scaled to zero".into()),
+        Readiness::NotReady("1 of 2 updated replicas available".into()),
+        Readiness::Failed("ProgressDeadlineExceeded".into()),
+        Readiness::Missing,
+    ];
+    for phase in Phase::ALL {
+        for target in &unready {
+            let mut obs = ready("v2");
+            obs.deleting = true;
+            obs.target = target.clone();
+            for now in [t(1), t(30)] {
+                let r = run(&plan, &status(phase, "v2"), &obs, now);
+                assert!(
+                    !r.has(&Effect::Revert),
+                    "{phase:?} with target {target:?} at {now}: {:?}",
+                    r.step.effects
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn deletion_with_a_target_that_never_becomes_ready_keeps_the_primary_serving() {
+    let plan = canary_plan();
+    let mut obs = ready("v2");
+    obs.deleting = true;
+    obs.target = Readiness::NotReady("0 of 2 updated replicas available".into());
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 20;
+    let r = run(&plan, &s, &obs, t(1));
+    assert_eq!(r.phase(), Phase::Terminating);
+    assert_eq!(r.routes(), Some(Routes::PRIMARY));
+    let terminating = r.step.status.clone();
+
+    // Past the progress deadline (600 s) counted from the deletion, not from the release.
     let r = run(&plan, &terminating, &obs, t(700));
+    assert_eq!(r.phase(), Phase::Terminated);
+    assert!(!r.has(&Effect::Revert), "the selector stays on the primary");
+    assert_eq!(r.routes(), Some(Routes::PRIMARY));
+    let orphan = r.position(|e| *e == Effect::OrphanPrimary).unwrap();
+    let release = r.position(|e| *e == Effect::RemoveFinalizer).unwrap();
+    assert!(
+        orphan < release,
+        "the primary is kept before the Canary (and with it the garbage collector) lets go"
+    );
+    assert!(
+        r.step.effects.iter().any(|e| matches!(
+            e,
+            Effect::Event { kind: EventType::Warning, message }
+                if message.contains("kept podinfo-primary.test serving")
+                    && message.contains("0 of 2 updated replicas available")
+                    && message.contains("delete podinfo-primary.test")
+        )),
+        "{:?}",
+        r.events()
+    );
+    assert!(r.alerts().iter().any(|(s, _)| *s == Severity::Error));
+
+    // A later look (the finalizer removal not seen yet) keeps the primary the same way.
+    let r = run(&plan, &r.step.status, &obs, t(701));
+    assert!(r.has(&Effect::OrphanPrimary));
+    assert!(!r.has(&Effect::Revert));
     assert!(r.has(&Effect::RemoveFinalizer));
+}
+
+#[test]
+fn deletion_before_initialization_lets_go_without_keeping_a_primary() {
+    let plan = canary_plan();
+    let mut obs = ready("v1");
+    obs.deleting = true;
+    obs.target = Readiness::NotReady("1 of 2 updated replicas available".into());
+    obs.primary = Readiness::NotReady("0 of 2 updated replicas available".into());
+    let s = Status {
+        phase: Phase::Initializing,
+        last_transition_time: Some(t(0)),
+        ..Status::default()
+    };
+    let r = run(&plan, &s, &obs, t(1));
+    assert_eq!(r.phase(), Phase::Terminating);
+    assert_eq!(r.routes(), None, "routing was never serin's");
+    let r = run(&plan, &r.step.status, &obs, t(700));
+    assert_eq!(r.phase(), Phase::Terminated);
+    assert!(!r.has(&Effect::OrphanPrimary));
+    assert!(r.has(&Effect::RemoveFinalizer));
+    assert!(r.event_with("removing the finalizer anyway"));
 }
 
 // ----- a person's commands (`serin promote|abort|retry`) -----------------------------------

@@ -24,6 +24,7 @@ use crate::workload::knative;
 use crate::workload::primary::{self, CopyRules, PRIMARY_SUFFIX, SCALE_TO_ZERO_LABEL};
 use crate::workload::services::{self, Role};
 
+pub mod orphan;
 pub mod primary_drift;
 pub mod routes;
 
@@ -545,9 +546,11 @@ impl Scope<'_> {
         Ok(())
     }
 
-    /// Deletion: the target serves again and keeps the apex Service. The target is scaled up,
-    /// the apex selects its pods and loses serin's owner reference (so garbage collection of
-    /// the Canary's objects does not take it), then the primary may go.
+    /// Deletion: the target serves again and keeps the apex Service. The apex selects its
+    /// pods and loses serin's owner reference (so garbage collection of the Canary's objects
+    /// does not take it), then the primary may go. The engine asks for this only once the
+    /// target is ready (it scaled it up in earlier steps): moving the selector in the step
+    /// that scales up from zero would leave the Service with no ready pods.
     pub async fn revert(&self) -> Result<(), Error> {
         if let Target::Knative(k) = self.target {
             // Knative serves the latest revision again once the split is restored; the
@@ -559,7 +562,6 @@ impl Scope<'_> {
             }
             return Ok(());
         }
-        self.scale_target_up().await?;
         let Some((label, value)) = self.selector else {
             return Ok(());
         };

@@ -42,6 +42,17 @@ pub(super) async fn apply_effects(at: &EffectsAt<'_>, effects: &[Effect]) -> Res
                     scope.restore_routing(at.router, &input).await?;
                 }
             }
+            Effect::OrphanPrimary => {
+                let input = route_input(
+                    scope.canary,
+                    scope.ctx,
+                    at.plan,
+                    scope.namespace,
+                    Routes::PRIMARY,
+                    at.cookies,
+                );
+                scope.orphan_primary(at.router, &input).await?;
+            }
             Effect::Event { .. }
             | Effect::Alert { .. }
             | Effect::Webhooks(_)

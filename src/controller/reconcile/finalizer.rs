@@ -5,7 +5,10 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
+use serin_core::EventType;
+
 use crate::api::Canary;
+use crate::controller::apply::orphan::Keep;
 use crate::controller::context::Context;
 use crate::controller::error::Error;
 
@@ -33,6 +36,42 @@ pub(super) async fn remove_finalizer(canary: &Canary, ctx: &Context) -> Result<A
         &canary.spec.target_ref.name,
     );
     Ok(Action::await_change())
+}
+
+/// A Canary deleted with a spec serin cannot route by (its routing fields are invalid too):
+/// there is no hand-back to run, and the garbage collector would take the primary and the
+/// apex Service with the Canary. What serves is kept, unowned, and the user is told to clean
+/// up; then serin lets go, so the deletion is not blocked forever.
+pub(super) async fn let_go_invalid(
+    canary: &Canary,
+    ctx: &Context,
+    namespace: &str,
+    problems: &str,
+) -> Result<Action, Error> {
+    let spec = &canary.spec;
+    let initialized = canary
+        .status
+        .as_ref()
+        .is_some_and(|s| s.last_promoted_spec.is_some());
+    // A Knative target's primary revision belongs to its Knative Service, not to the Canary.
+    let kept = initialized && !spec.is_knative_target();
+    if kept && let Some(keep) = Keep::new(ctx.client.clone(), canary, namespace) {
+        keep.workload_and_services(spec.target_ref.kind).await?;
+    }
+    let target = &spec.target_ref.name;
+    let message = if kept {
+        format!(
+            "Canary deleted with an invalid spec ({problems}): kept {target}-primary.{namespace} \
+             and its Services serving, no longer owned by the Canary; delete them once \
+             {target}.{namespace} serves"
+        )
+    } else {
+        format!("Canary deleted with an invalid spec ({problems}); removing the finalizer")
+    };
+    ctx.events
+        .publish(canary, EventType::Warning, &message)
+        .await;
+    remove_finalizer(canary, ctx).await
 }
 
 /// Merge patch guarded by the resourceVersion, so a concurrent change is never overwritten.

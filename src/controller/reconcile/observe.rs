@@ -270,7 +270,11 @@ pub(super) async fn observe(
     let Some(target) = find_target(canary, ctx, namespace).await? else {
         return Ok(None);
     };
-    missing_templates(canary, ctx, namespace)?;
+    // Templates only matter to an analysis; a deletion must not wait on one (the finalizer
+    // would stay until someone recreated it).
+    if canary.metadata.deletion_timestamp.is_none() {
+        missing_templates(canary, ctx, namespace)?;
+    }
     let selector = selector(&target, ctx)?;
 
     // What is.

@@ -221,3 +221,106 @@ fn session_cookies_are_fresh_per_run_and_kept_within_one() {
     assert_eq!(after.session_affinity_cookie, None);
     assert_eq!(after.previous_session_affinity_cookie, Some(canary_cookie));
 }
+
+/// Answers the next request with a 404, returning the request's method and path.
+async fn not_found(server: &mut ApiServer) -> (Method, String) {
+    let (request, send) = server.next_request().await.expect("a request");
+    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "NotFound", "code": 404, "message": "not found"});
+    let response = Response::builder()
+        .status(404)
+        .body(Body::from(serde_json::to_vec(&status).unwrap()))
+        .unwrap();
+    let seen = (request.method().clone(), request.uri().path().to_string());
+    send.send_response(response);
+    seen
+}
+
+/// A Canary deleted with a spec serin cannot even route by still leaves the user's service
+/// served: the primary and its Services lose the Canary as owner (so the garbage collector
+/// keeps them), the user is told, and only then the finalizer goes.
+#[tokio::test]
+async fn deleted_with_an_invalid_spec_the_primary_is_kept_before_the_finalizer_goes() {
+    let (ctx, mut server) = context();
+    let mut c = canary(json!({"phase": "Progressing", "lastPromotedSpec": "v1"}));
+    c.spec.service.port = 0;
+    c.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+    ));
+    c.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    let ours = json!({"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "name": "podinfo",
+                      "uid": "u-1", "controller": true});
+    let theirs = json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "keep", "uid": "u-2"});
+    let primary = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "podinfo-primary", "namespace": "test", "resourceVersion": "5",
+                     "ownerReferences": [ours.clone(), theirs.clone()]}});
+    let primary_service = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "podinfo-primary", "namespace": "test", "resourceVersion": "6",
+                     "ownerReferences": [ours]}});
+    let released = json!(canary(json!({})));
+    let serving = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        seen.push(answer(&mut server, primary.clone()).await);
+        seen.push(answer(&mut server, primary).await);
+        let (method, path) = not_found(&mut server).await;
+        seen.push((method, path, Value::Null));
+        seen.push(answer(&mut server, primary_service.clone()).await);
+        seen.push(answer(&mut server, primary_service).await);
+        seen.push(
+            answer(
+                &mut server,
+                json!({"metadata": {"name": "e"}, "involvedObject": {}}),
+            )
+            .await,
+        );
+        seen.push(answer(&mut server, released).await);
+        seen
+    });
+    let done = intent(&c, &ctx, "test").await.unwrap();
+    assert!(matches!(done, Err(a) if a == Action::await_change()));
+    let seen = serving.await.unwrap();
+    let requests: Vec<(Method, &str)> = seen
+        .iter()
+        .map(|(m, p, _)| (m.clone(), p.as_str()))
+        .collect();
+    assert_eq!(
+        requests,
+        [
+            (
+                Method::GET,
+                "/apis/apps/v1/namespaces/test/deployments/podinfo-primary"
+            ),
+            (
+                Method::PATCH,
+                "/apis/apps/v1/namespaces/test/deployments/podinfo-primary"
+            ),
+            (Method::GET, "/api/v1/namespaces/test/services/podinfo"),
+            (
+                Method::GET,
+                "/api/v1/namespaces/test/services/podinfo-primary"
+            ),
+            (
+                Method::PATCH,
+                "/api/v1/namespaces/test/services/podinfo-primary"
+            ),
+            (Method::POST, "/api/v1/namespaces/test/events"),
+            (
+                Method::PATCH,
+                "/apis/flagger.app/v1beta1/namespaces/test/canaries/podinfo"
+            ),
+        ]
+    );
+    assert_eq!(seen[1].2["metadata"]["ownerReferences"], json!([theirs]));
+    assert_eq!(seen[1].2["metadata"]["resourceVersion"], "5");
+    assert_eq!(seen[4].2["metadata"]["ownerReferences"], json!([]));
+    let event = &seen[5].2;
+    assert_eq!(event["type"], "Warning");
+    let message = event["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.service.port")
+            && message.contains("kept podinfo-primary.test")
+            && message.contains("delete them once podinfo.test serves"),
+        "{message}"
+    );
+    assert_eq!(seen[6].2["metadata"]["finalizers"], json!([]));
+}
