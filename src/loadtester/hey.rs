@@ -4,6 +4,9 @@
 //! workers (default 50), `-q` requests per second per worker (0: no limit), `-m` method,
 //! `-H` header (repeatable), `-d` body, `-t` timeout in seconds (default 20), `-T` content
 //! type; other flags are refused, so a command that would not run as written does not run.
+//! Every value is bounded (`-z` at most 1h, `-t` 300 s, `-c` 1000, `-n` 10,000,000, `-q`
+//! 0.001 to 1,000,000 or 0): a command line comes from a webhook body, and an out-of-range
+//! value is refused with the flag and the range rather than allowed to panic or exhaust.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +44,19 @@ pub fn parse(cmd: &str) -> Option<Result<Hey, String>> {
     Some(parse_args(args))
 }
 
+/// The most a hey flag may ask for. A load test comes from a webhook body anyone who reaches
+/// the load tester can send, so every value is checked before it becomes a `Duration` or a
+/// number of tasks (`Duration::from_secs_f64` panics on `inf`, NaN and overflow).
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+/// `-t`, in seconds.
+pub const MAX_TIMEOUT_SECS: f64 = 300.0;
+pub const MAX_WORKERS: u64 = 1000;
+pub const MAX_REQUESTS: u64 = 10_000_000;
+/// `-q`, requests per second per worker: below this the pause between two requests is longer
+/// than any load test may last.
+pub const MIN_RATE: f64 = 0.001;
+pub const MAX_RATE: f64 = 1_000_000.0;
+
 fn parse_args(args: &[String]) -> Result<Hey, String> {
     let mut hey = Hey {
         url: String::new(),
@@ -56,7 +72,10 @@ fn parse_args(args: &[String]) -> Result<Hey, String> {
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         if !arg.starts_with('-') {
-            hey.url = arg.clone();
+            if !hey.url.is_empty() {
+                return Err(format!("hey: more than one URL: {} and {arg}", hey.url));
+            }
+            hey.url = url(arg)?;
             continue;
         }
         let mut value = || {
@@ -64,29 +83,21 @@ fn parse_args(args: &[String]) -> Result<Hey, String> {
                 .cloned()
                 .ok_or(format!("hey: {arg} needs a value"))
         };
-        let number = |v: String| {
-            v.parse::<f64>()
-                .map_err(|_| format!("hey: {arg} {v}: not a number"))
-        };
         match arg.as_str() {
-            "-z" => {
-                let v = value()?;
-                hey.duration =
-                    Some(parse_go_duration(&v).map_err(|e| format!("hey: -z {v}: {e}"))?);
-            }
-            "-n" => hey.requests = number(value()?)? as u64,
-            "-c" => hey.workers = (number(value()?)? as u64).max(1),
-            "-q" => hey.rate = number(value()?)?,
-            "-t" => hey.timeout = Duration::from_secs_f64(number(value()?)?.max(0.001)),
-            "-m" => hey.method = value()?.to_uppercase(),
+            "-z" => hey.duration = duration(&value()?)?,
+            "-n" => hey.requests = whole("-n", &value()?, 1, MAX_REQUESTS)?,
+            "-c" => hey.workers = whole("-c", &value()?, 1, MAX_WORKERS)?,
+            "-q" => hey.rate = rate(&value()?)?,
+            "-t" => hey.timeout = timeout(&value()?)?,
+            "-m" => hey.method = method(&value()?)?,
             "-d" => hey.body = Some(value()?),
-            "-T" => hey.headers.push(("content-type".into(), value()?)),
+            "-T" => hey.headers.push(header("-T", "content-type", &value()?)?),
             "-H" => {
                 let v = value()?;
                 let (k, val) = v
                     .split_once(':')
                     .ok_or(format!("hey: -H {v}: want `Name: value`"))?;
-                hey.headers.push((k.trim().into(), val.trim().into()));
+                hey.headers.push(header("-H", k.trim(), val.trim())?);
             }
             other => {
                 return Err(format!(
@@ -99,6 +110,86 @@ fn parse_args(args: &[String]) -> Result<Hey, String> {
         return Err("hey: no URL".into());
     }
     Ok(hey)
+}
+
+/// A finite number, or an error naming the flag and what it accepts.
+fn number(flag: &str, v: &str, want: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite())
+        .ok_or_else(|| format!("hey: {flag} {v}: not a number; want {want}"))
+}
+
+/// `-n`, `-c`: a whole number within `min..=max` (hey's own flags are integers).
+fn whole(flag: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
+    let want = format!("a whole number from {min} to {max}");
+    let n = number(flag, v, &want)?;
+    // Both bounds are far below 2^53, so the comparison and the cast are exact.
+    if n.fract() != 0.0 || n < min as f64 || n > max as f64 {
+        return Err(format!("hey: {flag} {v}: want {want}"));
+    }
+    Ok(n as u64)
+}
+
+/// `-q`: 0 is hey's "no limit".
+fn rate(v: &str) -> Result<f64, String> {
+    let want =
+        format!("requests per second per worker from {MIN_RATE} to {MAX_RATE}, or 0 for no limit");
+    let n = number("-q", v, &want)?;
+    if n != 0.0 && !(MIN_RATE..=MAX_RATE).contains(&n) {
+        return Err(format!("hey: -q {v}: want {want}"));
+    }
+    Ok(n)
+}
+
+/// `-t`, in seconds: hey's 0 (no timeout) is the longest this hey allows.
+fn timeout(v: &str) -> Result<Duration, String> {
+    let want = format!("seconds from more than 0 to {MAX_TIMEOUT_SECS}, or 0 for the longest");
+    let n = number("-t", v, &want)?;
+    if n == 0.0 {
+        return Ok(Duration::from_secs_f64(MAX_TIMEOUT_SECS));
+    }
+    if !(n > 0.0 && n <= MAX_TIMEOUT_SECS) {
+        return Err(format!("hey: -t {v}: want {want}"));
+    }
+    Duration::try_from_secs_f64(n).map_err(|e| format!("hey: -t {v}: {e}; want {want}"))
+}
+
+/// `-z`: Go's duration syntax, at most [`MAX_DURATION`]; 0 is hey's "not set".
+fn duration(v: &str) -> Result<Option<Duration>, String> {
+    let want = "a duration of at most 1h, e.g. 30s or 5m";
+    let d = parse_go_duration(v).map_err(|e| format!("hey: -z {v}: {e}; want {want}"))?;
+    if d > MAX_DURATION {
+        return Err(format!("hey: -z {v}: want {want}"));
+    }
+    Ok((!d.is_zero()).then_some(d))
+}
+
+fn method(v: &str) -> Result<String, String> {
+    let upper = v.to_uppercase();
+    reqwest::Method::from_bytes(upper.as_bytes())
+        .map(|_| upper.clone())
+        .map_err(|_| format!("hey: -m {v}: not an HTTP method, e.g. GET or POST"))
+}
+
+/// Checked here so that a request that could never be sent is refused at once.
+fn header(flag: &str, name: &str, value: &str) -> Result<(String, String), String> {
+    reqwest::header::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("hey: {flag}: {name:?} is not a header name"))?;
+    reqwest::header::HeaderValue::from_str(value)
+        .map_err(|_| format!("hey: {flag}: the value of {name} is not a header value"))?;
+    Ok((name.to_string(), value.to_string()))
+}
+
+fn url(v: &str) -> Result<String, String> {
+    match reqwest::Url::parse(v) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(v.to_string()),
+        Ok(u) => Err(format!(
+            "hey: {v}: scheme {} is not http or https",
+            u.scheme()
+        )),
+        Err(e) => Err(format!("hey: {v}: not a URL: {e}")),
+    }
 }
 
 /// Words of a command line, with single and double quotes.
@@ -137,7 +228,8 @@ fn shell_words(cmd: &str) -> Vec<String> {
 /// duration is over or `requests` are sent.
 pub async fn run(hey: Hey, http: reqwest::Client) -> Arc<Report> {
     let report = Arc::new(Report::default());
-    let deadline = hey.duration.map(|d| Instant::now() + d);
+    // `parse` bounds both; checked anyway, as `Hey`'s fields are public.
+    let deadline = hey.duration.and_then(|d| Instant::now().checked_add(d));
     let budget = Arc::new(AtomicU64::new(if deadline.is_some() {
         u64::MAX
     } else {
@@ -149,7 +241,9 @@ pub async fn run(hey: Hey, http: reqwest::Client) -> Arc<Report> {
         let (hey, http, report, budget) =
             (hey.clone(), http.clone(), report.clone(), budget.clone());
         workers.push(tokio::spawn(async move {
-            let pause = (hey.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / hey.rate));
+            // A pause too long for a `Duration` is longer than any load test anyway.
+            let pause = (hey.rate > 0.0)
+                .then(|| Duration::try_from_secs_f64(1.0 / hey.rate).unwrap_or(MAX_DURATION));
             let method =
                 reqwest::Method::from_bytes(hey.method.as_bytes()).unwrap_or(reqwest::Method::GET);
             loop {
@@ -220,5 +314,106 @@ mod tests {
                 .unwrap_err()
                 .contains("-cpus")
         );
+    }
+
+    fn refused(line: &str) -> String {
+        match parse(line) {
+            Some(Err(e)) => e,
+            other => panic!("{line}: want an error, got {other:?}"),
+        }
+    }
+
+    /// Each of these panicked (`-t`: `Duration::from_secs_f64`; `-q`: the pause between
+    /// requests when the load ran) or asked for unbounded work: now each is refused with its
+    /// flag and the accepted range, which the load tester answers as 400.
+    #[test]
+    fn hostile_values_are_refused_with_the_flag_and_its_range() {
+        for (flag, value, range) in [
+            ("-t", "inf", "to 300"),
+            ("-t", "NaN", "to 300"),
+            ("-t", "-1", "to 300"),
+            ("-t", "1e300", "to 300"),
+            ("-t", "301", "to 300"),
+            ("-q", "1e-300", "from 0.001"),
+            ("-q", "inf", "from 0.001"),
+            ("-q", "nan", "from 0.001"),
+            ("-q", "-5", "from 0.001"),
+            ("-q", "1e300", "to 1000000"),
+            ("-c", "1e300", "from 1 to 1000"),
+            ("-c", "1001", "from 1 to 1000"),
+            ("-c", "0", "from 1 to 1000"),
+            ("-c", "-3", "from 1 to 1000"),
+            ("-c", "2.5", "from 1 to 1000"),
+            ("-c", "inf", "from 1 to 1000"),
+            ("-n", "18446744073709551616", "from 1 to 10000000"),
+            ("-n", "10000001", "from 1 to 10000000"),
+            ("-n", "nan", "from 1 to 10000000"),
+            ("-n", "-1", "from 1 to 10000000"),
+            ("-z", "2h", "at most 1h"),
+            ("-z", "-1s", "at most 1h"),
+            ("-z", "99999999999999999999h", "at most 1h"),
+            ("-z", "inf", "at most 1h"),
+        ] {
+            let line = format!("hey {flag} {value} http://127.0.0.1:1/");
+            let e = refused(&line);
+            assert!(
+                e.contains(&format!("{flag} {value}")) && e.contains(range),
+                "{line}: {e}"
+            );
+        }
+        assert!(refused("hey -m 'GE T' http://127.0.0.1/").contains("-m"));
+        assert!(refused("hey -H 'Bad Name: x' http://127.0.0.1/").contains("-H"));
+        assert!(refused("hey -H 'X: a\nb' http://127.0.0.1/").contains("-H"));
+        assert!(refused("hey file:///etc/passwd").contains("scheme file"));
+        assert!(refused("hey not-a-url").contains("not a URL"));
+        assert!(refused("hey http://127.0.0.1/a http://127.0.0.1/b").contains("more than one URL"));
+        assert!(refused("hey -c").contains("-c needs a value"));
+    }
+
+    #[test]
+    fn the_bounds_themselves_and_heys_zeros_are_accepted() {
+        let hey = parse("hey -z 1h -t 300 -c 1000 -q 0.001 http://127.0.0.1/")
+            .unwrap()
+            .unwrap();
+        assert_eq!(hey.duration, Some(MAX_DURATION));
+        assert_eq!(hey.timeout, Duration::from_secs(300));
+        assert_eq!((hey.workers, hey.rate), (1000, 0.001));
+        let hey = parse("hey -n 10000000 -q 1000000 -t 0.5 http://127.0.0.1/")
+            .unwrap()
+            .unwrap();
+        assert_eq!((hey.requests, hey.rate), (MAX_REQUESTS, MAX_RATE));
+        assert_eq!(hey.timeout, Duration::from_millis(500));
+        // hey's 0s: no -z, no rate limit, and (bounded here) no timeout.
+        let hey = parse("hey -z 0 -q 0 -t 0 -m post http://127.0.0.1/")
+            .unwrap()
+            .unwrap();
+        assert_eq!(hey.duration, None);
+        assert_eq!(hey.rate, 0.0);
+        assert_eq!(hey.timeout, Duration::from_secs(300));
+        assert_eq!(hey.method, "POST");
+    }
+
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        /// Whatever value follows a flag, parsing answers (an error or a load within the
+        /// bounds) and never panics.
+        #[test]
+        fn no_flag_value_panics(
+            flag in proptest::sample::select(vec!["-z", "-n", "-c", "-q", "-t", "-m", "-H", "-T", "-d"]),
+            value in proptest::prop_oneof![
+                proptest::num::f64::ANY.prop_map(|f| f.to_string()),
+                proptest::num::i64::ANY.prop_map(|i| i.to_string()),
+                "[0-9a-zA-Z.:+ -]{0,24}",
+            ],
+        ) {
+            if let Some(Ok(hey)) = parse(&format!("hey {flag} '{value}' http://127.0.0.1/")) {
+                proptest::prop_assert!(hey.duration.is_none_or(|d| d <= MAX_DURATION));
+                proptest::prop_assert!(hey.timeout <= Duration::from_secs(300));
+                proptest::prop_assert!((1..=MAX_WORKERS).contains(&hey.workers));
+                proptest::prop_assert!((1..=MAX_REQUESTS).contains(&hey.requests));
+                proptest::prop_assert!(hey.rate == 0.0 || (MIN_RATE..=MAX_RATE).contains(&hey.rate));
+            }
+        }
     }
 }
