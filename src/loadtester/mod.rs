@@ -3,6 +3,13 @@
 //! metadata (`type: cmd`, the default, or `bash`; `cmd`, `logCmdOutput`, `returnCmdOutput`);
 //! `/gate/*` and `/rollback/*` are manual gates per canary for `confirm-*` and `rollback`
 //! hooks; `/healthz`; `/metrics`.
+//!
+//! Anyone who reaches it can send it anything, so every read and every wait is bounded
+//! ([`Limits`]): request bodies (413 above the limit), the time to send the headers and the
+//! body, the connections served at once (503 beyond them), the commands running at once
+//! (503), and a failing `accept()` backs off instead of spinning. With a gate token, the
+//! requests that change a gate must carry it; checking a gate, as Flagger's webhooks do, needs
+//! none.
 
 pub mod gates;
 pub mod hey;
@@ -10,20 +17,25 @@ pub mod tasks;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body, Bytes, Incoming};
+use hyper::header::{AUTHORIZATION, CONNECTION, HeaderValue, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use gates::{Gates, Kind};
-use tasks::Runner;
+use tasks::{Refusal, Runner};
 
 /// Flagger's webhook payload, as far as the load tester reads it.
 #[derive(Debug, Default, Deserialize)]
@@ -36,70 +48,295 @@ pub struct Payload {
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
+/// The bounds of the HTTP server.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// The largest request body read; a larger one is answered 413. A webhook payload is a
+    /// few hundred bytes.
+    pub max_body: usize,
+    /// The longest a client may take to send a request's headers, and the longest an idle
+    /// connection is kept: a client that opens connections and sends nothing cannot hold them.
+    pub header_read_timeout: Duration,
+    /// The longest a client may take to send a request's body (408 after it).
+    pub body_read_timeout: Duration,
+    /// Connections served at once (HTTP/1: at most one request each).
+    pub max_connections: usize,
+    /// Connections beyond `max_connections` answered 503 at once; beyond these too, a new
+    /// connection is closed unanswered, so a flood costs a bounded amount of memory.
+    pub max_refused: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body: 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 256,
+            max_refused: 32,
+        }
+    }
+}
+
+/// Where connections come from: a TCP listener, or in tests one whose `accept` fails.
+pub trait Listener: Send + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+    async fn accept(&mut self) -> std::io::Result<TcpStream> {
+        TcpListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+/// The pause after a failed `accept()`: a failure that repeats at once (EMFILE when the
+/// process is out of file descriptors) would otherwise spin a core and flood the log.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn new() -> Backoff {
+        Backoff { next: Self::FIRST }
+    }
+
+    fn pause(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        pause
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+/// How an accepted connection is handled: served, or answered 503 (`busy`); the permit
+/// counts it until it closes.
+struct Admission {
+    busy: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
 pub struct LoadTester {
     pub gates: Gates,
     pub runner: Arc<Runner>,
     /// Only canaries of namespaces matching it may use the load tester.
     pub namespaces: Option<regex::Regex>,
+    /// When set, changing a gate needs `Authorization: Bearer <token>`.
+    gate_token: Option<String>,
+    limits: Limits,
+    connections: Arc<Semaphore>,
+    refused: Arc<Semaphore>,
     requests: AtomicU64,
 }
 
 type Reply = (StatusCode, String);
 
+/// The paths that change a gate, which a gate token protects.
+fn changes_a_gate(path: &str) -> bool {
+    matches!(
+        path,
+        "/gate/open" | "/gate/close" | "/rollback/open" | "/rollback/close"
+    )
+}
+
+/// Compares in a time that depends only on the lengths, so that the answer's timing does not
+/// tell a caller how much of a guessed token was right.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 impl LoadTester {
     pub fn new(runner: Runner, namespaces: Option<regex::Regex>) -> LoadTester {
+        let limits = Limits::default();
         LoadTester {
             gates: Gates::default(),
             runner: Arc::new(runner),
             namespaces,
+            gate_token: None,
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            refused: Arc::new(Semaphore::new(limits.max_refused)),
+            limits,
             requests: AtomicU64::new(0),
         }
     }
 
+    /// Requires `token` (when `Some`) to change a gate.
+    pub fn with_gate_token(mut self, token: Option<String>) -> LoadTester {
+        self.gate_token = token;
+        self
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> LoadTester {
+        self.connections = Arc::new(Semaphore::new(limits.max_connections));
+        self.refused = Arc::new(Semaphore::new(limits.max_refused));
+        self.limits = limits;
+        self
+    }
+
     /// Serves until the process ends.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+    pub async fn serve<L: Listener>(self: Arc<Self>, mut listener: L) {
+        let mut backoff = Backoff::new();
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let this = self.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let this = this.clone();
-                    async move { Ok::<_, Infallible>(this.respond(req).await) }
-                });
-                if let Err(e) = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!("load tester connection: {e}");
+            let stream = match listener.accept().await {
+                Ok(stream) => {
+                    backoff.reset();
+                    stream
                 }
-            });
+                Err(e) => {
+                    let pause = backoff.pause();
+                    tracing::warn!(error = %e, ?pause, "load tester: cannot accept a connection");
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            };
+            let admission = match self.connections.clone().try_acquire_owned() {
+                Ok(permit) => Admission {
+                    busy: false,
+                    _permit: permit,
+                },
+                Err(_) => match self.refused.clone().try_acquire_owned() {
+                    Ok(permit) => Admission {
+                        busy: true,
+                        _permit: permit,
+                    },
+                    Err(_) => {
+                        tracing::debug!("load tester: too many connections, one closed");
+                        continue;
+                    }
+                },
+            };
+            tokio::spawn(self.clone().connection(stream, admission));
         }
+    }
+
+    async fn connection<S>(self: Arc<Self>, stream: S, admission: Admission)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let busy = admission.busy;
+        let this = self.clone();
+        let service = service_fn(move |req| {
+            let this = this.clone();
+            async move {
+                Ok::<_, Infallible>(match busy {
+                    true => this.busy(),
+                    false => this.respond(req).await,
+                })
+            }
+        });
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_read_timeout)
+            .keep_alive(!busy);
+        if let Err(e) = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .await
+        {
+            tracing::debug!("load tester connection: {e}");
+        }
+        drop(admission);
+    }
+
+    fn busy(&self) -> Response<Full<Bytes>> {
+        let text = format!(
+            "the load tester is serving {} connections, its most: retry later",
+            self.limits.max_connections
+        );
+        let mut response = reply((StatusCode::SERVICE_UNAVAILABLE, text));
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        response
     }
 
     async fn respond(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let path = req.uri().path().to_string();
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let (status, text) = self.route(&path, &body).await;
-        let mut response = Response::new(Full::new(Bytes::from(text)));
-        *response.status_mut() = status;
+        let authorization = req.headers().get(AUTHORIZATION).cloned();
+        let (status, text) = match self.read_body(req.into_body()).await {
+            Ok(body) => {
+                let authorization = authorization.as_ref().map(HeaderValue::as_bytes);
+                self.route(&path, authorization, &body).await
+            }
+            Err(refused) => refused,
+        };
+        let mut response = reply((status, text));
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         response
     }
 
-    pub async fn route(&self, path: &str, body: &[u8]) -> Reply {
+    /// The request body, at most `max_body` bytes and within `body_read_timeout`.
+    async fn read_body<B>(&self, body: B) -> Result<Bytes, Reply>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let max = self.limits.max_body;
+        let too_large = || {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than the load tester reads ({max} bytes)"),
+            )
+        };
+        // A declared length over the limit is refused before a byte of it is read.
+        if body.size_hint().lower() > max as u64 {
+            return Err(too_large());
+        }
+        let read = Limited::new(body, max).collect();
+        match tokio::time::timeout(self.limits.body_read_timeout, read).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
+            Ok(Err(e)) => Err((
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            )),
+            Err(_) => Err((
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {}s",
+                    self.limits.body_read_timeout.as_secs()
+                ),
+            )),
+        }
+    }
+
+    /// Answers a request; `authorization` is its `Authorization` header.
+    pub async fn route(&self, path: &str, authorization: Option<&[u8]>, body: &[u8]) -> Reply {
         match path {
             "/healthz" => return (StatusCode::OK, "OK".into()),
             "/metrics" => return (StatusCode::OK, self.metrics()),
             "/gate/approve" => return (StatusCode::OK, "OK".into()),
             "/gate/halt" => return (StatusCode::FORBIDDEN, "Forbidden".into()),
             _ => {}
+        }
+        if let Some(token) = &self.gate_token
+            && changes_a_gate(path)
+        {
+            let given = authorization.and_then(|a| a.strip_prefix(b"Bearer "));
+            if !given.is_some_and(|g| same_token(g, token.as_bytes())) {
+                let message = format!(
+                    "{path} changes a gate: it needs the load tester's gate token as `Authorization: Bearer <token>`"
+                );
+                return (StatusCode::UNAUTHORIZED, message);
+            }
         }
         let payload: Payload = match serde_json::from_slice(body) {
             Ok(p) => p,
@@ -150,10 +387,13 @@ impl LoadTester {
         match metadata.get("type").map(String::as_str).unwrap_or("cmd") {
             "cmd" => match self.runner.start(&canary, cmd, flag("logCmdOutput")) {
                 Ok(_) => (StatusCode::ACCEPTED, String::new()),
-                Err(e) => (StatusCode::BAD_REQUEST, e),
+                Err(e) => refusal(e),
             },
             "bash" => {
-                let outcome = self.runner.shell("bash", cmd).await;
+                let outcome = match self.runner.run("bash", cmd).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => return refusal(e),
+                };
                 if flag("logCmdOutput") || !outcome.ok {
                     tracing::info!(canary, cmd, ok = outcome.ok, output = %outcome.output, "bash task finished");
                 }
@@ -180,6 +420,27 @@ impl LoadTester {
     }
 }
 
+fn refusal(e: Refusal) -> Reply {
+    match e {
+        Refusal::Invalid(_) => (StatusCode::BAD_REQUEST, e.to_string()),
+        Refusal::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+fn reply((status, text): Reply) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() = status;
+    response
+}
+
+/// An HTTP client for tests: reqwest is built without a crypto provider of its own, and a
+/// test run of only this module has nothing else install one (`serin loadtester` does at start).
+#[cfg(test)]
+pub(crate) fn test_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -188,7 +449,7 @@ mod tests {
 
     fn tester() -> LoadTester {
         LoadTester::new(
-            Runner::new(Duration::from_secs(5), reqwest::Client::new()),
+            Runner::new(Duration::from_secs(5), crate::loadtester::test_client()),
             None,
         )
     }
@@ -203,36 +464,46 @@ mod tests {
     async fn gates_and_tasks_answer_as_flaggers_load_tester() {
         let t = tester();
         let body = payload(serde_json::json!({}));
-        assert_eq!(t.route("/gate/check", &body).await.0, StatusCode::FORBIDDEN);
-        assert_eq!(t.route("/gate/open", &body).await.0, StatusCode::ACCEPTED);
         assert_eq!(
-            t.route("/gate/check", &body).await,
+            t.route("/gate/check", None, &body).await.0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            t.route("/gate/open", None, &body).await.0,
+            StatusCode::ACCEPTED
+        );
+        assert_eq!(
+            t.route("/gate/check", None, &body).await,
             (StatusCode::OK, "Approved".into())
         );
         assert_eq!(
-            t.route("/rollback/check", &body).await.0,
+            t.route("/rollback/check", None, &body).await.0,
             StatusCode::FORBIDDEN
         );
-        assert_eq!(t.route("/gate/approve", b"").await.0, StatusCode::OK);
-        assert_eq!(t.route("/gate/halt", b"").await.0, StatusCode::FORBIDDEN);
+        assert_eq!(t.route("/gate/approve", None, b"").await.0, StatusCode::OK);
+        assert_eq!(
+            t.route("/gate/halt", None, b"").await.0,
+            StatusCode::FORBIDDEN
+        );
 
         let bash = |cmd: &str, ret: bool| {
             payload(serde_json::json!({"type": "bash", "cmd": cmd,
                 "returnCmdOutput": ret.to_string()}))
         };
         assert_eq!(
-            t.route("/", &bash("echo ok", true)).await,
+            t.route("/", None, &bash("echo ok", true)).await,
             (StatusCode::OK, "ok\n".into())
         );
         assert_eq!(
-            t.route("/", &bash("exit 1", false)).await.0,
+            t.route("/", None, &bash("exit 1", false)).await.0,
             StatusCode::INTERNAL_SERVER_ERROR
         );
         let cmd = payload(serde_json::json!({"cmd": "true"}));
-        assert_eq!(t.route("/", &cmd).await.0, StatusCode::ACCEPTED);
+        assert_eq!(t.route("/", None, &cmd).await.0, StatusCode::ACCEPTED);
         assert_eq!(
             t.route(
                 "/",
+                None,
                 &payload(serde_json::json!({"type": "helm", "cmd": "test"}))
             )
             .await
@@ -240,7 +511,9 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
         assert_eq!(
-            t.route("/", &payload(serde_json::Value::Null)).await.0,
+            t.route("/", None, &payload(serde_json::Value::Null))
+                .await
+                .0,
             StatusCode::BAD_REQUEST
         );
     }
@@ -248,10 +521,278 @@ mod tests {
     #[tokio::test]
     async fn other_namespaces_are_refused() {
         let t = LoadTester::new(
-            Runner::new(Duration::from_secs(5), reqwest::Client::new()),
+            Runner::new(Duration::from_secs(5), crate::loadtester::test_client()),
             Some(regex::Regex::new("^prod-").unwrap()),
         );
         let body = payload(serde_json::json!({}));
-        assert_eq!(t.route("/gate/open", &body).await.0, StatusCode::FORBIDDEN);
+        assert_eq!(
+            t.route("/gate/open", None, &body).await.0,
+            StatusCode::FORBIDDEN
+        );
+    }
+
+    #[tokio::test]
+    async fn hostile_hey_lines_are_answered_400_naming_the_flag() {
+        let t = tester();
+        for (line, flag) in [
+            ("hey -t inf http://127.0.0.1:1/", "-t inf"),
+            ("hey -q 1e-300 http://127.0.0.1:1/", "-q 1e-300"),
+            ("hey -z 1e300h http://127.0.0.1:1/", "-z 1e300h"),
+            ("hey -c 1e12 http://127.0.0.1:1/", "-c 1e12"),
+            ("hey -n -1 http://127.0.0.1:1/", "-n -1"),
+        ] {
+            let (status, text) = t
+                .route("/", None, &payload(serde_json::json!({"cmd": line})))
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{line}: {text}");
+            assert!(text.contains(flag), "{line}: {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn with_a_gate_token_only_changing_a_gate_needs_it() {
+        let t = tester().with_gate_token(Some("s3cret".into()));
+        let body = payload(serde_json::json!({}));
+        for path in [
+            "/gate/open",
+            "/gate/close",
+            "/rollback/open",
+            "/rollback/close",
+        ] {
+            for auth in [
+                None,
+                Some(&b"Bearer wrong"[..]),
+                Some(b"Bearer s3cre"),
+                Some(b"s3cret"),
+                Some(b"Basic s3cret"),
+            ] {
+                let (status, text) = t.route(path, auth, &body).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} {auth:?}");
+                assert!(text.contains("Authorization: Bearer"), "{text}");
+            }
+        }
+        assert!(!t.gates.is_open(Kind::Approval, "podinfo", "test"));
+        // Flagger's webhooks only check, and carry no token.
+        assert_eq!(
+            t.route("/gate/check", None, &body).await.0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            t.route("/rollback/check", None, &body).await.0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(t.route("/gate/approve", None, b"").await.0, StatusCode::OK);
+        let token = Some(&b"Bearer s3cret"[..]);
+        assert_eq!(
+            t.route("/gate/open", token, &body).await.0,
+            StatusCode::ACCEPTED
+        );
+        assert_eq!(t.route("/gate/check", None, &body).await.0, StatusCode::OK);
+        assert_eq!(
+            t.route("/rollback/open", token, &body).await.0,
+            StatusCode::ACCEPTED
+        );
+        assert_eq!(
+            t.route("/rollback/check", None, &body).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            t.route("/gate/close", token, &body).await.0,
+            StatusCode::ACCEPTED
+        );
+        assert_eq!(
+            t.route("/gate/check", None, &body).await.0,
+            StatusCode::FORBIDDEN
+        );
+        // Without a token configured, anyone may change a gate, as in Flagger's load tester.
+        assert_eq!(
+            tester().route("/gate/open", None, &body).await.0,
+            StatusCode::ACCEPTED
+        );
+        assert!(same_token(b"abc", b"abc"));
+        assert!(
+            !same_token(b"abd", b"abc") && !same_token(b"ab", b"abc") && !same_token(b"", b"abc")
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused_413() {
+        let t = tester();
+        let small = Full::new(Bytes::from_static(b"{}"));
+        assert_eq!(t.read_body(small).await, Ok(Bytes::from_static(b"{}")));
+        // A declared size over the limit, and chunks of no declared size that pass it.
+        let declared = Full::new(Bytes::from(vec![b' '; 1024 * 1024 + 1]));
+        let chunks = http_body_util::StreamBody::new(futures::stream::iter((0..20).map(|_| {
+            Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(vec![b' '; 64 * 1024])))
+        })));
+        for refused in [t.read_body(declared).await, t.read_body(chunks).await] {
+            let (status, text) = refused.unwrap_err();
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+            assert!(text.contains("1048576 bytes"), "{text}");
+        }
+        let exactly = Full::new(Bytes::from(vec![b' '; 1024 * 1024]));
+        assert_eq!(t.read_body(exactly).await.map(|b| b.len()), Ok(1024 * 1024));
+    }
+
+    /// Serves `t` on a free port of 127.0.0.1.
+    async fn serving(t: LoadTester) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        (address, tokio::spawn(Arc::new(t).serve(listener)))
+    }
+
+    /// Sends `request` as it is and reads the answer until the server closes the connection,
+    /// failing the test if that takes longer than 10 s.
+    async fn exchange(stream: &mut TcpStream, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        match tokio::time::timeout(Duration::from_secs(10), read).await {
+            Ok(_) => String::from_utf8_lossy(&answer).into_owned(),
+            Err(_) => panic!("no end of answer to {request:?} within 10 s"),
+        }
+    }
+
+    const HEALTHZ: &str = "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+
+    #[tokio::test]
+    async fn over_http_large_bodies_silent_clients_and_missing_tokens_are_answered() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let t = tester()
+            .with_limits(limits)
+            .with_gate_token(Some("s3cret".into()));
+        let (address, server) = serving(t).await;
+
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let answer = exchange(
+            &mut stream,
+            "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2097152\r\n\r\n{",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+        // Sends nothing: closed once the header read timeout passes.
+        let mut silent = TcpStream::connect(address).await.unwrap();
+        assert_eq!(exchange(&mut silent, "").await, "");
+        // Half a request line is no better.
+        let mut slow = TcpStream::connect(address).await.unwrap();
+        let answer = exchange(&mut slow, "GET /heal").await;
+        assert!(!answer.contains("200 OK"), "{answer}");
+
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let body = r#"{"name":"podinfo","namespace":"test"}"#;
+        let open = format!(
+            "POST /gate/open HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let answer = exchange(&mut stream, &open).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+        assert!(
+            answer.to_lowercase().contains("www-authenticate: bearer"),
+            "{answer}"
+        );
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let authorized = open.replacen("\r\n\r\n", "\r\nauthorization: Bearer s3cret\r\n\r\n", 1);
+        let answer = exchange(&mut stream, &authorized).await;
+        assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_answered_503_then_closed() {
+        let limits = Limits {
+            max_connections: 1,
+            max_refused: 1,
+            ..Limits::default()
+        };
+        let (address, server) = serving(tester().with_limits(limits)).await;
+        // Takes the one slot: the server accepts connections in the order they were made.
+        let held = TcpStream::connect(address).await.unwrap();
+        let mut refused = TcpStream::connect(address).await.unwrap();
+        let answer = exchange(&mut refused, HEALTHZ).await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("retry later"), "{answer}");
+        // With the refusal slot also taken, a connection is closed unanswered.
+        let idle_refused = TcpStream::connect(address).await.unwrap();
+        let mut dropped = TcpStream::connect(address).await.unwrap();
+        assert_eq!(exchange(&mut dropped, "").await, "");
+        drop((held, idle_refused));
+        // Once the held connection is gone, its slot serves again.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            let answer = exchange(&mut stream, HEALTHZ).await;
+            if answer.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{answer}");
+            tokio::task::yield_now().await;
+        }
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_full_runner_answers_503() {
+        let runner =
+            Runner::new(Duration::from_secs(5), crate::loadtester::test_client()).with_max_tasks(0);
+        let t = LoadTester::new(runner, None);
+        for metadata in [
+            serde_json::json!({"cmd": "true"}),
+            serde_json::json!({"type": "bash", "cmd": "true"}),
+        ] {
+            let (status, text) = t.route("/", None, &payload(metadata)).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+            assert!(text.contains("retry later"), "{text}");
+        }
+    }
+
+    /// A listener whose `accept` always fails, as with EMFILE, recording when it was called.
+    struct Failing {
+        calls: Vec<std::time::Instant>,
+        done: Option<tokio::sync::oneshot::Sender<Vec<std::time::Instant>>>,
+    }
+
+    impl Listener for Failing {
+        type Stream = TcpStream;
+        async fn accept(&mut self) -> std::io::Result<TcpStream> {
+            self.calls.push(std::time::Instant::now());
+            if self.calls.len() == 6 {
+                if let Some(done) = self.done.take() {
+                    let _ = done.send(self.calls.clone());
+                }
+                std::future::pending::<()>().await;
+            }
+            Err(std::io::Error::other("too many open files"))
+        }
+    }
+
+    #[tokio::test]
+    async fn failing_accepts_back_off_instead_of_spinning() {
+        let (done, calls) = tokio::sync::oneshot::channel();
+        let failing = Failing {
+            calls: Vec::new(),
+            done: Some(done),
+        };
+        let server = tokio::spawn(Arc::new(tester()).serve(failing));
+        let calls = tokio::time::timeout(Duration::from_secs(10), calls)
+            .await
+            .unwrap()
+            .unwrap();
+        // Pauses of 5, 10, 20, 40 and 80 ms between the six calls; a spinning loop takes
+        // microseconds.
+        let elapsed = calls[5] - calls[0];
+        assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
+        server.abort();
+
+        let mut backoff = Backoff::new();
+        let pauses: Vec<_> = (0..10).map(|_| backoff.pause()).collect();
+        assert_eq!(pauses[0], Duration::from_millis(5));
+        assert_eq!(pauses[9], Backoff::MAX);
+        backoff.reset();
+        assert_eq!(backoff.pause(), Backoff::FIRST);
     }
 }

@@ -2,7 +2,9 @@
 //! once, as Flagger's load tester does (a load test outlives the webhook call); the same
 //! canary and command are not started twice while running. `bash` runs the command to the
 //! end and answers with its outcome. Every command is killed after `--timeout`. A `hey`
-//! command line runs on the built-in load generator instead of a `hey` binary.
+//! command line runs on the built-in load generator instead of a `hey` binary. At most
+//! [`MAX_TASKS`] commands run at once, of both types: anyone who reaches the load tester can
+//! ask for one, and each may hold a process or a thousand load workers for an hour.
 
 use std::collections::HashSet;
 use std::process::Stdio;
@@ -10,14 +12,31 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::process::Command;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::hey;
+
+/// Commands (of both types) running at once, by default.
+pub const MAX_TASKS: usize = 64;
 
 #[derive(Debug)]
 pub struct Runner {
     pub timeout: Duration,
     pub http: reqwest::Client,
     running: Mutex<HashSet<String>>,
+    slots: Arc<Semaphore>,
+    max_tasks: usize,
+}
+
+/// Why a command was not started.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The command line is wrong (a `hey` flag out of range): the caller's to fix.
+    #[error("{0}")]
+    Invalid(String),
+    /// Every slot is taken: the caller may retry later.
+    #[error("{0} commands are running, the most this load tester runs at once: retry later")]
+    Busy(usize),
 }
 
 /// What a blocking task answers.
@@ -33,30 +52,48 @@ impl Runner {
             timeout,
             http,
             running: Mutex::default(),
+            slots: Arc::new(Semaphore::new(MAX_TASKS)),
+            max_tasks: MAX_TASKS,
         }
     }
 
+    /// At most `n` commands at once instead of [`MAX_TASKS`].
+    pub fn with_max_tasks(mut self, n: usize) -> Runner {
+        self.slots = Arc::new(Semaphore::new(n));
+        self.max_tasks = n;
+        self
+    }
+
+    fn slot(&self) -> Result<OwnedSemaphorePermit, Refusal> {
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Busy(self.max_tasks))
+    }
+
     /// Starts `cmd` for `canary` unless the same one runs; `false` when it already did.
-    /// A malformed `hey` line is an error at once.
+    /// A malformed `hey` line is an error at once, and so is a full runner.
     pub fn start(
         self: &Arc<Self>,
         canary: &str,
         cmd: &str,
         log_output: bool,
-    ) -> Result<bool, String> {
-        let parsed = hey::parse(cmd).transpose()?;
+    ) -> Result<bool, Refusal> {
+        let parsed = hey::parse(cmd).transpose().map_err(Refusal::Invalid)?;
         let key = format!("{canary}/{cmd}");
-        let started = self
-            .running
-            .lock()
-            .map_err(|e| e.to_string())?
-            .insert(key.clone());
-        if !started {
+        // A poisoned set only means a panic elsewhere while it was held; its contents are
+        // still a set of strings, so it is used as it is.
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running.contains(&key) {
             return Ok(false);
         }
+        let slot = self.slot()?;
+        running.insert(key);
+        drop(running);
         let this = self.clone();
         let (canary, cmd) = (canary.to_string(), cmd.to_string());
         tokio::spawn(async move {
+            let _slot = slot;
             match parsed {
                 Some(load) => {
                     let run = hey::run(load, this.http.clone());
@@ -78,11 +115,18 @@ impl Runner {
                     }
                 }
             }
-            if let Ok(mut running) = this.running.lock() {
-                running.remove(&format!("{canary}/{cmd}"));
-            }
+            this.running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&format!("{canary}/{cmd}"));
         });
         Ok(true)
+    }
+
+    /// [`Runner::shell`] in one of the runner's slots.
+    pub async fn run(&self, shell: &str, cmd: &str) -> Result<Outcome, Refusal> {
+        let _slot = self.slot()?;
+        Ok(self.shell(shell, cmd).await)
     }
 
     /// Runs `cmd` with `shell -c` to the end (or `--timeout`): its status and output.
@@ -128,7 +172,7 @@ mod tests {
 
     #[tokio::test]
     async fn shell_commands_report_status_output_and_timeout() {
-        let runner = Runner::new(Duration::from_millis(500), reqwest::Client::new());
+        let runner = Runner::new(Duration::from_millis(500), crate::loadtester::test_client());
         let ok = runner.shell("sh", "echo hello").await;
         assert_eq!(
             ok,
@@ -146,7 +190,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_same_command_is_not_started_twice_while_it_runs() {
-        let runner = Arc::new(Runner::new(Duration::from_secs(5), reqwest::Client::new()));
+        let runner = Arc::new(Runner::new(
+            Duration::from_secs(5),
+            crate::loadtester::test_client(),
+        ));
         assert_eq!(runner.start("podinfo.test", "sleep 1", false), Ok(true));
         assert_eq!(runner.start("podinfo.test", "sleep 1", false), Ok(false));
         assert_eq!(runner.start("other.test", "sleep 1", false), Ok(true));
@@ -155,5 +202,33 @@ mod tests {
                 .start("podinfo.test", "hey -bad http://x/", false)
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn commands_beyond_the_limit_are_refused_until_a_slot_frees() {
+        let runner = Arc::new(
+            Runner::new(Duration::from_millis(300), crate::loadtester::test_client())
+                .with_max_tasks(1),
+        );
+        assert_eq!(runner.start("podinfo.test", "sleep 5", false), Ok(true));
+        // The same command is still "already running", not refused.
+        assert_eq!(runner.start("podinfo.test", "sleep 5", false), Ok(false));
+        assert_eq!(
+            runner.start("other.test", "sleep 5", false),
+            Err(Refusal::Busy(1))
+        );
+        assert_eq!(runner.run("bash", "true").await, Err(Refusal::Busy(1)));
+        // --timeout kills the first command, which gives its slot back.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match runner.run("bash", "echo free").await {
+                Ok(outcome) => {
+                    assert_eq!(outcome.output, "free\n");
+                    break;
+                }
+                Err(e) => assert!(tokio::time::Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
