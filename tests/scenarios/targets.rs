@@ -198,6 +198,95 @@ async fn deleting_a_canary_with_revert_on_deletion_restores_the_target(cp: Contr
     deletion_hands_the_application_back(cp, true).await;
 }
 
+/// A Canary deleted mid-release whose new version never becomes ready (the outage of issue
+/// 25): serin does not hand the apex Service to the unready target, and the primary it keeps
+/// serving is no longer owned by the Canary, so the garbage collector, which does take the
+/// Canary's other objects, leaves it. The user is told what to delete later.
+async fn deleting_a_canary_whose_new_version_never_becomes_ready_keeps_the_primary_serving(
+    cp: ControlPlane,
+) {
+    let world = world(cp).await;
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 2),
+        )
+        .await;
+    let mut c = canary("podinfo", 3);
+    c["spec"]["progressDeadlineSeconds"] = json!(6);
+    world.apply(&world.canaries(), c).await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+    world
+        .set_image("podinfo", "app", "podinfo:6.0.1-broken")
+        .await;
+    world
+        .wait_event(
+            "podinfo",
+            "New revision detected! Scaling up podinfo.default",
+            LONG,
+        )
+        .await;
+
+    world.delete_canary("podinfo").await;
+    let canaries = world.canaries();
+    wait_until(LONG, "Canary deleted", || async {
+        canaries.get_opt("podinfo").await.unwrap().is_none()
+    })
+    .await;
+    world
+        .wait_event(
+            "podinfo",
+            "kept podinfo-primary.default serving and routing on it",
+            LONG,
+        )
+        .await;
+    // The garbage collector has acted on what the Canary still owned...
+    let services = world.services();
+    wait_until(LONG, "podinfo-canary garbage collected", || async {
+        services.get_opt("podinfo-canary").await.unwrap().is_none()
+    })
+    .await;
+    // ...and left what serves: the primary, ready, and the apex selecting its pods.
+    let primary = world.deployments().get("podinfo-primary").await.unwrap();
+    assert!(
+        primary
+            .metadata
+            .owner_references
+            .clone()
+            .unwrap_or_default()
+            .is_empty(),
+        "the primary no longer belongs to the Canary"
+    );
+    assert_eq!(world.ready_replicas("podinfo-primary").await, 2);
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.0");
+    let apex = world.services().get("podinfo").await.unwrap();
+    assert!(
+        apex.metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty(),
+        "the apex Service no longer belongs to the Canary"
+    );
+    let selector = apex.spec.unwrap().selector.unwrap();
+    let labels = primary
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .labels
+        .unwrap();
+    assert!(
+        selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        "the apex {selector:?} selects the primary's pods {labels:?}"
+    );
+    assert_eq!(
+        world.ready_replicas("podinfo").await,
+        0,
+        "the target never served"
+    );
+}
+
 async fn skip_analysis_promotes_without_checks(cp: ControlPlane) {
     let world = world(cp).await;
     initialized(&world, "podinfo", 10).await;
@@ -547,6 +636,7 @@ serin_testkit::on_every_control_plane!(
     a_daemon_set_is_released_through_its_primary,
     deleting_a_canary_without_revert_on_deletion_keeps_the_application_serving,
     deleting_a_canary_with_revert_on_deletion_restores_the_target,
+    deleting_a_canary_whose_new_version_never_becomes_ready_keeps_the_primary_serving,
     skip_analysis_promotes_without_checks,
     an_existing_apex_service_is_taken_over_by_its_selector_only,
     the_primary_gets_a_copy_of_the_targets_autoscaler,
