@@ -97,12 +97,89 @@ pub enum TemplateError {
     UnknownTemplateVariable { key: String, have: String },
     #[error("cannot render the query: {0}")]
     Render(String),
+    #[error(
+        "the query template is too costly to render: {0}; a query template substitutes \
+         variables ({{{{ namespace }}}}, {{{{ variables.<key> }}}}, ...), it does not compute"
+    )]
+    TooCostly(String),
+}
+
+/// Instructions a query template may take to render. Flagger's queries substitute a handful of
+/// variables (tens of instructions); the budget leaves two orders of magnitude for
+/// `default`, `replace` and small loops while stopping a template bomb (nested loops over
+/// `range()`) in milliseconds: the template is a tenant's text, rendered inside the
+/// controller on every analysis of every Canary.
+const FUEL: u64 = 20_000;
+
+/// The longest rendered query: far beyond any real PromQL, NRQL or Datadog query, and
+/// small enough that rendering never holds much memory.
+pub const MAX_QUERY_BYTES: usize = 64 * 1024;
+
+fn environment(undefined: UndefinedBehavior) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(undefined);
+    env.set_fuel(Some(FUEL));
+    env
+}
+
+/// An output that refuses to grow past [`MAX_QUERY_BYTES`].
+#[derive(Default)]
+struct Capped {
+    out: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + buf.len() > MAX_QUERY_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("query output limit"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Renders within the budget; the output, or the engine's error, or [`TemplateError::TooCostly`].
+fn render_bounded(
+    template: &minijinja::Template<'_, '_>,
+    context: Value,
+) -> Result<Result<String, minijinja::Error>, TemplateError> {
+    let mut out = Capped::default();
+    let rendered = template.render_captured_to(context, &mut out).map(|_| ());
+    if out.overflowed {
+        return Err(TemplateError::TooCostly(format!(
+            "it renders more than {} KiB",
+            MAX_QUERY_BYTES / 1024
+        )));
+    }
+    match rendered {
+        Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(TemplateError::TooCostly(
+            format!("it takes more than {FUEL} rendering steps"),
+        )),
+        Err(e) => Ok(Err(e)),
+        Ok(()) => Ok(Ok(String::from_utf8_lossy(&out.out).into_owned())),
+    }
+}
+
+/// Whether `query` renders within the budget whatever the variables hold (undefined values
+/// render empty here), for `serin check` and validation; other rendering errors are left to
+/// the analysis, which knows the Canary's variables.
+pub fn check_cost(query: &str) -> Result<(), TemplateError> {
+    let env = environment(UndefinedBehavior::Lenient);
+    let Ok(template) = env.template_from_str(query) else {
+        return Ok(());
+    };
+    render_bounded(&template, TemplateVars::default().context()).map(|_| ())
 }
 
 /// Renders `query` with `vars`, then collapses whitespace.
 pub fn render(query: &str, vars: &TemplateVars) -> Result<String, TemplateError> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    let env = environment(UndefinedBehavior::Strict);
     // A Flagger query written for Go's text/template: name the construct, not the parser.
     if let Some(construct) = crate::api::validate::go_template_constructs(query).first() {
         return Err(TemplateError::Render(
@@ -112,7 +189,7 @@ pub fn render(query: &str, vars: &TemplateVars) -> Result<String, TemplateError>
     let template = env
         .template_from_str(query)
         .map_err(|e| TemplateError::Render(describe(&e)))?;
-    match template.render(vars.context()) {
+    match render_bounded(&template, vars.context())? {
         Ok(rendered) => Ok(collapse_whitespace(&rendered)),
         Err(error) => {
             // Only now look for the culprit, so that `{{ variables.x | default("y") }}` and
@@ -252,5 +329,42 @@ mod tests {
             render("  avg:trace.errors{env:prod}.as_count()  ", &vars()).unwrap(),
             "avg:trace.errors{env:prod}.as_count()"
         );
+    }
+
+    /// Nested loops over `range()`: minutes and gigabytes without a budget.
+    const LOOP_BOMB: &str = "{% for a in range(100000) %}{% for b in range(100000) %}\
+                             {{ a }}{% endfor %}{% endfor %}";
+
+    #[test]
+    fn template_bombs_are_refused_in_milliseconds() {
+        let bombs = [
+            LOOP_BOMB.to_string(),
+            "{{ \"x\" * 100000000 }}".to_string(),
+            "{{ range(100000) | join(\",\") }}{{ range(100000) | join(\",\") }}".to_string(),
+            format!("{{{{ namespace }}}}{}", "y".repeat(MAX_QUERY_BYTES + 1)),
+        ];
+        for bomb in &bombs {
+            let started = std::time::Instant::now();
+            let err = render(bomb, &vars()).unwrap_err();
+            assert!(matches!(err, TemplateError::TooCostly(_)), "{err}");
+            assert!(err.to_string().contains("does not compute"), "{err}");
+            let took = started.elapsed();
+            assert!(took < std::time::Duration::from_millis(100), "{took:?}");
+            assert!(check_cost(bomb).is_err(), "{bomb:.40}");
+        }
+    }
+
+    #[test]
+    fn real_queries_are_within_the_budget() {
+        let ok = [
+            "{{ variables.op | default(\"http.request\") }}",
+            "{% for s in [\"a\", \"b\"] %}{{ s }}{% endfor %}",
+            "sum(rate(x{ns=\"{{ namespace }}\"}[{{ interval }}]))",
+        ];
+        for query in ok {
+            assert!(check_cost(query).is_ok(), "{query}");
+        }
+        // Unknown variables are the analysis' business, not the cost check's.
+        assert!(check_cost("{{ nope }}").is_ok());
     }
 }

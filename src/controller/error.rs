@@ -30,6 +30,9 @@ pub enum Reason {
     FieldManagerConflict,
     /// serin read back something it cannot use; a bug to report.
     Internal,
+    /// serin panicked while reconciling this Canary; the panic was contained to it (the
+    /// other Canaries go on) and it is retried later. A bug to report.
+    InternalError,
 }
 
 impl Reason {
@@ -55,6 +58,10 @@ pub enum Error {
     },
     #[error("cannot serialize an object: {0}")]
     Serialize(#[source] serde_json::Error),
+    /// The reconcile ran past its deadline and was cancelled (everything it does is
+    /// idempotent and its status write is the last step, so the next one redoes it).
+    #[error("the reconcile did not finish within {}s and was cancelled", .0.as_secs())]
+    Deadline(std::time::Duration),
 }
 
 impl Error {
@@ -134,6 +141,7 @@ impl Error {
             Error::Blocked { reason, .. } => reason.as_str(),
             Error::Kube { .. } => "KubeError",
             Error::Serialize(_) => "SerializeError",
+            Error::Deadline(_) => "ReconcileDeadline",
         }
     }
 }

@@ -112,7 +112,9 @@ fn deliveries(
                 .as_deref()
                 .and_then(|t| parse_duration(t).ok())
                 .filter(|d| !d.is_zero())
-                .unwrap_or(DEFAULT_TIMEOUT),
+                .unwrap_or(DEFAULT_TIMEOUT)
+                // Events are sent one after the other: one slow receiver delays the rest.
+                .min(super::webhooks::MAX_CALL_TIME),
             body: body(h.metadata.as_ref()),
         })
         .collect()

@@ -16,6 +16,13 @@ use crate::api::{Canary, HookType, parse_duration};
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between retries (`retries` in the spec).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// The longest one hook may take, all its attempts together, whatever its `timeout` and
+/// `retries` say: a hook runs inside the Canary's reconcile, and a hung receiver must not
+/// hold a reconcile slot (shared by every Canary) for longer than this.
+pub const MAX_CALL_TIME: Duration = Duration::from_secs(300);
+/// The most of a hook's answer serin reads: only its status decides, and the body is
+/// quoted (cleaned and cut) in the reason of a failure.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// The body every webhook receives (Flagger's `CanaryWebhookPayload`).
 #[derive(Debug, Serialize)]
@@ -78,18 +85,29 @@ pub async fn call(
         .as_deref()
         .and_then(|t| parse_duration(t).ok())
         .filter(|d| !d.is_zero())
-        .unwrap_or(DEFAULT_TIMEOUT);
+        .unwrap_or(DEFAULT_TIMEOUT)
+        .min(MAX_CALL_TIME);
     let attempts = 1 + hook.retries.unwrap_or(0).clamp(0, 10).unsigned_abs();
     let http = if hook.disable_tls == Some(true) {
         insecure(http)
     } else {
         http
     };
+    let started = tokio::time::Instant::now();
     let mut last = String::new();
     for attempt in 0..attempts {
         if attempt > 0 {
             tokio::time::sleep(RETRY_PAUSE).await;
         }
+        let left = MAX_CALL_TIME.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            last = format!(
+                "{last} (gave up after {}s, serin's limit for one hook)",
+                MAX_CALL_TIME.as_secs()
+            );
+            break;
+        }
+        let timeout = timeout.min(left);
         let sent = http
             .post(&hook.url)
             .timeout(timeout)
@@ -102,19 +120,33 @@ pub async fn call(
             }
             Ok(resp) => {
                 let status = resp.status();
-                let body = resp.text().await.unwrap_or_default();
-                last = format!("{status} {}", body.trim());
+                last = format!("{status} {}", answer_summary(resp).await);
                 // Client errors (a closed gate says 403) are answers, not transient failures.
                 if status.is_client_error() && status.as_u16() != 429 {
                     break;
                 }
             }
-            Err(e) if e.is_timeout() => last = format!("timed out after {}s", timeout.as_secs()),
+            Err(e) if e.is_timeout() => {
+                last = format!("timed out after {}s", timeout.as_secs_f64());
+            }
             // With its causes: "error sending request" alone hides a refused certificate.
             Err(e) => last = with_causes(&e),
         }
     }
     Err(last.trim().to_string())
+}
+
+/// A failed hook's answer as a reason: the body, read up to [`MAX_ANSWER_BYTES`] and never
+/// copied raw (control characters dropped, whitespace collapsed, cut to a short excerpt).
+async fn answer_summary(resp: reqwest::Response) -> String {
+    use crate::analysis::provider::{LimitedReadError, read_limited, remote_text};
+    match read_limited(resp, MAX_ANSWER_BYTES).await {
+        Ok(body) => remote_text(&String::from_utf8_lossy(&body)),
+        Err(LimitedReadError::TooLarge) => {
+            format!("(an answer over {} KiB, not read)", MAX_ANSWER_BYTES / 1024)
+        }
+        Err(LimitedReadError::Transport(e)) => format!("(the answer broke off: {e})"),
+    }
 }
 
 fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {

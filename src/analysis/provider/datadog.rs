@@ -245,7 +245,7 @@ fn read_v2(answer: &Answer) -> Result<Reading, QueryError> {
     {
         return Err(QueryError::new(
             ErrorKind::Query,
-            format!("datadog rejected the query: {errors}"),
+            format!("datadog rejected the query: {}", super::remote_text(errors)),
         ));
     }
     let columns = data
@@ -448,7 +448,9 @@ mod tests {
         let (reading, _) = v1(vec![html], Duration::from_secs(5)).await;
         let err = reading.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Unavailable);
-        assert!(err.message.contains("Oops"), "{err}");
+        // Described, not echoed: a proxy's page could carry anything.
+        assert!(err.message.contains("an HTML page (text/html"), "{err}");
+        assert!(!err.message.contains("Oops"), "{err}");
         let status = Response::json(200, json!({"status": "error", "error": "bad query"}));
         let (reading, _) = v1(vec![status], Duration::from_secs(5)).await;
         assert_eq!(reading.unwrap_err().kind, ErrorKind::Query);

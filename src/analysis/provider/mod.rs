@@ -95,6 +95,9 @@ pub enum ErrorKind {
     Status,
     /// The body was not the provider's JSON (an HTML page from a proxy, truncated JSON).
     Decode,
+    /// The body was larger than [`MAX_BODY_BYTES`]: a query returning far too many series,
+    /// or a hostile endpoint. Reading stops at the limit.
+    TooLarge,
     /// The provider understood the request and rejected the query, or the result has a
     /// shape that cannot be judged (a matrix, several rows).
     Query,
@@ -153,6 +156,16 @@ pub struct Http {
 /// Flagger's per-request timeout for Prometheus, Datadog and New Relic.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most of a provider's answer serin reads. A query judged by serin answers with one
+/// number (or, for the judge, one series of a few hundred points): far below this. An
+/// endpoint answering more is misconfigured or hostile, and reading it whole would take the
+/// controller's memory from every other release.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The longest wait on a provider's rate limit, whatever its headers say: a reset further
+/// away fails the check as rate limited (and the next interval tries again).
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
 impl Http {
     pub fn new(timeout: Duration) -> anyhow::Result<Http> {
         use anyhow::Context;
@@ -185,8 +198,8 @@ impl Http {
         }
     }
 
-    /// Sends a request and reads the whole body, mapping transport failures to a
-    /// [`QueryError`] that names `provider`.
+    /// Sends a request and reads the body up to [`MAX_BODY_BYTES`], mapping transport
+    /// failures to a [`QueryError`] that names `provider`.
     pub async fn send(
         &self,
         provider: &str,
@@ -198,14 +211,16 @@ impl Http {
             .map_err(|e| self.transport_error(provider, &e))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response
-            .text()
+        let bytes = read_limited(response, MAX_BODY_BYTES)
             .await
-            .map_err(|e| self.transport_error(provider, &e))?;
+            .map_err(|e| match e {
+                LimitedReadError::TooLarge => too_large(provider, status),
+                LimitedReadError::Transport(e) => self.transport_error(provider, &e),
+            })?;
         Ok(Answer {
             status,
             headers,
-            body,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
         })
     }
 
@@ -235,6 +250,49 @@ impl Http {
     }
 }
 
+fn too_large(provider: &str, status: StatusCode) -> QueryError {
+    QueryError::new(
+        ErrorKind::TooLarge,
+        format!(
+            "{provider} answered {status} with more than {} KiB; serin reads at most that much \
+             (does the query select one aggregated series?)",
+            MAX_BODY_BYTES / 1024
+        ),
+    )
+}
+
+/// Why [`read_limited`] stopped.
+#[derive(Debug)]
+pub enum LimitedReadError {
+    /// The body (or its announced length) exceeds the limit.
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// Reads a response body chunk by chunk and stops as soon as it passes `limit` bytes, so an
+/// endpoint answering gigabytes costs at most `limit` plus one chunk of memory.
+pub async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, LimitedReadError> {
+    let announced = response.content_length().unwrap_or(0);
+    if usize::try_from(announced).map_or(true, |n| n > limit) {
+        return Err(LimitedReadError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(LimitedReadError::Transport)?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(LimitedReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// reqwest's Display shows only the outermost error ("error sending request"); the cause
 /// (connection refused, certificate unknown) is further down the chain.
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
@@ -262,8 +320,7 @@ pub struct Answer {
 impl Answer {
     /// The error for a non-success status: 401/403 are [`ErrorKind::Unauthorized`], 429
     /// [`ErrorKind::RateLimited`], 5xx [`ErrorKind::Unavailable`], the rest
-    /// [`ErrorKind::Status`]; the body is quoted
-    /// briefly so an HTML page from a proxy does not flood events.
+    /// [`ErrorKind::Status`]; the body is described, never quoted.
     pub fn status_error(&self, provider: &str) -> QueryError {
         let kind = match self.status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Unauthorized,
@@ -274,9 +331,9 @@ impl Answer {
         QueryError::new(
             kind,
             format!(
-                "{provider} answered {}: {}",
+                "{provider} answered {} with {}",
                 self.status,
-                body_excerpt(&self.body)
+                self.describe_body()
             ),
         )
     }
@@ -290,7 +347,7 @@ impl Answer {
                 format!(
                     "{provider} answered {} with a body that is not its JSON ({e}): {}",
                     self.status,
-                    body_excerpt(&self.body)
+                    self.describe_body()
                 ),
             )
         })
@@ -309,22 +366,19 @@ pub async fn wait_for_rate_limit(
     answer: &Answer,
     deadline: std::time::Instant,
 ) -> Result<(), QueryError> {
-    // X-RateLimit-Reset (Datadog) is the number of seconds until the window resets;
-    // Retry-After (New Relic, proxies) the same in the generic spelling. Neither: a second.
-    let reset = ["x-ratelimit-reset", "retry-after"]
-        .iter()
-        .find_map(|h| answer.header(h).and_then(|v| v.trim().parse::<f64>().ok()))
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map_or(Duration::from_secs(1), Duration::from_secs_f64);
-    let bucket = answer.header("x-ratelimit-name").unwrap_or("query");
-    if std::time::Instant::now() + reset > deadline {
+    let reset = rate_limit_reset(answer);
+    let bucket = remote_text(answer.header("x-ratelimit-name").unwrap_or("query"));
+    let fits = std::time::Instant::now()
+        .checked_add(reset)
+        .is_some_and(|at| at <= deadline);
+    if !fits {
         return Err(QueryError::new(
             ErrorKind::RateLimited,
             format!(
                 "{provider} rate limit {bucket:?} reached; it resets in {}s, after this check's \
-                 time budget: {}",
+                 time budget ({})",
                 reset.as_secs_f64(),
-                body_excerpt(&answer.body)
+                answer.describe_body()
             ),
         ));
     }
@@ -338,33 +392,84 @@ pub async fn wait_for_rate_limit(
     Ok(())
 }
 
-/// At most this many characters of a body are quoted in an error.
+/// How long a 429 says to wait. `X-RateLimit-Reset` (Datadog) is the number of seconds until
+/// the window resets; `Retry-After` (New Relic, proxies) the same in the generic spelling;
+/// neither (or garbage): a second. Whatever a header says, the wait is at most
+/// [`MAX_RATE_LIMIT_WAIT`]: the value is remote input, and `1e20` or `inf` must neither
+/// overflow a duration nor park a check.
+fn rate_limit_reset(answer: &Answer) -> Duration {
+    ["x-ratelimit-reset", "retry-after"]
+        .iter()
+        .find_map(|h| answer.header(h).and_then(|v| v.trim().parse::<f64>().ok()))
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::from_secs(1), |secs| {
+            let max = MAX_RATE_LIMIT_WAIT.as_secs_f64();
+            // Clamped first, so the conversion cannot fail; MAX on the impossible path
+            // still fails the check rather than waiting.
+            Duration::try_from_secs_f64(secs.min(max)).unwrap_or(MAX_RATE_LIMIT_WAIT)
+        })
+}
+
+/// At most this many characters of a provider's own error text are quoted.
 const EXCERPT_CHARS: usize = 200;
 
-/// A short, single-line view of a response body: an HTML page is named by its title, other
-/// text is whitespace-collapsed and cut.
-pub fn body_excerpt(body: &str) -> String {
-    let trimmed = body.trim_start();
-    if trimmed.is_empty() {
-        return "(empty body)".into();
+impl Answer {
+    /// What the body was, without echoing it: its content type and size, and for a JSON
+    /// body the provider's own error field (`error`, `errors[]`, `message`), cleaned and cut.
+    /// A remote answer is never copied raw into status or events: an endpoint could be
+    /// anything a tenant points serin at, and its body anything it likes.
+    pub fn describe_body(&self) -> String {
+        if self.body.trim().is_empty() {
+            return "an empty body".into();
+        }
+        let content_type = self
+            .header("content-type")
+            .and_then(|v| v.split(';').next())
+            .map(|v| remote_text(v.trim()))
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "no content type".into());
+        let size = format!("{content_type}, {} bytes", self.body.len());
+        if self.body.trim_start().starts_with('<') {
+            return format!("an HTML page ({size})");
+        }
+        match serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| provider_error_field(&v))
+        {
+            Some(error) => format!("error {:?} ({size})", remote_text(&error)),
+            None => format!("a body of {size}"),
+        }
     }
-    if trimmed.starts_with('<') {
-        let lower = trimmed.to_ascii_lowercase();
-        let title = lower
-            .find("<title>")
-            .and_then(|start| {
-                let from = start + "<title>".len();
-                lower[from..]
-                    .find("</title>")
-                    .map(|end| trimmed[from..from + end].trim())
-            })
-            .filter(|t| !t.is_empty());
-        return match title {
-            Some(t) => format!("an HTML page titled {:?}", collapse(t)),
-            None => "an HTML page".into(),
-        };
+}
+
+/// The error message a provider's JSON carries: Prometheus' `error`, Datadog's `errors`
+/// (strings), GraphQL's `errors[].message`, or a generic `message`.
+fn provider_error_field(body: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("message").and_then(Value::as_str).map(String::from),
+        _ => None,
+    };
+    if let Some(errors) = body.get("errors").and_then(Value::as_array) {
+        let all: Vec<String> = errors.iter().take(3).filter_map(text).collect();
+        if !all.is_empty() {
+            return Some(all.join("; "));
+        }
     }
-    let text = collapse(trimmed);
+    ["error", "message"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(text))
+}
+
+/// Remote text made safe to show: printable characters only, whitespace collapsed, at most
+/// [`EXCERPT_CHARS`] characters.
+pub fn remote_text(text: &str) -> String {
+    let printable: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let text = collapse(&printable);
     if text.chars().count() > EXCERPT_CHARS {
         let cut: String = text.chars().take(EXCERPT_CHARS).collect();
         format!("{cut}...")
@@ -428,24 +533,161 @@ impl fmt::Display for Reading {
 mod tests {
     use super::*;
 
-    #[test]
-    fn html_bodies_are_named_by_their_title() {
-        let page = "<!DOCTYPE html>\n<html><head><TITLE> 502 Bad\n Gateway </TITLE></head>";
-        assert_eq!(
-            body_excerpt(page),
-            "an HTML page titled \"502 Bad Gateway\""
-        );
-        assert_eq!(body_excerpt("<html><body>x</body>"), "an HTML page");
+    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (name, value) in headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            map.insert(name, value.parse().unwrap());
+        }
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: map,
+            body: body.into(),
+        }
     }
 
     #[test]
-    fn long_bodies_are_cut_and_empty_ones_named() {
-        let long = "x".repeat(500);
-        let excerpt = body_excerpt(&long);
-        assert!(excerpt.ends_with("..."));
-        assert_eq!(excerpt.len(), EXCERPT_CHARS + 3);
-        assert_eq!(body_excerpt("  \n"), "(empty body)");
-        assert_eq!(body_excerpt("upstream\n  timeout"), "upstream timeout");
+    fn bodies_are_described_never_echoed() {
+        let html = "<html><head><title>secret-token-123</title></head>";
+        let described =
+            answer(502, &[("content-type", "text/html; charset=utf-8")], html).describe_body();
+        assert_eq!(described, "an HTML page (text/html, 50 bytes)");
+        let text = answer(500, &[], "instance-id: i-0abc\nami-id: ami-123").describe_body();
+        assert_eq!(text, "a body of no content type, 35 bytes");
+        assert!(!text.contains("i-0abc"));
+        assert_eq!(answer(500, &[], "  \n").describe_body(), "an empty body");
+    }
+
+    #[test]
+    fn a_providers_own_error_field_is_quoted_clean_and_short() {
+        let prom = answer(
+            400,
+            &[],
+            r#"{"status":"error","error":"parse error\u0007 at 1"}"#,
+        );
+        assert!(
+            prom.describe_body()
+                .starts_with("error \"parse error at 1\"")
+        );
+        let dd = answer(403, &[], r#"{"errors":["Forbidden","x"]}"#);
+        assert!(dd.describe_body().contains("\"Forbidden; x\""));
+        let graphql = answer(200, &[], r#"{"errors":[{"message":"bad NRQL"}]}"#);
+        assert!(graphql.describe_body().contains("\"bad NRQL\""));
+        let long = format!(r#"{{"error":"{}"}}"#, "y".repeat(5000));
+        let described = answer(400, &[], &long).describe_body();
+        assert!(described.len() < EXCERPT_CHARS + 60, "{described}");
+        assert!(
+            answer(400, &[], "{\"data\":1}")
+                .describe_body()
+                .starts_with("a body of")
+        );
+    }
+
+    #[test]
+    fn hostile_rate_limit_headers_are_clamped_not_panics() {
+        let wait = |h: &str, v: &str| rate_limit_reset(&answer(429, &[(h, v)], ""));
+        for huge in ["1e20", "1e308", "18446744073709551616", "9999999999"] {
+            assert_eq!(wait("retry-after", huge), MAX_RATE_LIMIT_WAIT, "{huge}");
+            assert_eq!(
+                wait("x-ratelimit-reset", huge),
+                MAX_RATE_LIMIT_WAIT,
+                "{huge}"
+            );
+        }
+        for garbage in ["inf", "NaN", "-5", "soon", ""] {
+            assert_eq!(
+                wait("retry-after", garbage),
+                Duration::from_secs(1),
+                "{garbage}"
+            );
+        }
+        assert_eq!(wait("retry-after", "2.5"), Duration::from_millis(2500));
+    }
+
+    #[tokio::test]
+    async fn a_reset_past_the_budget_fails_at_once_without_panicking() {
+        let limited = answer(429, &[("retry-after", "1e20")], "");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let started = Instant::now();
+        let err = wait_for_rate_limit("datadog", &limited, deadline)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::RateLimited);
+        assert!(err.message.contains("resets in 60s"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    /// A server that streams `total` bytes of JSON-ish filler, chunked (no length announced)
+    /// or with its length announced up front.
+    async fn flood(total: usize, announce: bool) -> String {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut stream, _) = listener.accept().await.unwrap();
+            // The request first: hyper refuses an answer that comes before it.
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = if announce {
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {total}\r\n\r\n")
+            } else {
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_string()
+            };
+            let _ = stream.write_all(head.as_bytes()).await;
+            let chunk = vec![b'9'; 64 * 1024];
+            // Stops when the client hangs up, which is what the limit must make it do.
+            for _ in 0..total / chunk.len() {
+                let sent = if announce {
+                    stream.write_all(&chunk).await
+                } else {
+                    let framed =
+                        [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+                    stream.write_all(&framed).await
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+            if !announce {
+                let _ = stream.write_all(b"0\r\n\r\n").await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_gigabyte_answer_is_cut_at_the_limit() {
+        let http = Http::new(Duration::from_secs(30)).unwrap();
+        for announce in [false, true] {
+            let url = flood(1024 * 1024 * 1024, announce).await;
+            let started = Instant::now();
+            let err = http
+                .send("prometheus", http.client(false).get(&url))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind, ErrorKind::TooLarge, "{err}");
+            assert!(err.message.contains("1024 KiB"), "{err}");
+            // Cut, not read: a gigabyte over loopback would take seconds.
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "announce={announce}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_within_the_limit_is_read_whole() {
+        let http = Http::new(Duration::from_secs(30)).unwrap();
+        let url = flood(MAX_BODY_BYTES, false).await;
+        let answer = http.send("prometheus", http.client(false).get(&url)).await;
+        assert_eq!(answer.unwrap().body.len(), MAX_BODY_BYTES);
     }
 
     #[test]

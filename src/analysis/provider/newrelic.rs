@@ -214,7 +214,10 @@ fn read_nerdgraph(answer: &Answer) -> Result<Reading, QueryError> {
         };
         return Err(QueryError::new(
             kind,
-            format!("newrelic NerdGraph error: {}", messages.join("; ")),
+            format!(
+                "newrelic NerdGraph error: {}",
+                super::remote_text(&messages.join("; "))
+            ),
         ));
     }
     if !answer.status.is_success() {
@@ -244,9 +247,9 @@ fn read_row(row: &Value) -> Result<Reading, QueryError> {
     let empty = Map::new();
     let columns = row.as_object().unwrap_or(&empty);
     let (column, value) = match columns.get("result") {
-        Some(value) => ("result", value),
+        Some(value) => ("result".to_string(), value),
         None => match columns.iter().collect::<Vec<_>>().as_slice() {
-            [(name, value)] => (name.as_str(), *value),
+            [(name, value)] => (super::remote_text(name), *value),
             [] => return Ok(Reading::NoData("the row is empty".into())),
             _ => {
                 return Err(QueryError::new(
@@ -254,7 +257,11 @@ fn read_row(row: &Value) -> Result<Reading, QueryError> {
                     format!(
                         "the row has columns {:?} and none is `result`; alias the value with \
                          `AS result`",
-                        columns.keys().collect::<Vec<_>>()
+                        columns
+                            .keys()
+                            .take(10)
+                            .map(|k| super::remote_text(k))
+                            .collect::<Vec<_>>()
                     ),
                 ));
             }
@@ -267,7 +274,10 @@ fn read_row(row: &Value) -> Result<Reading, QueryError> {
         }),
         other => Err(QueryError::new(
             ErrorKind::Query,
-            format!("`{column}` is {other}, not a number"),
+            format!(
+                "`{column}` is {}, not a number",
+                super::remote_text(&other.to_string())
+            ),
         )),
     }
 }

@@ -238,7 +238,10 @@ fn read_answer(answer: &Answer) -> Result<Reading, QueryError> {
         )),
         other => Err(QueryError::new(
             ErrorKind::Query,
-            format!("prometheus returned a {other} result; the query must return a number"),
+            format!(
+                "prometheus returned a {} result; the query must return a number",
+                super::remote_text(other)
+            ),
         )),
     }
 }
@@ -251,7 +254,7 @@ fn read_matrix(data: &Data) -> Result<Vec<f64>, QueryError> {
             ErrorKind::Query,
             format!(
                 "prometheus returned a {} result to a range query",
-                data.result_type
+                super::remote_text(&data.result_type)
             ),
         ));
     }
@@ -308,8 +311,8 @@ fn read_data(answer: &Answer) -> Result<Data, QueryError> {
             format!(
                 "prometheus answered {} {}: {}",
                 answer.status,
-                envelope.error_type.as_deref().unwrap_or("error"),
-                envelope.error.as_deref().unwrap_or("(no message)")
+                super::remote_text(envelope.error_type.as_deref().unwrap_or("error")),
+                super::remote_text(envelope.error.as_deref().unwrap_or("(no message)"))
             ),
         ));
     }
@@ -367,13 +370,19 @@ fn sample_value(sample: &Value) -> Result<f64, QueryError> {
         .ok_or_else(|| {
             QueryError::new(
                 ErrorKind::Decode,
-                format!("prometheus sample {sample} is not [time, \"value\"]"),
+                format!(
+                    "prometheus sample {} is not [time, \"value\"]",
+                    super::remote_text(&sample.to_string())
+                ),
             )
         })?;
     text.parse::<f64>().map_err(|e| {
         QueryError::new(
             ErrorKind::Decode,
-            format!("prometheus sample value {text:?} is not a number: {e}"),
+            format!(
+                "prometheus sample value {:?} is not a number: {e}",
+                super::remote_text(text)
+            ),
         )
     })
 }

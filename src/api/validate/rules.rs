@@ -123,6 +123,11 @@ fn analysis_rules(spec: &CanarySpec, a: &CanaryAnalysis, at: &str, p: &mut Vec<P
         {
             p.push(Problem::new(format!("{mp}.interval"), e.to_string()));
         }
+        if let Some(query) = &m.query
+            && let Err(e) = crate::analysis::template::check_cost(query)
+        {
+            p.push(Problem::new(format!("{mp}.query"), e.to_string()));
+        }
         if let Some(judge) = &m.judge {
             judge_rules(judge, &m.name, &format!("{mp}.judge"), p);
         }
@@ -258,10 +263,21 @@ fn is_http_url(url: &str) -> bool {
 
 /// Semantic problems of a MetricTemplate spec (the schema covers the rest).
 pub(super) fn metric_template_spec(spec: &MetricTemplateSpec) -> Vec<Problem> {
-    go_template_constructs(&spec.query)
+    let mut problems: Vec<Problem> = go_template_constructs(&spec.query)
         .iter()
         .map(|construct| Problem::new("spec.query", go_template_message(construct)))
-        .collect()
+        .collect();
+    if problems.is_empty()
+        && let Err(e) = crate::analysis::template::check_cost(&spec.query)
+    {
+        problems.push(Problem::new("spec.query", e.to_string()));
+    }
+    if let Some(baseline) = &spec.baseline_query
+        && let Err(e) = crate::analysis::template::check_cost(baseline)
+    {
+        problems.push(Problem::new("spec.baselineQuery", e.to_string()));
+    }
+    problems
 }
 
 /// What to tell about a Go template construct in a query.
