@@ -117,7 +117,7 @@ fn number(flag: &str, v: &str, want: &str) -> Result<f64, String> {
     v.parse::<f64>()
         .ok()
         .filter(|n| n.is_finite())
-        .ok_or_else(|| format!("hey: {flag} {v}: not a number; want {want}"))
+        .ok_or_else(|| format!("hey: {flag} {v}: not a finite number; want {want}"))
 }
 
 /// `-n`, `-c`: a whole number within `min..=max` (hey's own flags are integers).
