@@ -14,5 +14,6 @@ pub mod canary_plan;
 pub mod cli;
 pub mod controller;
 pub mod loadtester;
+pub mod outbound;
 pub mod rbac;
 pub mod workload;

@@ -126,6 +126,21 @@ pub struct ControllerArgs {
     /// How long the Lease holds without renewal: a replica that dies is replaced within it.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_min_interval)]
     pub leader_election_lease_duration: Duration,
+    /// Destinations serin may call for metrics, webhooks and alerts: host names
+    /// (`prometheus.monitoring`), wildcards (`*.datadoghq.com`) or CIDRs (`10.0.0.0/8`),
+    /// comma-separated. Unset: any destination except link-local and metadata addresses.
+    #[arg(
+        long,
+        env = "SERIN_OUTBOUND_ALLOW",
+        value_delimiter = ',',
+        value_name = "HOST|CIDR"
+    )]
+    pub outbound_allow: Vec<crate::outbound::Allowed>,
+    /// Also call link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10,
+    /// fd00:ec2::254, metadata.google.internal), refused by default: they hand out the
+    /// node's credentials.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub outbound_allow_link_local: bool,
     /// Flagger flags given but not implemented: one warning each at start.
     #[arg(skip)]
     pub ignored_flags: Vec<String>,
@@ -136,6 +151,10 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     for warning in &args.ignored_flags {
         tracing::warn!("{warning}");
     }
+    crate::outbound::install(crate::outbound::Policy {
+        allow: args.outbound_allow.clone(),
+        allow_link_local: args.outbound_allow_link_local,
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -122,6 +122,13 @@ fn deliveries(
 
 async fn deliver(http: reqwest::Client, mut rx: mpsc::Receiver<Delivery>) {
     while let Some(d) = rx.recv().await {
+        if let Err(refused) = reqwest::Url::parse(&d.url)
+            .map_err(|e| e.to_string())
+            .and_then(|url| crate::outbound::policy().check_url(&url))
+        {
+            tracing::warn!(host = host(&d.url), %refused, "event webhook not called");
+            continue;
+        }
         let sent = http
             .post(&d.url)
             .timeout(d.timeout)

@@ -328,9 +328,7 @@ fn context(
     if rustls_provider.is_err() {
         tracing::debug!("a TLS crypto provider was already installed");
     }
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("serin/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let http = crate::outbound::client_builder().build()?;
     let analyzer = crate::analysis::Analyzer::new(
         client.clone(),
         config.metrics_server.clone(),

@@ -93,6 +93,8 @@ pub async fn call(
     } else {
         http
     };
+    let url = reqwest::Url::parse(&hook.url).map_err(|e| format!("invalid url: {e}"))?;
+    crate::outbound::policy().check_url(&url)?;
     let started = tokio::time::Instant::now();
     let mut last = String::new();
     for attempt in 0..attempts {
@@ -109,7 +111,7 @@ pub async fn call(
         }
         let timeout = timeout.min(left);
         let sent = http
-            .post(&hook.url)
+            .post(url.clone())
             .timeout(timeout)
             .json(&payload)
             .send()
@@ -165,8 +167,7 @@ fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
 fn insecure(http: &reqwest::Client) -> &reqwest::Client {
     static INSECURE: OnceLock<Option<reqwest::Client>> = OnceLock::new();
     let client = INSECURE.get_or_init(|| {
-        reqwest::Client::builder()
-            .user_agent(concat!("serin/", env!("CARGO_PKG_VERSION")))
+        crate::outbound::client_builder()
             .tls_danger_accept_invalid_certs(true)
             .build()
             .ok()

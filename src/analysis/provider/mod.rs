@@ -171,14 +171,11 @@ impl Http {
         use anyhow::Context;
         // reqwest is built without a crypto provider of its own; ring is the one kube links.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let user_agent = concat!("serin/", env!("CARGO_PKG_VERSION"));
-        let client = reqwest::Client::builder()
-            .user_agent(user_agent)
+        let client = crate::outbound::client_builder()
             .timeout(timeout)
             .build()
             .context("cannot build the metric providers' HTTP client")?;
-        let insecure = reqwest::Client::builder()
-            .user_agent(user_agent)
+        let insecure = crate::outbound::client_builder()
             .timeout(timeout)
             .tls_danger_accept_invalid_certs(true)
             .build()
@@ -205,8 +202,13 @@ impl Http {
         provider: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<Answer, QueryError> {
-        let response = request
-            .send()
+        let (client, request) = request.build_split();
+        let request = request.map_err(|e| self.transport_error(provider, &e))?;
+        crate::outbound::policy()
+            .check_url(request.url())
+            .map_err(|refused| QueryError::config(format!("{provider}: {refused}")))?;
+        let response = client
+            .execute(request)
             .await
             .map_err(|e| self.transport_error(provider, &e))?;
         let status = response.status();

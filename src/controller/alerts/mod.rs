@@ -179,6 +179,8 @@ impl Sender {
     /// One POST. Errors never carry the URL: it may be a Secret's.
     async fn post(&self, to: &Destination, body: &serde_json::Value) -> Result<(), String> {
         let client = self.client(to.proxy.as_deref())?;
+        let url = reqwest::Url::parse(&to.url).map_err(|e| format!("invalid url: {e}"))?;
+        crate::outbound::policy().check_url(&url)?;
         let mut request = client.post(&to.url).timeout(TIMEOUT).json(body);
         if let Some(token) = &to.token {
             request = request.bearer_auth(token);
@@ -203,12 +205,7 @@ impl Sender {
             return Ok(client.clone());
         }
         let client = reqwest::Proxy::all(proxy)
-            .and_then(|p| {
-                reqwest::Client::builder()
-                    .user_agent(concat!("serin/", env!("CARGO_PKG_VERSION")))
-                    .proxy(p)
-                    .build()
-            })
+            .and_then(|p| crate::outbound::client_builder().proxy(p).build())
             .map_err(|e| format!("proxy: {}", e.without_url()))?;
         clients.insert(proxy.to_string(), client.clone());
         Ok(client)
