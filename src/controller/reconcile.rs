@@ -29,6 +29,7 @@ use crate::controller::webhooks::Call;
 mod decide;
 mod effects;
 mod finalizer;
+mod lost_target;
 mod observe;
 mod record;
 mod session;
@@ -37,7 +38,7 @@ mod tests;
 
 use decide::{decide_step, webhook_checksum};
 use effects::{EffectsAt, apply_effects};
-use finalizer::{add_finalizer, let_go_invalid, remove_finalizer};
+use finalizer::{add_finalizer, let_go_keeping_primary, remove_finalizer};
 use observe::{Observed, is_stale_primary, observe, target_not_found};
 use record::{
     after_status, announce_metric_providers, blocked, next_status, record_duration, write_status,
@@ -116,9 +117,13 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     let now = Utc::now();
     let command = intent.requested.as_ref().and_then(|r| r.command);
     let Some(seen) = observe(canary, ctx, plan, &namespace, now, command).await? else {
+        // Both gone (the application deleted): nothing is left to hand back to, and keeping
+        // the primary would leave what the user deleted running.
         if deleting {
             return remove_finalizer(canary, ctx).await;
         }
+        let router = intent.router.as_ref();
+        lost_target::route_to_primary(canary, ctx, plan, router, &namespace).await?;
         return Err(target_not_found(canary, &namespace));
     };
     let Observed {
@@ -258,7 +263,8 @@ async fn intent(
                 plan
             }
             Err(still) => {
-                return let_go_invalid(canary, ctx, namespace, &describe(&still))
+                let why = format!("with an invalid spec ({})", describe(&still));
+                return let_go_keeping_primary(canary, ctx, namespace, &why)
                     .await
                     .map(Err);
             }

@@ -105,6 +105,45 @@ async fn nginx_canary_weight_follows_the_release(cp: ControlPlane) {
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
 }
 
+/// A target deleted mid-release leaves the canary side of the split with no pods: all
+/// traffic goes back to the primary at once, and the Canary says so.
+async fn a_target_deleted_mid_release_routes_everything_to_the_primary(cp: ControlPlane) {
+    let world = nginx_world(cp, Some(5)).await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
+    wait_until(LONG, "canary-weight above 0", || async {
+        canary_weight(&world)
+            .await
+            .is_some_and(|w| w.parse::<u32>().is_ok_and(|w| w > 0))
+    })
+    .await;
+    // Held mid-release, so the split is still on the canary when the target goes.
+    world
+        .merge(
+            &world.canaries(),
+            "podinfo",
+            json!({"spec": {"suspend": true}}),
+        )
+        .await;
+    world
+        .deployments()
+        .delete("podinfo", &Default::default())
+        .await
+        .unwrap();
+    wait_until(LONG, "canary-weight 0", || async {
+        canary_weight(&world).await.as_deref() == Some("0")
+    })
+    .await;
+    world
+        .wait_event(
+            "podinfo",
+            "podinfo.default not found: routed all traffic to podinfo-primary",
+            LONG,
+        )
+        .await;
+    assert_eq!(world.ready_replicas("podinfo-primary").await, 1);
+}
+
 /// A/B testing: during the iterations the canary Ingress routes by header; after promotion
 /// the header annotations are gone again (server-side apply drops what serin stops writing).
 async fn nginx_ab_testing_routes_by_header_then_resets(cp: ControlPlane) {
@@ -384,6 +423,7 @@ async fn apisix_release(cp: ControlPlane) {
 serin_testkit::on_every_control_plane!(
     nginx_initializes_behind_a_canary_ingress,
     nginx_canary_weight_follows_the_release,
+    a_target_deleted_mid_release_routes_everything_to_the_primary,
     nginx_ab_testing_routes_by_header_then_resets,
     linkerd_traffic_split_follows_the_release,
     contour_release,

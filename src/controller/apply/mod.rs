@@ -45,7 +45,7 @@ pub struct Scope<'a> {
 
 impl Scope<'_> {
     pub(crate) fn owner(&self) -> Option<OwnerReference> {
-        self.canary.controller_owner_ref(&())
+        self.routing().owner()
     }
 
     /// Metadata of an object serin creates for this Canary, controlled by it.
@@ -459,11 +459,7 @@ impl Scope<'_> {
     }
 
     pub(crate) fn controls(&self, meta: &ObjectMeta) -> bool {
-        let uid = self.canary.uid();
-        meta.owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+        self.routing().controls(meta)
     }
 
     /// Scales the target to zero (a DaemonSet gets a nodeSelector no node matches).

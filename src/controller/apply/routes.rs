@@ -5,11 +5,15 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use serin_core::Routes;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
 use super::{MANAGER, Scope};
+use crate::api::Canary;
+use crate::controller::context::Context;
 use crate::controller::error::{Error, Reason};
 use crate::controller::router::{Input, Live, ORIGINAL_CONFIGURATION, ObjectKey, Router};
 
-fn api(scope: &Scope<'_>, key: &ObjectKey) -> Api<DynamicObject> {
+fn api(scope: &Routing<'_>, key: &ObjectKey) -> Api<DynamicObject> {
     match &key.namespace {
         Some(ns) => Api::namespaced_with(scope.ctx.client.clone(), ns, &key.resource),
         None => Api::all_with(scope.ctx.client.clone(), &key.resource),
@@ -23,7 +27,79 @@ pub struct Outcome {
     pub drift: Option<Routes>,
 }
 
+/// What routing works with: the Canary and the client. Routing reads neither the target nor
+/// the primary, so it also runs when the target is gone.
+pub struct Routing<'a> {
+    pub ctx: &'a Context,
+    pub canary: &'a Canary,
+}
+
 impl Scope<'_> {
+    pub(crate) fn routing(&self) -> Routing<'_> {
+        Routing {
+            ctx: self.ctx,
+            canary: self.canary,
+        }
+    }
+
+    /// See [`Routing::route`].
+    pub async fn route(
+        &self,
+        router: &dyn Router,
+        input: &Input<'_>,
+        recorded: Option<Routes>,
+    ) -> Result<Outcome, Error> {
+        self.routing().route(router, input, recorded).await
+    }
+
+    /// See [`Routing::restore_routing`].
+    pub async fn restore_routing(
+        &self,
+        router: &dyn Router,
+        input: &Input<'_>,
+    ) -> Result<(), Error> {
+        self.routing().restore_routing(router, input).await
+    }
+}
+
+impl Routing<'_> {
+    pub(crate) fn owner(&self) -> Option<OwnerReference> {
+        use kube::Resource;
+        self.canary.controller_owner_ref(&())
+    }
+
+    /// Whether the Canary controls the object (it created it).
+    pub(crate) fn controls(&self, meta: &ObjectMeta) -> bool {
+        let uid = self.canary.uid();
+        meta.owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+    }
+
+    /// The split the live routing objects express (`None` when they do not exist or cannot
+    /// be read as a split).
+    pub async fn live_routes(
+        &self,
+        router: &dyn Router,
+        input: &Input<'_>,
+    ) -> Result<Option<Routes>, Error> {
+        let mut live = Live::new();
+        for key in router.objects(input) {
+            let found = api(self, &key)
+                .get_opt(&key.name)
+                .await
+                .map_err(|e| Error::kube(format!("read {}", key.id()), e))?;
+            if let Some(object) = found {
+                live.insert(key.id(), object);
+            }
+        }
+        if live.is_empty() {
+            return Ok(None);
+        }
+        Ok(router.read(input, &live).ok().flatten())
+    }
+
     /// Makes the routing objects express `input.routes`. `recorded` is the split the previous
     /// status implies: a live split that is neither it nor the new one was changed by someone
     /// else, and is put back (and reported).

@@ -38,15 +38,15 @@ pub(super) async fn remove_finalizer(canary: &Canary, ctx: &Context) -> Result<A
     Ok(Action::await_change())
 }
 
-/// A Canary deleted with a spec serin cannot route by (its routing fields are invalid too):
-/// there is no hand-back to run, and the garbage collector would take the primary and the
-/// apex Service with the Canary. What serves is kept, unowned, and the user is told to clean
-/// up; then serin lets go, so the deletion is not blocked forever.
-pub(super) async fn let_go_invalid(
+/// A Canary deleted when serin cannot run the hand-back: its spec cannot even be routed by,
+/// or its target is gone. The garbage collector would take the primary and the apex Service
+/// with the Canary; what serves is kept, unowned, and the user is told to clean up; then
+/// serin lets go, so the deletion is not blocked forever. `why` completes "Canary deleted".
+pub(super) async fn let_go_keeping_primary(
     canary: &Canary,
     ctx: &Context,
     namespace: &str,
-    problems: &str,
+    why: &str,
 ) -> Result<Action, Error> {
     let spec = &canary.spec;
     let initialized = canary
@@ -61,12 +61,11 @@ pub(super) async fn let_go_invalid(
     let target = &spec.target_ref.name;
     let message = if kept {
         format!(
-            "Canary deleted with an invalid spec ({problems}): kept {target}-primary.{namespace} \
-             and its Services serving, no longer owned by the Canary; delete them once \
-             {target}.{namespace} serves"
+            "Canary deleted {why}: kept {target}-primary.{namespace} and its Services serving, \
+             no longer owned by the Canary; delete them once {target}.{namespace} serves"
         )
     } else {
-        format!("Canary deleted with an invalid spec ({problems}); removing the finalizer")
+        format!("Canary deleted {why}; removing the finalizer")
     };
     ctx.events
         .publish(canary, EventType::Warning, &message)
