@@ -38,10 +38,10 @@ pub(super) async fn remove_finalizer(canary: &Canary, ctx: &Context) -> Result<A
     Ok(Action::await_change())
 }
 
-/// A Canary deleted when serin cannot run the hand-back: its spec cannot even be routed by,
-/// or its target is gone. The garbage collector would take the primary and the apex Service
-/// with the Canary; what serves is kept, unowned, and the user is told to clean up; then
-/// serin lets go, so the deletion is not blocked forever. `why` completes "Canary deleted".
+/// A Canary deleted when serin cannot run the hand-back (its spec cannot even be routed
+/// by; `why` says so, completing "Canary deleted"). The garbage collector would take the
+/// primary and the apex Service with the Canary; what serves is kept, unowned, and the user
+/// is told to clean up; then serin lets go, so the deletion is not blocked forever.
 pub(super) async fn let_go_keeping_primary(
     canary: &Canary,
     ctx: &Context,
