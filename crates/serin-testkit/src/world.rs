@@ -311,9 +311,17 @@ impl World {
 
     /// Waits for the Canary to reach `phase`; on timeout, fails with the status, the events
     /// and the controller's log.
+    ///
+    /// A release's last phases (Succeeded, Failed) also wait for their events: the
+    /// controller writes a transition's events and alerts into the status' outbox with the
+    /// phase and delivers them right after, so a test asserting an event the moment the
+    /// phase reads Succeeded would race the delivery.
     pub async fn wait_phase(&self, name: &str, phase: Phase, timeout: Duration) -> Canary {
+        let last = matches!(phase, Phase::Succeeded | Phase::Failed);
         self.wait_canary(name, &format!("phase {phase}"), timeout, |c| {
-            c.status.as_ref().map(|s| s.phase) == Some(phase)
+            c.status.as_ref().is_some_and(|s| {
+                s.phase == phase && (!last || s.announcements.as_ref().is_none_or(|a| a.is_empty()))
+            })
         })
         .await
     }

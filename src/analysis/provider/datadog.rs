@@ -194,7 +194,7 @@ struct V1Series {
     pointlist: Vec<Vec<Option<f64>>>,
 }
 
-fn read_v1(answer: &Answer) -> Result<Reading, QueryError> {
+pub(super) fn read_v1(answer: &Answer) -> Result<Reading, QueryError> {
     let response: V1Response = answer.json(NAME)?;
     if response.status.as_deref() == Some("error") {
         return Err(QueryError::new(
@@ -237,7 +237,7 @@ fn read_v1(answer: &Answer) -> Result<Reading, QueryError> {
     })
 }
 
-fn read_v2(answer: &Answer) -> Result<Reading, QueryError> {
+pub(super) fn read_v2(answer: &Answer) -> Result<Reading, QueryError> {
     let response: Value = answer.json(NAME)?;
     let data = response.get("data").unwrap_or(&Value::Null);
     if let Some(errors) = data.get("errors").and_then(Value::as_str)

@@ -412,6 +412,45 @@ fn rate_limit_reset(answer: &Answer) -> Duration {
         })
 }
 
+/// Every reading of a provider's answer from one hostile reply, for the fuzz target
+/// (`fuzz/fuzz_targets/provider_answers.rs`): Prometheus instant and range answers, Datadog
+/// v1 and v2, New Relic NerdGraph, the error description and the rate-limit wait. Each must
+/// return, never panic, and never quote more than a short excerpt of the body.
+#[cfg(feature = "fuzzing")]
+pub fn read_every_way(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<String> {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+            reqwest::header::HeaderValue::from_str(value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    let answer = Answer {
+        status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        headers: map,
+        body: body.to_string(),
+    };
+    let shown = |r: Result<Reading, QueryError>| match r {
+        Ok(reading) => reading.to_string(),
+        Err(e) => e.message,
+    };
+    let mut out = vec![
+        shown(prometheus::read_answer(&answer)),
+        shown(datadog::read_v1(&answer)),
+        shown(datadog::read_v2(&answer)),
+        shown(newrelic::read_nerdgraph(&answer)),
+        answer.describe_body(),
+        answer.status_error("fuzz").message,
+        format!("{:?}", rate_limit_reset(&answer)),
+    ];
+    if let Ok(data) = prometheus::read_data(&answer) {
+        out.push(format!("{:?}", prometheus::read_matrix(&data)));
+    }
+    out
+}
+
 /// At most this many characters of a provider's own error text are quoted.
 const EXCERPT_CHARS: usize = 200;
 

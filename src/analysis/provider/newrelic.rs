@@ -183,7 +183,7 @@ impl NewRelic {
     }
 }
 
-fn read_nerdgraph(answer: &Answer) -> Result<Reading, QueryError> {
+pub(super) fn read_nerdgraph(answer: &Answer) -> Result<Reading, QueryError> {
     let body: Value = match answer.json(NAME) {
         Ok(body) => body,
         Err(_) if !answer.status.is_success() => return Err(answer.status_error(NAME)),

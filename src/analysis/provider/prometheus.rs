@@ -216,14 +216,14 @@ struct Envelope {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Data {
+pub(super) struct Data {
     result_type: String,
     #[serde(default)]
     result: Value,
 }
 
 /// Reads an instant query's answer the way the module doc says.
-fn read_answer(answer: &Answer) -> Result<Reading, QueryError> {
+pub(super) fn read_answer(answer: &Answer) -> Result<Reading, QueryError> {
     let data = read_data(answer)?;
     match data.result_type.as_str() {
         "vector" => read_vector(&data.result),
@@ -248,7 +248,7 @@ fn read_answer(answer: &Answer) -> Result<Reading, QueryError> {
 
 /// A range query's points: no series is an empty sample, several are an error (the judge
 /// compares one series per version).
-fn read_matrix(data: &Data) -> Result<Vec<f64>, QueryError> {
+pub(super) fn read_matrix(data: &Data) -> Result<Vec<f64>, QueryError> {
     if data.result_type != "matrix" {
         return Err(QueryError::new(
             ErrorKind::Query,
@@ -288,7 +288,7 @@ fn read_matrix(data: &Data) -> Result<Vec<f64>, QueryError> {
 }
 
 /// The envelope's `data`, or the error the answer carries.
-fn read_data(answer: &Answer) -> Result<Data, QueryError> {
+pub(super) fn read_data(answer: &Answer) -> Result<Data, QueryError> {
     // Prometheus itself answers 400/422/503 with a JSON envelope naming the error; proxies in
     // front of it answer with anything, so an unreadable body falls back to the status.
     let envelope: Envelope = match answer.json(NAME) {
