@@ -287,7 +287,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
         () = shutdown_signal() => return Ok(()),
     };
     health.set_follower(false);
-    // Losing the Lease stops the controller like a signal does, then the process exits.
+    // Losing the Lease stops the controller, then the process exits.
     let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
@@ -301,15 +301,19 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
             _ = release_rx => leadership.release().await,
         }
     });
-    let shutdown = async move {
-        tokio::select! {
-            () = shutdown_signal() => {}
-            _ = lost_rx => {}
-        }
-    };
-    controller::run(clients, config, telemetry, health, shutdown).await?;
+    // A signal finishes the in-flight reconciles; a lost Lease cancels them at once (the
+    // controller's future, which polls every reconcile, is dropped): a deposed leader must
+    // not go on writing while the new one acts, however long its webhooks take.
+    let running = controller::run(clients, config, telemetry, health, shutdown_signal());
+    tokio::select! {
+        result = running => result?,
+        _ = lost_rx => {}
+    }
     if lost.load(std::sync::atomic::Ordering::SeqCst) {
-        anyhow::bail!("lost the leader election Lease; exiting so that only the new leader acts");
+        anyhow::bail!(
+            "lost the leader election Lease; in-flight reconciles cancelled, exiting so that \
+             only the new leader acts"
+        );
     }
     let _ = release_tx.send(());
     let _ = keeper.await;

@@ -103,15 +103,13 @@ async fn renew_deadline(client: kube::Client, election: Election) {
     let hold = election
         .lease_duration
         .saturating_sub(margin(election.lease_duration));
-    // Just acquired: renewed now, at the latest.
-    let mut until = SystemTime::now() + hold;
+    // Just acquired: renewed now, at the latest. The deadline is kept on the monotonic clock,
+    // so a wall-clock step (NTP) cannot stretch it; the wall clock only ages a renewal.
+    let mut until = tokio::time::Instant::now() + hold;
     loop {
-        let left = until
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
         let event = tokio::select! {
             event = leases.try_next() => event,
-            () = tokio::time::sleep(left) => {
+            () = tokio::time::sleep_until(until) => {
                 tracing::warn!(identity = %election.identity,
                     "no renewal of the leader election Lease seen in time; stepping down");
                 return;
@@ -132,7 +130,14 @@ async fn renew_deadline(client: kube::Client, election: Election) {
             return;
         }
         if let Some(renewed) = spec.renew_time {
-            until = until.max(SystemTime::from(renewed.0) + hold);
+            // A renewal's age by the wall clock, within [0, hold]: a clock that jumped forward
+            // makes the renewal look old (stepping down early is safe), one that jumped back
+            // makes it look new (late by the watch's delay at most).
+            let age = SystemTime::now()
+                .duration_since(SystemTime::from(renewed.0))
+                .unwrap_or(Duration::ZERO)
+                .min(hold);
+            until = until.max(tokio::time::Instant::now() + (hold - age));
         }
     }
 }
