@@ -3,7 +3,7 @@
 //! binary is needed. Flags: `-z` duration, `-n` requests (default 200 without `-z`), `-c`
 //! workers (default 50), `-q` requests per second per worker (0: no limit), `-m` method,
 //! `-H` header (repeatable), `-d` body, `-t` timeout in seconds (default 20), `-T` content
-//! type; other flags are refused, so a command that would not run as written does not run.
+//! type, `-host` the Host header; other flags are refused, so a command that would not run as written does not run.
 //! Every value is bounded (`-z` at most 1h, `-t` 300 s, `-c` 1000, `-n` 10,000,000, `-q`
 //! 0.001 to 1,000,000 or 0): a command line comes from a webhook body, and an out-of-range
 //! value is refused with the flag and the range rather than allowed to panic or exhaust.
@@ -92,6 +92,8 @@ fn parse_args(args: &[String]) -> Result<Hey, String> {
             "-m" => hey.method = method(&value()?)?,
             "-d" => hey.body = Some(value()?),
             "-T" => hey.headers.push(header("-T", "content-type", &value()?)?),
+            // Flagger's examples through an ingress: `-host app.example.com`.
+            "-host" => hey.headers.push(header("-host", "host", &value()?)?),
             "-H" => {
                 let v = value()?;
                 let (k, val) = v
@@ -415,5 +417,34 @@ mod tests {
                 proptest::prop_assert!(hey.rate == 0.0 || (MIN_RATE..=MAX_RATE).contains(&hey.rate));
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_load_sends_its_method_headers_and_host_to_the_url() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                request.extend_from_slice(&buf[..n]);
+            }
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&request).to_lowercase()
+        });
+        let line = format!("hey -n 1 -c 1 -m delete -host app.example.com -H 'X-Test: 1' {url}");
+        let hey = parse(&line).unwrap().unwrap();
+        let report = run(hey, crate::loadtester::test_client()).await;
+        assert_eq!(report.sent.load(Ordering::Relaxed), 1);
+        assert_eq!(report.errors.load(Ordering::Relaxed), 0);
+        let request = server.await.unwrap();
+        assert!(request.starts_with("delete / http/1.1"), "{request}");
+        assert!(request.contains("host: app.example.com\r\n"), "{request}");
+        assert!(request.contains("x-test: 1\r\n"), "{request}");
     }
 }
