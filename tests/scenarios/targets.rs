@@ -1,13 +1,14 @@
 //! What is released besides a Deployment's image: ConfigMap data, DaemonSets; and what
 //! deleting a Canary leaves behind.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
 use serin_core::Phase;
 
 use crate::harness::{
-    ControlPlane, NS, WorldConfig, canary, deployment, initialized, wait_until, world,
+    ControlPlane, NS, World, WorldConfig, canary, deployment, initialized, wait_until, world,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -155,6 +156,7 @@ async fn deletion_hands_the_application_back(cp: ControlPlane, revert_on_deletio
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
     assert_eq!(world.replicas("podinfo").await, 0);
 
+    let serving = watch_serving(&world, "podinfo");
     world.delete_canary("podinfo").await;
     let canaries = world.canaries();
     wait_until(LONG, "Canary deleted", || async {
@@ -186,6 +188,11 @@ async fn deletion_hands_the_application_back(cp: ControlPlane, revert_on_deletio
             .is_none()
     })
     .await;
+    let gaps = serving.stop();
+    assert!(
+        gaps.is_empty(),
+        "the apex moved before the target was ready: {gaps:?}"
+    );
 }
 
 async fn deleting_a_canary_without_revert_on_deletion_keeps_the_application_serving(
@@ -227,6 +234,7 @@ async fn deleting_a_canary_whose_new_version_never_becomes_ready_keeps_the_prima
         )
         .await;
 
+    let serving = watch_serving(&world, "podinfo");
     world.delete_canary("podinfo").await;
     let canaries = world.canaries();
     wait_until(LONG, "Canary deleted", || async {
@@ -285,6 +293,76 @@ async fn deleting_a_canary_whose_new_version_never_becomes_ready_keeps_the_prima
         0,
         "the target never served"
     );
+    let gaps = serving.stop();
+    assert!(
+        gaps.is_empty(),
+        "the apex had nothing ready behind it: {gaps:?}"
+    );
+}
+
+/// Looks, every 50 ms until stopped, at what the apex Service selects: some Deployment's
+/// pods, with at least one ready. [`Serving::stop`] returns the looks that found none.
+fn watch_serving(world: &World, apex: &str) -> Serving {
+    let gaps = Arc::new(Mutex::new(Vec::new()));
+    let services = world.services();
+    let deployments = world.deployments();
+    let (apex, seen) = (apex.to_string(), gaps.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            if let Some(gap) = serving_gap(&services, &deployments, &apex).await {
+                seen.lock().unwrap().push(gap);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    Serving { task, gaps }
+}
+
+struct Serving {
+    task: tokio::task::JoinHandle<()>,
+    gaps: Arc<Mutex<Vec<String>>>,
+}
+
+impl Serving {
+    fn stop(self) -> Vec<String> {
+        self.task.abort();
+        self.gaps.lock().unwrap().clone()
+    }
+}
+
+/// Why the apex has nothing ready behind it, if so (`None` also when a read fails: only
+/// what was seen counts).
+async fn serving_gap(
+    services: &kube::Api<k8s_openapi::api::core::v1::Service>,
+    deployments: &kube::Api<k8s_openapi::api::apps::v1::Deployment>,
+    apex: &str,
+) -> Option<String> {
+    let service = services.get_opt(apex).await.ok()?;
+    let Some(service) = service else {
+        return Some(format!("Service {apex} missing"));
+    };
+    let selector = service.spec?.selector.unwrap_or_default();
+    let list = deployments.list(&Default::default()).await.ok()?;
+    let ready: i32 = list
+        .items
+        .iter()
+        .filter(|d| {
+            let labels = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
+            !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .map(|d| {
+            d.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+        })
+        .sum();
+    (ready == 0).then(|| format!("{apex} selects {selector:?}: no ready pods"))
 }
 
 async fn skip_analysis_promotes_without_checks(cp: ControlPlane) {
