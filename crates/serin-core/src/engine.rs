@@ -30,8 +30,8 @@
 //! - A target reverted to the promoted revision during a release cancels the release
 //!   (Flagger would analyse and "promote" the old revision again).
 //! - A failed initialization leaves the target serving and routing untouched.
-//! - Deletion hands traffic to the target only once it is ready (Flagger moves it in the
-//!   step that scales the target up); a target not ready by the progress deadline leaves
+//! - Deletion hands traffic to the target only once it is ready (never in the step that
+//!   scales it up from zero); a target not ready by the progress deadline leaves
 //!   the primary serving, orphaned so the garbage collector keeps it.
 
 // `Err` carries the early answer of a decision (one per call, moved, never copied around),
