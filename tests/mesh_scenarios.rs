@@ -502,6 +502,109 @@ async fn istio_revert_on_deletion_restores_a_taken_over_virtual_service(cp: Cont
     );
 }
 
+/// Waits until the primary has received `more` requests beyond what it had.
+async fn primary_serves(world: &World, more: f64) {
+    let from = world.served().1;
+    let deadline = Instant::now() + LONG;
+    while world.served().1 < from + more {
+        if Instant::now() > deadline {
+            panic!(
+                "the primary did not serve {more} more requests\n{}",
+                world.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A Canary deleted mid-release whose new version never becomes ready: every request keeps
+/// being answered by the primary (none finds no route or no ready endpoint), before,
+/// during and after the deletion, and after the garbage collector took what the Canary
+/// still owned; the VirtualService serin created is kept, routing to the primary.
+async fn istio_deleting_a_canary_whose_target_never_becomes_ready_keeps_serving(cp: ControlPlane) {
+    let world = world(cp, "istio").await;
+    let mut analysis = progressive();
+    analysis["interval"] = json!("1s");
+    world
+        .apply::<Deployment>(deployment("podinfo", "podinfo:6.0.0", 2))
+        .await;
+    let mut c = canary("istio", analysis);
+    c["spec"]["progressDeadlineSeconds"] = json!(6);
+    world.apply::<Canary>(c).await;
+    world.wait_phase(Phase::Initialized).await;
+    // The traffic world re-reads routing once a second: from here on every request is routed.
+    primary_serves(&world, 40.0).await;
+    let unrouted = world.stack.traffic().unrouted();
+
+    world
+        .apply::<Deployment>(deployment("podinfo", "podinfo:6.0.1-broken", 2))
+        .await;
+    world
+        .wait("the release started", |c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.last_applied_spec != s.last_promoted_spec)
+        })
+        .await;
+    let canaries: Api<Canary> = Api::namespaced(world.client.clone(), NS);
+    canaries
+        .delete("podinfo", &Default::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + LONG;
+    while canaries.get_opt("podinfo").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "Canary not finalized");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(world.client.clone(), NS);
+    while services.get_opt("podinfo-canary").await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "podinfo-canary not garbage collected"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    primary_serves(&world, 40.0).await;
+
+    assert_eq!(
+        world.stack.traffic().unrouted(),
+        unrouted,
+        "requests found no route or no ready endpoint\n{}",
+        world.logs()
+    );
+    let vs = world
+        .routing_object(
+            "networking.istio.io",
+            "v1beta1",
+            "VirtualService",
+            "virtualservices",
+            "podinfo",
+        )
+        .await
+        .expect("the VirtualService is kept");
+    assert!(
+        vs.metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(Vec::is_empty),
+        "no longer owned by the Canary"
+    );
+    assert_eq!(
+        virtual_service_weights(&vs),
+        [100, 0],
+        "{}",
+        vs.data["spec"]
+    );
+    let events = world.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("kept podinfo-primary.default serving")),
+        "{events:#?}"
+    );
+}
+
 async fn linkerd_canary_release_promoted_on_builtin_metrics(cp: ControlPlane) {
     promoted_on_builtin_metrics(cp, "linkerd").await;
 }
@@ -522,6 +625,7 @@ serin_testkit::on_every_control_plane!(
     istio_blue_green_with_mirroring,
     istio_weights_edited_by_hand_are_put_back_and_reported,
     istio_revert_on_deletion_restores_a_taken_over_virtual_service,
+    istio_deleting_a_canary_whose_target_never_becomes_ready_keeps_serving,
     linkerd_canary_release_promoted_on_builtin_metrics,
     nginx_canary_release_promoted_on_builtin_metrics,
     nginx_ab_release_routes_only_matching_requests_to_the_canary,
