@@ -32,6 +32,10 @@ async fn iterations(world: &World) -> i32 {
         .unwrap_or(0)
 }
 
+/// Flagger's event for a reconcile that finds the Canary suspended (or paused), recorded on
+/// every such reconcile.
+const SUSPENDED: &str = "skipping canary run as object is suspended";
+
 async fn commands_steer_a_release_without_editing_the_spec(cp: ControlPlane) {
     let world = world(cp).await;
     initialized(&world, "podinfo", 60).await;
@@ -41,9 +45,12 @@ async fn commands_steer_a_release_without_editing_the_spec(cp: ControlPlane) {
     world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_phase("podinfo", Phase::Progressing, LONG).await;
     serin(&world, &["pause", "podinfo", "-n", NS]).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = world.wait_event_count("podinfo", SUSPENDED, 1, LONG).await;
     let held = iterations(&world).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Two more reconciles under the pause, and no step.
+    world
+        .wait_event_count("podinfo", SUSPENDED, seen + 2, LONG)
+        .await;
     assert_eq!(iterations(&world).await, held, "paused: no step");
     let status = status_json(&world).await;
     assert_eq!(status["phase"], "Progressing");
@@ -199,7 +206,10 @@ async fn flaggers_webhook_pattern_runs_through_serin_loadtester(cp: ControlPlane
     // The release waits at the closed gate until it is opened, then runs and promotes.
     world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_phase("podinfo", Phase::Waiting, LONG).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Held, not slow: the closed gate is asked again and the release still waits.
+    world
+        .wait_event_count("podinfo", "waiting for approval gate", 2, LONG)
+        .await;
     assert_eq!(world.phase("podinfo").await, Phase::Waiting);
     tester.post("/gate/open").await;
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;

@@ -75,29 +75,23 @@ async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens(cp: Co
     world
         .wait_phase("podinfo", Phase::WaitingPromotion, LONG)
         .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Held, not merely slow: the closed gate is asked again (a second Halt) and the release
+    // still waits, with the primary untouched.
+    let halt = "Halt podinfo.default advancement waiting for promotion approval approve";
+    world.wait_event_count("podinfo", halt, 2, LONG).await;
     assert_eq!(world.phase("podinfo").await, Phase::WaitingPromotion);
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.0");
-    assert!(
-        world
-            .has_event(
-                "podinfo",
-                "Halt podinfo.default advancement waiting for promotion approval approve"
-            )
-            .await
-    );
 
     gate.status.store(200, Ordering::SeqCst);
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
-    assert!(
-        world
-            .has_event(
-                "podinfo",
-                "Confirm-promotion check for podinfo.default passed"
-            )
-            .await
-    );
+    world
+        .wait_event(
+            "podinfo",
+            "Confirm-promotion check for podinfo.default passed",
+            LONG,
+        )
+        .await;
 }
 
 /// Flagger's event webhooks: each event on the Canary is POSTed, in order, to its `type:

@@ -311,17 +311,9 @@ impl World {
 
     /// Waits for the Canary to reach `phase`; on timeout, fails with the status, the events
     /// and the controller's log.
-    ///
-    /// A release's last phases (Succeeded, Failed) also wait for their events: the
-    /// controller writes a transition's events and alerts into the status' outbox with the
-    /// phase and delivers them right after, so a test asserting an event the moment the
-    /// phase reads Succeeded would race the delivery.
     pub async fn wait_phase(&self, name: &str, phase: Phase, timeout: Duration) -> Canary {
-        let last = matches!(phase, Phase::Succeeded | Phase::Failed);
         self.wait_canary(name, &format!("phase {phase}"), timeout, |c| {
-            c.status.as_ref().is_some_and(|s| {
-                s.phase == phase && (!last || s.announcements.as_ref().is_none_or(|a| a.is_empty()))
-            })
+            c.status.as_ref().map(|s| s.phase) == Some(phase)
         })
         .await
     }
@@ -429,6 +421,43 @@ impl World {
             }
         }
         counts
+    }
+
+    /// How often events containing `needle` were recorded (repeats fold into a count).
+    pub async fn event_count(&self, name: &str, needle: &str) -> i32 {
+        self.event_counts(name)
+            .await
+            .iter()
+            .filter(|(message, _)| message.contains(needle))
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
+    /// Waits until events containing `needle` were recorded at least `n` times, and returns
+    /// the count. A barrier instead of a sleep: a repeated event (a gate asked again, a
+    /// reconcile under a pause) proves that the controller looked again and held.
+    pub async fn wait_event_count(
+        &self,
+        name: &str,
+        needle: &str,
+        n: i32,
+        timeout: Duration,
+    ) -> i32 {
+        let start = Instant::now();
+        loop {
+            let count = self.event_count(name, needle).await;
+            if count >= n {
+                return count;
+            }
+            if start.elapsed() > timeout {
+                self.fail(
+                    name,
+                    &format!("{needle:?} recorded {count} times, not {n}, within {timeout:?}"),
+                )
+                .await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn has_event(&self, name: &str, needle: &str) -> bool {
