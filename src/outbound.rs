@@ -161,6 +161,9 @@ pub fn policy() -> &'static Policy {
 /// A client builder that resolves and redirects only within [`policy`]. Every HTTP client
 /// serin builds for tenant-named destinations starts here.
 pub fn client_builder() -> reqwest::ClientBuilder {
+    // reqwest is built without a crypto provider of its own (and panics building a client
+    // without one); ring is the one kube links. Installed once per process, first come.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let redirects = reqwest::redirect::Policy::custom(|attempt| {
         if attempt.previous().len() >= 10 {
             return attempt.error("more than 10 redirects");

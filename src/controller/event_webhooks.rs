@@ -4,12 +4,14 @@
 //! `metadata` carries `eventMessage`, `eventType` (`Normal` or `Warning`) and `timestamp`
 //! (Unix milliseconds, as a string), beside the hook's own metadata keys.
 //!
-//! Delivery is off the reconcile path: events queue for one sender task, in the order they
-//! happened; a slow or failing receiver delays only the deliveries behind it, never a step.
-//! Failures are logged (as Flagger does) and the queue is bounded: when it is full, an event
-//! is dropped with a warning rather than holding the controller.
+//! Delivery is off the reconcile path, one queue and one sender task per destination (scheme,
+//! host and port), each in the order its events happened: a slow or failing receiver delays
+//! only its own deliveries, never another tenant's and never a step. Failures are logged (as
+//! Flagger does) and everything is bounded: a full queue drops the event with a warning
+//! rather than holding the controller, destinations are capped, and a sender task idle for
+//! a while ends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -20,8 +22,15 @@ use crate::api::{Canary, HookType, parse_duration};
 
 /// Flagger's timeout for event webhooks without one (and for the global one).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Deliveries waiting for the sender before new ones are dropped.
+/// Deliveries waiting to be routed to their destination's queue.
 const QUEUE: usize = 1024;
+/// Deliveries waiting for one destination before new ones for it are dropped.
+const PER_DESTINATION: usize = 256;
+/// Destinations with a sender task at once: each Canary names its own, so this bounds what
+/// many Canaries' event webhooks can take.
+const MAX_DESTINATIONS: usize = 256;
+/// A destination's sender task ends after this long without an event.
+const IDLE: Duration = Duration::from_secs(300);
 
 #[derive(Debug)]
 struct Delivery {
@@ -41,7 +50,7 @@ impl EventHooks {
     /// Starts the sender task. `global`: the `--event-webhook` URL.
     pub fn start(http: reqwest::Client, global: Option<String>) -> EventHooks {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(deliver(http, rx));
+        tokio::spawn(dispatch(http, rx));
         EventHooks { tx, global }
     }
 
@@ -120,30 +129,90 @@ fn deliveries(
         .collect()
 }
 
-async fn deliver(http: reqwest::Client, mut rx: mpsc::Receiver<Delivery>) {
+/// Routes each delivery to its destination's queue, starting the destination's sender task
+/// when it has none (or its task ended, idle).
+async fn dispatch(http: reqwest::Client, mut rx: mpsc::Receiver<Delivery>) {
+    let mut queues: HashMap<String, mpsc::Sender<Delivery>> = HashMap::new();
     while let Some(d) = rx.recv().await {
-        if let Err(refused) = reqwest::Url::parse(&d.url)
-            .map_err(|e| e.to_string())
-            .and_then(|url| crate::outbound::policy().check_url(&url))
-        {
-            tracing::warn!(host = host(&d.url), %refused, "event webhook not called");
+        let key = destination(&d.url);
+        let d = match queues.get(&key) {
+            Some(tx) => match tx.try_send(d) {
+                Ok(()) => continue,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(
+                        host = host(&key),
+                        "event webhook queue full; event not delivered"
+                    );
+                    continue;
+                }
+                Err(mpsc::error::TrySendError::Closed(d)) => d,
+            },
+            None => d,
+        };
+        queues.retain(|_, tx| !tx.is_closed());
+        if queues.len() >= MAX_DESTINATIONS {
+            tracing::warn!(
+                host = host(&key),
+                "{MAX_DESTINATIONS} event webhook destinations busy; event not delivered"
+            );
             continue;
         }
-        let sent = http
-            .post(&d.url)
-            .timeout(d.timeout)
-            .json(&d.body)
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().is_success() => {}
-            // The URL may hold a secret token: log the host only.
-            Ok(r) => {
-                tracing::warn!(host = host(&d.url), status = %r.status(), "event webhook refused the event")
+        let (tx, rx) = mpsc::channel(PER_DESTINATION);
+        tokio::spawn(deliver(http.clone(), rx));
+        // A new queue has room.
+        let _ = tx.try_send(d);
+        queues.insert(key, tx);
+    }
+}
+
+/// Scheme, host and port: what a slow receiver is slow for.
+fn destination(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| url.to_string())
+}
+
+/// One destination's sender: its deliveries in order, until idle.
+async fn deliver(http: reqwest::Client, mut rx: mpsc::Receiver<Delivery>) {
+    loop {
+        match tokio::time::timeout(IDLE, rx.recv()).await {
+            Ok(Some(d)) => send(&http, d).await,
+            Ok(None) => return,
+            Err(_) => {
+                // Idle: refuse new deliveries (the dispatcher starts a new task for them),
+                // then send what arrived in between.
+                rx.close();
+                while let Ok(d) = rx.try_recv() {
+                    send(&http, d).await;
+                }
+                return;
             }
-            Err(e) => {
-                tracing::warn!(host = host(&d.url), error = %e.without_url(), "event webhook unreachable")
-            }
+        }
+    }
+}
+
+async fn send(http: &reqwest::Client, d: Delivery) {
+    if let Err(refused) = reqwest::Url::parse(&d.url)
+        .map_err(|e| e.to_string())
+        .and_then(|url| crate::outbound::policy().check_url(&url))
+    {
+        tracing::warn!(host = host(&d.url), %refused, "event webhook not called");
+        return;
+    }
+    let sent = http
+        .post(&d.url)
+        .timeout(d.timeout)
+        .json(&d.body)
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status().is_success() => {}
+        // The URL may hold a secret token: log the host only.
+        Ok(r) => {
+            tracing::warn!(host = host(&d.url), status = %r.status(), "event webhook refused the event")
+        }
+        Err(e) => {
+            tracing::warn!(host = host(&d.url), error = %e.without_url(), "event webhook unreachable")
         }
     }
 }
@@ -205,5 +274,55 @@ mod tests {
         assert_eq!(d[0].timeout, DEFAULT_TIMEOUT);
         assert_eq!(d[0].body["metadata"]["eventType"], "Normal");
         assert!(deliveries(&c, None, EventType::Normal, "Advance", 5).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_hung_receiver_delays_only_its_own_events() {
+        use serin_stack::testing::fake_http::{FakeServer, Response};
+        let hung = FakeServer::start(|_| {
+            Response::text(200, "text/plain", "").delayed(Duration::from_secs(30))
+        })
+        .await;
+        let fast = FakeServer::start(|_| Response::text(200, "text/plain", "")).await;
+        let http = crate::outbound::client_builder().build().unwrap();
+        let hooks = EventHooks::start(http, None);
+        let slow_canary = canary(json!([{"name": "e", "type": "event", "url": hung.url}]));
+        let fast_canary = canary(json!([{"name": "e", "type": "event", "url": fast.url}]));
+        for i in 0..3 {
+            hooks.send(&slow_canary, EventType::Normal, &format!("slow {i}"));
+        }
+        for i in 0..3 {
+            hooks.send(&fast_canary, EventType::Normal, &format!("fast {i}"));
+        }
+        let started = std::time::Instant::now();
+        while fast.requests().len() < 3 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the fast receiver waited behind the hung one"
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let order: Vec<String> = fast
+            .requests()
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<Value>(&r.body).unwrap()["metadata"]["eventMessage"]
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(order, ["\"fast 0\"", "\"fast 1\"", "\"fast 2\""]);
+        assert_eq!(
+            hung.requests().len(),
+            1,
+            "one at a time to the hung receiver"
+        );
+    }
+
+    #[test]
+    fn destinations_are_origins() {
+        assert_eq!(destination("http://a:80/x?t=1"), "http://a");
+        assert_eq!(destination("https://a:8443/y"), "https://a:8443");
+        assert_ne!(destination("http://a/"), destination("http://b/"));
     }
 }

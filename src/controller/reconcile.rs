@@ -59,10 +59,13 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
         name = canary.name_any()
     );
     let started = std::time::Instant::now();
-    let result = run(&canary, &ctx)
-        .instrument(span.clone())
-        .await
-        .map_err(Error::needing_a_human);
+    let result = contained(
+        run(&canary, &ctx).instrument(span.clone()),
+        RECONCILE_DEADLINE,
+    )
+    .instrument(span.clone())
+    .await
+    .map_err(Error::needing_a_human);
     record_duration(&canary, &ctx, started.elapsed());
     match result {
         Err(Error::Blocked { reason, message }) => {
@@ -76,6 +79,46 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
             Ok(action)
         }
         other => other,
+    }
+}
+
+/// The longest one reconcile may run: two of the longest hook calls. Beyond it the reconcile
+/// is cancelled and retried, so that no Canary holds one of the controller's reconcile slots
+/// (shared by every Canary) indefinitely.
+pub(super) const RECONCILE_DEADLINE: Duration =
+    Duration::from_secs(2 * crate::controller::webhooks::MAX_CALL_TIME.as_secs());
+
+/// Runs one reconcile so that nothing in it can take the controller down or hold it: a panic
+/// becomes this Canary's `Blocked` error with reason `InternalError` (a condition, a Warning
+/// event and `serin_reconcile_errors_total{reason="InternalError"}`), and a reconcile past
+/// `deadline` is cancelled. The Controller polls every reconcile in one task, so an
+/// uncaught panic would end the releases of every Canary in the cluster.
+async fn contained<F>(reconcile: F, deadline: Duration) -> Result<Action, Error>
+where
+    F: std::future::Future<Output = Result<Action, Error>>,
+{
+    use futures::FutureExt;
+    let guarded = std::panic::AssertUnwindSafe(reconcile).catch_unwind();
+    match tokio::time::timeout(deadline, guarded).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            let what = crate::analysis::provider::remote_text(&what);
+            tracing::error!(panic = %what, "reconcile panicked; contained to this Canary");
+            Err(Error::Blocked {
+                reason: Reason::InternalError,
+                message: format!(
+                    "serin hit an internal error reconciling this Canary ({what}); the other \
+                     Canaries are unaffected and this one is retried. Please report it with \
+                     the controller's log"
+                ),
+            })
+        }
+        Err(_) => Err(Error::Deadline(deadline)),
     }
 }
 

@@ -222,6 +222,37 @@ fn session_cookies_are_fresh_per_run_and_kept_within_one() {
     assert_eq!(after.previous_session_affinity_cookie, Some(canary_cookie));
 }
 
+#[tokio::test]
+async fn a_panic_in_a_reconcile_is_this_canarys_internal_error() {
+    let panicking = async {
+        if true {
+            panic!("index out of bounds: the len is 0 but the index is 3");
+        }
+        Ok(Action::await_change())
+    };
+    let err = contained(panicking, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    let Error::Blocked { reason, message } = &err else {
+        panic!("not blocked: {err:?}");
+    };
+    assert_eq!(*reason, Reason::InternalError);
+    assert!(message.contains("index out of bounds"), "{message}");
+    assert_eq!(err.label(), "InternalError");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconcile_past_its_deadline_is_cancelled() {
+    let hung = std::future::pending::<Result<Action, Error>>();
+    let err = contained(hung, RECONCILE_DEADLINE).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Deadline(d) if d == RECONCILE_DEADLINE),
+        "{err:?}"
+    );
+    let fine = async { Ok(Action::requeue(Duration::from_secs(1))) };
+    assert!(contained(fine, RECONCILE_DEADLINE).await.is_ok());
+}
+
 /// Answers the next request with a 404, returning the request's method and path.
 async fn not_found(server: &mut ApiServer) -> (Method, String) {
     let (request, send) = server.next_request().await.expect("a request");
