@@ -68,7 +68,8 @@ pub struct Analyzer {
 #[derive(Clone)]
 pub struct Caches {
     pub templates: Store<MetricTemplate>,
-    pub secrets: Store<Secret>,
+    /// `None` when the controller does not watch Secrets (config tracking off).
+    pub secrets: Option<Store<Secret>>,
 }
 
 impl std::fmt::Debug for Analyzer {
@@ -160,13 +161,16 @@ impl Analyzer {
     }
 
     /// Reads MetricTemplates and Secrets from these stores first (the controller's reflector
-    /// caches) instead of a GET per check.
+    /// caches) instead of a GET per check; Secrets always with a GET when `secrets` is `None`.
     pub fn with_caches(
         mut self,
         templates: Store<MetricTemplate>,
-        secrets: Store<Secret>,
+        secrets: impl Into<Option<Store<Secret>>>,
     ) -> Analyzer {
-        self.caches = Some(Caches { templates, secrets });
+        self.caches = Some(Caches {
+            templates,
+            secrets: secrets.into(),
+        });
         self
     }
 
@@ -486,9 +490,10 @@ impl Analyzer {
     }
 
     async fn secret(&self, namespace: &str, name: &str) -> Result<SecretData, QueryError> {
-        if let Some(caches) = &self.caches
-            && let Some(cached) = caches.secrets.get(&ObjectRef::new(name).within(namespace))
+        if let Some(secrets) = self.caches.as_ref().and_then(|c| c.secrets.as_ref())
+            && let Some(cached) = secrets.get(&ObjectRef::new(name).within(namespace))
         {
+            secret::usable(&cached).map_err(QueryError::config)?;
             return Ok(secret::decode(&cached));
         }
         secret::read(&self.kube, namespace, name).await

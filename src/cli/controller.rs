@@ -141,6 +141,12 @@ pub struct ControllerArgs {
     /// node's credentials.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub outbound_allow_link_local: bool,
+    /// A label (`KEY=VALUE`, or `KEY` for any value) a Secret must carry to be used as a
+    /// MetricTemplate's or AlertProvider's credentials, e.g. `serin.io/credentials=true`:
+    /// then a tenant cannot have serin send an unrelated Secret of theirs to an address they
+    /// chose. Unset: any Secret the template or provider names.
+    #[arg(long, env = "SERIN_SECRET_LABEL", value_name = "KEY[=VALUE]")]
+    pub secret_label: Option<crate::analysis::secret::RequiredLabel>,
     /// Flagger flags given but not implemented: one warning each at start.
     #[arg(skip)]
     pub ignored_flags: Vec<String>,
@@ -155,6 +161,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         allow: args.outbound_allow.clone(),
         allow_link_local: args.outbound_allow_link_local,
     });
+    crate::analysis::secret::require_label(args.secret_label.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -49,6 +49,7 @@ pub struct Stores {
     pub daemon_sets: Store<DaemonSet>,
     pub services: Store<Service>,
     pub configmaps: Store<ConfigMap>,
+    /// Empty without config tracking: Secrets are then not watched (see `rbac::CREDENTIALS`).
     pub secrets: Store<Secret>,
     pub templates: Store<MetricTemplate>,
     /// Whole copies of targets the Deployment cache holds trimmed (see `trim`).
@@ -147,6 +148,8 @@ pub struct Context {
     pub announced: crate::controller::announcements::Announced,
     /// The client of the outbox's bookkeeping, not rate-limited (`controller::Clients`).
     pub outbox: Client,
+    /// Webhooks and metric analyses still running after their reconcile gave up waiting.
+    pub background: crate::controller::reconcile::background::Background,
 }
 
 impl Context {

@@ -120,6 +120,17 @@ where
     (reader, coverage, stream)
 }
 
+/// An empty cache that nothing fills, marked as listed so that it never holds the controller
+/// back: for a kind the controller's settings leave unwatched.
+fn unwatched<K>() -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (reader, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    reader
+}
+
 /// Caches an object as the watch delivers it (less `managedFields`).
 fn as_delivered<K>(_: &mut K) {}
 
@@ -229,9 +240,21 @@ pub async fn run(
         cached::<Service>(&client, scoped(), Default::default(), as_delivered);
     let (configmaps, configmaps_cover, configmap_events) =
         cached::<ConfigMap>(&client, scoped(), Default::default(), as_delivered);
-    let secrets_read = watcher::Config::default().fields(SECRETS_SERIN_READS);
-    let (secrets, secrets_cover, secret_events) =
-        cached::<Secret>(&client, scoped(), secrets_read, as_delivered);
+    // Secrets are watched only for config tracking. Without it nothing needs them all:
+    // the one a MetricTemplate or AlertProvider names is read when used, and the RBAC
+    // grants no list or watch of Secrets (`rbac::CREDENTIALS`).
+    let (secrets, secrets_cover, secret_events) = if config.config_tracking {
+        let secrets_read = watcher::Config::default().fields(SECRETS_SERIN_READS);
+        let (store, cover, events) =
+            cached::<Secret>(&client, scoped(), secrets_read, as_delivered);
+        (store, cover, events.boxed())
+    } else {
+        (
+            unwatched::<Secret>(),
+            Arc::new(scope::Coverage::everything()),
+            futures::stream::empty().boxed(),
+        )
+    };
     // Templates may be referenced across namespaces; a controller confined to one namespace
     // (and its RBAC) sees only that namespace's templates. Few and small: all are cached.
     let every_template = Caching {
@@ -334,7 +357,11 @@ fn context(
         config.metrics_server.clone(),
         config.mesh_provider,
     )?
-    .with_caches(stores.templates.clone(), stores.secrets.clone());
+    // Without config tracking the Secret store is empty: credentials are read with a GET.
+    .with_caches(
+        stores.templates.clone(),
+        config.config_tracking.then(|| stores.secrets.clone()),
+    );
     let event_hooks = event_webhooks::EventHooks::start(http.clone(), config.event_webhook.clone());
     let notifier = config.notifier.clone();
     Ok(Arc::new(Context {
@@ -357,5 +384,25 @@ fn context(
         commands_cleared: Default::default(),
         announced: Default::default(),
         outbox,
+        background: Default::default(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    /// Without config tracking the Secret cache is never filled: it must not hold back the
+    /// readiness that waits for every cache's first list.
+    #[test]
+    fn an_unwatched_cache_is_ready_and_empty() {
+        let store = unwatched::<Secret>();
+        assert!(matches!(
+            store.wait_until_ready().now_or_never(),
+            Some(Ok(()))
+        ));
+        assert!(store.state().is_empty());
+    }
 }

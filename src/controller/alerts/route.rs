@@ -147,6 +147,7 @@ async fn provider(
             .await
             .map_err(|e| format!("cannot read Secret {}: {e}", secret_ref.name))?
             .ok_or_else(|| format!("Secret {} not found", secret_ref.name))?;
+        crate::analysis::secret::usable(&secret)?;
         let key = |k: &str| {
             secret
                 .data
