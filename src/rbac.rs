@@ -1,19 +1,30 @@
-//! Every Kubernetes API permission the controller uses, in one list: the chart's ClusterRole
-//! is generated from it (`serin rbac` writes `deploy/chart/serin/files/rbac-rules.yaml`), a
-//! test fails when the chart grants more or less, and a scenario runs the controller with a
-//! service account bound only to that ClusterRole.
+//! Every Kubernetes API permission the controller uses, in one place: the chart's RBAC is
+//! generated from it (`serin rbac --write deploy/chart/serin/files`), a test fails when the
+//! chart grants more or less, and a scenario runs the controller with a service account bound
+//! only to what the chart grants.
+//!
+//! Three scopes, so that each grant reaches no further than its use:
+//! - the watched namespaces ([`rules`]): a ClusterRole, or a Role in the one namespace of a
+//!   namespaced install (`--namespace`);
+//! - Secrets within them: watched and written only with config tracking ([`CONFIG_TRACKING`]);
+//!   without it, read one by one when a MetricTemplate or AlertProvider names one
+//!   ([`CREDENTIALS`]), so the controller can never list a tenant's Secrets;
+//! - the controller's own namespace ([`LEADER_ELECTION`]): its Lease, by name, through a Role;
+//!   not every Lease of the cluster (node heartbeats, the control plane's own leaders).
 //!
 //! Writes are server-side applies (verb `patch`; `create` too, for objects serin creates that
 //! way) and merge or JSON patches; reads come from watches (`list`, `watch`) or single GETs.
 
 use serde::Serialize;
 
-/// One rule of the ClusterRole, with why serin needs it.
+/// One RBAC rule, with why serin needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rule {
     pub api_group: &'static str,
     pub resources: &'static [&'static str],
     pub verbs: &'static [&'static str],
+    /// The objects the rule is limited to; empty: every object of the resources.
+    pub resource_names: &'static [&'static str],
     pub why: &'static str,
 }
 
@@ -21,79 +32,125 @@ const WATCH_AND_WRITE: &[&str] = &["get", "list", "watch", "create", "patch"];
 /// Routing objects: read before each write, written with server-side apply.
 const ROUTE: &[&str] = &["get", "create", "patch"];
 
-/// What every installation needs, whatever the provider.
+/// What every installation needs in the namespaces it watches, whatever the provider.
 pub const CORE: &[Rule] = &[
     Rule {
         api_group: "flagger.app",
         resources: &["canaries"],
         verbs: &["get", "list", "watch", "patch"],
+        resource_names: &[],
         why: "Canaries are watched; their finalizer and command annotations are patched",
     },
     Rule {
         api_group: "flagger.app",
         resources: &["canaries/status"],
         verbs: &["patch"],
+        resource_names: &[],
         why: "the release's status is written with server-side apply",
     },
     Rule {
         api_group: "flagger.app",
         resources: &["canaries/finalizers"],
         verbs: &["update"],
+        resource_names: &[],
         why: "objects serin creates are owned by their Canary (blockOwnerDeletion)",
     },
     Rule {
         api_group: "flagger.app",
         resources: &["metrictemplates"],
         verbs: &["get", "list", "watch"],
+        resource_names: &[],
         why: "metric templates are cached",
     },
     Rule {
         api_group: "flagger.app",
         resources: &["alertproviders"],
         verbs: &["get"],
+        resource_names: &[],
         why: "alert providers are read when an alert is sent",
     },
     Rule {
         api_group: "apps",
         resources: &["deployments", "daemonsets"],
         verbs: WATCH_AND_WRITE,
+        resource_names: &[],
         why: "targets are watched; primaries written; targets scaled",
     },
     Rule {
         api_group: "",
         resources: &["services"],
         verbs: WATCH_AND_WRITE,
+        resource_names: &[],
         why: "the apex, -primary and -canary Services",
     },
     Rule {
         api_group: "",
-        resources: &["configmaps", "secrets"],
+        resources: &["configmaps"],
         verbs: WATCH_AND_WRITE,
-        why: "tracked configs are watched and copied to -primary; provider credentials read",
+        resource_names: &[],
+        why: "tracked ConfigMaps are watched and copied to -primary",
     },
     Rule {
         api_group: "",
         resources: &["events"],
         verbs: &["create", "patch"],
+        resource_names: &[],
         why: "events on Canaries (repeated ones counted)",
     },
     Rule {
         api_group: "autoscaling",
         resources: &["horizontalpodautoscalers"],
         verbs: ROUTE,
+        resource_names: &[],
         why: "the target's HPA is copied for the primary",
     },
     Rule {
         api_group: "keda.sh",
         resources: &["scaledobjects"],
         verbs: ROUTE,
+        resource_names: &[],
         why: "the target's KEDA ScaledObject is copied for the primary and paused",
+    },
+];
+
+/// Secrets with config tracking (`--enable-config-tracking`, the default): the Secrets of
+/// targets are watched (a change of their data starts a release) and copied to `-primary`;
+/// provider and alert credentials come from the same cache.
+pub const CONFIG_TRACKING: &[Rule] = &[Rule {
+    api_group: "",
+    resources: &["secrets"],
+    verbs: WATCH_AND_WRITE,
+    resource_names: &[],
+    why: "tracked Secrets are watched and copied to -primary; provider and alert credentials read from that cache",
+}];
+
+/// Secrets without config tracking: only the one a MetricTemplate or AlertProvider names, read
+/// when it is used. RBAC cannot name them in advance (tenants create them), but without `list`
+/// and `watch` the controller cannot enumerate or bulk-read any namespace's Secrets.
+pub const CREDENTIALS: &[Rule] = &[Rule {
+    api_group: "",
+    resources: &["secrets"],
+    verbs: &["get"],
+    resource_names: &[],
+    why: "the Secret a MetricTemplate or AlertProvider names, read when it is used",
+}];
+
+/// In the controller's own namespace only, with `--enable-leader-election`.
+pub const LEADER_ELECTION: &[Rule] = &[
+    Rule {
+        api_group: "coordination.k8s.io",
+        resources: &["leases"],
+        verbs: &["get", "list", "watch", "patch"],
+        resource_names: &[crate::controller::leader::LEASE],
+        why: "the leader election Lease; the leader watches it (by name) to step down when its renewals stop showing",
     },
     Rule {
         api_group: "coordination.k8s.io",
         resources: &["leases"],
-        verbs: &["get", "list", "watch", "create", "patch"],
-        why: "leader election (--enable-leader-election); the leader watches its Lease to step down when its renewals stop showing",
+        verbs: &["create"],
+        // A create names no object in its URL: RBAC cannot limit it to a name.
+        resource_names: &[],
+        why: "the first replica creates the Lease",
     },
 ];
 
@@ -106,6 +163,7 @@ pub const PROVIDERS: &[(&str, &[Rule])] = &[
             api_group: "networking.istio.io",
             resources: &["virtualservices", "destinationrules"],
             verbs: ROUTE,
+            resource_names: &[],
             why: "Istio routing",
         }],
     ),
@@ -115,6 +173,7 @@ pub const PROVIDERS: &[(&str, &[Rule])] = &[
             api_group: "gateway.networking.k8s.io",
             resources: &["httproutes"],
             verbs: ROUTE,
+            resource_names: &[],
             why: "Gateway API routing (also Linkerd's)",
         }],
     ),
@@ -124,6 +183,7 @@ pub const PROVIDERS: &[(&str, &[Rule])] = &[
             api_group: "split.smi-spec.io",
             resources: &["trafficsplits"],
             verbs: ROUTE,
+            resource_names: &[],
             why: "SMI traffic splits",
         }],
     ),
@@ -133,6 +193,7 @@ pub const PROVIDERS: &[(&str, &[Rule])] = &[
             api_group: "networking.k8s.io",
             resources: &["ingresses"],
             verbs: ROUTE,
+            resource_names: &[],
             why: "the canary Ingress",
         }],
     ),
@@ -142,6 +203,7 @@ pub const PROVIDERS: &[(&str, &[Rule])] = &[
             api_group: "appmesh.k8s.aws",
             resources: &["virtualnodes", "virtualrouters", "virtualservices"],
             verbs: ROUTE,
+            resource_names: &[],
             why: "App Mesh routing",
         }],
     ),
@@ -151,6 +213,7 @@ pub const PROVIDERS: &[(&str, &[Rule])] = &[
             api_group: "projectcontour.io",
             resources: &["httpproxies"],
             verbs: ROUTE,
+            resource_names: &[],
             why: "Contour routing",
         }],
     ),
@@ -161,12 +224,14 @@ pub const PROVIDERS: &[(&str, &[Rule])] = &[
                 api_group: "gloo.solo.io",
                 resources: &["upstreams"],
                 verbs: ROUTE,
+                resource_names: &[],
                 why: "Gloo upstreams",
             },
             Rule {
                 api_group: "gateway.solo.io",
                 resources: &["routetables"],
                 verbs: ROUTE,
+                resource_names: &[],
                 why: "Gloo route tables",
             },
         ],
@@ -177,6 +242,7 @@ pub const PROVIDERS: &[(&str, &[Rule])] = &[
             api_group: "traefik.io",
             resources: &["traefikservices"],
             verbs: ROUTE,
+            resource_names: &[],
             why: "Traefik weighted services",
         }],
     ),
@@ -186,6 +252,7 @@ pub const PROVIDERS: &[(&str, &[Rule])] = &[
             api_group: "kuma.io",
             resources: &["trafficroutes"],
             verbs: ROUTE,
+            resource_names: &[],
             why: "Kuma traffic routes",
         }],
     ),
@@ -195,6 +262,7 @@ pub const PROVIDERS: &[(&str, &[Rule])] = &[
             api_group: "apisix.apache.org",
             resources: &["apisixroutes"],
             verbs: ROUTE,
+            resource_names: &[],
             why: "APISIX routes",
         }],
     ),
@@ -205,12 +273,14 @@ pub const PROVIDERS: &[(&str, &[Rule])] = &[
                 api_group: "serving.knative.dev",
                 resources: &["services"],
                 verbs: &["get", "patch"],
+                resource_names: &[],
                 why: "the Knative Service target: its traffic split and primary revision",
             },
             Rule {
                 api_group: "serving.knative.dev",
                 resources: &["revisions"],
                 verbs: &["get"],
+                resource_names: &[],
                 why: "readiness of the Knative revisions",
             },
         ],
@@ -222,39 +292,67 @@ pub const PROVIDERS: &[(&str, &[Rule])] = &[
 struct PolicyRule<'a> {
     api_groups: [&'a str; 1],
     resources: &'a [&'a str],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    resource_names: &'a [&'a str],
     verbs: &'a [&'a str],
 }
 
-/// Every rule, core first.
-pub fn rules() -> Vec<Rule> {
+/// Every rule of the watched namespaces, core first: what the chart's ClusterRole (or, for a
+/// namespaced install, Role) grants with config tracking on or off.
+pub fn rules(config_tracking: bool) -> Vec<Rule> {
+    let secrets = match config_tracking {
+        true => CONFIG_TRACKING,
+        false => CREDENTIALS,
+    };
     CORE.iter()
+        .chain(secrets)
         .chain(PROVIDERS.iter().flat_map(|(_, rules)| rules.iter()))
         .copied()
         .collect()
 }
 
-/// The rules as the YAML list of a ClusterRole's `rules`, each with why as a comment.
-pub fn rules_yaml() -> String {
-    let mut out = String::from(
-        "# Generated by `serin rbac` from src/rbac.rs: every permission the controller uses.\n",
-    );
-    let mut section = |title: &str, rules: &[Rule]| {
-        out.push_str(&format!("# {title}\n"));
-        for rule in rules {
-            let policy = PolicyRule {
-                api_groups: [rule.api_group],
-                resources: rule.resources,
-                verbs: rule.verbs,
-            };
-            let json = serde_json::to_string(&policy).unwrap_or_default();
-            out.push_str(&format!("- {json} # {}\n", rule.why));
-        }
-    };
-    section("core", CORE);
+/// The chart's rule files (`deploy/chart/serin/files/<name>`), each a YAML list of rules with
+/// why as a comment; the chart's templates pick them by scope and values.
+pub fn files() -> Vec<(&'static str, String)> {
+    let mut watched =
+        header("what the controller uses in the namespaces it watches, whatever its settings");
+    section(&mut watched, "core", CORE);
     for (providers, rules) in PROVIDERS {
-        section(&format!("provider {providers}"), rules);
+        section(&mut watched, &format!("provider {providers}"), rules);
     }
-    out
+    let mut tracking = header(
+        "its Secrets in the watched namespaces, with config tracking (configTracking.enabled)",
+    );
+    section(&mut tracking, "secrets", CONFIG_TRACKING);
+    let mut credentials = header("its Secrets in the watched namespaces, without config tracking");
+    section(&mut credentials, "secrets", CREDENTIALS);
+    let mut leader =
+        header("its Lease in its own namespace, with leader election (leaderElection.enabled)");
+    section(&mut leader, "leader election", LEADER_ELECTION);
+    vec![
+        ("rbac-rules.yaml", watched),
+        ("rbac-config-tracking.yaml", tracking),
+        ("rbac-credentials.yaml", credentials),
+        ("rbac-leader-election.yaml", leader),
+    ]
+}
+
+fn header(what: &str) -> String {
+    format!("# Generated by `serin rbac` from src/rbac.rs: {what}.\n")
+}
+
+fn section(out: &mut String, title: &str, rules: &[Rule]) {
+    out.push_str(&format!("# {title}\n"));
+    for rule in rules {
+        let policy = PolicyRule {
+            api_groups: [rule.api_group],
+            resources: rule.resources,
+            resource_names: rule.resource_names,
+            verbs: rule.verbs,
+        };
+        let json = serde_json::to_string(&policy).unwrap_or_default();
+        out.push_str(&format!("- {json} # {}\n", rule.why));
+    }
 }
 
 #[cfg(test)]
@@ -263,9 +361,42 @@ mod tests {
 
     #[test]
     fn the_yaml_parses_back_to_the_rules() {
-        let parsed: Vec<serde_json::Value> = serde_norway::from_str(&rules_yaml()).unwrap();
-        assert_eq!(parsed.len(), rules().len());
-        assert_eq!(parsed[0]["apiGroups"][0], "flagger.app");
-        assert_eq!(parsed[0]["resources"][0], "canaries");
+        let files = files();
+        let parse = |name: &str| -> Vec<serde_json::Value> {
+            let (_, text) = files.iter().find(|(n, _)| *n == name).unwrap();
+            serde_norway::from_str(text).unwrap()
+        };
+        let watched = parse("rbac-rules.yaml");
+        assert_eq!(watched.len(), rules(true).len() - CONFIG_TRACKING.len());
+        assert_eq!(watched[0]["apiGroups"][0], "flagger.app");
+        assert_eq!(watched[0]["resources"][0], "canaries");
+        assert!(watched[0].get("resourceNames").is_none());
+        let leader = parse("rbac-leader-election.yaml");
+        assert_eq!(
+            leader[0]["resourceNames"][0],
+            crate::controller::leader::LEASE
+        );
+        assert_eq!(
+            parse("rbac-credentials.yaml")[0]["verbs"],
+            serde_json::json!(["get"])
+        );
+    }
+
+    #[test]
+    fn secrets_are_listed_only_with_config_tracking() {
+        let lists_secrets = |rules: Vec<Rule>| {
+            rules
+                .iter()
+                .any(|r| r.resources.contains(&"secrets") && r.verbs.contains(&"list"))
+        };
+        assert!(lists_secrets(rules(true)));
+        assert!(!lists_secrets(rules(false)));
+        assert!(
+            rules(false)
+                .iter()
+                .chain(rules(true).iter())
+                .all(|r| !r.resources.contains(&"leases")),
+            "Leases only in the controller's own namespace"
+        );
     }
 }

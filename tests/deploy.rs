@@ -36,14 +36,27 @@ fn chart() -> String {
 }
 
 fn rendered() -> Vec<Value> {
-    let text = run(
-        &helm(),
-        &["template", "serin", &chart(), "--namespace", "serin-system"],
-    );
-    text.split("\n---")
+    rendered_with(&[]).unwrap()
+}
+
+/// `helm template` of the chart into `serin-system` with `--set` values `sets`: its objects,
+/// or Helm's error.
+fn rendered_with(sets: &[&str]) -> Result<Vec<Value>, String> {
+    let chart = chart();
+    let mut args = vec!["template", "serin", &chart, "--namespace", "serin-system"];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let out = Command::new(helm()).args(&args).output().unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8(out.stdout)
+        .unwrap()
+        .split("\n---")
         .filter_map(|doc| serde_norway::from_str::<Value>(doc).ok())
         .filter(|v| v.is_object())
-        .collect()
+        .collect())
 }
 
 fn read(relative: &str) -> String {
@@ -53,11 +66,13 @@ fn read(relative: &str) -> String {
 #[test]
 fn generated_install_files_match_the_code_and_the_chart() {
     let fix = "regenerate with scripts/render-manifests";
-    assert_eq!(
-        read("deploy/chart/serin/files/rbac-rules.yaml"),
-        serin::rbac::rules_yaml(),
-        "the chart's RBAC rules drifted from src/rbac.rs: {fix}"
-    );
+    for (name, text) in serin::rbac::files() {
+        assert_eq!(
+            read(&format!("deploy/chart/serin/files/{name}")),
+            text,
+            "the chart's RBAC rules ({name}) drifted from src/rbac.rs: {fix}"
+        );
+    }
     assert_eq!(
         read("deploy/chart/serin/crds/crds.yaml"),
         read("crds/crds.yaml"),
@@ -81,17 +96,23 @@ fn generated_install_files_match_the_code_and_the_chart() {
     );
 }
 
-/// `(group, resource, verb)` of each permission.
-type Grants = BTreeSet<(String, String, String)>;
+/// `(group, resource, verb, name)` of each permission (name empty: every object).
+type Grants = BTreeSet<(String, String, String, String)>;
 
 fn grants(rules: &[Value]) -> Grants {
     let mut out = Grants::new();
     for rule in rules {
+        let names: Vec<String> = match rule["resourceNames"].as_array() {
+            Some(names) => names.iter().map(|n| n.as_str().unwrap().into()).collect(),
+            None => vec![String::new()],
+        };
         for group in rule["apiGroups"].as_array().unwrap() {
             for resource in rule["resources"].as_array().unwrap() {
                 for verb in rule["verbs"].as_array().unwrap() {
-                    let s = |v: &Value| v.as_str().unwrap().to_string();
-                    out.insert((s(group), s(resource), s(verb)));
+                    for name in &names {
+                        let s = |v: &Value| v.as_str().unwrap().to_string();
+                        out.insert((s(group), s(resource), s(verb), name.clone()));
+                    }
                 }
             }
         }
@@ -99,38 +120,140 @@ fn grants(rules: &[Value]) -> Grants {
     out
 }
 
-#[test]
-fn the_chart_grants_exactly_what_the_code_uses() {
-    let role = rendered()
-        .into_iter()
-        .find(|d| d["kind"] == "ClusterRole")
-        .expect("a ClusterRole");
-    let granted = grants(role["rules"].as_array().unwrap());
-    let needed: Vec<Value> = serin::rbac::rules()
+fn code_grants(rules: &[serin::rbac::Rule]) -> Grants {
+    let rules: Vec<Value> = rules
         .iter()
-        .map(|r| json!({"apiGroups": [r.api_group], "resources": r.resources, "verbs": r.verbs}))
+        .map(|r| {
+            let mut rule =
+                json!({"apiGroups": [r.api_group], "resources": r.resources, "verbs": r.verbs});
+            if !r.resource_names.is_empty() {
+                rule["resourceNames"] = json!(r.resource_names);
+            }
+            rule
+        })
         .collect();
-    let needed = grants(&needed);
-    let more: Vec<_> = granted.difference(&needed).collect();
-    let less: Vec<_> = needed.difference(&granted).collect();
+    grants(&rules)
+}
+
+fn assert_same(what: &str, granted: &Grants, needed: &Grants) {
+    let more: Vec<_> = granted.difference(needed).collect();
+    let less: Vec<_> = needed.difference(granted).collect();
     assert!(
         more.is_empty() && less.is_empty(),
-        "more: {more:?}\nless: {less:?}"
+        "{what}:\nmore: {more:?}\nless: {less:?}"
     );
-    // And nothing beyond: no wildcard, no delete, no escalation verbs.
-    for (_, resource, verb) in &granted {
-        assert!(resource != "*" && verb != "*", "{resource} {verb}");
-        assert!(
-            ![
-                "delete",
-                "deletecollection",
-                "escalate",
-                "bind",
-                "impersonate"
-            ]
-            .contains(&verb.as_str())
-        );
+}
+
+/// Every setting that changes the RBAC: cluster-wide or namespaced, config tracking on or
+/// off, leader election on or off. Each renders exactly the rules src/rbac.rs lists for it,
+/// in the scope it names: the watched namespaces, and the Lease in serin's own namespace.
+#[test]
+fn the_chart_grants_exactly_what_the_code_uses() {
+    for namespace in ["", "team-a"] {
+        for tracking in [true, false] {
+            for leader in [false, true] {
+                let sets = [
+                    format!("namespace={namespace}"),
+                    format!("configTracking.enabled={tracking}"),
+                    format!("leaderElection.enabled={leader}"),
+                ];
+                let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+                let what = format!("{sets:?}");
+                let docs = rendered_with(&sets).unwrap();
+                let roles: Vec<&Value> = docs
+                    .iter()
+                    .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+                    .collect();
+                let watched_kind = if namespace.is_empty() {
+                    "ClusterRole"
+                } else {
+                    "Role"
+                };
+                let watched = roles
+                    .iter()
+                    .find(|r| r["metadata"]["name"] == "serin")
+                    .unwrap_or_else(|| panic!("{what}: the role of the watched namespaces"));
+                assert_eq!(watched["kind"], watched_kind, "{what}");
+                if !namespace.is_empty() {
+                    assert_eq!(watched["metadata"]["namespace"], namespace, "{what}");
+                    // Nothing cluster-wide: the CRDs (crds/, not templates) are installed by
+                    // Helm, not granted to serin.
+                    assert!(
+                        !docs
+                            .iter()
+                            .any(|d| d["kind"].as_str().is_some_and(|k| k.starts_with("Cluster"))),
+                        "{what}: a namespaced install renders no ClusterRole or binding"
+                    );
+                }
+                let binding = docs
+                    .iter()
+                    .find(|d| d["kind"] == format!("{watched_kind}Binding"))
+                    .unwrap_or_else(|| panic!("{what}: a {watched_kind}Binding"));
+                assert_eq!(binding["roleRef"]["kind"], watched_kind, "{what}");
+                assert_eq!(
+                    binding["subjects"][0]["namespace"], "serin-system",
+                    "{what}"
+                );
+                assert_same(
+                    &what,
+                    &grants(watched["rules"].as_array().unwrap()),
+                    &code_grants(&serin::rbac::rules(tracking)),
+                );
+                let lease_role = roles
+                    .iter()
+                    .find(|r| r["metadata"]["name"] == "serin-leader-election");
+                match (leader, lease_role) {
+                    (false, None) => {}
+                    (true, Some(role)) => {
+                        assert_eq!(role["kind"], "Role", "{what}");
+                        assert_eq!(role["metadata"]["namespace"], "serin-system", "{what}");
+                        assert_same(
+                            &what,
+                            &grants(role["rules"].as_array().unwrap()),
+                            &code_grants(serin::rbac::LEADER_ELECTION),
+                        );
+                    }
+                    (_, role) => panic!("{what}: leader election Role {role:?}"),
+                }
+                // And nothing beyond: no wildcard, no delete, no escalation verbs.
+                for role in &roles {
+                    for (_, resource, verb, _) in grants(role["rules"].as_array().unwrap()) {
+                        assert!(resource != "*" && verb != "*", "{resource} {verb}");
+                        assert!(
+                            ![
+                                "delete",
+                                "deletecollection",
+                                "escalate",
+                                "bind",
+                                "impersonate"
+                            ]
+                            .contains(&verb.as_str())
+                        );
+                    }
+                }
+            }
+        }
     }
+}
+
+/// Two replicas without leader election would both act on every Canary: the chart refuses.
+#[test]
+fn the_chart_refuses_several_replicas_without_leader_election() {
+    let refused = rendered_with(&["replicas=2"]).unwrap_err();
+    assert!(
+        refused.contains("replicas=2 needs leader election")
+            && refused.contains("leaderElection.enabled=true"),
+        "{refused}"
+    );
+    let replicas = |docs: Vec<Value>| {
+        docs.into_iter()
+            .find(|d| d["kind"] == "Deployment")
+            .unwrap()["spec"]["replicas"]
+            .clone()
+    };
+    assert_eq!(replicas(rendered_with(&["replicas=1"]).unwrap()), 1);
+    let elected = rendered_with(&["replicas=2", "leaderElection.enabled=true"]).unwrap();
+    assert_eq!(replicas(elected), 2);
 }
 
 #[test]
@@ -286,6 +409,10 @@ async fn installed_from_the_chart_it_releases_with_only_its_own_permissions() {
             "--namespace",
             "serin-system",
             "--create-namespace",
+            // The controller below runs with leader election: the chart grants the Lease
+            // only then.
+            "--set",
+            "leaderElection.enabled=true",
             "--kubeconfig",
             &admin,
         ],
@@ -378,6 +505,201 @@ async fn installed_from_the_chart_it_releases_with_only_its_own_permissions() {
         "{}",
         controller.logs(60)
     );
+}
+
+/// Whether `kubectl auth can-i` allows `subject` `request` (e.g. `["list", "secrets", "-A"]`).
+fn can_i(admin: &str, subject: &str, request: &[&str]) -> bool {
+    let out = Command::new("kubectl")
+        .args(["--kubeconfig", admin, "auth", "can-i", "--as", subject])
+        .args(request)
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    match answer.split_whitespace().next() {
+        Some("yes") => true,
+        Some("no") => false,
+        _ => panic!(
+            "kubectl auth can-i {request:?}: {answer} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// `helm install` of the chart as `release` into `namespace` with `--set` values `sets`.
+fn helm_install(admin: &str, release: &str, namespace: &str, sets: &[&str]) {
+    let chart = chart();
+    let mut args = vec![
+        "install",
+        release,
+        &chart,
+        "--namespace",
+        namespace,
+        "--create-namespace",
+        "--kubeconfig",
+        admin,
+    ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    run(&helm(), &args);
+}
+
+/// Asserts what `subject` may and may not do, each `(allowed, request)`. The allowed ones are
+/// waited for first: RBAC reaches the authorizer shortly after the install, and a refusal
+/// seen before is no proof.
+async fn assert_grants(admin: &str, subject: &str, checks: &[(bool, &[&str])]) {
+    for (_, request) in checks.iter().filter(|(allowed, _)| *allowed) {
+        serin_testkit::wait_until(
+            Duration::from_secs(30),
+            &format!("{subject} may {request:?}"),
+            || async { can_i(admin, subject, request) },
+        )
+        .await;
+    }
+    for (allowed, request) in checks {
+        assert_eq!(
+            can_i(admin, subject, request),
+            *allowed,
+            "{subject} {request:?}"
+        );
+    }
+}
+
+/// Least privilege on the real control plane, asked of its authorizer for the chart's
+/// service accounts: no Secret listing without config tracking, the Lease only in serin's own
+/// namespace, a namespaced install confined to its namespace. Then a controller holding only
+/// the config-tracking-off grants releases without a refusal.
+#[tokio::test]
+async fn the_chart_grants_each_setting_only_what_it_uses() {
+    if !serin_testkit::selected(ControlPlane::Real) {
+        return;
+    }
+    let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), ControlPlane::Real)
+        .without_controller()
+        .start()
+        .await;
+    let admin = world.stack.kubeconfig_path().display().to_string();
+
+    // Config tracking off, leader election on.
+    helm_install(
+        &admin,
+        "serin",
+        "serin-system",
+        &[
+            "configTracking.enabled=false",
+            "leaderElection.enabled=true",
+        ],
+    );
+    let lease = format!("leases/{}", serin::controller::leader::LEASE);
+    assert_grants(
+        &admin,
+        "system:serviceaccount:serin-system:serin",
+        &[
+            // Credentials: the Secret a MetricTemplate or AlertProvider names, one GET.
+            (true, &["get", "secrets", "-n", NS]),
+            (false, &["list", "secrets", "-A"]),
+            (false, &["watch", "secrets", "-A"]),
+            (false, &["list", "secrets", "-n", NS]),
+            (false, &["patch", "secrets", "-n", NS]),
+            // Its own Lease, in its own namespace.
+            (true, &["get", &lease, "-n", "serin-system"]),
+            (true, &["patch", &lease, "-n", "serin-system"]),
+            (true, &["watch", &lease, "-n", "serin-system"]),
+            (true, &["create", "leases", "-n", "serin-system"]),
+            (false, &["patch", "leases/other", "-n", "serin-system"]),
+            (false, &["patch", "leases", "-n", "kube-node-lease"]),
+            (false, &["get", "leases", "-n", "kube-node-lease"]),
+            (false, &["patch", &lease, "-n", "kube-system"]),
+            (false, &["list", "leases", "-A"]),
+            // The rest is unchanged: cluster-wide.
+            (true, &["list", "deployments.apps", "-A"]),
+        ],
+    )
+    .await;
+
+    // Config tracking on (the default): the Secret cache, and no Lease at all.
+    helm_install(&admin, "tracking", "serin-tracking", &[]);
+    assert_grants(
+        &admin,
+        "system:serviceaccount:serin-tracking:tracking-serin",
+        &[
+            (true, &["list", "secrets", "-A"]),
+            (true, &["watch", "secrets", "-A"]),
+            (false, &["get", "leases", "-n", "serin-tracking"]),
+        ],
+    )
+    .await;
+
+    // A namespaced install: Roles in the watched namespace, nothing cluster-wide.
+    run(
+        Path::new("kubectl"),
+        &["--kubeconfig", &admin, "create", "namespace", "team-a"],
+    );
+    helm_install(&admin, "team", "serin-team", &["namespace=team-a"]);
+    assert_grants(
+        &admin,
+        "system:serviceaccount:serin-team:team-serin",
+        &[
+            (true, &["list", "deployments.apps", "-n", "team-a"]),
+            (
+                true,
+                &["patch", "canaries.flagger.app/status", "-n", "team-a"],
+            ),
+            (false, &["list", "deployments.apps", "-n", NS]),
+            (false, &["list", "deployments.apps", "-A"]),
+            (false, &["list", "canaries.flagger.app", "-n", NS]),
+            (false, &["get", "secrets", "-n", NS]),
+        ],
+    )
+    .await;
+    let cluster_wide = run(
+        Path::new("kubectl"),
+        &[
+            "--kubeconfig",
+            &admin,
+            "get",
+            "clusterroles,clusterrolebindings",
+            "-l",
+            "app.kubernetes.io/instance=team",
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(
+        cluster_wide.trim(),
+        "",
+        "a namespaced install is granted nothing cluster-wide"
+    );
+
+    // The controller with only those grants and config tracking off: it never asks to list
+    // or watch Secrets (the old Secret cache would be refused, and say so in its log).
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = service_account_kubeconfig(&world, dir.path());
+    let mut controller = serin_testkit::Controller::new(
+        Path::new(env!("CARGO_BIN_EXE_serin")),
+        &kubeconfig,
+        serin_testkit::controller_args(),
+    );
+    controller.start(&[
+        "--enable-config-tracking=false",
+        "--enable-leader-election",
+        "--leader-election-namespace",
+        "serin-system",
+    ]);
+    let name = "untracked";
+    world.apply(&world.deployments(), deployment(name)).await;
+    world
+        .apply(&world.canaries(), canary(name, "kubernetes"))
+        .await;
+    world
+        .wait_phase(name, Phase::Initialized, Duration::from_secs(60))
+        .await;
+    world.set_image(name, "app", "podinfo:6.0.1").await;
+    world
+        .wait_phase(name, Phase::Succeeded, Duration::from_secs(90))
+        .await;
+    let logs = controller.logs(100_000);
+    assert!(!logs.contains("forbidden"), "{}", controller.logs(60));
 }
 
 fn deployment(name: &str) -> Value {
