@@ -24,8 +24,8 @@ use crate::controller::commands;
 use crate::controller::context::Context;
 use crate::controller::error::{Error, Reason};
 use crate::controller::router::{self, Router};
-use crate::controller::webhooks::Call;
 
+pub mod background;
 mod decide;
 mod effects;
 mod finalizer;
@@ -146,7 +146,7 @@ struct Intent {
     deleting: bool,
 }
 
-async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
+async fn run(canary: &Arc<Canary>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let namespace = canary.namespace().unwrap_or_default();
     if !ctx.stores.ready() || !ctx.stores.cover(&namespace) {
         tracing::debug!("caches have not listed this namespace yet; retrying");
@@ -181,9 +181,9 @@ async fn run(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
 
     // What to do.
     let checksum = webhook_checksum(&tracked, &obs.revision);
-    let call = Call::new(canary, status.phase, &checksum);
     let route = target.route();
-    let (step, metrics) = match decide_step(ctx, plan, &status, &mut obs, now, call, route).await {
+    let decided = decide_step(ctx, canary, plan, &status, &mut obs, now, &checksum, route).await;
+    let (step, metrics) = match decided {
         Ok(decided) => decided,
         Err(retry) => return Ok(retry),
     };

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use serin_core::Phase;
 use serin_testkit::Receiver;
 
-use crate::harness::{ControlPlane, canary, deployment, world, world_without_controller};
+use crate::harness::{
+    ControlPlane, WorldConfig, canary, deployment, wait_until, world, world_without_controller,
+};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -171,7 +173,48 @@ async fn events_reach_the_event_webhooks(cp: ControlPlane) {
     }
 }
 
+/// A webhook that never answers (within its 5-minute timeout) holds up its own Canary only:
+/// with a single reconcile slot, another Canary's release runs to the end meanwhile, because
+/// the hung probe is left to run in the background instead of holding the slot.
+async fn a_hung_webhook_holds_up_only_its_own_canary(cp: ControlPlane) {
+    let mut args = serin_testkit::controller_args();
+    args.push("--max-concurrent-reconciles=1".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
+        .controller_args(&args)
+        .start()
+        .await;
+    let hung = Receiver::start(200).await;
+    hung.delay_ms.store(600_000, Ordering::SeqCst);
+    for name in ["stuck", "podinfo"] {
+        world
+            .apply(&world.deployments(), deployment(name, "podinfo:6.0.0", 1))
+            .await;
+    }
+    let mut stuck = canary("stuck", 2);
+    stuck["spec"]["analysis"]["webhooks"] = json!([{"name": "hangs", "type": "confirm-rollout",
+        "url": hung.url, "timeout": "5m"}]);
+    world.apply(&world.canaries(), stuck).await;
+    world.apply(&world.canaries(), canary("podinfo", 2)).await;
+    world.wait_phase("stuck", Phase::Initialized, LONG).await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+
+    world.set_image("stuck", "app", "podinfo:6.0.1").await;
+    wait_until(LONG, "the hung webhook called", || async {
+        !hung.headers.lock().await.is_empty()
+    })
+    .await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+    // The stuck release has not moved, and its webhook was not called again and again.
+    assert_eq!(world.image("stuck-primary").await, "podinfo:6.0.0");
+    assert_ne!(world.phase("stuck").await, Phase::Progressing);
+    assert_eq!(hung.headers.lock().await.len(), 1);
+}
+
 serin_testkit::on_every_control_plane!(
+    a_hung_webhook_holds_up_only_its_own_canary,
     events_reach_the_event_webhooks,
     failing_rollout_checks_roll_the_release_back_at_the_threshold,
     a_closed_confirm_promotion_gate_holds_the_release_until_it_opens,

@@ -1,6 +1,9 @@
 //! Decide: the engine's decision, running the probes (webhooks, metric analysis) it asks
 //! for in between.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde_json::json;
 use serin_core::hash::spec_hash;
 use serin_core::{Analysis, Probe, Probes};
@@ -9,9 +12,10 @@ use chrono::{DateTime, Utc};
 use kube::runtime::controller::Action;
 use serin_core::{Decision, Observation, Plan, Status, Step, decide};
 
+use super::background::{Answer, Left, asked_in};
 use super::{BLOCKED_RETRY, MAX_PROBES};
-use crate::api::HookType;
 use crate::api::canary::MetricObservation;
+use crate::api::{Canary, HookType};
 use crate::controller::context::Context;
 use crate::controller::webhooks::{self, Call};
 use crate::workload::configs::Tracked;
@@ -21,62 +25,128 @@ pub(super) fn webhook_checksum(tracked: &Tracked, revision: &str) -> String {
     spec_hash(&json!({"revision": revision}), &tracked.checksums)
 }
 
-pub(super) async fn run_probe(
-    ctx: &Context,
-    probe: Probe,
-    at: Call<'_>,
-    route: Option<&str>,
-    probes: &mut Probes,
-    metrics: &mut Option<Vec<crate::api::canary::MetricObservation>>,
-) {
+/// How long a reconcile waits for a probe before leaving it to run in the background
+/// (`background`): webhooks and metric queries answer within it as a rule.
+const INLINE_BUDGET: Duration = Duration::from_secs(2);
+/// How soon a Canary whose probe runs in the background is looked at again.
+const BACKGROUND_POLL: Duration = Duration::from_secs(1);
+
+/// Runs one probe to its answer.
+async fn ask(ctx: &Context, probe: Probe, at: Call<'_>, route: Option<&str>) -> Answer {
     let http = &ctx.http;
+    let gate = |kind| async move { Answer::Gate(webhooks::gate(http, kind, at).await) };
     match probe {
-        Probe::ConfirmRollout => {
-            probes.confirm_rollout = Some(webhooks::gate(http, HookType::ConfirmRollout, at).await);
+        Probe::ConfirmRollout => gate(HookType::ConfirmRollout).await,
+        Probe::PreRollout => gate(HookType::PreRollout).await,
+        Probe::ConfirmTrafficIncrease => gate(HookType::ConfirmTrafficIncrease).await,
+        Probe::ConfirmPromotion => gate(HookType::ConfirmPromotion).await,
+        Probe::Rollback => Answer::Rollback(webhooks::rollback_requested(http, at).await),
+        Probe::Analysis => match webhooks::rollout_checks(http, at).await {
+            Err(reason) => Answer::Analysis(Analysis::Fail(reason), None),
+            Ok(()) => {
+                let (outcome, observations) =
+                    crate::controller::metric_analysis::evaluate(ctx, at.canary, route).await;
+                Answer::Analysis(outcome, observations)
+            }
+        },
+    }
+}
+
+/// Puts a probe's answer where the engine reads it.
+fn record(
+    probe: Probe,
+    answer: Answer,
+    probes: &mut Probes,
+    metrics: &mut Option<Vec<MetricObservation>>,
+) {
+    match (probe, answer) {
+        (Probe::ConfirmRollout, Answer::Gate(g)) => probes.confirm_rollout = Some(g),
+        (Probe::PreRollout, Answer::Gate(g)) => probes.pre_rollout = Some(g),
+        (Probe::ConfirmTrafficIncrease, Answer::Gate(g)) => {
+            probes.confirm_traffic_increase = Some(g);
         }
-        Probe::PreRollout => {
-            probes.pre_rollout = Some(webhooks::gate(http, HookType::PreRollout, at).await);
-        }
-        Probe::ConfirmTrafficIncrease => {
-            let gate = webhooks::gate(http, HookType::ConfirmTrafficIncrease, at).await;
-            probes.confirm_traffic_increase = Some(gate);
-        }
-        Probe::ConfirmPromotion => {
-            let gate = webhooks::gate(http, HookType::ConfirmPromotion, at).await;
-            probes.confirm_promotion = Some(gate);
-        }
-        Probe::Rollback => probes.rollback = Some(webhooks::rollback_requested(http, at).await),
-        Probe::Analysis => {
-            let outcome = match webhooks::rollout_checks(http, at).await {
-                Err(reason) => Analysis::Fail(reason),
-                Ok(()) => {
-                    let (outcome, observations) =
-                        crate::controller::metric_analysis::evaluate(ctx, at.canary, route).await;
-                    *metrics = observations;
-                    outcome
-                }
-            };
+        (Probe::ConfirmPromotion, Answer::Gate(g)) => probes.confirm_promotion = Some(g),
+        (Probe::Rollback, Answer::Rollback(asked)) => probes.rollback = Some(asked),
+        (Probe::Analysis, Answer::Analysis(outcome, observations)) => {
             probes.analysis = Some(outcome);
+            *metrics = observations;
+        }
+        (probe, answer) => {
+            tracing::error!(?probe, ?answer, "a probe answered another probe's question");
         }
     }
 }
 
+/// The answer to `probe`: from a task left running by an earlier reconcile of the same
+/// state, or from a new one awaited for [`INLINE_BUDGET`]. `None`: it runs on, in the
+/// background; look again soon.
+async fn answer(
+    ctx: &Arc<Context>,
+    canary: &Arc<Canary>,
+    probe: Probe,
+    asked: &Asked<'_>,
+) -> Option<Answer> {
+    let uid = canary.metadata.uid.clone().unwrap_or_default();
+    let mut task = match ctx.background.take(&uid, probe, &asked.state) {
+        Left::Running => return None,
+        Left::Finished(task) => task,
+        Left::Nothing => {
+            let (ctx, canary) = (ctx.clone(), canary.clone());
+            let (phase, checksum) = (asked.phase, asked.checksum.to_string());
+            let route = asked.route.map(str::to_string);
+            tokio::spawn(async move {
+                let at = Call::new(&canary, phase, &checksum);
+                ask(&ctx, probe, at, route.as_deref()).await
+            })
+        }
+    };
+    match tokio::time::timeout(INLINE_BUDGET, &mut task).await {
+        Ok(Ok(answer)) => Some(answer),
+        // A probe that panicked: the reconcile's guard reports it on this Canary.
+        Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Ok(Err(_)) => None,
+        Err(_) => {
+            tracing::debug!(?probe, "probe still running; left in the background");
+            ctx.background.leave(&uid, probe, asked.state.clone(), task);
+            None
+        }
+    }
+}
+
+/// What a probe is asked about.
+struct Asked<'a> {
+    phase: serin_core::Phase,
+    checksum: &'a str,
+    route: Option<&'a str>,
+    /// [`asked_in`].
+    state: String,
+}
+
 /// The engine's step, with the probes it asked for run in between (and the metric
 /// observations of the analysis, when one ran). `Err`: retry after the returned action, when
-/// the engine asked for more probes than a decision can need (a bug in the engine).
-/// `call`: the webhooks' payload; `route`: the analysis' `{{ route }}` when the target
-/// names it (a Knative Service's latest revision), read with the target.
+/// a probe runs on in the background or the engine asked for more probes than a decision can
+/// need (a bug in the engine). `checksum`: the webhooks' payload's; `route`: the analysis'
+/// `{{ route }}` when the target names it (a Knative Service's latest revision), read with
+/// the target.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn decide_step(
-    ctx: &Context,
+    ctx: &Arc<Context>,
+    canary: &Arc<Canary>,
     plan: &Plan,
     status: &Status,
     obs: &mut Observation,
     now: DateTime<Utc>,
-    call: Call<'_>,
+    checksum: &str,
     route: Option<&str>,
 ) -> Result<(Step, Option<Vec<MetricObservation>>), Action> {
     let mut metrics = None;
     let mut probes = 0;
+    let asked = Asked {
+        phase: status.phase,
+        checksum,
+        route,
+        state: asked_in(status, checksum),
+    };
     loop {
         match decide(plan, status, obs, now) {
             Decision::Step(step) => {
@@ -91,7 +161,10 @@ pub(super) async fn decide_step(
             }
             Decision::Probe(probe) => {
                 probes += 1;
-                run_probe(ctx, probe, call, route, &mut obs.probes, &mut metrics).await;
+                let Some(found) = answer(ctx, canary, probe, &asked).await else {
+                    return Err(Action::requeue(BACKGROUND_POLL));
+                };
+                record(probe, found, &mut obs.probes, &mut metrics);
             }
         }
     }

@@ -21,6 +21,10 @@ pub(super) async fn add_finalizer(canary: &Canary, ctx: &Context) -> Result<(), 
 }
 
 pub(super) async fn remove_finalizer(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
+    // Its probes still running in the background are about a Canary that is going.
+    if let Some(uid) = canary.metadata.uid.as_deref() {
+        ctx.background.forget(uid);
+    }
     let finalizers: Vec<String> = canary
         .finalizers()
         .iter()

@@ -74,6 +74,7 @@ fn context() -> (Context, ApiServer) {
         commands_cleared: Default::default(),
         announced: Default::default(),
         outbox: outbox_client,
+        background: Default::default(),
     };
     (ctx, handle)
 }
