@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use serin_core::Phase;
+use serin_stack::testing::fake_http::{FakeServer, Response};
 use serin_testkit::{ControlPlane, NS, World, WorldConfig, workspace_file};
 
 fn helm() -> PathBuf {
@@ -682,6 +683,8 @@ async fn the_chart_grants_each_setting_only_what_it_uses() {
     );
     controller.start(&[
         "--enable-config-tracking=false",
+        "--secret-label",
+        "serin.io/credentials=true",
         "--enable-leader-election",
         "--leader-election-namespace",
         "serin-system",
@@ -698,6 +701,61 @@ async fn the_chart_grants_each_setting_only_what_it_uses() {
     world
         .wait_phase(name, Phase::Succeeded, Duration::from_secs(90))
         .await;
+
+    // Provider credentials, read with a GET: a Secret without the opt-in label is refused,
+    // naming the Secret and the label; a labelled one is used.
+    let datadog = FakeServer::start(|_| Response::json(200, json!({"valid": true}))).await;
+    for (secret, labels, key) in [
+        ("unlabelled", json!({}), "unlabelled-key"),
+        (
+            "labelled",
+            json!({"serin.io/credentials": "true"}),
+            "labelled-key",
+        ),
+    ] {
+        world
+            .create(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": secret, "namespace": NS, "labels": labels},
+                "stringData": {"datadog_api_key": key, "datadog_application_key": "app"}}))
+            .await;
+        world
+            .create(
+                json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+                "metadata": {"name": secret, "namespace": NS},
+                "spec": {"provider": {"type": "datadog", "address": datadog.url,
+                    "secretRef": {"name": secret}}, "query": "avg:errors{*}"}}),
+            )
+            .await;
+        let name = format!("with-{secret}");
+        world.apply(&world.deployments(), deployment(&name)).await;
+        let mut c = canary(&name, "kubernetes");
+        c["spec"]["analysis"]["metrics"] = json!([{"name": "errors",
+            "templateRef": {"name": secret}, "thresholdRange": {"max": 1}, "interval": "1m"}]);
+        world.apply(&world.canaries(), c).await;
+    }
+    world
+        .wait_event(
+            "with-unlabelled",
+            &format!("Secret {NS}/unlabelled lacks the label serin.io/credentials=true"),
+            Duration::from_secs(60),
+        )
+        .await;
+    world
+        .wait_event(
+            "with-labelled",
+            "all the metrics providers are available",
+            Duration::from_secs(60),
+        )
+        .await;
+    let keys: Vec<String> = datadog
+        .requests()
+        .iter()
+        .filter_map(|r| r.headers.get("dd-api-key").cloned())
+        .collect();
+    assert!(
+        keys.iter().all(|k| k == "labelled-key") && !keys.is_empty(),
+        "only the labelled Secret's key is sent: {keys:?}"
+    );
     let logs = controller.logs(100_000);
     assert!(!logs.contains("forbidden"), "{}", controller.logs(60));
 }
