@@ -896,3 +896,114 @@ fn the_grafana_dashboard_queries_serins_series() {
         }
     }
 }
+
+/// The policies of deploy/policies on the real API server: the ValidatingAdmissionPolicy
+/// refuses a MetricTemplate aimed at the metadata endpoint, naming the allowed backends, and
+/// admits one aimed at an allowed backend and one without an address; the egress
+/// NetworkPolicy is a valid object.
+#[tokio::test]
+async fn the_shipped_policies_restrict_metric_template_addresses_and_egress() {
+    if !serin_testkit::selected(ControlPlane::Real) {
+        return;
+    }
+    let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), ControlPlane::Real)
+        .without_controller()
+        .start()
+        .await;
+    let admin = world.stack.kubeconfig_path().display().to_string();
+    let kubectl = Path::new("kubectl");
+    let policies = workspace_file("deploy/policies/metrictemplate-addresses.yaml");
+    run(
+        kubectl,
+        &[
+            "--kubeconfig",
+            &admin,
+            "apply",
+            "-f",
+            &policies.display().to_string(),
+        ],
+    );
+    let egress = workspace_file("deploy/policies/egress-networkpolicy.yaml");
+    run(
+        kubectl,
+        &[
+            "--kubeconfig",
+            &admin,
+            "create",
+            "namespace",
+            "serin-system",
+        ],
+    );
+    run(
+        kubectl,
+        &[
+            "--kubeconfig",
+            &admin,
+            "apply",
+            "--dry-run=server",
+            "-f",
+            &egress.display().to_string(),
+        ],
+    );
+
+    let template = |name: &str, address: Option<&str>| {
+        let mut provider = json!({"type": "prometheus"});
+        if let Some(address) = address {
+            provider["address"] = address.into();
+        }
+        json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+               "metadata": {"name": name, "namespace": NS},
+               "spec": {"provider": provider, "query": "vector(1)"}})
+    };
+    let create = |object: Value| {
+        let mut child = Command::new("kubectl")
+            .args(["--kubeconfig", &admin, "create", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(object.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // The API server starts enforcing a new policy once it has compiled it.
+    let poll = serin_testkit::Poll::new(Duration::from_secs(60)).every(Duration::from_millis(300));
+    let mut attempt = 0;
+    let refusal = loop {
+        let (created, stderr) = create(template(
+            &format!("metadata-{attempt}"),
+            Some("http://169.254.169.254/latest/meta-data"),
+        ));
+        if !created {
+            break stderr;
+        }
+        attempt += 1;
+        assert!(!poll.expired(), "the policy was never enforced");
+        poll.next().await;
+    };
+    assert!(
+        refusal.contains("serin-metrictemplate-addresses"),
+        "{refusal}"
+    );
+    assert!(
+        refusal.contains("http://prometheus.monitoring:9090"),
+        "{refusal}"
+    );
+    let (created, stderr) = create(template(
+        "prometheus",
+        Some("http://prometheus.monitoring:9090/"),
+    ));
+    assert!(created, "{stderr}");
+    let (created, stderr) = create(template("default-address", None));
+    assert!(created, "{stderr}");
+}
