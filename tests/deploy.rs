@@ -257,6 +257,36 @@ fn the_chart_refuses_several_replicas_without_leader_election() {
     assert_eq!(replicas(elected), 2);
 }
 
+/// With leader election the chart rolls replicas one by one (the Lease keeps one active) and
+/// a PodDisruptionBudget keeps a drain from taking them all; a single replica without it is
+/// recreated (two must never run at once) and has no budget to block drains.
+#[test]
+fn replicas_with_leader_election_roll_and_have_a_disruption_budget() {
+    let find = |docs: &[Value], kind: &str| docs.iter().find(|d| d["kind"] == kind).cloned();
+    let elected = rendered_with(&["leaderElection.enabled=true"]).unwrap();
+    let deployment = find(&elected, "Deployment").unwrap();
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        0
+    );
+    let budget = find(&elected, "PodDisruptionBudget").expect("a PodDisruptionBudget");
+    assert_eq!(budget["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        budget["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    let single = rendered();
+    let deployment = find(&single, "Deployment").unwrap();
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    assert!(find(&single, "PodDisruptionBudget").is_none());
+    let one = rendered_with(&[
+        "leaderElection.enabled=true",
+        "leaderElection.replicaCount=1",
+    ]);
+    assert!(find(&one.unwrap(), "PodDisruptionBudget").is_none());
+}
+
 #[test]
 fn the_pod_runs_as_a_restricted_non_root_user() {
     let deployment = rendered()
@@ -401,21 +431,17 @@ async fn installed_from_the_chart_it_releases_with_only_its_own_permissions() {
         .start()
         .await;
     let admin = world.stack.kubeconfig_path().display().to_string();
+    // The overlays and the plain manifests are checked before the chart is installed: applied
+    // over the chart's leader-elected Deployment (RollingUpdate), a Recreate strategy would
+    // meet the chart's rollingUpdate field, which server-side apply leaves to its owner.
     run(
-        &helm(),
+        Path::new("kubectl"),
         &[
-            "install",
-            "serin",
-            &chart(),
-            "--namespace",
-            "serin-system",
-            "--create-namespace",
-            // The controller below runs with leader election: the chart grants the Lease
-            // only then.
-            "--set",
-            "leaderElection.enabled=true",
             "--kubeconfig",
             &admin,
+            "create",
+            "namespace",
+            "serin-system",
         ],
     );
     for overlay in ["istio", "linkerd", "nginx", "gatewayapi"] {
@@ -451,6 +477,23 @@ async fn installed_from_the_chart_it_releases_with_only_its_own_permissions() {
         ],
     );
 
+    run(
+        &helm(),
+        &[
+            "install",
+            "serin",
+            &chart(),
+            "--namespace",
+            "serin-system",
+            "--create-namespace",
+            // The controller below runs with leader election: the chart grants the Lease
+            // only then.
+            "--set",
+            "leaderElection.enabled=true",
+            "--kubeconfig",
+            &admin,
+        ],
+    );
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = service_account_kubeconfig(&world, dir.path());
     let args = serin_testkit::controller_args();
