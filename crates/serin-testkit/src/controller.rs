@@ -1,5 +1,6 @@
 //! The `serin controller` process of a test, its log kept across restarts.
 
+use crate::wait::Poll;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -73,7 +74,8 @@ impl Controller {
     /// The port the current run serves `/metrics` on, from its startup log line (tests
     /// start it with `--port 0`); waits up to 20 s for that line.
     pub fn port(&self) -> u16 {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let poll = Poll::new(std::time::Duration::from_secs(20))
+            .every(std::time::Duration::from_millis(100));
         loop {
             let text = std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default();
             let plain = strip_ansi(&text);
@@ -86,11 +88,11 @@ impl Controller {
                 return port;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                !poll.expired(),
                 "the controller logged no port:\n{}",
                 self.logs(40)
             );
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            poll.next_blocking();
         }
     }
 

@@ -10,12 +10,14 @@ mod controller;
 pub mod http;
 mod receiver;
 pub mod tls;
+pub mod wait;
 mod world;
 
 pub use controller::Controller;
 pub use receiver::Receiver;
 pub use serin_stack::{ControlPlane, Scenario, Stack, StackConfig};
-pub use world::{NS, World, WorldConfig, controller_args, ready_condition, wait_until};
+pub use wait::{Poll, wait_until};
+pub use world::{NS, World, WorldConfig, controller_args, ready_condition};
 
 use std::path::PathBuf;
 

@@ -55,7 +55,7 @@ impl Receiver {
                     }
                     let wait = delay.load(Ordering::SeqCst);
                     if wait > 0 {
-                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        tokio::time::sleep(Duration::from_millis(wait)).await; // not a wait: a hanging receiver on purpose (delay_ms)
                     }
                     let code = status.load(Ordering::SeqCst);
                     let text = if code < 300 { "ok" } else { "not ready to go" };

@@ -1,6 +1,7 @@
 //! A stack, the CRDs and a controller: what every end-to-end scenario starts from.
 
 use crate::controller::Controller;
+use crate::wait::Poll;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -10,7 +11,7 @@ use serin::api::Canary;
 use serin_core::Phase;
 use serin_stack::{ControlPlane, Scenario, Stack, StackConfig};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The namespace scenarios work in.
 pub const NS: &str = "default";
@@ -326,17 +327,17 @@ impl World {
         timeout: Duration,
         f: impl Fn(&Canary) -> bool,
     ) -> Canary {
-        let start = Instant::now();
+        let poll = Poll::new(timeout);
         loop {
             let canary = self.canary(name).await;
             if f(&canary) {
                 return canary;
             }
-            if start.elapsed() > timeout {
+            if poll.expired() {
                 self.fail(name, &format!("{what}: not within {timeout:?}"))
                     .await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            poll.next().await;
         }
     }
 
@@ -443,20 +444,20 @@ impl World {
         n: i32,
         timeout: Duration,
     ) -> i32 {
-        let start = Instant::now();
+        let poll = Poll::new(timeout).every(Duration::from_millis(100));
         loop {
             let count = self.event_count(name, needle).await;
             if count >= n {
                 return count;
             }
-            if start.elapsed() > timeout {
+            if poll.expired() {
                 self.fail(
                     name,
                     &format!("{needle:?} recorded {count} times, not {n}, within {timeout:?}"),
                 )
                 .await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            poll.next().await;
         }
     }
 
@@ -465,16 +466,16 @@ impl World {
     }
 
     pub async fn wait_event(&self, name: &str, needle: &str, timeout: Duration) {
-        let start = Instant::now();
+        let poll = Poll::new(timeout).every(Duration::from_millis(100));
         while !self.has_event(name, needle).await {
-            if start.elapsed() > timeout {
+            if poll.expired() {
                 self.fail(
                     name,
                     &format!("no event containing {needle:?} within {timeout:?}"),
                 )
                 .await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            poll.next().await;
         }
     }
 
@@ -526,19 +527,6 @@ pub fn ready_condition(c: &Canary) -> Option<(String, String, String)> {
         cond.reason.clone(),
         cond.message.clone().unwrap_or_default(),
     ))
-}
-
-/// Polls `f` every 50 ms until it is true; panics naming `what` after `timeout`.
-pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The arguments every test controller starts with: `--mesh-provider kubernetes`, a 1 s
