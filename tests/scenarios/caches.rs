@@ -85,7 +85,22 @@ async fn a_scoped_cache_holds_only_the_namespaces_with_canaries(cp: ControlPlane
     // Objects created or changed there later are not cached either.
     let later: Api<ConfigMap> = Api::namespaced(world.client.clone(), "later");
     world.apply(&later, config_map("other", "later")).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The barrier: the watch is one cluster-wide stream, so once an object created after
+    // that one in a covered namespace is cached, the watch has delivered (and dropped) it.
+    let covered: Api<ConfigMap> = Api::namespaced(world.client.clone(), "with-canary");
+    world
+        .apply(&covered, config_map("barrier", "with-canary"))
+        .await;
+    wait_until(
+        LONG,
+        "a later object in the covered namespace cached",
+        || async {
+            store
+                .get(&ObjectRef::new("barrier").within("with-canary"))
+                .is_some()
+        },
+    )
+    .await;
     assert!(
         store
             .get(&ObjectRef::new("other").within("later"))

@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use serin_testkit::Poll;
+
 fn controller(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_serin"))
         .arg("controller")
@@ -66,7 +68,8 @@ async fn a_flagger_argument_list_starts_the_controller() {
         .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
+    let poll =
+        Poll::new(std::time::Duration::from_secs(20)).every(std::time::Duration::from_millis(100));
     let text = loop {
         let text = std::fs::read_to_string(log.path()).unwrap();
         if text.contains("became the leader") {
@@ -75,11 +78,8 @@ async fn a_flagger_argument_list_starts_the_controller() {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("exited with {status}: {text}");
         }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "not started: {text}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!poll.expired(), "not started: {text}");
+        poll.next().await;
     };
     let _ = child.kill();
     let _ = child.wait();

@@ -232,7 +232,12 @@ async fn suspend_holds_a_release_and_resume_finishes_it(cp: ControlPlane) {
         )
         .await;
     let held = world.canary("podinfo").await.status.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Two more reconciles under the suspension (each records the event again), and no step.
+    let skipped = "skipping canary run as object is suspended";
+    let seen = world.event_count("podinfo", skipped).await;
+    world
+        .wait_event_count("podinfo", skipped, seen + 2, LONG)
+        .await;
     let still = world.canary("podinfo").await.status.unwrap();
     assert_eq!(still.phase, Phase::Progressing);
     assert_eq!(still.iterations, held.iterations, "no step while suspended");

@@ -136,17 +136,46 @@ fn sum_of(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The controller's count of its API requests and of its reconciles.
+async fn counters(world: &World) -> (f64, f64) {
+    let text = metrics(world).await;
+    (
+        sum_of(&text, "serin_api_requests_total"),
+        sum_of(&text, "serin_reconcile_duration_seconds_count"),
+    )
+}
+
 /// A Canary with nothing to do costs the API server nothing: no polling, no status rewrites
-/// (the controller's own count of its API requests does not move).
+/// (the controller's own count of its API requests does not move while it reconciles).
 async fn an_idle_canary_makes_no_api_requests(cp: ControlPlane) {
     let world = harness::world(cp).await;
     harness::initialized(&world, "podinfo", 2).await;
-    // Initialization's announcements delivered and removed.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = sum_of(&metrics(&world).await, "serin_api_requests_total");
-    // Longer than the controller's fallback poll (5 s).
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let after = sum_of(&metrics(&world).await, "serin_api_requests_total");
+    // Initialization's announcements delivered, and whatever the delivery still does (the
+    // removal from the status) done: two reconciles in a row without an API request.
+    world
+        .wait_event("podinfo", "Initialization done!", LONG)
+        .await;
+    let mark = std::cell::Cell::new(counters(&world).await);
+    wait_until(LONG, "two reconciles without an API request", || async {
+        let now = counters(&world).await;
+        let (requests, reconciled) = mark.get();
+        if now.0 != requests {
+            mark.set(now);
+        }
+        now.0 == requests && now.1 >= reconciled + 2.0
+    })
+    .await;
+    let (before, reconciled) = counters(&world).await;
+    // The barrier: six more reconciles of the idle Canary (one per 1 s interval, so also
+    // longer than a 5 s poll), each of which would have made its requests by then.
+    let after = std::cell::Cell::new(before);
+    wait_until(LONG, "six more reconciles", || async {
+        let now = counters(&world).await;
+        after.set(now.0);
+        now.1 >= reconciled + 6.0
+    })
+    .await;
+    let after = after.get();
     assert!(before > 0.0, "the controller counts its requests");
     assert_eq!(
         after - before,

@@ -10,6 +10,7 @@ use serin_core::Phase;
 use crate::harness::{
     ControlPlane, NS, World, WorldConfig, canary, deployment, initialized, wait_until, world,
 };
+use serin_testkit::Poll;
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -308,11 +309,13 @@ fn watch_serving(world: &World, apex: &str) -> Serving {
     let deployments = world.deployments();
     let (apex, seen) = (apex.to_string(), gaps.clone());
     let task = tokio::spawn(async move {
+        // No deadline: the scenario stops the looks.
+        let poll = Poll::new(Duration::MAX).every(Duration::from_millis(50));
         loop {
             if let Some(gap) = serving_gap(&services, &deployments, &apex).await {
                 seen.lock().unwrap().push(gap);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            poll.next().await;
         }
     });
     Serving { task, gaps }
