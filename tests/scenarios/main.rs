@@ -8,6 +8,7 @@ mod caches;
 mod cli;
 mod control;
 mod harness;
+mod hostile;
 mod inputs;
 mod knative;
 mod lifecycle;

@@ -26,10 +26,12 @@ pub(super) fn webhook_checksum(tracked: &Tracked, revision: &str) -> String {
 }
 
 /// How long a reconcile waits for a probe before leaving it to run in the background
-/// (`background`): webhooks and metric queries answer within it as a rule.
-const INLINE_BUDGET: Duration = Duration::from_secs(2);
+/// (`background`): webhooks and metric queries answer within it as a rule, and a burst of
+/// Canaries with hung webhooks (each holding a reconcile slot this long, once) delays the
+/// others by a fraction of a second.
+const INLINE_BUDGET: Duration = Duration::from_millis(500);
 /// How soon a Canary whose probe runs in the background is looked at again.
-const BACKGROUND_POLL: Duration = Duration::from_secs(1);
+const BACKGROUND_POLL: Duration = Duration::from_millis(500);
 
 /// Runs one probe to its answer.
 async fn ask(ctx: &Context, probe: Probe, at: Call<'_>, route: Option<&str>) -> Answer {
