@@ -3,7 +3,7 @@
 //! objects, the stack's traffic world splits its simulated requests by exactly those objects,
 //! the mesh's telemetry goes to a real Prometheus, and the builtin metrics decide.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Event;
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use serin::api::Canary;
 use serin::api::canary::MetricVerdict;
 use serin_core::Phase;
-use serin_testkit::{ControlPlane, NS, WorldConfig, deployment};
+use serin_testkit::{ControlPlane, NS, Poll, WorldConfig, deployment};
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -93,16 +93,16 @@ impl World {
     }
 
     async fn wait(&self, what: &str, f: impl Fn(&Canary) -> bool) -> Canary {
-        let deadline = Instant::now() + LONG;
+        let poll = Poll::new(LONG).every(Duration::from_millis(100));
         loop {
             let canary = self.canary().await;
             if f(&canary) {
                 return canary;
             }
-            if Instant::now() > deadline {
+            if poll.expired() {
                 self.fail(&format!("{what}: not within {LONG:?}")).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            poll.next().await;
         }
     }
 
@@ -135,6 +135,25 @@ impl World {
             .filter(|e| e.involved_object.name.as_deref() == Some("podinfo"))
             .filter_map(|e| e.message)
             .collect()
+    }
+
+    /// Waits until `requests` more live requests were answered (by the canary or the
+    /// primary): the load, not the clock, measures a window (20 requests/s when the
+    /// machine keeps up).
+    async fn load_passes(&self, requests: f64) {
+        let (c0, p0, _) = self.served();
+        let poll = Poll::new(LONG).every(Duration::from_millis(100));
+        loop {
+            let (c, p, _) = self.served();
+            if (c - c0) + (p - p0) >= requests {
+                return;
+            }
+            if poll.expired() {
+                self.fail(&format!("{requests} requests not answered within {LONG:?}"))
+                    .await;
+            }
+            poll.next().await;
+        }
     }
 
     /// Requests the target (canary) and the primary received so far (mirrored copies apart).
@@ -265,7 +284,8 @@ async fn promoted_on_builtin_metrics(cp: ControlPlane, provider: &str) {
     );
     // All traffic is back on the primary.
     let (c0, p0, _) = world.served();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Three seconds of the load.
+    world.load_passes(60.0).await;
     let (c1, p1, _) = world.served();
     assert!(
         c1 - c0 < 1.0 && p1 - p0 > 30.0,
@@ -326,8 +346,8 @@ async fn istio_faulty_release_rolled_back_on_the_success_rate(cp: ControlPlane) 
 /// A/B: only requests with the header reach the canary, for `iterations` checks.
 async fn ab_release(cp: ControlPlane, provider: &str) {
     let world = world(cp, provider).await;
-    // Enough iterations that the 4 s measurement below stays inside the A/B test even when
-    // the machine is loaded and the test sees iteration 2 late.
+    // Enough iterations that the measurement below (80 requests, 4 s of the load) stays
+    // inside the A/B test even when the machine is loaded and the test sees iteration 2 late.
     let analysis = json!({"interval": "2s", "threshold": 2, "iterations": 8,
         "match": [{"headers": {"x-canary": {"exact": "insider"}}}], "metrics": builtins()});
     initialized(&world, provider, analysis).await;
@@ -336,7 +356,7 @@ async fn ab_release(cp: ControlPlane, provider: &str) {
         .await;
     world.wait_routed_to_the_canary().await;
     let (c0, p0, _) = world.served();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    world.load_passes(80.0).await;
     let (c1, p1, _) = world.served();
     let during = world.canary().await.status.map(|s| (s.phase, s.iterations));
     let share = (c1 - c0) / ((c1 - c0) + (p1 - p0));
@@ -355,8 +375,8 @@ async fn istio_ab_release_routes_only_matching_requests_to_the_canary(cp: Contro
 
 async fn istio_blue_green_with_mirroring(cp: ControlPlane) {
     let world = world(cp, "istio").await;
-    // Enough iterations that the 3 s measurement below stays inside the mirroring even when
-    // the machine is loaded and the test sees iteration 2 late.
+    // Enough iterations that the measurement below (60 requests, 3 s of the load) stays
+    // inside the mirroring even when the machine is loaded and the test sees iteration 2 late.
     let analysis = json!({"interval": "2s", "threshold": 2, "iterations": 8, "mirror": true,
         "mirrorWeight": 100, "metrics": builtins()});
     initialized(&world, "istio", analysis).await;
@@ -365,7 +385,7 @@ async fn istio_blue_green_with_mirroring(cp: ControlPlane) {
         .await;
     world.wait_routed_to_the_canary().await;
     let (c0, p0, m0) = world.served();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    world.load_passes(60.0).await;
     let (c1, p1, m1) = world.served();
     let during = world.canary().await.status.map(|s| (s.phase, s.iterations));
     assert!(
@@ -425,7 +445,7 @@ async fn istio_weights_edited_by_hand_are_put_back_and_reported(cp: ControlPlane
     world
         .apply::<Deployment>(deployment("podinfo", "podinfo:6.0.1", 2))
         .await;
-    let deadline = Instant::now() + LONG;
+    let poll = Poll::new(LONG).every(Duration::from_millis(200));
     loop {
         let events = world.events().await;
         if events
@@ -434,10 +454,10 @@ async fn istio_weights_edited_by_hand_are_put_back_and_reported(cp: ControlPlane
         {
             break;
         }
-        if Instant::now() > deadline {
+        if poll.expired() {
             world.fail("no drift event").await;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        poll.next().await;
     }
     let vs = api.get("podinfo").await.unwrap();
     let weights = virtual_service_weights(&vs);
@@ -480,10 +500,10 @@ async fn istio_revert_on_deletion_restores_a_taken_over_virtual_service(cp: Cont
         .delete("podinfo", &Default::default())
         .await
         .unwrap();
-    let deadline = Instant::now() + LONG;
+    let poll = Poll::new(LONG).every(Duration::from_millis(200));
     while canaries.get_opt("podinfo").await.unwrap().is_some() {
-        assert!(Instant::now() < deadline, "Canary not finalized");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!poll.expired(), "Canary not finalized");
+        poll.next().await;
     }
     let restored = api.get("podinfo").await.unwrap();
     assert_eq!(
@@ -505,15 +525,15 @@ async fn istio_revert_on_deletion_restores_a_taken_over_virtual_service(cp: Cont
 /// Waits until the primary has received `more` requests beyond what it had.
 async fn primary_serves(world: &World, more: f64) {
     let from = world.served().1;
-    let deadline = Instant::now() + LONG;
+    let poll = Poll::new(LONG).every(Duration::from_millis(100));
     while world.served().1 < from + more {
-        if Instant::now() > deadline {
+        if poll.expired() {
             panic!(
                 "the primary did not serve {more} more requests\n{}",
                 world.logs()
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        poll.next().await;
     }
 }
 
@@ -551,19 +571,16 @@ async fn istio_deleting_a_canary_whose_target_never_becomes_ready_keeps_serving(
         .delete("podinfo", &Default::default())
         .await
         .unwrap();
-    let deadline = Instant::now() + LONG;
+    let poll = Poll::new(LONG).every(Duration::from_millis(200));
     while canaries.get_opt("podinfo").await.unwrap().is_some() {
-        assert!(Instant::now() < deadline, "Canary not finalized");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!poll.expired(), "Canary not finalized");
+        poll.next().await;
     }
     let services: Api<k8s_openapi::api::core::v1::Service> =
         Api::namespaced(world.client.clone(), NS);
     while services.get_opt("podinfo-canary").await.unwrap().is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "podinfo-canary not garbage collected"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!poll.expired(), "podinfo-canary not garbage collected");
+        poll.next().await;
     }
     primary_serves(&world, 40.0).await;
 

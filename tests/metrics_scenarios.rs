@@ -3,7 +3,7 @@
 //! traffic world loading the canary and a real Prometheus scraping it. Blue/green on the
 //! `kubernetes` provider, so the builtin metrics are the app's own (`http` observer).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use serin::api::Canary;
 use serin::api::canary::MetricVerdict;
 use serin_core::Phase;
-use serin_testkit::{ControlPlane, NS, WorldConfig, deployment};
+use serin_testkit::{ControlPlane, NS, Poll, WorldConfig, deployment};
 
 /// The kit's world, with this suite's reads of the one Canary, `podinfo`.
 struct World(serin_testkit::World);
@@ -65,20 +65,20 @@ impl World {
     }
 
     async fn wait_phase(&self, phase: Phase, timeout: Duration) -> Canary {
-        let deadline = Instant::now() + timeout;
+        let poll = Poll::new(timeout).every(Duration::from_millis(200));
         loop {
             let canary = self.canary().await;
             if canary.status.as_ref().map(|s| s.phase) == Some(phase) {
                 return canary;
             }
             assert!(
-                Instant::now() < deadline,
+                !poll.expired(),
                 "no {phase:?} within {timeout:?}: {:?}\nevents: {:?}\n{}",
                 canary.status,
                 self.events().await,
                 self.logs()
             );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            poll.next().await;
         }
     }
 
@@ -187,7 +187,16 @@ async fn a_quiet_service_with_the_hold_policy_waits_instead_of_failing(cp: Contr
     world
         .wait_phase(Phase::Progressing, Duration::from_secs(30))
         .await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The barrier: four held checks (each records the halt again), two more than the
+    // threshold: had no data counted as a failed check, the release would have failed.
+    world
+        .wait_event_count(
+            "podinfo",
+            "Halt advancement no values found",
+            4,
+            Duration::from_secs(60),
+        )
+        .await;
     let canary = world.canary().await;
     let status = canary.status.unwrap();
     assert_eq!(status.phase, Phase::Progressing, "{status:?}");
