@@ -6,7 +6,9 @@
 //!   killed with SIGKILL at random moments and the API server fails, delays, conflicts and
 //!   drops watches;
 //! - `outages`: Prometheus, Datadog and New Relic stopped mid-analysis;
-//! - `drift`: routing weights and the primary's pod template edited by hand mid-release.
+//! - `drift`: routing weights and the primary's pod template edited by hand mid-release;
+//! - `api_outage`: every request of serin's refused and its watches cut mid-release, then
+//!   the API server back.
 //!
 //! The suite runs them reduced (a few minutes in all); the full kill run:
 //!
@@ -17,6 +19,7 @@
 //! SERIN_CHAOS_SEED=7 ...         # another sequence of kill times
 //! ```
 
+mod api_outage;
 mod drift;
 mod kills;
 mod outages;
