@@ -2,13 +2,13 @@
 //! hand while a release runs. Each is put back within one analysis interval, with a Warning
 //! event, and the release finishes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use serin_core::Phase;
-use serin_testkit::{ControlPlane, NS, World, WorldConfig, deployment, wait_until};
+use serin_testkit::{ControlPlane, NS, Poll, World, WorldConfig, deployment, wait_until};
 
 const INTERVAL: Duration = Duration::from_secs(5);
 
@@ -29,12 +29,12 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let edited = Instant::now();
+    let edited = Poll::new(INTERVAL + Duration::from_secs(1));
     while !done().await {
-        if edited.elapsed() > INTERVAL + Duration::from_secs(1) {
+        if edited.expired() {
             panic!("{what} not put back within {INTERVAL:?}\n{}", world.logs());
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        edited.next().await;
     }
     edited.elapsed()
 }

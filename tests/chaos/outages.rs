@@ -5,14 +5,14 @@
 //! never returns fails at its progress deadline. (Under the default `fail`, an outage counts
 //! failed checks and rolls the release back, as Flagger: `tests/analysis.rs`.)
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use serin::api::canary::MetricVerdict;
 use serin_core::Phase;
 use serin_stack::testing::switch::Switch;
 use serin_stack::{FaultMode, ProviderFault};
-use serin_testkit::{ControlPlane, NS, World, WorldConfig, deployment};
+use serin_testkit::{ControlPlane, NS, Poll, World, WorldConfig, deployment};
 
 /// How long the providers stay down: several analysis intervals.
 const OUTAGE: Duration = Duration::from_secs(12);
@@ -136,14 +136,31 @@ async fn provider_outages_hold_releases_until_the_provider_returns() {
     };
     world.stack.datadog_faults().set(down.clone());
     world.stack.newrelic_faults().set(down);
-    // A step already past its query may still finish: read the progress a moment later.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A step already past its query may still finish: read the progress once every release
+    // has held on a query that failed since (its status says so, and a Canary's reconciles
+    // run one at a time, so that step is over).
+    for (name, _) in cases {
+        world
+            .wait_canary(
+                name,
+                "a check held on the outage",
+                Duration::from_secs(60),
+                |c| {
+                    c.status
+                        .as_ref()
+                        .and_then(|s| s.metrics.as_ref()?.first().map(|m| m.verdict))
+                        == Some(MetricVerdict::Error)
+                },
+            )
+            .await;
+    }
     let mut held = Vec::new();
     for (name, _) in cases {
         held.push(progress(&world, name).await);
     }
-    let started = Instant::now();
-    while started.elapsed() < OUTAGE {
+    // Looks through the whole outage: its length is the test's.
+    let outage = Poll::new(OUTAGE).every(Duration::from_millis(500));
+    while !outage.expired() {
         for (i, (name, _)) in cases.iter().enumerate() {
             let now = progress(&world, name).await;
             if *name == "gone" && now.0 == Phase::Failed {
@@ -156,7 +173,7 @@ async fn provider_outages_hold_releases_until_the_provider_returns() {
                 world.logs()
             );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        outage.next().await;
     }
     for (name, _) in cases {
         let status = world.canary(name).await.status.unwrap_or_default();
