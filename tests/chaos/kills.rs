@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use serin_core::Phase;
 use serin_stack::FaultRule;
-use serin_testkit::{ControlPlane, NS, Receiver, World, WorldConfig, deployment};
+use serin_testkit::{ControlPlane, NS, Poll, Receiver, World, WorldConfig, deployment};
 
 use crate::{phases, terminal};
 
@@ -171,19 +171,19 @@ async fn owned_versions(world: &World, i: usize) -> Vec<(String, String)> {
 }
 
 async fn wait_phases(world: &World, n: usize, timeout: Duration, done: impl Fn(Phase) -> bool) {
-    let start = Instant::now();
+    let poll = Poll::new(timeout).every(Duration::from_millis(250));
     loop {
         let phases = phases(world).await;
         if phases.values().filter(|p| done(**p)).count() == n {
             return;
         }
-        if start.elapsed() > timeout {
+        if poll.expired() {
             panic!(
                 "not all there after {timeout:?}: {phases:?}\n{}",
                 world.logs()
             );
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        poll.next().await;
     }
 }
 
@@ -214,12 +214,12 @@ async fn chaos(world: &mut World, settings: &Settings, extra: &[&str]) -> Tried 
             "releases still running after 10 minutes: {phases:?}\n{}",
             world.logs()
         );
-        tokio::time::sleep(Duration::from_millis(rng.u64(1000..5000))).await;
+        tokio::time::sleep(Duration::from_millis(rng.u64(1000..5000))).await; // not a wait: the kill's random moment
         if tried.kills < settings.kills {
             world.kill_controller();
             tried.kills += 1;
             tried.kills_mid_release += usize::from(in_flight);
-            tokio::time::sleep(Duration::from_millis(rng.u64(0..1500))).await;
+            tokio::time::sleep(Duration::from_millis(rng.u64(0..1500))).await; // not a wait: random downtime
             world.start_controller(extra);
         }
         if settings.api_faults {
@@ -262,6 +262,17 @@ fn times(counts: &[(String, i32)], message: &str) -> i32 {
         .filter(|(m, _)| m == message)
         .map(|(_, n)| n)
         .sum()
+}
+
+/// Whether no release has announcements (events, alerts) left in its status.
+async fn outboxes_empty(world: &World, n: usize) -> bool {
+    for i in 0..n {
+        let status = world.canary(&name(i)).await.status.unwrap_or_default();
+        if status.announcements.is_some_and(|p| !p.is_empty()) {
+            return false;
+        }
+    }
+    true
 }
 
 /// The checks of one release once it has ended: each failed check is a line of the report.
@@ -401,8 +412,13 @@ async fn releases_end_right_through_kills_and_api_faults() {
     let tried = chaos(&mut world, &settings, &extra).await;
     let took = started.elapsed();
     world.stack.faults().clear();
-    // Alerts are delivered off the reconcile path: give the last ones a moment.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Alerts are delivered off the reconcile path, and a transition leaves the status'
+    // outbox only once its alerts are sent: wait for every outbox to empty (one that does
+    // not is reported by check_release).
+    let outboxes = Poll::new(Duration::from_secs(30)).every(Duration::from_millis(250));
+    while !outboxes_empty(&world, n).await && !outboxes.expired() {
+        outboxes.next().await;
+    }
     let alerts = slack.bodies().await;
     let unrouted = world.stack.traffic().unrouted() - unrouted_before;
     let mut wrong = Vec::new();
