@@ -188,7 +188,8 @@ async fn on_the_local_stack_a_healthy_canary_passes_and_a_faulty_one_fails() {
         let prometheus = stack.prometheus_url().unwrap().to_string();
         async move {
             // Prometheus needs a few scrapes before the rates have values.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let poll = serin_testkit::Poll::new(std::time::Duration::from_secs(30))
+                .every(std::time::Duration::from_millis(500));
             loop {
                 let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_serin"));
                 command
@@ -205,10 +206,10 @@ async fn on_the_local_stack_a_healthy_canary_passes_and_a_faulty_one_fails() {
                     .unwrap()
                     .unwrap();
                 let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-                if !stdout.contains("no values found") || std::time::Instant::now() > deadline {
+                if !stdout.contains("no values found") || poll.expired() {
                     return (output.status.code(), stdout);
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                poll.next().await;
             }
         }
     };

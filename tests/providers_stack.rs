@@ -15,6 +15,7 @@ use serin::analysis::{Analyzer, Evaluation};
 use serin::api::canary::MetricVerdict;
 use serin::api::{Canary, Provider};
 use serin_stack::{FaultMode, ProviderFault, Scenario, Stack, StackConfig};
+use serin_testkit::Poll;
 
 /// A stack whose world sends 50 requests/s to the `podinfo` apex, split 50/50 by a
 /// VirtualService between a healthy `podinfo-primary` and a `podinfo` canary failing 30 %.
@@ -63,18 +64,14 @@ fn analyzer(client: &kube::Client, prometheus: &str) -> Analyzer {
 
 /// Runs until the first metric has a value (Prometheus needs a few scrapes), at most 30 s.
 async fn run_until_valued(analyzer: &Analyzer, canary: &Canary) -> Evaluation {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let poll = Poll::new(Duration::from_secs(30)).every(Duration::from_millis(500));
     loop {
         let evaluation = analyzer.run(canary, None).await;
         if evaluation.observations[0].value.is_some() {
             return evaluation;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no value: {:?}",
-            evaluation.observations
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!poll.expired(), "no value: {:?}", evaluation.observations);
+        poll.next().await;
     }
 }
 
@@ -224,13 +221,13 @@ fn dd_canary() -> Canary {
 
 /// Waits for the world to have sent some requests, then runs the Datadog check once.
 async fn dd_run(analyzer: &Analyzer) -> Evaluation {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let poll = Poll::new(Duration::from_secs(10)).every(Duration::from_millis(300));
     loop {
         let e = analyzer.run(&dd_canary(), None).await;
-        if e.observations[0].value.is_some() || Instant::now() > deadline {
+        if e.observations[0].value.is_some() || poll.expired() {
             return e;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        poll.next().await;
     }
 }
 
@@ -383,13 +380,13 @@ fn nr_canary() -> Canary {
 
 /// Runs `canary` until its first metric has a value (the world needs a moment), at most 10 s.
 async fn run_valued(analyzer: &Analyzer, canary: &Canary) -> Evaluation {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let poll = Poll::new(Duration::from_secs(10)).every(Duration::from_millis(300));
     loop {
         let e = analyzer.run(canary, None).await;
-        if e.observations[0].value.is_some() || Instant::now() > deadline {
+        if e.observations[0].value.is_some() || poll.expired() {
             return e;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        poll.next().await;
     }
 }
 
