@@ -290,6 +290,7 @@ serin_testkit::on_every_control_plane!(
     suspend_holds_a_release_and_resume_finishes_it,
     a_controller_killed_mid_release_is_restarted_and_finishes_it,
     a_killed_leader_is_replaced_and_the_release_finishes_once,
+    a_leader_deposed_while_a_webhook_hangs_stops_at_once,
 );
 
 /// Two replicas with leader election: only the Lease holder acts; killed (SIGKILL) mid-release,
@@ -393,4 +394,102 @@ async fn a_killed_leader_is_replaced_and_the_release_finishes_once(cp: ControlPl
             .map_or(0, |(_, n)| *n);
         assert_eq!(n, 1, "{once}: {counts:?}");
     }
+}
+
+/// The leader loses its Lease (another holder takes it) while a rollout webhook takes 5 s to
+/// answer: it stops at once (exits well before the webhook answers) and writes nothing more;
+/// restarted, it waits for the Lease, and the release finishes with each step once.
+async fn a_leader_deposed_while_a_webhook_hangs_stops_at_once(cp: ControlPlane) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Patch, PatchParams};
+    use std::sync::atomic::Ordering;
+    let election = [
+        "--enable-leader-election",
+        "--leader-election-namespace",
+        NS,
+        "--leader-election-lease-duration",
+        "6s",
+    ];
+    let mut world = crate::harness::world_without_controller(cp).await;
+    world.start_controller(&election);
+    let slow = serin_testkit::Receiver::start(200).await;
+    world
+        .apply(
+            &world.deployments(),
+            deployment("podinfo", "podinfo:6.0.0", 2),
+        )
+        .await;
+    let mut c = canary("podinfo", 4);
+    c["spec"]["analysis"]["webhooks"] =
+        json!([{"name": "slow", "type": "rollout", "url": slow.url, "timeout": "30s"}]);
+    world.apply(&world.canaries(), c).await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
+    world.wait_iterations("podinfo", 1).await;
+
+    // The webhook hangs; once it has been called again, the Lease goes to someone else.
+    slow.delay_ms.store(5_000, Ordering::SeqCst);
+    let called = slow.headers.lock().await.len();
+    crate::harness::wait_until(LONG, "the slow webhook called", || async {
+        slow.headers.lock().await.len() > called
+    })
+    .await;
+    let leases: kube::Api<Lease> = kube::Api::namespaced(world.client.clone(), NS);
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    let stolen = json!({"spec": {"holderIdentity": "thief", "leaseDurationSeconds": 6,
+                                 "renewTime": now, "acquireTime": now}});
+    leases
+        .patch(
+            "serin-leader-election",
+            &PatchParams::default(),
+            &Patch::Merge(&stolen),
+        )
+        .await
+        .unwrap();
+    let deposed = std::time::Instant::now();
+    let poll = serin_testkit::Poll::new(LONG);
+    while !world.controller_exited() {
+        assert!(!poll.expired(), "the deposed leader did not stop");
+        poll.next().await;
+    }
+    let stopped = deposed.elapsed();
+    assert!(
+        stopped < Duration::from_secs(4),
+        "stopped {stopped:?} after losing the Lease: it waited for the webhook\n{}",
+        world.logs()
+    );
+    let after = world.canary("podinfo").await.status;
+
+    // Restarted (as its Deployment would), it waits for the thief's Lease to expire: nothing
+    // is written meanwhile.
+    world.start_controller(&election);
+    let poll = serin_testkit::Poll::new(LONG).every(Duration::from_millis(200));
+    loop {
+        let holder = leases
+            .get("serin-leader-election")
+            .await
+            .unwrap()
+            .spec
+            .and_then(|s| s.holder_identity);
+        if holder.as_deref() != Some("thief") {
+            break;
+        }
+        assert_eq!(
+            serde_json::to_value(world.canary("podinfo").await.status).unwrap(),
+            serde_json::to_value(&after).unwrap(),
+            "the Canary was written while the thief held the Lease"
+        );
+        assert!(!poll.expired(), "nobody took the Lease back");
+        poll.next().await;
+    }
+    slow.delay_ms.store(0, Ordering::SeqCst);
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    for k in 1..=4 {
+        let step = format!("Advance podinfo.{NS} canary iteration {k}/4");
+        world.wait_event("podinfo", &step, LONG).await;
+        assert_eq!(world.event_count("podinfo", &step).await, 1, "{step}");
+    }
+    eprintln!("the deposed leader stopped {stopped:?} after losing the Lease");
 }
