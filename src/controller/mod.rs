@@ -25,6 +25,7 @@ use crate::workload::configs::ConfigKind;
 pub mod alerts;
 pub mod announcements;
 pub mod apply;
+pub mod canary_watch;
 pub mod commands;
 pub mod conditions;
 pub mod context;
@@ -288,7 +289,7 @@ pub async fn run(
     let indexing = index.clone();
     let canary_events = reflector(
         writer,
-        watcher(api::<Canary>(&client, ns), watcher::Config::default())
+        canary_watch::watch(&client, ns, ctx.clone())
             .inspect_ok(move |event| indexing.apply(event)),
     )
     .default_backoff()

@@ -152,4 +152,42 @@ serin_testkit::on_every_control_plane!(
     a_missing_metric_template_is_reported_and_retried_when_created,
     a_routing_object_that_cannot_be_rendered_is_reported,
     an_invalid_spec_is_reported_with_its_field,
+    a_canary_that_does_not_decode_is_reported_and_the_others_go_on,
 );
+
+/// A Canary serin cannot decode (stored through a looser schema than serin's, as an object
+/// written before a CRD upgrade would be) is reported on itself with the field named, and
+/// does not stop the watch: another Canary is initialized and released meanwhile.
+async fn a_canary_that_does_not_decode_is_reported_and_the_others_go_on(cp: ControlPlane) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let world = world(cp).await;
+    // The looser schema: anything goes under spec.
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(world.client.clone());
+    let mut crd = serde_json::to_value(crds.get("canaries.flagger.app").await.unwrap()).unwrap();
+    for version in crd["spec"]["versions"].as_array_mut().unwrap() {
+        version["schema"]["openAPIV3Schema"]["properties"]["spec"] =
+            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    }
+    let crd: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
+    crds.replace("canaries.flagger.app", &Default::default(), &crd)
+        .await
+        .unwrap();
+    let mut broken = canary("broken", 2);
+    broken["spec"]["service"]["port"] = json!("ninety");
+    let broken: kube::api::DynamicObject = serde_json::from_value(broken).unwrap();
+    let dynamic = world.dynamic("flagger.app/v1beta1", "Canary");
+    crate::harness::wait_until(LONG, "the looser schema served", || async {
+        dynamic.create(&Default::default(), &broken).await.is_ok()
+    })
+    .await;
+
+    world.wait_event("broken", "spec.service.port", LONG).await;
+    initialized(&world, "podinfo", 2).await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert!(
+        world
+            .has_event("broken", "serin cannot read this Canary")
+            .await
+    );
+}
