@@ -206,7 +206,7 @@ mod tests {
     fn reasons_are_the_variant_names() {
         use strum::IntoEnumIterator;
         let names: Vec<&str> = Reason::iter().map(Reason::as_str).collect();
-        assert_eq!(names.len(), 12);
+        assert_eq!(names.len(), 13);
         assert!(names.contains(&"KindNotServed") && names.contains(&"FieldManagerConflict"));
         assert!(
             names
