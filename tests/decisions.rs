@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use serin::api::Canary;
 use serin_core::Phase;
-use serin_testkit::{ControlPlane, NS, World, WorldConfig, deployment};
+use serin_testkit::{ControlPlane, NS, Poll, World, WorldConfig, deployment, wait_until};
 
 /// The healthy version: 0.5 % errors, latency log-normal with median 100 ms and p99 300 ms.
 const BASE_ERROR_RATE: f64 = 0.005;
@@ -332,6 +332,26 @@ fn canary(case: &Case) -> Value {
     })
 }
 
+/// How many primaries have a request rate in Prometheus.
+async fn primaries_in_prometheus(prometheus: &str) -> usize {
+    // The app's own histogram (the kubernetes provider's builtins), by the primary its pod
+    // belongs to.
+    let query = r#"count(count by (w) (label_replace(rate(http_request_duration_seconds_count{kubernetes_pod_name=~".+-primary-.+"}[1m]), "w", "$1", "kubernetes_pod_name", "(.+-primary)-.+")))"#;
+    let response = reqwest::Client::new()
+        .get(format!("{prometheus}/api/v1/query"))
+        .query(&[("query", query)])
+        .send()
+        .await;
+    let Ok(body) = response else { return 0 };
+    let Ok(body) = body.json::<Value>().await else {
+        return 0;
+    };
+    body["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 async fn phases(world: &World) -> BTreeMap<String, Phase> {
     world
         .canaries()
@@ -354,16 +374,17 @@ async fn wait_all(
     timeout: Duration,
     done: impl Fn(Phase) -> bool,
 ) -> BTreeMap<String, (Phase, f64)> {
-    let started = Instant::now();
+    // Every second: the times are reported in seconds.
+    let poll = Poll::new(timeout).every(Duration::from_secs(1));
     let mut seen: BTreeMap<String, (Phase, f64)> = BTreeMap::new();
-    while seen.len() < cases.len() && started.elapsed() < timeout {
+    while seen.len() < cases.len() && !poll.expired() {
         for (name, phase) in phases(world).await {
             if done(phase) {
                 seen.entry(name)
-                    .or_insert((phase, started.elapsed().as_secs_f64()));
+                    .or_insert((phase, poll.elapsed().as_secs_f64()));
             }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        poll.next().await;
     }
     seen
 }
@@ -441,8 +462,15 @@ async fn decision_benchmark() {
         "not all initialized: {}",
         world.logs()
     );
-    // Let the primaries' series reach Prometheus before the releases start.
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    // The primaries' series in Prometheus (a rate, so two scrapes each) before the releases
+    // start.
+    let prometheus = world.stack.prometheus_url().unwrap().to_string();
+    wait_until(
+        Duration::from_secs(120),
+        "every primary's request rate in Prometheus",
+        || async { primaries_in_prometheus(&prometheus).await >= cases.len() },
+    )
+    .await;
     let started = Instant::now();
     for case in &cases {
         let image = match case.class.rule {

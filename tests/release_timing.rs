@@ -13,11 +13,11 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use serin_core::Phase;
-use serin_testkit::{ControlPlane, NS, World, WorldConfig, deployment};
+use serin_testkit::{ControlPlane, NS, Poll, World, WorldConfig, deployment};
 
 fn var(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.into())
@@ -26,7 +26,8 @@ fn var(key: &str, default: &str) -> String {
 /// One release: each phase it went through and when it was first seen, from the target
 /// change, ending with `Succeeded`.
 async fn release(world: &World, image: &str) -> Vec<(Phase, Duration)> {
-    let changed = Instant::now();
+    // Looks every 10 ms: the phases' times are the measurement.
+    let changed = Poll::new(Duration::from_secs(300)).every(Duration::from_millis(10));
     world.set_image("podinfo", "app", image).await;
     let mut seen: Vec<(Phase, Duration)> = Vec::new();
     loop {
@@ -40,13 +41,13 @@ async fn release(world: &World, image: &str) -> Vec<(Phase, Duration)> {
         if started && phase == Phase::Succeeded {
             return seen;
         }
-        if phase == Phase::Failed || changed.elapsed() > Duration::from_secs(300) {
+        if phase == Phase::Failed || changed.expired() {
             panic!(
                 "release of {image} ended {phase:?}: {seen:?}\n{}",
                 world.logs()
             );
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        changed.next().await;
     }
 }
 

@@ -16,7 +16,7 @@
 //! SERIN_SCALE_CANARIES=300 cargo test --release --features heap-profile --test scale -- --ignored --nocapture
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
@@ -25,7 +25,7 @@ use serde_json::json;
 use serin::api::Canary;
 use serin_core::Phase;
 use serin_stack::Stack;
-use serin_testkit::{ControlPlane, WorldConfig};
+use serin_testkit::{ControlPlane, Poll, WorldConfig, wait_until};
 
 const NS: &str = "default";
 
@@ -107,21 +107,21 @@ async fn wait_all(
     n: usize,
     timeout: Duration,
 ) -> (Duration, f64) {
-    let start = Instant::now();
+    // Listing every Canary costs the API server more as they grow: poll less often.
+    let every = 500 * (n as u64 / 1000).max(1);
+    let poll = Poll::new(timeout).every(Duration::from_millis(every));
     let mut polls = 0.0;
     loop {
         polls += 1.0;
         let done = count(canaries, phase).await;
         if done == n {
-            return (start.elapsed(), polls);
+            return (poll.elapsed(), polls);
         }
         assert!(
-            start.elapsed() < timeout,
+            !poll.expired(),
             "{done}/{n} canaries {phase} after {timeout:?}"
         );
-        // Listing every Canary costs the API server more as they grow: poll less often.
-        let every = 500 * (n as u64 / 1000).max(1);
-        tokio::time::sleep(Duration::from_millis(every)).await;
+        poll.next().await;
     }
 }
 
@@ -134,12 +134,19 @@ async fn write_heap_profile(pid: u32) {
         .args(["-TERM", &pid.to_string()])
         .status();
     assert!(sent.is_ok_and(|s| s.success()), "SIGTERM to the controller");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !file.exists() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    // Written in one go at exit: complete once the process has exited (gone, or a zombie
+    // its parent, this test, has not reaped).
+    let exited = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+    };
+    let poll = Poll::new(Duration::from_secs(300)).every(Duration::from_secs(1));
+    let written = || file.exists() && exited();
+    while !written() && !poll.expired() {
+        poll.next().await;
     }
-    // Written in one go at exit; give it time to finish.
-    tokio::time::sleep(Duration::from_secs(5)).await;
     println!("heap profile: {} (open in dh_view.html)", file.display());
 }
 
@@ -308,12 +315,22 @@ async fn many_canaries() {
         .await;
     let deployments: Api<Deployment> = world.deployments();
     let canaries: Api<Canary> = world.canaries();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(Duration::from_secs(30), "the Canary API served", || async {
+        canaries.list(&Default::default()).await.is_ok()
+    })
+    .await;
     let noise = noise(&world).await;
 
     // The controller with nothing to do (but the noise, if any): its floor.
     world.start_controller(&[]);
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Its caches (of the noise, if any) synced.
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    wait_until(Duration::from_secs(120), "the controller ready", || async {
+        reqwest::get(&ready)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
     let (_, rss_empty, _) = usage(world.controller_pid().unwrap());
     world.kill_controller();
     let apply = PatchParams::apply("bench").force();
@@ -355,12 +372,30 @@ async fn many_canaries() {
     let init_requests = requests(&world.stack).await - before - polls - 1.0;
 
     // Idle: nothing to do but wait for the next step (once the tail of initialization, events
-    // queued behind the client's rate limit, is out).
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    // queued behind the client's rate limit, is out: every Canary's "Initialization done!").
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(world.client.clone(), NS);
+    wait_until(
+        Duration::from_secs(600),
+        "every initialization's event",
+        || async {
+            let recorded = events.list(&Default::default()).await.map_or(0, |l| {
+                l.items
+                    .iter()
+                    .filter(|e| {
+                        e.message
+                            .as_deref()
+                            .is_some_and(|m| m.starts_with("Initialization done!"))
+                    })
+                    .count()
+            });
+            recorded >= n
+        },
+    )
+    .await;
     let (cpu_init_done, _, _) = usage(pid);
     let idle_series = request_series(&world.stack).await;
     let idle_from: f64 = idle_series.values().sum();
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(20)).await; // not a wait: the idle window measured
     let idle_after = request_series(&world.stack).await;
     let idle_requests = idle_after.values().sum::<f64>() - idle_from - 1.0;
     let idle_top = top_series(&idle_series, &idle_after);
@@ -403,7 +438,7 @@ async fn many_canaries() {
     if let Some(noise) = &noise {
         println!("{noise}");
     }
-    println!("controller RSS with no Canary, 10 s after start: {rss_empty:.1} MiB");
+    println!("controller RSS with no Canary, once ready (caches synced): {rss_empty:.1} MiB");
     println!(
         "initialization: all Initialized in {:.1} s; controller CPU {:.2} s; RSS {:.1} MiB; \
          {:.1} API requests per canary",
