@@ -348,7 +348,7 @@ async fn a_killed_leader_is_replaced_and_the_release_finishes_once(cp: ControlPl
     // Until the release ends, a replica that exited is restarted, as its Deployment would:
     // one that lost the Lease (renewals too slow on a loaded machine) exits by design, and
     // the killed one comes back as a stand-by.
-    let deadline = std::time::Instant::now() + 2 * LONG;
+    let poll = serin_testkit::Poll::new(2 * LONG).every(Duration::from_millis(200));
     let mut restarts = 0;
     loop {
         if world.controller_exited() || world.controller_pid().is_none() {
@@ -363,7 +363,7 @@ async fn a_killed_leader_is_replaced_and_the_release_finishes_once(cp: ControlPl
         if phase == Some(Phase::Succeeded) {
             break;
         }
-        if std::time::Instant::now() > deadline {
+        if poll.expired() {
             panic!(
                 "phase {phase:?}, not Succeeded within {:?} of the kill ({restarts} \
                  restarts)\n--- the first replica ---\n{}\n--- the other replica ---\n{}",
@@ -372,7 +372,7 @@ async fn a_killed_leader_is_replaced_and_the_release_finishes_once(cp: ControlPl
                 other.logs(60)
             );
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        poll.next().await;
     }
     eprintln!("{restarts} replica restarts after the kill");
     let counts = world.event_counts("podinfo").await;
