@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
         if let Some(Ok(parsed)) = hey::parse(&cmd) {
             assert!(parsed.workers <= hey::MAX_WORKERS, "{cmd:?}");
             assert!(parsed.requests <= hey::MAX_REQUESTS, "{cmd:?}");
-            assert!(parsed.duration.is_none_or(|d| d <= hey::MAX_DURATION), "{cmd:?}");
+            assert!(
+                parsed.duration.is_none_or(|d| d <= hey::MAX_DURATION),
+                "{cmd:?}"
+            );
             assert!(parsed.rate.is_finite(), "{cmd:?}");
         }
     }
