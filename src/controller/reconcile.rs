@@ -59,6 +59,7 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
         name = canary.name_any()
     );
     let started = std::time::Instant::now();
+    let _in_flight = ctx.telemetry.progress.begin();
     let result = contained(
         run(&canary, &ctx).instrument(span.clone()),
         RECONCILE_DEADLINE,
@@ -85,7 +86,7 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
 /// The longest one reconcile may run: two of the longest hook calls. Beyond it the reconcile
 /// is cancelled and retried, so that no Canary holds one of the controller's reconcile slots
 /// (shared by every Canary) indefinitely.
-pub(super) const RECONCILE_DEADLINE: Duration =
+pub(crate) const RECONCILE_DEADLINE: Duration =
     Duration::from_secs(2 * crate::controller::webhooks::MAX_CALL_TIME.as_secs());
 
 /// Runs one reconcile so that nothing in it can take the controller down or hold it: a panic

@@ -19,6 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 pub mod api_requests;
+pub mod progress;
 pub mod server;
 
 type F64Gauge = Gauge<f64, AtomicU64>;
@@ -126,6 +127,8 @@ pub struct Telemetry {
     lateness: Histogram,
     /// Metric names with an analysis series, per canary, so `forget` can remove them.
     analysed: Mutex<HashMap<CanaryLabels, BTreeSet<String>>>,
+    /// Reconciles in flight and the last to finish, for `/healthz`.
+    pub progress: progress::Progress,
 }
 
 impl Default for Telemetry {
@@ -253,6 +256,7 @@ impl Telemetry {
             reconcile,
             lateness,
             analysed: Mutex::default(),
+            progress: Default::default(),
         }
     }
 

@@ -42,6 +42,12 @@ impl Health {
     }
 }
 
+/// Reconciles in flight with none finished for this long fail `/healthz`: longer than a
+/// reconcile may run (it is cancelled at its deadline), with room for a loaded machine.
+const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(
+    crate::controller::reconcile::RECONCILE_DEADLINE.as_secs() + 120,
+);
+
 /// Serves until the process ends.
 pub async fn serve(listener: TcpListener, telemetry: Arc<Telemetry>, health: Arc<Health>) {
     loop {
@@ -79,7 +85,19 @@ fn respond(
             prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
             telemetry.render(),
         ),
-        "/healthz" => (StatusCode::OK, "text/plain", "OK".to_string()),
+        "/healthz" => match telemetry.progress.stalled(STALL_LIMIT) {
+            None => (StatusCode::OK, "text/plain", "OK".to_string()),
+            Some(since) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!(
+                    "wedged: reconciles in flight and none finished for {}s (each is \
+                     cancelled after {}s)\n",
+                    since.as_secs(),
+                    crate::controller::reconcile::RECONCILE_DEADLINE.as_secs()
+                ),
+            ),
+        },
         "/readyz" if health.is_follower() => (
             StatusCode::OK,
             "text/plain",
