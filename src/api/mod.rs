@@ -2,7 +2,7 @@
 //! additive and optional extensions (documented on each field as "serin extension").
 //!
 //! The Rust types are the single source of truth: `crds/` is generated from them
-//! ([`crds`], `serin crds`), and `tests/crds.rs` fails when the committed YAML drifts.
+//! ([`crds`], `serin crds`), and `tests/offline/crds.rs` fails when the committed YAML drifts.
 //!
 //! Stored objects keep exactly what the user wrote: every optional field is an `Option`, and
 //! Flagger's defaults are accessor methods ([`CanarySpec::service_name`],

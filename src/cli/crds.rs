@@ -1,7 +1,7 @@
 //! `serin crds`: print the three CRDs as one multi-document YAML stream.
 //!
 //! `crds/crds.yaml` is this output, committed; regenerate it with
-//! `cargo run -- crds > crds/crds.yaml` (or `SERIN_UPDATE_CRDS=1 cargo test --test crds`).
+//! `cargo run -- crds > crds/crds.yaml` (or `SERIN_UPDATE_CRDS=1 cargo test --test offline crds`).
 
 use std::io::Write;
 use std::process::ExitCode;

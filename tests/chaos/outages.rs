@@ -3,7 +3,7 @@
 //! `noDataPolicy: hold` no release advances, fails a check or is promoted while its provider
 //! is down; each resumes and is promoted once it answers again; a release whose provider
 //! never returns fails at its progress deadline. (Under the default `fail`, an outage counts
-//! failed checks and rolls the release back, as Flagger: `tests/analysis.rs`.)
+//! failed checks and rolls the release back, as Flagger: `tests/providers/analysis.rs`.)
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! never fail only at runtime.
 //!
 //! Bounded for CI by `PROPTEST_CASES` (default 256 per property here); a longer run:
-//! `PROPTEST_CASES=20000 cargo test --release --test properties`.
+//! `PROPTEST_CASES=20000 cargo test --release --test offline properties`.
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};

@@ -2,7 +2,7 @@
 //! accepts, and their names and printer columns are Flagger's.
 //!
 //! Regenerate `crds/crds.yaml` with `cargo run -- crds > crds/crds.yaml`, or
-//! `SERIN_UPDATE_CRDS=1 cargo test --test crds`.
+//! `SERIN_UPDATE_CRDS=1 cargo test --test offline crds`.
 
 use std::path::PathBuf;
 
@@ -25,7 +25,7 @@ fn committed_crds_are_the_generated_ones() {
     assert!(
         committed == generated,
         "crds/crds.yaml is out of date with the Rust types in src/api: regenerate it with \
-         `cargo run -- crds > crds/crds.yaml` (or `SERIN_UPDATE_CRDS=1 cargo test --test crds`) \
+         `cargo run -- crds > crds/crds.yaml` (or `SERIN_UPDATE_CRDS=1 cargo test --test offline crds`) \
          and commit the result"
     );
 }
