@@ -28,18 +28,51 @@ pub fn watch(
     namespace: Option<&str>,
     ctx: Arc<Context>,
 ) -> impl Stream<Item = Result<watcher::Event<Canary>, watcher::Error>> + Send + use<> {
-    let resource = ApiResource::erase::<Canary>(&());
-    let api: Api<DynamicObject> = match namespace {
+    let reported = Arc::new(Reported::default());
+    let report = move |object: DynamicObject, why: String| {
+        let (ctx, reported) = (ctx.clone(), reported.clone());
+        async move { report(&object, &why, &ctx.events, &reported).await }
+    };
+    each(
+        dynamic_api::<Canary>(client, namespace),
+        watcher::Config::default(),
+        stub,
+        report,
+    )
+}
+
+/// The API of `K`'s objects as dynamic objects (in `namespace`, or all).
+pub fn dynamic_api<K: kube::Resource<DynamicType = ()>>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
+    let resource = ApiResource::erase::<K>(&());
+    match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
-    };
-    let reported = Arc::new(Reported::default());
-    watcher(api, watcher::Config::default()).filter_map(move |event| {
-        let (ctx, reported) = (ctx.clone(), reported.clone());
+    }
+}
+
+/// A watch of `api` that decodes each object into `K` on its own. One that does not decode
+/// goes to `report` and is left out: skipped while listing, a deletion (`stub`) when it
+/// replaces one that decoded, so that no stale copy stays cached.
+pub fn each<K, R, Fut>(
+    api: Api<DynamicObject>,
+    config: watcher::Config,
+    stub: fn(&DynamicObject) -> Option<K>,
+    report: R,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K, R, Fut>
+where
+    K: serde::de::DeserializeOwned + Send + 'static,
+    R: Fn(DynamicObject, String) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    watcher(api, config).filter_map(move |event| {
+        let report = report.clone();
         async move {
             match event {
                 Err(e) => Some(Err(e)),
-                Ok(event) => decoded(event, &ctx.events, &reported).await.map(Ok),
+                Ok(event) => decoded(event, stub, report).await.map(Ok),
             }
         }
     })
@@ -47,45 +80,46 @@ pub fn watch(
 
 /// The event with its object decoded; one that does not decode becomes a deletion (it leaves
 /// the cache) or, while listing, nothing.
-async fn decoded(
+async fn decoded<K, R, Fut>(
     event: watcher::Event<DynamicObject>,
-    events: &Events,
-    reported: &Reported,
-) -> Option<watcher::Event<Canary>> {
+    stub: fn(&DynamicObject) -> Option<K>,
+    report: R,
+) -> Option<watcher::Event<K>>
+where
+    K: serde::de::DeserializeOwned,
+    R: Fn(DynamicObject, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     use watcher::Event;
     match event {
         Event::Init => Some(Event::Init),
         Event::InitDone => Some(Event::InitDone),
         Event::InitApply(object) => match decode(&object) {
-            Ok(canary) => Some(Event::InitApply(canary)),
+            Ok(decoded) => Some(Event::InitApply(decoded)),
             Err(why) => {
-                report(&object, &why, events, reported).await;
+                report(object, why).await;
                 None
             }
         },
         Event::Apply(object) => match decode(&object) {
-            Ok(canary) => Some(Event::Apply(canary)),
+            Ok(decoded) => Some(Event::Apply(decoded)),
             Err(why) => {
-                report(&object, &why, events, reported).await;
-                stub(&object).map(Event::Delete)
+                let gone = stub(&object).map(Event::Delete);
+                report(object, why).await;
+                gone
             }
         },
-        Event::Delete(object) => {
-            if let (Some(uid), Ok(mut seen)) = (object.uid(), reported.0.lock()) {
-                seen.remove(&uid);
-            }
-            decode(&object)
-                .ok()
-                .or_else(|| stub(&object))
-                .map(Event::Delete)
-        }
+        Event::Delete(object) => decode(&object)
+            .ok()
+            .or_else(|| stub(&object))
+            .map(Event::Delete),
     }
 }
 
-/// The object as a Canary, or what is wrong with it: the path of the field and serde's word.
-pub fn decode(object: &DynamicObject) -> Result<Canary, String> {
+/// The object decoded, or what is wrong with it: the path of the field and serde's word.
+pub fn decode<K: serde::de::DeserializeOwned>(object: &DynamicObject) -> Result<K, String> {
     let value = serde_json::to_value(object).map_err(|e| e.to_string())?;
-    serde_path_to_error::deserialize::<_, Canary>(value).map_err(|e| {
+    serde_path_to_error::deserialize::<_, K>(value).map_err(|e| {
         let path = e.path().to_string();
         format!("{path}: {}", e.into_inner())
     })
@@ -149,14 +183,58 @@ mod tests {
         let good = object(serde_json::json!({
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
             "service": {"port": 9898}, "analysis": {"interval": "1m"}}));
-        assert!(decode(&good).is_ok());
+        assert!(decode::<Canary>(&good).is_ok());
         let bad = object(serde_json::json!({
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
             "service": {"port": "ninety"}, "analysis": {"interval": "1m"}}));
-        let why = decode(&bad).unwrap_err();
+        let why = decode::<Canary>(&bad).unwrap_err();
         assert!(why.starts_with("spec.service.port"), "{why}");
         let stub = stub(&bad).unwrap();
         assert_eq!(stub.metadata.uid.as_deref(), Some("u1"));
         assert_eq!(stub.metadata.name.as_deref(), Some("podinfo"));
+    }
+
+    #[tokio::test]
+    async fn an_object_that_stops_decoding_leaves_the_cache_and_is_reported() {
+        use crate::api::MetricTemplate;
+        use watcher::Event;
+        let template = |query: serde_json::Value| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+                "metadata": {"name": "rate", "namespace": "test"},
+                "spec": {"provider": {"type": "prometheus"}, "query": query}
+            }))
+            .unwrap()
+        };
+        let stub = |o: &DynamicObject| -> Option<MetricTemplate> {
+            let mut t: MetricTemplate = serde_json::from_value(serde_json::json!({
+                "metadata": {}, "spec": {"provider": {"type": "prometheus"}, "query": ""}}))
+            .ok()?;
+            t.metadata = o.metadata.clone();
+            Some(t)
+        };
+        let reports = std::sync::Mutex::new(Vec::new());
+        let report = |_: DynamicObject, why: String| {
+            reports.lock().unwrap().push(why);
+            async {}
+        };
+        let good = decoded::<MetricTemplate, _, _>(
+            Event::InitApply(template(serde_json::json!("up"))),
+            stub,
+            report,
+        )
+        .await;
+        assert!(matches!(good, Some(Event::InitApply(t)) if t.spec.query == "up"));
+        let bad = || template(serde_json::json!({"not": "a string"}));
+        let listed = decoded::<MetricTemplate, _, _>(Event::InitApply(bad()), stub, report).await;
+        assert!(listed.is_none(), "skipped while listing");
+        let changed = decoded::<MetricTemplate, _, _>(Event::Apply(bad()), stub, report).await;
+        assert!(
+            matches!(changed, Some(Event::Delete(t)) if t.metadata.name.as_deref() == Some("rate")),
+            "a stale copy is removed"
+        );
+        let reports = reports.lock().unwrap();
+        assert_eq!(reports.len(), 2);
+        assert!(reports[0].starts_with("spec.query"), "{reports:?}");
     }
 }

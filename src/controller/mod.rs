@@ -75,6 +75,7 @@ fn cached<K>(
     caching: Caching<'_>,
     config: watcher::Config,
     mut shape: impl FnMut(&mut K) + Send + 'static,
+    each: Option<fn(&kube::api::DynamicObject) -> Option<K>>,
 ) -> (
     Store<K>,
     Arc<scope::Coverage>,
@@ -101,7 +102,15 @@ where
     } else {
         // After the Canaries all the same: a target listed first would be cached trimmed.
         let index = index.clone();
-        let events = watcher(api::<K>(client, namespace), config).default_backoff();
+        let events = match each {
+            // A tenant's kind: one object that does not decode must not fail every list.
+            Some(stub) => {
+                let api = canary_watch::dynamic_api::<K>(client, namespace);
+                canary_watch::each(api, config, stub, skipped::<K>).boxed()
+            }
+            None => watcher(api::<K>(client, namespace), config).boxed(),
+        }
+        .default_backoff();
         let events = futures::stream::once(async move {
             index.synced().await;
             events
@@ -119,6 +128,29 @@ where
         .inspect_ok(move |event| covered.applied(event))
         .touched_objects();
     (reader, coverage, stream)
+}
+
+/// A MetricTemplate with the object's identity and nothing else, for its removal from the
+/// cache when it stops decoding.
+fn template_stub(object: &kube::api::DynamicObject) -> Option<MetricTemplate> {
+    let mut template: MetricTemplate = serde_json::from_value(serde_json::json!({
+        "apiVersion": crate::api::API_VERSION, "kind": "MetricTemplate", "metadata": {},
+        "spec": {"provider": {"type": "prometheus"}, "query": ""}
+    }))
+    .ok()?;
+    template.metadata = object.metadata.clone();
+    Some(template)
+}
+
+/// An object of a cached kind that does not decode: logged, and left out of the cache.
+async fn skipped<K: Resource<DynamicType = ()>>(object: kube::api::DynamicObject, why: String) {
+    tracing::warn!(
+        kind = %K::kind(&()),
+        namespace = object.namespace().unwrap_or_default(),
+        name = object.name_any(),
+        error = %why,
+        "object does not decode; skipped"
+    );
 }
 
 /// An empty cache that nothing fills, marked as listed so that it never holds the controller
@@ -231,23 +263,26 @@ pub async fn run(
         index: &index,
         scoped: true,
     };
-    let (deployments, deployments_cover, deployment_events) =
-        cached::<Deployment>(&client, scoped(), Default::default(), move |d| {
-            trim::shape(&concerns, d);
-        });
+    let (deployments, deployments_cover, deployment_events) = cached::<Deployment>(
+        &client,
+        scoped(),
+        Default::default(),
+        move |d| trim::shape(&concerns, d),
+        None,
+    );
     let (daemon_sets, daemon_sets_cover, daemon_set_events) =
-        cached::<DaemonSet>(&client, scoped(), Default::default(), as_delivered);
+        cached::<DaemonSet>(&client, scoped(), Default::default(), as_delivered, None);
     let (services, services_cover, service_events) =
-        cached::<Service>(&client, scoped(), Default::default(), as_delivered);
+        cached::<Service>(&client, scoped(), Default::default(), as_delivered, None);
     let (configmaps, configmaps_cover, configmap_events) =
-        cached::<ConfigMap>(&client, scoped(), Default::default(), as_delivered);
+        cached::<ConfigMap>(&client, scoped(), Default::default(), as_delivered, None);
     // Secrets are watched only for config tracking. Without it nothing needs them all:
     // the one a MetricTemplate or AlertProvider names is read when used, and the RBAC
     // grants no list or watch of Secrets (`rbac::CREDENTIALS`).
     let (secrets, secrets_cover, secret_events) = if config.config_tracking {
         let secrets_read = watcher::Config::default().fields(SECRETS_SERIN_READS);
         let (store, cover, events) =
-            cached::<Secret>(&client, scoped(), secrets_read, as_delivered);
+            cached::<Secret>(&client, scoped(), secrets_read, as_delivered, None);
         (store, cover, events.boxed())
     } else {
         (
@@ -262,8 +297,13 @@ pub async fn run(
         scoped: false,
         ..scoped()
     };
-    let (templates, _, template_events) =
-        cached::<MetricTemplate>(&client, every_template, Default::default(), as_delivered);
+    let (templates, _, template_events) = cached::<MetricTemplate>(
+        &client,
+        every_template,
+        Default::default(),
+        as_delivered,
+        Some(template_stub),
+    );
 
     let stores = Stores {
         deployments,
