@@ -293,18 +293,21 @@ serin_testkit::on_every_control_plane!(
     a_leader_deposed_while_a_webhook_hangs_stops_at_once,
 );
 
+/// The leader election flags of the leader scenarios.
+const ELECTION: [&str; 5] = [
+    "--enable-leader-election",
+    "--leader-election-namespace",
+    NS,
+    "--leader-election-lease-duration",
+    // Renewed every 4 s, given up 1 s before expiry when no renewal shows (a loaded machine
+    // can delay one by more than a 3 s lease's half second).
+    "6s",
+];
+
 /// Two replicas with leader election: only the Lease holder acts; killed (SIGKILL) mid-release,
 /// it is replaced within the lease duration and the release finishes, each step once.
 async fn a_killed_leader_is_replaced_and_the_release_finishes_once(cp: ControlPlane) {
-    let election = [
-        "--enable-leader-election",
-        "--leader-election-namespace",
-        NS,
-        "--leader-election-lease-duration",
-        // Renewed every 4 s, given up 1 s before expiry when no renewal shows (a loaded
-        // machine can delay one by more than a 3 s lease's half second).
-        "6s",
-    ];
+    let election = ELECTION;
     let mut world = crate::harness::world_without_controller(cp).await;
     world.start_controller(&election);
     let mut args = serin_testkit::controller_args();
@@ -403,13 +406,7 @@ async fn a_leader_deposed_while_a_webhook_hangs_stops_at_once(cp: ControlPlane) 
     use k8s_openapi::api::coordination::v1::Lease;
     use kube::api::{Patch, PatchParams};
     use std::sync::atomic::Ordering;
-    let election = [
-        "--enable-leader-election",
-        "--leader-election-namespace",
-        NS,
-        "--leader-election-lease-duration",
-        "6s",
-    ];
+    let election = ELECTION;
     let mut world = crate::harness::world_without_controller(cp).await;
     world.start_controller(&election);
     let slow = serin_testkit::Receiver::start(200).await;
