@@ -388,10 +388,6 @@ fn context(
     telemetry: Arc<telemetry::Telemetry>,
     stores: Stores,
 ) -> anyhow::Result<Arc<Context>> {
-    let rustls_provider = rustls::crypto::ring::default_provider().install_default();
-    if rustls_provider.is_err() {
-        tracing::debug!("a TLS crypto provider was already installed");
-    }
     let http = crate::outbound::client_builder().build()?;
     let analyzer = crate::analysis::Analyzer::new(
         client.clone(),

@@ -111,12 +111,5 @@ async fn a_full_api_outage_mid_release_resumes_without_a_wrong_outcome() {
 
 /// Requests of any client the stack answered 503 (injected, in practice).
 fn refused(world: &serin_testkit::World) -> u64 {
-    world
-        .stack
-        .faults()
-        .metrics(0, 0)
-        .lines()
-        .filter(|l| l.contains("\"503\""))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
-        .sum()
+    crate::answered(world, &[503])
 }

@@ -241,18 +241,7 @@ async fn chaos(world: &mut World, settings: &Settings, extra: &[&str]) -> Tried 
 
 /// API requests the stack answered 429, 500 or 503 (only injected ones, in practice).
 fn failed_requests(world: &World) -> u64 {
-    world
-        .stack
-        .faults()
-        .metrics(0, 0)
-        .lines()
-        .filter(|l| {
-            ["\"429\"", "\"500\"", "\"503\""]
-                .iter()
-                .any(|c| l.contains(c))
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
-        .sum()
+    crate::answered(world, &[429, 500, 503])
 }
 
 /// How many times `message` was recorded for the Canary.

@@ -46,6 +46,19 @@ async fn phases(world: &World) -> BTreeMap<String, Phase> {
         .collect()
 }
 
+/// API requests (of any client) the stack answered with one of `codes`.
+fn answered(world: &World, codes: &[u16]) -> u64 {
+    let codes: Vec<String> = codes.iter().map(|c| format!("\"{c}\"")).collect();
+    world
+        .stack
+        .faults()
+        .metrics(0, 0)
+        .lines()
+        .filter(|l| codes.iter().any(|c| l.contains(c.as_str())))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
 fn terminal(p: Phase) -> bool {
     matches!(p, Phase::Succeeded | Phase::Failed)
 }

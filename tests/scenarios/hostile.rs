@@ -9,47 +9,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use serin_core::Phase;
+use serin_stack::testing::fake_http::flood;
 use serin_testkit::{Poll, Receiver};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{ControlPlane, NS, WorldConfig, canary, deployment, ready_condition};
 
 const LONG: Duration = Duration::from_secs(120);
-
-/// An HTTP server on 127.0.0.1 answering every request with `total` bytes, chunked.
-async fn flood(total: usize) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                            transfer-encoding: chunked\r\n\r\n";
-                if stream.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                let chunk = vec![b'1'; 64 * 1024];
-                let framed =
-                    [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
-                for _ in 0..total / chunk.len() {
-                    if stream.write_all(&framed).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = stream.write_all(b"0\r\n\r\n").await;
-            });
-        }
-    });
-    url
-}
 
 /// A field of `/proc/<pid>/status` in KiB (VmRSS, VmHWM).
 fn kib(pid: u32, field: &str) -> u64 {
@@ -73,7 +38,7 @@ async fn hostile_tenants_beside_an_ordinary_one() {
         .start()
         .await;
     let pid = world.controller_pid().unwrap();
-    let flood = flood(1024 * 1024 * 1024).await;
+    let flood = flood(1024 * 1024 * 1024, false).await;
     let hung = Receiver::start(200).await;
     hung.delay_ms
         .store(600_000, std::sync::atomic::Ordering::SeqCst);

@@ -169,8 +169,6 @@ const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 impl Http {
     pub fn new(timeout: Duration) -> anyhow::Result<Http> {
         use anyhow::Context;
-        // reqwest is built without a crypto provider of its own; ring is the one kube links.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = crate::outbound::client_builder()
             .timeout(timeout)
             .build()
@@ -658,53 +656,9 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
     }
 
-    /// A server that streams `total` bytes of JSON-ish filler, chunked (no length announced)
-    /// or with its length announced up front.
-    async fn flood(total: usize, announce: bool) -> String {
-        use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            use tokio::io::AsyncReadExt;
-            let (mut stream, _) = listener.accept().await.unwrap();
-            // The request first: hyper refuses an answer that comes before it.
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
-            let head = if announce {
-                format!("HTTP/1.1 200 OK\r\ncontent-length: {total}\r\n\r\n")
-            } else {
-                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_string()
-            };
-            let _ = stream.write_all(head.as_bytes()).await;
-            let chunk = vec![b'9'; 64 * 1024];
-            // Stops when the client hangs up, which is what the limit must make it do.
-            for _ in 0..total / chunk.len() {
-                let sent = if announce {
-                    stream.write_all(&chunk).await
-                } else {
-                    let framed =
-                        [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
-                    stream.write_all(&framed).await
-                };
-                if sent.is_err() {
-                    return;
-                }
-            }
-            if !announce {
-                let _ = stream.write_all(b"0\r\n\r\n").await;
-            }
-        });
-        url
-    }
-
     #[tokio::test]
     async fn a_gigabyte_answer_is_cut_at_the_limit() {
+        use serin_stack::testing::fake_http::flood;
         let http = Http::new(Duration::from_secs(30)).unwrap();
         for announce in [false, true] {
             let url = flood(1024 * 1024 * 1024, announce).await;
@@ -725,6 +679,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_within_the_limit_is_read_whole() {
+        use serin_stack::testing::fake_http::flood;
         let http = Http::new(Duration::from_secs(30)).unwrap();
         let url = flood(MAX_BODY_BYTES, false).await;
         let answer = http.send("prometheus", http.client(false).get(&url)).await;

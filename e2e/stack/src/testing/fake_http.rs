@@ -206,3 +206,56 @@ fn percent_decode(text: &str) -> String {
     }
     String::from_utf8_lossy(&out).to_string()
 }
+
+/// A server on 127.0.0.1 that answers every request with `total` bytes of digits, chunked (no
+/// length announced), or with the length announced up front: a provider that answers far too
+/// much. It stops sending when the client hangs up.
+pub async fn flood(total: usize, announce: bool) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind flood server");
+    let url = format!(
+        "http://{}",
+        listener.local_addr().expect("flood server address")
+    );
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // The request first: hyper refuses an answer that comes before it.
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = if announce {
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {total}\r\n\r\n")
+                } else {
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     transfer-encoding: chunked\r\n\r\n"
+                        .to_string()
+                };
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'9'; 64 * 1024];
+                let framed = if announce {
+                    chunk.clone()
+                } else {
+                    [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat()
+                };
+                for _ in 0..total / chunk.len() {
+                    if stream.write_all(&framed).await.is_err() {
+                        return;
+                    }
+                }
+                if !announce {
+                    let _ = stream.write_all(b"0\r\n\r\n").await;
+                }
+            });
+        }
+    });
+    url
+}
