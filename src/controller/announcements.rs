@@ -19,7 +19,7 @@ use serin_core::{Effect, EventType, Phase, Plan, Severity, Step};
 use crate::api::canary::{Announcement, PendingAlert, PendingEvent};
 use crate::api::{Canary, CanaryStatus};
 use crate::controller::alerts;
-use crate::controller::context::Context;
+use crate::controller::context::{Context, WrittenStatuses};
 
 /// Transitions whose announcements a status keeps at most; older ones are dropped (they
 /// could not be delivered for that many steps).
@@ -264,12 +264,14 @@ pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &Canar
                 .publish_named(canary, kind, &event.message, &name)
                 .await;
         }
-        let (api, name, id, announced) = (
-            api.clone(),
-            canary.name_any(),
-            id.clone(),
-            ctx.announced.clone(),
-        );
+        let removal = Removal {
+            api: api.clone(),
+            name: canary.name_any(),
+            uid: uid.clone(),
+            id: id.clone(),
+            written: ctx.written.clone(),
+        };
+        let announced = ctx.announced.clone();
         let left_to_next_write = announcement.alerts.is_none() && writes_again_soon(status.phase);
         tokio::spawn(async move {
             let had_alerts = !sent.is_empty();
@@ -285,14 +287,14 @@ pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &Canar
                 // already exist (their names say so) and nothing is seen twice.
                 if !left_to_next_write {
                     announced.set(&key, State::AlertsSent);
-                    remove(&api, &announced.removals, &name, &id, None).await;
+                    removal.run(&announced.removals, None).await;
                 }
                 announced.delivered(&key);
             } else {
                 // The events are retried; the alerts are done and must not be sent again.
                 announced.set(&key, State::Retry);
                 if had_alerts {
-                    remove(&api, &announced.removals, &name, &id, Some("alerts")).await;
+                    removal.run(&announced.removals, Some("alerts")).await;
                 }
             }
         });
@@ -332,57 +334,72 @@ fn send_alert(
     ctx.alerts.send_tracked(alert, routes)
 }
 
-/// Removes one transition (or just its `part`) from the status. A JSON patch `remove`:
-/// unlike a merge patch it cannot bring back an entry another process removed meanwhile
-/// (it fails instead, which means done). Retried a few times: a transition left in the
-/// status of a Canary that writes no more status would be delivered again after a restart.
-async fn remove(
-    api: &Api<Canary>,
-    removals: &tokio::sync::Semaphore,
-    name: &str,
-    id: &str,
-    part: Option<&str>,
-) {
-    let path = match part {
-        Some(part) => format!("/status/announcements/{id}/{part}"),
-        None => format!("/status/announcements/{id}"),
-    };
-    let patch: json_patch::Patch =
-        match serde_json::from_value(json!([{"op": "remove", "path": path}])) {
-            Ok(patch) => patch,
-            Err(e) => {
-                tracing::warn!(error = %e, transition = id, "invalid removal of announcements");
+/// The removal of one delivered transition from a Canary's status.
+struct Removal {
+    api: Api<Canary>,
+    name: String,
+    uid: String,
+    id: String,
+    /// The removal changes the Canary's resourceVersion: recorded, so the next status write
+    /// is not decided on (and refused for) the copy before it.
+    written: WrittenStatuses,
+}
+
+impl Removal {
+    /// Removes the transition (or just its `part`) from the status. A JSON patch `remove`:
+    /// unlike a merge patch it cannot bring back an entry another process removed meanwhile
+    /// (it fails instead, which means done). Retried a few times: a transition left in the
+    /// status of a Canary that writes no more status would be delivered again after a
+    /// restart.
+    async fn run(&self, removals: &tokio::sync::Semaphore, part: Option<&str>) {
+        let (api, name, id) = (&self.api, self.name.as_str(), self.id.as_str());
+        let path = match part {
+            Some(part) => format!("/status/announcements/{id}/{part}"),
+            None => format!("/status/announcements/{id}"),
+        };
+        let patch: json_patch::Patch =
+            match serde_json::from_value(json!([{"op": "remove", "path": path}])) {
+                Ok(patch) => patch,
+                Err(e) => {
+                    tracing::warn!(error = %e, transition = id, "invalid removal of announcements");
+                    return;
+                }
+            };
+        for wait in REMOVE_RETRIES {
+            let Ok(slot) = removals.acquire().await else {
                 return;
-            }
-        };
-    for wait in REMOVE_RETRIES {
-        let Ok(slot) = removals.acquire().await else {
-            return;
-        };
-        let removed = api
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Json::<()>(patch.clone()),
-            )
-            .await;
-        drop(slot);
-        match removed {
-            Ok(_) => return,
-            // The Canary, or the entry, is gone already.
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => return,
-            Err(e) => {
-                tracing::debug!(error = %e, transition = id, "could not remove delivered announcements; retrying");
-                tokio::time::sleep(wait).await;
+            };
+            let removed = api
+                .patch_status(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Json::<()>(patch.clone()),
+                )
+                .await;
+            drop(slot);
+            match removed {
+                Ok(canary) => {
+                    let version = canary.resource_version().and_then(|v| v.parse().ok());
+                    if let (Some(version), Some(status)) = (version, canary.status) {
+                        self.written.record(&self.uid, version, status);
+                    }
+                    return;
+                }
+                // The Canary, or the entry, is gone already.
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, transition = id, "could not remove delivered announcements; retrying");
+                    tokio::time::sleep(wait).await;
+                }
             }
         }
+        // The next status write leaves it out (it is delivered); only a restart before then
+        // would deliver it again.
+        tracing::warn!(
+            transition = id,
+            "could not remove delivered announcements from the status"
+        );
     }
-    // The next status write leaves it out (it is delivered); only a restart before then
-    // would deliver it again.
-    tracing::warn!(
-        transition = id,
-        "could not remove delivered announcements from the status"
-    );
 }
 
 /// Removals in flight at once.

@@ -95,6 +95,41 @@ pub struct Written {
     pub status: CanaryStatus,
 }
 
+/// The status serin wrote last per Canary uid: the reconciles' status writes and the outbox's
+/// removals of delivered announcements (which run in the background, so shared).
+#[derive(Clone, Debug, Default)]
+pub struct WrittenStatuses(std::sync::Arc<Mutex<HashMap<String, Written>>>);
+
+impl WrittenStatuses {
+    /// Records a write that produced `version`, unless a later write is known already (the
+    /// outbox's removals answer in any order with the reconciles' writes).
+    pub fn record(&self, uid: &str, version: u64, status: CanaryStatus) {
+        let Ok(mut map) = self.0.lock() else {
+            return;
+        };
+        if map.get(uid).is_some_and(|w| w.resource_version > version) {
+            return;
+        }
+        map.insert(
+            uid.to_string(),
+            Written {
+                resource_version: version,
+                status,
+            },
+        );
+    }
+
+    pub fn get(&self, uid: &str) -> Option<Written> {
+        self.0.lock().ok()?.get(uid).cloned()
+    }
+
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(uid);
+        }
+    }
+}
+
 /// Per-Canary exponential backoff of reconcile errors.
 #[derive(Debug, Default)]
 pub struct Retries {
@@ -137,7 +172,7 @@ pub struct Context {
     pub analyzer: crate::analysis::Analyzer,
     pub telemetry: std::sync::Arc<Telemetry>,
     /// Last status written per Canary uid.
-    pub written: Mutex<HashMap<String, Written>>,
+    pub written: WrittenStatuses,
     /// Lowest generation the cache must show for a workload serin changed: until it does,
     /// the workload counts as not ready.
     pub expected: Mutex<HashMap<ObjectRef<DynamicObject>, i64>>,

@@ -62,6 +62,11 @@ pub enum Error {
     /// idempotent and its status write is the last step, so the next one redoes it).
     #[error("the reconcile did not finish within {}s and was cancelled", .0.as_secs())]
     Deadline(std::time::Duration),
+    /// The status write was refused because the Canary changed after the copy the step was
+    /// decided on (a spec edit not cached yet, or another controller's write after a leader
+    /// change). Nothing was lost: the next reconcile decides again on the newer copy.
+    #[error("the Canary changed since the step was decided ({0}); deciding again")]
+    Stale(String),
 }
 
 impl Error {
@@ -74,6 +79,19 @@ impl Error {
 
     pub fn serialize(e: serde_json::Error) -> Error {
         Error::Serialize(e)
+    }
+
+    /// A status write refused by its resourceVersion precondition ("the object has been
+    /// modified") is [`Error::Stale`]; any other failure keeps its kube error.
+    pub fn status_write(e: kube::Error) -> Error {
+        match &e {
+            kube::Error::Api(status)
+                if status.code == 409 && !status.message.contains("conflict with") =>
+            {
+                Error::Stale(status.message.chars().take(200).collect())
+            }
+            _ => Error::kube("write Canary status", e),
+        }
     }
 
     pub fn workload(e: crate::workload::primary::PrimaryError) -> Error {
@@ -142,6 +160,7 @@ impl Error {
             Error::Kube { .. } => "KubeError",
             Error::Serialize(_) => "SerializeError",
             Error::Deadline(_) => "ReconcileDeadline",
+            Error::Stale(_) => "Stale",
         }
     }
 }

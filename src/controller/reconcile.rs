@@ -123,11 +123,25 @@ where
     }
 }
 
+/// How soon a step whose status write was refused as stale is decided again.
+const STALE_RETRY: Duration = Duration::from_millis(200);
+
 /// Requeue policy for transient errors: per Canary, 1 s doubling to 5 minutes while the
 /// errors go on (reset by the next reconcile that completes).
 pub fn error_policy(canary: Arc<Canary>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.retries.next(&canary.uid().unwrap_or_default());
+    if let Error::Stale(_) = error {
+        ctx.telemetry.stale_write();
+        // Not a failure: the watch brings the newer copy within moments.
+        tracing::debug!(
+            namespace = canary.namespace().unwrap_or_default(),
+            name = canary.name_any(),
+            error = %error,
+            "status decided on a stale copy; deciding again"
+        );
+        return Action::requeue(STALE_RETRY);
+    }
     ctx.telemetry.reconcile_error(error.label());
+    let delay = ctx.retries.next(&canary.uid().unwrap_or_default());
     tracing::warn!(
         namespace = canary.namespace().unwrap_or_default(),
         name = canary.name_any(),

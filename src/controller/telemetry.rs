@@ -119,6 +119,7 @@ pub struct Telemetry {
     successes: Family<OutcomeLabels, Counter>,
     failures: Family<OutcomeLabels, Counter>,
     errors: Family<ReasonLabels, Counter>,
+    stale_writes: Counter,
     alerts: Family<AlertLabels, Counter>,
     queries: Family<ProviderLabels, Histogram>,
     query_errors: Family<QueryErrorLabels, Counter>,
@@ -156,6 +157,7 @@ impl Telemetry {
         let successes = Family::<OutcomeLabels, Counter>::default();
         let failures = Family::<OutcomeLabels, Counter>::default();
         let errors = Family::<ReasonLabels, Counter>::default();
+        let stale_writes = Counter::default();
         let alerts = Family::<AlertLabels, Counter>::default();
         let queries = histograms::<ProviderLabels>();
         let query_errors = Family::<QueryErrorLabels, Counter>::default();
@@ -208,6 +210,12 @@ impl Telemetry {
             errors.clone(),
         );
         registry.register(
+            "serin_status_writes_refused",
+            "Status writes refused because the Canary changed after the copy the step was \
+             decided on (decided again at once; not an error)",
+            stale_writes.clone(),
+        );
+        registry.register(
             "serin_alerts",
             "Alert deliveries by provider type and result (delivered, failed after retries, dropped)",
             alerts.clone(),
@@ -249,6 +257,7 @@ impl Telemetry {
             successes,
             failures,
             errors,
+            stale_writes,
             alerts,
             queries,
             query_errors,
@@ -346,6 +355,11 @@ impl Telemetry {
             reason: reason.into(),
         };
         self.errors.get_or_create(&labels).inc();
+    }
+
+    /// A status write refused by its precondition ([`Error::Stale`](super::error::Error)).
+    pub fn stale_write(&self) {
+        self.stale_writes.inc();
     }
 
     pub fn alert(&self, kind: &str, result: &str) {

@@ -32,8 +32,8 @@ pub(super) async fn remove_finalizer(canary: &Canary, ctx: &Context) -> Result<A
         .cloned()
         .collect();
     patch_finalizers(canary, ctx, finalizers).await?;
-    if let (Some(uid), Ok(mut written)) = (canary.uid(), ctx.written.lock()) {
-        written.remove(&uid);
+    if let Some(uid) = canary.uid() {
+        ctx.written.forget(&uid);
     }
     ctx.telemetry.forget(
         &canary.namespace().unwrap_or_default(),

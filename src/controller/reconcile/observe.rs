@@ -228,17 +228,14 @@ pub(super) fn current_status(canary: &Canary, ctx: &Context) -> CanaryStatus {
     let cached_version = canary
         .resource_version()
         .and_then(|v| v.parse::<u64>().ok());
-    let Ok(written) = ctx.written.lock() else {
-        return cached;
-    };
-    match (written.get(&uid), cached_version) {
+    match (ctx.written.get(&uid), cached_version) {
         (Some(w), Some(v)) if v < w.resource_version => {
             tracing::debug!(
                 cached = v,
                 written = w.resource_version,
                 "cache is behind; using the status serin wrote"
             );
-            w.status.clone()
+            w.status
         }
         _ => cached,
     }

@@ -15,7 +15,7 @@ use crate::controller::alerts;
 use crate::controller::announcements::{self, Announced};
 use crate::controller::apply::MANAGER;
 use crate::controller::conditions;
-use crate::controller::context::{Context, Written};
+use crate::controller::context::Context;
 use crate::controller::error::{Error, Reason};
 use crate::controller::telemetry::Outcome;
 use crate::controller::webhooks::{self, Call};
@@ -46,11 +46,17 @@ pub(super) async fn write_status(
 ) -> Result<(), Error> {
     let namespace = canary.namespace().unwrap_or_default();
     let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
-    let body = json!({
+    let mut body = json!({
         "apiVersion": crate::api::API_VERSION,
         "kind": "Canary",
         "status": status,
     });
+    // The apply is conditional on the copy the step was decided on: a deposed leader's
+    // write, or one decided before a spec edit reached the cache, is refused (409) instead
+    // of overwriting what it did not see.
+    if let Some(version) = decided_on(canary, ctx) {
+        body["metadata"] = json!({"resourceVersion": version});
+    }
     let written = api
         .patch_status(
             &canary.name_any(),
@@ -58,23 +64,32 @@ pub(super) async fn write_status(
             &Patch::Apply(&body),
         )
         .await
-        .map_err(|e| Error::kube("write Canary status", e))?;
+        .map_err(Error::status_write)?;
     if let (Some(uid), Some(version)) = (
         canary.uid(),
         written
             .resource_version()
             .and_then(|v| v.parse::<u64>().ok()),
-    ) && let Ok(mut map) = ctx.written.lock()
-    {
-        map.insert(
-            uid,
-            Written {
-                resource_version: version,
-                status: status.clone(),
-            },
-        );
+    ) {
+        ctx.written.record(&uid, version, status.clone());
     }
     Ok(())
+}
+
+/// The resourceVersion a step is decided on: the cached Canary's, or that of serin's own
+/// later status write when the cache has not caught up with it (`current_status` then
+/// decides on that write's status, so the same copy). `None` when neither is known.
+fn decided_on(canary: &Canary, ctx: &Context) -> Option<String> {
+    let cached = canary.resource_version();
+    let written = canary
+        .uid()
+        .and_then(|uid| ctx.written.get(&uid))
+        .map(|w| w.resource_version);
+    match (cached.as_deref().map(str::parse::<u64>), written) {
+        (Some(Ok(c)), Some(w)) if w > c => Some(w.to_string()),
+        (None, Some(w)) => Some(w.to_string()),
+        _ => cached,
+    }
 }
 
 /// After the status is written: the announcements it holds (a transition's events and

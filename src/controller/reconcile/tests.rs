@@ -178,13 +178,7 @@ async fn the_status_serin_wrote_wins_over_an_older_cache() {
     let cached = canary(json!({"phase": "Progressing", "canaryWeight": 10}));
     let mut newer = cached.status.clone().unwrap();
     newer.canary_weight = 20;
-    ctx.written.lock().unwrap().insert(
-        "u-1".into(),
-        crate::controller::context::Written {
-            resource_version: 11,
-            status: newer,
-        },
-    );
+    ctx.written.record("u-1", 11, newer);
     assert_eq!(
         current_status(&cached, &ctx).canary_weight,
         20,
@@ -355,4 +349,67 @@ async fn deleted_with_an_invalid_spec_the_primary_is_kept_before_the_finalizer_g
         "{message}"
     );
     assert_eq!(seen[6].2["metadata"]["finalizers"], json!([]));
+}
+
+/// Answers the next request with HTTP `code` and `answer`, returning the request's body.
+async fn answer_with(server: &mut ApiServer, code: u16, answer: Value) -> Value {
+    let (request, send) = server.next_request().await.expect("a request");
+    let bytes = http_body_util::BodyExt::collect(request.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let response = Response::builder()
+        .status(code)
+        .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+        .unwrap();
+    send.send_response(response);
+    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn the_status_write_is_conditional_on_the_copy_the_step_was_decided_on() {
+    let (ctx, mut server) = context();
+    let cached = canary(json!({"phase": "Progressing"}));
+    let status = current_status(&cached, &ctx);
+    let reply = json!(cached.clone());
+    let serving = tokio::spawn(async move {
+        let first = answer_with(&mut server, 200, reply.clone()).await;
+        let second = answer_with(&mut server, 200, reply).await;
+        (first, second)
+    });
+    write_status(&cached, &ctx, &status).await.unwrap();
+    // serin's own write is newer than the cache: the next step is decided on it.
+    ctx.written.record("u-1", 14, status.clone());
+    write_status(&cached, &ctx, &status).await.unwrap();
+    let (first, second) = serving.await.unwrap();
+    assert_eq!(first["metadata"]["resourceVersion"], "10", "the cache's");
+    assert_eq!(
+        second["metadata"]["resourceVersion"], "14",
+        "serin's newer write"
+    );
+}
+
+#[tokio::test]
+async fn a_status_refused_as_stale_is_decided_again_soon_and_not_as_a_failure() {
+    let (ctx, mut server) = context();
+    let cached = Arc::new(canary(json!({"phase": "Progressing"})));
+    let status = current_status(&cached, &ctx);
+    let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "reason": "Conflict", "code": 409,
+        "message": "Operation cannot be fulfilled on canaries.flagger.app \"podinfo\": the object has been modified; please apply your changes to the latest version and try again"});
+    let serving = tokio::spawn(async move { answer_with(&mut server, 409, conflict).await });
+    let err = write_status(&cached, &ctx, &status).await.unwrap_err();
+    serving.await.unwrap();
+    assert!(matches!(err, Error::Stale(_)), "{err:?}");
+    let ctx = Arc::new(ctx);
+    assert_eq!(
+        error_policy(cached.clone(), &err, ctx.clone()),
+        Action::requeue(super::STALE_RETRY)
+    );
+    // The backoff of real failures is untouched: the first one still waits 1 s.
+    let failure = Error::Deadline(Duration::from_secs(1));
+    assert_eq!(
+        error_policy(cached, &failure, ctx),
+        Action::requeue(Duration::from_secs(1))
+    );
 }
