@@ -127,7 +127,34 @@ where
     let stream = reflector(writer, events)
         .inspect_ok(move |event| covered.applied(event))
         .touched_objects();
-    (reader, coverage, stream)
+    (reader, coverage, errors_kept_out::<K, _>(stream))
+}
+
+/// The stream without its errors, each logged. The controller polls all its watches as one
+/// stream and backs the whole of it off on any error, so one watch's error (a 410 Gone after
+/// etcd compaction, a dropped connection) would stop every cache from following its watch,
+/// for longer at each further error: after a compaction, minutes with every cache frozen.
+/// Each watch backs off on its own errors already (`default_backoff`), so here they are only
+/// logged.
+fn errors_kept_out<K: Resource<DynamicType = ()>, T: Send + 'static>(
+    stream: impl futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static {
+    let kind = K::kind(&());
+    stream.filter_map(move |item| {
+        let kept = match item {
+            Ok(object) => Some(Ok(object)),
+            Err(e) => {
+                let expired = matches!(&e, watcher::Error::WatchError(s) if s.code == 410);
+                if expired {
+                    tracing::info!(%kind, "watch expired (410 Gone); listing again");
+                } else {
+                    tracing::warn!(%kind, error = %e, "watch failed; retrying");
+                }
+                None
+            }
+        };
+        futures::future::ready(kept)
+    })
 }
 
 /// A MetricTemplate with the object's identity and nothing else, for its removal from the
@@ -334,6 +361,7 @@ pub async fn run(
     )
     .default_backoff()
     .applied_objects();
+    let canary_events = errors_kept_out::<Canary, _>(canary_events);
     let concurrency = ctx.config.max_concurrent_reconciles;
     let controller = Controller::for_stream(canary_events, canaries.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));

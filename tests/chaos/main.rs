@@ -8,7 +8,9 @@
 //! - `outages`: Prometheus, Datadog and New Relic stopped mid-analysis;
 //! - `drift`: routing weights and the primary's pod template edited by hand mid-release;
 //! - `api_outage`: every request of serin's refused and its watches cut mid-release, then
-//!   the API server back.
+//!   the API server back;
+//! - `watch_expiry`: serin cut off mid-release while the history is compacted, so its
+//!   watches resume into 410 Gone (on the real control plane too: etcd compacted).
 //!
 //! The suite runs them reduced (a few minutes in all); the full kill run:
 //!
@@ -23,6 +25,7 @@ mod api_outage;
 mod drift;
 mod kills;
 mod outages;
+mod watch_expiry;
 
 use std::collections::BTreeMap;
 

@@ -100,6 +100,13 @@ impl Controller {
         self.logs.path().join(format!("controller-{n}.log"))
     }
 
+    /// Every run's log, whole.
+    pub fn all_logs(&self) -> String {
+        (1..=self.starts)
+            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
+            .collect()
+    }
+
     /// The last `lines` lines of each run's log, for failure messages.
     pub fn logs(&self, lines: usize) -> String {
         let mut out = String::new();

@@ -9,6 +9,7 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use serin::api::Canary;
 use serin_core::Phase;
+use serin_stack::testing::switch::Switch;
 use serin_stack::{ControlPlane, Scenario, Stack, StackConfig};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub struct WorldConfig {
     routing_crds: bool,
     controller_args: Vec<String>,
     start_controller: bool,
+    api_switch: bool,
 }
 
 impl WorldConfig {
@@ -38,6 +40,7 @@ impl WorldConfig {
             routing_crds: false,
             start_controller: true,
             controller_args: controller_args(),
+            api_switch: false,
         }
     }
 
@@ -94,8 +97,40 @@ impl WorldConfig {
         self
     }
 
+    /// The controller reaches the API server through a [`Switch`] ([`World::api_switch`]):
+    /// switched off, serin alone loses the API server (its connections refused and cut,
+    /// its watches with them) while the test's own client keeps it.
+    pub fn api_switch(mut self) -> Self {
+        self.api_switch = true;
+        self
+    }
+
     pub async fn start(self) -> World {
         World::start(self).await
+    }
+}
+
+/// A switch between the controller and the API server, and the controller's kubeconfig
+/// that points at it.
+struct ApiSwitch {
+    switch: Switch,
+    kubeconfig: tempfile::NamedTempFile,
+}
+
+impl ApiSwitch {
+    async fn start(stack: &Stack) -> ApiSwitch {
+        let authority = |url: &str| url.split_once("://").map_or(url, |(_, a)| a).to_string();
+        let api = authority(stack.url());
+        let switch = Switch::start(&api).await;
+        let text = std::fs::read_to_string(stack.kubeconfig_path()).unwrap();
+        let through = text.replace(
+            &format!("//{api}"),
+            &format!("//{}", authority(&switch.url)),
+        );
+        assert_ne!(text, through, "the kubeconfig names {api}");
+        let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(kubeconfig.path(), through).unwrap();
+        ApiSwitch { switch, kubeconfig }
     }
 }
 
@@ -104,6 +139,7 @@ pub struct World {
     pub stack: Stack,
     pub client: Client,
     controller: Controller,
+    api_switch: Option<ApiSwitch>,
 }
 
 impl World {
@@ -128,7 +164,15 @@ impl World {
         if let Some(url) = stack.prometheus_url() {
             args.extend(["--metrics-server".to_string(), url.to_string()]);
         }
-        let mut controller = Controller::new(&config.binary, stack.kubeconfig_path(), args);
+        let api_switch = match config.api_switch {
+            true => Some(ApiSwitch::start(&stack).await),
+            false => None,
+        };
+        let kubeconfig = match &api_switch {
+            Some(s) => s.kubeconfig.path(),
+            None => stack.kubeconfig_path(),
+        };
+        let mut controller = Controller::new(&config.binary, kubeconfig, args);
         if config.start_controller {
             controller.start(&[]);
         }
@@ -136,6 +180,7 @@ impl World {
             stack,
             client,
             controller,
+            api_switch,
         }
     }
 }
@@ -144,6 +189,20 @@ impl World {
     /// Starts the controller (again), with `extra` arguments.
     pub fn start_controller(&mut self, extra: &[&str]) {
         self.controller.start(extra);
+    }
+
+    /// Whether any of the controller's runs logged `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.controller.all_logs().contains(needle)
+    }
+
+    /// The switch between the controller and the API server (`WorldConfig::api_switch`).
+    pub fn api_switch(&self) -> &Switch {
+        &self
+            .api_switch
+            .as_ref()
+            .expect("WorldConfig::api_switch() was not set")
+            .switch
     }
 
     /// Whether the controller has ended by itself (see [`Controller::exited`]).

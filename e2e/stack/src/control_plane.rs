@@ -7,6 +7,7 @@
 //! traffic world, which reads a mirror of the routing objects (`mirror.rs`).
 
 use anyhow::{Context, Result, bail};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -66,10 +67,43 @@ pub struct KubeLocal {
     _data: tempfile::TempDir,
 }
 
+/// One POST to etcd's JSON gateway (plain HTTP on loopback).
+async fn etcd_post(
+    authority: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .with_context(|| format!("connecting to etcd at {authority}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = hyper::Request::post(path)
+        .header("host", authority)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!("etcd {path}: {status}: {}", String::from_utf8_lossy(&bytes));
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
 impl KubeLocal {
     /// Starts kube-local writing its admin kubeconfig to `kubeconfig` and waits for `ready`.
     /// `crds`: YAML files of CRDs it installs before starting the controllers.
-    pub async fn start(kubeconfig: &Path, crds: &[PathBuf]) -> Result<KubeLocal> {
+    /// `watch_cache: false` has watches read etcd directly (see [`KubeLocal::compact`]).
+    pub async fn start(
+        kubeconfig: &Path,
+        crds: &[PathBuf],
+        watch_cache: bool,
+    ) -> Result<KubeLocal> {
         let binary = kube_local_binary();
         if !binary.exists() {
             bail!(
@@ -87,6 +121,7 @@ impl KubeLocal {
             .arg("--dir")
             .arg(data.path())
             .arg("--exit-with-stdin")
+            .arg(format!("--watch-cache={watch_cache}"))
             .args(
                 crds.iter()
                     .flat_map(|f| [std::ffi::OsStr::new("--crds"), f.as_os_str()]),
@@ -151,6 +186,30 @@ impl KubeLocal {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Compacts etcd at its current revision, through the JSON gateway of the client URL
+    /// kube-local wrote into its data directory: a watch then resumed from an earlier
+    /// resourceVersion (past the API server's watch cache, if it has one) gets 410 Gone.
+    pub async fn compact(&self) -> Result<()> {
+        let path = self._data.path().join("etcd-url");
+        let url = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let authority = url.trim().trim_start_matches("http://").to_string();
+        // Any key: the answer's header carries the store's revision.
+        let range = etcd_post(&authority, "/v3/kv/range", json!({"key": "AA=="})).await?;
+        let revision = range["header"]["revision"]
+            .as_str()
+            .context("etcd's range answer has no header.revision")?
+            .to_string();
+        etcd_post(
+            &authority,
+            "/v3/kv/compaction",
+            json!({"revision": revision, "physical": true}),
+        )
+        .await?;
+        tracing::info!("compacted etcd at revision {revision}");
+        Ok(())
     }
 
     /// Stops it with SIGTERM (a clean etcd shutdown), killing it after 10 s.

@@ -110,6 +110,10 @@ pub struct StackConfig {
     /// (on the real control plane, before the controller manager starts, so its garbage
     /// collector knows their kinds from the beginning).
     pub crds: Vec<PathBuf>,
+    /// Real control plane only: serve watches from the API server's watch cache (its
+    /// default). Off, watches read etcd directly, so one resumed from a revision
+    /// [`Stack::compact`] removed gets 410 Gone, as after etcd compaction in a busy cluster.
+    pub watch_cache: bool,
     /// Run a stand-in for Knative Serving (a Revision per Knative Service template, its
     /// readiness after the image's ready delay); needs the Knative CRDs among `crds`.
     pub knative: bool,
@@ -131,6 +135,7 @@ impl Default for StackConfig {
             manual_traffic_clock: false,
             control_plane: ControlPlane::default(),
             crds: Vec::new(),
+            watch_cache: true,
             knative: false,
         }
     }
@@ -281,7 +286,9 @@ impl Stack {
         };
         let (kube_local, client) = match real {
             true => {
-                let kl = control_plane::KubeLocal::start(&kubeconfig, &config.crds).await?;
+                let kl =
+                    control_plane::KubeLocal::start(&kubeconfig, &config.crds, config.watch_cache)
+                        .await?;
                 url = kl.url().to_string();
                 let client = client_for(&kubeconfig).await?;
                 (Some(kl), Some(client))
@@ -426,6 +433,21 @@ impl Stack {
 
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// Compacts the history of changes: a watch resumed from an earlier resourceVersion gets
+    /// 410 Gone and must list again. The emulator drops its watch event history; the real
+    /// control plane compacts etcd at its current revision (watches resumed through its watch
+    /// cache are not refused until that cache's own window has passed: start it with
+    /// `watch_cache: false`).
+    pub async fn compact(&self) -> Result<()> {
+        match &self.kube_local {
+            Some(kl) => kl.compact().await,
+            None => {
+                self.store.lock().compact(0);
+                Ok(())
+            }
+        }
     }
 
     /// Fault rules, watch drops and request counters.
