@@ -62,10 +62,10 @@ pub enum Error {
     /// idempotent and its status write is the last step, so the next one redoes it).
     #[error("the reconcile did not finish within {}s and was cancelled", .0.as_secs())]
     Deadline(std::time::Duration),
-    /// The status write was refused because the Canary changed after the copy the step was
-    /// decided on (a spec edit not cached yet, or another controller's write after a leader
-    /// change). Nothing was lost: the next reconcile decides again on the newer copy.
-    #[error("the Canary changed since the step was decided ({0}); deciding again")]
+    /// The status write was refused because another writer changed the status after the copy
+    /// the step was decided on (a deposed or a new leader). Nothing was lost: the next
+    /// reconcile decides again on the newer copy.
+    #[error("the Canary's status changed since the step was decided ({0}); deciding again")]
     Stale(String),
 }
 

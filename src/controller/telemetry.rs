@@ -211,8 +211,8 @@ impl Telemetry {
         );
         registry.register(
             "serin_status_writes_refused",
-            "Status writes refused because the Canary changed after the copy the step was \
-             decided on (decided again at once; not an error)",
+            "Status writes refused because another writer changed the status after the copy the \
+             step was decided on (a deposed or a new leader): decided again at once",
             stale_writes.clone(),
         );
         registry.register(

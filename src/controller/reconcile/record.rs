@@ -46,25 +46,43 @@ pub(super) async fn write_status(
 ) -> Result<(), Error> {
     let namespace = canary.namespace().unwrap_or_default();
     let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
+    let name = canary.name_any();
     let mut body = json!({
         "apiVersion": crate::api::API_VERSION,
         "kind": "Canary",
         "status": status,
     });
-    // The apply is conditional on the copy the step was decided on: a deposed leader's
-    // write, or one decided before a spec edit reached the cache, is refused (409) instead
-    // of overwriting what it did not see.
+    // The apply is conditional on the copy the step was decided on, so that a status another
+    // writer changed meanwhile (a deposed or a new leader) is not overwritten unseen.
     if let Some(version) = decided_on(canary, ctx) {
         body["metadata"] = json!({"resourceVersion": version});
     }
-    let written = api
-        .patch_status(
-            &canary.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .map_err(Error::status_write)?;
+    let params = PatchParams::apply(MANAGER).force();
+    let written = match api.patch_status(&name, &params, &Patch::Apply(&body)).await {
+        Ok(written) => written,
+        Err(e) => {
+            let refused = Error::status_write(e);
+            if !matches!(refused, Error::Stale(_)) {
+                return Err(refused);
+            }
+            // The step's effects are applied already, and the status must record them
+            // (left unrecorded, routes the step set would read as drift and be undone) unless
+            // another writer changed the status: only then is the step decided again. A spec
+            // edit, or serin's own outbox taking delivered announcements out, leaves it as
+            // decided on.
+            let fresh = api
+                .get_status(&name)
+                .await
+                .map_err(|e| Error::kube("read Canary status", e))?;
+            if !same_apart_from_announcements(fresh.status.clone(), current_status(canary, ctx)) {
+                return Err(refused);
+            }
+            body["metadata"] = json!({"resourceVersion": fresh.resource_version()});
+            api.patch_status(&name, &params, &Patch::Apply(&body))
+                .await
+                .map_err(Error::status_write)?
+        }
+    };
     if let (Some(uid), Some(version)) = (
         canary.uid(),
         written
@@ -74,6 +92,16 @@ pub(super) async fn write_status(
         ctx.written.record(&uid, version, status.clone());
     }
     Ok(())
+}
+
+/// Whether the live status is the one a step was decided on, but for the announcements (which
+/// serin's outbox takes out in the background once delivered).
+fn same_apart_from_announcements(live: Option<CanaryStatus>, decided_on: CanaryStatus) -> bool {
+    let without = |mut s: CanaryStatus| {
+        s.announcements = None;
+        s
+    };
+    without(live.unwrap_or_default()) == without(decided_on)
 }
 
 /// The resourceVersion a step is decided on: the cached Canary's, or that of serin's own

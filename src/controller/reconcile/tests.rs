@@ -389,16 +389,26 @@ async fn the_status_write_is_conditional_on_the_copy_the_step_was_decided_on() {
     );
 }
 
-#[tokio::test]
-async fn a_status_refused_as_stale_is_decided_again_soon_and_not_as_a_failure() {
-    let (ctx, mut server) = context();
-    let cached = Arc::new(canary(json!({"phase": "Progressing"})));
-    let status = current_status(&cached, &ctx);
-    let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+fn conflict() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
         "reason": "Conflict", "code": 409,
-        "message": "Operation cannot be fulfilled on canaries.flagger.app \"podinfo\": the object has been modified; please apply your changes to the latest version and try again"});
-    let serving = tokio::spawn(async move { answer_with(&mut server, 409, conflict).await });
-    let err = write_status(&cached, &ctx, &status).await.unwrap_err();
+        "message": "Operation cannot be fulfilled on canaries.flagger.app \"podinfo\": the object has been modified; please apply your changes to the latest version and try again"})
+}
+
+#[tokio::test]
+async fn a_status_another_writer_changed_is_not_overwritten_and_the_step_is_decided_again() {
+    let (ctx, mut server) = context();
+    let cached = Arc::new(canary(json!({"phase": "Progressing", "canaryWeight": 10})));
+    let mut next = current_status(&cached, &ctx);
+    next.canary_weight = 20;
+    // Another controller moved the release on meanwhile.
+    let mut theirs = canary(json!({"phase": "Progressing", "canaryWeight": 30}));
+    theirs.metadata.resource_version = Some("12".into());
+    let serving = tokio::spawn(async move {
+        answer_with(&mut server, 409, conflict()).await;
+        answer_with(&mut server, 200, json!(theirs)).await;
+    });
+    let err = write_status(&cached, &ctx, &next).await.unwrap_err();
     serving.await.unwrap();
     assert!(matches!(err, Error::Stale(_)), "{err:?}");
     let ctx = Arc::new(ctx);
@@ -406,10 +416,39 @@ async fn a_status_refused_as_stale_is_decided_again_soon_and_not_as_a_failure() 
         error_policy(cached.clone(), &err, ctx.clone()),
         Action::requeue(super::STALE_RETRY)
     );
-    // The backoff of real failures is untouched: the first one still waits 1 s.
+    // Not a failure: the backoff of real failures is untouched, the first still waits 1 s.
     let failure = Error::Deadline(Duration::from_secs(1));
     assert_eq!(
         error_policy(cached, &failure, ctx),
         Action::requeue(Duration::from_secs(1))
     );
+}
+
+#[tokio::test]
+async fn a_status_refused_for_a_spec_edit_or_the_outbox_is_written_on_the_fresh_copy() {
+    let (ctx, mut server) = context();
+    let cached = canary(json!({"phase": "Progressing", "canaryWeight": 10,
+        "announcements": {"t1": {"events": [{"type": "Normal", "message": "m"}]}}}));
+    let mut next = current_status(&cached, &ctx);
+    next.canary_weight = 20;
+    // The outbox took the delivered transition out, and the spec was edited: the status is
+    // otherwise the one the step was decided on.
+    let mut fresh = canary(json!({"phase": "Progressing", "canaryWeight": 10}));
+    fresh.metadata.resource_version = Some("13".into());
+    fresh.spec.suspend = Some(true);
+    let written = json!(fresh.clone());
+    let serving = tokio::spawn(async move {
+        let refused = answer_with(&mut server, 409, conflict()).await;
+        answer_with(&mut server, 200, json!(fresh)).await;
+        let again = answer_with(&mut server, 200, written).await;
+        (refused, again)
+    });
+    write_status(&cached, &ctx, &next).await.unwrap();
+    let (refused, again) = serving.await.unwrap();
+    assert_eq!(refused["metadata"]["resourceVersion"], "10");
+    assert_eq!(
+        again["metadata"]["resourceVersion"], "13",
+        "the fresh copy's"
+    );
+    assert_eq!(again["status"]["canaryWeight"], 20, "the step's status");
 }
