@@ -198,7 +198,10 @@ async fn controller_metrics_are_flaggers_and_go_with_the_canary(cp: ControlPlane
     // fresh copy, never dropped.
     let refused = sum_of(&metrics(&world).await, "serin_status_writes_refused_total");
     println!("{cp:?}: status writes refused as stale over two releases: {refused}");
-    assert_eq!(refused, 0.0, "status writes dropped with a single controller");
+    assert_eq!(
+        refused, 0.0,
+        "status writes dropped with a single controller"
+    );
 
     // Every Flagger family is there (the canary count is refreshed every 10 s), with exactly
     // Flagger's label names, and canary series name the target, not the Canary.
