@@ -70,10 +70,12 @@ pub(super) async fn write_status(
             // another writer changed the status: only then is the step decided again. A spec
             // edit, or serin's own outbox taking delivered announcements out, leaves it as
             // decided on.
+            // The object, not its status subresource: serin's RBAC reads Canaries, and only
+            // writes their status.
             let fresh = api
-                .get_status(&name)
+                .get(&name)
                 .await
-                .map_err(|e| Error::kube("read Canary status", e))?;
+                .map_err(|e| Error::kube("read Canary", e))?;
             if !same_apart_from_announcements(fresh.status.clone(), current_status(canary, ctx)) {
                 return Err(refused);
             }
