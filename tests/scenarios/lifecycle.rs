@@ -101,6 +101,10 @@ async fn a_new_revision_is_analysed_and_promoted(cp: ControlPlane) {
     );
     let status = done.status.unwrap();
     assert_eq!(status.last_promoted_spec, status.last_applied_spec);
+    // The outbox records a transition's events after its status: the last one may follow.
+    world
+        .wait_event("podinfo", "Promotion completed! Scaling down", LONG)
+        .await;
     let events = world.events("podinfo").await;
     let expected = [
         "New revision detected! Scaling up podinfo.default",
@@ -378,6 +382,10 @@ async fn a_killed_leader_is_replaced_and_the_release_finishes_once(cp: ControlPl
         poll.next().await;
     }
     eprintln!("{restarts} replica restarts after the kill");
+    // The outbox records a transition's events after its status: the last one may follow.
+    world
+        .wait_event("podinfo", "Promotion completed! Scaling down", LONG)
+        .await;
     let counts = world.event_counts("podinfo").await;
     for k in 1..=8 {
         let step = format!("Advance podinfo.{NS} canary iteration {k}/8");
