@@ -7,10 +7,9 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use serin_core::Phase;
 use serin_stack::FaultRule;
-use serin_testkit::{ControlPlane, NS, Poll, WorldConfig, deployment};
+use serin_testkit::{ControlPlane, NS, Poll, WorldConfig};
 
 const LONG: Duration = Duration::from_secs(90);
 /// How long the API server is down for serin: thirty analysis intervals, longer than every
@@ -30,23 +29,7 @@ async fn a_full_api_outage_mid_release_resumes_without_a_wrong_outcome() {
     let mut world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), ControlPlane::Emulator)
         .start()
         .await;
-    world
-        .apply(
-            &world.deployments(),
-            deployment("podinfo", "podinfo:6.0.0", 2),
-        )
-        .await;
-    world
-        .apply(
-            &world.canaries(),
-            json!({"apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-                "metadata": {"name": "podinfo", "namespace": NS},
-                "spec": {"provider": "kubernetes", "progressDeadlineSeconds": 600,
-                    "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-                    "service": {"port": 9898},
-                    "analysis": {"interval": "1s", "threshold": 2, "iterations": ITERATIONS}}}),
-        )
-        .await;
+    crate::podinfo_release(&world, ITERATIONS).await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
     world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_iterations("podinfo", 2).await;

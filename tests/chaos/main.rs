@@ -65,3 +65,25 @@ fn answered(world: &World, codes: &[u16]) -> u64 {
 fn terminal(p: Phase) -> bool {
     matches!(p, Phase::Succeeded | Phase::Failed)
 }
+
+/// Deploys `podinfo:6.0.0` and a Canary for it (the `kubernetes` provider, a 1 s interval,
+/// `iterations` steps, a 10-minute deadline): the release both outage runs interrupt.
+async fn podinfo_release(world: &World, iterations: u32) {
+    world
+        .apply(
+            &world.deployments(),
+            serin_testkit::deployment("podinfo", "podinfo:6.0.0", 2),
+        )
+        .await;
+    world
+        .apply(
+            &world.canaries(),
+            serde_json::json!({"apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+                "metadata": {"name": "podinfo", "namespace": serin_testkit::NS},
+                "spec": {"provider": "kubernetes", "progressDeadlineSeconds": 600,
+                    "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                    "service": {"port": 9898},
+                    "analysis": {"interval": "1s", "threshold": 2, "iterations": iterations}}}),
+        )
+        .await;
+}

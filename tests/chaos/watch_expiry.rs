@@ -7,9 +7,8 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use serin_core::Phase;
-use serin_testkit::{ControlPlane, NS, Poll, WorldConfig, deployment};
+use serin_testkit::{ControlPlane, Poll, WorldConfig};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -17,23 +16,7 @@ async fn expired_watches_are_listed_again_and_nothing_is_missed(cp: ControlPlane
     let mut config = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp).api_switch();
     config.stack.watch_cache = false;
     let world = config.start().await;
-    world
-        .apply(
-            &world.deployments(),
-            deployment("podinfo", "podinfo:6.0.0", 2),
-        )
-        .await;
-    world
-        .apply(
-            &world.canaries(),
-            json!({"apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-                "metadata": {"name": "podinfo", "namespace": NS},
-                "spec": {"provider": "kubernetes", "progressDeadlineSeconds": 600,
-                    "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-                    "service": {"port": 9898},
-                    "analysis": {"interval": "1s", "threshold": 2, "iterations": 6}}}),
-        )
-        .await;
+    crate::podinfo_release(&world, 6).await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
     world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_iterations("podinfo", 2).await;
