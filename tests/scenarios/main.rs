@@ -1,5 +1,7 @@
 //! Scenario tests: the `serin controller` binary against the local stack (serin-stack), with
-//! 1 s analysis intervals. Each test starts its own stack and controller.
+//! 1 s analysis intervals. Each test starts its own stack and controller. One binary, so that
+//! the suites' long releases overlap instead of each suite waiting on its slowest one:
+//! `cargo test --test scenarios mesh::` runs one suite, `... real::` one back-end.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,12 +9,16 @@ mod alerts;
 mod caches;
 mod cli;
 mod control;
+mod deploy;
 mod harness;
 mod hostile;
 mod inputs;
 mod knative;
 mod lifecycle;
+mod mesh;
+mod metrics;
 mod observability;
+mod real_control_plane;
 mod routing;
 mod targets;
 mod timing;

@@ -4,7 +4,7 @@
 //! `scipy.stats.mannwhitneyu(x, y, alternative, method="asymptotic", use_continuity=True)`
 //! computes it: average ranks for ties, tie-corrected variance, continuity correction 0.5.
 //! The asymptotic method is used for every sample size so that the answer never jumps when
-//! a sample crosses scipy's "auto" threshold. `tests/mann_whitney.rs` checks it against
+//! a sample crosses scipy's "auto" threshold. `tests/pure/mann_whitney.rs` checks it against
 //! fixtures that scipy produced (`scripts/fixtures/mannwhitneyu.py`).
 //!
 //! [`permutation_mean_test`] tests the difference of means (see its module for when it sees

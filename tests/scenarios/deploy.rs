@@ -3,8 +3,6 @@
 //! `scripts/setup`), installed on the real control plane, and a controller holding only the
 //! chart's service account completes a release through each covered provider.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;

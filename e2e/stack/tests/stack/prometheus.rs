@@ -2,8 +2,6 @@
 //! Prometheus the stack starts, return the configured success rate and latency within 5 %.
 //! Needs the `prometheus` binary (`scripts/setup` installs it).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use serin_stack::testing as common;
 
 use common::*;

@@ -1,9 +1,7 @@
 //! One test per row of the phase transition table (Flagger's phases and their transitions), plus the cases where
 //! serin deliberately differs from Flagger.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use chrono::TimeDelta;
 use common::*;

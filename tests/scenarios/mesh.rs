@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Releases through a mesh or an ingress: the `serin controller` binary writes the routing
 //! objects, the stack's traffic world splits its simulated requests by exactly those objects,
 //! the mesh's telemetry goes to a real Prometheus, and the builtin metrics decide.

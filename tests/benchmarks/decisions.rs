@@ -1,20 +1,19 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Benchmark (ignored by default): releases whose truth is known, decided by serin with
 //! Flagger-style thresholds and with the canary-vs-primary judge, on the traffic world (noisy,
 //! seeded) with a real Prometheus. Prints a confusion table per class and traffic level, and
 //! the share of regressions caught, healthy releases rolled back and incidents blamed.
 //!
 //! ```sh
-//! cargo test --release --test decisions -- --ignored --nocapture
-//! SERIN_DECISION_RATES=20 SERIN_DECISION_SEEDS=1 cargo test --release --test decisions -- --ignored --nocapture
+//! cargo test --release --test benchmarks decisions:: -- --ignored --nocapture
+//! SERIN_DECISION_RATES=20 SERIN_DECISION_SEEDS=1 cargo test --release --test benchmarks decisions:: -- --ignored --nocapture
 //! # some modes only (t thresholds, j ranks, m means, c counts)
-//! SERIN_DECISION_MODES=t,c cargo test --test decisions -- --ignored --nocapture
+//! SERIN_DECISION_MODES=t,c cargo test --test benchmarks decisions:: -- --ignored --nocapture
 //! # the judge's confidence over the whole analysis (default: the field's, 0.99)
-//! SERIN_DECISION_CONFIDENCE=0.98 cargo test --test decisions -- --ignored --nocapture
+//! SERIN_DECISION_CONFIDENCE=0.98 cargo test --test benchmarks decisions:: -- --ignored --nocapture
 //! # some classes only, many seeds: the false alarm rate
-//! SERIN_DECISION_CLASSES=healthy,incident SERIN_DECISION_SEEDS=25 cargo test --test decisions -- --ignored --nocapture
+//! SERIN_DECISION_CLASSES=healthy,incident SERIN_DECISION_SEEDS=25 cargo test --test benchmarks decisions:: -- --ignored --nocapture
 //! # longer releases: 18 iterations of 10 s, the judge over 5 minutes
-//! SERIN_DECISION_ITERATIONS=18 SERIN_DECISION_WINDOW=5m cargo test --test decisions -- --ignored --nocapture
+//! SERIN_DECISION_ITERATIONS=18 SERIN_DECISION_WINDOW=5m cargo test --test benchmarks decisions:: -- --ignored --nocapture
 //! ```
 //!
 //! Every case is one Deployment and one Canary (blue/green on the `kubernetes` provider: the

@@ -1,8 +1,6 @@
 //! The traffic world's split follows each provider's routing objects (within 5 % over 10 s
 //! of the world's manual clock), and never reaches workloads that are not ready.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use serin_stack::testing as common;
 
 use common::*;

@@ -1,8 +1,6 @@
 //! Conformance of the emulator through kube-rs: the client the serin controller uses.
 
 // Test helpers outside #[test] functions: failing loudly is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;

@@ -2,9 +2,7 @@
 //! `scripts/fixtures/rate_ratio.py` (scipy.stats.binomtest, alternative="greater", on the
 //! errors of both versions); re-run that script to change the cases.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use common::{ScipyFixture, scipy_fixture};
 use serde::Deserialize;

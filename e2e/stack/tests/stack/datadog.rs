@@ -1,8 +1,6 @@
 //! The Datadog emulator: documented request shapes answered from the traffic world,
 //! credentials checked, every fault mode produced.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use serin_stack::testing as common;
 
 use common::*;

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Releases decided by metrics: the `serin controller` binary on the local stack, with the
 //! traffic world loading the canary and a real Prometheus scraping it. Blue/green on the
 //! `kubernetes` provider, so the builtin metrics are the app's own (`http` observer).

@@ -1,8 +1,6 @@
 //! Test harness: runs `decide` to a step, answering every probe the engine asks for with
 //! the result the test set in `obs.probes`, or a pass when the test set none.
 #![allow(dead_code)]
-#![allow(clippy::unwrap_used)]
-
 use chrono::{DateTime, TimeDelta, Utc};
 use serin_core::*;
 
@@ -121,8 +119,8 @@ pub struct ScipyFixture<C> {
     pub cases: Vec<C>,
 }
 
-/// Reads `tests/fixtures/<file>`.
+/// Reads `tests/pure/fixtures/<file>`.
 pub fn scipy_fixture<C: serde::de::DeserializeOwned>(file: &str) -> ScipyFixture<C> {
-    let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/pure/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }

@@ -1,19 +1,18 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Benchmark (ignored by default): many Canaries on one controller. Prints how long it takes
 //! to initialize them and to release all of them at once, the controller's CPU time and
 //! memory, and the API requests it made per Canary.
 //!
 //! ```sh
-//! cargo test --release --test scale -- --ignored --nocapture
-//! SERIN_SCALE_CANARIES=500 SERIN_SCALE_QPS=1000 cargo test --release --test scale -- --ignored --nocapture
+//! cargo test --release --test benchmarks scale:: -- --ignored --nocapture
+//! SERIN_SCALE_CANARIES=500 SERIN_SCALE_QPS=1000 cargo test --release --test benchmarks scale:: -- --ignored --nocapture
 //! # a realistic cluster: unrelated Deployments, Secrets (some ~1 MiB) and ConfigMaps beside
 //! # the Canaries, in namespace `noise`; `opaque` makes the big Secrets Opaque instead of
 //! # Helm release records; `beside` puts them in the Canaries' namespace
-//! SERIN_SCALE_NOISE=5000,10000,200,5000 cargo test --release --test scale -- --ignored --nocapture
-//! SERIN_SCALE_NOISE=5000,10000,200,5000,opaque cargo test --release --test scale -- --ignored --nocapture
-//! SERIN_SCALE_NOISE=5000,10000,200,5000,beside cargo test --release --test scale -- --ignored --nocapture
+//! SERIN_SCALE_NOISE=5000,10000,200,5000 cargo test --release --test benchmarks scale:: -- --ignored --nocapture
+//! SERIN_SCALE_NOISE=5000,10000,200,5000,opaque cargo test --release --test benchmarks scale:: -- --ignored --nocapture
+//! SERIN_SCALE_NOISE=5000,10000,200,5000,beside cargo test --release --test benchmarks scale:: -- --ignored --nocapture
 //! # where the controller's memory goes: dhat-heap.json, by allocation site
-//! SERIN_SCALE_CANARIES=300 cargo test --release --features heap-profile --test scale -- --ignored --nocapture
+//! SERIN_SCALE_CANARIES=300 cargo test --release --features heap-profile --test benchmarks scale:: -- --ignored --nocapture
 //! ```
 
 use std::time::Duration;

@@ -1,8 +1,6 @@
 //! The `serin-stack up` command-line contract: `admin <url>` then `ready` on stdout, a
 //! usable kubeconfig, exit 0 on SIGTERM.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

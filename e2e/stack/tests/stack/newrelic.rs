@@ -1,8 +1,6 @@
 //! The New Relic emulator: the Insights query API and NerdGraph answer NRQL from the traffic
 //! world, reject bad credentials, and produce every fault mode.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use serin_stack::testing as common;
 
 use common::*;

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The real control plane (kube-local) as a platform engineer meets it, through kubectl:
 //! serin's CRDs install, the API server validates Canaries against their schema, and a
 //! release runs real pods (the stack's kubelet stand-in) that the real garbage collector

@@ -1,8 +1,6 @@
 //! Conformance of the emulator through kubectl, an independent client.
 //! kubectl must be installed: these tests fail (not skip) without it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use serde_json::Value;
 use serin_stack::{Scenario, Stack, StackConfig};
 use std::io::{BufRead, BufReader, Write};

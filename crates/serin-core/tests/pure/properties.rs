@@ -1,8 +1,6 @@
 //! Properties that hold for any valid plan and any sequence of observations.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use chrono::TimeDelta;
 use common::{run, t};

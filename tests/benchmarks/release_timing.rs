@@ -1,15 +1,14 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Benchmark (ignored by default): how fast serin picks up a new revision (target change →
 //! `Progressing`), and how close a release runs to its ideal duration (steps × interval),
 //! with the time spent in each phase, over a series of releases of one Canary on the
 //! emulator. Phases are read by polling the Canary every 10 ms.
 //!
 //! ```sh
-//! cargo build --release && cargo test --release --test release_timing -- --ignored --nocapture
+//! cargo build --release && cargo test --release --test benchmarks release_timing:: -- --ignored --nocapture
 //! # detection latency over 100 releases of one step each
-//! SERIN_TIMING_RELEASES=100 SERIN_TIMING_STEPS=1 cargo test --release --test release_timing -- --ignored --nocapture
+//! SERIN_TIMING_RELEASES=100 SERIN_TIMING_STEPS=1 cargo test --release --test benchmarks release_timing:: -- --ignored --nocapture
 //! # pods that take 1 s to become ready, as the scenario suites' simulator
-//! SERIN_TIMING_READY_DELAY=1s cargo test --release --test release_timing -- --ignored --nocapture
+//! SERIN_TIMING_READY_DELAY=1s cargo test --release --test benchmarks release_timing:: -- --ignored --nocapture
 //! ```
 
 use std::collections::BTreeMap;

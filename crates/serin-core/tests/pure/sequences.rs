@@ -1,10 +1,6 @@
 //! Exact step sequences of whole releases (Flagger's weight stepping, promotion and finalising), from the happy-path
 //! simulator that `serin plan` prints.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use serin_core::simulate::happy_path;
 use serin_core::*;
 

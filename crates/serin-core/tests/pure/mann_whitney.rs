@@ -2,9 +2,7 @@
 //! `scripts/fixtures/mannwhitneyu.py` (scipy.stats.mannwhitneyu, method="asymptotic",
 //! use_continuity=True); re-run that script to change the cases.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

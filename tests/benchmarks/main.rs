@@ -1,0 +1,14 @@
+//! Benchmarks, ignored by default: each prints what it measured, and how to run it is in its
+//! module's documentation and in BENCHMARKS.md (`cargo test --release --test benchmarks
+//! scale:: -- --ignored --nocapture`).
+//!
+//! - `decisions`: releases whose truth is known, decided with thresholds and with the judge;
+//! - `release_timing`: how fast a new revision is picked up, and how close a release runs to
+//!   its ideal duration;
+//! - `scale`: many Canaries on one controller.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod decisions;
+mod release_timing;
+mod scale;
