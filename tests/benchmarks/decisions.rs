@@ -455,12 +455,7 @@ async fn decision_benchmark() {
         p == Phase::Initialized
     })
     .await;
-    assert_eq!(
-        init.len(),
-        cases.len(),
-        "not all initialized: {}",
-        world.logs()
-    );
+    assert_eq!(init.len(), cases.len(), "not all initialized",);
     // The primaries' series in Prometheus (a rate, so two scrapes each) before the releases
     // start.
     let prometheus = world.stack.prometheus_url().unwrap().to_string();

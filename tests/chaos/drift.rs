@@ -8,7 +8,7 @@ use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use serin_core::Phase;
-use serin_testkit::{ControlPlane, NS, Poll, World, WorldConfig, deployment, wait_until};
+use serin_testkit::{ControlPlane, NS, Poll, WorldConfig, deployment, wait_until};
 
 const INTERVAL: Duration = Duration::from_secs(5);
 
@@ -24,7 +24,7 @@ fn weights(vs: &DynamicObject) -> Vec<i64> {
 }
 
 /// Waits until `done`, at most one interval and a second of slack: how long it took.
-async fn put_back<F, Fut>(world: &World, what: &str, mut done: F) -> Duration
+async fn put_back<F, Fut>(what: &str, mut done: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -32,7 +32,7 @@ where
     let edited = Poll::new(INTERVAL + Duration::from_secs(1));
     while !done().await {
         if edited.expired() {
-            panic!("{what} not put back within {INTERVAL:?}\n{}", world.logs());
+            panic!("{what} not put back within {INTERVAL:?}");
         }
         edited.next().await;
     }
@@ -85,7 +85,7 @@ async fn hand_edits_mid_release_are_put_back_within_an_interval() {
         .patch("podinfo", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let took = put_back(&world, "the weights", || async {
+    let took = put_back("the weights", || async {
         let declared = world.canary("podinfo").await.status.unwrap().canary_weight;
         let vs = services.get("podinfo").await.unwrap();
         weights(&vs) == [100 - i64::from(declared), i64::from(declared)]
@@ -106,7 +106,7 @@ async fn hand_edits_mid_release_are_put_back_within_an_interval() {
     world
         .merge(&world.deployments(), "podinfo-primary", patch)
         .await;
-    let took = put_back(&world, "the primary's template", || async {
+    let took = put_back("the primary's template", || async {
         let primary = world.deployments().get("podinfo-primary").await.unwrap();
         let container = &primary.spec.unwrap().template.spec.unwrap().containers[0];
         container.env.as_ref().is_none_or(|env| env.is_empty())

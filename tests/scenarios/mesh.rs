@@ -84,10 +84,9 @@ impl World {
     async fn fail(&self, why: &str) -> ! {
         let canary = self.canary().await;
         panic!(
-            "{why}\nstatus: {:?}\nevents: {:#?}\nlog:\n{}",
+            "{why}\nstatus: {:?}\nevents: {:#?}",
             canary.status,
             self.events().await,
-            self.logs()
         );
     }
 
@@ -506,11 +505,9 @@ async fn istio_revert_on_deletion_restores_a_taken_over_virtual_service(cp: Cont
     }
     let restored = api.get("podinfo").await.unwrap();
     assert_eq!(
-        restored.data["spec"]["http"],
-        original["http"],
-        "{:#?}\n{}",
+        restored.data["spec"]["http"], original["http"],
+        "{:#?}",
         restored.metadata.annotations,
-        world.logs()
     );
     assert!(
         !restored
@@ -527,10 +524,7 @@ async fn primary_serves(world: &World, more: f64) {
     let poll = Poll::new(LONG).every(Duration::from_millis(100));
     while world.served().1 < from + more {
         if poll.expired() {
-            panic!(
-                "the primary did not serve {more} more requests\n{}",
-                world.logs()
-            );
+            panic!("the primary did not serve {more} more requests",);
         }
         poll.next().await;
     }
@@ -586,8 +580,7 @@ async fn istio_deleting_a_canary_whose_target_never_becomes_ready_keeps_serving(
     assert_eq!(
         world.stack.traffic().unrouted(),
         unrouted,
-        "requests found no route or no ready endpoint\n{}",
-        world.logs()
+        "requests found no route or no ready endpoint",
     );
     let vs = world
         .routing_object(

@@ -72,10 +72,9 @@ impl World {
             }
             assert!(
                 !poll.expired(),
-                "no {phase:?} within {timeout:?}: {:?}\nevents: {:?}\n{}",
+                "no {phase:?} within {timeout:?}: {:?}\nevents: {:?}",
                 canary.status,
                 self.events().await,
-                self.logs()
             );
             poll.next().await;
         }

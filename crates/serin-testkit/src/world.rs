@@ -185,6 +185,30 @@ impl World {
     }
 }
 
+/// A failing scenario shows what the controller and the API server were doing: the end of
+/// each controller run's log and of kube-local's (`SERIN_TEST_LOG_LINES` lines each).
+impl Drop for World {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut out = format!(
+            "[{}] the scenario failed\n{}",
+            self.control_plane(),
+            self.logs()
+        );
+        let api = self.stack.recent_log();
+        if !api.is_empty() {
+            out.push_str(&format!("--- kube-local (last {} lines) ---\n", api.len()));
+            for line in api {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+        eprintln!("{out}");
+    }
+}
+
 impl World {
     /// Starts the controller (again), with `extra` arguments.
     pub fn start_controller(&mut self, extra: &[&str]) {
@@ -427,12 +451,12 @@ impl World {
         let status = canary
             .and_then(|c| c.status)
             .map(|s| serde_json::to_string_pretty(&s).unwrap_or_default());
+        // The logs follow, from `Drop`.
         panic!(
-            "[{}] {why}\nstatus: {}\nevents:\n{}\n{}",
+            "[{}] {why}\nstatus: {}\nevents:\n{}",
             self.control_plane(),
             status.unwrap_or_else(|| "<none>".into()),
             self.events(name).await.join("\n"),
-            self.logs()
         );
     }
 

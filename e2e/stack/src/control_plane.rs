@@ -8,11 +8,16 @@
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+/// How many of kube-local's last stderr lines [`KubeLocal::recent_log`] keeps.
+pub const LOG_LINES: usize = 60;
 
 /// The API server behind a stack.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,6 +63,8 @@ pub fn kube_local_binary() -> PathBuf {
 pub struct KubeLocal {
     child: Child,
     url: String,
+    /// The last lines kube-local wrote to stderr, for a failing test's message.
+    log: Arc<Mutex<VecDeque<String>>>,
     /// Held open: kube-local (`--exit-with-stdin`) stops when it closes, so a test process
     /// killed outright leaves no control plane behind.
     _stdin: tokio::process::ChildStdin,
@@ -170,15 +177,23 @@ impl KubeLocal {
                 .unwrap_or_default()
                 .to_string();
         }
+        let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_LINES)));
+        let kept = log.clone();
         tokio::spawn(async move {
             while let Ok(Some(l)) = err_lines.next_line().await {
                 tracing::debug!(target: "kube_local", "{l}");
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                if kept.len() == LOG_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(l);
             }
         });
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(KubeLocal {
             child,
             url,
+            log,
             _stdin: stdin,
             _data: data,
         })
@@ -186,6 +201,12 @@ impl KubeLocal {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The last lines (at most [`LOG_LINES`]) kube-local wrote to stderr.
+    pub fn recent_log(&self) -> Vec<String> {
+        let kept = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        kept.iter().cloned().collect()
     }
 
     /// Compacts etcd at its current revision, through the JSON gateway of the client URL

@@ -450,6 +450,15 @@ impl Stack {
         }
     }
 
+    /// The API server's own last log lines: kube-local's stderr on the real control plane
+    /// (the emulator logs through `tracing` in the test's process, so it has none).
+    pub fn recent_log(&self) -> Vec<String> {
+        match &self.kube_local {
+            Some(kl) => kl.recent_log(),
+            None => Vec::new(),
+        }
+    }
+
     /// Fault rules, watch drops and request counters.
     pub fn faults(&self) -> &Faults {
         &self.faults
