@@ -7,6 +7,7 @@
 
 mod alerts;
 mod caches;
+mod chaos;
 mod cli;
 mod control;
 mod deploy;

@@ -25,7 +25,7 @@ use serin_core::Phase;
 use serin_stack::FaultRule;
 use serin_testkit::{ControlPlane, NS, Poll, Receiver, World, WorldConfig, deployment};
 
-use crate::{phases, terminal};
+use super::{phases, terminal};
 
 const OLD: &str = "chaos:1";
 const HEALTHY: &str = "chaos:2";
@@ -237,7 +237,7 @@ async fn chaos(world: &mut World, settings: &Settings, extra: &[&str]) -> Tried 
 
 /// API requests the stack answered 429, 500 or 503 (only injected ones, in practice).
 fn failed_requests(world: &World) -> u64 {
-    crate::answered(world, &[429, 500, 503])
+    super::answered(world, &[429, 500, 503])
 }
 
 /// How many times `message` was recorded for the Canary.

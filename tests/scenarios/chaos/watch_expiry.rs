@@ -16,7 +16,7 @@ async fn expired_watches_are_listed_again_and_nothing_is_missed(cp: ControlPlane
     let mut config = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp).api_switch();
     config.stack.watch_cache = false;
     let world = config.start().await;
-    crate::podinfo_release(&world, 6).await;
+    super::podinfo_release(&world, 6).await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
     world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_iterations("podinfo", 2).await;

@@ -29,7 +29,7 @@ async fn a_full_api_outage_mid_release_resumes_without_a_wrong_outcome() {
     let mut world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), ControlPlane::Emulator)
         .start()
         .await;
-    crate::podinfo_release(&world, ITERATIONS).await;
+    super::podinfo_release(&world, ITERATIONS).await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
     world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_iterations("podinfo", 2).await;
@@ -94,5 +94,5 @@ async fn a_full_api_outage_mid_release_resumes_without_a_wrong_outcome() {
 
 /// Requests of any client the stack answered 503 (injected, in practice).
 fn refused(world: &serin_testkit::World) -> u64 {
-    crate::answered(world, &[503])
+    super::answered(world, &[503])
 }

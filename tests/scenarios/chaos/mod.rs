@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Chaos runs: the `serin controller` binary on the emulator while things go wrong. Each
 //! prints what it tried and what happened, and fails on any wrong outcome.
 //!
@@ -16,7 +15,7 @@
 //!
 //! ```sh
 //! SERIN_CHAOS_RELEASES=50 SERIN_CHAOS_KILLS=20 SERIN_CHAOS_INTERVAL=10s \
-//!   cargo test --release --test chaos -- --nocapture
+//!   cargo test --release --test scenarios chaos::kills -- --nocapture
 //! SERIN_CHAOS_API_FAULTS=1 ...   # and API faults
 //! SERIN_CHAOS_SEED=7 ...         # another sequence of kill times
 //! ```
