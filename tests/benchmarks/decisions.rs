@@ -317,18 +317,13 @@ fn window() -> String {
 }
 
 fn canary(case: &Case) -> Value {
-    json!({
-        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-        "metadata": {"name": case.name, "namespace": NS},
-        "spec": {
-            "provider": "kubernetes",
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": case.name},
-            "progressDeadlineSeconds": 240,
-            "service": {"port": 9898},
-            "analysis": {"interval": "10s", "threshold": 2, "iterations": iterations(),
-                         "metrics": case.mode.metrics()}
-        }
-    })
+    serin_testkit::canary(&case.name)
+        .deadline(240)
+        .analysis(
+            json!({"interval": "10s", "threshold": 2, "iterations": iterations(),
+                         "metrics": case.mode.metrics()}),
+        )
+        .build()
 }
 
 /// How many primaries have a request rate in Prometheus.

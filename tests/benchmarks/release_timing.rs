@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use serin_core::Phase;
-use serin_testkit::{ControlPlane, NS, Poll, World, WorldConfig, deployment};
+use serin_testkit::{ControlPlane, Poll, World, WorldConfig, deployment};
 
 fn var(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.into())
@@ -74,16 +74,10 @@ async fn detection_latency_and_release_overhead() {
     world
         .apply(
             &world.canaries(),
-            json!({
-                "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-                "metadata": {"name": "podinfo", "namespace": NS},
-                "spec": {
-                    "provider": "kubernetes",
-                    "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-                    "service": {"port": 9898},
-                    "analysis": {"interval": "1s", "threshold": 1, "iterations": steps}
-                }
-            }),
+            serin_testkit::canary("podinfo")
+                .without("progressDeadlineSeconds")
+                .analysis(json!({"interval": "1s", "threshold": 1, "iterations": steps}))
+                .build(),
         )
         .await;
     world

@@ -350,12 +350,10 @@ async fn many_canaries() {
             )
             .await
             .unwrap();
-        let canary = json!({"apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {"provider": "kubernetes",
-                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                "service": {"port": 9898},
-                "analysis": {"interval": "10s", "threshold": 2, "iterations": iterations}}});
+        let canary = serin_testkit::canary(&name)
+            .without("progressDeadlineSeconds")
+            .analysis(json!({"interval": "10s", "threshold": 2, "iterations": iterations}))
+            .build();
         canaries
             .patch(&name, &apply, &Patch::Apply(canary))
             .await

@@ -86,18 +86,16 @@ fn json_value() -> impl Strategy<Value = Value> {
 }
 
 fn base_canary() -> Value {
-    json!({
-        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-        "metadata": {"name": "podinfo", "namespace": "test"},
-        "spec": {
-            "provider": "istio",
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-            "service": {"port": 9898},
-            "analysis": {"interval": "1m", "threshold": 5, "maxWeight": 50, "stepWeight": 10,
-                "metrics": [{"name": "request-success-rate", "interval": "1m",
-                             "thresholdRange": {"min": 99}}]}
-        }
-    })
+    serin_testkit::canary("podinfo")
+        .namespace("test")
+        .provider("istio")
+        .without("progressDeadlineSeconds")
+        .analysis(
+            json!({"interval": "1m", "threshold": 5, "maxWeight": 50, "stepWeight": 10,
+            "metrics": [{"name": "request-success-rate", "interval": "1m",
+                         "thresholdRange": {"min": 99}}]}),
+        )
+        .build()
 }
 
 /// Where a random value is put into the base Canary.

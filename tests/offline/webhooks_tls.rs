@@ -12,16 +12,16 @@ async fn a_self_signed_hook_needs_disable_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let url = serin_testkit::tls::https_server(r#"{"ok":true}"#).await;
     let canary = |disable_tls: bool| -> Canary {
-        serde_json::from_value(json!({
-            "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-            "metadata": {"name": "podinfo", "namespace": "test"},
-            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-                "service": {"port": 9898},
-                "analysis": {"interval": "1m", "threshold": 5, "iterations": 2, "webhooks": [
-                    {"name": "gate", "type": "confirm-rollout", "url": url, "timeout": "5s",
-                     "disableTLS": disable_tls}]}}
-        }))
-        .unwrap()
+        serin_testkit::canary("podinfo")
+            .namespace("test")
+            .without("provider")
+            .without("progressDeadlineSeconds")
+            .analysis(
+                json!({"interval": "1m", "threshold": 5, "iterations": 2, "webhooks": [
+                {"name": "gate", "type": "confirm-rollout", "url": url, "timeout": "5s",
+                 "disableTLS": disable_tls}]}),
+            )
+            .parse()
     };
     let http = reqwest::Client::new();
     for (disable_tls, expect_ok) in [(false, false), (true, true)] {

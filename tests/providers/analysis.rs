@@ -97,16 +97,12 @@ async fn prometheus(success_rate: &'static str) -> FakeServer {
 }
 
 fn canary(metrics: Value) -> Canary {
-    serde_json::from_value(json!({
-        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-        "metadata": {"name": "podinfo", "namespace": "test"},
-        "spec": {
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-            "service": {"port": 9898},
-            "analysis": {"interval": "10s", "threshold": 2, "stepWeight": 10, "metrics": metrics}
-        }
-    }))
-    .unwrap()
+    serin_testkit::canary("podinfo")
+        .namespace("test")
+        .without("provider")
+        .without("progressDeadlineSeconds")
+        .analysis(json!({"interval": "10s", "threshold": 2, "stepWeight": 10, "metrics": metrics}))
+        .parse()
 }
 
 #[tokio::test]

@@ -42,17 +42,13 @@ async fn world(prometheus: bool, datadog: bool, newrelic: bool) -> (Stack, kube:
 }
 
 fn canary(target: &str, metrics: Value) -> Canary {
-    serde_json::from_value(json!({
-        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-        "metadata": {"name": "podinfo", "namespace": "default"},
-        "spec": {
-            "provider": "istio",
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
-            "service": {"port": 9898},
-            "analysis": {"interval": "10s", "threshold": 2, "stepWeight": 10, "metrics": metrics}
-        }
-    }))
-    .unwrap()
+    let mut canary = serin_testkit::canary("podinfo")
+        .provider("istio")
+        .without("progressDeadlineSeconds")
+        .analysis(json!({"interval": "10s", "threshold": 2, "stepWeight": 10, "metrics": metrics}))
+        .build();
+    canary["spec"]["targetRef"]["name"] = json!(target);
+    serde_json::from_value(canary).unwrap()
 }
 
 fn analyzer(client: &kube::Client, prometheus: &str) -> Analyzer {

@@ -12,7 +12,7 @@ use crate::harness::{
     ControlPlane, NS, World, canary, deployment, wait_until, world_without_controller,
 };
 
-const LONG: Duration = Duration::from_secs(40);
+use serin_testkit::LONG;
 
 async fn secret(world: &World, name: &str, address: &str) {
     world
@@ -81,7 +81,7 @@ async fn alerts_reach_providers_by_severity_and_failures_are_retried(cp: Control
             .apply(&world.deployments(), deployment(name, "podinfo:6.0.0", 1))
             .await;
     }
-    let mut c = canary("podinfo", 3);
+    let mut c = canary("podinfo").iterations(3).build();
     c["spec"]["analysis"]["alerts"] = json!([
         {"name": "team", "providerRef": {"name": "slack"}},
         {"name": "on-call", "severity": "error", "providerRef": {"name": "errors"}},
@@ -91,7 +91,9 @@ async fn alerts_reach_providers_by_severity_and_failures_are_retried(cp: Control
     ]);
     c["spec"]["analysis"]["webhooks"] = json!([{"name": "gate", "url": gate.url}]);
     world.apply(&world.canaries(), c).await;
-    world.apply(&world.canaries(), canary("other", 1)).await;
+    world
+        .apply(&world.canaries(), canary("other").iterations(1).build())
+        .await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
     world.wait_phase("other", Phase::Initialized, LONG).await;
 

@@ -2,7 +2,6 @@
 //! Canary arrives in a namespace that had none.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -21,7 +20,7 @@ use crate::harness::{
     world_without_controller,
 };
 
-const LONG: Duration = Duration::from_secs(30);
+use serin_testkit::LONG;
 
 async fn namespace(world: &World, name: &str) {
     let api: Api<Namespace> = Api::all(world.client.clone());
@@ -58,7 +57,8 @@ async fn a_scoped_cache_holds_only_the_namespaces_with_canaries(cp: ControlPlane
         world.apply(&api, config_map("settings", ns)).await;
     }
     let index = Arc::new(Index::default());
-    let first: Canary = serde_json::from_value(within(canary("app", 1), "with-canary")).unwrap();
+    let first: Canary =
+        serde_json::from_value(within(canary("app").iterations(1).build(), "with-canary")).unwrap();
     index.apply(&watcher::Event::Init);
     index.apply(&watcher::Event::InitApply(first));
     index.apply(&watcher::Event::InitDone);
@@ -107,7 +107,8 @@ async fn a_scoped_cache_holds_only_the_namespaces_with_canaries(cp: ControlPlane
             .is_none()
     );
 
-    let second: Canary = serde_json::from_value(within(canary("app", 1), "later")).unwrap();
+    let second: Canary =
+        serde_json::from_value(within(canary("app").iterations(1).build(), "later")).unwrap();
     index.apply(&watcher::Event::Apply(second));
     wait_until(LONG, "the new namespace listed", || async {
         coverage.covers("later")
@@ -141,7 +142,10 @@ async fn the_first_canary_of_a_namespace_finds_what_was_there_before_it(cp: Cont
 
     let canaries: Api<Canary> = Api::namespaced(world.client.clone(), LATE);
     world
-        .apply(&canaries, within(canary("podinfo", 1), LATE))
+        .apply(
+            &canaries,
+            within(canary("podinfo").iterations(1).build(), LATE),
+        )
         .await;
     wait_until(LONG, "the new namespace's Canary initialized", || async {
         canaries

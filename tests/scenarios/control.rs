@@ -10,7 +10,7 @@ use serin_testkit::Receiver;
 
 use crate::harness::{ControlPlane, NS, World, canary, initialized, wait_until, world};
 
-const LONG: Duration = Duration::from_secs(40);
+use serin_testkit::LONG;
 
 async fn serin(world: &World, args: &[&str]) -> String {
     let (code, out, err) = world.cli(args).await;
@@ -192,7 +192,7 @@ async fn flaggers_webhook_pattern_runs_through_serin_loadtester(cp: ControlPlane
     let pre = marker.path().join("pre-rollout-ran");
     let world = world(cp).await;
     initialized(&world, "podinfo", 3).await;
-    let mut c = canary("podinfo", 3);
+    let mut c = canary("podinfo").iterations(3).build();
     c["spec"]["analysis"]["webhooks"] = json!([
         {"name": "gate", "type": "confirm-rollout", "url": format!("{}/gate/check", tester.url)},
         {"name": "acceptance", "type": "pre-rollout", "url": format!("{}/", tester.url),

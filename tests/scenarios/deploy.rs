@@ -334,40 +334,29 @@ fn service_account_kubeconfig(world: &World, dir: &Path) -> PathBuf {
 }
 
 fn canary(name: &str, provider: &str) -> Value {
-    let mut spec = json!({
-        "provider": provider,
-        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-        "progressDeadlineSeconds": 60,
-        "service": {"port": 9898},
-        "analysis": {"interval": "1s", "threshold": 2, "stepWeight": 50, "maxWeight": 50}
-    });
-    match provider {
-        "kubernetes" => {
-            spec["analysis"] = json!({"interval": "1s", "threshold": 2, "iterations": 2});
-        }
-        "gatewayapi:v1" => {
-            spec["service"]["gatewayRefs"] = json!([{"name": "public", "namespace": NS}]);
-        }
-        "nginx" | "skipper" => {
-            spec["ingressRef"] =
-                json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": name});
-        }
-        "apisix" => {
-            spec["routeRef"] =
-                json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute", "name": name});
-        }
-        "knative" => {
-            spec = json!({
-                "provider": "knative",
-                "targetRef": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": name},
-                "progressDeadlineSeconds": 60,
-                "analysis": {"interval": "1s", "threshold": 2, "stepWeight": 50, "maxWeight": 50}
-            });
-        }
-        _ => {}
-    }
-    json!({"apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-        "metadata": {"name": name, "namespace": NS}, "spec": spec})
+    let stepped = json!({"interval": "1s", "threshold": 2, "stepWeight": 50, "maxWeight": 50});
+    let canary = serin_testkit::canary(name).provider(provider);
+    let canary = match provider {
+        "kubernetes" => canary.iterations(2),
+        "gatewayapi:v1" => canary.analysis(stepped).spec(
+            "service",
+            json!({"port": 9898, "gatewayRefs": [{"name": "public", "namespace": NS}]}),
+        ),
+        "nginx" | "skipper" => canary.analysis(stepped).spec(
+            "ingressRef",
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": name}),
+        ),
+        "apisix" => canary.analysis(stepped).spec(
+            "routeRef",
+            json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute", "name": name}),
+        ),
+        "knative" => canary.analysis(stepped).without("service").spec(
+            "targetRef",
+            json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": name}),
+        ),
+        _ => canary.analysis(stepped),
+    };
+    canary.build()
 }
 
 /// Objects a provider's Canary names, which the user owns: an Ingress, an ApisixRoute, the

@@ -2,11 +2,11 @@
 //! with the `kubernetes` provider, and the podinfo-like Deployment and Canary most of them
 //! release.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use serin::api::Canary;
 use serin_core::Phase;
 pub use serin_testkit::{
-    ControlPlane, NS, World, WorldConfig, deployment, ready_condition, wait_until,
+    ControlPlane, NS, World, WorldConfig, canary, deployment, ready_condition, wait_until,
 };
 use std::time::Duration;
 
@@ -24,21 +24,6 @@ pub async fn world_without_controller(cp: ControlPlane) -> World {
         .without_controller()
         .start()
         .await
-}
-
-/// A `kubernetes`-provider Canary (blue/green) with `iterations` checks at 1 s.
-pub fn canary(name: &str, iterations: u32) -> Value {
-    json!({
-        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "provider": "kubernetes",
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "progressDeadlineSeconds": 60,
-            "service": {"port": 9898},
-            "analysis": {"interval": "1s", "threshold": 2, "iterations": iterations}
-        }
-    })
 }
 
 /// The podinfo Deployment (1 replica) and `canary`, applied; for scenarios that watch what
@@ -59,7 +44,10 @@ pub async fn initialized(world: &World, name: &str, iterations: u32) -> Canary {
         .apply(&world.deployments(), deployment(name, "podinfo:6.0.0", 2))
         .await;
     world
-        .apply(&world.canaries(), canary(name, iterations))
+        .apply(
+            &world.canaries(),
+            canary(name).iterations(iterations).build(),
+        )
         .await;
     world
         .wait_phase(name, Phase::Initialized, Duration::from_secs(20))

@@ -14,7 +14,7 @@ use serin_testkit::{Poll, Receiver};
 
 use crate::harness::{ControlPlane, NS, WorldConfig, canary, deployment, ready_condition};
 
-const LONG: Duration = Duration::from_secs(120);
+use serin_testkit::LONG;
 
 /// A field of `/proc/<pid>/status` in KiB (VmRSS, VmHWM).
 fn kib(pid: u32, field: &str) -> u64 {
@@ -61,7 +61,7 @@ async fn hostile_tenants_beside_an_ordinary_one() {
         world
             .apply(&world.deployments(), deployment(name, "podinfo:6.0.0", 1))
             .await;
-        let mut c = canary(name, 5);
+        let mut c = canary(name).iterations(5).build();
         if name == "flooded" {
             c["spec"]["analysis"]["threshold"] = json!(100);
             c["spec"]["analysis"]["metrics"] = json!([{"name": "flood", "interval": "1m",
@@ -82,7 +82,7 @@ async fn hostile_tenants_beside_an_ordinary_one() {
     for name in names.iter().skip(1) {
         world.set_image(name, "app", "podinfo:6.0.1").await;
     }
-    let mut bomb = canary("bomb", 5);
+    let mut bomb = canary("bomb").iterations(5).build();
     bomb["spec"]["analysis"]["metrics"] = json!([{"name": "bomb", "interval": "1m",
         "query": "{% for a in range(100000) %}{% for b in range(100000) %}{{ a }}{% endfor %}{% endfor %}",
         "thresholdRange": {"max": 1}}]);

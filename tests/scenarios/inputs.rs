@@ -1,8 +1,6 @@
 //! Bad input: a condition and a Warning event that name the problem, a retry when it is
 //! fixed, and other Canaries unaffected.
 
-use std::time::Duration;
-
 use serde_json::json;
 use serin_core::Phase;
 
@@ -11,14 +9,16 @@ use crate::harness::{
     world_without_controller,
 };
 
-const LONG: Duration = Duration::from_secs(30);
+use serin_testkit::LONG;
 
 async fn a_missing_target_is_reported_and_picked_up_when_it_appears(cp: ControlPlane) {
     let world = world(cp).await;
     // A healthy canary beside the broken one keeps running.
     initialized(&world, "healthy", 2).await;
 
-    world.apply(&world.canaries(), canary("podinfo", 2)).await;
+    world
+        .apply(&world.canaries(), canary("podinfo").iterations(2).build())
+        .await;
     let (reason, message) = world.wait_blocked("podinfo").await;
     assert_eq!(reason, "TargetNotFound");
     assert!(
@@ -49,7 +49,7 @@ async fn a_missing_target_is_reported_and_picked_up_when_it_appears(cp: ControlP
 
 async fn a_missing_metric_template_is_reported_and_retried_when_created(cp: ControlPlane) {
     let world = world(cp).await;
-    let mut c = canary("podinfo", 2);
+    let mut c = canary("podinfo").iterations(2).build();
     c["spec"]["analysis"]["metrics"] = json!([{
         "name": "errors", "templateRef": {"name": "error-rate"},
         "thresholdRange": {"max": 1}, "interval": "1m"
@@ -82,7 +82,7 @@ async fn a_missing_metric_template_is_reported_and_retried_when_created(cp: Cont
 /// Ingress is missing, the Canary says so, naming the field.
 async fn a_routing_object_that_cannot_be_rendered_is_reported(cp: ControlPlane) {
     let world = world(cp).await;
-    let mut c = canary("podinfo", 2);
+    let mut c = canary("podinfo").iterations(2).build();
     c["spec"]["provider"] = json!("nginx");
     c["spec"]["ingressRef"] =
         json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"});
@@ -97,7 +97,7 @@ async fn a_routing_object_that_cannot_be_rendered_is_reported(cp: ControlPlane) 
 
 async fn an_invalid_spec_is_reported_with_its_field(cp: ControlPlane) {
     let world = world(cp).await;
-    let mut c = canary("podinfo", 2);
+    let mut c = canary("podinfo").iterations(2).build();
     // Valid for the CRD schema, rejected by serin's validation: a webhook without a URL scheme.
     c["spec"]["analysis"]["webhooks"] = json!([{"name": "load", "url": "not a url"}]);
     podinfo_with(&world, c).await;
@@ -114,7 +114,7 @@ async fn an_invalid_spec_is_reported_with_its_field(cp: ControlPlane) {
 async fn a_cross_namespace_reference_is_refused_when_disabled(cp: ControlPlane) {
     let mut world = world_without_controller(cp).await;
     world.start_controller(&["--no-cross-namespace-refs"]);
-    let mut c = canary("podinfo", 2);
+    let mut c = canary("podinfo").iterations(2).build();
     c["spec"]["analysis"]["metrics"] = json!([{"name": "errors", "interval": "1m",
         "templateRef": {"name": "errors", "namespace": "shared"}, "thresholdRange": {"max": 1}}]);
     podinfo_with(&world, c).await;
@@ -131,7 +131,7 @@ async fn a_cross_namespace_reference_is_refused_when_disabled(cp: ControlPlane) 
 /// Warning event naming the kind and the fix, not a log line every few seconds.
 async fn a_provider_whose_crd_is_not_installed_is_reported(cp: ControlPlane) {
     let world = world(cp).await;
-    let mut c = canary("podinfo", 2);
+    let mut c = canary("podinfo").iterations(2).build();
     c["spec"]["provider"] = json!("istio");
     podinfo_with(&world, c).await;
     let (reason, message) = world.wait_blocked("podinfo").await;
@@ -172,7 +172,7 @@ async fn a_canary_that_does_not_decode_is_reported_and_the_others_go_on(cp: Cont
     crds.replace("canaries.flagger.app", &Default::default(), &crd)
         .await
         .unwrap();
-    let mut broken = canary("broken", 2);
+    let mut broken = canary("broken").iterations(2).build();
     broken["spec"]["service"]["port"] = json!("ninety");
     let broken: kube::api::DynamicObject = serde_json::from_value(broken).unwrap();
     let dynamic = world.dynamic("flagger.app/v1beta1", "Canary");

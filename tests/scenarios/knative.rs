@@ -1,8 +1,6 @@
 //! Knative Service targets: releases move traffic between revisions on the Knative Service
 //! itself; a promotion moves the `flagger.app/primary-revision` annotation.
 
-use std::time::Duration;
-
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
 use serde_json::{Value, json};
@@ -10,7 +8,7 @@ use serin_core::Phase;
 
 use crate::harness::{ControlPlane, NS, World, WorldConfig, wait_until};
 
-const LONG: Duration = Duration::from_secs(40);
+use serin_testkit::LONG;
 const PRIMARY_REVISION: &str = "flagger.app/primary-revision";
 
 fn knative_services(world: &World) -> Api<DynamicObject> {
@@ -72,18 +70,18 @@ async fn a_knative_service_is_released_between_revisions(cp: ControlPlane) {
     world
         .apply(
             &world.canaries(),
-            json!({
-                "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-                "metadata": {"name": "podinfo", "namespace": NS},
-                "spec": {
-                    "provider": "knative",
-                    "targetRef": {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-                                  "name": "podinfo"},
-                    "progressDeadlineSeconds": 10,
-                    "analysis": {"interval": "1s", "threshold": 2, "stepWeight": 50,
-                                 "maxWeight": 50}
-                }
-            }),
+            serin_testkit::canary("podinfo")
+                .provider("knative")
+                .spec(
+                    "targetRef",
+                    json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                           "name": "podinfo"}),
+                )
+                .without("service")
+                .deadline(10)
+                .analysis(json!({"interval": "1s", "threshold": 2, "stepWeight": 50,
+                                 "maxWeight": 50}))
+                .build(),
         )
         .await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;

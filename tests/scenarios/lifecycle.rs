@@ -8,7 +8,7 @@ use serin_core::Phase;
 
 use crate::harness::{ControlPlane, NS, canary, deployment, initialized, world};
 
-const LONG: Duration = Duration::from_secs(30);
+use serin_testkit::LONG;
 
 async fn initialization_creates_the_primary_and_services_and_scales_the_target_to_zero(
     cp: ControlPlane,
@@ -140,7 +140,7 @@ async fn a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadli
             deployment("podinfo", "podinfo:6.0.0", 2),
         )
         .await;
-    let mut c = canary("podinfo", 3);
+    let mut c = canary("podinfo").iterations(3).build();
     c["spec"]["progressDeadlineSeconds"] = json!(3);
     world.apply(&world.canaries(), c).await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
@@ -424,7 +424,7 @@ async fn a_leader_deposed_while_a_webhook_hangs_stops_at_once(cp: ControlPlane) 
             deployment("podinfo", "podinfo:6.0.0", 2),
         )
         .await;
-    let mut c = canary("podinfo", 4);
+    let mut c = canary("podinfo").iterations(4).build();
     c["spec"]["analysis"]["webhooks"] =
         json!([{"name": "slow", "type": "rollout", "url": slow.url, "timeout": "30s"}]);
     world.apply(&world.canaries(), c).await;

@@ -17,7 +17,7 @@ use serin::api::canary::MetricVerdict;
 use serin_core::Phase;
 use serin_testkit::{ControlPlane, NS, Poll, WorldConfig, deployment};
 
-const LONG: Duration = Duration::from_secs(90);
+use serin_testkit::LONG;
 
 /// The kit's world, with this suite's reads of the one Canary, `podinfo`.
 struct World(serin_testkit::World);
@@ -199,27 +199,25 @@ fn builtins() -> Value {
     ])
 }
 
+/// The kit's Canary for `podinfo` through `provider`, with what that provider needs.
 fn canary(provider: &str, analysis: Value) -> Value {
-    let mut spec = json!({
-        "provider": provider,
-        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-        "progressDeadlineSeconds": 60,
-        "service": {"port": 9898},
-        "analysis": analysis,
-    });
+    let mut canary = serin_testkit::canary("podinfo")
+        .provider(provider)
+        .analysis(analysis);
     if provider.starts_with("gatewayapi") {
-        spec["service"]["gatewayRefs"] = json!([{"name": "public", "namespace": NS}]);
-        spec["service"]["hosts"] = json!(["podinfo.example.com"]);
+        canary = canary.spec(
+            "service",
+            json!({"port": 9898, "gatewayRefs": [{"name": "public", "namespace": NS}],
+                   "hosts": ["podinfo.example.com"]}),
+        );
     }
     if provider == "nginx" {
-        spec["ingressRef"] =
-            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"});
+        canary = canary.spec(
+            "ingressRef",
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"}),
+        );
     }
-    json!({
-        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-        "metadata": {"name": "podinfo", "namespace": NS},
-        "spec": spec,
-    })
+    canary.build()
 }
 
 fn progressive() -> Value {

@@ -98,17 +98,9 @@ impl World {
 }
 
 fn canary(metrics: Value) -> Value {
-    json!({
-        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-        "metadata": {"name": "podinfo", "namespace": NS},
-        "spec": {
-            "provider": "kubernetes",
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-            "progressDeadlineSeconds": 60,
-            "service": {"port": 9898},
-            "analysis": {"interval": "2s", "threshold": 2, "iterations": 4, "metrics": metrics}
-        }
-    })
+    serin_testkit::canary("podinfo")
+        .analysis(json!({"interval": "2s", "threshold": 2, "iterations": 4, "metrics": metrics}))
+        .build()
 }
 
 /// The builtins, holding while the new pods' first samples reach Prometheus (a scrape per

@@ -3,14 +3,13 @@
 //! name, and a canary's series gone with the Canary.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use serde_json::json;
 use serin_core::Phase;
 
 use crate::harness::{self, ControlPlane, NS, World, WorldConfig, deployment, wait_until};
 
-const LONG: Duration = Duration::from_secs(40);
+use serin_testkit::LONG;
 
 /// Flagger's families: name → (type, label names in order).
 fn flagger_families() -> BTreeMap<String, (String, Vec<String>)> {
@@ -99,20 +98,16 @@ async fn release_twice(world: &World) {
             deployment("podinfo", "podinfo:6.0.0", 1),
         )
         .await;
-    let canary = json!({
-        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-        "metadata": {"name": "podinfo-release", "namespace": NS},
-        "spec": {
-            "provider": "kubernetes",
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-            "progressDeadlineSeconds": 10,
-            "service": {"port": 9898},
-            "analysis": {"interval": "1s", "threshold": 1, "iterations": 2, "metrics": [
+    let mut canary = serin_testkit::canary("podinfo-release")
+        .deadline(10)
+        .analysis(
+            json!({"interval": "1s", "threshold": 1, "iterations": 2, "metrics": [
                 {"name": "constant", "templateRef": {"name": "constant"},
                  "thresholdRange": {"min": 1}, "interval": "1m"}
-            ]}
-        }
-    });
+            ]}),
+        )
+        .build();
+    canary["spec"]["targetRef"]["name"] = json!("podinfo");
     world.apply(&world.canaries(), canary).await;
     world
         .wait_phase("podinfo-release", Phase::Initialized, LONG)

@@ -120,14 +120,7 @@ async fn a_release_runs_real_pods_and_the_garbage_collector_cleans_up() {
         assert!(ok, "{err}");
         serde_json::from_str::<Value>(&out).unwrap()
     };
-    let mut canary = serde_json::json!({
-        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-        "metadata": {"name": "podinfo", "namespace": NS},
-        "spec": {"provider": "kubernetes",
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-            "progressDeadlineSeconds": 60, "service": {"port": 9898},
-            "analysis": {"interval": "1s", "threshold": 2, "iterations": 4}}
-    });
+    let mut canary = serin_testkit::canary("podinfo").iterations(4).build();
     let deployment = |image: &str| {
         serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "podinfo", "namespace": NS},

@@ -1,8 +1,6 @@
 //! Routing through providers other than `kubernetes`: the routing objects serin writes on
 //! the emulator as a release moves traffic, read back with a plain client.
 
-use std::time::Duration;
-
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Api;
 use kube::api::{DynamicObject, GroupVersionKind, PostParams};
@@ -12,7 +10,7 @@ use serin_core::Phase;
 
 use crate::harness::{ControlPlane, NS, World, WorldConfig, canary, deployment, wait_until, world};
 
-const LONG: Duration = Duration::from_secs(30);
+use serin_testkit::LONG;
 
 fn ingresses(world: &World) -> Api<Ingress> {
     Api::namespaced(world.client.clone(), NS)
@@ -41,7 +39,7 @@ async fn nginx_world(cp: ControlPlane, step: Option<u32>) -> World {
             deployment("podinfo", "podinfo:6.0.0", 1),
         )
         .await;
-    let mut c = canary("podinfo", 2);
+    let mut c = canary("podinfo").iterations(2).build();
     c["spec"]["provider"] = json!("nginx");
     c["spec"]["ingressRef"] =
         json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"});
@@ -194,7 +192,7 @@ async fn linkerd_traffic_split_follows_the_release(cp: ControlPlane) {
             deployment("podinfo", "podinfo:6.0.0", 1),
         )
         .await;
-    let mut c = canary("podinfo", 2);
+    let mut c = canary("podinfo").iterations(2).build();
     c["spec"]["provider"] = json!("linkerd");
     c["spec"]["analysis"] =
         json!({"interval": "1s", "threshold": 2, "stepWeight": 50, "maxWeight": 50});
@@ -267,7 +265,7 @@ async fn release_through(
             deployment("podinfo", "podinfo:6.0.0", 1),
         )
         .await;
-    let mut c = canary("podinfo", 2);
+    let mut c = canary("podinfo").iterations(2).build();
     c["spec"]["provider"] = json!(provider);
     c["spec"]["analysis"] =
         json!({"interval": "1s", "threshold": 2, "stepWeight": 50, "maxWeight": 50});

@@ -12,7 +12,7 @@ use crate::harness::{
 };
 use serin_testkit::Poll;
 
-const LONG: Duration = Duration::from_secs(30);
+use serin_testkit::LONG;
 
 async fn a_configmap_change_starts_an_analysis_and_is_promoted_as_a_primary_copy(cp: ControlPlane) {
     let world = world(cp).await;
@@ -28,7 +28,9 @@ async fn a_configmap_change_starts_an_analysis_and_is_promoted_as_a_primary_copy
     d["spec"]["template"]["spec"]["containers"][0]["envFrom"] =
         json!([{"configMapRef": {"name": "podinfo-config"}}]);
     world.apply(&world.deployments(), d).await;
-    world.apply(&world.canaries(), canary("podinfo", 2)).await;
+    world
+        .apply(&world.canaries(), canary("podinfo").iterations(2).build())
+        .await;
     let init = world.wait_phase("podinfo", Phase::Initialized, LONG).await;
     let tracked = init.status.unwrap().tracked_configs.unwrap();
     assert!(
@@ -92,7 +94,7 @@ async fn a_daemon_set_is_released_through_its_primary(cp: ControlPlane) {
     world
         .apply(&world.daemon_sets(), daemon_set("agent:1.0.0"))
         .await;
-    let mut c = canary("agent", 2);
+    let mut c = canary("agent").iterations(2).build();
     c["spec"]["targetRef"] = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent"});
     world.apply(&world.canaries(), c).await;
     world.wait_phase("agent", Phase::Initialized, LONG).await;
@@ -151,7 +153,7 @@ async fn deletion_hands_the_application_back(cp: ControlPlane, revert_on_deletio
             deployment("podinfo", "podinfo:6.0.0", 2),
         )
         .await;
-    let mut c = canary("podinfo", 2);
+    let mut c = canary("podinfo").iterations(2).build();
     c["spec"]["revertOnDeletion"] = json!(revert_on_deletion);
     world.apply(&world.canaries(), c).await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
@@ -220,7 +222,7 @@ async fn deleting_a_canary_whose_new_version_never_becomes_ready_keeps_the_prima
             deployment("podinfo", "podinfo:6.0.0", 2),
         )
         .await;
-    let mut c = canary("podinfo", 3);
+    let mut c = canary("podinfo").iterations(3).build();
     c["spec"]["progressDeadlineSeconds"] = json!(6);
     world.apply(&world.canaries(), c).await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
@@ -412,7 +414,9 @@ async fn an_existing_apex_service_is_taken_over_by_its_selector_only(cp: Control
         )
         .await;
     let before = world.services().get("podinfo").await.unwrap();
-    world.apply(&world.canaries(), canary("podinfo", 2)).await;
+    world
+        .apply(&world.canaries(), canary("podinfo").iterations(2).build())
+        .await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
 
     let after = world.services().get("podinfo").await.unwrap();
@@ -508,7 +512,7 @@ async fn the_primary_gets_a_copy_of_the_targets_autoscaler(cp: ControlPlane) {
                             "minReplicas": 2, "maxReplicas": 4}}),
         )
         .await;
-    let mut c = canary("podinfo", 2);
+    let mut c = canary("podinfo").iterations(2).build();
     c["spec"]["autoscalerRef"] = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
         "name": "podinfo", "primaryScalerReplicas": {"minReplicas": 3, "maxReplicas": 6}});
     world.apply(&world.canaries(), c).await;
@@ -548,7 +552,7 @@ async fn a_keda_scaled_object_is_copied_and_the_targets_paused(cp: ControlPlane)
                         "metadata": {"query": "sum(rate(x{app=\"podinfo\"}[1m]))"}}]}}),
         )
         .await;
-    let mut c = canary("podinfo", 2);
+    let mut c = canary("podinfo").iterations(2).build();
     c["spec"]["autoscalerRef"] = json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
         "name": "podinfo", "primaryScalerQueries": {"rps": "sum(rate(x{app=\"podinfo-primary\"}[1m]))"}});
     world.apply(&world.canaries(), c).await;
@@ -597,7 +601,7 @@ async fn a_service_target_is_released_as_a_primary_copy(cp: ControlPlane) {
                    "spec": {"type": "ExternalName", "externalName": "backend-v1.example.com"}}),
         )
         .await;
-    let mut c = canary("backend", 2);
+    let mut c = canary("backend").iterations(2).build();
     c["spec"]["targetRef"] = json!({"apiVersion": "v1", "kind": "Service", "name": "backend"});
     world.apply(&world.canaries(), c).await;
     world.wait_phase("backend", Phase::Initialized, LONG).await;
@@ -686,7 +690,7 @@ async fn port_discovery_adds_the_targets_other_ports_to_the_services(cp: Control
         {"containerPort": 8888}
     ]);
     world.apply(&world.deployments(), d).await;
-    let mut c = canary("podinfo", 2);
+    let mut c = canary("podinfo").iterations(2).build();
     c["spec"]["service"]["portDiscovery"] = json!(true);
     world.apply(&world.canaries(), c).await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;

@@ -3,7 +3,6 @@
 //! load tester gets Flagger's payload.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use serin_core::Phase;
@@ -13,7 +12,7 @@ use crate::harness::{
     ControlPlane, WorldConfig, canary, deployment, wait_until, world, world_without_controller,
 };
 
-const LONG: Duration = Duration::from_secs(30);
+use serin_testkit::LONG;
 
 async fn failing_rollout_checks_roll_the_release_back_at_the_threshold(cp: ControlPlane) {
     let world = world(cp).await;
@@ -24,7 +23,7 @@ async fn failing_rollout_checks_roll_the_release_back_at_the_threshold(cp: Contr
             deployment("podinfo", "podinfo:6.0.0", 1),
         )
         .await;
-    let mut c = canary("podinfo", 5);
+    let mut c = canary("podinfo").iterations(5).build();
     c["spec"]["analysis"]["threshold"] = json!(2);
     c["spec"]["analysis"]["webhooks"] = json!([{"name": "acceptance", "url": hook.url, "timeout": "2s",
         "metadata": {"cmd": "test"}}]);
@@ -67,7 +66,7 @@ async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens(cp: Co
             deployment("podinfo", "podinfo:6.0.0", 1),
         )
         .await;
-    let mut c = canary("podinfo", 2);
+    let mut c = canary("podinfo").iterations(2).build();
     c["spec"]["analysis"]["webhooks"] =
         json!([{"name": "approve", "type": "confirm-promotion", "url": gate.url}]);
     world.apply(&world.canaries(), c).await;
@@ -108,11 +107,13 @@ async fn events_reach_the_event_webhooks(cp: ControlPlane) {
             .apply(&world.deployments(), deployment(name, "podinfo:6.0.0", 1))
             .await;
     }
-    let mut c = canary("podinfo", 1);
+    let mut c = canary("podinfo").iterations(1).build();
     c["spec"]["analysis"]["webhooks"] =
         json!([{"name": "events", "type": "event", "url": own.url, "metadata": {"team": "web"}}]);
     world.apply(&world.canaries(), c).await;
-    world.apply(&world.canaries(), canary("other", 1)).await;
+    world
+        .apply(&world.canaries(), canary("other").iterations(1).build())
+        .await;
     for name in ["podinfo", "other"] {
         world.wait_phase(name, Phase::Initialized, LONG).await;
     }
@@ -191,11 +192,13 @@ async fn a_hung_webhook_holds_up_only_its_own_canary(cp: ControlPlane) {
             .apply(&world.deployments(), deployment(name, "podinfo:6.0.0", 1))
             .await;
     }
-    let mut stuck = canary("stuck", 2);
+    let mut stuck = canary("stuck").iterations(2).build();
     stuck["spec"]["analysis"]["webhooks"] = json!([{"name": "hangs", "type": "confirm-rollout",
         "url": hung.url, "timeout": "5m"}]);
     world.apply(&world.canaries(), stuck).await;
-    world.apply(&world.canaries(), canary("podinfo", 2)).await;
+    world
+        .apply(&world.canaries(), canary("podinfo").iterations(2).build())
+        .await;
     world.wait_phase("stuck", Phase::Initialized, LONG).await;
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
 

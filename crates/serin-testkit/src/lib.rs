@@ -6,6 +6,7 @@
 // Test support: failing loudly, with context, is its job.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod canary;
 mod controller;
 pub mod http;
 mod receiver;
@@ -13,6 +14,7 @@ pub mod tls;
 pub mod wait;
 mod world;
 
+pub use canary::{CanaryManifest, canary};
 pub use controller::Controller;
 pub use receiver::Receiver;
 pub use serin_stack::{ControlPlane, Scenario, Stack, StackConfig};
@@ -20,8 +22,14 @@ pub use wait::{Poll, wait_until};
 pub use world::{NS, World, WorldConfig, controller_args, ready_condition};
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::{Value, json};
+
+/// How long a scenario waits for what must come (a phase, an event, the end of a release)
+/// before it fails. Generous, since eight scenarios share two cores; a wait returns as soon as
+/// its condition holds, so passing scenarios never spend it.
+pub const LONG: Duration = Duration::from_secs(120);
 
 /// The control planes the scenario suites run on: `$SERIN_CONTROL_PLANES` (`emulator`,
 /// `real`, or both comma-separated); both by default.

@@ -11,7 +11,7 @@ use serin_core::Phase;
 use serin_stack::FaultRule;
 use serin_testkit::{ControlPlane, NS, Poll, WorldConfig};
 
-const LONG: Duration = Duration::from_secs(90);
+use serin_testkit::LONG;
 /// How long the API server is down for serin: thirty analysis intervals, longer than every
 /// backoff of its watches and reconciles reaches in between (`SERIN_OUTAGE_SECONDS` for the
 /// few minutes of a real outage; the suite keeps it short).

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use serin_core::Phase;
-use serin_testkit::{ControlPlane, NS, Poll, WorldConfig, deployment, wait_until};
+use serin_testkit::{ControlPlane, Poll, WorldConfig, deployment, wait_until};
 
 const INTERVAL: Duration = Duration::from_secs(5);
 
@@ -50,16 +50,10 @@ async fn hand_edits_mid_release_are_put_back_within_an_interval() {
     world
         .apply(&world.deployments(), deployment("podinfo", "podinfo:1", 2))
         .await;
-    let canary: Value = json!({
-        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-        "metadata": {"name": "podinfo", "namespace": NS},
-        "spec": {
-            "provider": "istio",
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-            "service": {"port": 9898},
-            "analysis": {"interval": "5s", "threshold": 2, "stepWeight": 10, "maxWeight": 50}
-        }
-    });
+    let canary = serin_testkit::canary("podinfo")
+        .provider("istio")
+        .analysis(json!({"interval": "5s", "threshold": 2, "stepWeight": 10, "maxWeight": 50}))
+        .build();
     world.apply(&world.canaries(), canary).await;
     world
         .wait_phase("podinfo", Phase::Initialized, Duration::from_secs(30))

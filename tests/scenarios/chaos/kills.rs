@@ -104,23 +104,17 @@ fn api_faults() -> Vec<FaultRule> {
 }
 
 fn canary(i: usize, interval: &str) -> Value {
-    json!({
-        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-        "metadata": {"name": name(i), "namespace": NS},
-        "spec": {
-            "provider": "istio",
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name(i)},
-            "progressDeadlineSeconds": 300,
-            "service": {"port": 9898},
-            "analysis": {
-                "interval": interval, "threshold": 2, "stepWeight": 15, "maxWeight": 60,
-                "metrics": [
-                    {"name": "request-success-rate", "thresholdRange": {"min": 99},
-                     "interval": "10s", "noDataPolicy": "hold"}
-                ]
-            }
-        }
-    })
+    serin_testkit::canary(&name(i))
+        .provider("istio")
+        .deadline(300)
+        .analysis(json!({
+            "interval": interval, "threshold": 2, "stepWeight": 15, "maxWeight": 60,
+            "metrics": [
+                {"name": "request-success-rate", "thresholdRange": {"min": 99},
+                 "interval": "10s", "noDataPolicy": "hold"}
+            ]
+        }))
+        .build()
 }
 
 /// The user's Deployment, reading its settings from the user's ConfigMap.

@@ -77,12 +77,10 @@ async fn podinfo_release(world: &World, iterations: u32) {
     world
         .apply(
             &world.canaries(),
-            serde_json::json!({"apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-                "metadata": {"name": "podinfo", "namespace": serin_testkit::NS},
-                "spec": {"provider": "kubernetes", "progressDeadlineSeconds": 600,
-                    "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-                    "service": {"port": 9898},
-                    "analysis": {"interval": "1s", "threshold": 2, "iterations": iterations}}}),
+            serin_testkit::canary("podinfo")
+                .iterations(iterations)
+                .deadline(600)
+                .build(),
         )
         .await;
 }

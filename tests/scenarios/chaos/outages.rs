@@ -12,7 +12,7 @@ use serin::api::canary::MetricVerdict;
 use serin_core::Phase;
 use serin_stack::testing::switch::Switch;
 use serin_stack::{FaultMode, ProviderFault};
-use serin_testkit::{ControlPlane, NS, Poll, World, WorldConfig, deployment};
+use serin_testkit::{ControlPlane, Poll, World, WorldConfig, deployment};
 
 /// How long the providers stay down: several analysis intervals.
 const OUTAGE: Duration = Duration::from_secs(12);
@@ -49,21 +49,13 @@ fn metric(provider: &str, prometheus: &str) -> (Value, Option<String>) {
 }
 
 fn canary(name: &str, metric: Value, metrics_server: Option<String>, deadline: u32) -> Value {
-    let mut c = json!({
-        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "provider": "kubernetes",
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "progressDeadlineSeconds": deadline,
-            "service": {"port": 9898},
-            "analysis": {"interval": "2s", "threshold": 2, "iterations": 5, "metrics": [metric]}
-        }
-    });
+    let mut c = serin_testkit::canary(name)
+        .deadline(deadline)
+        .analysis(json!({"interval": "2s", "threshold": 2, "iterations": 5, "metrics": [metric]}));
     if let Some(address) = metrics_server {
-        c["spec"]["metricsServer"] = json!(address);
+        c = c.spec("metricsServer", json!(address));
     }
-    c
+    c.build()
 }
 
 /// `(phase, iterations, failed checks)` of a Canary.

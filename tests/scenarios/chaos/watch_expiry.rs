@@ -5,12 +5,10 @@
 //! 410 Gone. serin lists again, sees the version it missed, restarts the analysis on it and
 //! promotes it: nothing is decided on the view from before the gap.
 
-use std::time::Duration;
-
 use serin_core::Phase;
 use serin_testkit::{ControlPlane, Poll, WorldConfig};
 
-const LONG: Duration = Duration::from_secs(120);
+use serin_testkit::LONG;
 
 async fn expired_watches_are_listed_again_and_nothing_is_missed(cp: ControlPlane) {
     let mut config = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp).api_switch();

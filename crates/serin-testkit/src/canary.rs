@@ -1,0 +1,116 @@
+//! The one Canary manifest builder of the tests: the scenarios' usual Canary, changed only
+//! where a test says so.
+
+use serde_json::{Value, json};
+
+use crate::NS;
+
+/// A Canary manifest (`flagger.app/v1beta1`) in [`NS`]: by default the `kubernetes`
+/// provider (blue/green), a Deployment target of the same name, port 9898, a 60 s progress
+/// deadline, and one check at a 1 s interval with a threshold of 2.
+///
+/// ```
+/// use serde_json::json;
+/// let manifest = serin_testkit::canary("podinfo")
+///     .provider("istio")
+///     .analysis(json!({"interval": "2s", "threshold": 2, "stepWeight": 25, "maxWeight": 50}))
+///     .build();
+/// assert_eq!(manifest["spec"]["analysis"]["stepWeight"], 25);
+/// ```
+#[derive(Debug, Clone)]
+pub struct CanaryManifest(Value);
+
+/// The scenarios' usual Canary for the Deployment `name` (see [`CanaryManifest`]).
+pub fn canary(name: &str) -> CanaryManifest {
+    CanaryManifest(json!({
+        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "provider": "kubernetes",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "progressDeadlineSeconds": 60,
+            "service": {"port": 9898},
+            "analysis": {"interval": "1s", "threshold": 2, "iterations": 1}
+        }
+    }))
+}
+
+impl CanaryManifest {
+    /// `spec.provider`.
+    pub fn provider(self, provider: &str) -> Self {
+        self.spec("provider", json!(provider))
+    }
+
+    /// `spec.analysis`, replaced as a whole.
+    pub fn analysis(self, analysis: Value) -> Self {
+        self.spec("analysis", analysis)
+    }
+
+    /// `spec.analysis.iterations`.
+    pub fn iterations(mut self, iterations: u32) -> Self {
+        self.0["spec"]["analysis"]["iterations"] = json!(iterations);
+        self
+    }
+
+    /// `spec.analysis.metrics`.
+    pub fn metrics(mut self, metrics: Value) -> Self {
+        self.0["spec"]["analysis"]["metrics"] = metrics;
+        self
+    }
+
+    /// `spec.progressDeadlineSeconds`.
+    pub fn deadline(self, seconds: u32) -> Self {
+        self.spec("progressDeadlineSeconds", json!(seconds))
+    }
+
+    /// Any field of `spec`, replaced as a whole.
+    pub fn spec(mut self, field: &str, value: Value) -> Self {
+        self.0["spec"][field] = value;
+        self
+    }
+
+    /// `metadata.namespace` (default [`NS`]).
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.0["metadata"]["namespace"] = json!(namespace);
+        self
+    }
+
+    /// Without the field `field` of `spec`.
+    pub fn without(mut self, field: &str) -> Self {
+        if let Some(spec) = self.0["spec"].as_object_mut() {
+            spec.remove(field);
+        }
+        self
+    }
+
+    pub fn build(self) -> Value {
+        self.0
+    }
+
+    /// The Canary as serin reads it (for tests that call serin's code directly).
+    pub fn parse(self) -> serin::api::Canary {
+        serde_json::from_value(self.0).expect("the kit's Canary parses")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_name_the_target_and_changes_touch_only_their_field() {
+        let c = canary("web").iterations(3).deadline(30).build();
+        assert_eq!(
+            canary("web").without("service").build()["spec"].get("service"),
+            None
+        );
+        assert_eq!(c["metadata"]["name"], "web");
+        assert_eq!(c["spec"]["targetRef"]["name"], "web");
+        assert_eq!(c["spec"]["provider"], "kubernetes");
+        assert_eq!(c["spec"]["progressDeadlineSeconds"], 30);
+        assert_eq!(
+            c["spec"]["analysis"],
+            json!({"interval": "1s", "threshold": 2, "iterations": 3})
+        );
+    }
+}
