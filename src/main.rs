@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     match serin::cli::Cli::from_env().run() {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("serin: {error:#}");
+            eprintln!("serin: {}", serin::cli::describe(&error));
             ExitCode::from(2)
         }
     }

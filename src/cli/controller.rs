@@ -29,6 +29,14 @@ pub struct ControllerArgs {
     /// Kubeconfig file; without it, $KUBECONFIG, ~/.kube/config, then the in-cluster config.
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+    /// The API server's address, in place of the kubeconfig's (Flagger's `-master`).
+    #[arg(long, value_name = "URL")]
+    pub master: Option<String>,
+    /// Flagger's kubeconfig of a separate mesh cluster: serin writes routing objects to the
+    /// cluster of --kubeconfig, so it refuses to start with another file here rather than
+    /// write them to the wrong cluster. Empty, or the same file as --kubeconfig, is accepted.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig_service_mesh: Option<PathBuf>,
     /// Provider for Canaries without `spec.provider`.
     #[arg(long, value_name = "PROVIDER", default_value = "istio")]
     pub mesh_provider: Provider,
@@ -147,16 +155,17 @@ pub struct ControllerArgs {
     /// chose. Unset: any Secret the template or provider names.
     #[arg(long, env = "SERIN_SECRET_LABEL", value_name = "KEY[=VALUE]")]
     pub secret_label: Option<crate::analysis::secret::RequiredLabel>,
-    /// Flagger flags given but not implemented: one warning each at start.
+    /// Flagger flags given that have no effect on serin: one note each at start.
     #[arg(skip)]
-    pub ignored_flags: Vec<String>,
+    pub flagger_notes: Vec<String>,
 }
 
 pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args)?;
-    for warning in &args.ignored_flags {
-        tracing::warn!("{warning}");
+    for note in &args.flagger_notes {
+        tracing::info!("{note}");
     }
+    refuse_a_separate_mesh_cluster(&args)?;
     crate::outbound::install(crate::outbound::Policy {
         allow: args.outbound_allow.clone(),
         allow_link_local: args.outbound_allow_link_local,
@@ -168,6 +177,22 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(serve(args))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Flagger's `-kubeconfig-service-mesh` puts routing objects in another cluster; serin would
+/// write them beside the workloads, where the mesh never reads them.
+fn refuse_a_separate_mesh_cluster(args: &ControllerArgs) -> anyhow::Result<()> {
+    match &args.kubeconfig_service_mesh {
+        Some(mesh) if !mesh.as_os_str().is_empty() && Some(mesh) != args.kubeconfig.as_ref() => {
+            anyhow::bail!(
+                "--kubeconfig-service-mesh {}: serin writes routing objects to the cluster of \
+                 --kubeconfig and does not support a separate mesh cluster; remove the flag, \
+                 or give it the same file as --kubeconfig",
+                mesh.display()
+            )
+        }
+        _ => Ok(()),
+    }
 }
 
 fn init_logging(args: &ControllerArgs) -> anyhow::Result<()> {
@@ -210,6 +235,11 @@ async fn clients(
             .await
             .context("no cluster configuration found: pass --kubeconfig or run in a cluster")?,
     };
+    if let Some(master) = args.master.as_deref().filter(|m| !m.is_empty()) {
+        config.cluster_url = master
+            .parse()
+            .with_context(|| format!("--master {master:?} is not a URL"))?;
+    }
     config.read_timeout = Some(Duration::from_secs(300));
     // Named in the API server's audit log and metrics as client-go programs are (kube-rs
     // sends no User-Agent of its own).

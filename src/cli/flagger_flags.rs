@@ -1,8 +1,9 @@
 //! Flagger's command line, accepted as it is: Flagger's chart and kustomize bases start its
 //! binary with Go-style flags and no subcommand (`-mesh-provider=istio -metrics-server=...`).
 //! Such an argument list runs `serin controller`: single-dash flags become double-dash ones,
-//! and each Flagger flag serin does not implement is dropped with one warning naming it, so a
-//! Flagger deployment's arguments start serin rather than stop it.
+//! `-zap-encoding` becomes `--log-format` (JSON by default, as Flagger logs), `-version`
+//! prints the version, and the flags serin has no use for are dropped with a note saying why,
+//! so a Flagger deployment's arguments start serin rather than stop it.
 
 use std::ffi::OsString;
 
@@ -11,6 +12,8 @@ const IMPLEMENTED: &[&str] = &[
     "kubeconfig",
     "kubeconfig-qps",
     "kubeconfig-burst",
+    "kubeconfig-service-mesh",
+    "master",
     "metrics-server",
     "log-level",
     "port",
@@ -35,17 +38,29 @@ const IMPLEMENTED: &[&str] = &[
     "leader-election-namespace",
 ];
 
-/// Flagger controller flags serin does not implement (yet): name and whether Go's flag
-/// package reads a value from the next argument (`-flag value`; booleans take `=value` only).
-const NOT_IMPLEMENTED: &[(&str, bool)] = &[
-    ("master", true),
-    ("kubeconfig-service-mesh", true),
-    ("control-loop-interval", true),
-    ("zap-encoding", true),
-    ("zap-replace-globals", false),
-    ("threadiness", true),
-    ("version", false),
+/// Flagger controller flags that tune what serin does another way: name, whether Go's flag
+/// package reads a value from the next argument (`-flag value`; booleans take `=value`
+/// only), and what serin does instead.
+const NO_EFFECT: &[(&str, bool, &str)] = &[
+    (
+        "threadiness",
+        true,
+        "Flagger's workqueue workers; serin reconciles up to --max-concurrent-reconciles Canaries at once, and no analysis waits for a worker",
+    ),
+    (
+        "control-loop-interval",
+        true,
+        "Flagger's period for picking up new Canaries; serin watches them and picks each up at once",
+    ),
+    (
+        "zap-replace-globals",
+        false,
+        "Go's global logger; serin has one logger",
+    ),
 ];
+
+/// Flagger's `-zap-encoding` values and serin's `--log-format` for each.
+const ENCODINGS: &[(&str, &str)] = &[("json", "json"), ("console", "text")];
 
 /// The flag's name in `-name`, `--name`, `-name=value` or `--name=value`.
 fn flag_name(arg: &str) -> Option<&str> {
@@ -55,12 +70,15 @@ fn flag_name(arg: &str) -> Option<&str> {
 }
 
 fn is_flagger_flag(arg: &str) -> bool {
-    flag_name(arg)
-        .is_some_and(|n| IMPLEMENTED.contains(&n) || NOT_IMPLEMENTED.iter().any(|(f, _)| *f == n))
+    flag_name(arg).is_some_and(|n| {
+        IMPLEMENTED.contains(&n)
+            || NO_EFFECT.iter().any(|(f, _, _)| *f == n)
+            || matches!(n, "zap-encoding" | "version")
+    })
 }
 
 /// Rewrites a command line given in Flagger's style (see the module documentation) and
-/// returns the warnings for the flags it dropped. Any other command line is returned as is.
+/// returns a note for each flag it dropped. Any other command line is returned as is.
 pub fn normalize(args: Vec<OsString>) -> (Vec<OsString>, Vec<String>) {
     let mut iter = args.into_iter();
     let Some(program) = iter.next() else {
@@ -68,17 +86,18 @@ pub fn normalize(args: Vec<OsString>) -> (Vec<OsString>, Vec<String>) {
     };
     let rest: Vec<OsString> = iter.collect();
     let first = rest.first().and_then(|a| a.to_str()).unwrap_or_default();
-    let controller_args = if first == "controller" {
-        &rest[1..]
+    let (controller_args, flagger_style) = if first == "controller" {
+        (&rest[1..], false)
     } else if is_flagger_flag(first) {
-        &rest[..]
+        (&rest[..], true)
     } else {
         let mut all = vec![program];
         all.extend(rest);
         return (all, Vec::new());
     };
     let mut out = vec![program, OsString::from("controller")];
-    let mut warnings = Vec::new();
+    let mut notes = Vec::new();
+    let mut log_format_given = false;
     let mut i = 0;
     while i < controller_args.len() {
         let arg = &controller_args[i];
@@ -91,24 +110,55 @@ pub fn normalize(args: Vec<OsString>) -> (Vec<OsString>, Vec<String>) {
             out.push(arg.clone());
             continue;
         };
-        if let Some((_, takes_value)) = NOT_IMPLEMENTED.iter().find(|(f, _)| *f == name) {
-            let mut given = text.to_string();
-            if *takes_value && !text.contains('=') && i < controller_args.len() {
-                given = format!("{text} {}", controller_args[i].to_string_lossy());
+        // The value of `-flag value`, taken from the next argument.
+        let mut value_of = |text: &str| match text.split_once('=') {
+            Some((_, v)) => Some(v.to_string()),
+            None if i < controller_args.len() => {
                 i += 1;
+                Some(controller_args[i - 1].to_string_lossy().into_owned())
             }
-            warnings.push(format!(
-                "ignoring Flagger flag `{given}`: serin does not implement -{name}; it starts without it"
-            ));
-            continue;
-        }
-        if IMPLEMENTED.contains(&name) && !text.starts_with("--") {
-            out.push(OsString::from(format!("-{text}")));
-        } else {
-            out.push(arg.clone());
+            None => None,
+        };
+        match name {
+            "version" => {
+                out.truncate(1);
+                out.push("--version".into());
+                return (out, Vec::new());
+            }
+            "zap-encoding" => {
+                let value = value_of(text).unwrap_or_default();
+                let format = ENCODINGS
+                    .iter()
+                    .find(|(zap, _)| *zap == value)
+                    .map_or(value.as_str(), |(_, format)| format);
+                out.push(OsString::from(format!("--log-format={format}")));
+                log_format_given = true;
+            }
+            "log-format" => {
+                log_format_given = true;
+                out.push(arg.clone());
+            }
+            _ => {
+                if let Some((_, takes_value, instead)) =
+                    NO_EFFECT.iter().find(|(f, _, _)| *f == name)
+                {
+                    let given = match (*takes_value, text.contains('=')) {
+                        (true, false) => format!("{text} {}", value_of(text).unwrap_or_default()),
+                        _ => text.to_string(),
+                    };
+                    notes.push(format!("Flagger flag `{given}` has no effect: {instead}"));
+                } else if IMPLEMENTED.contains(&name) && !text.starts_with("--") {
+                    out.push(OsString::from(format!("-{text}")));
+                } else {
+                    out.push(arg.clone());
+                }
+            }
         }
     }
-    (out, warnings)
+    if flagger_style && !log_format_given {
+        out.push(OsString::from("--log-format=json"));
+    }
+    (out, notes)
 }
 
 #[cfg(test)]
@@ -151,12 +201,76 @@ mod tests {
                 "--leader-election-namespace",
                 "flagger-system",
                 "--log-level",
-                "info"
+                "info",
+                "--log-format=json"
             ]
         );
         assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(warnings[0].contains("`-threadiness 4`"));
+        assert!(warnings[0].contains("`-threadiness 4` has no effect"));
+        assert!(warnings[0].contains("--max-concurrent-reconciles"));
         assert!(warnings[1].contains("`-zap-replace-globals`"));
+    }
+
+    #[test]
+    fn zap_encoding_becomes_the_log_format() {
+        for (given, format) in [
+            (&["-zap-encoding", "console"][..], "--log-format=text"),
+            (&["-zap-encoding=json"], "--log-format=json"),
+            (
+                &["-log-level=info", "-zap-encoding=console"],
+                "--log-format=text",
+            ),
+        ] {
+            let mut line = vec!["serin"];
+            line.extend(given);
+            let (args, _) = run(&line);
+            assert_eq!(
+                args.iter()
+                    .filter(|a| a.starts_with("--log-format"))
+                    .count(),
+                1
+            );
+            assert!(args.contains(&format.to_string()), "{args:?}");
+        }
+        // serin's own subcommand keeps serin's default (text).
+        let (args, _) = run(&["serin", "controller", "-port=0"]);
+        assert_eq!(args, ["serin", "controller", "--port=0"]);
+    }
+
+    #[test]
+    fn version_prints_the_version() {
+        for line in [
+            &["serin", "-version"][..],
+            &["serin", "--version"],
+            &["serin", "-mesh-provider=istio", "-version"],
+        ] {
+            assert_eq!(
+                run(line),
+                (vec!["serin".into(), "--version".into()], vec![])
+            );
+        }
+    }
+
+    #[test]
+    fn the_mesh_kubeconfig_and_master_reach_the_controller() {
+        let (args, notes) = run(&[
+            "serin",
+            "-kubeconfig-service-mesh=/m",
+            "-master",
+            "https://x",
+        ]);
+        assert_eq!(
+            args,
+            [
+                "serin",
+                "controller",
+                "--kubeconfig-service-mesh=/m",
+                "--master",
+                "https://x",
+                "--log-format=json"
+            ]
+        );
+        assert!(notes.is_empty());
     }
 
     #[test]

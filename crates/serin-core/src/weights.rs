@@ -4,7 +4,7 @@
 //! 1, 2, 10, 80; `stepWeight 50` gives 50, 100). One deliberate deviation: `maxWeight` is a
 //! true cap. Flagger's code adds `stepWeight` without clamping, so step 20 / max 50 goes
 //! 20, 40, 60 and the canary serves more traffic than the user allowed; its documentation says
-//! maxWeight is the maximum. serin goes 20, 40, 50. (Listed in the README.)
+//! maxWeight is the maximum. serin goes 20, 40, 50. (Listed in docs/migrating-from-flagger.md.)
 
 use crate::plan::Stepping;
 

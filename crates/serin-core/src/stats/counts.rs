@@ -121,7 +121,7 @@ mod tests {
         power
     }
 
-    /// The README's guidance on release length. One check at 0.02: 2,400 requests per
+    /// The guidance on release length in docs/metrics.md. One check at 0.02: 2,400 requests per
     /// version (2 minutes at 20 rps) see a doubled error rate about a third of the time,
     /// 9,000 nine times in ten. One check of a release of 10 analyses, threshold 2 and two
     /// judged metrics at the default 0.99 (its share: 2 × 0.01 / 22): 9,000 requests see it
