@@ -49,6 +49,10 @@ func apiServerArgs(p *pki, etcdURL string, port int, dir string) []string {
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
 		"--profiling=false",
+		// As on clusters that enforce it (OpenShift among them): setting
+		// blockOwnerDeletion on an owner reference needs update on the owner's finalizers,
+		// which the least-privilege install must then grant.
+		"--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
 	}
 }
 

@@ -25,6 +25,10 @@ async fn initialization_creates_the_primary_and_services_and_scales_the_target_t
         (owner.kind.as_str(), owner.name.as_str()),
         ("Canary", "podinfo")
     );
+    assert_eq!(
+        (owner.controller, owner.block_owner_deletion),
+        (Some(true), Some(true))
+    );
     // The target is scaled to zero once the primary is ready.
     assert_eq!(world.replicas("podinfo").await, 0);
 

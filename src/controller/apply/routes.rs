@@ -63,9 +63,13 @@ impl Scope<'_> {
 }
 
 impl Routing<'_> {
+    /// The Canary as the controlling owner of what serin creates for it. `blockOwnerDeletion`,
+    /// as Flagger sets it: a foreground deletion of the Canary waits for these objects.
     pub(crate) fn owner(&self) -> Option<OwnerReference> {
         use kube::Resource;
-        self.canary.controller_owner_ref(&())
+        let mut owner = self.canary.controller_owner_ref(&())?;
+        owner.block_owner_deletion = Some(true);
+        Some(owner)
     }
 
     /// Whether the Canary controls the object (it created it).
