@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use serin_core::Phase;
 use serin_stack::testing::fake_http::{FakeServer, Response};
+use serin_testkit::LONG;
 use serin_testkit::{ControlPlane, NS, World, WorldConfig, workspace_file};
 
 fn helm() -> PathBuf {
@@ -504,9 +505,7 @@ async fn installed_from_the_chart_it_releases_with_only_its_own_permissions() {
         world
             .apply(&world.canaries(), canary(&name, provider))
             .await;
-        world
-            .wait_phase(&name, Phase::Initialized, Duration::from_secs(60))
-            .await;
+        world.wait_phase(&name, Phase::Initialized, LONG).await;
         if provider == "knative" {
             let services = world.dynamic("serving.knative.dev/v1", "Service");
             let patch = json!({"spec": {"template": {"spec": {"containers": [{"image": "podinfo:6.0.1"}]}}}});
@@ -724,13 +723,9 @@ async fn the_chart_grants_each_setting_only_what_it_uses() {
     world
         .apply(&world.canaries(), canary(name, "kubernetes"))
         .await;
-    world
-        .wait_phase(name, Phase::Initialized, Duration::from_secs(60))
-        .await;
+    world.wait_phase(name, Phase::Initialized, LONG).await;
     world.set_image(name, "app", "podinfo:6.0.1").await;
-    world
-        .wait_phase(name, Phase::Succeeded, Duration::from_secs(90))
-        .await;
+    world.wait_phase(name, Phase::Succeeded, LONG).await;
 
     // Provider credentials, read with a GET: a Secret without the opt-in label is refused,
     // naming the Secret and the label; a labelled one is used.
@@ -1007,7 +1002,7 @@ async fn the_shipped_policies_restrict_metric_template_addresses_and_egress() {
         )
     };
     // The API server starts enforcing a new policy once it has compiled it.
-    let poll = serin_testkit::Poll::new(Duration::from_secs(60)).every(Duration::from_millis(300));
+    let poll = serin_testkit::Poll::new(LONG).every(Duration::from_millis(300));
     let mut attempt = 0;
     let refusal = loop {
         let (created, stderr) = create(template(

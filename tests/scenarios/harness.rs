@@ -5,10 +5,10 @@
 use serde_json::Value;
 use serin::api::Canary;
 use serin_core::Phase;
+use serin_testkit::LONG;
 pub use serin_testkit::{
     ControlPlane, NS, World, WorldConfig, canary, deployment, ready_condition, wait_until,
 };
-use std::time::Duration;
 
 /// The stack on `cp` with serin's CRDs and a running controller (`--mesh-provider
 /// kubernetes`, 1 s minimum interval).
@@ -49,7 +49,5 @@ pub async fn initialized(world: &World, name: &str, iterations: u32) -> Canary {
             canary(name).iterations(iterations).build(),
         )
         .await;
-    world
-        .wait_phase(name, Phase::Initialized, Duration::from_secs(20))
-        .await
+    world.wait_phase(name, Phase::Initialized, LONG).await
 }

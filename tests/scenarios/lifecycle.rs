@@ -54,9 +54,7 @@ async fn initialization_creates_the_primary_and_services_and_scales_the_target_t
         .await
         .unwrap();
     world.set_image("podinfo", "app", "podinfo:6.0.1").await;
-    world
-        .wait_phase("podinfo", Phase::Succeeded, Duration::from_secs(60))
-        .await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     let kept = world.services().get("podinfo-canary").await.unwrap();
     assert_eq!(
         kept.metadata

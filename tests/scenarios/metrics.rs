@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use serin::api::Canary;
 use serin::api::canary::MetricVerdict;
 use serin_core::Phase;
+use serin_testkit::LONG;
 use serin_testkit::{ControlPlane, NS, Poll, WorldConfig, deployment};
 
 /// The kit's world, with this suite's reads of the one Canary, `podinfo`.
@@ -115,18 +116,14 @@ const BUILTINS: &str = r#"[
 async fn initialized(world: &World, metrics: Value) {
     world.apply(deployment("podinfo", "podinfo:6.0.0", 2)).await;
     world.apply(canary(metrics)).await;
-    world
-        .wait_phase(Phase::Initialized, Duration::from_secs(30))
-        .await;
+    world.wait_phase(Phase::Initialized, LONG).await;
 }
 
 async fn a_healthy_release_is_promoted_on_the_builtin_metrics(cp: ControlPlane) {
     let world = world(cp).await;
     initialized(&world, serde_json::from_str(BUILTINS).unwrap()).await;
     world.set_image("podinfo:6.0.1").await;
-    let done = world
-        .wait_phase(Phase::Succeeded, Duration::from_secs(90))
-        .await;
+    let done = world.wait_phase(Phase::Succeeded, LONG).await;
     let metrics = done
         .status
         .and_then(|s| s.metrics)
@@ -143,9 +140,7 @@ async fn a_faulty_release_is_rolled_back_with_events_naming_the_value(cp: Contro
     let world = world(cp).await;
     initialized(&world, serde_json::from_str(BUILTINS).unwrap()).await;
     world.set_image("podinfo:6.0.1-faulty").await;
-    let failed = world
-        .wait_phase(Phase::Failed, Duration::from_secs(90))
-        .await;
+    let failed = world.wait_phase(Phase::Failed, LONG).await;
     let metrics = failed.status.and_then(|s| s.metrics).unwrap_or_default();
     assert!(
         metrics
@@ -174,9 +169,7 @@ async fn a_quiet_service_with_the_hold_policy_waits_instead_of_failing(cp: Contr
     )
     .await;
     world.set_image("podinfo:6.0.1").await;
-    world
-        .wait_phase(Phase::Progressing, Duration::from_secs(30))
-        .await;
+    world.wait_phase(Phase::Progressing, LONG).await;
     // The barrier: four held checks (each records the halt again), two more than the
     // threshold: had no data counted as a failed check, the release would have failed.
     world
@@ -217,9 +210,7 @@ async fn datadog_and_new_relic_templates_promote_a_healthy_release(cp: ControlPl
     world.saas_templates().await;
     initialized(&world, saas_metrics()).await;
     world.set_image("podinfo:6.0.1").await;
-    let done = world
-        .wait_phase(Phase::Succeeded, Duration::from_secs(90))
-        .await;
+    let done = world.wait_phase(Phase::Succeeded, LONG).await;
     let metrics = done.status.and_then(|s| s.metrics).unwrap_or_default();
     assert_eq!(
         metrics
@@ -239,9 +230,7 @@ async fn datadog_and_new_relic_templates_roll_back_a_faulty_release(cp: ControlP
     world.saas_templates().await;
     initialized(&world, saas_metrics()).await;
     world.set_image("podinfo:6.0.1-faulty").await;
-    let failed = world
-        .wait_phase(Phase::Failed, Duration::from_secs(90))
-        .await;
+    let failed = world.wait_phase(Phase::Failed, LONG).await;
     let metrics = failed.status.and_then(|s| s.metrics).unwrap_or_default();
     assert!(
         metrics.iter().all(|m| m.verdict == MetricVerdict::Fail
@@ -274,9 +263,7 @@ async fn judged_release_with(world: &World, image: &str, metrics: Value) {
     let mut spec = canary(metrics);
     spec["spec"]["progressDeadlineSeconds"] = json!(240);
     world.apply(spec).await;
-    world
-        .wait_phase(Phase::Initialized, Duration::from_secs(30))
-        .await;
+    world.wait_phase(Phase::Initialized, LONG).await;
     world.set_image(image).await;
 }
 

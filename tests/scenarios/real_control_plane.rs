@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use serin_core::Phase;
+use serin_testkit::LONG;
 use serin_testkit::{ControlPlane, NS, WorldConfig, selected, wait_until, workspace_file};
 
 /// Runs kubectl against `kubeconfig`: (success, stdout, stderr).
@@ -132,13 +133,9 @@ async fn a_release_runs_real_pods_and_the_garbage_collector_cleans_up() {
         .apply(&world.deployments(), deployment("podinfo:6.0.0"))
         .await;
     world.apply(&world.canaries(), canary.take()).await;
-    world
-        .wait_phase("podinfo", Phase::Initialized, Duration::from_secs(60))
-        .await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
     world.set_image("podinfo", "app", "podinfo:6.0.1").await;
-    world
-        .wait_phase("podinfo", Phase::Progressing, Duration::from_secs(30))
-        .await;
+    world.wait_phase("podinfo", Phase::Progressing, LONG).await;
     // During the analysis both versions run: the canary's pods and the primary's.
     wait_until(
         Duration::from_secs(30),
@@ -149,9 +146,7 @@ async fn a_release_runs_real_pods_and_the_garbage_collector_cleans_up() {
         },
     )
     .await;
-    world
-        .wait_phase("podinfo", Phase::Succeeded, Duration::from_secs(60))
-        .await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
 
     world.delete_canary("podinfo").await;

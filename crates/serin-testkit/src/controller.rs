@@ -72,10 +72,9 @@ impl Controller {
     }
 
     /// The port the current run serves `/metrics` on, from its startup log line (tests
-    /// start it with `--port 0`); waits up to 20 s for that line.
+    /// start it with `--port 0`); waits up to `LONG` for that line.
     pub fn port(&self) -> u16 {
-        let poll = Poll::new(std::time::Duration::from_secs(20))
-            .every(std::time::Duration::from_millis(100));
+        let poll = Poll::new(crate::LONG).every(std::time::Duration::from_millis(100));
         loop {
             let text = std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default();
             let plain = strip_ansi(&text);

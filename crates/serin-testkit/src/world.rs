@@ -438,7 +438,7 @@ impl World {
     /// Waits for `Ready=False` and returns its (reason, message).
     pub async fn wait_blocked(&self, name: &str) -> (String, String) {
         let blocked = self
-            .wait_canary(name, "Ready=False", Duration::from_secs(30), |c| {
+            .wait_canary(name, "Ready=False", crate::LONG, |c| {
                 ready_condition(c).is_some_and(|(s, _, _)| s == "False")
             })
             .await;

@@ -8,6 +8,7 @@ use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::json;
 use serin_core::Phase;
+use serin_testkit::LONG;
 use serin_testkit::{ControlPlane, Poll, WorldConfig, deployment, wait_until};
 
 const INTERVAL: Duration = Duration::from_secs(5);
@@ -55,11 +56,9 @@ async fn hand_edits_mid_release_are_put_back_within_an_interval() {
         .analysis(json!({"interval": "5s", "threshold": 2, "stepWeight": 10, "maxWeight": 50}))
         .build();
     world.apply(&world.canaries(), canary).await;
-    world
-        .wait_phase("podinfo", Phase::Initialized, Duration::from_secs(30))
-        .await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
     world.set_image("podinfo", "app", "podinfo:2").await;
-    wait_until(Duration::from_secs(30), "first weight step", || async {
+    wait_until(LONG, "first weight step", || async {
         world
             .canary("podinfo")
             .await
@@ -117,7 +116,5 @@ async fn hand_edits_mid_release_are_put_back_within_an_interval() {
             INTERVAL,
         )
         .await;
-    world
-        .wait_phase("podinfo", Phase::Succeeded, Duration::from_secs(60))
-        .await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
 }

@@ -12,6 +12,7 @@ use serin::api::canary::MetricVerdict;
 use serin_core::Phase;
 use serin_stack::testing::switch::Switch;
 use serin_stack::{FaultMode, ProviderFault};
+use serin_testkit::LONG;
 use serin_testkit::{ControlPlane, Poll, World, WorldConfig, deployment};
 
 /// How long the providers stay down: several analysis intervals.
@@ -109,9 +110,7 @@ async fn provider_outages_hold_releases_until_the_provider_returns() {
             .await;
     }
     for (name, _) in cases {
-        world
-            .wait_phase(name, Phase::Initialized, Duration::from_secs(60))
-            .await;
+        world.wait_phase(name, Phase::Initialized, LONG).await;
         world.set_image(name, "app", "podinfo:2").await;
     }
     for (name, _) in cases {
@@ -185,13 +184,9 @@ async fn provider_outages_hold_releases_until_the_provider_returns() {
     world.stack.datadog_faults().clear();
     world.stack.newrelic_faults().clear();
     for (name, _) in &cases[..3] {
-        world
-            .wait_phase(name, Phase::Succeeded, Duration::from_secs(90))
-            .await;
+        world.wait_phase(name, Phase::Succeeded, LONG).await;
     }
-    let gone = world
-        .wait_phase("gone", Phase::Failed, Duration::from_secs(60))
-        .await;
+    let gone = world.wait_phase("gone", Phase::Failed, LONG).await;
     assert!(
         world
             .events("gone")
