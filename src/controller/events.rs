@@ -41,6 +41,20 @@ struct Seen {
     namespace: String,
     count: i32,
     first: chrono::DateTime<Utc>,
+    /// The names of the transitions' events counted in it (at most [`NAMES_KEPT`]): the
+    /// outbox delivering one again must not count it twice.
+    named: Vec<String>,
+}
+
+/// How many transition events' names a folded event remembers.
+const NAMES_KEPT: usize = 16;
+
+/// What to do with an event whose message was recorded lately.
+enum Fold {
+    /// Count it in the existing event (name, namespace, count).
+    Count(String, String, i32),
+    /// This transition's event is counted in it already.
+    Counted,
 }
 
 /// Publishes events; shared by every reconcile.
@@ -122,10 +136,9 @@ impl Events {
         };
         // The lock only guards the fold table; the API calls run outside it so that the
         // events of many Canaries are written concurrently. A named event (a transition's,
-        // from the outbox) is its own object: delivering it again must not count it twice.
-        let folded = if name.is_some() {
-            None
-        } else {
+        // from the outbox) folds too, as client-go's recorder folds Flagger's, but delivering
+        // it again must not count it twice.
+        let folded = {
             let mut seen = self.seen.lock().await;
             // Old entries are dropped once a minute, not on every event (thousands of
             // Canaries keep thousands of entries); one past its time does not fold.
@@ -136,10 +149,12 @@ impl Events {
             }
             seen.get_mut(&key)
                 .filter(|s| now - s.first < FOLD_FOR)
-                .map(|s| {
-                    s.count += 1;
-                    (s.name.clone(), s.namespace.clone(), s.count)
-                })
+                .map(|s| fold(s, name))
+        };
+        let folded = match folded {
+            Some(Fold::Counted) => return Ok(()),
+            Some(Fold::Count(name, namespace, count)) => Some((name, namespace, count)),
+            None => None,
         };
         if let Some((name, namespace, count)) = folded {
             let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
@@ -155,6 +170,7 @@ impl Events {
             }
         }
         let namespace = canary.namespace().unwrap_or_default();
+        let named = name.is_some();
         let name = name.map(String::from).unwrap_or_else(|| {
             format!(
                 "{}.{:x}",
@@ -191,6 +207,10 @@ impl Events {
                 other?;
             }
         }
+        let named = match named {
+            true => vec![name.clone()],
+            false => Vec::new(),
+        };
         self.seen.lock().await.insert(
             key,
             Seen {
@@ -198,10 +218,27 @@ impl Events {
                 namespace,
                 count: 1,
                 first: now,
+                named,
             },
         );
         Ok(())
     }
+}
+
+/// Counts one more of `seen`'s message in it, unless it is the transition event `name`
+/// counted already.
+fn fold(seen: &mut Seen, name: Option<&str>) -> Fold {
+    if let Some(name) = name {
+        if seen.name == name || seen.named.iter().any(|n| n == name) {
+            return Fold::Counted;
+        }
+        if seen.named.len() == NAMES_KEPT {
+            seen.named.remove(0);
+        }
+        seen.named.push(name.to_string());
+    }
+    seen.count += 1;
+    Fold::Count(seen.name.clone(), seen.namespace.clone(), seen.count)
 }
 
 fn reference(canary: &Canary) -> ObjectReference {
@@ -218,4 +255,44 @@ fn reference(canary: &Canary) -> ObjectReference {
 
 fn jiff_now() -> k8s_openapi::jiff::Timestamp {
     k8s_openapi::jiff::Timestamp::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(name: &str) -> Seen {
+        Seen {
+            name: name.into(),
+            namespace: "test".into(),
+            count: 1,
+            first: Utc::now(),
+            named: vec![name.into()],
+        }
+    }
+
+    #[test]
+    fn a_repeated_message_counts_once_per_transition_delivered() {
+        let mut s = seen("podinfo.a");
+        assert!(matches!(fold(&mut s, None), Fold::Count(_, _, 2)));
+        // Another transition with the same message: counted in the first event.
+        match fold(&mut s, Some("podinfo.b")) {
+            Fold::Count(name, _, count) => assert_eq!((name.as_str(), count), ("podinfo.a", 3)),
+            Fold::Counted => panic!("a new transition was not counted"),
+        }
+        // The outbox delivering either transition again counts nothing.
+        assert!(matches!(fold(&mut s, Some("podinfo.b")), Fold::Counted));
+        assert!(matches!(fold(&mut s, Some("podinfo.a")), Fold::Counted));
+        assert_eq!(s.count, 3);
+    }
+
+    #[test]
+    fn the_names_remembered_are_bounded() {
+        let mut s = seen("first");
+        for i in 0..100 {
+            fold(&mut s, Some(&format!("t{i}")));
+        }
+        assert_eq!(s.named.len(), NAMES_KEPT);
+        assert_eq!(s.count, 101);
+    }
 }

@@ -153,7 +153,7 @@ async fn alerts_reach_providers_by_severity_and_failures_are_retried(cp: Control
         "{fields:?}"
     );
     assert!(
-        fields.contains(&("Failed checks".into(), "2 of 2".into())),
+        fields.contains(&("Failed checks threshold".into(), "2".into())),
         "{fields:?}"
     );
     assert!(

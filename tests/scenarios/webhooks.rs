@@ -165,7 +165,7 @@ async fn events_reach_the_event_webhooks(cp: ControlPlane) {
     let order = messages(&own_bodies, "podinfo");
     let first = order
         .iter()
-        .position(|m| m.contains("primary not ready yet"));
+        .position(|m| m.starts_with("podinfo-primary.default not ready: "));
     let last = order
         .iter()
         .position(|m| m.starts_with("Initialization done!"));

@@ -221,8 +221,19 @@ impl Tick<'_> {
                 ));
             }
             if self.prev.phase == Phase::New {
-                let msg = format!("{} primary not ready yet: {reason}", self.plan.target);
-                self.event(EventType::Normal, msg);
+                // Flagger's words and type, which alert rules match: `podinfo-primary.test
+                // not ready: waiting for rollout to finish: ...`. A primary not there yet is
+                // the one this step creates (`EnsurePrimary`), not a missing object.
+                let waiting = match &self.obs.primary {
+                    Readiness::Missing => "waiting for rollout to finish: creating it".to_string(),
+                    Readiness::NotReady(r) | Readiness::Failed(r) => r.clone(),
+                    Readiness::Ready => reason,
+                };
+                let primary = primary_name(&self.plan.target);
+                self.event(
+                    EventType::Warning,
+                    format!("{primary} not ready: {waiting}"),
+                );
             }
             return self.done(self.poll());
         }
@@ -802,13 +813,16 @@ impl Tick<'_> {
         self.roll_back()
     }
 
-    /// All traffic to the primary, the canary scaled to zero, phase Failed.
+    /// All traffic to the primary, the canary scaled to zero, phase Failed. The counters
+    /// start again from zero, as Flagger writes a failed release's status (its FailedChecks
+    /// column reads 0); the failed checks are in the events and `status.metrics`.
     fn roll_back(&mut self) -> Flow {
         let msg = format!("Canary failed! Scaling down {}", self.plan.target);
         self.event(EventType::Warning, msg);
         self.next.phase = Phase::Failed;
         self.next.canary_weight = 0;
         self.next.iterations = 0;
+        self.next.failed_checks = 0;
         self.next.mirrored = false;
         self.effects.push(Effect::ScaleTargetToZero);
         if self.plan.hooks.post_rollout {

@@ -3,7 +3,7 @@
 //! next — the phase, the canary's weight, the failed checks so far and the failing metrics
 //! with their values against their ranges.
 
-use serin_core::{Plan, Severity, Status, Stepping, Strategy};
+use serin_core::{Phase, Plan, Severity, Status, Stepping, Strategy};
 
 use super::Alert;
 use crate::api::Canary;
@@ -31,10 +31,15 @@ pub fn alert(
     ));
     fields.push(("Phase".into(), status.phase.as_str().to_string()));
     fields.push(("Canary weight".into(), format!("{}%", status.canary_weight)));
-    fields.push((
-        "Failed checks".into(),
-        format!("{} of {}", status.failed_checks, plan.threshold),
-    ));
+    // A failed release's count starts again from zero (as Flagger's): its alert names the
+    // threshold it reached, in Flagger's field.
+    fields.push(match status.phase {
+        Phase::Failed => ("Failed checks threshold".into(), plan.threshold.to_string()),
+        _ => (
+            "Failed checks".into(),
+            format!("{} of {}", status.failed_checks, plan.threshold),
+        ),
+    });
     let failing = failing_metrics(metrics.unwrap_or_default());
     if !failing.is_empty() {
         fields.push(("Failing metrics".into(), failing.join("; ")));
@@ -152,5 +157,27 @@ mod tests {
         );
         assert_eq!(alert.workload, "podinfo.test");
         assert_eq!(alert.canary, "web");
+
+        // A failed release's counter is back at zero: its alert names the threshold.
+        let failed = Status {
+            phase: Phase::Failed,
+            ..Status::default()
+        };
+        let failure = super::alert(
+            &canary,
+            &plan,
+            &failed,
+            None,
+            None,
+            Severity::Error,
+            "failed",
+        );
+        assert!(
+            failure
+                .fields
+                .contains(&("Failed checks threshold".into(), "5".into())),
+            "{:?}",
+            failure.fields
+        );
     }
 }

@@ -21,6 +21,19 @@ fn new_canary_creates_the_primary_and_touches_no_routing() {
     assert!(r.has(&Effect::EnsurePrimary));
     assert_eq!(r.routes(), None, "no routing before the primary is ready");
     assert!(!r.has(&Effect::ScaleTargetToZero));
+    // In Flagger's words and type, and not "not found" for the primary this step creates.
+    assert!(r.has(&Effect::Event {
+        kind: EventType::Warning,
+        message:
+            "podinfo-primary.test not ready: waiting for rollout to finish: creating it".into(),
+    }));
+
+    obs.primary = Readiness::NotReady("waiting for rollout to finish: 0 of 2 ...".into());
+    let r = run(&plan, &Status::default(), &obs, t(0));
+    assert_eq!(
+        r.events(),
+        ["podinfo-primary.test not ready: waiting for rollout to finish: 0 of 2 ..."]
+    );
 }
 
 #[test]
@@ -299,7 +312,9 @@ fn failed_checks_reaching_the_threshold_roll_back_at_once() {
     obs.probes.analysis = Some(Analysis::Fail("request-success-rate 91.2 < 99".into()));
     let r = run(&plan, &s, &obs, t(60));
     assert_eq!(r.phase(), Phase::Failed);
-    assert_eq!(r.step.status.failed_checks, 5);
+    assert!(r.event_with("Rolling back podinfo.test failed checks threshold reached 5"));
+    // Back to zero as Flagger writes a failed release's status.
+    assert_eq!(r.step.status.failed_checks, 0);
     assert_eq!(r.step.status.canary_weight, 0);
     assert_eq!(r.routes(), Some(Routes::PRIMARY));
     let routes = r.position(|e| matches!(e, Effect::SetRoutes(_))).unwrap();
