@@ -297,7 +297,54 @@ serin_testkit::on_every_control_plane!(
     a_controller_killed_mid_release_is_restarted_and_finishes_it,
     a_killed_leader_is_replaced_and_the_release_finishes_once,
     a_leader_deposed_while_a_webhook_hangs_stops_at_once,
+    a_pod_template_of_several_hundred_kib_is_released_and_kept_on_the_primary,
 );
+
+/// A pod template of about 330 KiB (environment variables): larger than the API server's
+/// 256 KiB budget for all of an object's annotations, so serin's copy of it on the primary
+/// (to put a hand edit back) must be compressed to be written at all.
+async fn a_pod_template_of_several_hundred_kib_is_released_and_kept_on_the_primary(
+    cp: ControlPlane,
+) {
+    let world = world(cp).await;
+    // 320 variables of 1 KiB each (a long list would measure the API servers' merging of
+    // list entries instead).
+    let env: Vec<serde_json::Value> = (0..320)
+        .map(|i| json!({"name": format!("SETTING_{i}"), "value": format!("{i}:{}", "settings".repeat(128))}))
+        .collect();
+    let mut target = deployment("podinfo", "podinfo:6.0.0", 1);
+    target["spec"]["template"]["spec"]["containers"][0]["env"] = json!(env);
+    assert!(target.to_string().len() > 300 * 1024);
+    world.apply(&world.deployments(), target).await;
+    world
+        .apply(&world.canaries(), canary("podinfo").iterations(1).build())
+        .await;
+    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+    let primary = world.deployments().get("podinfo-primary").await.unwrap();
+    let annotations = primary.metadata.annotations.unwrap_or_default();
+    let copy = &annotations["serin.flagger.app/promoted-template"];
+    assert!(
+        copy.starts_with("gzip:") && copy.len() < 128 * 1024,
+        "{} bytes",
+        copy.len()
+    );
+
+    // A hand edit of the big primary is put back from that copy.
+    let edit = json!({"spec": {"template": {"metadata": {"labels": {"edited": "by-hand"}}}}});
+    world
+        .merge(&world.deployments(), "podinfo-primary", edit)
+        .await;
+    serin_testkit::wait_until(LONG, "the hand edit put back", || async {
+        let p = world.deployments().get("podinfo-primary").await.unwrap();
+        let labels = p.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+        !labels.contains_key("edited")
+    })
+    .await;
+
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+}
 
 /// The leader election flags of the leader scenarios.
 const ELECTION: [&str; 5] = [

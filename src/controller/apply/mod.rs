@@ -27,6 +27,7 @@ use crate::workload::services::{self, Role};
 pub mod orphan;
 pub mod primary_drift;
 pub mod routes;
+mod template_copy;
 
 /// Field manager of every write serin makes.
 pub const MANAGER: &str = "serin";

@@ -15,7 +15,7 @@ use crate::controller::target::Primary;
 
 /// Hash of the promoted pod template, on the primary object.
 pub const TEMPLATE_HASH: &str = "serin.flagger.app/promoted-template-hash";
-/// The promoted pod template itself (JSON), to put it back.
+/// The promoted pod template itself, compressed (`template_copy`), to put it back.
 pub const TEMPLATE: &str = "serin.flagger.app/promoted-template";
 
 /// Hash of a stored pod template.
@@ -38,7 +38,7 @@ pub fn drifted(primary: &Primary) -> Option<Value> {
     if template_hash(&current) == *recorded {
         return None;
     }
-    serde_json::from_str(annotations.get(TEMPLATE)?).ok()
+    super::template_copy::decode(annotations.get(TEMPLATE)?)
 }
 
 impl Scope<'_> {
@@ -53,9 +53,28 @@ impl Scope<'_> {
     {
         let object = serde_json::to_value(written).map_err(Error::serialize)?;
         let template = &object["spec"]["template"];
+        // Too large to keep even compressed: no copy (and none of an earlier promotion, which
+        // would be put back), so a hand edit of this primary is not undone; said once.
+        let copy = match super::template_copy::encode(template) {
+            Ok(copy) => Value::String(copy),
+            Err(size) => {
+                let message = format!(
+                    "the pod template of {} is too large to keep a copy of on it ({} KiB \
+                     compressed, at most {} KiB): a hand edit of it will not be put back",
+                    written.name_any(),
+                    size / 1024,
+                    super::template_copy::MAX_ENCODED / 1024
+                );
+                let events = &self.ctx.events;
+                events
+                    .publish(self.canary, serin_core::EventType::Warning, &message)
+                    .await;
+                Value::Null
+            }
+        };
         let patch = json!({"metadata": {"annotations": {
             TEMPLATE_HASH: template_hash(template),
-            TEMPLATE: template.to_string(),
+            TEMPLATE: copy,
         }}});
         let api: Api<K> = Api::namespaced(self.ctx.client.clone(), self.namespace);
         api.patch(
