@@ -261,7 +261,6 @@ async fn check_release(
     uid: &str,
     owned: &[(String, String)],
     alerts: &[Value],
-    api_faults: bool,
 ) -> Vec<String> {
     let name = name(i);
     let mut wrong = Vec::new();
@@ -312,11 +311,12 @@ async fn check_release(
         .map(Value::to_string)
         .filter(|b| b.contains(&workload) && b.contains(alert))
         .collect();
-    // Alerts go out at least once. A second copy needs a kill between sending one and
-    // removing it from the status: milliseconds, unless the API server is failing the
-    // removal too; with API faults a duplicate is counted, not failed.
-    let duplicate = sent.len() > 1 && api_faults;
-    if sent.len() != 1 && !duplicate {
+    // Alerts go out at least once, and twice when a kill falls between sending one and
+    // removing it from the status (the documented contract): milliseconds on an idle machine,
+    // but a run of eight such scenarios at once on two cores hit it once in five. A second
+    // copy is counted and printed; none, or a third, fails.
+    let duplicate = sent.len() == 2;
+    if sent.is_empty() || sent.len() > 2 {
         let texts: Vec<&str> = sent
             .iter()
             .filter_map(|b| b.split("\"text\":").nth(1)?.split(',').next())
@@ -403,8 +403,7 @@ async fn releases_end_right_through_kills_and_api_faults() {
     let mut wrong = Vec::new();
     let mut right = 0;
     for i in 0..n {
-        let release =
-            check_release(&world, i, &uids[i], &owned[i], &alerts, settings.api_faults).await;
+        let release = check_release(&world, i, &uids[i], &owned[i], &alerts).await;
         right += usize::from(release.is_empty());
         wrong.extend(release);
     }
