@@ -44,6 +44,7 @@ fn rendered() -> Vec<Value> {
 fn rendered_with(sets: &[&str]) -> Result<Vec<Value>, String> {
     let chart = chart();
     let mut args = vec!["template", "serin", &chart, "--namespace", "serin-system"];
+    args.extend(KUBE_VERSION);
     for set in sets {
         args.extend(["--set", set]);
     }
@@ -58,6 +59,9 @@ fn rendered_with(sets: &[&str]) -> Result<Vec<Value>, String> {
         .filter(|v| v.is_object())
         .collect())
 }
+
+/// `helm template` renders for Kubernetes 1.20 unless told, below the chart's `kubeVersion`.
+const KUBE_VERSION: [&str; 2] = ["--kube-version", "1.25.0"];
 
 fn read(relative: &str) -> String {
     std::fs::read_to_string(workspace_file(relative)).unwrap()
@@ -88,6 +92,8 @@ fn generated_install_files_match_the_code_and_the_chart() {
             "--namespace",
             "serin-system",
             "--include-crds",
+            KUBE_VERSION[0],
+            KUBE_VERSION[1],
         ],
     );
     assert!(

@@ -43,6 +43,20 @@ async fn the_api_server_validates_canaries_against_the_crd_schema() {
     let kc = stack.kubeconfig_path();
     let cache = tempfile::tempdir().unwrap();
     let k = |args: &[&str]| kubectl(kc, cache.path(), args);
+    // The version it was built from, as a release build reports it (Helm's kubeVersion
+    // constraints, the chart's among them, read it).
+    let (ok, out, err) = k(&["version", "-o", "json"]);
+    assert!(ok, "{err}");
+    let version: Value = serde_json::from_str(&out).unwrap();
+    let server = &version["serverVersion"];
+    assert_eq!(
+        (&server["major"], &server["minor"]),
+        (&Value::from("1"), &Value::from("37"))
+    );
+    assert!(
+        server["gitVersion"].as_str().unwrap().starts_with("v1.37."),
+        "{server}"
+    );
     let crds = workspace_file("crds/crds.yaml");
     let (ok, _, err) = k(&["apply", "-f", crds.to_str().unwrap()]);
     assert!(ok, "serin's CRDs install on a real API server: {err}");
