@@ -5,10 +5,14 @@ RUN apk add --no-cache musl-dev
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin serin \
-    && strip target/release/serin
+    && strip target/release/serin \
+    && mkdir /out && cp target/release/serin /out/serin && ln -s serin /out/wget
 
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /src/target/release/serin /usr/local/bin/serin
+# serin, and `wget` linked to it: Flagger's chart probes with `exec: wget ... --spider
+# http://localhost:8080/healthz`, and serin answers to that name (src/cli/wget.rs), so that
+# chart runs with this image unchanged.
+COPY --from=build /out/ /usr/local/bin/
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/serin"]

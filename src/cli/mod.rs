@@ -16,6 +16,7 @@ pub mod loadtester;
 pub mod plan;
 pub mod rbac;
 pub mod status;
+pub mod wget;
 
 /// Progressive delivery for Kubernetes, speaking Flagger's API.
 #[derive(Debug, Parser)]

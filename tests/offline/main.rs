@@ -7,6 +7,7 @@
 
 mod check;
 mod crds;
+mod flagger_probes;
 mod flags;
 mod plan;
 mod prometheus_tls;

@@ -872,6 +872,11 @@ fn the_dockerfile_builds_a_static_binary_onto_a_non_root_base() {
         !lines.iter().any(|l| l.starts_with("ADD ")),
         "COPY, not ADD"
     );
+    // Flagger's chart probes with `exec: wget ...` (tests/offline/flagger_probes.rs runs it).
+    assert!(
+        text.contains("ln -s serin /out/wget") && last_stage.contains("/out/ /usr/local/bin/"),
+        "wget linked to serin in the image"
+    );
     let ignore = read(".dockerignore");
     assert!(
         ignore.lines().any(|l| l.trim() == "target/"),
