@@ -364,3 +364,50 @@ fn canary_schema_requires_what_flagger_requires() {
         true
     );
 }
+
+/// The node at `path` (`spec.service.gatewayRefs[].group`) below a schema.
+fn schema_at<'a>(schema: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(schema, |node, part| {
+        let (name, items) = match part.strip_suffix("[]") {
+            Some(name) => (name, true),
+            None => (part, false),
+        };
+        let node = &node["properties"][name];
+        if items { &node["items"] } else { node }
+    })
+}
+
+/// The fields of Flagger's Canary schema kept as facts in `tests/fixtures/`: each default,
+/// enum and required list is the same in serin's.
+#[test]
+fn canary_fields_have_flaggers_defaults_enums_and_required_lists() {
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(serin_testkit::workspace_file(
+            "tests/fixtures/flagger-canary-fields.json",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let json = serde_json::to_value(serin::api::crds()[0].clone()).unwrap();
+    let schema = &json["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let mut differences = Vec::new();
+    for field in fixture["fields"].as_array().unwrap() {
+        let path = field["path"].as_str().unwrap();
+        let node = schema_at(schema, path);
+        if node.is_null() {
+            differences.push(format!("{path}: missing"));
+            continue;
+        }
+        for key in ["default", "enum", "required"] {
+            if let Some(expected) = field.get(key)
+                && node.get(key) != Some(expected)
+            {
+                differences.push(format!(
+                    "{path}: {key} {:?}, Flagger's {expected}",
+                    node.get(key)
+                ));
+            }
+        }
+    }
+    assert!(differences.is_empty(), "{differences:#?}");
+}

@@ -441,6 +441,7 @@ pub struct SessionAffinity {
     pub http_only: Option<bool>,
     /// Seconds until the cookie expires (default 86400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = 86400))]
     pub max_age: Option<i32>,
     /// Partitioned attribute of the cookie.
     #[serde(default, skip_serializing_if = "Option::is_none")]

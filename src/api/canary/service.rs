@@ -249,9 +249,11 @@ pub struct HttpRequestMirrorFilter {
 pub struct BackendObjectReference {
     /// API group of the referent; empty for the core group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = ""))]
     pub group: Option<String>,
     /// Kind of the referent (default `Service`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "Service"))]
     pub kind: Option<String>,
     /// Name of the referent.
     pub name: String,
@@ -297,9 +299,11 @@ pub struct HeaderOperations {
 pub struct ParentReference {
     /// API group of the parent (default `gateway.networking.k8s.io`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "gateway.networking.k8s.io"))]
     pub group: Option<String>,
     /// Kind of the parent (default `Gateway`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "Gateway"))]
     pub kind: Option<String>,
     /// Namespace of the parent (default: the route's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
