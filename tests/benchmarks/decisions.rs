@@ -24,7 +24,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use serin::api::Canary;
 use serin_core::Phase;
 use serin_testkit::{ControlPlane, NS, Poll, World, WorldConfig, deployment, wait_until};
 
@@ -346,21 +345,6 @@ async fn primaries_in_prometheus(prometheus: &str) -> usize {
         .unwrap_or(0)
 }
 
-async fn phases(world: &World) -> BTreeMap<String, Phase> {
-    world
-        .canaries()
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|c: Canary| {
-            let phase = c.status.map(|s| s.phase).unwrap_or(Phase::New);
-            (c.metadata.name.unwrap_or_default(), phase)
-        })
-        .collect()
-}
-
 /// Waits until `done` holds for every case's phase; the seconds each took to get there.
 async fn wait_all(
     world: &World,
@@ -372,7 +356,7 @@ async fn wait_all(
     let poll = Poll::new(timeout).every(Duration::from_secs(1));
     let mut seen: BTreeMap<String, (Phase, f64)> = BTreeMap::new();
     while seen.len() < cases.len() && !poll.expired() {
-        for (name, phase) in phases(world).await {
+        for (name, phase) in world.phases().await {
             if done(phase) {
                 seen.entry(name)
                     .or_insert((phase, poll.elapsed().as_secs_f64()));

@@ -381,6 +381,21 @@ impl World {
             .unwrap();
     }
 
+    /// Every Canary's phase, by name (`New` before its first status).
+    pub async fn phases(&self) -> std::collections::BTreeMap<String, Phase> {
+        self.canaries()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|c| {
+                let phase = c.status.map(|s| s.phase).unwrap_or(Phase::New);
+                (c.metadata.name.unwrap_or_default(), phase)
+            })
+            .collect()
+    }
+
     pub async fn canary(&self, name: &str) -> Canary {
         self.canaries().get(name).await.unwrap()
     }

@@ -25,7 +25,7 @@ use serin_core::Phase;
 use serin_stack::FaultRule;
 use serin_testkit::{ControlPlane, NS, Poll, Receiver, World, WorldConfig, deployment};
 
-use super::{phases, terminal};
+use super::terminal;
 
 const OLD: &str = "chaos:1";
 const HEALTHY: &str = "chaos:2";
@@ -167,7 +167,7 @@ async fn owned_versions(world: &World, i: usize) -> Vec<(String, String)> {
 async fn wait_phases(world: &World, n: usize, timeout: Duration, done: impl Fn(Phase) -> bool) {
     let poll = Poll::new(timeout).every(Duration::from_millis(250));
     loop {
-        let phases = phases(world).await;
+        let phases = world.phases().await;
         if phases.values().filter(|p| done(**p)).count() == n {
             return;
         }
@@ -195,7 +195,7 @@ async fn chaos(world: &mut World, settings: &Settings, extra: &[&str]) -> Tried 
     let mut tried = Tried::default();
     let started = Instant::now();
     loop {
-        let phases = phases(world).await;
+        let phases = world.phases().await;
         let in_flight = phases.values().any(|p| !terminal(*p));
         if tried.kills >= settings.kills && !in_flight {
             return tried;

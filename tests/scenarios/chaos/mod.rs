@@ -26,27 +26,8 @@ mod kills;
 mod outages;
 mod watch_expiry;
 
-use std::collections::BTreeMap;
-
-use serin::api::Canary;
 use serin_core::Phase;
 use serin_testkit::World;
-
-/// Every Canary's phase, by name.
-async fn phases(world: &World) -> BTreeMap<String, Phase> {
-    world
-        .canaries()
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|c: Canary| {
-            let phase = c.status.map(|s| s.phase).unwrap_or(Phase::New);
-            (c.metadata.name.unwrap_or_default(), phase)
-        })
-        .collect()
-}
 
 /// API requests (of any client) the stack answered with one of `codes`.
 fn answered(world: &World, codes: &[u16]) -> u64 {
