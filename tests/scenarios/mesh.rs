@@ -5,12 +5,9 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Api;
-use kube::api::{
-    ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use serin::api::Canary;
 use serin::api::canary::MetricVerdict;
@@ -77,31 +74,15 @@ impl World {
     }
 
     async fn canary(&self) -> Canary {
-        let api: Api<Canary> = Api::namespaced(self.client.clone(), NS);
-        api.get("podinfo").await.unwrap()
+        self.0.canary("podinfo").await
     }
 
     async fn fail(&self, why: &str) -> ! {
-        let canary = self.canary().await;
-        panic!(
-            "{why}\nstatus: {:?}\nevents: {:#?}",
-            canary.status,
-            self.events().await,
-        );
+        self.0.fail("podinfo", why).await
     }
 
     async fn wait(&self, what: &str, f: impl Fn(&Canary) -> bool) -> Canary {
-        let poll = Poll::new(LONG).every(Duration::from_millis(100));
-        loop {
-            let canary = self.canary().await;
-            if f(&canary) {
-                return canary;
-            }
-            if poll.expired() {
-                self.fail(&format!("{what}: not within {LONG:?}")).await;
-            }
-            poll.next().await;
-        }
+        self.0.wait_canary("podinfo", what, LONG, f).await
     }
 
     /// Waits for the second iteration of an A/B test or a blue/green run: the routes the
@@ -117,22 +98,12 @@ impl World {
     }
 
     async fn wait_phase(&self, phase: Phase) -> Canary {
-        self.wait(&format!("phase {phase}"), |c| {
-            c.status.as_ref().map(|s| s.phase) == Some(phase)
-        })
-        .await
+        self.0.wait_phase("podinfo", phase, LONG).await
     }
 
+    /// The messages of the Canary's events, oldest first.
     async fn events(&self) -> Vec<String> {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), NS);
-        api.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.involved_object.name.as_deref() == Some("podinfo"))
-            .filter_map(|e| e.message)
-            .collect()
+        self.0.event_messages("podinfo").await
     }
 
     /// Waits until `requests` more live requests were answered (by the canary or the

@@ -4,15 +4,11 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Event;
-use kube::Api;
-use kube::api::ListParams;
 use serde_json::{Value, json};
 use serin::api::Canary;
 use serin::api::canary::MetricVerdict;
 use serin_core::Phase;
-use serin_testkit::LONG;
-use serin_testkit::{ControlPlane, NS, Poll, WorldConfig, deployment};
+use serin_testkit::{ControlPlane, LONG, WorldConfig, deployment};
 
 /// The kit's world, with this suite's reads of the one Canary, `podinfo`.
 struct World(serin_testkit::World);
@@ -60,37 +56,16 @@ impl World {
     }
 
     async fn canary(&self) -> Canary {
-        let api: Api<Canary> = Api::namespaced(self.client.clone(), NS);
-        api.get("podinfo").await.unwrap()
+        self.0.canary("podinfo").await
     }
 
     async fn wait_phase(&self, phase: Phase, timeout: Duration) -> Canary {
-        let poll = Poll::new(timeout).every(Duration::from_millis(200));
-        loop {
-            let canary = self.canary().await;
-            if canary.status.as_ref().map(|s| s.phase) == Some(phase) {
-                return canary;
-            }
-            assert!(
-                !poll.expired(),
-                "no {phase:?} within {timeout:?}: {:?}\nevents: {:?}",
-                canary.status,
-                self.events().await,
-            );
-            poll.next().await;
-        }
+        self.0.wait_phase("podinfo", phase, timeout).await
     }
 
+    /// The messages of the Canary's events, oldest first.
     async fn events(&self) -> Vec<String> {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), NS);
-        api.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.involved_object.name.as_deref() == Some("podinfo"))
-            .filter_map(|e| e.message)
-            .collect()
+        self.0.event_messages("podinfo").await
     }
 
     async fn set_image(&self, image: &str) {
@@ -232,9 +207,11 @@ async fn datadog_and_new_relic_templates_roll_back_a_faulty_release(cp: ControlP
     world.set_image("podinfo:6.0.1-faulty").await;
     let failed = world.wait_phase(Phase::Failed, LONG).await;
     let metrics = failed.status.and_then(|s| s.metrics).unwrap_or_default();
+    // A query's window can still hold some of the seconds before the faulty version served
+    // (New Relic read 19.2 % once): far above the 1 % threshold is what counts.
     assert!(
         metrics.iter().all(|m| m.verdict == MetricVerdict::Fail
-            && m.value.is_some_and(|v| (20.0..40.0).contains(&v))),
+            && m.value.is_some_and(|v| (10.0..40.0).contains(&v))),
         "both providers see the 30 % errors: {metrics:?}"
     );
     let events = world.events().await;

@@ -491,6 +491,12 @@ impl World {
         events
     }
 
+    /// The message of each of the Canary's Events, oldest first.
+    pub async fn event_messages(&self, name: &str) -> Vec<String> {
+        let events = self.canary_events(name).await;
+        events.into_iter().filter_map(|e| e.message).collect()
+    }
+
     /// `Type: message` of each of the Canary's Events, oldest first.
     pub async fn events(&self, name: &str) -> Vec<String> {
         self.canary_events(name)
