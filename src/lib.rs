@@ -17,3 +17,39 @@ pub mod loadtester;
 pub mod outbound;
 pub mod rbac;
 pub mod workload;
+
+/// An error and its causes on one line, each said once: some errors show only the outermost
+/// message (reqwest's "error sending request", the cause further down), others already end
+/// with their cause's (kube's reading a kubeconfig), which a plain `{:#}` would repeat.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let error = anyhow::Error::new(io)
+            .context("reading /k: no such file")
+            .context("--kubeconfig /k: cannot read");
+        assert_eq!(
+            error_chain(error.as_ref()),
+            "--kubeconfig /k: cannot read: reading /k: no such file"
+        );
+        let plain = anyhow::anyhow!("refused").context("calling the API");
+        assert_eq!(error_chain(plain.as_ref()), "calling the API: refused");
+    }
+}

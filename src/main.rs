@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     match serin::cli::Cli::from_env().run() {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("serin: {}", serin::cli::describe(&error));
+            eprintln!("serin: {}", serin::error_chain(error.as_ref()));
             ExitCode::from(2)
         }
     }

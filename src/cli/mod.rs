@@ -56,25 +56,6 @@ pub enum Command {
     Loadtester(loadtester::LoadtesterArgs),
 }
 
-/// The error and its causes on one line, each said once: some errors (kube's, reading a
-/// kubeconfig) already end their message with their cause's, which `{:#}` would repeat.
-pub fn describe(error: &anyhow::Error) -> String {
-    let mut out = String::new();
-    let mut previous = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if !previous.is_empty() && previous.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-        previous = text;
-    }
-    out
-}
-
 impl Cli {
     /// Parses the process's arguments, Flagger's controller flags included (see
     /// `flagger_flags`).
@@ -104,24 +85,5 @@ impl Cli {
             Command::Resume(args) => control::run(control::Action::Resume, args),
             Command::Loadtester(args) => loadtester::run(args),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::describe;
-
-    #[test]
-    fn each_cause_is_said_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        let error = anyhow::Error::new(io)
-            .context("reading /k: no such file")
-            .context("--kubeconfig /k: cannot read");
-        assert_eq!(
-            describe(&error),
-            "--kubeconfig /k: cannot read: reading /k: no such file"
-        );
-        let plain = anyhow::anyhow!("refused").context("calling the API");
-        assert_eq!(describe(&plain), "calling the API: refused");
     }
 }

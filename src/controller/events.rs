@@ -207,9 +207,10 @@ impl Events {
                 other?;
             }
         }
-        let named = match named {
-            true => vec![name.clone()],
-            false => Vec::new(),
+        let named = if named {
+            vec![name.clone()]
+        } else {
+            Vec::new()
         };
         self.seen.lock().await.insert(
             key,

@@ -8,6 +8,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use crate::text;
+
 fn serin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_serin"))
 }
@@ -48,10 +50,6 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 
 fn check(args: &[&std::ffi::OsStr]) -> Output {
     serin().arg("check").arg("-f").args(args).output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]

@@ -4,15 +4,13 @@
 
 use std::process::{Command, Output};
 
+use crate::text;
+
 fn serin(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_serin"))
         .args(args)
         .output()
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]

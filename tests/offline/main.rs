@@ -14,3 +14,8 @@ mod prometheus_tls;
 mod properties;
 mod templates;
 mod webhooks_tls;
+
+/// A process's output as text.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

@@ -225,7 +225,7 @@ impl Http {
     }
 
     fn transport_error(&self, provider: &str, error: &reqwest::Error) -> QueryError {
-        let cause = error_chain(error);
+        let cause = crate::error_chain(error);
         if error.is_timeout() {
             QueryError::new(
                 ErrorKind::Timeout,
@@ -291,22 +291,6 @@ pub async fn read_limited(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// reqwest's Display shows only the outermost error ("error sending request"); the cause
-/// (connection refused, certificate unknown) is further down the chain.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 /// A response, read whole.
