@@ -226,8 +226,13 @@ async fn datadog_and_new_relic_templates_roll_back_a_faulty_release(cp: ControlP
 /// The builtin success rate judged against the primary: 15 samples of 3 s each over 45 s,
 /// holding until both versions have 10.
 fn judged_success_rate() -> Value {
+    judged_success_rate_at(0.98)
+}
+
+fn judged_success_rate_at(confidence: f64) -> Value {
     json!([{"name": "request-success-rate", "interval": "45s", "noDataPolicy": "hold",
-            "judge": {"step": "3s", "minSamples": 10, "confidence": 0.98, "tolerance": 0.1}}])
+            "judge": {"step": "3s", "minSamples": 10, "confidence": confidence,
+                      "tolerance": 0.1}}])
 }
 
 /// The release under a judge: a long enough deadline for the samples to accrue.
@@ -249,7 +254,10 @@ async fn judged_release_with(world: &World, image: &str, metrics: Value) {
 async fn an_incident_on_both_versions_is_not_blamed_on_the_canary(cp: ControlPlane) {
     let incident = "  noise: {seed: 7}\n  incidents:\n    - match: podinfo\n      start: 0s\n      duration: 30m\n      errorRate: 0.05\n";
     let world = world_with_traffic(cp, &["podinfo", "podinfo-canary"], false, incident).await;
-    judged_release(&world, "podinfo:6.0.1").await;
+    // Two identical versions are failed by chance in `1 - confidence` of releases: that is
+    // what the confidence means. At 0.98 one clean-clone run saw canary 7.1 % vs primary
+    // 3.3 % errors (p = 0.0021 under a bound of 0.008); 0.999 makes it one release in 1,000.
+    judged_release_with(&world, "podinfo:6.0.1", judged_success_rate_at(0.999)).await;
     let done = world
         .wait_phase(Phase::Succeeded, Duration::from_secs(200))
         .await;
