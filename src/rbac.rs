@@ -29,8 +29,11 @@ pub struct Rule {
 }
 
 const WATCH_AND_WRITE: &[&str] = &["get", "list", "watch", "create", "patch"];
-/// Routing objects: read before each write, written with server-side apply.
-const ROUTE: &[&str] = &["get", "create", "patch"];
+/// Routing objects: watched (so an idle Canary costs no request), read afresh after a
+/// conflict, written with server-side apply.
+const ROUTE: &[&str] = &["get", "list", "watch", "create", "patch"];
+/// Objects copied for the primary: read before each write, written with server-side apply.
+const COPIED: &[&str] = &["get", "create", "patch"];
 
 /// What every installation needs in the namespaces it watches, whatever the provider.
 pub const CORE: &[Rule] = &[
@@ -100,14 +103,14 @@ pub const CORE: &[Rule] = &[
     Rule {
         api_group: "autoscaling",
         resources: &["horizontalpodautoscalers"],
-        verbs: ROUTE,
+        verbs: COPIED,
         resource_names: &[],
         why: "the target's HPA is copied for the primary",
     },
     Rule {
         api_group: "keda.sh",
         resources: &["scaledobjects"],
-        verbs: ROUTE,
+        verbs: COPIED,
         resource_names: &[],
         why: "the target's KEDA ScaledObject is copied for the primary and paused",
     },

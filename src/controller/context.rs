@@ -185,6 +185,8 @@ pub struct Context {
     pub outbox: Client,
     /// Webhooks and metric analyses still running after their reconcile gave up waiting.
     pub background: crate::controller::reconcile::background::Background,
+    /// The routing objects' watches and serin's last apply of each (see `routing_cache`).
+    pub routing: crate::controller::apply::routing_cache::RoutingCache,
 }
 
 impl Context {

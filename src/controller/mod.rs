@@ -429,7 +429,9 @@ fn context(
     );
     let event_hooks = event_webhooks::EventHooks::start(http.clone(), config.event_webhook.clone());
     let notifier = config.notifier.clone();
+    let routing = apply::routing_cache::RoutingCache::new(client.clone(), config.namespace.clone());
     Ok(Arc::new(Context {
+        routing,
         analyzer,
         client: client.clone(),
         config,

@@ -216,7 +216,9 @@ async fn initialized(world: &World, provider: &str, analysis: Value) {
 }
 
 /// A progressive release: the canary gets real traffic through the provider's objects at
-/// each weight, passes the builtin checks read from Prometheus, and is promoted.
+/// each weight, passes the builtin checks read from Prometheus, and is promoted. Then idle,
+/// the Canary costs no API request: its routing objects are read from a watch and not
+/// applied again unchanged.
 async fn promoted_on_builtin_metrics(cp: ControlPlane, provider: &str) {
     let world = world(cp, provider).await;
     initialized(&world, provider, progressive()).await;
@@ -260,6 +262,7 @@ async fn promoted_on_builtin_metrics(cp: ControlPlane, provider: &str) {
         c1 - c0,
         p1 - p0
     );
+    world.assert_idle_makes_no_api_requests().await;
 }
 
 async fn istio_canary_release_promoted_on_builtin_metrics(cp: ControlPlane) {

@@ -122,57 +122,15 @@ async fn release_twice(world: &World) {
         .await;
 }
 
-/// The sum of the samples of `name` (every label set).
-fn sum_of(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter(|l| l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
-/// The controller's count of its API requests and of its reconciles.
-async fn counters(world: &World) -> (f64, f64) {
-    let text = metrics(world).await;
-    (
-        sum_of(&text, "serin_api_requests_total"),
-        sum_of(&text, "serin_reconcile_duration_seconds_count"),
-    )
-}
-
 /// A Canary with nothing to do costs the API server nothing: no polling, no status rewrites
 /// (the controller's own count of its API requests does not move while it reconciles).
 async fn an_idle_canary_makes_no_api_requests(cp: ControlPlane) {
     let world = harness::world(cp).await;
     harness::initialized(&world, "podinfo", 2).await;
-    // Initialization's announcements delivered, and whatever the delivery still does (the
-    // removal from the status) done: two reconciles in a row without an API request.
     world
         .wait_event("podinfo", "Initialization done!", LONG)
         .await;
-    let mark = std::cell::Cell::new(counters(&world).await);
-    wait_until(LONG, "two reconciles without an API request", || async {
-        let now = counters(&world).await;
-        let (requests, reconciled) = mark.get();
-        if now.0 != requests {
-            mark.set(now);
-        }
-        now.0 == requests && now.1 >= reconciled + 2.0
-    })
-    .await;
-    let (before, reconciled) = counters(&world).await;
-    // The barrier: six more reconciles of the idle Canary (one per 1 s interval, so also
-    // longer than a 5 s poll), each of which would have made its requests by then.
-    let after = std::cell::Cell::new(before);
-    wait_until(LONG, "six more reconciles", || async {
-        let now = counters(&world).await;
-        after.set(now.0);
-        now.1 >= reconciled + 6.0
-    })
-    .await;
-    let after = after.get();
-    assert!(before > 0.0, "the controller counts its requests");
-    assert_eq!(after - before, 0.0, "API requests while idle",);
+    world.assert_idle_makes_no_api_requests().await;
 }
 
 async fn controller_metrics_are_flaggers_and_go_with_the_canary(cp: ControlPlane) {
@@ -186,7 +144,8 @@ async fn controller_metrics_are_flaggers_and_go_with_the_canary(cp: ControlPlane
     // One controller, so no other writer of the status: a write refused by its precondition
     // (a race with the outbox's removal of delivered announcements) is written again on the
     // fresh copy, never dropped.
-    let refused = sum_of(&metrics(&world).await, "serin_status_writes_refused_total");
+    let refused =
+        serin_testkit::metric_sum(&metrics(&world).await, "serin_status_writes_refused_total");
     println!("{cp:?}: status writes refused as stale over two releases: {refused}");
     assert_eq!(
         refused, 0.0,
@@ -234,7 +193,7 @@ async fn controller_metrics_are_flaggers_and_go_with_the_canary(cp: ControlPlane
         assert!(text.contains(series), "{series}\n{text}");
     }
     assert!(
-        sum_of(&text, "serin_step_lateness_seconds_count") >= 1.0,
+        serin_testkit::metric_sum(&text, "serin_step_lateness_seconds_count") >= 1.0,
         "the analysis steps' lateness is recorded\n{text}"
     );
     assert_eq!(world.controller_http("/healthz").await.0, 200);

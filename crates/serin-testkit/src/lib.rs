@@ -9,6 +9,7 @@
 mod canary;
 mod controller;
 pub mod http;
+mod idle;
 mod receiver;
 pub mod tls;
 pub mod wait;
@@ -16,6 +17,7 @@ mod world;
 
 pub use canary::{CanaryManifest, canary};
 pub use controller::Controller;
+pub use idle::metric_sum;
 pub use receiver::Receiver;
 pub use serin_stack::{ControlPlane, Scenario, Stack, StackConfig};
 pub use wait::{Poll, wait_until};

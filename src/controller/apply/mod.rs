@@ -27,6 +27,7 @@ use crate::workload::services::{self, Role};
 pub mod orphan;
 pub mod primary_drift;
 pub mod routes;
+pub mod routing_cache;
 mod template_copy;
 
 /// Field manager of every write serin makes.

@@ -88,20 +88,31 @@ impl Routing<'_> {
         router: &dyn Router,
         input: &Input<'_>,
     ) -> Result<Option<Routes>, Error> {
-        let mut live = Live::new();
-        for key in router.objects(input) {
-            let found = api(self, &key)
-                .get_opt(&key.name)
-                .await
-                .map_err(|e| Error::kube(format!("read {}", key.id()), e))?;
-            if let Some(object) = found {
-                live.insert(key.id(), object);
-            }
-        }
+        let live = self.read_live(&router.objects(input), false).await?;
         if live.is_empty() {
             return Ok(None);
         }
         Ok(router.read(input, &live).ok().flatten())
+    }
+
+    /// The live routing objects: from the routing cache where it has seen serin's last apply,
+    /// else (and always when `fresh`) with a GET.
+    async fn read_live(&self, keys: &[ObjectKey], fresh: bool) -> Result<Live, Error> {
+        let mut live = Live::new();
+        for key in keys {
+            let cached = (!fresh).then(|| self.ctx.routing.cached(key)).flatten();
+            let found = match cached {
+                Some(object) => Some(object),
+                None => api(self, key)
+                    .get_opt(&key.name)
+                    .await
+                    .map_err(|e| Error::kube(format!("read {}", key.id()), e))?,
+            };
+            if let Some(object) = found {
+                live.insert(key.id(), object);
+            }
+        }
+        Ok(live)
     }
 
     /// Makes the routing objects express `input.routes`. `recorded` is the split the previous
@@ -119,7 +130,8 @@ impl Routing<'_> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.route_once(router, input, recorded).await {
+            // After a conflict the cache may lag behind the edit: read the objects afresh.
+            match self.route_once(router, input, recorded, attempt > 1).await {
                 Err(Error::Kube { source, .. }) if is_conflict(&source) && attempt < 3 => {
                     tracing::debug!("routing object changed while being applied; again");
                 }
@@ -135,21 +147,13 @@ impl Routing<'_> {
         router: &dyn Router,
         input: &Input<'_>,
         recorded: Option<Routes>,
+        fresh: bool,
     ) -> Result<Outcome, Error> {
         let keys = router.objects(input);
         if keys.is_empty() {
             return Ok(Outcome::default());
         }
-        let mut live = Live::new();
-        for key in &keys {
-            let found = api(self, key)
-                .get_opt(&key.name)
-                .await
-                .map_err(|e| Error::kube(format!("read {}", key.id()), e))?;
-            if let Some(object) = found {
-                live.insert(key.id(), object);
-            }
-        }
+        let live = self.read_live(&keys, fresh).await?;
         let mut outcome = Outcome::default();
         match router.read(input, &live) {
             Ok(Some(current)) if Some(current) != recorded && current != input.routes => {
@@ -209,10 +213,14 @@ impl Routing<'_> {
             if key.namespace.is_some() && ours {
                 object.metadata.owner_references = self.owner().map(|o| vec![o]);
             }
-            object.metadata.resource_version = live
-                .get(&key.id())
-                .and_then(|l| l.metadata.resource_version.clone());
-            api(self, &key)
+            let current = live.get(&key.id());
+            if current.is_some_and(|l| self.ctx.routing.unchanged(&key, &object, l)) {
+                continue;
+            }
+            let render = object.clone();
+            object.metadata.resource_version =
+                current.and_then(|l| l.metadata.resource_version.clone());
+            let answer = api(self, &key)
                 .patch(
                     &key.name,
                     &PatchParams::apply(MANAGER).force(),
@@ -220,6 +228,7 @@ impl Routing<'_> {
                 )
                 .await
                 .map_err(|e| Error::kube(format!("apply {}", key.id()), e))?;
+            self.ctx.routing.applied(&key, &render, &answer);
         }
         Ok(outcome)
     }

@@ -75,6 +75,7 @@ fn context() -> (Context, ApiServer) {
         announced: Default::default(),
         outbox: outbox_client,
         background: Default::default(),
+        routing: crate::controller::apply::routing_cache::RoutingCache::without_watches(),
     };
     (ctx, handle)
 }
