@@ -275,14 +275,14 @@ pub const PROVIDERS: &[(&str, &[Rule])] = &[
             Rule {
                 api_group: "serving.knative.dev",
                 resources: &["services"],
-                verbs: &["get", "patch"],
+                verbs: &["get", "list", "watch", "patch"],
                 resource_names: &[],
                 why: "the Knative Service target: its traffic split and primary revision",
             },
             Rule {
                 api_group: "serving.knative.dev",
                 resources: &["revisions"],
-                verbs: &["get"],
+                verbs: &["get", "list", "watch"],
                 resource_names: &[],
                 why: "readiness of the Knative revisions",
             },

@@ -94,6 +94,8 @@ struct QueryErrorLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
     method: String,
+    /// The resource's plural (`virtualservices`, `leases`): a set fixed by serin's code.
+    resource: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -232,7 +234,7 @@ impl Telemetry {
         );
         registry.register(
             "serin_api_requests",
-            "Requests to the Kubernetes API server, by method",
+            "Requests to the Kubernetes API server, by method and resource",
             api_requests.clone(),
         );
         registry.register(
@@ -385,10 +387,11 @@ impl Telemetry {
         }
     }
 
-    /// One request to the API server (`method`: GET, POST, PATCH, ...).
-    pub fn api_request(&self, method: &str) {
+    /// One request to the API server (`method`: GET, POST, PATCH, ...) about `resource`.
+    pub fn api_request(&self, method: &str, resource: &str) {
         let labels = MethodLabels {
             method: method.into(),
+            resource: resource.into(),
         };
         self.api_requests.get_or_create(&labels).inc();
     }

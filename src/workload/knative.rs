@@ -13,6 +13,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use kube::ResourceExt;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
+
+use crate::controller::router::ObjectKey;
 use serin_core::Readiness;
 
 /// Annotation on the Knative Service naming the revision that serves as primary.
@@ -32,6 +34,24 @@ pub fn revision_resource() -> ApiResource {
         &GroupVersionKind::gvk("serving.knative.dev", "v1", "Revision"),
         "revisions",
     )
+}
+
+/// The key of a Knative Service, for the routing cache (it is also a routing object).
+pub fn service_key(namespace: &str, name: &str) -> ObjectKey {
+    ObjectKey {
+        resource: service_resource(),
+        namespace: Some(namespace.to_string()),
+        name: name.to_string(),
+    }
+}
+
+/// The key of a Knative Revision, for the routing cache.
+pub fn revision_key(namespace: &str, name: &str) -> ObjectKey {
+    ObjectKey {
+        resource: revision_resource(),
+        namespace: Some(namespace.to_string()),
+        name: name.to_string(),
+    }
 }
 
 /// The revision Knative created last: the version being released.

@@ -138,7 +138,7 @@ impl ApiSwitch {
 pub struct World {
     pub stack: Stack,
     pub client: Client,
-    controller: Controller,
+    pub(crate) controller: Controller,
     api_switch: Option<ApiSwitch>,
 }
 

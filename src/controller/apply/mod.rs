@@ -192,7 +192,8 @@ impl Scope<'_> {
             &knative::service_resource(),
         );
         let patch = json!({"metadata": {"annotations": {knative::PRIMARY_REVISION: value}}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        let answer = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| {
                 Error::kube(
@@ -200,6 +201,8 @@ impl Scope<'_> {
                     e,
                 )
             })?;
+        let key = knative::service_key(self.namespace, &name);
+        self.ctx.routing.wrote(&key, &answer);
         Ok(())
     }
 

@@ -103,10 +103,13 @@ impl Routing<'_> {
             let cached = (!fresh).then(|| self.ctx.routing.cached(key)).flatten();
             let found = match cached {
                 Some(object) => Some(object),
-                None => api(self, key)
-                    .get_opt(&key.name)
-                    .await
-                    .map_err(|e| Error::kube(format!("read {}", key.id()), e))?,
+                None => {
+                    tracing::debug!(object = key.id(), "routing object read with a GET");
+                    api(self, key)
+                        .get_opt(&key.name)
+                        .await
+                        .map_err(|e| Error::kube(format!("read {}", key.id()), e))?
+                }
             };
             if let Some(object) = found {
                 live.insert(key.id(), object);
@@ -217,6 +220,7 @@ impl Routing<'_> {
             if current.is_some_and(|l| self.ctx.routing.unchanged(&key, &object, l)) {
                 continue;
             }
+            tracing::debug!(object = key.id(), "routing object applied");
             let render = object.clone();
             object.metadata.resource_version =
                 current.and_then(|l| l.metadata.resource_version.clone());

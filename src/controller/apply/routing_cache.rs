@@ -5,9 +5,11 @@
 //! Reads come from one watch per routing kind, started the first time a Canary routes through
 //! that kind (a kind whose CRD is not installed is never watched unless a Canary asks for it).
 //! A watch the controller may not run (RBAC without `list`/`watch`) stops, and its reads go on
-//! as GETs. A cached copy is trusted only once it shows serin's own last apply of the object
-//! (its resourceVersion is at least the one the apply answered); until then, and after a
-//! conflict, the object is read with a GET.
+//! as GETs. A cached copy of an object serin applied is trusted only once it shows that apply
+//! (its resourceVersion is at least the one the apply answered); an object the cache does not
+//! hold may have been created a moment ago. In both cases, and after a conflict, the object is
+//! read with a GET. Applies carry the resourceVersion they were rendered from, so one made on
+//! an outdated copy is refused rather than overwriting an edit unseen.
 //!
 //! An apply is skipped when serin would send exactly what it sent last (a digest of the
 //! render) and the object has not changed since (same resourceVersion), or changed only
@@ -28,6 +30,9 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
 
 use crate::controller::router::ObjectKey;
+
+/// The digest of no render: after a write that was not an apply of a render.
+const UNKNOWN_RENDER: u64 = 0;
 
 /// What serin applied last to one routing object.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,14 +81,18 @@ impl RoutingCache {
         if !matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))) {
             return None;
         }
-        let last = self.last(key)?;
         let mut reference = ObjectRef::new_with(&key.name, key.resource.clone());
         if let Some(ns) = &key.namespace {
             reference = reference.within(ns);
         }
         let cached = store.get(&reference)?;
-        at_least(cached.resource_version().as_deref(), &last.resource_version)
-            .then(|| (*cached).clone())
+        let seen = match self.last(key) {
+            Some(last) => at_least(cached.resource_version().as_deref(), &last.resource_version),
+            // An object serin only reads (the apex Ingress), or has not applied since it
+            // started: any copy will do, since an apply on top of an outdated one is refused.
+            None => true,
+        };
+        seen.then(|| (*cached).clone())
     }
 
     /// Whether applying `render` would change nothing: serin sent the same render last, and
@@ -95,7 +104,7 @@ impl RoutingCache {
         let Some(live_version) = live.resource_version() else {
             return false;
         };
-        if last.render != digest(render) {
+        if last.render == UNKNOWN_RENDER || last.render != digest(render) {
             return false;
         }
         if live_version == last.resource_version {
@@ -118,6 +127,16 @@ impl RoutingCache {
     pub fn applied(&self, key: &ObjectKey, render: &DynamicObject, answer: &DynamicObject) {
         match answer.resource_version() {
             Some(version) => self.remember(key, version, digest(render)),
+            None => self.forget(key),
+        }
+    }
+
+    /// Records another write of serin's to the object (a merge patch): the cache is trusted
+    /// again once it shows it, and the next render is applied (this write's effect on it is
+    /// not known).
+    pub fn wrote(&self, key: &ObjectKey, answer: &DynamicObject) {
+        match answer.resource_version() {
+            Some(version) => self.remember(key, version, UNKNOWN_RENDER),
             None => self.forget(key),
         }
     }

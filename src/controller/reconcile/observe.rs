@@ -61,7 +61,12 @@ pub(super) async fn find_knative(
 ) -> Result<Option<Target>, Error> {
     let services: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), namespace, &knative::service_resource());
-    let service = match services.get_opt(name).await {
+    let cached = ctx.routing.cached(&knative::service_key(namespace, name));
+    let service = match cached {
+        Some(service) => Ok(Some(service)),
+        None => services.get_opt(name).await,
+    };
+    let service = match service {
         Ok(found) => found,
         Err(kube::Error::Api(e)) if e.code == 404 => None,
         Err(e) => {
@@ -89,6 +94,9 @@ pub(super) async fn get_revision(
     namespace: &str,
     name: &str,
 ) -> Result<Option<DynamicObject>, Error> {
+    if let Some(revision) = ctx.routing.cached(&knative::revision_key(namespace, name)) {
+        return Ok(Some(revision));
+    }
     let revisions: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), namespace, &knative::revision_resource());
     revisions
