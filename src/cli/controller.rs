@@ -125,12 +125,21 @@ pub struct ControllerArgs {
     /// Name of this cluster, sent as a `Cluster` field in every alert.
     #[arg(long, value_name = "NAME")]
     pub cluster_name: Option<String>,
+    /// Reconcile only the Canaries whose labels match this selector (`shard=a`,
+    /// `team in (payments,search)`): several controllers, each with its own selector and
+    /// `--leader-election-id`, share one cluster's Canaries.
+    #[arg(long, value_name = "SELECTOR")]
+    pub canary_selector: Option<String>,
     /// Only the replica holding a Lease reconciles; the others wait to take over.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub enable_leader_election: bool,
     /// Namespace of the leader election Lease (default: `POD_NAMESPACE`, else `default`).
     #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
     pub leader_election_namespace: Option<String>,
+    /// Name of the leader election Lease: one per set of replicas (per `--canary-selector`
+    /// shard).
+    #[arg(long, value_name = "NAME", default_value = crate::controller::leader::LEASE)]
+    pub leader_election_id: String,
     /// How long the Lease holds without renewal: a replica that dies is replaced within it.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_min_interval)]
     pub leader_election_lease_duration: Duration,
@@ -271,6 +280,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
         .apiserver_version()
         .await
         .context("cannot reach the Kubernetes API")?;
+    check_canary_selector(&client, &args).await?;
     telemetry.info(env!("CARGO_PKG_VERSION"), args.mesh_provider.as_str());
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], args.port)))
         .await
@@ -293,6 +303,10 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
         mesh_provider: args.mesh_provider,
         metrics_server: args.metrics_server.clone(),
         namespace: args.namespace.clone(),
+        canary_selector: args
+            .canary_selector
+            .clone()
+            .filter(|s| !s.trim().is_empty()),
         selector_labels: args.selector_labels.clone(),
         config_tracking: args.enable_config_tracking,
         include_label_prefixes: args.include_label_prefix.clone(),
@@ -357,6 +371,33 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A `--canary-selector` the API server cannot parse would fail every list of the Canary
+/// watch, retried forever with nothing reconciled: refused at start instead, by the API
+/// server's own parser (one list of at most one Canary).
+async fn check_canary_selector(client: &kube::Client, args: &ControllerArgs) -> anyhow::Result<()> {
+    let Some(selector) = args
+        .canary_selector
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+    else {
+        return Ok(());
+    };
+    let canaries: kube::Api<crate::api::Canary> = match &args.namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    };
+    let params = kube::api::ListParams::default().labels(selector).limit(1);
+    match canaries.list_metadata(&params).await {
+        Err(kube::Error::Api(e)) if e.code == 400 => anyhow::bail!(
+            "--canary-selector {selector:?}: not a label selector the API server accepts ({}); \
+             write it as `key=value`, `key!=value`, `key in (a,b)` or `key`, comma-separated",
+            e.message
+        ),
+        // Anything else (RBAC, a slow API server) shows in the watch's own errors.
+        _ => Ok(()),
+    }
+}
+
 /// The election, when `--enable-leader-election` asks for one.
 fn election(args: &ControllerArgs) -> Option<leader::Election> {
     args.enable_leader_election.then(|| leader::Election {
@@ -365,6 +406,7 @@ fn election(args: &ControllerArgs) -> Option<leader::Election> {
             .clone()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "default".into()),
+        lease: args.leader_election_id.clone(),
         lease_duration: args.leader_election_lease_duration,
         identity: leader::identity(),
     })

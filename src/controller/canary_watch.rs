@@ -22,12 +22,18 @@ use crate::controller::events::Events;
 #[derive(Debug, Default)]
 struct Reported(Mutex<HashMap<String, String>>);
 
-/// Watches Canaries (in `namespace`, or all) and decodes each one alone.
+/// Watches Canaries (in `namespace`, or all; those matching `selector`, or all) and decodes
+/// each one alone.
 pub fn watch(
     client: &Client,
     namespace: Option<&str>,
+    selector: Option<&str>,
     ctx: Arc<Context>,
 ) -> impl Stream<Item = Result<watcher::Event<Canary>, watcher::Error>> + Send + use<> {
+    let config = match selector {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    };
     let reported = Arc::new(Reported::default());
     let report = move |object: DynamicObject, why: String| {
         let (ctx, reported) = (ctx.clone(), reported.clone());
@@ -35,7 +41,7 @@ pub fn watch(
     };
     each(
         dynamic_api::<Canary>(client, namespace),
-        watcher::Config::default(),
+        config,
         stub,
         report,
     )

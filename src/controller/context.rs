@@ -25,6 +25,8 @@ pub struct Config {
     pub metrics_server: String,
     /// Watch only this namespace.
     pub namespace: Option<String>,
+    /// `--canary-selector`: reconcile only the Canaries with these labels.
+    pub canary_selector: Option<String>,
     pub selector_labels: Vec<String>,
     pub config_tracking: bool,
     pub include_label_prefixes: Vec<String>,

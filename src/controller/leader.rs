@@ -16,13 +16,15 @@ use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Name of the Lease the replicas compete for.
+/// Name of the Lease the replicas compete for, unless `--leader-election-id` names another.
 pub const LEASE: &str = "serin-leader-election";
 
 /// Where and how the election runs.
 #[derive(Clone, Debug)]
 pub struct Election {
     pub namespace: String,
+    /// The Lease's name.
+    pub lease: String,
     /// How long a Lease stays held without renewal.
     pub lease_duration: Duration,
     /// This replica's name in `holderIdentity`.
@@ -63,7 +65,8 @@ pub fn identity() -> String {
 pub async fn acquire(client: kube::Client, election: &Election) -> anyhow::Result<Leadership> {
     let seconds = election.lease_duration.as_secs().max(2);
     let client_for_deadline = client.clone();
-    let manager = LeaseManagerBuilder::new(client, LEASE)
+    let lease = &election.lease;
+    let manager = LeaseManagerBuilder::new(client, lease)
         .with_namespace(&election.namespace)
         .with_identity(&election.identity)
         .with_duration(seconds)
@@ -72,9 +75,9 @@ pub async fn acquire(client: kube::Client, election: &Election) -> anyhow::Resul
         .with_field_manager("serin-leader-election")
         .build()
         .await
-        .with_context(|| format!("Lease {}/{LEASE}: cannot use it", election.namespace))?;
+        .with_context(|| format!("Lease {}/{lease}: cannot use it", election.namespace))?;
     let (mut state, task) = manager.watch().await;
-    tracing::info!(identity = %election.identity, lease = %format!("{}/{LEASE}", election.namespace),
+    tracing::info!(identity = %election.identity, lease = %format!("{}/{lease}", election.namespace),
         "waiting to become the leader");
     while !*state.borrow_and_update() {
         if state.changed().await.is_err() {
@@ -98,7 +101,7 @@ pub async fn acquire(client: kube::Client, election: &Election) -> anyhow::Resul
 /// leaders acting at once until it fails.
 async fn renew_deadline(client: kube::Client, election: Election) {
     let api: Api<Lease> = Api::namespaced(client, &election.namespace);
-    let config = watcher::Config::default().fields(&format!("metadata.name={LEASE}"));
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", election.lease));
     let mut leases = watcher(api, config).default_backoff().boxed();
     let hold = election
         .lease_duration
@@ -194,6 +197,7 @@ mod tests {
     fn election(duration: u64) -> Election {
         Election {
             namespace: "default".into(),
+            lease: LEASE.into(),
             lease_duration: Duration::from_secs(duration),
             identity: "me-1".into(),
         }

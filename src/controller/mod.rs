@@ -349,6 +349,7 @@ pub async fn run(
             secrets_cover,
         ],
     };
+    let selector = config.canary_selector.clone();
     let ctx = context(&client, outbox, config, telemetry, stores)?;
 
     // The Canary watch, its cache, and the index the other watches look Canaries up in.
@@ -356,7 +357,7 @@ pub async fn run(
     let indexing = index.clone();
     let canary_events = reflector(
         writer,
-        canary_watch::watch(&client, ns, ctx.clone())
+        canary_watch::watch(&client, ns, selector.as_deref(), ctx.clone())
             .inspect_ok(move |event| indexing.apply(event)),
     )
     .default_backoff()

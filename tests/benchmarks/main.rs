@@ -5,10 +5,13 @@
 //! - `decisions`: releases whose truth is known, decided with thresholds and with the judge;
 //! - `release_timing`: how fast a new revision is picked up, and how close a release runs to
 //!   its ideal duration;
+//! - `requests`: the API requests of one Canary through each router (initialization, a
+//!   release, idle);
 //! - `scale`: many Canaries on one controller.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod decisions;
 mod release_timing;
+mod requests;
 mod scale;

@@ -292,6 +292,37 @@ fn replicas_with_leader_election_roll_and_have_a_disruption_budget() {
     assert!(find(&one.unwrap(), "PodDisruptionBudget").is_none());
 }
 
+/// A shard of a cluster's Canaries: the chart passes the selector and its own Lease name,
+/// and grants that Lease (not the default one).
+#[test]
+fn a_shard_runs_with_its_selector_and_its_own_lease() {
+    let docs = rendered_with(&[
+        "leaderElection.enabled=true",
+        "leaderElection.id=serin-payments",
+        "canarySelector=shard=payments",
+    ])
+    .unwrap();
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+    for arg in [
+        "--canary-selector=shard=payments",
+        "--leader-election-id=serin-payments",
+    ] {
+        assert!(args.as_array().unwrap().contains(&json!(arg)), "{args}");
+    }
+    let role = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "Role"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("-leader-election")
+        })
+        .unwrap();
+    assert_eq!(role["rules"][0]["resourceNames"], json!(["serin-payments"]));
+}
+
 #[test]
 fn the_pod_runs_as_a_restricted_non_root_user() {
     let deployment = rendered()

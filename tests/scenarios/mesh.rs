@@ -172,23 +172,10 @@ fn builtins() -> Value {
 
 /// The kit's Canary for `podinfo` through `provider`, with what that provider needs.
 fn canary(provider: &str, analysis: Value) -> Value {
-    let mut canary = serin_testkit::canary("podinfo")
-        .provider(provider)
-        .analysis(analysis);
-    if provider.starts_with("gatewayapi") {
-        canary = canary.spec(
-            "service",
-            json!({"port": 9898, "gatewayRefs": [{"name": "public", "namespace": NS}],
-                   "hosts": ["podinfo.example.com"]}),
-        );
-    }
-    if provider == "nginx" {
-        canary = canary.spec(
-            "ingressRef",
-            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"}),
-        );
-    }
-    canary.build()
+    serin_testkit::canary("podinfo")
+        .routed_by(provider)
+        .analysis(analysis)
+        .build()
 }
 
 fn progressive() -> Value {
@@ -201,15 +188,7 @@ async fn initialized(world: &World, provider: &str, analysis: Value) {
         .apply::<Deployment>(deployment("podinfo", "podinfo:6.0.0", 2))
         .await;
     if provider == "nginx" {
-        world
-            .apply::<Ingress>(json!({
-                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-                "metadata": {"name": "podinfo", "namespace": NS},
-                "spec": {"ingressClassName": "nginx", "rules": [{"host": "podinfo.example.com",
-                    "http": {"paths": [{"path": "/", "pathType": "Prefix",
-                        "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}}}]}}]}
-            }))
-            .await;
+        world.apply::<Ingress>(serin_testkit::apex_ingress()).await;
     }
     world.apply::<Canary>(canary(provider, analysis)).await;
     world.wait_phase(Phase::Initialized).await;

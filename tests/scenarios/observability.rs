@@ -184,9 +184,9 @@ async fn controller_metrics_are_flaggers_and_go_with_the_canary(cp: ControlPlane
         r#"flagger_canary_metric_analysis{{name="podinfo",namespace="{NS}",metric="constant"}} 99"#
     );
     assert!(text.contains(&analysis), "{analysis}\n{text}");
-    // serin's own: API requests by method, provider query latency.
+    // serin's own: API requests by method and resource, provider query latency.
     for series in [
-        r#"serin_api_requests_total{method="PATCH"}"#,
+        r#"serin_api_requests_total{method="PATCH",resource="canaries"}"#,
         r#"serin_metric_query_duration_seconds_count{provider="prometheus"}"#,
         "serin_reconcile_duration_seconds_count",
     ] {

@@ -20,6 +20,18 @@ use crate::NS;
 #[derive(Debug, Clone)]
 pub struct CanaryManifest(Value);
 
+/// The Ingress `podinfo` (class `nginx`, host `podinfo.example.com`) that an NGINX Canary
+/// built with [`CanaryManifest::routed_by`] refers to.
+pub fn apex_ingress() -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "podinfo", "namespace": NS},
+        "spec": {"ingressClassName": "nginx", "rules": [{"host": "podinfo.example.com",
+            "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}}}]}}]}
+    })
+}
+
 /// The scenarios' usual Canary for the Deployment `name` (see [`CanaryManifest`]).
 pub fn canary(name: &str) -> CanaryManifest {
     CanaryManifest(json!({
@@ -39,6 +51,26 @@ impl CanaryManifest {
     /// `spec.provider`.
     pub fn provider(self, provider: &str) -> Self {
         self.spec("provider", json!(provider))
+    }
+
+    /// `spec.provider`, with what the provider needs beside it in the stack: the Gateway
+    /// `public` and a host for Gateway API, the Ingress of [`apex_ingress`] for NGINX.
+    pub fn routed_by(self, provider: &str) -> Self {
+        let routed = self.provider(provider);
+        if provider.starts_with("gatewayapi") {
+            return routed.spec(
+                "service",
+                json!({"port": 9898, "gatewayRefs": [{"name": "public", "namespace": NS}],
+                       "hosts": ["podinfo.example.com"]}),
+            );
+        }
+        if provider == "nginx" {
+            return routed.spec(
+                "ingressRef",
+                json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"}),
+            );
+        }
+        routed
     }
 
     /// `spec.analysis`, replaced as a whole.
@@ -66,6 +98,12 @@ impl CanaryManifest {
     /// Any field of `spec`, replaced as a whole.
     pub fn spec(mut self, field: &str, value: Value) -> Self {
         self.0["spec"][field] = value;
+        self
+    }
+
+    /// `metadata.labels`, replaced as a whole.
+    pub fn labels(mut self, labels: Value) -> Self {
+        self.0["metadata"]["labels"] = labels;
         self
     }
 

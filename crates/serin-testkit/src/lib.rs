@@ -9,16 +9,16 @@
 mod canary;
 mod controller;
 pub mod http;
-mod idle;
 mod receiver;
+mod requests;
 pub mod tls;
 pub mod wait;
 mod world;
 
-pub use canary::{CanaryManifest, canary};
+pub use canary::{CanaryManifest, apex_ingress, canary};
 pub use controller::Controller;
-pub use idle::metric_sum;
 pub use receiver::Receiver;
+pub use requests::{metric_sum, requests_between};
 pub use serin_stack::{ControlPlane, Scenario, Stack, StackConfig};
 pub use wait::{Poll, wait_until};
 pub use world::{NS, World, WorldConfig, controller_args, ready_condition};

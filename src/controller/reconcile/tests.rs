@@ -27,6 +27,7 @@ fn context() -> (Context, ApiServer) {
         mesh_provider: Provider::Kubernetes,
         metrics_server: "http://prometheus:9090".into(),
         namespace: None,
+        canary_selector: None,
         selector_labels: vec!["app".into()],
         config_tracking: true,
         include_label_prefixes: vec![],

@@ -1,5 +1,6 @@
-//! What an idle controller costs the API server, counted by the controller itself
-//! (`serin_api_requests_total{method}` on its /metrics).
+//! The controller's requests to the API server, counted by the controller itself
+//! (`serin_api_requests_total{method,resource}` on its /metrics): what a release costs, and
+//! that an idle controller costs nothing.
 
 use std::collections::BTreeMap;
 
@@ -38,6 +39,12 @@ impl Counters {
 }
 
 impl World {
+    /// The controller's API requests so far by `{method,resource}` label set, the leader's
+    /// Lease renewals left out.
+    pub async fn api_requests(&self) -> BTreeMap<String, f64> {
+        self.controller.counters().await.requests
+    }
+
     /// See [`Controller::assert_idle_makes_no_api_requests`], for every Canary there is.
     pub async fn assert_idle_makes_no_api_requests(&self) {
         let all: kube::Api<serin::api::Canary> = kube::Api::all(self.client.clone());
@@ -119,12 +126,20 @@ impl Controller {
     }
 }
 
-/// The requests by method between two counts.
-fn made<'a>(before: &Counters, after: &'a Counters) -> BTreeMap<&'a String, f64> {
+/// The requests by label set between two counts.
+fn made(before: &Counters, after: &Counters) -> BTreeMap<String, f64> {
+    requests_between(&before.requests, &after.requests)
+}
+
+/// The requests by label set between two counts of [`World::api_requests`], those that
+/// moved only.
+pub fn requests_between(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
     after
-        .requests
         .iter()
-        .map(|(method, n)| (method, n - before.requests.get(method).unwrap_or(&0.0)))
+        .map(|(labels, n)| (labels.clone(), n - before.get(labels).unwrap_or(&0.0)))
         .filter(|(_, n)| *n != 0.0)
         .collect()
 }
