@@ -3,7 +3,12 @@
 //! value starts with a whole number of minutes or seconds (`1m30s`, `90s` and `500ms` pass
 //! Flagger's API server; `1h` and `1.5m` do not).
 //!
-//! This is the one duration parser of the controller and the CLI.
+//! This is the one duration parser of the controller and the CLI. It is serin's own rather
+//! than `kube::core::Duration`'s, which reads the same syntax through `f64` and
+//! `std::time::Duration::mul_f64`: that panics on a value too large for a `Duration`
+//! (`99999999999999999999999m`, which the CRD's pattern lets through), rounds away
+//! nanoseconds of long durations, and accepts signs Go refuses (`-+5s`). A manifest must
+//! never crash the controller, so every digit here is checked integer arithmetic.
 
 use std::time::Duration;
 
