@@ -49,8 +49,13 @@ async fn announced(world: &World, needle: &str) {
 
 /// One provider's figures: (initialization, release, idle) request counts.
 async fn measure(cp: ControlPlane, provider: &str) -> [BTreeMap<String, f64>; 3] {
+    // The traffic world of the provider: it also serves the Gateway API's Gateway `public`.
+    let world_provider = provider.split(':').next().unwrap_or(provider);
     let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
-        .scenario("workloads:\n  readyDelay: 0s\n")
+        .scenario(&format!(
+            "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: {world_provider}\n  services:\n    \
+             - name: podinfo\n      rate: 20\n"
+        ))
         .routing_crds()
         .mesh_provider(provider)
         .start()
@@ -108,7 +113,8 @@ async fn api_requests_per_canary_by_router() {
         };
         for provider in &providers {
             let [init, release, idle] = measure(cp, provider).await;
-            let total = |m: &BTreeMap<String, f64>| m.values().sum::<f64>();
+            // `+ 0.0`: an empty sum is -0.0.
+            let total = |m: &BTreeMap<String, f64>| m.values().sum::<f64>() + 0.0;
             println!(
                 "| {plane} | {provider} | {} | {} | {} |",
                 total(&init),
