@@ -130,6 +130,14 @@ pub struct ControllerArgs {
     /// `--leader-election-id`, share one cluster's Canaries.
     #[arg(long, value_name = "SELECTOR")]
     pub canary_selector: Option<String>,
+    /// At most this many releases progress at once among the Canaries this controller
+    /// reconciles; the others wait (`status.waitingFor: concurrency`) and start in the order
+    /// they began to wait. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_progressing: u32,
+    /// The same limit in each namespace. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_progressing_per_namespace: u32,
     /// Only the replica holding a Lease reconciles; the others wait to take over.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub enable_leader_election: bool,
@@ -307,6 +315,10 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
             .canary_selector
             .clone()
             .filter(|s| !s.trim().is_empty()),
+        concurrency: crate::controller::concurrency::Limits {
+            progressing: args.max_progressing,
+            per_namespace: args.max_progressing_per_namespace,
+        },
         selector_labels: args.selector_labels.clone(),
         config_tracking: args.enable_config_tracking,
         include_label_prefixes: args.include_label_prefix.clone(),

@@ -215,8 +215,13 @@ fn waiting_for(canary: &Canary, phase: Phase) -> String {
             blocked.message.as_deref().unwrap_or(&blocked.reason)
         );
     }
+    let queued = canary
+        .status
+        .as_ref()
+        .is_some_and(|s| s.waiting_for.as_deref() == Some("concurrency"));
     match phase {
         Phase::New | Phase::Initializing => "the primary to be ready",
+        Phase::Waiting if queued => "a release slot (--max-progressing)",
         Phase::Waiting => "the confirm-rollout gate",
         Phase::WaitingPromotion => "the confirm-promotion gate",
         Phase::Progressing => "the next check",

@@ -27,6 +27,8 @@ pub struct Config {
     pub namespace: Option<String>,
     /// `--canary-selector`: reconcile only the Canaries with these labels.
     pub canary_selector: Option<String>,
+    /// `--max-progressing`, `--max-progressing-per-namespace`.
+    pub concurrency: crate::controller::concurrency::Limits,
     pub selector_labels: Vec<String>,
     pub config_tracking: bool,
     pub include_label_prefixes: Vec<String>,
@@ -54,6 +56,8 @@ pub struct Stores {
     /// Empty without config tracking: Secrets are then not watched (see `rbac::CREDENTIALS`).
     pub secrets: Store<Secret>,
     pub templates: Store<MetricTemplate>,
+    /// The Canaries this controller reconciles (release slots count them).
+    pub canaries: Store<crate::api::Canary>,
     /// Whole copies of targets the Deployment cache holds trimmed (see `trim`).
     pub fetched: std::sync::Arc<crate::controller::trim::Fetched>,
     /// The Canaries by target, namespace, template and used config (see `index`).
@@ -187,6 +191,8 @@ pub struct Context {
     pub outbox: Client,
     /// Webhooks and metric analyses still running after their reconcile gave up waiting.
     pub background: crate::controller::reconcile::background::Background,
+    /// Release slots granted by this process (see `concurrency`).
+    pub slots: crate::controller::concurrency::Slots,
     /// The routing objects' watches and serin's last apply of each (see `routing_cache`).
     pub routing: crate::controller::apply::routing_cache::RoutingCache,
 }

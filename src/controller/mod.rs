@@ -27,6 +27,7 @@ pub mod announcements;
 pub mod apply;
 pub mod canary_watch;
 pub mod commands;
+pub mod concurrency;
 pub mod conditions;
 pub mod context;
 pub mod error;
@@ -332,7 +333,10 @@ pub async fn run(
         Some(template_stub),
     );
 
+    // The Canary cache: filled by the Canary watch below, read by the reconciles.
+    let (canaries, canary_writer) = reflector::store();
     let stores = Stores {
+        canaries: canaries.clone(),
         deployments,
         daemon_sets,
         services,
@@ -353,10 +357,9 @@ pub async fn run(
     let ctx = context(&client, outbox, config, telemetry, stores)?;
 
     // The Canary watch, its cache, and the index the other watches look Canaries up in.
-    let (canaries, writer) = reflector::store();
     let indexing = index.clone();
     let canary_events = reflector(
-        writer,
+        canary_writer,
         canary_watch::watch(&client, ns, selector.as_deref(), ctx.clone())
             .inspect_ok(move |event| indexing.apply(event)),
     )
@@ -433,6 +436,7 @@ fn context(
     let routing = apply::routing_cache::RoutingCache::new(client.clone(), config.namespace.clone());
     Ok(Arc::new(Context {
         routing,
+        slots: Default::default(),
         analyzer,
         client: client.clone(),
         config,

@@ -300,6 +300,7 @@ fn a_shard_runs_with_its_selector_and_its_own_lease() {
         "leaderElection.enabled=true",
         "leaderElection.id=serin-payments",
         "canarySelector=shard=payments",
+        "maxProgressing=3",
     ])
     .unwrap();
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
@@ -307,6 +308,7 @@ fn a_shard_runs_with_its_selector_and_its_own_lease() {
     for arg in [
         "--canary-selector=shard=payments",
         "--leader-election-id=serin-payments",
+        "--max-progressing=3",
     ] {
         assert!(args.as_array().unwrap().contains(&json!(arg)), "{args}");
     }

@@ -302,7 +302,6 @@ serin_testkit::on_every_control_plane!(
     a_killed_leader_is_replaced_and_the_release_finishes_once,
     a_leader_deposed_while_a_webhook_hangs_stops_at_once,
     a_pod_template_of_several_hundred_kib_is_released_and_kept_on_the_primary,
-    shards_split_the_canaries_and_announce_each_release_once,
 );
 
 /// A pod template of about 330 KiB (environment variables): larger than the API server's
@@ -352,7 +351,7 @@ async fn a_pod_template_of_several_hundred_kib_is_released_and_kept_on_the_prima
 }
 
 /// The leader election flags of the leader scenarios.
-const ELECTION: [&str; 5] = [
+pub(crate) const ELECTION: [&str; 5] = [
     "--enable-leader-election",
     "--leader-election-namespace",
     NS,
@@ -551,108 +550,4 @@ async fn a_leader_deposed_while_a_webhook_hangs_stops_at_once(cp: ControlPlane) 
         assert_eq!(world.event_count("podinfo", &step).await, 1, "{step}");
     }
     eprintln!("the deposed leader stopped {stopped:?} after losing the Lease");
-}
-
-/// Two shards of controllers on one cluster, each with its own `--canary-selector` and Lease:
-/// each reconciles only its own Canaries (its log names no other), both lead at once, and each
-/// release is announced once.
-async fn shards_split_the_canaries_and_announce_each_release_once(cp: ControlPlane) {
-    let shard = |name: &str| -> Vec<String> {
-        let mut args: Vec<String> = ELECTION.map(String::from).to_vec();
-        args.extend([
-            "--canary-selector".to_string(),
-            format!("shard={name}"),
-            "--leader-election-id".to_string(),
-            format!("serin-{name}"),
-        ]);
-        args
-    };
-    let mut world = crate::harness::world_without_controller(cp).await;
-    let a = shard("a");
-    world.start_controller(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    let mut args = serin_testkit::controller_args();
-    args.extend(shard("b"));
-    let mut b = serin_testkit::Controller::new(
-        std::path::Path::new(env!("CARGO_BIN_EXE_serin")),
-        world.stack.kubeconfig_path(),
-        args,
-    );
-    b.start(&[]);
-    let canaries = [("app-a1", "a"), ("app-a2", "a"), ("app-b1", "b")];
-    for (name, shard) in canaries {
-        world
-            .apply(&world.deployments(), deployment(name, "podinfo:6.0.0", 1))
-            .await;
-        let canary = canary(name).iterations(2).labels(json!({"shard": shard}));
-        world.apply(&world.canaries(), canary.build()).await;
-    }
-    for (name, _) in canaries {
-        world.wait_phase(name, Phase::Initialized, LONG).await;
-        world.set_image(name, "app", "podinfo:6.0.1").await;
-    }
-    for (name, _) in canaries {
-        world.wait_phase(name, Phase::Succeeded, LONG).await;
-        world
-            .wait_event(name, "Promotion completed! Scaling down", LONG)
-            .await;
-        let counts = world.event_counts(name).await;
-        for once in [
-            format!("New revision detected! Scaling up {name}.{NS}"),
-            format!("Promotion completed! Scaling down {name}.{NS}"),
-        ] {
-            let n = counts
-                .iter()
-                .find(|(m, _)| *m == once)
-                .map_or(0, |(_, n)| *n);
-            assert_eq!(n, 1, "{once}: {counts:?}");
-        }
-    }
-    let span = |name: &str| format!("name=\"{name}\"");
-    assert!(world.logged(&span("app-a1")) && world.logged(&span("app-a2")));
-    assert!(
-        !world.logged(&span("app-b1")),
-        "shard a reconciled b's Canary"
-    );
-    let logs = b.all_logs();
-    assert!(logs.contains(&span("app-b1")));
-    assert!(
-        !logs.contains(&span("app-a1")) && !logs.contains(&span("app-a2")),
-        "shard b reconciled a's Canaries"
-    );
-    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(world.client.clone(), NS);
-    for lease in ["serin-a", "serin-b"] {
-        let holder = leases
-            .get(lease)
-            .await
-            .unwrap()
-            .spec
-            .and_then(|s| s.holder_identity);
-        assert!(holder.is_some(), "{lease} held");
-    }
-
-    // A selector the API server cannot parse stops the controller at start, naming the flag.
-    let mut args = serin_testkit::controller_args();
-    args.extend(["--canary-selector".to_string(), "shard in (a".to_string()]);
-    let mut bad = serin_testkit::Controller::new(
-        std::path::Path::new(env!("CARGO_BIN_EXE_serin")),
-        world.stack.kubeconfig_path(),
-        args,
-    );
-    bad.start(&[]);
-    let poll = serin_testkit::Poll::new(LONG);
-    while !bad.exited() {
-        assert!(
-            !poll.expired(),
-            "a bad selector not refused:\n{}",
-            bad.logs(20)
-        );
-        poll.next().await;
-    }
-    assert!(
-        bad.all_logs()
-            .contains("--canary-selector \"shard in (a\": not a label selector"),
-        "{}",
-        bad.logs(20)
-    );
 }

@@ -11,6 +11,7 @@ mod chaos;
 mod cli;
 mod control;
 mod deploy;
+mod fairness;
 mod harness;
 mod hostile;
 mod inputs;

@@ -45,7 +45,7 @@ use crate::Phase;
 use crate::effect::{Effect, EventType, Notify, Routes, Severity};
 use crate::observation::{Analysis, Command, Gate, Observation, Readiness};
 use crate::plan::{Plan, Routing, Stepping, Strategy};
-use crate::status::Status;
+use crate::status::{Status, WaitingFor};
 use crate::weights;
 
 /// Something with side effects the engine needs the outcome of before it can decide.
@@ -182,6 +182,8 @@ macro_rules! probe {
 
 impl Tick<'_> {
     fn run(&mut self) -> Flow {
+        // What a release waits for holds for one decision: `detect` says it again.
+        self.next.waiting_for = None;
         if self.obs.deleting {
             return self.terminate();
         }
@@ -304,6 +306,19 @@ impl Tick<'_> {
             return self.done(self.plan.interval);
         }
 
+        // A release slot before the approval: a release that cannot start yet asks no one.
+        if let Some(reason) = &self.obs.queued {
+            self.next.phase = Phase::Waiting;
+            self.next.waiting_for = Some(WaitingFor::Concurrency);
+            if self.prev.waiting_for != Some(WaitingFor::Concurrency) {
+                let msg = format!(
+                    "Halt {} advancement waiting for a release slot: {reason}",
+                    self.plan.canary
+                );
+                self.event(EventType::Normal, msg);
+            }
+            return self.done(self.plan.interval);
+        }
         if self.plan.hooks.confirm_rollout {
             if self.prev.phase == Phase::Waiting && !self.step_due(self.plan.interval) {
                 return self.not_due(self.plan.interval);

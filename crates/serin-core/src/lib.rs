@@ -18,4 +18,4 @@ pub use engine::{Decision, Probe, Step, decide, desired_routes};
 pub use observation::{Analysis, Command, Gate, Observation, Probes, Readiness};
 pub use phase::{ConditionStatus, Phase};
 pub use plan::{Hooks, Plan, PlanError, Routing, Stepping, Strategy};
-pub use status::Status;
+pub use status::{Status, WaitingFor};

@@ -83,6 +83,10 @@ pub struct Observation {
     /// A person's command (`serin promote|abort|retry`), consumed by this decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Command>,
+    /// No release slot is free (`--max-progressing`): why, in words for the event. A new
+    /// release waits in `Waiting` until one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<String>,
 }
 
 /// What a person asked for, without editing the spec.
@@ -138,6 +142,7 @@ impl Observation {
             deleting: false,
             probes: Probes::default(),
             command: None,
+            queued: None,
         }
     }
 }

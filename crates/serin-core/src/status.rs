@@ -29,4 +29,28 @@ pub struct Status {
     /// serin extension: last time a time-gated step ran (analysis, gate check). The next one is
     /// due one analysis interval later, however often the controller is woken up.
     pub last_step_time: Option<DateTime<Utc>>,
+    /// serin extension: what a `Waiting` release waits for, when it is not an approval.
+    pub waiting_for: Option<WaitingFor>,
+}
+
+/// Why a release that should start has not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WaitingFor {
+    /// A release slot: as many releases as the controller allows at once are progressing
+    /// (`--max-progressing`, `--max-progressing-per-namespace`); queued in the order the
+    /// releases began to wait.
+    Concurrency,
+}
+
+impl WaitingFor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitingFor::Concurrency => "concurrency",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<WaitingFor> {
+        (s == "concurrency").then_some(WaitingFor::Concurrency)
+    }
 }

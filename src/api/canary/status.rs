@@ -68,6 +68,12 @@ pub struct CanaryStatus {
     /// due one analysis interval later, however often the controller wakes up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_step_time: Option<DateTime<Utc>>,
+    /// serin extension: what a `Waiting` release waits for when it is not an approval:
+    /// `concurrency`, a release slot (the controller's `--max-progressing` or
+    /// `--max-progressing-per-namespace`); releases take free slots in the order they began
+    /// to wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
     /// serin extension: the `metadata.generation` of the spec this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -129,6 +135,10 @@ impl CanaryStatus {
             last_promoted_spec: self.last_promoted_spec.clone(),
             last_transition_time: self.last_transition_time,
             last_step_time: self.last_step_time,
+            waiting_for: self
+                .waiting_for
+                .as_deref()
+                .and_then(serin_core::WaitingFor::parse),
         }
     }
 
@@ -145,6 +155,7 @@ impl CanaryStatus {
         self.last_promoted_spec = next.last_promoted_spec.clone();
         self.last_transition_time = next.last_transition_time;
         self.last_step_time = next.last_step_time;
+        self.waiting_for = next.waiting_for.map(|w| w.as_str().to_string());
     }
 }
 
@@ -223,6 +234,7 @@ mod tests {
             last_promoted_spec: Some("v2:def".into()),
             last_transition_time: t,
             last_step_time: t,
+            waiting_for: Some(serin_core::WaitingFor::Concurrency),
         };
         let mut status = CanaryStatus {
             tracked_configs: Some(BTreeMap::from([("configmap/a".into(), "01".into())])),
@@ -236,6 +248,7 @@ mod tests {
         );
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["mirrored"], true);
+        assert_eq!(json["waitingFor"], "concurrency");
         assert_eq!(json["canaryWeight"], 40);
         let back: CanaryStatus = serde_json::from_value(json).unwrap();
         assert_eq!(back.engine(), engine);

@@ -12,6 +12,7 @@ use serin_core::hash::spec_hash;
 use serin_core::{Command, Observation, Plan, Probes, Readiness};
 
 use crate::api::{Canary, CanaryStatus, TargetKind};
+use crate::controller::concurrency;
 use crate::controller::context::{Context, key};
 use crate::controller::error::{Error, Reason};
 use crate::controller::target::{KnativeService, Primary, Target};
@@ -318,9 +319,10 @@ pub(super) async fn observe(
     let obs = Observation {
         target: target_readiness,
         primary: primary_readiness,
-        revision,
         deleting: canary.metadata.deletion_timestamp.is_some(),
         probes: Probes::default(),
+        queued: concurrency::queued(canary, &status, &revision, command, ctx),
+        revision,
         command,
     };
     Ok(Some(Observed {

@@ -28,6 +28,7 @@ fn context() -> (Context, ApiServer) {
         metrics_server: "http://prometheus:9090".into(),
         namespace: None,
         canary_selector: None,
+        concurrency: Default::default(),
         selector_labels: vec!["app".into()],
         config_tracking: true,
         include_label_prefixes: vec![],
@@ -63,6 +64,7 @@ fn context() -> (Context, ApiServer) {
             configmaps: reflector::store().0,
             secrets: reflector::store().0,
             templates: reflector::store().0,
+            canaries: reflector::store().0,
             fetched: Default::default(),
             index: Default::default(),
             coverage: Vec::new(),
@@ -77,6 +79,7 @@ fn context() -> (Context, ApiServer) {
         outbox: outbox_client,
         background: Default::default(),
         routing: crate::controller::apply::routing_cache::RoutingCache::without_watches(),
+        slots: Default::default(),
     };
     (ctx, handle)
 }

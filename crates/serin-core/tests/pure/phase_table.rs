@@ -187,6 +187,55 @@ fn confirm_rollout_gate_waits_then_proceeds() {
 }
 
 #[test]
+fn a_release_without_a_slot_waits_its_turn_then_starts() {
+    let mut plan = canary_plan();
+    plan.hooks.confirm_rollout = true;
+    let mut queued = ready("v2");
+    queued.queued = Some("2 of 2 releases progressing".into());
+    let r = run(&plan, &status(Phase::Succeeded, "v1"), &queued, t(60));
+    assert_eq!(r.phase(), Phase::Waiting);
+    assert_eq!(r.step.status.waiting_for, Some(WaitingFor::Concurrency));
+    assert!(r.probes.is_empty(), "no approval asked before a slot");
+    assert!(!r.has(&Effect::ScaleTargetUp), "nothing scales up");
+    assert_eq!(r.routes(), Some(Routes::PRIMARY));
+    assert_eq!(
+        r.events(),
+        ["Halt podinfo.test advancement waiting for a release slot: 2 of 2 releases progressing"]
+    );
+    assert_eq!(
+        r.step.status.last_transition_time,
+        Some(t(60)),
+        "its place in line"
+    );
+    assert_eq!(r.step.status.last_applied_spec.as_deref(), Some("v1"));
+
+    // Still no slot: no second event, the place in line kept.
+    let waiting = r.step.status.clone();
+    let r = run(&plan, &waiting, &queued, t(120));
+    assert_eq!(r.phase(), Phase::Waiting);
+    assert!(r.events().is_empty());
+    assert_eq!(r.step.status.last_transition_time, Some(t(60)));
+
+    // A slot: on to the approval, then the release; waiting for a slot is over.
+    let mut free = ready("v2");
+    free.probes.confirm_rollout = Some(Gate::Open);
+    let r = run(&plan, &waiting, &free, t(180));
+    assert_eq!(r.phase(), Phase::Progressing);
+    assert!(r.has(&Effect::ScaleTargetUp));
+    assert_eq!(r.step.status.waiting_for, None);
+}
+
+#[test]
+fn a_queued_release_reverted_to_the_promoted_spec_is_cancelled() {
+    let plan = canary_plan();
+    let mut waiting = status(Phase::Waiting, "v1");
+    waiting.waiting_for = Some(WaitingFor::Concurrency);
+    let r = run(&plan, &waiting, &ready("v1"), t(60));
+    assert_eq!(r.phase(), Phase::Succeeded);
+    assert_eq!(r.step.status.waiting_for, None);
+}
+
+#[test]
 fn waiting_canary_reverted_to_the_promoted_spec_cancels() {
     let mut plan = canary_plan();
     plan.hooks.confirm_rollout = true;

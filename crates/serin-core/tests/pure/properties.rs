@@ -134,6 +134,7 @@ fn observation() -> impl Strategy<Value = (Observation, i64)> {
                     deleting: false,
                     probes,
                     command,
+                    queued: None,
                 };
                 (obs, dt)
             },
