@@ -86,8 +86,8 @@ async fn measure(cp: ControlPlane, provider: &str) -> [BTreeMap<String, f64>; 3]
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     announced(&world, "Promotion completed!").await;
     let released = world.api_requests().await;
-    // not a wait: the idle window is the measurement (what 30 s of an idle Canary costs).
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    // The idle window is the measurement: what 30 s of an idle Canary costs.
+    tokio::time::sleep(Duration::from_secs(30)).await; // not a wait: the measured window
     let idle = world.api_requests().await;
     [
         requests_between(&start, &initialized),
