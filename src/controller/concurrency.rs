@@ -7,9 +7,10 @@
 //!
 //! The count comes from the Canary cache, corrected by the statuses this process wrote last
 //! (the cache may not show them yet) and by the slots it granted in the last moments (a
-//! release granted a slot is progressing as soon as its status is written). The check and the
-//! grant happen under one lock, so two reconciles running at once cannot both take the last
-//! slot.
+//! release granted a slot is progressing as soon as its status is written). A release takes
+//! its slot when the engine starts it (after any confirm-rollout approval, so a release
+//! waiting for a person holds none); the check and the grant happen under one lock, so two
+//! reconciles running at once cannot both take the last slot.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -23,8 +24,7 @@ use crate::api::Canary;
 use crate::controller::context::Context;
 
 /// How long a granted slot counts before the status must show the release progressing (it
-/// is written in the same reconcile; a release that did not start, e.g. waiting for an
-/// approval, gives the slot back after this).
+/// is written in the same reconcile; a write that failed gives the slot back after this).
 const GRANT_HOLDS: Duration = Duration::from_secs(30);
 
 /// The limits: 0 means none.
@@ -55,8 +55,9 @@ struct Seen {
     queued_since: Option<(DateTime<Utc>, String, String)>,
 }
 
-/// Why `canary` cannot start its release now (`None`: it may, or it is not starting one).
-/// A `None` for a release that starts takes a slot.
+/// Why `canary` could not start its release now (`None`: it could, or it is not starting
+/// one), for the observation: a look, which takes no slot (the release may still wait for an
+/// approval). [`claim`] takes it when the release starts.
 pub fn queued(
     canary: &Canary,
     status: &Status,
@@ -64,10 +65,32 @@ pub fn queued(
     command: Option<Command>,
     ctx: &Context,
 ) -> Option<String> {
-    let limits = ctx.config.concurrency;
-    if !limits.any() || !starting(status, revision, command) {
+    if !ctx.config.concurrency.any() || !starting(status, revision, command) {
         return None;
     }
+    check(canary, status, ctx, false)
+}
+
+/// Takes a slot for the release `canary` is starting from `status`, or says why none is
+/// free: checked and taken under one lock, so two releases starting at once cannot both
+/// take the last one.
+pub fn claim(canary: &Canary, status: &Status, ctx: &Context) -> Option<String> {
+    if !ctx.config.concurrency.any() {
+        return None;
+    }
+    check(canary, status, ctx, true)
+}
+
+/// Whether a step from `from` to `to` starts a release (and so needs a slot).
+pub fn starts_release(from: Phase, to: Phase) -> bool {
+    matches!(
+        from,
+        Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting
+    ) && to == Phase::Progressing
+}
+
+fn check(canary: &Canary, status: &Status, ctx: &Context, take: bool) -> Option<String> {
+    let limits = ctx.config.concurrency;
     let uid = canary.uid()?;
     let namespace = canary.namespace().unwrap_or_default();
     let me = match status.waiting_for {
@@ -126,7 +149,7 @@ pub fn queued(
     } else {
         None
     };
-    if why.is_none() {
+    if why.is_none() && take {
         granted.insert(uid, (namespace, Instant::now()));
     }
     why

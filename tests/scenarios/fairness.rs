@@ -13,7 +13,44 @@ use crate::harness::{ControlPlane, NS, canary, deployment};
 serin_testkit::on_every_control_plane!(
     shards_split_the_canaries_and_announce_each_release_once,
     at_most_max_progressing_releases_run_and_the_rest_start_in_turn,
+    a_release_waiting_for_approval_holds_no_slot,
 );
+
+/// `--max-progressing 1`: a release held at its confirm-rollout gate takes no slot, so another
+/// release goes ahead; once approved, it waits for that one to finish, then runs.
+async fn a_release_waiting_for_approval_holds_no_slot(cp: ControlPlane) {
+    let mut world = crate::harness::world_without_controller(cp).await;
+    world.start_controller(&["--max-progressing", "1"]);
+    let gate = serin_testkit::Receiver::start(403).await;
+    for (name, iterations) in [("held", 2), ("other", 8)] {
+        world
+            .apply(&world.deployments(), deployment(name, "podinfo:6.0.0", 1))
+            .await;
+        let mut manifest = canary(name).iterations(iterations).build();
+        if name == "held" {
+            manifest["spec"]["analysis"]["webhooks"] = json!([{"name": "approval",
+                "type": "confirm-rollout", "url": gate.url}]);
+        }
+        world.apply(&world.canaries(), manifest).await;
+        world.wait_phase(name, Phase::Initialized, LONG).await;
+    }
+    world.set_image("held", "app", "podinfo:6.0.1").await;
+    world.wait_event("held", "waiting for approval", LONG).await;
+    world.set_image("other", "app", "podinfo:6.0.1").await;
+    world.wait_phase("other", Phase::Progressing, LONG).await;
+    gate.set_status(200);
+    let queued = world
+        .wait_canary("held", "waiting for a slot once approved", LONG, |c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.waiting_for.as_deref() == Some("concurrency"))
+        })
+        .await;
+    assert_eq!(queued.status.map(|s| s.phase), Some(Phase::Waiting));
+    for name in ["other", "held"] {
+        world.wait_phase(name, Phase::Succeeded, LONG).await;
+    }
+}
 
 /// `--max-progressing 1` and three releases begun one after the other: never two progressing
 /// at once, the second and third wait for a slot (`waitingFor: concurrency`, an event saying

@@ -16,6 +16,7 @@ use super::background::{Answer, Left, asked_in};
 use super::{BLOCKED_RETRY, MAX_PROBES};
 use crate::api::canary::MetricObservation;
 use crate::api::{Canary, HookType};
+use crate::controller::concurrency;
 use crate::controller::context::Context;
 use crate::controller::webhooks::{self, Call};
 use crate::workload::configs::Tracked;
@@ -151,6 +152,16 @@ pub(super) async fn decide_step(
     };
     loop {
         match decide(plan, status, obs, now) {
+            Decision::Step(step)
+                if obs.queued.is_none()
+                    && concurrency::starts_release(status.phase, step.status.phase) =>
+            {
+                // The release takes its slot now, or waits for one after all.
+                match concurrency::claim(canary, status, ctx) {
+                    None => return Ok((step, metrics)),
+                    Some(why) => obs.queued = Some(why),
+                }
+            }
             Decision::Step(step) => {
                 tracing::debug!(phase = %step.status.phase, effects = step.effects.len(), "decided");
                 return Ok((step, metrics));
