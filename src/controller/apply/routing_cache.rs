@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::{FutureExt, StreamExt};
 use kube::api::{ApiResource, DynamicObject};
@@ -51,7 +51,9 @@ pub struct RoutingCache {
     namespace: Option<String>,
     /// By kind, with whether it is cluster-scoped (its watch then covers every namespace).
     stores: Mutex<HashMap<(String, bool), Store<DynamicObject>>>,
-    applied: Mutex<HashMap<String, Applied>>,
+    /// Shared with the watches, which forget an object once it is deleted: the memory holds
+    /// live objects only.
+    applied: Arc<Mutex<HashMap<String, Applied>>>,
 }
 
 impl RoutingCache {
@@ -60,7 +62,7 @@ impl RoutingCache {
             client: Some(client),
             namespace,
             stores: Mutex::default(),
-            applied: Mutex::default(),
+            applied: Arc::default(),
         }
     }
 
@@ -70,7 +72,7 @@ impl RoutingCache {
             client: None,
             namespace: None,
             stores: Mutex::default(),
-            applied: Mutex::default(),
+            applied: Arc::default(),
         }
     }
 
@@ -176,7 +178,7 @@ impl RoutingCache {
             (Some(ns), false) => Api::namespaced_with(client.clone(), ns, &key.resource),
             _ => Api::all_with(client.clone(), &key.resource),
         };
-        let store = watch(api, key.resource.clone());
+        let store = watch(api, key.resource.clone(), self.applied.clone());
         stores.insert(slot, store.clone());
         Some(store)
     }
@@ -184,7 +186,11 @@ impl RoutingCache {
 
 /// Starts the watch of one routing kind; managed fields are dropped (never read, often half
 /// of an object's size).
-fn watch(api: Api<DynamicObject>, resource: ApiResource) -> Store<DynamicObject> {
+fn watch(
+    api: Api<DynamicObject>,
+    resource: ApiResource,
+    applied: Arc<Mutex<HashMap<String, Applied>>>,
+) -> Store<DynamicObject> {
     let writer = reflector::store::Writer::new(resource.clone());
     let store = writer.as_reader();
     let kind = kind_id(&resource);
@@ -195,7 +201,17 @@ fn watch(api: Api<DynamicObject>, resource: ApiResource) -> Store<DynamicObject>
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
-            let Err(e) = item else { continue };
+            let e = match item {
+                Ok(watcher::Event::Delete(gone)) => {
+                    let id = object_id(&resource, gone.namespace().as_deref(), &gone.name_any());
+                    if let Ok(mut applied) = applied.lock() {
+                        applied.remove(&id);
+                    }
+                    continue;
+                }
+                Ok(_) => continue,
+                Err(e) => e,
+            };
             if forbidden(&e) {
                 tracing::warn!(
                     kind,
@@ -226,12 +242,11 @@ fn kind_id(resource: &ApiResource) -> String {
 }
 
 fn id(key: &ObjectKey) -> String {
-    format!(
-        "{}/{}/{}",
-        kind_id(&key.resource),
-        key.namespace.as_deref().unwrap_or(""),
-        key.name
-    )
+    object_id(&key.resource, key.namespace.as_deref(), &key.name)
+}
+
+fn object_id(resource: &ApiResource, namespace: Option<&str>, name: &str) -> String {
+    format!("{}/{}/{name}", kind_id(resource), namespace.unwrap_or(""))
 }
 
 /// Whether a cached resourceVersion shows the write that answered `seen`. resourceVersions
