@@ -202,7 +202,10 @@ pub fn tidy(status: &mut CanaryStatus) {
 }
 
 /// Whether `next` differs from `current` by more than delivered transitions left out: those
-/// alone are not worth a status write (an API request per step); the next write drops them.
+/// alone are not worth a status write (an API request per step) while the release writes its
+/// status again soon, which drops them. A Canary at rest writes none: left there (its
+/// removal failed, or the process that delivered it died first), a delivered transition
+/// would stay in the status for good, so dropping it is worth one write.
 pub fn worth_writing(next: &CanaryStatus, current: &CanaryStatus) -> bool {
     let empty = BTreeMap::new();
     let (n, c) = (
@@ -217,7 +220,8 @@ pub fn worth_writing(next: &CanaryStatus, current: &CanaryStatus) -> bool {
         announcements: None,
         ..s.clone()
     };
-    strip(next) != strip(current)
+    let dropped = n.len() != c.len();
+    strip(next) != strip(current) || (dropped && !writes_again_soon(next.phase))
 }
 
 fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
@@ -587,6 +591,7 @@ mod tests {
             ("b".to_string(), announcement("second")),
         ]));
         let current = CanaryStatus {
+            phase: Phase::Progressing,
             announcements: two.clone(),
             ..CanaryStatus::default()
         };
@@ -622,5 +627,20 @@ mod tests {
             worth_writing(&entry_changed, &current),
             "an entry that changed is written"
         );
+
+        // At rest no later write would drop them: dropping is worth a write then, and
+        // nothing is worth one once they are gone.
+        for phase in [Phase::Succeeded, Phase::Failed, Phase::Initialized] {
+            let at_rest = CanaryStatus {
+                phase,
+                ..current.clone()
+            };
+            let dropped = CanaryStatus {
+                announcements: None,
+                ..at_rest.clone()
+            };
+            assert!(worth_writing(&dropped, &at_rest), "{phase}");
+            assert!(!worth_writing(&dropped, &dropped), "{phase}");
+        }
     }
 }

@@ -394,7 +394,7 @@ async fn releases_end_right_through_kills_and_api_faults() {
     // Alerts are delivered off the reconcile path, and a transition leaves the status'
     // outbox only once its alerts are sent: wait for every outbox to empty (one that does
     // not is reported by check_release).
-    let outboxes = Poll::new(Duration::from_secs(30)).every(Duration::from_millis(250));
+    let outboxes = Poll::new(serin_testkit::LONG).every(Duration::from_millis(250));
     while !outboxes_empty(&world, n).await && !outboxes.expired() {
         outboxes.next().await;
     }
