@@ -17,8 +17,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::Stream;
 use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
 use serin_core::{Command, Phase, Status, WaitingFor};
+use tokio::sync::mpsc;
 
 use crate::api::Canary;
 use crate::controller::context::Context;
@@ -40,9 +43,60 @@ impl Limits {
     }
 }
 
-/// Slots granted by this process, by Canary uid: (namespace, when).
+/// Releases woken at once when a slot frees, at most (more wait for their interval).
+const WAKES: usize = 1024;
+
+/// Slots granted by this process, by Canary uid: (namespace, when); and where to send the
+/// releases to look at again when one frees.
 #[derive(Debug, Default)]
-pub struct Slots(Mutex<HashMap<String, (String, Instant)>>);
+pub struct Slots {
+    granted: Mutex<HashMap<String, (String, Instant)>>,
+    wake: Mutex<Option<mpsc::Sender<ObjectRef<Canary>>>>,
+}
+
+impl Slots {
+    /// The releases waiting for a slot to look at again now that one is free (see
+    /// [`freed`]); the controller reconciles what this yields. Called once.
+    pub fn wakes(&self) -> impl Stream<Item = ObjectRef<Canary>> + Send + 'static {
+        let (tx, rx) = mpsc::channel(WAKES);
+        if let Ok(mut wake) = self.wake.lock() {
+            *wake = Some(tx);
+        }
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+    }
+}
+
+/// A release moved from `from` to `to`: when that ends it (it is no longer progressing), the
+/// releases waiting for a slot are looked at again now, not at their next interval.
+pub fn freed(ctx: &Context, from: Phase, to: Phase) {
+    if !ctx.config.concurrency.any() || !active(from) || active(to) {
+        return;
+    }
+    let Ok(wake) = ctx.slots.wake.lock() else {
+        return;
+    };
+    let Some(tx) = wake.as_ref() else {
+        return;
+    };
+    for c in ctx.stores.canaries.state() {
+        let queued = c.status.as_ref().is_some_and(|s| {
+            s.phase == Phase::Waiting
+                && s.waiting_for.as_deref() == Some(WaitingFor::Concurrency.as_str())
+        });
+        if queued {
+            // Full: the interval's requeue looks at it anyway.
+            let _ = tx.try_send(ObjectRef::from_obj(&*c));
+        }
+    }
+}
+
+/// The phases of a release in progress: each holds a slot.
+fn active(phase: Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting | Phase::Finalising
+    )
+}
 
 /// One Canary as the count sees it.
 struct Seen {
@@ -100,7 +154,7 @@ fn check(canary: &Canary, status: &Status, ctx: &Context, take: bool) -> Option<
         // Not queued yet: behind every release that is.
         _ => None,
     };
-    let Ok(mut granted) = ctx.slots.0.lock() else {
+    let Ok(mut granted) = ctx.slots.granted.lock() else {
         return None;
     };
     let seen = snapshot(ctx, &uid);
@@ -191,10 +245,7 @@ fn snapshot(ctx: &Context, me: &str) -> Vec<Seen> {
                 Some(w) if w.resource_version >= cached_version => w.status,
                 _ => c.status.clone().unwrap_or_default(),
             };
-            let active = matches!(
-                status.phase,
-                Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting | Phase::Finalising
-            );
+            let active = active(status.phase);
             let at_rest = matches!(
                 status.phase,
                 Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting

@@ -368,7 +368,9 @@ pub async fn run(
     let canary_events = errors_kept_out::<Canary, _>(canary_events);
     let concurrency = ctx.config.max_concurrent_reconciles;
     let controller = Controller::for_stream(canary_events, canaries.clone())
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        // A freed release slot: the releases waiting for one, at once.
+        .reconcile_on(ctx.slots.wakes());
     tokio::spawn(count_canaries(canaries, ctx.clone(), health));
     let [
         by_deployment,

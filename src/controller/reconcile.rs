@@ -243,6 +243,7 @@ async fn run(canary: &Arc<Canary>, ctx: &Arc<Context>) -> Result<Action, Error> 
     );
     if announcements::worth_writing(&next, &current) {
         write_status(canary, ctx, &next).await?;
+        crate::controller::concurrency::freed(ctx, status.phase, step.status.phase);
     }
     if let Some(late) = step.late {
         ctx.telemetry.step_late(late.as_seconds_f64());

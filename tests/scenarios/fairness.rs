@@ -14,7 +14,46 @@ serin_testkit::on_every_control_plane!(
     shards_split_the_canaries_and_announce_each_release_once,
     at_most_max_progressing_releases_run_and_the_rest_start_in_turn,
     a_release_waiting_for_approval_holds_no_slot,
+    a_freed_slot_starts_the_waiting_release_at_once,
 );
+
+/// `--max-progressing 1`: the release waiting for a slot starts as soon as the running one
+/// ends, not at its own next interval (a minute here: without the wake it would start about
+/// a minute after it began to wait).
+async fn a_freed_slot_starts_the_waiting_release_at_once(cp: ControlPlane) {
+    let mut world = crate::harness::world_without_controller(cp).await;
+    world.start_controller(&["--max-progressing", "1"]);
+    for (name, interval) in [("quick", "1s"), ("slow", "1m")] {
+        world
+            .apply(&world.deployments(), deployment(name, "podinfo:6.0.0", 1))
+            .await;
+        let manifest = canary(name)
+            .analysis(json!({"interval": interval, "threshold": 2, "iterations": 2}))
+            .deadline(600)
+            .build();
+        world.apply(&world.canaries(), manifest).await;
+        world.wait_phase(name, Phase::Initialized, LONG).await;
+    }
+    world.set_image("quick", "app", "podinfo:6.0.1").await;
+    world.wait_phase("quick", Phase::Progressing, LONG).await;
+    world.set_image("slow", "app", "podinfo:6.0.1").await;
+    world
+        .wait_event("slow", "waiting for a release slot", LONG)
+        .await;
+    world.wait_phase("quick", Phase::Succeeded, LONG).await;
+    let freed = std::time::Instant::now();
+    world
+        .wait_phase(
+            "slow",
+            Phase::Progressing,
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+    println!(
+        "{cp:?}: the waiting release started {:?} after the slot freed",
+        freed.elapsed()
+    );
+}
 
 /// `--max-progressing 1`: a release held at its confirm-rollout gate takes no slot, so another
 /// release goes ahead; once approved, it waits for that one to finish, then runs.
