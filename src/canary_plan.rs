@@ -107,6 +107,7 @@ pub fn from_canary(
         has_checks: !analysis.metrics().is_empty()
             || has(HookType::Rollout)
             || has(HookType::Unset),
+        rollback_window: analysis.rollback_window(),
     };
     plan.check()
         .map_err(|e| vec![Problem::new("spec.analysis", e.to_string())])?;

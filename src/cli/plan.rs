@@ -169,6 +169,14 @@ fn to_text(plan: &Plan, sim: &Simulation) -> String {
     if plan.skip_analysis {
         let _ = writeln!(out, "  skipAnalysis: promoted without analysis");
     }
+    if plan.rollback_window > 0 {
+        let _ = writeln!(
+            out,
+            "  rollbackWindow: a target set back to one of the {} revision(s) promoted before \
+             the current one is promoted again at once, without analysis",
+            plan.rollback_window
+        );
+    }
     if plan.suspend {
         let _ = writeln!(
             out,
@@ -276,7 +284,19 @@ fn human(secs: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::human;
+    use super::*;
+
+    #[test]
+    fn the_rollback_window_is_printed() {
+        let mut plan = Plan::example(serin_core::Stepping::Linear {
+            step: 20,
+            max_weight: 60,
+        });
+        let sim = serin_core::simulate::happy_path(&plan).unwrap();
+        assert!(!to_text(&plan, &sim).contains("rollbackWindow"));
+        plan.rollback_window = 3;
+        assert!(to_text(&plan, &sim).contains("one of the 3 revision(s) promoted before"));
+    }
 
     #[test]
     fn durations_print_like_kubectl() {

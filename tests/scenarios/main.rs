@@ -21,6 +21,7 @@ mod mesh;
 mod metrics;
 mod observability;
 mod real_control_plane;
+mod rollback;
 mod routing;
 mod targets;
 mod timing;

@@ -338,9 +338,42 @@ impl Tick<'_> {
         self.effects.push(Effect::ScaleTargetUp);
         let msg = format!("New revision detected! Scaling up {}", self.plan.target);
         self.event(EventType::Normal, msg);
+        if self.is_rollback() {
+            let msg = format!(
+                "Rolling back {} to revision {}, promoted before: promoting it without analysis \
+                 (rollbackWindow)",
+                self.plan.target, self.obs.revision
+            );
+            self.event(EventType::Normal, msg.clone());
+            self.alert(Severity::Warn, msg);
+            return self.done(self.poll());
+        }
         let msg = "New revision detected, progressing canary analysis.";
         self.alert(Severity::Info, msg.into());
         self.done(self.poll())
+    }
+
+    /// The revision being released is one promoted before the current one, within the
+    /// rollback window: it is promoted again without analysis.
+    fn is_rollback(&self) -> bool {
+        self.plan.rollback_window > 0
+            && self.prev.last_promoted_spec.as_ref() != Some(&self.obs.revision)
+            && self.prev.promoted_before.contains(&self.obs.revision)
+    }
+
+    /// The revisions promoted before `promoted`, once it replaces the current one: the
+    /// current one last, each once, at most the rollback window's.
+    fn promoted_before(&self, promoted: Option<&String>) -> Vec<String> {
+        let window = self.plan.rollback_window as usize;
+        let mut before: Vec<String> = self.prev.promoted_before.clone();
+        if let Some(current) = &self.prev.last_promoted_spec {
+            before.retain(|r| r != current);
+            before.push(current.clone());
+        }
+        before.retain(|r| Some(r) != promoted);
+        let excess = before.len().saturating_sub(window);
+        before.drain(..excess);
+        before
     }
 
     /// Progressing and WaitingPromotion: readiness, gates, analysis, then one strategy step.
@@ -369,7 +402,7 @@ impl Tick<'_> {
         self.await_primary_or_roll_back()?;
         self.await_canary_or_roll_back()?;
 
-        if self.plan.skip_analysis {
+        if self.plan.skip_analysis || self.is_rollback() {
             return self.start_promotion();
         }
         if self.obs.command == Some(Command::Promote) {
@@ -562,12 +595,22 @@ impl Tick<'_> {
         self.next.canary_weight = 0;
         self.next.iterations = 0;
         self.next.mirrored = false;
+        let rollback = self.is_rollback();
+        self.next.promoted_before = self.promoted_before(self.prev.last_applied_spec.as_ref());
         self.next.last_promoted_spec = self.prev.last_applied_spec.clone();
         self.effects.push(Effect::ScaleTargetToZero);
         if self.plan.hooks.post_rollout {
             self.effects.push(Effect::Webhooks(Notify::PostRollout));
         }
-        if self.plan.skip_analysis {
+        if rollback {
+            let msg = format!(
+                "Promotion completed! {} rolled back to revision {} without analysis",
+                self.plan.target, self.obs.revision
+            );
+            self.event(EventType::Normal, msg);
+            let msg = "Rollback to a revision promoted before completed, without analysis.";
+            self.alert(Severity::Info, msg.into());
+        } else if self.plan.skip_analysis {
             let msg = format!(
                 "Promotion completed! Canary analysis was skipped for {}",
                 self.plan.target
@@ -722,7 +765,7 @@ impl Tick<'_> {
     }
 
     fn start_promotion(&mut self) -> Flow {
-        if self.plan.skip_analysis {
+        if self.plan.skip_analysis || self.is_rollback() {
             // Nothing was analysed; the canary may never have had traffic.
             self.next.canary_weight = 0;
         } else if matches!(self.plan.strategy, Strategy::BlueGreen { .. })
@@ -894,6 +937,7 @@ impl Tick<'_> {
             last_promoted_spec: self.prev.last_promoted_spec.clone(),
             last_transition_time: self.prev.last_transition_time,
             last_step_time: None,
+            promoted_before: self.prev.promoted_before.clone(),
             ..Status::default()
         }
     }

@@ -86,6 +86,9 @@ pub struct Plan {
     pub hooks: Hooks,
     /// Whether the analysis has anything to check (metrics or rollout webhooks).
     pub has_checks: bool,
+    /// `analysis.rollbackWindow`: a target set back to one of this many revisions promoted
+    /// before the current one is promoted again without analysis. 0: never.
+    pub rollback_window: u32,
 }
 
 /// Why a plan cannot be built. The API layer validates specs first, so these name the
@@ -176,6 +179,7 @@ impl Plan {
             suspend: false,
             hooks: Hooks::default(),
             has_checks: true,
+            rollback_window: 0,
         }
     }
 }

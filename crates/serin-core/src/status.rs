@@ -31,6 +31,9 @@ pub struct Status {
     pub last_step_time: Option<DateTime<Utc>>,
     /// serin extension: what a `Waiting` release waits for, when it is not an approval.
     pub waiting_for: Option<WaitingFor>,
+    /// serin extension: the revisions promoted before the current one, newest last, as many
+    /// as the plan's rollback window keeps.
+    pub promoted_before: Vec<String>,
 }
 
 /// Why a release that should start has not.

@@ -79,6 +79,13 @@ pub struct CanaryAnalysis {
     /// Alerts sent to AlertProviders on this canary's events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<Vec<CanaryAlert>>,
+    /// serin extension: instant rollback. A target set back to one of the last this many
+    /// revisions promoted before the current one is promoted again at once, without
+    /// analysis (routing stays on the primary; an event and a warning alert say so). 0 or
+    /// unset: every revision is analysed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 20))]
+    pub rollback_window: Option<i32>,
 }
 
 /// Flagger's default analysis interval.
@@ -129,6 +136,11 @@ impl CanaryAnalysis {
     /// `stepWeights`, empty when unset.
     pub fn step_weights(&self) -> &[i32] {
         self.step_weights.as_deref().unwrap_or_default()
+    }
+
+    /// `rollbackWindow`, 0 when unset or not positive, at most 20.
+    pub fn rollback_window(&self) -> u32 {
+        positive(self.rollback_window).map_or(0, |w| w.min(20))
     }
 
     /// `stepWeightPromotion`, 0 (all at once) when unset or not positive.

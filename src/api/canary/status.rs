@@ -74,6 +74,12 @@ pub struct CanaryStatus {
     /// to wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// serin extension: the pod template hashes promoted before `lastPromotedSpec`, oldest
+    /// first: as many as `analysis.rollbackWindow` keeps. A target set back to one of them is
+    /// promoted again without analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 20))]
+    pub promoted_before: Option<Vec<String>>,
     /// serin extension: the `metadata.generation` of the spec this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -139,6 +145,7 @@ impl CanaryStatus {
                 .waiting_for
                 .as_deref()
                 .and_then(serin_core::WaitingFor::parse),
+            promoted_before: self.promoted_before.clone().unwrap_or_default(),
         }
     }
 
@@ -156,6 +163,8 @@ impl CanaryStatus {
         self.last_transition_time = next.last_transition_time;
         self.last_step_time = next.last_step_time;
         self.waiting_for = next.waiting_for.map(|w| w.as_str().to_string());
+        self.promoted_before =
+            (!next.promoted_before.is_empty()).then(|| next.promoted_before.clone());
     }
 }
 
@@ -235,6 +244,7 @@ mod tests {
             last_transition_time: t,
             last_step_time: t,
             waiting_for: Some(serin_core::WaitingFor::Concurrency),
+            promoted_before: vec!["v1:abc".into()],
         };
         let mut status = CanaryStatus {
             tracked_configs: Some(BTreeMap::from([("configmap/a".into(), "01".into())])),

@@ -1001,3 +1001,76 @@ fn abort_does_not_wait_for_the_interval_or_readiness() {
             .contains(&(Severity::Warn, "Canary aborted by a person"))
     );
 }
+
+/// Runs `revision`'s release from `status` to its end with every probe passing; returns the
+/// final status, the time it ended, and every run's probes and events.
+fn release(
+    plan: &Plan,
+    mut status: Status,
+    revision: &str,
+    mut now: i64,
+) -> (Status, i64, Vec<Probe>, Vec<String>) {
+    let (mut probes, mut events) = (Vec::new(), Vec::new());
+    for _ in 0..100 {
+        now += 60;
+        let r = run(plan, &status, &ready(revision), t(now));
+        probes.extend(r.probes.iter().copied());
+        events.extend(r.events().iter().map(|e| e.to_string()));
+        status = r.step.status;
+        if matches!(status.phase, Phase::Succeeded | Phase::Failed) {
+            return (status, now, probes, events);
+        }
+    }
+    panic!("{revision} did not end: {status:?}");
+}
+
+#[test]
+fn a_revision_promoted_before_is_promoted_again_without_analysis() {
+    let mut plan = canary_plan();
+    plan.rollback_window = 2;
+    let s = status(Phase::Succeeded, "v1");
+    let (s, now, probes, _) = release(&plan, s, "v2", 0);
+    assert!(probes.contains(&Probe::Analysis), "v2 is new: analysed");
+    assert_eq!(s.promoted_before, ["v1"]);
+    let (s, now, _, _) = release(&plan, s, "v3", now);
+    assert_eq!(s.promoted_before, ["v1", "v2"]);
+    assert_eq!(s.last_promoted_spec.as_deref(), Some("v3"));
+
+    // Back to v2: promoted at once, no probe, routing never leaves the primary.
+    let r = run(&plan, &s, &ready("v2"), t(now + 60));
+    assert_eq!(r.phase(), Phase::Progressing);
+    assert!(r.event_with("Rolling back podinfo.test to revision v2, promoted before"));
+    assert_eq!(r.alerts()[0].0, Severity::Warn);
+    let (rolled, now, probes, events) = release(&plan, r.step.status, "v2", now + 60);
+    assert!(probes.is_empty(), "{probes:?}");
+    assert_eq!(rolled.phase, Phase::Succeeded);
+    assert_eq!(rolled.last_promoted_spec.as_deref(), Some("v2"));
+    assert_eq!(rolled.promoted_before, ["v1", "v3"]);
+    assert!(
+        events.iter().all(|e| !e.contains("canary weight")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("podinfo.test rolled back to revision v2 without analysis"))
+    );
+
+    // v1 is still within the window of two; a third promotion pushes it out.
+    let (s, now, _, _) = release(&plan, rolled, "v4", now);
+    assert_eq!(s.promoted_before, ["v3", "v2"]);
+    let (_, _, probes, _) = release(&plan, s, "v1", now);
+    assert!(
+        probes.contains(&Probe::Analysis),
+        "v1 left the window: analysed"
+    );
+}
+
+#[test]
+fn without_a_rollback_window_every_revision_is_analysed() {
+    let plan = canary_plan();
+    let (s, now, _, _) = release(&plan, status(Phase::Succeeded, "v1"), "v2", 0);
+    assert!(s.promoted_before.is_empty());
+    let (_, _, probes, _) = release(&plan, s, "v1", now);
+    assert!(probes.contains(&Probe::Analysis));
+}
