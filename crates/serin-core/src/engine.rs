@@ -653,9 +653,7 @@ impl Tick<'_> {
         // kept serving and the primary carries nothing.
         let primary_serves =
             self.prev.last_promoted_spec.is_some() && self.obs.primary != Readiness::Missing;
-        // Terminated with an unready target: an earlier decision already gave up waiting (the
-        // finalizer removal failed or was not yet seen); waiting again would only delay it.
-        let give_up = !first && (self.prev.phase == Phase::Terminated || self.deadline_exceeded());
+        let give_up = !first && self.hand_back_overdue();
         if !give_up {
             self.effects.push(Effect::ScaleTargetUp);
             if primary_serves {
@@ -690,6 +688,18 @@ impl Tick<'_> {
         self.next.phase = Phase::Terminated;
         self.effects.push(Effect::RemoveFinalizer);
         self.done(self.poll())
+    }
+
+    /// Whether waiting for the target to serve again has taken longer than the progress
+    /// deadline, counted from the deletion. Without its time: from the last transition, and
+    /// an earlier `Terminated` counts as having given up already. (With it, a `Terminated`
+    /// whose finalizer removal failed is no sign of giving up: that decision may have found
+    /// the target ready, which it may no longer be.)
+    fn hand_back_overdue(&self) -> bool {
+        match self.obs.deletion_requested_at {
+            Some(at) => self.now - at > self.plan.progress_deadline,
+            None => self.prev.phase == Phase::Terminated || self.deadline_exceeded(),
+        }
     }
 
     // ----- gates and checks ---------------------------------------------------------------

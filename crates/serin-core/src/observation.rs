@@ -79,6 +79,10 @@ pub struct Observation {
     pub revision: String,
     /// The Canary is being deleted and has serin's finalizer (revertOnDeletion).
     pub deleting: bool,
+    /// When the deletion was asked for (`metadata.deletionTimestamp`): the progress deadline
+    /// of the hand-back counts from here, whatever the earlier decisions wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_requested_at: Option<chrono::DateTime<chrono::Utc>>,
     pub probes: Probes,
     /// A person's command (`serin promote|abort|retry`), consumed by this decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,6 +144,7 @@ impl Observation {
             primary: Readiness::Ready,
             revision: revision.into(),
             deleting: false,
+            deletion_requested_at: None,
             probes: Probes::default(),
             command: None,
             queued: None,

@@ -320,6 +320,11 @@ pub(super) async fn observe(
         target: target_readiness,
         primary: primary_readiness,
         deleting: canary.metadata.deletion_timestamp.is_some(),
+        deletion_requested_at: canary
+            .metadata
+            .deletion_timestamp
+            .as_ref()
+            .and_then(crate::workload::readiness::to_chrono),
         probes: Probes::default(),
         queued: concurrency::queued(canary, &status, &revision, command, ctx),
         revision,

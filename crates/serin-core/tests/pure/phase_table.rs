@@ -1074,3 +1074,37 @@ fn without_a_rollback_window_every_revision_is_analysed() {
     let (_, _, probes, _) = release(&plan, s, "v1", now);
     assert!(probes.contains(&Probe::Analysis));
 }
+
+/// A decision found the target ready and wrote `Terminated`, but the finalizer's removal was
+/// refused (the Canary changed meanwhile); by the next look the target is not ready (a
+/// rollout). Within the deadline, counted from the deletion, that is no reason to give up:
+/// traffic goes back to the primary and serin waits, as it did before.
+#[test]
+fn a_terminated_canary_whose_target_is_no_longer_ready_waits_within_the_deadline() {
+    let plan = canary_plan();
+    let mut obs = ready("v1");
+    obs.deleting = true;
+    obs.deletion_requested_at = Some(t(0));
+    obs.target = Readiness::NotReady("0 out of 2 new replicas have been updated".into());
+    let mut s = status(Phase::Terminated, "v1");
+    s.last_transition_time = Some(t(1));
+    let r = run(&plan, &s, &obs, t(2));
+    assert!(!r.has(&Effect::OrphanPrimary), "{:?}", r.step.effects);
+    assert!(!r.has(&Effect::RemoveFinalizer));
+    assert!(r.has(&Effect::ScaleTargetUp));
+    assert_eq!(r.routes(), Some(Routes::PRIMARY));
+    // Past the deadline since the deletion: the primary is kept, and serin lets go.
+    let r = run(&plan, &s, &obs, t(601));
+    assert!(r.has(&Effect::OrphanPrimary));
+    assert!(r.has(&Effect::RemoveFinalizer));
+    // Ready again in time: handed back.
+    let r = run(&plan, &s, &ready_deleting(), t(3));
+    assert!(r.has(&Effect::Revert) && r.has(&Effect::RemoveFinalizer));
+}
+
+fn ready_deleting() -> Observation {
+    let mut obs = ready("v1");
+    obs.deleting = true;
+    obs.deletion_requested_at = Some(t(0));
+    obs
+}

@@ -132,6 +132,7 @@ fn observation() -> impl Strategy<Value = (Observation, i64)> {
                     primary,
                     revision: rev.to_string(),
                     deleting: false,
+                    deletion_requested_at: None,
                     probes,
                     command,
                     queued: None,
