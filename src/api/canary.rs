@@ -4,6 +4,7 @@
 mod analysis;
 mod service;
 mod status;
+mod traffic_policy;
 
 pub use analysis::{
     AlertSeverity, CanaryAlert, CanaryAnalysis, CanaryMetric, CanaryThresholdRange, CanaryWebhook,
@@ -19,6 +20,7 @@ pub use status::{
     Announcement, CanaryStatus, MetricObservation, MetricVerdict, PendingAlert, PendingEvent,
     STATUS_METRICS_MAX,
 };
+pub use traffic_policy::TrafficPolicy;
 
 use std::collections::BTreeMap;
 

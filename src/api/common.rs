@@ -80,15 +80,6 @@ pub(crate) fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> sc
     schema
 }
 
-/// Schema for a free-form JSON object the API server stores unchanged.
-pub(crate) fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "object",
-        "nullable": true,
-        "x-kubernetes-preserve-unknown-fields": true,
-    })
-}
-
 /// Removes `null` from `enum` lists (schemars lists it for `Option<enum>`; the generator's
 /// `AddNullable` transform then marks the property `nullable`, which is how Kubernetes says
 /// it). Applied recursively, as a `#[schemars(transform)]` on each top-level spec and status.

@@ -377,8 +377,8 @@ fn schema_at<'a>(schema: &'a Value, path: &str) -> &'a Value {
     })
 }
 
-/// The fields of Flagger's Canary schema kept as facts in `tests/fixtures/`: each default,
-/// enum and required list is the same in serin's.
+/// The fields of Flagger's Canary schema kept as facts in `tests/fixtures/`: each type,
+/// default, enum, pattern, length bound and required list is the same in serin's.
 #[test]
 fn canary_fields_have_flaggers_defaults_enums_and_required_lists() {
     let fixture: Value = serde_json::from_str(
@@ -398,7 +398,15 @@ fn canary_fields_have_flaggers_defaults_enums_and_required_lists() {
             differences.push(format!("{path}: missing"));
             continue;
         }
-        for key in ["default", "enum", "required"] {
+        for key in [
+            "type",
+            "default",
+            "enum",
+            "pattern",
+            "minLength",
+            "maxLength",
+            "required",
+        ] {
             if let Some(expected) = field.get(key)
                 && node.get(key) != Some(expected)
             {

@@ -171,11 +171,21 @@ fn builtins() -> Value {
 }
 
 /// The kit's Canary for `podinfo` through `provider`, with what that provider needs.
+/// The Istio traffic policy of the Istio Canaries (typed in the CRD as Flagger types it).
+fn traffic_policy() -> Value {
+    json!({"loadBalancer": {"simple": "LEAST_REQUEST"}, "tls": {"mode": "ISTIO_MUTUAL"},
+           "outlierDetection": {"consecutive5xxErrors": 5, "interval": "10s"}})
+}
+
 fn canary(provider: &str, analysis: Value) -> Value {
-    serin_testkit::canary("podinfo")
+    let mut canary = serin_testkit::canary("podinfo")
         .routed_by(provider)
         .analysis(analysis)
-        .build()
+        .build();
+    if provider == "istio" {
+        canary["spec"]["service"]["trafficPolicy"] = traffic_policy();
+    }
+    canary
 }
 
 fn progressive() -> Value {
@@ -241,6 +251,17 @@ async fn promoted_on_builtin_metrics(cp: ControlPlane, provider: &str) {
         c1 - c0,
         p1 - p0
     );
+    if provider == "istio" {
+        let rules = world.dynamic("networking.istio.io/v1", "DestinationRule");
+        for name in ["podinfo-primary", "podinfo-canary"] {
+            let rule = rules.get(name).await.unwrap();
+            assert_eq!(
+                rule.data["spec"]["trafficPolicy"],
+                traffic_policy(),
+                "{name}"
+            );
+        }
+    }
     world.assert_idle_makes_no_api_requests().await;
 }
 

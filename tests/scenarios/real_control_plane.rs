@@ -80,6 +80,14 @@ async fn the_api_server_validates_canaries_against_the_crd_schema() {
         err.contains("spec.targetRef: Required value"),
         "the schema's message names the field: {err}"
     );
+    // The traffic policy's oneOf, a CEL rule of the CRD.
+    let two = workspace_file("examples/invalid/canary-traffic-policy-two-load-balancers.yaml");
+    let (ok, _, err) = k(&["apply", "-f", two.to_str().unwrap()]);
+    assert!(!ok, "a load balancer both simple and hashing is refused");
+    assert!(
+        err.contains("set exactly one of simple and consistentHash"),
+        "{err}"
+    );
     let valid = workspace_file("examples/podinfo-kubernetes-blue-green.yaml");
     let (ok, out, err) = k(&["apply", "-f", valid.to_str().unwrap()]);
     assert!(ok, "a valid Canary is accepted: {err}");

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::api::common::{CustomMetadata, free_form_object};
+use crate::api::common::CustomMetadata;
 
 /// Flagger's default `service.portName`.
 pub const DEFAULT_PORT_NAME: &str = "http";
@@ -82,11 +82,10 @@ pub struct CanaryService {
     /// Cross-origin resource sharing policy (Istio, Gateway API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors_policy: Option<CorsPolicy>,
-    /// Istio DestinationRule traffic policy (connectionPool, loadBalancer, outlierDetection,
-    /// tls), stored as written.
+    /// Istio DestinationRule traffic policy of the primary and canary DestinationRules
+    /// (connectionPool, loadBalancer, outlierDetection, tls).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form_object")]
-    pub traffic_policy: Option<serde_json::Value>,
+    pub traffic_policy: Option<super::traffic_policy::TrafficPolicy>,
     /// Labels and annotations for the apex Service and the routing objects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apex: Option<CustomMetadata>,
@@ -246,19 +245,28 @@ pub struct HttpRequestMirrorFilter {
 /// Gateway API BackendObjectReference.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(size(self.group) == 0 && self.kind == 'Service') ? has(self.port) : true",
+    "message": "Must have port for Service reference",
+}]))]
 pub struct BackendObjectReference {
     /// API group of the referent; empty for the core group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = ""))]
+    #[schemars(extend("default" = ""), length(max = 253), regex(pattern = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
     pub group: Option<String>,
     /// Kind of the referent (default `Service`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "Service"))]
+    #[schemars(extend("default" = "Service"), length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"))]
     pub kind: Option<String>,
     /// Name of the referent.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Namespace of the referent (default: the route's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub namespace: Option<String>,
     /// Destination port; required when the referent is a Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -299,19 +307,28 @@ pub struct HeaderOperations {
 pub struct ParentReference {
     /// API group of the parent (default `gateway.networking.k8s.io`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "gateway.networking.k8s.io"))]
+    #[schemars(extend("default" = "gateway.networking.k8s.io"), length(max = 253), regex(pattern = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
     pub group: Option<String>,
     /// Kind of the parent (default `Gateway`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "Gateway"))]
+    #[schemars(extend("default" = "Gateway"), length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"))]
     pub kind: Option<String>,
     /// Namespace of the parent (default: the route's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub namespace: Option<String>,
     /// Name of the parent.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Listener name of the parent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub section_name: Option<String>,
     /// Listener port of the parent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -26,7 +26,40 @@ pub(super) fn canary_spec(spec: &CanarySpec, default_provider: Provider) -> Vec<
     }
 
     routing_rules(spec, default_provider, p);
+    if let Some(policy) = &spec.service.traffic_policy {
+        traffic_policy_rules(policy, p);
+    }
     problems
+}
+
+/// The `oneOf`s of Flagger's schema for the Istio traffic policy (the CRD says them as CEL
+/// rules; checked here too, for `serin check` and for API servers that skip CEL).
+fn traffic_policy_rules(policy: &crate::api::canary::TrafficPolicy, p: &mut Vec<Problem>) {
+    let Some(lb) = &policy.load_balancer else {
+        return;
+    };
+    let at = "spec.service.trafficPolicy.loadBalancer";
+    if lb.simple.is_some() == lb.consistent_hash.is_some() {
+        p.push(Problem::new(
+            at,
+            "set exactly one of simple (an algorithm) and consistentHash (session affinity)",
+        ));
+    }
+    if let Some(hash) = &lb.consistent_hash {
+        let set = [
+            hash.http_header_name.is_some(),
+            hash.http_cookie.is_some(),
+            hash.use_source_ip.is_some(),
+            hash.http_query_parameter_name.is_some(),
+        ];
+        if set.iter().filter(|s| **s).count() != 1 {
+            p.push(Problem::new(
+                format!("{at}.consistentHash"),
+                "set exactly one of httpHeaderName, httpCookie, useSourceIp and \
+                 httpQueryParameterName",
+            ));
+        }
+    }
 }
 
 // Long on purpose: one rule per field of `spec.analysis`, in the CRD's order, so a field's

@@ -124,6 +124,40 @@ fn canary_rules() {
             vec![("/spec/service/port", Value::Null)],
             vec!["spec.service.port"],
         ),
+        // the Istio traffic policy: typed as Flagger types it, its oneOfs checked
+        (
+            "a valid traffic policy",
+            vec![(
+                "/spec/service/trafficPolicy",
+                json!({"loadBalancer": {"simple": "LEAST_REQUEST"}, "tls": {"mode": "ISTIO_MUTUAL"},
+                       "outlierDetection": {"consecutive5xxErrors": 5}}),
+            )],
+            vec![],
+        ),
+        (
+            "an unknown TLS mode",
+            vec![(
+                "/spec/service/trafficPolicy",
+                json!({"tls": {"mode": "MUTUALLY"}}),
+            )],
+            vec!["spec.service.trafficPolicy.tls.mode"],
+        ),
+        (
+            "a load balancer both simple and hashing",
+            vec![(
+                "/spec/service/trafficPolicy",
+                json!({"loadBalancer": {"simple": "RANDOM", "consistentHash": {"useSourceIp": true}}}),
+            )],
+            vec!["spec.service.trafficPolicy.loadBalancer"],
+        ),
+        (
+            "a consistent hash of nothing",
+            vec![(
+                "/spec/service/trafficPolicy",
+                json!({"loadBalancer": {"consistentHash": {"minimumRingSize": 8}}}),
+            )],
+            vec!["spec.service.trafficPolicy.loadBalancer.consistentHash"],
+        ),
         (
             "no analysis",
             vec![("/spec/analysis", Value::Null)],

@@ -66,7 +66,7 @@ impl Router for Istio {
         for name in [&input.primary_service, &input.canary_service] {
             let mut spec = json!({ "host": name });
             if let Some(policy) = &service.traffic_policy {
-                spec["trafficPolicy"] = policy.clone();
+                spec["trafficPolicy"] = serde_json::to_value(policy).unwrap_or_default();
             }
             let key = key(destination_rule(), input, name);
             objects.push(object(&key, input, Metadata::Plain, spec));
