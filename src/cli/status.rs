@@ -227,10 +227,29 @@ fn waiting_for(canary: &Canary, phase: Phase) -> String {
         Phase::Progressing => "the next check",
         Phase::Promoting => "the primary's rollout",
         Phase::Finalising => "the target to scale down",
-        Phase::Initialized | Phase::Succeeded | Phase::Failed => "a new revision",
+        Phase::Initialized | Phase::Succeeded | Phase::Failed => return at_rest(canary),
         Phase::Terminating | Phase::Terminated => "deletion",
     }
     .into()
+}
+
+/// Between releases: a new revision, and how many earlier ones would come back at once
+/// (`analysis.rollbackWindow`).
+fn at_rest(canary: &Canary) -> String {
+    let window = canary
+        .spec
+        .analysis()
+        .map_or(0, |a| a.rollback_window() as usize);
+    let kept = canary
+        .status
+        .as_ref()
+        .and_then(|s| s.promoted_before.as_ref())
+        .map_or(0, Vec::len)
+        .min(window);
+    match kept {
+        0 => "a new revision".into(),
+        n => format!("a new revision; {n} earlier revision(s) roll back without analysis"),
+    }
 }
 
 fn bar((done, total): (u32, u32)) -> String {
@@ -299,7 +318,7 @@ fn table(rows: &[Row]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -332,6 +351,30 @@ mod tests {
         let text = table(&[r]);
         assert!(text.contains("[##---] 2/5"), "{text}");
         assert!(text.contains("20%"), "{text}");
+    }
+
+    #[test]
+    fn a_canary_at_rest_says_which_revisions_roll_back_at_once() {
+        let canary = |window: i32, before: Value| -> Canary {
+            serde_json::from_value(json!({
+                "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+                "metadata": {"name": "podinfo", "namespace": "test"},
+                "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                    "analysis": {"interval": "30s", "threshold": 5, "iterations": 3,
+                                 "rollbackWindow": window}},
+                "status": {"phase": "Succeeded", "promotedBefore": before}
+            }))
+            .unwrap()
+        };
+        let now = Utc::now();
+        assert_eq!(
+            row(&canary(2, json!(["a", "b"])), now).waiting_for,
+            "a new revision; 2 earlier revision(s) roll back without analysis"
+        );
+        assert_eq!(
+            row(&canary(0, json!(["a"])), now).waiting_for,
+            "a new revision"
+        );
     }
 
     #[test]

@@ -40,14 +40,26 @@ pub async fn podinfo_with(world: &World, canary: Value) {
 
 /// Deployment + Canary, waited to `Initialized`.
 pub async fn initialized(world: &World, name: &str, iterations: u32) -> Canary {
-    world
-        .apply(&world.deployments(), deployment(name, "podinfo:6.0.0", 2))
-        .await;
+    initialized_with(world, canary(name).iterations(iterations).build()).await
+}
+
+/// The Deployment of `manifest`'s target (podinfo:6.0.0, 2 replicas) and `manifest`, waited
+/// to `Initialized`.
+pub async fn initialized_with(world: &World, manifest: Value) -> Canary {
+    let name = manifest["metadata"]["name"]
+        .as_str()
+        .unwrap_or("podinfo")
+        .to_string();
+    let target = manifest["spec"]["targetRef"]["name"]
+        .as_str()
+        .unwrap_or(&name)
+        .to_string();
     world
         .apply(
-            &world.canaries(),
-            canary(name).iterations(iterations).build(),
+            &world.deployments(),
+            deployment(&target, "podinfo:6.0.0", 2),
         )
         .await;
-    world.wait_phase(name, Phase::Initialized, LONG).await
+    world.apply(&world.canaries(), manifest).await;
+    world.wait_phase(&name, Phase::Initialized, LONG).await
 }

@@ -5,7 +5,7 @@ use serde_json::json;
 use serin_core::Phase;
 use serin_testkit::LONG;
 
-use crate::harness::{ControlPlane, NS, canary, deployment, world};
+use crate::harness::{ControlPlane, NS, canary, initialized_with, world};
 
 serin_testkit::on_every_control_plane!(a_revision_promoted_before_comes_back_without_analysis);
 
@@ -14,17 +14,10 @@ serin_testkit::on_every_control_plane!(a_revision_promoted_before_comes_back_wit
 /// on 6.0.1 again.
 async fn a_revision_promoted_before_comes_back_without_analysis(cp: ControlPlane) {
     let world = world(cp).await;
-    world
-        .apply(
-            &world.deployments(),
-            deployment("podinfo", "podinfo:6.0.0", 2),
-        )
-        .await;
     let manifest = canary("podinfo").analysis(json!({
         "interval": "1s", "threshold": 2, "iterations": 3, "rollbackWindow": 2
     }));
-    world.apply(&world.canaries(), manifest.build()).await;
-    world.wait_phase("podinfo", Phase::Initialized, LONG).await;
+    initialized_with(&world, manifest.build()).await;
     let step = format!("Advance podinfo.{NS} canary iteration 1/3");
     for (release, image) in [(1, "podinfo:6.0.1"), (2, "podinfo:6.0.2")] {
         world.set_image("podinfo", "app", image).await;
