@@ -137,10 +137,15 @@ pub fn claim(canary: &Canary, status: &Status, ctx: &Context) -> Option<String> 
 
 /// Whether a step from `from` to `to` starts a release (and so needs a slot).
 pub fn starts_release(from: Phase, to: Phase) -> bool {
+    at_rest(from) && to == Phase::Progressing
+}
+
+/// Between releases, or waiting to start one: the phases a release starts from.
+fn at_rest(phase: Phase) -> bool {
     matches!(
-        from,
+        phase,
         Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting
-    ) && to == Phase::Progressing
+    )
 }
 
 fn check(canary: &Canary, status: &Status, ctx: &Context, take: bool) -> Option<String> {
@@ -212,12 +217,8 @@ fn check(canary: &Canary, status: &Status, ctx: &Context, take: bool) -> Option<
 /// Whether the engine would start a release from this status: a revision neither released
 /// nor promoted yet, a release waiting to start, or `serin retry` of a failed one.
 fn starting(status: &Status, revision: &str, command: Option<Command>) -> bool {
-    let at_rest = matches!(
-        status.phase,
-        Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting
-    );
     let promoted = status.last_promoted_spec.as_deref();
-    if !at_rest || promoted.is_none() || promoted == Some(revision) {
+    if !at_rest(status.phase) || promoted.is_none() || promoted == Some(revision) {
         return false;
     }
     status.phase == Phase::Waiting
@@ -246,10 +247,7 @@ fn snapshot(ctx: &Context, me: &str) -> Vec<Seen> {
                 _ => c.status.clone().unwrap_or_default(),
             };
             let active = active(status.phase);
-            let at_rest = matches!(
-                status.phase,
-                Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting
-            );
+            let at_rest = at_rest(status.phase);
             let namespace = c.namespace().unwrap_or_default();
             let queued_since = (status.phase == Phase::Waiting
                 && status.waiting_for.as_deref() == Some(WaitingFor::Concurrency.as_str()))

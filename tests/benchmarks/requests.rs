@@ -1,6 +1,6 @@
 //! Benchmark (ignored by default): the API requests serin makes for one Canary through each
 //! router — to initialize it, for one release (`stepWeight: 20`, `maxWeight: 60`, 1 s
-//! interval, no metric checks), and while it is idle afterwards — counted by the controller
+//! interval, no metric checks), and over ten idle reconciles afterwards — counted by the controller
 //! itself (`serin_api_requests_total{method,resource}`), on both control planes.
 //!
 //! ```sh
@@ -41,6 +41,9 @@ fn by_resource(made: &BTreeMap<String, f64>) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// Reconciles of the idle Canary the idle figure is counted over.
+const IDLE_RECONCILES: f64 = 10.0;
 
 /// Waits for the event `needle`: the announcements of a phase are delivered after it.
 async fn announced(world: &World, needle: &str) {
@@ -86,8 +89,17 @@ async fn measure(cp: ControlPlane, provider: &str) -> [BTreeMap<String, f64>; 3]
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     announced(&world, "Promotion completed!").await;
     let released = world.api_requests().await;
-    // The idle window is the measurement: what 30 s of an idle Canary costs.
-    tokio::time::sleep(Duration::from_secs(30)).await; // not a wait: the measured window
+    // The idle window: ten more reconciles of the idle Canary (one per 1 s interval), each
+    // of which would have made its requests by then.
+    let reconciled = world.reconciles().await;
+    let poll = serin_testkit::Poll::new(LONG).every(Duration::from_millis(200));
+    while world.reconciles().await < reconciled + IDLE_RECONCILES {
+        assert!(
+            !poll.expired(),
+            "{IDLE_RECONCILES} idle reconciles within {LONG:?}"
+        );
+        poll.next().await;
+    }
     let idle = world.api_requests().await;
     [
         requests_between(&start, &initialized),
@@ -104,7 +116,7 @@ async fn api_requests_per_canary_by_router() {
         "istio,gatewayapi:v1,linkerd,nginx,kubernetes",
     );
     let planes = list("SERIN_BENCH_CONTROL_PLANES", "emulator,real");
-    println!("| control plane | provider | initialization | release | idle 30 s |");
+    println!("| control plane | provider | initialization | release | idle, 10 reconciles |");
     println!("|---|---|---|---|---|");
     for plane in &planes {
         let cp = match plane.as_str() {

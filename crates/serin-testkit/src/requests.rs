@@ -45,6 +45,12 @@ impl World {
         self.controller.counters().await.requests
     }
 
+    /// The controller's reconciles so far (all Canaries): a barrier for windows measured in
+    /// reconciles rather than in time.
+    pub async fn reconciles(&self) -> f64 {
+        self.controller.counters().await.reconciles
+    }
+
     /// See [`Controller::assert_idle_makes_no_api_requests`], for every Canary there is.
     pub async fn assert_idle_makes_no_api_requests(&self) {
         let all: kube::Api<serin::api::Canary> = kube::Api::all(self.client.clone());
