@@ -144,7 +144,7 @@ pub const LEADER_ELECTION: &[Rule] = &[
         api_group: "coordination.k8s.io",
         resources: &["leases"],
         verbs: &["get", "list", "watch", "patch"],
-        resource_names: &[crate::controller::leader::LEASE],
+        resource_names: &[crate::controller::runtime::leader::LEASE],
         why: "the leader election Lease; the leader watches it (by name) to step down when its renewals stop showing",
     },
     Rule {
@@ -377,7 +377,7 @@ mod tests {
         let leader = parse("rbac-leader-election.yaml");
         assert_eq!(
             leader[0]["resourceNames"][0],
-            crate::controller::leader::LEASE
+            crate::controller::runtime::leader::LEASE
         );
         assert_eq!(
             parse("rbac-credentials.yaml")[0]["verbs"],

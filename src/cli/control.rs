@@ -1,6 +1,6 @@
 //! `serin promote|abort|retry|pause|resume NAME`: steer a release without editing the spec.
 //! Each sets an annotation on the Canary that the controller consumes (see
-//! `controller::commands`), with the caller's user name when the API server tells it (a
+//! `controller::reconcile::commands`), with the caller's user name when the API server tells it (a
 //! SelfSubjectReview). Also `kubectl serin ...` when installed as `kubectl-serin`.
 
 use std::process::ExitCode;
@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::api::Canary;
 use crate::cli::cluster::{self, ClusterArgs};
-use crate::controller::commands::{COMMAND, PAUSED, REQUESTED_BY};
+use crate::controller::reconcile::commands::{COMMAND, PAUSED, REQUESTED_BY};
 
 #[derive(Debug, clap::Args)]
 pub struct ControlArgs {

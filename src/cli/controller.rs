@@ -15,8 +15,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::api::Provider;
 use crate::cli::plan::parse_min_interval;
-use crate::controller::throttle::ThrottleLayer;
-use crate::controller::{self, leader, telemetry};
+use crate::controller::runtime::throttle::ThrottleLayer;
+use crate::controller::runtime::{leader, telemetry};
+use crate::controller::{self};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum LogFormat {
@@ -146,7 +147,7 @@ pub struct ControllerArgs {
     pub leader_election_namespace: Option<String>,
     /// Name of the leader election Lease: one per set of replicas (per `--canary-selector`
     /// shard).
-    #[arg(long, value_name = "NAME", default_value = crate::controller::leader::LEASE)]
+    #[arg(long, value_name = "NAME", default_value = crate::controller::runtime::leader::LEASE)]
     pub leader_election_id: String,
     /// How long the Lease holds without renewal: a replica that dies is replaced within it.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_min_interval)]
@@ -315,7 +316,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
             .canary_selector
             .clone()
             .filter(|s| !s.trim().is_empty()),
-        concurrency: crate::controller::concurrency::Limits {
+        concurrency: crate::controller::runtime::slots::Limits {
             progressing: args.max_progressing,
             per_namespace: args.max_progressing_per_namespace,
         },
@@ -331,7 +332,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
         event_webhook: args.event_webhook.clone(),
         no_cross_namespace_refs: args.no_cross_namespace_refs,
         cluster_name: args.cluster_name.clone().filter(|c| !c.is_empty()),
-        notifier: crate::controller::alerts::GlobalFlags {
+        notifier: crate::controller::notify::alerts::GlobalFlags {
             slack_url: args.slack_url.clone(),
             slack_token: args.slack_token.clone(),
             slack_channel: args.slack_channel.clone(),

@@ -21,7 +21,7 @@ use serin_core::{ConditionStatus, Phase, Stepping, Strategy};
 use crate::api::canary::MetricVerdict;
 use crate::api::{Canary, Provider};
 use crate::cli::cluster::{self, ClusterArgs};
-use crate::controller::commands;
+use crate::controller::reconcile::commands;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {

@@ -15,8 +15,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
 
 use crate::api::{CanaryStatus, MetricTemplate, Provider};
-use crate::controller::events::Events;
-use crate::controller::telemetry::Telemetry;
+use crate::controller::notify::events::Events;
+use crate::controller::runtime::telemetry::Telemetry;
 
 /// The controller's flags.
 #[derive(Clone, Debug)]
@@ -28,7 +28,7 @@ pub struct Config {
     /// `--canary-selector`: reconcile only the Canaries with these labels.
     pub canary_selector: Option<String>,
     /// `--max-progressing`, `--max-progressing-per-namespace`.
-    pub concurrency: crate::controller::concurrency::Limits,
+    pub concurrency: crate::controller::runtime::slots::Limits,
     pub selector_labels: Vec<String>,
     pub config_tracking: bool,
     pub include_label_prefixes: Vec<String>,
@@ -43,7 +43,7 @@ pub struct Config {
     /// `--cluster-name`: a `Cluster` field in every alert.
     pub cluster_name: Option<String>,
     /// The global notifier (`--slack-*`, `--msteams-*`), for Canaries without alerts.
-    pub notifier: crate::controller::alerts::GlobalFlags,
+    pub notifier: crate::controller::notify::alerts::GlobalFlags,
 }
 
 /// Reflector caches of what serin reads on every step.
@@ -59,11 +59,11 @@ pub struct Stores {
     /// The Canaries this controller reconciles (release slots count them).
     pub canaries: Store<crate::api::Canary>,
     /// Whole copies of targets the Deployment cache holds trimmed (see `trim`).
-    pub fetched: std::sync::Arc<crate::controller::trim::Fetched>,
+    pub fetched: std::sync::Arc<crate::controller::caches::trim::Fetched>,
     /// The Canaries by target, namespace, template and used config (see `index`).
-    pub index: std::sync::Arc<crate::controller::index::Index>,
+    pub index: std::sync::Arc<crate::controller::caches::index::Index>,
     /// The namespaces each scoped cache has listed (see `scope`).
-    pub coverage: Vec<std::sync::Arc<crate::controller::scope::Coverage>>,
+    pub coverage: Vec<std::sync::Arc<crate::controller::caches::namespaces::Coverage>>,
 }
 
 impl Stores {
@@ -173,7 +173,7 @@ pub struct Context {
     pub config: Config,
     pub stores: Stores,
     pub events: Events,
-    pub alerts: crate::controller::alerts::Alerts,
+    pub alerts: crate::controller::notify::alerts::Alerts,
     pub http: reqwest::Client,
     pub analyzer: crate::analysis::Analyzer,
     pub telemetry: std::sync::Arc<Telemetry>,
@@ -186,13 +186,13 @@ pub struct Context {
     /// cached copy older than that still shows the command, which was carried out.
     pub commands_cleared: Mutex<HashMap<String, u64>>,
     /// Transitions whose events and alerts this process delivers or has delivered.
-    pub announced: crate::controller::announcements::Announced,
+    pub deliveries: crate::controller::notify::outbox::Deliveries,
     /// The client of the outbox's bookkeeping, not rate-limited (`controller::Clients`).
     pub outbox: Client,
     /// Webhooks and metric analyses still running after their reconcile gave up waiting.
     pub background: crate::controller::reconcile::background::Background,
     /// Release slots granted by this process (see `concurrency`).
-    pub slots: crate::controller::concurrency::Slots,
+    pub slots: crate::controller::runtime::slots::Slots,
     /// The routing objects' watches and serin's last apply of each (see `routing_cache`).
     pub routing: crate::controller::apply::routing_cache::RoutingCache,
 }

@@ -1,11 +1,14 @@
 //! `serin controller`: watches Canaries and drives each release through the engine.
 //!
-//! - [`reconcile`]: one step of one Canary (observe → decide → apply → status → events).
-//! - [`apply`]: the I/O of the engine's effects on workloads and Services.
-//! - [`router`]: per-provider routing objects (the seam for meshes and ingresses).
-//! - [`webhooks`], [`metric_analysis`]: the probes the engine asks for.
-//! - [`target`]: the released workload and its primary, read from the caches.
-//! - [`events`], [`conditions`], [`telemetry`]: what a platform engineer sees.
+//! - [`reconcile`]: one step of one Canary (observe → decide → apply → record), with the
+//!   target it reads, the commands it obeys and the conditions it writes.
+//! - [`probes`]: what the engine asks about before it moves: metric checks and webhooks.
+//! - [`apply`] and [`router`]: the engine's effects on workloads, Services and routing objects.
+//! - [`notify`]: what reaches people: the outbox, events, event webhooks and alerts.
+//! - [`caches`]: the watches and what they keep (the Canary watch, the namespaces cached,
+//!   the index of Canaries by target).
+//! - [`runtime`]: what keeps the process going: leader election, the API rate limit, release
+//!   slots, identifiers and serin's own metrics.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,32 +25,21 @@ use serde::de::DeserializeOwned;
 use crate::api::{Canary, MetricTemplate, TargetKind};
 use crate::workload::configs::ConfigKind;
 
-pub mod alerts;
-pub mod announcements;
 pub mod apply;
-pub mod canary_watch;
-pub mod commands;
-pub mod concurrency;
-pub mod conditions;
+pub mod caches;
 pub mod context;
 pub mod error;
-pub mod event_webhooks;
-pub mod events;
-pub mod index;
-pub mod leader;
-pub mod metric_analysis;
+pub mod notify;
+pub mod probes;
 pub mod reconcile;
 pub mod router;
-pub mod scope;
-pub mod target;
-pub mod telemetry;
-pub mod throttle;
-pub mod token;
-pub mod trim;
-pub mod webhooks;
+pub mod runtime;
 
+use caches::index::Index;
+use caches::{canary_watch, namespaces, trim};
 pub use context::{Config, Context, Stores};
-use index::Index;
+use notify::{alerts, event_webhooks, events};
+use runtime::telemetry;
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -79,7 +71,7 @@ fn cached<K>(
     each: Option<fn(&kube::api::DynamicObject) -> Option<K>>,
 ) -> (
     Store<K>,
-    Arc<scope::Coverage>,
+    Arc<namespaces::Coverage>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
@@ -98,7 +90,7 @@ where
         scoped,
     } = caching;
     let (coverage, events) = if scoped && namespace.is_none() {
-        let (coverage, events) = scope::watch(api::<K>(client, None), config, index.clone());
+        let (coverage, events) = namespaces::watch(api::<K>(client, None), config, index.clone());
         (coverage, events.boxed())
     } else {
         // After the Canaries all the same: a target listed first would be cached trimmed.
@@ -117,7 +109,7 @@ where
             events
         })
         .flatten();
-        (Arc::new(scope::Coverage::everything()), events.boxed())
+        (Arc::new(namespaces::Coverage::everything()), events.boxed())
     };
     // serin never reads managedFields, often the largest part of an object's metadata.
     let events = events.modify(move |object: &mut K| {
@@ -315,7 +307,7 @@ pub async fn run(
     } else {
         (
             unwatched::<Secret>(),
-            Arc::new(scope::Coverage::everything()),
+            Arc::new(namespaces::Coverage::everything()),
             futures::stream::empty().boxed(),
         )
     };
@@ -456,7 +448,7 @@ fn context(
         expected: Default::default(),
         retries: Default::default(),
         commands_cleared: Default::default(),
-        announced: Default::default(),
+        deliveries: Default::default(),
         outbox,
         background: Default::default(),
     }))

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 use serin::api::Canary;
-use serin::controller::webhooks::{Call, call};
+use serin::controller::probes::webhooks::{Call, call};
 use serin_core::Phase;
 
 #[tokio::test]

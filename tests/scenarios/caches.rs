@@ -11,8 +11,8 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use serin::api::Canary;
-use serin::controller::index::Index;
-use serin::controller::scope;
+use serin::controller::caches::index::Index;
+use serin::controller::caches::namespaces;
 use serin_core::Phase;
 
 use crate::harness::{
@@ -64,7 +64,8 @@ async fn a_scoped_cache_holds_only_the_namespaces_with_canaries(cp: ControlPlane
     index.apply(&watcher::Event::InitDone);
 
     let (store, writer) = reflector::store();
-    let (coverage, events) = scope::watch(config_maps, watcher::Config::default(), index.clone());
+    let (coverage, events) =
+        namespaces::watch(config_maps, watcher::Config::default(), index.clone());
     let covered = coverage.clone();
     let driven = reflector::reflector(writer, events)
         .inspect_ok(move |e| covered.applied(e))

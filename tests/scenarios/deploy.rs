@@ -662,7 +662,7 @@ async fn the_chart_grants_each_setting_only_what_it_uses() {
             "leaderElection.enabled=true",
         ],
     );
-    let lease = format!("leases/{}", serin::controller::leader::LEASE);
+    let lease = format!("leases/{}", serin::controller::runtime::leader::LEASE);
     assert_grants(
         &admin,
         "system:serviceaccount:serin-system:serin",
@@ -929,7 +929,7 @@ fn the_dockerfile_builds_a_static_binary_onto_a_non_root_base() {
 #[test]
 fn the_grafana_dashboard_queries_serins_series() {
     let dashboard: Value = serde_json::from_str(&read("deploy/grafana/serin.json")).unwrap();
-    use serin::controller::telemetry::{Outcome, Telemetry};
+    use serin::controller::runtime::telemetry::{Outcome, Telemetry};
     // One series of every family, so that each is rendered.
     let t = Telemetry::new();
     t.info("0", "istio");

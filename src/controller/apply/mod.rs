@@ -18,7 +18,7 @@ use crate::api::Canary;
 use crate::api::canary::AutoscalerKind;
 use crate::controller::context::{Context, key};
 use crate::controller::error::{Error, Reason};
-use crate::controller::target::{KnativeService, Primary, Target};
+use crate::controller::reconcile::target::{KnativeService, Primary, Target};
 use crate::workload::configs::Tracked;
 use crate::workload::knative;
 use crate::workload::primary::{self, CopyRules, PRIMARY_SUFFIX, SCALE_TO_ZERO_LABEL};
@@ -108,7 +108,7 @@ impl Scope<'_> {
         }
         self.copy_configs().await?;
         // A fresh id per promotion, so the primary always rolls (even to an identical template).
-        let promotion_id = crate::controller::token::fresh(self.canary, 16);
+        let promotion_id = crate::controller::runtime::ids::fresh(self.canary, 16);
         let has_autoscaler = self.canary.spec.autoscaler_ref.is_some();
         let rules = CopyRules {
             selector_labels: &self.ctx.config.selector_labels,

@@ -14,8 +14,8 @@ use super::{Scope, scaled_object_resource};
 use crate::api::Canary;
 use crate::api::canary::{AutoscalerKind, TargetKind};
 use crate::controller::error::Error;
+use crate::controller::reconcile::target::Target;
 use crate::controller::router::{Input, Router};
-use crate::controller::target::Target;
 use crate::workload::primary::PRIMARY_SUFFIX;
 
 impl Scope<'_> {

@@ -11,7 +11,7 @@ use serin_core::hash::spec_hash;
 
 use super::Scope;
 use crate::controller::error::{Error, Reason};
-use crate::controller::target::Primary;
+use crate::controller::reconcile::target::Primary;
 
 /// Hash of the promoted pod template, on the primary object.
 pub const TEMPLATE_HASH: &str = "serin.flagger.app/promoted-template-hash";

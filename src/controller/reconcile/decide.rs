@@ -16,9 +16,9 @@ use super::background::{Answer, Left, asked_in};
 use super::{BLOCKED_RETRY, MAX_PROBES};
 use crate::api::canary::MetricObservation;
 use crate::api::{Canary, HookType};
-use crate::controller::concurrency;
 use crate::controller::context::Context;
-use crate::controller::webhooks::{self, Call};
+use crate::controller::probes::webhooks::{self, Call};
+use crate::controller::runtime::slots;
 use crate::workload::configs::Tracked;
 
 /// The webhook payload's `checksum`: the revision and the tracked configs, hashed.
@@ -48,7 +48,7 @@ async fn ask(ctx: &Context, probe: Probe, at: Call<'_>, route: Option<&str>) -> 
             Err(reason) => Answer::Analysis(Analysis::Fail(reason), None),
             Ok(()) => {
                 let (outcome, observations) =
-                    crate::controller::metric_analysis::evaluate(ctx, at.canary, route).await;
+                    crate::controller::probes::metrics::evaluate(ctx, at.canary, route).await;
                 Answer::Analysis(outcome, observations)
             }
         },
@@ -154,10 +154,10 @@ pub(super) async fn decide_step(
         match decide(plan, status, obs, now) {
             Decision::Step(step)
                 if obs.queued.is_none()
-                    && concurrency::starts_release(status.phase, step.status.phase) =>
+                    && slots::starts_release(status.phase, step.status.phase) =>
             {
                 // The release takes its slot now, or waits for one after all.
-                match concurrency::claim(canary, status, ctx) {
+                match slots::claim(canary, status, ctx) {
                     None => return Ok((step, metrics)),
                     Some(why) => obs.queued = Some(why),
                 }

@@ -12,10 +12,10 @@ use serin_core::hash::spec_hash;
 use serin_core::{Command, Observation, Plan, Probes, Readiness};
 
 use crate::api::{Canary, CanaryStatus, TargetKind};
-use crate::controller::concurrency;
 use crate::controller::context::{Context, key};
 use crate::controller::error::{Error, Reason};
-use crate::controller::target::{KnativeService, Primary, Target};
+use crate::controller::reconcile::target::{KnativeService, Primary, Target};
+use crate::controller::runtime::slots;
 use crate::workload::configs::{self, Tracked};
 use crate::workload::knative;
 use crate::workload::primary::{PRIMARY_SUFFIX, selector_label};
@@ -232,7 +232,7 @@ pub(super) fn track_configs(
 /// The Canary's status, unless the cache has not caught up with serin's own last write.
 pub(super) fn current_status(canary: &Canary, ctx: &Context) -> CanaryStatus {
     let mut cached = canary.status.clone().unwrap_or_default();
-    crate::controller::announcements::tidy(&mut cached);
+    crate::controller::notify::outbox::tidy(&mut cached);
     let uid = canary.uid().unwrap_or_default();
     let cached_version = canary
         .resource_version()
@@ -326,7 +326,7 @@ pub(super) async fn observe(
             .as_ref()
             .and_then(crate::workload::readiness::to_chrono),
         probes: Probes::default(),
-        queued: concurrency::queued(canary, &status, &revision, command, ctx),
+        queued: slots::queued(canary, &status, &revision, command, ctx),
         revision,
         command,
     };

@@ -11,14 +11,14 @@ use serde_json::json;
 use serin_core::{ConditionStatus, Effect, EventType, Notify, Phase, Plan, Step};
 
 use crate::api::{Canary, CanaryStatus};
-use crate::controller::alerts;
-use crate::controller::announcements::{self, Announced};
 use crate::controller::apply::MANAGER;
-use crate::controller::conditions;
 use crate::controller::context::Context;
 use crate::controller::error::{Error, Reason};
-use crate::controller::telemetry::Outcome;
-use crate::controller::webhooks::{self, Call};
+use crate::controller::notify::alerts;
+use crate::controller::notify::outbox::{self, Deliveries};
+use crate::controller::probes::webhooks::{self, Call};
+use crate::controller::reconcile::conditions;
+use crate::controller::runtime::telemetry::Outcome;
 
 use super::BLOCKED_RETRY;
 use super::observe::current_status;
@@ -135,7 +135,7 @@ pub(super) async fn after_status(
     written: &CanaryStatus,
     transition: bool,
 ) {
-    announcements::deliver(canary, ctx, plan, written).await;
+    outbox::deliver(canary, ctx, plan, written).await;
     if !transition {
         tell_directly(canary, ctx, plan, step, written).await;
     }
@@ -312,18 +312,18 @@ pub(super) fn next_status(
     metrics: Option<Vec<MetricObservation>>,
     cookies: &Cookies,
     target_kind: &str,
-    announced: &Announced,
+    deliveries: &Deliveries,
     now: DateTime<Utc>,
 ) -> CanaryStatus {
-    let transition = announcements::is_transition(step, current);
+    let transition = outbox::is_transition(step, current);
     let mut next = current.clone();
     next.record(&step.status);
-    announcements::record(
+    outbox::record(
         &mut next,
         &canary.uid().unwrap_or_default(),
-        announced,
-        announcements::transition_id(now),
-        announcements::of_step(step).filter(|_| transition),
+        deliveries,
+        outbox::transition_id(now),
+        outbox::of_step(step).filter(|_| transition),
     );
     next.tracked_configs = (!tracked.checksums.is_empty()).then(|| tracked.checksums.clone());
     next.observed_generation = canary.metadata.generation;

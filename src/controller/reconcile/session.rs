@@ -68,7 +68,12 @@ impl Cookies {
                     .or_else(|| current.previous_session_affinity_cookie.clone()),
             };
         }
-        let fresh = |name: &str| format!("{name}={}", crate::controller::token::fresh(canary, 10));
+        let fresh = |name: &str| {
+            format!(
+                "{name}={}",
+                crate::controller::runtime::ids::fresh(canary, 10)
+            )
+        };
         // A primary cookie only when the Canary names one (Flagger's behaviour).
         let primary = affinity.primary_cookie_name.as_deref().map(|name| {
             current

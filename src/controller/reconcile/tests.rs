@@ -40,7 +40,7 @@ fn context() -> (Context, ApiServer) {
         cluster_name: None,
         notifier: Default::default(),
     };
-    let telemetry = Arc::new(crate::controller::telemetry::Telemetry::new());
+    let telemetry = Arc::new(crate::controller::runtime::telemetry::Telemetry::new());
     let ctx = Context {
         analyzer: crate::analysis::Analyzer::new(
             client.clone(),
@@ -48,8 +48,8 @@ fn context() -> (Context, ApiServer) {
             config.mesh_provider,
         )
         .unwrap(),
-        events: crate::controller::events::Events::new(client.clone(), None),
-        alerts: crate::controller::alerts::Alerts::start(
+        events: crate::controller::notify::events::Events::new(client.clone(), None),
+        alerts: crate::controller::notify::alerts::Alerts::start(
             client.clone(),
             reqwest::Client::new(),
             None,
@@ -75,7 +75,7 @@ fn context() -> (Context, ApiServer) {
         expected: Default::default(),
         retries: Default::default(),
         commands_cleared: Default::default(),
-        announced: Default::default(),
+        deliveries: Default::default(),
         outbox: outbox_client,
         background: Default::default(),
         routing: crate::controller::apply::routing_cache::RoutingCache::without_watches(),
@@ -308,7 +308,7 @@ async fn deleted_with_an_invalid_spec_the_primary_is_kept_before_the_finalizer_g
         seen
     });
     let done = intent(&c, &ctx, "test").await.unwrap();
-    assert!(matches!(done, Err(a) if a == Action::await_change()));
+    assert!(matches!(done, std::ops::ControlFlow::Break(a) if a == Action::await_change()));
     let seen = serving.await.unwrap();
     let requests: Vec<(Method, &str)> = seen
         .iter()

@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::api::AlertProviderType;
 use crate::api::canary::CanaryAlert;
-use crate::controller::telemetry::Telemetry;
+use crate::controller::runtime::telemetry::Telemetry;
 
 pub use route::{Destination, GlobalFlags};
 

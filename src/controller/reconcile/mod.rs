@@ -5,12 +5,13 @@
 //! are idempotent, so a process killed anywhere in between redoes the same step on restart;
 //! events and alerts are written into the status with the step and go out only after it is
 //! written, so they are neither sent for a step that did not happen nor lost for one that
-//! did (`controller::announcements`).
+//! did (`controller::notify::outbox`).
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use serin_core::{Effect, EventType, Phase, Plan, Step};
@@ -18,14 +19,15 @@ use tracing::Instrument;
 
 use crate::api::Canary;
 use crate::canary_plan;
-use crate::controller::announcements;
 use crate::controller::apply::{Scope, primary_drift};
-use crate::controller::commands;
 use crate::controller::context::Context;
 use crate::controller::error::{Error, Reason};
+use crate::controller::notify::outbox;
 use crate::controller::router::{self, Router};
 
 pub mod background;
+pub mod commands;
+pub mod conditions;
 mod decide;
 mod effects;
 mod finalizer;
@@ -33,6 +35,7 @@ mod lost_target;
 mod observe;
 mod record;
 mod session;
+pub mod target;
 #[cfg(test)]
 mod tests;
 
@@ -87,7 +90,7 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
 /// is cancelled and retried, so that no Canary holds one of the controller's reconcile slots
 /// (shared by every Canary) indefinitely.
 pub(crate) const RECONCILE_DEADLINE: Duration =
-    Duration::from_secs(2 * crate::controller::webhooks::MAX_CALL_TIME.as_secs());
+    Duration::from_secs(2 * crate::controller::probes::webhooks::MAX_CALL_TIME.as_secs());
 
 /// Runs one reconcile so that nothing in it can take the controller down or hold it: a panic
 /// becomes this Canary's `Blocked` error with reason `InternalError` (a condition, a Warning
@@ -168,22 +171,43 @@ async fn run(canary: &Arc<Canary>, ctx: &Arc<Context>) -> Result<Action, Error> 
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
     let intent = match intent(canary, ctx, &namespace).await? {
-        Ok(intent) => intent,
-        Err(done) => return Ok(done),
+        ControlFlow::Continue(intent) => intent,
+        ControlFlow::Break(done) => return Ok(done),
     };
-    let (plan, deleting) = (&intent.plan, intent.deleting);
     let now = Utc::now();
     let command = intent.requested.as_ref().and_then(|r| r.command);
-    let Some(seen) = observe(canary, ctx, plan, &namespace, now, command).await? else {
-        // Both gone (the application deleted): nothing is left to hand back to, and keeping
-        // the primary would leave what the user deleted running.
-        if deleting {
-            return remove_finalizer(canary, ctx).await;
-        }
-        let router = intent.router.as_ref();
-        lost_target::route_to_primary(canary, ctx, plan, router, &namespace).await?;
-        return Err(target_not_found(canary, &namespace));
-    };
+    match observe(canary, ctx, &intent.plan, &namespace, now, command).await? {
+        Some(seen) => step(canary, ctx, &intent, &namespace, seen, now).await,
+        None => without_target(canary, ctx, &intent, &namespace).await,
+    }
+}
+
+/// Both the target and its primary are gone. Deleting: nothing is left to hand back to, and
+/// keeping the primary would leave what the user deleted running. Otherwise the routes go to
+/// the primary's name and the Canary is blocked until its target is back.
+async fn without_target(
+    canary: &Canary,
+    ctx: &Context,
+    intent: &Intent,
+    namespace: &str,
+) -> Result<Action, Error> {
+    if intent.deleting {
+        return remove_finalizer(canary, ctx).await;
+    }
+    let router = intent.router.as_ref();
+    lost_target::route_to_primary(canary, ctx, &intent.plan, router, namespace).await?;
+    Err(target_not_found(canary, namespace))
+}
+
+/// One step of an observed Canary: decide it, apply its effects, write the status, tell people.
+async fn step(
+    canary: &Arc<Canary>,
+    ctx: &Arc<Context>,
+    intent: &Intent,
+    namespace: &str,
+    seen: Observed,
+    now: DateTime<Utc>,
+) -> Result<Action, Error> {
     let Observed {
         target,
         primary,
@@ -193,6 +217,7 @@ async fn run(canary: &Arc<Canary>, ctx: &Arc<Context>) -> Result<Action, Error> 
         status,
         mut obs,
     } = seen;
+    let plan = &intent.plan;
 
     // What to do.
     let checksum = webhook_checksum(&tracked, &obs.revision);
@@ -209,7 +234,7 @@ async fn run(canary: &Arc<Canary>, ctx: &Arc<Context>) -> Result<Action, Error> 
     let scope = Scope {
         ctx,
         canary,
-        namespace: &namespace,
+        namespace,
         target: &target,
         primary: primary.as_ref(),
         selector: selector.as_ref(),
@@ -224,12 +249,11 @@ async fn run(canary: &Arc<Canary>, ctx: &Arc<Context>) -> Result<Action, Error> 
         cookies: &cookies,
     };
     apply_effects(&at, &step.effects).await?;
-    if !deleting {
+    if !intent.deleting {
         repair_primary(&scope, &step).await?;
     }
 
     // Remember it.
-    let kind = target.kind();
     let next = next_status(
         canary,
         &current,
@@ -237,20 +261,20 @@ async fn run(canary: &Arc<Canary>, ctx: &Arc<Context>) -> Result<Action, Error> 
         &tracked,
         metrics,
         &cookies,
-        kind,
-        &ctx.announced,
+        target.kind(),
+        &ctx.deliveries,
         now,
     );
-    if announcements::worth_writing(&next, &current) {
+    if outbox::worth_writing(&next, &current) {
         write_status(canary, ctx, &next).await?;
-        crate::controller::concurrency::freed(ctx, status.phase, step.status.phase);
+        crate::controller::runtime::slots::freed(ctx, status.phase, step.status.phase);
     }
     if let Some(late) = step.late {
         ctx.telemetry.step_late(late.as_seconds_f64());
     }
 
     // Tell it.
-    tell(canary, ctx, &intent, &step, &status, &checksum, &next).await;
+    tell(canary, ctx, intent, &step, &status, &checksum, &next).await;
     if step.effects.contains(&Effect::RemoveFinalizer) {
         return remove_finalizer(canary, ctx).await;
     }
@@ -285,20 +309,20 @@ async fn tell(
     }
 }
 
-/// The finalizer, the plan from the spec, the commands and the router: an `Err(action)` when
+/// The finalizer, the plan from the spec, the commands and the router: `Break(action)` when
 /// the reconcile ends here (a deleted Canary already released, or a spec that became
 /// invalid while being deleted).
 async fn intent(
     canary: &Canary,
     ctx: &Context,
     namespace: &str,
-) -> Result<Result<Intent, Action>, Error> {
+) -> Result<ControlFlow<Action, Intent>, Error> {
     let deleting = canary.metadata.deletion_timestamp.is_some();
     let has_finalizer = canary.finalizers().iter().any(|f| f == FINALIZER);
     if deleting && !has_finalizer {
         ctx.telemetry
             .forget(namespace, &canary.spec.target_ref.name);
-        return Ok(Err(Action::await_change()));
+        return Ok(ControlFlow::Break(Action::await_change()));
     }
     if !deleting && !has_finalizer {
         add_finalizer(canary, ctx).await?;
@@ -325,7 +349,7 @@ async fn intent(
                 let why = format!("with an invalid spec ({})", describe(&still));
                 return let_go_keeping_primary(canary, ctx, namespace, &why)
                     .await
-                    .map(Err);
+                    .map(ControlFlow::Break);
             }
         },
         Err(problems) => return Err(blocked_by(Reason::InvalidSpec, &problems)),
@@ -344,7 +368,7 @@ async fn intent(
         reason: Reason::ProviderNotSupported,
         message,
     })?;
-    Ok(Ok(Intent {
+    Ok(ControlFlow::Continue(Intent {
         plan,
         requested,
         router,

@@ -16,7 +16,7 @@ use serin_core::EventType;
 
 use crate::api::Canary;
 use crate::controller::context::Context;
-use crate::controller::events::Events;
+use crate::controller::notify::events::Events;
 
 /// Versions already reported, by uid: a re-list does not report the same object again.
 #[derive(Debug, Default)]

@@ -21,7 +21,7 @@ use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::controller::index::Index;
+use crate::controller::caches::index::Index;
 
 /// How long a watch waits after a namespace is added before it lists again, so that the
 /// Canaries created together (an `kubectl apply` of many namespaces) cost one list.

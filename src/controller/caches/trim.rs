@@ -25,7 +25,9 @@ pub const TRIMMED: &str = "serin.flagger.app/cache-trimmed";
 /// The Deployment as the cache keeps it: whole when a Canary targets or owns it (the
 /// primary), else trimmed.
 pub fn shape(index: &Index, deployment: &mut Deployment) {
-    if super::canaries_for(index, &deployment.metadata, TargetKind::Deployment).is_empty() {
+    if crate::controller::canaries_for(index, &deployment.metadata, TargetKind::Deployment)
+        .is_empty()
+    {
         trim(deployment);
     }
 }

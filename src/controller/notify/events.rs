@@ -16,7 +16,7 @@ use serin_core::EventType;
 use tokio::sync::Mutex;
 
 use crate::api::Canary;
-use crate::controller::event_webhooks::EventHooks;
+use crate::controller::notify::event_webhooks::EventHooks;
 
 /// Flagger's reason for every canary event; existing event filters key on it.
 pub const REASON: &str = "Synced";

@@ -1,6 +1,6 @@
 //! The outbox of events and alerts. A transition's events and alerts are written into the
-//! Canary's status together with the transition (`status.announcements`, keyed by a
-//! transition id), then delivered, then removed from the status. So a controller killed
+//! Canary's status together with the transition (`status.announcements`: an [`Announcement`]
+//! per transition id), then delivered, then removed from the status. So a controller killed
 //! between the status write and the delivery delivers them after its restart, and event
 //! names derive from the transition id, so an event delivered twice is recorded once. An
 //! alert is sent again only if the controller dies after sending it and before removing it
@@ -18,8 +18,8 @@ use serin_core::{Effect, EventType, Phase, Plan, Severity, Step};
 
 use crate::api::canary::{Announcement, PendingAlert, PendingEvent};
 use crate::api::{Canary, CanaryStatus};
-use crate::controller::alerts;
 use crate::controller::context::{Context, WrittenStatuses};
+use crate::controller::notify::alerts;
 
 /// Transitions whose announcements a status keeps at most; older ones are dropped (they
 /// could not be delivered for that many steps).
@@ -46,7 +46,7 @@ enum State {
 /// delivered once per process, and a delivered one is left out of the next status write
 /// even when removing it from the status failed. Also bounds the removals in flight.
 #[derive(Clone, Debug)]
-pub struct Announced {
+pub struct Deliveries {
     states: Arc<Mutex<States>>,
     /// The outbox's client is not rate-limited; without a bound, thousands of Canaries
     /// stepping together would open a connection each for their removals.
@@ -81,16 +81,16 @@ impl States {
     }
 }
 
-impl Default for Announced {
+impl Default for Deliveries {
     fn default() -> Self {
-        Announced {
+        Deliveries {
             states: Arc::default(),
             removals: Arc::new(tokio::sync::Semaphore::new(REMOVALS_IN_FLIGHT)),
         }
     }
 }
 
-impl Announced {
+impl Deliveries {
     /// Takes `key` for delivery: `Some(whether its alerts are still to send)`, or `None`
     /// when it is being or has been delivered already.
     fn claim(&self, key: &str) -> Option<bool> {
@@ -163,13 +163,13 @@ pub fn of_step(step: &Step) -> Option<Announcement> {
 pub fn record(
     status: &mut CanaryStatus,
     uid: &str,
-    announced: &Announced,
+    deliveries: &Deliveries,
     id: String,
     new: Option<Announcement>,
 ) {
     let mut pending: BTreeMap<String, Announcement> =
         status.announcements.take().unwrap_or_default();
-    pending.retain(|id, a| match announced.state(&key(uid, id)) {
+    pending.retain(|id, a| match deliveries.state(&key(uid, id)) {
         Some(State::Delivered) => false,
         Some(State::AlertsSent | State::Retry) => {
             a.alerts = None;
@@ -246,7 +246,7 @@ pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &Canar
         Api::namespaced(ctx.outbox.clone(), &canary.namespace().unwrap_or_default());
     for (id, announcement) in pending {
         let key = key(&uid, id);
-        let Some(send_alerts) = ctx.announced.claim(&key) else {
+        let Some(send_alerts) = ctx.deliveries.claim(&key) else {
             continue;
         };
         let sent: Vec<_> = announcement
@@ -275,7 +275,7 @@ pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &Canar
             id: id.clone(),
             written: ctx.written.clone(),
         };
-        let announced = ctx.announced.clone();
+        let deliveries = ctx.deliveries.clone();
         let left_to_next_write = announcement.alerts.is_none() && writes_again_soon(status.phase);
         tokio::spawn(async move {
             let had_alerts = !sent.is_empty();
@@ -290,15 +290,15 @@ pub async fn deliver(canary: &Canary, ctx: &Context, plan: &Plan, status: &Canar
                 // away) leaves it out anyway: delivered again after a restart, its events
                 // already exist (their names say so) and nothing is seen twice.
                 if !left_to_next_write {
-                    announced.set(&key, State::AlertsSent);
-                    removal.run(&announced.removals, None).await;
+                    deliveries.set(&key, State::AlertsSent);
+                    removal.run(&deliveries.removals, None).await;
                 }
-                announced.delivered(&key);
+                deliveries.delivered(&key);
             } else {
                 // The events are retried; the alerts are done and must not be sent again.
-                announced.set(&key, State::Retry);
+                deliveries.set(&key, State::Retry);
                 if had_alerts {
-                    removal.run(&announced.removals, Some("alerts")).await;
+                    removal.run(&deliveries.removals, Some("alerts")).await;
                 }
             }
         });
@@ -489,11 +489,11 @@ mod tests {
 
     #[test]
     fn delivered_transitions_leave_the_status_and_at_most_sixteen_stay() {
-        let announced = Announced::default();
+        let deliveries = Deliveries::default();
         let mut status = CanaryStatus::default();
         for i in 0..20u32 {
             let id = transition_id(DateTime::from_timestamp(i64::from(i), 0).unwrap());
-            record(&mut status, "u", &announced, id, Some(announcement("x")));
+            record(&mut status, "u", &deliveries, id, Some(announcement("x")));
         }
         let pending = status.announcements.clone().unwrap();
         assert_eq!(pending.len(), MAX_PENDING);
@@ -502,17 +502,17 @@ mod tests {
         assert_eq!(pending.keys().next(), Some(&first));
 
         for id in pending.keys() {
-            assert_eq!(announced.claim(&key("u", id)), Some(true));
-            assert_eq!(announced.claim(&key("u", id)), None, "claimed twice");
-            announced.delivered(&key("u", id));
+            assert_eq!(deliveries.claim(&key("u", id)), Some(true));
+            assert_eq!(deliveries.claim(&key("u", id)), None, "claimed twice");
+            deliveries.delivered(&key("u", id));
         }
         let last = transition_id(DateTime::from_timestamp(99, 0).unwrap());
-        record(&mut status, "u", &announced, last.clone(), None);
+        record(&mut status, "u", &deliveries, last.clone(), None);
         assert_eq!(status.announcements, None);
         record(
             &mut status,
             "u",
-            &announced,
+            &deliveries,
             last.clone(),
             Some(announcement("y")),
         );
@@ -524,25 +524,25 @@ mod tests {
 
     #[test]
     fn a_transition_whose_alerts_are_sent_keeps_only_its_events() {
-        let announced = Announced::default();
+        let deliveries = Deliveries::default();
         let mut status = CanaryStatus::default();
         let mut a = announcement("Canary failed!");
         a.alerts = Some(vec![PendingAlert {
             severity: "error".into(),
             message: "Failed checks threshold reached 2".into(),
         }]);
-        record(&mut status, "u", &announced, "01".into(), Some(a));
-        assert_eq!(announced.claim(&key("u", "01")), Some(true));
-        announced.set(&key("u", "01"), State::AlertsSent);
+        record(&mut status, "u", &deliveries, "01".into(), Some(a));
+        assert_eq!(deliveries.claim(&key("u", "01")), Some(true));
+        deliveries.set(&key("u", "01"), State::AlertsSent);
         // A status computed from a copy written before the alerts were removed.
-        record(&mut status, "u", &announced, "02".into(), None);
+        record(&mut status, "u", &deliveries, "02".into(), None);
         let pending = status.announcements.unwrap();
         assert_eq!(pending["01"].alerts, None, "{pending:?}");
         assert_eq!(pending["01"].events.as_ref().map(Vec::len), Some(1));
         // An event failed: claimed again, for the events only.
-        announced.set(&key("u", "01"), State::Retry);
-        assert_eq!(announced.claim(&key("u", "01")), Some(false));
-        assert_eq!(announced.claim(&key("u", "01")), None);
+        deliveries.set(&key("u", "01"), State::Retry);
+        assert_eq!(deliveries.claim(&key("u", "01")), Some(false));
+        assert_eq!(deliveries.claim(&key("u", "01")), None);
     }
 
     #[test]

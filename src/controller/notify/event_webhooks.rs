@@ -123,7 +123,7 @@ fn deliveries(
                 .filter(|d| !d.is_zero())
                 .unwrap_or(DEFAULT_TIMEOUT)
                 // Events are sent one after the other: one slow receiver delays the rest.
-                .min(super::webhooks::MAX_CALL_TIME),
+                .min(crate::controller::probes::webhooks::MAX_CALL_TIME),
             body: body(h.metadata.as_ref()),
         })
         .collect()
