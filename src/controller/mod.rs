@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -272,37 +273,129 @@ pub async fn run(
         api: client,
         outbox,
     } = clients;
-    let ns = config.namespace.clone();
-    let ns = ns.as_deref();
     // The index of Canaries, filled by the Canary watch below; the Deployment cache consults
     // it to keep pod templates only where a Canary needs them.
     let index = Arc::new(Index::default());
+    // The Canary cache: filled by the Canary watch below, read by the reconciles.
+    let (canaries, canary_writer) = reflector::store();
+    let (stores, changes) = watch_what_canaries_use(&client, &config, &index, canaries.clone());
+    let ns = config.namespace.clone();
+    let selector = config.canary_selector.clone();
+    let ctx = context(&client, outbox, config, telemetry, stores)?;
+
+    // The Canary watch, its cache, and the index the other watches look Canaries up in.
+    let indexing = index.clone();
+    let canary_events = reflector(
+        canary_writer,
+        canary_watch::watch(&client, ns.as_deref(), selector.as_deref(), ctx.clone())
+            .inspect_ok(move |event| indexing.apply(event)),
+    )
+    .default_backoff()
+    .applied_objects();
+    let canary_events = errors_kept_out::<Canary, _>(canary_events);
+    let concurrency = ctx.config.max_concurrent_reconciles;
+    let controller = Controller::for_stream(canary_events, canaries.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        // A freed release slot: the releases waiting for one, at once.
+        .reconcile_on(ctx.slots.wakes());
+    tokio::spawn(count_canaries(canaries, ctx.clone(), health));
+    changes
+        .wake(controller, &index)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile did not complete");
+            }
+        })
+        .await;
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+/// A watch's changes, as the controller takes them.
+type ChangeStream<K> = BoxStream<'static, Result<K, watcher::Error>>;
+
+/// The changes of everything a Canary uses, each to wake the Canaries it concerns.
+struct Changes {
+    deployments: ChangeStream<Deployment>,
+    daemon_sets: ChangeStream<DaemonSet>,
+    services: ChangeStream<Service>,
+    configmaps: ChangeStream<ConfigMap>,
+    secrets: ChangeStream<Secret>,
+    templates: ChangeStream<MetricTemplate>,
+}
+
+impl Changes {
+    /// `controller`, woken by each change for the Canaries it concerns (from `index`).
+    fn wake(self, controller: Controller<Canary>, index: &Arc<Index>) -> Controller<Canary> {
+        let [
+            by_deployment,
+            by_daemon_set,
+            by_service,
+            by_configmap,
+            by_secret,
+            by_template,
+        ] = std::array::from_fn(|_| index.clone());
+        controller
+            .watches_stream(self.deployments, move |d: Deployment| {
+                canaries_for(&by_deployment, &d.metadata, TargetKind::Deployment)
+            })
+            .watches_stream(self.daemon_sets, move |d: DaemonSet| {
+                canaries_for(&by_daemon_set, &d.metadata, TargetKind::DaemonSet)
+            })
+            .watches_stream(self.services, move |s: Service| {
+                canaries_for(&by_service, &s.metadata, TargetKind::Service)
+            })
+            // A changed ConfigMap or Secret concerns the Canaries whose targets use it (as
+            // their reconciles found), and the Canary whose `-primary` copy it is.
+            .watches_stream(self.configmaps, move |c: ConfigMap| {
+                config_users(&by_configmap, &c.metadata, ConfigKind::ConfigMap)
+            })
+            .watches_stream(self.secrets, move |s: Secret| {
+                config_users(&by_secret, &s.metadata, ConfigKind::Secret)
+            })
+            .watches_stream(self.templates, move |t: MetricTemplate| {
+                by_template.using_template(&t.namespace().unwrap_or_default(), &t.name_any())
+            })
+    }
+}
+
+/// The caches of the workloads, Services, ConfigMaps, Secrets and MetricTemplates Canaries
+/// use (beside `canaries`, the Canary cache), and the streams of their changes.
+fn watch_what_canaries_use(
+    client: &Client,
+    config: &Config,
+    index: &Arc<Index>,
+    canaries: Store<Canary>,
+) -> (Stores, Changes) {
+    let ns = config.namespace.as_deref();
     let concerns = index.clone();
     let scoped = || Caching {
         namespace: ns,
-        index: &index,
+        index,
         scoped: true,
     };
     let (deployments, deployments_cover, deployment_events) = cached::<Deployment>(
-        &client,
+        client,
         scoped(),
         Default::default(),
         move |d| trim::shape(&concerns, d),
         None,
     );
     let (daemon_sets, daemon_sets_cover, daemon_set_events) =
-        cached::<DaemonSet>(&client, scoped(), Default::default(), as_delivered, None);
+        cached::<DaemonSet>(client, scoped(), Default::default(), as_delivered, None);
     let (services, services_cover, service_events) =
-        cached::<Service>(&client, scoped(), Default::default(), as_delivered, None);
+        cached::<Service>(client, scoped(), Default::default(), as_delivered, None);
     let (configmaps, configmaps_cover, configmap_events) =
-        cached::<ConfigMap>(&client, scoped(), Default::default(), as_delivered, None);
+        cached::<ConfigMap>(client, scoped(), Default::default(), as_delivered, None);
     // Secrets are watched only for config tracking. Without it nothing needs them all:
     // the one a MetricTemplate or AlertProvider names is read when used, and the RBAC
     // grants no list or watch of Secrets (`rbac::CREDENTIALS`).
     let (secrets, secrets_cover, secret_events) = if config.config_tracking {
         let secrets_read = watcher::Config::default().fields(SECRETS_SERIN_READS);
         let (store, cover, events) =
-            cached::<Secret>(&client, scoped(), secrets_read, as_delivered, None);
+            cached::<Secret>(client, scoped(), secrets_read, as_delivered, None);
         (store, cover, events.boxed())
     } else {
         (
@@ -318,17 +411,14 @@ pub async fn run(
         ..scoped()
     };
     let (templates, _, template_events) = cached::<MetricTemplate>(
-        &client,
+        client,
         every_template,
         Default::default(),
         as_delivered,
         Some(template_stub),
     );
-
-    // The Canary cache: filled by the Canary watch below, read by the reconciles.
-    let (canaries, canary_writer) = reflector::store();
     let stores = Stores {
-        canaries: canaries.clone(),
+        canaries,
         deployments,
         daemon_sets,
         services,
@@ -345,64 +435,15 @@ pub async fn run(
             secrets_cover,
         ],
     };
-    let selector = config.canary_selector.clone();
-    let ctx = context(&client, outbox, config, telemetry, stores)?;
-
-    // The Canary watch, its cache, and the index the other watches look Canaries up in.
-    let indexing = index.clone();
-    let canary_events = reflector(
-        canary_writer,
-        canary_watch::watch(&client, ns, selector.as_deref(), ctx.clone())
-            .inspect_ok(move |event| indexing.apply(event)),
-    )
-    .default_backoff()
-    .applied_objects();
-    let canary_events = errors_kept_out::<Canary, _>(canary_events);
-    let concurrency = ctx.config.max_concurrent_reconciles;
-    let controller = Controller::for_stream(canary_events, canaries.clone())
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        // A freed release slot: the releases waiting for one, at once.
-        .reconcile_on(ctx.slots.wakes());
-    tokio::spawn(count_canaries(canaries, ctx.clone(), health));
-    let [
-        by_deployment,
-        by_daemon_set,
-        by_service,
-        by_configmap,
-        by_secret,
-        by_template,
-    ] = std::array::from_fn(|_| index.clone());
-    controller
-        .watches_stream(deployment_events, move |d: Deployment| {
-            canaries_for(&by_deployment, &d.metadata, TargetKind::Deployment)
-        })
-        .watches_stream(daemon_set_events, move |d: DaemonSet| {
-            canaries_for(&by_daemon_set, &d.metadata, TargetKind::DaemonSet)
-        })
-        .watches_stream(service_events, move |s: Service| {
-            canaries_for(&by_service, &s.metadata, TargetKind::Service)
-        })
-        // A changed ConfigMap or Secret concerns the Canaries whose targets use it (as their
-        // reconciles found), and the Canary whose `-primary` copy it is.
-        .watches_stream(configmap_events, move |c: ConfigMap| {
-            config_users(&by_configmap, &c.metadata, ConfigKind::ConfigMap)
-        })
-        .watches_stream(secret_events, move |s: Secret| {
-            config_users(&by_secret, &s.metadata, ConfigKind::Secret)
-        })
-        .watches_stream(template_events, move |t: MetricTemplate| {
-            by_template.using_template(&t.namespace().unwrap_or_default(), &t.name_any())
-        })
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile did not complete");
-            }
-        })
-        .await;
-    tracing::info!("controller stopped");
-    Ok(())
+    let changes = Changes {
+        deployments: deployment_events.boxed(),
+        daemon_sets: daemon_set_events.boxed(),
+        services: service_events.boxed(),
+        configmaps: configmap_events.boxed(),
+        secrets: secret_events,
+        templates: template_events.boxed(),
+    };
+    (stores, changes)
 }
 
 /// What every reconcile shares: HTTP client, metric analysis (over the template and Secret

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
@@ -134,43 +134,85 @@ impl Events {
             warning,
             message: message.to_string(),
         };
-        // The lock only guards the fold table; the API calls run outside it so that the
-        // events of many Canaries are written concurrently. A named event (a transition's,
-        // from the outbox) folds too, as client-go's recorder folds Flagger's, but delivering
-        // it again must not count it twice.
-        let folded = {
-            let mut seen = self.seen.lock().await;
-            // Old entries are dropped once a minute, not on every event (thousands of
-            // Canaries keep thousands of entries); one past its time does not fold.
-            let last = self.forgotten.load(Ordering::Relaxed);
-            if now.timestamp() - last >= FORGET_EVERY_SECONDS {
-                self.forgotten.store(now.timestamp(), Ordering::Relaxed);
-                seen.retain(|_, s| now - s.first < FOLD_FOR);
+        let counted = match self.fold(&key, name, now).await {
+            Some(Fold::Counted) => true,
+            Some(Fold::Count(name, namespace, count)) => {
+                self.count(&name, &namespace, count, now).await?
             }
-            seen.get_mut(&key)
-                .filter(|s| now - s.first < FOLD_FOR)
-                .map(|s| fold(s, name))
+            None => false,
         };
-        let folded = match folded {
-            Some(Fold::Counted) => return Ok(()),
-            Some(Fold::Count(name, namespace, count)) => Some((name, namespace, count)),
-            None => None,
-        };
-        if let Some((name, namespace, count)) = folded {
-            let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-            let patch = json!({"count": count, "lastTimestamp": now});
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => return Ok(()),
-                // Deleted by the cluster's event TTL: write a new one.
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e),
-            }
+        if counted {
+            return Ok(());
         }
-        let namespace = canary.namespace().unwrap_or_default();
         let named = name.is_some();
+        let (name, namespace) = self.create(canary, warning, message, name, now).await?;
+        let named = if named {
+            vec![name.clone()]
+        } else {
+            Vec::new()
+        };
+        let seen = Seen {
+            name,
+            namespace,
+            count: 1,
+            first: now,
+            named,
+        };
+        self.seen.lock().await.insert(key, seen);
+        Ok(())
+    }
+
+    /// Folds the event into the same one recorded within [`FOLD_FOR`], if any. The lock only
+    /// guards the fold table; the API calls run outside it so that the events of many
+    /// Canaries are written concurrently. A named event (a transition's, from the outbox)
+    /// folds too, as client-go's recorder folds Flagger's, but delivering it again must not
+    /// count it twice.
+    async fn fold(&self, key: &Key, name: Option<&str>, now: DateTime<Utc>) -> Option<Fold> {
+        let mut seen = self.seen.lock().await;
+        // Old entries are dropped once a minute, not on every event (thousands of Canaries
+        // keep thousands of entries); one past its time does not fold.
+        let last = self.forgotten.load(Ordering::Relaxed);
+        if now.timestamp() - last >= FORGET_EVERY_SECONDS {
+            self.forgotten.store(now.timestamp(), Ordering::Relaxed);
+            seen.retain(|_, s| now - s.first < FOLD_FOR);
+        }
+        seen.get_mut(key)
+            .filter(|s| now - s.first < FOLD_FOR)
+            .map(|s| fold(s, name))
+    }
+
+    /// Sets the folded event's count: `false` when the event is gone (the cluster's event TTL
+    /// deleted it) and a new one is to be written.
+    async fn count(
+        &self,
+        name: &str,
+        namespace: &str,
+        count: i32,
+        now: DateTime<Utc>,
+    ) -> kube::Result<bool> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        let patch = json!({"count": count, "lastTimestamp": now});
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the event (`name`, or one derived from the Canary's and the time): its name
+    /// and namespace.
+    async fn create(
+        &self,
+        canary: &Canary,
+        warning: bool,
+        message: &str,
+        name: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> kube::Result<(String, String)> {
+        let namespace = canary.namespace().unwrap_or_default();
         let name = name.map(String::from).unwrap_or_else(|| {
             format!(
                 "{}.{:x}",
@@ -207,22 +249,7 @@ impl Events {
                 other?;
             }
         }
-        let named = if named {
-            vec![name.clone()]
-        } else {
-            Vec::new()
-        };
-        self.seen.lock().await.insert(
-            key,
-            Seen {
-                name,
-                namespace,
-                count: 1,
-                first: now,
-                named,
-            },
-        );
-        Ok(())
+        Ok((name, namespace))
     }
 }
 
