@@ -10,7 +10,8 @@ use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::{Scope, scaled_object_resource};
+use super::Scope;
+use super::autoscaler::scaled_object_resource;
 use crate::api::Canary;
 use crate::api::canary::{AutoscalerKind, TargetKind};
 use crate::controller::error::Error;
