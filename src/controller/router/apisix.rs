@@ -142,7 +142,9 @@ mod tests {
     use super::*;
     use crate::api::Canary;
     use crate::controller::router::Options;
-    use crate::controller::router::fixture::{any_split, canary, input, live, object};
+    use crate::controller::router::fixture::{
+        any_split, canary, input, live, object, read_back, render_error,
+    };
 
     fn user_route() -> DynamicObject {
         object(json!({
@@ -184,31 +186,18 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let options = Options::default();
         let no_ref = canary(json!({}));
-        let err = Apisix
-            .render(
-                &input(&no_ref, Routes::PRIMARY, &options),
-                &live([user_route()]),
-            )
-            .unwrap_err();
+        let err = render_error(&Apisix, &no_ref, Routes::PRIMARY, &live([user_route()]));
         assert!(err.starts_with("spec.routeRef: provider apisix"), "{err}");
         let canary = with_ref();
-        let err = Apisix
-            .render(&input(&canary, Routes::PRIMARY, &options), &Live::new())
-            .unwrap_err();
+        let err = render_error(&Apisix, &canary, Routes::PRIMARY, &Live::new());
         assert!(
             err.starts_with("spec.routeRef: ApisixRoute test/podinfo not found"),
             "{err}"
         );
         let mut other = with_ref();
         other.spec.service.name = Some("elsewhere".into());
-        let err = Apisix
-            .render(
-                &input(&other, Routes::PRIMARY, &options),
-                &live([user_route()]),
-            )
-            .unwrap_err();
+        let err = render_error(&Apisix, &other, Routes::PRIMARY, &live([user_route()]));
         assert!(
             err.contains("no http rule whose only backend is Service elsewhere"),
             "{err}"
@@ -219,10 +208,7 @@ mod tests {
         #[test]
         fn read_inverts_render(routes in any_split()) {
             let canary = with_ref();
-            let options = Options::default();
-            let input = input(&canary, routes, &options);
-            let objects = Apisix.render(&input, &live([user_route()])).unwrap();
-            prop_assert_eq!(Apisix.read(&input, &live(objects)).unwrap(), Some(routes));
+            prop_assert_eq!(read_back(&Apisix, &canary, routes, &live([user_route()])), Some(routes));
         }
     }
 }

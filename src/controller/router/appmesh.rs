@@ -506,7 +506,9 @@ mod tests {
 
     use super::*;
     use crate::controller::router::Options;
-    use crate::controller::router::fixture::{ab_spec, any_split, canary, input, live, object};
+    use crate::controller::router::fixture::{
+        ab_spec, any_split, canary, input, live, object, read_back, render_error,
+    };
 
     fn services() -> Live {
         live(["podinfo-primary", "podinfo-canary"].map(|name| {
@@ -569,32 +571,30 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let options = Options::default();
         let no_mesh = canary(json!({}));
-        let err = AppMesh::v1beta1()
-            .render(&input(&no_mesh, Routes::PRIMARY, &options), &Live::new())
-            .unwrap_err();
+        let err = render_error(&AppMesh::v1beta1(), &no_mesh, Routes::PRIMARY, &Live::new());
         assert!(err.starts_with("spec.service.meshName"), "{err}");
         let bad_timeout = mesh_canary(json!({"service": {"timeout": "1.5s"}}));
-        let err = AppMesh::v1beta2()
-            .render(&input(&bad_timeout, Routes::PRIMARY, &options), &services())
-            .unwrap_err();
+        let err = render_error(
+            &AppMesh::v1beta2(),
+            &bad_timeout,
+            Routes::PRIMARY,
+            &services(),
+        );
         assert!(err.starts_with("spec.service.timeout"), "{err}");
         let mirror = mesh_canary(json!({"analysis": {"mirror": true}}));
-        let err = AppMesh::v1beta2()
-            .render(&input(&mirror, Routes::PRIMARY, &options), &services())
-            .unwrap_err();
+        let err = render_error(&AppMesh::v1beta2(), &mirror, Routes::PRIMARY, &services());
         assert!(
             err.starts_with("spec.analysis.mirror: provider appmesh:v1beta2"),
             "{err}"
         );
         let no_services = mesh_canary(json!({}));
-        let err = AppMesh::v1beta2()
-            .render(
-                &input(&no_services, Routes::PRIMARY, &options),
-                &Live::new(),
-            )
-            .unwrap_err();
+        let err = render_error(
+            &AppMesh::v1beta2(),
+            &no_services,
+            Routes::PRIMARY,
+            &Live::new(),
+        );
         assert!(
             err.starts_with("Service podinfo-primary not found"),
             "{err}"
@@ -615,12 +615,9 @@ mod tests {
     proptest! {
         #[test]
         fn read_inverts_render(routes in any_split(), ab in any::<bool>(), v1beta2 in any::<bool>()) {
-            let canary = mesh_canary(if ab { ab_spec() } else { json!({}) });
-            let options = Options::default();
-            let input = input(&canary, routes, &options);
             let router = if v1beta2 { AppMesh::v1beta2() } else { AppMesh::v1beta1() };
-            let objects = router.render(&input, &services()).unwrap();
-            prop_assert_eq!(router.read(&input, &live(objects)).unwrap(), Some(routes));
+            let canary = mesh_canary(if ab { ab_spec() } else { json!({}) });
+            prop_assert_eq!(read_back(&router, &canary, routes, &services()), Some(routes));
         }
     }
 }

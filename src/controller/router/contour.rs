@@ -192,7 +192,9 @@ mod tests {
 
     use super::*;
     use crate::controller::router::Options;
-    use crate::controller::router::fixture::{ab_spec, any_split, canary, input, live};
+    use crate::controller::router::fixture::{
+        ab_spec, any_split, canary, input, read_back, render_error,
+    };
 
     #[test]
     fn weights_with_timeout_retries_and_class() {
@@ -223,7 +225,6 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let options = Options::default();
         let table = [
             (
                 json!({"analysis": {"mirror": true}}),
@@ -246,9 +247,7 @@ mod tests {
         ];
         for (spec, expected) in table {
             let canary = canary(spec);
-            let err = Contour
-                .render(&input(&canary, Routes::CANARY, &options), &Live::new())
-                .unwrap_err();
+            let err = render_error(&Contour, &canary, Routes::CANARY, &Live::new());
             assert!(err.starts_with(expected), "{err}");
         }
     }
@@ -257,10 +256,7 @@ mod tests {
         #[test]
         fn read_inverts_render(routes in any_split(), ab in any::<bool>()) {
             let canary = if ab { canary(ab_spec()) } else { canary(json!({})) };
-            let options = Options::default();
-            let input = input(&canary, routes, &options);
-            let objects = Contour.render(&input, &Live::new()).unwrap();
-            prop_assert_eq!(Contour.read(&input, &live(objects)).unwrap(), Some(routes));
+            prop_assert_eq!(read_back(&Contour, &canary, routes, &Live::new()), Some(routes));
         }
     }
 }

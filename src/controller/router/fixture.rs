@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use serin_core::Routes;
 
-use super::{Input, Live, Options};
+use super::{Input, Live, Options, Router};
 use crate::api::{Canary, DeploymentStrategy};
 
 /// A Canary `podinfo` in namespace `test`, with `spec` merged over a minimal spec (objects
@@ -85,4 +85,26 @@ pub fn object(value: Value) -> DynamicObject {
 /// Any split a run can ask for: primary + canary = 100, not mirrored.
 pub fn any_split() -> impl Strategy<Value = Routes> {
     (0u32..=100).prop_map(Routes::canary)
+}
+
+/// What `router` reads back from its own render of `canary` at `routes` over the `user`'s
+/// objects: every router must read back what it rendered.
+pub fn read_back(
+    router: &dyn Router,
+    canary: &Canary,
+    routes: Routes,
+    user: &Live,
+) -> Option<Routes> {
+    let options = Options::default();
+    let input = input(canary, routes, &options);
+    let objects = router.render(&input, user).unwrap();
+    router.read(&input, &live(objects)).unwrap()
+}
+
+/// The error of `router`'s render of `canary` at `routes` over `live` objects.
+pub fn render_error(router: &dyn Router, canary: &Canary, routes: Routes, live: &Live) -> String {
+    let options = Options::default();
+    router
+        .render(&input(canary, routes, &options), live)
+        .unwrap_err()
 }

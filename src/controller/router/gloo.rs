@@ -263,7 +263,9 @@ mod tests {
 
     use super::*;
     use crate::controller::router::Options;
-    use crate::controller::router::fixture::{ab_spec, any_split, canary, input, live, object};
+    use crate::controller::router::fixture::{
+        ab_spec, any_split, canary, input, live, object, read_back, render_error,
+    };
 
     fn template() -> DynamicObject {
         object(json!({
@@ -308,7 +310,6 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let options = Options::default();
         let table = [
             (
                 json!({"upstreamRef": {"apiVersion": "gloo.solo.io/v1", "kind": "Upstream",
@@ -332,9 +333,7 @@ mod tests {
         ];
         for (spec, expected) in table {
             let canary = canary(spec);
-            let err = Gloo
-                .render(&input(&canary, Routes::CANARY, &options), &Live::new())
-                .unwrap_err();
+            let err = render_error(&Gloo, &canary, Routes::CANARY, &Live::new());
             assert!(err.starts_with(expected), "{err}");
         }
     }
@@ -343,10 +342,7 @@ mod tests {
         #[test]
         fn read_inverts_render(routes in any_split(), ab in any::<bool>()) {
             let canary = if ab { canary(ab_spec()) } else { canary(json!({})) };
-            let options = Options::default();
-            let input = input(&canary, routes, &options);
-            let objects = Gloo.render(&input, &Live::new()).unwrap();
-            prop_assert_eq!(Gloo.read(&input, &live(objects)).unwrap(), Some(routes));
+            prop_assert_eq!(read_back(&Gloo, &canary, routes, &Live::new()), Some(routes));
         }
     }
 }

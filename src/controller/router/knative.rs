@@ -120,7 +120,9 @@ mod tests {
     use super::*;
     use crate::api::Canary;
     use crate::controller::router::Options;
-    use crate::controller::router::fixture::{any_split, canary, input, live, object};
+    use crate::controller::router::fixture::{
+        any_split, canary, input, live, object, read_back, render_error,
+    };
 
     fn knative_canary() -> Canary {
         canary(json!({"targetRef": {
@@ -170,7 +172,6 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let options = Options::default();
         let table = [
             (
                 canary(json!({})),
@@ -184,9 +185,7 @@ mod tests {
             ),
         ];
         for (canary, live, expected) in table {
-            let err = Knative
-                .render(&input(&canary, Routes::PRIMARY, &options), &live)
-                .unwrap_err();
+            let err = render_error(&Knative, &canary, Routes::PRIMARY, &live);
             assert!(err.starts_with(expected), "{err}");
         }
     }
@@ -195,10 +194,7 @@ mod tests {
         #[test]
         fn read_inverts_render(routes in any_split()) {
             let canary = knative_canary();
-            let options = Options::default();
-            let input = input(&canary, routes, &options);
-            let objects = Knative.render(&input, &live([service(true)])).unwrap();
-            prop_assert_eq!(Knative.read(&input, &live(objects)).unwrap(), Some(routes));
+            prop_assert_eq!(read_back(&Knative, &canary, routes, &live([service(true)])), Some(routes));
         }
     }
 }

@@ -104,7 +104,7 @@ mod tests {
 
     use super::*;
     use crate::controller::router::Options;
-    use crate::controller::router::fixture::{any_split, canary, input, live};
+    use crate::controller::router::fixture::{any_split, canary, input, read_back, render_error};
 
     #[test]
     fn cluster_scoped_traffic_route_in_the_annotated_mesh() {
@@ -120,11 +120,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let options = Options::default();
         let canary = canary(json!({"analysis": {"sessionAffinity": {"cookieName": "c"}}}));
-        let err = Kuma
-            .render(&input(&canary, Routes::PRIMARY, &options), &Live::new())
-            .unwrap_err();
+        let err = render_error(&Kuma, &canary, Routes::PRIMARY, &Live::new());
         assert!(
             err.starts_with("spec.analysis.sessionAffinity: provider kuma"),
             "{err}"
@@ -135,10 +132,7 @@ mod tests {
         #[test]
         fn read_inverts_render(routes in any_split()) {
             let canary = canary(json!({}));
-            let options = Options::default();
-            let input = input(&canary, routes, &options);
-            let objects = Kuma.render(&input, &Live::new()).unwrap();
-            prop_assert_eq!(Kuma.read(&input, &live(objects)).unwrap(), Some(routes));
+            prop_assert_eq!(read_back(&Kuma, &canary, routes, &Live::new()), Some(routes));
         }
     }
 }

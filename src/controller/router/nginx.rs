@@ -215,7 +215,9 @@ mod tests {
     use super::*;
     use crate::api::Canary;
     use crate::controller::router::Options;
-    use crate::controller::router::fixture::{ab_spec, any_split, canary, input, live, object};
+    use crate::controller::router::fixture::{
+        ab_spec, any_split, canary, input, live, object, read_back, render_error,
+    };
 
     fn user_ingress() -> DynamicObject {
         object(json!({
@@ -299,7 +301,6 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let options = Options::default();
         let no_ref = canary(json!({}));
         let table: Vec<(Canary, Live, &str)> = vec![
             (
@@ -350,9 +351,7 @@ mod tests {
         for (canary, live, expected) in table {
             // Reported at weight 0 too: before any traffic moves.
             for routes in [Routes::PRIMARY, Routes::CANARY] {
-                let err = Nginx
-                    .render(&input(&canary, routes, &options), &live)
-                    .unwrap_err();
+                let err = render_error(&Nginx, &canary, routes, &live);
                 assert!(err.starts_with(expected), "{err}");
             }
         }
@@ -371,20 +370,14 @@ mod tests {
         #[test]
         fn read_inverts_render(routes in any_split()) {
             let canary = with_ref(json!({}));
-            let options = Options::default();
-            let input = input(&canary, routes, &options);
-            let objects = Nginx.render(&input, &live([user_ingress()])).unwrap();
-            prop_assert_eq!(Nginx.read(&input, &live(objects)).unwrap(), Some(routes));
+            prop_assert_eq!(read_back(&Nginx, &canary, routes, &live([user_ingress()])), Some(routes));
         }
 
         #[test]
         fn ab_read_inverts_render(canary_gets_all in any::<bool>()) {
             let routes = if canary_gets_all { Routes::CANARY } else { Routes::PRIMARY };
             let canary = with_ref(ab_spec());
-            let options = Options::default();
-            let input = input(&canary, routes, &options);
-            let objects = Nginx.render(&input, &live([user_ingress()])).unwrap();
-            prop_assert_eq!(Nginx.read(&input, &live(objects)).unwrap(), Some(routes));
+            prop_assert_eq!(read_back(&Nginx, &canary, routes, &live([user_ingress()])), Some(routes));
         }
     }
 }

@@ -123,7 +123,9 @@ mod tests {
     use super::*;
     use crate::api::Canary;
     use crate::controller::router::Options;
-    use crate::controller::router::fixture::{any_split, canary, input, live, object};
+    use crate::controller::router::fixture::{
+        any_split, canary, input, live, object, read_back, render_error,
+    };
 
     fn user_ingress() -> DynamicObject {
         object(json!({
@@ -166,22 +168,14 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let options = Options::default();
         let no_ref = canary(json!({}));
-        let err = Skipper
-            .render(
-                &input(&no_ref, Routes::PRIMARY, &options),
-                &live([user_ingress()]),
-            )
-            .unwrap_err();
+        let err = render_error(&Skipper, &no_ref, Routes::PRIMARY, &live([user_ingress()]));
         assert!(
             err.starts_with("spec.ingressRef: provider skipper"),
             "{err}"
         );
         let canary = with_ref();
-        let err = Skipper
-            .render(&input(&canary, Routes::PRIMARY, &options), &Live::new())
-            .unwrap_err();
+        let err = render_error(&Skipper, &canary, Routes::PRIMARY, &Live::new());
         assert!(
             err.starts_with("spec.ingressRef: Ingress test/podinfo not found"),
             "{err}"
@@ -192,10 +186,7 @@ mod tests {
         #[test]
         fn read_inverts_render(routes in any_split()) {
             let canary = with_ref();
-            let options = Options::default();
-            let input = input(&canary, routes, &options);
-            let objects = Skipper.render(&input, &live([user_ingress()])).unwrap();
-            prop_assert_eq!(Skipper.read(&input, &live(objects)).unwrap(), Some(routes));
+            prop_assert_eq!(read_back(&Skipper, &canary, routes, &live([user_ingress()])), Some(routes));
         }
     }
 }

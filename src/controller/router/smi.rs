@@ -136,7 +136,9 @@ mod tests {
 
     use super::*;
     use crate::controller::router::Options;
-    use crate::controller::router::fixture::{any_split, canary, input, live};
+    use crate::controller::router::fixture::{
+        any_split, canary, input, live, read_back, render_error,
+    };
 
     fn render(provider: Provider, routes: Routes) -> Vec<DynamicObject> {
         let canary = canary(json!({}));
@@ -221,9 +223,7 @@ mod tests {
         ];
         for (spec, field) in table {
             let canary = canary(spec);
-            let err = router
-                .render(&input(&canary, Routes::PRIMARY, &options), &Live::new())
-                .unwrap_err();
+            let err = render_error(&router, &canary, Routes::PRIMARY, &Live::new());
             assert!(err.starts_with(field), "{err}");
             assert!(err.contains("linkerd"), "{err}");
         }
@@ -241,12 +241,9 @@ mod tests {
                 Provider::Linkerd, Provider::Osm, Provider::SmiV1alpha1,
                 Provider::SmiV1alpha2, Provider::SmiV1alpha3,
             ][v];
-            let canary = canary(json!({}));
-            let options = Options::default();
             let router = Smi::new(provider).unwrap();
-            let input = input(&canary, routes, &options);
-            let objects = router.render(&input, &Live::new()).unwrap();
-            prop_assert_eq!(router.read(&input, &live(objects)).unwrap(), Some(routes));
+            let canary = canary(json!({}));
+            prop_assert_eq!(read_back(&router, &canary, routes, &Live::new()), Some(routes));
         }
     }
 }

@@ -86,7 +86,7 @@ mod tests {
 
     use super::*;
     use crate::controller::router::Options;
-    use crate::controller::router::fixture::{any_split, canary, input, live};
+    use crate::controller::router::fixture::{any_split, canary, input, read_back, render_error};
 
     #[test]
     fn weighted_services() {
@@ -103,11 +103,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let options = Options::default();
         let canary = canary(json!({"analysis": {"mirror": true}}));
-        let err = Traefik
-            .render(&input(&canary, Routes::PRIMARY, &options), &Live::new())
-            .unwrap_err();
+        let err = render_error(&Traefik, &canary, Routes::PRIMARY, &Live::new());
         assert!(
             err.starts_with("spec.analysis.mirror: provider traefik"),
             "{err}"
@@ -118,10 +115,7 @@ mod tests {
         #[test]
         fn read_inverts_render(routes in any_split()) {
             let canary = canary(json!({}));
-            let options = Options::default();
-            let input = input(&canary, routes, &options);
-            let objects = Traefik.render(&input, &Live::new()).unwrap();
-            prop_assert_eq!(Traefik.read(&input, &live(objects)).unwrap(), Some(routes));
+            prop_assert_eq!(read_back(&Traefik, &canary, routes, &Live::new()), Some(routes));
         }
     }
 }
