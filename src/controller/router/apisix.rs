@@ -125,12 +125,7 @@ impl Router for Apisix {
                 .and_then(|b| live::number(&b["weight"]))
                 .unwrap_or(0.0)
         };
-        live::split(
-            weight_of(&input.primary_service),
-            weight_of(&input.canary_service),
-        )
-        .map(Some)
-        .map_err(|e| format!("ApisixRoute {name}: {e}"))
+        live::routes_read(input, &format!("ApisixRoute {name}"), weight_of)
     }
 }
 

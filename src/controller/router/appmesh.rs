@@ -484,12 +484,7 @@ impl Router for AppMesh {
                 .and_then(|t| live::number(&t["weight"]))
                 .unwrap_or(0.0)
         };
-        live::split(
-            weight_of(&input.primary_service),
-            weight_of(&input.canary_service),
-        )
-        .map(Some)
-        .map_err(|e| format!("{id}: {e}"))
+        live::routes_read(input, &id.to_string(), weight_of)
     }
 }
 

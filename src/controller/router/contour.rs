@@ -176,12 +176,7 @@ impl Router for Contour {
                 .and_then(|s| live::number(&s["weight"]))
                 .unwrap_or(0.0)
         };
-        live::split(
-            weight_of(&input.primary_service),
-            weight_of(&input.canary_service),
-        )
-        .map(Some)
-        .map_err(|e| format!("HTTPProxy {}: {e}", input.apex))
+        live::routes_read(input, &format!("HTTPProxy {}", input.apex), weight_of)
     }
 }
 

@@ -250,9 +250,11 @@ impl Router for Gloo {
                 .and_then(|d| live::number(&d["weight"]))
                 .unwrap_or(0.0)
         };
-        live::split(weight_of("primary"), weight_of("canary"))
-            .map(Some)
-            .map_err(|e| format!("RouteTable {}: {e}", input.apex))
+        live::split_in(
+            &format!("RouteTable {}", input.apex),
+            weight_of("primary"),
+            weight_of("canary"),
+        )
     }
 }
 

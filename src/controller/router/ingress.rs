@@ -1,10 +1,14 @@
 //! The canary Ingress that the Ingress-based providers (nginx, skipper) derive from the
 //! user's Ingress: the same host, TLS and class, with only the routes to the apex Service.
 
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
 use kube::api::{ApiResource, DynamicObject};
 use serde_json::{Value, json};
 
-use super::{Input, Live, ObjectKey, routing_object};
+use super::routing_object::Metadata;
+use super::{Input, Live, ObjectKey, live, routing_object};
 use crate::api::Provider;
 
 /// `networking.k8s.io/v1` Ingress.
@@ -116,6 +120,25 @@ pub fn derive(
         found |= !rules.is_empty();
     }
     found.then_some(out)
+}
+
+/// The canary Ingress: `spec` and `annotations`, labelled as the user's Ingress is (but for
+/// Flux's labels, which would make Flux prune it).
+pub fn canary_object(
+    input: &Input<'_>,
+    user: &DynamicObject,
+    spec: Value,
+    annotations: BTreeMap<String, String>,
+) -> DynamicObject {
+    let mut labels = user.labels().clone();
+    labels.retain(|k, _| !live::is_flux_key(k));
+    let key = routing_object::key(resource(), input, &canary_name(input));
+    let mut object = routing_object::object(&key, input, Metadata::Apex, spec);
+    object.annotations_mut().extend(annotations);
+    if !labels.is_empty() {
+        object.labels_mut().extend(labels);
+    }
+    object
 }
 
 #[cfg(test)]

@@ -106,9 +106,7 @@ impl Router for Knative {
                 primary += percent;
             }
         }
-        live::split(primary, canary)
-            .map(Some)
-            .map_err(|e| format!("Knative Service {name}: {e}"))
+        live::split_in(&format!("Knative Service {name}"), primary, canary)
     }
 }
 

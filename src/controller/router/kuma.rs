@@ -88,12 +88,7 @@ impl Router for Kuma {
                 .and_then(|s| live::number(&s["weight"]))
                 .unwrap_or(0.0)
         };
-        live::split(
-            weight_of(&input.primary_service),
-            weight_of(&input.canary_service),
-        )
-        .map(Some)
-        .map_err(|e| format!("TrafficRoute {}: {e}", input.apex))
+        live::routes_read(input, &format!("TrafficRoute {}", input.apex), weight_of)
     }
 }
 

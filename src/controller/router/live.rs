@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use serin_core::Routes;
 
-use super::ORIGINAL_CONFIGURATION;
+use super::{Input, ORIGINAL_CONFIGURATION};
 
 /// Keys Flux sets on the objects it applies: never copied onto objects serin owns, where
 /// they would make Flux adopt (and prune) them.
@@ -60,4 +60,27 @@ pub fn split(primary: f64, canary: f64) -> Result<Routes, String> {
     let share = (canary * 100.0 / total).round();
     // `share` is within 0..=100 by construction.
     Ok(Routes::canary(share.clamp(0.0, 100.0) as u32))
+}
+
+/// The routes `object` (named in errors) holds, from each Service's weight in it.
+///
+/// # Errors
+/// As [`split`], with the object named.
+pub fn routes_read(
+    input: &Input<'_>,
+    object: &str,
+    weight_of: impl Fn(&str) -> f64,
+) -> Result<Option<Routes>, String> {
+    let primary = weight_of(&input.primary_service);
+    split_in(object, primary, weight_of(&input.canary_service))
+}
+
+/// The routes `object` (named in errors) holds, from the primary's and the canary's weights.
+///
+/// # Errors
+/// As [`split`], with the object named.
+pub fn split_in(object: &str, primary: f64, canary: f64) -> Result<Option<Routes>, String> {
+    split(primary, canary)
+        .map(Some)
+        .map_err(|e| format!("{object}: {e}"))
 }

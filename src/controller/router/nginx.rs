@@ -19,7 +19,6 @@ use serin_core::Routes;
 use super::capability::{self, Features};
 use super::ingress;
 use super::live;
-use super::routing_object::{self, Metadata};
 use super::{Input, Live, ObjectKey, Router};
 use crate::api::Provider;
 use crate::api::canary::{HttpMatchRequest, StringMatch};
@@ -155,20 +154,7 @@ impl Router for Nginx {
                 );
             }
         }
-        let mut labels = user.labels().clone();
-        labels.retain(|k, _| !live::is_flux_key(k));
-        let canary_name = ingress::canary_name(input);
-        let mut object = routing_object::object(
-            &routing_object::key(ingress::resource(), input, &canary_name),
-            input,
-            Metadata::Apex,
-            spec,
-        );
-        object.annotations_mut().extend(annotations);
-        if !labels.is_empty() {
-            object.labels_mut().extend(labels);
-        }
-        Ok(vec![object])
+        Ok(vec![ingress::canary_object(input, user, spec, annotations)])
     }
 
     fn read(&self, input: &Input<'_>, live: &Live) -> Result<Option<Routes>, String> {
@@ -201,9 +187,7 @@ impl Router for Nginx {
         // ingress-nginx weighs against `canary-weight-total` (default 100).
         let total = number("canary-weight-total", 100.0)?;
         let canary = number("canary-weight", 0.0)?.min(total);
-        live::split(total - canary, canary)
-            .map(Some)
-            .map_err(|e| format!("Ingress {name}: {e}"))
+        live::split_in(&format!("Ingress {name}"), total - canary, canary)
     }
 }
 

@@ -15,7 +15,6 @@ use serin_core::Routes;
 use super::capability::{self, WEIGHTS_ONLY};
 use super::ingress;
 use super::live;
-use super::routing_object::{self, Metadata};
 use super::{Input, Live, ObjectKey, Router};
 use crate::api::Provider;
 
@@ -72,19 +71,7 @@ impl Router for Skipper {
             predicate.push(user_predicate.as_str());
         }
         annotations.insert(PREDICATE.into(), predicate.join(" && "));
-        let mut labels = user.labels().clone();
-        labels.retain(|k, _| !live::is_flux_key(k));
-        let mut object = routing_object::object(
-            &routing_object::key(ingress::resource(), input, &ingress::canary_name(input)),
-            input,
-            Metadata::Apex,
-            spec,
-        );
-        object.annotations_mut().extend(annotations);
-        if !labels.is_empty() {
-            object.labels_mut().extend(labels);
-        }
-        Ok(vec![object])
+        Ok(vec![ingress::canary_object(input, user, spec, annotations)])
     }
 
     fn read(&self, input: &Input<'_>, live: &Live) -> Result<Option<Routes>, String> {
@@ -106,12 +93,7 @@ impl Router for Skipper {
             .map_err(|e| format!("Ingress {name}: {BACKEND_WEIGHTS} is not a JSON object: {e}"))?
             .ok_or_else(|| format!("Ingress {name} has no {BACKEND_WEIGHTS} annotation"))?;
         let weight_of = |service: &str| weights.get(service).and_then(live::number).unwrap_or(0.0);
-        live::split(
-            weight_of(&input.primary_service),
-            weight_of(&input.canary_service),
-        )
-        .map(Some)
-        .map_err(|e| format!("Ingress {name}: {e}"))
+        live::routes_read(input, &format!("Ingress {name}"), weight_of)
     }
 }
 

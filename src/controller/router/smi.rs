@@ -123,9 +123,7 @@ impl Router for Smi {
         };
         let primary = weight_of(&input.primary_service)?;
         let canary = weight_of(&input.canary_service)?;
-        live::split(primary, canary)
-            .map(Some)
-            .map_err(|e| format!("TrafficSplit {}: {e}", input.apex))
+        live::split_in(&format!("TrafficSplit {}", input.apex), primary, canary)
     }
 }
 

@@ -70,12 +70,7 @@ impl Router for Traefik {
                 .find(|s| s["name"] == name)
                 .map_or(0.0, |s| live::number(&s["weight"]).unwrap_or(1.0))
         };
-        live::split(
-            weight_of(&input.primary_service),
-            weight_of(&input.canary_service),
-        )
-        .map(Some)
-        .map_err(|e| format!("TraefikService {}: {e}", input.apex))
+        live::routes_read(input, &format!("TraefikService {}", input.apex), weight_of)
     }
 }
 
