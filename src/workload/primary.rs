@@ -247,30 +247,24 @@ fn rename_pod_selectors(pod: &mut Value, key: &str, value: &str, primary_value: 
             }
         }
     };
-    if let Some(anti) = pod.pointer_mut("/affinity/podAntiAffinity") {
-        let required = anti
-            .get_mut("requiredDuringSchedulingIgnoredDuringExecution")
-            .and_then(Value::as_array_mut);
-        for term in required.into_iter().flatten() {
-            if let Some(selector) = term.get_mut("labelSelector") {
+    // Each list of terms, and where a term holds its label selector.
+    let selectors = [
+        (
+            "/affinity/podAntiAffinity/requiredDuringSchedulingIgnoredDuringExecution",
+            "/labelSelector",
+        ),
+        (
+            "/affinity/podAntiAffinity/preferredDuringSchedulingIgnoredDuringExecution",
+            "/podAffinityTerm/labelSelector",
+        ),
+        ("/topologySpreadConstraints", "/labelSelector"),
+    ];
+    for (terms, selector) in selectors {
+        let terms = pod.pointer_mut(terms).and_then(Value::as_array_mut);
+        for term in terms.into_iter().flatten() {
+            if let Some(selector) = term.pointer_mut(selector) {
                 rename(selector);
             }
-        }
-        let preferred = anti
-            .get_mut("preferredDuringSchedulingIgnoredDuringExecution")
-            .and_then(Value::as_array_mut);
-        for term in preferred.into_iter().flatten() {
-            if let Some(selector) = term.pointer_mut("/podAffinityTerm/labelSelector") {
-                rename(selector);
-            }
-        }
-    }
-    let spread = pod
-        .get_mut("topologySpreadConstraints")
-        .and_then(Value::as_array_mut);
-    for constraint in spread.into_iter().flatten() {
-        if let Some(selector) = constraint.get_mut("labelSelector") {
-            rename(selector);
         }
     }
 }

@@ -41,25 +41,6 @@ impl Scope<'_> {
             canary: self.canary,
         }
     }
-
-    /// See [`Routing::route`].
-    pub async fn route(
-        &self,
-        router: &dyn Router,
-        input: &Input<'_>,
-        recorded: Option<Routes>,
-    ) -> Result<Outcome, Error> {
-        self.routing().route(router, input, recorded).await
-    }
-
-    /// See [`Routing::restore_routing`].
-    pub async fn restore_routing(
-        &self,
-        router: &dyn Router,
-        input: &Input<'_>,
-    ) -> Result<(), Error> {
-        self.routing().restore_routing(router, input).await
-    }
 }
 
 impl Routing<'_> {

@@ -6,7 +6,7 @@ use serin_core::{Effect, EventType, Plan, Routes, Status, desired_routes};
 use super::session::{Cookies, route_input};
 use crate::controller::apply::Scope;
 use crate::controller::error::Error;
-use crate::controller::router::Router;
+use crate::controller::router::{Input, Router};
 
 /// What the effects of one step work with.
 pub(super) struct EffectsAt<'a> {
@@ -31,26 +31,12 @@ pub(super) async fn apply_effects(at: &EffectsAt<'_>, effects: &[Effect]) -> Res
             Effect::Revert => {
                 scope.revert().await?;
                 if scope.canary.spec.revert_on_deletion() {
-                    let input = route_input(
-                        scope.canary,
-                        scope.ctx,
-                        at.plan,
-                        scope.namespace,
-                        Routes::PRIMARY,
-                        at.cookies,
-                    );
-                    scope.restore_routing(at.router, &input).await?;
+                    let input = all_to_primary(at);
+                    scope.routing().restore_routing(at.router, &input).await?;
                 }
             }
             Effect::OrphanPrimary => {
-                let input = route_input(
-                    scope.canary,
-                    scope.ctx,
-                    at.plan,
-                    scope.namespace,
-                    Routes::PRIMARY,
-                    at.cookies,
-                );
+                let input = all_to_primary(at);
                 scope.orphan_primary(at.router, &input).await?;
             }
             Effect::Event { .. }
@@ -75,7 +61,7 @@ async fn set_routes(at: &EffectsAt<'_>, routes: Routes) -> Result<(), Error> {
         at.cookies,
     );
     let recorded = desired_routes(plan, at.status, at.canary_ready);
-    let outcome = scope.route(at.router, &input, recorded).await?;
+    let outcome = scope.routing().route(at.router, &input, recorded).await?;
     // Reported at once, not after the status write like the step's own events: the repair is
     // done, so a retry after a later failure finds nothing to report, and the event would be
     // lost.
@@ -97,4 +83,17 @@ async fn set_routes(at: &EffectsAt<'_>, routes: Routes) -> Result<(), Error> {
         .telemetry
         .weights(scope.namespace, target, routes.primary, routes.canary);
     Ok(())
+}
+
+/// The routing input with all traffic on the primary (a hand-back or an orphaned primary).
+fn all_to_primary<'a>(at: &EffectsAt<'a>) -> Input<'a> {
+    let scope = at.scope;
+    route_input(
+        scope.canary,
+        scope.ctx,
+        at.plan,
+        scope.namespace,
+        Routes::PRIMARY,
+        at.cookies,
+    )
 }
