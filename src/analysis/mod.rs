@@ -19,13 +19,13 @@
 //! takes as long as the slowest provider, not the sum of them.
 
 pub mod builtin;
-pub mod check;
 mod comparison;
 mod error_counts;
 pub mod judge;
 pub mod provider;
 pub mod secret;
 pub mod template;
+pub mod thresholds;
 
 use std::time::{Duration, Instant};
 
@@ -42,12 +42,12 @@ use crate::api::canary::{
 use crate::api::metric_template::MetricTemplate;
 use crate::api::{Canary, MetricProviderType, Provider, parse_duration};
 use builtin::{Builtin, Observer};
-use check::{Bounds, CheckOutcome};
 use provider::datadog::Datadog;
 use provider::newrelic::NewRelic;
 use provider::prometheus::Prometheus;
 use provider::{Http, MetricProvider, Query, QueryError, Reading, SecretData};
 use template::TemplateVars;
+use thresholds::{Bounds, CheckOutcome};
 
 /// A metric's window when `interval` is unset (Flagger's builtin default).
 pub const DEFAULT_METRIC_INTERVAL: &str = "1m";
@@ -275,7 +275,7 @@ impl Analyzer {
             Err((provider, _)) => (provider.clone(), None),
         };
         let bounds = Bounds::of(metric, builtin);
-        let unit = check::unit(builtin);
+        let unit = thresholds::unit(builtin);
         let mut result = MetricCheck {
             name: metric.name.clone(),
             provider: provider_name.clone(),
@@ -360,7 +360,7 @@ impl Analyzer {
                 };
                 result.without_data(metric, reason)
             }
-            Ok(Reading::Value(raw)) => result.judged(check::normalize(raw, builtin)),
+            Ok(Reading::Value(raw)) => result.judged(thresholds::normalize(raw, builtin)),
         }
     }
 
@@ -545,7 +545,7 @@ impl MetricCheck {
         };
         self.observation.verdict = MetricVerdict::NoData;
         self.observation.message = Some(format!("{reason}{policy}"));
-        self.outcome = check::no_data(metric, reason);
+        self.outcome = thresholds::no_data(metric, reason);
         self
     }
 
@@ -553,7 +553,7 @@ impl MetricCheck {
     /// left out of the status (JSON has no infinity); the message still shows it.
     fn judged(mut self, value: f64) -> MetricCheck {
         self.observation.value = value.is_finite().then_some(value);
-        match check::judge(&self.name, value, self.bounds, self.builtin) {
+        match thresholds::judge(&self.name, value, self.bounds, self.builtin) {
             Ok(()) => {
                 self.observation.verdict = MetricVerdict::Pass;
                 self.outcome = CheckOutcome::Pass;
