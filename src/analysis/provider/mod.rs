@@ -322,14 +322,26 @@ impl Answer {
         )
     }
 
-    /// The body as JSON of type `T`, or a [`ErrorKind::Decode`] error that says what the
-    /// body looked like.
+    /// The body as JSON of type `T`, or a [`ErrorKind::Decode`] error that says where the
+    /// body departs from `T` and what it looked like. serde's message can quote the body (an
+    /// unknown variant, a string of the wrong type), so it is cleaned and cut as any remote
+    /// text.
     pub fn json<T: serde::de::DeserializeOwned>(&self, provider: &str) -> Result<T, QueryError> {
-        serde_json::from_str(&self.body).map_err(|e| {
+        let mut body = serde_json::Deserializer::from_str(&self.body);
+        let decoded = serde_path_to_error::deserialize(&mut body)
+            .map_err(|e| (e.path().to_string(), e.into_inner()))
+            // Data after the value is not JSON either (serde_json::from_str's check).
+            .and_then(|value| body.end().map(|()| value).map_err(|e| (".".into(), e)));
+        decoded.map_err(|(at, e)| {
+            // "." is the whole body: no path worth naming.
+            let cause = match at.as_str() {
+                "." => remote_text(&e.to_string()),
+                at => remote_text(&format!("at {at}: {e}")),
+            };
             QueryError::new(
                 ErrorKind::Decode,
                 format!(
-                    "{provider} answered {} with a body that is not its JSON ({e}): {}",
+                    "{provider} answered {} with a body that is not its JSON ({cause}): {}",
                     self.status,
                     self.describe_body()
                 ),
@@ -427,9 +439,7 @@ pub fn read_every_way(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<
         answer.status_error("fuzz").message,
         format!("{:?}", rate_limit_reset(&answer)),
     ];
-    if let Ok(data) = prometheus::read_data(&answer) {
-        out.push(format!("{:?}", prometheus::read_matrix(&data)));
-    }
+    out.push(format!("{:?}", prometheus::read_range(&answer)));
     out
 }
 
@@ -604,6 +614,26 @@ mod tests {
                 .describe_body()
                 .starts_with("a body of")
         );
+    }
+
+    #[test]
+    fn a_body_of_the_wrong_shape_names_where_and_quotes_no_more_than_an_excerpt() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Shape {
+            #[allow(dead_code)] // read by serde only: the test is the decode error
+            values: Vec<u32>,
+        }
+        let body = format!(r#"{{"values":[1,"{}"]}}"#, "q".repeat(5000));
+        let err = answer(200, &[], &body)
+            .json::<Shape>("datadog")
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Decode);
+        assert!(err.message.contains("at values[1]: invalid type"), "{err}");
+        assert!(err.message.len() < EXCERPT_CHARS + 200, "{err}");
+        let err = answer(200, &[], r#"{"values":[]} {}"#)
+            .json::<Shape>("datadog")
+            .unwrap_err();
+        assert!(err.message.contains("(trailing characters"), "{err}");
     }
 
     #[test]
