@@ -393,7 +393,7 @@ impl Analyzer {
                 provider: prom(),
                 query: query.to_string(),
                 baseline_query: None,
-                backend: Box::new(prometheus),
+                backend: MetricProvider::Prometheus(prometheus),
                 builtin: None,
             });
         }
@@ -405,7 +405,7 @@ impl Analyzer {
                 provider: prom(),
                 query: query.to_string(),
                 baseline_query: None,
-                backend: Box::new(prometheus),
+                backend: MetricProvider::Prometheus(prometheus),
                 builtin: Some(builtin),
             });
         }
@@ -445,16 +445,16 @@ impl Analyzer {
         let secret = secret
             .as_ref()
             .map(|(n, d): &(String, SecretData)| (n.as_str(), d));
-        let backend: Box<dyn MetricProvider> = match provider.type_ {
-            MetricProviderType::Prometheus => Box::new(
+        let backend = match provider.type_ {
+            MetricProviderType::Prometheus => MetricProvider::Prometheus(
                 Prometheus::from_template(provider, secret, prometheus_address).map_err(fail)?,
             ),
-            MetricProviderType::Datadog => Box::new(
+            MetricProviderType::Datadog => MetricProvider::Datadog(
                 Datadog::from_template(provider, template.metadata.annotations.as_ref(), secret)
                     .map_err(fail)?,
             ),
             MetricProviderType::Newrelic => {
-                Box::new(NewRelic::from_template(provider, secret).map_err(fail)?)
+                MetricProvider::NewRelic(NewRelic::from_template(provider, secret).map_err(fail)?)
             }
             other => {
                 return Err(fail(QueryError::config(format!(
@@ -521,7 +521,7 @@ struct Resolved {
     query: String,
     /// The template's `baselineQuery` (for the judge).
     baseline_query: Option<String>,
-    backend: Box<dyn MetricProvider>,
+    backend: MetricProvider,
     builtin: Option<Builtin>,
 }
 

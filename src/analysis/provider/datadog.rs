@@ -278,23 +278,6 @@ pub(super) fn read_v2(answer: &Answer) -> Result<Reading, QueryError> {
     }
 }
 
-impl super::MetricProvider for Datadog {
-    fn query<'a>(
-        &'a self,
-        http: &'a Http,
-        query: super::Query<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<Reading, QueryError>> {
-        Box::pin(self.query(http, query.text, query.interval, query.now, query.deadline))
-    }
-
-    fn is_online<'a>(
-        &'a self,
-        http: &'a Http,
-    ) -> futures::future::BoxFuture<'a, Result<(), QueryError>> {
-        Box::pin(self.is_online(http))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

@@ -13,9 +13,11 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
-
 use reqwest::StatusCode;
+
+use datadog::Datadog;
+use newrelic::NewRelic;
+use prometheus::Prometheus;
 
 /// One rendered query and the window it covers.
 #[derive(Clone, Copy, Debug)]
@@ -29,38 +31,86 @@ pub struct Query<'a> {
     pub deadline: Instant,
 }
 
-/// A metrics backend as the analysis uses it. A new provider implements this and is
-/// constructed from its MetricTemplate in `analysis::resolve`; nothing else changes.
-pub trait MetricProvider: Send + Sync {
+/// A metrics backend as the analysis uses it: one variant per provider, each method a
+/// `match` to that provider's own `async fn`s. A new provider is a variant here, an arm in
+/// each method, and its construction from its MetricTemplate in
+/// `analysis::resolve_template`.
+pub enum MetricProvider {
+    Prometheus(Prometheus),
+    Datadog(Datadog),
+    NewRelic(NewRelic),
+}
+
+impl MetricProvider {
     /// Runs one query.
-    fn query<'a>(
-        &'a self,
-        http: &'a Http,
-        query: Query<'a>,
-    ) -> BoxFuture<'a, Result<Reading, QueryError>>;
+    pub async fn query(&self, http: &Http, query: Query<'_>) -> Result<Reading, QueryError> {
+        match self {
+            MetricProvider::Prometheus(prometheus) => prometheus.query(http, query.text).await,
+            MetricProvider::Datadog(datadog) => {
+                let Query {
+                    text,
+                    interval,
+                    now,
+                    deadline,
+                } = query;
+                datadog.query(http, text, interval, now, deadline).await
+            }
+            MetricProvider::NewRelic(newrelic) => {
+                let Query {
+                    text,
+                    interval,
+                    deadline,
+                    ..
+                } = query;
+                newrelic.query(http, text, interval, deadline).await
+            }
+        }
+    }
 
     /// Whether the backend answers a trivial request (for the initialization step).
-    fn is_online<'a>(&'a self, http: &'a Http) -> BoxFuture<'a, Result<(), QueryError>>;
+    pub async fn is_online(&self, http: &Http) -> Result<(), QueryError> {
+        match self {
+            MetricProvider::Prometheus(prometheus) => prometheus.is_online(http).await,
+            MetricProvider::Datadog(datadog) => datadog.is_online(http).await,
+            MetricProvider::NewRelic(newrelic) => newrelic.is_online(http).await,
+        }
+    }
 
-    /// Backends with the same key are one server: its availability is checked once.
-    fn availability_key(&self) -> Option<String> {
-        None
+    /// Backends with the same key are one server: its availability is checked once. Only a
+    /// Prometheus has one (its address): the builtin metrics of a canary all ask the same
+    /// server, while every Datadog or New Relic template is checked on its own.
+    pub fn availability_key(&self) -> Option<String> {
+        match self {
+            MetricProvider::Prometheus(prometheus) => Some(prometheus.address().to_string()),
+            MetricProvider::Datadog(_) | MetricProvider::NewRelic(_) => None,
+        }
     }
 
     /// The query's values at every `step` over `query.interval` up to `query.now`, for the
     /// canary-vs-primary judge. Providers that answer single values only say so.
-    fn series<'a>(
-        &'a self,
-        _http: &'a Http,
-        _query: Query<'a>,
-        _step: Duration,
-    ) -> BoxFuture<'a, Result<Vec<f64>, QueryError>> {
-        Box::pin(async {
-            Err(QueryError::config(
+    pub async fn series(
+        &self,
+        http: &Http,
+        query: Query<'_>,
+        step: Duration,
+    ) -> Result<Vec<f64>, QueryError> {
+        match self {
+            MetricProvider::Prometheus(prometheus) => {
+                let Query {
+                    text,
+                    interval,
+                    now,
+                    ..
+                } = query;
+                prometheus
+                    .query_range(http, text, interval, step, now)
+                    .await
+            }
+            MetricProvider::Datadog(_) | MetricProvider::NewRelic(_) => Err(QueryError::config(
                 "the judge compares series over time, which serin reads from Prometheus only: \
                  use a Prometheus MetricTemplate, or thresholds for this metric",
-            ))
-        })
+            )),
+        }
     }
 }
 

@@ -282,23 +282,6 @@ fn read_row(row: &Value) -> Result<Reading, QueryError> {
     }
 }
 
-impl super::MetricProvider for NewRelic {
-    fn query<'a>(
-        &'a self,
-        http: &'a Http,
-        query: super::Query<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<Reading, QueryError>> {
-        Box::pin(self.query(http, query.text, query.interval, query.deadline))
-    }
-
-    fn is_online<'a>(
-        &'a self,
-        http: &'a Http,
-    ) -> futures::future::BoxFuture<'a, Result<(), QueryError>> {
-        Box::pin(self.is_online(http))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -406,36 +406,6 @@ fn read_vector(series: &[InstantSeries]) -> Reading {
     }
 }
 
-impl super::MetricProvider for Prometheus {
-    fn query<'a>(
-        &'a self,
-        http: &'a Http,
-        query: super::Query<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<Reading, QueryError>> {
-        Box::pin(self.query(http, query.text))
-    }
-
-    fn is_online<'a>(
-        &'a self,
-        http: &'a Http,
-    ) -> futures::future::BoxFuture<'a, Result<(), QueryError>> {
-        Box::pin(self.is_online(http))
-    }
-
-    fn availability_key(&self) -> Option<String> {
-        Some(self.address().to_string())
-    }
-
-    fn series<'a>(
-        &'a self,
-        http: &'a Http,
-        query: super::Query<'a>,
-        step: std::time::Duration,
-    ) -> futures::future::BoxFuture<'a, Result<Vec<f64>, QueryError>> {
-        Box::pin(self.query_range(http, query.text, query.interval, step, query.now))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
