@@ -388,34 +388,30 @@ impl Analyzer {
         }
 
         let prometheus = Prometheus::new(prometheus_address).map_err(|e| (prom(), e))?;
-        if let Some(query) = metric.query.as_deref().filter(|q| !q.trim().is_empty()) {
-            return Ok(Resolved {
-                provider: prom(),
-                query: query.to_string(),
-                baseline_query: None,
-                backend: MetricProvider::Prometheus(prometheus),
-                builtin: None,
-            });
-        }
-        if let Some(builtin) = Builtin::from_name(&metric.name) {
+        let inline = metric.query.as_deref().filter(|q| !q.trim().is_empty());
+        let (query, builtin) = if let Some(query) = inline {
+            (query, None)
+        } else if let Some(builtin) = Builtin::from_name(&metric.name) {
             let observer = Observer::for_canary(canary, self.mesh_provider);
             let query =
                 builtin::query(observer, builtin).map_err(|e| (prom(), QueryError::config(e)))?;
-            return Ok(Resolved {
-                provider: prom(),
-                query: query.to_string(),
-                baseline_query: None,
-                backend: MetricProvider::Prometheus(prometheus),
-                builtin: Some(builtin),
-            });
-        }
-        Err((
-            "none".to_string(),
-            QueryError::config(
-                "no usable metrics template and query were configured: set templateRef, or use \
-                 a builtin name (request-success-rate, request-duration)",
-            ),
-        ))
+            (query, Some(builtin))
+        } else {
+            return Err((
+                "none".to_string(),
+                QueryError::config(
+                    "no usable metrics template and query were configured: set templateRef, or \
+                     use a builtin name (request-success-rate, request-duration)",
+                ),
+            ));
+        };
+        Ok(Resolved {
+            provider: prom(),
+            query: query.to_string(),
+            baseline_query: None,
+            backend: MetricProvider::Prometheus(prometheus),
+            builtin,
+        })
     }
 
     /// A metric with a `templateRef`: the MetricTemplate's query and provider (with its

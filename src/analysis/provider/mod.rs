@@ -114,6 +114,23 @@ impl MetricProvider {
     }
 }
 
+/// A MetricTemplate's provider of `type_` at `address` and nothing else: the template of the
+/// providers' tests.
+#[cfg(test)]
+pub(crate) fn template_at(
+    type_: crate::api::MetricProviderType,
+    address: &str,
+) -> crate::api::metric_template::MetricTemplateProvider {
+    crate::api::metric_template::MetricTemplateProvider {
+        type_,
+        address: Some(address.to_string()),
+        headers: None,
+        secret_ref: None,
+        region: None,
+        insecure_skip_verify: None,
+    }
+}
+
 /// What one query returned.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reading {

@@ -546,15 +546,14 @@ mod tests {
     async fn the_request_carries_query_headers_and_credentials_each_time() {
         let server = FakeServer::start(|_| Response::json(200, vector(&["1"]))).await;
         let provider = MetricTemplateProvider {
-            type_: crate::api::MetricProviderType::Prometheus,
-            address: Some(format!("{}/prom/", server.url)),
             headers: Some(BTreeMap::from([(
                 "X-Scope-OrgID".to_string(),
                 vec!["tenant-a".to_string()],
             )])),
-            secret_ref: None,
-            region: None,
-            insecure_skip_verify: None,
+            ..super::super::template_at(
+                crate::api::MetricProviderType::Prometheus,
+                &format!("{}/prom/", server.url),
+            )
         };
         let secret = SecretData::from([("token".to_string(), "s3cret".to_string())]);
         let prometheus =
