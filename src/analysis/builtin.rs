@@ -204,25 +204,12 @@ mod tests {
     use super::*;
     use crate::analysis::template::{TemplateVars, render};
 
-    fn vars() -> TemplateVars {
-        TemplateVars {
-            name: "podinfo".into(),
-            namespace: "test".into(),
-            target: "podinfo".into(),
-            service: "podinfo".into(),
-            ingress: "podinfo".into(),
-            route: "podinfo".into(),
-            interval: "1m".into(),
-            variables: BTreeMap::new(),
-        }
-    }
-
     #[test]
     fn every_observer_has_both_builtins_and_they_render() {
         for observer in <Observer as strum::IntoEnumIterator>::iter() {
             for builtin in <Builtin as strum::IntoEnumIterator>::iter() {
                 let template = query(observer, builtin).unwrap();
-                let rendered = render(template, &vars()).unwrap();
+                let rendered = render(template, &TemplateVars::example()).unwrap();
                 assert!(
                     rendered.contains("[1m]"),
                     "{observer:?} {builtin:?}: {rendered}"
@@ -237,7 +224,7 @@ mod tests {
     fn istio_success_rate_is_flaggers_query() {
         let rendered = render(
             query(Observer::Istio, Builtin::RequestSuccessRate).unwrap(),
-            &vars(),
+            &TemplateVars::example(),
         )
         .unwrap();
         assert_eq!(

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::builtin::Builtin;
-use super::check::{self, CheckOutcome};
 use super::judge::{self, Judgement, Settings};
 use super::provider::{Query, QueryError};
 use super::template::{self, TemplateVars};
+use super::thresholds::{self, CheckOutcome};
 use super::{Analyzer, MetricCheck, Resolved};
 use crate::api::canary::{CanaryMetric, JudgeTest, MetricJudge, MetricVerdict, Worse};
 use crate::api::parse_duration;
@@ -84,7 +84,7 @@ fn scale(builtin: Option<Builtin>, raw: Vec<f64>) -> Vec<f64> {
         Some(Builtin::RequestSuccessRate) => raw.into_iter().map(|v| 100.0 - v).collect(),
         _ => raw
             .into_iter()
-            .map(|v| check::normalize(v, builtin))
+            .map(|v| thresholds::normalize(v, builtin))
             .collect(),
     }
 }

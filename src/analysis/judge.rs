@@ -104,21 +104,12 @@ pub fn judge(canary: &[f64], primary: &[f64], settings: &Settings) -> Judgement 
             primary: primary.len(),
         };
     };
-    let effect = match settings.worse {
-        Worse::Higher => canary_mean - primary_mean,
-        Worse::Lower => primary_mean - canary_mean,
-    };
     verdict(
-        Summary {
-            canary_mean,
-            primary_mean,
-            p_value,
-            alpha: settings.alpha,
-            effect,
-            allowed: settings.tolerance * primary_mean.abs(),
-            counts: None,
-        },
         settings,
+        settings.worse,
+        (canary_mean, primary_mean),
+        p_value,
+        None,
     )
 }
 
@@ -137,25 +128,41 @@ pub fn judge_counts(canary: Counts, primary: Counts, settings: &Settings) -> Jud
     let Some(p_value) = stats::rate_ratio_test(canary, primary, 1.0 + settings.tolerance) else {
         return not_enough;
     };
-    let (canary_mean, primary_mean) = (canary.rate() * 100.0, primary.rate() * 100.0);
+    let means = (canary.rate() * 100.0, primary.rate() * 100.0);
+    // Error rates: higher is worse, whichever way the metric's own query (a success rate)
+    // counts.
     verdict(
-        Summary {
-            canary_mean,
-            primary_mean,
-            p_value,
-            alpha: settings.alpha,
-            effect: canary_mean - primary_mean,
-            allowed: settings.tolerance * primary_mean,
-            counts: Some((canary, primary)),
-        },
         settings,
+        Worse::Higher,
+        means,
+        p_value,
+        Some((canary, primary)),
     )
 }
 
-/// Fails only when the difference is significant *and* larger than tolerated.
-fn verdict(summary: Summary, settings: &Settings) -> Judgement {
-    let significant = summary.p_value < settings.alpha;
-    if significant && summary.effect > summary.allowed {
+/// Fails only when the difference is significant *and* the canary is worse (the way `worse`
+/// says) by more than `tolerance` × the primary's mean.
+fn verdict(
+    settings: &Settings,
+    worse: Worse,
+    (canary_mean, primary_mean): (f64, f64),
+    p_value: f64,
+    counts: Option<(Counts, Counts)>,
+) -> Judgement {
+    let effect = match worse {
+        Worse::Higher => canary_mean - primary_mean,
+        Worse::Lower => primary_mean - canary_mean,
+    };
+    let summary = Summary {
+        canary_mean,
+        primary_mean,
+        p_value,
+        alpha: settings.alpha,
+        effect,
+        allowed: settings.tolerance * primary_mean.abs(),
+        counts,
+    };
+    if p_value < settings.alpha && summary.effect > summary.allowed {
         Judgement::Fail(summary)
     } else {
         Judgement::Pass(summary)

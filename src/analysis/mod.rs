@@ -19,13 +19,13 @@
 //! takes as long as the slowest provider, not the sum of them.
 
 pub mod builtin;
-pub mod check;
 mod comparison;
 mod error_counts;
 pub mod judge;
 pub mod provider;
 pub mod secret;
 pub mod template;
+pub mod thresholds;
 
 use std::time::{Duration, Instant};
 
@@ -42,12 +42,12 @@ use crate::api::canary::{
 use crate::api::metric_template::MetricTemplate;
 use crate::api::{Canary, MetricProviderType, Provider, parse_duration};
 use builtin::{Builtin, Observer};
-use check::{Bounds, CheckOutcome};
 use provider::datadog::Datadog;
 use provider::newrelic::NewRelic;
 use provider::prometheus::Prometheus;
 use provider::{Http, MetricProvider, Query, QueryError, Reading, SecretData};
 use template::TemplateVars;
+use thresholds::{Bounds, CheckOutcome};
 
 /// A metric's window when `interval` is unset (Flagger's builtin default).
 pub const DEFAULT_METRIC_INTERVAL: &str = "1m";
@@ -275,7 +275,7 @@ impl Analyzer {
             Err((provider, _)) => (provider.clone(), None),
         };
         let bounds = Bounds::of(metric, builtin);
-        let unit = check::unit(builtin);
+        let unit = thresholds::unit(builtin);
         let mut result = MetricCheck {
             name: metric.name.clone(),
             provider: provider_name.clone(),
@@ -360,7 +360,7 @@ impl Analyzer {
                 };
                 result.without_data(metric, reason)
             }
-            Ok(Reading::Value(raw)) => result.judged(check::normalize(raw, builtin)),
+            Ok(Reading::Value(raw)) => result.judged(thresholds::normalize(raw, builtin)),
         }
     }
 
@@ -388,34 +388,30 @@ impl Analyzer {
         }
 
         let prometheus = Prometheus::new(prometheus_address).map_err(|e| (prom(), e))?;
-        if let Some(query) = metric.query.as_deref().filter(|q| !q.trim().is_empty()) {
-            return Ok(Resolved {
-                provider: prom(),
-                query: query.to_string(),
-                baseline_query: None,
-                backend: Box::new(prometheus),
-                builtin: None,
-            });
-        }
-        if let Some(builtin) = Builtin::from_name(&metric.name) {
+        let inline = metric.query.as_deref().filter(|q| !q.trim().is_empty());
+        let (query, builtin) = if let Some(query) = inline {
+            (query, None)
+        } else if let Some(builtin) = Builtin::from_name(&metric.name) {
             let observer = Observer::for_canary(canary, self.mesh_provider);
             let query =
                 builtin::query(observer, builtin).map_err(|e| (prom(), QueryError::config(e)))?;
-            return Ok(Resolved {
-                provider: prom(),
-                query: query.to_string(),
-                baseline_query: None,
-                backend: Box::new(prometheus),
-                builtin: Some(builtin),
-            });
-        }
-        Err((
-            "none".to_string(),
-            QueryError::config(
-                "no usable metrics template and query were configured: set templateRef, or use \
-                 a builtin name (request-success-rate, request-duration)",
-            ),
-        ))
+            (query, Some(builtin))
+        } else {
+            return Err((
+                "none".to_string(),
+                QueryError::config(
+                    "no usable metrics template and query were configured: set templateRef, or \
+                     use a builtin name (request-success-rate, request-duration)",
+                ),
+            ));
+        };
+        Ok(Resolved {
+            provider: prom(),
+            query: query.to_string(),
+            baseline_query: None,
+            backend: MetricProvider::Prometheus(prometheus),
+            builtin,
+        })
     }
 
     /// A metric with a `templateRef`: the MetricTemplate's query and provider (with its
@@ -445,16 +441,16 @@ impl Analyzer {
         let secret = secret
             .as_ref()
             .map(|(n, d): &(String, SecretData)| (n.as_str(), d));
-        let backend: Box<dyn MetricProvider> = match provider.type_ {
-            MetricProviderType::Prometheus => Box::new(
+        let backend = match provider.type_ {
+            MetricProviderType::Prometheus => MetricProvider::Prometheus(
                 Prometheus::from_template(provider, secret, prometheus_address).map_err(fail)?,
             ),
-            MetricProviderType::Datadog => Box::new(
+            MetricProviderType::Datadog => MetricProvider::Datadog(
                 Datadog::from_template(provider, template.metadata.annotations.as_ref(), secret)
                     .map_err(fail)?,
             ),
             MetricProviderType::Newrelic => {
-                Box::new(NewRelic::from_template(provider, secret).map_err(fail)?)
+                MetricProvider::NewRelic(NewRelic::from_template(provider, secret).map_err(fail)?)
             }
             other => {
                 return Err(fail(QueryError::config(format!(
@@ -521,7 +517,7 @@ struct Resolved {
     query: String,
     /// The template's `baselineQuery` (for the judge).
     baseline_query: Option<String>,
-    backend: Box<dyn MetricProvider>,
+    backend: MetricProvider,
     builtin: Option<Builtin>,
 }
 
@@ -545,7 +541,7 @@ impl MetricCheck {
         };
         self.observation.verdict = MetricVerdict::NoData;
         self.observation.message = Some(format!("{reason}{policy}"));
-        self.outcome = check::no_data(metric, reason);
+        self.outcome = thresholds::no_data(metric, reason);
         self
     }
 
@@ -553,7 +549,7 @@ impl MetricCheck {
     /// left out of the status (JSON has no infinity); the message still shows it.
     fn judged(mut self, value: f64) -> MetricCheck {
         self.observation.value = value.is_finite().then_some(value);
-        match check::judge(&self.name, value, self.bounds, self.builtin) {
+        match thresholds::judge(&self.name, value, self.bounds, self.builtin) {
             Ok(()) => {
                 self.observation.verdict = MetricVerdict::Pass;
                 self.outcome = CheckOutcome::Pass;

@@ -264,10 +264,10 @@ pub fn collapse_whitespace(query: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn vars() -> TemplateVars {
+impl TemplateVars {
+    /// Canary `test/podinfo` over one minute, with `app=web`; its service and ingress are
+    /// named apart from the target, so a test sees which name a query used.
+    pub(crate) fn example() -> TemplateVars {
         TemplateVars {
             name: "podinfo".into(),
             namespace: "test".into(),
@@ -279,13 +279,18 @@ mod tests {
             variables: BTreeMap::from([("app".to_string(), "web".to_string())]),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn flagger_templates_render_unchanged_and_collapsed() {
         let query = "sum(rate(requests{namespace=\"{{ namespace }}\",\n    pod=~\"{{ target }}-.*\", \
                      app=\"{{ variables.app }}\"}[{{ interval }}]))\n  / {{ service }} {{ ingress }} {{ name }} {{ route }}";
         assert_eq!(
-            render(query, &vars()).unwrap(),
+            render(query, &TemplateVars::example()).unwrap(),
             "sum(rate(requests{namespace=\"test\", pod=~\"podinfo-.*\", app=\"web\"}[1m])) \
              / podinfo-svc podinfo-ing podinfo podinfo"
         );
@@ -293,7 +298,7 @@ mod tests {
 
     #[test]
     fn go_template_syntax_is_named_with_the_fix() {
-        let err = render("sum(x{ns=\"{{ .Namespace }}\"})", &vars()).unwrap_err();
+        let err = render("sum(x{ns=\"{{ .Namespace }}\"})", &TemplateVars::example()).unwrap_err();
         assert!(
             err.to_string()
                 .contains("`{{ .Namespace }}` is Go text/template syntax")
@@ -304,9 +309,9 @@ mod tests {
 
     #[test]
     fn unknown_variables_are_named() {
-        let err = render("x{ns=\"{{ namspace }}\"}", &vars()).unwrap_err();
+        let err = render("x{ns=\"{{ namspace }}\"}", &TemplateVars::example()).unwrap_err();
         assert!(err.to_string().contains("`namspace`"), "{err}");
-        let err = render("{{ variables.missing }}", &vars()).unwrap_err();
+        let err = render("{{ variables.missing }}", &TemplateVars::example()).unwrap_err();
         assert!(err.to_string().contains("variables.missing"), "{err}");
         assert!(err.to_string().contains("set: app"), "{err}");
     }
@@ -314,19 +319,26 @@ mod tests {
     #[test]
     fn defaults_and_tests_of_optional_variables_work() {
         let query = "{{ variables.op | default(\"http.request\") }} {% if variables.env is defined %}x{% endif %}";
-        assert_eq!(render(query, &vars()).unwrap(), "http.request");
+        assert_eq!(
+            render(query, &TemplateVars::example()).unwrap(),
+            "http.request"
+        );
     }
 
     #[test]
     fn syntax_errors_are_render_errors() {
-        let err = render("{{ namespace ", &vars()).unwrap_err();
+        let err = render("{{ namespace ", &TemplateVars::example()).unwrap_err();
         assert!(matches!(err, TemplateError::Render(_)), "{err}");
     }
 
     #[test]
     fn queries_without_templating_pass_through() {
         assert_eq!(
-            render("  avg:trace.errors{env:prod}.as_count()  ", &vars()).unwrap(),
+            render(
+                "  avg:trace.errors{env:prod}.as_count()  ",
+                &TemplateVars::example()
+            )
+            .unwrap(),
             "avg:trace.errors{env:prod}.as_count()"
         );
     }
@@ -345,7 +357,7 @@ mod tests {
         ];
         for bomb in &bombs {
             let started = std::time::Instant::now();
-            let err = render(bomb, &vars()).unwrap_err();
+            let err = render(bomb, &TemplateVars::example()).unwrap_err();
             assert!(matches!(err, TemplateError::TooCostly(_)), "{err}");
             assert!(err.to_string().contains("does not compute"), "{err}");
             let took = started.elapsed();

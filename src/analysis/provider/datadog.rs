@@ -278,23 +278,6 @@ pub(super) fn read_v2(answer: &Answer) -> Result<Reading, QueryError> {
     }
 }
 
-impl super::MetricProvider for Datadog {
-    fn query<'a>(
-        &'a self,
-        http: &'a Http,
-        query: super::Query<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<Reading, QueryError>> {
-        Box::pin(self.query(http, query.text, query.interval, query.now, query.deadline))
-    }
-
-    fn is_online<'a>(
-        &'a self,
-        http: &'a Http,
-    ) -> futures::future::BoxFuture<'a, Result<(), QueryError>> {
-        Box::pin(self.is_online(http))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -306,14 +289,7 @@ mod tests {
     use serin_stack::testing::fake_http::{FakeServer, Response};
 
     fn provider(address: &str) -> MetricTemplateProvider {
-        MetricTemplateProvider {
-            type_: MetricProviderType::Datadog,
-            address: Some(address.to_string()),
-            headers: None,
-            secret_ref: None,
-            region: None,
-            insecure_skip_verify: None,
-        }
+        super::super::template_at(MetricProviderType::Datadog, address)
     }
 
     fn keys() -> SecretData {
@@ -340,8 +316,13 @@ mod tests {
         DateTime::from_timestamp(1_717_000_000, 0).unwrap()
     }
 
-    async fn v1(
+    /// `query` over `interval` with the v1 or v2 API, against a server answering `responses`
+    /// in turn (then the last one again), within `budget`.
+    async fn ask(
+        v2: bool,
         responses: Vec<Response>,
+        query: &str,
+        interval: Duration,
         budget: Duration,
     ) -> (Result<Reading, QueryError>, FakeServer) {
         let responses = std::sync::Mutex::new(responses.into_iter());
@@ -356,16 +337,24 @@ mod tests {
         })
         .await;
         let http = Http::new(Duration::from_millis(500)).unwrap();
-        let reading = datadog(&server.url, false)
-            .query(
-                &http,
-                "avg:errors{*}",
-                Duration::from_secs(60),
-                now(),
-                Instant::now() + budget,
-            )
+        let reading = datadog(&server.url, v2)
+            .query(&http, query, interval, now(), Instant::now() + budget)
             .await;
         (reading, server)
+    }
+
+    async fn v1(
+        responses: Vec<Response>,
+        budget: Duration,
+    ) -> (Result<Reading, QueryError>, FakeServer) {
+        ask(
+            false,
+            responses,
+            "avg:errors{*}",
+            Duration::from_secs(60),
+            budget,
+        )
+        .await
     }
 
     fn series(points: serde_json::Value) -> Response {
@@ -493,18 +482,15 @@ mod tests {
     }
 
     async fn v2(body: serde_json::Value) -> (Result<Reading, QueryError>, FakeServer) {
-        let server = FakeServer::start(move |_| Response::json(200, body.clone())).await;
-        let http = Http::new(Duration::from_millis(500)).unwrap();
-        let reading = datadog(&server.url, true)
-            .query(
-                &http,
-                "sum:errors{*}",
-                Duration::from_secs(30),
-                now(),
-                Instant::now(),
-            )
-            .await;
-        (reading, server)
+        let responses = vec![Response::json(200, body)];
+        ask(
+            true,
+            responses,
+            "sum:errors{*}",
+            Duration::from_secs(30),
+            Duration::ZERO,
+        )
+        .await
     }
 
     #[tokio::test]

@@ -13,9 +13,11 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
-
 use reqwest::StatusCode;
+
+use datadog::Datadog;
+use newrelic::NewRelic;
+use prometheus::Prometheus;
 
 /// One rendered query and the window it covers.
 #[derive(Clone, Copy, Debug)]
@@ -29,38 +31,103 @@ pub struct Query<'a> {
     pub deadline: Instant,
 }
 
-/// A metrics backend as the analysis uses it. A new provider implements this and is
-/// constructed from its MetricTemplate in `analysis::resolve`; nothing else changes.
-pub trait MetricProvider: Send + Sync {
+/// A metrics backend as the analysis uses it: one variant per provider, each method a
+/// `match` to that provider's own `async fn`s. A new provider is a variant here, an arm in
+/// each method, and its construction from its MetricTemplate in
+/// `analysis::resolve_template`.
+pub enum MetricProvider {
+    Prometheus(Prometheus),
+    Datadog(Datadog),
+    NewRelic(NewRelic),
+}
+
+impl MetricProvider {
     /// Runs one query.
-    fn query<'a>(
-        &'a self,
-        http: &'a Http,
-        query: Query<'a>,
-    ) -> BoxFuture<'a, Result<Reading, QueryError>>;
+    pub async fn query(&self, http: &Http, query: Query<'_>) -> Result<Reading, QueryError> {
+        match self {
+            MetricProvider::Prometheus(prometheus) => prometheus.query(http, query.text).await,
+            MetricProvider::Datadog(datadog) => {
+                let Query {
+                    text,
+                    interval,
+                    now,
+                    deadline,
+                } = query;
+                datadog.query(http, text, interval, now, deadline).await
+            }
+            MetricProvider::NewRelic(newrelic) => {
+                let Query {
+                    text,
+                    interval,
+                    deadline,
+                    ..
+                } = query;
+                newrelic.query(http, text, interval, deadline).await
+            }
+        }
+    }
 
     /// Whether the backend answers a trivial request (for the initialization step).
-    fn is_online<'a>(&'a self, http: &'a Http) -> BoxFuture<'a, Result<(), QueryError>>;
+    pub async fn is_online(&self, http: &Http) -> Result<(), QueryError> {
+        match self {
+            MetricProvider::Prometheus(prometheus) => prometheus.is_online(http).await,
+            MetricProvider::Datadog(datadog) => datadog.is_online(http).await,
+            MetricProvider::NewRelic(newrelic) => newrelic.is_online(http).await,
+        }
+    }
 
-    /// Backends with the same key are one server: its availability is checked once.
-    fn availability_key(&self) -> Option<String> {
-        None
+    /// Backends with the same key are one server: its availability is checked once. Only a
+    /// Prometheus has one (its address): the builtin metrics of a canary all ask the same
+    /// server, while every Datadog or New Relic template is checked on its own.
+    pub fn availability_key(&self) -> Option<String> {
+        match self {
+            MetricProvider::Prometheus(prometheus) => Some(prometheus.address().to_string()),
+            MetricProvider::Datadog(_) | MetricProvider::NewRelic(_) => None,
+        }
     }
 
     /// The query's values at every `step` over `query.interval` up to `query.now`, for the
     /// canary-vs-primary judge. Providers that answer single values only say so.
-    fn series<'a>(
-        &'a self,
-        _http: &'a Http,
-        _query: Query<'a>,
-        _step: Duration,
-    ) -> BoxFuture<'a, Result<Vec<f64>, QueryError>> {
-        Box::pin(async {
-            Err(QueryError::config(
+    pub async fn series(
+        &self,
+        http: &Http,
+        query: Query<'_>,
+        step: Duration,
+    ) -> Result<Vec<f64>, QueryError> {
+        match self {
+            MetricProvider::Prometheus(prometheus) => {
+                let Query {
+                    text,
+                    interval,
+                    now,
+                    ..
+                } = query;
+                prometheus
+                    .query_range(http, text, interval, step, now)
+                    .await
+            }
+            MetricProvider::Datadog(_) | MetricProvider::NewRelic(_) => Err(QueryError::config(
                 "the judge compares series over time, which serin reads from Prometheus only: \
                  use a Prometheus MetricTemplate, or thresholds for this metric",
-            ))
-        })
+            )),
+        }
+    }
+}
+
+/// A MetricTemplate's provider of `type_` at `address` and nothing else: the template of the
+/// providers' tests.
+#[cfg(test)]
+pub(crate) fn template_at(
+    type_: crate::api::MetricProviderType,
+    address: &str,
+) -> crate::api::metric_template::MetricTemplateProvider {
+    crate::api::metric_template::MetricTemplateProvider {
+        type_,
+        address: Some(address.to_string()),
+        headers: None,
+        secret_ref: None,
+        region: None,
+        insecure_skip_verify: None,
     }
 }
 
@@ -322,14 +389,26 @@ impl Answer {
         )
     }
 
-    /// The body as JSON of type `T`, or a [`ErrorKind::Decode`] error that says what the
-    /// body looked like.
+    /// The body as JSON of type `T`, or a [`ErrorKind::Decode`] error that says where the
+    /// body departs from `T` and what it looked like. serde's message can quote the body (an
+    /// unknown variant, a string of the wrong type), so it is cleaned and cut as any remote
+    /// text.
     pub fn json<T: serde::de::DeserializeOwned>(&self, provider: &str) -> Result<T, QueryError> {
-        serde_json::from_str(&self.body).map_err(|e| {
+        let mut body = serde_json::Deserializer::from_str(&self.body);
+        let decoded = serde_path_to_error::deserialize(&mut body)
+            .map_err(|e| (e.path().to_string(), e.into_inner()))
+            // Data after the value is not JSON either (serde_json::from_str's check).
+            .and_then(|value| body.end().map(|()| value).map_err(|e| (".".into(), e)));
+        decoded.map_err(|(at, e)| {
+            // "." is the whole body: no path worth naming.
+            let cause = match at.as_str() {
+                "." => remote_text(&e.to_string()),
+                at => remote_text(&format!("at {at}: {e}")),
+            };
             QueryError::new(
                 ErrorKind::Decode,
                 format!(
-                    "{provider} answered {} with a body that is not its JSON ({e}): {}",
+                    "{provider} answered {} with a body that is not its JSON ({cause}): {}",
                     self.status,
                     self.describe_body()
                 ),
@@ -427,9 +506,7 @@ pub fn read_every_way(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<
         answer.status_error("fuzz").message,
         format!("{:?}", rate_limit_reset(&answer)),
     ];
-    if let Ok(data) = prometheus::read_data(&answer) {
-        out.push(format!("{:?}", prometheus::read_matrix(&data)));
-    }
+    out.push(format!("{:?}", prometheus::read_range(&answer)));
     out
 }
 
@@ -604,6 +681,26 @@ mod tests {
                 .describe_body()
                 .starts_with("a body of")
         );
+    }
+
+    #[test]
+    fn a_body_of_the_wrong_shape_names_where_and_quotes_no_more_than_an_excerpt() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Shape {
+            #[allow(dead_code)] // read by serde only: the test is the decode error
+            values: Vec<u32>,
+        }
+        let body = format!(r#"{{"values":[1,"{}"]}}"#, "q".repeat(5000));
+        let err = answer(200, &[], &body)
+            .json::<Shape>("datadog")
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Decode);
+        assert!(err.message.contains("at values[1]: invalid type"), "{err}");
+        assert!(err.message.len() < EXCERPT_CHARS + 200, "{err}");
+        let err = answer(200, &[], r#"{"values":[]} {}"#)
+            .json::<Shape>("datadog")
+            .unwrap_err();
+        assert!(err.message.contains("(trailing characters"), "{err}");
     }
 
     #[test]

@@ -282,23 +282,6 @@ fn read_row(row: &Value) -> Result<Reading, QueryError> {
     }
 }
 
-impl super::MetricProvider for NewRelic {
-    fn query<'a>(
-        &'a self,
-        http: &'a Http,
-        query: super::Query<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<Reading, QueryError>> {
-        Box::pin(self.query(http, query.text, query.interval, query.deadline))
-    }
-
-    fn is_online<'a>(
-        &'a self,
-        http: &'a Http,
-    ) -> futures::future::BoxFuture<'a, Result<(), QueryError>> {
-        Box::pin(self.is_online(http))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -308,14 +291,7 @@ mod tests {
     use serin_stack::testing::fake_http::{FakeServer, Response};
 
     fn provider(address: &str) -> MetricTemplateProvider {
-        MetricTemplateProvider {
-            type_: MetricProviderType::Newrelic,
-            address: Some(address.to_string()),
-            headers: None,
-            secret_ref: None,
-            region: None,
-            insecure_skip_verify: None,
-        }
+        super::super::template_at(MetricProviderType::Newrelic, address)
     }
 
     fn secret(key: &str, value: &str) -> SecretData {
@@ -325,23 +301,24 @@ mod tests {
         ])
     }
 
-    async fn insights(response: Response) -> (Result<Reading, QueryError>, FakeServer) {
+    /// `nrql` over `interval`, with the Secret's `key`, against a server answering `response`.
+    async fn ask(
+        response: Response,
+        (key, value): (&str, &str),
+        nrql: &str,
+        interval: Duration,
+    ) -> (Result<Reading, QueryError>, FakeServer) {
         let server = FakeServer::start(move |_| response.clone()).await;
         let http = Http::new(Duration::from_millis(500)).unwrap();
-        let nr = NewRelic::from_template(
-            &provider(&server.url),
-            Some(("ns/nr", &secret(QUERY_KEY, "qk"))),
-        )
-        .unwrap();
-        let reading = nr
-            .query(
-                &http,
-                "SELECT percentage(count(*), WHERE error IS false) AS result FROM Transaction",
-                Duration::from_secs(60),
-                Instant::now(),
-            )
-            .await;
+        let secret = secret(key, value);
+        let nr = NewRelic::from_template(&provider(&server.url), Some(("ns/nr", &secret))).unwrap();
+        let reading = nr.query(&http, nrql, interval, Instant::now()).await;
         (reading, server)
+    }
+
+    async fn insights(response: Response) -> (Result<Reading, QueryError>, FakeServer) {
+        let nrql = "SELECT percentage(count(*), WHERE error IS false) AS result FROM Transaction";
+        ask(response, (QUERY_KEY, "qk"), nrql, Duration::from_secs(60)).await
     }
 
     #[tokio::test]
@@ -431,22 +408,9 @@ mod tests {
     }
 
     async fn nerdgraph(body: serde_json::Value) -> (Result<Reading, QueryError>, FakeServer) {
-        let server = FakeServer::start(move |_| Response::json(200, body.clone())).await;
-        let http = Http::new(Duration::from_millis(500)).unwrap();
-        let nr = NewRelic::from_template(
-            &provider(&server.url),
-            Some(("ns/nr", &secret(API_KEY, "NRAK-x"))),
-        )
-        .unwrap();
-        let reading = nr
-            .query(
-                &http,
-                "SELECT 1 AS result FROM Transaction",
-                Duration::from_secs(30),
-                Instant::now(),
-            )
-            .await;
-        (reading, server)
+        let nrql = "SELECT 1 AS result FROM Transaction";
+        let response = Response::json(200, body);
+        ask(response, (API_KEY, "NRAK-x"), nrql, Duration::from_secs(30)).await
     }
 
     #[tokio::test]

@@ -7,16 +7,18 @@
 //! HTML page need the raw response anyway, and the per-request timeout and per-request
 //! headers come from the shared client.
 //!
-//! Result shapes:
+//! The answer is decoded into typed shapes (`Envelope`, `Data` by `resultType`); a body
+//! of any other shape is a decode error. Result shapes:
 //! - vector: each series' value is parsed and the last one wins (Flagger's loop); no series
 //!   or a NaN value is no data;
 //! - scalar: its value (Flagger cannot decode this shape; there is no reason to refuse it);
-//! - matrix: an error, the query has a range selector where an instant value is wanted;
+//! - matrix: an error, the query has a range selector where an instant value is wanted (a
+//!   range query, for the judge, wants exactly this shape);
 //! - string: an error.
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
-use serde_json::Value;
+use serde::de::IgnoredAny;
 
 use super::{Answer, ErrorKind, Http, QueryError, Reading, SecretData};
 use crate::api::metric_template::MetricTemplateProvider;
@@ -125,8 +127,7 @@ impl Prometheus {
             ("step", &step),
         ];
         let answer = self.get(http, "query_range", &params).await?;
-        let data = read_data(&answer)?;
-        read_matrix(&data)
+        read_range(&answer)
     }
 
     /// GET `/api/v1/<endpoint>` with the template's headers and credentials.
@@ -201,11 +202,12 @@ fn auth_from_secret(secret_name: &str, data: &SecretData) -> Result<Option<Auth>
     }
 }
 
-/// The API envelope (`status`, `data`, `errorType`, `error`).
+/// The API envelope: `{"status": "success", "data": ...}`, or `{"status": "error",
+/// "errorType": ..., "error": ...}`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Envelope {
-    status: String,
+    status: Status,
     #[serde(default)]
     data: Option<Data>,
     #[serde(default)]
@@ -214,68 +216,122 @@ struct Envelope {
     error: Option<String>,
 }
 
+#[derive(Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Success,
+    /// `error`, and anything else a server says: only `success` carries a result.
+    #[serde(other)]
+    Error,
+}
+
+/// A query's `data`: the result, typed by its `resultType`. An unknown `resultType` is not
+/// Prometheus' API, so it fails to decode like any other foreign body.
+#[derive(Deserialize, strum::IntoStaticStr)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+enum Data {
+    /// An instant vector: one sample per series.
+    Vector(Vec<InstantSeries>),
+    /// A single sample without labels (`scalar(...)`, a number literal).
+    Scalar(Sample),
+    /// A range vector: the points of each series.
+    Matrix(Vec<RangeSeries>),
+    /// A string literal: nothing to judge, so its content is not read.
+    String(IgnoredAny),
+}
+
+/// One series of a vector; its labels (`metric`) are not read.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct Data {
-    result_type: String,
+struct InstantSeries {
+    value: Sample,
+}
+
+/// One series of a matrix; a series without `values` has no points.
+#[derive(Deserialize)]
+struct RangeSeries {
     #[serde(default)]
-    result: Value,
+    values: Vec<Sample>,
+}
+
+/// `[<unix time>, "<value>"]`. The time is not read (a value is judged, not when it was
+/// taken), so any JSON there is accepted, as before the types; the value must be a string.
+#[derive(Deserialize)]
+#[serde(from = "(IgnoredAny, SampleValue)")]
+struct Sample {
+    value: f64,
+}
+
+impl From<(IgnoredAny, SampleValue)> for Sample {
+    fn from((_, SampleValue(value)): (IgnoredAny, SampleValue)) -> Sample {
+        Sample { value }
+    }
+}
+
+/// Prometheus writes sample values as strings, so that "NaN", "+Inf" and "-Inf" survive JSON.
+/// A value beyond f64 ("1e999") reads as an infinity, as Prometheus' own parser does.
+struct SampleValue(f64);
+
+impl<'de> Deserialize<'de> for SampleValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<SampleValue, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse::<f64>().map(SampleValue).map_err(|e| {
+            // The text is remote: shown cleaned and cut, as every quote of an answer.
+            serde::de::Error::custom(format!(
+                "sample value {:?} is not a number: {e}",
+                super::remote_text(&text)
+            ))
+        })
+    }
 }
 
 /// Reads an instant query's answer the way the module doc says.
 pub(super) fn read_answer(answer: &Answer) -> Result<Reading, QueryError> {
-    let data = read_data(answer)?;
-    match data.result_type.as_str() {
-        "vector" => read_vector(&data.result),
-        "scalar" => match sample_value(&data.result)? {
-            v if v.is_nan() => Ok(Reading::NoData("the scalar is NaN".into())),
-            v => Ok(Reading::Value(v)),
-        },
-        "matrix" => Err(QueryError::new(
+    match read_data(answer)? {
+        Data::Vector(series) => Ok(read_vector(&series)),
+        Data::Scalar(Sample { value }) if value.is_nan() => {
+            Ok(Reading::NoData("the scalar is NaN".into()))
+        }
+        Data::Scalar(Sample { value }) => Ok(Reading::Value(value)),
+        Data::Matrix(_) => Err(QueryError::new(
             ErrorKind::Query,
             "prometheus returned a matrix (a range vector): the query must return one instant \
              value; wrap the range selector in rate(), sum_over_time() or similar",
         )),
-        other => Err(QueryError::new(
+        other @ Data::String(_) => Err(QueryError::new(
             ErrorKind::Query,
             format!(
                 "prometheus returned a {} result; the query must return a number",
-                super::remote_text(other)
+                <&str>::from(&other)
             ),
         )),
     }
 }
 
-/// A range query's points: no series is an empty sample, several are an error (the judge
-/// compares one series per version).
-pub(super) fn read_matrix(data: &Data) -> Result<Vec<f64>, QueryError> {
-    if data.result_type != "matrix" {
-        return Err(QueryError::new(
-            ErrorKind::Query,
-            format!(
-                "prometheus returned a {} result to a range query",
-                super::remote_text(&data.result_type)
-            ),
-        ));
-    }
-    let series = data
-        .result
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    match series {
-        [] => Ok(Vec::new()),
-        [one] => {
-            let points = one.get("values").and_then(Value::as_array);
-            let mut values = Vec::new();
-            for point in points.map(Vec::as_slice).unwrap_or_default() {
-                let v = sample_value(point)?;
-                if !v.is_nan() {
-                    values.push(v);
-                }
-            }
-            Ok(values)
+/// Reads a range query's answer: the points of its one series, NaN points left out. No
+/// series is an empty sample, several are an error (the judge compares one series per
+/// version).
+pub(super) fn read_range(answer: &Answer) -> Result<Vec<f64>, QueryError> {
+    let series = match read_data(answer)? {
+        Data::Matrix(series) => series,
+        other => {
+            return Err(QueryError::new(
+                ErrorKind::Query,
+                format!(
+                    "prometheus returned a {} result to a range query",
+                    <&str>::from(&other)
+                ),
+            ));
         }
+    };
+    match series.as_slice() {
+        [] => Ok(Vec::new()),
+        [one] => Ok(one
+            .values
+            .iter()
+            .map(|sample| sample.value)
+            .filter(|v| !v.is_nan())
+            .collect()),
         many => Err(QueryError::new(
             ErrorKind::Query,
             format!(
@@ -288,7 +344,7 @@ pub(super) fn read_matrix(data: &Data) -> Result<Vec<f64>, QueryError> {
 }
 
 /// The envelope's `data`, or the error the answer carries.
-pub(super) fn read_data(answer: &Answer) -> Result<Data, QueryError> {
+fn read_data(answer: &Answer) -> Result<Data, QueryError> {
     // Prometheus itself answers 400/422/503 with a JSON envelope naming the error; proxies in
     // front of it answer with anything, so an unreadable body falls back to the status.
     let envelope: Envelope = match answer.json(NAME) {
@@ -296,59 +352,48 @@ pub(super) fn read_data(answer: &Answer) -> Result<Data, QueryError> {
         Err(decode) if answer.status.is_success() => return Err(decode),
         Err(_) => return Err(answer.status_error(NAME)),
     };
-    if envelope.status != "success" {
-        let kind = if answer.status.is_success() || answer.status.is_client_error() {
-            match answer.status.as_u16() {
-                401 | 403 => ErrorKind::Unauthorized,
-                429 => ErrorKind::RateLimited,
-                _ => ErrorKind::Query,
-            }
-        } else {
-            ErrorKind::Unavailable
-        };
-        return Err(QueryError::new(
-            kind,
-            format!(
-                "prometheus answered {} {}: {}",
-                answer.status,
-                super::remote_text(envelope.error_type.as_deref().unwrap_or("error")),
-                super::remote_text(envelope.error.as_deref().unwrap_or("(no message)"))
-            ),
-        ));
+    if envelope.status != Status::Success {
+        return Err(api_error(answer, &envelope));
     }
     if !answer.status.is_success() {
         return Err(answer.status_error(NAME));
     }
-    let data = envelope.data.ok_or_else(|| {
+    envelope.data.ok_or_else(|| {
         QueryError::new(
             ErrorKind::Decode,
             "prometheus answered success without `data`",
         )
-    })?;
-    Ok(data)
+    })
 }
 
-fn read_vector(result: &Value) -> Result<Reading, QueryError> {
-    let series = result.as_array().ok_or_else(|| {
-        QueryError::new(
-            ErrorKind::Decode,
-            "prometheus vector result is not an array",
-        )
-    })?;
-    // Flagger's loop: every series is parsed and the last one wins.
-    let mut last = None;
-    for element in series {
-        let value = element.get("value").ok_or_else(|| {
-            QueryError::new(
-                ErrorKind::Decode,
-                "prometheus vector element has no `value`",
-            )
-        })?;
-        last = Some(sample_value(value)?);
-    }
-    match last {
-        None => Ok(Reading::NoData("the query returned no series".into())),
-        Some(v) if v.is_nan() => Ok(Reading::NoData("the value is NaN".into())),
+/// The error an `error` envelope names: its kind from the HTTP status (a 2xx or 4xx is the
+/// query's fault, a 5xx the server's), its text Prometheus' own, cleaned and cut.
+fn api_error(answer: &Answer, envelope: &Envelope) -> QueryError {
+    let kind = if answer.status.is_success() || answer.status.is_client_error() {
+        match answer.status.as_u16() {
+            401 | 403 => ErrorKind::Unauthorized,
+            429 => ErrorKind::RateLimited,
+            _ => ErrorKind::Query,
+        }
+    } else {
+        ErrorKind::Unavailable
+    };
+    QueryError::new(
+        kind,
+        format!(
+            "prometheus answered {} {}: {}",
+            answer.status,
+            super::remote_text(envelope.error_type.as_deref().unwrap_or("error")),
+            super::remote_text(envelope.error.as_deref().unwrap_or("(no message)"))
+        ),
+    )
+}
+
+/// Flagger's reading of a vector: the last series wins; no series, or a NaN, is no data.
+fn read_vector(series: &[InstantSeries]) -> Reading {
+    match series.last().map(|s| s.value.value) {
+        None => Reading::NoData("the query returned no series".into()),
+        Some(v) if v.is_nan() => Reading::NoData("the value is NaN".into()),
         Some(v) => {
             if series.len() > 1 {
                 tracing::debug!(
@@ -356,64 +401,8 @@ fn read_vector(result: &Value) -> Result<Reading, QueryError> {
                     "prometheus returned several series; the last one is used, as Flagger does"
                 );
             }
-            Ok(Reading::Value(v))
+            Reading::Value(v)
         }
-    }
-}
-
-/// `[<unix time>, "<value>"]`; values are strings, including "NaN", "+Inf" and "-Inf".
-fn sample_value(sample: &Value) -> Result<f64, QueryError> {
-    let text = sample
-        .as_array()
-        .filter(|pair| pair.len() == 2)
-        .and_then(|pair| pair[1].as_str())
-        .ok_or_else(|| {
-            QueryError::new(
-                ErrorKind::Decode,
-                format!(
-                    "prometheus sample {} is not [time, \"value\"]",
-                    super::remote_text(&sample.to_string())
-                ),
-            )
-        })?;
-    text.parse::<f64>().map_err(|e| {
-        QueryError::new(
-            ErrorKind::Decode,
-            format!(
-                "prometheus sample value {:?} is not a number: {e}",
-                super::remote_text(text)
-            ),
-        )
-    })
-}
-
-impl super::MetricProvider for Prometheus {
-    fn query<'a>(
-        &'a self,
-        http: &'a Http,
-        query: super::Query<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<Reading, QueryError>> {
-        Box::pin(self.query(http, query.text))
-    }
-
-    fn is_online<'a>(
-        &'a self,
-        http: &'a Http,
-    ) -> futures::future::BoxFuture<'a, Result<(), QueryError>> {
-        Box::pin(self.is_online(http))
-    }
-
-    fn availability_key(&self) -> Option<String> {
-        Some(self.address().to_string())
-    }
-
-    fn series<'a>(
-        &'a self,
-        http: &'a Http,
-        query: super::Query<'a>,
-        step: std::time::Duration,
-    ) -> futures::future::BoxFuture<'a, Result<Vec<f64>, QueryError>> {
-        Box::pin(self.query_range(http, query.text, query.interval, step, query.now))
     }
 }
 
@@ -557,15 +546,14 @@ mod tests {
     async fn the_request_carries_query_headers_and_credentials_each_time() {
         let server = FakeServer::start(|_| Response::json(200, vector(&["1"]))).await;
         let provider = MetricTemplateProvider {
-            type_: crate::api::MetricProviderType::Prometheus,
-            address: Some(format!("{}/prom/", server.url)),
             headers: Some(BTreeMap::from([(
                 "X-Scope-OrgID".to_string(),
                 vec!["tenant-a".to_string()],
             )])),
-            secret_ref: None,
-            region: None,
-            insecure_skip_verify: None,
+            ..super::super::template_at(
+                crate::api::MetricProviderType::Prometheus,
+                &format!("{}/prom/", server.url),
+            )
         };
         let secret = SecretData::from([("token".to_string(), "s3cret".to_string())]);
         let prometheus =
@@ -584,6 +572,221 @@ mod tests {
             assert_eq!(request.headers["x-scope-orgid"], "tenant-a");
             assert!(!request.query.contains_key("time"));
         }
+    }
+
+    /// An answer as `send` returns it, without a server: the decoding alone.
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            headers: HeaderMap::new(),
+            body: body.into(),
+        }
+    }
+
+    fn success(data: serde_json::Value) -> Answer {
+        answer(200, &json!({"status": "success", "data": data}).to_string())
+    }
+
+    fn matrix(series: serde_json::Value) -> Answer {
+        success(json!({"resultType": "matrix", "result": series}))
+    }
+
+    #[test]
+    fn each_result_shape_reads_as_an_instant_answer() {
+        assert_eq!(
+            read_answer(&answer(200, &vector(&["7", "8"]).to_string())),
+            Ok(Reading::Value(8.0))
+        );
+        let scalar = success(json!({"resultType": "scalar", "result": [1.5, "3"]}));
+        assert_eq!(read_answer(&scalar), Ok(Reading::Value(3.0)));
+        let nan = success(json!({"resultType": "scalar", "result": [1.5, "NaN"]}));
+        assert!(matches!(read_answer(&nan), Ok(Reading::NoData(why)) if why.contains("NaN")));
+        let err = read_answer(&matrix(json!([{"metric": {}, "values": [[1, "1"]]}])));
+        assert!(
+            matches!(err, Err(e) if e.kind == ErrorKind::Query && e.message.contains("matrix"))
+        );
+        let string = success(json!({"resultType": "string", "result": [1, "hello"]}));
+        let err = read_answer(&string).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Query);
+        assert!(err.message.contains("a string result"), "{err}");
+    }
+
+    #[test]
+    fn a_range_answer_is_the_points_of_one_series_without_nan() {
+        let one = matrix(json!([{"metric": {"a": "b"}, "values": [
+            [1, "1.5"], [2, "NaN"], [3, "+Inf"], [4, "-2"]
+        ]}]));
+        assert_eq!(read_range(&one), Ok(vec![1.5, f64::INFINITY, -2.0]));
+        assert_eq!(read_range(&matrix(json!([]))), Ok(vec![]));
+        // A series without points (only `histograms`, say) has no points to compare.
+        assert_eq!(read_range(&matrix(json!([{"metric": {}}]))), Ok(vec![]));
+        let two = matrix(json!([{"values": [[1, "1"]]}, {"values": [[1, "2"]]}]));
+        let err = read_range(&two).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Query);
+        assert!(err.message.contains("returned 2 series"), "{err}");
+        let err = read_range(&answer(200, &vector(&["1"]).to_string())).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Query);
+        assert!(
+            err.message.contains("a vector result to a range query"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn special_and_huge_values_read_as_prometheus_means_them() {
+        let value = |v: &str| read_answer(&answer(200, &vector(&[v]).to_string()));
+        assert_eq!(value("+Inf"), Ok(Reading::Value(f64::INFINITY)));
+        assert_eq!(value("-Inf"), Ok(Reading::Value(f64::NEG_INFINITY)));
+        assert_eq!(value("1e999"), Ok(Reading::Value(f64::INFINITY)));
+        assert_eq!(value("-0"), Ok(Reading::Value(0.0)));
+        assert!(matches!(value("NaN"), Ok(Reading::NoData(_))));
+        // The time is not read: a huge or odd one does not matter.
+        for time in ["1e999", "18446744073709551616123", "\"yesterday\"", "null"] {
+            let body = format!(
+                r#"{{"status":"success","data":{{"resultType":"scalar","result":[{time},"4"]}}}}"#
+            );
+            assert_eq!(
+                read_answer(&answer(200, &body)),
+                Ok(Reading::Value(4.0)),
+                "{time}"
+            );
+        }
+    }
+
+    /// Bodies that are JSON, but not Prometheus' answer: each is a decode error naming where
+    /// it departs, never a panic, a 0 or a quote of more than an excerpt.
+    #[test]
+    fn hostile_shapes_are_decode_errors() {
+        let long = "x".repeat(10_000);
+        let cases = [
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"value":[1,2]}]}}"#,
+                "value",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"value":[1]}]}}"#,
+                "size 2",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"value":[1,"1",2]}]}}"#,
+                "trailing",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{}}]}}"#,
+                "`value`",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":{"value":[1,"1"]}}}"#,
+                "sequence",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":null}}"#,
+                "null",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector"}}"#,
+                "`result`",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"scalar","result":[1,"abc"]}}"#,
+                "not a number",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"scalar","result":[1," 1"]}}"#,
+                "not a number",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":7,"result":[]}}"#,
+                "data",
+            ),
+            (
+                r#"{"status":"success","data":{"result":[]}}"#,
+                "`resultType`",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"histogram","result":[]}}"#,
+                "unknown variant",
+            ),
+            (r#"{"status":"success","data":[]}"#, "data"),
+            (r#"{"status":"success"}"#, "without `data`"),
+            (
+                r#"{"data":{"resultType":"scalar","result":[1,"1"]}}"#,
+                "`status`",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}} trailing"#,
+                "trailing",
+            ),
+            (r#"[]"#, "not its JSON"),
+        ];
+        for (body, says) in cases {
+            let err = read_answer(&answer(200, body)).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Decode, "{body}: {err}");
+            assert!(err.message.contains(says), "{body}: {err}");
+        }
+        // Remote text in serde's message (an unknown variant, a bad value) is cut.
+        for body in [
+            format!(r#"{{"status":"success","data":{{"resultType":"{long}","result":[]}}}}"#),
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"scalar","result":[1,"{long}"]}}}}"#
+            ),
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"value":[1,"1"],"{long}":1}},1]}}}}"#
+            ),
+        ] {
+            let err = read_answer(&answer(200, &body)).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Decode);
+            assert!(
+                err.message.len() < 600,
+                "{} bytes: {err}",
+                err.message.len()
+            );
+        }
+        // Nesting deeper than serde_json's recursion limit is an error, not a stack overflow;
+        // under a string result (not read) it is skipped without recursion.
+        let nested = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep = |shape: &str| {
+            let body = format!(
+                r#"{{"status":"success","data":{{"result":{nested},"resultType":"{shape}"}}}}"#
+            );
+            read_answer(&answer(200, &body))
+        };
+        assert_eq!(deep("vector").unwrap_err().kind, ErrorKind::Decode);
+        assert!(deep("string").is_err());
+        let first =
+            format!(r#"{{"status":"success","data":{{"resultType":"string","result":{nested}}}}}"#);
+        assert_eq!(
+            read_answer(&answer(200, &first)).unwrap_err().kind,
+            ErrorKind::Query
+        );
+    }
+
+    #[test]
+    fn error_envelopes_keep_their_kind_and_a_clean_short_message() {
+        let error = |status, body: &str| read_answer(&answer(status, body)).unwrap_err();
+        let err = error(
+            422,
+            r#"{"status":"error","errorType":"execution","error":"many-to-many"}"#,
+        );
+        assert_eq!(err.kind, ErrorKind::Query);
+        assert!(err.message.contains("execution: many-to-many"), "{err}");
+        let err = error(429, r#"{"status":"error"}"#);
+        assert_eq!(err.kind, ErrorKind::RateLimited);
+        assert!(err.message.contains("error: (no message)"), "{err}");
+        // Any status but success is an error, even with a 200.
+        let err = error(200, r#"{"status":"partial","error":"half"}"#);
+        assert_eq!(err.kind, ErrorKind::Query);
+        let hostile = json!({"status": "error", "errorType": "x\u{7}y", "error": "z".repeat(9000)});
+        let err = error(400, &hostile.to_string());
+        assert!(err.message.contains("x y"), "{err}");
+        assert!(err.message.len() < 600, "{} bytes", err.message.len());
+        // A success envelope under an error status is the status' error.
+        let err = error(500, &vector(&["1"]).to_string());
+        assert_eq!(err.kind, ErrorKind::Unavailable);
+        // A foreign body under an error status says the status, not the decoding.
+        let err = error(503, r#"{"status":"success","data":{"resultType":"nope"}}"#);
+        assert_eq!(err.kind, ErrorKind::Unavailable);
+        assert!(!err.message.contains("nope"), "{err}");
     }
 
     #[test]

@@ -51,7 +51,7 @@ fn analysis_series(checks: &[MetricCheck]) -> Vec<(String, f64)> {
 mod tests {
     use super::*;
     use crate::analysis::builtin::Builtin;
-    use crate::analysis::check::{Bounds, CheckOutcome};
+    use crate::analysis::thresholds::{Bounds, CheckOutcome};
     use crate::api::canary::MetricVerdict;
 
     #[test]
