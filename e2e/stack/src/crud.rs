@@ -130,13 +130,17 @@ fn generation_view(obj: &Value, has_status: bool) -> Value {
     v
 }
 
+/// The stored object, or the API server's 404.
+fn stored(inner: &Inner, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
+    inner
+        .get(&rt.key(), ns, name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+}
+
 impl Store {
     pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
-        let inner = self.lock();
-        inner
-            .get(&rt.key(), ns, name)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+        stored(&self.lock(), rt, ns, name)
     }
 
     pub fn list(
@@ -234,10 +238,7 @@ impl Store {
         opts: &WriteOpts,
     ) -> ApiResult<Value> {
         let mut inner = self.lock();
-        let old = inner
-            .get(&rt.key(), ns, name)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        let old = stored(&inner, rt, ns, name)?;
         if let Some(body_name) = meta_str(&body, "name")
             && body_name != name
         {
@@ -351,10 +352,7 @@ impl Store {
         manager: &str,
     ) -> ApiResult<Value> {
         let mut inner = self.lock();
-        let old = inner
-            .get(&rt.key(), ns, name)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        let old = stored(&inner, rt, ns, name)?;
         let mut body = (*old).clone();
         body["status"] = status;
         let opts = WriteOpts {
@@ -839,6 +837,31 @@ pub(crate) fn finalize(
     inner.remove(&rt.key(), ns, name)
 }
 
+/// A delete's precondition on `metadata.<key>` (`what` names it as the API server does):
+/// when `wanted`, the object's must be it, else 409.
+fn precondition(
+    rt: &ResourceType,
+    name: &str,
+    obj: &Value,
+    key: &str,
+    what: &str,
+    wanted: Option<&str>,
+) -> ApiResult<()> {
+    let actual = meta_str(obj, key);
+    match wanted {
+        Some(wanted) if Some(wanted) != actual => Err(ApiError::conflict(
+            &rt.group,
+            &rt.plural,
+            name,
+            &format!(
+                "Precondition failed: {what} in precondition: {wanted}, {what} in object meta: {}",
+                actual.unwrap_or_default()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn delete_locked(
     inner: &mut Inner,
     rt: &Arc<ResourceType>,
@@ -847,36 +870,23 @@ pub(crate) fn delete_locked(
     opts: &DeleteOpts,
 ) -> ApiResult<(Value, bool)> {
     let ns = ns_of(rt, ns);
-    let old = inner
-        .get(&rt.key(), ns, name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
-    if let Some(uid) = &opts.precondition_uid
-        && Some(uid.as_str()) != meta_str(&old, "uid")
-    {
-        return Err(ApiError::conflict(
-            &rt.group,
-            &rt.plural,
-            name,
-            &format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                meta_str(&old, "uid").unwrap_or_default()
-            ),
-        ));
-    }
-    if let Some(rv) = &opts.precondition_rv
-        && Some(rv.as_str()) != meta_str(&old, "resourceVersion")
-    {
-        return Err(ApiError::conflict(
-            &rt.group,
-            &rt.plural,
-            name,
-            &format!(
-                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                meta_str(&old, "resourceVersion").unwrap_or_default()
-            ),
-        ));
-    }
+    let old = stored(inner, rt, ns, name)?;
+    precondition(
+        rt,
+        name,
+        &old,
+        "uid",
+        "UID",
+        opts.precondition_uid.as_deref(),
+    )?;
+    precondition(
+        rt,
+        name,
+        &old,
+        "resourceVersion",
+        "ResourceVersion",
+        opts.precondition_rv.as_deref(),
+    )?;
     if old.pointer("/metadata/deletionTimestamp").is_some() {
         return Ok(((*old).clone(), false));
     }

@@ -446,6 +446,18 @@ fn write_opts(req: &Request<Incoming>, q: &Query) -> WriteOpts {
     }
 }
 
+/// A create's or an update's options and body (decoded, in the stored shape).
+async fn write_request(
+    req: Request<Incoming>,
+    t: &Target,
+    q: &Query,
+) -> ApiResult<(WriteOpts, Value)> {
+    let opts = write_opts(&req, q);
+    let (ct, bytes) = read_body(req).await?;
+    let body = convert::inbound(&t.rt, decode(&ct, &bytes)?);
+    Ok((opts, body))
+}
+
 fn get(store: &Store, t: &Target, format: Format) -> ApiResult<Response<Body>> {
     let (ns, name) = (t.namespace(), t.object_name());
     if t.subresource() == Sub::Scale {
@@ -545,9 +557,7 @@ async fn create(
             "POST is not allowed on a named object",
         ));
     }
-    let opts = write_opts(&req, q);
-    let (ct, bytes) = read_body(req).await?;
-    let body = convert::inbound(&t.rt, decode(&ct, &bytes)?);
+    let (opts, body) = write_request(req, t, q).await?;
     let created = store.create(&t.rt, &t.version, t.namespace(), body, &opts)?;
     Ok(json_response(201, &versioned(t, &created)))
 }
@@ -558,9 +568,7 @@ async fn update(
     t: &Target,
     q: &Query,
 ) -> ApiResult<Response<Body>> {
-    let opts = write_opts(&req, q);
-    let (ct, bytes) = read_body(req).await?;
-    let body = convert::inbound(&t.rt, decode(&ct, &bytes)?);
+    let (opts, body) = write_request(req, t, q).await?;
     let sub = t.subresource();
     let updated = store.update(
         &t.rt,
@@ -614,8 +622,7 @@ async fn delete(
     t: &Target,
     q: &Query,
 ) -> ApiResult<Response<Body>> {
-    let (ct, bytes) = read_body(req).await?;
-    let dopts = delete_opts(q, &decode(&ct, &bytes)?);
+    let dopts = delete_request(req, q).await?;
     let (obj, gone) = store.delete(&t.rt, t.namespace(), t.object_name(), &dopts)?;
     Ok(json_response(
         if gone { 200 } else { 202 },
@@ -629,8 +636,7 @@ async fn delete_collection(
     t: &Target,
     q: &Query,
 ) -> ApiResult<Response<Body>> {
-    let (ct, bytes) = read_body(req).await?;
-    let dopts = delete_opts(q, &decode(&ct, &bytes)?);
+    let dopts = delete_request(req, q).await?;
     let lo = list_opts(q, &t.rt)?;
     let deleted = store.delete_collection(&t.rt, t.ns.as_deref(), &lo, &dopts)?;
     let rv = store.lock().rv;
@@ -651,6 +657,12 @@ fn respond_sub(t: &Target, sub: Sub, obj: &Value) -> Value {
         Sub::Scale => crate::scale::of(&t.rt, obj),
         _ => versioned(t, obj),
     }
+}
+
+/// A delete's options, from its body (DeleteOptions) or else its query.
+async fn delete_request(req: Request<Incoming>, q: &Query) -> ApiResult<DeleteOpts> {
+    let (ct, bytes) = read_body(req).await?;
+    Ok(delete_opts(q, &decode(&ct, &bytes)?))
 }
 
 fn delete_opts(q: &Query, body: &Value) -> DeleteOpts {

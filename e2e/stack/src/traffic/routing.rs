@@ -6,7 +6,7 @@
 //! `http` route; Gateway API the matching rule with the most header matches; NGINX checks
 //! canary-by-header, then canary-by-cookie, then canary-weight.
 
-use crate::store::{Bucket, Inner};
+use crate::store::{self, Bucket, Inner};
 use crate::traffic::config::Provider;
 use regex::Regex;
 use serde_json::Value;
@@ -114,9 +114,7 @@ impl Snapshot {
     }
 
     pub fn get(&self, key: &str, ns: &str, name: &str) -> Option<&Arc<Value>> {
-        self.buckets
-            .get(key)?
-            .get(&(ns.to_string(), name.to_string()))
+        store::find(self.buckets.get(key), ns, name)
     }
 
     /// Objects of a resource in one namespace, or all of them.
@@ -125,18 +123,7 @@ impl Snapshot {
         key: &str,
         ns: Option<&'a str>,
     ) -> Box<dyn Iterator<Item = &'a Arc<Value>> + 'a> {
-        let Some(bucket) = self.buckets.get(key) else {
-            return Box::new(std::iter::empty());
-        };
-        match ns {
-            None => Box::new(bucket.values()),
-            Some(ns) => Box::new(
-                bucket
-                    .range((ns.to_string(), String::new())..)
-                    .take_while(move |((n, _), _)| n == ns)
-                    .map(|(_, v)| v),
-            ),
-        }
+        store::in_namespace(self.buckets.get(key), ns)
     }
 }
 
