@@ -425,17 +425,31 @@ impl World {
         timeout: Duration,
         f: impl Fn(&Canary) -> bool,
     ) -> Canary {
-        let poll = Poll::new(timeout);
-        loop {
+        self.look_until(name, Poll::new(timeout), async || {
             let canary = self.canary(name).await;
-            if f(&canary) {
-                return canary;
+            match f(&canary) {
+                true => Ok(canary),
+                false => Err(format!("{what}: not within {timeout:?}")),
             }
-            if poll.expired() {
-                self.fail(name, &format!("{what}: not within {timeout:?}"))
-                    .await;
+        })
+        .await
+    }
+
+    /// Looks (`look`) until it finds what it waits for, then returns it; once `poll` has
+    /// expired, fails with `look`'s last word on what it found instead (and, as `fail` does,
+    /// the Canary's status and events).
+    async fn look_until<T>(
+        &self,
+        name: &str,
+        poll: Poll,
+        mut look: impl AsyncFnMut() -> Result<T, String>,
+    ) -> T {
+        loop {
+            match look().await {
+                Ok(found) => return found,
+                Err(why) if poll.expired() => self.fail(name, &why).await,
+                Err(_) => poll.next().await,
             }
-            poll.next().await;
         }
     }
 
@@ -549,20 +563,16 @@ impl World {
         timeout: Duration,
     ) -> i32 {
         let poll = Poll::new(timeout).every(Duration::from_millis(100));
-        loop {
+        self.look_until(name, poll, async || {
             let count = self.event_count(name, needle).await;
-            if count >= n {
-                return count;
+            match count >= n {
+                true => Ok(count),
+                false => Err(format!(
+                    "{needle:?} recorded {count} times, not {n}, within {timeout:?}"
+                )),
             }
-            if poll.expired() {
-                self.fail(
-                    name,
-                    &format!("{needle:?} recorded {count} times, not {n}, within {timeout:?}"),
-                )
-                .await;
-            }
-            poll.next().await;
-        }
+        })
+        .await
     }
 
     pub async fn has_event(&self, name: &str, needle: &str) -> bool {
@@ -571,16 +581,13 @@ impl World {
 
     pub async fn wait_event(&self, name: &str, needle: &str, timeout: Duration) {
         let poll = Poll::new(timeout).every(Duration::from_millis(100));
-        while !self.has_event(name, needle).await {
-            if poll.expired() {
-                self.fail(
-                    name,
-                    &format!("no event containing {needle:?} within {timeout:?}"),
-                )
-                .await;
+        self.look_until(name, poll, async || {
+            match self.has_event(name, needle).await {
+                true => Ok(()),
+                false => Err(format!("no event containing {needle:?} within {timeout:?}")),
             }
-            poll.next().await;
-        }
+        })
+        .await
     }
 
     /// The first container's image of a Deployment.

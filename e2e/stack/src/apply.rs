@@ -30,66 +30,21 @@ pub fn apply(
     let status_only = req.subresource == "status";
     let mut entries = live.map(fields::read_entries).unwrap_or_default();
     let new_set = leaves(applied, req.shape, status_only);
-    let mine = |e: &Entry| {
-        e.manager == req.manager && e.operation == "Apply" && e.subresource == req.subresource
-    };
-
-    let mut conflicts = Vec::new();
-    let mut lost: Vec<(usize, Vec<String>)> = Vec::new();
-    for (i, e) in entries.iter().enumerate() {
-        if mine(e) || e.subresource != req.subresource {
-            continue;
-        }
-        for p in e.set.intersection(&new_set) {
-            let is_item = p.last().is_some_and(|s| s.starts_with("k:"));
-            if is_item {
-                continue;
-            }
-            if get_at(applied, p) != live.and_then(|l| get_at(l, p)) {
-                conflicts.push(Conflict {
-                    manager: e.manager.clone(),
-                    api_version: e.api_version.clone(),
-                    field: fields::display(p),
-                });
-                lost.push((i, p.clone()));
-            }
-        }
-    }
+    let (conflicts, lost) = conflicts(&entries, live, applied, &new_set, req);
     if !conflicts.is_empty() && !req.force {
         return Err(conflicts);
     }
+    // Forced: the other managers lose the fields in conflict.
     for (i, p) in lost {
         entries[i].set.remove(&p);
     }
-
     let mut merged = match live {
         Some(l) => l.clone(),
         None => Value::Object(Map::new()),
     };
     merge(&mut merged, applied, req.shape, "");
-
-    let previous: FieldSet = entries
-        .iter()
-        .find(|e| mine(e))
-        .map(|e| e.set.clone())
-        .unwrap_or_default();
-    let others: FieldSet = entries
-        .iter()
-        .filter(|e| !mine(e))
-        .flat_map(|e| e.set.iter().cloned())
-        .collect();
-    // Longest first, so list items go after their fields.
-    let mut dropped: Vec<&Vec<String>> = previous.difference(&new_set).collect();
-    dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in dropped {
-        let shared = others.iter().any(|o| o.starts_with(p));
-        if !shared {
-            fields::remove_at(&mut merged, p);
-            remove_emptied_parents(&mut merged, p, &new_set, &others);
-        }
-    }
-
-    match entries.iter_mut().find(|e| mine(e)) {
+    remove_no_longer_applied(&mut merged, &entries, &new_set, req);
+    match entries.iter_mut().find(|e| is_mine(e, req)) {
         Some(e) => {
             e.set = new_set;
             e.time = req.now.to_string();
@@ -106,6 +61,74 @@ pub fn apply(
     }
     fields::write_entries(&mut merged, &entries);
     Ok(merged)
+}
+
+/// Whether `e` is this applier's own entry.
+fn is_mine(e: &Entry, req: &ApplyRequest<'_>) -> bool {
+    e.manager == req.manager && e.operation == "Apply" && e.subresource == req.subresource
+}
+
+/// The fields (not list items) of `new_set` that another manager of the same subresource
+/// owns with a different value than applied; with each, the index of that manager's entry.
+fn conflicts(
+    entries: &[Entry],
+    live: Option<&Value>,
+    applied: &Value,
+    new_set: &FieldSet,
+    req: &ApplyRequest<'_>,
+) -> (Vec<Conflict>, Vec<(usize, Vec<String>)>) {
+    let mut conflicts = Vec::new();
+    let mut lost: Vec<(usize, Vec<String>)> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if is_mine(e, req) || e.subresource != req.subresource {
+            continue;
+        }
+        for p in e.set.intersection(new_set) {
+            let is_item = p.last().is_some_and(|s| s.starts_with("k:"));
+            if is_item {
+                continue;
+            }
+            if get_at(applied, p) != live.and_then(|l| get_at(l, p)) {
+                conflicts.push(Conflict {
+                    manager: e.manager.clone(),
+                    api_version: e.api_version.clone(),
+                    field: fields::display(p),
+                });
+                lost.push((i, p.clone()));
+            }
+        }
+    }
+    (conflicts, lost)
+}
+
+/// Removes from `merged` the fields this applier applied before and no longer sends, unless
+/// another manager owns them too.
+fn remove_no_longer_applied(
+    merged: &mut Value,
+    entries: &[Entry],
+    new_set: &FieldSet,
+    req: &ApplyRequest<'_>,
+) {
+    let previous: FieldSet = entries
+        .iter()
+        .find(|e| is_mine(e, req))
+        .map(|e| e.set.clone())
+        .unwrap_or_default();
+    let others: FieldSet = entries
+        .iter()
+        .filter(|e| !is_mine(e, req))
+        .flat_map(|e| e.set.iter().cloned())
+        .collect();
+    // Longest first, so list items go after their fields.
+    let mut dropped: Vec<&Vec<String>> = previous.difference(new_set).collect();
+    dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in dropped {
+        let shared = others.iter().any(|o| o.starts_with(p));
+        if !shared {
+            fields::remove_at(merged, p);
+            remove_emptied_parents(merged, p, new_set, &others);
+        }
+    }
 }
 
 /// After `dropped` is removed: its parent maps left empty go too, up to the first one still

@@ -102,6 +102,65 @@ async fn etcd_post(
     Ok(serde_json::from_slice(&bytes)?)
 }
 
+type Lines<R> = tokio::io::Lines<BufReader<R>>;
+
+/// Whether kube-local printed `ready` on stdout within three minutes.
+async fn wait_ready(stdout: &mut Lines<tokio::process::ChildStdout>) -> bool {
+    let ready = tokio::time::timeout(Duration::from_secs(180), async {
+        while let Some(line) = stdout.next_line().await? {
+            if line.trim() == "ready" {
+                return Ok(true);
+            }
+        }
+        Ok::<_, std::io::Error>(false)
+    })
+    .await;
+    matches!(ready, Ok(Ok(true)))
+}
+
+/// What a failed kube-local wrote to stderr, until it stops writing for two seconds.
+async fn drain_for_a_moment(stderr: &mut Lines<tokio::process::ChildStderr>) -> String {
+    let mut text = String::new();
+    while let Ok(Ok(Some(l))) =
+        tokio::time::timeout(Duration::from_secs(2), stderr.next_line()).await
+    {
+        text.push_str(&l);
+        text.push('\n');
+    }
+    text
+}
+
+/// The API server's URL, from the first stderr line (which names it and the start time).
+async fn read_url(stderr: &mut Lines<tokio::process::ChildStderr>) -> String {
+    let Ok(Ok(Some(first))) =
+        tokio::time::timeout(Duration::from_secs(2), stderr.next_line()).await
+    else {
+        return String::new();
+    };
+    tracing::info!("{first}");
+    first
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Reads stderr to its end, so a full pipe never blocks kube-local, keeping the last
+/// [`LOG_LINES`] lines in `log`.
+async fn keep_last_lines(
+    mut stderr: Lines<tokio::process::ChildStderr>,
+    log: Arc<Mutex<VecDeque<String>>>,
+) {
+    while let Ok(Some(l)) = stderr.next_line().await {
+        tracing::debug!(target: "kube_local", "{l}");
+        let mut kept = log.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() == LOG_LINES {
+            kept.pop_front();
+        }
+        kept.push_back(l);
+    }
+}
+
 impl KubeLocal {
     /// Starts kube-local writing its admin kubeconfig to `kubeconfig` and waits for `ready`.
     /// `crds`: YAML files of CRDs it installs before starting the controllers.
@@ -143,52 +202,16 @@ impl KubeLocal {
         let stdout = child.stdout.take().context("kube-local stdout")?;
         let stderr = child.stderr.take().context("kube-local stderr")?;
         let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(180), async {
-            while let Some(line) = lines.next_line().await? {
-                if line.trim() == "ready" {
-                    return Ok(true);
-                }
-            }
-            Ok::<_, std::io::Error>(false)
-        })
-        .await;
         let mut err_lines = BufReader::new(stderr).lines();
-        let mut url = String::new();
-        if !matches!(ready, Ok(Ok(true))) {
+        if !wait_ready(&mut lines).await {
             let _ = child.start_kill();
-            let mut text = String::new();
-            while let Ok(Ok(Some(l))) =
-                tokio::time::timeout(Duration::from_secs(2), err_lines.next_line()).await
-            {
-                text.push_str(&l);
-                text.push('\n');
-            }
+            let text = drain_for_a_moment(&mut err_lines).await;
             bail!("kube-local did not become ready:\n{text}");
         }
-        // The first stderr line names the URL and the start time; the rest is drained so a
-        // full pipe never blocks it.
-        if let Ok(Ok(Some(first))) =
-            tokio::time::timeout(Duration::from_secs(2), err_lines.next_line()).await
-        {
-            tracing::info!("{first}");
-            url = first
-                .split_whitespace()
-                .find(|w| w.starts_with("https://"))
-                .unwrap_or_default()
-                .to_string();
-        }
+        let url = read_url(&mut err_lines).await;
         let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_LINES)));
-        let kept = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = err_lines.next_line().await {
-                tracing::debug!(target: "kube_local", "{l}");
-                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
-                if kept.len() == LOG_LINES {
-                    kept.pop_front();
-                }
-                kept.push_back(l);
-            }
-        });
+        tokio::spawn(keep_last_lines(err_lines, log.clone()));
+        // The rest of stdout is drained so a full pipe never blocks it.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(KubeLocal {
             child,

@@ -130,13 +130,17 @@ fn generation_view(obj: &Value, has_status: bool) -> Value {
     v
 }
 
+/// The stored object, or the API server's 404.
+fn stored(inner: &Inner, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
+    inner
+        .get(&rt.key(), ns, name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+}
+
 impl Store {
     pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
-        let inner = self.lock();
-        inner
-            .get(&rt.key(), ns, name)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+        stored(&self.lock(), rt, ns, name)
     }
 
     pub fn list(
@@ -234,10 +238,7 @@ impl Store {
         opts: &WriteOpts,
     ) -> ApiResult<Value> {
         let mut inner = self.lock();
-        let old = inner
-            .get(&rt.key(), ns, name)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        let old = stored(&inner, rt, ns, name)?;
         if let Some(body_name) = meta_str(&body, "name")
             && body_name != name
         {
@@ -351,10 +352,7 @@ impl Store {
         manager: &str,
     ) -> ApiResult<Value> {
         let mut inner = self.lock();
-        let old = inner
-            .get(&rt.key(), ns, name)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        let old = stored(&inner, rt, ns, name)?;
         let mut body = (*old).clone();
         body["status"] = status;
         let opts = WriteOpts {
@@ -405,17 +403,41 @@ fn prepare_create(
     mut body: Value,
     strict: bool,
 ) -> ApiResult<Value> {
+    check_creatable(rt, &body)?;
+    set_type_and_metadata(rt, version, &mut body);
+    let name = new_object_name(rt, &body)?;
+    body["metadata"]["name"] = json!(name);
+    if rt.namespaced {
+        place_in_namespace(inner, ns, &mut body)?;
+    } else if let Some(m) = body["metadata"].as_object_mut() {
+        m.remove("namespace");
+    }
+    if inner.get(&rt.key(), ns_of(rt, ns), &name).is_some() {
+        return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
+    }
+    set_server_metadata(rt, &mut body);
+    if rt.status
+        && let Some(m) = body.as_object_mut()
+    {
+        m.remove("status");
+    }
+    if rt.plural == "namespaces" {
+        body["status"] = json!({"phase": "Active"});
+    }
+    normalize(inner, rt, version, &mut body, &name, strict)?;
+    Ok(body)
+}
+
+/// What a create refuses before looking at the object: kinds the stack does not emulate,
+/// a body that is not an object, or one of another kind.
+fn check_creatable(rt: &ResourceType, body: &Value) -> ApiResult<()> {
     if rt.always_empty {
         return Err(ApiError::method_not_allowed(format!(
             "{} are not emulated: the workload simulator runs no pods",
             rt.plural
         )));
     }
-    if !body.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
-    }
+    check_object(body)?;
     if let Some(k) = body.get("kind").and_then(Value::as_str)
         && k != rt.kind
     {
@@ -424,12 +446,30 @@ fn prepare_create(
             rt.plural
         )));
     }
-    body["kind"] = json!(rt.kind);
-    body["apiVersion"] = json!(rt.api_version(version));
-    if !body.get("metadata").is_some_and(Value::is_object) {
-        body["metadata"] = json!({});
+    Ok(())
+}
+
+fn check_object(body: &Value) -> ApiResult<()> {
+    match body.is_object() {
+        true => Ok(()),
+        false => Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        )),
     }
-    let name = match (meta_str(&body, "name"), meta_str(&body, "generateName")) {
+}
+
+/// The resource's `kind` and `apiVersion` in the requested version, and a `metadata` map.
+fn set_type_and_metadata(rt: &ResourceType, version: &str, obj: &mut Value) {
+    obj["kind"] = json!(rt.kind);
+    obj["apiVersion"] = json!(rt.api_version(version));
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+}
+
+/// `metadata.name`, or `generateName` with a random suffix; a valid RFC 1123 subdomain.
+fn new_object_name(rt: &ResourceType, body: &Value) -> ApiResult<String> {
+    let name = match (meta_str(body, "name"), meta_str(body, "generateName")) {
         (Some(n), _) => n.to_string(),
         (None, Some(prefix)) => {
             let suffix: String = (0..5)
@@ -463,58 +503,50 @@ fn prepare_create(
             }],
         ));
     }
-    body["metadata"]["name"] = json!(name);
-    if rt.namespaced {
-        match meta_str(&body, "namespace") {
-            Some(n) if n != ns => {
-                return Err(ApiError::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                ));
-            }
-            _ => body["metadata"]["namespace"] = json!(ns),
+    Ok(name)
+}
+
+/// Sets the namespace of the request on a namespaced object, which must agree with the
+/// body's and exist, not terminating.
+fn place_in_namespace(inner: &Inner, ns: &str, body: &mut Value) -> ApiResult<()> {
+    match meta_str(body, "namespace") {
+        Some(n) if n != ns => {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
         }
-        match inner.get("namespaces", "", ns) {
-            None => return Err(ApiError::not_found("", "namespaces", ns)),
-            Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
-                return Err(ApiError::new(
-                    403,
-                    "Forbidden",
-                    format!(
-                        "unable to create new content in namespace {ns} because it is being terminated"
-                    ),
-                ));
-            }
-            Some(_) => {}
-        }
-    } else if let Some(m) = body["metadata"].as_object_mut() {
-        m.remove("namespace");
+        _ => body["metadata"]["namespace"] = json!(ns),
     }
-    if inner.get(&rt.key(), ns_of(rt, ns), &name).is_some() {
-        return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
+    match inner.get("namespaces", "", ns) {
+        None => Err(ApiError::not_found("", "namespaces", ns)),
+        Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => Err(ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ),
+        )),
+        Some(_) => Ok(()),
     }
-    if let Some(m) = body["metadata"].as_object_mut() {
-        m.insert("uid".into(), json!(new_uid()));
-        m.insert("creationTimestamp".into(), json!(now()));
-        m.remove("deletionTimestamp");
-        m.remove("deletionGracePeriodSeconds");
-        m.remove("resourceVersion");
-        m.remove("managedFields");
-        if rt.generation {
-            m.insert("generation".into(), json!(1));
-        } else {
-            m.remove("generation");
-        }
+}
+
+/// The metadata the server owns on a new object: a fresh uid and creation time, generation
+/// 1 where the kind has one, none of a client's deletion, version or ownership fields.
+fn set_server_metadata(rt: &ResourceType, body: &mut Value) {
+    let Some(m) = body["metadata"].as_object_mut() else {
+        return;
+    };
+    m.insert("uid".into(), json!(new_uid()));
+    m.insert("creationTimestamp".into(), json!(now()));
+    m.remove("deletionTimestamp");
+    m.remove("deletionGracePeriodSeconds");
+    m.remove("resourceVersion");
+    m.remove("managedFields");
+    if rt.generation {
+        m.insert("generation".into(), json!(1));
+    } else {
+        m.remove("generation");
     }
-    if rt.status
-        && let Some(m) = body.as_object_mut()
-    {
-        m.remove("status");
-    }
-    if rt.plural == "namespaces" {
-        body["status"] = json!({"phase": "Active"});
-    }
-    normalize(inner, rt, version, &mut body, &name, strict)?;
-    Ok(body)
 }
 
 fn ns_of<'a>(rt: &ResourceType, ns: &'a str) -> &'a str {
@@ -617,59 +649,11 @@ fn commit_update(
     opts: &WriteOpts,
     track_fields: bool,
 ) -> ApiResult<Value> {
-    if !body.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
-    }
+    check_object(&body)?;
     let name = meta_str(old, "name").unwrap_or_default().to_string();
-    if let Some(rv) = meta_str(&body, "resourceVersion")
-        && Some(rv) != meta_str(old, "resourceVersion")
-    {
-        return Err(ApiError::conflict(
-            &rt.group,
-            &rt.plural,
-            &name,
-            "the object has been modified; please apply your changes to the latest version and try again",
-        ));
-    }
-    let mut new = match sub {
-        Sub::Status => {
-            let mut n = (**old).clone();
-            match body.get("status") {
-                Some(s) => n["status"] = s.clone(),
-                None => {
-                    if let Some(m) = n.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
-            }
-            // An apply computed the new ownership itself.
-            if !track_fields && let Some(mf) = body.pointer("/metadata/managedFields") {
-                n["metadata"]["managedFields"] = mf.clone();
-            }
-            n
-        }
-        Sub::Main | Sub::Scale => {
-            let mut n = body;
-            if rt.status {
-                match old.get("status") {
-                    Some(s) => n["status"] = s.clone(),
-                    None => {
-                        if let Some(m) = n.as_object_mut() {
-                            m.remove("status");
-                        }
-                    }
-                }
-            }
-            n
-        }
-    };
-    new["kind"] = json!(rt.kind);
-    new["apiVersion"] = json!(rt.api_version(version));
-    if !new.get("metadata").is_some_and(Value::is_object) {
-        new["metadata"] = json!({});
-    }
+    check_resource_version(rt, old, &body, &name)?;
+    let mut new = written_part(rt, old, body, sub, track_fields);
+    set_type_and_metadata(rt, version, &mut new);
     // Server-owned metadata always comes from the stored object.
     for k in [
         "name",
@@ -681,42 +665,13 @@ fn commit_update(
         "generation",
         "resourceVersion",
     ] {
-        match old["metadata"].get(k) {
-            Some(v) => new["metadata"][k] = v.clone(),
-            None => {
-                if let Some(m) = new["metadata"].as_object_mut() {
-                    m.remove(k);
-                }
-            }
-        }
+        copy_field(&mut new["metadata"], &old["metadata"], k);
     }
-    if old.pointer("/metadata/deletionTimestamp").is_some() {
-        let before = finalizers(old);
-        if let Some(added) = finalizers(&new).into_iter().find(|f| !before.contains(f)) {
-            return Err(invalid(
-                rt,
-                &name,
-                vec![Cause {
-                    reason: "FieldValueForbidden",
-                    field: "metadata.finalizers".into(),
-                    message: format!(
-                        "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers [{added:?}]"
-                    ),
-                }],
-            ));
-        }
-    }
+    check_no_finalizer_added_while_deleting(rt, old, &new, &name)?;
     normalize(inner, rt, version, &mut new, &name, opts.strict)?;
     if rt.plural == "customresourcedefinitions" {
         crd::set_status(&mut new);
-        if let Some(old_status) = old.get("status") {
-            // Keep transition times stable when nothing changed.
-            if old_status.get("conditions").is_some()
-                && old_status["acceptedNames"] == new["status"]["acceptedNames"]
-            {
-                new["status"]["conditions"] = old_status["conditions"].clone();
-            }
-        }
+        keep_crd_conditions(old, &mut new);
     }
     if rt.generation && generation_view(old, rt.status) != generation_view(&new, rt.status) {
         let g = old
@@ -736,29 +691,134 @@ fn commit_update(
             &now(),
         );
     }
-    if new == **old {
+    if new == **old || opts.dry_run {
         return Ok(new);
     }
-    if opts.dry_run {
-        return Ok(new);
+    Ok(store_update(inner, rt, old, new, &name))
+}
+
+/// Optimistic concurrency: a `resourceVersion` in the body must be the stored one.
+fn check_resource_version(
+    rt: &ResourceType,
+    old: &Value,
+    body: &Value,
+    name: &str,
+) -> ApiResult<()> {
+    match meta_str(body, "resourceVersion") {
+        Some(rv) if Some(rv) != meta_str(old, "resourceVersion") => Err(ApiError::conflict(
+            &rt.group,
+            &rt.plural,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )),
+        _ => Ok(()),
     }
-    let key = rt.key();
+}
+
+/// The object a write to `sub` makes: a status write changes only `status` (and, from an
+/// apply, the ownership it computed); with a status subresource, a write to the main
+/// resource keeps the stored `status`.
+fn written_part(
+    rt: &ResourceType,
+    old: &Value,
+    body: Value,
+    sub: Sub,
+    track_fields: bool,
+) -> Value {
+    match sub {
+        Sub::Status => {
+            let mut n = old.clone();
+            copy_field(&mut n, &body, "status");
+            // An apply computed the new ownership itself.
+            if !track_fields && let Some(mf) = body.pointer("/metadata/managedFields") {
+                n["metadata"]["managedFields"] = mf.clone();
+            }
+            n
+        }
+        Sub::Main | Sub::Scale => {
+            let mut n = body;
+            if rt.status {
+                copy_field(&mut n, old, "status");
+            }
+            n
+        }
+    }
+}
+
+/// Sets `to[key]` to `from[key]`, or removes it from `to` when `from` has none.
+fn copy_field(to: &mut Value, from: &Value, key: &str) {
+    match from.get(key) {
+        Some(v) => to[key] = v.clone(),
+        None => {
+            if let Some(m) = to.as_object_mut() {
+                m.remove(key);
+            }
+        }
+    }
+}
+
+/// No finalizer can be added to an object being deleted.
+fn check_no_finalizer_added_while_deleting(
+    rt: &ResourceType,
+    old: &Value,
+    new: &Value,
+    name: &str,
+) -> ApiResult<()> {
+    if old.pointer("/metadata/deletionTimestamp").is_none() {
+        return Ok(());
+    }
+    let before = finalizers(old);
+    match finalizers(new).into_iter().find(|f| !before.contains(f)) {
+        None => Ok(()),
+        Some(added) => Err(invalid(
+            rt,
+            name,
+            vec![Cause {
+                reason: "FieldValueForbidden",
+                field: "metadata.finalizers".into(),
+                message: format!(
+                    "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers [{added:?}]"
+                ),
+            }],
+        )),
+    }
+}
+
+/// Keeps a CRD's condition transition times stable when its accepted names did not change.
+fn keep_crd_conditions(old: &Value, new: &mut Value) {
+    if let Some(old_status) = old.get("status")
+        && old_status.get("conditions").is_some()
+        && old_status["acceptedNames"] == new["status"]["acceptedNames"]
+    {
+        new["status"]["conditions"] = old_status["conditions"].clone();
+    }
+}
+
+/// Stores a changed object: an object being deleted whose last finalizer went is removed
+/// for good (namespaces wait for the garbage collector to empty them).
+fn store_update(
+    inner: &mut Inner,
+    rt: &Arc<ResourceType>,
+    old: &Value,
+    new: Value,
+    name: &str,
+) -> Value {
     let ns = meta_str(old, "namespace").unwrap_or_default().to_string();
     let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
     let owners_changed =
         old.pointer("/metadata/ownerReferences") != new.pointer("/metadata/ownerReferences");
     if deleting && finalizers(&new).is_empty() && rt.plural != "namespaces" {
-        let gone = finalize(inner, rt, &ns, &name);
-        return Ok(gone.map(|g| (*g).clone()).unwrap_or(new));
+        let gone = finalize(inner, rt, &ns, name);
+        return gone.map(|g| (*g).clone()).unwrap_or(new);
     }
     if rt.plural == "customresourcedefinitions" {
         crd::register(inner, &new);
     }
-    let stored = inner.put(&key, new);
+    let stored = inner.put(&rt.key(), new);
     if deleting || owners_changed {
         inner.wants_gc = true;
     }
-    Ok((*stored).clone())
+    (*stored).clone()
 }
 
 /// Removes an object for good; for a CRD also its custom resources and served type.
@@ -777,6 +837,31 @@ pub(crate) fn finalize(
     inner.remove(&rt.key(), ns, name)
 }
 
+/// A delete's precondition on `metadata.<key>` (`what` names it as the API server does):
+/// when `wanted`, the object's must be it, else 409.
+fn precondition(
+    rt: &ResourceType,
+    name: &str,
+    obj: &Value,
+    key: &str,
+    what: &str,
+    wanted: Option<&str>,
+) -> ApiResult<()> {
+    let actual = meta_str(obj, key);
+    match wanted {
+        Some(wanted) if Some(wanted) != actual => Err(ApiError::conflict(
+            &rt.group,
+            &rt.plural,
+            name,
+            &format!(
+                "Precondition failed: {what} in precondition: {wanted}, {what} in object meta: {}",
+                actual.unwrap_or_default()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn delete_locked(
     inner: &mut Inner,
     rt: &Arc<ResourceType>,
@@ -785,36 +870,23 @@ pub(crate) fn delete_locked(
     opts: &DeleteOpts,
 ) -> ApiResult<(Value, bool)> {
     let ns = ns_of(rt, ns);
-    let old = inner
-        .get(&rt.key(), ns, name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
-    if let Some(uid) = &opts.precondition_uid
-        && Some(uid.as_str()) != meta_str(&old, "uid")
-    {
-        return Err(ApiError::conflict(
-            &rt.group,
-            &rt.plural,
-            name,
-            &format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                meta_str(&old, "uid").unwrap_or_default()
-            ),
-        ));
-    }
-    if let Some(rv) = &opts.precondition_rv
-        && Some(rv.as_str()) != meta_str(&old, "resourceVersion")
-    {
-        return Err(ApiError::conflict(
-            &rt.group,
-            &rt.plural,
-            name,
-            &format!(
-                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                meta_str(&old, "resourceVersion").unwrap_or_default()
-            ),
-        ));
-    }
+    let old = stored(inner, rt, ns, name)?;
+    precondition(
+        rt,
+        name,
+        &old,
+        "uid",
+        "UID",
+        opts.precondition_uid.as_deref(),
+    )?;
+    precondition(
+        rt,
+        name,
+        &old,
+        "resourceVersion",
+        "ResourceVersion",
+        opts.precondition_rv.as_deref(),
+    )?;
     if old.pointer("/metadata/deletionTimestamp").is_some() {
         return Ok(((*old).clone(), false));
     }
@@ -888,6 +960,47 @@ fn apply_patch(
     sub: Sub,
     opts: &WriteOpts,
 ) -> ApiResult<(Value, bool)> {
+    let applied = applied_configuration(rt, name, body, sub, opts)?;
+    let api_version = rt.api_version(version);
+    undeclared_fields(rt, version, name, &api_version, &applied)?;
+    let time = now();
+    let req = ApplyRequest {
+        manager: &opts.manager,
+        force: opts.force,
+        api_version: &api_version,
+        subresource: sub.field_manager_name(),
+        shape: shape(rt, version),
+        now: &time,
+    };
+    let merged = apply::apply(old.as_deref(), &applied, &req)
+        .map_err(|conflicts| apply_conflict(rt, name, &conflicts))?;
+    match old {
+        None => {
+            if sub != Sub::Main {
+                return Err(ApiError::not_found(&rt.group, &rt.plural, name));
+            }
+            let managed = merged.pointer("/metadata/managedFields").cloned();
+            let mut obj = prepare_create(inner, rt, version, ns, merged, opts.strict)?;
+            if let Some(m) = managed {
+                obj["metadata"]["managedFields"] = m;
+            }
+            commit_create(inner, rt, obj, opts.dry_run).map(|v| (v, true))
+        }
+        Some(old) => {
+            commit_update(inner, rt, version, &old, merged, sub, opts, false).map(|v| (v, false))
+        }
+    }
+}
+
+/// The applied configuration, named as on the URL, once the request is one an apply can
+/// serve: a field manager, not the scale subresource, an object.
+fn applied_configuration(
+    rt: &ResourceType,
+    name: &str,
+    body: Value,
+    sub: Sub,
+    opts: &WriteOpts,
+) -> ApiResult<Value> {
     if opts.manager.is_empty() {
         return Err(invalid(
             rt,
@@ -916,61 +1029,38 @@ fn apply_patch(
         ));
     }
     applied["metadata"]["name"] = json!(name);
-    let api_version = rt.api_version(version);
-    undeclared_fields(rt, version, name, &api_version, &applied)?;
-    let time = now();
-    let req = ApplyRequest {
-        manager: &opts.manager,
-        force: opts.force,
-        api_version: &api_version,
-        subresource: sub.field_manager_name(),
-        shape: shape(rt, version),
-        now: &time,
-    };
-    let merged = apply::apply(old.as_deref(), &applied, &req).map_err(|conflicts| {
-        let lines: Vec<String> = conflicts
-            .iter()
-            .map(|c| {
-                format!(
-                    "conflict with \"{}\" using {}: {}",
-                    c.manager, c.api_version, c.field
-                )
-            })
-            .collect();
-        let message = if lines.len() == 1 {
-            format!("Apply failed with 1 conflict: {}", lines.join(""))
-        } else {
+    Ok(applied)
+}
+
+/// The API server's 409 for an apply that conflicts with other managers' fields: one
+/// `FieldManagerConflict` cause per field.
+fn apply_conflict(rt: &ResourceType, name: &str, conflicts: &[apply::Conflict]) -> ApiError {
+    let lines: Vec<String> = conflicts
+        .iter()
+        .map(|c| {
             format!(
-                "Apply failed with {} conflicts: {}",
-                lines.len(),
-                lines.join("\n")
+                "conflict with \"{}\" using {}: {}",
+                c.manager, c.api_version, c.field
             )
-        };
-        let mut err = ApiError::new(409, "Conflict", message).details(&rt.group, &rt.plural, name);
-        err.details.causes = conflicts
-            .iter()
-            .map(|c| Cause {
-                reason: "FieldManagerConflict",
-                field: c.field.clone(),
-                message: format!("conflict with \"{}\" using {}", c.manager, c.api_version),
-            })
-            .collect();
-        err
-    })?;
-    match old {
-        None => {
-            if sub != Sub::Main {
-                return Err(ApiError::not_found(&rt.group, &rt.plural, name));
-            }
-            let managed = merged.pointer("/metadata/managedFields").cloned();
-            let mut obj = prepare_create(inner, rt, version, ns, merged, opts.strict)?;
-            if let Some(m) = managed {
-                obj["metadata"]["managedFields"] = m;
-            }
-            commit_create(inner, rt, obj, opts.dry_run).map(|v| (v, true))
-        }
-        Some(old) => {
-            commit_update(inner, rt, version, &old, merged, sub, opts, false).map(|v| (v, false))
-        }
-    }
+        })
+        .collect();
+    let message = if lines.len() == 1 {
+        format!("Apply failed with 1 conflict: {}", lines.join(""))
+    } else {
+        format!(
+            "Apply failed with {} conflicts: {}",
+            lines.len(),
+            lines.join("\n")
+        )
+    };
+    let mut err = ApiError::new(409, "Conflict", message).details(&rt.group, &rt.plural, name);
+    err.details.causes = conflicts
+        .iter()
+        .map(|c| Cause {
+            reason: "FieldManagerConflict",
+            field: c.field.clone(),
+            message: format!("conflict with \"{}\" using {}", c.manager, c.api_version),
+        })
+        .collect();
+    err
 }

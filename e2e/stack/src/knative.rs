@@ -56,12 +56,22 @@ pub async fn run(client: Client, cfg: Workloads) -> Result<()> {
     }
 }
 
+/// A Knative Service's `spec.template` as JSON text: what a Revision was made from.
+fn template_of(service: &DynamicObject) -> Result<String> {
+    let template = service.data.pointer("/spec/template").cloned();
+    Ok(serde_json::to_string(&template.unwrap_or(Value::Null))?)
+}
+
 /// How often a failed revision is retried (1 s apart) before waiting for the next change.
 const ATTEMPTS: u32 = 10;
 
 impl Serving {
     fn revisions(&self, ns: &str) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), ns, &resource("Revision", "revisions"))
+    }
+
+    fn services(&self, ns: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), ns, &resource("Service", "services"))
     }
 
     /// Reconciles `service`; a failure (the API server under load) is retried in the
@@ -73,8 +83,7 @@ impl Serving {
         let (ns, name) = (service.namespace().unwrap_or_default(), service.name_any());
         tracing::warn!(service = %name, "knative stand-in: {e:#}; retrying");
         tokio::spawn(async move {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(self.client.clone(), &ns, &resource("Service", "services"));
+            let api = self.services(&ns);
             for _ in 0..ATTEMPTS {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 let result = match api.get_opt(&name).await {
@@ -97,15 +106,13 @@ impl Serving {
         }
         let ns = service.namespace().unwrap_or_default();
         let name = service.name_any();
-        let template = service.data.pointer("/spec/template").cloned();
-        let template = serde_json::to_string(&template.unwrap_or(Value::Null))?;
+        let template = template_of(service)?;
         let latest = service
             .data
             .pointer("/status/latestCreatedRevisionName")
             .and_then(Value::as_str);
-        let revisions = self.revisions(&ns);
         if let Some(latest) = latest
-            && let Some(revision) = revisions.get_opt(latest).await?
+            && let Some(revision) = self.revisions(&ns).get_opt(latest).await?
             && revision.annotations().get(TEMPLATE_ANNOTATION) == Some(&template)
         {
             return Ok(());
@@ -116,44 +123,11 @@ impl Serving {
             .unwrap_or(0)
             + 1;
         let revision_name = format!("{name}-{number:05}");
-        let mut revision = DynamicObject::new(&revision_name, &resource("Revision", "revisions"))
-            .within(&ns)
-            .data(
-                json!({"spec": service.data.pointer("/spec/template/spec").cloned()
-                .unwrap_or(json!({}))}),
-            );
-        revision
-            .labels_mut()
-            .insert(SERVICE_LABEL.into(), name.clone());
-        revision
-            .annotations_mut()
-            .insert(TEMPLATE_ANNOTATION.into(), template.clone());
-        revision.metadata.owner_references = Some(vec![
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-                api_version: "serving.knative.dev/v1".into(),
-                kind: "Service".into(),
-                name: name.clone(),
-                uid: service.uid().unwrap_or_default(),
-                controller: Some(true),
-                ..Default::default()
-            },
-        ]);
-        match revisions.create(&PostParams::default(), &revision).await {
-            Ok(_) => {}
-            // Made before: either this event is stale (the Service has moved on or already
-            // names the revision) or an earlier attempt failed after creating it; only the
-            // latter has anything left to do.
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                if !self
-                    .unfinished(&ns, &name, &revision_name, &template)
-                    .await?
-                {
-                    return Ok(());
-                }
-            }
-            Err(e) => {
-                return Err(e).with_context(|| format!("creating Revision {ns}/{revision_name}"));
-            }
+        if !self
+            .create_revision(service, &revision_name, &template)
+            .await?
+        {
+            return Ok(());
         }
         self.set_revision_ready(&ns, &revision_name, false).await?;
         self.patch_service_status(
@@ -182,6 +156,55 @@ impl Serving {
         Ok(())
     }
 
+    /// Creates the Revision `revision_name` of `service`'s `template`, owned by the Service.
+    /// Returns whether the rest of the reconcile is still to do: false when the Revision
+    /// existed and this event is stale.
+    async fn create_revision(
+        &self,
+        service: &DynamicObject,
+        revision_name: &str,
+        template: &str,
+    ) -> Result<bool> {
+        let ns = service.namespace().unwrap_or_default();
+        let name = service.name_any();
+        let mut revision = DynamicObject::new(revision_name, &resource("Revision", "revisions"))
+            .within(&ns)
+            .data(
+                json!({"spec": service.data.pointer("/spec/template/spec").cloned()
+                .unwrap_or(json!({}))}),
+            );
+        revision
+            .labels_mut()
+            .insert(SERVICE_LABEL.into(), name.clone());
+        revision
+            .annotations_mut()
+            .insert(TEMPLATE_ANNOTATION.into(), template.to_string());
+        revision.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "serving.knative.dev/v1".into(),
+                kind: "Service".into(),
+                name: name.clone(),
+                uid: service.uid().unwrap_or_default(),
+                controller: Some(true),
+                ..Default::default()
+            },
+        ]);
+        match self
+            .revisions(&ns)
+            .create(&PostParams::default(), &revision)
+            .await
+        {
+            Ok(_) => Ok(true),
+            // Made before: either this event is stale (the Service has moved on or already
+            // names the revision) or an earlier attempt failed after creating it; only the
+            // latter has anything left to do.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                self.unfinished(&ns, &name, revision_name, template).await
+            }
+            Err(e) => Err(e).with_context(|| format!("creating Revision {ns}/{revision_name}")),
+        }
+    }
+
     /// Whether `revision` exists for `template`, which is still the Service's template, and
     /// the Service's status does not name it yet (an attempt failed half-way).
     async fn unfinished(
@@ -191,16 +214,8 @@ impl Serving {
         revision: &str,
         template: &str,
     ) -> Result<bool> {
-        let services: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), ns, &resource("Service", "services"));
-        let current = services.get(service).await?;
-        let current_template = serde_json::to_string(
-            &current
-                .data
-                .pointer("/spec/template")
-                .cloned()
-                .unwrap_or(Value::Null),
-        )?;
+        let current = self.services(ns).get(service).await?;
+        let current_template = template_of(&current)?;
         let named = current.data.pointer("/status/latestCreatedRevisionName")
             == Some(&Value::String(revision.into()));
         let existing = self.revisions(ns).get(revision).await?;
@@ -235,15 +250,14 @@ impl Serving {
     }
 
     async fn patch_service_status(&self, ns: &str, name: &str, status: Value) -> Result<()> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), ns, &resource("Service", "services"));
-        api.patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"status": status})),
-        )
-        .await
-        .with_context(|| format!("status of Knative Service {ns}/{name}"))?;
+        self.services(ns)
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": status})),
+            )
+            .await
+            .with_context(|| format!("status of Knative Service {ns}/{name}"))?;
         Ok(())
     }
 }

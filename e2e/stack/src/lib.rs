@@ -176,195 +176,31 @@ impl Stack {
     pub async fn start(config: StackConfig) -> Result<Stack> {
         let real = config.control_plane == ControlPlane::Real;
         let store = Arc::new(store::Store::new(config.history));
-        // Namespaces that exist in every cluster (the real one makes its own).
-        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            if real {
-                break;
-            }
-            let rt = store
-                .lock()
-                .registry
-                .lookup("", "v1", "namespaces")
-                .cloned()
-                .context("namespaces type missing")?;
-            let body = serde_json::json!({"metadata": {"name": ns}});
-            let opts = crud::WriteOpts {
-                manager: "serin-stack".into(),
-                ..Default::default()
-            };
-            store
-                .create(&rt, "v1", "", body, &opts)
-                .map_err(|e| anyhow::anyhow!("creating namespace {ns}: {}", e.message))?;
+        if !real {
+            // The real control plane makes its own.
+            create_default_namespaces(&store)?;
         }
-        let world = World::new(
-            store.clone(),
-            config.scenario.traffic.clone(),
-            config.manual_traffic_clock,
-            config.datadog || config.newrelic,
-        )
-        .map_err(|e| anyhow::anyhow!("scenario: {e}"))?;
-        // Over the real control plane the mirror accepts HTTPRoutes through the API.
-        let world = Arc::new(if real { world.without_gateway() } else { world });
+        let world = traffic_world(&config, store.clone(), real)?;
         if config.prometheus && config.admin_port.is_none() {
             anyhow::bail!("Prometheus scrapes the admin server's /traffic/metrics: set admin_port");
         }
         let faults = Arc::new(Faults::default());
         faults.add(config.scenario.faults.clone());
-        let shared = Arc::new(server::Shared {
-            store: store.clone(),
-            faults: faults.clone(),
-            token: config.token.clone(),
-            bookmark_interval: config.bookmark_interval,
-            watches: AtomicI64::new(0),
-        });
         // Bind and write everything that can fail before spawning anything, so a failed
         // start leaves no task behind.
-        let listener = match real {
-            true => None,
-            false => Some(
-                TcpListener::bind(("127.0.0.1", config.port))
-                    .await
-                    .with_context(|| format!("binding API port {}", config.port))?,
-            ),
+        let listeners = Listeners::bind(&config, real).await?;
+        let admin_url = url_of(listeners.admin.as_ref())?;
+        let datadog_url = url_of(listeners.datadog.as_ref())?;
+        let newrelic_url = url_of(listeners.newrelic.as_ref())?;
+        let (kubeconfig, remove_kubeconfig) = kubeconfig_file(&config);
+        let api = match real {
+            true => ApiServer::start_kube_local(&kubeconfig, &config).await?,
+            false => ApiServer::emulator(listeners.api.as_ref(), &kubeconfig, &config)?,
         };
-        let mut url = match &listener {
-            Some(l) => format!("http://{}", l.local_addr()?),
-            None => String::new(),
-        };
-        let admin_listener = match config.admin_port {
-            Some(port) => Some(
-                TcpListener::bind(("127.0.0.1", port))
-                    .await
-                    .with_context(|| format!("binding admin port {port}"))?,
-            ),
-            None => None,
-        };
-        let datadog_listener = match config.datadog {
-            true => Some(
-                TcpListener::bind(("127.0.0.1", 0))
-                    .await
-                    .context("binding the Datadog emulator's port")?,
-            ),
-            false => None,
-        };
-        let datadog_url = match &datadog_listener {
-            Some(l) => Some(format!("http://{}", l.local_addr()?)),
-            None => None,
-        };
-        let datadog_faults = Arc::new(ProviderFaults::default());
-        if let Some(f) = &config.scenario.datadog.fault {
-            datadog_faults.set(f.clone());
-        }
-        let newrelic_listener = match config.newrelic {
-            true => Some(
-                TcpListener::bind(("127.0.0.1", 0))
-                    .await
-                    .context("binding the New Relic emulator's port")?,
-            ),
-            false => None,
-        };
-        let newrelic_url = match &newrelic_listener {
-            Some(l) => Some(format!("http://{}", l.local_addr()?)),
-            None => None,
-        };
-        let newrelic_faults = Arc::new(ProviderFaults::default());
-        if let Some(f) = &config.scenario.newrelic.fault {
-            newrelic_faults.set(f.clone());
-        }
-        let admin_url = match &admin_listener {
-            Some(l) => Some(format!("http://{}", l.local_addr()?)),
-            None => None,
-        };
-        let (kubeconfig, remove_kubeconfig) = match &config.kubeconfig {
-            Some(p) => (p.clone(), false),
-            None => {
-                static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let file = format!("serin-stack-{}-{n}.kubeconfig", std::process::id());
-                (std::env::temp_dir().join(file), true)
-            }
-        };
-        let (kube_local, client) = match real {
-            true => {
-                let kl =
-                    control_plane::KubeLocal::start(&kubeconfig, &config.crds, config.watch_cache)
-                        .await?;
-                url = kl.url().to_string();
-                let client = client_for(&kubeconfig).await?;
-                (Some(kl), Some(client))
-            }
-            false => {
-                kubeconfig::write(&kubeconfig, &url, config.token.as_deref())?;
-                (None, None)
-            }
-        };
-
-        let (stop, stop_rx) = signal::channel(false);
-        let mut tasks = Vec::new();
-        if let Some(listener) = listener {
-            let api_shared = shared.clone();
-            tasks.push(tokio::spawn(serve(listener, stop_rx.clone(), move |req| {
-                server::handle(api_shared.clone(), req)
-            })));
-        }
-        if let Some(l) = admin_listener {
-            let admin = Arc::new(admin::State {
-                shared: shared.clone(),
-                world: world.clone(),
-                datadog: datadog_faults.clone(),
-                newrelic: newrelic_faults.clone(),
-            });
-            tasks.push(tokio::spawn(serve(l, stop_rx.clone(), move |req| {
-                admin::handle(admin.clone(), req)
-            })));
-        }
-        match client {
-            // The real controllers need only the nodes' part played, and the world a mirror.
-            Some(client) => {
-                let workloads = config.scenario.workloads.clone();
-                let kubelet_client = client.clone();
-                tasks.push(tokio::spawn(async move {
-                    if let Err(e) = kubelet::run(kubelet_client, workloads).await {
-                        tracing::error!("kubelet stand-in stopped: {e:#}");
-                    }
-                }));
-                let provider = world.provider();
-                tasks.push(tokio::spawn(mirror::run(client, store.clone(), provider)));
-            }
-            None => {
-                tasks.push(tokio::spawn(gc::run(store.clone())));
-                tasks.push(tokio::spawn(simulator::run(
-                    store.clone(),
-                    config.scenario.workloads.clone(),
-                )));
-            }
-        }
-        if let Some(l) = datadog_listener {
-            let dd = Arc::new(datadog::Datadog {
-                world: world.clone(),
-                faults: datadog_faults.clone(),
-                config: config.scenario.datadog.clone(),
-            });
-            tasks.push(tokio::spawn(serve(l, stop_rx.clone(), move |req| {
-                datadog::handle(dd.clone(), req)
-            })));
-        }
-        if let Some(l) = newrelic_listener {
-            let nr = Arc::new(newrelic::NewRelic {
-                world: world.clone(),
-                faults: newrelic_faults.clone(),
-                config: config.scenario.newrelic.clone(),
-            });
-            tasks.push(tokio::spawn(serve(l, stop_rx.clone(), move |req| {
-                newrelic::handle(nr.clone(), req)
-            })));
-        }
-        world.reroute();
-        if !config.manual_traffic_clock {
-            tasks.push(tokio::spawn(world.clone().run()));
-        }
+        // Each task that stops with the stack subscribes to `stop` (`serve_on`).
+        let (stop, _) = signal::channel(false);
         let mut stack = Stack {
-            url,
+            url: api.url,
             admin_url,
             kubeconfig,
             remove_kubeconfig,
@@ -373,26 +209,30 @@ impl Stack {
             world,
             prometheus: None,
             datadog_url,
-            datadog_faults,
+            datadog_faults: provider_faults(config.scenario.datadog.fault.as_ref()),
             newrelic_url,
-            newrelic_faults,
+            newrelic_faults: provider_faults(config.scenario.newrelic.fault.as_ref()),
             stop,
-            tasks,
-            kube_local,
+            tasks: Vec::new(),
+            kube_local: api.kube_local,
         };
+        stack.spawn_servers(listeners, &config);
+        match api.client {
+            Some(client) => stack.spawn_node_stand_ins(client, &config.scenario.workloads),
+            None => stack.spawn_emulated_controllers(&config.scenario.workloads),
+        }
+        stack.world.reroute();
+        if !config.manual_traffic_clock {
+            let world = stack.world.clone();
+            stack.tasks.push(tokio::spawn(world.run()));
+        }
         if !real {
             for file in &config.crds {
                 stack.create_all(file)?;
             }
         }
         if config.knative {
-            let client = stack.client().await?;
-            let workloads = config.scenario.workloads.clone();
-            stack.tasks.push(tokio::spawn(async move {
-                if let Err(e) = knative::run(client, workloads).await {
-                    tracing::error!("Knative Serving stand-in stopped: {e:#}");
-                }
-            }));
+            stack.spawn_knative(&config.scenario.workloads).await?;
         }
         // Started last: on failure, dropping `stack` stops everything started so far.
         if config.prometheus
@@ -405,6 +245,101 @@ impl Stack {
         tracing::info!(url = %stack.url, admin = ?stack.admin_url, prometheus = ?stack.prometheus_url(),
             kubeconfig = %stack.kubeconfig.display(), "serin-stack serving");
         Ok(stack)
+    }
+
+    /// Serves each bound port: the emulated API, the admin server, the Datadog and New Relic
+    /// emulators.
+    fn spawn_servers(&mut self, listeners: Listeners, config: &StackConfig) {
+        // What the API and admin servers share: the admin server reports the open watches.
+        let shared = Arc::new(server::Shared {
+            store: self.store.clone(),
+            faults: self.faults.clone(),
+            token: config.token.clone(),
+            bookmark_interval: config.bookmark_interval,
+            watches: AtomicI64::new(0),
+        });
+        if let Some(l) = listeners.api {
+            let shared = shared.clone();
+            self.serve_on(l, move |req| server::handle(shared.clone(), req));
+        }
+        if let Some(l) = listeners.admin {
+            let admin = Arc::new(admin::State {
+                shared: shared.clone(),
+                world: self.world.clone(),
+                datadog: self.datadog_faults.clone(),
+                newrelic: self.newrelic_faults.clone(),
+            });
+            self.serve_on(l, move |req| admin::handle(admin.clone(), req));
+        }
+        if let Some(l) = listeners.datadog {
+            let dd = Arc::new(datadog::Datadog {
+                world: self.world.clone(),
+                faults: self.datadog_faults.clone(),
+                config: config.scenario.datadog.clone(),
+            });
+            self.serve_on(l, move |req| datadog::handle(dd.clone(), req));
+        }
+        if let Some(l) = listeners.newrelic {
+            let nr = Arc::new(newrelic::NewRelic {
+                world: self.world.clone(),
+                faults: self.newrelic_faults.clone(),
+                config: config.scenario.newrelic.clone(),
+            });
+            self.serve_on(l, move |req| newrelic::handle(nr.clone(), req));
+        }
+    }
+
+    /// Serves `listener` with `handler` until the stack stops.
+    fn serve_on<F, Fut>(&mut self, listener: TcpListener, handler: F)
+    where
+        F: Fn(hyper::Request<Incoming>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<hyper::Response<server::Body>, std::convert::Infallible>>
+            + Send
+            + 'static,
+    {
+        let stop = self.stop.subscribe();
+        self.tasks
+            .push(tokio::spawn(serve(listener, stop, handler)));
+    }
+
+    /// On the emulator the stack plays the controllers too: the garbage collector, and the
+    /// Deployment and DaemonSet controllers with their kubelets (the simulator).
+    fn spawn_emulated_controllers(&mut self, workloads: &Workloads) {
+        self.tasks.push(tokio::spawn(gc::run(self.store.clone())));
+        self.tasks.push(tokio::spawn(simulator::run(
+            self.store.clone(),
+            workloads.clone(),
+        )));
+    }
+
+    /// The real controllers need only the nodes' part played (the kubelet stand-in), and
+    /// the traffic world a mirror of what it reads.
+    fn spawn_node_stand_ins(&mut self, client: kube::Client, workloads: &Workloads) {
+        let workloads = workloads.clone();
+        let kubelet_client = client.clone();
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = kubelet::run(kubelet_client, workloads).await {
+                tracing::error!("kubelet stand-in stopped: {e:#}");
+            }
+        }));
+        let provider = self.world.provider();
+        self.tasks.push(tokio::spawn(mirror::run(
+            client,
+            self.store.clone(),
+            provider,
+        )));
+    }
+
+    /// Runs the Knative Serving stand-in against this stack's API server.
+    async fn spawn_knative(&mut self, workloads: &Workloads) -> Result<()> {
+        let client = self.client().await?;
+        let workloads = workloads.clone();
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = knative::run(client, workloads).await {
+                tracing::error!("Knative Serving stand-in stopped: {e:#}");
+            }
+        }));
+        Ok(())
     }
 
     /// Which API server this stack runs.
@@ -585,6 +520,151 @@ impl Drop for Stack {
             let _ = std::fs::remove_file(&self.kubeconfig);
         }
     }
+}
+
+/// Creates the namespaces that exist in every cluster.
+fn create_default_namespaces(store: &store::Store) -> Result<()> {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let rt = store
+            .lock()
+            .registry
+            .lookup("", "v1", "namespaces")
+            .cloned()
+            .context("namespaces type missing")?;
+        let body = serde_json::json!({"metadata": {"name": ns}});
+        let opts = crud::WriteOpts {
+            manager: "serin-stack".into(),
+            ..Default::default()
+        };
+        store
+            .create(&rt, "v1", "", body, &opts)
+            .map_err(|e| anyhow::anyhow!("creating namespace {ns}: {}", e.message))?;
+    }
+    Ok(())
+}
+
+/// The traffic world of the scenario, reading `store`.
+fn traffic_world(config: &StackConfig, store: Arc<store::Store>, real: bool) -> Result<Arc<World>> {
+    let world = World::new(
+        store,
+        config.scenario.traffic.clone(),
+        config.manual_traffic_clock,
+        config.datadog || config.newrelic,
+    )
+    .map_err(|e| anyhow::anyhow!("scenario: {e}"))?;
+    // Over the real control plane the mirror accepts HTTPRoutes through the API.
+    Ok(Arc::new(if real { world.without_gateway() } else { world }))
+}
+
+/// The ports of the servers the stack runs in its own process, bound before anything is
+/// spawned; `None` for a server it does not run.
+struct Listeners {
+    /// The emulated API (not over the real control plane, which serves its own).
+    api: Option<TcpListener>,
+    admin: Option<TcpListener>,
+    datadog: Option<TcpListener>,
+    newrelic: Option<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(config: &StackConfig, real: bool) -> Result<Listeners> {
+        Ok(Listeners {
+            api: bind((!real).then_some(config.port), |port| {
+                format!("binding API port {port}")
+            })
+            .await?,
+            admin: bind(config.admin_port, |port| {
+                format!("binding admin port {port}")
+            })
+            .await?,
+            datadog: bind(config.datadog.then_some(0), |_| {
+                "binding the Datadog emulator's port".to_string()
+            })
+            .await?,
+            newrelic: bind(config.newrelic.then_some(0), |_| {
+                "binding the New Relic emulator's port".to_string()
+            })
+            .await?,
+        })
+    }
+}
+
+/// Binds `port` on 127.0.0.1 (0: a free one), or nothing when there is no port; `what`
+/// names the port in an error.
+async fn bind(port: Option<u16>, what: impl FnOnce(u16) -> String) -> Result<Option<TcpListener>> {
+    let Some(port) = port else { return Ok(None) };
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| what(port))?;
+    Ok(Some(listener))
+}
+
+/// The `http://` URL of a bound listener.
+fn url_of(listener: Option<&TcpListener>) -> Result<Option<String>> {
+    match listener {
+        Some(l) => Ok(Some(format!("http://{}", l.local_addr()?))),
+        None => Ok(None),
+    }
+}
+
+/// Where the kubeconfig goes, and whether it is the stack's own temp file (removed at the
+/// end).
+fn kubeconfig_file(config: &StackConfig) -> (PathBuf, bool) {
+    match &config.kubeconfig {
+        Some(p) => (p.clone(), false),
+        None => {
+            static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let file = format!("serin-stack-{}-{n}.kubeconfig", std::process::id());
+            (std::env::temp_dir().join(file), true)
+        }
+    }
+}
+
+/// The API server a stack serves, its kubeconfig written.
+struct ApiServer {
+    url: String,
+    /// The real control plane, and a client of it; `None` on the emulator.
+    kube_local: Option<control_plane::KubeLocal>,
+    client: Option<kube::Client>,
+}
+
+impl ApiServer {
+    /// The emulator, to be served on `listener`.
+    fn emulator(
+        listener: Option<&TcpListener>,
+        kubeconfig: &Path,
+        config: &StackConfig,
+    ) -> Result<ApiServer> {
+        let url = url_of(listener)?.unwrap_or_default();
+        kubeconfig::write(kubeconfig, &url, config.token.as_deref())?;
+        Ok(ApiServer {
+            url,
+            kube_local: None,
+            client: None,
+        })
+    }
+
+    /// kube-local, started and ready, with the stack's CRDs installed.
+    async fn start_kube_local(kubeconfig: &Path, config: &StackConfig) -> Result<ApiServer> {
+        let kl =
+            control_plane::KubeLocal::start(kubeconfig, &config.crds, config.watch_cache).await?;
+        let client = client_for(kubeconfig).await?;
+        Ok(ApiServer {
+            url: kl.url().to_string(),
+            kube_local: Some(kl),
+            client: Some(client),
+        })
+    }
+}
+
+/// A metric-provider emulator's faults, with the scenario's fault active from the start.
+fn provider_faults(from_scenario: Option<&ProviderFault>) -> Arc<ProviderFaults> {
+    let faults = Arc::new(ProviderFaults::default());
+    if let Some(f) = from_scenario {
+        faults.set(f.clone());
+    }
+    faults
 }
 
 async fn client_for(kubeconfig: &Path) -> Result<kube::Client> {

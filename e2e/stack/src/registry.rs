@@ -171,6 +171,8 @@ struct B {
     generation: bool,
 }
 
+/// The built-in types, one row each.
+// Long on purpose: a table of the built-in kinds, one row each, read top to bottom.
 fn builtins() -> Vec<ResourceType> {
     let table = [
         B {
@@ -387,47 +389,14 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
     let mut status = false;
     let mut scale = None;
     for v in versions_json {
-        let name = str_at(v, "name").ok_or("spec.versions[].name is required")?;
-        let served = v.get("served").and_then(Value::as_bool).unwrap_or(true);
-        let schema = v.pointer("/schema/openAPIV3Schema").cloned();
-        let columns = v
-            .get("additionalPrinterColumns")
-            .and_then(Value::as_array)
-            .map(|cols| {
-                cols.iter()
-                    .filter_map(|c| {
-                        Some(PrinterColumn {
-                            name: str_at(c, "name")?,
-                            type_: str_at(c, "type").unwrap_or_else(|| "string".into()),
-                            json_path: str_at(c, "jsonPath")?,
-                            description: str_at(c, "description").unwrap_or_default(),
-                            priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        versions.push(version_info(v)?);
         // Subresources are per version in v1 CRDs; the emulator serves the union.
         if let Some(sub) = v.get("subresources") {
-            if sub.get("status").is_some() {
-                status = true;
-            }
+            status |= sub.get("status").is_some();
             if let Some(s) = sub.get("scale") {
-                scale = Some(ScalePaths {
-                    spec_replicas: str_at(s, "specReplicasPath")
-                        .unwrap_or_else(|| ".spec.replicas".into()),
-                    status_replicas: str_at(s, "statusReplicasPath")
-                        .unwrap_or_else(|| ".status.replicas".into()),
-                    label_selector: str_at(s, "labelSelectorPath"),
-                });
+                scale = Some(scale_paths(s));
             }
         }
-        versions.push(VersionInfo {
-            name,
-            served,
-            schema,
-            columns,
-        });
     }
     Ok(ResourceType {
         group,
@@ -445,6 +414,43 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
         always_empty: false,
         storage: None,
     })
+}
+
+/// One of `spec.versions`: its name, whether it is served, its schema and printer columns.
+fn version_info(v: &Value) -> Result<VersionInfo, String> {
+    let name = str_at(v, "name").ok_or("spec.versions[].name is required")?;
+    let columns = v
+        .get("additionalPrinterColumns")
+        .and_then(Value::as_array)
+        .map(|cols| cols.iter().filter_map(printer_column).collect())
+        .unwrap_or_default();
+    Ok(VersionInfo {
+        name,
+        served: v.get("served").and_then(Value::as_bool).unwrap_or(true),
+        schema: v.pointer("/schema/openAPIV3Schema").cloned(),
+        columns,
+    })
+}
+
+/// An `additionalPrinterColumns` entry; none without a name or a JSONPath.
+fn printer_column(c: &Value) -> Option<PrinterColumn> {
+    Some(PrinterColumn {
+        name: str_at(c, "name")?,
+        type_: str_at(c, "type").unwrap_or_else(|| "string".into()),
+        json_path: str_at(c, "jsonPath")?,
+        description: str_at(c, "description").unwrap_or_default(),
+        priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
+    })
+}
+
+/// A version's `subresources.scale`, with the API server's default paths.
+fn scale_paths(s: &Value) -> ScalePaths {
+    ScalePaths {
+        spec_replicas: str_at(s, "specReplicasPath").unwrap_or_else(|| ".spec.replicas".into()),
+        status_replicas: str_at(s, "statusReplicasPath")
+            .unwrap_or_else(|| ".status.replicas".into()),
+        label_selector: str_at(s, "labelSelectorPath"),
+    }
 }
 
 fn str_at(v: &Value, key: &str) -> Option<String> {

@@ -205,27 +205,9 @@ fn check(v: &Value, s: &Value, path: &str, causes: &mut Vec<Cause>) {
         }
         return;
     }
-    let int_or_string = s.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
-    if int_or_string {
-        if !(v.is_string() || v.is_i64() || v.is_u64()) {
-            causes.push(invalid(
-                path,
-                v,
-                format!("{path} in body must be of type integer or string"),
-            ));
-            return;
-        }
-    } else if let Some(t) = s.get("type").and_then(Value::as_str) {
-        let actual = type_name(v);
-        let ok = actual == t || (t == "number" && actual == "integer");
-        if !ok {
-            causes.push(invalid(
-                path,
-                v,
-                format!("{path} in body must be of type {t}: \"{actual}\""),
-            ));
-            return;
-        }
+    if let Some(wrong_type) = type_error(v, s, path) {
+        causes.push(wrong_type);
+        return;
     }
     if let Some(values) = s.get("enum").and_then(Value::as_array)
         && !values.contains(v)
@@ -241,129 +223,169 @@ fn check(v: &Value, s: &Value, path: &str, causes: &mut Vec<Cause>) {
         });
     }
     match v {
-        Value::String(st) => {
-            if let Some(p) = s.get("pattern").and_then(Value::as_str) {
-                match Regex::new(p) {
-                    Ok(re) if !re.is_match(st) => causes.push(invalid(
-                        path,
-                        v,
-                        format!("{path} in body should match '{p}'"),
-                    )),
-                    _ => {}
-                }
-            }
-            let len = st.chars().count() as u64;
-            if let Some(min) = s.get("minLength").and_then(Value::as_u64)
-                && len < min
-            {
-                causes.push(invalid(
-                    path,
-                    v,
-                    format!("{path} in body should be at least {min} chars long"),
-                ));
-            }
-            if let Some(max) = s.get("maxLength").and_then(Value::as_u64)
-                && len > max
-            {
-                causes.push(Cause {
-                    reason: "FieldValueTooLong",
-                    field: path.to_string(),
-                    message: format!("Too long: may not be more than {max} bytes"),
-                });
-            }
-        }
-        Value::Number(n) => {
-            let x = n.as_f64().unwrap_or(0.0);
-            if let Some(min) = s.get("minimum").and_then(Value::as_f64) {
-                let excl = s.get("exclusiveMinimum").and_then(Value::as_bool) == Some(true);
-                if x < min || (excl && x == min) {
-                    let op = if excl {
-                        "greater than"
-                    } else {
-                        "greater than or equal to"
-                    };
-                    causes.push(invalid(
-                        path,
-                        v,
-                        format!("{path} in body should be {op} {min}"),
-                    ));
-                }
-            }
-            if let Some(max) = s.get("maximum").and_then(Value::as_f64) {
-                let excl = s.get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
-                if x > max || (excl && x == max) {
-                    let op = if excl {
-                        "less than"
-                    } else {
-                        "less than or equal to"
-                    };
-                    causes.push(invalid(
-                        path,
-                        v,
-                        format!("{path} in body should be {op} {max}"),
-                    ));
-                }
-            }
-        }
-        Value::Array(items) => {
-            let n = items.len() as u64;
-            if let Some(min) = s.get("minItems").and_then(Value::as_u64)
-                && n < min
-            {
-                causes.push(invalid(
-                    path,
-                    v,
-                    format!("{path} in body should have at least {min} items"),
-                ));
-            }
-            if let Some(max) = s.get("maxItems").and_then(Value::as_u64)
-                && n > max
-            {
-                causes.push(Cause {
-                    reason: "FieldValueTooMany",
-                    field: path.to_string(),
-                    message: format!("Too many: {n}: must have at most {max} items"),
-                });
-            }
-            if let Some(is) = s.get("items") {
-                for (i, item) in items.iter().enumerate() {
-                    check(item, is, &format!("{path}[{i}]"), causes);
-                }
-            }
-        }
-        Value::Object(m) => {
-            let n = m.len() as u64;
-            if let Some(min) = s.get("minProperties").and_then(Value::as_u64)
-                && n < min
-            {
-                causes.push(invalid(
-                    path,
-                    v,
-                    format!("{path} in body should have at least {min} properties"),
-                ));
-            }
-            if let Some(max) = s.get("maxProperties").and_then(Value::as_u64)
-                && n > max
-            {
-                causes.push(invalid(
-                    path,
-                    v,
-                    format!("{path} in body should have at most {max} properties"),
-                ));
-            }
-            let props = s.get("properties").and_then(Value::as_object);
-            let additional = s.get("additionalProperties").filter(|a| a.is_object());
-            for (k, child) in m {
-                let cs = props.and_then(|p| p.get(k)).or(additional);
-                if let Some(cs) = cs {
-                    check(child, cs, &join(path, k), causes);
-                }
-            }
-            required(m, s, path, causes);
-        }
+        Value::String(st) => check_string(v, st, s, path, causes),
+        Value::Number(n) => check_number(v, n.as_f64().unwrap_or(0.0), s, path, causes),
+        Value::Array(items) => check_array(v, items, s, path, causes),
+        Value::Object(m) => check_object(v, m, s, path, causes),
         _ => {}
     }
     combinators(v, s, path, causes);
+}
+
+/// A value of another type than the schema's `type` (or than integer or string under
+/// `x-kubernetes-int-or-string`); an integer is a number too.
+fn type_error(v: &Value, s: &Value, path: &str) -> Option<Cause> {
+    let int_or_string = s.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
+    if int_or_string {
+        return match v.is_string() || v.is_i64() || v.is_u64() {
+            true => None,
+            false => Some(invalid(
+                path,
+                v,
+                format!("{path} in body must be of type integer or string"),
+            )),
+        };
+    }
+    let t = s.get("type").and_then(Value::as_str)?;
+    let actual = type_name(v);
+    match actual == t || (t == "number" && actual == "integer") {
+        true => None,
+        false => Some(invalid(
+            path,
+            v,
+            format!("{path} in body must be of type {t}: \"{actual}\""),
+        )),
+    }
+}
+
+/// `pattern`, `minLength`, `maxLength` (in characters).
+fn check_string(v: &Value, st: &str, s: &Value, path: &str, causes: &mut Vec<Cause>) {
+    if let Some(p) = s.get("pattern").and_then(Value::as_str) {
+        match Regex::new(p) {
+            Ok(re) if !re.is_match(st) => causes.push(invalid(
+                path,
+                v,
+                format!("{path} in body should match '{p}'"),
+            )),
+            _ => {}
+        }
+    }
+    let len = st.chars().count() as u64;
+    if let Some(min) = s.get("minLength").and_then(Value::as_u64)
+        && len < min
+    {
+        causes.push(invalid(
+            path,
+            v,
+            format!("{path} in body should be at least {min} chars long"),
+        ));
+    }
+    if let Some(max) = s.get("maxLength").and_then(Value::as_u64)
+        && len > max
+    {
+        causes.push(Cause {
+            reason: "FieldValueTooLong",
+            field: path.to_string(),
+            message: format!("Too long: may not be more than {max} bytes"),
+        });
+    }
+}
+
+/// `minimum` and `maximum`, each exclusive when `exclusiveMinimum`/`exclusiveMaximum` is
+/// true.
+fn check_number(v: &Value, x: f64, s: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let exclusive = |key: &str| s.get(key).and_then(Value::as_bool) == Some(true);
+    if let Some(min) = s.get("minimum").and_then(Value::as_f64) {
+        let excl = exclusive("exclusiveMinimum");
+        if x < min || (excl && x == min) {
+            let op = if excl {
+                "greater than"
+            } else {
+                "greater than or equal to"
+            };
+            causes.push(invalid(
+                path,
+                v,
+                format!("{path} in body should be {op} {min}"),
+            ));
+        }
+    }
+    if let Some(max) = s.get("maximum").and_then(Value::as_f64) {
+        let excl = exclusive("exclusiveMaximum");
+        if x > max || (excl && x == max) {
+            let op = if excl {
+                "less than"
+            } else {
+                "less than or equal to"
+            };
+            causes.push(invalid(
+                path,
+                v,
+                format!("{path} in body should be {op} {max}"),
+            ));
+        }
+    }
+}
+
+/// `minItems`, `maxItems`, then each item against `items`.
+fn check_array(v: &Value, items: &[Value], s: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let n = items.len() as u64;
+    if let Some(min) = s.get("minItems").and_then(Value::as_u64)
+        && n < min
+    {
+        causes.push(invalid(
+            path,
+            v,
+            format!("{path} in body should have at least {min} items"),
+        ));
+    }
+    if let Some(max) = s.get("maxItems").and_then(Value::as_u64)
+        && n > max
+    {
+        causes.push(Cause {
+            reason: "FieldValueTooMany",
+            field: path.to_string(),
+            message: format!("Too many: {n}: must have at most {max} items"),
+        });
+    }
+    if let Some(is) = s.get("items") {
+        for (i, item) in items.iter().enumerate() {
+            check(item, is, &format!("{path}[{i}]"), causes);
+        }
+    }
+}
+
+/// `minProperties`, `maxProperties`, each property against its schema (or
+/// `additionalProperties`), then `required`.
+fn check_object(v: &Value, m: &Map<String, Value>, s: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let n = m.len() as u64;
+    if let Some(min) = s.get("minProperties").and_then(Value::as_u64)
+        && n < min
+    {
+        causes.push(invalid(
+            path,
+            v,
+            format!("{path} in body should have at least {min} properties"),
+        ));
+    }
+    if let Some(max) = s.get("maxProperties").and_then(Value::as_u64)
+        && n > max
+    {
+        causes.push(invalid(
+            path,
+            v,
+            format!("{path} in body should have at most {max} properties"),
+        ));
+    }
+    let props = s.get("properties").and_then(Value::as_object);
+    let additional = s.get("additionalProperties").filter(|a| a.is_object());
+    for (k, child) in m {
+        let cs = props.and_then(|p| p.get(k)).or(additional);
+        if let Some(cs) = cs {
+            check(child, cs, &join(path, k), causes);
+        }
+    }
+    required(m, s, path, causes);
 }
 
 fn combinators(v: &Value, s: &Value, path: &str, causes: &mut Vec<Cause>) {

@@ -394,6 +394,7 @@ fn versioned(t: &Target, obj: &Value) -> Value {
     o
 }
 
+/// Serves one request on a resource by its verb.
 async fn dispatch(
     shared: &Arc<Shared>,
     req: Request<Incoming>,
@@ -402,182 +403,253 @@ async fn dispatch(
     verb: &str,
 ) -> ApiResult<Response<Body>> {
     let store = &shared.store;
-    let ns = t.ns.clone().unwrap_or_default();
-    let sub = match t.sub.as_deref() {
-        Some("status") => Sub::Status,
-        Some("scale") => Sub::Scale,
-        _ => Sub::Main,
-    };
-    let dry_run = q.get("dryRun") == Some("All");
-    let opts = WriteOpts {
-        dry_run,
-        strict: q.get("fieldValidation") == Some("Strict"),
-        manager: default_manager(&req, q),
-        force: q.flag("force"),
-    };
-    let format = format_of(&req, q);
     match verb {
-        "get" => {
-            let name = t.name.clone().unwrap_or_default();
-            if sub == Sub::Scale {
-                return Ok(json_response(200, &store.get_scale(&t.rt, &ns, &name)?));
-            }
-            let obj = store.get(&t.rt, &ns, &name)?;
-            match format {
-                Format::Table(include) => {
-                    let meta = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion")});
-                    let table = table::table(&t.rt, &t.version, &[obj], meta, &include);
-                    Ok(json_response(200, &table))
-                }
-                Format::Metadata => Ok(json_response(200, &table::partial_metadata(&obj))),
-                Format::Full => Ok(json_response(200, &versioned(&t, &obj))),
-            }
-        }
-        "list" => {
-            let lo = list_opts(q, &t.rt)?;
-            let res = store.list(&t.rt, t.ns.as_deref(), &lo)?;
-            let mut meta = json!({"resourceVersion": res.rv.to_string()});
-            if let Some(c) = &res.continue_token {
-                meta["continue"] = json!(c);
-                meta["remainingItemCount"] = json!(res.remaining.unwrap_or(0));
-            }
-            let list = match format {
-                Format::Table(include) => {
-                    table::table(&t.rt, &t.version, &res.items, meta, &include)
-                }
-                Format::Metadata => json!({
-                    "kind": "PartialObjectMetadataList",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": meta,
-                    "items": res.items.iter().map(|o| table::partial_metadata(o)).collect::<Vec<_>>(),
-                }),
-                Format::Full => json!({
-                    "kind": format!("{}List", t.rt.kind),
-                    "apiVersion": t.rt.api_version(&t.version),
-                    "metadata": meta,
-                    "items": res.items.iter().map(|o| versioned(&t, o)).collect::<Vec<_>>(),
-                }),
-            };
-            Ok(json_response(200, &list))
-        }
-        "watch" => {
-            let mut lo = list_opts(q, &t.rt)?;
-            if let Some(name) = &t.name {
-                lo.fields = FieldSelector::parse(&format!("metadata.name={name}"))
-                    .map_err(ApiError::bad_request)?;
-            }
-            let send_initial = q.flag("sendInitialEvents");
-            if send_initial && q.get("resourceVersionMatch") != Some("NotOlderThan") {
-                return Err(ApiError::new(
-                    422,
-                    "Invalid",
-                    "sendInitialEvents requires resourceVersionMatch=NotOlderThan",
-                ));
-            }
-            let params = WatchParams {
-                resource_version: q.get("resourceVersion").map(String::from),
-                bookmarks: q.flag("allowWatchBookmarks"),
-                timeout: q
-                    .get("timeoutSeconds")
-                    .and_then(|s| s.parse().ok())
-                    .map(Duration::from_secs),
-                send_initial_events: send_initial,
-                labels: lo.labels,
-                fields: lo.fields,
-                format,
-            };
-            let body = watch::start(
-                shared.clone(),
-                t.rt.clone(),
-                t.version.clone(),
-                t.ns.clone(),
-                params,
-            );
-            let mut resp = Response::new(body);
-            resp.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("application/json"),
-            );
-            resp.headers_mut().insert(
-                hyper::header::CACHE_CONTROL,
-                hyper::header::HeaderValue::from_static("no-cache, private"),
-            );
-            Ok(resp)
-        }
-        "create" => {
-            if t.name.is_some() {
-                return Err(ApiError::method_not_allowed(
-                    "POST is not allowed on a named object",
-                ));
-            }
-            let (ct, bytes) = read_body(req).await?;
-            let body = convert::inbound(&t.rt, decode(&ct, &bytes)?);
-            let created = store.create(&t.rt, &t.version, &ns, body, &opts)?;
-            Ok(json_response(201, &versioned(&t, &created)))
-        }
-        "update" => {
-            let name = t.name.clone().unwrap_or_default();
-            let (ct, bytes) = read_body(req).await?;
-            let body = convert::inbound(&t.rt, decode(&ct, &bytes)?);
-            let updated = store.update(&t.rt, &t.version, &ns, &name, body, sub, &opts)?;
-            Ok(json_response(200, &respond_sub(&t, sub, &updated)))
-        }
-        "patch" => {
-            let name = t.name.clone().unwrap_or_default();
-            let (ct, bytes) = read_body(req).await?;
-            let kind = PatchType::from_content_type(&ct).ok_or_else(|| {
-                ApiError::unsupported_media(format!(
-                    "the body of the request was in an unknown format - {ct}"
-                ))
-            })?;
-            let body = if kind == PatchType::Apply {
-                serde_norway::from_slice::<Value>(&bytes)
-                    .or_else(|_| serde_json::from_slice(&bytes))
-                    .map_err(|e| ApiError::bad_request(format!("invalid apply body: {e}")))?
-            } else {
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| ApiError::bad_request(format!("invalid patch body: {e}")))?
-            };
-            let body = match kind {
-                PatchType::Json => convert::inbound_json_patch(&t.rt, body),
-                _ => convert::inbound(&t.rt, body),
-            };
-            let (obj, created) =
-                store.patch(&t.rt, &t.version, &ns, &name, kind, body, sub, &opts)?;
-            Ok(json_response(
-                if created { 201 } else { 200 },
-                &respond_sub(&t, sub, &obj),
-            ))
-        }
-        "delete" => {
-            let name = t.name.clone().unwrap_or_default();
-            let (ct, bytes) = read_body(req).await?;
-            let dopts = delete_opts(q, &decode(&ct, &bytes)?);
-            let (obj, gone) = store.delete(&t.rt, &ns, &name, &dopts)?;
-            Ok(json_response(
-                if gone { 200 } else { 202 },
-                &versioned(&t, &obj),
-            ))
-        }
-        "deletecollection" => {
-            let (ct, bytes) = read_body(req).await?;
-            let dopts = delete_opts(q, &decode(&ct, &bytes)?);
-            let lo = list_opts(q, &t.rt)?;
-            let deleted = store.delete_collection(&t.rt, t.ns.as_deref(), &lo, &dopts)?;
-            let rv = store.lock().rv;
-            let items: Vec<Value> = deleted.iter().map(|o| versioned(&t, o)).collect();
-            Ok(json_response(
-                200,
-                &json!({
-                    "kind": format!("{}List", t.rt.kind),
-                    "apiVersion": t.rt.api_version(&t.version),
-                    "metadata": {"resourceVersion": rv.to_string()},
-                    "items": items,
-                }),
-            ))
-        }
+        "get" => get(store, &t, format_of(&req, q)),
+        "list" => list(store, &t, q, format_of(&req, q)),
+        "watch" => watch(shared, &t, q, format_of(&req, q)),
+        "create" => create(store, req, &t, q).await,
+        "update" => update(store, req, &t, q).await,
+        "patch" => patch(store, req, &t, q).await,
+        "delete" => delete(store, req, &t, q).await,
+        "deletecollection" => delete_collection(store, req, &t, q).await,
         _ => Err(ApiError::method_not_allowed("method not allowed")),
     }
+}
+
+impl Target {
+    /// The namespace, empty for a cluster-scoped resource.
+    fn namespace(&self) -> &str {
+        self.ns.as_deref().unwrap_or_default()
+    }
+
+    /// The object's name, empty on a collection.
+    fn object_name(&self) -> &str {
+        self.name.as_deref().unwrap_or_default()
+    }
+
+    fn subresource(&self) -> Sub {
+        match self.sub.as_deref() {
+            Some("status") => Sub::Status,
+            Some("scale") => Sub::Scale,
+            _ => Sub::Main,
+        }
+    }
+}
+
+/// The options of a write: dry run, field validation, the field manager, `force`.
+fn write_opts(req: &Request<Incoming>, q: &Query) -> WriteOpts {
+    WriteOpts {
+        dry_run: q.get("dryRun") == Some("All"),
+        strict: q.get("fieldValidation") == Some("Strict"),
+        manager: default_manager(req, q),
+        force: q.flag("force"),
+    }
+}
+
+/// A create's or an update's options and body (decoded, in the stored shape).
+async fn write_request(
+    req: Request<Incoming>,
+    t: &Target,
+    q: &Query,
+) -> ApiResult<(WriteOpts, Value)> {
+    let opts = write_opts(&req, q);
+    let (ct, bytes) = read_body(req).await?;
+    let body = convert::inbound(&t.rt, decode(&ct, &bytes)?);
+    Ok((opts, body))
+}
+
+fn get(store: &Store, t: &Target, format: Format) -> ApiResult<Response<Body>> {
+    let (ns, name) = (t.namespace(), t.object_name());
+    if t.subresource() == Sub::Scale {
+        return Ok(json_response(200, &store.get_scale(&t.rt, ns, name)?));
+    }
+    let obj = store.get(&t.rt, ns, name)?;
+    match format {
+        Format::Table(include) => {
+            let meta = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion")});
+            let table = table::table(&t.rt, &t.version, &[obj], meta, &include);
+            Ok(json_response(200, &table))
+        }
+        Format::Metadata => Ok(json_response(200, &table::partial_metadata(&obj))),
+        Format::Full => Ok(json_response(200, &versioned(t, &obj))),
+    }
+}
+
+fn list(store: &Store, t: &Target, q: &Query, format: Format) -> ApiResult<Response<Body>> {
+    let lo = list_opts(q, &t.rt)?;
+    let res = store.list(&t.rt, t.ns.as_deref(), &lo)?;
+    let mut meta = json!({"resourceVersion": res.rv.to_string()});
+    if let Some(c) = &res.continue_token {
+        meta["continue"] = json!(c);
+        meta["remainingItemCount"] = json!(res.remaining.unwrap_or(0));
+    }
+    let list = match format {
+        Format::Table(include) => table::table(&t.rt, &t.version, &res.items, meta, &include),
+        Format::Metadata => json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": meta,
+            "items": res.items.iter().map(|o| table::partial_metadata(o)).collect::<Vec<_>>(),
+        }),
+        Format::Full => json!({
+            "kind": format!("{}List", t.rt.kind),
+            "apiVersion": t.rt.api_version(&t.version),
+            "metadata": meta,
+            "items": res.items.iter().map(|o| versioned(t, o)).collect::<Vec<_>>(),
+        }),
+    };
+    Ok(json_response(200, &list))
+}
+
+fn watch(shared: &Arc<Shared>, t: &Target, q: &Query, format: Format) -> ApiResult<Response<Body>> {
+    let mut lo = list_opts(q, &t.rt)?;
+    if let Some(name) = &t.name {
+        lo.fields = FieldSelector::parse(&format!("metadata.name={name}"))
+            .map_err(ApiError::bad_request)?;
+    }
+    let send_initial = q.flag("sendInitialEvents");
+    if send_initial && q.get("resourceVersionMatch") != Some("NotOlderThan") {
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            "sendInitialEvents requires resourceVersionMatch=NotOlderThan",
+        ));
+    }
+    let params = WatchParams {
+        resource_version: q.get("resourceVersion").map(String::from),
+        bookmarks: q.flag("allowWatchBookmarks"),
+        timeout: q
+            .get("timeoutSeconds")
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs),
+        send_initial_events: send_initial,
+        labels: lo.labels,
+        fields: lo.fields,
+        format,
+    };
+    let body = watch::start(
+        shared.clone(),
+        t.rt.clone(),
+        t.version.clone(),
+        t.ns.clone(),
+        params,
+    );
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-cache, private"),
+    );
+    Ok(resp)
+}
+
+async fn create(
+    store: &Store,
+    req: Request<Incoming>,
+    t: &Target,
+    q: &Query,
+) -> ApiResult<Response<Body>> {
+    if t.name.is_some() {
+        return Err(ApiError::method_not_allowed(
+            "POST is not allowed on a named object",
+        ));
+    }
+    let (opts, body) = write_request(req, t, q).await?;
+    let created = store.create(&t.rt, &t.version, t.namespace(), body, &opts)?;
+    Ok(json_response(201, &versioned(t, &created)))
+}
+
+async fn update(
+    store: &Store,
+    req: Request<Incoming>,
+    t: &Target,
+    q: &Query,
+) -> ApiResult<Response<Body>> {
+    let (opts, body) = write_request(req, t, q).await?;
+    let sub = t.subresource();
+    let updated = store.update(
+        &t.rt,
+        &t.version,
+        t.namespace(),
+        t.object_name(),
+        body,
+        sub,
+        &opts,
+    )?;
+    Ok(json_response(200, &respond_sub(t, sub, &updated)))
+}
+
+async fn patch(
+    store: &Store,
+    req: Request<Incoming>,
+    t: &Target,
+    q: &Query,
+) -> ApiResult<Response<Body>> {
+    let opts = write_opts(&req, q);
+    let (ct, bytes) = read_body(req).await?;
+    let kind = PatchType::from_content_type(&ct).ok_or_else(|| {
+        ApiError::unsupported_media(format!(
+            "the body of the request was in an unknown format - {ct}"
+        ))
+    })?;
+    let body = if kind == PatchType::Apply {
+        serde_norway::from_slice::<Value>(&bytes)
+            .or_else(|_| serde_json::from_slice(&bytes))
+            .map_err(|e| ApiError::bad_request(format!("invalid apply body: {e}")))?
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid patch body: {e}")))?
+    };
+    let body = match kind {
+        PatchType::Json => convert::inbound_json_patch(&t.rt, body),
+        _ => convert::inbound(&t.rt, body),
+    };
+    let sub = t.subresource();
+    let (ns, name) = (t.namespace(), t.object_name());
+    let (obj, created) = store.patch(&t.rt, &t.version, ns, name, kind, body, sub, &opts)?;
+    Ok(json_response(
+        if created { 201 } else { 200 },
+        &respond_sub(t, sub, &obj),
+    ))
+}
+
+async fn delete(
+    store: &Store,
+    req: Request<Incoming>,
+    t: &Target,
+    q: &Query,
+) -> ApiResult<Response<Body>> {
+    let dopts = delete_request(req, q).await?;
+    let (obj, gone) = store.delete(&t.rt, t.namespace(), t.object_name(), &dopts)?;
+    Ok(json_response(
+        if gone { 200 } else { 202 },
+        &versioned(t, &obj),
+    ))
+}
+
+async fn delete_collection(
+    store: &Store,
+    req: Request<Incoming>,
+    t: &Target,
+    q: &Query,
+) -> ApiResult<Response<Body>> {
+    let dopts = delete_request(req, q).await?;
+    let lo = list_opts(q, &t.rt)?;
+    let deleted = store.delete_collection(&t.rt, t.ns.as_deref(), &lo, &dopts)?;
+    let rv = store.lock().rv;
+    let items: Vec<Value> = deleted.iter().map(|o| versioned(t, o)).collect();
+    Ok(json_response(
+        200,
+        &json!({
+            "kind": format!("{}List", t.rt.kind),
+            "apiVersion": t.rt.api_version(&t.version),
+            "metadata": {"resourceVersion": rv.to_string()},
+            "items": items,
+        }),
+    ))
 }
 
 fn respond_sub(t: &Target, sub: Sub, obj: &Value) -> Value {
@@ -585,6 +657,12 @@ fn respond_sub(t: &Target, sub: Sub, obj: &Value) -> Value {
         Sub::Scale => crate::scale::of(&t.rt, obj),
         _ => versioned(t, obj),
     }
+}
+
+/// A delete's options, from its body (DeleteOptions) or else its query.
+async fn delete_request(req: Request<Incoming>, q: &Query) -> ApiResult<DeleteOpts> {
+    let (ct, bytes) = read_body(req).await?;
+    Ok(delete_opts(q, &decode(&ct, &bytes)?))
 }
 
 fn delete_opts(q: &Query, body: &Value) -> DeleteOpts {

@@ -297,53 +297,37 @@ fn deployment_status(
     let available = (t.ready + t.old_ready).min(desired + t.old_ready);
     let complete = t.ready >= desired && t.old_ready == 0;
     let min_available = desired - max_unavailable(o, desired);
-    let available_cond = if available >= min_available {
-        condition(
-            old,
-            "Available",
+    let (status, reason, message) = if available >= min_available {
+        (
             "True",
             "MinimumReplicasAvailable",
-            "Deployment has minimum availability.".into(),
-            &now,
+            "Deployment has minimum availability.",
         )
     } else {
-        condition(
-            old,
-            "Available",
+        (
             "False",
             "MinimumReplicasUnavailable",
-            "Deployment does not have minimum availability.".into(),
-            &now,
+            "Deployment does not have minimum availability.",
         )
     };
-    let progressing = if complete {
-        condition(
-            old,
-            "Progressing",
+    let available_cond = condition(old, "Available", status, reason, message.into(), &now);
+    let (status, reason, message) = if complete {
+        (
             "True",
             "NewReplicaSetAvailable",
-            format!("ReplicaSet \"{rs}\" has successfully progressed."),
-            &now,
+            "has successfully progressed",
         )
     } else if deadline_passed {
-        condition(
-            old,
-            "Progressing",
+        (
             "False",
             "ProgressDeadlineExceeded",
-            format!("ReplicaSet \"{rs}\" has timed out progressing."),
-            &now,
+            "has timed out progressing",
         )
     } else {
-        condition(
-            old,
-            "Progressing",
-            "True",
-            "ReplicaSetUpdated",
-            format!("ReplicaSet \"{rs}\" is progressing."),
-            &now,
-        )
+        ("True", "ReplicaSetUpdated", "is progressing")
     };
+    let message = format!("ReplicaSet \"{rs}\" {message}.");
+    let progressing = condition(old, "Progressing", status, reason, message, &now);
     let mut status = serde_json::Map::new();
     status.insert("observedGeneration".into(), json!(t.generation));
     // Zero counts are omitted, as the API server's omitempty does.

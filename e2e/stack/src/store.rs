@@ -88,11 +88,34 @@ pub enum Replay {
     Gone,
 }
 
+/// The object `ns`/`name` of a resource's bucket (none: the resource has no objects).
+pub fn find<'a>(bucket: Option<&'a Bucket>, ns: &str, name: &str) -> Option<&'a Arc<Value>> {
+    bucket?.get(&(ns.to_string(), name.to_string()))
+}
+
+/// The objects of a resource's bucket in one namespace (a range of the bucket) or, with
+/// `ns` None, all of them.
+pub fn in_namespace<'a>(
+    bucket: Option<&'a Bucket>,
+    ns: Option<&'a str>,
+) -> Box<dyn Iterator<Item = &'a Arc<Value>> + 'a> {
+    let Some(bucket) = bucket else {
+        return Box::new(std::iter::empty());
+    };
+    match ns {
+        None => Box::new(bucket.values()),
+        Some(ns) => Box::new(
+            bucket
+                .range((ns.to_string(), String::new())..)
+                .take_while(move |((n, _), _)| n == ns)
+                .map(|(_, v)| v),
+        ),
+    }
+}
+
 impl Inner {
     pub fn get(&self, key: &str, ns: &str, name: &str) -> Option<&Arc<Value>> {
-        self.objects
-            .get(key)?
-            .get(&(ns.to_string(), name.to_string()))
+        find(self.objects.get(key), ns, name)
     }
 
     /// Objects of a resource, in one namespace or (ns = None) all of them.
@@ -101,18 +124,7 @@ impl Inner {
         key: &str,
         ns: Option<&'a str>,
     ) -> Box<dyn Iterator<Item = &'a Arc<Value>> + 'a> {
-        let Some(bucket) = self.objects.get(key) else {
-            return Box::new(std::iter::empty());
-        };
-        match ns {
-            None => Box::new(bucket.values()),
-            Some(ns) => Box::new(
-                bucket
-                    .range((ns.to_string(), String::new())..)
-                    .take_while(move |((n, _), _)| n == ns)
-                    .map(|(_, v)| v),
-            ),
-        }
+        in_namespace(self.objects.get(key), ns)
     }
 
     fn next_rv(&mut self) -> u64 {

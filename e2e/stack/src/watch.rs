@@ -5,7 +5,7 @@
 use crate::registry::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::server::{Body, Format, Shared};
-use crate::store::{Event, EventType, Replay};
+use crate::store::{Event, EventType, Inner, Replay};
 use crate::table;
 use bytes::Bytes;
 use futures::stream;
@@ -131,38 +131,12 @@ pub fn start(
     let (live, initial, start_rv) = {
         let inner = shared.store.lock();
         let live = shared.store.subscribe();
-        let key = filter.rt.key();
-        let rv_param = p
-            .resource_version
-            .as_deref()
-            .filter(|r| !r.is_empty() && *r != "0");
-        let initial: Result<Vec<Bytes>, Bytes> = match (p.send_initial_events, rv_param) {
-            (false, Some(rv)) => match rv.parse::<u64>() {
-                Err(_) => Err(gone(&format!("invalid resource version {rv:?}"))),
-                Ok(since) => match inner.replay(since, &key) {
-                    Replay::Gone => Err(gone(&format!(
-                        "too old resource version: {since} ({})",
-                        inner.rv
-                    ))),
-                    Replay::Events(evs) => Ok(evs
-                        .iter()
-                        .filter_map(|e| filter.view(e).map(|(k, o)| filter.line(k, &o)))
-                        .collect()),
-                },
-            },
-            _ => {
-                let ns = filter.ns.as_deref();
-                let mut lines: Vec<Bytes> = inner
-                    .iter_ns(&key, ns)
-                    .filter(|o| filter.matches(o))
-                    .map(|o| filter.line("ADDED", o))
-                    .collect();
-                if p.send_initial_events {
-                    lines.push(filter.bookmark(inner.rv, true));
-                }
-                Ok(lines)
-            }
-        };
+        let initial = initial_lines(
+            &inner,
+            &filter,
+            p.resource_version.as_deref(),
+            p.send_initial_events,
+        );
         (live, initial, inner.rv)
     };
     let mut drop_signal = shared.faults.drop_signal();
@@ -192,6 +166,46 @@ pub fn start(
             .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
     });
     StreamBody::new(body).boxed_unsync()
+}
+
+/// What a new watch sends first: the events since the requested resourceVersion (410 Gone
+/// when they are no longer kept), or else the matching objects as `ADDED` events, followed,
+/// for a streaming list (`send_initial_events`), by the bookmark that ends them.
+fn initial_lines(
+    inner: &Inner,
+    filter: &Filter,
+    resource_version: Option<&str>,
+    send_initial_events: bool,
+) -> Result<Vec<Bytes>, Bytes> {
+    let key = filter.rt.key();
+    let rv_param = resource_version.filter(|r| !r.is_empty() && *r != "0");
+    match (send_initial_events, rv_param) {
+        (false, Some(rv)) => match rv.parse::<u64>() {
+            Err(_) => Err(gone(&format!("invalid resource version {rv:?}"))),
+            Ok(since) => match inner.replay(since, &key) {
+                Replay::Gone => Err(gone(&format!(
+                    "too old resource version: {since} ({})",
+                    inner.rv
+                ))),
+                Replay::Events(evs) => Ok(evs
+                    .iter()
+                    .filter_map(|e| filter.view(e).map(|(k, o)| filter.line(k, &o)))
+                    .collect()),
+            },
+        },
+        _ => {
+            let ns = filter.ns.as_deref();
+            let mut lines: Vec<Bytes> = inner
+                .iter_ns(&key, ns)
+                .filter(|o| filter.matches(o))
+                .map(|o| filter.line("ADDED", o))
+                .collect();
+            if send_initial_events {
+                lines.push(filter.bookmark(inner.rv, true));
+            }
+            Ok(lines)
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -394,19 +394,36 @@ fn timeseries(
         }
         series.push(series_json(q, m, key, &points, w.interval));
     }
+    if let Some(mode) = mode {
+        series_fault(mode, &mut series, &|value| {
+            series_json(q, m, &[], &[(w.start * 1000.0, value)], w.interval)
+        });
+    }
+    json_response(
+        200,
+        &json!({
+            "status": "ok", "res_type": "time_series", "resp_version": 1, "query": q,
+            "from_date": (from * 1000.0) as i64, "to_date": (to * 1000.0) as i64,
+            "group_by": m.map(|m| m.by.clone()).unwrap_or_default(),
+            "message": "", "series": series,
+        }),
+    )
+}
+
+/// What a fault mode does to a v1 answer's series. `one_point` makes a series of one point
+/// for a fault that needs a series where the query found none.
+fn series_fault(
+    mode: FaultMode,
+    series: &mut Vec<Value>,
+    one_point: &dyn Fn(Option<f64>) -> Value,
+) {
     match mode {
-        Some(FaultMode::Empty) => series.clear(),
-        Some(FaultMode::NullPoints) => {
+        FaultMode::Empty => series.clear(),
+        FaultMode::NullPoints => {
             if series.is_empty() {
-                series.push(series_json(
-                    q,
-                    m,
-                    &[],
-                    &[(w.start * 1000.0, None)],
-                    w.interval,
-                ));
+                series.push(one_point(None));
             }
-            for s in &mut series {
+            for s in series.iter_mut() {
                 if let Some(pl) = s["pointlist"].as_array_mut() {
                     for p in pl {
                         p[1] = Value::Null;
@@ -414,10 +431,11 @@ fn timeseries(
                 }
             }
         }
-        Some(FaultMode::SeveralSeries) => {
-            let base = series.first().cloned().unwrap_or_else(|| {
-                series_json(q, m, &[], &[(w.start * 1000.0, Some(1.0))], w.interval)
-            });
+        FaultMode::SeveralSeries => {
+            let base = series
+                .first()
+                .cloned()
+                .unwrap_or_else(|| one_point(Some(1.0)));
             series.clear();
             for (i, factor) in [(0, 1.0), (1, 2.0)] {
                 let mut s = base.clone();
@@ -439,15 +457,6 @@ fn timeseries(
         }
         _ => {}
     }
-    json_response(
-        200,
-        &json!({
-            "status": "ok", "res_type": "time_series", "resp_version": 1, "query": q,
-            "from_date": (from * 1000.0) as i64, "to_date": (to * 1000.0) as i64,
-            "group_by": m.map(|m| m.by.clone()).unwrap_or_default(),
-            "message": "", "series": series,
-        }),
-    )
 }
 
 fn series_json(
@@ -493,6 +502,25 @@ fn scalar(world: &World, body: &[u8], mode: Option<FaultMode>) -> Response<Body>
         return errors(400, "from must be before to");
     }
     let w = Window::new(world, from / 1000.0, to / 1000.0);
+    let answer = reduce_queries(&w, attrs).and_then(|(reduced, group_tags)| {
+        let numbers = number_columns(&reduced, attrs)?;
+        Ok(scalar_columns(&numbers, &group_tags, mode))
+    });
+    match answer {
+        Ok(columns) => json_response(
+            200,
+            &json!({"data": {"type": "scalar_response", "attributes": {"columns": columns}}}),
+        ),
+        Err(message) => errors(400, &message),
+    }
+}
+
+/// Each query of the request reduced over the window by its aggregator, by query name; and
+/// the tags the first query groups by.
+fn reduce_queries(
+    w: &Window,
+    attrs: &Value,
+) -> Result<(BTreeMap<String, Groups>, Vec<String>), String> {
     let mut reduced: BTreeMap<String, Groups> = BTreeMap::new();
     let mut group_tags: Vec<String> = Vec::new();
     for q in attrs["queries"]
@@ -505,33 +533,45 @@ fn scalar(world: &World, body: &[u8], mode: Option<FaultMode>) -> Response<Body>
         let m = match query::parse(text) {
             Ok(Expr::Metric(m)) => m,
             Ok(_) => {
-                return errors(
-                    400,
-                    &format!("Error parsing query {name}: a metric query is expected"),
-                );
+                return Err(format!(
+                    "Error parsing query {name}: a metric query is expected"
+                ));
             }
-            Err(e) => return errors(400, &format!("Error parsing query {name}: {e}")),
+            Err(e) => return Err(format!("Error parsing query {name}: {e}")),
         };
         if group_tags.is_empty() {
             group_tags = m.by.clone();
         }
         let aggr = q["aggregator"].as_str().unwrap_or("avg");
         let mut out = Groups::new();
-        for (k, vals) in leaf(&w, &m) {
+        for (k, vals) in leaf(w, &m) {
             let xs: Vec<f64> = vals.into_iter().flatten().collect();
-            let r = match aggr {
-                _ if xs.is_empty() => None,
-                "sum" => Some(xs.iter().sum()),
-                "avg" | "mean" => Some(xs.iter().sum::<f64>() / xs.len() as f64),
-                "min" => xs.iter().copied().reduce(f64::min),
-                "max" => xs.iter().copied().reduce(f64::max),
-                "last" => xs.last().copied(),
-                other => return errors(400, &format!("unsupported aggregator {other:?}")),
-            };
-            out.insert(k, vec![r]);
+            out.insert(k, vec![aggregate(aggr, &xs)?]);
         }
         reduced.insert(name, out);
     }
+    Ok((reduced, group_tags))
+}
+
+/// One value from a group's points; none without points (whatever the aggregator).
+fn aggregate(aggr: &str, xs: &[f64]) -> Result<Option<f64>, String> {
+    Ok(match aggr {
+        _ if xs.is_empty() => None,
+        "sum" => Some(xs.iter().sum()),
+        "avg" | "mean" => Some(xs.iter().sum::<f64>() / xs.len() as f64),
+        "min" => xs.iter().copied().reduce(f64::min),
+        "max" => xs.iter().copied().reduce(f64::max),
+        "last" => xs.last().copied(),
+        other => return Err(format!("unsupported aggregator {other:?}")),
+    })
+}
+
+/// The number columns of the answer: one per formula, evaluated over the reduced queries,
+/// or the reduced queries themselves without formulas.
+fn number_columns(
+    reduced: &BTreeMap<String, Groups>,
+    attrs: &Value,
+) -> Result<Vec<(String, Groups)>, String> {
     let formulas: Vec<String> = attrs["formulas"]
         .as_array()
         .map(|fs| {
@@ -540,15 +580,12 @@ fn scalar(world: &World, body: &[u8], mode: Option<FaultMode>) -> Response<Body>
                 .collect()
         })
         .unwrap_or_default();
-    let mut columns_data: Vec<(String, Groups)> = Vec::new();
+    let mut columns: Vec<(String, Groups)> = Vec::new();
     if formulas.is_empty() {
-        columns_data.extend(reduced.clone());
+        columns.extend(reduced.clone());
     }
     for f in &formulas {
-        let expr = match query::parse(f) {
-            Ok(e) => e,
-            Err(e) => return errors(400, &format!("Error parsing formula {f:?}: {e}")),
-        };
+        let expr = query::parse(f).map_err(|e| format!("Error parsing formula {f:?}: {e}"))?;
         let val = eval(&expr, &|e| match e {
             Expr::Name(n) => reduced
                 .get(n)
@@ -556,27 +593,32 @@ fn scalar(world: &World, body: &[u8], mode: Option<FaultMode>) -> Response<Body>
                 .map(Val::Groups)
                 .ok_or_else(|| format!("unknown query name {n:?}")),
             _ => Err("formulas refer to queries by name".into()),
-        });
+        })?;
         match val {
-            Ok(Val::Groups(g)) => columns_data.push((f.clone(), g)),
-            Ok(Val::Scalar(x)) => {
-                columns_data.push((f.clone(), Groups::from([(Vec::new(), vec![Some(x)])])))
+            Val::Groups(g) => columns.push((f.clone(), g)),
+            Val::Scalar(x) => {
+                columns.push((f.clone(), Groups::from([(Vec::new(), vec![Some(x)])])))
             }
-            Err(e) => return errors(400, &e),
         }
     }
-    let keys: Vec<Vec<String>> = {
-        let mut ks: Vec<Vec<String>> = columns_data
-            .iter()
-            .flat_map(|(_, g)| g.keys().cloned())
-            .collect();
-        ks.sort();
-        ks.dedup();
-        ks
-    };
+    Ok(columns)
+}
+
+/// The answer's columns: one `group` column per tag grouped by (when any group has tags),
+/// then the number columns, one row per group; as the fault mode changes them.
+fn scalar_columns(
+    numbers: &[(String, Groups)],
+    group_tags: &[String],
+    mode: Option<FaultMode>,
+) -> Vec<Value> {
+    let mut keys: Vec<Vec<String>> = numbers
+        .iter()
+        .flat_map(|(_, g)| g.keys().cloned())
+        .collect();
+    keys.sort();
+    keys.dedup();
     let mut columns: Vec<Value> = Vec::new();
-    let grouped = keys.iter().any(|k| !k.is_empty());
-    if grouped {
+    if keys.iter().any(|k| !k.is_empty()) {
         for (i, t) in group_tags.iter().enumerate() {
             let vals: Vec<Value> = keys
                 .iter()
@@ -592,7 +634,7 @@ fn scalar(world: &World, body: &[u8], mode: Option<FaultMode>) -> Response<Body>
             columns.push(json!({"name": t, "type": "group", "values": vals}));
         }
     }
-    for (name, g) in &columns_data {
+    for (name, g) in numbers {
         let vals: Vec<Value> = keys
             .iter()
             .map(|k| json!(g.get(k).and_then(|v| v.first().copied().flatten())))
@@ -600,16 +642,20 @@ fn scalar(world: &World, body: &[u8], mode: Option<FaultMode>) -> Response<Body>
         columns
             .push(json!({"name": name, "type": "number", "values": vals, "meta": {"unit": null}}));
     }
+    let first_name = numbers.first().map(|(n, _)| n.clone()).unwrap_or_default();
     match mode {
-        Some(FaultMode::Empty) => {
-            let name = columns_data
-                .first()
-                .map(|(n, _)| n.clone())
-                .unwrap_or_default();
-            columns =
-                vec![json!({"name": name, "type": "number", "values": [], "meta": {"unit": null}})];
+        Some(mode) => scalar_fault(mode, columns, first_name),
+        None => columns,
+    }
+}
+
+/// What a fault mode does to a v2 answer's columns; `name` names the first number column.
+fn scalar_fault(mode: FaultMode, mut columns: Vec<Value>, name: String) -> Vec<Value> {
+    match mode {
+        FaultMode::Empty => {
+            vec![json!({"name": name, "type": "number", "values": [], "meta": {"unit": null}})]
         }
-        Some(FaultMode::NullPoints) => {
+        FaultMode::NullPoints => {
             for c in &mut columns {
                 if c["type"] == "number"
                     && let Some(vs) = c["values"].as_array_mut()
@@ -620,26 +666,19 @@ fn scalar(world: &World, body: &[u8], mode: Option<FaultMode>) -> Response<Body>
                     vs.iter_mut().for_each(|v| *v = Value::Null);
                 }
             }
+            columns
         }
-        Some(FaultMode::SeveralSeries) => {
+        FaultMode::SeveralSeries => {
             let first = columns
                 .iter()
                 .find(|c| c["type"] == "number")
                 .and_then(|c| c["values"][0].as_f64())
                 .unwrap_or(1.0);
-            let name = columns_data
-                .first()
-                .map(|(n, _)| n.clone())
-                .unwrap_or_default();
-            columns = vec![
+            vec![
                 json!({"name": "fault", "type": "group", "values": [["series-0"], ["series-1"]]}),
                 json!({"name": name, "type": "number", "values": [first, first * 2.0], "meta": {"unit": null}}),
-            ];
+            ]
         }
-        _ => {}
+        _ => columns,
     }
-    json_response(
-        200,
-        &json!({"data": {"type": "scalar_response", "attributes": {"columns": columns}}}),
-    )
 }

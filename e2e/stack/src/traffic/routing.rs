@@ -6,7 +6,7 @@
 //! `http` route; Gateway API the matching rule with the most header matches; NGINX checks
 //! canary-by-header, then canary-by-cookie, then canary-weight.
 
-use crate::store::{Bucket, Inner};
+use crate::store::{self, Bucket, Inner};
 use crate::traffic::config::Provider;
 use regex::Regex;
 use serde_json::Value;
@@ -114,9 +114,7 @@ impl Snapshot {
     }
 
     pub fn get(&self, key: &str, ns: &str, name: &str) -> Option<&Arc<Value>> {
-        self.buckets
-            .get(key)?
-            .get(&(ns.to_string(), name.to_string()))
+        store::find(self.buckets.get(key), ns, name)
     }
 
     /// Objects of a resource in one namespace, or all of them.
@@ -125,18 +123,7 @@ impl Snapshot {
         key: &str,
         ns: Option<&'a str>,
     ) -> Box<dyn Iterator<Item = &'a Arc<Value>> + 'a> {
-        let Some(bucket) = self.buckets.get(key) else {
-            return Box::new(std::iter::empty());
-        };
-        match ns {
-            None => Box::new(bucket.values()),
-            Some(ns) => Box::new(
-                bucket
-                    .range((ns.to_string(), String::new())..)
-                    .take_while(move |((n, _), _)| n == ns)
-                    .map(|(_, v)| v),
-            ),
-        }
+        store::in_namespace(self.buckets.get(key), ns)
     }
 }
 
@@ -569,80 +556,74 @@ fn nginx(
         .iter()
         .find(|i| !is_canary(i) && ingress_backends(i).iter().any(|(s, _)| s == service))?;
     let main_name = str_at(main, "/metadata/name").to_string();
-    let to_main = || {
-        vec![Destination {
-            service: service.to_string(),
-            share: 1.0,
-            mirror: false,
-            ingress: Some(IngressHop {
-                ingress: main_name.clone(),
-                canary: String::new(),
-            }),
-        }]
-    };
-    let Some(canary) = ingresses
-        .iter()
-        .find(|i| is_canary(i) && first_host(i) == first_host(main))
-    else {
-        return Some(to_main());
-    };
-    let Some((canary_svc, port)) = ingress_backends(canary).into_iter().next() else {
-        return Some(to_main());
-    };
-    let to_canary = |share: f64| Destination {
-        service: canary_svc.clone(),
+    let through_main = |service: &str, canary: String, share: f64| Destination {
+        service: service.to_string(),
         share,
         mirror: false,
         ingress: Some(IngressHop {
             ingress: main_name.clone(),
-            canary: format!("{ns}-{canary_svc}-{port}"),
+            canary,
         }),
     };
-    // ingress-nginx precedence: canary-by-header, then canary-by-cookie, then canary-weight.
-    if let Some(h) = ann(canary, "canary-by-header")
+    let main_only = || Some(vec![through_main(service, String::new(), 1.0)]);
+    let Some(canary) = ingresses
+        .iter()
+        .find(|i| is_canary(i) && first_host(i) == first_host(main))
+    else {
+        return main_only();
+    };
+    let Some((canary_svc, port)) = ingress_backends(canary).into_iter().next() else {
+        return main_only();
+    };
+    let share = nginx_canary_share(&|key| ann(canary, key), req);
+    let mut out = Vec::new();
+    if share < 1.0 {
+        out.push(through_main(service, String::new(), 1.0 - share));
+    }
+    if share > 0.0 {
+        let upstream = format!("{ns}-{canary_svc}-{port}");
+        out.push(through_main(&canary_svc, upstream, share));
+    }
+    Some(out)
+}
+
+/// The share of a request the canary Ingress takes (`ann` reads its annotations), with
+/// ingress-nginx's precedence: canary-by-header, then canary-by-cookie, then canary-weight.
+fn nginx_canary_share(ann: &dyn Fn(&str) -> Option<String>, req: &Request) -> f64 {
+    if let Some(h) = ann("canary-by-header")
         && let Some(v) = req.header(&h)
     {
-        if let Some(want) = ann(canary, "canary-by-header-value") {
+        if let Some(want) = ann("canary-by-header-value") {
             if v == want {
-                return Some(vec![to_canary(1.0)]);
+                return 1.0;
             }
-        } else if let Some(pattern) = ann(canary, "canary-by-header-pattern") {
+        } else if let Some(pattern) = ann("canary-by-header-pattern") {
             if Regex::new(&pattern).is_ok_and(|r| r.is_match(v)) {
-                return Some(vec![to_canary(1.0)]);
+                return 1.0;
             }
         } else if v == "always" {
-            return Some(vec![to_canary(1.0)]);
+            return 1.0;
         } else if v == "never" {
-            return Some(to_main());
+            return 0.0;
         }
     }
-    if let Some(c) = ann(canary, "canary-by-cookie")
+    if let Some(c) = ann("canary-by-cookie")
         && let Some(v) = req.cookie(&c)
     {
         match v {
-            "always" => return Some(vec![to_canary(1.0)]),
-            "never" => return Some(to_main()),
+            "always" => return 1.0,
+            "never" => return 0.0,
             _ => {}
         }
     }
-    let weight: f64 = ann(canary, "canary-weight")
+    let weight: f64 = ann("canary-weight")
         .and_then(|w| w.parse().ok())
         .unwrap_or(0.0);
-    let total: f64 = ann(canary, "canary-weight-total")
+    let total: f64 = ann("canary-weight-total")
         .and_then(|w| w.parse().ok())
         .filter(|t: &f64| *t > 0.0)
         .unwrap_or(100.0);
-    let share = (weight / total).clamp(0.0, 1.0);
-    let mut out = Vec::new();
-    if share < 1.0 {
-        let mut m = to_main();
-        m[0].share = 1.0 - share;
-        out.extend(m);
-    }
-    if share > 0.0 {
-        out.push(to_canary(share));
-    }
-    Some(out)
+    (weight / total).clamp(0.0, 1.0)
 }
 
 // --- Endpoints ---------------------------------------------------------------------------

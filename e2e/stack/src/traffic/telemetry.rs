@@ -120,61 +120,47 @@ fn histogram(
 
 /// The exposition text for all series.
 pub fn render(series: &[(SeriesKey, Counts)], provider: Provider) -> String {
-    let mut istio = Family::default();
-    let mut linkerd_total = Family::default();
-    let mut linkerd_latency = Family::default();
-    let mut app = Family::default();
-    let mut nginx = Family::default();
-    let (with_istio, with_linkerd) = (provider == Provider::Istio, provider == Provider::Smi);
+    let mut families = Families::default();
     for (k, c) in series {
-        let b = &k.backend;
+        families.add(k, c, provider);
+    }
+    families.render()
+}
+
+/// The families exported, each summing the series under its labels.
+#[derive(Default)]
+struct Families {
+    istio: Family,
+    linkerd_total: Family,
+    linkerd_latency: Family,
+    app: Family,
+    nginx: Family,
+}
+
+impl Families {
+    /// Counts one series in each family that exports it under `provider`.
+    fn add(&mut self, k: &SeriesKey, c: &Counts, provider: Provider) {
         let code = k.code.to_string();
-        if with_istio {
-            istio.add(
-                vec![
-                    ("reporter", "destination".into()),
-                    ("source_workload", "unknown".into()),
-                    ("destination_workload", b.workload.clone()),
-                    ("destination_workload_namespace", b.namespace.clone()),
-                    (
-                        "destination_service",
-                        format!("{}.{}.svc.cluster.local", k.service, b.namespace),
-                    ),
-                    ("destination_service_name", k.service.clone()),
-                    ("destination_service_namespace", b.namespace.clone()),
-                    ("request_protocol", "http".into()),
-                    ("response_code", code.clone()),
-                ],
-                c,
-            );
+        if provider == Provider::Istio {
+            self.istio.add(istio_labels(k, &code), c);
         }
-        let owner = if b.daemonset {
-            "daemonset"
-        } else {
-            "deployment"
-        };
-        let linkerd = |extra: Labels| {
-            let mut l: Labels = vec![
-                ("direction", "inbound".into()),
-                ("namespace", b.namespace.clone()),
-                (owner, b.workload.clone()),
-                ("pod", b.pod.clone()),
-            ];
-            l.extend(extra);
-            l
-        };
-        if with_linkerd {
+        if provider == Provider::Smi {
             let class = if k.code >= 500 { "failure" } else { "success" };
-            linkerd_total.add(
-                linkerd(vec![
-                    ("classification", class.into()),
-                    ("status_code", code.clone()),
-                ]),
+            self.linkerd_total.add(
+                linkerd_labels(
+                    k,
+                    vec![
+                        ("classification", class.into()),
+                        ("status_code", code.clone()),
+                    ],
+                ),
                 c,
             );
-            linkerd_latency.add(linkerd(vec![("status_code", code.clone())]), c);
+            self.linkerd_latency
+                .add(linkerd_labels(k, vec![("status_code", code.clone())]), c);
         }
-        app.add(
+        let b = &k.backend;
+        self.app.add(
             vec![
                 ("kubernetes_namespace", b.namespace.clone()),
                 ("kubernetes_pod_name", b.pod.clone()),
@@ -185,7 +171,7 @@ pub fn render(series: &[(SeriesKey, Counts)], provider: Provider) -> String {
             c,
         );
         if let Some((ingress, canary)) = &k.ingress {
-            nginx.add(
+            self.nginx.add(
                 vec![
                     ("namespace", b.namespace.clone()),
                     ("ingress", ingress.clone()),
@@ -193,67 +179,107 @@ pub fn render(series: &[(SeriesKey, Counts)], provider: Provider) -> String {
                     ("canary", canary.clone()),
                     ("method", "GET".into()),
                     ("path", "/".into()),
-                    ("status", code.clone()),
+                    ("status", code),
                 ],
                 c,
             );
         }
     }
-    let mut out = String::new();
-    let secs = Layouts::DEFAULT_SECS;
-    counter(
-        &mut out,
-        "istio_requests_total",
-        "Requests (Istio standard metric).",
-        &istio,
-    );
-    histogram(
-        &mut out,
-        "istio_request_duration_milliseconds",
-        "Request duration in milliseconds (Istio standard metric).",
-        &istio,
-        Layouts::ISTIO,
-        Layouts::ISTIO_MS,
-        1000.0,
-    );
-    counter(
-        &mut out,
-        "response_total",
-        "Responses (Linkerd proxy).",
-        &linkerd_total,
-    );
-    histogram(
-        &mut out,
-        "response_latency_ms",
-        "Response latency in milliseconds (Linkerd proxy).",
-        &linkerd_latency,
-        Layouts::LINKERD,
-        Layouts::LINKERD_MS,
-        1000.0,
-    );
-    histogram(
-        &mut out,
-        "http_request_duration_seconds",
-        "Request duration in seconds (the application's own metric).",
-        &app,
-        Layouts::DEFAULT,
-        secs,
-        1.0,
-    );
-    counter(
-        &mut out,
-        "nginx_ingress_controller_requests",
-        "Client requests (ingress-nginx).",
-        &nginx,
-    );
-    histogram(
-        &mut out,
-        "nginx_ingress_controller_response_duration_seconds",
-        "Upstream response time in seconds (ingress-nginx).",
-        &nginx,
-        Layouts::DEFAULT,
-        secs,
-        1.0,
-    );
-    out
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        let secs = Layouts::DEFAULT_SECS;
+        counter(
+            &mut out,
+            "istio_requests_total",
+            "Requests (Istio standard metric).",
+            &self.istio,
+        );
+        histogram(
+            &mut out,
+            "istio_request_duration_milliseconds",
+            "Request duration in milliseconds (Istio standard metric).",
+            &self.istio,
+            Layouts::ISTIO,
+            Layouts::ISTIO_MS,
+            1000.0,
+        );
+        counter(
+            &mut out,
+            "response_total",
+            "Responses (Linkerd proxy).",
+            &self.linkerd_total,
+        );
+        histogram(
+            &mut out,
+            "response_latency_ms",
+            "Response latency in milliseconds (Linkerd proxy).",
+            &self.linkerd_latency,
+            Layouts::LINKERD,
+            Layouts::LINKERD_MS,
+            1000.0,
+        );
+        histogram(
+            &mut out,
+            "http_request_duration_seconds",
+            "Request duration in seconds (the application's own metric).",
+            &self.app,
+            Layouts::DEFAULT,
+            secs,
+            1.0,
+        );
+        counter(
+            &mut out,
+            "nginx_ingress_controller_requests",
+            "Client requests (ingress-nginx).",
+            &self.nginx,
+        );
+        histogram(
+            &mut out,
+            "nginx_ingress_controller_response_duration_seconds",
+            "Upstream response time in seconds (ingress-nginx).",
+            &self.nginx,
+            Layouts::DEFAULT,
+            secs,
+            1.0,
+        );
+        out
+    }
+}
+
+/// Istio's standard labels, as the destination's proxy reports them.
+fn istio_labels(k: &SeriesKey, code: &str) -> Labels {
+    let b = &k.backend;
+    vec![
+        ("reporter", "destination".into()),
+        ("source_workload", "unknown".into()),
+        ("destination_workload", b.workload.clone()),
+        ("destination_workload_namespace", b.namespace.clone()),
+        (
+            "destination_service",
+            format!("{}.{}.svc.cluster.local", k.service, b.namespace),
+        ),
+        ("destination_service_name", k.service.clone()),
+        ("destination_service_namespace", b.namespace.clone()),
+        ("request_protocol", "http".into()),
+        ("response_code", code.to_string()),
+    ]
+}
+
+/// The labels of Linkerd's inbound proxy metrics, then `extra`.
+fn linkerd_labels(k: &SeriesKey, extra: Labels) -> Labels {
+    let b = &k.backend;
+    let owner = if b.daemonset {
+        "daemonset"
+    } else {
+        "deployment"
+    };
+    let mut l: Labels = vec![
+        ("direction", "inbound".into()),
+        ("namespace", b.namespace.clone()),
+        (owner, b.workload.clone()),
+        ("pod", b.pod.clone()),
+    ];
+    l.extend(extra);
+    l
 }
