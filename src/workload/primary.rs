@@ -339,14 +339,7 @@ mod tests {
         t = serde_json::from_value(json).unwrap();
         let selector_labels = labels();
         let none = BTreeSet::new();
-        let rules = CopyRules {
-            selector_labels: &selector_labels,
-            include_label_prefixes: &[],
-            tracked_configmaps: &none,
-            tracked_secrets: &none,
-            has_autoscaler: false,
-            promotion_id: "id",
-        };
+        let rules = rules(&selector_labels, &none);
         let p = serde_json::to_value(render(&t, None, &rules).unwrap()).unwrap();
         let pod = &p["spec"]["template"]["spec"];
         let required = &pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
@@ -427,17 +420,25 @@ mod tests {
         );
     }
 
+    /// Copy rules with `selector_labels` and nothing tracked, included or autoscaled.
+    fn rules<'a>(selector_labels: &'a [String], none: &'a BTreeSet<String>) -> CopyRules<'a> {
+        CopyRules {
+            selector_labels,
+            include_label_prefixes: &[],
+            tracked_configmaps: none,
+            tracked_secrets: none,
+            has_autoscaler: false,
+            promotion_id: "id",
+        }
+    }
+
     #[test]
     fn autoscaler_keeps_the_primary_replicas() {
         let none = BTreeSet::new();
         let selector_labels = labels();
         let rules = CopyRules {
-            selector_labels: &selector_labels,
-            tracked_configmaps: &none,
-            tracked_secrets: &none,
             has_autoscaler: true,
-            promotion_id: "id",
-            include_label_prefixes: &[],
+            ..rules(&selector_labels, &none)
         };
         let p = render(&target(), Some(7), &rules).unwrap();
         assert_eq!(p.spec.unwrap().replicas, Some(7));
@@ -455,14 +456,7 @@ mod tests {
     fn missing_selector_label_is_a_clear_error() {
         let none = BTreeSet::new();
         let selector_labels = vec!["name".to_string()];
-        let rules = CopyRules {
-            selector_labels: &selector_labels,
-            tracked_configmaps: &none,
-            tracked_secrets: &none,
-            promotion_id: "id",
-            include_label_prefixes: &[],
-            has_autoscaler: false,
-        };
+        let rules = rules(&selector_labels, &none);
         let err = render(&target(), None, &rules).unwrap_err();
         assert!(err.to_string().contains("--selector-labels"), "{err}");
     }
@@ -471,14 +465,7 @@ mod tests {
     fn daemon_set_primary_drops_the_scale_to_zero_selector() {
         let none = BTreeSet::new();
         let selector_labels = labels();
-        let rules = CopyRules {
-            selector_labels: &selector_labels,
-            tracked_configmaps: &none,
-            tracked_secrets: &none,
-            promotion_id: "id",
-            include_label_prefixes: &[],
-            has_autoscaler: false,
-        };
+        let rules = rules(&selector_labels, &none);
         let ds: DaemonSet = serde_json::from_value(json!({
             "metadata": {"name": "agent", "namespace": "test"},
             "spec": {
