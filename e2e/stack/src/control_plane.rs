@@ -1,6 +1,6 @@
 //! Which Kubernetes API the stack serves: its own emulator (fast, fault injection) or a real
-//! control plane, `kube-local` (e2e/kube: etcd, kube-apiserver and kube-controller-manager
-//! built from Kubernetes' Go modules), started as a child process.
+//! control plane, `kube-local` (e2e/kube-local: etcd, kube-apiserver and
+//! kube-controller-manager built from Kubernetes' Go modules), started as a child process.
 //!
 //! Over the real control plane the stack plays only what a cluster's nodes and add-ons would:
 //! the kubelet and scheduler (`kubelet.rs`), the gateway controller (`mirror.rs`), and the
