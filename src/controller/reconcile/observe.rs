@@ -14,7 +14,7 @@ use serin_core::{Command, Observation, Plan, Probes, Readiness};
 use crate::api::{Canary, CanaryStatus, TargetKind};
 use crate::controller::context::{Context, key};
 use crate::controller::error::{Error, Reason};
-use crate::controller::reconcile::target::{KnativeService, Primary, Target};
+use crate::controller::reconcile::target::{KnativeService, Primary, ReadinessClock, Target};
 use crate::controller::runtime::slots;
 use crate::workload::configs::{self, Tracked};
 use crate::workload::knative;
@@ -290,18 +290,17 @@ pub(super) async fn observe(
     let status = current.engine();
     let primary = find_primary(&target, ctx, namespace).await?;
     let analysis = canary.spec.analysis().cloned().unwrap_or_default();
-    let since = status.last_transition_time;
+    let clock = ReadinessClock {
+        deadline: plan.progress_deadline,
+        since: status.last_transition_time,
+        now,
+    };
     let target_readiness = if target.is_scaled_to_zero() {
         Readiness::NotReady(format!("{} is scaled to zero", plan.target))
     } else if is_stale(ctx, &target) {
         Readiness::NotReady("waiting for the target's update to be observed".into())
     } else {
-        target.readiness(
-            analysis.canary_ready_threshold(),
-            plan.progress_deadline,
-            since,
-            now,
-        )
+        target.readiness(analysis.canary_ready_threshold(), &clock)
     };
     let primary_readiness = match &primary {
         None if matches!(target, Target::Service(_)) => Readiness::Ready,
@@ -309,12 +308,7 @@ pub(super) async fn observe(
         Some(p) if is_stale_primary(ctx, p) => {
             Readiness::NotReady("waiting for the primary's update to be observed".into())
         }
-        Some(p) => p.readiness(
-            analysis.primary_ready_threshold(),
-            plan.progress_deadline,
-            since,
-            now,
-        ),
+        Some(p) => p.readiness(analysis.primary_ready_threshold(), &clock),
     };
     let obs = Observation {
         target: target_readiness,

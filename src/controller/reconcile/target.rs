@@ -88,22 +88,22 @@ impl Target {
     }
 
     /// Readiness of the target as the canary of a release.
-    pub fn readiness(
-        &self,
-        threshold: u32,
-        deadline: TimeDelta,
-        since: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> Readiness {
+    pub fn readiness(&self, threshold: u32, at: &ReadinessClock) -> Readiness {
         match self {
-            Target::Deployment(d) => readiness::deployment(d, threshold, deadline, now),
-            Target::DaemonSet(d) => readiness::daemon_set(d, threshold, deadline, since, now),
+            Target::Deployment(d) => readiness::deployment(d, threshold, at.deadline, at.now),
+            Target::DaemonSet(d) => {
+                readiness::daemon_set(d, threshold, at.deadline, at.since, at.now)
+            }
             // A Service has no pods of its own to wait for.
             Target::Service(_) => Readiness::Ready,
             Target::Knative(k) => match knative::latest_created(&k.service) {
-                Some(name) => {
-                    knative::revision_readiness(k.latest.as_ref(), name, deadline, since, now)
-                }
+                Some(name) => knative::revision_readiness(
+                    k.latest.as_ref(),
+                    name,
+                    at.deadline,
+                    at.since,
+                    at.now,
+                ),
                 None => Readiness::NotReady("waiting for Knative to create a revision".into()),
             },
         }
@@ -141,19 +141,24 @@ impl Target {
     }
 }
 
+/// The times readiness is judged at: the progress deadline, since when the current phase
+/// holds, and now.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadinessClock {
+    pub deadline: TimeDelta,
+    pub since: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+}
+
 impl Primary {
-    pub fn readiness(
-        &self,
-        threshold: u32,
-        deadline: TimeDelta,
-        since: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> Readiness {
+    pub fn readiness(&self, threshold: u32, at: &ReadinessClock) -> Readiness {
         match self {
-            Primary::Deployment(d) => readiness::deployment(d, threshold, deadline, now),
-            Primary::DaemonSet(d) => readiness::daemon_set(d, threshold, deadline, since, now),
+            Primary::Deployment(d) => readiness::deployment(d, threshold, at.deadline, at.now),
+            Primary::DaemonSet(d) => {
+                readiness::daemon_set(d, threshold, at.deadline, at.since, at.now)
+            }
             Primary::KnativeRevision(r) => {
-                knative::revision_readiness(Some(r), &r.name_any(), deadline, since, now)
+                knative::revision_readiness(Some(r), &r.name_any(), at.deadline, at.since, at.now)
             }
         }
     }

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use serde_json::{Map, Value};
+
 use crate::api::canary::{DEFAULT_INTERVAL, SameSite, SessionAffinity};
 
 use super::Input;
@@ -29,6 +31,66 @@ pub enum Sticky {
         previous: Cookie,
         set_cookie: String,
     },
+}
+
+/// How a provider spells the rules of a sticky render (each is a JSON object: an Istio HTTP
+/// route, a Gateway API rule).
+pub trait StickySpelling {
+    /// A rule sending every holder of `cookie` to the canary (`to_canary`) or the primary,
+    /// from the `weighted` rule.
+    fn pinned(
+        &self,
+        weighted: &Map<String, Value>,
+        cookie: &Cookie,
+        to_canary: bool,
+    ) -> Map<String, Value>;
+    /// Hands out a cookie (`set_cookie`) on the weighted rule's backend `index` (0 the primary,
+    /// 1 the canary).
+    fn hand_out(&self, weighted: &mut Map<String, Value>, index: usize, set_cookie: String);
+    /// A rule routing the holders of `cookie` as the `weighted` one does and expiring their
+    /// cookie (`set_cookie`).
+    fn expiring(
+        &self,
+        weighted: &Map<String, Value>,
+        cookie: &Cookie,
+        set_cookie: String,
+    ) -> Map<String, Value>;
+}
+
+impl Sticky {
+    /// The rules of a render, in the order they must match: the pinned ones before the
+    /// weighted one, whose users get the cookie of the version the weights sent them to.
+    pub fn rules(
+        self,
+        mut weighted: Map<String, Value>,
+        spelling: &impl StickySpelling,
+    ) -> Vec<Value> {
+        match self {
+            Sticky::None => vec![Value::Object(weighted)],
+            Sticky::Pin {
+                canary,
+                canary_set_cookie,
+                primary,
+            } => {
+                let mut rules = Vec::with_capacity(3);
+                rules.push(Value::Object(spelling.pinned(&weighted, &canary, true)));
+                spelling.hand_out(&mut weighted, 1, canary_set_cookie);
+                if let Some((cookie, set_cookie)) = primary {
+                    rules.push(Value::Object(spelling.pinned(&weighted, &cookie, false)));
+                    spelling.hand_out(&mut weighted, 0, set_cookie);
+                }
+                rules.push(Value::Object(weighted));
+                rules
+            }
+            Sticky::Expire {
+                previous,
+                set_cookie,
+            } => {
+                let expire = spelling.expiring(&weighted, &previous, set_cookie);
+                vec![Value::Object(expire), Value::Object(weighted)]
+            }
+        }
+    }
 }
 
 /// A `name=value` cookie.

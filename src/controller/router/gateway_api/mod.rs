@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use serin_core::Routes;
 
 use super::routing_object::{Metadata, key, merge_matches, object, resource, weight};
-use super::session_affinity::{COOKIE_HEADER, Cookie, SET_COOKIE_HEADER, Sticky, sticky};
+use super::session_affinity::{COOKIE_HEADER, Cookie, SET_COOKIE_HEADER, StickySpelling, sticky};
 use super::{Input, Live, ObjectKey, Router};
 use crate::api::Provider;
 use crate::api::canary::ParentReference;
@@ -224,45 +224,64 @@ impl GatewayApi {
             return Ok(vec![Value::Object(weighted), Value::Object(default)]);
         }
 
-        let cookie_matches = |cookie: &Cookie| {
-            let header = json!({ "headers": [{
-                "type": "RegularExpression", "name": COOKIE_HEADER, "value": cookie.header_regex(),
-            }]});
-            merge_matches(&[header], &base_matches)
+        let spelling = GatewaySticky {
+            base_matches: &base_matches,
+            to_canary: split(0, 100),
+            to_primary: split(100, 0),
         };
-        match sticky(input, self.primary_cookies()) {
-            Sticky::None => Ok(vec![Value::Object(weighted)]),
-            Sticky::Pin {
-                canary,
-                canary_set_cookie,
-                primary,
-            } => {
-                let mut rules = Vec::with_capacity(3);
-                let mut pin_canary = weighted.clone();
-                pin_canary.insert("matches".into(), Value::Array(cookie_matches(&canary)));
-                pin_canary.insert("backendRefs".into(), Value::Array(split(0, 100)));
-                rules.push(Value::Object(pin_canary));
-                set_cookie_on_backend(&mut weighted, 1, canary_set_cookie);
-                if let Some((cookie, set_cookie)) = primary {
-                    let mut pin_primary = weighted.clone();
-                    pin_primary.insert("matches".into(), Value::Array(cookie_matches(&cookie)));
-                    pin_primary.insert("backendRefs".into(), Value::Array(split(100, 0)));
-                    rules.push(Value::Object(pin_primary));
-                    set_cookie_on_backend(&mut weighted, 0, set_cookie);
-                }
-                rules.push(Value::Object(weighted));
-                Ok(rules)
-            }
-            Sticky::Expire {
-                previous,
-                set_cookie,
-            } => {
-                let mut expire = weighted.clone();
-                expire.insert("matches".into(), Value::Array(cookie_matches(&previous)));
-                add_response_header(&mut expire, SET_COOKIE_HEADER, &set_cookie);
-                Ok(vec![Value::Object(expire), Value::Object(weighted)])
-            }
-        }
+        Ok(sticky(input, self.primary_cookies()).rules(weighted, &spelling))
+    }
+}
+
+/// Gateway API's spelling of sticky rules: a cookie is matched as a `Cookie` header regex
+/// beside `service.match`, and handed out by a response header filter on a backend.
+struct GatewaySticky<'a> {
+    base_matches: &'a [Value],
+    to_canary: Vec<Value>,
+    to_primary: Vec<Value>,
+}
+
+impl GatewaySticky<'_> {
+    fn cookie_matches(&self, cookie: &Cookie) -> Value {
+        let header = json!({ "headers": [{
+            "type": "RegularExpression", "name": COOKIE_HEADER, "value": cookie.header_regex(),
+        }]});
+        Value::Array(merge_matches(&[header], self.base_matches))
+    }
+}
+
+impl StickySpelling for GatewaySticky<'_> {
+    fn pinned(
+        &self,
+        weighted: &Map<String, Value>,
+        cookie: &Cookie,
+        to_canary: bool,
+    ) -> Map<String, Value> {
+        let mut pinned = weighted.clone();
+        pinned.insert("matches".into(), self.cookie_matches(cookie));
+        let backends = if to_canary {
+            &self.to_canary
+        } else {
+            &self.to_primary
+        };
+        pinned.insert("backendRefs".into(), Value::Array(backends.clone()));
+        pinned
+    }
+
+    fn hand_out(&self, weighted: &mut Map<String, Value>, index: usize, set_cookie: String) {
+        set_cookie_on_backend(weighted, index, set_cookie);
+    }
+
+    fn expiring(
+        &self,
+        weighted: &Map<String, Value>,
+        cookie: &Cookie,
+        set_cookie: String,
+    ) -> Map<String, Value> {
+        let mut expire = weighted.clone();
+        expire.insert("matches".into(), self.cookie_matches(cookie));
+        add_response_header(&mut expire, SET_COOKIE_HEADER, &set_cookie);
+        expire
     }
 }
 

@@ -8,7 +8,7 @@ use crate::api::canary::{HttpMatchRequest, StringMatch};
 use crate::controller::router::Input;
 use crate::controller::router::routing_object::merge_matches;
 use crate::controller::router::session_affinity::{
-    COOKIE_HEADER, Cookie, SET_COOKIE_HEADER, Sticky, sticky,
+    COOKIE_HEADER, Cookie, SET_COOKIE_HEADER, StickySpelling, sticky,
 };
 
 /// Flagger's name for the route that pins cookie holders, kept so a VirtualService Flagger
@@ -67,47 +67,67 @@ pub fn routes(input: &Input<'_>) -> Result<Vec<Value>, String> {
         return Ok(vec![Value::Object(weighted), Value::Object(default)]);
     }
 
-    let sticky_match = |cookie: &Cookie| {
+    let spelling = IstioSticky {
+        base: &base,
+        base_match: &base_match,
+        to_canary: weighted_to(0, 100),
+        to_primary: weighted_to(100, 0),
+    };
+    Ok(sticky(input, true).rules(weighted, &spelling))
+}
+
+/// Istio's spelling of sticky routes: a cookie is matched as a `cookie` header regex beside
+/// `service.match`, and handed out by a response header on a destination.
+struct IstioSticky<'a> {
+    base: &'a Map<String, Value>,
+    base_match: &'a [Value],
+    to_canary: Value,
+    to_primary: Value,
+}
+
+impl IstioSticky<'_> {
+    fn cookie_match(&self, cookie: &Cookie) -> Value {
         Value::Array(merge_matches(
             &[json!({ "headers": { COOKIE_HEADER: { "regex": cookie.header_regex() } } })],
-            &base_match,
+            self.base_match,
         ))
-    };
-    match sticky(input, true) {
-        Sticky::None => Ok(vec![Value::Object(weighted)]),
-        Sticky::Pin {
-            canary,
-            canary_set_cookie,
-            primary,
-        } => {
-            let mut routes = Vec::with_capacity(3);
-            let mut pin_canary = named(STICKY_ROUTE, &base);
-            pin_canary.insert("match".into(), sticky_match(&canary));
-            pin_canary.insert("route".into(), weighted_to(0, 100));
-            routes.push(Value::Object(pin_canary));
-            // Users the weights sent to the new version get its cookie.
-            set_cookie_on_destination(&mut weighted, 1, canary_set_cookie);
-            if let Some((cookie, set_cookie)) = primary {
-                let mut pin_primary = named(STICKY_PRIMARY_ROUTE, &base);
-                pin_primary.insert("match".into(), sticky_match(&cookie));
-                pin_primary.insert("route".into(), weighted_to(100, 0));
-                routes.push(Value::Object(pin_primary));
-                set_cookie_on_destination(&mut weighted, 0, set_cookie);
-            }
-            routes.push(Value::Object(weighted));
-            Ok(routes)
-        }
-        Sticky::Expire {
-            previous,
-            set_cookie,
-        } => {
-            // Same routing as the weighted route, plus a response header that expires the
-            // cookie, so holders stop being told apart once the run is over.
-            let mut expire = named(STICKY_ROUTE, &weighted);
-            expire.insert("match".into(), sticky_match(&previous));
-            add_response_header(&mut expire, SET_COOKIE_HEADER, set_cookie);
-            Ok(vec![Value::Object(expire), Value::Object(weighted)])
-        }
+    }
+}
+
+impl StickySpelling for IstioSticky<'_> {
+    fn pinned(
+        &self,
+        _weighted: &Map<String, Value>,
+        cookie: &Cookie,
+        to_canary: bool,
+    ) -> Map<String, Value> {
+        let (name, route) = if to_canary {
+            (STICKY_ROUTE, &self.to_canary)
+        } else {
+            (STICKY_PRIMARY_ROUTE, &self.to_primary)
+        };
+        let mut pinned = named(name, self.base);
+        pinned.insert("match".into(), self.cookie_match(cookie));
+        pinned.insert("route".into(), route.clone());
+        pinned
+    }
+
+    fn hand_out(&self, weighted: &mut Map<String, Value>, index: usize, set_cookie: String) {
+        set_cookie_on_destination(weighted, index, set_cookie);
+    }
+
+    fn expiring(
+        &self,
+        weighted: &Map<String, Value>,
+        cookie: &Cookie,
+        set_cookie: String,
+    ) -> Map<String, Value> {
+        // Same routing as the weighted route, plus a response header that expires the
+        // cookie, so holders stop being told apart once the run is over.
+        let mut expire = named(STICKY_ROUTE, weighted);
+        expire.insert("match".into(), self.cookie_match(cookie));
+        add_response_header(&mut expire, SET_COOKIE_HEADER, set_cookie);
+        expire
     }
 }
 
