@@ -5,6 +5,7 @@
 //!   CRDs and the offline validator.
 //! - [`cli`]: the `serin` command line, one module per subcommand.
 //! - [`controller`]: `serin controller`, the reconcile loop and the I/O of each effect.
+//! - [`http_server`]: what the controller's telemetry server and the load tester share.
 //! - [`plan`]: a Canary spec turned into the engine's release plan.
 //! - [`workload`]: readiness of Deployments and DaemonSets, read the way Flagger reads it.
 
@@ -13,6 +14,7 @@ pub mod api;
 pub mod canary_plan;
 pub mod cli;
 pub mod controller;
+pub mod http_server;
 pub mod loadtester;
 pub mod outbound;
 pub mod rbac;

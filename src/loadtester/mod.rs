@@ -9,31 +9,30 @@
 //! body, the connections served at once (503 beyond them), the commands running at once
 //! (503), and a failing `accept()` backs off instead of spinning. With a gate token, the
 //! requests that change a gate must carry it; checking a gate, as Flagger's webhooks do, needs
-//! none.
+//! none. The routes are axum's; connections are served as the controller's telemetry's are
+//! (`crate::http_server`).
 
 pub mod gates;
 pub mod hey;
 pub mod tasks;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::{Body, Bytes, Incoming};
-use hyper::header::{AUTHORIZATION, CONNECTION, HeaderValue, WWW_AUTHENTICATE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, CONNECTION, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, any};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::{Body, Bytes};
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::http_server::{self, Backoff, Listener};
 use gates::{Gates, Kind};
 use tasks::{Refusal, Runner};
 
@@ -70,50 +69,11 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_body: 1024 * 1024,
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: http_server::HEADER_READ_TIMEOUT,
             body_read_timeout: Duration::from_secs(30),
             max_connections: 256,
             max_refused: 32,
         }
-    }
-}
-
-/// Where connections come from: a TCP listener, or in tests one whose `accept` fails.
-pub trait Listener: Send + 'static {
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    fn accept(&mut self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
-}
-
-impl Listener for TcpListener {
-    type Stream = TcpStream;
-    async fn accept(&mut self) -> std::io::Result<TcpStream> {
-        TcpListener::accept(self).await.map(|(stream, _)| stream)
-    }
-}
-
-/// The pause after a failed `accept()`: a failure that repeats at once (EMFILE when the
-/// process is out of file descriptors) would otherwise spin a core and flood the log.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(5);
-    const MAX: Duration = Duration::from_secs(1);
-
-    fn new() -> Backoff {
-        Backoff { next: Self::FIRST }
-    }
-
-    fn pause(&mut self) -> Duration {
-        let pause = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        pause
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
     }
 }
 
@@ -139,12 +99,16 @@ pub struct LoadTester {
 
 type Reply = (StatusCode, String);
 
-/// The paths that change a gate, which a gate token protects.
-fn changes_a_gate(path: &str) -> bool {
-    matches!(
-        path,
-        "/gate/open" | "/gate/close" | "/rollback/open" | "/rollback/close"
-    )
+/// What a request with a webhook's payload asks, by its path.
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    /// `/`: run the task in the payload's metadata.
+    Task,
+    /// `/gate/check`, `/rollback/check`.
+    Check(Kind),
+    /// `/gate/open`, `/gate/close`, `/rollback/open`, `/rollback/close`: what a gate token
+    /// protects.
+    Set(Kind, bool),
 }
 
 /// Compares in a time that depends only on the lengths, so that the answer's timing does not
@@ -188,20 +152,10 @@ impl LoadTester {
 
     /// Serves until the process ends.
     pub async fn serve<L: Listener>(self: Arc<Self>, mut listener: L) {
+        let (routes, busy) = (self.router(), self.busy());
         let mut backoff = Backoff::new();
         loop {
-            let stream = match listener.accept().await {
-                Ok(stream) => {
-                    backoff.reset();
-                    stream
-                }
-                Err(e) => {
-                    let pause = backoff.pause();
-                    tracing::warn!(error = %e, ?pause, "load tester: cannot accept a connection");
-                    tokio::time::sleep(pause).await;
-                    continue;
-                }
-            };
+            let stream = http_server::accept(&mut listener, &mut backoff, "load tester").await;
             let admission = match self.connections.clone().try_acquire_owned() {
                 Ok(permit) => Admission {
                     busy: false,
@@ -218,63 +172,86 @@ impl LoadTester {
                     }
                 },
             };
-            tokio::spawn(self.clone().connection(stream, admission));
+            let (router, keep_alive) = match admission.busy {
+                true => (busy.clone(), false),
+                false => (routes.clone(), true),
+            };
+            let timeout = self.limits.header_read_timeout;
+            let served =
+                http_server::serve_connection(stream, router, timeout, keep_alive, "load tester");
+            tokio::spawn(async move {
+                served.await;
+                // The connection counts against the limits until it closes.
+                drop(admission);
+            });
         }
     }
 
-    async fn connection<S>(self: Arc<Self>, stream: S, admission: Admission)
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let busy = admission.busy;
-        let this = self.clone();
-        let service = service_fn(move |req| {
-            let this = this.clone();
-            async move {
-                Ok::<_, Infallible>(match busy {
-                    true => this.busy(),
-                    false => this.respond(req).await,
-                })
-            }
-        });
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.limits.header_read_timeout)
-            .keep_alive(!busy);
-        if let Err(e) = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .await
-        {
-            tracing::debug!("load tester connection: {e}");
-        }
-        drop(admission);
+    /// The routes of Flagger's load tester. Every method is answered alike, as in Flagger's.
+    fn router(self: &Arc<Self>) -> Router {
+        let act = |action| -> MethodRouter<Arc<LoadTester>> {
+            any(
+                move |State(tester): State<Arc<LoadTester>>, request: Request| async move {
+                    tester.act(action, request).await
+                },
+            )
+        };
+        let count = |State(tester): State<Arc<LoadTester>>, request: Request| async move {
+            tester.requests.fetch_add(1, Ordering::Relaxed);
+            request
+        };
+        Router::new()
+            .route("/healthz", any(|| async { (StatusCode::OK, "OK") }))
+            .route(
+                "/metrics",
+                any(|State(tester): State<Arc<LoadTester>>| async move { tester.metrics() }),
+            )
+            .route("/gate/approve", any(|| async { (StatusCode::OK, "OK") }))
+            .route(
+                "/gate/halt",
+                any(|| async { (StatusCode::FORBIDDEN, "Forbidden") }),
+            )
+            .route("/", act(Action::Task))
+            .route("/gate/check", act(Action::Check(Kind::Approval)))
+            .route("/gate/open", act(Action::Set(Kind::Approval, true)))
+            .route("/gate/close", act(Action::Set(Kind::Approval, false)))
+            .route("/rollback/check", act(Action::Check(Kind::Rollback)))
+            .route("/rollback/open", act(Action::Set(Kind::Rollback, true)))
+            .route("/rollback/close", act(Action::Set(Kind::Rollback, false)))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+            .layer(axum::middleware::map_request_with_state(
+                self.clone(),
+                count,
+            ))
+            .with_state(self.clone())
     }
 
-    fn busy(&self) -> Response<Full<Bytes>> {
+    /// What a connection beyond `max_connections` is served: 503 to every request, and the
+    /// connection closed after it.
+    fn busy(&self) -> Router {
         let text = format!(
             "the load tester is serving {} connections, its most: retry later",
             self.limits.max_connections
         );
-        let mut response = reply((StatusCode::SERVICE_UNAVAILABLE, text));
-        response
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-        response
+        Router::new().fallback(move || async move {
+            let close = [(CONNECTION, HeaderValue::from_static("close"))];
+            (StatusCode::SERVICE_UNAVAILABLE, close, text)
+        })
     }
 
-    async fn respond(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let path = req.uri().path().to_string();
-        let authorization = req.headers().get(AUTHORIZATION).cloned();
-        let (status, text) = match self.read_body(req.into_body()).await {
+    /// Answers a request with a webhook's payload: its body read within the limits, then
+    /// [`LoadTester::answer`].
+    async fn act(&self, action: Action, request: Request) -> Response {
+        let (parts, body) = request.into_parts();
+        let (status, text) = match self.read_body(body).await {
             Ok(body) => {
-                let authorization = authorization.as_ref().map(HeaderValue::as_bytes);
-                self.route(&path, authorization, &body).await
+                let authorization = parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
+                self.answer(action, parts.uri.path(), authorization, &body)
+                    .await
             }
             Err(refused) => refused,
         };
-        let mut response = reply((status, text));
+        let mut response = (status, text).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -318,17 +295,17 @@ impl LoadTester {
         }
     }
 
-    /// Answers a request; `authorization` is its `Authorization` header.
-    pub async fn route(&self, path: &str, authorization: Option<&[u8]>, body: &[u8]) -> Reply {
-        match path {
-            "/healthz" => return (StatusCode::OK, "OK".into()),
-            "/metrics" => return (StatusCode::OK, self.metrics()),
-            "/gate/approve" => return (StatusCode::OK, "OK".into()),
-            "/gate/halt" => return (StatusCode::FORBIDDEN, "Forbidden".into()),
-            _ => {}
-        }
+    /// Answers `action` for the request to `path` with this body; `authorization` is its
+    /// `Authorization` header.
+    async fn answer(
+        &self,
+        action: Action,
+        path: &str,
+        authorization: Option<&[u8]>,
+        body: &[u8],
+    ) -> Reply {
         if let Some(token) = &self.gate_token
-            && changes_a_gate(path)
+            && matches!(action, Action::Set(..))
         {
             let given = authorization.and_then(|a| a.strip_prefix(b"Bearer "));
             if !given.is_some_and(|g| same_token(g, token.as_bytes())) {
@@ -352,23 +329,16 @@ impl LoadTester {
             return (StatusCode::FORBIDDEN, message);
         }
         let (name, ns) = (payload.name.as_str(), payload.namespace.as_str());
-        let gate = |kind, open| {
-            self.gates.set(kind, name, ns, open);
-            (StatusCode::ACCEPTED, String::new())
-        };
-        let check = |kind| match self.gates.is_open(kind, name, ns) {
-            true => (StatusCode::OK, "Approved".to_string()),
-            false => (StatusCode::FORBIDDEN, "Forbidden".to_string()),
-        };
-        match path {
-            "/" => self.task(&payload).await,
-            "/gate/check" => check(Kind::Approval),
-            "/gate/open" => gate(Kind::Approval, true),
-            "/gate/close" => gate(Kind::Approval, false),
-            "/rollback/check" => check(Kind::Rollback),
-            "/rollback/open" => gate(Kind::Rollback, true),
-            "/rollback/close" => gate(Kind::Rollback, false),
-            _ => (StatusCode::NOT_FOUND, "not found".into()),
+        match action {
+            Action::Task => self.task(&payload).await,
+            Action::Check(kind) => match self.gates.is_open(kind, name, ns) {
+                true => (StatusCode::OK, "Approved".to_string()),
+                false => (StatusCode::FORBIDDEN, "Forbidden".to_string()),
+            },
+            Action::Set(kind, open) => {
+                self.gates.set(kind, name, ns, open);
+                (StatusCode::ACCEPTED, String::new())
+            }
         }
     }
 
@@ -427,12 +397,6 @@ fn refusal(e: Refusal) -> Reply {
     }
 }
 
-fn reply((status, text): Reply) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(text)));
-    *response.status_mut() = status;
-    response
-}
-
 /// An HTTP client for tests: reqwest is built without a crypto provider of its own, and a
 /// test run of only this module has nothing else install one (`serin loadtester` does at start).
 #[cfg(test)]
@@ -443,9 +407,40 @@ pub(crate) fn test_client() -> reqwest::Client {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
     use std::time::Duration;
 
+    use axum::http::Request;
+    use http_body_util::Full;
+    use tokio::net::{TcpListener, TcpStream};
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::http_server::tests::{Failing, assert_backed_off, exchange};
+
+    impl LoadTester {
+        /// Sends a request to `path` with this `Authorization` header and body through the
+        /// routes, as a connection would, and reads the answer.
+        async fn route(
+            self: &Arc<Self>,
+            path: &str,
+            authorization: Option<&[u8]>,
+            body: &[u8],
+        ) -> Reply {
+            let mut request = Request::post(path);
+            if let Some(authorization) = authorization {
+                request = request.header(AUTHORIZATION, authorization);
+            }
+            let request = request.body(axum::body::Body::from(body.to_vec())).unwrap();
+            let response = self.router().oneshot(request).await.unwrap();
+            let status = response.status();
+            let text = axum::body::to_bytes(response.into_body(), usize::MAX);
+            (
+                status,
+                String::from_utf8(text.await.unwrap().to_vec()).unwrap(),
+            )
+        }
+    }
 
     fn tester() -> LoadTester {
         LoadTester::new(
@@ -462,7 +457,7 @@ mod tests {
 
     #[tokio::test]
     async fn gates_and_tasks_answer_as_flaggers_load_tester() {
-        let t = tester();
+        let t = Arc::new(tester());
         let body = payload(serde_json::json!({}));
         assert_eq!(
             t.route("/gate/check", None, &body).await.0,
@@ -520,10 +515,10 @@ mod tests {
 
     #[tokio::test]
     async fn other_namespaces_are_refused() {
-        let t = LoadTester::new(
+        let t = Arc::new(LoadTester::new(
             Runner::new(Duration::from_secs(5), crate::loadtester::test_client()),
             Some(regex::Regex::new("^prod-").unwrap()),
-        );
+        ));
         let body = payload(serde_json::json!({}));
         assert_eq!(
             t.route("/gate/open", None, &body).await.0,
@@ -533,7 +528,7 @@ mod tests {
 
     #[tokio::test]
     async fn hostile_hey_lines_are_answered_400_naming_the_flag() {
-        let t = tester();
+        let t = Arc::new(tester());
         for (line, flag) in [
             ("hey -t inf http://127.0.0.1:1/", "-t inf"),
             ("hey -q 1e-300 http://127.0.0.1:1/", "-q 1e-300"),
@@ -551,7 +546,7 @@ mod tests {
 
     #[tokio::test]
     async fn with_a_gate_token_only_changing_a_gate_needs_it() {
-        let t = tester().with_gate_token(Some("s3cret".into()));
+        let t = Arc::new(tester().with_gate_token(Some("s3cret".into())));
         let body = payload(serde_json::json!({}));
         for path in [
             "/gate/open",
@@ -606,7 +601,7 @@ mod tests {
         );
         // Without a token configured, anyone may change a gate, as in Flagger's load tester.
         assert_eq!(
-            tester().route("/gate/open", None, &body).await.0,
+            Arc::new(tester()).route("/gate/open", None, &body).await.0,
             StatusCode::ACCEPTED
         );
         assert!(same_token(b"abc", b"abc"));
@@ -639,19 +634,6 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         (address, tokio::spawn(Arc::new(t).serve(listener)))
-    }
-
-    /// Sends `request` as it is and reads the answer until the server closes the connection,
-    /// failing the test if that takes longer than 10 s.
-    async fn exchange(stream: &mut TcpStream, request: &str) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        let read = stream.read_to_end(&mut answer);
-        match tokio::time::timeout(Duration::from_secs(10), read).await {
-            Ok(_) => String::from_utf8_lossy(&answer).into_owned(),
-            Err(_) => panic!("no end of answer to {request:?} within 10 s"),
-        }
     }
 
     const HEALTHZ: &str = "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
@@ -739,7 +721,7 @@ mod tests {
     async fn a_full_runner_answers_503() {
         let runner =
             Runner::new(Duration::from_secs(5), crate::loadtester::test_client()).with_max_tasks(0);
-        let t = LoadTester::new(runner, None);
+        let t = Arc::new(LoadTester::new(runner, None));
         for metadata in [
             serde_json::json!({"cmd": "true"}),
             serde_json::json!({"type": "bash", "cmd": "true"}),
@@ -750,49 +732,52 @@ mod tests {
         }
     }
 
-    /// A listener whose `accept` always fails, as with EMFILE, recording when it was called.
-    struct Failing {
-        calls: Vec<std::time::Instant>,
-        done: Option<tokio::sync::oneshot::Sender<Vec<std::time::Instant>>>,
+    #[tokio::test]
+    async fn failing_accepts_back_off_instead_of_spinning() {
+        let (failing, calls) = Failing::new();
+        let server = tokio::spawn(Arc::new(tester()).serve(failing));
+        assert_backed_off(calls).await;
+        server.abort();
     }
 
-    impl Listener for Failing {
-        type Stream = TcpStream;
-        async fn accept(&mut self) -> std::io::Result<TcpStream> {
-            self.calls.push(std::time::Instant::now());
-            if self.calls.len() == 6 {
-                if let Some(done) = self.done.take() {
-                    let _ = done.send(self.calls.clone());
-                }
-                std::future::pending::<()>().await;
-            }
-            Err(std::io::Error::other("too many open files"))
+    #[tokio::test]
+    async fn unknown_paths_are_not_found_whatever_the_body() {
+        let t = Arc::new(tester());
+        let body = payload(serde_json::json!({}));
+        for (path, body) in [
+            ("/nope", &body[..]),
+            ("/gate", b"not json"),
+            ("/gate/open/x", b""),
+        ] {
+            assert_eq!(
+                t.route(path, None, body).await,
+                (StatusCode::NOT_FOUND, "not found".into()),
+                "{path}"
+            );
         }
     }
 
     #[tokio::test]
-    async fn failing_accepts_back_off_instead_of_spinning() {
-        let (done, calls) = tokio::sync::oneshot::channel();
-        let failing = Failing {
-            calls: Vec::new(),
-            done: Some(done),
-        };
-        let server = tokio::spawn(Arc::new(tester()).serve(failing));
-        let calls = tokio::time::timeout(Duration::from_secs(10), calls)
-            .await
-            .unwrap()
-            .unwrap();
-        // Pauses of 5, 10, 20, 40 and 80 ms between the six calls; a spinning loop takes
-        // microseconds.
-        let elapsed = calls[5] - calls[0];
-        assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
-        server.abort();
+    async fn a_body_over_the_limit_is_answered_413_by_every_route_that_reads_one() {
+        let t = Arc::new(tester());
+        let large = vec![b' '; 1024 * 1024 + 1];
+        for path in ["/", "/gate/check", "/gate/open", "/rollback/close"] {
+            let (status, text) = t.route(path, None, &large).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{path}: {text}");
+        }
+        assert!(!t.gates.is_open(Kind::Approval, "podinfo", "test"));
+    }
 
-        let mut backoff = Backoff::new();
-        let pauses: Vec<_> = (0..10).map(|_| backoff.pause()).collect();
-        assert_eq!(pauses[0], Duration::from_millis(5));
-        assert_eq!(pauses[9], Backoff::MAX);
-        backoff.reset();
-        assert_eq!(backoff.pause(), Backoff::FIRST);
+    #[tokio::test]
+    async fn requests_are_counted_in_the_metrics() {
+        let t = Arc::new(tester());
+        t.route("/healthz", None, b"").await;
+        t.route("/nope", None, b"").await;
+        let (status, text) = t.route("/metrics", None, b"").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            text.contains("serin_loadtester_requests_total 3\n"),
+            "{text}"
+        );
     }
 }
