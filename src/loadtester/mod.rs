@@ -1,6 +1,7 @@
 //! `serin loadtester`: a counterpart of Flagger's `flagger-loadtester`, the service Flagger's
 //! docs and users' Canaries call from webhooks. `POST /` runs the task in the webhook's
-//! metadata (`type: cmd`, the default, or `bash`; `cmd`, `logCmdOutput`, `returnCmdOutput`);
+//! metadata (`type: cmd`, the default, `bash`, or `helm`/`helmv3`/`kubectl`, run with those
+//! binaries when they are on the PATH; `cmd`, `logCmdOutput`, `returnCmdOutput`);
 //! `/gate/*` and `/rollback/*` are manual gates per canary for `confirm-*` and `rollback`
 //! hooks; `/healthz`; `/metrics`.
 //!
@@ -354,30 +355,28 @@ impl LoadTester {
         };
         let flag = |k: &str| metadata.get(k).is_some_and(|v| v == "true");
         let canary = format!("{}.{}", payload.name, payload.namespace);
-        match metadata.get("type").map(String::as_str).unwrap_or("cmd") {
-            "cmd" => match self.runner.start(&canary, cmd, flag("logCmdOutput")) {
-                Ok(_) => (StatusCode::ACCEPTED, String::new()),
-                Err(e) => refusal(e),
-            },
-            "bash" => {
-                let outcome = match self.runner.run("bash", cmd).await {
-                    Ok(outcome) => outcome,
-                    Err(e) => return refusal(e),
+        let outcome = match metadata.get("type").map(String::as_str).unwrap_or("cmd") {
+            "cmd" => {
+                return match self.runner.start(&canary, cmd, flag("logCmdOutput")) {
+                    Ok(_) => (StatusCode::ACCEPTED, String::new()),
+                    Err(e) => refusal(e),
                 };
-                if flag("logCmdOutput") || !outcome.ok {
-                    tracing::info!(canary, cmd, ok = outcome.ok, output = %outcome.output, "bash task finished");
-                }
-                match outcome.ok {
-                    true if flag("returnCmdOutput") => (StatusCode::OK, outcome.output),
-                    true => (StatusCode::OK, String::new()),
-                    false => (StatusCode::INTERNAL_SERVER_ERROR, outcome.output),
-                }
             }
-            other => (
-                StatusCode::BAD_REQUEST,
-                format!("metadata.type {other:?} is not supported: use cmd or bash"),
-            ),
-        }
+            "bash" => self.runner.run("bash", cmd).await,
+            // Flagger runs both with the `helm` binary (Helm 3).
+            "helm" | "helmv3" => self.runner.exec("helm", cmd).await,
+            "kubectl" => self.runner.exec("kubectl", cmd).await,
+            other => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "metadata.type {other:?} is not supported: use cmd, bash, helm, helmv3 \
+                         or kubectl"
+                    ),
+                );
+            }
+        };
+        blocking(&canary, cmd, &flag, outcome)
     }
 
     fn metrics(&self) -> String {
@@ -387,6 +386,28 @@ impl LoadTester {
              serin_loadtester_requests_total {}\n",
             self.requests.load(Ordering::Relaxed)
         )
+    }
+}
+
+/// The answer to a task run to the end (`bash`, `helm`, `kubectl`), as Flagger's load tester
+/// answers: 200 (with the output when `returnCmdOutput` is set), or 500 with the output.
+fn blocking(
+    canary: &str,
+    cmd: &str,
+    flag: &dyn Fn(&str) -> bool,
+    outcome: Result<tasks::Outcome, Refusal>,
+) -> Reply {
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => return refusal(e),
+    };
+    if flag("logCmdOutput") || !outcome.ok {
+        tracing::info!(canary, cmd, ok = outcome.ok, output = %outcome.output, "task finished");
+    }
+    match outcome.ok {
+        true if flag("returnCmdOutput") => (StatusCode::OK, outcome.output),
+        true => (StatusCode::OK, String::new()),
+        false => (StatusCode::INTERNAL_SERVER_ERROR, outcome.output),
     }
 }
 
@@ -495,16 +516,24 @@ mod tests {
         );
         let cmd = payload(serde_json::json!({"cmd": "true"}));
         assert_eq!(t.route("/", None, &cmd).await.0, StatusCode::ACCEPTED);
-        assert_eq!(
-            t.route(
+        // `kubectl` (installed wherever serin is built) with the command as its arguments.
+        let kubectl = |cmd: &str| {
+            payload(serde_json::json!({"type": "kubectl", "cmd": cmd, "returnCmdOutput": "true"}))
+        };
+        let (status, output) = t.route("/", None, &kubectl("version --client")).await;
+        assert_eq!(status, StatusCode::OK, "{output}");
+        assert!(output.contains("Client Version"), "{output}");
+        let (status, output) = t.route("/", None, &kubectl("no-such-command")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{output}");
+        let (status, output) = t
+            .route(
                 "/",
                 None,
-                &payload(serde_json::json!({"type": "helm", "cmd": "test"}))
+                &payload(serde_json::json!({"type": "concord", "cmd": "test"})),
             )
-            .await
-            .0,
-            StatusCode::BAD_REQUEST
-        );
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(output.contains("helm, helmv3 or kubectl"), "{output}");
         assert_eq!(
             t.route("/", None, &payload(serde_json::Value::Null))
                 .await

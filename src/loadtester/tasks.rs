@@ -129,11 +129,25 @@ impl Runner {
         Ok(self.shell(shell, cmd).await)
     }
 
+    /// Runs `program` with `cmd` split on whitespace as its arguments (no shell, as Flagger's
+    /// `helm` and `kubectl` tasks run them), to the end or `--timeout`.
+    pub async fn exec(&self, program: &str, cmd: &str) -> Result<Outcome, Refusal> {
+        let _slot = self.slot()?;
+        let mut command = Command::new(program);
+        command.args(cmd.split_whitespace());
+        Ok(self.to_the_end(program, command).await)
+    }
+
     /// Runs `cmd` with `shell -c` to the end (or `--timeout`): its status and output.
     pub async fn shell(&self, shell: &str, cmd: &str) -> Outcome {
-        let child = Command::new(shell)
-            .arg("-c")
-            .arg(cmd)
+        let mut command = Command::new(shell);
+        command.arg("-c").arg(cmd);
+        self.to_the_end(shell, command).await
+    }
+
+    /// Runs `command` (the program `name`) to the end or `--timeout`: its status and output.
+    async fn to_the_end(&self, name: &str, mut command: Command) -> Outcome {
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -144,7 +158,7 @@ impl Runner {
             Err(e) => {
                 return Outcome {
                     ok: false,
-                    output: format!("cannot start {shell}: {e}"),
+                    output: format!("cannot start {name}: {e}"),
                 };
             }
         };
@@ -186,6 +200,22 @@ mod tests {
         assert_eq!(failed.output, "oops\n");
         let slow = runner.shell("sh", "sleep 5").await;
         assert!(slow.output.contains("--timeout"), "{slow:?}");
+    }
+
+    #[tokio::test]
+    async fn exec_passes_the_words_as_arguments_without_a_shell() {
+        let runner = Runner::new(Duration::from_secs(5), crate::loadtester::test_client());
+        // No shell: `$HOME` and `;` reach the program as they are.
+        let echoed = runner.exec("echo", "a  $HOME ; b").await.unwrap();
+        assert_eq!(echoed.output, "a $HOME ; b\n");
+        let missing = runner.exec("serin-no-such-binary", "x").await.unwrap();
+        assert!(!missing.ok);
+        assert!(
+            missing
+                .output
+                .starts_with("cannot start serin-no-such-binary"),
+            "{missing:?}"
+        );
     }
 
     #[tokio::test]

@@ -153,8 +153,16 @@ struct LoadTester {
 impl LoadTester {
     async fn start() -> LoadTester {
         let log = tempfile::NamedTempFile::new().unwrap();
+        // Flagger's `helm` and `kubectl` tasks run those binaries from the PATH.
+        let helm = serin_testkit::helm_binary();
+        let helm_dir = helm.parent().unwrap().to_path_buf();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path =
+            std::env::join_paths(std::iter::once(helm_dir).chain(std::env::split_paths(&path)))
+                .unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_serin"))
             .args(["loadtester", "--port", "0"])
+            .env("PATH", path)
             .stderr(log.reopen().unwrap())
             .kill_on_drop(true)
             .spawn()
@@ -192,11 +200,26 @@ async fn flaggers_webhook_pattern_runs_through_serin_loadtester(cp: ControlPlane
     let pre = marker.path().join("pre-rollout-ran");
     let world = world(cp).await;
     initialized(&world, "podinfo", 3).await;
+    world
+        .apply(
+            &world.configmaps(),
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "smoke", "namespace": NS}}),
+        )
+        .await;
+    let kubeconfig = world.stack.kubeconfig_path().display().to_string();
     let mut c = canary("podinfo").iterations(3).build();
     c["spec"]["analysis"]["webhooks"] = json!([
         {"name": "gate", "type": "confirm-rollout", "url": format!("{}/gate/check", tester.url)},
         {"name": "acceptance", "type": "pre-rollout", "url": format!("{}/", tester.url),
          "metadata": {"type": "cmd", "cmd": format!("touch {}", pre.display())}},
+        // Flagger's blocking task types, run by the binaries on the load tester's PATH: a
+        // failure would fail the pre-rollout check and roll the release back.
+        {"name": "smoke", "type": "pre-rollout", "url": format!("{}/", tester.url),
+         "metadata": {"type": "kubectl", "cmd": format!(
+             "--kubeconfig {kubeconfig} annotate configmap smoke -n {NS} smoke=passed")}},
+        {"name": "chart", "type": "pre-rollout", "url": format!("{}/", tester.url),
+         "metadata": {"type": "helmv3", "cmd": format!("--kubeconfig {kubeconfig} list -n {NS}")}},
         {"name": "rollback", "type": "rollback", "url": format!("{}/rollback/check", tester.url)},
         {"name": "load", "type": "rollout", "url": format!("{}/", tester.url),
          "metadata": {"cmd": format!("hey -z 1m -q 20 -c 1 {}", app.url)}}
@@ -214,6 +237,12 @@ async fn flaggers_webhook_pattern_runs_through_serin_loadtester(cp: ControlPlane
     tester.post("/gate/open").await;
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     assert!(pre.exists(), "the pre-rollout cmd task ran");
+    let smoke = world.configmaps().get("smoke").await.unwrap();
+    assert_eq!(
+        smoke.metadata.annotations.unwrap_or_default().get("smoke"),
+        Some(&"passed".to_string()),
+        "the kubectl task ran"
+    );
     wait_until(LONG, "load from the built-in hey", || async {
         app.headers.lock().await.len() >= 5
     })

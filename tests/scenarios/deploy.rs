@@ -15,9 +15,7 @@ use serin_testkit::LONG;
 use serin_testkit::{ControlPlane, NS, World, WorldConfig, workspace_file};
 
 fn helm() -> PathBuf {
-    std::env::var_os("SERIN_HELM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_file("target/helm/helm"))
+    serin_testkit::helm_binary()
 }
 
 fn run(program: &Path, args: &[&str]) -> String {

@@ -59,6 +59,13 @@ pub fn workspace_file(relative: &str) -> PathBuf {
         .join(relative)
 }
 
+/// The `helm` binary `scripts/setup` builds (`$SERIN_HELM` overrides it).
+pub fn helm_binary() -> PathBuf {
+    std::env::var_os("SERIN_HELM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_file("target/helm/helm"))
+}
+
 /// One `#[tokio::test]` per control plane for each named `async fn(ControlPlane)`, in
 /// modules `emulator` and `real` (so `cargo test real::` runs one back-end). A back-end
 /// left out of `$SERIN_CONTROL_PLANES` passes without running.
