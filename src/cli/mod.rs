@@ -16,6 +16,7 @@ pub mod loadtester;
 pub mod plan;
 pub mod rbac;
 pub mod status;
+pub mod undo;
 pub mod wget;
 
 /// Progressive delivery for Kubernetes, speaking Flagger's API.
@@ -52,6 +53,8 @@ pub enum Command {
     Pause(control::ControlArgs),
     /// Continue a paused Canary.
     Resume(control::ControlArgs),
+    /// Set the target back to an earlier revision (default: the one the primary runs).
+    Undo(undo::UndoArgs),
     /// Flagger's load tester: webhook commands, `hey` load, and manual gates.
     Loadtester(loadtester::LoadtesterArgs),
 }
@@ -82,6 +85,7 @@ impl Cli {
             Command::Abort(args) => control::run(control::Action::Abort, args),
             Command::Retry(args) => control::run(control::Action::Retry, args),
             Command::Pause(args) => control::run(control::Action::Pause, args),
+            Command::Undo(args) => undo::run(args),
             Command::Resume(args) => control::run(control::Action::Resume, args),
             Command::Loadtester(args) => loadtester::run(args),
         }

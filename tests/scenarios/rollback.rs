@@ -1,11 +1,13 @@
 //! Instant rollback (`analysis.rollbackWindow`): a target set back to a revision promoted
-//! before is promoted again at once, without analysis.
+//! before is promoted again at once, without analysis; `serin undo` sets it back for people
+//! who cannot edit the spec.
 
 use serde_json::json;
 use serin_core::Phase;
 use serin_testkit::LONG;
 
 use crate::harness::{ControlPlane, NS, canary, initialized_with, world};
+use serin_testkit::selected;
 
 serin_testkit::on_every_control_plane!(a_revision_promoted_before_comes_back_without_analysis);
 
@@ -60,4 +62,64 @@ async fn a_revision_promoted_before_comes_back_without_analysis(cp: ControlPlane
         status.last_promoted_spec,
         before.promoted_before.unwrap().pop()
     );
+}
+
+/// `serin undo` during a release: the target is set back to the template the primary runs
+/// (from the Deployment's ReplicaSets), the release is cancelled without analysis, and
+/// `--to-revision` names an older one, promoted again within the rollback window. Real
+/// control plane only: the revisions are ReplicaSets of the Deployment controller, which the
+/// API emulator does not run (e2e/README.md: what only a real control plane can prove).
+#[tokio::test]
+async fn serin_undo_sets_the_target_back_to_a_promoted_revision() {
+    if !selected(ControlPlane::Real) {
+        return;
+    }
+    let world = world(ControlPlane::Real).await;
+    let manifest = canary("podinfo").analysis(json!({
+        "interval": "1s", "threshold": 2, "iterations": 30, "rollbackWindow": 2
+    }));
+    initialized_with(&world, manifest.build()).await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
+    world.wait_phase("podinfo", Phase::Progressing, LONG).await;
+    let promote = world.cli(&["promote", "podinfo", "-n", NS]).await;
+    assert_eq!(promote.0, 0, "{promote:?}");
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+
+    // A release of 6.0.2 in progress, undone: back to what the primary runs.
+    world.set_image("podinfo", "app", "podinfo:6.0.2").await;
+    world.wait_phase("podinfo", Phase::Progressing, LONG).await;
+    let (code, out, err) = world.cli(&["undo", "podinfo", "-n", NS]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("app: podinfo:6.0.2 -> podinfo:6.0.1"), "{out}");
+    assert!(out.contains("a release in progress is cancelled"), "{out}");
+    assert_eq!(world.image("podinfo").await, "podinfo:6.0.1");
+    world
+        .wait_event("podinfo", "is back at the promoted revision", LONG)
+        .await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+
+    // The first revision (6.0.0, promoted at initialization) by number: a rollback.
+    let (code, out, err) = world
+        .cli(&["undo", "podinfo", "-n", NS, "--to-revision", "1"])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("app: podinfo:6.0.1 -> podinfo:6.0.0"), "{out}");
+    assert!(out.contains("without analysis"), "{out}");
+    world
+        .wait_event("podinfo", "rolled back to revision", LONG)
+        .await;
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.0");
+
+    // Nothing to undo, and a revision the Deployment does not keep: said, exit codes 0 and 1.
+    let (code, out, _) = world.cli(&["undo", "podinfo", "-n", NS]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to undo"), "{out}");
+    let (code, _, err) = world
+        .cli(&["undo", "podinfo", "-n", NS, "--to-revision", "99"])
+        .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("the target has no revision 99"), "{err}");
 }
