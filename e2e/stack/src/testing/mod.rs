@@ -1,15 +1,16 @@
 //! Helpers for tests against the stack, shared by its own tests and serin's: a client,
-//! object creation, podinfo-like workloads, raw HTTP. Test code: a failed step panics with
-//! the reason, which is the test's failure.
+//! object creation, podinfo-like workloads, raw HTTP, the one poll of the stack's tests
+//! ([`poll`]). Test code: a failed step panics with the reason, which is the test's failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fake_http;
+pub mod poll;
 pub mod switch;
 
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub fn client(stack: &crate::Stack) -> kube::Client {
@@ -96,18 +97,15 @@ pub fn service(name: &str, selects: &str) -> Value {
 pub async fn wait_ready(client: &kube::Client, name: &str, ready: i32) {
     let api: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(client.clone(), "default");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    poll::Poll::new(
+        format!("{name} to get {ready} ready replicas"),
+        Duration::from_secs(10),
+    )
+    .until(|| async {
         let d = api.get(name).await.unwrap();
-        if d.status.and_then(|s| s.ready_replicas).unwrap_or(0) == ready {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never got {ready} ready replicas"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        d.status.and_then(|s| s.ready_replicas).unwrap_or(0) == ready
+    })
+    .await;
 }
 
 /// The podinfo layout Flagger generates: `podinfo-primary` (stable) and `podinfo` (canary

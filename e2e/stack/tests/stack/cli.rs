@@ -1,9 +1,10 @@
 //! The `serin-stack up` command-line contract: `admin <url>` then `ready` on stdout, a
 //! usable kubeconfig, exit 0 on SIGTERM.
 
+use serin_stack::testing::poll::Poll;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn up_prints_ready_and_exits_on_sigterm() {
@@ -76,26 +77,6 @@ fn lines_until_ready(child: &mut std::process::Child) -> Vec<String> {
     panic!("no ready line: {out:?}");
 }
 
-fn terminate(child: &mut std::process::Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(code) = child.try_wait().unwrap() {
-            assert!(code.success(), "exit status {code}");
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serin-stack did not exit after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn answers(url: &str) -> bool {
     let addr = url.trim_start_matches("http://");
     std::net::TcpStream::connect(addr).is_ok()
@@ -136,7 +117,7 @@ fn up_prints_the_metric_endpoints_before_ready_and_stops_prometheus() {
         assert!(url(name).starts_with("http://127.0.0.1:"), "{lines:?}");
         assert!(answers(&url(name)), "{name} does not answer");
     }
-    terminate(&mut child);
+    stop(&mut child, Duration::from_secs(10));
     assert!(
         !answers(&url("prometheus")),
         "Prometheus outlived the stack"
@@ -196,7 +177,7 @@ fn demo_is_ready_to_use() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    terminate(&mut child);
+    stop(&mut child, Duration::from_secs(10));
 }
 
 #[test]
@@ -235,7 +216,7 @@ fn demo_installs_what_the_mesh_provider_needs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    terminate(&mut child);
+    stop(&mut child, Duration::from_secs(10));
 }
 
 #[test]
@@ -256,14 +237,11 @@ fn prometheus_does_not_outlive_a_killed_stack() {
     assert!(answers(&prometheus));
     child.kill().unwrap(); // SIGKILL: no cleanup in the stack
     child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while answers(&prometheus) {
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus outlived a killed stack"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    Poll::new(
+        "Prometheus to go with a killed stack",
+        Duration::from_secs(10),
+    )
+    .until_blocking(|| !answers(&prometheus));
 }
 
 /// `up --control-plane real`: kube-local behind the same contract, with the scenario's
@@ -293,23 +271,22 @@ fn up_on_the_real_control_plane() {
     assert!(text.contains("server: https://127.0.0.1:"), "{text}");
 
     // The nodes are registered right after `ready`; a moment may pass before both report.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let nodes = loop {
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .arg("--cache-dir")
-            .arg(dir.path().join("cache"))
-            .args(["get", "nodes", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}"])
-            .output()
-            .expect("kubectl is required for this test");
-        let nodes = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if nodes == "node-1=True node-2=True" || Instant::now() > deadline {
-            break nodes;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(nodes, "node-1=True node-2=True");
+    Poll::new("both nodes Ready", Duration::from_secs(20))
+        .every(Duration::from_millis(200))
+        .until_blocking(|| {
+            let out = Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .arg("--cache-dir")
+                .arg(dir.path().join("cache"))
+                .args(["get", "nodes", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}"])
+                .output()
+                .expect("kubectl is required for this test");
+            let nodes = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (nodes == "node-1=True node-2=True")
+                .then_some(())
+                .ok_or(nodes)
+        });
 
     stop(&mut child, Duration::from_secs(30));
     let server = text
@@ -331,16 +308,11 @@ fn stop(child: &mut std::process::Child, within: Duration) {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(code) = child.try_wait().unwrap() {
-            assert!(code.success(), "exit status {code}");
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serin-stack did not exit after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let exited = Poll::new("serin-stack to exit after SIGTERM", within)
+        .try_until_blocking(|| child.try_wait().unwrap());
+    let Ok(code) = exited else {
+        let _ = child.kill();
+        panic!("serin-stack did not exit after SIGTERM");
+    };
+    assert!(code.success(), "exit status {code}");
 }

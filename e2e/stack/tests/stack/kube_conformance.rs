@@ -15,6 +15,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource};
 use serde_json::{Value, json};
+use serin_stack::testing::poll::Poll;
 use serin_stack::{FaultRule, Scenario, Stack, StackConfig};
 use std::future::Future;
 use std::time::Duration;
@@ -44,18 +45,12 @@ fn api_err(e: kube::Error) -> Box<kube::core::Status> {
 }
 
 /// Polls `f` until it returns Some, for up to 10 s.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+async fn eventually<T, F, Fut>(what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    for _ in 0..200 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
+    Poll::new(what, Duration::from_secs(10)).until(f).await
 }
 
 /// A bare HTTP/1.1 request (for the admin server and content negotiation).
@@ -1072,9 +1067,23 @@ fn condition(d: &Deployment, type_: &str) -> Option<(String, String)> {
     Some((c.status.clone(), c.reason.clone().unwrap_or_default()))
 }
 
+/// The simulator's stack: pods ready after 200 ms, except `broken` images (never) and
+/// `barrier` images (after 400 ms: later than any rollout that can progress).
+async fn simulator_stack() -> (Stack, Client) {
+    let scenario = Scenario::parse(
+        "workloads:\n  readyDelay: 200ms\n  images:\n    - match: broken\n      ready: never\n    - match: barrier\n      readyDelay: 400ms\n",
+    )
+    .unwrap();
+    start(StackConfig {
+        scenario,
+        ..StackConfig::default()
+    })
+    .await
+}
+
 #[tokio::test]
 async fn workload_simulator() {
-    let (stack, client) = stack().await;
+    let (stack, client) = simulator_stack().await;
     let deps: Api<Deployment> = Api::default_namespaced(client.clone());
     deps.create(
         &PostParams::default(),
@@ -1162,23 +1171,27 @@ async fn workload_simulator() {
 
     // DaemonSets: one pod per matching simulated node (3 by default).
     let dss: Api<DaemonSet> = Api::default_namespaced(client.clone());
-    let ds = |name: &str, selector: Value| -> DaemonSet {
+    let ds = |name: &str, image: &str, selector: Value| -> DaemonSet {
         serde_json::from_value(
             json!({"metadata": {"name": name}, "spec": {"selector": {"matchLabels": {"app": name}},
             "template": {"metadata": {"labels": {"app": name}}, "spec": {"nodeSelector": selector,
-                "containers": [{"name": "a", "image": "agent:1"}]}}}}),
+                "containers": [{"name": "a", "image": image}]}}}}),
         )
         .unwrap()
     };
     dss.create(
         &PostParams::default(),
-        &ds("everywhere", json!({"kubernetes.io/os": "linux"})),
+        &ds(
+            "everywhere",
+            "agent:1",
+            json!({"kubernetes.io/os": "linux"}),
+        ),
     )
     .await
     .unwrap();
     dss.create(
         &PostParams::default(),
-        &ds("nowhere", json!({"disktype": "ssd"})),
+        &ds("nowhere", "agent:1", json!({"disktype": "ssd"})),
     )
     .await
     .unwrap();
@@ -1208,7 +1221,24 @@ async fn workload_simulator() {
         (s.observed_generation == Some(2)).then_some(s)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The barrier: a DaemonSet created after the broken rollout was taken in, whose pods
+    // take longer to get ready than any image of this stack but broken ones. Once they are
+    // ready, a rollout that could progress would have.
+    dss.create(
+        &PostParams::default(),
+        &ds(
+            "barrier",
+            "agent:barrier",
+            json!({"kubernetes.io/os": "linux"}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("the barrier's pods to be ready", || async {
+        let s = dss.get("barrier").await.unwrap().status?;
+        (s.number_ready == 3).then_some(())
+    })
+    .await;
     let s = dss.get("everywhere").await.unwrap().status.unwrap();
     assert_eq!(s, rolling, "a broken image makes no progress");
     assert_eq!(

@@ -2,6 +2,7 @@
 //! kubectl must be installed: these tests fail (not skip) without it.
 
 use serde_json::Value;
+use serin_stack::testing::poll::Poll;
 use serin_stack::{Scenario, Stack, StackConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -366,21 +367,28 @@ async fn create_generators() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_watch() {
     let (stack, k) = start().await;
-    blocking(move || {
-        let mut child = k
-            .command(&["get", "configmaps", "-w"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kubectl is required for these tests");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        std::thread::sleep(Duration::from_millis(500));
+    let mut child = k
+        .command(&["get", "configmaps", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl is required for these tests");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // kubectl lists, then watches from the list's resourceVersion: once its watch has reached
+    // the stack, whatever is created next is bound to show.
+    Poll::new(
+        "kubectl's watch to reach the stack",
+        Duration::from_secs(10),
+    )
+    .until(|| async { stack.faults().requests("watch", "configmaps") >= 1 })
+    .await;
+    let seen = blocking(move || {
         // `kubectl create configmap` would send protobuf (answered 415); `create -f` sends JSON.
         k.ok_stdin(
             &["create", "-f", "-"],
@@ -388,21 +396,20 @@ async fn get_watch() {
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut seen = Vec::new();
-        while Instant::now() < deadline {
-            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-                seen.push(line);
-                if seen.iter().any(|l| l.starts_with("watched")) {
-                    break;
-                }
+        while !seen.iter().any(|l: &String| l.starts_with("watched")) {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => seen.push(line),
+                Err(_) => break,
             }
         }
         let _ = child.kill();
         let _ = child.wait();
-        assert!(
-            seen.iter().any(|l| l.starts_with("watched")),
-            "kubectl get -w printed {seen:?}"
-        );
+        seen
     })
     .await;
+    assert!(
+        seen.iter().any(|l| l.starts_with("watched")),
+        "kubectl get -w printed {seen:?}"
+    );
     stack.shutdown().await;
 }

@@ -4,10 +4,11 @@
 
 use serin_stack::testing as common;
 
+use common::poll::Poll;
 use common::*;
 use serde_json::{Value, json};
 use serin_stack::{Scenario, Stack, StackConfig};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 async fn start(provider: &str) -> Stack {
     let scenario = Scenario::parse(&format!(
@@ -26,26 +27,20 @@ async fn start(provider: &str) -> Stack {
 /// Runs an instant query (whitespace collapsed, as Flagger sends it) until it has a value.
 async fn query(prometheus: &str, q: &str) -> f64 {
     let q = q.split_whitespace().collect::<Vec<_>>().join(" ");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (code, _, body) = http(
-            "GET",
-            &format!("{prometheus}/api/v1/query?query={}", enc(&q)),
-            &[],
-            "",
-        )
-        .await;
-        assert_eq!(code, 200, "{body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        if let Some(s) = v["data"]["result"][0]["value"][1].as_str() {
-            let x: f64 = s.parse().unwrap();
-            if x.is_finite() {
-                return x;
-            }
-        }
-        assert!(Instant::now() < deadline, "no value for {q}: {body}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let url = format!("{prometheus}/api/v1/query?query={}", enc(&q));
+    Poll::new(format!("a value for {q}"), Duration::from_secs(30))
+        .every(Duration::from_millis(500))
+        .until(|| async {
+            let (code, _, body) = http("GET", &url, &[], "").await;
+            assert_eq!(code, 200, "{body}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            v["data"]["result"][0]["value"][1]
+                .as_str()
+                .map(|s| s.parse::<f64>().unwrap())
+                .filter(|x| x.is_finite())
+                .ok_or(body)
+        })
+        .await
 }
 
 fn assert_near(got: f64, want: f64, what: &str) {
