@@ -272,72 +272,40 @@ async fn create_generators() {
     let (stack, k) = start().await;
     blocking(move || {
         k.ok(&["create", "namespace", "team"]);
-        k.ok(&[
-            "-n",
-            "team",
-            "create",
-            "configmap",
-            "cfg",
-            "--from-literal=a=b",
-        ]);
-        k.ok(&[
-            "-n",
-            "team",
+        k.ok(&team(&["create", "configmap", "cfg", "--from-literal=a=b"]));
+        k.ok(&team(&[
             "create",
             "secret",
             "generic",
             "pw",
             "--from-literal=password=hunter2",
-        ]);
-        k.ok(&[
-            "-n",
-            "team",
+        ]));
+        k.ok(&team(&[
             "create",
             "deployment",
             "api",
             "--image=podinfo:6.0.0",
             "--replicas=2",
             "--port=9898",
-        ]);
-        k.ok(&[
-            "-n",
-            "team",
+        ]));
+        k.ok(&team(&[
             "create",
             "service",
             "clusterip",
             "api",
             "--tcp=80:9898",
-        ]);
-        k.ok(&["-n", "team", "create", "serviceaccount", "robot"]);
+        ]));
+        k.ok(&team(&["create", "serviceaccount", "robot"]));
         assert_eq!(
-            k.json(&["-n", "team", "get", "configmap", "cfg"])["data"]["a"],
+            k.json(&team(&["get", "configmap", "cfg"]))["data"]["a"],
             "b"
         );
         assert_eq!(
-            k.json(&["-n", "team", "get", "secret", "pw"])["data"]["password"],
+            k.json(&team(&["get", "secret", "pw"]))["data"]["password"],
             "aHVudGVyMg=="
         );
-        let d = k.json(&["-n", "team", "get", "deployment", "api"]);
-        assert_eq!(d["spec"]["replicas"], 2);
-        assert_eq!(
-            d["spec"]["template"]["spec"]["containers"][0]["image"],
-            "podinfo:6.0.0"
-        );
-        assert_eq!(
-            d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
-            9898
-        );
-        assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
-        // Defaults as the API server applies them.
-        let container = &d["spec"]["template"]["spec"]["containers"][0];
-        assert_eq!(container["imagePullPolicy"], "IfNotPresent");
-        assert_eq!(container["terminationMessagePolicy"], "File");
-        assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
-        assert_eq!(
-            d["spec"]["template"]["metadata"]["creationTimestamp"],
-            Value::Null
-        );
-        let svc = k.json(&["-n", "team", "get", "service", "api"]);
+        the_generated_deployment_is_defaulted(&k.json(&team(&["get", "deployment", "api"])));
+        let svc = k.json(&team(&["get", "service", "api"]));
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 9898);
         assert!(
             svc["spec"]["clusterIP"]
@@ -345,14 +313,12 @@ async fn create_generators() {
                 .unwrap()
                 .starts_with("10.96.")
         );
-        k.ok(&[
-            "-n",
-            "team",
+        k.ok(&team(&[
             "wait",
             "--for=condition=available",
             "deployment/api",
             "--timeout=10s",
-        ]);
+        ]));
         k.ok(&["delete", "namespace", "team"]);
         assert!(
             !k.run_with_stdin(&["get", "namespace", "team"], None)
@@ -362,6 +328,28 @@ async fn create_generators() {
     })
     .await;
     stack.shutdown().await;
+}
+
+/// `args` in namespace `team`.
+fn team<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    [&["-n", "team"], args].concat()
+}
+
+/// What `kubectl create deployment` sent, with the defaults the API server applies.
+fn the_generated_deployment_is_defaulted(d: &Value) {
+    assert_eq!(d["spec"]["replicas"], 2);
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "podinfo:6.0.0");
+    assert_eq!(container["ports"][0]["containerPort"], 9898);
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+    // Defaults as the API server applies them.
+    assert_eq!(container["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(container["terminationMessagePolicy"], "File");
+    assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+    assert_eq!(
+        d["spec"]["template"]["metadata"]["creationTimestamp"],
+        Value::Null
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
