@@ -157,7 +157,7 @@ async fn serve(
     seen.lock().expect("fake server lock").push(request.clone());
     let response = handler(&request);
     if !response.delay.is_zero() {
-        tokio::time::sleep(response.delay).await;
+        tokio::time::sleep(response.delay).await; // not a wait: the scripted answer is late on purpose (a slow or hung server)
     }
     let mut out = format!("HTTP/1.1 {} X\r\n", response.status);
     for (name, value) in &response.headers {

@@ -1,15 +1,16 @@
 //! Helpers for tests against the stack, shared by its own tests and serin's: a client,
-//! object creation, podinfo-like workloads, raw HTTP. Test code: a failed step panics with
-//! the reason, which is the test's failure.
+//! object creation, podinfo-like workloads, raw HTTP, the one poll of the stack's tests
+//! ([`poll`]). Test code: a failed step panics with the reason, which is the test's failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fake_http;
+pub mod poll;
 pub mod switch;
 
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub fn client(stack: &crate::Stack) -> kube::Client {
@@ -96,18 +97,15 @@ pub fn service(name: &str, selects: &str) -> Value {
 pub async fn wait_ready(client: &kube::Client, name: &str, ready: i32) {
     let api: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(client.clone(), "default");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    poll::Poll::new(
+        format!("{name} to get {ready} ready replicas"),
+        Duration::from_secs(10),
+    )
+    .until(|| async {
         let d = api.get(name).await.unwrap();
-        if d.status.and_then(|s| s.ready_replicas).unwrap_or(0) == ready {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never got {ready} ready replicas"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        d.status.and_then(|s| s.ready_replicas).unwrap_or(0) == ready
+    })
+    .await;
 }
 
 /// The podinfo layout Flagger generates: `podinfo-primary` (stable) and `podinfo` (canary
@@ -122,14 +120,8 @@ pub async fn podinfo(client: &kube::Client, primary_image: &str, canary_image: &
     wait_ready(client, "podinfo", 1).await;
 }
 
-/// podinfo (`primary_image`, `canary_image`) with the Istio VirtualService kind installed
-/// and the apex split 50/50 between `podinfo-primary` and `podinfo-canary`.
-pub async fn podinfo_split_by_istio(
-    client: &kube::Client,
-    primary_image: &str,
-    canary_image: &str,
-) {
-    podinfo(client, primary_image, canary_image).await;
+/// Installs Istio's VirtualService kind.
+pub async fn virtual_service_crd(client: &kube::Client) {
     crd(
         client,
         "networking.istio.io",
@@ -138,6 +130,17 @@ pub async fn podinfo_split_by_istio(
         "virtualservices",
     )
     .await;
+}
+
+/// podinfo (`primary_image`, `canary_image`) with the Istio VirtualService kind installed
+/// and the apex split 50/50 between `podinfo-primary` and `podinfo-canary`.
+pub async fn podinfo_split_by_istio(
+    client: &kube::Client,
+    primary_image: &str,
+    canary_image: &str,
+) {
+    podinfo(client, primary_image, canary_image).await;
+    virtual_service_crd(client).await;
     create(
         client,
         json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
@@ -147,6 +150,84 @@ pub async fn podinfo_split_by_istio(
                 {"destination": {"host": "podinfo-canary"}, "weight": 50}]}]}}),
     )
     .await;
+}
+
+/// The SMI TrafficSplit kind installed and the apex `podinfo` split between
+/// `podinfo-canary` and `podinfo-primary` by their weights: quantities (`"400m"`), as Flagger
+/// writes them for Linkerd.
+pub async fn podinfo_split_by_smi(client: &kube::Client, canary: &str, primary: &str) {
+    crd(
+        client,
+        "split.smi-spec.io",
+        "v1alpha1",
+        "TrafficSplit",
+        "trafficsplits",
+    )
+    .await;
+    create(
+        client,
+        json!({"apiVersion": "split.smi-spec.io/v1alpha1", "kind": "TrafficSplit",
+            "metadata": {"name": "podinfo", "namespace": "default"},
+            "spec": {"service": "podinfo", "backends": [
+                {"service": "podinfo-canary", "weight": canary},
+                {"service": "podinfo-primary", "weight": primary}]}}),
+    )
+    .await;
+}
+
+/// An NGINX Ingress `name` of host `app.example.com`, path `/`, to `service`, with
+/// `annotations`.
+pub fn ingress(name: &str, service: &str, annotations: Value) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+        "spec": {"rules": [{"host": "app.example.com", "http": {"paths": [{"path": "/",
+            "pathType": "Prefix", "backend": {"service": {"name": service, "port": {"number": 9898}}}}]}}]}})
+}
+
+/// The canary Ingress `podinfo-canary` (to the Service of that name) that ingress-nginx reads:
+/// `nginx.ingress.kubernetes.io/canary: "true"` and `annotations` (names without that
+/// prefix: `("canary-weight", "40")`).
+pub fn canary_ingress(annotations: &[(&str, &str)]) -> Value {
+    let prefixed = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    let mut all = serde_json::Map::new();
+    all.insert(prefixed("canary"), json!("true"));
+    for (name, value) in annotations {
+        all.insert(prefixed(name), json!(value));
+    }
+    ingress("podinfo-canary", "podinfo-canary", Value::Object(all))
+}
+
+/// Runs the traffic world's manual clock `seconds` one-second steps.
+pub fn step_traffic(stack: &crate::Stack, seconds: u32) {
+    for _ in 0..seconds {
+        stack.traffic().step(Duration::from_secs(1));
+    }
+}
+
+/// A stack (`config`, with the traffic world's manual clock and pods ready at once) with
+/// the [`podinfo`] layout, `podinfo:6.0.1-faulty` as the canary: `podinfo-primary` healthy
+/// behind the apex and `podinfo` failing 30 % behind `podinfo-canary`, 20 requests/s each.
+/// Its world has run 10 s.
+pub async fn podinfo_world(config: crate::StackConfig) -> crate::Stack {
+    let stack = crate::Stack::start(crate::StackConfig {
+        scenario: crate::Scenario::parse("workloads:\n  readyDelay: 0s\n").unwrap(),
+        manual_traffic_clock: true,
+        ..config
+    })
+    .await
+    .unwrap();
+    podinfo(&client(&stack), "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
+    stack.traffic().reroute();
+    step_traffic(&stack, 10);
+    stack
+}
+
+/// Asserts that `got` is within 5 % of `want`.
+pub fn assert_near(got: f64, want: f64, what: &str) {
+    assert!(
+        (got - want).abs() <= want.abs() * 0.05 + 1e-9,
+        "{what}: got {got}, want {want} ± 5 %"
+    );
 }
 
 /// A minimal HTTP/1.0 client: (status, headers lower-cased, body).

@@ -1,68 +1,40 @@
 //! The `serin-stack up` command-line contract: `admin <url>` then `ready` on stdout, a
 //! usable kubeconfig, exit 0 on SIGTERM.
 
+use serin_stack::testing::poll::Poll;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
-#[test]
-fn up_prints_ready_and_exits_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    let scenario = dir.path().join("scenario.yaml");
-    std::fs::write(&scenario, "workloads:\n  nodes: 2\nfaults:\n  - verb: get\n    resource: secrets\n    errorRate: 1\n    status: 500\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_serin-stack"))
-        .args(["up", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .arg("--scenario")
-        .arg(&scenario)
+/// Starts `serin-stack args`, its stdout piped.
+fn serin_stack(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_serin-stack"))
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let admin = lines.next().unwrap().unwrap();
-    assert!(admin.starts_with("admin http://127.0.0.1:"), "{admin}");
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+        .unwrap()
+}
 
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .args([
-            "get",
-            "namespace",
-            "default",
-            "-o",
-            "jsonpath={.status.phase}",
-        ])
-        .output()
-        .expect("kubectl is required for this test");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "Active",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let faulty = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .args(["get", "secret", "x"])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&faulty.stderr).contains("InternalError"),
-        "{}",
-        String::from_utf8_lossy(&faulty.stderr)
-    );
+/// `path` as an argument (temporary directories have UTF-8 names).
+fn arg(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
 
-    stop(&mut child, Duration::from_secs(10));
+/// Runs kubectl against the kubeconfig in `dir`, with its discovery cache there too.
+fn kubectl(dir: &Path, args: &[&str]) -> Output {
+    Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(dir.join("kubeconfig"))
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .args(args)
+        .output()
+        .expect("kubectl is required for this test")
 }
 
 /// Reads stdout lines until `ready`.
-fn lines_until_ready(child: &mut std::process::Child) -> Vec<String> {
+fn lines_until_ready(child: &mut Child) -> Vec<String> {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut out = Vec::new();
     for l in lines.by_ref() {
@@ -76,24 +48,20 @@ fn lines_until_ready(child: &mut std::process::Child) -> Vec<String> {
     panic!("no ready line: {out:?}");
 }
 
-fn terminate(child: &mut std::process::Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(code) = child.try_wait().unwrap() {
-            assert!(code.success(), "exit status {code}");
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serin-stack did not exit after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Asserts that stdout says `admin <url>`, then `ready`, and nothing else.
+fn admin_then_ready(child: &mut Child) {
+    let lines = lines_until_ready(child);
+    assert!(lines[0].starts_with("admin http://127.0.0.1:"), "{lines:?}");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+}
+
+/// The URL a line `<name> <url>` of stdout gave.
+fn url_of(lines: &[String], name: &str) -> String {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap()
+        .to_string()
 }
 
 fn answers(url: &str) -> bool {
@@ -101,23 +69,77 @@ fn answers(url: &str) -> bool {
     std::net::TcpStream::connect(addr).is_ok()
 }
 
+/// SIGTERM, then waits (at most `within`) for a clean exit.
+fn stop(child: &mut Child, within: Duration) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = Poll::new("serin-stack to exit after SIGTERM", within)
+        .try_until_blocking(|| child.try_wait().unwrap());
+    let Ok(code) = exited else {
+        let _ = child.kill();
+        panic!("serin-stack did not exit after SIGTERM");
+    };
+    assert!(code.success(), "exit status {code}");
+}
+
+#[test]
+fn up_prints_ready_and_exits_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let scenario = dir.path().join("scenario.yaml");
+    std::fs::write(&scenario, "workloads:\n  nodes: 2\nfaults:\n  - verb: get\n    resource: secrets\n    errorRate: 1\n    status: 500\n").unwrap();
+    let mut child = serin_stack(&[
+        "up",
+        "--kubeconfig",
+        arg(&kubeconfig),
+        "--scenario",
+        arg(&scenario),
+    ]);
+    admin_then_ready(&mut child);
+
+    let out = kubectl(
+        dir.path(),
+        &[
+            "get",
+            "namespace",
+            "default",
+            "-o",
+            "jsonpath={.status.phase}",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Active",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let faulty = kubectl(dir.path(), &["get", "secret", "x"]);
+    assert!(
+        String::from_utf8_lossy(&faulty.stderr).contains("InternalError"),
+        "{}",
+        String::from_utf8_lossy(&faulty.stderr)
+    );
+
+    stop(&mut child, Duration::from_secs(10));
+}
+
 #[test]
 fn up_prints_the_metric_endpoints_before_ready_and_stops_prometheus() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_serin-stack"))
-        .args([
-            "up",
-            "--prometheus",
-            "--datadog",
-            "--newrelic",
-            "--mesh-provider",
-            "istio",
-            "--kubeconfig",
-        ])
-        .arg(dir.path().join("kubeconfig"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut child = serin_stack(&[
+        "up",
+        "--prometheus",
+        "--datadog",
+        "--newrelic",
+        "--mesh-provider",
+        "istio",
+        "--kubeconfig",
+        arg(&kubeconfig),
+    ]);
     let lines = lines_until_ready(&mut child);
     let names: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(
@@ -125,20 +147,16 @@ fn up_prints_the_metric_endpoints_before_ready_and_stops_prometheus() {
         ["admin", "prometheus", "datadog", "newrelic", "ready"],
         "{lines:?}"
     );
-    let url = |name: &str| {
-        lines
-            .iter()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap()
-            .to_string()
-    };
     for name in ["prometheus", "datadog", "newrelic"] {
-        assert!(url(name).starts_with("http://127.0.0.1:"), "{lines:?}");
-        assert!(answers(&url(name)), "{name} does not answer");
+        assert!(
+            url_of(&lines, name).starts_with("http://127.0.0.1:"),
+            "{lines:?}"
+        );
+        assert!(answers(&url_of(&lines, name)), "{name} does not answer");
     }
-    terminate(&mut child);
+    stop(&mut child, Duration::from_secs(10));
     assert!(
-        !answers(&url("prometheus")),
+        !answers(&url_of(&lines, "prometheus")),
         "Prometheus outlived the stack"
     );
 }
@@ -159,12 +177,7 @@ fn up_rejects_a_provider_the_world_cannot_follow() {
 #[test]
 fn demo_is_ready_to_use() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_serin-stack"))
-        .args(["demo", "--dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serin_stack(&["demo", "--dir", arg(dir.path())]);
     let lines = lines_until_ready(&mut child);
     let kubeconfig = dir.path().join("kubeconfig");
     assert!(
@@ -182,32 +195,23 @@ fn demo_is_ready_to_use() {
         canary.contains("kind: Canary") && canary.contains("templateRef: {name: error-rate}"),
         "{canary}"
     );
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .args(["-n", "test", "get", "metrictemplates", "-o", "name"])
-        .output()
-        .expect("kubectl is required for this test");
+    let out = kubectl(
+        dir.path(),
+        &["-n", "test", "get", "metrictemplates", "-o", "name"],
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "metrictemplate.flagger.app/dd-error-rate\nmetrictemplate.flagger.app/error-rate\nmetrictemplate.flagger.app/nr-error-rate\n",
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    terminate(&mut child);
+    stop(&mut child, Duration::from_secs(10));
 }
 
 #[test]
 fn demo_installs_what_the_mesh_provider_needs() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_serin-stack"))
-        .args(["demo", "--mesh-provider", "istio", "--dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serin_stack(&["demo", "--mesh-provider", "istio", "--dir", arg(dir.path())]);
     let lines = lines_until_ready(&mut child);
     assert!(
         lines.iter().any(|l| l.contains("--mesh-provider istio")),
@@ -218,52 +222,36 @@ fn demo_installs_what_the_mesh_provider_needs() {
         canary.contains("provider: istio") && canary.contains("stepWeight: 20"),
         "{canary}"
     );
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(dir.path().join("kubeconfig"))
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .args([
+    let out = kubectl(
+        dir.path(),
+        &[
             "wait",
             "--for=condition=established",
             "crd/virtualservices.networking.istio.io",
-        ])
-        .output()
-        .expect("kubectl is required for this test");
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    terminate(&mut child);
+    stop(&mut child, Duration::from_secs(10));
 }
 
 #[test]
 fn prometheus_does_not_outlive_a_killed_stack() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_serin-stack"))
-        .args(["up", "--prometheus", "--kubeconfig"])
-        .arg(dir.path().join("kubeconfig"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = lines_until_ready(&mut child);
-    let prometheus = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("prometheus "))
-        .unwrap()
-        .to_string();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut child = serin_stack(&["up", "--prometheus", "--kubeconfig", arg(&kubeconfig)]);
+    let prometheus = url_of(&lines_until_ready(&mut child), "prometheus");
     assert!(answers(&prometheus));
     child.kill().unwrap(); // SIGKILL: no cleanup in the stack
     child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while answers(&prometheus) {
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus outlived a killed stack"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    Poll::new(
+        "Prometheus to go with a killed stack",
+        Duration::from_secs(10),
+    )
+    .until_blocking(|| !answers(&prometheus));
 }
 
 /// `up --control-plane real`: kube-local behind the same contract, with the scenario's
@@ -277,39 +265,30 @@ fn up_on_the_real_control_plane() {
     let kubeconfig = dir.path().join("kubeconfig");
     let scenario = dir.path().join("scenario.yaml");
     std::fs::write(&scenario, "workloads:\n  nodes: 2\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_serin-stack"))
-        .args(["up", "--control-plane", "real", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .arg("--scenario")
-        .arg(&scenario)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let admin = lines.next().unwrap().unwrap();
-    assert!(admin.starts_with("admin http://127.0.0.1:"), "{admin}");
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let mut child = serin_stack(&[
+        "up",
+        "--control-plane",
+        "real",
+        "--kubeconfig",
+        arg(&kubeconfig),
+        "--scenario",
+        arg(&scenario),
+    ]);
+    admin_then_ready(&mut child);
     let text = std::fs::read_to_string(&kubeconfig).unwrap();
     assert!(text.contains("server: https://127.0.0.1:"), "{text}");
 
     // The nodes are registered right after `ready`; a moment may pass before both report.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let nodes = loop {
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .arg("--cache-dir")
-            .arg(dir.path().join("cache"))
-            .args(["get", "nodes", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}"])
-            .output()
-            .expect("kubectl is required for this test");
-        let nodes = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if nodes == "node-1=True node-2=True" || Instant::now() > deadline {
-            break nodes;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(nodes, "node-1=True node-2=True");
+    let ready = "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}";
+    Poll::new("both nodes Ready", Duration::from_secs(20))
+        .every(Duration::from_millis(200))
+        .until_blocking(|| {
+            let out = kubectl(dir.path(), &["get", "nodes", "-o", ready]);
+            let nodes = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (nodes == "node-1=True node-2=True")
+                .then_some(())
+                .ok_or(nodes)
+        });
 
     stop(&mut child, Duration::from_secs(30));
     let server = text
@@ -322,25 +301,4 @@ fn up_on_the_real_control_plane() {
         std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err(),
         "the API server stopped with the stack"
     );
-}
-
-/// SIGTERM, then waits (at most `within`) for a clean exit.
-fn stop(child: &mut std::process::Child, within: Duration) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(code) = child.try_wait().unwrap() {
-            assert!(code.success(), "exit status {code}");
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serin-stack did not exit after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

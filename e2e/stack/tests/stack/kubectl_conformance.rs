@@ -2,6 +2,7 @@
 //! kubectl must be installed: these tests fail (not skip) without it.
 
 use serde_json::Value;
+use serin_stack::testing::poll::Poll;
 use serin_stack::{Scenario, Stack, StackConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -271,72 +272,40 @@ async fn create_generators() {
     let (stack, k) = start().await;
     blocking(move || {
         k.ok(&["create", "namespace", "team"]);
-        k.ok(&[
-            "-n",
-            "team",
-            "create",
-            "configmap",
-            "cfg",
-            "--from-literal=a=b",
-        ]);
-        k.ok(&[
-            "-n",
-            "team",
+        k.ok(&team(&["create", "configmap", "cfg", "--from-literal=a=b"]));
+        k.ok(&team(&[
             "create",
             "secret",
             "generic",
             "pw",
             "--from-literal=password=hunter2",
-        ]);
-        k.ok(&[
-            "-n",
-            "team",
+        ]));
+        k.ok(&team(&[
             "create",
             "deployment",
             "api",
             "--image=podinfo:6.0.0",
             "--replicas=2",
             "--port=9898",
-        ]);
-        k.ok(&[
-            "-n",
-            "team",
+        ]));
+        k.ok(&team(&[
             "create",
             "service",
             "clusterip",
             "api",
             "--tcp=80:9898",
-        ]);
-        k.ok(&["-n", "team", "create", "serviceaccount", "robot"]);
+        ]));
+        k.ok(&team(&["create", "serviceaccount", "robot"]));
         assert_eq!(
-            k.json(&["-n", "team", "get", "configmap", "cfg"])["data"]["a"],
+            k.json(&team(&["get", "configmap", "cfg"]))["data"]["a"],
             "b"
         );
         assert_eq!(
-            k.json(&["-n", "team", "get", "secret", "pw"])["data"]["password"],
+            k.json(&team(&["get", "secret", "pw"]))["data"]["password"],
             "aHVudGVyMg=="
         );
-        let d = k.json(&["-n", "team", "get", "deployment", "api"]);
-        assert_eq!(d["spec"]["replicas"], 2);
-        assert_eq!(
-            d["spec"]["template"]["spec"]["containers"][0]["image"],
-            "podinfo:6.0.0"
-        );
-        assert_eq!(
-            d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
-            9898
-        );
-        assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
-        // Defaults as the API server applies them.
-        let container = &d["spec"]["template"]["spec"]["containers"][0];
-        assert_eq!(container["imagePullPolicy"], "IfNotPresent");
-        assert_eq!(container["terminationMessagePolicy"], "File");
-        assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
-        assert_eq!(
-            d["spec"]["template"]["metadata"]["creationTimestamp"],
-            Value::Null
-        );
-        let svc = k.json(&["-n", "team", "get", "service", "api"]);
+        the_generated_deployment_is_defaulted(&k.json(&team(&["get", "deployment", "api"])));
+        let svc = k.json(&team(&["get", "service", "api"]));
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 9898);
         assert!(
             svc["spec"]["clusterIP"]
@@ -344,14 +313,12 @@ async fn create_generators() {
                 .unwrap()
                 .starts_with("10.96.")
         );
-        k.ok(&[
-            "-n",
-            "team",
+        k.ok(&team(&[
             "wait",
             "--for=condition=available",
             "deployment/api",
             "--timeout=10s",
-        ]);
+        ]));
         k.ok(&["delete", "namespace", "team"]);
         assert!(
             !k.run_with_stdin(&["get", "namespace", "team"], None)
@@ -363,24 +330,53 @@ async fn create_generators() {
     stack.shutdown().await;
 }
 
+/// `args` in namespace `team`.
+fn team<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    [&["-n", "team"], args].concat()
+}
+
+/// What `kubectl create deployment` sent, with the defaults the API server applies.
+fn the_generated_deployment_is_defaulted(d: &Value) {
+    assert_eq!(d["spec"]["replicas"], 2);
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "podinfo:6.0.0");
+    assert_eq!(container["ports"][0]["containerPort"], 9898);
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+    // Defaults as the API server applies them.
+    assert_eq!(container["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(container["terminationMessagePolicy"], "File");
+    assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+    assert_eq!(
+        d["spec"]["template"]["metadata"]["creationTimestamp"],
+        Value::Null
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_watch() {
     let (stack, k) = start().await;
-    blocking(move || {
-        let mut child = k
-            .command(&["get", "configmaps", "-w"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kubectl is required for these tests");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        std::thread::sleep(Duration::from_millis(500));
+    let mut child = k
+        .command(&["get", "configmaps", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl is required for these tests");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // kubectl lists, then watches from the list's resourceVersion: once its watch has reached
+    // the stack, whatever is created next is bound to show.
+    Poll::new(
+        "kubectl's watch to reach the stack",
+        Duration::from_secs(10),
+    )
+    .until(|| async { stack.faults().requests("watch", "configmaps") >= 1 })
+    .await;
+    let seen = blocking(move || {
         // `kubectl create configmap` would send protobuf (answered 415); `create -f` sends JSON.
         k.ok_stdin(
             &["create", "-f", "-"],
@@ -388,21 +384,20 @@ async fn get_watch() {
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut seen = Vec::new();
-        while Instant::now() < deadline {
-            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-                seen.push(line);
-                if seen.iter().any(|l| l.starts_with("watched")) {
-                    break;
-                }
+        while !seen.iter().any(|l: &String| l.starts_with("watched")) {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => seen.push(line),
+                Err(_) => break,
             }
         }
         let _ = child.kill();
         let _ = child.wait();
-        assert!(
-            seen.iter().any(|l| l.starts_with("watched")),
-            "kubectl get -w printed {seen:?}"
-        );
+        seen
     })
     .await;
+    assert!(
+        seen.iter().any(|l| l.starts_with("watched")),
+        "kubectl get -w printed {seen:?}"
+    );
     stack.shutdown().await;
 }

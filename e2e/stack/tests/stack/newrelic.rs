@@ -5,28 +5,19 @@ use serin_stack::testing as common;
 
 use common::*;
 use serde_json::{Value, json};
-use serin_stack::{FaultMode, ProviderFault, Scenario, Stack, StackConfig};
+use serin_stack::{FaultMode, ProviderFault, Stack, StackConfig};
 use std::time::Duration;
 
 const QUERY_KEY: (&str, &str) = ("X-Query-Key", "serin-nr-query-key");
 const API_KEY: (&str, &str) = ("API-Key", "NRAK-SERINSTACK");
 
-/// A world that has run 10 s: healthy `podinfo-primary`, `podinfo` failing 30 %, 20/s each.
+/// The podinfo world (`podinfo_world`) with the New Relic emulator.
 async fn world() -> Stack {
-    let stack = Stack::start(StackConfig {
-        scenario: Scenario::parse("workloads:\n  readyDelay: 0s\n").unwrap(),
-        manual_traffic_clock: true,
+    podinfo_world(StackConfig {
         newrelic: true,
         ..StackConfig::default()
     })
     .await
-    .unwrap();
-    podinfo(&client(&stack), "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
-    stack.traffic().reroute();
-    for _ in 0..10 {
-        stack.traffic().step(Duration::from_secs(1));
-    }
-    stack
 }
 
 async fn insights(

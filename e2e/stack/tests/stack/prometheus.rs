@@ -4,10 +4,11 @@
 
 use serin_stack::testing as common;
 
+use common::poll::Poll;
 use common::*;
 use serde_json::{Value, json};
 use serin_stack::{Scenario, Stack, StackConfig};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 async fn start(provider: &str) -> Stack {
     let scenario = Scenario::parse(&format!(
@@ -26,33 +27,25 @@ async fn start(provider: &str) -> Stack {
 /// Runs an instant query (whitespace collapsed, as Flagger sends it) until it has a value.
 async fn query(prometheus: &str, q: &str) -> f64 {
     let q = q.split_whitespace().collect::<Vec<_>>().join(" ");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (code, _, body) = http(
-            "GET",
-            &format!("{prometheus}/api/v1/query?query={}", enc(&q)),
-            &[],
-            "",
-        )
-        .await;
-        assert_eq!(code, 200, "{body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        if let Some(s) = v["data"]["result"][0]["value"][1].as_str() {
-            let x: f64 = s.parse().unwrap();
-            if x.is_finite() {
-                return x;
-            }
-        }
-        assert!(Instant::now() < deadline, "no value for {q}: {body}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let url = format!("{prometheus}/api/v1/query?query={}", enc(&q));
+    Poll::new(format!("a value for {q}"), Duration::from_secs(30))
+        .every(Duration::from_millis(500))
+        .until(|| async {
+            let (code, _, body) = http("GET", &url, &[], "").await;
+            assert_eq!(code, 200, "{body}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            v["data"]["result"][0]["value"][1]
+                .as_str()
+                .map(|s| s.parse::<f64>().unwrap())
+                .filter(|x| x.is_finite())
+                .ok_or(body)
+        })
+        .await
 }
 
-fn assert_near(got: f64, want: f64, what: &str) {
-    assert!(
-        (got - want).abs() <= want * 0.05,
-        "{what}: got {got}, want {want} ± 5 %"
-    );
+/// Asserts that query `q` answers `want` (within 5 %).
+async fn assert_query(prometheus: &str, q: &str, want: f64, what: &str) {
+    assert_near(query(prometheus, q).await, want, what);
 }
 
 #[tokio::test]
@@ -73,21 +66,25 @@ async fn builtin_queries_istio_and_app_metrics() {
             destination_workload=~"{t}"}}[{i}])) * 100"#
         )
     };
-    assert_near(
-        query(&prom, &istio_rate(target)).await,
+    assert_query(
+        &prom,
+        &istio_rate(target),
         70.0,
         "istio success rate, canary",
-    );
-    assert_near(
-        query(&prom, &istio_rate("podinfo-primary")).await,
+    )
+    .await;
+    assert_query(
+        &prom,
+        &istio_rate("podinfo-primary"),
         100.0,
         "istio success rate, primary",
-    );
+    )
+    .await;
     let istio_duration = format!(
         r#"histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{{reporter="destination",
         destination_workload_namespace="{ns}", destination_workload=~"{target}"}}[{i}])) by (le))"#
     );
-    assert_near(query(&prom, &istio_duration).await, 50.0, "istio P99 ms");
+    assert_query(&prom, &istio_duration, 50.0, "istio P99 ms").await;
 
     // The kubernetes/gatewayapi observer: the app's histogram, pods of the target only
     // (`podinfo-primary-...` pods do not match the pattern).
@@ -96,7 +93,7 @@ async fn builtin_queries_istio_and_app_metrics() {
         r#"sum(rate(http_request_duration_seconds_count{{kubernetes_namespace="{ns}", kubernetes_pod_name=~"{pods}", status!~"5.*"}}[{i}]))
         / sum(rate(http_request_duration_seconds_count{{kubernetes_namespace="{ns}", kubernetes_pod_name=~"{pods}"}}[{i}])) * 100"#
     );
-    assert_near(query(&prom, &app_rate).await, 70.0, "app success rate");
+    assert_query(&prom, &app_rate, 70.0, "app success rate").await;
     let app_duration = format!(
         r#"histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{{kubernetes_namespace="{ns}",
         kubernetes_pod_name=~"{pods}"}}[{i}])) by (le))"#
@@ -115,42 +112,18 @@ async fn builtin_queries_linkerd() {
     let prom = stack.prometheus_url().unwrap().to_string();
     let c = client(&stack);
     podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
-    crd(
-        &c,
-        "split.smi-spec.io",
-        "v1alpha1",
-        "TrafficSplit",
-        "trafficsplits",
-    )
-    .await;
-    create(
-        &c,
-        json!({"apiVersion": "split.smi-spec.io/v1alpha1", "kind": "TrafficSplit",
-            "metadata": {"name": "podinfo", "namespace": "default"},
-            "spec": {"service": "podinfo", "backends": [
-                {"service": "podinfo-canary", "weight": "500m"},
-                {"service": "podinfo-primary", "weight": "500m"}]}}),
-    )
-    .await;
+    podinfo_split_by_smi(&c, "500m", "500m").await;
     let (ns, target, i) = ("default", "podinfo", "1m");
     let linkerd_rate = format!(
         r#"sum(rate(response_total{{namespace="{ns}", deployment=~"{target}", classification!="failure", direction="inbound"}}[{i}]))
         / sum(rate(response_total{{namespace="{ns}", deployment=~"{target}", direction="inbound"}}[{i}])) * 100"#
     );
-    assert_near(
-        query(&prom, &linkerd_rate).await,
-        70.0,
-        "linkerd success rate",
-    );
+    assert_query(&prom, &linkerd_rate, 70.0, "linkerd success rate").await;
     let linkerd_duration = format!(
         r#"histogram_quantile(0.99, sum(rate(response_latency_ms_bucket{{namespace="{ns}", deployment=~"{target}",
         direction="inbound"}}[{i}])) by (le))"#
     );
-    assert_near(
-        query(&prom, &linkerd_duration).await,
-        50.0,
-        "linkerd P99 ms",
-    );
+    assert_query(&prom, &linkerd_duration, 50.0, "linkerd P99 ms").await;
 
     stack.shutdown().await;
 }
@@ -163,52 +136,31 @@ async fn builtin_queries_nginx() {
     let prom = stack.prometheus_url().unwrap().to_string();
     let c = client(&stack);
     podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.2-slow").await;
-    let ingress = |name: &str, svc: &str, ann: Value| {
-        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-            "metadata": {"name": name, "namespace": "default", "annotations": ann},
-            "spec": {"rules": [{"host": "app.example.com", "http": {"paths": [{"path": "/",
-                "pathType": "Prefix", "backend": {"service": {"name": svc, "port": {"number": 9898}}}}]}}]}})
-    };
     // The canary Ingress first: once the main one exists, every request goes through both.
-    create(
-        &c,
-        ingress(
-            "podinfo-canary",
-            "podinfo-canary",
-            json!({"nginx.ingress.kubernetes.io/canary": "true",
-                "nginx.ingress.kubernetes.io/canary-weight": "40"}),
-        ),
-    )
-    .await;
+    create(&c, canary_ingress(&[("canary-weight", "40")])).await;
     create(&c, ingress("podinfo", "podinfo", json!({}))).await;
     let (ns, ing, i) = ("default", "podinfo", "1m");
     let rate = format!(
         r#"sum(rate(nginx_ingress_controller_requests{{namespace="{ns}", ingress="{ing}", canary!="", status!~"5.*"}}[{i}]))
         / sum(rate(nginx_ingress_controller_requests{{namespace="{ns}", ingress="{ing}", canary!=""}}[{i}])) * 100"#
     );
-    assert_near(
-        query(&prom, &rate).await,
-        100.0,
-        "nginx success rate of the canary",
-    );
+    assert_query(&prom, &rate, 100.0, "nginx success rate of the canary").await;
     let duration = format!(
         r#"sum(rate(nginx_ingress_controller_response_duration_seconds_sum{{namespace="{ns}", ingress="{ing}", canary!=""}}[{i}]))
         / sum(rate(nginx_ingress_controller_response_duration_seconds_count{{namespace="{ns}", ingress="{ing}", canary!=""}}[{i}])) * 1000"#
     );
-    assert_near(
-        query(&prom, &duration).await,
+    assert_query(
+        &prom,
+        &duration,
         1500.0,
         "nginx average ms of the slow canary",
-    );
+    )
+    .await;
     // The share of requests the canary got, from the same counters: weight 40.
     let share = format!(
         r#"sum(rate(nginx_ingress_controller_requests{{namespace="{ns}", ingress="{ing}", canary!=""}}[{i}]))
         / sum(rate(nginx_ingress_controller_requests{{namespace="{ns}", ingress="{ing}"}}[{i}])) * 100"#
     );
-    assert_near(
-        query(&prom, &share).await,
-        40.0,
-        "canary share through the ingress",
-    );
+    assert_query(&prom, &share, 40.0, "canary share through the ingress").await;
     stack.shutdown().await;
 }

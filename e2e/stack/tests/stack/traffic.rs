@@ -6,48 +6,42 @@ use serin_stack::testing as common;
 use common::*;
 use serde_json::json;
 use serin_stack::{Scenario, Stack, StackConfig, WorkloadStats};
-use std::time::Duration;
 
-async fn start(scenario: &str) -> Stack {
+/// A stack of `scenario` (on the world's manual clock, pods ready at once) with the
+/// [`podinfo`] layout, `canary_image` as the canary.
+async fn start(scenario: &str, canary_image: &str) -> (Stack, kube::Client) {
     let scenario = Scenario::parse(&format!("workloads:\n  readyDelay: 0s\n{scenario}")).unwrap();
-    Stack::start(StackConfig {
+    let stack = Stack::start(StackConfig {
         scenario,
         manual_traffic_clock: true,
         ..StackConfig::default()
     })
     .await
-    .unwrap()
+    .unwrap();
+    let c = client(&stack);
+    podinfo(&c, "podinfo:6.0.0", canary_image).await;
+    (stack, c)
 }
+
+/// The primary and the canary, in `run_10s`'s answer.
+const SPLIT: [&str; 2] = ["podinfo-primary", "podinfo"];
 
 /// Runs the world for 10 s after re-reading the routing; returns what each workload got.
 fn run_10s(stack: &Stack, workloads: &[&str]) -> Vec<WorkloadStats> {
     stack.traffic().reroute();
-    let before: Vec<_> = workloads
-        .iter()
-        .map(|w| stack.traffic().stats("default", w))
-        .collect();
-    for _ in 0..10 {
-        stack.traffic().step(Duration::from_secs(1));
-    }
+    let stats = |w: &&str| stack.traffic().stats("default", w);
+    let before: Vec<_> = workloads.iter().map(stats).collect();
+    step_traffic(stack, 10);
     workloads
         .iter()
+        .map(stats)
         .zip(before)
-        .map(|(w, b)| {
-            let a = stack.traffic().stats("default", w);
-            WorkloadStats {
-                requests: a.requests - b.requests,
-                errors: a.errors - b.errors,
-                mirrored: a.mirrored - b.mirrored,
-            }
+        .map(|(a, b)| WorkloadStats {
+            requests: a.requests - b.requests,
+            errors: a.errors - b.errors,
+            mirrored: a.mirrored - b.mirrored,
         })
         .collect()
-}
-
-fn assert_near(got: f64, want: f64, what: &str) {
-    assert!(
-        (got - want).abs() <= want.abs() * 0.05 + 1e-9,
-        "{what}: got {got}, want {want} ± 5 %"
-    );
 }
 
 const LOAD: &str = "  services:\n    - name: podinfo\n      rate: 20\n";
@@ -56,10 +50,8 @@ const LOAD: &str = "  services:\n    - name: podinfo\n      rate: 20\n";
 async fn kubernetes_provider_follows_service_selectors() {
     // Defaults: no `services`, so the apex gets 20 requests/s and, with plain Services, the
     // canary Service too (what Flagger's load tester does for blue/green).
-    let stack = start("").await;
-    let c = client(&stack);
-    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
-    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    let (stack, c) = start("", "podinfo:6.0.1-faulty").await;
+    let got = run_10s(&stack, &SPLIT);
     assert_near(got[0].requests, 200.0, "primary via the apex");
     assert_near(got[1].requests, 200.0, "canary via podinfo-canary");
     assert_near(got[1].errors, 60.0, "faulty canary fails 30 %");
@@ -68,7 +60,7 @@ async fn kubernetes_provider_follows_service_selectors() {
     // Switch the apex selector to the canary (a blue/green promotion): the apex's traffic
     // follows.
     replace(&c, service("podinfo", "podinfo")).await;
-    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    let got = run_10s(&stack, &SPLIT);
     assert_near(got[0].requests, 0.0, "primary after the switch");
     assert_near(got[1].requests, 400.0, "canary after the switch");
     stack.shutdown().await;
@@ -76,9 +68,7 @@ async fn kubernetes_provider_follows_service_selectors() {
 
 #[tokio::test]
 async fn not_ready_workloads_get_nothing() {
-    let stack = start(&format!("traffic:\n{LOAD}")).await;
-    let c = client(&stack);
-    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1").await;
+    let (stack, c) = start(&format!("traffic:\n{LOAD}"), "podinfo:6.0.1").await;
     // The apex now selects a Deployment whose image never becomes ready.
     create(&c, deployment("podinfo-next", "podinfo:broken", 1)).await;
     replace(&c, service("podinfo", "podinfo-next")).await;
@@ -96,25 +86,15 @@ async fn not_ready_workloads_get_nothing() {
 
 #[tokio::test]
 async fn istio_virtual_service_weights_match_and_mirror() {
-    let stack = start(&format!(
+    let (stack, c) = start(&format!(
         "traffic:\n  provider: istio\n{LOAD}      abTesting:\n        fraction: 0.25\n        headers: {{x-canary: insider}}\n"
-    ))
-    .await;
-    let c = client(&stack);
-    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1").await;
+    ), "podinfo:6.0.1").await;
     // No VirtualService yet: everything goes to the apex's selector.
-    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    let got = run_10s(&stack, &SPLIT);
     assert_near(got[0].requests, 200.0, "primary without a VirtualService");
     assert_eq!(got[1].requests, 0.0);
 
-    crd(
-        &c,
-        "networking.istio.io",
-        "v1beta1",
-        "VirtualService",
-        "virtualservices",
-    )
-    .await;
+    virtual_service_crd(&c).await;
     let vs = |http: serde_json::Value| {
         json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
             "metadata": {"name": "podinfo", "namespace": "default"},
@@ -125,7 +105,7 @@ async fn istio_virtual_service_weights_match_and_mirror() {
                {"destination": {"host": "podinfo-canary"}, "weight": c}])
     };
     create(&c, vs(json!([{"route": route(70, 30)}]))).await;
-    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    let got = run_10s(&stack, &SPLIT);
     assert_near(got[0].requests, 140.0, "primary at weight 70");
     assert_near(got[1].requests, 60.0, "canary at weight 30");
 
@@ -138,7 +118,7 @@ async fn istio_virtual_service_weights_match_and_mirror() {
         ])),
     )
     .await;
-    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    let got = run_10s(&stack, &SPLIT);
     assert_near(got[0].requests, 150.0, "primary in the A/B test");
     assert_near(got[1].requests, 50.0, "canary gets the header's 25 %");
 
@@ -151,7 +131,7 @@ async fn istio_virtual_service_weights_match_and_mirror() {
         ),
     )
     .await;
-    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    let got = run_10s(&stack, &SPLIT);
     assert_near(got[0].requests, 200.0, "primary while mirroring");
     assert_near(got[1].requests, 100.0, "mirrored copies");
     assert_near(got[1].mirrored, 100.0, "counted as mirrored");
@@ -160,12 +140,9 @@ async fn istio_virtual_service_weights_match_and_mirror() {
 
 #[tokio::test]
 async fn gateway_api_http_route_weights_and_matches() {
-    let stack = start(&format!(
+    let (stack, c) = start(&format!(
         "traffic:\n  provider: gatewayapi:v1\n{LOAD}      abTesting:\n        fraction: 0.1\n        cookies: {{canary: always}}\n"
-    ))
-    .await;
-    let c = client(&stack);
-    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1").await;
+    ), "podinfo:6.0.1").await;
     crd(
         &c,
         "gateway.networking.k8s.io",
@@ -187,7 +164,7 @@ async fn gateway_api_http_route_weights_and_matches() {
                     "backendRefs": backends(80, 20)}]}}),
     )
     .await;
-    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    let got = run_10s(&stack, &SPLIT);
     // Accepted by the emulated gateway controller, at the route's generation.
     let routes: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
         c.clone(),
@@ -221,7 +198,7 @@ async fn gateway_api_http_route_weights_and_matches() {
         ]}}),
     )
     .await;
-    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    let got = run_10s(&stack, &SPLIT);
     assert_near(got[0].requests, 180.0, "primary without the cookie");
     assert_near(got[1].requests, 20.0, "canary gets the cookie's 10 %");
     stack.shutdown().await;
@@ -229,28 +206,14 @@ async fn gateway_api_http_route_weights_and_matches() {
 
 #[tokio::test]
 async fn smi_traffic_split_backends() {
-    let stack = start(&format!("traffic:\n  provider: linkerd\n{LOAD}")).await;
-    let c = client(&stack);
-    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1").await;
-    crd(
-        &c,
-        "split.smi-spec.io",
-        "v1alpha1",
-        "TrafficSplit",
-        "trafficsplits",
+    let (stack, c) = start(
+        &format!("traffic:\n  provider: linkerd\n{LOAD}"),
+        "podinfo:6.0.1",
     )
     .await;
     // v1alpha1 weights are quantities, as Flagger writes them for Linkerd.
-    create(
-        &c,
-        json!({"apiVersion": "split.smi-spec.io/v1alpha1", "kind": "TrafficSplit",
-            "metadata": {"name": "podinfo", "namespace": "default"},
-            "spec": {"service": "podinfo", "backends": [
-                {"service": "podinfo-canary", "weight": "400m"},
-                {"service": "podinfo-primary", "weight": "600m"}]}}),
-    )
-    .await;
-    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    podinfo_split_by_smi(&c, "400m", "600m").await;
+    let got = run_10s(&stack, &SPLIT);
     assert_near(got[0].requests, 120.0, "primary at 60 %");
     assert_near(got[1].requests, 80.0, "canary at 40 %");
     stack.shutdown().await;
@@ -258,77 +221,34 @@ async fn smi_traffic_split_backends() {
 
 #[tokio::test]
 async fn nginx_canary_ingress_annotations() {
-    let stack = start(&format!(
+    let (stack, c) = start(&format!(
         "traffic:\n  provider: nginx\n{LOAD}      abTesting:\n        fraction: 0.2\n        headers: {{x-canary: insider}}\n        cookies: {{canary: always}}\n"
-    ))
-    .await;
-    let c = client(&stack);
-    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1").await;
-    let ingress = |name: &str, svc: &str, ann: serde_json::Value| {
-        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-            "metadata": {"name": name, "namespace": "default", "annotations": ann},
-            "spec": {"rules": [{"host": "app.example.com", "http": {"paths": [{"path": "/",
-                "pathType": "Prefix", "backend": {"service": {"name": svc, "port": {"number": 9898}}}}]}}]}})
-    };
+    ), "podinfo:6.0.1").await;
     create(&c, ingress("podinfo", "podinfo", json!({}))).await;
-    create(
-        &c,
-        ingress(
-            "podinfo-canary",
-            "podinfo-canary",
-            json!({"nginx.ingress.kubernetes.io/canary": "true",
-                "nginx.ingress.kubernetes.io/canary-weight": "35"}),
-        ),
-    )
-    .await;
-    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    create(&c, canary_ingress(&[("canary-weight", "35")])).await;
+    let got = run_10s(&stack, &SPLIT);
     assert_near(got[0].requests, 130.0, "primary at 65 %");
     assert_near(got[1].requests, 70.0, "canary at weight 35");
 
     // A/B by header: only the 20 % with the header reach the canary; the weight is ignored
     // for them but still applies to the others, as ingress-nginx does.
-    replace(
-        &c,
-        ingress(
-            "podinfo-canary",
-            "podinfo-canary",
-            json!({"nginx.ingress.kubernetes.io/canary": "true",
-                "nginx.ingress.kubernetes.io/canary-weight": "0",
-                "nginx.ingress.kubernetes.io/canary-by-header": "x-canary",
-                "nginx.ingress.kubernetes.io/canary-by-header-value": "insider"}),
-        ),
-    )
-    .await;
-    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    let by_header = [
+        ("canary-weight", "0"),
+        ("canary-by-header", "x-canary"),
+        ("canary-by-header-value", "insider"),
+    ];
+    replace(&c, canary_ingress(&by_header)).await;
+    let got = run_10s(&stack, &SPLIT);
     assert_near(got[0].requests, 160.0, "primary without the header");
     assert_near(got[1].requests, 40.0, "canary by header");
 
     // A/B by cookie (Flagger's `cookie` match): the cookie's value must be `always`.
-    replace(
-        &c,
-        ingress(
-            "podinfo-canary",
-            "podinfo-canary",
-            json!({"nginx.ingress.kubernetes.io/canary": "true",
-                "nginx.ingress.kubernetes.io/canary-weight": "0",
-                "nginx.ingress.kubernetes.io/canary-by-cookie": "canary"}),
-        ),
-    )
-    .await;
-    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    let by_cookie = |name| [("canary-weight", "0"), ("canary-by-cookie", name)];
+    replace(&c, canary_ingress(&by_cookie("canary"))).await;
+    let got = run_10s(&stack, &SPLIT);
     assert_near(got[1].requests, 40.0, "canary by cookie");
-    replace(
-        &c,
-        ingress(
-            "podinfo-canary",
-            "podinfo-canary",
-            json!({"nginx.ingress.kubernetes.io/canary": "true",
-                "nginx.ingress.kubernetes.io/canary-weight": "0",
-                "nginx.ingress.kubernetes.io/canary-by-cookie": "other"}),
-        ),
-    )
-    .await;
-    let got = run_10s(&stack, &["podinfo-primary", "podinfo"]);
+    replace(&c, canary_ingress(&by_cookie("other"))).await;
+    let got = run_10s(&stack, &SPLIT);
     assert_eq!(
         got[1].requests, 0.0,
         "a cookie nobody sends routes nothing to the canary"
@@ -338,9 +258,11 @@ async fn nginx_canary_ingress_annotations() {
 
 #[tokio::test]
 async fn admin_reports_the_split_and_exports_mesh_metrics() {
-    let stack = start(&format!("traffic:\n  provider: istio\n{LOAD}")).await;
-    let c = client(&stack);
-    podinfo(&c, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
+    let (stack, c) = start(
+        &format!("traffic:\n  provider: istio\n{LOAD}"),
+        "podinfo:6.0.1-faulty",
+    )
+    .await;
     replace(&c, service("podinfo", "podinfo")).await;
     run_10s(&stack, &[]);
     let admin = stack.admin_url().unwrap();
