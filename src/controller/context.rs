@@ -12,9 +12,9 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::DynamicObject;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 
-use crate::api::{CanaryStatus, MetricTemplate, Provider};
+use crate::api::{Canary, CanaryStatus, MetricTemplate, Provider};
 use crate::controller::notify::events::Events;
 use crate::controller::runtime::telemetry::Telemetry;
 
@@ -129,6 +129,22 @@ impl WrittenStatuses {
         self.0.lock().ok()?.get(uid).cloned()
     }
 
+    /// Whether `canary`, as a watch delivers it, is serin's own last status write: nothing in
+    /// it is news to the reconcile that wrote it (which scheduled its next look already).
+    pub fn is_own_write(&self, canary: &Canary) -> bool {
+        let (Some(uid), Some(version)) = (canary.uid(), canary.resource_version()) else {
+            return false;
+        };
+        let Ok(version) = version.parse::<u64>() else {
+            return false;
+        };
+        self.0
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&uid).map(|w| w.resource_version == version))
+            .unwrap_or(false)
+    }
+
     pub fn forget(&self, uid: &str) {
         if let Ok(mut map) = self.0.lock() {
             map.remove(uid);
@@ -240,5 +256,28 @@ mod tests {
         assert_eq!(r.next("b").as_secs(), 1, "per Canary");
         r.reset("a");
         assert_eq!(r.next("a").as_secs(), 1, "reset by a completed reconcile");
+    }
+
+    #[test]
+    fn only_serins_own_last_write_is_recognised_as_its_own() {
+        let written = WrittenStatuses::default();
+        let at =
+            |uid: &str, version: &str| {
+                let mut canary = Canary::new("podinfo", serde_json::from_value(serde_json::json!({
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"}
+            })).unwrap());
+                canary.metadata.uid = Some(uid.into());
+                canary.metadata.resource_version = Some(version.into());
+                canary
+            };
+        assert!(!written.is_own_write(&at("a", "7")), "nothing written yet");
+        written.record("a", 7, CanaryStatus::default());
+        assert!(written.is_own_write(&at("a", "7")));
+        assert!(
+            !written.is_own_write(&at("a", "8")),
+            "someone's later change"
+        );
+        assert!(!written.is_own_write(&at("b", "7")), "another Canary");
+        assert!(!written.is_own_write(&at("a", "x7")), "not a number");
     }
 }

@@ -51,7 +51,9 @@ async fn announced(world: &World, needle: &str) {
 }
 
 /// One provider's figures: (initialization, release, idle) request counts.
-async fn measure(cp: ControlPlane, provider: &str) -> [BTreeMap<String, f64>; 3] {
+/// The requests of initialization, the release and the idle window, and the reconciles of the
+/// release.
+async fn measure(cp: ControlPlane, provider: &str) -> ([BTreeMap<String, f64>; 3], f64) {
     // The traffic world of the provider: it also serves the Gateway API's Gateway `public`.
     let world_provider = provider.split(':').next().unwrap_or(provider);
     let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
@@ -85,10 +87,12 @@ async fn measure(cp: ControlPlane, provider: &str) -> [BTreeMap<String, f64>; 3]
     world.wait_phase("podinfo", Phase::Initialized, LONG).await;
     announced(&world, "Initialization done!").await;
     let initialized = world.api_requests().await;
+    let reconciles_before = world.reconciles().await;
     world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     announced(&world, "Promotion completed!").await;
     let released = world.api_requests().await;
+    let release_reconciles = world.reconciles().await - reconciles_before;
     // The idle window: ten more reconciles of the idle Canary (one per 1 s interval), each
     // of which would have made its requests by then.
     let reconciled = world.reconciles().await;
@@ -101,11 +105,12 @@ async fn measure(cp: ControlPlane, provider: &str) -> [BTreeMap<String, f64>; 3]
         poll.next().await;
     }
     let idle = world.api_requests().await;
-    [
+    let requests = [
         requests_between(&start, &initialized),
         requests_between(&initialized, &released),
         requests_between(&released, &idle),
-    ]
+    ];
+    (requests, release_reconciles)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,19 +121,21 @@ async fn api_requests_per_canary_by_router() {
         "istio,gatewayapi:v1,linkerd,nginx,kubernetes",
     );
     let planes = list("SERIN_BENCH_CONTROL_PLANES", "emulator,real");
-    println!("| control plane | provider | initialization | release | idle, 10 reconciles |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| control plane | provider | initialization | release | idle, 10 reconciles | reconciles in the release |"
+    );
+    println!("|---|---|---|---|---|---|");
     for plane in &planes {
         let cp = match plane.as_str() {
             "real" => ControlPlane::Real,
             _ => ControlPlane::Emulator,
         };
         for provider in &providers {
-            let [init, release, idle] = measure(cp, provider).await;
+            let ([init, release, idle], reconciles) = measure(cp, provider).await;
             // `+ 0.0`: an empty sum is -0.0.
             let total = |m: &BTreeMap<String, f64>| m.values().sum::<f64>() + 0.0;
             println!(
-                "| {plane} | {provider} | {} | {} | {} |",
+                "| {plane} | {provider} | {} | {} | {} | {reconciles} |",
                 total(&init),
                 total(&release),
                 total(&idle)
