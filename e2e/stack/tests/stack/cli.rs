@@ -110,6 +110,8 @@ fn up_prints_the_metric_endpoints_before_ready_and_stops_prometheus() {
             "--prometheus",
             "--datadog",
             "--newrelic",
+            "--graphite",
+            "--influxdb",
             "--mesh-provider",
             "istio",
             "--kubeconfig",
@@ -122,7 +124,15 @@ fn up_prints_the_metric_endpoints_before_ready_and_stops_prometheus() {
     let names: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(
         names,
-        ["admin", "prometheus", "datadog", "newrelic", "ready"],
+        [
+            "admin",
+            "prometheus",
+            "datadog",
+            "newrelic",
+            "graphite",
+            "influxdb",
+            "ready"
+        ],
         "{lines:?}"
     );
     let url = |name: &str| {
@@ -132,7 +142,7 @@ fn up_prints_the_metric_endpoints_before_ready_and_stops_prometheus() {
             .unwrap()
             .to_string()
     };
-    for name in ["prometheus", "datadog", "newrelic"] {
+    for name in ["prometheus", "datadog", "newrelic", "graphite", "influxdb"] {
         assert!(url(name).starts_with("http://127.0.0.1:"), "{lines:?}");
         assert!(answers(&url(name)), "{name} does not answer");
     }
