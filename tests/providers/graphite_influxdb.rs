@@ -1,8 +1,9 @@
 //! Graphite and InfluxDB templates (the examples' success rates) against the stack's
 //! emulators, through `Analyzer::run` as the controller calls it: the faulty canary's value,
 //! no data, null points, several series, credentials refused, 429 with and without a retry in
-//! the budget, 5xx, a hung and an unreachable server, and which of those hold a release under
-//! `noDataPolicy: hold` (an outage) or fail it (a misconfiguration).
+//! the budget, 5xx, a hung and an unreachable server, which of those hold a release under
+//! `noDataPolicy: hold` (an outage) or fail it (a misconfiguration), and the judge on
+//! Graphite's series.
 
 use std::time::Duration;
 
@@ -324,5 +325,50 @@ async fn influxdb_refused_tokens_and_rejected_queries_fail_outages_hold() {
     assert!(matches!(e.outcome, serin_core::Analysis::Fail(_)), "{e:?}");
     let down = analyzer.check_availability(&held).await.unwrap_err();
     assert!(down.contains("influxdb is not available"), "{down}");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_judge_compares_graphite_series_and_refuses_influxdb() {
+    let (stack, client) = world().await;
+    graphite_template(&stack, &client, "serin-graphite-password").await;
+    influxdb_template(&stack, &client, "serin-influxdb-token").await;
+    let analyzer = analyzer(&client, "http://127.0.0.1:1");
+    let judged = |provider: &str| {
+        canary(
+            "podinfo",
+            json!([{"name": "success-rate",
+                    "templateRef": {"name": format!("{provider}-request-success-rate")},
+                    "interval": "20s", "noDataPolicy": "hold",
+                    "judge": {"step": "1s", "minSamples": 8, "worse": "lower"}}]),
+        )
+    };
+    // One point a second for each version (`summarize` by the step): the faulty canary's 70 %
+    // against the primary's 100 %, once both have eight.
+    let graphite = judged("graphite");
+    let poll = serin_testkit::Poll::new(Duration::from_secs(30)).every(Duration::from_millis(500));
+    let e = loop {
+        let e = analyzer.run(&graphite, None).await;
+        if !matches!(e.outcome, serin_core::Analysis::Hold(_)) || poll.expired() {
+            break e;
+        }
+        poll.next().await;
+    };
+    let o = &e.observations[0];
+    assert_eq!(o.verdict, MetricVerdict::Fail, "{e:?}");
+    assert!(near(o.value, 70.0) && near(o.baseline, 100.0), "{o:?}");
+    assert!(
+        message(&e).contains("the canary is worse than the primary"),
+        "{}",
+        message(&e)
+    );
+
+    let e = analyzer.run(&judged("influxdb"), None).await;
+    assert_eq!(e.observations[0].verdict, MetricVerdict::Error, "{e:?}");
+    assert!(
+        message(&e).contains("Prometheus and Graphite only"),
+        "{}",
+        message(&e)
+    );
     stack.shutdown().await;
 }
