@@ -8,17 +8,8 @@ RUN cargo build --release --locked --bin serin \
     && strip target/release/serin \
     && mkdir /out && cp target/release/serin /out/serin && ln -s serin /out/wget
 
-FROM gcr.io/distroless/static-debian12:nonroot
-# serin, and `wget` linked to it: Flagger's chart probes with `exec: wget ... --spider
-# http://localhost:8080/healthz`, and serin answers to that name (src/cli/wget.rs), so that
-# chart runs with this image unchanged.
-COPY --from=build /out/ /usr/local/bin/
-USER 65532:65532
-EXPOSE 8080
-ENTRYPOINT ["/usr/local/bin/serin"]
-CMD ["controller"]
-
-# The load tester with the tools Flagger-style tasks call: `docker build --target loadtester -t
+# The load tester with the tools Flagger-style tasks call (before the runtime stage, so that a
+# build without --target still makes the controller's image): `docker build --target loadtester -t
 # REGISTRY/serin-loadtester:0.1.0 .`. Flagger's load tester runs `bash` tasks with a shell
 # (`curl ... | grep ...`), and `helm`/`helmv3`/`kubectl` tasks with those binaries, which the
 # distroless image above does not have. Versions pinned; each download checked against the
@@ -43,3 +34,14 @@ USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/serin"]
 CMD ["loadtester"]
+
+FROM gcr.io/distroless/static-debian12:nonroot
+# serin, and `wget` linked to it: Flagger's chart probes with `exec: wget ... --spider
+# http://localhost:8080/healthz`, and serin answers to that name (src/cli/wget.rs), so that
+# chart runs with this image unchanged.
+COPY --from=build /out/ /usr/local/bin/
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/serin"]
+CMD ["controller"]
+

@@ -1,6 +1,6 @@
 //! serin: a progressive-delivery controller for Kubernetes that speaks Flagger's API.
 //!
-//! - [`analysis`]: metric checks (Prometheus, Datadog, New Relic), templates, builtin metrics.
+//! - [`analysis`]: metric checks (Prometheus, Datadog, New Relic, Graphite, InfluxDB), templates, builtin metrics.
 //! - [`api`]: the `flagger.app/v1beta1` types (Canary, MetricTemplate, AlertProvider), their
 //!   CRDs and the offline validator.
 //! - [`cli`]: the `serin` command line, one module per subcommand.

@@ -43,6 +43,8 @@ use crate::api::metric_template::MetricTemplate;
 use crate::api::{Canary, MetricProviderType, Provider, parse_duration};
 use builtin::{Builtin, Observer};
 use provider::datadog::Datadog;
+use provider::graphite::Graphite;
+use provider::influxdb::{self, InfluxDb};
 use provider::newrelic::NewRelic;
 use provider::prometheus::Prometheus;
 use provider::{Http, MetricProvider, Query, QueryError, Reading, SecretData};
@@ -100,7 +102,7 @@ pub struct Evaluation {
 #[derive(Clone, Debug, PartialEq)]
 pub struct MetricCheck {
     pub name: String,
-    /// `prometheus`, `datadog`, `newrelic`, ...
+    /// `prometheus`, `datadog`, `newrelic`, `graphite`, `influxdb`, ...
     pub provider: String,
     /// The query as sent, when it could be rendered.
     pub query: Option<String>,
@@ -200,7 +202,8 @@ impl Analyzer {
     }
 
     /// Whether every provider the canary's metrics use answers: Prometheus `vector(1)`,
-    /// Datadog `/api/v1/validate`, a trivial NRQL query. For the initialization step.
+    /// Datadog `/api/v1/validate`, a trivial NRQL query, Graphite `target=test`, InfluxDB
+    /// `buckets()`. For the initialization step.
     pub async fn check_availability(&self, canary: &Canary) -> Result<(), String> {
         let mut checked = Vec::new();
         for metric in analysis_metrics(canary) {
@@ -452,18 +455,39 @@ impl Analyzer {
             MetricProviderType::Newrelic => {
                 MetricProvider::NewRelic(NewRelic::from_template(provider, secret).map_err(fail)?)
             }
+            MetricProviderType::Graphite => {
+                MetricProvider::Graphite(Graphite::from_template(provider, secret).map_err(fail)?)
+            }
+            MetricProviderType::Influxdb => {
+                MetricProvider::InfluxDb(InfluxDb::from_template(provider, secret).map_err(fail)?)
+            }
             other => {
                 return Err(fail(QueryError::config(format!(
                     "metric provider `{}` is not supported by serin yet (supported: \
-                     prometheus, datadog, newrelic)",
+                     prometheus, datadog, newrelic, graphite, influxdb)",
                     other.as_str()
                 ))));
             }
         };
+        // Rendering joins a query's lines: a Flux comment would swallow the rest.
+        let (query, baseline_query) = match backend {
+            MetricProvider::InfluxDb(_) => (
+                influxdb::without_comments(&template.spec.query),
+                template
+                    .spec
+                    .baseline_query
+                    .as_deref()
+                    .map(influxdb::without_comments),
+            ),
+            _ => (
+                template.spec.query.clone(),
+                template.spec.baseline_query.clone(),
+            ),
+        };
         Ok(Resolved {
             provider: provider_name.to_string(),
-            query: template.spec.query.clone(),
-            baseline_query: template.spec.baseline_query.clone(),
+            query,
+            baseline_query,
             backend,
             builtin: None,
         })

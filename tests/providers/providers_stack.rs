@@ -20,19 +20,24 @@ use serin_testkit::Poll;
 /// A stack whose world sends 50 requests/s to the `podinfo` apex, split 50/50 by a
 /// VirtualService between a healthy `podinfo-primary` and a `podinfo` canary failing 30 %.
 async fn world(prometheus: bool, datadog: bool, newrelic: bool) -> (Stack, kube::Client) {
-    let scenario = Scenario::parse(
-        "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: istio\n  services:\n    - name: podinfo\n      rate: 50\n",
-    )
-    .unwrap();
-    let stack = Stack::start(StackConfig {
-        scenario,
+    world_of(StackConfig {
         prometheus,
         datadog,
         newrelic,
         ..StackConfig::default()
     })
     .await
+}
+
+/// The same world, with the servers `config` starts (its scenario is this world's).
+pub(super) async fn world_of(config: StackConfig) -> (Stack, kube::Client) {
+    let scenario = Scenario::parse(
+        "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: istio\n  services:\n    - name: podinfo\n      rate: 50\n",
+    )
     .unwrap();
+    let stack = Stack::start(StackConfig { scenario, ..config })
+        .await
+        .unwrap();
     let client = common::client(&stack);
     for crd in serin::api::crds() {
         common::create(&client, serde_json::to_value(&crd).unwrap()).await;
@@ -41,7 +46,7 @@ async fn world(prometheus: bool, datadog: bool, newrelic: bool) -> (Stack, kube:
     (stack, client)
 }
 
-fn canary(target: &str, metrics: Value) -> Canary {
+pub(super) fn canary(target: &str, metrics: Value) -> Canary {
     let mut canary = serin_testkit::canary("podinfo")
         .provider("istio")
         .without("progressDeadlineSeconds")
@@ -51,7 +56,7 @@ fn canary(target: &str, metrics: Value) -> Canary {
     serde_json::from_value(canary).unwrap()
 }
 
-fn analyzer(client: &kube::Client, prometheus: &str) -> Analyzer {
+pub(super) fn analyzer(client: &kube::Client, prometheus: &str) -> Analyzer {
     Analyzer::new(client.clone(), prometheus.to_string(), Provider::Istio)
         .unwrap()
         .with_timeout(Duration::from_secs(2))
@@ -71,7 +76,7 @@ async fn run_until_valued(analyzer: &Analyzer, canary: &Canary) -> Evaluation {
     }
 }
 
-fn near(got: Option<f64>, want: f64) -> bool {
+pub(super) fn near(got: Option<f64>, want: f64) -> bool {
     got.is_some_and(|g| (g - want).abs() <= want * 0.05)
 }
 
@@ -227,7 +232,7 @@ async fn dd_run(analyzer: &Analyzer) -> Evaluation {
     }
 }
 
-fn fault(mode: FaultMode) -> ProviderFault {
+pub(super) fn fault(mode: FaultMode) -> ProviderFault {
     ProviderFault::new(mode)
 }
 
@@ -375,7 +380,7 @@ fn nr_canary() -> Canary {
 }
 
 /// Runs `canary` until its first metric has a value (the world needs a moment), at most 10 s.
-async fn run_valued(analyzer: &Analyzer, canary: &Canary) -> Evaluation {
+pub(super) async fn run_valued(analyzer: &Analyzer, canary: &Canary) -> Evaluation {
     let poll = Poll::new(Duration::from_secs(10)).every(Duration::from_millis(300));
     loop {
         let e = analyzer.run(canary, None).await;

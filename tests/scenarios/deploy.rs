@@ -863,8 +863,8 @@ fn the_dockerfile_builds_a_static_binary_onto_a_non_root_base() {
         .collect();
     assert_eq!(
         froms.len(),
-        2,
-        "a build stage and a runtime stage: {froms:?}"
+        3,
+        "a build stage, the load tester's and the runtime stage (last: the default): {froms:?}"
     );
     for from in &froms {
         let image = from.split_whitespace().nth(1).unwrap();
@@ -879,9 +879,24 @@ fn the_dockerfile_builds_a_static_binary_onto_a_non_root_base() {
         froms[0]
     );
     assert!(
-        froms[1].contains("distroless/static") && froms[1].contains("nonroot"),
+        froms[2].contains("distroless/static") && froms[2].contains("nonroot"),
         "{}",
-        froms[1]
+        froms[2]
+    );
+    // The load tester's tools, each download checked against its published checksum.
+    assert!(froms[1].ends_with("AS loadtester"), "{}", froms[1]);
+    let loadtester = text
+        .split("\nFROM ")
+        .find(|stage| stage.contains("AS loadtester"))
+        .unwrap();
+    assert_eq!(
+        loadtester.matches("sha256sum -c").count(),
+        2,
+        "{loadtester}"
+    );
+    assert!(
+        loadtester.contains("\nUSER 65532:65532"),
+        "non-root: {loadtester}"
     );
     assert!(
         text.contains("cargo build --release --locked"),

@@ -1,5 +1,6 @@
 //! Releases decided by metrics: the `serin controller` binary on the local stack, with the
-//! traffic world loading the canary and a real Prometheus scraping it. Blue/green on the
+//! traffic world loading the canary and a real Prometheus scraping it (or the Datadog, New
+//! Relic, Graphite and InfluxDB emulators answering from it). Blue/green on the
 //! `kubernetes` provider, so the builtin metrics are the app's own (`http` observer).
 
 use std::time::Duration;
@@ -8,7 +9,7 @@ use serde_json::{Value, json};
 use serin::api::Canary;
 use serin::api::canary::MetricVerdict;
 use serin_core::Phase;
-use serin_testkit::{ControlPlane, LONG, WorldConfig, deployment};
+use serin_testkit::{ControlPlane, LONG, NS, WorldConfig, deployment};
 
 /// The kit's world, with this suite's reads of the one Canary, `podinfo`.
 struct World(serin_testkit::World);
@@ -223,6 +224,94 @@ async fn datadog_and_new_relic_templates_roll_back_a_faulty_release(cp: ControlP
     );
 }
 
+/// The stack with load on the canary Service only (as for Datadog and New Relic) and the
+/// Graphite and InfluxDB emulators, without Prometheus; the example templates of both
+/// (`examples/metrictemplate-{graphite,influxdb}.yaml`) pointed at them, with the emulators'
+/// credentials in the Secrets they name.
+async fn graphite_and_influxdb_world(cp: ControlPlane) -> World {
+    let scenario = "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: kubernetes\n  services:\n    - name: podinfo-canary\n      rate: 20\n";
+    let mut config = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp).scenario(scenario);
+    config.stack.graphite = true;
+    config.stack.influxdb = true;
+    let world = World(config.start().await);
+    world
+        .create(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "graphite-basic-auth", "namespace": NS},
+            "stringData": {"username": "serin", "password": "serin-graphite-password"}}))
+        .await;
+    world
+        .create(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "influxdb", "namespace": NS},
+            "stringData": {"token": "serin-influxdb-token", "org": "serin"}}))
+        .await;
+    for (file, address) in [
+        ("graphite", world.stack.graphite_url()),
+        ("influxdb", world.stack.influxdb_url()),
+    ] {
+        let path = serin_testkit::workspace_file(&format!("examples/metrictemplate-{file}.yaml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut template: Value = serde_norway::from_str(&text).unwrap();
+        template["metadata"]["namespace"] = json!(NS);
+        template["spec"]["provider"]["address"] = json!(address.unwrap());
+        world.create(template).await;
+    }
+    world
+}
+
+/// A metric on the example template of `provider` (`graphite`, `influxdb`): the canary's
+/// success rate over 5 s, at least 99 %, holding while the new version has no requests yet.
+fn success_rate_on(provider: &str) -> Value {
+    json!({"name": format!("{provider}-success-rate"),
+           "templateRef": {"name": format!("{provider}-request-success-rate")},
+           "thresholdRange": {"min": 99}, "interval": "5s", "noDataPolicy": "hold"})
+}
+
+async fn promoted_on(cp: ControlPlane, provider: &str) {
+    let world = graphite_and_influxdb_world(cp).await;
+    initialized(&world, json!([success_rate_on(provider)])).await;
+    world.set_image("podinfo:6.0.1").await;
+    let done = world.wait_phase(Phase::Succeeded, LONG).await;
+    let metrics = done.status.and_then(|s| s.metrics).unwrap_or_default();
+    assert!(
+        metrics.len() == 1
+            && metrics[0].verdict == MetricVerdict::Pass
+            && metrics[0].value.is_some_and(|v| v > 99.0),
+        "{metrics:?}"
+    );
+}
+
+async fn a_graphite_template_promotes_a_healthy_release(cp: ControlPlane) {
+    promoted_on(cp, "graphite").await;
+}
+
+async fn an_influxdb_template_promotes_a_healthy_release(cp: ControlPlane) {
+    promoted_on(cp, "influxdb").await;
+}
+
+async fn graphite_and_influxdb_templates_roll_back_a_faulty_release(cp: ControlPlane) {
+    let world = graphite_and_influxdb_world(cp).await;
+    let metrics = json!([success_rate_on("graphite"), success_rate_on("influxdb")]);
+    initialized(&world, metrics).await;
+    world.set_image("podinfo:6.0.1-faulty").await;
+    let failed = world.wait_phase(Phase::Failed, LONG).await;
+    let metrics = failed.status.and_then(|s| s.metrics).unwrap_or_default();
+    // A window can still hold a second before the faulty version served: far below 99 %
+    // is what counts.
+    assert!(
+        metrics.len() == 2
+            && metrics.iter().all(|m| m.verdict == MetricVerdict::Fail
+                && m.value.is_some_and(|v| (60.0..90.0).contains(&v))),
+        "both providers see the 30 % errors: {metrics:?}"
+    );
+    let events = world.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("graphite-success-rate 7") && e.contains("< 99")),
+        "{events:?}"
+    );
+}
+
 /// The builtin success rate judged against the primary: 15 samples of 3 s each over 45 s,
 /// holding until both versions have 10.
 fn judged_success_rate() -> Value {
@@ -339,4 +428,7 @@ serin_testkit::on_every_control_plane!(
     a_quiet_service_with_the_hold_policy_waits_instead_of_failing,
     datadog_and_new_relic_templates_promote_a_healthy_release,
     datadog_and_new_relic_templates_roll_back_a_faulty_release,
+    a_graphite_template_promotes_a_healthy_release,
+    an_influxdb_template_promotes_a_healthy_release,
+    graphite_and_influxdb_templates_roll_back_a_faulty_release,
 );

@@ -3,8 +3,8 @@
 //! It serves the Kubernetes REST API on 127.0.0.1 (enough for kube-rs and kubectl), plays
 //! the Deployment/DaemonSet controllers and the kubelet, and can inject faults. Its traffic
 //! world sends simulated requests where the routing objects say and exports them as the
-//! meshes do, for a real Prometheus it can start and for its Datadog and New Relic API
-//! emulators. It knows nothing about any particular controller. See `e2e/README.md` for
+//! meshes do, for a real Prometheus it can start and for its Datadog, New Relic, Graphite and
+//! InfluxDB API emulators. It knows nothing about any particular controller. See `e2e/README.md` for
 //! what it emulates.
 //!
 //! ```no_run
@@ -29,6 +29,8 @@ mod error;
 mod faults;
 mod fields;
 mod gc;
+mod graphite;
+mod influxdb;
 mod jsonpath;
 mod knative;
 mod kubeconfig;
@@ -57,6 +59,8 @@ mod watch;
 pub use control_plane::ControlPlane;
 pub use datadog::DatadogConfig;
 pub use faults::{FaultRule, Faults};
+pub use graphite::GraphiteConfig;
+pub use influxdb::InfluxDbConfig;
 pub use newrelic::NewRelicConfig;
 pub use provider_faults::{FaultMode, ProviderFault, ProviderFaults};
 pub use scenario::{ImageRule, Scenario, Workloads};
@@ -99,6 +103,11 @@ pub struct StackConfig {
     pub datadog: bool,
     /// Start the New Relic API emulator (account, keys and faults: `scenario.newrelic`).
     pub newrelic: bool,
+    /// Start the Graphite render API emulator (credentials and faults: `scenario.graphite`).
+    pub graphite: bool,
+    /// Start the InfluxDB query API emulator (token, org, bucket and faults:
+    /// `scenario.influxdb`).
+    pub influxdb: bool,
     /// The traffic world's time moves only through `Stack::traffic().step(..)`, for
     /// deterministic tests; otherwise it ticks every second.
     pub manual_traffic_clock: bool,
@@ -132,6 +141,8 @@ impl Default for StackConfig {
             prometheus: false,
             datadog: false,
             newrelic: false,
+            graphite: false,
+            influxdb: false,
             manual_traffic_clock: false,
             control_plane: ControlPlane::default(),
             crds: Vec::new(),
@@ -155,6 +166,10 @@ pub struct Stack {
     datadog_faults: Arc<ProviderFaults>,
     newrelic_url: Option<String>,
     newrelic_faults: Arc<ProviderFaults>,
+    graphite_url: Option<String>,
+    graphite_faults: Arc<ProviderFaults>,
+    influxdb_url: Option<String>,
+    influxdb_faults: Arc<ProviderFaults>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     kube_local: Option<control_plane::KubeLocal>,
@@ -192,6 +207,8 @@ impl Stack {
         let admin_url = url_of(listeners.admin.as_ref())?;
         let datadog_url = url_of(listeners.datadog.as_ref())?;
         let newrelic_url = url_of(listeners.newrelic.as_ref())?;
+        let graphite_url = url_of(listeners.graphite.as_ref())?;
+        let influxdb_url = url_of(listeners.influxdb.as_ref())?;
         let (kubeconfig, remove_kubeconfig) = kubeconfig_file(&config);
         let api = match real {
             true => ApiServer::start_kube_local(&kubeconfig, &config).await?,
@@ -212,6 +229,10 @@ impl Stack {
             datadog_faults: provider_faults(config.scenario.datadog.fault.as_ref()),
             newrelic_url,
             newrelic_faults: provider_faults(config.scenario.newrelic.fault.as_ref()),
+            graphite_url,
+            graphite_faults: provider_faults(config.scenario.graphite.fault.as_ref()),
+            influxdb_url,
+            influxdb_faults: provider_faults(config.scenario.influxdb.fault.as_ref()),
             stop,
             tasks: Vec::new(),
             kube_local: api.kube_local,
@@ -247,8 +268,8 @@ impl Stack {
         Ok(stack)
     }
 
-    /// Serves each bound port: the emulated API, the admin server, the Datadog and New Relic
-    /// emulators.
+    /// Serves each bound port: the emulated API, the admin server, the Datadog, New Relic,
+    /// Graphite and InfluxDB emulators.
     fn spawn_servers(&mut self, listeners: Listeners, config: &StackConfig) {
         // What the API and admin servers share: the admin server reports the open watches.
         let shared = Arc::new(server::Shared {
@@ -268,6 +289,8 @@ impl Stack {
                 world: self.world.clone(),
                 datadog: self.datadog_faults.clone(),
                 newrelic: self.newrelic_faults.clone(),
+                graphite: self.graphite_faults.clone(),
+                influxdb: self.influxdb_faults.clone(),
             });
             self.serve_on(l, move |req| admin::handle(admin.clone(), req));
         }
@@ -286,6 +309,22 @@ impl Stack {
                 config: config.scenario.newrelic.clone(),
             });
             self.serve_on(l, move |req| newrelic::handle(nr.clone(), req));
+        }
+        if let Some(l) = listeners.graphite {
+            let graphite = Arc::new(graphite::Graphite {
+                world: self.world.clone(),
+                faults: self.graphite_faults.clone(),
+                config: config.scenario.graphite.clone(),
+            });
+            self.serve_on(l, move |req| graphite::handle(graphite.clone(), req));
+        }
+        if let Some(l) = listeners.influxdb {
+            let influxdb = Arc::new(influxdb::InfluxDb {
+                world: self.world.clone(),
+                faults: self.influxdb_faults.clone(),
+                config: config.scenario.influxdb.clone(),
+            });
+            self.serve_on(l, move |req| influxdb::handle(influxdb.clone(), req));
         }
     }
 
@@ -491,6 +530,26 @@ impl Stack {
         &self.newrelic_faults
     }
 
+    /// The Graphite emulator's URL (`StackConfig::graphite`).
+    pub fn graphite_url(&self) -> Option<&str> {
+        self.graphite_url.as_deref()
+    }
+
+    /// The Graphite emulator's fault mode.
+    pub fn graphite_faults(&self) -> &ProviderFaults {
+        &self.graphite_faults
+    }
+
+    /// The InfluxDB emulator's URL (`StackConfig::influxdb`).
+    pub fn influxdb_url(&self) -> Option<&str> {
+        self.influxdb_url.as_deref()
+    }
+
+    /// The InfluxDB emulator's fault mode.
+    pub fn influxdb_faults(&self) -> &ProviderFaults {
+        &self.influxdb_faults
+    }
+
     /// Stops serving and closes every connection (watches end).
     pub async fn shutdown(mut self) {
         if let Some(p) = self.prometheus.take() {
@@ -549,7 +608,7 @@ fn traffic_world(config: &StackConfig, store: Arc<store::Store>, real: bool) -> 
         store,
         config.scenario.traffic.clone(),
         config.manual_traffic_clock,
-        config.datadog || config.newrelic,
+        config.datadog || config.newrelic || config.graphite || config.influxdb,
     )
     .map_err(|e| anyhow::anyhow!("scenario: {e}"))?;
     // Over the real control plane the mirror accepts HTTPRoutes through the API.
@@ -564,6 +623,8 @@ struct Listeners {
     admin: Option<TcpListener>,
     datadog: Option<TcpListener>,
     newrelic: Option<TcpListener>,
+    graphite: Option<TcpListener>,
+    influxdb: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -583,6 +644,14 @@ impl Listeners {
             .await?,
             newrelic: bind(config.newrelic.then_some(0), |_| {
                 "binding the New Relic emulator's port".to_string()
+            })
+            .await?,
+            graphite: bind(config.graphite.then_some(0), |_| {
+                "binding the Graphite emulator's port".to_string()
+            })
+            .await?,
+            influxdb: bind(config.influxdb.then_some(0), |_| {
+                "binding the InfluxDB emulator's port".to_string()
             })
             .await?,
         })

@@ -1,6 +1,6 @@
-//! Fault modes of the metric-provider emulators (Datadog, New Relic): what a client must
-//! survive from a SaaS metrics API. Set from the admin server (`POST /datadog/fault`,
-//! `POST /newrelic/fault`), from Rust (`Stack::datadog_faults()`), or in the scenario.
+//! Fault modes of the metric-provider emulators (Datadog, New Relic, Graphite, InfluxDB): what
+//! a client must survive from a metrics API. Set from the admin server (`POST /datadog/fault`,
+//! `POST /newrelic/fault`, ...), from Rust (`Stack::datadog_faults()`), or in the scenario.
 //!
 //! ```yaml
 //! mode: rate-limit   # null-points | empty | several-series | rate-limit | error | hang | graphql-error
@@ -14,11 +14,14 @@ use std::sync::Mutex;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FaultMode {
-    /// Values present but null (Datadog points, New Relic `result`).
+    /// Values present but null (Datadog and Graphite points, New Relic `result`, InfluxDB
+    /// `_value`).
     NullPoints,
-    /// No data: Datadog `series: []`, New Relic `results: []`.
+    /// No data: Datadog `series: []`, New Relic `results: []`, Graphite `[]`, InfluxDB no
+    /// table.
     Empty,
-    /// Several series (Datadog) or rows (New Relic) with different values.
+    /// Several series (Datadog, Graphite), rows (New Relic) or tables (InfluxDB) with
+    /// different values.
     SeveralSeries,
     /// 429 with the provider's rate-limit headers.
     RateLimit,
@@ -26,7 +29,8 @@ pub enum FaultMode {
     Error,
     /// Never answers (until the stack stops).
     Hang,
-    /// New Relic NerdGraph only: HTTP 200 with a GraphQL `errors` array.
+    /// HTTP 200 carrying an error: New Relic NerdGraph's GraphQL `errors` array, InfluxDB's
+    /// error table.
     GraphqlError,
 }
 

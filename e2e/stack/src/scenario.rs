@@ -16,8 +16,8 @@
 //!     status: 503
 //! ```
 //!
-//! plus `traffic` (see `traffic/config.rs`) `datadog` and `newrelic` (see those modules). Unknown top-level
-//! keys are ignored.
+//! plus `traffic` (see `traffic/config.rs`), `datadog`, `newrelic`, `graphite` and `influxdb` (see
+//! those modules). Unknown top-level keys are ignored.
 
 use crate::faults::FaultRule;
 use crate::traffic::config::Traffic;
@@ -43,6 +43,13 @@ pub struct Scenario {
     /// The New Relic emulator's account, keys and initial fault (see `newrelic`).
     #[serde(default)]
     pub newrelic: crate::newrelic::NewRelicConfig,
+    /// The Graphite emulator's credentials and initial fault (see `graphite`).
+    #[serde(default)]
+    pub graphite: crate::graphite::GraphiteConfig,
+    /// The InfluxDB emulator's token, organization, bucket and initial fault (see
+    /// `influxdb`).
+    #[serde(default)]
+    pub influxdb: crate::influxdb::InfluxDbConfig,
 }
 
 /// How the simulated workloads behave.

@@ -5,6 +5,8 @@
 //! series or an HTML error page each have their own outcome.
 
 pub mod datadog;
+pub mod graphite;
+pub mod influxdb;
 pub mod newrelic;
 pub mod prometheus;
 
@@ -16,6 +18,8 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 
 use datadog::Datadog;
+use graphite::Graphite;
+use influxdb::InfluxDb;
 use newrelic::NewRelic;
 use prometheus::Prometheus;
 
@@ -39,6 +43,8 @@ pub enum MetricProvider {
     Prometheus(Prometheus),
     Datadog(Datadog),
     NewRelic(NewRelic),
+    Graphite(Graphite),
+    InfluxDb(InfluxDb),
 }
 
 impl MetricProvider {
@@ -64,6 +70,12 @@ impl MetricProvider {
                 } = query;
                 newrelic.query(http, text, interval, deadline).await
             }
+            MetricProvider::Graphite(graphite) => {
+                graphite.query(http, query.text, query.deadline).await
+            }
+            MetricProvider::InfluxDb(influxdb) => {
+                influxdb.query(http, query.text, query.deadline).await
+            }
         }
     }
 
@@ -73,21 +85,26 @@ impl MetricProvider {
             MetricProvider::Prometheus(prometheus) => prometheus.is_online(http).await,
             MetricProvider::Datadog(datadog) => datadog.is_online(http).await,
             MetricProvider::NewRelic(newrelic) => newrelic.is_online(http).await,
+            MetricProvider::Graphite(graphite) => graphite.is_online(http).await,
+            MetricProvider::InfluxDb(influxdb) => influxdb.is_online(http).await,
         }
     }
 
     /// Backends with the same key are one server: its availability is checked once. Only a
     /// Prometheus has one (its address): the builtin metrics of a canary all ask the same
-    /// server, while every Datadog or New Relic template is checked on its own.
+    /// server, while every other template is checked on its own (with its own credentials).
     pub fn availability_key(&self) -> Option<String> {
         match self {
             MetricProvider::Prometheus(prometheus) => Some(prometheus.address().to_string()),
             MetricProvider::Datadog(_) | MetricProvider::NewRelic(_) => None,
+            MetricProvider::Graphite(_) | MetricProvider::InfluxDb(_) => None,
         }
     }
 
     /// The query's values at every `step` over `query.interval` up to `query.now`, for the
-    /// canary-vs-primary judge. Providers that answer single values only say so.
+    /// canary-vs-primary judge (Graphite: the points of the query's one series over the
+    /// window; its `{{ interval }}` is the step). Providers that answer single values only
+    /// say so.
     pub async fn series(
         &self,
         http: &Http,
@@ -106,9 +123,23 @@ impl MetricProvider {
                     .query_range(http, text, interval, step, now)
                     .await
             }
+            MetricProvider::Graphite(graphite) => {
+                let Query {
+                    text,
+                    interval,
+                    now,
+                    deadline,
+                } = query;
+                graphite.series(http, text, interval, now, deadline).await
+            }
             MetricProvider::Datadog(_) | MetricProvider::NewRelic(_) => Err(QueryError::config(
                 "the judge compares series over time, which serin reads from Prometheus only: \
                  use a Prometheus MetricTemplate, or thresholds for this metric",
+            )),
+            MetricProvider::InfluxDb(_) => Err(QueryError::config(
+                "the judge compares series over time, which serin reads from Prometheus and \
+                 Graphite only (a Flux query sets its own range): use thresholds for this \
+                 metric",
             )),
         }
     }
@@ -475,7 +506,8 @@ fn rate_limit_reset(answer: &Answer) -> Duration {
 
 /// Every reading of a provider's answer from one hostile reply, for the fuzz target
 /// (`fuzz/fuzz_targets/provider_answers.rs`): Prometheus instant and range answers, Datadog
-/// v1 and v2, New Relic NerdGraph, the error description and the rate-limit wait. Each must
+/// v1 and v2, New Relic NerdGraph, Graphite's render answer, InfluxDB's annotated CSV, the
+/// error description and the rate-limit wait. Each must
 /// return, never panic, and never quote more than a short excerpt of the body.
 #[cfg(feature = "fuzzing")]
 pub fn read_every_way(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<String> {
@@ -507,6 +539,10 @@ pub fn read_every_way(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<
         format!("{:?}", rate_limit_reset(&answer)),
     ];
     out.push(format!("{:?}", prometheus::read_range(&answer)));
+    out.push(shown(graphite::read_value(&answer)));
+    out.push(format!("{:?}", graphite::read_series(&answer)));
+    out.push(shown(influxdb::read_value(&answer)));
+    out.push(format!("{:?}", influxdb::read_online(&answer)));
     out
 }
 

@@ -6,7 +6,7 @@
 //! Requests are counted fractionally (expected values), so a split of 10 % over 10 s at
 //! 20 requests/s is exactly 20 requests, and the success rate of a workload failing 30 % is
 //! exactly 70 %. It keeps cumulative counters (for the Prometheus exposition) and an hour of
-//! per-second history (for the Datadog and New Relic emulators' time windows).
+//! per-second history (for the metric API emulators' time windows).
 //!
 //! Under `traffic.noise` each flow's requests are drawn instead, per second of world time:
 //! a Poisson count, binomial errors, and one latency per request (see `noise`), from one

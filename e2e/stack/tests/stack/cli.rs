@@ -135,6 +135,8 @@ fn up_prints_the_metric_endpoints_before_ready_and_stops_prometheus() {
         "--prometheus",
         "--datadog",
         "--newrelic",
+        "--graphite",
+        "--influxdb",
         "--mesh-provider",
         "istio",
         "--kubeconfig",
@@ -144,10 +146,18 @@ fn up_prints_the_metric_endpoints_before_ready_and_stops_prometheus() {
     let names: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(
         names,
-        ["admin", "prometheus", "datadog", "newrelic", "ready"],
+        [
+            "admin",
+            "prometheus",
+            "datadog",
+            "newrelic",
+            "graphite",
+            "influxdb",
+            "ready"
+        ],
         "{lines:?}"
     );
-    for name in ["prometheus", "datadog", "newrelic"] {
+    for name in ["prometheus", "datadog", "newrelic", "graphite", "influxdb"] {
         assert!(
             url_of(&lines, name).starts_with("http://127.0.0.1:"),
             "{lines:?}"
