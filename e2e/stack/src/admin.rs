@@ -9,8 +9,8 @@
 //!   watches close after sending N events (0 turns it off)
 //! - `GET /traffic`: the traffic world's split (requests/s per workload) and totals (JSON)
 //! - `GET /traffic/metrics`: the world's telemetry in Prometheus text (what Prometheus scrapes)
-//! - `GET|POST|DELETE /datadog/fault`, `/newrelic/fault`: the Datadog (New Relic) emulator's fault mode (`{mode, status,
-//!   count}`, see `provider_faults`)
+//! - `GET|POST|DELETE /datadog/fault`, `/newrelic/fault`, `/dynatrace/fault`, `/splunk/fault`:
+//!   that metric-provider emulator's fault mode (`{mode, status, count}`, see `provider_faults`)
 //! - `POST /compact`: drops the watch event history, so watches from older
 //!   resourceVersions get 410 Gone
 
@@ -32,6 +32,8 @@ pub struct State {
     pub world: Arc<World>,
     pub datadog: Arc<ProviderFaults>,
     pub newrelic: Arc<ProviderFaults>,
+    pub dynatrace: Arc<ProviderFaults>,
+    pub splunk: Arc<ProviderFaults>,
 }
 
 pub async fn handle(
@@ -86,6 +88,12 @@ pub async fn handle(
         }
         ("GET" | "POST" | "DELETE", "/newrelic/fault") => {
             provider_fault(&state.newrelic, &method, req).await
+        }
+        ("GET" | "POST" | "DELETE", "/dynatrace/fault") => {
+            provider_fault(&state.dynatrace, &method, req).await
+        }
+        ("GET" | "POST" | "DELETE", "/splunk/fault") => {
+            provider_fault(&state.splunk, &method, req).await
         }
         ("DELETE", "/faults") => {
             shared.faults.clear();

@@ -3,8 +3,8 @@
 //! It serves the Kubernetes REST API on 127.0.0.1 (enough for kube-rs and kubectl), plays
 //! the Deployment/DaemonSet controllers and the kubelet, and can inject faults. Its traffic
 //! world sends simulated requests where the routing objects say and exports them as the
-//! meshes do, for a real Prometheus it can start and for its Datadog and New Relic API
-//! emulators. It knows nothing about any particular controller. See `e2e/README.md` for
+//! meshes do, for a real Prometheus it can start and for its Datadog, New Relic, Dynatrace
+//! and Splunk API emulators. It knows nothing about any particular controller. See `e2e/README.md` for
 //! what it emulates.
 //!
 //! ```no_run
@@ -25,6 +25,7 @@ mod datadog;
 mod defaults;
 pub mod demo;
 mod discovery;
+mod dynatrace;
 mod error;
 mod faults;
 mod fields;
@@ -48,6 +49,7 @@ mod schema;
 mod selector;
 mod server;
 mod simulator;
+mod splunk;
 mod store;
 mod table;
 pub mod testing;
@@ -56,10 +58,12 @@ mod watch;
 
 pub use control_plane::ControlPlane;
 pub use datadog::DatadogConfig;
+pub use dynatrace::{DynatraceConfig, service_entity_id};
 pub use faults::{FaultRule, Faults};
 pub use newrelic::NewRelicConfig;
 pub use provider_faults::{FaultMode, ProviderFault, ProviderFaults};
 pub use scenario::{ImageRule, Scenario, Workloads};
+pub use splunk::SplunkConfig;
 pub use traffic::world::{WorkloadStats, World};
 
 use anyhow::{Context, Result};
@@ -99,6 +103,11 @@ pub struct StackConfig {
     pub datadog: bool,
     /// Start the New Relic API emulator (account, keys and faults: `scenario.newrelic`).
     pub newrelic: bool,
+    /// Start the Dynatrace Metrics API emulator (token and faults: `scenario.dynatrace`).
+    pub dynatrace: bool,
+    /// Start the Splunk Observability (SignalFlow) emulator (token and faults:
+    /// `scenario.splunk`).
+    pub splunk: bool,
     /// The traffic world's time moves only through `Stack::traffic().step(..)`, for
     /// deterministic tests; otherwise it ticks every second.
     pub manual_traffic_clock: bool,
@@ -132,6 +141,8 @@ impl Default for StackConfig {
             prometheus: false,
             datadog: false,
             newrelic: false,
+            dynatrace: false,
+            splunk: false,
             manual_traffic_clock: false,
             control_plane: ControlPlane::default(),
             crds: Vec::new(),
@@ -155,6 +166,10 @@ pub struct Stack {
     datadog_faults: Arc<ProviderFaults>,
     newrelic_url: Option<String>,
     newrelic_faults: Arc<ProviderFaults>,
+    dynatrace_url: Option<String>,
+    dynatrace_faults: Arc<ProviderFaults>,
+    splunk_url: Option<String>,
+    splunk_faults: Arc<ProviderFaults>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     kube_local: Option<control_plane::KubeLocal>,
@@ -192,6 +207,8 @@ impl Stack {
         let admin_url = url_of(listeners.admin.as_ref())?;
         let datadog_url = url_of(listeners.datadog.as_ref())?;
         let newrelic_url = url_of(listeners.newrelic.as_ref())?;
+        let dynatrace_url = url_of(listeners.dynatrace.as_ref())?;
+        let splunk_url = url_of(listeners.splunk.as_ref())?;
         let (kubeconfig, remove_kubeconfig) = kubeconfig_file(&config);
         let api = match real {
             true => ApiServer::start_kube_local(&kubeconfig, &config).await?,
@@ -212,6 +229,10 @@ impl Stack {
             datadog_faults: provider_faults(config.scenario.datadog.fault.as_ref()),
             newrelic_url,
             newrelic_faults: provider_faults(config.scenario.newrelic.fault.as_ref()),
+            dynatrace_url,
+            dynatrace_faults: provider_faults(config.scenario.dynatrace.fault.as_ref()),
+            splunk_url,
+            splunk_faults: provider_faults(config.scenario.splunk.fault.as_ref()),
             stop,
             tasks: Vec::new(),
             kube_local: api.kube_local,
@@ -247,7 +268,7 @@ impl Stack {
         Ok(stack)
     }
 
-    /// Serves each bound port: the emulated API, the admin server, the Datadog and New Relic
+    /// Serves each bound port: the emulated API, the admin server, the metric-provider
     /// emulators.
     fn spawn_servers(&mut self, listeners: Listeners, config: &StackConfig) {
         // What the API and admin servers share: the admin server reports the open watches.
@@ -268,6 +289,8 @@ impl Stack {
                 world: self.world.clone(),
                 datadog: self.datadog_faults.clone(),
                 newrelic: self.newrelic_faults.clone(),
+                dynatrace: self.dynatrace_faults.clone(),
+                splunk: self.splunk_faults.clone(),
             });
             self.serve_on(l, move |req| admin::handle(admin.clone(), req));
         }
@@ -286,6 +309,22 @@ impl Stack {
                 config: config.scenario.newrelic.clone(),
             });
             self.serve_on(l, move |req| newrelic::handle(nr.clone(), req));
+        }
+        if let Some(l) = listeners.dynatrace {
+            let dt = Arc::new(dynatrace::Dynatrace {
+                world: self.world.clone(),
+                faults: self.dynatrace_faults.clone(),
+                config: config.scenario.dynatrace.clone(),
+            });
+            self.serve_on(l, move |req| dynatrace::handle(dt.clone(), req));
+        }
+        if let Some(l) = listeners.splunk {
+            let sf = Arc::new(splunk::Splunk {
+                world: self.world.clone(),
+                faults: self.splunk_faults.clone(),
+                config: config.scenario.splunk.clone(),
+            });
+            self.serve_on(l, move |req| splunk::handle(sf.clone(), req));
         }
     }
 
@@ -491,6 +530,26 @@ impl Stack {
         &self.newrelic_faults
     }
 
+    /// The Dynatrace emulator's URL (`StackConfig::dynatrace`).
+    pub fn dynatrace_url(&self) -> Option<&str> {
+        self.dynatrace_url.as_deref()
+    }
+
+    /// The Dynatrace emulator's fault mode.
+    pub fn dynatrace_faults(&self) -> &ProviderFaults {
+        &self.dynatrace_faults
+    }
+
+    /// The Splunk emulator's URL (`StackConfig::splunk`): its API and its SignalFlow stream.
+    pub fn splunk_url(&self) -> Option<&str> {
+        self.splunk_url.as_deref()
+    }
+
+    /// The Splunk emulator's fault mode.
+    pub fn splunk_faults(&self) -> &ProviderFaults {
+        &self.splunk_faults
+    }
+
     /// Stops serving and closes every connection (watches end).
     pub async fn shutdown(mut self) {
         if let Some(p) = self.prometheus.take() {
@@ -549,7 +608,7 @@ fn traffic_world(config: &StackConfig, store: Arc<store::Store>, real: bool) -> 
         store,
         config.scenario.traffic.clone(),
         config.manual_traffic_clock,
-        config.datadog || config.newrelic,
+        config.datadog || config.newrelic || config.dynatrace || config.splunk,
     )
     .map_err(|e| anyhow::anyhow!("scenario: {e}"))?;
     // Over the real control plane the mirror accepts HTTPRoutes through the API.
@@ -564,6 +623,8 @@ struct Listeners {
     admin: Option<TcpListener>,
     datadog: Option<TcpListener>,
     newrelic: Option<TcpListener>,
+    dynatrace: Option<TcpListener>,
+    splunk: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -583,6 +644,14 @@ impl Listeners {
             .await?,
             newrelic: bind(config.newrelic.then_some(0), |_| {
                 "binding the New Relic emulator's port".to_string()
+            })
+            .await?,
+            dynatrace: bind(config.dynatrace.then_some(0), |_| {
+                "binding the Dynatrace emulator's port".to_string()
+            })
+            .await?,
+            splunk: bind(config.splunk.then_some(0), |_| {
+                "binding the Splunk emulator's port".to_string()
             })
             .await?,
         })

@@ -16,8 +16,8 @@
 //!     status: 503
 //! ```
 //!
-//! plus `traffic` (see `traffic/config.rs`) `datadog` and `newrelic` (see those modules). Unknown top-level
-//! keys are ignored.
+//! plus `traffic` (see `traffic/config.rs`), `datadog`, `newrelic`, `dynatrace` and `splunk`
+//! (see those modules). Unknown top-level keys are ignored.
 
 use crate::faults::FaultRule;
 use crate::traffic::config::Traffic;
@@ -43,6 +43,12 @@ pub struct Scenario {
     /// The New Relic emulator's account, keys and initial fault (see `newrelic`).
     #[serde(default)]
     pub newrelic: crate::newrelic::NewRelicConfig,
+    /// The Dynatrace emulator's token and initial fault (see `dynatrace`).
+    #[serde(default)]
+    pub dynatrace: crate::dynatrace::DynatraceConfig,
+    /// The Splunk emulator's token and initial fault (see `splunk`).
+    #[serde(default)]
+    pub splunk: crate::splunk::SplunkConfig,
 }
 
 /// How the simulated workloads behave.
