@@ -196,12 +196,15 @@ fn status_error(answer: &Answer) -> QueryError {
         true => answer.describe_body(),
         false => format!("{:?}", remote_text(&said.join("; "))),
     };
+    let what = match answer.status.as_u16() {
+        404 => {
+            "dynatrace knows no such metric or endpoint (is provider.address the environment's URL?)"
+        }
+        _ => "dynatrace rejected the metric selector",
+    };
     QueryError::new(
         ErrorKind::Query,
-        format!(
-            "dynatrace rejected the metric selector ({}): {said}",
-            answer.status
-        ),
+        format!("{what} ({}): {said}", answer.status),
     )
 }
 
@@ -415,6 +418,17 @@ mod tests {
                 .contains("Constraints violated.; metricSelector: Token `)` at position 12"),
             "{err}"
         );
+        let unknown = Response::json(
+            404,
+            json!({"error": {"code": 404, "message": "The metric key builtin:nope could not be found"}}),
+        );
+        let err = ask(vec![unknown], Duration::ZERO).await.0.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Query);
+        assert!(
+            err.message.contains("builtin:nope could not be found"),
+            "{err}"
+        );
+        assert!(err.message.contains("provider.address"), "{err}");
         let html = Response::text(502, "text/html", "<html><title>Bad gateway</title></html>");
         let err = ask(vec![html], Duration::ZERO).await.0.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Unavailable);
