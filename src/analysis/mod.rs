@@ -43,10 +43,12 @@ use crate::api::metric_template::MetricTemplate;
 use crate::api::{Canary, MetricProviderType, Provider, parse_duration};
 use builtin::{Builtin, Observer};
 use provider::datadog::Datadog;
+use provider::dynatrace::Dynatrace;
 use provider::graphite::Graphite;
 use provider::influxdb::{self, InfluxDb};
 use provider::newrelic::NewRelic;
 use provider::prometheus::Prometheus;
+use provider::splunk::Splunk;
 use provider::{Http, MetricProvider, Query, QueryError, Reading, SecretData};
 use template::TemplateVars;
 use thresholds::{Bounds, CheckOutcome};
@@ -203,7 +205,7 @@ impl Analyzer {
 
     /// Whether every provider the canary's metrics use answers: Prometheus `vector(1)`,
     /// Datadog `/api/v1/validate`, a trivial NRQL query, Graphite `target=test`, InfluxDB
-    /// `buckets()`. For the initialization step.
+    /// `buckets()`, Dynatrace's and Splunk's metric lists. For the initialization step.
     pub async fn check_availability(&self, canary: &Canary) -> Result<(), String> {
         let mut checked = Vec::new();
         for metric in analysis_metrics(canary) {
@@ -333,7 +335,11 @@ impl Analyzer {
             };
             return self.compare(result, at).await;
         }
-        let query = match template::render(&resolved.query, &vars) {
+        let render = match resolved.backend.keeps_line_breaks() {
+            true => template::render_program,
+            false => template::render,
+        };
+        let query = match render(&resolved.query, &vars) {
             Ok(query) => query,
             Err(e) => return result.failed(&QueryError::config(e.to_string())),
         };
@@ -461,10 +467,16 @@ impl Analyzer {
             MetricProviderType::Influxdb => {
                 MetricProvider::InfluxDb(InfluxDb::from_template(provider, secret).map_err(fail)?)
             }
+            MetricProviderType::Dynatrace => {
+                MetricProvider::Dynatrace(Dynatrace::from_template(provider, secret).map_err(fail)?)
+            }
+            MetricProviderType::Splunk => {
+                MetricProvider::Splunk(Splunk::from_template(provider, secret).map_err(fail)?)
+            }
             other => {
                 return Err(fail(QueryError::config(format!(
                     "metric provider `{}` is not supported by serin yet (supported: \
-                     prometheus, datadog, newrelic, graphite, influxdb)",
+                     prometheus, datadog, newrelic, graphite, influxdb, dynatrace, splunk)",
                     other.as_str()
                 ))));
             }

@@ -179,6 +179,28 @@ pub fn check_cost(query: &str) -> Result<(), TemplateError> {
 
 /// Renders `query` with `vars`, then collapses whitespace.
 pub fn render(query: &str, vars: &TemplateVars) -> Result<String, TemplateError> {
+    render_raw(query, vars).map(|rendered| collapse_whitespace(&rendered))
+}
+
+/// Renders a program whose statements end at line breaks (a Splunk SignalFlow program), as
+/// Flagger sends every query but Prometheus' and Graphite's: line breaks and indentation
+/// kept; only blank lines around it and spaces at line ends go.
+pub fn render_program(query: &str, vars: &TemplateVars) -> Result<String, TemplateError> {
+    let rendered = render_raw(query, vars)?;
+    let lines: Vec<&str> = rendered.lines().map(str::trim_end).collect();
+    let first = lines
+        .iter()
+        .position(|l| !l.is_empty())
+        .unwrap_or(lines.len());
+    let last = lines
+        .iter()
+        .rposition(|l| !l.is_empty())
+        .map_or(first, |i| i + 1);
+    Ok(lines.get(first..last).unwrap_or_default().join("\n"))
+}
+
+/// Renders `query` with `vars`, as written.
+fn render_raw(query: &str, vars: &TemplateVars) -> Result<String, TemplateError> {
     let env = environment(UndefinedBehavior::Strict);
     // A Flagger query written for Go's text/template: name the construct, not the parser.
     if let Some(construct) = crate::api::validate::go_template_constructs(query).first() {
@@ -190,7 +212,7 @@ pub fn render(query: &str, vars: &TemplateVars) -> Result<String, TemplateError>
         .template_from_str(query)
         .map_err(|e| TemplateError::Render(describe(&e)))?;
     match render_bounded(&template, vars.context())? {
-        Ok(rendered) => Ok(collapse_whitespace(&rendered)),
+        Ok(rendered) => Ok(rendered),
         Err(error) => {
             // Only now look for the culprit, so that `{{ variables.x | default("y") }}` and
             // `{% if variables.x is defined %}` keep working.
@@ -294,6 +316,22 @@ mod tests {
             "sum(rate(requests{namespace=\"test\", pod=~\"podinfo-.*\", app=\"web\"}[1m])) \
              / podinfo-svc podinfo-ing podinfo podinfo"
         );
+    }
+
+    #[test]
+    fn programs_keep_their_line_breaks() {
+        let program = "\n  \ntotal = data('n', filter=filter('sf_service', '{{ target }}')).sum()  \n\n\
+                       (total * {{ variables.app | length }}).publish()\n   \n";
+        assert_eq!(
+            render_program(program, &TemplateVars::example()).unwrap(),
+            "total = data('n', filter=filter('sf_service', 'podinfo')).sum()\n\n\
+             (total * 3).publish()"
+        );
+        assert_eq!(
+            render_program(" \n ", &TemplateVars::example()).unwrap(),
+            ""
+        );
+        assert!(render_program("{{ .Target }}", &TemplateVars::example()).is_err());
     }
 
     #[test]

@@ -56,10 +56,12 @@ impl WorldConfig {
         self
     }
 
-    /// The Datadog and New Relic emulators.
+    /// The SaaS metric API emulators: Datadog, New Relic, Dynatrace, Splunk.
     pub fn saas(mut self) -> Self {
         self.stack.datadog = true;
         self.stack.newrelic = true;
+        self.stack.dynatrace = true;
+        self.stack.splunk = true;
         self
     }
 

@@ -10,8 +10,8 @@
 //! - `GET /traffic`: the traffic world's split (requests/s per workload) and totals (JSON)
 //! - `GET /traffic/metrics`: the world's telemetry in Prometheus text (what Prometheus scrapes)
 //! - `GET|POST|DELETE /datadog/fault`, `/newrelic/fault`, `/graphite/fault`,
-//!   `/influxdb/fault`: that emulator's fault mode (`{mode, status, count}`, see
-//!   `provider_faults`)
+//!   `/influxdb/fault`, `/dynatrace/fault`, `/splunk/fault`: that metric-provider emulator's
+//!   fault mode (`{mode, status, count}`, see `provider_faults`)
 //! - `POST /compact`: drops the watch event history, so watches from older
 //!   resourceVersions get 410 Gone
 
@@ -35,6 +35,8 @@ pub struct State {
     pub newrelic: Arc<ProviderFaults>,
     pub graphite: Arc<ProviderFaults>,
     pub influxdb: Arc<ProviderFaults>,
+    pub dynatrace: Arc<ProviderFaults>,
+    pub splunk: Arc<ProviderFaults>,
 }
 
 pub async fn handle(
@@ -95,6 +97,12 @@ pub async fn handle(
         }
         ("GET" | "POST" | "DELETE", "/influxdb/fault") => {
             provider_fault(&state.influxdb, &method, req).await
+        }
+        ("GET" | "POST" | "DELETE", "/dynatrace/fault") => {
+            provider_fault(&state.dynatrace, &method, req).await
+        }
+        ("GET" | "POST" | "DELETE", "/splunk/fault") => {
+            provider_fault(&state.splunk, &method, req).await
         }
         ("DELETE", "/faults") => {
             shared.faults.clear();

@@ -3,8 +3,9 @@
 //! It serves the Kubernetes REST API on 127.0.0.1 (enough for kube-rs and kubectl), plays
 //! the Deployment/DaemonSet controllers and the kubelet, and can inject faults. Its traffic
 //! world sends simulated requests where the routing objects say and exports them as the
-//! meshes do, for a real Prometheus it can start and for its Datadog, New Relic, Graphite and
-//! InfluxDB API emulators. It knows nothing about any particular controller. See `e2e/README.md` for
+//! meshes do, for a real Prometheus it can start and for its Datadog, New Relic, Graphite,
+//! InfluxDB, Dynatrace and Splunk API emulators. It knows nothing about any particular
+//! controller. See `e2e/README.md` for
 //! what it emulates.
 //!
 //! ```no_run
@@ -25,6 +26,7 @@ mod datadog;
 mod defaults;
 pub mod demo;
 mod discovery;
+mod dynatrace;
 mod error;
 mod faults;
 mod fields;
@@ -50,6 +52,7 @@ mod schema;
 mod selector;
 mod server;
 mod simulator;
+mod splunk;
 mod store;
 mod table;
 pub mod testing;
@@ -58,12 +61,14 @@ mod watch;
 
 pub use control_plane::ControlPlane;
 pub use datadog::DatadogConfig;
+pub use dynatrace::{DynatraceConfig, service_entity_id};
 pub use faults::{FaultRule, Faults};
 pub use graphite::GraphiteConfig;
 pub use influxdb::InfluxDbConfig;
 pub use newrelic::NewRelicConfig;
 pub use provider_faults::{FaultMode, ProviderFault, ProviderFaults};
 pub use scenario::{ImageRule, Scenario, Workloads};
+pub use splunk::SplunkConfig;
 pub use traffic::world::{WorkloadStats, World};
 
 use anyhow::{Context, Result};
@@ -108,6 +113,11 @@ pub struct StackConfig {
     /// Start the InfluxDB query API emulator (token, org, bucket and faults:
     /// `scenario.influxdb`).
     pub influxdb: bool,
+    /// Start the Dynatrace Metrics API emulator (token and faults: `scenario.dynatrace`).
+    pub dynatrace: bool,
+    /// Start the Splunk Observability (SignalFlow) emulator (token and faults:
+    /// `scenario.splunk`).
+    pub splunk: bool,
     /// The traffic world's time moves only through `Stack::traffic().step(..)`, for
     /// deterministic tests; otherwise it ticks every second.
     pub manual_traffic_clock: bool,
@@ -143,6 +153,8 @@ impl Default for StackConfig {
             newrelic: false,
             graphite: false,
             influxdb: false,
+            dynatrace: false,
+            splunk: false,
             manual_traffic_clock: false,
             control_plane: ControlPlane::default(),
             crds: Vec::new(),
@@ -170,6 +182,10 @@ pub struct Stack {
     graphite_faults: Arc<ProviderFaults>,
     influxdb_url: Option<String>,
     influxdb_faults: Arc<ProviderFaults>,
+    dynatrace_url: Option<String>,
+    dynatrace_faults: Arc<ProviderFaults>,
+    splunk_url: Option<String>,
+    splunk_faults: Arc<ProviderFaults>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     kube_local: Option<control_plane::KubeLocal>,
@@ -209,6 +225,8 @@ impl Stack {
         let newrelic_url = url_of(listeners.newrelic.as_ref())?;
         let graphite_url = url_of(listeners.graphite.as_ref())?;
         let influxdb_url = url_of(listeners.influxdb.as_ref())?;
+        let dynatrace_url = url_of(listeners.dynatrace.as_ref())?;
+        let splunk_url = url_of(listeners.splunk.as_ref())?;
         let (kubeconfig, remove_kubeconfig) = kubeconfig_file(&config);
         let api = match real {
             true => ApiServer::start_kube_local(&kubeconfig, &config).await?,
@@ -233,6 +251,10 @@ impl Stack {
             graphite_faults: provider_faults(config.scenario.graphite.fault.as_ref()),
             influxdb_url,
             influxdb_faults: provider_faults(config.scenario.influxdb.fault.as_ref()),
+            dynatrace_url,
+            dynatrace_faults: provider_faults(config.scenario.dynatrace.fault.as_ref()),
+            splunk_url,
+            splunk_faults: provider_faults(config.scenario.splunk.fault.as_ref()),
             stop,
             tasks: Vec::new(),
             kube_local: api.kube_local,
@@ -268,8 +290,8 @@ impl Stack {
         Ok(stack)
     }
 
-    /// Serves each bound port: the emulated API, the admin server, the Datadog, New Relic,
-    /// Graphite and InfluxDB emulators.
+    /// Serves each bound port: the emulated API, the admin server, the metric-provider
+    /// emulators.
     fn spawn_servers(&mut self, listeners: Listeners, config: &StackConfig) {
         // What the API and admin servers share: the admin server reports the open watches.
         let shared = Arc::new(server::Shared {
@@ -291,6 +313,8 @@ impl Stack {
                 newrelic: self.newrelic_faults.clone(),
                 graphite: self.graphite_faults.clone(),
                 influxdb: self.influxdb_faults.clone(),
+                dynatrace: self.dynatrace_faults.clone(),
+                splunk: self.splunk_faults.clone(),
             });
             self.serve_on(l, move |req| admin::handle(admin.clone(), req));
         }
@@ -325,6 +349,22 @@ impl Stack {
                 config: config.scenario.influxdb.clone(),
             });
             self.serve_on(l, move |req| influxdb::handle(influxdb.clone(), req));
+        }
+        if let Some(l) = listeners.dynatrace {
+            let dt = Arc::new(dynatrace::Dynatrace {
+                world: self.world.clone(),
+                faults: self.dynatrace_faults.clone(),
+                config: config.scenario.dynatrace.clone(),
+            });
+            self.serve_on(l, move |req| dynatrace::handle(dt.clone(), req));
+        }
+        if let Some(l) = listeners.splunk {
+            let sf = Arc::new(splunk::Splunk {
+                world: self.world.clone(),
+                faults: self.splunk_faults.clone(),
+                config: config.scenario.splunk.clone(),
+            });
+            self.serve_on(l, move |req| splunk::handle(sf.clone(), req));
         }
     }
 
@@ -550,6 +590,26 @@ impl Stack {
         &self.influxdb_faults
     }
 
+    /// The Dynatrace emulator's URL (`StackConfig::dynatrace`).
+    pub fn dynatrace_url(&self) -> Option<&str> {
+        self.dynatrace_url.as_deref()
+    }
+
+    /// The Dynatrace emulator's fault mode.
+    pub fn dynatrace_faults(&self) -> &ProviderFaults {
+        &self.dynatrace_faults
+    }
+
+    /// The Splunk emulator's URL (`StackConfig::splunk`): its API and its SignalFlow stream.
+    pub fn splunk_url(&self) -> Option<&str> {
+        self.splunk_url.as_deref()
+    }
+
+    /// The Splunk emulator's fault mode.
+    pub fn splunk_faults(&self) -> &ProviderFaults {
+        &self.splunk_faults
+    }
+
     /// Stops serving and closes every connection (watches end).
     pub async fn shutdown(mut self) {
         if let Some(p) = self.prometheus.take() {
@@ -608,7 +668,12 @@ fn traffic_world(config: &StackConfig, store: Arc<store::Store>, real: bool) -> 
         store,
         config.scenario.traffic.clone(),
         config.manual_traffic_clock,
-        config.datadog || config.newrelic || config.graphite || config.influxdb,
+        config.datadog
+            || config.newrelic
+            || config.graphite
+            || config.influxdb
+            || config.dynatrace
+            || config.splunk,
     )
     .map_err(|e| anyhow::anyhow!("scenario: {e}"))?;
     // Over the real control plane the mirror accepts HTTPRoutes through the API.
@@ -625,6 +690,8 @@ struct Listeners {
     newrelic: Option<TcpListener>,
     graphite: Option<TcpListener>,
     influxdb: Option<TcpListener>,
+    dynatrace: Option<TcpListener>,
+    splunk: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -652,6 +719,14 @@ impl Listeners {
             .await?,
             influxdb: bind(config.influxdb.then_some(0), |_| {
                 "binding the InfluxDB emulator's port".to_string()
+            })
+            .await?,
+            dynatrace: bind(config.dynatrace.then_some(0), |_| {
+                "binding the Dynatrace emulator's port".to_string()
+            })
+            .await?,
+            splunk: bind(config.splunk.then_some(0), |_| {
+                "binding the Splunk emulator's port".to_string()
             })
             .await?,
         })

@@ -54,6 +54,12 @@ enum Command {
         /// Start the InfluxDB query API emulator; prints `influxdb <url>`.
         #[arg(long)]
         influxdb: bool,
+        /// Start the Dynatrace Metrics API emulator; prints `dynatrace <url>`.
+        #[arg(long)]
+        dynatrace: bool,
+        /// Start the Splunk Observability (SignalFlow) emulator; prints `splunk <url>`.
+        #[arg(long)]
+        splunk: bool,
         /// The routing objects the traffic world follows (overrides the scenario's
         /// `traffic.provider`): kubernetes, istio, gatewayapi, linkerd, smi, osm, nginx.
         #[arg(long)]
@@ -96,6 +102,8 @@ async fn main() -> Result<()> {
             newrelic,
             graphite,
             influxdb,
+            dynatrace,
+            splunk,
             mesh_provider,
             control_plane,
         } => {
@@ -118,6 +126,8 @@ async fn main() -> Result<()> {
                 newrelic,
                 graphite,
                 influxdb,
+                dynatrace,
+                splunk,
                 control_plane,
                 ..StackConfig::default()
             };
@@ -144,6 +154,8 @@ fn print_urls(out: &mut impl Write, stack: &Stack) -> Result<()> {
         ("newrelic", stack.newrelic_url()),
         ("graphite", stack.graphite_url()),
         ("influxdb", stack.influxdb_url()),
+        ("dynatrace", stack.dynatrace_url()),
+        ("splunk", stack.splunk_url()),
     ] {
         if let Some(url) = url {
             writeln!(out, "{name} {url}")?;

@@ -16,8 +16,8 @@
 //!     status: 503
 //! ```
 //!
-//! plus `traffic` (see `traffic/config.rs`), `datadog`, `newrelic`, `graphite` and `influxdb` (see
-//! those modules). Unknown top-level keys are ignored.
+//! plus `traffic` (see `traffic/config.rs`), `datadog`, `newrelic`, `graphite`, `influxdb`,
+//! `dynatrace` and `splunk` (see those modules). Unknown top-level keys are ignored.
 
 use crate::faults::FaultRule;
 use crate::traffic::config::Traffic;
@@ -50,6 +50,12 @@ pub struct Scenario {
     /// `influxdb`).
     #[serde(default)]
     pub influxdb: crate::influxdb::InfluxDbConfig,
+    /// The Dynatrace emulator's token and initial fault (see `dynatrace`).
+    #[serde(default)]
+    pub dynatrace: crate::dynatrace::DynatraceConfig,
+    /// The Splunk emulator's token and initial fault (see `splunk`).
+    #[serde(default)]
+    pub splunk: crate::splunk::SplunkConfig,
 }
 
 /// How the simulated workloads behave.

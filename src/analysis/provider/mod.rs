@@ -5,10 +5,12 @@
 //! series or an HTML error page each have their own outcome.
 
 pub mod datadog;
+pub mod dynatrace;
 pub mod graphite;
 pub mod influxdb;
 pub mod newrelic;
 pub mod prometheus;
+pub mod splunk;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,10 +20,12 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 
 use datadog::Datadog;
+use dynatrace::Dynatrace;
 use graphite::Graphite;
 use influxdb::InfluxDb;
 use newrelic::NewRelic;
 use prometheus::Prometheus;
+use splunk::Splunk;
 
 /// One rendered query and the window it covers.
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +49,8 @@ pub enum MetricProvider {
     NewRelic(NewRelic),
     Graphite(Graphite),
     InfluxDb(InfluxDb),
+    Dynatrace(Dynatrace),
+    Splunk(Splunk),
 }
 
 impl MetricProvider {
@@ -76,6 +82,24 @@ impl MetricProvider {
             MetricProvider::InfluxDb(influxdb) => {
                 influxdb.query(http, query.text, query.deadline).await
             }
+            MetricProvider::Dynatrace(dynatrace) => {
+                let Query {
+                    text,
+                    interval,
+                    now,
+                    deadline,
+                } = query;
+                dynatrace.query(http, text, interval, now, deadline).await
+            }
+            MetricProvider::Splunk(splunk) => {
+                let Query {
+                    text,
+                    interval,
+                    now,
+                    deadline,
+                } = query;
+                splunk.query(http, text, interval, now, deadline).await
+            }
         }
     }
 
@@ -87,7 +111,15 @@ impl MetricProvider {
             MetricProvider::NewRelic(newrelic) => newrelic.is_online(http).await,
             MetricProvider::Graphite(graphite) => graphite.is_online(http).await,
             MetricProvider::InfluxDb(influxdb) => influxdb.is_online(http).await,
+            MetricProvider::Dynatrace(dynatrace) => dynatrace.is_online(http).await,
+            MetricProvider::Splunk(splunk) => splunk.is_online(http).await,
         }
+    }
+
+    /// Whether the query keeps its line breaks when rendered: a SignalFlow program's
+    /// statements end at them. Every other query is sent on one line.
+    pub fn keeps_line_breaks(&self) -> bool {
+        matches!(self, MetricProvider::Splunk(_))
     }
 
     /// Backends with the same key are one server: its availability is checked once. Only a
@@ -96,8 +128,12 @@ impl MetricProvider {
     pub fn availability_key(&self) -> Option<String> {
         match self {
             MetricProvider::Prometheus(prometheus) => Some(prometheus.address().to_string()),
-            MetricProvider::Datadog(_) | MetricProvider::NewRelic(_) => None,
-            MetricProvider::Graphite(_) | MetricProvider::InfluxDb(_) => None,
+            MetricProvider::Datadog(_)
+            | MetricProvider::NewRelic(_)
+            | MetricProvider::Graphite(_)
+            | MetricProvider::InfluxDb(_)
+            | MetricProvider::Dynatrace(_)
+            | MetricProvider::Splunk(_) => None,
         }
     }
 
@@ -132,7 +168,10 @@ impl MetricProvider {
                 } = query;
                 graphite.series(http, text, interval, now, deadline).await
             }
-            MetricProvider::Datadog(_) | MetricProvider::NewRelic(_) => Err(QueryError::config(
+            MetricProvider::Datadog(_)
+            | MetricProvider::NewRelic(_)
+            | MetricProvider::Dynatrace(_)
+            | MetricProvider::Splunk(_) => Err(QueryError::config(
                 "the judge compares series over time, which serin reads from Prometheus only: \
                  use a Prometheus MetricTemplate, or thresholds for this metric",
             )),
@@ -506,8 +545,9 @@ fn rate_limit_reset(answer: &Answer) -> Duration {
 
 /// Every reading of a provider's answer from one hostile reply, for the fuzz target
 /// (`fuzz/fuzz_targets/provider_answers.rs`): Prometheus instant and range answers, Datadog
-/// v1 and v2, New Relic NerdGraph, Graphite's render answer, InfluxDB's annotated CSV, the
-/// error description and the rate-limit wait. Each must
+/// v1 and v2, New Relic NerdGraph, Graphite's render answer, InfluxDB's annotated CSV,
+/// Dynatrace (and its rate-limit reset), a Splunk event stream, the error description and the
+/// rate-limit wait. Each must
 /// return, never panic, and never quote more than a short excerpt of the body.
 #[cfg(feature = "fuzzing")]
 pub fn read_every_way(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<String> {
@@ -534,6 +574,12 @@ pub fn read_every_way(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<
         shown(datadog::read_v1(&answer)),
         shown(datadog::read_v2(&answer)),
         shown(newrelic::read_nerdgraph(&answer)),
+        shown(dynatrace::read_answer(&answer)),
+        format!(
+            "{:?}",
+            rate_limit_reset(&dynatrace::reset_in_seconds(&answer, 0))
+        ),
+        shown(splunk::read_stream(&answer.body)),
         answer.describe_body(),
         answer.status_error("fuzz").message,
         format!("{:?}", rate_limit_reset(&answer)),

@@ -1,0 +1,236 @@
+//! The Dynatrace provider against the stack's emulator, through `Analyzer::run` as the
+//! controller calls it, on the shipped example template: the faulty canary's error rate, no
+//! data (no service, null and empty answers), a refused token, 429 with its reset (retried
+//! within the budget, else an error), an outage (5xx, a hung server) that holds a `hold`
+//! metric instead of failing it.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use serin::analysis::{Analyzer, Evaluation};
+use serin::api::canary::MetricVerdict;
+use serin::api::{Canary, Provider};
+use serin_stack::testing as common;
+use serin_stack::{FaultMode, ProviderFault, Scenario, Stack, StackConfig};
+use serin_testkit::Poll;
+
+/// A stack whose world sends 50 requests/s to the `podinfo` apex, split 50/50 by a
+/// VirtualService between a healthy `podinfo-primary` and a `podinfo` canary failing 30 %,
+/// with the Dynatrace emulator.
+async fn world() -> (Stack, kube::Client) {
+    let scenario = Scenario::parse(
+        "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: istio\n  services:\n    - name: podinfo\n      rate: 50\n",
+    )
+    .unwrap();
+    let stack = Stack::start(StackConfig {
+        scenario,
+        dynatrace: true,
+        ..StackConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = common::client(&stack);
+    for crd in serin::api::crds() {
+        common::create(&client, serde_json::to_value(&crd).unwrap()).await;
+    }
+    common::podinfo_split_by_istio(&client, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
+    (stack, client)
+}
+
+/// `examples/metrictemplate-dynatrace.yaml` in namespace `default`, on the emulator, and its
+/// Secret holding `token`.
+async fn template(stack: &Stack, client: &kube::Client, token: &str) {
+    common::create(
+        client,
+        json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "dynatrace", "namespace": "default"},
+            "stringData": {"dynatrace_token": token}}),
+    )
+    .await;
+    let path = format!(
+        "{}/examples/metrictemplate-dynatrace.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut template: Value =
+        serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    template["metadata"]["namespace"] = json!("default");
+    template["spec"]["provider"]["address"] = json!(stack.dynatrace_url().unwrap());
+    common::create(client, template).await;
+}
+
+const TOKEN: &str = "dt0c01.SERINSTACK.serin-dt-token";
+
+/// A Canary of `target` checking the example template's error rate (at most 1 %) under
+/// `policy`.
+fn canary(target: &str, policy: &str) -> Canary {
+    let mut canary = serin_testkit::canary("podinfo")
+        .provider("istio")
+        .without("progressDeadlineSeconds")
+        .analysis(
+            json!({"interval": "10s", "threshold": 2, "stepWeight": 10, "metrics": [
+            {"name": "error-rate", "templateRef": {"name": "dynatrace-error-rate"},
+             "thresholdRange": {"max": 1}, "interval": "10s", "noDataPolicy": policy}]}),
+        )
+        .build();
+    canary["spec"]["targetRef"]["name"] = json!(target);
+    serde_json::from_value(canary).unwrap()
+}
+
+fn analyzer(client: &kube::Client, budget: Duration) -> Analyzer {
+    Analyzer::new(client.clone(), "http://127.0.0.1:1".into(), Provider::Istio)
+        .unwrap()
+        .with_timeout(Duration::from_secs(2))
+        .unwrap()
+        .with_check_budget(budget)
+}
+
+/// Runs until the metric has a value (the world needs a moment), at most 10 s.
+async fn run_valued(analyzer: &Analyzer, canary: &Canary) -> Evaluation {
+    let poll = Poll::new(Duration::from_secs(10)).every(Duration::from_millis(300));
+    loop {
+        let e = analyzer.run(canary, None).await;
+        if e.observations[0].value.is_some() || poll.expired() {
+            return e;
+        }
+        poll.next().await;
+    }
+}
+
+fn near(got: Option<f64>, want: f64) -> bool {
+    got.is_some_and(|g| (g - want).abs() <= want * 0.05)
+}
+
+fn message(e: &Evaluation) -> String {
+    e.observations[0].message.clone().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn dynatrace_values_no_data_and_faults() {
+    let (stack, client) = world().await;
+    template(&stack, &client, TOKEN).await;
+    let analyzer = analyzer(&client, Duration::from_millis(1500));
+
+    // The faulty canary's 30 % server errors, read from the world.
+    let e = run_valued(&analyzer, &canary("podinfo", "fail")).await;
+    assert!(near(e.observations[0].value, 30.0), "{e:?}");
+    assert_eq!(e.observations[0].verdict, MetricVerdict::Fail);
+    assert!(
+        matches!(&e.outcome, serin_core::Analysis::Fail(r) if r.starts_with("error-rate 3") && r.ends_with(" > 1")),
+        "{:?}",
+        e.outcome
+    );
+    let healthy = run_valued(&analyzer, &canary("podinfo-primary", "fail")).await;
+    assert_eq!(healthy.observations[0].value, Some(0.0), "{healthy:?}");
+    assert_eq!(healthy.outcome, serin_core::Analysis::Pass);
+    assert_eq!(
+        analyzer
+            .check_availability(&canary("podinfo", "fail"))
+            .await,
+        Ok(())
+    );
+
+    // No service of that name: no series, which is no data.
+    let e = analyzer.run(&canary("nobody", "fail"), None).await;
+    assert_eq!(e.observations[0].verdict, MetricVerdict::NoData, "{e:?}");
+    assert!(message(&e).contains("matched no series"), "{}", message(&e));
+
+    for (mode, verdict, needle) in [
+        (FaultMode::NullPoints, MetricVerdict::NoData, "null"),
+        (FaultMode::Empty, MetricVerdict::NoData, "no series"),
+        (FaultMode::RateLimit, MetricVerdict::Error, "resets in 2s"),
+        (FaultMode::Error, MetricVerdict::Error, "503"),
+        (
+            FaultMode::Hang,
+            MetricVerdict::Error,
+            "did not answer within 2s",
+        ),
+    ] {
+        stack.dynatrace_faults().set(ProviderFault::new(mode));
+        let e = analyzer.run(&canary("podinfo", "fail"), None).await;
+        assert_eq!(e.observations[0].verdict, verdict, "{mode:?}: {e:?}");
+        assert!(message(&e).contains(needle), "{mode:?}: {}", message(&e));
+        stack.dynatrace_faults().clear();
+    }
+
+    // Several series: the last is read, as Flagger does (the emulator doubles it).
+    stack
+        .dynatrace_faults()
+        .set(ProviderFault::new(FaultMode::SeveralSeries));
+    let e = analyzer.run(&canary("podinfo", "fail"), None).await;
+    assert!(near(e.observations[0].value, 60.0), "{e:?}");
+    stack.dynatrace_faults().clear();
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn dynatrace_outages_hold_and_a_refused_token_fails() {
+    let (stack, client) = world().await;
+    template(&stack, &client, TOKEN).await;
+    let analyzer = analyzer(&client, Duration::from_millis(1500));
+    run_valued(&analyzer, &canary("podinfo", "hold")).await;
+
+    // Down, throttled or hung: the monitoring's outage holds a `hold` metric.
+    for mode in [FaultMode::Error, FaultMode::RateLimit, FaultMode::Hang] {
+        stack.dynatrace_faults().set(ProviderFault::new(mode));
+        let e = analyzer.run(&canary("podinfo", "hold"), None).await;
+        assert!(
+            matches!(&e.outcome, serin_core::Analysis::Hold(r) if r.contains("waiting for dynatrace")),
+            "{mode:?}: {:?}",
+            e.outcome
+        );
+        stack.dynatrace_faults().clear();
+    }
+
+    // A token Dynatrace refuses is a misconfiguration: it fails whatever the policy.
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), "default");
+    secrets
+        .delete("dynatrace", &Default::default())
+        .await
+        .unwrap();
+    common::create(
+        &client,
+        json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "dynatrace", "namespace": "default"},
+            "stringData": {"dynatrace_token": "dt0c01.WRONG"}}),
+    )
+    .await;
+    let e = analyzer.run(&canary("podinfo", "hold"), None).await;
+    assert_eq!(e.observations[0].verdict, MetricVerdict::Error, "{e:?}");
+    assert!(
+        message(&e).contains("401") && message(&e).contains("Token Authentication failed"),
+        "{}",
+        message(&e)
+    );
+    assert!(
+        matches!(&e.outcome, serin_core::Analysis::Fail(_)),
+        "{:?}",
+        e.outcome
+    );
+    let down = analyzer
+        .check_availability(&canary("podinfo", "hold"))
+        .await
+        .unwrap_err();
+    assert!(down.contains("dynatrace is not available"), "{down}");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn dynatrace_429_is_retried_after_the_reset_within_the_budget() {
+    let (stack, client) = world().await;
+    template(&stack, &client, TOKEN).await;
+    let analyzer = analyzer(&client, Duration::from_secs(15));
+    run_valued(&analyzer, &canary("podinfo", "fail")).await;
+    stack.dynatrace_faults().set(ProviderFault {
+        count: Some(1),
+        ..ProviderFault::new(FaultMode::RateLimit)
+    });
+    let started = Instant::now();
+    let e = analyzer.run(&canary("podinfo", "fail"), None).await;
+    assert!(near(e.observations[0].value, 30.0), "{e:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited for the reset"
+    );
+    stack.shutdown().await;
+}
