@@ -1,8 +1,10 @@
-//! The metric providers against the stack's Prometheus, Datadog and New Relic, one binary:
+//! The metric providers against the stack's Prometheus, Datadog, New Relic, CloudWatch and
+//! Stackdriver, one binary:
 //! the analysis in process, `serin analyze` as users run it, and each provider's answers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod analysis;
 mod analyze_cli;
+mod cloud_providers;
 mod providers_stack;

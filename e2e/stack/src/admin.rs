@@ -9,8 +9,9 @@
 //!   watches close after sending N events (0 turns it off)
 //! - `GET /traffic`: the traffic world's split (requests/s per workload) and totals (JSON)
 //! - `GET /traffic/metrics`: the world's telemetry in Prometheus text (what Prometheus scrapes)
-//! - `GET|POST|DELETE /datadog/fault`, `/newrelic/fault`: the Datadog (New Relic) emulator's fault mode (`{mode, status,
-//!   count}`, see `provider_faults`)
+//! - `GET|POST|DELETE /datadog/fault`, `/newrelic/fault`, `/cloudwatch/fault`,
+//!   `/stackdriver/fault`: that emulator's fault mode (`{mode, status, count}`, see
+//!   `provider_faults`)
 //! - `POST /compact`: drops the watch event history, so watches from older
 //!   resourceVersions get 410 Gone
 
@@ -32,6 +33,8 @@ pub struct State {
     pub world: Arc<World>,
     pub datadog: Arc<ProviderFaults>,
     pub newrelic: Arc<ProviderFaults>,
+    pub cloudwatch: Arc<ProviderFaults>,
+    pub stackdriver: Arc<ProviderFaults>,
 }
 
 pub async fn handle(
@@ -86,6 +89,12 @@ pub async fn handle(
         }
         ("GET" | "POST" | "DELETE", "/newrelic/fault") => {
             provider_fault(&state.newrelic, &method, req).await
+        }
+        ("GET" | "POST" | "DELETE", "/cloudwatch/fault") => {
+            provider_fault(&state.cloudwatch, &method, req).await
+        }
+        ("GET" | "POST" | "DELETE", "/stackdriver/fault") => {
+            provider_fault(&state.stackdriver, &method, req).await
         }
         ("DELETE", "/faults") => {
             shared.faults.clear();

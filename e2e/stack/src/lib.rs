@@ -3,8 +3,8 @@
 //! It serves the Kubernetes REST API on 127.0.0.1 (enough for kube-rs and kubectl), plays
 //! the Deployment/DaemonSet controllers and the kubelet, and can inject faults. Its traffic
 //! world sends simulated requests where the routing objects say and exports them as the
-//! meshes do, for a real Prometheus it can start and for its Datadog and New Relic API
-//! emulators. It knows nothing about any particular controller. See `e2e/README.md` for
+//! meshes do, for a real Prometheus it can start and for its Datadog, New Relic, CloudWatch
+//! and Stackdriver API emulators. It knows nothing about any particular controller. See `e2e/README.md` for
 //! what it emulates.
 //!
 //! ```no_run
@@ -17,6 +17,7 @@
 
 mod admin;
 mod apply;
+mod cloudwatch;
 pub mod control_plane;
 mod convert;
 mod crd;
@@ -48,18 +49,21 @@ mod schema;
 mod selector;
 mod server;
 mod simulator;
+mod stackdriver;
 mod store;
 mod table;
 pub mod testing;
 pub mod traffic;
 mod watch;
 
+pub use cloudwatch::CloudWatchConfig;
 pub use control_plane::ControlPlane;
 pub use datadog::DatadogConfig;
 pub use faults::{FaultRule, Faults};
 pub use newrelic::NewRelicConfig;
 pub use provider_faults::{FaultMode, ProviderFault, ProviderFaults};
 pub use scenario::{ImageRule, Scenario, Workloads};
+pub use stackdriver::StackdriverConfig;
 pub use traffic::world::{WorkloadStats, World};
 
 use anyhow::{Context, Result};
@@ -99,6 +103,11 @@ pub struct StackConfig {
     pub datadog: bool,
     /// Start the New Relic API emulator (account, keys and faults: `scenario.newrelic`).
     pub newrelic: bool,
+    /// Start the CloudWatch API emulator (keys, region and faults: `scenario.cloudwatch`).
+    pub cloudwatch: bool,
+    /// Start the Stackdriver (Cloud Monitoring) emulator and its token endpoints (project,
+    /// account and faults: `scenario.stackdriver`).
+    pub stackdriver: bool,
     /// The traffic world's time moves only through `Stack::traffic().step(..)`, for
     /// deterministic tests; otherwise it ticks every second.
     pub manual_traffic_clock: bool,
@@ -132,6 +141,8 @@ impl Default for StackConfig {
             prometheus: false,
             datadog: false,
             newrelic: false,
+            cloudwatch: false,
+            stackdriver: false,
             manual_traffic_clock: false,
             control_plane: ControlPlane::default(),
             crds: Vec::new(),
@@ -155,6 +166,10 @@ pub struct Stack {
     datadog_faults: Arc<ProviderFaults>,
     newrelic_url: Option<String>,
     newrelic_faults: Arc<ProviderFaults>,
+    cloudwatch_url: Option<String>,
+    cloudwatch_faults: Arc<ProviderFaults>,
+    stackdriver_url: Option<String>,
+    stackdriver_faults: Arc<ProviderFaults>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     kube_local: Option<control_plane::KubeLocal>,
@@ -192,6 +207,8 @@ impl Stack {
         let admin_url = url_of(listeners.admin.as_ref())?;
         let datadog_url = url_of(listeners.datadog.as_ref())?;
         let newrelic_url = url_of(listeners.newrelic.as_ref())?;
+        let cloudwatch_url = url_of(listeners.cloudwatch.as_ref())?;
+        let stackdriver_url = url_of(listeners.stackdriver.as_ref())?;
         let (kubeconfig, remove_kubeconfig) = kubeconfig_file(&config);
         let api = match real {
             true => ApiServer::start_kube_local(&kubeconfig, &config).await?,
@@ -212,6 +229,10 @@ impl Stack {
             datadog_faults: provider_faults(config.scenario.datadog.fault.as_ref()),
             newrelic_url,
             newrelic_faults: provider_faults(config.scenario.newrelic.fault.as_ref()),
+            cloudwatch_url,
+            cloudwatch_faults: provider_faults(config.scenario.cloudwatch.fault.as_ref()),
+            stackdriver_url,
+            stackdriver_faults: provider_faults(config.scenario.stackdriver.fault.as_ref()),
             stop,
             tasks: Vec::new(),
             kube_local: api.kube_local,
@@ -247,8 +268,8 @@ impl Stack {
         Ok(stack)
     }
 
-    /// Serves each bound port: the emulated API, the admin server, the Datadog and New Relic
-    /// emulators.
+    /// Serves each bound port: the emulated API, the admin server, the Datadog, New Relic,
+    /// CloudWatch and Stackdriver emulators.
     fn spawn_servers(&mut self, listeners: Listeners, config: &StackConfig) {
         // What the API and admin servers share: the admin server reports the open watches.
         let shared = Arc::new(server::Shared {
@@ -268,6 +289,8 @@ impl Stack {
                 world: self.world.clone(),
                 datadog: self.datadog_faults.clone(),
                 newrelic: self.newrelic_faults.clone(),
+                cloudwatch: self.cloudwatch_faults.clone(),
+                stackdriver: self.stackdriver_faults.clone(),
             });
             self.serve_on(l, move |req| admin::handle(admin.clone(), req));
         }
@@ -286,6 +309,22 @@ impl Stack {
                 config: config.scenario.newrelic.clone(),
             });
             self.serve_on(l, move |req| newrelic::handle(nr.clone(), req));
+        }
+        if let Some(l) = listeners.cloudwatch {
+            let cw = Arc::new(cloudwatch::CloudWatch {
+                world: self.world.clone(),
+                faults: self.cloudwatch_faults.clone(),
+                config: config.scenario.cloudwatch.clone(),
+            });
+            self.serve_on(l, move |req| cloudwatch::handle(cw.clone(), req));
+        }
+        if let Some(l) = listeners.stackdriver {
+            let sd = Arc::new(stackdriver::Stackdriver::new(
+                self.world.clone(),
+                self.stackdriver_faults.clone(),
+                config.scenario.stackdriver.clone(),
+            ));
+            self.serve_on(l, move |req| stackdriver::handle(sd.clone(), req));
         }
     }
 
@@ -491,6 +530,27 @@ impl Stack {
         &self.newrelic_faults
     }
 
+    /// The CloudWatch emulator's URL (`StackConfig::cloudwatch`).
+    pub fn cloudwatch_url(&self) -> Option<&str> {
+        self.cloudwatch_url.as_deref()
+    }
+
+    /// The CloudWatch emulator's fault mode.
+    pub fn cloudwatch_faults(&self) -> &ProviderFaults {
+        &self.cloudwatch_faults
+    }
+
+    /// The Stackdriver emulator's URL (`StackConfig::stackdriver`): its query API, `/token`
+    /// (a service-account key's `token_uri`) and the metadata server's token path.
+    pub fn stackdriver_url(&self) -> Option<&str> {
+        self.stackdriver_url.as_deref()
+    }
+
+    /// The Stackdriver emulator's fault mode.
+    pub fn stackdriver_faults(&self) -> &ProviderFaults {
+        &self.stackdriver_faults
+    }
+
     /// Stops serving and closes every connection (watches end).
     pub async fn shutdown(mut self) {
         if let Some(p) = self.prometheus.take() {
@@ -549,7 +609,7 @@ fn traffic_world(config: &StackConfig, store: Arc<store::Store>, real: bool) -> 
         store,
         config.scenario.traffic.clone(),
         config.manual_traffic_clock,
-        config.datadog || config.newrelic,
+        config.datadog || config.newrelic || config.cloudwatch || config.stackdriver,
     )
     .map_err(|e| anyhow::anyhow!("scenario: {e}"))?;
     // Over the real control plane the mirror accepts HTTPRoutes through the API.
@@ -564,6 +624,8 @@ struct Listeners {
     admin: Option<TcpListener>,
     datadog: Option<TcpListener>,
     newrelic: Option<TcpListener>,
+    cloudwatch: Option<TcpListener>,
+    stackdriver: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -583,6 +645,14 @@ impl Listeners {
             .await?,
             newrelic: bind(config.newrelic.then_some(0), |_| {
                 "binding the New Relic emulator's port".to_string()
+            })
+            .await?,
+            cloudwatch: bind(config.cloudwatch.then_some(0), |_| {
+                "binding the CloudWatch emulator's port".to_string()
+            })
+            .await?,
+            stackdriver: bind(config.stackdriver.then_some(0), |_| {
+                "binding the Stackdriver emulator's port".to_string()
             })
             .await?,
         })

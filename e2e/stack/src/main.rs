@@ -48,6 +48,12 @@ enum Command {
         /// Start the New Relic API emulator; prints `newrelic <url>`.
         #[arg(long)]
         newrelic: bool,
+        /// Start the CloudWatch API emulator; prints `cloudwatch <url>`.
+        #[arg(long)]
+        cloudwatch: bool,
+        /// Start the Stackdriver emulator and its token endpoints; prints `stackdriver <url>`.
+        #[arg(long)]
+        stackdriver: bool,
         /// The routing objects the traffic world follows (overrides the scenario's
         /// `traffic.provider`): kubernetes, istio, gatewayapi, linkerd, smi, osm, nginx.
         #[arg(long)]
@@ -88,6 +94,8 @@ async fn main() -> Result<()> {
             prometheus,
             datadog,
             newrelic,
+            cloudwatch,
+            stackdriver,
             mesh_provider,
             control_plane,
         } => {
@@ -108,6 +116,8 @@ async fn main() -> Result<()> {
                 prometheus,
                 datadog,
                 newrelic,
+                cloudwatch,
+                stackdriver,
                 control_plane,
                 ..StackConfig::default()
             };
@@ -132,6 +142,8 @@ fn print_urls(out: &mut impl Write, stack: &Stack) -> Result<()> {
         ("prometheus", stack.prometheus_url()),
         ("datadog", stack.datadog_url()),
         ("newrelic", stack.newrelic_url()),
+        ("cloudwatch", stack.cloudwatch_url()),
+        ("stackdriver", stack.stackdriver_url()),
     ] {
         if let Some(url) = url {
             writeln!(out, "{name} {url}")?;

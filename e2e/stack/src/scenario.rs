@@ -16,8 +16,8 @@
 //!     status: 503
 //! ```
 //!
-//! plus `traffic` (see `traffic/config.rs`) `datadog` and `newrelic` (see those modules). Unknown top-level
-//! keys are ignored.
+//! plus `traffic` (see `traffic/config.rs`), `datadog`, `newrelic`, `cloudwatch` and
+//! `stackdriver` (see those modules). Unknown top-level keys are ignored.
 
 use crate::faults::FaultRule;
 use crate::traffic::config::Traffic;
@@ -43,6 +43,12 @@ pub struct Scenario {
     /// The New Relic emulator's account, keys and initial fault (see `newrelic`).
     #[serde(default)]
     pub newrelic: crate::newrelic::NewRelicConfig,
+    /// The CloudWatch emulator's keys, region and initial fault (see `cloudwatch`).
+    #[serde(default)]
+    pub cloudwatch: crate::cloudwatch::CloudWatchConfig,
+    /// The Stackdriver emulator's project, account and initial fault (see `stackdriver`).
+    #[serde(default)]
+    pub stackdriver: crate::stackdriver::StackdriverConfig,
 }
 
 /// How the simulated workloads behave.

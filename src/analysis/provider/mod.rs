@@ -4,9 +4,12 @@
 //! (with its cause). Nothing is ever turned into a silent 0: a null point, a NaN, an empty
 //! series or an HTML error page each have their own outcome.
 
+pub mod cloud;
+pub mod cloudwatch;
 pub mod datadog;
 pub mod newrelic;
 pub mod prometheus;
+pub mod stackdriver;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,9 +18,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 
+use cloudwatch::CloudWatch;
 use datadog::Datadog;
 use newrelic::NewRelic;
 use prometheus::Prometheus;
+use stackdriver::Stackdriver;
 
 /// One rendered query and the window it covers.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +44,8 @@ pub enum MetricProvider {
     Prometheus(Prometheus),
     Datadog(Datadog),
     NewRelic(NewRelic),
+    CloudWatch(CloudWatch),
+    Stackdriver(Stackdriver),
 }
 
 impl MetricProvider {
@@ -64,6 +71,8 @@ impl MetricProvider {
                 } = query;
                 newrelic.query(http, text, interval, deadline).await
             }
+            MetricProvider::CloudWatch(cloudwatch) => cloudwatch.query(http, query).await,
+            MetricProvider::Stackdriver(stackdriver) => stackdriver.query(http, query).await,
         }
     }
 
@@ -73,6 +82,8 @@ impl MetricProvider {
             MetricProvider::Prometheus(prometheus) => prometheus.is_online(http).await,
             MetricProvider::Datadog(datadog) => datadog.is_online(http).await,
             MetricProvider::NewRelic(newrelic) => newrelic.is_online(http).await,
+            MetricProvider::CloudWatch(cloudwatch) => cloudwatch.is_online(http).await,
+            MetricProvider::Stackdriver(stackdriver) => stackdriver.is_online(http).await,
         }
     }
 
@@ -82,7 +93,10 @@ impl MetricProvider {
     pub fn availability_key(&self) -> Option<String> {
         match self {
             MetricProvider::Prometheus(prometheus) => Some(prometheus.address().to_string()),
-            MetricProvider::Datadog(_) | MetricProvider::NewRelic(_) => None,
+            MetricProvider::Datadog(_)
+            | MetricProvider::NewRelic(_)
+            | MetricProvider::CloudWatch(_)
+            | MetricProvider::Stackdriver(_) => None,
         }
     }
 
@@ -106,7 +120,10 @@ impl MetricProvider {
                     .query_range(http, text, interval, step, now)
                     .await
             }
-            MetricProvider::Datadog(_) | MetricProvider::NewRelic(_) => Err(QueryError::config(
+            MetricProvider::Datadog(_)
+            | MetricProvider::NewRelic(_)
+            | MetricProvider::CloudWatch(_)
+            | MetricProvider::Stackdriver(_) => Err(QueryError::config(
                 "the judge compares series over time, which serin reads from Prometheus only: \
                  use a Prometheus MetricTemplate, or thresholds for this metric",
             )),
@@ -475,7 +492,8 @@ fn rate_limit_reset(answer: &Answer) -> Duration {
 
 /// Every reading of a provider's answer from one hostile reply, for the fuzz target
 /// (`fuzz/fuzz_targets/provider_answers.rs`): Prometheus instant and range answers, Datadog
-/// v1 and v2, New Relic NerdGraph, the error description and the rate-limit wait. Each must
+/// v1 and v2, New Relic NerdGraph, CloudWatch, Stackdriver and its token endpoint, the error
+/// description and the rate-limit wait. Each must
 /// return, never panic, and never quote more than a short excerpt of the body.
 #[cfg(feature = "fuzzing")]
 pub fn read_every_way(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<String> {
@@ -507,6 +525,14 @@ pub fn read_every_way(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<
         format!("{:?}", rate_limit_reset(&answer)),
     ];
     out.push(format!("{:?}", prometheus::read_range(&answer)));
+    out.push(shown(cloudwatch::read_answer(&answer)));
+    out.push(cloudwatch::aws_error("fuzz", &answer).message);
+    out.push(format!("{:?}", stackdriver::read_page(&answer)));
+    out.push(stackdriver::google_error("fuzz", &answer).message);
+    out.push(format!(
+        "{:?}",
+        stackdriver::token::read_token("fuzz", &answer).map(|(_, at)| at)
+    ));
     out
 }
 

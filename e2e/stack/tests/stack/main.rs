@@ -1,13 +1,16 @@
 //! serin-stack's own tests, one binary: the `serin-stack up` command line, the API
 //! emulator's conformance through kube-rs and kubectl, the traffic world's split, Flagger's
-//! builtin queries in a real Prometheus, and the Datadog and New Relic emulators.
+//! builtin queries in a real Prometheus, and the Datadog, New Relic, CloudWatch and
+//! Stackdriver emulators.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cli;
+mod cloudwatch;
 mod datadog;
 mod kube_conformance;
 mod kubectl_conformance;
 mod newrelic;
 mod prometheus;
+mod stackdriver;
 mod traffic;
