@@ -134,13 +134,14 @@ impl CloudWatch {
         read_answer(&answer)
     }
 
-    /// Provider availability, as Flagger checks it: an empty `GetMetricData` must be answered,
-    /// with a validation error (the credentials and the endpoint work) or data.
+    /// Provider availability, as Flagger checks it: an empty `GetMetricData` must be answered
+    /// with a client error (a validation error, or throttling: the credentials and the
+    /// endpoint work) or data.
     pub async fn is_online(&self, http: &Http) -> Result<(), QueryError> {
         let body = json!({"MetricDataQueries": [], "StartTime": 0, "EndTime": 0});
         match self.get_metric_data(http, &body, Instant::now()).await {
             Ok(_) => Ok(()),
-            Err(e) if e.kind == ErrorKind::Query => Ok(()),
+            Err(e) if matches!(e.kind, ErrorKind::Query | ErrorKind::RateLimited) => Ok(()),
             Err(e) => Err(e),
         }
     }

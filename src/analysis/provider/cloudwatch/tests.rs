@@ -310,6 +310,7 @@ async fn availability_is_an_answered_empty_request() {
             ),
             true,
         ),
+        (aws(400, "Throttling", "Rate exceeded"), true),
         (aws(403, "InvalidClientTokenId", "bad"), false),
         (Response::text(502, "text/html", "<html></html>"), false),
     ] {
