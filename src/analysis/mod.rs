@@ -42,6 +42,8 @@ use crate::api::canary::{
 use crate::api::metric_template::MetricTemplate;
 use crate::api::{Canary, MetricProviderType, Provider, parse_duration};
 use builtin::{Builtin, Observer};
+use provider::cloud::Cloud;
+use provider::cloudwatch::CloudWatch;
 use provider::datadog::Datadog;
 use provider::dynatrace::Dynatrace;
 use provider::graphite::Graphite;
@@ -49,6 +51,7 @@ use provider::influxdb::{self, InfluxDb};
 use provider::newrelic::NewRelic;
 use provider::prometheus::Prometheus;
 use provider::splunk::Splunk;
+use provider::stackdriver::Stackdriver;
 use provider::{Http, MetricProvider, Query, QueryError, Reading, SecretData};
 use template::TemplateVars;
 use thresholds::{Bounds, CheckOutcome};
@@ -65,6 +68,8 @@ pub struct Analyzer {
     mesh_provider: Provider,
     check_budget: Option<Duration>,
     caches: Option<Caches>,
+    /// The controller's own cloud credentials (CloudWatch, Stackdriver without a key).
+    cloud: std::sync::Arc<Cloud>,
 }
 
 /// Reflector stores the controller already keeps; lookups fall back to a GET on a miss (a
@@ -148,7 +153,14 @@ impl Analyzer {
             mesh_provider,
             check_budget: None,
             caches: None,
+            cloud: std::sync::Arc::new(Cloud::from_env()?),
         })
+    }
+
+    /// Takes the cloud credentials from `cloud` instead of the process' environment.
+    pub fn with_cloud(mut self, cloud: Cloud) -> Analyzer {
+        self.cloud = std::sync::Arc::new(cloud);
+        self
     }
 
     /// Changes the per-request timeout (default 5 s).
@@ -473,10 +485,17 @@ impl Analyzer {
             MetricProviderType::Splunk => {
                 MetricProvider::Splunk(Splunk::from_template(provider, secret).map_err(fail)?)
             }
+            MetricProviderType::Cloudwatch => MetricProvider::CloudWatch(
+                CloudWatch::from_template(provider, &self.cloud).map_err(fail)?,
+            ),
+            MetricProviderType::Stackdriver => MetricProvider::Stackdriver(
+                Stackdriver::from_template(provider, secret, &self.cloud).map_err(fail)?,
+            ),
             other => {
                 return Err(fail(QueryError::config(format!(
                     "metric provider `{}` is not supported by serin yet (supported: \
-                     prometheus, datadog, newrelic, graphite, influxdb, dynatrace, splunk)",
+                     prometheus, datadog, newrelic, graphite, influxdb, dynatrace, splunk, cloudwatch,
+                     stackdriver)",
                     other.as_str()
                 ))));
             }

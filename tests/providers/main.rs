@@ -1,5 +1,5 @@
 //! The metric providers against the stack's Prometheus, Datadog, New Relic, Graphite,
-//! InfluxDB, Dynatrace and Splunk, one binary: the analysis in process, `serin analyze` as
+//! InfluxDB, Dynatrace, Splunk, CloudWatch and Stackdriver, one binary: the analysis in process, `serin analyze` as
 //! users run it, and each
 //! provider's answers.
 
@@ -7,6 +7,7 @@
 
 mod analysis;
 mod analyze_cli;
+mod cloud_providers;
 mod dynatrace;
 mod graphite_influxdb;
 mod providers_stack;

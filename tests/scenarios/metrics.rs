@@ -537,6 +537,108 @@ async fn splunk_template_rolls_back_a_faulty_release(cp: ControlPlane) {
     );
 }
 
+/// The stack with load on `services` only (as [`world_with`]), a real Prometheus, and what
+/// `configure` adds (an emulator, the controller's environment).
+async fn world_configured(
+    cp: ControlPlane,
+    services: &[&str],
+    configure: impl FnOnce(WorldConfig) -> WorldConfig,
+) -> World {
+    let mut scenario = String::from(
+        "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: kubernetes\n  services:\n",
+    );
+    for service in services {
+        scenario.push_str(&format!("    - name: {service}\n      rate: 20\n"));
+    }
+    let config = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
+        .scenario(&scenario)
+        .prometheus();
+    World(configure(config).start().await)
+}
+
+/// A healthy release on one templated error-rate metric promoted, its value read (the
+/// template's provider answering from the traffic world).
+async fn promoted_with(world: &World, metric: Value) {
+    initialized(world, json!([metric])).await;
+    world.set_image("podinfo:6.0.1").await;
+    let done = world.wait_phase(Phase::Succeeded, LONG).await;
+    let metrics = done.status.and_then(|s| s.metrics).unwrap_or_default();
+    assert!(
+        metrics.len() == 1
+            && metrics[0].verdict == MetricVerdict::Pass
+            && metrics[0].value.is_some(),
+        "{metrics:?}"
+    );
+}
+
+/// Flagger's documented CloudWatch template: errors per request of `{{ target }}` in
+/// percent, from the application's custom metrics, with the controller's AWS credentials.
+async fn a_cloudwatch_template_promotes_a_healthy_release(cp: ControlPlane) {
+    let world = world_configured(cp, &["podinfo-canary"], WorldConfig::cloudwatch).await;
+    let stat = |id: &str, name: &str| {
+        json!({"Id": id, "ReturnData": false, "MetricStat": {
+            "Metric": {"Namespace": "MyKubernetesCluster", "MetricName": name,
+                       "Dimensions": [{"Name": "appName", "Value": "{{ target }}.{{ namespace }}"}]},
+            "Period": 10, "Stat": "Sum", "Unit": "Count"}})
+    };
+    let query = json!([
+        {"Id": "e1", "Expression": "100 * m1 / m2", "Label": "ErrorRate"},
+        stat("m1", "ErrorCount"),
+        stat("m2", "RequestCount"),
+    ]);
+    world
+        .create(
+            json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+            "metadata": {"name": "cloudwatch-error-rate", "namespace": serin_testkit::NS},
+            "spec": {"provider": {"type": "cloudwatch", "region": "us-east-1",
+                                  "address": world.stack.cloudwatch_url().unwrap()},
+                     "query": query.to_string()}}),
+        )
+        .await;
+    promoted_with(
+        &world,
+        json!({"name": "cloudwatch-error-rate", "templateRef": {"name": "cloudwatch-error-rate"},
+               "thresholdRange": {"max": 1}, "interval": "5s", "noDataPolicy": "hold"}),
+    )
+    .await;
+}
+
+/// A Stackdriver MQL template (Istio's request count on GKE): the share of 5xx responses
+/// of `{{ target }}`, with the Secret's project and service-account key.
+async fn a_stackdriver_template_promotes_a_healthy_release(cp: ControlPlane) {
+    let world = world_configured(cp, &["podinfo-canary"], WorldConfig::stackdriver).await;
+    let url = world.stack.stackdriver_url().unwrap().to_string();
+    world
+        .create(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "gcloud-sa", "namespace": serin_testkit::NS},
+            "stringData": {"project": "serin-test-project",
+                "serviceAccountKey": serin_stack::testing::stackdriver_key(&format!("{url}/token"))}}))
+        .await;
+    let query = "fetch k8s_container
+| metric 'istio.io/service/server/request_count'
+| filter metric.destination_workload_name == '{{ target }}'
+    && metric.destination_workload_namespace == '{{ namespace }}'
+| align delta(10s)
+| every 10s
+| within 1m
+| filter_ratio_by [], metric.response_code >= 500";
+    world
+        .create(
+            json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+            "metadata": {"name": "stackdriver-error-ratio", "namespace": serin_testkit::NS},
+            "spec": {"provider": {"type": "stackdriver", "address": url,
+                                  "secretRef": {"name": "gcloud-sa"}},
+                     "query": query}}),
+        )
+        .await;
+    promoted_with(
+        &world,
+        json!({"name": "stackdriver-error-ratio", "templateRef": {"name": "stackdriver-error-ratio"},
+               "thresholdRange": {"max": 0.01}, "interval": "1m", "noDataPolicy": "hold"}),
+    )
+    .await;
+}
+
 serin_testkit::on_every_control_plane!(
     errors_in_bursts_are_counted_and_rolled_back_by_the_judge,
     an_incident_on_both_versions_is_not_blamed_on_the_canary,
@@ -553,4 +655,6 @@ serin_testkit::on_every_control_plane!(
     dynatrace_template_rolls_back_a_faulty_release,
     splunk_template_promotes_a_healthy_release,
     splunk_template_rolls_back_a_faulty_release,
+    a_cloudwatch_template_promotes_a_healthy_release,
+    a_stackdriver_template_promotes_a_healthy_release,
 );

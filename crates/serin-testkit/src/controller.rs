@@ -10,6 +10,8 @@ pub struct Controller {
     binary: PathBuf,
     kubeconfig: PathBuf,
     args: Vec<String>,
+    /// Environment variables set for the process, beside the test's own.
+    env: Vec<(String, String)>,
     child: Option<Child>,
     logs: tempfile::TempDir,
     starts: usize,
@@ -23,10 +25,17 @@ impl Controller {
             binary: binary.to_path_buf(),
             kubeconfig: kubeconfig.to_path_buf(),
             args,
+            env: Vec::new(),
             child: None,
             logs: tempfile::tempdir().unwrap(),
             starts: 0,
         }
+    }
+
+    /// Sets environment variables for every run (the controller's cloud credentials).
+    pub fn with_env(mut self, env: Vec<(String, String)>) -> Controller {
+        self.env = env;
+        self
     }
 
     /// Starts it (again) with its arguments plus `extra`.
@@ -39,6 +48,7 @@ impl Controller {
             .arg(&self.kubeconfig)
             .args(&self.args)
             .args(extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -26,6 +26,7 @@ pub struct WorldConfig {
     controller_args: Vec<String>,
     start_controller: bool,
     api_switch: bool,
+    controller_env: Vec<(String, String)>,
 }
 
 impl WorldConfig {
@@ -41,6 +42,7 @@ impl WorldConfig {
             start_controller: true,
             controller_args: controller_args(),
             api_switch: false,
+            controller_env: Vec::new(),
         }
     }
 
@@ -62,6 +64,26 @@ impl WorldConfig {
         self.stack.newrelic = true;
         self.stack.dynatrace = true;
         self.stack.splunk = true;
+        self
+    }
+
+    /// The CloudWatch emulator, and the controller's AWS credentials for it (its environment,
+    /// where Flagger takes them from; the scenario's keys: call after [`Self::scenario`]).
+    pub fn cloudwatch(mut self) -> Self {
+        self.stack.cloudwatch = true;
+        let keys = &self.stack.scenario.cloudwatch;
+        let env = [
+            ("AWS_ACCESS_KEY_ID", keys.access_key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", keys.secret_access_key.clone()),
+        ];
+        self.controller_env
+            .extend(env.into_iter().map(|(k, v)| (k.to_string(), v)));
+        self
+    }
+
+    /// The Stackdriver emulator (with its token endpoint and metadata server).
+    pub fn stackdriver(mut self) -> Self {
+        self.stack.stackdriver = true;
         self
     }
 
@@ -174,7 +196,8 @@ impl World {
             Some(s) => s.kubeconfig.path(),
             None => stack.kubeconfig_path(),
         };
-        let mut controller = Controller::new(&config.binary, kubeconfig, args);
+        let mut controller =
+            Controller::new(&config.binary, kubeconfig, args).with_env(config.controller_env);
         if config.start_controller {
             controller.start(&[]);
         }

@@ -4,7 +4,7 @@
 //! the Deployment/DaemonSet controllers and the kubelet, and can inject faults. Its traffic
 //! world sends simulated requests where the routing objects say and exports them as the
 //! meshes do, for a real Prometheus it can start and for its Datadog, New Relic, Graphite,
-//! InfluxDB, Dynatrace and Splunk API emulators. It knows nothing about any particular
+//! InfluxDB, Dynatrace, Splunk, CloudWatch and Stackdriver API emulators. It knows nothing about any particular
 //! controller. See `e2e/README.md` for
 //! what it emulates.
 //!
@@ -18,6 +18,7 @@
 
 mod admin;
 mod apply;
+mod cloudwatch;
 pub mod control_plane;
 mod convert;
 mod crd;
@@ -53,12 +54,14 @@ mod selector;
 mod server;
 mod simulator;
 mod splunk;
+mod stackdriver;
 mod store;
 mod table;
 pub mod testing;
 pub mod traffic;
 mod watch;
 
+pub use cloudwatch::CloudWatchConfig;
 pub use control_plane::ControlPlane;
 pub use datadog::DatadogConfig;
 pub use dynatrace::{DynatraceConfig, service_entity_id};
@@ -69,6 +72,7 @@ pub use newrelic::NewRelicConfig;
 pub use provider_faults::{FaultMode, ProviderFault, ProviderFaults};
 pub use scenario::{ImageRule, Scenario, Workloads};
 pub use splunk::SplunkConfig;
+pub use stackdriver::StackdriverConfig;
 pub use traffic::world::{WorkloadStats, World};
 
 use anyhow::{Context, Result};
@@ -118,6 +122,11 @@ pub struct StackConfig {
     /// Start the Splunk Observability (SignalFlow) emulator (token and faults:
     /// `scenario.splunk`).
     pub splunk: bool,
+    /// Start the CloudWatch API emulator (keys, region and faults: `scenario.cloudwatch`).
+    pub cloudwatch: bool,
+    /// Start the Stackdriver (Cloud Monitoring) emulator and its token endpoints (project,
+    /// account and faults: `scenario.stackdriver`).
+    pub stackdriver: bool,
     /// The traffic world's time moves only through `Stack::traffic().step(..)`, for
     /// deterministic tests; otherwise it ticks every second.
     pub manual_traffic_clock: bool,
@@ -155,6 +164,8 @@ impl Default for StackConfig {
             influxdb: false,
             dynatrace: false,
             splunk: false,
+            cloudwatch: false,
+            stackdriver: false,
             manual_traffic_clock: false,
             control_plane: ControlPlane::default(),
             crds: Vec::new(),
@@ -186,6 +197,10 @@ pub struct Stack {
     dynatrace_faults: Arc<ProviderFaults>,
     splunk_url: Option<String>,
     splunk_faults: Arc<ProviderFaults>,
+    cloudwatch_url: Option<String>,
+    cloudwatch_faults: Arc<ProviderFaults>,
+    stackdriver_url: Option<String>,
+    stackdriver_faults: Arc<ProviderFaults>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     kube_local: Option<control_plane::KubeLocal>,
@@ -227,6 +242,8 @@ impl Stack {
         let influxdb_url = url_of(listeners.influxdb.as_ref())?;
         let dynatrace_url = url_of(listeners.dynatrace.as_ref())?;
         let splunk_url = url_of(listeners.splunk.as_ref())?;
+        let cloudwatch_url = url_of(listeners.cloudwatch.as_ref())?;
+        let stackdriver_url = url_of(listeners.stackdriver.as_ref())?;
         let (kubeconfig, remove_kubeconfig) = kubeconfig_file(&config);
         let api = match real {
             true => ApiServer::start_kube_local(&kubeconfig, &config).await?,
@@ -255,6 +272,10 @@ impl Stack {
             dynatrace_faults: provider_faults(config.scenario.dynatrace.fault.as_ref()),
             splunk_url,
             splunk_faults: provider_faults(config.scenario.splunk.fault.as_ref()),
+            cloudwatch_url,
+            cloudwatch_faults: provider_faults(config.scenario.cloudwatch.fault.as_ref()),
+            stackdriver_url,
+            stackdriver_faults: provider_faults(config.scenario.stackdriver.fault.as_ref()),
             stop,
             tasks: Vec::new(),
             kube_local: api.kube_local,
@@ -315,6 +336,8 @@ impl Stack {
                 influxdb: self.influxdb_faults.clone(),
                 dynatrace: self.dynatrace_faults.clone(),
                 splunk: self.splunk_faults.clone(),
+                cloudwatch: self.cloudwatch_faults.clone(),
+                stackdriver: self.stackdriver_faults.clone(),
             });
             self.serve_on(l, move |req| admin::handle(admin.clone(), req));
         }
@@ -365,6 +388,22 @@ impl Stack {
                 config: config.scenario.splunk.clone(),
             });
             self.serve_on(l, move |req| splunk::handle(sf.clone(), req));
+        }
+        if let Some(l) = listeners.cloudwatch {
+            let cw = Arc::new(cloudwatch::CloudWatch {
+                world: self.world.clone(),
+                faults: self.cloudwatch_faults.clone(),
+                config: config.scenario.cloudwatch.clone(),
+            });
+            self.serve_on(l, move |req| cloudwatch::handle(cw.clone(), req));
+        }
+        if let Some(l) = listeners.stackdriver {
+            let sd = Arc::new(stackdriver::Stackdriver::new(
+                self.world.clone(),
+                self.stackdriver_faults.clone(),
+                config.scenario.stackdriver.clone(),
+            ));
+            self.serve_on(l, move |req| stackdriver::handle(sd.clone(), req));
         }
     }
 
@@ -610,6 +649,27 @@ impl Stack {
         &self.splunk_faults
     }
 
+    /// The CloudWatch emulator's URL (`StackConfig::cloudwatch`).
+    pub fn cloudwatch_url(&self) -> Option<&str> {
+        self.cloudwatch_url.as_deref()
+    }
+
+    /// The CloudWatch emulator's fault mode.
+    pub fn cloudwatch_faults(&self) -> &ProviderFaults {
+        &self.cloudwatch_faults
+    }
+
+    /// The Stackdriver emulator's URL (`StackConfig::stackdriver`): its query API, `/token`
+    /// (a service-account key's `token_uri`) and the metadata server's token path.
+    pub fn stackdriver_url(&self) -> Option<&str> {
+        self.stackdriver_url.as_deref()
+    }
+
+    /// The Stackdriver emulator's fault mode.
+    pub fn stackdriver_faults(&self) -> &ProviderFaults {
+        &self.stackdriver_faults
+    }
+
     /// Stops serving and closes every connection (watches end).
     pub async fn shutdown(mut self) {
         if let Some(p) = self.prometheus.take() {
@@ -673,7 +733,9 @@ fn traffic_world(config: &StackConfig, store: Arc<store::Store>, real: bool) -> 
             || config.graphite
             || config.influxdb
             || config.dynatrace
-            || config.splunk,
+            || config.splunk
+            || config.cloudwatch
+            || config.stackdriver,
     )
     .map_err(|e| anyhow::anyhow!("scenario: {e}"))?;
     // Over the real control plane the mirror accepts HTTPRoutes through the API.
@@ -692,6 +754,8 @@ struct Listeners {
     influxdb: Option<TcpListener>,
     dynatrace: Option<TcpListener>,
     splunk: Option<TcpListener>,
+    cloudwatch: Option<TcpListener>,
+    stackdriver: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -727,6 +791,14 @@ impl Listeners {
             .await?,
             splunk: bind(config.splunk.then_some(0), |_| {
                 "binding the Splunk emulator's port".to_string()
+            })
+            .await?,
+            cloudwatch: bind(config.cloudwatch.then_some(0), |_| {
+                "binding the CloudWatch emulator's port".to_string()
+            })
+            .await?,
+            stackdriver: bind(config.stackdriver.then_some(0), |_| {
+                "binding the Stackdriver emulator's port".to_string()
             })
             .await?,
         })

@@ -60,6 +60,12 @@ enum Command {
         /// Start the Splunk Observability (SignalFlow) emulator; prints `splunk <url>`.
         #[arg(long)]
         splunk: bool,
+        /// Start the CloudWatch API emulator; prints `cloudwatch <url>`.
+        #[arg(long)]
+        cloudwatch: bool,
+        /// Start the Stackdriver emulator and its token endpoints; prints `stackdriver <url>`.
+        #[arg(long)]
+        stackdriver: bool,
         /// The routing objects the traffic world follows (overrides the scenario's
         /// `traffic.provider`): kubernetes, istio, gatewayapi, linkerd, smi, osm, nginx.
         #[arg(long)]
@@ -104,6 +110,8 @@ async fn main() -> Result<()> {
             influxdb,
             dynatrace,
             splunk,
+            cloudwatch,
+            stackdriver,
             mesh_provider,
             control_plane,
         } => {
@@ -128,6 +136,8 @@ async fn main() -> Result<()> {
                 influxdb,
                 dynatrace,
                 splunk,
+                cloudwatch,
+                stackdriver,
                 control_plane,
                 ..StackConfig::default()
             };
@@ -156,6 +166,8 @@ fn print_urls(out: &mut impl Write, stack: &Stack) -> Result<()> {
         ("influxdb", stack.influxdb_url()),
         ("dynatrace", stack.dynatrace_url()),
         ("splunk", stack.splunk_url()),
+        ("cloudwatch", stack.cloudwatch_url()),
+        ("stackdriver", stack.stackdriver_url()),
     ] {
         if let Some(url) = url {
             writeln!(out, "{name} {url}")?;

@@ -17,7 +17,7 @@
 //! ```
 //!
 //! plus `traffic` (see `traffic/config.rs`), `datadog`, `newrelic`, `graphite`, `influxdb`,
-//! `dynatrace` and `splunk` (see those modules). Unknown top-level keys are ignored.
+//! `dynatrace`, `splunk`, `cloudwatch` and `stackdriver` (see those modules). Unknown top-level keys are ignored.
 
 use crate::faults::FaultRule;
 use crate::traffic::config::Traffic;
@@ -56,6 +56,12 @@ pub struct Scenario {
     /// The Splunk emulator's token and initial fault (see `splunk`).
     #[serde(default)]
     pub splunk: crate::splunk::SplunkConfig,
+    /// The CloudWatch emulator's keys, region and initial fault (see `cloudwatch`).
+    #[serde(default)]
+    pub cloudwatch: crate::cloudwatch::CloudWatchConfig,
+    /// The Stackdriver emulator's project, account and initial fault (see `stackdriver`).
+    #[serde(default)]
+    pub stackdriver: crate::stackdriver::StackdriverConfig,
 }
 
 /// How the simulated workloads behave.

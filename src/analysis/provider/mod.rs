@@ -4,6 +4,8 @@
 //! (with its cause). Nothing is ever turned into a silent 0: a null point, a NaN, an empty
 //! series or an HTML error page each have their own outcome.
 
+pub mod cloud;
+pub mod cloudwatch;
 pub mod datadog;
 pub mod dynatrace;
 pub mod graphite;
@@ -11,6 +13,7 @@ pub mod influxdb;
 pub mod newrelic;
 pub mod prometheus;
 pub mod splunk;
+pub mod stackdriver;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +22,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 
+use cloudwatch::CloudWatch;
 use datadog::Datadog;
 use dynatrace::Dynatrace;
 use graphite::Graphite;
@@ -26,6 +30,7 @@ use influxdb::InfluxDb;
 use newrelic::NewRelic;
 use prometheus::Prometheus;
 use splunk::Splunk;
+use stackdriver::Stackdriver;
 
 /// One rendered query and the window it covers.
 #[derive(Clone, Copy, Debug)]
@@ -51,6 +56,8 @@ pub enum MetricProvider {
     InfluxDb(InfluxDb),
     Dynatrace(Dynatrace),
     Splunk(Splunk),
+    CloudWatch(CloudWatch),
+    Stackdriver(Stackdriver),
 }
 
 impl MetricProvider {
@@ -100,6 +107,8 @@ impl MetricProvider {
                 } = query;
                 splunk.query(http, text, interval, now, deadline).await
             }
+            MetricProvider::CloudWatch(cloudwatch) => cloudwatch.query(http, query).await,
+            MetricProvider::Stackdriver(stackdriver) => stackdriver.query(http, query).await,
         }
     }
 
@@ -113,6 +122,8 @@ impl MetricProvider {
             MetricProvider::InfluxDb(influxdb) => influxdb.is_online(http).await,
             MetricProvider::Dynatrace(dynatrace) => dynatrace.is_online(http).await,
             MetricProvider::Splunk(splunk) => splunk.is_online(http).await,
+            MetricProvider::CloudWatch(cloudwatch) => cloudwatch.is_online(http).await,
+            MetricProvider::Stackdriver(stackdriver) => stackdriver.is_online(http).await,
         }
     }
 
@@ -133,7 +144,9 @@ impl MetricProvider {
             | MetricProvider::Graphite(_)
             | MetricProvider::InfluxDb(_)
             | MetricProvider::Dynatrace(_)
-            | MetricProvider::Splunk(_) => None,
+            | MetricProvider::Splunk(_)
+            | MetricProvider::CloudWatch(_)
+            | MetricProvider::Stackdriver(_) => None,
         }
     }
 
@@ -171,7 +184,9 @@ impl MetricProvider {
             MetricProvider::Datadog(_)
             | MetricProvider::NewRelic(_)
             | MetricProvider::Dynatrace(_)
-            | MetricProvider::Splunk(_) => Err(QueryError::config(
+            | MetricProvider::Splunk(_)
+            | MetricProvider::CloudWatch(_)
+            | MetricProvider::Stackdriver(_) => Err(QueryError::config(
                 "the judge compares series over time, which serin reads from Prometheus only: \
                  use a Prometheus MetricTemplate, or thresholds for this metric",
             )),
@@ -546,8 +561,8 @@ fn rate_limit_reset(answer: &Answer) -> Duration {
 /// Every reading of a provider's answer from one hostile reply, for the fuzz target
 /// (`fuzz/fuzz_targets/provider_answers.rs`): Prometheus instant and range answers, Datadog
 /// v1 and v2, New Relic NerdGraph, Graphite's render answer, InfluxDB's annotated CSV,
-/// Dynatrace (and its rate-limit reset), a Splunk event stream, the error description and the
-/// rate-limit wait. Each must
+/// Dynatrace (and its rate-limit reset), a Splunk event stream, CloudWatch, Stackdriver and its
+/// token endpoint, the error description and the rate-limit wait. Each must
 /// return, never panic, and never quote more than a short excerpt of the body.
 #[cfg(feature = "fuzzing")]
 pub fn read_every_way(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<String> {
@@ -589,6 +604,14 @@ pub fn read_every_way(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<
     out.push(format!("{:?}", graphite::read_series(&answer)));
     out.push(shown(influxdb::read_value(&answer)));
     out.push(format!("{:?}", influxdb::read_online(&answer)));
+    out.push(shown(cloudwatch::read_answer(&answer)));
+    out.push(cloudwatch::aws_error("fuzz", &answer).message);
+    out.push(format!("{:?}", stackdriver::read_page(&answer)));
+    out.push(stackdriver::google_error("fuzz", &answer).message);
+    out.push(format!(
+        "{:?}",
+        stackdriver::token::read_token("fuzz", &answer).map(|(_, at)| at)
+    ));
     out
 }
 

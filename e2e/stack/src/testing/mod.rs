@@ -274,3 +274,79 @@ pub async fn http(
 pub fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+/// The TEST-ONLY service-account key the Stackdriver emulator's token endpoint accepts
+/// (`tests/fixtures/`; its public key is the emulator's default), as a Secret's
+/// `serviceAccountKey` holds it, with `token_uri` set (the emulator's `<url>/token`).
+pub fn stackdriver_key(token_uri: &str) -> String {
+    with_token_uri(
+        include_str!("../../../../tests/fixtures/stackdriver-TEST-ONLY-service-account-key.json"),
+        token_uri,
+    )
+}
+
+/// A TEST-ONLY key of the same account that the emulator does not know (its JWTs fail the
+/// signature check).
+pub fn stackdriver_unknown_key(token_uri: &str) -> String {
+    with_token_uri(
+        include_str!(
+            "../../../../tests/fixtures/stackdriver-TEST-ONLY-unknown-service-account-key.json"
+        ),
+        token_uri,
+    )
+}
+
+fn with_token_uri(key: &str, token_uri: &str) -> String {
+    let mut key: Value = serde_json::from_str(key).unwrap();
+    key["token_uri"] = json!(token_uri);
+    key.to_string()
+}
+
+/// The TEST-ONLY key's public half (PEM, `RSA PUBLIC KEY`), which the Stackdriver emulator
+/// checks JWTs with.
+pub fn stackdriver_public_key() -> &'static str {
+    crate::stackdriver::TEST_PUBLIC_KEY
+}
+
+/// The headers of a `GetMetricData` request to the CloudWatch emulator at `url` with `body`,
+/// signed with `secret` for the emulator's default key and region by the emulator's own SigV4
+/// algorithm (for tests of the emulator's answers; serin's signer is tested against the
+/// emulator's check instead).
+pub fn cloudwatch_signed(url: &str, body: &str, secret: &str) -> Vec<(String, String)> {
+    let config = crate::CloudWatchConfig::default();
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    let now = chrono::Utc::now();
+    let mut headers = vec![
+        (
+            "content-type".to_string(),
+            "application/x-amz-json-1.0".to_string(),
+        ),
+        ("host".to_string(), host.to_string()),
+        (
+            "x-amz-date".to_string(),
+            now.format("%Y%m%dT%H%M%SZ").to_string(),
+        ),
+        (
+            "x-amz-target".to_string(),
+            "GraniteServiceVersion20100801.GetMetricData".to_string(),
+        ),
+    ];
+    let signed = crate::cloudwatch::sigv4::Signed {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &headers,
+        body: body.as_bytes(),
+        now,
+    };
+    let keys = crate::cloudwatch::sigv4::Keys {
+        access_key_id: &config.access_key_id,
+        secret_access_key: secret,
+        session_token: None,
+        region: &config.region,
+        service: "monitoring",
+    };
+    let authorization = crate::cloudwatch::sigv4::authorization(&signed, &keys);
+    headers.push(("authorization".to_string(), authorization));
+    headers
+}

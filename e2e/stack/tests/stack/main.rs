@@ -1,12 +1,13 @@
 //! serin-stack's own tests, one binary: the `serin-stack up` command line, the API
 //! emulator's conformance through kube-rs and kubectl, the traffic world's split, Flagger's
 //! builtin queries in a real Prometheus, and the Datadog, New Relic, Graphite, InfluxDB,
-//! Dynatrace and Splunk
+//! Dynatrace, Splunk, CloudWatch and Stackdriver
 //! emulators.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cli;
+mod cloudwatch;
 mod datadog;
 mod dynatrace;
 mod graphite;
@@ -16,4 +17,5 @@ mod kubectl_conformance;
 mod newrelic;
 mod prometheus;
 mod splunk;
+mod stackdriver;
 mod traffic;
