@@ -58,6 +58,8 @@ use thresholds::{Bounds, CheckOutcome};
 
 /// A metric's window when `interval` is unset (Flagger's builtin default).
 pub const DEFAULT_METRIC_INTERVAL: &str = "1m";
+/// [`DEFAULT_METRIC_INTERVAL`] as a duration.
+const DEFAULT_METRIC_WINDOW: Duration = Duration::from_secs(60);
 
 /// Runs metric checks. Cheap to clone and share: one pooled HTTP client for every provider.
 #[derive(Clone)]
@@ -326,8 +328,16 @@ impl Analyzer {
             .unwrap_or(DEFAULT_METRIC_INTERVAL);
         let interval = match parse_duration(interval_text) {
             Ok(interval) => interval,
+            // Only written into the query (`-1min` in Graphite's syntax): the duration is not
+            // read, so the default stands in for it.
+            Err(_) if metric.judge.is_none() && !resolved.backend.reads_interval_as_duration() => {
+                DEFAULT_METRIC_WINDOW
+            }
             Err(e) => {
-                return result.failed(&QueryError::config(format!("interval: {e}")));
+                let provider = &resolved.provider;
+                return result.failed(&QueryError::config(format!(
+                    "interval: {e} ({provider} reads the metric interval as a duration)"
+                )));
             }
         };
         let mut vars = TemplateVars::new(canary, interval_text, metric.template_variables.as_ref());

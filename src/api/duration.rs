@@ -47,8 +47,10 @@ pub fn parse_duration(value: &str) -> Result<Duration, DurationError> {
     Ok(d)
 }
 
-/// `^[0-9]+(m|s)`: digits, then `m` or `s`.
-fn matches_crd_pattern(value: &str) -> bool {
+/// Whether `value` passes Flagger's CRD pattern ([`CRD_DURATION_PATTERN`]): digits, then `m`
+/// or `s`, whatever comes after. A metric's `interval` only has to pass it: a Graphite
+/// template writes it into its query in Graphite's own syntax (`-1min`).
+pub fn matches_crd_pattern(value: &str) -> bool {
     let digits = value.bytes().take_while(u8::is_ascii_digit).count();
     digits > 0 && matches!(value.as_bytes().get(digits), Some(b'm' | b's'))
 }

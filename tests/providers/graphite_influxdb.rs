@@ -149,6 +149,23 @@ async fn graphite_values_no_data_and_faults() {
     stack.shutdown().await;
 }
 
+/// Flagger's Graphite docs write the metric interval in Graphite's syntax (`1min`): it only
+/// goes into the query, so serin runs it (a provider reading it as a duration would say so).
+#[tokio::test]
+async fn a_graphite_interval_in_graphites_own_syntax_runs() {
+    let (stack, client) = world().await;
+    graphite_template(&stack, &client, "serin-graphite-password").await;
+    let analyzer = analyzer(&client, "http://127.0.0.1:1");
+    let checked = canary(
+        "podinfo",
+        json!([{"name": "success-rate",
+                "templateRef": {"name": "graphite-request-success-rate"},
+                "thresholdRange": {"min": 99}, "interval": "1min", "noDataPolicy": "fail"}]),
+    );
+    let e = run_valued(&analyzer, &checked).await;
+    assert!(near(e.observations[0].value, 70.0), "{e:?}");
+}
+
 #[tokio::test]
 async fn graphite_outages_hold_and_refused_credentials_fail() {
     let (stack, client) = world().await;

@@ -113,6 +113,18 @@ impl MetricProvider {
     }
 
     /// Whether the backend answers a trivial request (for the initialization step).
+    /// Whether the provider reads the metric's `interval` as a duration (its query window).
+    /// The others only have it written into the query text (`{{ interval }}`), in whatever
+    /// syntax the query language has (Graphite's `1min`).
+    pub fn reads_interval_as_duration(&self) -> bool {
+        !matches!(
+            self,
+            MetricProvider::Prometheus(_)
+                | MetricProvider::Graphite(_)
+                | MetricProvider::InfluxDb(_)
+        )
+    }
+
     pub async fn is_online(&self, http: &Http) -> Result<(), QueryError> {
         match self {
             MetricProvider::Prometheus(prometheus) => prometheus.is_online(http).await,

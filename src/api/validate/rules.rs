@@ -151,8 +151,11 @@ fn analysis_rules(spec: &CanarySpec, a: &CanaryAnalysis, at: &str, p: &mut Vec<P
                 ),
             ));
         }
+        // Flagger's API server checks only its pattern: `1min` is a Graphite template's
+        // interval; a provider that reads it as a duration says so when it runs.
         if let Some(interval) = &m.interval
             && let Err(e) = parse_duration(interval)
+            && !crate::api::duration::matches_crd_pattern(interval)
         {
             p.push(Problem::new(format!("{mp}.interval"), e.to_string()));
         }

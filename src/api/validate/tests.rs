@@ -231,6 +231,11 @@ fn canary_rules() {
             vec![],
         ),
         (
+            "metric interval in Graphite's syntax (the CRD's pattern)",
+            vec![("/spec/analysis/metrics/1/interval", json!("1min"))],
+            vec![],
+        ),
+        (
             "metric interval without a unit",
             vec![("/spec/analysis/metrics/1/interval", json!("30"))],
             vec!["spec.analysis.metrics[1].interval"],
