@@ -43,6 +43,8 @@ use crate::api::metric_template::MetricTemplate;
 use crate::api::{Canary, MetricProviderType, Provider, parse_duration};
 use builtin::{Builtin, Observer};
 use provider::datadog::Datadog;
+use provider::externalmetrics::ExternalMetrics;
+use provider::keptn::Keptn;
 use provider::newrelic::NewRelic;
 use provider::prometheus::Prometheus;
 use provider::{Http, MetricProvider, Query, QueryError, Reading, SecretData};
@@ -452,10 +454,14 @@ impl Analyzer {
             MetricProviderType::Newrelic => {
                 MetricProvider::NewRelic(NewRelic::from_template(provider, secret).map_err(fail)?)
             }
+            MetricProviderType::Keptn => MetricProvider::Keptn(Keptn::new(self.kube.clone())),
+            MetricProviderType::Externalmetrics => MetricProvider::ExternalMetrics(
+                ExternalMetrics::from_template(provider, secret, &self.kube).map_err(fail)?,
+            ),
             other => {
                 return Err(fail(QueryError::config(format!(
                     "metric provider `{}` is not supported by serin yet (supported: \
-                     prometheus, datadog, newrelic)",
+                     prometheus, datadog, newrelic, keptn, externalmetrics)",
                     other.as_str()
                 ))));
             }

@@ -5,8 +5,11 @@
 //! series or an HTML error page each have their own outcome.
 
 pub mod datadog;
+pub mod externalmetrics;
+pub mod keptn;
 pub mod newrelic;
 pub mod prometheus;
+pub mod quantity;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +19,8 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 
 use datadog::Datadog;
+use externalmetrics::ExternalMetrics;
+use keptn::Keptn;
 use newrelic::NewRelic;
 use prometheus::Prometheus;
 
@@ -39,6 +44,8 @@ pub enum MetricProvider {
     Prometheus(Prometheus),
     Datadog(Datadog),
     NewRelic(NewRelic),
+    Keptn(Keptn),
+    ExternalMetrics(ExternalMetrics),
 }
 
 impl MetricProvider {
@@ -64,6 +71,8 @@ impl MetricProvider {
                 } = query;
                 newrelic.query(http, text, interval, deadline).await
             }
+            MetricProvider::Keptn(keptn) => keptn.query(http, query.text, query.deadline).await,
+            MetricProvider::ExternalMetrics(external) => external.query(http, query.text).await,
         }
     }
 
@@ -73,6 +82,8 @@ impl MetricProvider {
             MetricProvider::Prometheus(prometheus) => prometheus.is_online(http).await,
             MetricProvider::Datadog(datadog) => datadog.is_online(http).await,
             MetricProvider::NewRelic(newrelic) => newrelic.is_online(http).await,
+            MetricProvider::Keptn(keptn) => keptn.is_online(http).await,
+            MetricProvider::ExternalMetrics(external) => external.is_online(http).await,
         }
     }
 
@@ -82,7 +93,10 @@ impl MetricProvider {
     pub fn availability_key(&self) -> Option<String> {
         match self {
             MetricProvider::Prometheus(prometheus) => Some(prometheus.address().to_string()),
-            MetricProvider::Datadog(_) | MetricProvider::NewRelic(_) => None,
+            MetricProvider::Datadog(_)
+            | MetricProvider::NewRelic(_)
+            | MetricProvider::Keptn(_)
+            | MetricProvider::ExternalMetrics(_) => None,
         }
     }
 
@@ -106,7 +120,10 @@ impl MetricProvider {
                     .query_range(http, text, interval, step, now)
                     .await
             }
-            MetricProvider::Datadog(_) | MetricProvider::NewRelic(_) => Err(QueryError::config(
+            MetricProvider::Datadog(_)
+            | MetricProvider::NewRelic(_)
+            | MetricProvider::Keptn(_)
+            | MetricProvider::ExternalMetrics(_) => Err(QueryError::config(
                 "the judge compares series over time, which serin reads from Prometheus only: \
                  use a Prometheus MetricTemplate, or thresholds for this metric",
             )),
@@ -502,12 +519,21 @@ pub fn read_every_way(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<
         shown(datadog::read_v1(&answer)),
         shown(datadog::read_v2(&answer)),
         shown(newrelic::read_nerdgraph(&answer)),
+        shown(externalmetrics::read_answer(&answer)),
+        shown(keptn_reading(&answer.body)),
         answer.describe_body(),
         answer.status_error("fuzz").message,
         format!("{:?}", rate_limit_reset(&answer)),
     ];
     out.push(format!("{:?}", prometheus::read_range(&answer)));
     out
+}
+
+/// A KeptnMetric read from a hostile body (the fuzz target's view of the Keptn provider).
+#[cfg(feature = "fuzzing")]
+fn keptn_reading(body: &str) -> Result<Reading, QueryError> {
+    let metric = serde_json::from_str(body).unwrap_or_default();
+    keptn::read_metric("KeptnMetric fuzz/fuzz", &metric)
 }
 
 /// At most this many characters of a provider's own error text are quoted.
