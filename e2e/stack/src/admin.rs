@@ -9,7 +9,8 @@
 //!   watches close after sending N events (0 turns it off)
 //! - `GET /traffic`: the traffic world's split (requests/s per workload) and totals (JSON)
 //! - `GET /traffic/metrics`: the world's telemetry in Prometheus text (what Prometheus scrapes)
-//! - `GET|POST|DELETE /datadog/fault`, `/newrelic/fault`: the Datadog (New Relic) emulator's fault mode (`{mode, status,
+//! - `GET|POST|DELETE /datadog/fault`, `/newrelic/fault`, `/externalmetrics/fault`: the
+//!   Datadog (New Relic, External Metrics API) emulator's fault mode (`{mode, status,
 //!   count}`, see `provider_faults`)
 //! - `POST /compact`: drops the watch event history, so watches from older
 //!   resourceVersions get 410 Gone
@@ -32,6 +33,7 @@ pub struct State {
     pub world: Arc<World>,
     pub datadog: Arc<ProviderFaults>,
     pub newrelic: Arc<ProviderFaults>,
+    pub external_metrics: Arc<ProviderFaults>,
 }
 
 pub async fn handle(
@@ -86,6 +88,9 @@ pub async fn handle(
         }
         ("GET" | "POST" | "DELETE", "/newrelic/fault") => {
             provider_fault(&state.newrelic, &method, req).await
+        }
+        ("GET" | "POST" | "DELETE", "/externalmetrics/fault") => {
+            provider_fault(&state.external_metrics, &method, req).await
         }
         ("DELETE", "/faults") => {
             shared.faults.clear();

@@ -4,7 +4,7 @@
 //! the Deployment/DaemonSet controllers and the kubelet, and can inject faults. Its traffic
 //! world sends simulated requests where the routing objects say and exports them as the
 //! meshes do, for a real Prometheus it can start and for its Datadog and New Relic API
-//! emulators. It knows nothing about any particular controller. See `e2e/README.md` for
+//! emulators, its External Metrics API adapter and its Keptn stand-in. It knows nothing about any particular controller. See `e2e/README.md` for
 //! what it emulates.
 //!
 //! ```no_run
@@ -26,10 +26,12 @@ mod defaults;
 pub mod demo;
 mod discovery;
 mod error;
+mod external_metrics;
 mod faults;
 mod fields;
 mod gc;
 mod jsonpath;
+mod keptn;
 mod knative;
 mod kubeconfig;
 mod kubelet;
@@ -56,6 +58,7 @@ mod watch;
 
 pub use control_plane::ControlPlane;
 pub use datadog::DatadogConfig;
+pub use external_metrics::ExternalMetricsConfig;
 pub use faults::{FaultRule, Faults};
 pub use newrelic::NewRelicConfig;
 pub use provider_faults::{FaultMode, ProviderFault, ProviderFaults};
@@ -117,6 +120,12 @@ pub struct StackConfig {
     /// Run a stand-in for Knative Serving (a Revision per Knative Service template, its
     /// readiness after the image's ready delay); needs the Knative CRDs among `crds`.
     pub knative: bool,
+    /// Run a stand-in for Keptn's metrics operator (KeptnMetric values and Analysis verdicts
+    /// from the traffic world); needs the CRDs of `e2e/crds/keptn.yaml` among `crds`.
+    pub keptn: bool,
+    /// Start the External Metrics API adapter emulator (token, window and faults:
+    /// `scenario.external_metrics`).
+    pub external_metrics: bool,
 }
 
 impl Default for StackConfig {
@@ -137,6 +146,8 @@ impl Default for StackConfig {
             crds: Vec::new(),
             watch_cache: true,
             knative: false,
+            keptn: false,
+            external_metrics: false,
         }
     }
 }
@@ -155,6 +166,8 @@ pub struct Stack {
     datadog_faults: Arc<ProviderFaults>,
     newrelic_url: Option<String>,
     newrelic_faults: Arc<ProviderFaults>,
+    external_metrics_url: Option<String>,
+    external_metrics_faults: Arc<ProviderFaults>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     kube_local: Option<control_plane::KubeLocal>,
@@ -192,6 +205,7 @@ impl Stack {
         let admin_url = url_of(listeners.admin.as_ref())?;
         let datadog_url = url_of(listeners.datadog.as_ref())?;
         let newrelic_url = url_of(listeners.newrelic.as_ref())?;
+        let external_metrics_url = url_of(listeners.external_metrics.as_ref())?;
         let (kubeconfig, remove_kubeconfig) = kubeconfig_file(&config);
         let api = match real {
             true => ApiServer::start_kube_local(&kubeconfig, &config).await?,
@@ -212,6 +226,10 @@ impl Stack {
             datadog_faults: provider_faults(config.scenario.datadog.fault.as_ref()),
             newrelic_url,
             newrelic_faults: provider_faults(config.scenario.newrelic.fault.as_ref()),
+            external_metrics_url,
+            external_metrics_faults: provider_faults(
+                config.scenario.external_metrics.fault.as_ref(),
+            ),
             stop,
             tasks: Vec::new(),
             kube_local: api.kube_local,
@@ -233,6 +251,9 @@ impl Stack {
         }
         if config.knative {
             stack.spawn_knative(&config.scenario.workloads).await?;
+        }
+        if config.keptn {
+            stack.spawn_keptn().await?;
         }
         // Started last: on failure, dropping `stack` stops everything started so far.
         if config.prometheus
@@ -268,6 +289,7 @@ impl Stack {
                 world: self.world.clone(),
                 datadog: self.datadog_faults.clone(),
                 newrelic: self.newrelic_faults.clone(),
+                external_metrics: self.external_metrics_faults.clone(),
             });
             self.serve_on(l, move |req| admin::handle(admin.clone(), req));
         }
@@ -286,6 +308,14 @@ impl Stack {
                 config: config.scenario.newrelic.clone(),
             });
             self.serve_on(l, move |req| newrelic::handle(nr.clone(), req));
+        }
+        if let Some(l) = listeners.external_metrics {
+            let em = Arc::new(external_metrics::ExternalMetrics {
+                world: self.world.clone(),
+                faults: self.external_metrics_faults.clone(),
+                config: config.scenario.external_metrics.clone(),
+            });
+            self.serve_on(l, move |req| external_metrics::handle(em.clone(), req));
         }
     }
 
@@ -337,6 +367,18 @@ impl Stack {
         self.tasks.push(tokio::spawn(async move {
             if let Err(e) = knative::run(client, workloads).await {
                 tracing::error!("Knative Serving stand-in stopped: {e:#}");
+            }
+        }));
+        Ok(())
+    }
+
+    /// Runs the Keptn metrics operator stand-in against this stack's API server.
+    async fn spawn_keptn(&mut self) -> Result<()> {
+        let client = self.client().await?;
+        let world = self.world.clone();
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = keptn::run(client, world).await {
+                tracing::error!("Keptn stand-in stopped: {e:#}");
             }
         }));
         Ok(())
@@ -491,6 +533,16 @@ impl Stack {
         &self.newrelic_faults
     }
 
+    /// The External Metrics API adapter emulator's URL (`StackConfig::external_metrics`).
+    pub fn external_metrics_url(&self) -> Option<&str> {
+        self.external_metrics_url.as_deref()
+    }
+
+    /// The External Metrics API adapter emulator's fault mode.
+    pub fn external_metrics_faults(&self) -> &ProviderFaults {
+        &self.external_metrics_faults
+    }
+
     /// Stops serving and closes every connection (watches end).
     pub async fn shutdown(mut self) {
         if let Some(p) = self.prometheus.take() {
@@ -549,7 +601,8 @@ fn traffic_world(config: &StackConfig, store: Arc<store::Store>, real: bool) -> 
         store,
         config.scenario.traffic.clone(),
         config.manual_traffic_clock,
-        config.datadog || config.newrelic,
+        // The history the emulators' time windows read.
+        config.datadog || config.newrelic || config.external_metrics || config.keptn,
     )
     .map_err(|e| anyhow::anyhow!("scenario: {e}"))?;
     // Over the real control plane the mirror accepts HTTPRoutes through the API.
@@ -564,6 +617,7 @@ struct Listeners {
     admin: Option<TcpListener>,
     datadog: Option<TcpListener>,
     newrelic: Option<TcpListener>,
+    external_metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -583,6 +637,10 @@ impl Listeners {
             .await?,
             newrelic: bind(config.newrelic.then_some(0), |_| {
                 "binding the New Relic emulator's port".to_string()
+            })
+            .await?,
+            external_metrics: bind(config.external_metrics.then_some(0), |_| {
+                "binding the External Metrics API adapter's port".to_string()
             })
             .await?,
         })

@@ -16,8 +16,8 @@
 //!     status: 503
 //! ```
 //!
-//! plus `traffic` (see `traffic/config.rs`) `datadog` and `newrelic` (see those modules). Unknown top-level
-//! keys are ignored.
+//! plus `traffic` (see `traffic/config.rs`), `datadog`, `newrelic` and `externalMetrics` (see
+//! those modules). Unknown top-level keys are ignored.
 
 use crate::faults::FaultRule;
 use crate::traffic::config::Traffic;
@@ -43,6 +43,10 @@ pub struct Scenario {
     /// The New Relic emulator's account, keys and initial fault (see `newrelic`).
     #[serde(default)]
     pub newrelic: crate::newrelic::NewRelicConfig,
+    /// The External Metrics API adapter's token, window and initial fault (see
+    /// `external_metrics`).
+    #[serde(default)]
+    pub external_metrics: crate::external_metrics::ExternalMetricsConfig,
 }
 
 /// How the simulated workloads behave.
