@@ -208,7 +208,7 @@ impl AnalysisRun {
                     format!(
                         "{what} did not complete within {}s (status.state: {state}); is Keptn's \
                          metrics operator running, and does the AnalysisDefinition exist?",
-                        budget.as_secs_f64()
+                        (budget.as_secs_f64() * 10.0).round() / 10.0
                     ),
                 ));
             }
