@@ -250,7 +250,7 @@ async fn analyses_pass_fail_or_time_out_and_are_always_deleted() {
     assert_eq!(e.checks[2].error_kind, Some("timeout"));
     assert!(
         message(&e, 2).contains(
-            "AnalysisDefinition not-defined) did not complete within 3s (status.state: none)"
+            "Keptn Analysis of AnalysisDefinition default/not-defined did not complete within 3s (status.state: none)"
         ),
         "{}",
         message(&e, 2)

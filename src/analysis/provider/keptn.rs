@@ -181,8 +181,10 @@ impl AnalysisRun {
         budget: Duration,
     ) -> Result<Reading, QueryError> {
         let until = Instant::now() + budget;
+        // Without the Analysis's own name: it is gone once the check ends, and a message that
+        // stays the same from check to check is one repeated event, not a new one each time.
         let what = format!(
-            "Keptn Analysis {}/{name} (AnalysisDefinition {})",
+            "Keptn Analysis of AnalysisDefinition {}/{}",
             self.namespace, self.definition
         );
         let analysis = DynamicObject::new(name, &analysis_resource())
