@@ -157,8 +157,9 @@ pub const LEADER_ELECTION: &[Rule] = &[
     },
 ];
 
-/// The routing objects of each provider (all of them in the chart: a Canary may name any
-/// provider in `spec.provider`).
+/// The routing objects of each provider, and what the metric providers that read through the
+/// Kubernetes API use (all of them in the chart: a Canary may name any provider in
+/// `spec.provider`, a MetricTemplate any metric provider).
 pub const PROVIDERS: &[(&str, &[Rule])] = &[
     (
         "istio",
@@ -287,6 +288,36 @@ pub const PROVIDERS: &[(&str, &[Rule])] = &[
                 why: "readiness of the Knative revisions",
             },
         ],
+    ),
+    (
+        "metrics keptn",
+        &[
+            Rule {
+                api_group: "metrics.keptn.sh",
+                resources: &["keptnmetrics"],
+                verbs: &["get"],
+                resource_names: &[],
+                why: "a KeptnMetric's value, for a keptn MetricTemplate",
+            },
+            Rule {
+                api_group: "metrics.keptn.sh",
+                resources: &["analyses"],
+                verbs: &["create", "get", "delete"],
+                resource_names: &[],
+                why: "a Keptn Analysis per check of a keptn MetricTemplate, read until done, then deleted",
+            },
+        ],
+    ),
+    (
+        "metrics externalmetrics",
+        &[Rule {
+            api_group: "external.metrics.k8s.io",
+            // Each metric is a resource of its own.
+            resources: &["*"],
+            verbs: &["list"],
+            resource_names: &[],
+            why: "external metrics through the API server, for an externalmetrics MetricTemplate without an address",
+        }],
     ),
 ];
 

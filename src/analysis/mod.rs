@@ -46,8 +46,10 @@ use provider::cloud::Cloud;
 use provider::cloudwatch::CloudWatch;
 use provider::datadog::Datadog;
 use provider::dynatrace::Dynatrace;
+use provider::externalmetrics::ExternalMetrics;
 use provider::graphite::Graphite;
 use provider::influxdb::{self, InfluxDb};
+use provider::keptn::Keptn;
 use provider::newrelic::NewRelic;
 use provider::prometheus::Prometheus;
 use provider::splunk::Splunk;
@@ -501,14 +503,10 @@ impl Analyzer {
             MetricProviderType::Stackdriver => MetricProvider::Stackdriver(
                 Stackdriver::from_template(provider, secret, &self.cloud).map_err(fail)?,
             ),
-            other => {
-                return Err(fail(QueryError::config(format!(
-                    "metric provider `{}` is not supported by serin yet (supported: \
-                     prometheus, datadog, newrelic, graphite, influxdb, dynatrace, splunk, cloudwatch,
-                     stackdriver)",
-                    other.as_str()
-                ))));
-            }
+            MetricProviderType::Keptn => MetricProvider::Keptn(Keptn::new(self.kube.clone())),
+            MetricProviderType::Externalmetrics => MetricProvider::ExternalMetrics(
+                ExternalMetrics::from_template(provider, secret, &self.kube).map_err(fail)?,
+            ),
         };
         // Rendering joins a query's lines: a Flux comment would swallow the rest.
         let (query, baseline_query) = match backend {

@@ -219,9 +219,21 @@ fn the_chart_grants_exactly_what_the_code_uses() {
                     }
                     (_, role) => panic!("{what}: leader election Role {role:?}"),
                 }
-                // And nothing beyond: no wildcard, no delete, no escalation verbs.
+                // And nothing beyond: no wildcard, no delete, no escalation verbs; but for
+                // two grants of metric providers. An external metric is a resource of its
+                // own (named after the metric), so the External Metrics API is granted
+                // with a wildcard, read-only (`list`, as Kubernetes grants its HPA
+                // controller); and the Keptn Analyses serin creates per check, it deletes.
                 for role in &roles {
-                    for (_, resource, verb, _) in grants(role["rules"].as_array().unwrap()) {
+                    for (group, resource, verb, _) in grants(role["rules"].as_array().unwrap()) {
+                        let metric_provider = matches!(
+                            (group.as_str(), resource.as_str(), verb.as_str()),
+                            ("external.metrics.k8s.io", "*", "list")
+                                | ("metrics.keptn.sh", "analyses", "delete")
+                        );
+                        if metric_provider {
+                            continue;
+                        }
                         assert!(resource != "*" && verb != "*", "{resource} {verb}");
                         assert!(
                             ![
@@ -645,6 +657,8 @@ async fn the_chart_grants_each_setting_only_what_it_uses() {
         return;
     }
     let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), ControlPlane::Real)
+        // Keptn's CRDs, so that `kubectl auth can-i` knows their resources.
+        .keptn()
         .without_controller()
         .start()
         .await;
@@ -683,6 +697,17 @@ async fn the_chart_grants_each_setting_only_what_it_uses() {
             (false, &["list", "leases", "-A"]),
             // The rest is unchanged: cluster-wide.
             (true, &["list", "deployments.apps", "-A"]),
+            // The keptn metric provider: a KeptnMetric read, an Analysis created, read and
+            // deleted, nothing more. (An external metric is no resource kubectl can resolve
+            // without an adapter registered as an APIService.)
+            (true, &["get", "keptnmetrics.metrics.keptn.sh", "-n", NS]),
+            (false, &["patch", "keptnmetrics.metrics.keptn.sh", "-n", NS]),
+            (true, &["create", "analyses.metrics.keptn.sh", "-n", NS]),
+            (true, &["delete", "analyses.metrics.keptn.sh", "-n", NS]),
+            (
+                false,
+                &["delete", "analysisdefinitions.metrics.keptn.sh", "-n", NS],
+            ),
         ],
     )
     .await;

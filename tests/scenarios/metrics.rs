@@ -639,6 +639,133 @@ async fn a_stackdriver_template_promotes_a_healthy_release(cp: ControlPlane) {
     .await;
 }
 
+/// Keptn's objects for the canary `podinfo`, read by the stack's stand-in from the world: a
+/// KeptnMetric of its success rate, and an AnalysisDefinition failing a workload (the
+/// Analysis's `workload` argument) below 99 %; keptn MetricTemplates of each.
+async fn keptn_objects(world: &World) {
+    let keptn = |kind: &str, name: &str, spec: Value| {
+        json!({"apiVersion": "metrics.keptn.sh/v1beta1", "kind": kind,
+            "metadata": {"name": name, "namespace": serin_testkit::NS}, "spec": spec})
+    };
+    world
+        .create(keptn(
+            "KeptnMetric",
+            "podinfo-success-rate",
+            json!({"provider": {"name": "world"}, "fetchIntervalSeconds": 1,
+                   "query": "request-success-rate{workload=podinfo}",
+                   "range": {"interval": "10s"}}),
+        ))
+        .await;
+    world
+        .create(keptn(
+            "AnalysisValueTemplate",
+            "success-rate",
+            json!({"provider": {"name": "world"},
+                   "query": "request-success-rate{workload={{.workload}}}"}),
+        ))
+        .await;
+    world
+        .create(keptn(
+            "AnalysisDefinition",
+            "healthy",
+            json!({"objectives": [{"analysisValueTemplateRef": {"name": "success-rate"},
+                                   "target": {"failure": {"lessThan": {"fixedValue": 99}}},
+                                   "keyObjective": true}],
+                   "totalScore": {"passPercentage": 100, "warningPercentage": 50}}),
+        ))
+        .await;
+    for (name, query) in [
+        (
+            "keptn-success-rate",
+            "keptnmetric/{{ namespace }}/{{ target }}-success-rate",
+        ),
+        (
+            "keptn-analysis",
+            "analysis/{{ namespace }}/healthy/{{ interval }}/workload={{ target }}",
+        ),
+    ] {
+        world
+            .create(
+                json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+                "metadata": {"name": name, "namespace": serin_testkit::NS},
+                "spec": {"provider": {"type": "keptn"}, "query": query}}),
+            )
+            .await;
+    }
+}
+
+/// A KeptnMetric and a Keptn Analysis (created per check, completed by the stand-in, deleted
+/// by serin) promote a healthy release.
+async fn keptn_templates_promote_a_healthy_release(cp: ControlPlane) {
+    // Only the canary Service is loaded: the target's pods get requests only as the new
+    // version, so the windows hold nothing older.
+    let world = world_configured(cp, &["podinfo-canary"], WorldConfig::keptn).await;
+    keptn_objects(&world).await;
+    let metrics = json!([
+        // The KeptnMetric has no value until the new pods have served (and Keptn fetched).
+        {"name": "keptn-success-rate", "templateRef": {"name": "keptn-success-rate"},
+         "thresholdRange": {"min": 99}, "interval": "10s", "noDataPolicy": "hold"},
+        {"name": "keptn-analysis", "templateRef": {"name": "keptn-analysis"},
+         "thresholdRange": {"min": 1}, "interval": "10s"}
+    ]);
+    initialized(&world, metrics).await;
+    world.set_image("podinfo:6.0.1").await;
+    let done = world.wait_phase(Phase::Succeeded, LONG).await;
+    let metrics = done.status.and_then(|s| s.metrics).unwrap_or_default();
+    assert_eq!(
+        metrics
+            .iter()
+            .map(|m| (m.name.as_str(), m.verdict, m.value))
+            .collect::<Vec<_>>(),
+        [
+            ("keptn-success-rate", MetricVerdict::Pass, Some(100.0)),
+            ("keptn-analysis", MetricVerdict::Pass, Some(1.0))
+        ],
+        "{metrics:?}"
+    );
+    // Each check's Analysis was deleted once read.
+    let analyses = world
+        .dynamic("metrics.keptn.sh/v1beta1", "Analysis")
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(analyses.items.is_empty(), "{:?}", analyses.items);
+}
+
+/// The External Metrics API adapter, asked directly with a token, promotes a healthy release.
+async fn external_metrics_template_promotes_a_healthy_release(cp: ControlPlane) {
+    let world = world_configured(cp, &["podinfo-canary"], WorldConfig::external_metrics).await;
+    let adapter = world.stack.external_metrics_url().unwrap().to_string();
+    world
+        .create(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "external-metrics", "namespace": serin_testkit::NS},
+            "stringData": {"token": "serin-external-metrics-token"}}))
+        .await;
+    world
+        .create(json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+            "metadata": {"name": "external-success-rate", "namespace": serin_testkit::NS},
+            "spec": {"provider": {"type": "externalmetrics", "address": adapter,
+                                  "secretRef": {"name": "external-metrics"}},
+                     "query": "{{ namespace }}/request-success-rate?labelSelector=workload%3D{{ target }}"}}))
+        .await;
+    let metrics = json!([
+        {"name": "external-success-rate", "templateRef": {"name": "external-success-rate"},
+         "thresholdRange": {"min": 99}, "interval": "10s", "noDataPolicy": "hold"}
+    ]);
+    initialized(&world, metrics).await;
+    world.set_image("podinfo:6.0.1").await;
+    let done = world.wait_phase(Phase::Succeeded, LONG).await;
+    let metrics = done.status.and_then(|s| s.metrics).unwrap_or_default();
+    assert_eq!(
+        metrics
+            .iter()
+            .map(|m| (m.name.as_str(), m.verdict, m.value))
+            .collect::<Vec<_>>(),
+        [("external-success-rate", MetricVerdict::Pass, Some(100.0))],
+        "{metrics:?}"
+    );
+}
+
 serin_testkit::on_every_control_plane!(
     errors_in_bursts_are_counted_and_rolled_back_by_the_judge,
     an_incident_on_both_versions_is_not_blamed_on_the_canary,
@@ -657,4 +784,6 @@ serin_testkit::on_every_control_plane!(
     splunk_template_rolls_back_a_faulty_release,
     a_cloudwatch_template_promotes_a_healthy_release,
     a_stackdriver_template_promotes_a_healthy_release,
+    keptn_templates_promote_a_healthy_release,
+    external_metrics_template_promotes_a_healthy_release,
 );

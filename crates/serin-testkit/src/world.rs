@@ -93,6 +93,22 @@ impl WorldConfig {
         self
     }
 
+    /// Keptn's metrics operator: its CRDs (`e2e/crds/keptn.yaml`) and the stack's stand-in,
+    /// which values KeptnMetrics and completes Analyses from the traffic world.
+    pub fn keptn(mut self) -> Self {
+        self.stack.keptn = true;
+        self.stack
+            .crds
+            .push(crate::workspace_file("e2e/crds/keptn.yaml"));
+        self
+    }
+
+    /// The stack's External Metrics API adapter (`Stack::external_metrics_url`).
+    pub fn external_metrics(mut self) -> Self {
+        self.stack.external_metrics = true;
+        self
+    }
+
     /// Knative Serving: its CRDs and the stack's stand-in for its controller.
     pub fn knative(mut self) -> Self {
         self.stack.knative = true;
@@ -685,7 +701,10 @@ pub fn controller_args() -> Vec<String> {
 /// The resource name of a kind, by English rules (`Ingress` → `ingresses`).
 fn plural(kind: &str) -> String {
     let lower = kind.to_lowercase();
-    if lower.ends_with('s') || lower.ends_with('x') {
+    if let Some(stem) = lower.strip_suffix("is") {
+        // Analysis, analyses.
+        format!("{stem}es")
+    } else if lower.ends_with('s') || lower.ends_with('x') {
         format!("{lower}es")
     } else if let Some(stem) = lower.strip_suffix('y') {
         format!("{stem}ies")

@@ -10,7 +10,7 @@
 //! - `GET /traffic`: the traffic world's split (requests/s per workload) and totals (JSON)
 //! - `GET /traffic/metrics`: the world's telemetry in Prometheus text (what Prometheus scrapes)
 //! - `GET|POST|DELETE /datadog/fault`, `/newrelic/fault`, `/graphite/fault`,
-//!   `/influxdb/fault`, `/dynatrace/fault`, `/splunk/fault`, `/cloudwatch/fault`, `/stackdriver/fault`: that metric-provider emulator's
+//!   `/influxdb/fault`, `/dynatrace/fault`, `/splunk/fault`, `/cloudwatch/fault`, `/stackdriver/fault`, `/cloudwatch/fault`, `/stackdriver/fault`, `/externalmetrics/fault`: that metric-provider emulator's
 //!   fault mode (`{mode, status, count}`, see `provider_faults`)
 //! - `POST /compact`: drops the watch event history, so watches from older
 //!   resourceVersions get 410 Gone
@@ -39,6 +39,7 @@ pub struct State {
     pub splunk: Arc<ProviderFaults>,
     pub cloudwatch: Arc<ProviderFaults>,
     pub stackdriver: Arc<ProviderFaults>,
+    pub external_metrics: Arc<ProviderFaults>,
 }
 
 pub async fn handle(
@@ -111,6 +112,9 @@ pub async fn handle(
         }
         ("GET" | "POST" | "DELETE", "/stackdriver/fault") => {
             provider_fault(&state.stackdriver, &method, req).await
+        }
+        ("GET" | "POST" | "DELETE", "/externalmetrics/fault") => {
+            provider_fault(&state.external_metrics, &method, req).await
         }
         ("DELETE", "/faults") => {
             shared.faults.clear();

@@ -4,7 +4,7 @@
 //! the Deployment/DaemonSet controllers and the kubelet, and can inject faults. Its traffic
 //! world sends simulated requests where the routing objects say and exports them as the
 //! meshes do, for a real Prometheus it can start and for its Datadog, New Relic, Graphite,
-//! InfluxDB, Dynatrace, Splunk, CloudWatch and Stackdriver API emulators. It knows nothing about any particular
+//! InfluxDB, Dynatrace, Splunk, CloudWatch, Stackdriver, Keptn and external metrics API emulators. It knows nothing about any particular
 //! controller. See `e2e/README.md` for
 //! what it emulates.
 //!
@@ -29,12 +29,14 @@ pub mod demo;
 mod discovery;
 mod dynatrace;
 mod error;
+mod external_metrics;
 mod faults;
 mod fields;
 mod gc;
 mod graphite;
 mod influxdb;
 mod jsonpath;
+mod keptn;
 mod knative;
 mod kubeconfig;
 mod kubelet;
@@ -65,6 +67,7 @@ pub use cloudwatch::CloudWatchConfig;
 pub use control_plane::ControlPlane;
 pub use datadog::DatadogConfig;
 pub use dynatrace::{DynatraceConfig, service_entity_id};
+pub use external_metrics::ExternalMetricsConfig;
 pub use faults::{FaultRule, Faults};
 pub use graphite::GraphiteConfig;
 pub use influxdb::InfluxDbConfig;
@@ -145,6 +148,12 @@ pub struct StackConfig {
     /// Run a stand-in for Knative Serving (a Revision per Knative Service template, its
     /// readiness after the image's ready delay); needs the Knative CRDs among `crds`.
     pub knative: bool,
+    /// Run a stand-in for Keptn's metrics operator (KeptnMetric values and Analysis verdicts
+    /// from the traffic world); needs the CRDs of `e2e/crds/keptn.yaml` among `crds`.
+    pub keptn: bool,
+    /// Start the External Metrics API adapter emulator (token, window and faults:
+    /// `scenario.external_metrics`).
+    pub external_metrics: bool,
 }
 
 impl Default for StackConfig {
@@ -171,6 +180,8 @@ impl Default for StackConfig {
             crds: Vec::new(),
             watch_cache: true,
             knative: false,
+            keptn: false,
+            external_metrics: false,
         }
     }
 }
@@ -201,6 +212,8 @@ pub struct Stack {
     cloudwatch_faults: Arc<ProviderFaults>,
     stackdriver_url: Option<String>,
     stackdriver_faults: Arc<ProviderFaults>,
+    external_metrics_url: Option<String>,
+    external_metrics_faults: Arc<ProviderFaults>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     kube_local: Option<control_plane::KubeLocal>,
@@ -244,6 +257,7 @@ impl Stack {
         let splunk_url = url_of(listeners.splunk.as_ref())?;
         let cloudwatch_url = url_of(listeners.cloudwatch.as_ref())?;
         let stackdriver_url = url_of(listeners.stackdriver.as_ref())?;
+        let external_metrics_url = url_of(listeners.external_metrics.as_ref())?;
         let (kubeconfig, remove_kubeconfig) = kubeconfig_file(&config);
         let api = match real {
             true => ApiServer::start_kube_local(&kubeconfig, &config).await?,
@@ -276,6 +290,10 @@ impl Stack {
             cloudwatch_faults: provider_faults(config.scenario.cloudwatch.fault.as_ref()),
             stackdriver_url,
             stackdriver_faults: provider_faults(config.scenario.stackdriver.fault.as_ref()),
+            external_metrics_url,
+            external_metrics_faults: provider_faults(
+                config.scenario.external_metrics.fault.as_ref(),
+            ),
             stop,
             tasks: Vec::new(),
             kube_local: api.kube_local,
@@ -297,6 +315,9 @@ impl Stack {
         }
         if config.knative {
             stack.spawn_knative(&config.scenario.workloads).await?;
+        }
+        if config.keptn {
+            stack.spawn_keptn().await?;
         }
         // Started last: on failure, dropping `stack` stops everything started so far.
         if config.prometheus
@@ -338,6 +359,7 @@ impl Stack {
                 splunk: self.splunk_faults.clone(),
                 cloudwatch: self.cloudwatch_faults.clone(),
                 stackdriver: self.stackdriver_faults.clone(),
+                external_metrics: self.external_metrics_faults.clone(),
             });
             self.serve_on(l, move |req| admin::handle(admin.clone(), req));
         }
@@ -405,6 +427,14 @@ impl Stack {
             ));
             self.serve_on(l, move |req| stackdriver::handle(sd.clone(), req));
         }
+        if let Some(l) = listeners.external_metrics {
+            let em = Arc::new(external_metrics::ExternalMetrics {
+                world: self.world.clone(),
+                faults: self.external_metrics_faults.clone(),
+                config: config.scenario.external_metrics.clone(),
+            });
+            self.serve_on(l, move |req| external_metrics::handle(em.clone(), req));
+        }
     }
 
     /// Serves `listener` with `handler` until the stack stops.
@@ -455,6 +485,18 @@ impl Stack {
         self.tasks.push(tokio::spawn(async move {
             if let Err(e) = knative::run(client, workloads).await {
                 tracing::error!("Knative Serving stand-in stopped: {e:#}");
+            }
+        }));
+        Ok(())
+    }
+
+    /// Runs the Keptn metrics operator stand-in against this stack's API server.
+    async fn spawn_keptn(&mut self) -> Result<()> {
+        let client = self.client().await?;
+        let world = self.world.clone();
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = keptn::run(client, world).await {
+                tracing::error!("Keptn stand-in stopped: {e:#}");
             }
         }));
         Ok(())
@@ -670,6 +712,16 @@ impl Stack {
         &self.stackdriver_faults
     }
 
+    /// The External Metrics API adapter emulator's URL (`StackConfig::external_metrics`).
+    pub fn external_metrics_url(&self) -> Option<&str> {
+        self.external_metrics_url.as_deref()
+    }
+
+    /// The External Metrics API adapter emulator's fault mode.
+    pub fn external_metrics_faults(&self) -> &ProviderFaults {
+        &self.external_metrics_faults
+    }
+
     /// Stops serving and closes every connection (watches end).
     pub async fn shutdown(mut self) {
         if let Some(p) = self.prometheus.take() {
@@ -735,7 +787,9 @@ fn traffic_world(config: &StackConfig, store: Arc<store::Store>, real: bool) -> 
             || config.dynatrace
             || config.splunk
             || config.cloudwatch
-            || config.stackdriver,
+            || config.stackdriver
+            || config.external_metrics
+            || config.keptn,
     )
     .map_err(|e| anyhow::anyhow!("scenario: {e}"))?;
     // Over the real control plane the mirror accepts HTTPRoutes through the API.
@@ -756,6 +810,7 @@ struct Listeners {
     splunk: Option<TcpListener>,
     cloudwatch: Option<TcpListener>,
     stackdriver: Option<TcpListener>,
+    external_metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -799,6 +854,10 @@ impl Listeners {
             .await?,
             stackdriver: bind(config.stackdriver.then_some(0), |_| {
                 "binding the Stackdriver emulator's port".to_string()
+            })
+            .await?,
+            external_metrics: bind(config.external_metrics.then_some(0), |_| {
+                "binding the External Metrics API adapter's port".to_string()
             })
             .await?,
         })

@@ -2,6 +2,10 @@
 //! Dynatrace, Splunk): what a client must survive from a metrics API. Set from the admin server
 //! (`POST /datadog/fault`, `/newrelic/fault`, ...), from Rust (`Stack::datadog_faults()`,
 //! ...), or in the scenario.
+//! Fault modes of the metric-provider emulators (Datadog, New Relic, the External Metrics API
+//! adapter): what a client must survive from a metrics API. Set from the admin server
+//! (`POST /datadog/fault`, `/newrelic/fault`, `/externalmetrics/fault`), from Rust
+//! (`Stack::datadog_faults()`, ...), or in the scenario.
 //!
 //! ```yaml
 //! mode: rate-limit   # null-points | empty | several-series | rate-limit | error | hang | graphql-error

@@ -17,7 +17,7 @@
 //! ```
 //!
 //! plus `traffic` (see `traffic/config.rs`), `datadog`, `newrelic`, `graphite`, `influxdb`,
-//! `dynatrace`, `splunk`, `cloudwatch` and `stackdriver` (see those modules). Unknown top-level keys are ignored.
+//! `dynatrace`, `splunk`, `cloudwatch`, `stackdriver`, `keptn` and `externalmetrics` (see those modules). Unknown top-level keys are ignored.
 
 use crate::faults::FaultRule;
 use crate::traffic::config::Traffic;
@@ -62,6 +62,10 @@ pub struct Scenario {
     /// The Stackdriver emulator's project, account and initial fault (see `stackdriver`).
     #[serde(default)]
     pub stackdriver: crate::stackdriver::StackdriverConfig,
+    /// The External Metrics API adapter's token, window and initial fault (see
+    /// `external_metrics`).
+    #[serde(default)]
+    pub external_metrics: crate::external_metrics::ExternalMetricsConfig,
 }
 
 /// How the simulated workloads behave.

@@ -8,10 +8,13 @@ pub mod cloud;
 pub mod cloudwatch;
 pub mod datadog;
 pub mod dynatrace;
+pub mod externalmetrics;
 pub mod graphite;
 pub mod influxdb;
+pub mod keptn;
 pub mod newrelic;
 pub mod prometheus;
+pub mod quantity;
 pub mod splunk;
 pub mod stackdriver;
 
@@ -25,8 +28,10 @@ use reqwest::StatusCode;
 use cloudwatch::CloudWatch;
 use datadog::Datadog;
 use dynatrace::Dynatrace;
+use externalmetrics::ExternalMetrics;
 use graphite::Graphite;
 use influxdb::InfluxDb;
+use keptn::Keptn;
 use newrelic::NewRelic;
 use prometheus::Prometheus;
 use splunk::Splunk;
@@ -58,6 +63,8 @@ pub enum MetricProvider {
     Splunk(Splunk),
     CloudWatch(CloudWatch),
     Stackdriver(Stackdriver),
+    Keptn(Keptn),
+    ExternalMetrics(ExternalMetrics),
 }
 
 impl MetricProvider {
@@ -109,10 +116,11 @@ impl MetricProvider {
             }
             MetricProvider::CloudWatch(cloudwatch) => cloudwatch.query(http, query).await,
             MetricProvider::Stackdriver(stackdriver) => stackdriver.query(http, query).await,
+            MetricProvider::Keptn(keptn) => keptn.query(http, query.text, query.deadline).await,
+            MetricProvider::ExternalMetrics(external) => external.query(http, query.text).await,
         }
     }
 
-    /// Whether the backend answers a trivial request (for the initialization step).
     /// Whether the provider reads the metric's `interval` as a duration (its query window).
     /// The others only have it written into the query text (`{{ interval }}`), in whatever
     /// syntax the query language has (Graphite's `1min`).
@@ -122,9 +130,12 @@ impl MetricProvider {
             MetricProvider::Prometheus(_)
                 | MetricProvider::Graphite(_)
                 | MetricProvider::InfluxDb(_)
+                | MetricProvider::Keptn(_)
+                | MetricProvider::ExternalMetrics(_)
         )
     }
 
+    /// Whether the backend answers a trivial request (for the initialization step).
     pub async fn is_online(&self, http: &Http) -> Result<(), QueryError> {
         match self {
             MetricProvider::Prometheus(prometheus) => prometheus.is_online(http).await,
@@ -136,6 +147,8 @@ impl MetricProvider {
             MetricProvider::Splunk(splunk) => splunk.is_online(http).await,
             MetricProvider::CloudWatch(cloudwatch) => cloudwatch.is_online(http).await,
             MetricProvider::Stackdriver(stackdriver) => stackdriver.is_online(http).await,
+            MetricProvider::Keptn(keptn) => keptn.is_online(http).await,
+            MetricProvider::ExternalMetrics(external) => external.is_online(http).await,
         }
     }
 
@@ -158,7 +171,9 @@ impl MetricProvider {
             | MetricProvider::Dynatrace(_)
             | MetricProvider::Splunk(_)
             | MetricProvider::CloudWatch(_)
-            | MetricProvider::Stackdriver(_) => None,
+            | MetricProvider::Stackdriver(_)
+            | MetricProvider::Keptn(_)
+            | MetricProvider::ExternalMetrics(_) => None,
         }
     }
 
@@ -198,9 +213,11 @@ impl MetricProvider {
             | MetricProvider::Dynatrace(_)
             | MetricProvider::Splunk(_)
             | MetricProvider::CloudWatch(_)
-            | MetricProvider::Stackdriver(_) => Err(QueryError::config(
-                "the judge compares series over time, which serin reads from Prometheus only: \
-                 use a Prometheus MetricTemplate, or thresholds for this metric",
+            | MetricProvider::Stackdriver(_)
+            | MetricProvider::Keptn(_)
+            | MetricProvider::ExternalMetrics(_) => Err(QueryError::config(
+                "the judge compares series over time, which serin reads from Prometheus and \
+                 Graphite only: use one of those, or thresholds for this metric",
             )),
             MetricProvider::InfluxDb(_) => Err(QueryError::config(
                 "the judge compares series over time, which serin reads from Prometheus and \
@@ -607,6 +624,8 @@ pub fn read_every_way(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<
             rate_limit_reset(&dynatrace::reset_in_seconds(&answer, 0))
         ),
         shown(splunk::read_stream(&answer.body)),
+        shown(externalmetrics::read_answer(&answer)),
+        shown(keptn_reading(&answer.body)),
         answer.describe_body(),
         answer.status_error("fuzz").message,
         format!("{:?}", rate_limit_reset(&answer)),
@@ -625,6 +644,13 @@ pub fn read_every_way(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<
         stackdriver::token::read_token("fuzz", &answer).map(|(_, at)| at)
     ));
     out
+}
+
+/// A KeptnMetric read from a hostile body (the fuzz target's view of the Keptn provider).
+#[cfg(feature = "fuzzing")]
+fn keptn_reading(body: &str) -> Result<Reading, QueryError> {
+    let metric = serde_json::from_str(body).unwrap_or_default();
+    keptn::read_metric("KeptnMetric fuzz/fuzz", &metric)
 }
 
 /// At most this many characters of a provider's own error text are quoted.

@@ -24,6 +24,7 @@ fn api_of(client: &kube::Client, obj: &Value) -> Api<DynamicObject> {
     let kind = obj["kind"].as_str().unwrap();
     let plural = match kind {
         "Ingress" => "ingresses".to_string(),
+        "Analysis" => "analyses".to_string(),
         k => format!("{}s", k.to_lowercase()),
     };
     let ar =

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod gateway;
 pub mod latency;
+pub mod measures;
 pub mod noise;
 pub mod routing;
 pub mod telemetry;
