@@ -267,11 +267,11 @@ pub(super) fn read_v2(answer: &Answer) -> Result<Reading, QueryError> {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use chrono::{DateTime, Utc};
     use std::collections::BTreeMap;
 
     use serde_json::json;
 
+    use super::super::fixture::{now, replaying};
     use super::*;
     use crate::api::MetricProviderType;
     use serin_stack::testing::fake_http::{FakeServer, Response};
@@ -281,10 +281,7 @@ mod tests {
     }
 
     fn keys() -> SecretData {
-        SecretData::from([
-            (API_KEY.to_string(), "api".to_string()),
-            (APPLICATION_KEY.to_string(), "app".to_string()),
-        ])
+        super::super::fixture::secret(&[(API_KEY, "api"), (APPLICATION_KEY, "app")])
     }
 
     fn datadog(address: &str, v2: bool) -> Datadog {
@@ -300,10 +297,6 @@ mod tests {
         .unwrap()
     }
 
-    fn now() -> DateTime<Utc> {
-        DateTime::from_timestamp(1_717_000_000, 0).unwrap()
-    }
-
     /// `query` over `interval` with the v1 or v2 API, against a server answering `responses`
     /// in turn (then the last one again), within `budget`.
     async fn ask(
@@ -313,17 +306,7 @@ mod tests {
         interval: Duration,
         budget: Duration,
     ) -> (Result<Reading, QueryError>, FakeServer) {
-        let responses = std::sync::Mutex::new(responses.into_iter());
-        let last = std::sync::Mutex::new(None::<Response>);
-        let server = FakeServer::start(move |_| {
-            let next = responses.lock().unwrap().next();
-            let mut last = last.lock().unwrap();
-            if let Some(r) = next {
-                *last = Some(r);
-            }
-            last.clone().unwrap()
-        })
-        .await;
+        let server = replaying(responses).await;
         let http = Http::new(Duration::from_millis(500)).unwrap();
         let reading = datadog(&server.url, v2)
             .query(

@@ -242,9 +242,9 @@ pub(super) fn read_answer(answer: &Answer) -> Result<Reading, QueryError> {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use chrono::{DateTime, Utc};
     use serde_json::json;
 
+    use super::super::fixture::{answer, now, replaying};
     use super::*;
     use crate::api::MetricProviderType;
     use serin_stack::testing::fake_http::{FakeServer, Response};
@@ -254,24 +254,7 @@ mod tests {
     }
 
     fn token() -> SecretData {
-        SecretData::from([(TOKEN_KEY.to_string(), "dt0c01.token".to_string())])
-    }
-
-    fn now() -> DateTime<Utc> {
-        DateTime::from_timestamp(1_717_000_000, 0).unwrap()
-    }
-
-    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
-        let mut map = reqwest::header::HeaderMap::new();
-        for (name, value) in headers {
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
-            map.insert(name, value.parse().unwrap());
-        }
-        Answer {
-            status: reqwest::StatusCode::from_u16(status).unwrap(),
-            headers: map,
-            body: body.into(),
-        }
+        super::super::fixture::secret(&[(TOKEN_KEY, "dt0c01.token")])
     }
 
     /// The selector over a 1-minute interval against a server answering `responses` in turn
@@ -280,17 +263,7 @@ mod tests {
         responses: Vec<Response>,
         budget: Duration,
     ) -> (Result<Reading, QueryError>, FakeServer) {
-        let responses = std::sync::Mutex::new(responses.into_iter());
-        let last = std::sync::Mutex::new(None::<Response>);
-        let server = FakeServer::start(move |_| {
-            let next = responses.lock().unwrap().next();
-            let mut last = last.lock().unwrap();
-            if let Some(r) = next {
-                *last = Some(r);
-            }
-            last.clone().unwrap()
-        })
-        .await;
+        let server = replaying(responses).await;
         let http = Http::new(Duration::from_millis(500)).unwrap();
         let dynatrace =
             Dynatrace::from_template(&provider(&server.url), Some(("ns/dt", &token()))).unwrap();

@@ -373,10 +373,7 @@ mod tests {
     }
 
     fn credentials() -> SecretData {
-        SecretData::from([
-            (USERNAME.to_string(), "user".to_string()),
-            (PASSWORD.to_string(), "secret".to_string()),
-        ])
+        super::super::fixture::secret(&[(USERNAME, "user"), (PASSWORD, "secret")])
     }
 
     fn graphite(address: &str) -> Graphite {
@@ -384,11 +381,7 @@ mod tests {
     }
 
     fn answer(status: u16, body: &str) -> Answer {
-        Answer {
-            status: reqwest::StatusCode::from_u16(status).unwrap(),
-            headers: reqwest::header::HeaderMap::new(),
-            body: body.into(),
-        }
+        super::super::fixture::answer(status, &[], body)
     }
 
     /// `query` against a server answering `response`.

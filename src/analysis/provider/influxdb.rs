@@ -495,10 +495,7 @@ mod tests {
     }
 
     fn secret() -> SecretData {
-        SecretData::from([
-            (TOKEN.to_string(), "tok".to_string()),
-            (ORG.to_string(), "my org".to_string()),
-        ])
+        super::super::fixture::secret(&[(TOKEN, "tok"), (ORG, "my org")])
     }
 
     fn influx(address: &str) -> InfluxDb {
@@ -506,11 +503,7 @@ mod tests {
     }
 
     fn answer(body: &str) -> Answer {
-        Answer {
-            status: reqwest::StatusCode::OK,
-            headers: reqwest::header::HeaderMap::new(),
-            body: body.into(),
-        }
+        super::super::fixture::answer(200, &[], body)
     }
 
     /// Flagger's own test table: two records, the first's `_value` is 1.4.

@@ -189,6 +189,58 @@ pub(crate) fn template_at(
     }
 }
 
+/// What the providers' tests share: answers without a server, a server replaying answers,
+/// Secrets, a fixed `now`.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use chrono::{DateTime, Utc};
+    use serin_stack::testing::fake_http::{FakeServer, Response};
+
+    use super::{Answer, SecretData};
+
+    /// An answer as `Http::send` returns it, without a server: the decoding alone.
+    pub fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (name, value) in headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            map.insert(name, value.parse().unwrap());
+        }
+        Answer {
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            headers: map,
+            body: body.into(),
+        }
+    }
+
+    /// A server answering `responses` in turn, then the last one again.
+    pub async fn replaying(responses: Vec<Response>) -> FakeServer {
+        let responses = std::sync::Mutex::new(responses.into_iter());
+        let last = std::sync::Mutex::new(None::<Response>);
+        FakeServer::start(move |_| {
+            let next = responses.lock().unwrap().next();
+            let mut last = last.lock().unwrap();
+            if let Some(r) = next {
+                *last = Some(r);
+            }
+            last.clone().unwrap()
+        })
+        .await
+    }
+
+    /// A Secret's decoded data.
+    pub fn secret(entries: &[(&str, &str)]) -> SecretData {
+        entries
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    /// The tests' fixed `now`.
+    pub fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_717_000_000, 0).unwrap()
+    }
+}
+
 /// What one query returned.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reading {
@@ -744,20 +796,8 @@ impl fmt::Display for Reading {
 
 #[cfg(test)]
 mod tests {
+    use super::fixture::answer;
     use super::*;
-
-    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
-        let mut map = reqwest::header::HeaderMap::new();
-        for (name, value) in headers {
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
-            map.insert(name, value.parse().unwrap());
-        }
-        Answer {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers: map,
-            body: body.into(),
-        }
-    }
 
     #[test]
     fn bodies_are_described_never_echoed() {

@@ -488,9 +488,9 @@ fn program_error(data: &str) -> QueryError {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use chrono::{DateTime, Utc};
     use serde_json::json;
 
+    use super::super::fixture::{now, replaying};
     use super::*;
     use crate::api::MetricProviderType;
     use serin_stack::testing::fake_http::{FakeServer, Response};
@@ -500,11 +500,7 @@ mod tests {
     }
 
     fn token() -> SecretData {
-        SecretData::from([(TOKEN_KEY.to_string(), "sf-token".to_string())])
-    }
-
-    fn now() -> DateTime<Utc> {
-        DateTime::from_timestamp(1_717_000_000, 0).unwrap()
+        super::super::fixture::secret(&[(TOKEN_KEY, "sf-token")])
     }
 
     /// Server-Sent Events of `(event, data)` pairs, each data split over lines as SignalFlow
@@ -551,17 +547,7 @@ mod tests {
         responses: Vec<Response>,
         budget: Duration,
     ) -> (Result<Reading, QueryError>, FakeServer) {
-        let responses = std::sync::Mutex::new(responses.into_iter());
-        let last = std::sync::Mutex::new(None::<Response>);
-        let server = FakeServer::start(move |_| {
-            let next = responses.lock().unwrap().next();
-            let mut last = last.lock().unwrap();
-            if let Some(r) = next {
-                *last = Some(r);
-            }
-            last.clone().unwrap()
-        })
-        .await;
+        let server = replaying(responses).await;
         let http = Http::new(Duration::from_millis(500)).unwrap();
         let splunk =
             Splunk::from_template(&provider(&server.url), Some(("ns/sf", &token()))).unwrap();
