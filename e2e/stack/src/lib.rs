@@ -41,6 +41,7 @@ mod knative;
 mod kubeconfig;
 mod kubelet;
 mod metadata;
+mod metric_emulator;
 mod mirror;
 mod newrelic;
 mod openapi;

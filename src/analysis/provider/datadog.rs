@@ -15,13 +15,10 @@
 //! the retry fits in the check's time budget; otherwise it is an error saying when the limit
 //! resets.
 
-use std::time::{Duration, Instant};
-
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Answer, ErrorKind, Http, QueryError, Reading, SecretData, secret_key};
+use super::{Answer, ErrorKind, Http, Query, QueryError, Reading, SecretData, secret_key};
 use crate::api::metric_template::MetricTemplateProvider;
 
 const NAME: &str = "datadog";
@@ -68,11 +65,11 @@ impl Datadog {
         annotations: Option<&std::collections::BTreeMap<String, String>>,
         secret: Option<(&str, &SecretData)>,
     ) -> Result<Datadog, QueryError> {
-        let (secret_name, data) = secret.ok_or_else(|| {
-            QueryError::config(format!(
+        let (secret_name, data) = super::required_secret(secret, || {
+            format!(
                 "datadog needs provider.secretRef: a Secret with `{API_KEY}` and \
                  `{APPLICATION_KEY}`"
-            ))
+            )
         })?;
         let annotation = |key: &str| annotations.and_then(|a| a.get(key)).map(|v| v.trim());
         let api = match annotation(API_VERSION_ANNOTATION) {
@@ -89,11 +86,7 @@ impl Datadog {
                 )));
             }
         };
-        let address = provider
-            .address
-            .as_deref()
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
+        let address = super::template_address(provider)
             .unwrap_or(DEFAULT_ADDRESS)
             .trim_end_matches('/')
             .to_string();
@@ -107,22 +100,14 @@ impl Datadog {
 
     /// Runs `query` over the window `now - 10 x interval .. now`, retrying 429s until
     /// `deadline`.
-    pub async fn query(
-        &self,
-        http: &Http,
-        query: &str,
-        interval: Duration,
-        now: DateTime<Utc>,
-        deadline: Instant,
-    ) -> Result<Reading, QueryError> {
-        let window = chrono::Duration::from_std(interval * 10).unwrap_or(chrono::Duration::MAX);
-        let from = now.checked_sub_signed(window).unwrap_or(now);
+    pub async fn query(&self, http: &Http, query: Query<'_>) -> Result<Reading, QueryError> {
+        let (now, from) = (query.now, query.window_start(10));
         loop {
             let request = match &self.api {
                 Api::V1 => self
                     .request(http, reqwest::Method::GET, "/api/v1/query")
                     .query(&[
-                        ("query", query.to_string()),
+                        ("query", query.text.to_string()),
                         ("from", from.timestamp().to_string()),
                         ("to", now.timestamp().to_string()),
                     ]),
@@ -136,7 +121,7 @@ impl Datadog {
                             "queries": [{
                                 "data_source": "metrics",
                                 "name": "query",
-                                "query": query,
+                                "query": query.text,
                                 "aggregator": aggregator,
                             }],
                             "formulas": [{"formula": "query"}],
@@ -145,7 +130,7 @@ impl Datadog {
             };
             let answer = http.send(NAME, request).await?;
             if answer.status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                super::wait_for_rate_limit(NAME, &answer, deadline).await?;
+                super::wait_for_rate_limit(NAME, &answer, query.deadline).await?;
                 continue;
             }
             if !answer.status.is_success() {
@@ -280,10 +265,13 @@ pub(super) fn read_v2(answer: &Answer) -> Result<Reading, QueryError> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use std::collections::BTreeMap;
 
     use serde_json::json;
 
+    use super::super::fixture::{now, replaying};
     use super::*;
     use crate::api::MetricProviderType;
     use serin_stack::testing::fake_http::{FakeServer, Response};
@@ -293,10 +281,7 @@ mod tests {
     }
 
     fn keys() -> SecretData {
-        SecretData::from([
-            (API_KEY.to_string(), "api".to_string()),
-            (APPLICATION_KEY.to_string(), "app".to_string()),
-        ])
+        super::super::fixture::secret(&[(API_KEY, "api"), (APPLICATION_KEY, "app")])
     }
 
     fn datadog(address: &str, v2: bool) -> Datadog {
@@ -312,10 +297,6 @@ mod tests {
         .unwrap()
     }
 
-    fn now() -> DateTime<Utc> {
-        DateTime::from_timestamp(1_717_000_000, 0).unwrap()
-    }
-
     /// `query` over `interval` with the v1 or v2 API, against a server answering `responses`
     /// in turn (then the last one again), within `budget`.
     async fn ask(
@@ -325,20 +306,18 @@ mod tests {
         interval: Duration,
         budget: Duration,
     ) -> (Result<Reading, QueryError>, FakeServer) {
-        let responses = std::sync::Mutex::new(responses.into_iter());
-        let last = std::sync::Mutex::new(None::<Response>);
-        let server = FakeServer::start(move |_| {
-            let next = responses.lock().unwrap().next();
-            let mut last = last.lock().unwrap();
-            if let Some(r) = next {
-                *last = Some(r);
-            }
-            last.clone().unwrap()
-        })
-        .await;
+        let server = replaying(responses).await;
         let http = Http::new(Duration::from_millis(500)).unwrap();
         let reading = datadog(&server.url, v2)
-            .query(&http, query, interval, now(), Instant::now() + budget)
+            .query(
+                &http,
+                Query {
+                    text: query,
+                    interval,
+                    now: now(),
+                    deadline: Instant::now() + budget,
+                },
+            )
             .await;
         (reading, server)
     }

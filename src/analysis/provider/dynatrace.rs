@@ -14,13 +14,14 @@
 //! Datadog sends), or `Retry-After` when a proxy sends that. A rejected selector (400, 404)
 //! quotes Dynatrace's message and constraint violations.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Answer, ErrorKind, Http, QueryError, Reading, SecretData, remote_text, secret_key};
+use super::{
+    Answer, ErrorKind, Http, Query, QueryError, Reading, SecretData, remote_text, secret_key,
+};
 use crate::api::metric_template::MetricTemplateProvider;
 
 const NAME: &str = "dynatrace";
@@ -51,24 +52,18 @@ impl Dynatrace {
         provider: &MetricTemplateProvider,
         secret: Option<(&str, &SecretData)>,
     ) -> Result<Dynatrace, QueryError> {
-        let address = provider
-            .address
-            .as_deref()
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| {
-                QueryError::config(
-                    "dynatrace needs provider.address: the environment's URL, e.g. \
-                     https://<environment-id>.live.dynatrace.com",
-                )
-            })?
-            .trim_end_matches('/')
-            .to_string();
-        let (secret_name, data) = secret.ok_or_else(|| {
-            QueryError::config(format!(
+        let address = super::required_address(
+            provider,
+            "dynatrace needs provider.address: the environment's URL, e.g. \
+             https://<environment-id>.live.dynatrace.com",
+        )?
+        .trim_end_matches('/')
+        .to_string();
+        let (secret_name, data) = super::required_secret(secret, || {
+            format!(
                 "dynatrace needs provider.secretRef: a Secret with `{TOKEN_KEY}` (an API token \
                  with the metrics.read scope)"
-            ))
+            )
         })?;
         Ok(Dynatrace {
             address,
@@ -78,20 +73,11 @@ impl Dynatrace {
 
     /// Runs the metric selector over `now - 10 x interval .. now`, retrying 429s until
     /// `deadline`.
-    pub async fn query(
-        &self,
-        http: &Http,
-        selector: &str,
-        interval: Duration,
-        now: DateTime<Utc>,
-        deadline: Instant,
-    ) -> Result<Reading, QueryError> {
-        let window = chrono::Duration::from_std(interval * WINDOW_INTERVALS)
-            .unwrap_or(chrono::Duration::MAX);
-        let from = now.checked_sub_signed(window).unwrap_or(now);
+    pub async fn query(&self, http: &Http, query: Query<'_>) -> Result<Reading, QueryError> {
+        let (now, from) = (query.now, query.window_start(WINDOW_INTERVALS));
         loop {
             let request = self.request(http, "/api/v2/metrics/query").query(&[
-                ("metricSelector", selector.to_string()),
+                ("metricSelector", query.text.to_string()),
                 ("resolution", "Inf".to_string()),
                 ("from", from.timestamp_millis().to_string()),
                 ("to", now.timestamp_millis().to_string()),
@@ -101,7 +87,7 @@ impl Dynatrace {
                 super::wait_for_rate_limit(
                     NAME,
                     &reset_in_seconds(&answer, now_micros()),
-                    deadline,
+                    query.deadline,
                 )
                 .await?;
                 continue;
@@ -254,8 +240,11 @@ pub(super) fn read_answer(answer: &Answer) -> Result<Reading, QueryError> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use serde_json::json;
 
+    use super::super::fixture::{answer, now, replaying};
     use super::*;
     use crate::api::MetricProviderType;
     use serin_stack::testing::fake_http::{FakeServer, Response};
@@ -265,24 +254,7 @@ mod tests {
     }
 
     fn token() -> SecretData {
-        SecretData::from([(TOKEN_KEY.to_string(), "dt0c01.token".to_string())])
-    }
-
-    fn now() -> DateTime<Utc> {
-        DateTime::from_timestamp(1_717_000_000, 0).unwrap()
-    }
-
-    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
-        let mut map = reqwest::header::HeaderMap::new();
-        for (name, value) in headers {
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
-            map.insert(name, value.parse().unwrap());
-        }
-        Answer {
-            status: reqwest::StatusCode::from_u16(status).unwrap(),
-            headers: map,
-            body: body.into(),
-        }
+        super::super::fixture::secret(&[(TOKEN_KEY, "dt0c01.token")])
     }
 
     /// The selector over a 1-minute interval against a server answering `responses` in turn
@@ -291,27 +263,19 @@ mod tests {
         responses: Vec<Response>,
         budget: Duration,
     ) -> (Result<Reading, QueryError>, FakeServer) {
-        let responses = std::sync::Mutex::new(responses.into_iter());
-        let last = std::sync::Mutex::new(None::<Response>);
-        let server = FakeServer::start(move |_| {
-            let next = responses.lock().unwrap().next();
-            let mut last = last.lock().unwrap();
-            if let Some(r) = next {
-                *last = Some(r);
-            }
-            last.clone().unwrap()
-        })
-        .await;
+        let server = replaying(responses).await;
         let http = Http::new(Duration::from_millis(500)).unwrap();
         let dynatrace =
             Dynatrace::from_template(&provider(&server.url), Some(("ns/dt", &token()))).unwrap();
         let reading = dynatrace
             .query(
                 &http,
-                "builtin:service.response.time:splitBy():percentile(95)",
-                Duration::from_secs(60),
-                now(),
-                Instant::now() + budget,
+                Query {
+                    text: "builtin:service.response.time:splitBy():percentile(95)",
+                    interval: Duration::from_secs(60),
+                    now: now(),
+                    deadline: Instant::now() + budget,
+                },
             )
             .await;
         (reading, server)
@@ -507,7 +471,15 @@ mod tests {
         let dynatrace =
             Dynatrace::from_template(&provider(&url), Some(("ns/dt", &token()))).unwrap();
         let err = dynatrace
-            .query(&http, "m", Duration::from_secs(60), now(), Instant::now())
+            .query(
+                &http,
+                Query {
+                    text: "m",
+                    interval: Duration::from_secs(60),
+                    now: now(),
+                    deadline: Instant::now(),
+                },
+            )
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::TooLarge, "{err}");

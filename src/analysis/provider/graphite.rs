@@ -69,30 +69,19 @@ impl Graphite {
         provider: &MetricTemplateProvider,
         secret: Option<(&str, &SecretData)>,
     ) -> Result<Graphite, QueryError> {
-        let address = provider
-            .address
-            .as_deref()
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| {
-                QueryError::config(
-                    "graphite needs provider.address: the Graphite web URL (e.g. \
-                     http://graphite.monitoring)",
-                )
-            })?;
+        let address = super::required_address(
+            provider,
+            "graphite needs provider.address: the Graphite web URL (e.g. \
+             http://graphite.monitoring)",
+        )?;
         let render = render_url(address)?;
         let credentials = match secret {
             None => None,
             Some((secret_name, data)) => {
-                let key = |key: &str| {
-                    data.get(key).cloned().ok_or_else(|| {
-                        QueryError::config(format!(
-                            "graphite Secret {secret_name} has no `{key}` key"
-                        ))
-                    })
-                };
+                let key = |key: &str| super::secret_entry(data, key, NAME, secret_name);
                 let (username, password) = (key(USERNAME)?, key(PASSWORD)?);
-                (!username.is_empty() && !password.is_empty()).then_some((username, password))
+                (!username.is_empty() && !password.is_empty())
+                    .then(|| (username.to_string(), password.to_string()))
             }
         };
         Ok(Graphite {
@@ -384,10 +373,7 @@ mod tests {
     }
 
     fn credentials() -> SecretData {
-        SecretData::from([
-            (USERNAME.to_string(), "user".to_string()),
-            (PASSWORD.to_string(), "secret".to_string()),
-        ])
+        super::super::fixture::secret(&[(USERNAME, "user"), (PASSWORD, "secret")])
     }
 
     fn graphite(address: &str) -> Graphite {
@@ -395,11 +381,7 @@ mod tests {
     }
 
     fn answer(status: u16, body: &str) -> Answer {
-        Answer {
-            status: reqwest::StatusCode::from_u16(status).unwrap(),
-            headers: reqwest::header::HeaderMap::new(),
-            body: body.into(),
-        }
+        super::super::fixture::answer(status, &[], body)
     }
 
     /// `query` against a server answering `response`.

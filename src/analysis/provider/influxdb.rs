@@ -64,26 +64,18 @@ impl InfluxDb {
         provider: &MetricTemplateProvider,
         secret: Option<(&str, &SecretData)>,
     ) -> Result<InfluxDb, QueryError> {
-        let address = provider
-            .address
-            .as_deref()
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| {
-                QueryError::config(
-                    "influxdb needs provider.address: the InfluxDB URL (e.g. \
-                     http://influxdb.monitoring:8086)",
-                )
-            })?;
+        let address = super::required_address(
+            provider,
+            "influxdb needs provider.address: the InfluxDB URL (e.g. \
+             http://influxdb.monitoring:8086)",
+        )?;
         let (token, org) = match secret {
             None => (String::new(), String::new()),
             Some((secret_name, data)) => {
                 let key = |key: &str, what: &str| {
-                    data.get(key).cloned().ok_or_else(|| {
-                        QueryError::config(format!(
-                            "influxdb Secret {secret_name} has no `{key}` key ({what})"
-                        ))
-                    })
+                    super::secret_entry(data, key, NAME, secret_name)
+                        .map(str::to_string)
+                        .map_err(|e| QueryError::config(format!("{} ({what})", e.message)))
                 };
                 (
                     key(TOKEN, "the API token")?,
@@ -503,10 +495,7 @@ mod tests {
     }
 
     fn secret() -> SecretData {
-        SecretData::from([
-            (TOKEN.to_string(), "tok".to_string()),
-            (ORG.to_string(), "my org".to_string()),
-        ])
+        super::super::fixture::secret(&[(TOKEN, "tok"), (ORG, "my org")])
     }
 
     fn influx(address: &str) -> InfluxDb {
@@ -514,11 +503,7 @@ mod tests {
     }
 
     fn answer(body: &str) -> Answer {
-        Answer {
-            status: reqwest::StatusCode::OK,
-            headers: reqwest::header::HeaderMap::new(),
-            body: body.into(),
-        }
+        super::super::fixture::answer(200, &[], body)
     }
 
     /// Flagger's own test table: two records, the first's `_value` is 1.4.

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 
+use crate::api::metric_template::MetricTemplateProvider;
 use cloudwatch::CloudWatch;
 use datadog::Datadog;
 use dynatrace::Dynatrace;
@@ -67,20 +68,22 @@ pub enum MetricProvider {
     ExternalMetrics(ExternalMetrics),
 }
 
+impl Query<'_> {
+    /// The start of the window of `intervals` metric intervals that ends at `now` (`now`
+    /// itself when the window reaches past the start of time).
+    pub fn window_start(&self, intervals: u32) -> DateTime<Utc> {
+        let window =
+            chrono::Duration::from_std(self.interval * intervals).unwrap_or(chrono::Duration::MAX);
+        self.now.checked_sub_signed(window).unwrap_or(self.now)
+    }
+}
+
 impl MetricProvider {
     /// Runs one query.
     pub async fn query(&self, http: &Http, query: Query<'_>) -> Result<Reading, QueryError> {
         match self {
             MetricProvider::Prometheus(prometheus) => prometheus.query(http, query.text).await,
-            MetricProvider::Datadog(datadog) => {
-                let Query {
-                    text,
-                    interval,
-                    now,
-                    deadline,
-                } = query;
-                datadog.query(http, text, interval, now, deadline).await
-            }
+            MetricProvider::Datadog(datadog) => datadog.query(http, query).await,
             MetricProvider::NewRelic(newrelic) => {
                 let Query {
                     text,
@@ -96,24 +99,8 @@ impl MetricProvider {
             MetricProvider::InfluxDb(influxdb) => {
                 influxdb.query(http, query.text, query.deadline).await
             }
-            MetricProvider::Dynatrace(dynatrace) => {
-                let Query {
-                    text,
-                    interval,
-                    now,
-                    deadline,
-                } = query;
-                dynatrace.query(http, text, interval, now, deadline).await
-            }
-            MetricProvider::Splunk(splunk) => {
-                let Query {
-                    text,
-                    interval,
-                    now,
-                    deadline,
-                } = query;
-                splunk.query(http, text, interval, now, deadline).await
-            }
+            MetricProvider::Dynatrace(dynatrace) => dynatrace.query(http, query).await,
+            MetricProvider::Splunk(splunk) => splunk.query(http, query).await,
             MetricProvider::CloudWatch(cloudwatch) => cloudwatch.query(http, query).await,
             MetricProvider::Stackdriver(stackdriver) => stackdriver.query(http, query).await,
             MetricProvider::Keptn(keptn) => keptn.query(http, query.text, query.deadline).await,
@@ -242,6 +229,58 @@ pub(crate) fn template_at(
         secret_ref: None,
         region: None,
         insecure_skip_verify: None,
+    }
+}
+
+/// What the providers' tests share: answers without a server, a server replaying answers,
+/// Secrets, a fixed `now`.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use chrono::{DateTime, Utc};
+    use serin_stack::testing::fake_http::{FakeServer, Response};
+
+    use super::{Answer, SecretData};
+
+    /// An answer as `Http::send` returns it, without a server: the decoding alone.
+    pub fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (name, value) in headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            map.insert(name, value.parse().unwrap());
+        }
+        Answer {
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            headers: map,
+            body: body.into(),
+        }
+    }
+
+    /// A server answering `responses` in turn, then the last one again.
+    pub async fn replaying(responses: Vec<Response>) -> FakeServer {
+        let responses = std::sync::Mutex::new(responses.into_iter());
+        let last = std::sync::Mutex::new(None::<Response>);
+        FakeServer::start(move |_| {
+            let next = responses.lock().unwrap().next();
+            let mut last = last.lock().unwrap();
+            if let Some(r) = next {
+                *last = Some(r);
+            }
+            last.clone().unwrap()
+        })
+        .await
+    }
+
+    /// A Secret's decoded data.
+    pub fn secret(entries: &[(&str, &str)]) -> SecretData {
+        entries
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    /// The tests' fixed `now`.
+    pub fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_717_000_000, 0).unwrap()
     }
 }
 
@@ -736,12 +775,55 @@ pub fn secret_key<'a>(
     provider: &str,
     secret_name: &str,
 ) -> Result<&'a str, QueryError> {
-    match secret.get(key).map(String::as_str) {
-        Some(value) if !value.is_empty() => Ok(value),
-        _ => Err(QueryError::config(format!(
-            "{provider} Secret {secret_name} has no `{key}` key"
-        ))),
-    }
+    secret_entry(secret, key, provider, secret_name)
+        .ok()
+        .filter(|value| !value.is_empty())
+        .ok_or_else(|| missing_key(key, provider, secret_name))
+}
+
+/// A key a provider's Secret must hold, possibly empty (Flagger's Graphite and InfluxDB
+/// read an empty value as no credentials).
+pub fn secret_entry<'a>(
+    secret: &'a SecretData,
+    key: &str,
+    provider: &str,
+    secret_name: &str,
+) -> Result<&'a str, QueryError> {
+    secret
+        .get(key)
+        .map(String::as_str)
+        .ok_or_else(|| missing_key(key, provider, secret_name))
+}
+
+fn missing_key(key: &str, provider: &str, secret_name: &str) -> QueryError {
+    QueryError::config(format!(
+        "{provider} Secret {secret_name} has no `{key}` key"
+    ))
+}
+
+/// A template's address, trimmed; `None` when it has none or only whitespace.
+pub fn template_address(provider: &MetricTemplateProvider) -> Option<&str> {
+    provider
+        .address
+        .as_deref()
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+}
+
+/// A template's address, required: `missing` says what it should be.
+pub fn required_address<'a>(
+    provider: &'a MetricTemplateProvider,
+    missing: &str,
+) -> Result<&'a str, QueryError> {
+    template_address(provider).ok_or_else(|| QueryError::config(missing))
+}
+
+/// A template's Secret, required: `missing` says what it must hold.
+pub fn required_secret<'a>(
+    secret: Option<(&'a str, &'a SecretData)>,
+    missing: impl FnOnce() -> String,
+) -> Result<(&'a str, &'a SecretData), QueryError> {
+    secret.ok_or_else(|| QueryError::config(missing()))
 }
 
 /// A number with the precision a reader needs: two decimals from 1 up, three significant
@@ -774,20 +856,8 @@ impl fmt::Display for Reading {
 
 #[cfg(test)]
 mod tests {
+    use super::fixture::answer;
     use super::*;
-
-    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
-        let mut map = reqwest::header::HeaderMap::new();
-        for (name, value) in headers {
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
-            map.insert(name, value.parse().unwrap());
-        }
-        Answer {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers: map,
-            body: body.into(),
-        }
-    }
 
     #[test]
     fn bodies_are_described_never_echoed() {

@@ -64,11 +64,11 @@ impl NewRelic {
         provider: &MetricTemplateProvider,
         secret: Option<(&str, &SecretData)>,
     ) -> Result<NewRelic, QueryError> {
-        let (secret_name, data) = secret.ok_or_else(|| {
-            QueryError::config(format!(
+        let (secret_name, data) = super::required_secret(secret, || {
+            format!(
                 "newrelic needs provider.secretRef: a Secret with `{ACCOUNT_ID}` and \
                  `{QUERY_KEY}` (Insights API) or `{API_KEY}` (NerdGraph)"
-            ))
+            )
         })?;
         let account_id = secret_key(data, ACCOUNT_ID, NAME, secret_name)?.to_string();
         let has = |key: &str| data.get(key).is_some_and(|v| !v.is_empty());
@@ -94,11 +94,7 @@ impl NewRelic {
             Credential::Insights { .. } => INSIGHTS_ADDRESS,
             Credential::NerdGraph { .. } => NERDGRAPH_ADDRESS,
         };
-        let address = provider
-            .address
-            .as_deref()
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
+        let address = super::template_address(provider)
             .unwrap_or(default)
             .trim_end_matches('/')
             .to_string();

@@ -576,11 +576,7 @@ mod tests {
 
     /// An answer as `send` returns it, without a server: the decoding alone.
     fn answer(status: u16, body: &str) -> Answer {
-        Answer {
-            status: reqwest::StatusCode::from_u16(status).unwrap(),
-            headers: HeaderMap::new(),
-            body: body.into(),
-        }
+        super::super::fixture::answer(status, &[], body)
     }
 
     fn success(data: serde_json::Value) -> Answer {

@@ -24,16 +24,13 @@
 //! The query is rendered keeping its line breaks (SignalFlow statements end at them), where
 //! other providers' queries are sent on one line.
 
-use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
-
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
+use std::collections::BTreeSet;
 
 use super::{
-    Answer, ErrorKind, Http, LimitedReadError, MAX_BODY_BYTES, QueryError, Reading, SecretData,
-    remote_text, secret_key,
+    Answer, ErrorKind, Http, LimitedReadError, MAX_BODY_BYTES, Query, QueryError, Reading,
+    SecretData, remote_text, secret_key,
 };
 use crate::api::metric_template::MetricTemplateProvider;
 
@@ -69,23 +66,17 @@ impl Splunk {
         provider: &MetricTemplateProvider,
         secret: Option<(&str, &SecretData)>,
     ) -> Result<Splunk, QueryError> {
-        let address = provider
-            .address
-            .as_deref()
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| {
-                QueryError::config(
-                    "splunk needs provider.address: the realm's API, e.g. \
-                     https://api.<realm>.signalfx.com",
-                )
-            })?;
+        let address = super::required_address(
+            provider,
+            "splunk needs provider.address: the realm's API, e.g. \
+             https://api.<realm>.signalfx.com",
+        )?;
         let (api, stream) = endpoints(address)?;
-        let (secret_name, data) = secret.ok_or_else(|| {
-            QueryError::config(format!(
+        let (secret_name, data) = super::required_secret(secret, || {
+            format!(
                 "splunk needs provider.secretRef: a Secret with `{TOKEN_KEY}` (an access token \
                  with the API scope)"
-            ))
+            )
         })?;
         Ok(Splunk {
             api,
@@ -96,17 +87,8 @@ impl Splunk {
 
     /// Runs the SignalFlow program over `now - 10 x interval .. now`, retrying 429s until
     /// `deadline`.
-    pub async fn query(
-        &self,
-        http: &Http,
-        program: &str,
-        interval: Duration,
-        now: DateTime<Utc>,
-        deadline: Instant,
-    ) -> Result<Reading, QueryError> {
-        let window = chrono::Duration::from_std(interval * WINDOW_INTERVALS)
-            .unwrap_or(chrono::Duration::MAX);
-        let start = now.checked_sub_signed(window).unwrap_or(now);
+    pub async fn query(&self, http: &Http, query: Query<'_>) -> Result<Reading, QueryError> {
+        let (now, start) = (query.now, query.window_start(WINDOW_INTERVALS));
         loop {
             let request = http
                 .client(false)
@@ -119,11 +101,11 @@ impl Splunk {
                 .header("X-SF-Token", &self.token)
                 .header("Content-Type", "text/plain")
                 .header("Accept", "text/event-stream")
-                .body(program.to_string());
+                .body(query.text.to_string());
             match execute(http, request).await? {
                 Ok(reading) => return Ok(reading),
                 Err(refused) if refused.status == reqwest::StatusCode::TOO_MANY_REQUESTS => {
-                    super::wait_for_rate_limit(NAME, &refused, deadline).await?;
+                    super::wait_for_rate_limit(NAME, &refused, query.deadline).await?;
                 }
                 Err(refused) => return Err(status_error(&refused)),
             }
@@ -504,8 +486,11 @@ fn program_error(data: &str) -> QueryError {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use serde_json::json;
 
+    use super::super::fixture::{now, replaying};
     use super::*;
     use crate::api::MetricProviderType;
     use serin_stack::testing::fake_http::{FakeServer, Response};
@@ -515,11 +500,7 @@ mod tests {
     }
 
     fn token() -> SecretData {
-        SecretData::from([(TOKEN_KEY.to_string(), "sf-token".to_string())])
-    }
-
-    fn now() -> DateTime<Utc> {
-        DateTime::from_timestamp(1_717_000_000, 0).unwrap()
+        super::super::fixture::secret(&[(TOKEN_KEY, "sf-token")])
     }
 
     /// Server-Sent Events of `(event, data)` pairs, each data split over lines as SignalFlow
@@ -566,27 +547,19 @@ mod tests {
         responses: Vec<Response>,
         budget: Duration,
     ) -> (Result<Reading, QueryError>, FakeServer) {
-        let responses = std::sync::Mutex::new(responses.into_iter());
-        let last = std::sync::Mutex::new(None::<Response>);
-        let server = FakeServer::start(move |_| {
-            let next = responses.lock().unwrap().next();
-            let mut last = last.lock().unwrap();
-            if let Some(r) = next {
-                *last = Some(r);
-            }
-            last.clone().unwrap()
-        })
-        .await;
+        let server = replaying(responses).await;
         let http = Http::new(Duration::from_millis(500)).unwrap();
         let splunk =
             Splunk::from_template(&provider(&server.url), Some(("ns/sf", &token()))).unwrap();
         let reading = splunk
             .query(
                 &http,
-                "A = data('m').sum()\nA.publish()",
-                Duration::from_secs(60),
-                now(),
-                Instant::now() + budget,
+                Query {
+                    text: "A = data('m').sum()\nA.publish()",
+                    interval: Duration::from_secs(60),
+                    now: now(),
+                    deadline: Instant::now() + budget,
+                },
             )
             .await;
         (reading, server)
@@ -746,7 +719,15 @@ mod tests {
             let splunk = Splunk::from_template(&provider(&url), Some(("ns/sf", &token()))).unwrap();
             let started = Instant::now();
             let err = splunk
-                .query(&http, "x", Duration::from_secs(60), now(), Instant::now())
+                .query(
+                    &http,
+                    Query {
+                        text: "x",
+                        interval: Duration::from_secs(60),
+                        now: now(),
+                        deadline: Instant::now(),
+                    },
+                )
                 .await
                 .unwrap_err();
             assert_eq!(err.kind, ErrorKind::TooLarge, "{announce}: {err}");

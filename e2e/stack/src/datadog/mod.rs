@@ -14,8 +14,9 @@
 
 pub mod query;
 
+use crate::metric_emulator::{self, Operand, combine, with_headers};
 use crate::provider_faults::{FaultMode, ProviderFault, ProviderFaults};
-use crate::server::{Body, full, json_response};
+use crate::server::{Body, json_response};
 use crate::traffic::world::{Sample, World};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -26,7 +27,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The scenario's `datadog` section: the keys the emulator accepts.
 #[derive(Debug, Clone, Deserialize)]
@@ -72,10 +72,7 @@ fn errors(code: u16, msg: &str) -> Response<Body> {
 /// Group key: `tag:value` strings; values per bucket.
 type Groups = BTreeMap<Vec<String>, Vec<Option<f64>>>;
 
-enum Val {
-    Scalar(f64),
-    Groups(Groups),
-}
+type Val = Operand<String>;
 
 pub async fn handle(
     dd: Arc<Datadog>,
@@ -130,42 +127,24 @@ pub async fn handle(
 
 /// Faults that replace the answer: 429, 5xx, hanging.
 async fn transport_fault(fault: Option<&ProviderFault>, v2: bool) -> Option<Response<Body>> {
-    let f = fault?;
-    match f.mode {
-        FaultMode::RateLimit => {
-            let mut r = errors(
-                429,
-                "Rate limit of 100 requests in 60 seconds reached. Please try again later.",
-            );
-            let name = if v2 { "query_scalar_public" } else { "query" };
-            for (k, v) in [
+    let rate_limited = || {
+        let limited = errors(
+            429,
+            "Rate limit of 100 requests in 60 seconds reached. Please try again later.",
+        );
+        let name = if v2 { "query_scalar_public" } else { "query" };
+        with_headers(
+            limited,
+            &[
                 ("x-ratelimit-limit", "100"),
                 ("x-ratelimit-period", "60"),
                 ("x-ratelimit-remaining", "0"),
                 ("x-ratelimit-reset", "10"),
                 ("x-ratelimit-name", name),
-            ] {
-                if let Ok(v) = v.parse() {
-                    r.headers_mut().insert(k, v);
-                }
-            }
-            Some(r)
-        }
-        FaultMode::Error => {
-            let code = f.status.unwrap_or(503);
-            Some(full(
-                code,
-                "text/html",
-                format!("<html><body><h1>{code} Server Error</h1></body></html>\n"),
-            ))
-        }
-        FaultMode::Hang => {
-            // The connection task is cancelled when the stack stops.
-            tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
-            Some(errors(504, "Gateway Timeout"))
-        }
-        _ => None,
-    }
+            ],
+        )
+    };
+    metric_emulator::transport_fault(fault, rate_limited, || errors(504, "Gateway Timeout")).await
 }
 
 /// The rollup interval: the smallest of these giving at most 150 points.
@@ -293,50 +272,6 @@ fn leaf(w: &Window, m: &MetricQuery) -> Groups {
         .collect()
 }
 
-fn apply(op: char, a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    let (a, b) = (a?, b?);
-    match op {
-        '+' => Some(a + b),
-        '-' => Some(a - b),
-        '*' => Some(a * b),
-        _ => (b != 0.0).then(|| a / b),
-    }
-}
-
-fn combine(a: Val, op: char, b: Val) -> Val {
-    let map = |g: Groups, f: &dyn Fn(Option<f64>) -> Option<f64>| -> Groups {
-        g.into_iter()
-            .map(|(k, v)| (k, v.into_iter().map(f).collect()))
-            .collect()
-    };
-    match (a, b) {
-        (Val::Scalar(x), Val::Scalar(y)) => {
-            Val::Scalar(apply(op, Some(x), Some(y)).unwrap_or(f64::NAN))
-        }
-        (Val::Scalar(x), Val::Groups(g)) => Val::Groups(map(g, &|v| apply(op, Some(x), v))),
-        (Val::Groups(g), Val::Scalar(y)) => Val::Groups(map(g, &|v| apply(op, v, Some(y)))),
-        (Val::Groups(ga), Val::Groups(gb)) => {
-            // Ungrouped sides broadcast; grouped sides join on their group.
-            let single = |g: &Groups| g.len() == 1 && g.keys().next().is_some_and(Vec::is_empty);
-            let mut out = Groups::new();
-            for (ka, va) in &ga {
-                for (kb, vb) in &gb {
-                    if ka == kb || single(&ga) || single(&gb) {
-                        let key = if ka.is_empty() {
-                            kb.clone()
-                        } else {
-                            ka.clone()
-                        };
-                        let v = va.iter().zip(vb).map(|(x, y)| apply(op, *x, *y)).collect();
-                        out.insert(key, v);
-                    }
-                }
-            }
-            Val::Groups(out)
-        }
-    }
-}
-
 fn eval(e: &Expr, resolve: &dyn Fn(&Expr) -> Result<Val, String>) -> Result<Val, String> {
     Ok(match e {
         Expr::Number(n) => Val::Scalar(*n),
@@ -373,11 +308,11 @@ fn timeseries(
     };
     let w = Window::new(world, from, to);
     let val = eval(&expr, &|e| match e {
-        Expr::Metric(m) => Ok(Val::Groups(leaf(&w, m))),
+        Expr::Metric(m) => Ok(Val::Series(leaf(&w, m))),
         _ => Err("names are only allowed in v2 formulas".into()),
     });
     let groups = match val {
-        Ok(Val::Groups(g)) => g,
+        Ok(Val::Series(g)) => g,
         Ok(Val::Scalar(x)) => Groups::from([(Vec::new(), vec![Some(x); w.buckets.len()])]),
         Err(e) => return errors(400, &format!("Error parsing query: {e}")),
     };
@@ -590,12 +525,12 @@ fn number_columns(
             Expr::Name(n) => reduced
                 .get(n)
                 .cloned()
-                .map(Val::Groups)
+                .map(Val::Series)
                 .ok_or_else(|| format!("unknown query name {n:?}")),
             _ => Err("formulas refer to queries by name".into()),
         })?;
         match val {
-            Val::Groups(g) => columns.push((f.clone(), g)),
+            Val::Series(g) => columns.push((f.clone(), g)),
             Val::Scalar(x) => {
                 columns.push((f.clone(), Groups::from([(Vec::new(), vec![Some(x)])])))
             }

@@ -25,8 +25,9 @@
 
 pub mod selector;
 
+use crate::metric_emulator::{self, Operand, combine, with_headers};
 use crate::provider_faults::{FaultMode, ProviderFault, ProviderFaults};
-use crate::server::{Body, full, json_response};
+use crate::server::{Body, json_response};
 use crate::traffic::latency::{Latency, mixture_quantile};
 use crate::traffic::world::{Sample, World};
 use hyper::body::Incoming;
@@ -121,42 +122,23 @@ pub async fn handle(
 
 /// Faults that replace the answer: 429, 5xx, hanging.
 async fn transport_fault(fault: Option<&ProviderFault>) -> Option<Response<Body>> {
-    let f = fault?;
-    match f.mode {
-        FaultMode::RateLimit => {
-            let mut r = error(429, "Too Many Requests");
-            // Dynatrace names the reset as a Unix timestamp in microseconds.
-            let reset = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .saturating_add(RATE_LIMIT_RESET)
-                .as_micros();
-            for (k, v) in [
-                ("x-ratelimit-limit", "50".to_string()),
-                ("x-ratelimit-remaining", "0".to_string()),
-                ("x-ratelimit-reset", reset.to_string()),
-            ] {
-                if let Ok(v) = v.parse() {
-                    r.headers_mut().insert(k, v);
-                }
-            }
-            Some(r)
-        }
-        FaultMode::Error => {
-            let code = f.status.unwrap_or(503);
-            Some(full(
-                code,
-                "text/html",
-                format!("<html><body><h1>{code} Server Error</h1></body></html>\n"),
-            ))
-        }
-        FaultMode::Hang => {
-            // The connection task is cancelled when the stack stops.
-            tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
-            Some(error(504, "Gateway Timeout"))
-        }
-        _ => None,
-    }
+    let rate_limited = || {
+        // Dynatrace names the reset as a Unix timestamp in microseconds.
+        let reset = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_add(RATE_LIMIT_RESET)
+            .as_micros();
+        with_headers(
+            error(429, "Too Many Requests"),
+            &[
+                ("x-ratelimit-limit", "50"),
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", &reset.to_string()),
+            ],
+        )
+    };
+    metric_emulator::transport_fault(fault, rate_limited, || error(504, "Gateway Timeout")).await
 }
 
 /// How far away a `rate-limit` fault's reset is.
@@ -394,10 +376,7 @@ type Key = Vec<(String, String)>;
 /// Values by bucket, per series.
 type Series = BTreeMap<Key, Vec<Option<f64>>>;
 
-enum Val {
-    Scalar(f64),
-    Series(Series),
-}
+type Val = Operand<(String, String)>;
 
 /// Why a query cannot be answered: the response to send.
 struct Refusal(Box<Response<Body>>);
@@ -526,51 +505,6 @@ fn eval(e: &Expr, samples: &[(f64, Sample)], buckets: Buckets) -> Result<Val, Re
         Expr::Bin(a, op, b) => combine(eval(a, samples, buckets)?, *op, eval(b, samples, buckets)?),
         Expr::Selector(s) => Val::Series(metric(s, samples, buckets)?),
     })
-}
-
-fn apply(op: char, a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    let (a, b) = (a?, b?);
-    match op {
-        '+' => Some(a + b),
-        '-' => Some(a - b),
-        '*' => Some(a * b),
-        _ => (b != 0.0).then(|| a / b),
-    }
-}
-
-/// Arithmetic of two operands: a scalar or a series without dimensions applies to every
-/// series of the other side; otherwise series join on their dimensions.
-fn combine(a: Val, op: char, b: Val) -> Val {
-    let map = |s: Series, f: &dyn Fn(Option<f64>) -> Option<f64>| -> Series {
-        s.into_iter()
-            .map(|(k, v)| (k, v.into_iter().map(f).collect()))
-            .collect()
-    };
-    match (a, b) {
-        (Val::Scalar(x), Val::Scalar(y)) => {
-            Val::Scalar(apply(op, Some(x), Some(y)).unwrap_or(f64::NAN))
-        }
-        (Val::Scalar(x), Val::Series(s)) => Val::Series(map(s, &|v| apply(op, Some(x), v))),
-        (Val::Series(s), Val::Scalar(y)) => Val::Series(map(s, &|v| apply(op, v, Some(y)))),
-        (Val::Series(sa), Val::Series(sb)) => {
-            let single = |s: &Series| s.len() == 1 && s.keys().next().is_some_and(Vec::is_empty);
-            let mut out = Series::new();
-            for (ka, va) in &sa {
-                for (kb, vb) in &sb {
-                    if ka == kb || single(&sa) || single(&sb) {
-                        let key = if ka.is_empty() {
-                            kb.clone()
-                        } else {
-                            ka.clone()
-                        };
-                        let v = va.iter().zip(vb).map(|(x, y)| apply(op, *x, *y)).collect();
-                        out.insert(key, v);
-                    }
-                }
-            }
-            Val::Series(out)
-        }
-    }
 }
 
 /// One metric selector's series.

@@ -26,6 +26,7 @@
 
 pub mod target;
 
+use crate::metric_emulator::{self, with_headers};
 use crate::provider_faults::{FaultMode, ProviderFault, ProviderFaults};
 use crate::server::{Body, full, json_response};
 use crate::traffic::latency::{Latency, mixture_quantile};
@@ -38,7 +39,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 use target::{Arg, Expr};
 
 /// Seconds of data the emulator keeps (the world's history).
@@ -171,33 +171,19 @@ fn base64(bytes: &[u8]) -> String {
 
 /// Faults that replace the answer: 429 (a hosted Graphite's rate limit), 5xx, hanging.
 async fn transport_fault(fault: Option<&ProviderFault>) -> Option<Response<Body>> {
-    let f = fault?;
-    match f.mode {
-        FaultMode::RateLimit => {
-            let mut r = full(
+    metric_emulator::transport_fault(
+        fault,
+        || {
+            let limited = full(
                 429,
                 "text/plain",
                 "Too Many Requests: rate limit exceeded\n",
             );
-            if let Ok(v) = "1".parse() {
-                r.headers_mut().insert("retry-after", v);
-            }
-            Some(r)
-        }
-        FaultMode::Error => {
-            let code = f.status.unwrap_or(503);
-            Some(full(
-                code,
-                "text/html",
-                format!("<html><body><h1>{code} Server Error</h1></body></html>\n"),
-            ))
-        }
-        FaultMode::Hang => {
-            tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
-            Some(full(504, "text/html", "<h1>Gateway Timeout</h1>\n"))
-        }
-        _ => None,
-    }
+            with_headers(limited, &[("retry-after", "1")])
+        },
+        || full(504, "text/html", "<h1>Gateway Timeout</h1>\n"),
+    )
+    .await
 }
 
 fn render(world: &World, params: &[(String, String)], mode: Option<FaultMode>) -> Response<Body> {

@@ -16,6 +16,7 @@
 
 pub mod flux;
 
+use crate::metric_emulator::{self, with_headers};
 use crate::provider_faults::{FaultMode, ProviderFault, ProviderFaults};
 use crate::server::{Body, full, json_response};
 use crate::traffic::world::World;
@@ -28,7 +29,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The measurement the world writes.
 pub const MEASUREMENT: &str = "http_requests";
@@ -172,33 +172,19 @@ pub async fn handle(
 
 /// Faults that replace the answer: 429 (InfluxDB Cloud's plan limits), 5xx, hanging.
 async fn transport_fault(fault: Option<&ProviderFault>) -> Option<Response<Body>> {
-    let f = fault?;
-    match f.mode {
-        FaultMode::RateLimit => {
-            let mut r = error(
+    metric_emulator::transport_fault(
+        fault,
+        || {
+            let limited = error(
                 429,
                 "too many requests",
                 "org serin has exceeded its plan's query rate limit",
             );
-            if let Ok(v) = "1".parse() {
-                r.headers_mut().insert("retry-after", v);
-            }
-            Some(r)
-        }
-        FaultMode::Error => {
-            let code = f.status.unwrap_or(503);
-            Some(full(
-                code,
-                "text/html",
-                format!("<html><body><h1>{code} Server Error</h1></body></html>\n"),
-            ))
-        }
-        FaultMode::Hang => {
-            tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
-            Some(error(504, "unavailable", "gateway timeout"))
-        }
-        _ => None,
-    }
+            with_headers(limited, &[("retry-after", "1")])
+        },
+        || error(504, "unavailable", "gateway timeout"),
+    )
+    .await
 }
 
 fn answer(

@@ -12,8 +12,9 @@
 
 pub mod nrql;
 
+use crate::metric_emulator::{self, server_error, with_headers};
 use crate::provider_faults::{FaultMode, ProviderFault, ProviderFaults};
-use crate::server::{Body, full, json_response};
+use crate::server::{Body, json_response};
 use crate::traffic::latency::mixture_quantile;
 use crate::traffic::world::{Sample, World};
 use http_body_util::BodyExt;
@@ -26,7 +27,6 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The scenario's `newrelic` section: the account and keys the emulator accepts.
 #[derive(Debug, Clone, Deserialize)]
@@ -145,31 +145,19 @@ pub async fn handle(
 
 async fn transport_fault(fault: Option<&ProviderFault>, graphql: bool) -> Option<Response<Body>> {
     let f = fault?;
-    match f.mode {
-        FaultMode::RateLimit => {
-            let mut r = json_response(429, &json!({"error": "Too many requests, retry later"}));
-            if let Ok(v) = "1".parse() {
-                r.headers_mut().insert("retry-after", v);
-            }
-            Some(r)
-        }
-        FaultMode::Error => Some(html_error(f.status.unwrap_or(503))),
-        // The Insights API has no GraphQL errors: there it is a plain server error.
-        FaultMode::GraphqlError if !graphql => Some(html_error(f.status.unwrap_or(500))),
-        FaultMode::Hang => {
-            tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
-            Some(json_response(504, &json!({"error": "Gateway Timeout"})))
-        }
-        _ => None,
+    // The Insights API has no GraphQL errors: there it is a plain server error.
+    if f.mode == FaultMode::GraphqlError && !graphql {
+        return Some(server_error(f.status.unwrap_or(500)));
     }
-}
-
-fn html_error(code: u16) -> Response<Body> {
-    full(
-        code,
-        "text/html",
-        format!("<html><body><h1>{code} Server Error</h1></body></html>\n"),
+    metric_emulator::transport_fault(
+        Some(f),
+        || {
+            let limited = json_response(429, &json!({"error": "Too many requests, retry later"}));
+            with_headers(limited, &[("retry-after", "1")])
+        },
+        || json_response(504, &json!({"error": "Gateway Timeout"})),
     )
+    .await
 }
 
 fn attr(s: &Sample, name: &str) -> Option<nrql::Value> {

@@ -35,6 +35,7 @@
 
 pub mod signalflow;
 
+use crate::metric_emulator::{self, Operand, combine, with_headers};
 use crate::provider_faults::{FaultMode, ProviderFault, ProviderFaults};
 use crate::server::{Body, full, json_response};
 use crate::traffic::latency::{Latency, mixture_quantile};
@@ -48,7 +49,6 @@ use signalflow::{Args, Ast};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The scenario's `splunk` section: the access token the emulator accepts.
 #[derive(Debug, Clone, Deserialize)]
@@ -121,29 +121,12 @@ pub async fn handle(sf: Arc<Splunk>, req: Request<Incoming>) -> Result<Response<
 
 /// Faults that replace the answer: 429, 5xx, hanging.
 async fn transport_fault(fault: Option<&ProviderFault>) -> Option<Response<Body>> {
-    let f = fault?;
-    match f.mode {
-        FaultMode::RateLimit => {
-            let mut r = error(429, "Too Many Requests");
-            if let Ok(v) = "1".parse() {
-                r.headers_mut().insert("retry-after", v);
-            }
-            Some(r)
-        }
-        FaultMode::Error => {
-            let code = f.status.unwrap_or(503);
-            Some(full(
-                code,
-                "text/html",
-                format!("<html><body><h1>{code} Server Error</h1></body></html>\n"),
-            ))
-        }
-        FaultMode::Hang => {
-            tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
-            Some(error(504, "Gateway Timeout"))
-        }
-        _ => None,
-    }
+    metric_emulator::transport_fault(
+        fault,
+        || with_headers(error(429, "Too Many Requests"), &[("retry-after", "1")]),
+        || error(504, "Gateway Timeout"),
+    )
+    .await
 }
 
 const COUNT_METRICS: [&str; 3] = ["service.request.count", "traces.count", "spans.count"];
@@ -693,44 +676,12 @@ fn over_time(stream: Series, name: &str, pct: Option<f64>, n: usize) -> Series {
         .collect()
 }
 
-fn op(op: char, a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    let (a, b) = (a?, b?);
-    match op {
-        '+' => Some(a + b),
-        '-' => Some(a - b),
-        '*' => Some(a * b),
-        _ => (b != 0.0).then(|| a / b),
-    }
-}
-
 fn arith(a: Val, o: char, b: Val) -> Result<Val, Failure> {
-    let map = |s: Series, f: &dyn Fn(Option<f64>) -> Option<f64>| -> Series {
-        s.into_iter()
-            .map(|(k, v)| (k, v.into_iter().map(f).collect()))
-            .collect()
-    };
-    Ok(match (a, b) {
-        (Val::Num(x), Val::Num(y)) => Val::Num(op(o, Some(x), Some(y)).unwrap_or(f64::NAN)),
-        (Val::Num(x), Val::Stream(s)) => Val::Stream(map(s, &|v| op(o, Some(x), v))),
-        (Val::Stream(s), Val::Num(y)) => Val::Stream(map(s, &|v| op(o, v, Some(y)))),
-        (Val::Stream(sa), Val::Stream(sb)) => {
-            let single = |s: &Series| s.len() == 1 && s.keys().next().is_some_and(Vec::is_empty);
-            let mut out = Series::new();
-            for (ka, va) in &sa {
-                for (kb, vb) in &sb {
-                    if ka == kb || single(&sa) || single(&sb) {
-                        let key = if ka.is_empty() {
-                            kb.clone()
-                        } else {
-                            ka.clone()
-                        };
-                        let v = va.iter().zip(vb).map(|(x, y)| op(o, *x, *y)).collect();
-                        out.insert(key, v);
-                    }
-                }
-            }
-            Val::Stream(out)
-        }
+    let (a, b) = match (a, b) {
+        (Val::Num(x), Val::Num(y)) => (Operand::Scalar(x), Operand::Scalar(y)),
+        (Val::Num(x), Val::Stream(s)) => (Operand::Scalar(x), Operand::Series(s)),
+        (Val::Stream(s), Val::Num(y)) => (Operand::Series(s), Operand::Scalar(y)),
+        (Val::Stream(sa), Val::Stream(sb)) => (Operand::Series(sa), Operand::Series(sb)),
         (a, b) => {
             return Err(failure(format!(
                 "'{o}' between {} and {}",
@@ -738,6 +689,10 @@ fn arith(a: Val, o: char, b: Val) -> Result<Val, Failure> {
                 b.kind()
             )));
         }
+    };
+    Ok(match combine(a, o, b) {
+        Operand::Scalar(x) => Val::Num(x),
+        Operand::Series(s) => Val::Stream(s),
     })
 }
 
