@@ -43,14 +43,16 @@ fn api(client: &kube::Client, kind: &str, plural: &str) -> Api<DynamicObject> {
 
 /// Polls `object`'s `pointer` until it is `Some`, for up to 10 s.
 async fn eventually(api: &Api<DynamicObject>, name: &str, pointer: &str) -> Value {
-    for _ in 0..200 {
-        let object = api.get(name).await.unwrap();
-        if let Some(v) = object.data.pointer(pointer).filter(|v| !v.is_null()) {
-            return v.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{name}: no {pointer} within 10 s");
+    serin_stack::testing::poll::Poll::new(format!("{name}: {pointer}"), Duration::from_secs(10))
+        .until(|| async {
+            let object = api.get(name).await.unwrap();
+            object
+                .data
+                .pointer(pointer)
+                .filter(|v| !v.is_null())
+                .cloned()
+        })
+        .await
 }
 
 fn metric(name: &str, query: &str) -> Value {
