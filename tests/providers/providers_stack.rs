@@ -80,6 +80,42 @@ pub(super) fn near(got: Option<f64>, want: f64) -> bool {
     got.is_some_and(|g| (g - want).abs() <= want * 0.05)
 }
 
+/// An analyzer without Prometheus whose checks may take `budget` (a rate-limited provider
+/// waits within it).
+pub(super) fn analyzer_within(client: &kube::Client, budget: Duration) -> Analyzer {
+    analyzer(client, "http://127.0.0.1:1").with_check_budget(budget)
+}
+
+/// The first metric's message.
+pub(super) fn message(e: &Evaluation) -> String {
+    e.observations[0].message.clone().unwrap_or_default()
+}
+
+/// `examples/metrictemplate-<provider>.yaml` in namespace `default` at `address`, and its
+/// Secret (named `provider`) holding `secret`.
+pub(super) async fn example_template(
+    client: &kube::Client,
+    provider: &str,
+    address: &str,
+    secret: Value,
+) {
+    common::create(
+        client,
+        json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": provider, "namespace": "default"}, "stringData": secret}),
+    )
+    .await;
+    let path = format!(
+        "{}/examples/metrictemplate-{provider}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut template: Value =
+        serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    template["metadata"]["namespace"] = json!("default");
+    template["spec"]["provider"]["address"] = json!(address);
+    common::create(client, template).await;
+}
+
 #[tokio::test]
 async fn builtins_on_real_prometheus_pass_the_primary_and_fail_the_faulty_canary() {
     let (stack, client) = world(true, false, false).await;

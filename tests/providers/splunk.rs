@@ -6,56 +6,31 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use serin::analysis::{Analyzer, Evaluation};
+use serde_json::json;
+use serin::analysis::Analyzer;
+use serin::api::Canary;
 use serin::api::canary::MetricVerdict;
-use serin::api::{Canary, Provider};
 use serin_stack::testing as common;
-use serin_stack::{FaultMode, ProviderFault, Scenario, Stack, StackConfig};
-use serin_testkit::Poll;
+use serin_stack::{FaultMode, ProviderFault, Stack, StackConfig};
 
-/// A stack whose world sends 50 requests/s to the `podinfo` apex, split 50/50 by a
-/// VirtualService between a healthy `podinfo-primary` and a `podinfo` canary failing 30 %,
-/// with the Splunk emulator.
+use super::providers_stack::{
+    self, analyzer_within, example_template, message, near, run_valued, world_of,
+};
+
+/// The stack of `providers_stack` (the faulty canary behind an Istio split) with the
+/// Splunk emulator.
 async fn world() -> (Stack, kube::Client) {
-    let scenario = Scenario::parse(
-        "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: istio\n  services:\n    - name: podinfo\n      rate: 50\n",
-    )
-    .unwrap();
-    let stack = Stack::start(StackConfig {
-        scenario,
+    world_of(StackConfig {
         splunk: true,
         ..StackConfig::default()
     })
     .await
-    .unwrap();
-    let client = common::client(&stack);
-    for crd in serin::api::crds() {
-        common::create(&client, serde_json::to_value(&crd).unwrap()).await;
-    }
-    common::podinfo_split_by_istio(&client, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
-    (stack, client)
 }
 
-/// `examples/metrictemplate-splunk.yaml` in namespace `default`, on the emulator, and its
-/// Secret holding `token`.
+/// The example template on the emulator, its Secret holding `token`.
 async fn template(stack: &Stack, client: &kube::Client, token: &str) {
-    common::create(
-        client,
-        json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "splunk", "namespace": "default"},
-            "stringData": {"sf_token_key": token}}),
-    )
-    .await;
-    let path = format!(
-        "{}/examples/metrictemplate-splunk.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut template: Value =
-        serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    template["metadata"]["namespace"] = json!("default");
-    template["spec"]["provider"]["address"] = json!(stack.splunk_url().unwrap());
-    common::create(client, template).await;
+    let address = stack.splunk_url().unwrap();
+    example_template(client, "splunk", address, json!({"sf_token_key": token})).await;
 }
 
 const TOKEN: &str = "serin-sf-token";
@@ -63,45 +38,15 @@ const TOKEN: &str = "serin-sf-token";
 /// A Canary of `target` checking the example template's success rate (at least 99 %) under
 /// `policy`.
 fn canary(target: &str, policy: &str) -> Canary {
-    let mut canary = serin_testkit::canary("podinfo")
-        .provider("istio")
-        .without("progressDeadlineSeconds")
-        .analysis(
-            json!({"interval": "10s", "threshold": 2, "stepWeight": 10, "metrics": [
-            {"name": "success-rate", "templateRef": {"name": "splunk-success-rate"},
-             "thresholdRange": {"min": 99}, "interval": "10s", "noDataPolicy": policy}]}),
-        )
-        .build();
-    canary["spec"]["targetRef"]["name"] = json!(target);
-    serde_json::from_value(canary).unwrap()
+    providers_stack::canary(
+        target,
+        json!([{"name": "success-rate", "templateRef": {"name": "splunk-success-rate"},
+             "thresholdRange": {"min": 99}, "interval": "10s", "noDataPolicy": policy}]),
+    )
 }
 
 fn analyzer(client: &kube::Client, budget: Duration) -> Analyzer {
-    Analyzer::new(client.clone(), "http://127.0.0.1:1".into(), Provider::Istio)
-        .unwrap()
-        .with_timeout(Duration::from_secs(2))
-        .unwrap()
-        .with_check_budget(budget)
-}
-
-/// Runs until the metric has a value (the world needs a moment), at most 10 s.
-async fn run_valued(analyzer: &Analyzer, canary: &Canary) -> Evaluation {
-    let poll = Poll::new(Duration::from_secs(10)).every(Duration::from_millis(300));
-    loop {
-        let e = analyzer.run(canary, None).await;
-        if e.observations[0].value.is_some() || poll.expired() {
-            return e;
-        }
-        poll.next().await;
-    }
-}
-
-fn near(got: Option<f64>, want: f64) -> bool {
-    got.is_some_and(|g| (g - want).abs() <= want * 0.05)
-}
-
-fn message(e: &Evaluation) -> String {
-    e.observations[0].message.clone().unwrap_or_default()
+    analyzer_within(client, budget)
 }
 
 #[tokio::test]
