@@ -207,30 +207,32 @@ pub fn choose<'a>(
         })
 }
 
-/// Replaces the target's template, at the resourceVersion it was read at (someone else's
-/// change in between makes the patch fail rather than be overwritten).
+/// Replaces the target's template, at the generation it was read at: someone else's change
+/// of the spec in between makes the patch fail rather than be overwritten (the generation,
+/// not the resourceVersion, which the Deployment controller's status updates move on all
+/// the time during a rollout).
 async fn set_template(
     api: &Api<Deployment>,
     target: &Deployment,
     template: &Value,
 ) -> anyhow::Result<()> {
     let patch: json_patch::Patch = serde_json::from_value(json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": target.resource_version()},
+        {"op": "test", "path": "/metadata/generation", "value": target.metadata.generation},
         {"op": "replace", "path": "/spec/template", "value": template},
     ]))?;
-    api.patch(
-        &target.name_any(),
-        &PatchParams::default(),
-        &Patch::Json::<()>(patch),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot set the template of Deployment {}",
-            target.name_any()
-        )
-    })?;
-    Ok(())
+    let name = target.name_any();
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // The `test` operation failed: the spec changed after it was read.
+        Err(kube::Error::Api(e)) if e.code == 422 => Err(anyhow::anyhow!(
+            "Deployment {name} changed while serin undo read it: nothing was changed; run \
+             serin undo again"
+        )),
+        Err(e) => Err(e).with_context(|| format!("cannot set the template of Deployment {name}")),
+    }
 }
 
 /// What the undo changed (each container's image) and what serin does next.

@@ -219,7 +219,7 @@ async fn datadog_and_new_relic_templates_roll_back_a_faulty_release(cp: ControlP
     assert!(
         events
             .iter()
-            .any(|e| e.contains("datadog-error-rate 3") && e.contains("> 1")),
+            .any(|e| e.contains("advancement datadog-error-rate ") && e.contains(" > 1")),
         "{events:?}"
     );
 }
