@@ -4,7 +4,7 @@
 //! within the budget, else an error), an outage (5xx, a hung server) that holds a `hold`
 //! metric instead of failing it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use serin::analysis::Analyzer;
@@ -14,7 +14,8 @@ use serin_stack::testing as common;
 use serin_stack::{FaultMode, ProviderFault, Stack, StackConfig};
 
 use super::providers_stack::{
-    self, analyzer_within, example_template, message, near, run_valued, world_of,
+    self, analyzer_within, assert_refused, assert_retried_after_429, example_template, message,
+    near, run_valued, world_of,
 };
 
 /// The stack of `providers_stack` (the faulty canary behind an Istio split) with the
@@ -146,23 +147,13 @@ async fn dynatrace_outages_hold_and_a_refused_token_fails() {
             "stringData": {"dynatrace_token": "dt0c01.WRONG"}}),
     )
     .await;
-    let e = analyzer.run(&canary("podinfo", "hold"), None).await;
-    assert_eq!(e.observations[0].verdict, MetricVerdict::Error, "{e:?}");
-    assert!(
-        message(&e).contains("401") && message(&e).contains("Token Authentication failed"),
-        "{}",
-        message(&e)
-    );
-    assert!(
-        matches!(&e.outcome, serin_core::Analysis::Fail(_)),
-        "{:?}",
-        e.outcome
-    );
-    let down = analyzer
-        .check_availability(&canary("podinfo", "hold"))
-        .await
-        .unwrap_err();
-    assert!(down.contains("dynatrace is not available"), "{down}");
+    assert_refused(
+        &analyzer,
+        &canary("podinfo", "hold"),
+        "dynatrace",
+        &["401", "Token Authentication failed"],
+    )
+    .await;
     stack.shutdown().await;
 }
 
@@ -172,16 +163,12 @@ async fn dynatrace_429_is_retried_after_the_reset_within_the_budget() {
     template(&stack, &client, TOKEN).await;
     let analyzer = analyzer(&client, Duration::from_secs(15));
     run_valued(&analyzer, &canary("podinfo", "fail")).await;
-    stack.dynatrace_faults().set(ProviderFault {
-        count: Some(1),
-        ..ProviderFault::new(FaultMode::RateLimit)
-    });
-    let started = Instant::now();
-    let e = analyzer.run(&canary("podinfo", "fail"), None).await;
-    assert!(near(e.observations[0].value, 30.0), "{e:?}");
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "waited for the reset"
-    );
+    assert_retried_after_429(
+        &analyzer,
+        &canary("podinfo", "fail"),
+        stack.dynatrace_faults(),
+        30.0,
+    )
+    .await;
     stack.shutdown().await;
 }

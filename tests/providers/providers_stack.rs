@@ -86,6 +86,51 @@ pub(super) fn analyzer_within(client: &kube::Client, budget: Duration) -> Analyz
     analyzer(client, "http://127.0.0.1:1").with_check_budget(budget)
 }
 
+/// A check refused by the provider (a wrong token): an error naming `needles`, failing the
+/// analysis whatever the policy, and the provider reported unavailable.
+pub(super) async fn assert_refused(
+    analyzer: &Analyzer,
+    canary: &Canary,
+    provider: &str,
+    needles: &[&str],
+) {
+    let e = analyzer.run(canary, None).await;
+    assert_eq!(e.observations[0].verdict, MetricVerdict::Error, "{e:?}");
+    let text = message(&e);
+    assert!(needles.iter().all(|n| text.contains(n)), "{text}");
+    assert!(
+        matches!(&e.outcome, serin_core::Analysis::Fail(_)),
+        "{:?}",
+        e.outcome
+    );
+    let down = analyzer.check_availability(canary).await.unwrap_err();
+    assert!(
+        down.contains(&format!("{provider} is not available")),
+        "{down}"
+    );
+}
+
+/// One 429 (`faults`), waited out within the check's budget: the value `want` read after at
+/// least a second.
+pub(super) async fn assert_retried_after_429(
+    analyzer: &Analyzer,
+    canary: &Canary,
+    faults: &serin_stack::ProviderFaults,
+    want: f64,
+) {
+    faults.set(ProviderFault {
+        count: Some(1),
+        ..ProviderFault::new(FaultMode::RateLimit)
+    });
+    let started = std::time::Instant::now();
+    let e = analyzer.run(canary, None).await;
+    assert!(near(e.observations[0].value, want), "{e:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited for the rate limit's reset"
+    );
+}
+
 /// The first metric's message.
 pub(super) fn message(e: &Evaluation) -> String {
     e.observations[0].message.clone().unwrap_or_default()
