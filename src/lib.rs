@@ -13,6 +13,7 @@ pub mod analysis;
 pub mod api;
 pub mod canary_plan;
 pub mod cli;
+pub mod clock;
 pub mod controller;
 pub mod http_server;
 pub mod loadtester;

@@ -74,6 +74,8 @@ pub struct Analyzer {
     caches: Option<Caches>,
     /// The controller's own cloud credentials (CloudWatch, Stackdriver without a key).
     cloud: std::sync::Arc<Cloud>,
+    /// The end of every query's window.
+    clock: crate::clock::Clock,
 }
 
 /// Reflector stores the controller already keeps; lookups fall back to a GET on a miss (a
@@ -158,7 +160,14 @@ impl Analyzer {
             check_budget: None,
             caches: None,
             cloud: std::sync::Arc::new(Cloud::from_env()?),
+            clock: crate::clock::Clock::System,
         })
+    }
+
+    /// Ends the queries' windows at `clock`'s time instead of the system's.
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Analyzer {
+        self.clock = clock;
+        self
     }
 
     /// Takes the cloud credentials from `cloud` instead of the process' environment.
@@ -206,7 +215,7 @@ impl Analyzer {
                 checks: Vec::new(),
             };
         }
-        let now = Utc::now();
+        let now = self.clock.now();
         let deadline = Instant::now() + self.budget(canary);
         let route = route.map(str::to_string);
         let judged = self.judged_checks(canary, metrics);

@@ -15,6 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::api::Provider;
 use crate::cli::plan::parse_min_interval;
+use crate::clock::Clock;
 use crate::controller::runtime::throttle::ThrottleLayer;
 use crate::controller::runtime::{leader, telemetry};
 use crate::controller::{self};
@@ -178,6 +179,24 @@ pub struct ControllerArgs {
     pub flagger_notes: Vec<String>,
 }
 
+impl ControllerArgs {
+    /// The arguments of `serin controller WORDS...` (Flagger's spellings included), as the
+    /// command line would parse them: for running the controller in process.
+    pub fn parse_words(words: &[String]) -> anyhow::Result<ControllerArgs> {
+        let line = ["serin", "controller"].into_iter().map(Into::into);
+        let line = line.chain(words.iter().map(Into::into)).collect();
+        let (line, notes) = crate::cli::flagger_flags::normalize(line);
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(line)?;
+        match cli.command {
+            crate::cli::Command::Controller(mut args) => {
+                args.flagger_notes = notes;
+                Ok(*args)
+            }
+            _ => anyhow::bail!("not the controller's arguments"),
+        }
+    }
+}
+
 pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args)?;
     for note in &args.flagger_notes {
@@ -193,7 +212,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args))?;
+    runtime.block_on(serve(args, Clock::System, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -279,9 +298,17 @@ async fn clients(
     })
 }
 
+/// The controller in the caller's runtime until `shutdown` resolves: what `serin controller`
+/// runs after setting up logging and the process-wide policies (outbound destinations, the
+/// Secrets' label). Tests run it in process with [`Clock::Runtime`] under paused time.
 // Long on purpose: the start-up sequence (client, telemetry, health, leader election,
 // controller, shutdown) read top to bottom in the order it happens.
-async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
+pub async fn serve(
+    args: ControllerArgs,
+    clock: Clock,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let telemetry = Arc::new(telemetry::Telemetry::new());
     let clients = clients(&args, &telemetry).await?;
     let client = clients.api.clone();
@@ -341,14 +368,15 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
             msteams_url: args.msteams_url.clone(),
             msteams_proxy_url: args.msteams_proxy_url.clone(),
         },
+        clock,
     };
     let Some(election) = election(&args) else {
-        return controller::run(clients, config, telemetry, health, shutdown_signal()).await;
+        return controller::run(clients, config, telemetry, health, shutdown).await;
     };
     health.set_follower(true);
     let mut leadership = tokio::select! {
         leadership = leader::acquire(client.clone(), &election) => leadership?,
-        () = shutdown_signal() => return Ok(()),
+        () = shutdown.clone() => return Ok(()),
     };
     health.set_follower(false);
     // Losing the Lease stops the controller, then the process exits.
@@ -368,7 +396,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
     // A signal finishes the in-flight reconciles; a lost Lease cancels them at once (the
     // controller's future, which polls every reconcile, is dropped): a deposed leader must
     // not go on writing while the new one acts, however long its webhooks take.
-    let running = controller::run(clients, config, telemetry, health, shutdown_signal());
+    let running = controller::run(clients, config, telemetry, health, shutdown);
     tokio::select! {
         result = running => result?,
         _ = lost_rx => {}

@@ -44,6 +44,8 @@ pub struct Config {
     pub cluster_name: Option<String>,
     /// The global notifier (`--slack-*`, `--msteams-*`), for Canaries without alerts.
     pub notifier: crate::controller::notify::alerts::GlobalFlags,
+    /// Where every step reads the time of day (tests run it in virtual time).
+    pub clock: crate::clock::Clock,
 }
 
 /// Reflector caches of what serin reads on every step.

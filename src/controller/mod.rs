@@ -465,6 +465,7 @@ fn context(
         config.metrics_server.clone(),
         config.mesh_provider,
     )?
+    .with_clock(config.clock)
     // Without config tracking the Secret store is empty: credentials are read with a GET.
     .with_caches(
         stores.templates.clone(),
@@ -472,6 +473,7 @@ fn context(
     );
     let event_hooks = event_webhooks::EventHooks::start(http.clone(), config.event_webhook.clone());
     let notifier = config.notifier.clone();
+    let events = events::Events::new(client.clone(), Some(event_hooks)).with_clock(config.clock);
     let routing = apply::routing_cache::RoutingCache::new(client.clone(), config.namespace.clone());
     Ok(Arc::new(Context {
         routing,
@@ -480,7 +482,7 @@ fn context(
         client: client.clone(),
         config,
         stores,
-        events: events::Events::new(client.clone(), Some(event_hooks)),
+        events,
         alerts: alerts::Alerts::start(
             client.clone(),
             http.clone(),

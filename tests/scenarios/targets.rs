@@ -716,7 +716,7 @@ async fn port_discovery_adds_the_targets_other_ports_to_the_services(cp: Control
     }
 }
 
-serin_testkit::on_every_control_plane!(
+serin_testkit::on_every_control_plane!(virtual_time:
     port_discovery_adds_the_targets_other_ports_to_the_services,
     a_configmap_change_starts_an_analysis_and_is_promoted_as_a_primary_copy,
     a_daemon_set_is_released_through_its_primary,

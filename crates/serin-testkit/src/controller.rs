@@ -1,4 +1,6 @@
-//! The `serin controller` process of a test, its log kept across restarts.
+//! The `serin controller` of a test, its log kept across restarts: the binary in a process
+//! of its own, or the same code in the test's runtime (virtual time, see
+//! [`crate::in_virtual_time`]).
 
 use crate::wait::Poll;
 use std::fs::File;
@@ -12,7 +14,10 @@ pub struct Controller {
     args: Vec<String>,
     /// Environment variables set for the process, beside the test's own.
     env: Vec<(String, String)>,
+    /// Run as a task of the test's runtime instead of a process.
+    in_process: bool,
     child: Option<Child>,
+    task: Option<tokio::task::JoinHandle<()>>,
     logs: tempfile::TempDir,
     starts: usize,
 }
@@ -26,7 +31,9 @@ impl Controller {
             kubeconfig: kubeconfig.to_path_buf(),
             args,
             env: Vec::new(),
+            in_process: false,
             child: None,
+            task: None,
             logs: tempfile::tempdir().unwrap(),
             starts: 0,
         }
@@ -38,11 +45,27 @@ impl Controller {
         self
     }
 
+    /// Runs it in the test's runtime rather than as a process: the runtime's clock is the
+    /// controller's, so under paused time the release runs in virtual time. Its log goes to
+    /// the same file a process's would (with the stack's, which runs on the same thread).
+    pub fn in_process(mut self) -> Controller {
+        assert!(
+            self.env.is_empty(),
+            "an in-process controller shares the test process's environment: set no \
+             variables for it (run the scenario in real time)"
+        );
+        self.in_process = true;
+        self
+    }
+
     /// Starts it (again) with its arguments plus `extra`.
     pub fn start(&mut self, extra: &[&str]) {
         self.kill();
         self.starts += 1;
         let log = File::create(self.log_path(self.starts)).unwrap();
+        if self.in_process {
+            return self.spawn(extra, log);
+        }
         let child = Command::new(&self.binary)
             .args(["controller", "--kubeconfig"])
             .arg(&self.kubeconfig)
@@ -54,6 +77,30 @@ impl Controller {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.binary.display()));
         self.child = Some(child);
+    }
+
+    /// The controller as a task of the current runtime, logging to `log` (the thread's
+    /// default subscriber: a current-thread runtime polls every task on the test's thread).
+    fn spawn(&mut self, extra: &[&str], log: File) {
+        let mut words = vec![
+            "--kubeconfig".to_string(),
+            self.kubeconfig.display().to_string(),
+        ];
+        words.extend(self.args.iter().cloned());
+        words.extend(extra.iter().map(|w| w.to_string()));
+        let args = serin::cli::controller::ControllerArgs::parse_words(&words)
+            .unwrap_or_else(|e| panic!("the controller's arguments {words:?}: {e:#}"));
+        crate::logs::to_file(log);
+        let run = serin::cli::controller::serve(
+            args,
+            serin::clock::Clock::Runtime,
+            std::future::pending(),
+        );
+        self.task = Some(tokio::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!("the controller stopped: {e:#}");
+            }
+        }));
     }
 
     /// The `serin` binary under test.
@@ -73,17 +120,22 @@ impl Controller {
             .is_some_and(|c| c.try_wait().ok().flatten().is_some())
     }
 
-    /// Kills it without warning (SIGKILL), as a crashed node would.
+    /// Kills it without warning (SIGKILL), as a crashed node would. In process, its task
+    /// is dropped (what it spawned runs on until the runtime ends: a scenario that kills
+    /// the controller runs it as a process).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 
     /// The port the current run serves `/metrics` on, from its startup log line (tests
     /// start it with `--port 0`); waits up to `LONG` for that line.
-    pub fn port(&self) -> u16 {
+    pub async fn port(&self) -> u16 {
         let poll = Poll::new(crate::LONG).every(std::time::Duration::from_millis(100));
         loop {
             let text = std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default();
@@ -101,7 +153,7 @@ impl Controller {
                 "the controller logged no port:\n{}",
                 self.logs(40)
             );
-            poll.next_blocking();
+            poll.next().await;
         }
     }
 

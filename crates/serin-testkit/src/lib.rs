@@ -9,6 +9,7 @@
 mod canary;
 mod controller;
 pub mod http;
+mod logs;
 mod receiver;
 mod requests;
 pub mod tls;
@@ -66,11 +67,46 @@ pub fn helm_binary() -> PathBuf {
         .unwrap_or_else(|| workspace_file("target/helm/helm"))
 }
 
+tokio::task_local! {
+    static VIRTUAL_TIME: bool;
+}
+
+/// Runs `scenario` in virtual time: a [`World`] it starts on the emulator runs the controller
+/// in the test's runtime, whose time the test has paused (`#[tokio::test(start_paused =
+/// true)]`), so intervals, timeouts and the stack's clock pass as soon as nothing else is
+/// left to do. A release of ten 1 s steps takes what its computing takes.
+pub async fn in_virtual_time<F: std::future::Future>(scenario: F) -> F::Output {
+    VIRTUAL_TIME.scope(true, scenario).await
+}
+
+/// Whether the current scenario runs in virtual time (see [`in_virtual_time`]).
+pub fn virtual_time() -> bool {
+    VIRTUAL_TIME.try_with(|v| *v).unwrap_or(false)
+}
+
 /// One `#[tokio::test]` per control plane for each named `async fn(ControlPlane)`, in
 /// modules `emulator` and `real` (so `cargo test real::` runs one back-end). A back-end
 /// left out of `$SERIN_CONTROL_PLANES` passes without running.
+///
+/// Listed after `virtual_time:`, a scenario's emulator test runs in virtual time (see
+/// [`in_virtual_time`]); the real control plane is a process of its own and always runs in
+/// real time.
 #[macro_export]
 macro_rules! on_every_control_plane {
+    (virtual_time: $($name:ident),* $(,)?) => {
+        mod emulator {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $name() {
+                    if $crate::selected($crate::ControlPlane::Emulator) {
+                        $crate::in_virtual_time(super::$name($crate::ControlPlane::Emulator))
+                            .await
+                    }
+                }
+            )*
+        }
+        $crate::on_the_real_control_plane!($($name),*);
+    };
     ($($name:ident),* $(,)?) => {
         mod emulator {
             $(
@@ -82,6 +118,15 @@ macro_rules! on_every_control_plane {
                 }
             )*
         }
+        $crate::on_the_real_control_plane!($($name),*);
+    };
+}
+
+/// The `real` half of [`on_every_control_plane!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! on_the_real_control_plane {
+    ($($name:ident),* $(,)?) => {
         mod real {
             $(
                 #[tokio::test]

@@ -63,7 +63,7 @@ impl World {
 
 impl Controller {
     async fn counters(&self) -> Counters {
-        let url = format!("http://127.0.0.1:{}/metrics", self.port());
+        let url = format!("http://127.0.0.1:{}/metrics", self.port().await);
         let (status, text) = crate::http::request("GET", &url, None).await;
         assert_eq!(status, 200, "{text}");
         Counters {

@@ -5,7 +5,10 @@
 //! waits for a condition, or for a barrier (a later event, a counter) that proves it passed.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// The runtime's clock: virtual in scenarios that run in virtual time, so that a timeout
+// counts the scenario's time, not the machine's.
+use tokio::time::Instant;
 
 /// A poll of a condition: how long it may take, how often to look. The caller's loop
 /// looks, stops when the condition holds, fails (with its own message) once

@@ -185,6 +185,12 @@ pub struct World {
 impl World {
     async fn start(mut config: WorldConfig) -> World {
         let cp = config.stack.control_plane;
+        let in_process = crate::virtual_time() && cp == ControlPlane::Emulator;
+        assert!(
+            !(in_process && config.stack.prometheus),
+            "Prometheus is a process of its own, in real time: run this scenario in real time \
+             (not under `virtual_time:`)"
+        );
         // Installed with the stack, as on a cluster where they have been for long.
         config
             .stack
@@ -214,6 +220,9 @@ impl World {
         };
         let mut controller =
             Controller::new(&config.binary, kubeconfig, args).with_env(config.controller_env);
+        if in_process {
+            controller = controller.in_process();
+        }
         if config.start_controller {
             controller.start(&[]);
         }
@@ -298,7 +307,7 @@ impl World {
 
     /// GETs `path` from the controller's metrics and health server: `(status, body)`.
     pub async fn controller_http(&self, path: &str) -> (u16, String) {
-        let url = format!("http://127.0.0.1:{}{path}", self.controller.port());
+        let url = format!("http://127.0.0.1:{}{path}", self.controller.port().await);
         crate::http::request("GET", &url, None).await
     }
 

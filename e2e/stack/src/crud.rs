@@ -68,7 +68,7 @@ pub struct ListResult {
 }
 
 pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    crate::clock::timestamp()
 }
 
 fn new_uid() -> String {

@@ -152,7 +152,7 @@ fn items(
     if fault == Some(FaultMode::Empty) {
         return Vec::new();
     }
-    let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let timestamp = crate::clock::timestamp();
     let item = |workload: &str, value: Value| {
         json!({"metricName": metric, "metricLabels": {"workload": workload},
             "timestamp": timestamp, "window": window.as_secs(), "value": value})

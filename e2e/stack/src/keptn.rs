@@ -97,7 +97,7 @@ fn duration_at(object: &Value, pointer: &str) -> Result<Duration> {
 }
 
 fn now_text() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    crate::clock::timestamp()
 }
 
 impl Operator {
@@ -334,7 +334,7 @@ fn due(metric: &DynamicObject) -> bool {
     match last {
         None => true,
         Some(last) => {
-            let age = chrono::Utc::now().signed_duration_since(last);
+            let age = crate::clock::utc().signed_duration_since(last);
             age.num_milliseconds() as f64 >= interval * 1000.0
         }
     }

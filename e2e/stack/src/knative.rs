@@ -240,7 +240,7 @@ impl Serving {
         };
         let patch = json!({"status": {"conditions": [{
             "type": "Ready", "status": status, "reason": reason,
-            "lastTransitionTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "lastTransitionTime": crate::clock::timestamp(),
         }]}});
         self.revisions(ns)
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -18,6 +18,7 @@
 
 mod admin;
 mod apply;
+mod clock;
 mod cloudwatch;
 pub mod control_plane;
 mod convert;

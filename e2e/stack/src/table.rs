@@ -133,7 +133,7 @@ fn cell(obj: &Value, c: &PrinterColumn, rt: &ResourceType) -> Value {
                 .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
                 return match seen {
                     Some(t) => json!(human_duration(
-                        chrono::Utc::now().signed_duration_since(t).num_seconds()
+                        crate::clock::utc().signed_duration_since(t).num_seconds()
                     )),
                     None => json!("<unknown>"),
                 };
@@ -176,7 +176,7 @@ fn cell(obj: &Value, c: &PrinterColumn, rt: &ResourceType) -> Value {
             .as_str()
             .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
     {
-        let secs = chrono::Utc::now().signed_duration_since(t).num_seconds();
+        let secs = crate::clock::utc().signed_duration_since(t).num_seconds();
         return json!(human_duration(secs));
     }
     if found.len() > 1 {

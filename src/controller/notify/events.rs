@@ -64,6 +64,7 @@ pub struct Events {
     /// When old entries of `seen` were last dropped (Unix seconds).
     forgotten: AtomicI64,
     hooks: Option<EventHooks>,
+    clock: crate::clock::Clock,
 }
 
 impl Events {
@@ -74,7 +75,14 @@ impl Events {
             seen: Mutex::new(HashMap::new()),
             forgotten: AtomicI64::new(0),
             hooks,
+            clock: crate::clock::Clock::System,
         }
+    }
+
+    /// Takes the events' times from `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Events {
+        self.clock = clock;
+        self
     }
 
     /// Records an event on `canary` and logs it. Failures are logged, never returned: an
@@ -128,7 +136,7 @@ impl Events {
         message: &str,
         name: Option<&str>,
     ) -> kube::Result<()> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let key = Key {
             uid: canary.uid().unwrap_or_default(),
             warning,
@@ -231,8 +239,8 @@ impl Events {
             message: Some(message.to_string()),
             type_: Some(if warning { "Warning" } else { "Normal" }.into()),
             count: Some(1),
-            first_timestamp: Some(Time(jiff_now())),
-            last_timestamp: Some(Time(jiff_now())),
+            first_timestamp: Some(Time(timestamp(now))),
+            last_timestamp: Some(Time(timestamp(now))),
             source: Some(EventSource {
                 component: Some(COMPONENT.into()),
                 host: None,
@@ -281,8 +289,9 @@ fn reference(canary: &Canary) -> ObjectReference {
     }
 }
 
-fn jiff_now() -> k8s_openapi::jiff::Timestamp {
-    k8s_openapi::jiff::Timestamp::now()
+fn timestamp(at: DateTime<Utc>) -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::from_microsecond(at.timestamp_micros())
+        .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())
 }
 
 #[cfg(test)]

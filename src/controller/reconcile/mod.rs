@@ -174,7 +174,7 @@ async fn run(canary: &Arc<Canary>, ctx: &Arc<Context>) -> Result<Action, Error> 
         ControlFlow::Continue(intent) => intent,
         ControlFlow::Break(done) => return Ok(done),
     };
-    let now = Utc::now();
+    let now = ctx.config.clock.now();
     let command = intent.requested.as_ref().and_then(|r| r.command);
     match observe(canary, ctx, &intent.plan, &namespace, now, command).await? {
         Some(seen) => step(canary, ctx, &intent, &namespace, seen, now).await,

@@ -270,7 +270,7 @@ pub(super) async fn blocked(
     message: &str,
 ) -> Result<Action, Error> {
     let reason = reason.as_str();
-    let now = Utc::now();
+    let now = ctx.config.clock.now();
     let mut status = current_status(canary, ctx);
     let mut list = status.conditions.take().unwrap_or_default();
     let changed = conditions::set(

@@ -39,6 +39,7 @@ fn context() -> (Context, ApiServer) {
         no_cross_namespace_refs: false,
         cluster_name: None,
         notifier: Default::default(),
+        clock: Default::default(),
     };
     let telemetry = Arc::new(crate::controller::runtime::telemetry::Telemetry::new());
     let ctx = Context {

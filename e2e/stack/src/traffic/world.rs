@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// Seconds of per-second history kept for the metric API emulators.
 const HISTORY_SECS: u64 = 3600;
@@ -171,7 +171,8 @@ pub struct World {
     store: Arc<Store>,
     cfg: Traffic,
     provider: Provider,
-    started: Instant,
+    /// The runtime's clock: virtual in tests that pause time.
+    started: tokio::time::Instant,
     /// Unix time (seconds) at world time 0.
     epoch_unix: f64,
     manual: bool,
@@ -214,7 +215,7 @@ impl World {
             rng: cfg.noise.as_ref().map(|n| fastrand::Rng::with_seed(n.seed)),
             ..State::default()
         };
-        let epoch_unix = SystemTime::now()
+        let epoch_unix = crate::clock::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or_default();
@@ -222,7 +223,7 @@ impl World {
             store,
             cfg,
             provider,
-            started: Instant::now(),
+            started: tokio::time::Instant::now(),
             epoch_unix,
             manual,
             keep_history: history,
