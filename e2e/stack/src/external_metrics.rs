@@ -19,12 +19,12 @@
 //! `value` null), `rate-limit` (429 `Status`, `Retry-After: 1`), `error` (`status`, default
 //! 503, with an HTML body), `hang` (never answers); `graphql-error` has no effect.
 
-use crate::provider_faults::{FaultMode, ProviderFault, ProviderFaults};
+use crate::metric_emulator::{self, Emulator, with_headers};
+use crate::provider_faults::{FaultMode, ProviderFault};
 use crate::scenario::opt_duration_str;
 use crate::selector::LabelSelector;
-use crate::server::{Body, full, json_response};
+use crate::server::{Body, json_response};
 use crate::traffic::measures::{self, Measure};
-use crate::traffic::world::World;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde::Deserialize;
@@ -64,11 +64,7 @@ fn default_token() -> String {
     "serin-external-metrics-token".into()
 }
 
-pub struct ExternalMetrics {
-    pub world: Arc<World>,
-    pub faults: Arc<ProviderFaults>,
-    pub config: ExternalMetricsConfig,
-}
+pub type ExternalMetrics = Emulator<ExternalMetricsConfig>;
 
 /// A Kubernetes `Status` answer.
 fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
@@ -183,33 +179,20 @@ pub fn quantity(value: f64) -> String {
 }
 
 async fn transport_fault(fault: Option<&ProviderFault>) -> Option<Response<Body>> {
-    let f = fault?;
-    match f.mode {
-        FaultMode::RateLimit => {
-            let mut r = status(
+    metric_emulator::transport_fault_titled(
+        fault,
+        "Service Unavailable",
+        || {
+            let limited = status(
                 429,
                 "TooManyRequests",
                 "too many requests, please try again later",
             );
-            if let Ok(v) = "1".parse() {
-                r.headers_mut().insert("retry-after", v);
-            }
-            Some(r)
-        }
-        FaultMode::Error => {
-            let code = f.status.unwrap_or(503);
-            Some(full(
-                code,
-                "text/html",
-                format!("<html><body><h1>{code} Service Unavailable</h1></body></html>\n"),
-            ))
-        }
-        FaultMode::Hang => {
-            tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
-            Some(status(504, "Timeout", "gateway timeout"))
-        }
-        _ => None,
-    }
+            with_headers(limited, &[("retry-after", "1")])
+        },
+        || status(504, "Timeout", "gateway timeout"),
+    )
+    .await
 }
 
 /// A path segment, `%XX`-decoded (undecodable bytes kept as they are).

@@ -50,6 +50,7 @@ mod patch;
 mod prometheus;
 mod protobuf;
 mod provider_faults;
+mod query_cursor;
 mod registry;
 mod scale;
 mod scenario;

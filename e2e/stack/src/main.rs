@@ -20,61 +20,7 @@ struct Cli {
 enum Command {
     /// Start the stack on 127.0.0.1; prints `admin <url>` (and `prometheus <url>`, ...) then
     /// `ready` on stdout.
-    Up {
-        /// Where to write the kubeconfig.
-        #[arg(long)]
-        kubeconfig: PathBuf,
-        /// API port (0: a free one).
-        #[arg(long, default_value_t = 0)]
-        port: u16,
-        /// Admin port for faults and metrics (0: a free one).
-        #[arg(long, default_value_t = 0)]
-        admin_port: u16,
-        /// Scenario file (YAML): workload behaviour and faults.
-        #[arg(long)]
-        scenario: Option<PathBuf>,
-        /// Require this bearer token.
-        #[arg(long)]
-        token: Option<String>,
-        /// Watch events retained for resuming watches.
-        #[arg(long, default_value_t = 10_000)]
-        history: usize,
-        /// Start a real Prometheus scraping the traffic world; prints `prometheus <url>`.
-        #[arg(long)]
-        prometheus: bool,
-        /// Start the Datadog API emulator; prints `datadog <url>`.
-        #[arg(long)]
-        datadog: bool,
-        /// Start the New Relic API emulator; prints `newrelic <url>`.
-        #[arg(long)]
-        newrelic: bool,
-        /// Start the Graphite render API emulator; prints `graphite <url>`.
-        #[arg(long)]
-        graphite: bool,
-        /// Start the InfluxDB query API emulator; prints `influxdb <url>`.
-        #[arg(long)]
-        influxdb: bool,
-        /// Start the Dynatrace Metrics API emulator; prints `dynatrace <url>`.
-        #[arg(long)]
-        dynatrace: bool,
-        /// Start the Splunk Observability (SignalFlow) emulator; prints `splunk <url>`.
-        #[arg(long)]
-        splunk: bool,
-        /// Start the CloudWatch API emulator; prints `cloudwatch <url>`.
-        #[arg(long)]
-        cloudwatch: bool,
-        /// Start the Stackdriver emulator and its token endpoints; prints `stackdriver <url>`.
-        #[arg(long)]
-        stackdriver: bool,
-        /// The routing objects the traffic world follows (overrides the scenario's
-        /// `traffic.provider`): kubernetes, istio, gatewayapi, linkerd, smi, osm, nginx.
-        #[arg(long)]
-        mesh_provider: Option<String>,
-        /// The API server: `emulator` (in process) or `real` (kube-local: kube-apiserver,
-        /// etcd and kube-controller-manager, built by scripts/setup).
-        #[arg(long, default_value = "emulator")]
-        control_plane: serin_stack::ControlPlane,
-    },
+    Up(UpArgs),
     /// Start the whole stack (Prometheus, Datadog, New Relic) with a ready podinfo demo
     /// under load in namespace `test`, and print how to run serin against it.
     Demo {
@@ -87,6 +33,95 @@ enum Command {
     },
 }
 
+/// `serin-stack up`'s options: the stack's configuration, as flags.
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Where to write the kubeconfig.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// API port (0: a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Admin port for faults and metrics (0: a free one).
+    #[arg(long, default_value_t = 0)]
+    admin_port: u16,
+    /// Scenario file (YAML): workload behaviour and faults.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Require this bearer token.
+    #[arg(long)]
+    token: Option<String>,
+    /// Watch events retained for resuming watches.
+    #[arg(long, default_value_t = 10_000)]
+    history: usize,
+    /// Start a real Prometheus scraping the traffic world; prints `prometheus <url>`.
+    #[arg(long)]
+    prometheus: bool,
+    /// Start the Datadog API emulator; prints `datadog <url>`.
+    #[arg(long)]
+    datadog: bool,
+    /// Start the New Relic API emulator; prints `newrelic <url>`.
+    #[arg(long)]
+    newrelic: bool,
+    /// Start the Graphite render API emulator; prints `graphite <url>`.
+    #[arg(long)]
+    graphite: bool,
+    /// Start the InfluxDB query API emulator; prints `influxdb <url>`.
+    #[arg(long)]
+    influxdb: bool,
+    /// Start the Dynatrace Metrics API emulator; prints `dynatrace <url>`.
+    #[arg(long)]
+    dynatrace: bool,
+    /// Start the Splunk Observability (SignalFlow) emulator; prints `splunk <url>`.
+    #[arg(long)]
+    splunk: bool,
+    /// Start the CloudWatch API emulator; prints `cloudwatch <url>`.
+    #[arg(long)]
+    cloudwatch: bool,
+    /// Start the Stackdriver emulator and its token endpoints; prints `stackdriver <url>`.
+    #[arg(long)]
+    stackdriver: bool,
+    /// The routing objects the traffic world follows (overrides the scenario's
+    /// `traffic.provider`): kubernetes, istio, gatewayapi, linkerd, smi, osm, nginx.
+    #[arg(long)]
+    mesh_provider: Option<String>,
+    /// The API server: `emulator` (in process) or `real` (kube-local: kube-apiserver,
+    /// etcd and kube-controller-manager, built by scripts/setup).
+    #[arg(long, default_value = "emulator")]
+    control_plane: serin_stack::ControlPlane,
+}
+
+impl UpArgs {
+    fn into_config(self) -> Result<StackConfig> {
+        let mut scenario = match self.scenario {
+            Some(p) => Scenario::load(&p)?,
+            None => Scenario::default(),
+        };
+        if let Some(p) = self.mesh_provider {
+            scenario.traffic.provider = p;
+        }
+        Ok(StackConfig {
+            port: self.port,
+            admin_port: Some(self.admin_port),
+            kubeconfig: Some(self.kubeconfig),
+            token: self.token,
+            scenario,
+            history: self.history,
+            prometheus: self.prometheus,
+            datadog: self.datadog,
+            newrelic: self.newrelic,
+            graphite: self.graphite,
+            influxdb: self.influxdb,
+            dynatrace: self.dynatrace,
+            splunk: self.splunk,
+            cloudwatch: self.cloudwatch,
+            stackdriver: self.stackdriver,
+            control_plane: self.control_plane,
+            ..StackConfig::default()
+        })
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -96,51 +131,8 @@ async fn main() -> Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Up {
-            kubeconfig,
-            port,
-            admin_port,
-            scenario,
-            token,
-            history,
-            prometheus,
-            datadog,
-            newrelic,
-            graphite,
-            influxdb,
-            dynatrace,
-            splunk,
-            cloudwatch,
-            stackdriver,
-            mesh_provider,
-            control_plane,
-        } => {
-            let mut scenario = match scenario {
-                Some(p) => Scenario::load(&p)?,
-                None => Scenario::default(),
-            };
-            if let Some(p) = mesh_provider {
-                scenario.traffic.provider = p;
-            }
-            let config = StackConfig {
-                port,
-                admin_port: Some(admin_port),
-                kubeconfig: Some(kubeconfig),
-                token,
-                scenario,
-                history,
-                prometheus,
-                datadog,
-                newrelic,
-                graphite,
-                influxdb,
-                dynatrace,
-                splunk,
-                cloudwatch,
-                stackdriver,
-                control_plane,
-                ..StackConfig::default()
-            };
+        Command::Up(args) => {
+            let config = args.into_config()?;
             let stack = Stack::start(config).await.context("starting the stack")?;
             let term = sigterm()?;
             let mut out = std::io::stdout().lock();

@@ -1,15 +1,25 @@
 //! What the metric-provider emulators (Datadog, New Relic, Graphite, InfluxDB, Dynatrace,
-//! Splunk) do alike: the faults that replace an answer (a 429 in the provider's own words, a
-//! proxy's 5xx page, a hang), and the arithmetic of their query languages on keyed series
-//! (`a / b` point by point, series joined on their keys).
+//! Splunk, CloudWatch, Stackdriver, and the External Metrics adapter) do alike: their state,
+//! the faults that replace an answer (a 429 in the provider's own words, a proxy's 5xx page,
+//! a hang), the units of their durations, and the arithmetic of their query languages on
+//! keyed series (`a / b` point by point, series joined on their keys).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::Response;
 
-use crate::provider_faults::{FaultMode, ProviderFault};
+use crate::provider_faults::{FaultMode, ProviderFault, ProviderFaults};
 use crate::server::{Body, full};
+use crate::traffic::world::World;
+
+/// An emulator's state: the world it answers from, its faults, its section of the scenario.
+pub struct Emulator<C> {
+    pub world: Arc<World>,
+    pub faults: Arc<ProviderFaults>,
+    pub config: C,
+}
 
 /// The answer of a fault that replaces the provider's: `rate_limited` for a 429 (each
 /// provider's own body and headers), a proxy's HTML page for a 5xx (`status`, default 503),
@@ -19,10 +29,21 @@ pub async fn transport_fault(
     rate_limited: impl FnOnce() -> Response<Body>,
     timed_out: impl FnOnce() -> Response<Body>,
 ) -> Option<Response<Body>> {
+    transport_fault_titled(fault, SERVER_ERROR, rate_limited, timed_out).await
+}
+
+/// As [`transport_fault`], the 5xx page titled `title` after its code (CloudWatch's and the
+/// External Metrics adapter's say "Service Unavailable").
+pub async fn transport_fault_titled(
+    fault: Option<&ProviderFault>,
+    title: &str,
+    rate_limited: impl FnOnce() -> Response<Body>,
+    timed_out: impl FnOnce() -> Response<Body>,
+) -> Option<Response<Body>> {
     let f = fault?;
     match f.mode {
         FaultMode::RateLimit => Some(rate_limited()),
-        FaultMode::Error => Some(server_error(f.status.unwrap_or(503))),
+        FaultMode::Error => Some(proxy_page(f.status.unwrap_or(503), title)),
         FaultMode::Hang => {
             // The connection task is cancelled when the stack stops.
             tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
@@ -32,12 +53,19 @@ pub async fn transport_fault(
     }
 }
 
+const SERVER_ERROR: &str = "Server Error";
+
 /// A 5xx as a proxy in front of the API sends it: an HTML page.
 pub fn server_error(code: u16) -> Response<Body> {
+    proxy_page(code, SERVER_ERROR)
+}
+
+/// A proxy's HTML page for `code`, titled `title` after the code.
+fn proxy_page(code: u16, title: &str) -> Response<Body> {
     full(
         code,
         "text/html",
-        format!("<html><body><h1>{code} Server Error</h1></body></html>\n"),
+        format!("<html><body><h1>{code} {title}</h1></body></html>\n"),
     )
 }
 
@@ -52,6 +80,20 @@ pub fn with_headers(
         }
     }
     response
+}
+
+/// Seconds in a unit of the durations SignalFlow (Splunk) and MQL (Stackdriver) write
+/// (`5m`, `1h`): `ms`, `s`, `m`, `h`, `d`, `w`.
+pub fn duration_unit_secs(unit: &str) -> Option<f64> {
+    Some(match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        "w" => 604_800.0,
+        _ => return None,
+    })
 }
 
 /// Series by key (tags or dimensions), one value per bucket (`None`: null).

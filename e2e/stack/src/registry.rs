@@ -171,6 +171,18 @@ struct B {
     generation: bool,
 }
 
+/// The core API's Events: a row of [`builtins`], and the model of events.k8s.io's.
+const CORE_EVENTS: B = B {
+    group: "",
+    version: "v1",
+    plural: "events",
+    kind: "Event",
+    namespaced: true,
+    short: &["ev"],
+    status: false,
+    generation: false,
+};
+
 /// The built-in types, one row each.
 // Long on purpose: a table of the built-in kinds, one row each, read top to bottom.
 fn builtins() -> Vec<ResourceType> {
@@ -215,16 +227,7 @@ fn builtins() -> Vec<ResourceType> {
             status: false,
             generation: false,
         },
-        B {
-            group: "",
-            version: "v1",
-            plural: "events",
-            kind: "Event",
-            namespaced: true,
-            short: &["ev"],
-            status: false,
-            generation: false,
-        },
+        CORE_EVENTS,
         B {
             group: "",
             version: "v1",
@@ -295,15 +298,10 @@ fn builtins() -> Vec<ResourceType> {
             status: false,
             generation: false,
         },
+        // The same events, served again by the events.k8s.io API (stored once: `storage`).
         B {
             group: "events.k8s.io",
-            version: "v1",
-            plural: "events",
-            kind: "Event",
-            namespaced: true,
-            short: &["ev"],
-            status: false,
-            generation: false,
+            ..CORE_EVENTS
         },
         B {
             group: "apiextensions.k8s.io",

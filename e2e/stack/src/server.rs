@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -64,17 +64,17 @@ fn error_response(e: &ApiError) -> Response<Body> {
     resp
 }
 
+/// A request's query parameters, `%`-decoded, as pairs in any collection (a map keeps the
+/// last value of a repeated name).
+pub fn query_pairs<C: FromIterator<(String, String)>>(uri: &Uri) -> C {
+    form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
 struct Query(HashMap<String, String>);
 
 impl Query {
-    fn parse(q: Option<&str>) -> Self {
-        Query(
-            form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-                .into_owned()
-                .collect(),
-        )
-    }
-
     fn get(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str)
     }
@@ -233,7 +233,7 @@ async fn resource(
     version: &str,
     rest: &[&str],
 ) -> Response<Body> {
-    let q = Query::parse(req.uri().query());
+    let q = Query(query_pairs(req.uri()));
     let target = match parse_target(&shared, group, version, rest) {
         Ok(t) => t,
         Err(e) => {
@@ -410,8 +410,8 @@ async fn dispatch(
         "create" => create(store, req, &t, q).await,
         "update" => update(store, req, &t, q).await,
         "patch" => patch(store, req, &t, q).await,
-        "delete" => delete(store, req, &t, q).await,
-        "deletecollection" => delete_collection(store, req, &t, q).await,
+        "delete" => delete(store, &t, &delete_request(req, q).await?),
+        "deletecollection" => delete_collection(store, &t, q, &delete_request(req, q).await?),
         _ => Err(ApiError::method_not_allowed("method not allowed")),
     }
 }
@@ -616,29 +616,22 @@ async fn patch(
     ))
 }
 
-async fn delete(
-    store: &Store,
-    req: Request<Incoming>,
-    t: &Target,
-    q: &Query,
-) -> ApiResult<Response<Body>> {
-    let dopts = delete_request(req, q).await?;
-    let (obj, gone) = store.delete(&t.rt, t.namespace(), t.object_name(), &dopts)?;
+fn delete(store: &Store, t: &Target, dopts: &DeleteOpts) -> ApiResult<Response<Body>> {
+    let (obj, gone) = store.delete(&t.rt, t.namespace(), t.object_name(), dopts)?;
     Ok(json_response(
         if gone { 200 } else { 202 },
         &versioned(t, &obj),
     ))
 }
 
-async fn delete_collection(
+fn delete_collection(
     store: &Store,
-    req: Request<Incoming>,
     t: &Target,
     q: &Query,
+    dopts: &DeleteOpts,
 ) -> ApiResult<Response<Body>> {
-    let dopts = delete_request(req, q).await?;
     let lo = list_opts(q, &t.rt)?;
-    let deleted = store.delete_collection(&t.rt, t.ns.as_deref(), &lo, &dopts)?;
+    let deleted = store.delete_collection(&t.rt, t.ns.as_deref(), &lo, dopts)?;
     let rv = store.lock().rv;
     let items: Vec<Value> = deleted.iter().map(|o| versioned(t, o)).collect();
     Ok(json_response(

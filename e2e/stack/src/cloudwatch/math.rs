@@ -10,6 +10,7 @@
 //! timestamp missing on one side has no value, as in CloudWatch); a division by zero has no
 //! value; `FILL(x, v)` gives `v` where `x` has none among the other series' timestamps.
 
+use crate::query_cursor::{Cursor, arithmetic, is_name_byte};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -32,14 +33,10 @@ pub enum Val {
 }
 
 pub fn parse(text: &str) -> Result<Expr, String> {
-    let mut p = Parser {
-        s: text.as_bytes(),
-        i: 0,
-    };
-    let e = p.expr()?;
-    p.ws();
-    if p.i < p.s.len() {
-        return Err(format!("Unexpected character at position {}", p.i + 1));
+    let mut c = Cursor::new(text);
+    let e = expr(&mut c)?;
+    if c.peek().is_some() {
+        return Err(format!("Unexpected character at position {}", c.pos() + 1));
     }
     Ok(e)
 }
@@ -107,114 +104,66 @@ fn combine(a: Val, op: char, b: Val) -> Val {
     }
 }
 
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
+fn expr(c: &mut Cursor<'_>) -> Result<Expr, String> {
+    arithmetic(c, factor, |a, op, b| {
+        Expr::Bin(Box::new(a), op, Box::new(b))
+    })
 }
 
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
-            self.i += 1;
-        }
-    }
+/// A number, its sign included (`FILL`'s value may be negative).
+fn number(c: &mut Cursor<'_>) -> Result<f64, String> {
+    c.skip_ws();
+    let start = c.pos();
+    let negative = c.eat_here("-");
+    let n = c
+        .number()
+        .map_err(|_| format!("Invalid number at position {}", start + 1))?;
+    Ok(if negative { -n } else { n })
+}
 
-    fn peek(&mut self) -> Option<u8> {
-        self.ws();
-        self.s.get(self.i).copied()
+fn factor(c: &mut Cursor<'_>) -> Result<Expr, String> {
+    match c.peek() {
+        None => Err("Unexpected end of expression".into()),
+        Some(b'(') => {
+            c.bump();
+            let e = expr(c)?;
+            close(c)?;
+            Ok(e)
+        }
+        Some(b'-') => {
+            c.bump();
+            Ok(Expr::Neg(Box::new(factor(c)?)))
+        }
+        Some(b) if b.is_ascii_digit() || b == b'.' => number(c).map(Expr::Number),
+        Some(b) if b.is_ascii_alphabetic() || b == b'_' => id_or_fill(c),
+        Some(_) => Err(format!("Unexpected character at position {}", c.pos() + 1)),
     }
+}
 
-    fn eat(&mut self, c: u8) -> bool {
-        if self.peek() == Some(c) {
-            self.i += 1;
-            true
-        } else {
-            false
-        }
+/// An id, or `FILL(expr, number)`: the one function emulated.
+fn id_or_fill(c: &mut Cursor<'_>) -> Result<Expr, String> {
+    let name = c.take_while(is_name_byte);
+    if c.peek() != Some(b'(') {
+        return Ok(Expr::Id(name));
     }
-
-    fn expr(&mut self) -> Result<Expr, String> {
-        let mut e = self.term()?;
-        while let Some(op @ (b'+' | b'-')) = self.peek() {
-            self.i += 1;
-            e = Expr::Bin(Box::new(e), op as char, Box::new(self.term()?));
-        }
-        Ok(e)
+    c.bump();
+    if name != "FILL" {
+        return Err(format!("Function {name} is not supported by the emulator"));
     }
-
-    fn term(&mut self) -> Result<Expr, String> {
-        let mut e = self.factor()?;
-        while let Some(op @ (b'*' | b'/')) = self.peek() {
-            self.i += 1;
-            e = Expr::Bin(Box::new(e), op as char, Box::new(self.factor()?));
-        }
-        Ok(e)
+    let inner = expr(c)?;
+    if !c.eat(b',') {
+        return Err("FILL takes two arguments".into());
     }
+    let value = number(c)?;
+    close(c)?;
+    Ok(Expr::Fill(Box::new(inner), value))
+}
 
-    fn number(&mut self) -> Result<f64, String> {
-        self.ws();
-        let start = self.i;
-        if self.s.get(self.i) == Some(&b'-') {
-            self.i += 1;
-        }
-        while self
-            .s
-            .get(self.i)
-            .is_some_and(|c| c.is_ascii_digit() || *c == b'.')
-        {
-            self.i += 1;
-        }
-        let text = String::from_utf8_lossy(self.s.get(start..self.i).unwrap_or_default());
-        text.parse()
-            .map_err(|_| format!("Invalid number at position {}", start + 1))
-    }
-
-    fn factor(&mut self) -> Result<Expr, String> {
-        match self.peek() {
-            None => Err("Unexpected end of expression".into()),
-            Some(b'(') => {
-                self.i += 1;
-                let e = self.expr()?;
-                if !self.eat(b')') {
-                    return Err(format!("Expected ')' at position {}", self.i + 1));
-                }
-                Ok(e)
-            }
-            Some(b'-') => {
-                self.i += 1;
-                Ok(Expr::Neg(Box::new(self.factor()?)))
-            }
-            Some(c) if c.is_ascii_digit() || c == b'.' => self.number().map(Expr::Number),
-            Some(c) if c.is_ascii_alphabetic() || c == b'_' => {
-                let start = self.i;
-                while self
-                    .s
-                    .get(self.i)
-                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
-                {
-                    self.i += 1;
-                }
-                let name = String::from_utf8_lossy(self.s.get(start..self.i).unwrap_or_default())
-                    .into_owned();
-                if self.peek() != Some(b'(') {
-                    return Ok(Expr::Id(name));
-                }
-                self.i += 1;
-                if name != "FILL" {
-                    return Err(format!("Function {name} is not supported by the emulator"));
-                }
-                let inner = self.expr()?;
-                if !self.eat(b',') {
-                    return Err("FILL takes two arguments".into());
-                }
-                let value = self.number()?;
-                if !self.eat(b')') {
-                    return Err(format!("Expected ')' at position {}", self.i + 1));
-                }
-                Ok(Expr::Fill(Box::new(inner), value))
-            }
-            Some(_) => Err(format!("Unexpected character at position {}", self.i + 1)),
-        }
+/// The `)` of a group or of `FILL(`.
+fn close(c: &mut Cursor<'_>) -> Result<(), String> {
+    match c.eat(b')') {
+        true => Ok(()),
+        false => Err(format!("Expected ')' at position {}", c.pos() + 1)),
     }
 }
 

@@ -32,7 +32,8 @@
 pub mod math;
 pub mod sigv4;
 
-use crate::provider_faults::{FaultMode, ProviderFault, ProviderFaults};
+use crate::metric_emulator::{self, Emulator};
+use crate::provider_faults::{FaultMode, ProviderFault};
 use crate::server::{Body, full};
 use crate::traffic::latency::mixture_quantile;
 use crate::traffic::world::{Sample, World};
@@ -45,7 +46,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 const TARGET: &str = "GraniteServiceVersion20100801.GetMetricData";
 const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
@@ -91,11 +91,7 @@ fn default_region() -> String {
     "us-east-1".into()
 }
 
-pub struct CloudWatch {
-    pub world: Arc<World>,
-    pub faults: Arc<ProviderFaults>,
-    pub config: CloudWatchConfig,
-}
+pub type CloudWatch = Emulator<CloudWatchConfig>;
 
 /// An AWS JSON error answer, with the query-compatible error header.
 fn aws_error(status: u16, code: &str, message: &str) -> Response<Body> {
@@ -184,23 +180,13 @@ pub async fn handle(
 }
 
 async fn transport_fault(fault: Option<&ProviderFault>) -> Option<Response<Body>> {
-    let f = fault?;
-    match f.mode {
-        FaultMode::RateLimit => Some(aws_error(400, "Throttling", "Rate exceeded")),
-        FaultMode::Error => {
-            let code = f.status.unwrap_or(503);
-            Some(full(
-                code,
-                "text/html",
-                format!("<html><body><h1>{code} Service Unavailable</h1></body></html>\n"),
-            ))
-        }
-        FaultMode::Hang => {
-            tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
-            Some(aws_error(504, "GatewayTimeout", "Gateway Timeout"))
-        }
-        _ => None,
-    }
+    metric_emulator::transport_fault_titled(
+        fault,
+        "Service Unavailable",
+        || aws_error(400, "Throttling", "Rate exceeded"),
+        || aws_error(504, "GatewayTimeout", "Gateway Timeout"),
+    )
+    .await
 }
 
 /// A query's statistic over one metric.

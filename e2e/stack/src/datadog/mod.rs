@@ -14,9 +14,9 @@
 
 pub mod query;
 
-use crate::metric_emulator::{self, Operand, combine, with_headers};
-use crate::provider_faults::{FaultMode, ProviderFault, ProviderFaults};
-use crate::server::{Body, json_response};
+use crate::metric_emulator::{self, Emulator, Operand, combine, with_headers};
+use crate::provider_faults::{FaultMode, ProviderFault};
+use crate::server::{Body, json_response, query_pairs};
 use crate::traffic::world::{Sample, World};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -59,11 +59,7 @@ fn default_app_key() -> String {
     "serin-dd-application-key".into()
 }
 
-pub struct Datadog {
-    pub world: Arc<World>,
-    pub faults: Arc<ProviderFaults>,
-    pub config: DatadogConfig,
-}
+pub type Datadog = Emulator<DatadogConfig>;
 
 fn errors(code: u16, msg: &str) -> Response<Body> {
     json_response(code, &json!({"errors": [msg]}))
@@ -80,10 +76,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let method = req.method().as_str().to_string();
-    let params: BTreeMap<String, String> =
-        form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let params: BTreeMap<String, String> = query_pairs(req.uri());
     let header = |name: &str| {
         req.headers()
             .get(name)

@@ -10,6 +10,8 @@
 //!
 //! `name` (a bare identifier) is only meaningful in v2 formulas (`a / b`).
 
+use crate::query_cursor::{Cursor, arithmetic, is_name_byte};
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     Number(f64),
@@ -33,199 +35,139 @@ pub struct MetricQuery {
 }
 
 pub fn parse(q: &str) -> Result<Expr, String> {
-    let mut p = Parser {
-        s: q.as_bytes(),
-        i: 0,
-    };
-    let e = p.expr()?;
-    p.ws();
-    if p.i < p.s.len() {
-        return Err(format!("unexpected {:?} at position {}", p.rest(), p.i));
+    let mut c = Cursor::new(q);
+    let e = expr(&mut c)?;
+    if c.peek().is_some() {
+        return Err(format!("unexpected {:?} at position {}", c.rest(), c.pos()));
     }
     Ok(e)
 }
 
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
+fn expr(c: &mut Cursor<'_>) -> Result<Expr, String> {
+    arithmetic(c, factor, |a, op, b| {
+        Expr::Bin(Box::new(a), op, Box::new(b))
+    })
 }
 
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
-            self.i += 1;
-        }
-    }
-
-    fn peek(&mut self) -> Option<u8> {
-        self.ws();
-        self.s.get(self.i).copied()
-    }
-
-    fn rest(&self) -> String {
-        String::from_utf8_lossy(self.s.get(self.i..).unwrap_or_default()).into_owned()
-    }
-
-    fn eat(&mut self, c: u8) -> bool {
-        if self.peek() == Some(c) {
-            self.i += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn expr(&mut self) -> Result<Expr, String> {
-        let mut e = self.term()?;
-        while let Some(op @ (b'+' | b'-')) = self.peek() {
-            self.i += 1;
-            e = Expr::Bin(Box::new(e), op as char, Box::new(self.term()?));
-        }
-        Ok(e)
-    }
-
-    fn term(&mut self) -> Result<Expr, String> {
-        let mut e = self.factor()?;
-        while let Some(op @ (b'*' | b'/')) = self.peek() {
-            self.i += 1;
-            e = Expr::Bin(Box::new(e), op as char, Box::new(self.factor()?));
-        }
-        Ok(e)
-    }
-
-    fn factor(&mut self) -> Result<Expr, String> {
-        match self.peek() {
-            None => Err("unexpected end of query".into()),
-            Some(b'(') => {
-                self.i += 1;
-                let e = self.expr()?;
-                if !self.eat(b')') {
-                    return Err(format!("expected ')' at position {}", self.i));
-                }
-                Ok(e)
+fn factor(c: &mut Cursor<'_>) -> Result<Expr, String> {
+    match c.peek() {
+        None => Err("unexpected end of query".into()),
+        Some(b'(') => {
+            c.bump();
+            let e = expr(c)?;
+            if !c.eat(b')') {
+                return Err(format!("expected ')' at position {}", c.pos()));
             }
-            Some(b'-') => {
-                self.i += 1;
-                Ok(Expr::Neg(Box::new(self.factor()?)))
-            }
-            Some(c) if c.is_ascii_digit() || c == b'.' => {
-                let start = self.i;
-                while self
-                    .s
-                    .get(self.i)
-                    .is_some_and(|c| c.is_ascii_digit() || *c == b'.')
-                {
-                    self.i += 1;
-                }
-                let text = String::from_utf8_lossy(self.s.get(start..self.i).unwrap_or_default());
-                text.parse()
-                    .map(Expr::Number)
-                    .map_err(|_| format!("invalid number {text:?}"))
-            }
-            Some(c) if c.is_ascii_alphabetic() || c == b'_' => self.metric_or_name(),
-            Some(_) => Err(format!(
-                "unexpected {:?} at position {}",
-                self.rest(),
-                self.i
-            )),
+            Ok(e)
         }
+        Some(b'-') => {
+            c.bump();
+            Ok(Expr::Neg(Box::new(factor(c)?)))
+        }
+        Some(b) if b.is_ascii_digit() || b == b'.' => c
+            .number()
+            .map(Expr::Number)
+            .map_err(|text| format!("invalid number {text:?}")),
+        Some(b) if b.is_ascii_alphabetic() || b == b'_' => metric_or_name(c),
+        Some(_) => Err(format!("unexpected {:?} at position {}", c.rest(), c.pos())),
     }
+}
 
-    fn ident(&mut self) -> String {
-        let start = self.i;
-        while self
-            .s
-            .get(self.i)
-            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.'))
-        {
-            self.i += 1;
-        }
-        String::from_utf8_lossy(self.s.get(start..self.i).unwrap_or_default()).into_owned()
-    }
+/// A metric name or an aggregator: letters, digits, `_` and `.`.
+fn ident(c: &mut Cursor<'_>) -> String {
+    c.take_while(|b| is_name_byte(b) || b == b'.')
+}
 
-    /// Text up to the closing brace (the opening one already eaten).
-    fn braced(&mut self) -> Result<String, String> {
-        let start = self.i;
-        while self.s.get(self.i).is_some_and(|c| *c != b'}') {
-            self.i += 1;
-        }
-        if self.i >= self.s.len() {
-            return Err("missing '}'".into());
-        }
-        let text = String::from_utf8_lossy(self.s.get(start..self.i).unwrap_or_default());
-        self.i += 1;
-        Ok(text.split_whitespace().collect::<Vec<_>>().join(""))
+/// Text up to the closing brace (the opening one already eaten), whitespace removed.
+fn braced(c: &mut Cursor<'_>) -> Result<String, String> {
+    let text = c.take_while(|b| b != b'}');
+    if c.at_end() {
+        return Err("missing '}'".into());
     }
+    c.bump();
+    Ok(text.split_whitespace().collect::<Vec<_>>().join(""))
+}
 
-    fn metric_or_name(&mut self) -> Result<Expr, String> {
-        let first = self.ident();
-        let (aggr, metric) = if self.s.get(self.i) == Some(&b':') {
-            self.i += 1;
-            self.ws();
-            (Some(first), self.ident())
-        } else {
-            (None, first)
-        };
-        if self.peek() != Some(b'{') {
-            if aggr.is_some() {
-                return Err(format!("expected '{{' after {metric}"));
-            }
-            return Ok(Expr::Name(metric));
+fn metric_or_name(c: &mut Cursor<'_>) -> Result<Expr, String> {
+    let first = ident(c);
+    let (aggr, metric) = if c.eat_here(":") {
+        c.skip_ws();
+        (Some(first), ident(c))
+    } else {
+        (None, first)
+    };
+    if c.peek() != Some(b'{') {
+        if aggr.is_some() {
+            return Err(format!("expected '{{' after {metric}"));
         }
-        self.i += 1;
-        let scope_text = self.braced()?;
-        let mut scope = Vec::new();
-        if scope_text != "*" && !scope_text.is_empty() {
-            for item in scope_text.split(',') {
-                let (neg, item) = match item.strip_prefix('!') {
-                    Some(rest) => (true, rest),
-                    None => (false, item),
-                };
-                let (k, v) = item
-                    .split_once(':')
-                    .ok_or_else(|| format!("invalid scope item {item:?} (want key:value)"))?;
-                scope.push((neg, k.to_string(), v.to_string()));
-            }
-        }
-        let mut by = Vec::new();
-        let save = self.i;
-        self.ws();
-        if self.s.get(self.i..self.i + 2) == Some(b"by") {
-            self.i += 2;
-            if !self.eat(b'{') {
-                return Err("expected '{' after by".into());
-            }
-            by = self
-                .braced()?
-                .split(',')
-                .filter(|t| !t.is_empty())
-                .map(String::from)
-                .collect();
-        } else {
-            self.i = save;
-        }
-        let mut as_rate = false;
-        while self.s.get(self.i) == Some(&b'.') {
-            self.i += 1;
-            let f = self.ident();
-            if !(self.eat(b'(') && self.eat(b')')) {
-                return Err(format!("expected () after .{f}"));
-            }
-            match f.as_str() {
-                "as_count" => as_rate = false,
-                "as_rate" => as_rate = true,
-                other => return Err(format!("unsupported function .{other}()")),
-            }
-        }
-        Ok(Expr::Metric(MetricQuery {
-            aggr,
-            metric,
-            scope,
-            by,
-            as_rate,
-            scope_text,
-        }))
+        return Ok(Expr::Name(metric));
     }
+    c.bump();
+    let scope_text = braced(c)?;
+    let scope = scope(&scope_text)?;
+    let by = by(c)?;
+    let as_rate = as_rate(c)?;
+    Ok(Expr::Metric(MetricQuery {
+        aggr,
+        metric,
+        scope,
+        by,
+        as_rate,
+        scope_text,
+    }))
+}
+
+/// The items of a scope (`*` or none: no item).
+fn scope(text: &str) -> Result<Vec<(bool, String, String)>, String> {
+    let mut scope = Vec::new();
+    if text != "*" && !text.is_empty() {
+        for item in text.split(',') {
+            let (neg, item) = match item.strip_prefix('!') {
+                Some(rest) => (true, rest),
+                None => (false, item),
+            };
+            let (k, v) = item
+                .split_once(':')
+                .ok_or_else(|| format!("invalid scope item {item:?} (want key:value)"))?;
+            scope.push((neg, k.to_string(), v.to_string()));
+        }
+    }
+    Ok(scope)
+}
+
+/// `by {tag, ...}` if it follows.
+fn by(c: &mut Cursor<'_>) -> Result<Vec<String>, String> {
+    let save = c.pos();
+    c.skip_ws();
+    if !c.eat_here("by") {
+        c.set_pos(save);
+        return Ok(Vec::new());
+    }
+    if !c.eat(b'{') {
+        return Err("expected '{' after by".into());
+    }
+    Ok(braced(c)?
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+/// The functions that follow (`.as_count()`, `.as_rate()`): whether the last is `.as_rate()`.
+fn as_rate(c: &mut Cursor<'_>) -> Result<bool, String> {
+    let mut as_rate = false;
+    while c.eat_here(".") {
+        let f = ident(c);
+        if !(c.eat(b'(') && c.eat(b')')) {
+            return Err(format!("expected () after .{f}"));
+        }
+        match f.as_str() {
+            "as_count" => as_rate = false,
+            "as_rate" => as_rate = true,
+            other => return Err(format!("unsupported function .{other}()")),
+        }
+    }
+    Ok(as_rate)
 }
 
 /// Datadog-style glob: `*` matches any run of characters.

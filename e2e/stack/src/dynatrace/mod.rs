@@ -25,9 +25,9 @@
 
 pub mod selector;
 
-use crate::metric_emulator::{self, Operand, combine, with_headers};
-use crate::provider_faults::{FaultMode, ProviderFault, ProviderFaults};
-use crate::server::{Body, json_response};
+use crate::metric_emulator::{self, Emulator, Operand, combine, with_headers};
+use crate::provider_faults::{FaultMode, ProviderFault};
+use crate::server::{Body, json_response, query_pairs};
 use crate::traffic::latency::{Latency, mixture_quantile};
 use crate::traffic::world::{Sample, World};
 use hyper::body::Incoming;
@@ -64,11 +64,7 @@ fn default_token() -> String {
     "dt0c01.SERINSTACK.serin-dt-token".into()
 }
 
-pub struct Dynatrace {
-    pub world: Arc<World>,
-    pub faults: Arc<ProviderFaults>,
-    pub config: DynatraceConfig,
-}
+pub type Dynatrace = Emulator<DynatraceConfig>;
 
 /// Dynatrace's error body.
 fn error(code: u16, message: &str) -> Response<Body> {
@@ -90,10 +86,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
-    let params: BTreeMap<String, String> =
-        form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let params: BTreeMap<String, String> = query_pairs(req.uri());
     let authorization = req
         .headers()
         .get("authorization")

@@ -19,6 +19,8 @@
 //! Arguments are quoted (`"..."`, where `~"` is a quote and `~~` a tilde) or bare (up to the
 //! next `,` or `)`), as in Flagger's own example `filter(eq(Host,HOST-0990886B7D39FE29))`.
 
+use crate::query_cursor::{Cursor, arithmetic};
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     Number(f64),
@@ -101,28 +103,34 @@ enum Term {
 const KEY_PREFIXES: [&str; 4] = ["builtin", "ext", "calc", "func"];
 
 pub fn parse(text: &str) -> Result<Expr, String> {
-    let mut p = Parser::new(text);
-    let e = p.expr()?;
-    p.ws();
-    if !p.done() {
-        return Err(format!("unexpected {:?} at position {}", p.rest(), p.i));
+    let mut c = cursor(text);
+    let e = expr(&mut c)?;
+    if c.peek().is_some() {
+        return Err(format!(
+            "unexpected {:?} at position {}",
+            c.rest(),
+            c.char_pos()
+        ));
     }
     Ok(e)
 }
 
+/// Positions in messages count characters, and any Unicode whitespace separates.
+fn cursor(text: &str) -> Cursor<'_> {
+    Cursor::new(text).unicode_whitespace()
+}
+
 /// The criteria of an entity selector (the text inside `entitySelector("...")`).
 fn entity_selector(text: &str) -> Result<Vec<Criterion>, String> {
-    let mut p = Parser::new(text);
+    let mut c = cursor(text);
     let mut out = Vec::new();
     loop {
-        let term = p.term()?;
-        out.push(criterion(term)?);
-        p.ws();
-        if p.done() {
+        out.push(criterion(term(&mut c)?)?);
+        if c.peek().is_none() {
             return Ok(out);
         }
-        if !p.eat(',') {
-            return Err(format!("entity selector: unexpected {:?}", p.rest()));
+        if !c.eat(b',') {
+            return Err(format!("entity selector: unexpected {:?}", c.rest()));
         }
     }
 }
@@ -187,195 +195,105 @@ fn cond(term: Term) -> Result<Cond, String> {
     })
 }
 
-struct Parser {
-    s: Vec<char>,
-    i: usize,
+fn expr(c: &mut Cursor<'_>) -> Result<Expr, String> {
+    arithmetic(c, unary, |a, op, b| Expr::Bin(Box::new(a), op, Box::new(b)))
 }
 
-impl Parser {
-    fn new(text: &str) -> Parser {
-        Parser {
-            s: text.chars().collect(),
-            i: 0,
+fn unary(c: &mut Cursor<'_>) -> Result<Expr, String> {
+    match c.peek() {
+        None => Err("unexpected end of the selector".into()),
+        Some(b'-') => {
+            c.bump();
+            Ok(Expr::Neg(Box::new(unary(c)?)))
         }
-    }
-
-    fn done(&self) -> bool {
-        self.i >= self.s.len()
-    }
-
-    fn rest(&self) -> String {
-        self.s.get(self.i..).unwrap_or_default().iter().collect()
-    }
-
-    fn ws(&mut self) {
-        while self.s.get(self.i).is_some_and(|c| c.is_whitespace()) {
-            self.i += 1;
+        Some(b'(') => {
+            c.bump();
+            let e = expr(c)?;
+            if !c.eat(b')') {
+                return Err(format!("expected ')' at position {}", c.char_pos()));
+            }
+            Ok(e)
         }
+        Some(b) if b.is_ascii_digit() || b == b'.' => c
+            .number()
+            .map(Expr::Number)
+            .map_err(|text| format!("invalid number {text:?}")),
+        Some(b) if b.is_ascii_alphabetic() => selector(c).map(Expr::Selector),
+        Some(_) => Err(format!(
+            "unexpected {:?} at position {}",
+            c.rest(),
+            c.char_pos()
+        )),
     }
+}
 
-    fn peek(&mut self) -> Option<char> {
-        self.ws();
-        self.s.get(self.i).copied()
+fn selector(c: &mut Cursor<'_>) -> Result<Selector, String> {
+    let key_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+    let mut key = c.take_while(key_byte);
+    if KEY_PREFIXES.contains(&key.as_str()) && c.eat_here(":") {
+        key.push(':');
+        key.push_str(&c.take_while(key_byte));
     }
-
-    fn eat(&mut self, c: char) -> bool {
-        if self.peek() == Some(c) {
-            self.i += 1;
-            true
+    let mut transforms = Vec::new();
+    while c.eat_here(":") {
+        let name = c.take_while(|b| b.is_ascii_alphabetic());
+        let args = if c.eat_here("(") {
+            Some(args(c)?)
         } else {
-            false
-        }
+            None
+        };
+        transforms.push(transform(&name, args)?);
     }
+    Ok(Selector { key, transforms })
+}
 
-    fn expr(&mut self) -> Result<Expr, String> {
-        let mut e = self.product()?;
-        while let Some(op @ ('+' | '-')) = self.peek() {
-            self.i += 1;
-            e = Expr::Bin(Box::new(e), op, Box::new(self.product()?));
-        }
-        Ok(e)
+/// Arguments up to the closing parenthesis (the opening one eaten).
+fn args(c: &mut Cursor<'_>) -> Result<Vec<Term>, String> {
+    let mut out = Vec::new();
+    if c.eat(b')') {
+        return Ok(out);
     }
-
-    fn product(&mut self) -> Result<Expr, String> {
-        let mut e = self.unary()?;
-        while let Some(op @ ('*' | '/')) = self.peek() {
-            self.i += 1;
-            e = Expr::Bin(Box::new(e), op, Box::new(self.unary()?));
-        }
-        Ok(e)
-    }
-
-    fn unary(&mut self) -> Result<Expr, String> {
-        match self.peek() {
-            None => Err("unexpected end of the selector".into()),
-            Some('-') => {
-                self.i += 1;
-                Ok(Expr::Neg(Box::new(self.unary()?)))
-            }
-            Some('(') => {
-                self.i += 1;
-                let e = self.expr()?;
-                if !self.eat(')') {
-                    return Err(format!("expected ')' at position {}", self.i));
-                }
-                Ok(e)
-            }
-            Some(c) if c.is_ascii_digit() || c == '.' => {
-                let start = self.i;
-                while self
-                    .s
-                    .get(self.i)
-                    .is_some_and(|c| c.is_ascii_digit() || *c == '.')
-                {
-                    self.i += 1;
-                }
-                let text: String = self
-                    .s
-                    .get(start..self.i)
-                    .unwrap_or_default()
-                    .iter()
-                    .collect();
-                text.parse()
-                    .map(Expr::Number)
-                    .map_err(|_| format!("invalid number {text:?}"))
-            }
-            Some(c) if c.is_ascii_alphabetic() => self.selector().map(Expr::Selector),
-            Some(_) => Err(format!(
-                "unexpected {:?} at position {}",
-                self.rest(),
-                self.i
-            )),
-        }
-    }
-
-    fn word(&mut self, more: impl Fn(char) -> bool) -> String {
-        let start = self.i;
-        while self.s.get(self.i).copied().is_some_and(&more) {
-            self.i += 1;
-        }
-        self.s
-            .get(start..self.i)
-            .unwrap_or_default()
-            .iter()
-            .collect()
-    }
-
-    fn selector(&mut self) -> Result<Selector, String> {
-        let key_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-        let mut key = self.word(key_char);
-        if KEY_PREFIXES.contains(&key.as_str()) && self.s.get(self.i) == Some(&':') {
-            self.i += 1;
-            key.push(':');
-            key.push_str(&self.word(key_char));
-        }
-        let mut transforms = Vec::new();
-        while self.s.get(self.i) == Some(&':') {
-            self.i += 1;
-            let name = self.word(|c| c.is_ascii_alphabetic());
-            let args = if self.s.get(self.i) == Some(&'(') {
-                self.i += 1;
-                Some(self.args()?)
-            } else {
-                None
-            };
-            transforms.push(transform(&name, args)?);
-        }
-        Ok(Selector { key, transforms })
-    }
-
-    /// Arguments up to the closing parenthesis (the opening one eaten).
-    fn args(&mut self) -> Result<Vec<Term>, String> {
-        let mut out = Vec::new();
-        if self.eat(')') {
+    loop {
+        out.push(term(c)?);
+        if c.eat(b')') {
             return Ok(out);
         }
-        loop {
-            out.push(self.term()?);
-            if self.eat(')') {
-                return Ok(out);
-            }
-            if !self.eat(',') {
-                return Err(format!("expected ',' or ')' at position {}", self.i));
-            }
+        if !c.eat(b',') {
+            return Err(format!("expected ',' or ')' at position {}", c.char_pos()));
         }
     }
+}
 
-    fn term(&mut self) -> Result<Term, String> {
-        if self.eat('"') {
-            let mut v = String::new();
-            loop {
-                match self.s.get(self.i).copied() {
-                    None => return Err("unterminated quoted value".into()),
-                    Some('~') => {
-                        match self.s.get(self.i + 1).copied() {
-                            Some(c) => v.push(c),
-                            None => return Err("a value ends in '~'".into()),
-                        }
-                        self.i += 2;
-                    }
-                    Some('"') => {
-                        self.i += 1;
-                        return Ok(Term::Value(v));
-                    }
-                    Some(c) => {
-                        v.push(c);
-                        self.i += 1;
-                    }
-                }
-            }
+fn term(c: &mut Cursor<'_>) -> Result<Term, String> {
+    if c.eat(b'"') {
+        return quoted(c).map(Term::Value);
+    }
+    c.skip_ws();
+    let bare = c.take_while(|b| !matches!(b, b',' | b'(' | b')' | b'"'));
+    let bare = bare.trim().to_string();
+    if bare.is_empty() {
+        return Err(format!("expected a value at position {}", c.char_pos()));
+    }
+    if c.eat_here("(") {
+        return Ok(Term::Call(bare, args(c)?));
+    }
+    Ok(Term::Value(bare))
+}
+
+/// A quoted value's text up to its closing quote (the opening one eaten): `~` escapes the
+/// character after it.
+fn quoted(c: &mut Cursor<'_>) -> Result<String, String> {
+    let mut v = String::new();
+    loop {
+        match c.next_char() {
+            None => return Err("unterminated quoted value".into()),
+            Some('~') => match c.next_char() {
+                Some(escaped) => v.push(escaped),
+                None => return Err("a value ends in '~'".into()),
+            },
+            Some('"') => return Ok(v),
+            Some(ch) => v.push(ch),
         }
-        self.ws();
-        let bare = self.word(|c| !matches!(c, ',' | '(' | ')' | '"'));
-        let bare = bare.trim().to_string();
-        if bare.is_empty() {
-            return Err(format!("expected a value at position {}", self.i));
-        }
-        if self.s.get(self.i) == Some(&'(') {
-            self.i += 1;
-            return Ok(Term::Call(bare, self.args()?));
-        }
-        Ok(Term::Value(bare))
     }
 }
 

@@ -26,9 +26,9 @@
 
 pub mod target;
 
-use crate::metric_emulator::{self, with_headers};
-use crate::provider_faults::{FaultMode, ProviderFault, ProviderFaults};
-use crate::server::{Body, full, json_response};
+use crate::metric_emulator::{self, Emulator, with_headers};
+use crate::provider_faults::{FaultMode, ProviderFault};
+use crate::server::{Body, full, json_response, query_pairs};
 use crate::traffic::latency::{Latency, mixture_quantile};
 use crate::traffic::world::World;
 use http_body_util::BodyExt;
@@ -77,11 +77,7 @@ fn default_password() -> String {
     "serin-graphite-password".into()
 }
 
-pub struct Graphite {
-    pub world: Arc<World>,
-    pub faults: Arc<ProviderFaults>,
-    pub config: GraphiteConfig,
-}
+pub type Graphite = Emulator<GraphiteConfig>;
 
 /// A rendered series: its name and one value per `step` seconds from `start` (Unix).
 #[derive(Debug, Clone, PartialEq)]
@@ -116,10 +112,7 @@ pub async fn handle(
         }
         return Ok(r);
     }
-    let mut params: Vec<(String, String)> =
-        form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let mut params: Vec<(String, String)> = query_pairs(req.uri());
     if method == "POST" {
         match req.into_body().collect().await {
             Ok(b) => params.extend(form_urlencoded::parse(&b.to_bytes()).into_owned()),

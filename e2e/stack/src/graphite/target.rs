@@ -9,6 +9,8 @@
 //!
 //! Whitespace is allowed around arguments (Flagger sends a template's line breaks as spaces).
 
+use crate::query_cursor::{Cursor, is_name_byte};
+
 /// A parsed target.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -29,85 +31,58 @@ pub struct Arg {
 
 pub fn parse(target: &str) -> Result<Expr, String> {
     let mut p = Parser {
-        s: target.as_bytes(),
-        i: 0,
+        c: Cursor::new(target),
         depth: 0,
     };
     let e = p.expr()?;
-    p.ws();
-    if p.i < p.s.len() {
-        return Err(format!(
-            "unexpected {:?} at position {}",
-            p.rest_excerpt(),
-            p.i
-        ));
+    if p.c.peek().is_some() {
+        return Err(unexpected(&p.c, p.c.pos()));
     }
     Ok(e)
 }
 
 struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
+    c: Cursor<'a>,
     /// Calls open: nesting is bounded, so parsing and evaluating are.
     depth: usize,
 }
 
 const MAX_DEPTH: usize = 64;
 
+/// What is left at `at`, in a message short enough for a log line.
+fn unexpected(c: &Cursor<'_>, at: usize) -> String {
+    format!("unexpected {:?} at position {at}", c.excerpt(40))
+}
+
+/// Whether a word is a plain name (a function's, a keyword argument's).
+fn is_name(word: &str) -> bool {
+    word.bytes().all(is_name_byte)
+}
+
 impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
-            self.i += 1;
-        }
-    }
-
-    fn peek(&mut self) -> Option<u8> {
-        self.ws();
-        self.s.get(self.i).copied()
-    }
-
-    fn rest_excerpt(&self) -> String {
-        let rest = self.s.get(self.i..).unwrap_or_default();
-        String::from_utf8_lossy(&rest[..rest.len().min(40)]).into_owned()
-    }
-
-    fn text(&self, from: usize, to: usize) -> String {
-        String::from_utf8_lossy(self.s.get(from..to).unwrap_or_default())
-            .trim()
-            .to_string()
+    fn text(&self, from: usize) -> String {
+        self.c.slice(from, self.c.pos()).trim().to_string()
     }
 
     fn expr(&mut self) -> Result<Expr, String> {
-        match self.peek() {
+        match self.c.peek() {
             None => Err("an expression is missing".into()),
             Some(q @ (b'\'' | b'"')) => {
-                self.i += 1;
-                let start = self.i;
-                while self.s.get(self.i).is_some_and(|c| *c != q) {
-                    self.i += 1;
-                }
-                if self.i >= self.s.len() {
+                self.c.bump();
+                let start = self.c.pos();
+                self.c.take_while(|b| b != q);
+                if self.c.at_end() {
                     return Err("unterminated string".into());
                 }
-                let s = self.text(start, self.i);
-                self.i += 1;
+                let s = self.text(start);
+                self.c.bump();
                 Ok(Expr::Str(s))
             }
             Some(_) => {
-                let start = self.i;
+                let start = self.c.pos();
                 let word = self.word()?;
-                if self.peek() == Some(b'(') {
-                    if !word.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
-                        return Err(format!("{word:?} is not a function name"));
-                    }
-                    self.i += 1;
-                    self.depth += 1;
-                    if self.depth > MAX_DEPTH {
-                        return Err("functions nested too deep".into());
-                    }
-                    let args = self.args()?;
-                    self.depth -= 1;
-                    return Ok(Expr::Call { name: word, args });
+                if self.c.peek() == Some(b'(') {
+                    return self.call(word);
                 }
                 if word == "true" || word == "false" {
                     return Ok(Expr::Bool(word == "true"));
@@ -120,22 +95,34 @@ impl Parser<'_> {
                     return Ok(Expr::Number(n));
                 }
                 if word.is_empty() {
-                    return Err(format!(
-                        "unexpected {:?} at position {start}",
-                        self.rest_excerpt()
-                    ));
+                    return Err(unexpected(&self.c, start));
                 }
                 Ok(Expr::Path(word))
             }
         }
     }
 
+    /// The call of `name` (its `(` next).
+    fn call(&mut self, name: String) -> Result<Expr, String> {
+        if !is_name(&name) {
+            return Err(format!("{name:?} is not a function name"));
+        }
+        self.c.bump();
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err("functions nested too deep".into());
+        }
+        let args = self.args()?;
+        self.depth -= 1;
+        Ok(Expr::Call { name, args })
+    }
+
     /// A path or a name: up to whitespace, `(`, `)`, `=` or a `,` outside braces.
     fn word(&mut self) -> Result<String, String> {
-        let start = self.i;
+        let start = self.c.pos();
         let mut braces = 0i32;
         let mut brackets = 0i32;
-        while let Some(&c) = self.s.get(self.i) {
+        while let Some(c) = self.c.here() {
             match c {
                 b'{' => braces += 1,
                 b'}' => braces -= 1,
@@ -147,54 +134,54 @@ impl Parser<'_> {
                 _ => {}
             }
             if braces < 0 || brackets < 0 {
-                return Err(format!("unbalanced brace at position {}", self.i));
+                return Err(format!("unbalanced brace at position {}", self.c.pos()));
             }
-            self.i += 1;
+            self.c.bump();
         }
         if braces != 0 || brackets != 0 {
             return Err("unbalanced braces".into());
         }
-        Ok(self.text(start, self.i))
+        Ok(self.text(start))
     }
 
     fn args(&mut self) -> Result<Vec<Arg>, String> {
         let mut args = Vec::new();
-        if self.peek() == Some(b')') {
-            self.i += 1;
+        if self.c.eat(b')') {
             return Ok(args);
         }
         loop {
-            self.ws();
-            let start = self.i;
-            // `name=value`: a bare word followed by `=`.
-            let save = self.i;
-            let name = match self.word() {
-                Ok(w)
-                    if !w.is_empty()
-                        && w.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
-                        && self.peek() == Some(b'=') =>
-                {
-                    self.i += 1;
-                    Some(w)
-                }
-                _ => {
-                    self.i = save;
-                    None
-                }
-            };
+            self.c.skip_ws();
+            let start = self.c.pos();
+            let name = self.keyword();
             let expr = self.expr()?;
             args.push(Arg {
                 name,
                 expr,
-                text: self.text(start, self.i),
+                text: self.text(start),
             });
-            match self.peek() {
-                Some(b',') => self.i += 1,
+            match self.c.peek() {
+                Some(b',') => self.c.bump(),
                 Some(b')') => {
-                    self.i += 1;
+                    self.c.bump();
                     return Ok(args);
                 }
-                _ => return Err(format!("expected , or ) at position {}", self.i)),
+                _ => return Err(format!("expected , or ) at position {}", self.c.pos())),
+            }
+        }
+    }
+
+    /// The `name` of a `name=value` argument (a bare word followed by `=`), stepped over with
+    /// its `=`; else nothing is.
+    fn keyword(&mut self) -> Option<String> {
+        let save = self.c.pos();
+        match self.word() {
+            Ok(w) if !w.is_empty() && is_name(&w) && self.c.peek() == Some(b'=') => {
+                self.c.bump();
+                Some(w)
+            }
+            _ => {
+                self.c.set_pos(save);
+                None
             }
         }
     }

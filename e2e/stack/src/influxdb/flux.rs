@@ -105,6 +105,14 @@ pub struct Table {
 }
 
 impl Table {
+    /// A table of the same group key holding `rows` (rows derived from this table's).
+    pub fn with_rows(&self, rows: Vec<Row>) -> Table {
+        Table {
+            key: self.key.clone(),
+            rows,
+        }
+    }
+
     fn key_values(&self) -> Vec<(String, Val)> {
         let first = self.rows.first();
         self.key
@@ -1219,9 +1227,8 @@ fn aggregate(func: &str, column: &str, q: f64, t: Table) -> Result<Table, String
                 .map(|v| (i, v))
         })
         .collect();
-    let selected = |i: Option<usize>| Table {
-        key: t.key.clone(),
-        rows: i.and_then(|i| t.rows.get(i).cloned()).into_iter().collect(),
+    let selected = |i: Option<usize>| {
+        t.with_rows(i.and_then(|i| t.rows.get(i).cloned()).into_iter().collect())
     };
     let numbers = || -> Result<Vec<f64>, String> {
         values
@@ -1328,15 +1335,7 @@ fn window(
         if b.is_empty() && !create_empty {
             continue;
         }
-        let aggregated = aggregate(
-            func,
-            column,
-            0.5,
-            Table {
-                key: t.key.clone(),
-                rows: b,
-            },
-        )?;
+        let aggregated = aggregate(func, column, 0.5, t.with_rows(b))?;
         let mut row = aggregated.rows.into_iter().next().unwrap_or_else(|| {
             let mut r: Row = t.key_values().into_iter().collect();
             r.insert(column.to_string(), Val::Null);
@@ -1450,14 +1449,9 @@ mod tests {
             (bucket == "default").then(|| {
                 self.0
                     .iter()
-                    .map(|t| Table {
-                        key: t.key.clone(),
-                        rows: t
-                            .rows
-                            .iter()
-                            .filter(|r| matches!(r.get("_time"), Some(Val::Time(x)) if *x >= start && *x < stop))
-                            .cloned()
-                            .collect(),
+                    .map(|t| {
+                        let in_range = |r: &&Row| matches!(r.get("_time"), Some(Val::Time(x)) if *x >= start && *x < stop);
+                        t.with_rows(t.rows.iter().filter(in_range).cloned().collect())
                     })
                     .filter(|t| !t.rows.is_empty())
                     .collect()

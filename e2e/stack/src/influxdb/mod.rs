@@ -16,9 +16,9 @@
 
 pub mod flux;
 
-use crate::metric_emulator::{self, with_headers};
-use crate::provider_faults::{FaultMode, ProviderFault, ProviderFaults};
-use crate::server::{Body, full, json_response};
+use crate::metric_emulator::{self, Emulator, with_headers};
+use crate::provider_faults::{FaultMode, ProviderFault};
+use crate::server::{Body, full, json_response, query_pairs};
 use crate::traffic::world::World;
 use flux::{Failure, Row, Source, Table, Val};
 use http_body_util::BodyExt;
@@ -74,11 +74,7 @@ fn default_bucket() -> String {
 /// The organization's ID (`orgID=`), fixed.
 const ORG_ID: &str = "0a1b2c3d4e5f6a7b";
 
-pub struct InfluxDb {
-    pub world: Arc<World>,
-    pub faults: Arc<ProviderFaults>,
-    pub config: InfluxDbConfig,
-}
+pub type InfluxDb = Emulator<InfluxDbConfig>;
 
 fn error(code: u16, kind: &str, message: &str) -> Response<Body> {
     json_response(code, &json!({"code": kind, "message": message}))
@@ -115,10 +111,7 @@ pub async fn handle(
     if token.as_deref() != Some(influx.config.token.as_str()) {
         return Ok(error(401, "unauthorized", "unauthorized access"));
     }
-    let params: BTreeMap<String, String> =
-        form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let params: BTreeMap<String, String> = query_pairs(req.uri());
     match (
         params.get("org").filter(|o| !o.is_empty()),
         params.get("orgID").filter(|o| !o.is_empty()),
@@ -234,30 +227,26 @@ fn answer(
         Some(FaultMode::SeveralSeries) => {
             let doubled: Vec<Table> = tables
                 .iter()
-                .map(|t| Table {
-                    key: t.key.clone(),
-                    rows: t
-                        .rows
-                        .iter()
-                        .map(|r| {
-                            let mut r = r.clone();
-                            if let Some(v) = r.get_mut("_value") {
-                                *v = match std::mem::replace(v, Val::Null) {
-                                    Val::Float(f) => Val::Float(f * 2.0),
-                                    Val::Int(i) => Val::Int(i.saturating_mul(2)),
-                                    other => other,
-                                };
-                            }
-                            r
-                        })
-                        .collect(),
-                })
+                .map(|t| t.with_rows(t.rows.iter().map(doubled_value).collect()))
                 .collect();
             tables.extend(doubled);
         }
         _ => {}
     }
     csv_response(csv(&output.name, &tables, &annotations, header))
+}
+
+/// A row with its `_value` doubled (a second series for `several-series`).
+fn doubled_value(row: &Row) -> Row {
+    let mut row = row.clone();
+    if let Some(v) = row.get_mut("_value") {
+        *v = match std::mem::replace(v, Val::Null) {
+            Val::Float(f) => Val::Float(f * 2.0),
+            Val::Int(i) => Val::Int(i.saturating_mul(2)),
+            other => other,
+        };
+    }
+    row
 }
 
 fn csv_response(body: String) -> Response<Body> {

@@ -12,8 +12,8 @@
 
 pub mod nrql;
 
-use crate::metric_emulator::{self, server_error, with_headers};
-use crate::provider_faults::{FaultMode, ProviderFault, ProviderFaults};
+use crate::metric_emulator::{self, Emulator, server_error, with_headers};
+use crate::provider_faults::{FaultMode, ProviderFault};
 use crate::server::{Body, json_response};
 use crate::traffic::latency::mixture_quantile;
 use crate::traffic::world::{Sample, World};
@@ -67,11 +67,7 @@ fn default_api_key() -> String {
     "NRAK-SERINSTACK".into()
 }
 
-pub struct NewRelic {
-    pub world: Arc<World>,
-    pub faults: Arc<ProviderFaults>,
-    pub config: NewRelicConfig,
-}
+pub type NewRelic = Emulator<NewRelicConfig>;
 
 /// One evaluated SELECT item: its key in the Insights API and in NerdGraph, and its value.
 struct Column {

@@ -35,9 +35,9 @@
 
 pub mod signalflow;
 
-use crate::metric_emulator::{self, Operand, combine, with_headers};
-use crate::provider_faults::{FaultMode, ProviderFault, ProviderFaults};
-use crate::server::{Body, full, json_response};
+use crate::metric_emulator::{self, Emulator, Operand, combine, duration_unit_secs, with_headers};
+use crate::provider_faults::{FaultMode, ProviderFault};
+use crate::server::{Body, full, json_response, query_pairs};
 use crate::traffic::latency::{Latency, mixture_quantile};
 use crate::traffic::world::{Sample, World};
 use http_body_util::BodyExt;
@@ -74,11 +74,7 @@ fn default_token() -> String {
     "serin-sf-token".into()
 }
 
-pub struct Splunk {
-    pub world: Arc<World>,
-    pub faults: Arc<ProviderFaults>,
-    pub config: SplunkConfig,
-}
+pub type Splunk = Emulator<SplunkConfig>;
 
 fn error(code: u16, message: &str) -> Response<Body> {
     json_response(code, &json!({"code": code, "message": message}))
@@ -87,10 +83,7 @@ fn error(code: u16, message: &str) -> Response<Body> {
 pub async fn handle(sf: Arc<Splunk>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let method = req.method().as_str().to_string();
-    let params: BTreeMap<String, String> =
-        form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let params: BTreeMap<String, String> = query_pairs(req.uri());
     let token = req
         .headers()
         .get("x-sf-token")
@@ -597,16 +590,7 @@ fn duration_secs(text: &str) -> Option<f64> {
     let text = text.trim();
     let (n, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
     let n: f64 = n.parse().ok()?;
-    let per = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        "w" => 604_800.0,
-        _ => return None,
-    };
-    Some(n * per)
+    Some(n * duration_unit_secs(unit)?)
 }
 
 /// One value from several (`sum`, `mean`, `min`, `max`, `count`, `percentile`); none without

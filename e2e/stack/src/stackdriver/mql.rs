@@ -22,6 +22,8 @@
 //! A label is `metric.<name>`, `resource.<name>`, or a bare name (metric labels first).
 //! `and`, `or` and `not` are spelled as in MQL too.
 
+use crate::metric_emulator::duration_unit_secs;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
     pub resource: String,
@@ -146,18 +148,12 @@ fn tokenize(text: &str) -> Result<Vec<(Tok, usize)>, String> {
                 i += 1;
             }
             let unit: String = s[unit_start..i].iter().collect();
-            let factor = match unit.as_str() {
-                "" => {
-                    out.push((Tok::Num(n), at));
-                    continue;
-                }
-                "ms" => 0.001,
-                "s" => 1.0,
-                "m" => 60.0,
-                "h" => 3600.0,
-                "d" => 86400.0,
-                "w" => 604_800.0,
-                other => return Err(format!("column {at}: unknown duration unit {other:?}")),
+            if unit.is_empty() {
+                out.push((Tok::Num(n), at));
+                continue;
+            }
+            let Some(factor) = duration_unit_secs(&unit) else {
+                return Err(format!("column {at}: unknown duration unit {unit:?}"));
             };
             out.push((Tok::Dur(n * factor), at));
             continue;
