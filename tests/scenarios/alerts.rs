@@ -216,4 +216,4 @@ async fn alerts_reach_providers_by_severity_and_failures_are_retried(cp: Control
     world.kill_controller();
 }
 
-serin_testkit::on_every_control_plane!(alerts_reach_providers_by_severity_and_failures_are_retried);
+serin_testkit::on_every_control_plane!(virtual_time: alerts_reach_providers_by_severity_and_failures_are_retried);

@@ -179,7 +179,7 @@ async fn the_first_canary_of_a_namespace_finds_what_was_there_before_it(cp: Cont
     assert_eq!(first.metadata.namespace.as_deref(), Some(NS));
 }
 
-serin_testkit::on_every_control_plane!(
+serin_testkit::on_every_control_plane!(virtual_time:
     a_scoped_cache_holds_only_the_namespaces_with_canaries,
     the_first_canary_of_a_namespace_finds_what_was_there_before_it,
 );

@@ -258,6 +258,8 @@ async fn flaggers_webhook_pattern_runs_through_serin_loadtester(cp: ControlPlane
 }
 
 serin_testkit::on_every_control_plane!(
+    virtual_time:
     commands_steer_a_release_without_editing_the_spec,
+    ; real_time:
     flaggers_webhook_pattern_runs_through_serin_loadtester,
 );

@@ -145,7 +145,7 @@ async fn a_provider_whose_crd_is_not_installed_is_reported(cp: ControlPlane) {
         .await;
 }
 
-serin_testkit::on_every_control_plane!(
+serin_testkit::on_every_control_plane!(virtual_time:
     a_provider_whose_crd_is_not_installed_is_reported,
     a_cross_namespace_reference_is_refused_when_disabled,
     a_missing_target_is_reported_and_picked_up_when_it_appears,

@@ -137,4 +137,4 @@ async fn a_knative_service_is_released_between_revisions(cp: ControlPlane) {
     );
 }
 
-serin_testkit::on_every_control_plane!(a_knative_service_is_released_between_revisions);
+serin_testkit::on_every_control_plane!(virtual_time: a_knative_service_is_released_between_revisions);

@@ -293,15 +293,17 @@ async fn a_controller_killed_mid_release_is_restarted_and_finishes_it(cp: Contro
 }
 
 serin_testkit::on_every_control_plane!(
+    virtual_time:
     initialization_creates_the_primary_and_services_and_scales_the_target_to_zero,
     a_new_revision_is_analysed_and_promoted,
     a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadline,
     a_new_revision_during_analysis_restarts_it,
     suspend_holds_a_release_and_resume_finishes_it,
+    a_pod_template_of_several_hundred_kib_is_released_and_kept_on_the_primary,
+    ; real_time:
     a_controller_killed_mid_release_is_restarted_and_finishes_it,
     a_killed_leader_is_replaced_and_the_release_finishes_once,
     a_leader_deposed_while_a_webhook_hangs_stops_at_once,
-    a_pod_template_of_several_hundred_kib_is_released_and_kept_on_the_primary,
 );
 
 /// A pod template of about 330 KiB (environment variables): larger than the API server's

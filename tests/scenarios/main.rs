@@ -1,5 +1,7 @@
-//! Scenario tests: the `serin controller` binary against the local stack (serin-stack), with
-//! 1 s analysis intervals. Each test starts its own stack and controller. One binary, so that
+//! Scenario tests: the controller against the local stack (serin-stack), with 1 s analysis
+//! intervals. Each test starts its own stack and controller; on the emulator most run in
+//! virtual time with the controller in process, the rest run the `serin` binary in real time
+//! (crates/serin-testkit/README.md says which and why). One binary, so that
 //! the suites' long releases overlap instead of each suite waiting on its slowest one:
 //! `cargo test --test scenarios mesh::` runs one suite, `... real::` one back-end.
 

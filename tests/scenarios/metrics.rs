@@ -27,8 +27,9 @@ async fn world(cp: ControlPlane) -> World {
     world_with(cp, &["podinfo", "podinfo-canary"], false).await
 }
 
-/// The stack with load on `services` only, and the Datadog, New Relic, Dynatrace and Splunk
-/// emulators when `saas`; then the CRDs and the controller.
+/// The stack with load on `services` only: a real Prometheus for the builtin metrics, or the
+/// Datadog, New Relic, Dynatrace and Splunk emulators when `saas`; then the CRDs and the
+/// controller.
 async fn world_with(cp: ControlPlane, services: &[&str], saas: bool) -> World {
     world_with_traffic(cp, services, saas, "").await
 }
@@ -42,10 +43,16 @@ async fn world_with_traffic(cp: ControlPlane, services: &[&str], saas: bool, mor
         scenario.push_str(&format!("    - name: {service}\n      rate: 20\n"));
     }
     scenario.push_str(more);
-    let config = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
-        .scenario(&scenario)
-        .prometheus();
-    World(if saas { config.saas() } else { config }.start().await)
+    let config = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp).scenario(&scenario);
+    World(
+        if saas {
+            config.saas()
+        } else {
+            config.prometheus()
+        }
+        .start()
+        .await,
+    )
 }
 
 impl World {
@@ -537,8 +544,8 @@ async fn splunk_template_rolls_back_a_faulty_release(cp: ControlPlane) {
     );
 }
 
-/// The stack with load on `services` only (as [`world_with`]), a real Prometheus, and what
-/// `configure` adds (an emulator, the controller's environment).
+/// The stack with load on `services` only (as [`world_with`]) and what `configure` adds (an
+/// emulator, the controller's environment).
 async fn world_configured(
     cp: ControlPlane,
     services: &[&str],
@@ -550,9 +557,7 @@ async fn world_configured(
     for service in services {
         scenario.push_str(&format!("    - name: {service}\n      rate: 20\n"));
     }
-    let config = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
-        .scenario(&scenario)
-        .prometheus();
+    let config = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp).scenario(&scenario);
     World(configure(config).start().await)
 }
 
@@ -767,23 +772,26 @@ async fn external_metrics_template_promotes_a_healthy_release(cp: ControlPlane) 
 }
 
 serin_testkit::on_every_control_plane!(
+    virtual_time:
+    a_graphite_template_promotes_a_healthy_release,
+    an_influxdb_template_promotes_a_healthy_release,
+    graphite_and_influxdb_templates_roll_back_a_faulty_release,
+    datadog_and_new_relic_templates_promote_a_healthy_release,
+    datadog_and_new_relic_templates_roll_back_a_faulty_release,
+    dynatrace_template_promotes_a_healthy_release,
+    dynatrace_template_rolls_back_a_faulty_release,
+    splunk_template_promotes_a_healthy_release,
+    splunk_template_rolls_back_a_faulty_release,
+    a_stackdriver_template_promotes_a_healthy_release,
+    keptn_templates_promote_a_healthy_release,
+    external_metrics_template_promotes_a_healthy_release,
+    // Prometheus, or (CloudWatch) the controller's environment: a process beside the test.
+    ; real_time:
     errors_in_bursts_are_counted_and_rolled_back_by_the_judge,
     an_incident_on_both_versions_is_not_blamed_on_the_canary,
     a_canary_worse_than_its_primary_is_rolled_back_by_the_judge,
     a_healthy_release_is_promoted_on_the_builtin_metrics,
     a_faulty_release_is_rolled_back_with_events_naming_the_value,
     a_quiet_service_with_the_hold_policy_waits_instead_of_failing,
-    datadog_and_new_relic_templates_promote_a_healthy_release,
-    datadog_and_new_relic_templates_roll_back_a_faulty_release,
-    a_graphite_template_promotes_a_healthy_release,
-    an_influxdb_template_promotes_a_healthy_release,
-    graphite_and_influxdb_templates_roll_back_a_faulty_release,
-    dynatrace_template_promotes_a_healthy_release,
-    dynatrace_template_rolls_back_a_faulty_release,
-    splunk_template_promotes_a_healthy_release,
-    splunk_template_rolls_back_a_faulty_release,
     a_cloudwatch_template_promotes_a_healthy_release,
-    a_stackdriver_template_promotes_a_healthy_release,
-    keptn_templates_promote_a_healthy_release,
-    external_metrics_template_promotes_a_healthy_release,
 );

@@ -220,6 +220,8 @@ async fn controller_metrics_are_flaggers_and_go_with_the_canary(cp: ControlPlane
 }
 
 serin_testkit::on_every_control_plane!(
+    virtual_time:
+    an_idle_canary_makes_no_api_requests,
+    ; real_time:
     controller_metrics_are_flaggers_and_go_with_the_canary,
-    an_idle_canary_makes_no_api_requests
 );

@@ -9,7 +9,7 @@ use serin_testkit::LONG;
 use crate::harness::{ControlPlane, NS, canary, initialized_with, world};
 use serin_testkit::selected;
 
-serin_testkit::on_every_control_plane!(a_revision_promoted_before_comes_back_without_analysis);
+serin_testkit::on_every_control_plane!(virtual_time: a_revision_promoted_before_comes_back_without_analysis);
 
 /// Two analysed releases (6.0.1, 6.0.2), then the image set back to 6.0.1: promoted without
 /// a single analysis step, an event and the status saying it was a rollback, the primary

@@ -418,7 +418,7 @@ async fn apisix_release(cp: ControlPlane) {
     );
 }
 
-serin_testkit::on_every_control_plane!(
+serin_testkit::on_every_control_plane!(virtual_time:
     nginx_initializes_behind_a_canary_ingress,
     nginx_canary_weight_follows_the_release,
     a_target_deleted_mid_release_routes_everything_to_the_primary,

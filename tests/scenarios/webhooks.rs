@@ -216,7 +216,7 @@ async fn a_hung_webhook_holds_up_only_its_own_canary(cp: ControlPlane) {
     assert_eq!(hung.headers.lock().await.len(), 1);
 }
 
-serin_testkit::on_every_control_plane!(
+serin_testkit::on_every_control_plane!(virtual_time:
     a_hung_webhook_holds_up_only_its_own_canary,
     events_reach_the_event_webhooks,
     failing_rollout_checks_roll_the_release_back_at_the_threshold,

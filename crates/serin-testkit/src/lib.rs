@@ -13,6 +13,7 @@ mod logs;
 mod receiver;
 mod requests;
 pub mod tls;
+pub mod virtual_time;
 pub mod wait;
 mod world;
 
@@ -21,6 +22,7 @@ pub use controller::Controller;
 pub use receiver::Receiver;
 pub use requests::{metric_sum, requests_between};
 pub use serin_stack::{ControlPlane, Scenario, Stack, StackConfig};
+pub use virtual_time::{in_virtual_time, virtual_time};
 pub use wait::{Poll, wait_until};
 pub use world::{NS, World, WorldConfig, controller_args, ready_condition};
 
@@ -67,75 +69,63 @@ pub fn helm_binary() -> PathBuf {
         .unwrap_or_else(|| workspace_file("target/helm/helm"))
 }
 
-tokio::task_local! {
-    static VIRTUAL_TIME: bool;
-}
-
-/// Runs `scenario` in virtual time: a [`World`] it starts on the emulator runs the controller
-/// in the test's runtime, whose time the test has paused (`#[tokio::test(start_paused =
-/// true)]`), so intervals, timeouts and the stack's clock pass as soon as nothing else is
-/// left to do. A release of ten 1 s steps takes what its computing takes.
-pub async fn in_virtual_time<F: std::future::Future>(scenario: F) -> F::Output {
-    VIRTUAL_TIME.scope(true, scenario).await
-}
-
-/// Whether the current scenario runs in virtual time (see [`in_virtual_time`]).
-pub fn virtual_time() -> bool {
-    VIRTUAL_TIME.try_with(|v| *v).unwrap_or(false)
-}
-
 /// One `#[tokio::test]` per control plane for each named `async fn(ControlPlane)`, in
 /// modules `emulator` and `real` (so `cargo test real::` runs one back-end). A back-end
 /// left out of `$SERIN_CONTROL_PLANES` passes without running.
 ///
-/// Listed after `virtual_time:`, a scenario's emulator test runs in virtual time (see
-/// [`in_virtual_time`]); the real control plane is a process of its own and always runs in
-/// real time.
+/// Scenarios listed after `virtual_time:` run their emulator half in virtual time (see
+/// [`in_virtual_time`]); those after `real_time:` in real time on both, for what virtual time
+/// cannot hold: a process beside the test (Prometheus, the CLI, the load tester), a controller
+/// killed or restarted, its environment, its process id. The real control plane is a process
+/// of its own and always runs in real time.
 #[macro_export]
 macro_rules! on_every_control_plane {
-    (virtual_time: $($name:ident),* $(,)?) => {
+    (virtual_time: $($v:ident),* $(,)? $(; real_time: $($r:ident),* $(,)?)?) => {
         mod emulator {
-            $(
-                #[tokio::test(start_paused = true)]
-                async fn $name() {
-                    if $crate::selected($crate::ControlPlane::Emulator) {
-                        $crate::in_virtual_time(super::$name($crate::ControlPlane::Emulator))
-                            .await
-                    }
-                }
-            )*
+            $($crate::scenario_test!(virtual_time, $v);)*
+            $($($crate::scenario_test!(emulator, $r);)*)?
         }
-        $crate::on_the_real_control_plane!($($name),*);
+        mod real {
+            $($crate::scenario_test!(real, $v);)*
+            $($($crate::scenario_test!(real, $r);)*)?
+        }
     };
     ($($name:ident),* $(,)?) => {
         mod emulator {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if $crate::selected($crate::ControlPlane::Emulator) {
-                        super::$name($crate::ControlPlane::Emulator).await
-                    }
-                }
-            )*
+            $($crate::scenario_test!(emulator, $name);)*
         }
-        $crate::on_the_real_control_plane!($($name),*);
+        mod real {
+            $($crate::scenario_test!(real, $name);)*
+        }
     };
 }
 
-/// The `real` half of [`on_every_control_plane!`].
+/// One test of [`on_every_control_plane!`].
 #[doc(hidden)]
 #[macro_export]
-macro_rules! on_the_real_control_plane {
-    ($($name:ident),* $(,)?) => {
-        mod real {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if $crate::selected($crate::ControlPlane::Real) {
-                        super::$name($crate::ControlPlane::Real).await
-                    }
-                }
-            )*
+macro_rules! scenario_test {
+    (virtual_time, $name:ident) => {
+        #[tokio::test(start_paused = true)]
+        async fn $name() {
+            if $crate::selected($crate::ControlPlane::Emulator) {
+                $crate::in_virtual_time(super::$name($crate::ControlPlane::Emulator)).await
+            }
+        }
+    };
+    (emulator, $name:ident) => {
+        #[tokio::test]
+        async fn $name() {
+            if $crate::selected($crate::ControlPlane::Emulator) {
+                super::$name($crate::ControlPlane::Emulator).await
+            }
+        }
+    };
+    (real, $name:ident) => {
+        #[tokio::test]
+        async fn $name() {
+            if $crate::selected($crate::ControlPlane::Real) {
+                super::$name($crate::ControlPlane::Real).await
+            }
         }
     };
 }

@@ -205,7 +205,10 @@ impl World {
         let stack = Stack::start(config.stack)
             .await
             .unwrap_or_else(|e| panic!("starting the {cp} stack: {e:#}"));
-        let client = stack.client().await.unwrap();
+        let client = match in_process {
+            true => held_client(stack.kubeconfig_path()).await,
+            false => stack.client().await.unwrap(),
+        };
         let mut args = config.controller_args;
         if let Some(url) = stack.prometheus_url() {
             args.extend(["--metrics-server".to_string(), url.to_string()]);
@@ -233,6 +236,19 @@ impl World {
             api_switch,
         }
     }
+}
+
+/// A client of the stack whose requests hold virtual time (see `virtual_time`).
+async fn held_client(kubeconfig: &std::path::Path) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .unwrap();
+    kube::client::ClientBuilder::try_from(config)
+        .unwrap()
+        .with_layer(&crate::virtual_time::HoldLayer)
+        .build()
 }
 
 /// A failing scenario shows what the controller and the API server were doing: the end of
@@ -291,6 +307,7 @@ impl World {
 
     /// Runs `serin ARGS --kubeconfig <the stack's>`: `(exit code, stdout, stderr)`.
     pub async fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let _instant = crate::virtual_time::hold();
         let out = tokio::process::Command::new(self.controller.binary())
             .args(args)
             .arg("--kubeconfig")

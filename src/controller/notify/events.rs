@@ -225,7 +225,7 @@ impl Events {
             format!(
                 "{}.{:x}",
                 canary.name_any(),
-                now.timestamp_nanos_opt().unwrap_or_default()
+                crate::controller::runtime::ids::unique_nanos(now)
             )
         });
         let event = Event {

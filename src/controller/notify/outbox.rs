@@ -20,6 +20,7 @@ use crate::api::canary::{Announcement, PendingAlert, PendingEvent};
 use crate::api::{Canary, CanaryStatus};
 use crate::controller::context::{Context, WrittenStatuses};
 use crate::controller::notify::alerts;
+use crate::controller::runtime::ids;
 
 /// Transitions whose announcements a status keeps at most; older ones are dropped (they
 /// could not be delivered for that many steps).
@@ -125,6 +126,13 @@ impl Deliveries {
 /// time and are valid in an event's name.
 pub fn transition_id(now: DateTime<Utc>) -> String {
     format!("{:016x}", now.timestamp_nanos_opt().unwrap_or_default())
+}
+
+/// The id of a transition happening `now` (see [`ids::unique_nanos`]): two transitions of one
+/// Canary in the same tick of the clock would otherwise share their events' names, and the
+/// second's events would be taken for the first's, delivered already.
+pub fn next_transition_id(now: DateTime<Utc>) -> String {
+    format!("{:016x}", ids::unique_nanos(now))
 }
 
 /// Whether the step changes the release (phase, weight, iterations, failed checks, ...):
@@ -543,6 +551,15 @@ mod tests {
         deliveries.set(&key("u", "01"), State::Retry);
         assert_eq!(deliveries.claim(&key("u", "01")), Some(false));
         assert_eq!(deliveries.claim(&key("u", "01")), None);
+    }
+
+    #[test]
+    fn transitions_in_one_tick_of_the_clock_get_distinct_ids_in_order() {
+        let now = DateTime::from_timestamp(4_000_000_000, 0).unwrap();
+        let (a, b) = (next_transition_id(now), next_transition_id(now));
+        assert!(a < b, "{a} then {b}");
+        let later = now + chrono::TimeDelta::seconds(1);
+        assert_eq!(next_transition_id(later), transition_id(later));
     }
 
     #[test]

@@ -322,7 +322,7 @@ pub(super) fn next_status(
         &mut next,
         &canary.uid().unwrap_or_default(),
         deliveries,
-        outbox::transition_id(now),
+        outbox::next_transition_id(now),
         outbox::of_step(step).filter(|_| transition),
     );
     next.tracked_configs = (!tracked.checksums.is_empty()).then(|| tracked.checksums.clone());

@@ -1,7 +1,9 @@
 //! Fresh identifiers that must differ per call: a promotion's id (so the primary rolls even to
 //! an identical template) and session-affinity cookie values.
 
-use chrono::Utc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
@@ -10,9 +12,23 @@ use crate::api::Canary;
 /// `bytes` bytes (at most 32), hex-encoded, from the Canary's uid and the current time in
 /// nanoseconds: unique per Canary and call without a random source.
 pub fn fresh(canary: &Canary, bytes: usize) -> String {
-    let now = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let now = unique_nanos(Utc::now());
     let digest = Sha256::digest(format!("{}/{now}", canary.uid().unwrap_or_default()).as_bytes());
     hex::encode(&digest[..bytes.min(digest.len())])
+}
+
+/// `now` in nanoseconds, or a nanosecond after the last value this process gave if that is
+/// not earlier: distinct on every call, in order of time. For names that must differ per
+/// call (events, transitions) where two calls can fall in one tick of the clock (a coarse
+/// clock, or virtual time in tests).
+pub fn unique_nanos(now: DateTime<Utc>) -> i64 {
+    static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
+    let wanted = now.timestamp_nanos_opt().unwrap_or_default();
+    let after = |last: i64| wanted.max(last.saturating_add(1));
+    let last = LAST
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(after(last)))
+        .unwrap_or(wanted);
+    after(last)
 }
 
 #[cfg(test)]
