@@ -152,61 +152,32 @@ mod tests {
         .unwrap()
     }
 
+    /// A Deployment of 2 replicas at `generation` whose status counts `[observed generation,
+    /// replicas, updated, available]`: most rows of the table differ only there.
+    fn rolling(generation: i64, [observed, replicas, updated, available]: [i32; 4]) -> Deployment {
+        let status = json!({"observedGeneration": observed, "replicas": replicas,
+            "updatedReplicas": updated, "availableReplicas": available});
+        deploy(generation, 2, status)
+    }
+
     #[test]
     fn deployment_table() {
         let deadline = TimeDelta::seconds(600);
         let long_ago = "2027-01-15T07:00:00Z"; // > 600 s before now()
         let cases: Vec<(&str, Deployment, &str)> = vec![
-            (
-                "rolled out",
-                deploy(
-                    2,
-                    2,
-                    json!({"observedGeneration": 2, "replicas": 2,
-                "updatedReplicas": 2, "availableReplicas": 2}),
-                ),
-                "ready",
-            ),
+            ("rolled out", rolling(2, [2, 2, 2, 2]), "ready"),
             (
                 "new generation not observed",
-                deploy(
-                    3,
-                    2,
-                    json!({"observedGeneration": 2,
-                "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
-                ),
+                rolling(3, [2, 2, 2, 2]),
                 "not-ready",
             ),
-            (
-                "updating",
-                deploy(
-                    2,
-                    2,
-                    json!({"observedGeneration": 2, "replicas": 2,
-                "updatedReplicas": 1, "availableReplicas": 2}),
-                ),
-                "not-ready",
-            ),
+            ("updating", rolling(2, [2, 2, 1, 2]), "not-ready"),
             (
                 "old pods terminating",
-                deploy(
-                    2,
-                    2,
-                    json!({"observedGeneration": 2, "replicas": 3,
-                "updatedReplicas": 2, "availableReplicas": 2}),
-                ),
+                rolling(2, [2, 3, 2, 2]),
                 "not-ready",
             ),
-            (
-                "not available",
-                deploy(
-                    2,
-                    2,
-                    json!({"observedGeneration": 2, "replicas": 2,
-                "updatedReplicas": 2, "availableReplicas": 1}),
-                ),
-                "not-ready",
-            ),
+            ("not available", rolling(2, [2, 2, 2, 1]), "not-ready"),
             (
                 "deadline exceeded",
                 deploy(

@@ -244,7 +244,7 @@ mod tests {
 
     use serde_json::json;
 
-    use super::super::fixture::{answer, now, replaying};
+    use super::super::fixture::{answer, http, minute_query, replaying};
     use super::*;
     use crate::api::MetricProviderType;
     use serin_stack::testing::fake_http::{FakeServer, Response};
@@ -264,19 +264,11 @@ mod tests {
         budget: Duration,
     ) -> (Result<Reading, QueryError>, FakeServer) {
         let server = replaying(responses).await;
-        let http = Http::new(Duration::from_millis(500)).unwrap();
         let dynatrace =
             Dynatrace::from_template(&provider(&server.url), Some(("ns/dt", &token()))).unwrap();
+        let selector = "builtin:service.response.time:splitBy():percentile(95)";
         let reading = dynatrace
-            .query(
-                &http,
-                Query {
-                    text: "builtin:service.response.time:splitBy():percentile(95)",
-                    interval: Duration::from_secs(60),
-                    now: now(),
-                    deadline: Instant::now() + budget,
-                },
-            )
+            .query(&http(), minute_query(selector, budget))
             .await;
         (reading, server)
     }
@@ -471,15 +463,7 @@ mod tests {
         let dynatrace =
             Dynatrace::from_template(&provider(&url), Some(("ns/dt", &token()))).unwrap();
         let err = dynatrace
-            .query(
-                &http,
-                Query {
-                    text: "m",
-                    interval: Duration::from_secs(60),
-                    now: now(),
-                    deadline: Instant::now(),
-                },
-            )
+            .query(&http, minute_query("m", Duration::ZERO))
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::TooLarge, "{err}");

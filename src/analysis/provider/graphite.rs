@@ -185,26 +185,7 @@ impl Graphite {
 /// `<address>/render`: the address' path kept (a Graphite behind a path prefix), its own
 /// parameters dropped.
 fn render_url(address: &str) -> Result<Url, QueryError> {
-    let invalid = |why: String| {
-        QueryError::config(format!(
-            "graphite address {:?} is not a valid URL: {why}",
-            remote_text(address)
-        ))
-    };
-    let mut url = Url::parse(address).map_err(|e| invalid(e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(format!(
-            "scheme {:?} is not http or https",
-            url.scheme()
-        )));
-    }
-    url.set_query(None);
-    url.set_fragment(None);
-    url.path_segments_mut()
-        .map_err(|()| invalid("it cannot have a path".into()))?
-        .pop_if_empty()
-        .push("render");
-    Ok(url)
+    super::endpoint_url(NAME, address, &["render"])
 }
 
 /// The query's URL parameters, decoded (`+` is a space, `%XX` a byte), by name in name order,

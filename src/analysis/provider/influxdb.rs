@@ -148,25 +148,8 @@ impl InfluxDb {
 /// `<address>/api/v2/query?org=<org>`, the address' path kept (the client appends
 /// `api/v2/` to it).
 fn query_url(address: &str, org: &str) -> Result<Url, QueryError> {
-    let invalid = |why: String| {
-        QueryError::config(format!(
-            "influxdb address {:?} is not a valid URL: {why}",
-            remote_text(address)
-        ))
-    };
-    let mut url = Url::parse(address).map_err(|e| invalid(e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(format!(
-            "scheme {:?} is not http or https",
-            url.scheme()
-        )));
-    }
-    url.set_fragment(None);
-    url.path_segments_mut()
-        .map_err(|()| invalid("it cannot have a path".into()))?
-        .pop_if_empty()
-        .extend(["api", "v2", "query"]);
-    url.query_pairs_mut().clear().append_pair("org", org);
+    let mut url = super::endpoint_url(NAME, address, &["api", "v2", "query"])?;
+    url.query_pairs_mut().append_pair("org", org);
     Ok(url)
 }
 

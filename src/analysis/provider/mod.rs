@@ -236,10 +236,12 @@ pub(crate) fn template_at(
 /// Secrets, a fixed `now`.
 #[cfg(test)]
 pub(crate) mod fixture {
+    use std::time::{Duration, Instant};
+
     use chrono::{DateTime, Utc};
     use serin_stack::testing::fake_http::{FakeServer, Response};
 
-    use super::{Answer, SecretData};
+    use super::{Answer, Http, Query, SecretData};
 
     /// An answer as `Http::send` returns it, without a server: the decoding alone.
     pub fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
@@ -281,6 +283,22 @@ pub(crate) mod fixture {
     /// The tests' fixed `now`.
     pub fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_717_000_000, 0).unwrap()
+    }
+
+    /// The client the tests ask through: a fake server answers well within its 500 ms.
+    pub fn http() -> Http {
+        Http::new(Duration::from_millis(500)).unwrap()
+    }
+
+    /// `text` over a 1-minute interval ending at [`now`], with `budget` left to wait out
+    /// rate limits.
+    pub fn minute_query(text: &str, budget: Duration) -> Query<'_> {
+        Query {
+            text,
+            interval: Duration::from_secs(60),
+            now: now(),
+            deadline: Instant::now() + budget,
+        }
     }
 }
 
@@ -808,6 +826,36 @@ pub fn template_address(provider: &MetricTemplateProvider) -> Option<&str> {
         .as_deref()
         .map(str::trim)
         .filter(|a| !a.is_empty())
+}
+
+/// `address` as the base of `provider`'s endpoint: an http(s) URL without its query and
+/// fragment, `segments` appended to its path (a path prefix is kept, a trailing `/` adds no
+/// empty segment).
+pub fn endpoint_url(
+    provider: &str,
+    address: &str,
+    segments: &[&str],
+) -> Result<reqwest::Url, QueryError> {
+    let invalid = |why: String| {
+        QueryError::config(format!(
+            "{provider} address {:?} is not a valid URL: {why}",
+            remote_text(address)
+        ))
+    };
+    let mut url = reqwest::Url::parse(address).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "scheme {:?} is not http or https",
+            url.scheme()
+        )));
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .map_err(|()| invalid("it cannot have a path".into()))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
 }
 
 /// A template's address, required: `missing` says what it should be.

@@ -490,7 +490,7 @@ mod tests {
 
     use serde_json::json;
 
-    use super::super::fixture::{now, replaying};
+    use super::super::fixture::{http, minute_query, replaying};
     use super::*;
     use crate::api::MetricProviderType;
     use serin_stack::testing::fake_http::{FakeServer, Response};
@@ -548,20 +548,10 @@ mod tests {
         budget: Duration,
     ) -> (Result<Reading, QueryError>, FakeServer) {
         let server = replaying(responses).await;
-        let http = Http::new(Duration::from_millis(500)).unwrap();
         let splunk =
             Splunk::from_template(&provider(&server.url), Some(("ns/sf", &token()))).unwrap();
-        let reading = splunk
-            .query(
-                &http,
-                Query {
-                    text: "A = data('m').sum()\nA.publish()",
-                    interval: Duration::from_secs(60),
-                    now: now(),
-                    deadline: Instant::now() + budget,
-                },
-            )
-            .await;
+        let program = "A = data('m').sum()\nA.publish()";
+        let reading = splunk.query(&http(), minute_query(program, budget)).await;
         (reading, server)
     }
 
@@ -719,15 +709,7 @@ mod tests {
             let splunk = Splunk::from_template(&provider(&url), Some(("ns/sf", &token()))).unwrap();
             let started = Instant::now();
             let err = splunk
-                .query(
-                    &http,
-                    Query {
-                        text: "x",
-                        interval: Duration::from_secs(60),
-                        now: now(),
-                        deadline: Instant::now(),
-                    },
-                )
+                .query(&http, minute_query("x", Duration::ZERO))
                 .await
                 .unwrap_err();
             assert_eq!(err.kind, ErrorKind::TooLarge, "{announce}: {err}");

@@ -131,12 +131,7 @@ impl AppMesh {
 
     /// The routes of the split: A/B routes then the primary, or one weighted route.
     fn routes(&self, input: &Input<'_>, policy: &Policy) -> Result<Vec<Value>, String> {
-        let matches = input
-            .canary
-            .spec
-            .analysis()
-            .and_then(|a| a.r#match.as_deref());
-        let Some(matches) = matches.filter(|_| input.ab_testing) else {
+        let Some(matches) = input.ab_matches() else {
             return Ok(vec![self.route(
                 input,
                 input.apex.to_string(),

@@ -129,13 +129,8 @@ impl Router for Contour {
     fn render(&self, input: &Input<'_>, _live: &Live) -> Result<Vec<DynamicObject>, String> {
         capability::check(Provider::Contour, FEATURES, input)?;
         let prefix = json!({ "prefix": routing_object::path_prefix(input) });
-        let matches = input
-            .canary
-            .spec
-            .analysis()
-            .and_then(|a| a.r#match.as_deref());
-        let routes = match matches {
-            Some(matches) if input.ab_testing => {
+        let routes = match input.ab_matches() {
+            Some(matches) => {
                 let mut routes = Vec::new();
                 for (i, m) in matches.iter().enumerate() {
                     let mut conditions = vec![prefix.clone()];
@@ -188,7 +183,7 @@ mod tests {
     use super::*;
     use crate::controller::router::Options;
     use crate::controller::router::fixture::{
-        ab_spec, any_split, canary, input, read_back, render_error,
+        ab_spec, any_split, assert_render_errors, canary, input, read_back,
     };
 
     #[test]
@@ -240,11 +235,7 @@ mod tests {
                 "spec.analysis.match[0]: provider contour matches request headers only",
             ),
         ];
-        for (spec, expected) in table {
-            let canary = canary(spec);
-            let err = render_error(&Contour, &canary, Routes::CANARY, &Live::new());
-            assert!(err.starts_with(expected), "{err}");
-        }
+        assert_render_errors(&Contour, &table);
     }
 
     proptest! {

@@ -101,6 +101,16 @@ pub fn read_back(
     router.read(&input, &live(objects)).unwrap()
 }
 
+/// Asserts that `router` refuses the Canary of each `(spec, expected)` of `table` at the
+/// canary's full weight with an error that starts with `expected`.
+pub fn assert_render_errors(router: &dyn Router, table: &[(Value, &str)]) {
+    for (spec, expected) in table {
+        let canary = canary(spec.clone());
+        let err = render_error(router, &canary, Routes::CANARY, &Live::new());
+        assert!(err.starts_with(expected), "{err}");
+    }
+}
+
 /// The error of `router`'s render of `canary` at `routes` over `live` objects.
 pub fn render_error(router: &dyn Router, canary: &Canary, routes: Routes, live: &Live) -> String {
     let options = Options::default();

@@ -200,13 +200,8 @@ impl Router for Gloo {
             }
             objects.push(upstream);
         }
-        let matches = input
-            .canary
-            .spec
-            .analysis()
-            .and_then(|a| a.r#match.as_deref());
-        let routes = match matches {
-            Some(matches) if input.ab_testing => {
+        let routes = match input.ab_matches() {
+            Some(matches) => {
                 let matchers = matches
                     .iter()
                     .enumerate()
@@ -266,7 +261,7 @@ mod tests {
     use super::*;
     use crate::controller::router::Options;
     use crate::controller::router::fixture::{
-        ab_spec, any_split, canary, input, live, object, read_back, render_error,
+        ab_spec, any_split, assert_render_errors, canary, input, live, object, read_back,
     };
 
     fn template() -> DynamicObject {
@@ -333,11 +328,7 @@ mod tests {
                 "spec.analysis.match[0]: provider gloo",
             ),
         ];
-        for (spec, expected) in table {
-            let canary = canary(spec);
-            let err = render_error(&Gloo, &canary, Routes::CANARY, &Live::new());
-            assert!(err.starts_with(expected), "{err}");
-        }
+        assert_render_errors(&Gloo, &table);
     }
 
     proptest! {

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use kube::api::{ApiResource, DynamicObject};
 use serin_core::Routes;
 
+use crate::api::canary::HttpMatchRequest;
 use crate::api::{Canary, Provider};
 
 mod apisix;
@@ -80,6 +81,27 @@ pub struct Input<'a> {
     pub canary_cookie: Option<&'a str>,
     pub primary_cookie: Option<&'a str>,
     pub options: &'a Options,
+}
+
+impl<'a> Input<'a> {
+    /// The `analysis.match` conditions that route an A/B run's requests; `None` outside A/B
+    /// testing (a Canary may keep its matches while it runs another strategy).
+    pub fn ab_matches(&self) -> Option<&'a [HttpMatchRequest]> {
+        let canary: &'a Canary = self.canary;
+        canary
+            .spec
+            .analysis()
+            .and_then(|a| a.r#match.as_deref())
+            .filter(|_| self.ab_testing)
+    }
+
+    /// [`Input::ab_matches`] for a router whose A/B routes are the matches alone: without one
+    /// no request would reach the canary.
+    pub fn required_ab_matches(&self) -> Result<&'a [HttpMatchRequest], String> {
+        self.ab_matches().filter(|m| !m.is_empty()).ok_or_else(|| {
+            "spec.analysis.match: A/B testing needs at least one match condition".into()
+        })
+    }
 }
 
 /// Identifies one routing object.

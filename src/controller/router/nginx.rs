@@ -132,15 +132,7 @@ impl Router for Nginx {
         annotations.insert(format!("{prefix}/canary"), "true".into());
         // Checked at every weight, so that a match NGINX cannot express is reported before
         // any traffic moves.
-        let ab = match input
-            .canary
-            .spec
-            .analysis()
-            .and_then(|a| a.r#match.as_deref())
-        {
-            Some(matches) if input.ab_testing => Some(match_annotations(matches)?),
-            _ => None,
-        };
+        let ab = input.ab_matches().map(match_annotations).transpose()?;
         match ab {
             Some(ab) if input.routes.canary > 0 => {
                 for (k, v) in ab {

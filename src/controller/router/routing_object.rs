@@ -237,7 +237,7 @@ pub mod fixture {
     use serin_core::Routes;
 
     use crate::api::Canary;
-    use crate::controller::router::{Input, Options};
+    use crate::controller::router::{Input, Live, Options, Router};
 
     /// The podinfo Canary of Flagger's docs in namespace `test`, with `patch` merged into
     /// its spec (JSON merge patch).
@@ -292,6 +292,23 @@ pub mod fixture {
         Routes {
             mirrored,
             ..Routes::canary(canary)
+        }
+    }
+
+    /// Asserts that `router` refuses the Canary of each case (`canary` of its patch, in an
+    /// A/B run or not) with an error that starts with the field the case names.
+    pub fn assert_names_field(
+        router: &dyn Router,
+        canary: fn(Value) -> Canary,
+        cases: &[(Value, bool, &str)],
+    ) {
+        let options = Options::default();
+        for (patch, ab_testing, field) in cases {
+            let canary = canary(patch.clone());
+            let mut input = input(&canary, &options, Routes::CANARY);
+            input.ab_testing = *ab_testing;
+            let err = router.render(&input, &Live::new()).unwrap_err();
+            assert!(err.starts_with(&format!("{field}:")), "{patch}: {err}");
         }
     }
 }

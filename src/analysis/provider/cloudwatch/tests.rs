@@ -1,10 +1,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::*;
+use crate::analysis::provider::fixture::{http, minute_query, replaying};
 use crate::api::MetricProviderType;
 use serin_stack::testing::fake_http::{FakeServer, Response};
 
@@ -35,10 +35,6 @@ fn provider(address: &str, region: Option<&str>) -> MetricTemplateProvider {
     provider
 }
 
-fn now() -> DateTime<Utc> {
-    DateTime::from_timestamp(1_717_000_000, 0).unwrap()
-}
-
 /// `text` over a 1m interval against a server answering `responses` in turn (then the last
 /// again), within `budget`.
 async fn ask(
@@ -46,30 +42,13 @@ async fn ask(
     text: &str,
     budget: Duration,
 ) -> (Result<Reading, QueryError>, FakeServer) {
-    let responses = std::sync::Mutex::new(responses.into_iter());
-    let last = std::sync::Mutex::new(None::<Response>);
-    let server = FakeServer::start(move |_| {
-        let next = responses.lock().unwrap().next();
-        let mut last = last.lock().unwrap();
-        if let Some(r) = next {
-            *last = Some(r);
-        }
-        last.clone().unwrap()
-    })
-    .await;
-    let http = Http::new(Duration::from_millis(500)).unwrap();
+    let server = replaying(responses).await;
     let cw = CloudWatch::from_template(
         &provider(&server.url, Some("eu-west-1")),
         &cloud(Some("session")),
     )
     .unwrap();
-    let query = Query {
-        text,
-        interval: Duration::from_secs(60),
-        now: now(),
-        deadline: Instant::now() + budget,
-    };
-    (cw.query(&http, query).await, server)
+    (cw.query(&http(), minute_query(text, budget)).await, server)
 }
 
 async fn answered(body: serde_json::Value) -> Result<Reading, QueryError> {

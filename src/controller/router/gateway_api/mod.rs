@@ -208,14 +208,7 @@ impl GatewayApi {
         }
 
         if input.ab_testing {
-            let analysis = input
-                .canary
-                .spec
-                .analysis()
-                .and_then(|a| a.r#match.as_deref())
-                .filter(|m| !m.is_empty())
-                .ok_or("spec.analysis.match: A/B testing needs at least one match condition")?;
-            let analysis = matches::map(Some(analysis), "spec.analysis.match")?;
+            let analysis = matches::map(Some(input.required_ab_matches()?), "spec.analysis.match")?;
             weighted.insert(
                 "matches".into(),
                 Value::Array(merge_matches(&analysis, &base_matches)),

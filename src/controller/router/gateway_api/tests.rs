@@ -5,7 +5,9 @@ use serin_core::Routes;
 use super::*;
 use crate::api::Canary;
 use crate::controller::router::Options;
-use crate::controller::router::routing_object::fixture::{canary, input, split};
+use crate::controller::router::routing_object::fixture::{
+    assert_names_field, canary, input, split,
+};
 
 /// Snapshots live with the other routers' in `router/snapshots/`.
 macro_rules! snapshot {
@@ -51,11 +53,7 @@ fn live(mut route: DynamicObject, generation: i64, accepted: &str, observed: i64
         "conditions": [{"type": "Accepted", "status": accepted, "reason": "NotAllowedByListeners",
                         "message": "no listener for app.example.com", "observedGeneration": observed}]
     }]});
-    let kind = route.types.as_ref().unwrap().kind.clone();
-    Live::from([(
-        format!("{kind}/{}", route.metadata.name.clone().unwrap()),
-        route,
-    )])
+    crate::controller::router::fixture::live([route])
 }
 
 #[test]
@@ -200,14 +198,7 @@ fn invalid_canaries_name_the_field() {
             "spec.service.corsPolicy.maxAge",
         ),
     ];
-    let options = Options::default();
-    for (patch, ab_testing, field) in cases {
-        let canary = gateway_canary(patch.clone());
-        let mut input = input(&canary, &options, Routes::CANARY);
-        input.ab_testing = ab_testing;
-        let err = GatewayApi::V1.render(&input, &Live::new()).unwrap_err();
-        assert!(err.starts_with(&format!("{field}:")), "{patch}: {err}");
-    }
+    assert_names_field(&GatewayApi::V1, gateway_canary, &cases);
 }
 
 #[test]

@@ -43,18 +43,7 @@ pub fn routes(input: &Input<'_>) -> Result<Vec<Value>, String> {
 
     if input.ab_testing {
         // Requests matching analysis.match follow the split; all others stay on the primary.
-        let analysis = input
-            .canary
-            .spec
-            .analysis()
-            .and_then(|a| a.r#match.as_deref())
-            .unwrap_or_default();
-        if analysis.is_empty() {
-            return Err(
-                "spec.analysis.match: A/B testing needs at least one match condition".into(),
-            );
-        }
-        let analysis = matches(Some(analysis), "spec.analysis.match")?;
+        let analysis = matches(Some(input.required_ab_matches()?), "spec.analysis.match")?;
         weighted.insert(
             "match".into(),
             Value::Array(merge_matches(&analysis, &base_match)),

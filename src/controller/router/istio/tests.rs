@@ -5,7 +5,10 @@ use serin_core::Routes;
 use super::*;
 use crate::api::Canary;
 use crate::controller::router::Options;
-use crate::controller::router::routing_object::fixture::{canary, input, split};
+use crate::controller::router::fixture::live;
+use crate::controller::router::routing_object::fixture::{
+    assert_names_field, canary, input, split,
+};
 
 /// Snapshots live with the other routers' in `router/snapshots/`.
 macro_rules! snapshot {
@@ -18,16 +21,6 @@ macro_rules! snapshot {
 
 fn render(input: &Input<'_>) -> Vec<DynamicObject> {
     Istio.render(input, &Live::new()).unwrap()
-}
-
-fn live(objects: Vec<DynamicObject>) -> Live {
-    objects
-        .into_iter()
-        .map(|o| {
-            let kind = o.types.as_ref().unwrap().kind.clone();
-            (format!("{kind}/{}", o.metadata.name.clone().unwrap()), o)
-        })
-        .collect()
 }
 
 fn virtual_service(objects: &[DynamicObject]) -> &DynamicObject {
@@ -220,14 +213,7 @@ fn invalid_canaries_name_the_field() {
         ),
         (json!({}), true, "spec.analysis.match"),
     ];
-    let options = Options::default();
-    for (patch, ab_testing, field) in cases {
-        let canary = canary(patch.clone());
-        let mut input = input(&canary, &options, Routes::CANARY);
-        input.ab_testing = ab_testing;
-        let err = Istio.render(&input, &Live::new()).unwrap_err();
-        assert!(err.starts_with(&format!("{field}:")), "{patch}: {err}");
-    }
+    assert_names_field(&Istio, canary, &cases);
 }
 
 #[test]
