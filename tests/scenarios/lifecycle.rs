@@ -186,6 +186,12 @@ async fn a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadli
         .find(|c| c.type_ == "Promoted")
         .unwrap();
     assert_eq!(promoted.status.as_str(), "False");
+    // The release's record names why it failed, after the events have gone.
+    let failed = status.history.unwrap_or_default();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].outcome, "Failed");
+    let why = failed[0].message.as_deref().unwrap_or_default();
+    assert!(why.contains("deadline"), "{why}");
 
     // Re-applying the same failed spec does not retry; changing the template does. The next
     // release gets a deadline a loaded machine meets: the primary's rolling update on the real
@@ -210,8 +216,17 @@ async fn a_new_revision_during_analysis_restarts_it(cp: ControlPlane) {
             LONG,
         )
         .await;
-    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    let done = world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.2");
+    // The history says so too: 6.0.1's release superseded, 6.0.2's promoted, both ended.
+    let history = done.status.unwrap().history.unwrap_or_default();
+    let outcomes: Vec<&str> = history.iter().map(|r| r.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["Superseded", "Succeeded"], "{history:?}");
+    assert!(
+        history
+            .iter()
+            .all(|r| r.ended.is_some_and(|e| e >= r.started))
+    );
     // 6.0.1 was never promoted.
     let copying = world
         .events("podinfo")

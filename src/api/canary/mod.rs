@@ -18,7 +18,7 @@ pub use service::{
 };
 pub use status::{
     Announcement, CanaryStatus, MetricObservation, MetricVerdict, PendingAlert, PendingEvent,
-    STATUS_METRICS_MAX,
+    ReleaseRecord, STATUS_METRICS_MAX,
 };
 pub use traffic_policy::TrafficPolicy;
 

@@ -94,6 +94,32 @@ pub struct CanaryStatus {
     /// from the id, so an event is never recorded twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announcements: Option<BTreeMap<String, Announcement>>,
+    /// serin extension: the Canary's last releases, oldest first (at most 10): what each
+    /// released, when it started and ended, and how. Kept in the status because events expire
+    /// (an hour by default) while a release's outcome is wanted for longer, and a status field
+    /// needs no object or permission beyond the Canary's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 10))]
+    pub history: Option<Vec<ReleaseRecord>>,
+}
+
+/// serin extension: one release in `status.history`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseRecord {
+    /// The released revision's hash (as `lastAppliedSpec`).
+    pub revision: String,
+    /// `Progressing` while it runs, then `Succeeded`, `Failed`, or `Superseded` (a newer
+    /// revision restarted the release).
+    pub outcome: String,
+    /// When the release began (the new revision was detected).
+    pub started: DateTime<Utc>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<DateTime<Utc>>,
+    /// Why it failed: the rollback's event (at most 512 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// serin extension: what one transition tells people.

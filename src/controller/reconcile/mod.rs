@@ -31,6 +31,7 @@ pub mod conditions;
 mod decide;
 mod effects;
 mod finalizer;
+pub mod history;
 mod lost_target;
 mod observe;
 mod record;

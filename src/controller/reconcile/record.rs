@@ -325,6 +325,15 @@ pub(super) fn next_status(
         outbox::next_transition_id(now),
         outbox::of_step(step).filter(|_| transition),
     );
+    let mut history = next.history.take().unwrap_or_default();
+    super::history::record(
+        &mut history,
+        current.phase,
+        &step.status,
+        &step.effects,
+        now,
+    );
+    next.history = (!history.is_empty()).then_some(history);
     next.tracked_configs = (!tracked.checksums.is_empty()).then(|| tracked.checksums.clone());
     next.observed_generation = canary.metadata.generation;
     if let Some(observations) = metrics {
