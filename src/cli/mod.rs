@@ -15,6 +15,7 @@ pub mod flagger_flags;
 pub mod loadtester;
 pub mod plan;
 pub mod rbac;
+pub mod report;
 pub mod status;
 pub mod undo;
 pub mod wget;
@@ -53,6 +54,8 @@ pub enum Command {
     Pause(control::ControlArgs),
     /// Continue a paused Canary.
     Resume(control::ControlArgs),
+    /// Write a release report (HTML, or Markdown with `--format md`).
+    Report(report::ReportArgs),
     /// Set the target back to an earlier revision (default: the one the primary runs).
     Undo(undo::UndoArgs),
     /// Flagger's load tester: webhook commands, `hey` load, and manual gates.
@@ -86,6 +89,7 @@ impl Cli {
             Command::Retry(args) => control::run(control::Action::Retry, args),
             Command::Pause(args) => control::run(control::Action::Pause, args),
             Command::Undo(args) => undo::run(args),
+            Command::Report(args) => report::run(args),
             Command::Resume(args) => control::run(control::Action::Resume, args),
             Command::Loadtester(args) => loadtester::run(args),
         }

@@ -23,6 +23,7 @@ mod mesh;
 mod metrics;
 mod observability;
 mod real_control_plane;
+mod report;
 mod rollback;
 mod routing;
 mod targets;

@@ -113,6 +113,10 @@ mod tests {
     }
 
     /// `(before, after phase, revision, effects)` steps at seconds 0, 1, 2, ...
+    type Steps<'a> = Vec<(Phase, Phase, &'a str, Vec<Effect>)>;
+    /// A case: its name, its steps, the `(revision, outcome)`s it leaves.
+    type Case<'a> = (&'a str, Steps<'a>, Vec<(&'a str, &'a str)>);
+
     fn run(steps: &[(Phase, Phase, &str, Vec<Effect>)]) -> Vec<ReleaseRecord> {
         let mut history = Vec::new();
         for (i, (before, after, revision, effects)) in steps.iter().enumerate() {
@@ -138,11 +142,7 @@ mod tests {
     #[test]
     fn releases_are_recorded_from_start_to_outcome() {
         use Phase::*;
-        let cases: Vec<(
-            &str,
-            Vec<(Phase, Phase, &str, Vec<Effect>)>,
-            Vec<(&str, &str)>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "initialization is no release",
                 vec![(Initializing, Initialized, "a", vec![])],
