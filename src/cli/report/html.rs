@@ -60,20 +60,8 @@ fn table(out: &mut String, caption: &str, head: &[&str], rows: Vec<Vec<String>>)
 }
 
 fn summary(out: &mut String, r: &Report) {
-    let dash = || "-".to_string();
-    let rows = [
-        ("Target", r.target.clone()),
-        ("Phase", r.phase.clone()),
-        ("Canary weight", format!("{}%", r.canary_weight)),
-        ("Iterations", r.iterations.to_string()),
-        (
-            "Failed checks",
-            format!("{} of {}", r.failed_checks, r.threshold),
-        ),
-        ("Revision", r.revision.clone().unwrap_or_else(dash)),
-        ("Promoted revision", r.promoted.clone().unwrap_or_else(dash)),
-    ];
-    let rows = rows
+    let rows = r
+        .summary()
         .into_iter()
         .map(|(k, v)| vec![esc(k), esc(&v)])
         .collect();
@@ -230,21 +218,22 @@ fn esc(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::model::Report;
-    use super::super::model::tests::{canary, event, report};
+    use super::super::model::tests::{assert_contains_all, canary, event, report};
     use super::*;
 
     #[test]
     fn the_page_holds_everything_and_fetches_nothing() {
         let page = render(&report());
-        for expected in [
-            "<title>Release of podinfo.test</title>",
-            "<td>Succeeded</td>",
-            "<span class=\"pass\">✔ pass</span>",
-            "Advance podinfo.test canary weight 50",
-            "<polyline",
-        ] {
-            assert!(page.contains(expected), "{expected:?}");
-        }
+        assert_contains_all(
+            &page,
+            &[
+                "<title>Release of podinfo.test</title>",
+                "<td>Succeeded</td>",
+                "<span class=\"pass\">✔ pass</span>",
+                "Advance podinfo.test canary weight 50",
+                "<polyline",
+            ],
+        );
         for fetch in ["src=", "href=", "@import", "url(", "<script", "<link"] {
             assert!(!page.contains(fetch), "{fetch:?} in the page");
         }

@@ -16,22 +16,7 @@ pub fn render(r: &Report) -> String {
         cell(&r.namespace)
     );
     let _ = writeln!(out, "| | |\n|---|---|");
-    let rows = [
-        ("Target", r.target.clone()),
-        ("Phase", r.phase.clone()),
-        ("Canary weight", format!("{}%", r.canary_weight)),
-        ("Iterations", r.iterations.to_string()),
-        (
-            "Failed checks",
-            format!("{} of {}", r.failed_checks, r.threshold),
-        ),
-        ("Revision", r.revision.clone().unwrap_or_else(|| "-".into())),
-        (
-            "Promoted revision",
-            r.promoted.clone().unwrap_or_else(|| "-".into()),
-        ),
-    ];
-    for (name, value) in rows {
+    for (name, value) in r.summary() {
         let _ = writeln!(out, "| {name} | {} |", cell(&value));
     }
     metrics(&mut out, r);
@@ -140,22 +125,22 @@ fn cell(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::tests::report;
+    use super::super::model::tests::{assert_contains_all, report};
     use super::*;
 
     #[test]
     fn a_report_names_the_release_its_checks_history_and_timeline() {
-        let text = render(&report());
-        for expected in [
-            "# Release of podinfo.test",
-            "| Phase | Succeeded |",
-            "| Failed checks | 0 of 2 |",
-            "| error-rate | 0.500 | ≤ 1 | ✔ pass |",
-            "| v2:aa | Succeeded | 2026-12-07 10:00:00 UTC | 2026-12-07 10:03:00 UTC |",
-            "| Normal | Advance podinfo.test canary weight 50 |",
-        ] {
-            assert!(text.contains(expected), "{expected:?} in\n{text}");
-        }
+        assert_contains_all(
+            &render(&report()),
+            &[
+                "# Release of podinfo.test",
+                "| Phase | Succeeded |",
+                "| Failed checks | 0 of 2 |",
+                "| error-rate | 0.500 | ≤ 1 | ✔ pass |",
+                "| v2:aa | Succeeded | 2026-12-07 10:00:00 UTC | 2026-12-07 10:03:00 UTC |",
+                "| Normal | Advance podinfo.test canary weight 50 |",
+            ],
+        );
     }
 
     #[test]

@@ -87,6 +87,25 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The summary's rows: what is released, where the release stands.
+    pub fn summary(&self) -> [(&'static str, String); 7] {
+        let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        [
+            ("Target", self.target.clone()),
+            ("Phase", self.phase.clone()),
+            ("Canary weight", format!("{}%", self.canary_weight)),
+            ("Iterations", self.iterations.to_string()),
+            (
+                "Failed checks",
+                format!("{} of {}", self.failed_checks, self.threshold),
+            ),
+            ("Revision", or_dash(&self.revision)),
+            ("Promoted revision", or_dash(&self.promoted)),
+        ]
+    }
+}
+
 impl From<&SimStep> for Planned {
     fn from(step: &SimStep) -> Planned {
         Planned {
@@ -190,6 +209,13 @@ pub(crate) mod tests {
             message: Some(message.into()),
             last_timestamp: Some(Time(at)),
             ..Event::default()
+        }
+    }
+
+    /// Fails naming the first of `expected` that `text` lacks.
+    pub(crate) fn assert_contains_all(text: &str, expected: &[&str]) {
+        for e in expected {
+            assert!(text.contains(e), "{e:?} in\n{text}");
         }
     }
 
