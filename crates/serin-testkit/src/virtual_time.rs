@@ -103,7 +103,8 @@ mod tests {
     async fn a_hold_keeps_paused_time_still_while_real_time_passes() {
         let start = tokio::time::Instant::now();
         let hold = Hold::start();
-        let sleeper = tokio::spawn(tokio::time::sleep(std::time::Duration::from_secs(3600)));
+        let hour = std::time::Duration::from_secs(3600);
+        let sleeper = tokio::spawn(tokio::time::sleep(hour)); // not a wait: the timer a hold stops
         // Something that takes real time while every task waits: without the hold, the
         // runtime would jump the hour meanwhile.
         let (tx, rx) = tokio::sync::oneshot::channel();
