@@ -1,11 +1,10 @@
 # serin's container image: a static binary (musl) on a distroless, non-root base.
 # Build: docker build -t serin . (the same binary runs `serin controller` and `serin loadtester`).
 FROM rust:1.95-alpine3.22 AS build
-# make: jemalloc's C build (the allocator of the image's binary, `--features jemalloc`).
-RUN apk add --no-cache musl-dev make
+RUN apk add --no-cache musl-dev
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --features jemalloc --bin serin \
+RUN cargo build --release --locked --bin serin \
     && strip target/release/serin \
     && mkdir /out && cp target/release/serin /out/serin && ln -s serin /out/wget
 

@@ -7,12 +7,6 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
-// Release images (`--features jemalloc`): jemalloc returns the pages a burst of releases used,
-// where glibc's malloc keeps them (BENCHMARKS.md, "jemalloc").
-#[cfg(all(feature = "jemalloc", not(feature = "heap-profile")))]
-#[global_allocator]
-static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn main() -> ExitCode {
     #[cfg(feature = "heap-profile")]
     let _profiler = dhat::Profiler::new_heap();
