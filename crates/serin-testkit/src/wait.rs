@@ -21,12 +21,18 @@ pub struct Poll {
 }
 
 impl Poll {
-    /// A poll of at most `timeout`, looking every 50 ms.
+    /// A poll of at most `timeout`, looking every 50 ms (in virtual time every 250 ms: there
+    /// each look is a request whose cost does not shrink with the scenario's time, and a look
+    /// later by a fifth of a virtual second costs no real time).
     pub fn new(timeout: Duration) -> Poll {
+        let every = match crate::virtual_time() {
+            true => Duration::from_millis(250),
+            false => Duration::from_millis(50),
+        };
         Poll {
             start: Instant::now(),
             timeout,
-            every: Duration::from_millis(50),
+            every,
         }
     }
 
