@@ -5,26 +5,17 @@ use serin_stack::testing as common;
 
 use common::*;
 use serde_json::{Value, json};
-use serin_stack::{CloudWatchConfig, FaultMode, ProviderFault, Scenario, Stack, StackConfig};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use serin_stack::{CloudWatchConfig, FaultMode, ProviderFault, Stack, StackConfig};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A stack whose world has run 10 s: `podinfo-primary` healthy behind the apex and the
 /// `podinfo` canary failing 30 % behind `podinfo-canary`, 20 requests/s each.
 async fn world() -> Stack {
-    let stack = Stack::start(StackConfig {
-        scenario: Scenario::parse("workloads:\n  readyDelay: 0s\n").unwrap(),
-        manual_traffic_clock: true,
+    podinfo_world(StackConfig {
         cloudwatch: true,
         ..StackConfig::default()
     })
     .await
-    .unwrap();
-    podinfo(&client(&stack), "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
-    stack.traffic().reroute();
-    for _ in 0..10 {
-        stack.traffic().step(Duration::from_secs(1));
-    }
-    stack
 }
 
 /// `queries` over the last 10 minutes, signed with `secret`.

@@ -5,7 +5,7 @@ use serin_stack::testing as common;
 
 use common::*;
 use serde_json::{Value, json};
-use serin_stack::{FaultMode, ProviderFault, Scenario, Stack, StackConfig, service_entity_id};
+use serin_stack::{FaultMode, ProviderFault, Stack, StackConfig, service_entity_id};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const TOKEN: (&str, &str) = (
@@ -16,20 +16,11 @@ const TOKEN: (&str, &str) = (
 /// A stack whose world has run 10 s: `podinfo-primary` healthy and the `podinfo` canary
 /// failing 30 %, 20 requests/s each.
 async fn world() -> Stack {
-    let stack = Stack::start(StackConfig {
-        scenario: Scenario::parse("workloads:\n  readyDelay: 0s\n").unwrap(),
-        manual_traffic_clock: true,
+    podinfo_world(StackConfig {
         dynatrace: true,
         ..StackConfig::default()
     })
     .await
-    .unwrap();
-    podinfo(&client(&stack), "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
-    stack.traffic().reroute();
-    for _ in 0..10 {
-        stack.traffic().step(Duration::from_secs(1));
-    }
-    stack
 }
 
 /// `metricSelector` over the last 10 minutes (and a minute ahead) at `resolution`.

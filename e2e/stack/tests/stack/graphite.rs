@@ -5,7 +5,7 @@ use serin_stack::testing as common;
 
 use common::*;
 use serde_json::{Value, json};
-use serin_stack::{FaultMode, ProviderFault, Scenario, Stack, StackConfig};
+use serin_stack::{FaultMode, ProviderFault, Stack, StackConfig};
 use std::time::Duration;
 
 /// `serin:serin-graphite-password`.
@@ -17,20 +17,11 @@ const AUTH: (&str, &str) = (
 /// A stack whose world has run 10 s: `podinfo-primary` healthy behind the apex and the
 /// `podinfo` canary failing 30 % behind `podinfo-canary`, 20 requests/s each.
 async fn world() -> Stack {
-    let stack = Stack::start(StackConfig {
-        scenario: Scenario::parse("workloads:\n  readyDelay: 0s\n").unwrap(),
-        manual_traffic_clock: true,
+    podinfo_world(StackConfig {
         graphite: true,
         ..StackConfig::default()
     })
     .await
-    .unwrap();
-    podinfo(&client(&stack), "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
-    stack.traffic().reroute();
-    for _ in 0..10 {
-        stack.traffic().step(Duration::from_secs(1));
-    }
-    stack
 }
 
 /// `GET /render` of `params` (`format=json` added), with `headers`.
