@@ -16,30 +16,19 @@ use serin::analysis::{Analyzer, Evaluation};
 use serin::api::canary::MetricVerdict;
 use serin::api::{Canary, Provider};
 use serin_stack::{
-    CloudWatchConfig, FaultMode, ProviderFault, Scenario, Stack, StackConfig, StackdriverConfig,
+    CloudWatchConfig, FaultMode, ProviderFault, Stack, StackConfig, StackdriverConfig,
 };
 use serin_testkit::Poll;
 
 /// 50 requests/s to the `podinfo` apex, split 50/50 between a healthy `podinfo-primary` and a
 /// `podinfo` canary failing 30 %; the CloudWatch or the Stackdriver emulator.
 async fn world(cloudwatch: bool, stackdriver: bool) -> (Stack, kube::Client) {
-    let scenario = Scenario::parse(
-        "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: istio\n  services:\n    - name: podinfo\n      rate: 50\n",
-    )
-    .unwrap();
-    let stack = Stack::start(StackConfig {
-        scenario,
+    let (stack, client) = super::providers_stack::world_of(StackConfig {
         cloudwatch,
         stackdriver,
         ..StackConfig::default()
     })
-    .await
-    .unwrap();
-    let client = common::client(&stack);
-    for crd in serin::api::crds() {
-        common::create(&client, serde_json::to_value(&crd).unwrap()).await;
-    }
-    common::podinfo_split_by_istio(&client, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
+    .await;
     (stack, client)
 }
 

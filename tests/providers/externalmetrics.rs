@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use serin::analysis::{Analyzer, Evaluation};
 use serin::api::canary::MetricVerdict;
 use serin::api::{Canary, Provider};
-use serin_stack::{FaultMode, ProviderFault, Scenario, Stack, StackConfig};
+use serin_stack::{FaultMode, ProviderFault, Stack, StackConfig};
 
 const TOKEN: &str = "serin-external-metrics-token";
 
@@ -18,23 +18,12 @@ const TOKEN: &str = "serin-external-metrics-token";
 /// healthy `podinfo-primary` and a `podinfo` canary failing 30 %; serin's CRDs; the Secrets
 /// `em` (the adapter's token) and `wrong` (another).
 async fn world() -> (Stack, kube::Client) {
-    let scenario = Scenario::parse(
-        "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: istio\n  services:\n    - name: podinfo\n      rate: 50\n",
-    )
-    .unwrap();
-    let stack = Stack::start(StackConfig {
-        scenario,
+    let (stack, client) = super::providers_stack::world_of(StackConfig {
         manual_traffic_clock: true,
         external_metrics: true,
         ..StackConfig::default()
     })
-    .await
-    .unwrap();
-    let client = common::client(&stack);
-    for crd in serin::api::crds() {
-        common::create(&client, serde_json::to_value(&crd).unwrap()).await;
-    }
-    common::podinfo_split_by_istio(&client, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
+    .await;
     stack.traffic().reroute();
     for _ in 0..10 {
         stack.traffic().step(Duration::from_secs(1));

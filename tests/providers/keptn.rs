@@ -13,31 +13,20 @@ use serde_json::{Value, json};
 use serin::analysis::{Analyzer, Evaluation};
 use serin::api::canary::MetricVerdict;
 use serin::api::{Canary, Provider};
-use serin_stack::{FaultRule, Scenario, Stack, StackConfig};
+use serin_stack::{FaultRule, Stack, StackConfig};
 
 /// A stack with Keptn's CRDs and stand-in whose world has run 10 s at 50 requests/s, split
 /// 50/50 between a healthy `podinfo-primary` and a `podinfo` canary failing 30 %; serin's
 /// CRDs; a KeptnMetric per workload's success rate, one with no traffic, and an
 /// AnalysisDefinition `healthy` (success rate of the `workload` argument at least 99).
 async fn world() -> (Stack, kube::Client) {
-    let scenario = Scenario::parse(
-        "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: istio\n  services:\n    - name: podinfo\n      rate: 50\n",
-    )
-    .unwrap();
-    let stack = Stack::start(StackConfig {
-        scenario,
+    let (stack, client) = super::providers_stack::world_of(StackConfig {
         manual_traffic_clock: true,
         keptn: true,
         crds: vec![format!("{}/e2e/crds/keptn.yaml", env!("CARGO_MANIFEST_DIR")).into()],
         ..StackConfig::default()
     })
-    .await
-    .unwrap();
-    let client = common::client(&stack);
-    for crd in serin::api::crds() {
-        common::create(&client, serde_json::to_value(&crd).unwrap()).await;
-    }
-    common::podinfo_split_by_istio(&client, "podinfo:6.0.0", "podinfo:6.0.1-faulty").await;
+    .await;
     stack.traffic().reroute();
     for _ in 0..10 {
         stack.traffic().step(Duration::from_secs(1));
