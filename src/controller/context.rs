@@ -74,6 +74,11 @@ impl Stores {
     /// waited here could hold its Canary long after the caches fill (a waiter on a store's
     /// readiness is not reliably woken), so the caller requeues shortly instead.
     pub fn ready(&self) -> bool {
+        self.unlisted().is_empty()
+    }
+
+    /// The caches (by kind) that have not listed their objects yet, with the Canaries'.
+    pub fn unlisted(&self) -> Vec<&'static str> {
         fn listed<K>(store: &Store<K>) -> bool
         where
             K: kube::Resource + Clone + 'static,
@@ -81,12 +86,18 @@ impl Stores {
         {
             matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
         }
-        listed(&self.deployments)
-            && listed(&self.daemon_sets)
-            && listed(&self.services)
-            && listed(&self.configmaps)
-            && listed(&self.secrets)
-            && listed(&self.templates)
+        [
+            ("Canary", listed(&self.canaries)),
+            ("Deployment", listed(&self.deployments)),
+            ("DaemonSet", listed(&self.daemon_sets)),
+            ("Service", listed(&self.services)),
+            ("ConfigMap", listed(&self.configmaps)),
+            ("Secret", listed(&self.secrets)),
+            ("MetricTemplate", listed(&self.templates)),
+        ]
+        .into_iter()
+        .filter_map(|(kind, listed)| (!listed).then_some(kind))
+        .collect()
     }
 
     /// Whether the caches hold every object of `namespace`: not yet when its first Canary

@@ -231,14 +231,27 @@ fn concerned(
     refs
 }
 
+/// How long the caches may take to fill before the controller says which have not.
+const STARTUP_WARNING: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Reports ready once the caches are synced, then Flagger's `flagger_canary_total` every 10 s.
 async fn count_canaries(
     canaries: Store<Canary>,
     ctx: Arc<Context>,
     health: Arc<telemetry::server::Health>,
 ) {
+    // A controller whose caches never fill reconciles nothing and, at debug level too, says
+    // nothing: which lists are still missing is said every half minute, at warn.
+    let started = tokio::time::Instant::now();
+    let mut warned = started;
     while !ctx.stores.ready() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if warned.elapsed() >= STARTUP_WARNING {
+            warned = tokio::time::Instant::now();
+            tracing::warn!(unlisted = ?ctx.stores.unlisted(), waited = ?started.elapsed(),
+                "caches not filled yet: no Canary is reconciled until each kind is listed \
+                 (check the API server's health and serin's RBAC for these kinds)");
+        }
     }
     health.set_ready();
     loop {

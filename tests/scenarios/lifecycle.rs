@@ -441,11 +441,19 @@ async fn a_killed_leader_is_replaced_and_the_release_finishes_once(cp: ControlPl
             break;
         }
         if poll.expired() {
+            let lease = leases
+                .get("serin-leader-election")
+                .await
+                .ok()
+                .and_then(|l| l.spec);
             panic!(
                 "phase {phase:?}, not Succeeded within {:?} of the kill ({restarts} \
-                 restarts)\n--- the first replica ---\n{}\n--- the other replica ---\n{}",
+                 restarts); the Lease: {lease:?}\n--- the first replica (pid {:?}) ---\n{}\n\
+                 --- the other replica (pid {:?}) ---\n{}",
                 2 * LONG,
+                world.controller_pid(),
                 world.logs(),
+                other.pid(),
                 other.logs(60)
             );
         }
