@@ -399,10 +399,19 @@ impl Tick<'_> {
             self.alert(Severity::Warn, "Canary aborted by a person".into());
             return self.roll_back();
         }
+        if let Some(member) = self.obs.group.as_ref().and_then(|g| g.failed.as_ref()) {
+            let group = self.obs.group.as_ref().map_or("", |g| g.name.as_str());
+            let msg = format!(
+                "Rolling back {}: the release of {member}, in the same release group {group}, failed",
+                self.plan.canary
+            );
+            return self.roll_back_because(msg);
+        }
         self.await_primary_or_roll_back()?;
         self.await_canary_or_roll_back()?;
 
         if self.plan.skip_analysis || self.is_rollback() {
+            self.await_group_promotion()?;
             return self.start_promotion();
         }
         if self.obs.command == Some(Command::Promote) {
@@ -414,23 +423,32 @@ impl Tick<'_> {
             self.event(EventType::Normal, msg);
             return self.start_promotion();
         }
-        if !self.step_due(self.plan.interval) {
-            return self.not_due(self.plan.interval);
-        }
-        self.take_step(self.plan.interval);
+        let group_promotes = self.prev.phase == Phase::WaitingPromotion
+            && self.obs.group.as_ref().is_some_and(|g| g.promoting());
+        if group_promotes {
+            // Another member promotes: every member's analysis had passed its last step
+            // when it did, so this one follows without analysing again.
+            self.take_step(self.plan.interval);
+        } else {
+            if !self.step_due(self.plan.interval) {
+                return self.not_due(self.plan.interval);
+            }
+            self.hold_for_group()?;
+            self.take_step(self.plan.interval);
 
-        if self.plan.hooks.rollback && probe!(self, rollback, Probe::Rollback) {
-            let msg = format!("Rolling back {} manual webhook invoked", self.plan.canary);
-            self.event(EventType::Warning, msg);
-            self.alert(Severity::Warn, "Rolling back manual webhook invoked".into());
-            return self.roll_back();
-        }
-        if self.prev.failed_checks >= self.plan.threshold {
-            // The threshold was lowered while checks had already failed.
-            return self.roll_back_on_threshold();
-        }
+            if self.plan.hooks.rollback && probe!(self, rollback, Probe::Rollback) {
+                let msg = format!("Rolling back {} manual webhook invoked", self.plan.canary);
+                self.event(EventType::Warning, msg);
+                self.alert(Severity::Warn, "Rolling back manual webhook invoked".into());
+                return self.roll_back();
+            }
+            if self.prev.failed_checks >= self.plan.threshold {
+                // The threshold was lowered while checks had already failed.
+                return self.roll_back_on_threshold();
+            }
 
-        self.check_step()?;
+            self.check_step()?;
+        }
         match self.plan.strategy.clone() {
             Strategy::Canary { stepping, mirror } => self.advance_canary(&stepping, mirror),
             Strategy::AbTesting { iterations } => {
@@ -748,8 +766,45 @@ impl Tick<'_> {
         }
     }
 
-    /// Runs the confirm-promotion gate; a closed gate moves to WaitingPromotion.
+    /// A member of a release group that is ahead of another by a step waits for it.
+    fn hold_for_group(&mut self) -> Result<(), Decision> {
+        let Some(group) = &self.obs.group else {
+            return Ok(());
+        };
+        let mine = crate::group::position(self.plan, self.prev);
+        let Some((member, at)) = group.behind(mine) else {
+            return Ok(());
+        };
+        let msg = format!(
+            "Halt {} advancement waiting for {member} of release group {} ({at})",
+            self.plan.canary, group.name
+        );
+        self.event(EventType::Normal, msg);
+        Err(self.step(self.plan.interval))
+    }
+
+    /// A member of a release group promotes once every member's analysis has passed its
+    /// last step: until then it waits in WaitingPromotion, its analysis still running.
+    fn await_group_promotion(&mut self) -> Result<(), Decision> {
+        let Some(group) = &self.obs.group else {
+            return Ok(());
+        };
+        let Some((member, at)) = group.not_ready() else {
+            return Ok(());
+        };
+        let msg = format!(
+            "Halt {} promotion waiting for {member} of release group {} ({at})",
+            self.plan.canary, group.name
+        );
+        self.event(EventType::Normal, msg);
+        self.next.phase = Phase::WaitingPromotion;
+        Err(self.step(self.plan.interval))
+    }
+
+    /// Runs the release group's and the confirm-promotion gates; a closed one moves to
+    /// WaitingPromotion.
     fn gate_promotion(&mut self) -> Result<(), Decision> {
+        self.await_group_promotion()?;
         if !self.plan.hooks.confirm_promotion {
             return Ok(());
         }

@@ -4,6 +4,7 @@
 
 pub mod effect;
 pub mod engine;
+pub mod group;
 pub mod hash;
 pub mod observation;
 pub mod phase;
@@ -15,6 +16,7 @@ pub mod weights;
 
 pub use effect::{Effect, EventType, Notify, Routes, Severity};
 pub use engine::{Decision, Probe, Step, decide, desired_routes};
+pub use group::{GroupObservation, Position};
 pub use observation::{Analysis, Command, Gate, Observation, Probes, Readiness};
 pub use phase::{ConditionStatus, Phase};
 pub use plan::{Hooks, Plan, PlanError, Routing, Stepping, Strategy};

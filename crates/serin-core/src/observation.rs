@@ -91,6 +91,9 @@ pub struct Observation {
     /// release waits in `Waiting` until one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued: Option<String>,
+    /// The other members of the Canary's release group (`serin.flagger.app/release-group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<crate::group::GroupObservation>,
 }
 
 /// What a person asked for, without editing the spec.
@@ -148,6 +151,7 @@ impl Observation {
             probes: Probes::default(),
             command: None,
             queued: None,
+            group: None,
         }
     }
 }

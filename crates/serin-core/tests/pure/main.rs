@@ -9,4 +9,5 @@ mod mann_whitney;
 mod phase_table;
 mod properties;
 mod rate_ratio;
+mod release_groups;
 mod sequences;

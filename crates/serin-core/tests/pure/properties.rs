@@ -136,6 +136,7 @@ fn observation() -> impl Strategy<Value = (Observation, i64)> {
                     probes,
                     command,
                     queued: None,
+                    group: None,
                 };
                 (obs, dt)
             },
