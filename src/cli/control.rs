@@ -1,7 +1,8 @@
 //! `serin promote|abort|retry|pause|resume NAME`: steer a release without editing the spec.
 //! Each sets an annotation on the Canary that the controller consumes (see
 //! `controller::reconcile::commands`), with the caller's user name when the API server tells it (a
-//! SelfSubjectReview). Also `kubectl serin ...` when installed as `kubectl-serin`.
+//! SelfSubjectReview). `--group G` instead of a name annotates every member of release group G
+//! in the namespace. Also `kubectl serin ...` when installed as `kubectl-serin`.
 
 use std::process::ExitCode;
 
@@ -14,11 +15,17 @@ use serde_json::{Value, json};
 use crate::api::Canary;
 use crate::cli::cluster::{self, ClusterArgs};
 use crate::controller::reconcile::commands::{COMMAND, PAUSED, REQUESTED_BY};
+use crate::controller::reconcile::group::ANNOTATION as GROUP;
 
 #[derive(Debug, clap::Args)]
 pub struct ControlArgs {
     /// The Canary.
-    pub name: String,
+    #[arg(required_unless_present = "group", conflicts_with = "group")]
+    pub name: Option<String>,
+    /// Every Canary of this release group (`serin.flagger.app/release-group`) in the
+    /// namespace, instead of one.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
     /// Its namespace (default: the kubeconfig context's).
     #[arg(short, long)]
     pub namespace: Option<String>,
@@ -70,24 +77,78 @@ async fn control(action: Action, args: ControlArgs) -> anyhow::Result<ExitCode> 
     let (client, default_ns) = cluster::connect(&args.cluster).await?;
     let namespace = args.namespace.unwrap_or(default_ns);
     let canaries: Api<Canary> = Api::namespaced(client.clone(), &namespace);
-    let name = &args.name;
-    if canaries
-        .get_opt(name)
-        .await
-        .with_context(|| format!("cannot read Canary {namespace}/{name}"))?
-        .is_none()
-    {
-        eprintln!("serin: Canary {namespace}/{name} not found");
-        return Ok(ExitCode::from(1));
-    }
+    let names = match (&args.name, &args.group) {
+        (Some(name), _) => {
+            let found = canaries
+                .get_opt(name)
+                .await
+                .with_context(|| format!("cannot read Canary {namespace}/{name}"))?;
+            if found.is_none() {
+                eprintln!("serin: Canary {namespace}/{name} not found");
+                return Ok(ExitCode::from(1));
+            }
+            vec![name.clone()]
+        }
+        (None, Some(group)) => {
+            let members = members(&canaries, group)
+                .await
+                .with_context(|| format!("cannot list the Canaries of namespace {namespace}"))?;
+            if members.is_empty() {
+                eprintln!(
+                    "serin: no Canary in namespace {namespace} is in release group {group:?} \
+                     (annotation {GROUP})"
+                );
+                return Ok(ExitCode::from(1));
+            }
+            members
+        }
+        (None, None) => anyhow::bail!("name a Canary, or a release group with --group"),
+    };
     let by = whoami(&client).await;
     let patch = json!({"metadata": {"annotations": action.annotations(by.as_deref())}});
-    canaries
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .with_context(|| format!("cannot annotate Canary {namespace}/{name}"))?;
-    println!("canary {namespace}/{name}: {}", action.done());
+    // A group is annotated whole or not at all: every patch is tried as a dry run first, so
+    // a member the caller may not patch stops the command before any member changed.
+    if names.len() > 1 {
+        for name in &names {
+            canaries
+                .patch(
+                    name,
+                    &PatchParams::default().dry_run(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .with_context(|| {
+                    format!("cannot annotate Canary {namespace}/{name}; no member changed")
+                })?;
+        }
+    }
+    for name in &names {
+        canaries
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("cannot annotate Canary {namespace}/{name}"))?;
+        println!("canary {namespace}/{name}: {}", action.done());
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The names of the Canaries of release group `group`, sorted.
+async fn members(canaries: &Api<Canary>, group: &str) -> kube::Result<Vec<String>> {
+    let listed = canaries.list_metadata(&Default::default()).await?;
+    let mut names: Vec<String> = listed
+        .items
+        .into_iter()
+        .filter(|c| {
+            c.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(GROUP))
+                .is_some_and(|g| g.trim() == group)
+        })
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// The caller's user name, from a SelfSubjectReview (`None` where the API does not serve it).

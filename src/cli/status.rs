@@ -21,7 +21,7 @@ use serin_core::{ConditionStatus, Phase, Stepping, Strategy};
 use crate::api::canary::MetricVerdict;
 use crate::api::{Canary, Provider};
 use crate::cli::cluster::{self, ClusterArgs};
-use crate::controller::reconcile::commands;
+use crate::controller::reconcile::{commands, group};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -39,6 +39,9 @@ pub struct StatusArgs {
     /// Canaries of every namespace.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
+    /// Only the members of this release group (`serin.flagger.app/release-group`).
+    #[arg(long, value_name = "GROUP", conflicts_with = "name")]
+    pub group: Option<String>,
     /// Redraw on every change until interrupted.
     #[arg(short, long)]
     pub watch: bool,
@@ -54,6 +57,9 @@ pub struct StatusArgs {
 pub struct Row {
     pub namespace: String,
     pub name: String,
+    /// Its release group, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     pub phase: String,
     pub weight: u32,
     /// `(k, n)`: steps done of the release's steps.
@@ -76,7 +82,13 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         true => Api::all(client),
         false => Api::namespaced(client, args.namespace.as_deref().unwrap_or(&default_ns)),
     };
-    let wanted = |c: &Canary| args.name.as_ref().is_none_or(|n| *n == c.name_any());
+    let wanted = |c: &Canary| {
+        args.name.as_ref().is_none_or(|n| *n == c.name_any())
+            && args
+                .group
+                .as_deref()
+                .is_none_or(|g| group::name(c) == Some(g))
+    };
     if !args.watch {
         let list = api
             .list(&ListParams::default())
@@ -85,6 +97,10 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let canaries: Vec<Canary> = list.items.into_iter().filter(|c| wanted(c)).collect();
         if let Some(name) = args.name.as_ref().filter(|_| canaries.is_empty()) {
             eprintln!("serin: Canary {name} not found");
+            return Ok(ExitCode::from(1));
+        }
+        if let Some(group) = args.group.as_ref().filter(|_| canaries.is_empty()) {
+            eprintln!("serin: no Canary is in release group {group:?}");
             return Ok(ExitCode::from(1));
         }
         print!("{}", render(&canaries, args.output, Utc::now())?);
@@ -163,6 +179,7 @@ pub fn row(canary: &Canary, now: DateTime<Utc>) -> Row {
     Row {
         namespace: canary.namespace().unwrap_or_default(),
         name: canary.name_any(),
+        group: group::name(canary).map(String::from),
         phase: status.phase.as_str().to_string(),
         weight,
         step,
@@ -223,7 +240,10 @@ fn waiting_for(canary: &Canary, phase: Phase) -> String {
         Phase::New | Phase::Initializing => "the primary to be ready",
         Phase::Waiting if queued => "a release slot (--max-progressing)",
         Phase::Waiting => "the confirm-rollout gate",
-        Phase::WaitingPromotion => "the confirm-promotion gate",
+        Phase::WaitingPromotion => match group::name(canary) {
+            Some(g) => return format!("release group {g}, or the confirm-promotion gate"),
+            None => "the confirm-promotion gate",
+        },
         Phase::Progressing => "the next check",
         Phase::Promoting => "the primary's rollout",
         Phase::Finalising => "the target to scale down",
@@ -281,7 +301,10 @@ fn table(rows: &[Row]) -> String {
     for r in rows {
         cells.push([
             r.namespace.clone(),
-            r.name.clone(),
+            match &r.group {
+                Some(g) => format!("{} [{g}]", r.name),
+                None => r.name.clone(),
+            },
             r.phase.clone(),
             format!("{}%", r.weight),
             bar(r.step),
@@ -351,6 +374,27 @@ mod tests {
         let text = table(&[r]);
         assert!(text.contains("[##---] 2/5"), "{text}");
         assert!(text.contains("20%"), "{text}");
+    }
+
+    #[test]
+    fn a_release_group_member_names_its_group() {
+        let canary: Canary = serde_json::from_value(json!({
+            "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+            "metadata": {"name": "cart", "namespace": "test",
+                "annotations": {"serin.flagger.app/release-group": "shop"}},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "cart"},
+                "service": {"port": 9898},
+                "analysis": {"interval": "30s", "threshold": 5, "stepWeight": 10, "maxWeight": 50}},
+            "status": {"phase": "WaitingPromotion", "canaryWeight": 50}
+        }))
+        .unwrap();
+        let r = row(&canary, Utc::now());
+        assert_eq!(r.group.as_deref(), Some("shop"));
+        assert_eq!(
+            r.waiting_for,
+            "release group shop, or the confirm-promotion gate"
+        );
+        assert!(table(&[r]).contains("cart [shop]"));
     }
 
     #[test]

@@ -224,6 +224,8 @@ pub struct Context {
     pub slots: crate::controller::runtime::slots::Slots,
     /// The routing objects' watches and serin's last apply of each (see `routing_cache`).
     pub routing: crate::controller::apply::routing_cache::RoutingCache,
+    /// One lock per release group (see `reconcile::group`).
+    pub groups: crate::controller::reconcile::group::Locks,
 }
 
 impl Context {

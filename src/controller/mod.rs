@@ -490,6 +490,7 @@ fn context(
     let routing = apply::routing_cache::RoutingCache::new(client.clone(), config.namespace.clone());
     Ok(Arc::new(Context {
         routing,
+        groups: Default::default(),
         slots: Default::default(),
         analyzer,
         client: client.clone(),

@@ -393,6 +393,10 @@ impl DeploymentStrategy {
 /// Flagger's default `progressDeadlineSeconds`.
 pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: u32 = 600;
 
+/// serin extension: the annotation naming a Canary's release group, the Canaries of one
+/// namespace released together (docs/release-groups.md).
+pub const RELEASE_GROUP: &str = "serin.flagger.app/release-group";
+
 impl CanarySpec {
     /// The analysis in effect: `analysis`, else the deprecated `canaryAnalysis`.
     pub fn analysis(&self) -> Option<&CanaryAnalysis> {

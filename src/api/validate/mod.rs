@@ -104,7 +104,40 @@ pub fn cross_namespace_refs(canary: &Canary) -> Vec<Problem> {
 }
 
 pub fn canary(canary: &Canary, default_provider: Provider) -> Vec<Problem> {
-    rules::canary_spec(&canary.spec, default_provider)
+    let mut problems = rules::canary_spec(&canary.spec, default_provider);
+    problems.extend(release_group(canary));
+    problems
+}
+
+/// The release group's name (`serin.flagger.app/release-group`): a label value's shape, so
+/// that it can be selected on and printed as it is.
+fn release_group(canary: &Canary) -> Option<Problem> {
+    let group = canary
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(crate::api::canary::RELEASE_GROUP)?;
+    let group = group.trim();
+    let shaped = !group.is_empty()
+        && group.len() <= 63
+        && group.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && group.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && group
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    (!shaped).then(|| {
+        Problem::new(
+            format!(
+                "metadata.annotations[{}]",
+                crate::api::canary::RELEASE_GROUP
+            ),
+            format!(
+                "{group:?} is not a release group name: write 1 to 63 letters, digits, '-', '_' \
+                 or '.', beginning and ending with a letter or digit (the members of a group \
+                 are the Canaries of the namespace with the same name)"
+            ),
+        )
+    })
 }
 
 /// Semantic problems of a MetricTemplate.
@@ -243,9 +276,16 @@ pub fn object(value: &Value, default_provider: Provider) -> Option<Checked> {
     let mut typed = serde_json::Map::new();
     typed.insert("apiVersion".into(), crate::api::API_VERSION.into());
     typed.insert("kind".into(), kind.as_str().into());
+    // The annotations serin reads (a release group) are checked too, when they are strings.
+    let annotations = metadata
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object)
+        .filter(|a| a.values().all(Value::is_string))
+        .cloned()
+        .unwrap_or_default();
     typed.insert(
         "metadata".into(),
-        serde_json::json!({ "name": checked.name }),
+        serde_json::json!({ "name": checked.name, "annotations": annotations }),
     );
     typed.insert("spec".into(), spec);
     let typed = Value::Object(typed);

@@ -684,3 +684,20 @@ fn garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn a_release_group_is_named_as_a_label_value() {
+    let path = "metadata.annotations[serin.flagger.app/release-group]";
+    for (group, problems) in [
+        ("shop", vec![]),
+        ("checkout.v2_eu-1", vec![]),
+        ("", vec![path]),
+        ("-shop", vec![path]),
+        ("shop team", vec![path]),
+        (&"g".repeat(64)[..], vec![path]),
+    ] {
+        let annotations = json!({"serin.flagger.app/release-group": group});
+        let canary = apply(base_canary(), &[("/metadata/annotations", annotations)]);
+        assert_eq!(paths(&canary), problems, "{group:?}");
+    }
+}

@@ -31,6 +31,7 @@ pub mod conditions;
 mod decide;
 mod effects;
 mod finalizer;
+pub mod group;
 pub mod history;
 mod lost_target;
 mod observe;
@@ -171,6 +172,8 @@ async fn run(canary: &Arc<Canary>, ctx: &Arc<Context>) -> Result<Action, Error> 
         tracing::debug!("caches have not listed this namespace yet; retrying");
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
+    // A release group's members decide one at a time, each seeing the others' last writes.
+    let _group = ctx.groups.lock(canary).await;
     let intent = match intent(canary, ctx, &namespace).await? {
         ControlFlow::Continue(intent) => intent,
         ControlFlow::Break(done) => return Ok(done),

@@ -250,6 +250,16 @@ pub(super) fn current_status(canary: &Canary, ctx: &Context) -> CanaryStatus {
     }
 }
 
+/// When the release underway began (its open `status.history` record).
+fn release_started(current: &CanaryStatus) -> Option<chrono::DateTime<chrono::Utc>> {
+    current
+        .history
+        .as_ref()
+        .and_then(|h| h.last())
+        .filter(|r| r.ended.is_none())
+        .map(|r| r.started)
+}
+
 /// What one reconcile works from.
 pub(super) struct Observed {
     pub target: Target,
@@ -321,6 +331,7 @@ pub(super) async fn observe(
             .and_then(crate::workload::readiness::to_chrono),
         probes: Probes::default(),
         queued: slots::queued(canary, &status, &revision, command, ctx),
+        group: super::group::observe(canary, release_started(&current), ctx),
         revision,
         command,
     };

@@ -77,6 +77,7 @@ fn context() -> (Context, ApiServer) {
         retries: Default::default(),
         commands_cleared: Default::default(),
         deliveries: Default::default(),
+        groups: Default::default(),
         outbox: outbox_client,
         background: Default::default(),
         routing: crate::controller::apply::routing_cache::RoutingCache::without_watches(),
