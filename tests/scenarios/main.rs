@@ -14,6 +14,7 @@ mod cli;
 mod control;
 mod deploy;
 mod fairness;
+mod groups;
 mod harness;
 mod hostile;
 mod inputs;

@@ -107,6 +107,12 @@ impl CanaryManifest {
         self
     }
 
+    /// `metadata.annotations`, replaced as a whole.
+    pub fn annotations(mut self, annotations: Value) -> Self {
+        self.0["metadata"]["annotations"] = annotations;
+        self
+    }
+
     /// `metadata.namespace` (default [`NS`]).
     pub fn namespace(mut self, namespace: &str) -> Self {
         self.0["metadata"]["namespace"] = json!(namespace);
