@@ -68,7 +68,14 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or("<unnamed>")
             .to_string();
         match plan_of(object, &args) {
-            Ok((plan, sim)) => reports.push((plan, sim)),
+            Ok((plan, sim)) => {
+                let group = object
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(crate::api::canary::RELEASE_GROUP))
+                    .and_then(Value::as_str)
+                    .map(|g| g.trim().to_string());
+                reports.push((plan, sim, group));
+            }
             Err(problems) => {
                 invalid = true;
                 for p in problems {
@@ -83,7 +90,10 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     }
     match args.output {
         Output::Json => {
-            let docs: Vec<Value> = reports.iter().map(|(p, s)| to_json(p, s)).collect();
+            let docs: Vec<Value> = reports
+                .iter()
+                .map(|(p, s, g)| to_json(p, s, g.as_deref()))
+                .collect();
             let out = if docs.len() == 1 {
                 docs.into_iter().next().unwrap_or(Value::Null)
             } else {
@@ -92,11 +102,11 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         Output::Text => {
-            for (i, (plan, sim)) in reports.iter().enumerate() {
+            for (i, (plan, sim, group)) in reports.iter().enumerate() {
                 if i > 0 {
                     println!();
                 }
-                print!("{}", to_text(plan, sim));
+                print!("{}", to_text(plan, sim, group.as_deref()));
             }
         }
     }
@@ -122,7 +132,7 @@ fn plan_of(
     Ok((plan, sim))
 }
 
-fn to_json(plan: &Plan, sim: &Simulation) -> Value {
+fn to_json(plan: &Plan, sim: &Simulation, group: Option<&str>) -> Value {
     let ticks: Vec<Value> = sim
         .steps
         .iter()
@@ -146,10 +156,13 @@ fn to_json(plan: &Plan, sim: &Simulation) -> Value {
         "ticks": ticks,
         "minDurationSeconds": sim.min_duration_seconds,
         "analyses": sim.analyses,
+        "releaseGroup": group,
     })
 }
 
-fn to_text(plan: &Plan, sim: &Simulation) -> String {
+/// `group`: the Canary's release group, whose members' steps and promotion wait for each
+/// other (the simulation is of this Canary alone).
+fn to_text(plan: &Plan, sim: &Simulation, group: Option<&str>) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
@@ -175,6 +188,14 @@ fn to_text(plan: &Plan, sim: &Simulation) -> String {
             "  rollbackWindow: a target set back to one of the {} revision(s) promoted before \
              the current one is promoted again at once, without analysis",
             plan.rollback_window
+        );
+    }
+    if let Some(group) = group {
+        let _ = writeln!(
+            out,
+            "  release group {group}: each step waits for the other members to be at most one \
+             step behind, promotion for every member's last check, and a member's failure \
+             rolls this release back (times below are this Canary's alone)"
         );
     }
     if plan.suspend {
@@ -293,9 +314,28 @@ mod tests {
             max_weight: 60,
         });
         let sim = serin_core::simulate::happy_path(&plan).unwrap();
-        assert!(!to_text(&plan, &sim).contains("rollbackWindow"));
+        assert!(!to_text(&plan, &sim, None).contains("rollbackWindow"));
         plan.rollback_window = 3;
-        assert!(to_text(&plan, &sim).contains("one of the 3 revision(s) promoted before"));
+        assert!(to_text(&plan, &sim, None).contains("one of the 3 revision(s) promoted before"));
+    }
+
+    #[test]
+    fn the_release_group_is_printed() {
+        let plan = Plan::example(serin_core::Stepping::Linear {
+            step: 20,
+            max_weight: 60,
+        });
+        let sim = serin_core::simulate::happy_path(&plan).unwrap();
+        assert!(!to_text(&plan, &sim, None).contains("release group"));
+        let text = to_text(&plan, &sim, Some("checkout"));
+        assert!(
+            text.contains("release group checkout: each step waits"),
+            "{text}"
+        );
+        assert_eq!(
+            to_json(&plan, &sim, Some("checkout"))["releaseGroup"],
+            "checkout"
+        );
     }
 
     #[test]
