@@ -15,6 +15,7 @@ pub mod canary_plan;
 pub mod cli;
 pub mod clock;
 pub mod controller;
+pub mod dashboard;
 pub mod http_server;
 pub mod loadtester;
 pub mod outbound;

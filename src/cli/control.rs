@@ -56,7 +56,20 @@ impl Action {
         }
     }
 
-    fn done(self) -> &'static str {
+    /// The action a word names (`promote`, `abort`, `retry`, `pause`, `resume`).
+    pub fn parse(word: &str) -> Option<Action> {
+        Some(match word {
+            "promote" => Action::Promote,
+            "abort" => Action::Abort,
+            "retry" => Action::Retry,
+            "pause" => Action::Pause,
+            "resume" => Action::Resume,
+            _ => return None,
+        })
+    }
+
+    /// What happens next, in words.
+    pub fn done(self) -> &'static str {
         match self {
             Action::Promote => {
                 "promotion requested: the remaining steps are skipped once the canary is ready"
@@ -104,8 +117,7 @@ async fn control(action: Action, args: ControlArgs) -> anyhow::Result<ExitCode> 
         }
         (None, None) => anyhow::bail!("name a Canary, or a release group with --group"),
     };
-    let by = whoami(&client).await;
-    let patch = json!({"metadata": {"annotations": action.annotations(by.as_deref())}});
+    let patch = action.patch(&client).await;
     // A group is annotated whole or not at all: every patch is tried as a dry run first, so
     // a member the caller may not patch stops the command before any member changed.
     if names.len() > 1 {
@@ -149,6 +161,15 @@ async fn members(canaries: &Api<Canary>, group: &str) -> kube::Result<Vec<String
         .collect();
     names.sort();
     Ok(names)
+}
+
+impl Action {
+    /// The merge patch that asks for this action, naming the caller when the API server
+    /// tells who that is.
+    pub async fn patch(self, client: &kube::Client) -> Value {
+        let by = whoami(client).await;
+        json!({"metadata": {"annotations": self.annotations(by.as_deref())}})
+    }
 }
 
 /// The caller's user name, from a SelfSubjectReview (`None` where the API does not serve it).

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod control;
 pub mod controller;
 pub mod crds;
+pub mod dashboard;
 pub mod flagger_flags;
 pub mod loadtester;
 pub mod plan;
@@ -54,6 +55,8 @@ pub enum Command {
     Pause(control::ControlArgs),
     /// Continue a paused Canary.
     Resume(control::ControlArgs),
+    /// Serve a live web page of the Canaries, with buttons, on 127.0.0.1.
+    Dashboard(dashboard::DashboardArgs),
     /// Write a release report (HTML, or Markdown with `--format md`).
     Report(report::ReportArgs),
     /// Set the target back to an earlier revision (default: the one the primary runs).
@@ -90,6 +93,7 @@ impl Cli {
             Command::Pause(args) => control::run(control::Action::Pause, args),
             Command::Undo(args) => undo::run(args),
             Command::Report(args) => report::run(args),
+            Command::Dashboard(args) => dashboard::run(args),
             Command::Resume(args) => control::run(control::Action::Resume, args),
             Command::Loadtester(args) => loadtester::run(args),
         }

@@ -4,9 +4,9 @@
 //! against their ranges, the last releases from `status.history`, the events, the planned
 //! steps); `--format md` the same as Markdown.
 
-mod html;
+pub(crate) mod html;
 mod markdown;
-mod model;
+pub(crate) mod model;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,25 +76,47 @@ async fn gather(args: &ReportArgs) -> anyhow::Result<model::Report> {
         .await
         .with_context(|| format!("cannot read Canary {ns}/{}", args.name))?
         .with_context(|| format!("no Canary {}/{}: see `serin status -n {ns}`", ns, args.name))?;
+    let (report, unread) = report_of(
+        &client,
+        &canary,
+        args.mesh_provider,
+        args.min_analysis_interval,
+    )
+    .await;
+    if let Some(e) = unread {
+        eprintln!("serin report: events of {ns}/{} not read: {e}", args.name);
+    }
+    Ok(report)
+}
+
+/// The report of `canary`: its events read with `client`, its planned steps with the
+/// controller's `mesh_provider` and `min_interval`. Events are the timeline, not the verdict:
+/// when they cannot be read (no permission) the report shows the status, and the error comes
+/// back beside it.
+pub(crate) async fn report_of(
+    client: &kube::Client,
+    canary: &Canary,
+    mesh_provider: Provider,
+    min_interval: Duration,
+) -> (model::Report, Option<kube::Error>) {
+    let ns = canary.namespace().unwrap_or_default();
     let params = ListParams::default()
         .fields(&format!("involvedObject.name={}", canary.name_any()))
         .limit(EVENTS_READ);
-    // Events are the timeline, not the verdict: without permission to list them the report
-    // still shows the status.
-    let events = match Api::<Event>::namespaced(client, ns).list(&params).await {
-        Ok(list) => list.items,
-        Err(e) => {
-            eprintln!("serin report: events of {ns}/{} not read: {e}", args.name);
-            Vec::new()
-        }
+    let (events, unread) = match Api::<Event>::namespaced(client.clone(), &ns)
+        .list(&params)
+        .await
+    {
+        Ok(list) => (list.items, None),
+        Err(e) => (Vec::new(), Some(e)),
     };
-    let planned =
-        crate::canary_plan::from_canary(&canary, args.mesh_provider, args.min_analysis_interval)
-            .ok()
-            .and_then(|plan| serin_core::simulate::happy_path(&plan).ok())
-            .map(|sim| sim.steps)
-            .unwrap_or_default();
-    Ok(model::Report::new(&canary, events, &planned, Utc::now()))
+    let planned = crate::canary_plan::from_canary(canary, mesh_provider, min_interval)
+        .ok()
+        .and_then(|plan| serin_core::simulate::happy_path(&plan).ok())
+        .map(|sim| sim.steps)
+        .unwrap_or_default();
+    let report = model::Report::new(canary, events, &planned, Utc::now());
+    (report, unread)
 }
 
 /// `≥ 99`, `≤ 500`, `1 … 5`, or `-`.
