@@ -102,6 +102,10 @@ impl Live {
         let live = self.clone();
         let mut changes = self.changes.clone();
         let stream = async_stream(move |tx| async move {
+            // The first snapshot waits for the first list: an empty table would say "no
+            // Canaries" when they are only not listed yet (a failing list shows its error).
+            let listed = live.canaries.wait_until_ready();
+            let _ = tokio::time::timeout(super::FIRST_LIST, listed).await;
             loop {
                 let message = match serde_json::to_string(&live.snapshot()) {
                     Ok(json) => format!("data: {json}\n\n"),

@@ -96,8 +96,12 @@ async fn stream(State(d): State<Arc<Dashboard>>) -> Response {
     (headers, d.live.events()).into_response()
 }
 
-/// The Canary in the watch's cache.
-fn cached(d: &Dashboard, namespace: &str, name: &str) -> Option<Canary> {
+/// How long a page waits for the watch's first list (a page opened as the dashboard starts).
+pub(crate) const FIRST_LIST: Duration = Duration::from_secs(10);
+
+/// The Canary in the watch's cache, once the watch has listed the Canaries.
+async fn cached(d: &Dashboard, namespace: &str, name: &str) -> Option<Canary> {
+    let _ = tokio::time::timeout(FIRST_LIST, d.live.canaries.wait_until_ready()).await;
     let key = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
     d.live.canaries.get(&key).map(|c| (*c).clone())
 }
@@ -108,7 +112,7 @@ async fn canary_page(
 ) -> Response {
     match sections_of(&d, &namespace, &name).await {
         Some(sections) => html(pages::canary(&namespace, &name, &sections)),
-        None => not_found(&namespace, &name),
+        None => not_found(&d, &namespace, &name),
     }
 }
 
@@ -118,13 +122,13 @@ async fn canary_sections(
 ) -> Response {
     match sections_of(&d, &namespace, &name).await {
         Some(sections) => html(sections),
-        None => not_found(&namespace, &name),
+        None => not_found(&d, &namespace, &name),
     }
 }
 
 /// The release report's sections of a Canary, with a note when its events cannot be read.
 async fn sections_of(d: &Dashboard, namespace: &str, name: &str) -> Option<String> {
-    let canary = cached(d, namespace, name)?;
+    let canary = cached(d, namespace, name).await?;
     let (report, unread) =
         crate::cli::report::report_of(&d.client, &canary, d.mesh_provider, d.min_interval).await;
     let mut sections = crate::cli::report::html::sections(&report);
@@ -138,8 +142,11 @@ async fn sections_of(d: &Dashboard, namespace: &str, name: &str) -> Option<Strin
     Some(sections)
 }
 
-fn not_found(namespace: &str, name: &str) -> Response {
-    let text = format!("no Canary {namespace}/{name} among those this dashboard watches");
+fn not_found(d: &Dashboard, namespace: &str, name: &str) -> Response {
+    let mut text = format!("no Canary {namespace}/{name} among those this dashboard watches");
+    if let Some(error) = d.live.snapshot().error {
+        text.push_str(&format!(" (its watch fails: {error})"));
+    }
     (StatusCode::NOT_FOUND, text).into_response()
 }
 

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use serin_core::Phase;
 use serin_stack::testing::fake_http::{FakeServer, Response};
 use serin_testkit::LONG;
-use serin_testkit::{ControlPlane, NS, World, WorldConfig, workspace_file};
+use serin_testkit::{ControlPlane, NS, WorldConfig, workspace_file};
 
 fn helm() -> PathBuf {
     serin_testkit::helm_binary()
@@ -352,37 +352,6 @@ fn the_pod_runs_as_a_restricted_non_root_user() {
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
 }
 
-/// A kubeconfig for `serin-system/serin`, the chart's service account, with a token from
-/// the TokenRequest API.
-fn service_account_kubeconfig(world: &World, dir: &Path) -> PathBuf {
-    let admin = world.stack.kubeconfig_path().display().to_string();
-    let token = run(
-        Path::new("kubectl"),
-        &[
-            "--kubeconfig",
-            &admin,
-            "create",
-            "token",
-            "serin",
-            "-n",
-            "serin-system",
-            "--duration",
-            "1h",
-        ],
-    );
-    let config: Value = serde_norway::from_str(&std::fs::read_to_string(&admin).unwrap()).unwrap();
-    let cluster = &config["clusters"][0]["cluster"];
-    let kubeconfig = json!({
-        "apiVersion": "v1", "kind": "Config", "current-context": "serin",
-        "clusters": [{"name": "local", "cluster": cluster}],
-        "users": [{"name": "serin", "user": {"token": token.trim()}}],
-        "contexts": [{"name": "serin", "context": {"cluster": "local", "user": "serin"}}],
-    });
-    let path = dir.join("serin-sa.kubeconfig");
-    std::fs::write(&path, serde_norway::to_string(&kubeconfig).unwrap()).unwrap();
-    path
-}
-
 fn canary(name: &str, provider: &str) -> Value {
     let stepped = json!({"interval": "1s", "threshold": 2, "stepWeight": 50, "maxWeight": 50});
     let canary = serin_testkit::canary(name).provider(provider);
@@ -532,7 +501,7 @@ async fn installed_from_the_chart_it_releases_with_only_its_own_permissions() {
         ],
     );
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = service_account_kubeconfig(&world, dir.path());
+    let kubeconfig = world.service_account_kubeconfig("serin-system", "serin", dir.path());
     let args = serin_testkit::controller_args();
     let mut controller =
         serin_testkit::Controller::new(Path::new(env!("CARGO_BIN_EXE_serin")), &kubeconfig, args);
@@ -769,7 +738,7 @@ async fn the_chart_grants_each_setting_only_what_it_uses() {
     // The controller with only those grants and config tracking off: it never asks to list
     // or watch Secrets (the old Secret cache would be refused, and say so in its log).
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = service_account_kubeconfig(&world, dir.path());
+    let kubeconfig = world.service_account_kubeconfig("serin-system", "serin", dir.path());
     let mut controller = serin_testkit::Controller::new(
         Path::new(env!("CARGO_BIN_EXE_serin")),
         &kubeconfig,

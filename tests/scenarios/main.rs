@@ -12,6 +12,7 @@ mod caches;
 mod chaos;
 mod cli;
 mod control;
+mod dashboard;
 mod deploy;
 mod fairness;
 mod groups;

@@ -322,6 +322,50 @@ impl World {
         )
     }
 
+    /// A kubeconfig in `dir` for the service account `namespace/name`, with a token from the
+    /// TokenRequest API (`kubectl create token`): the stack's API server as another user, whose
+    /// RBAC applies (real control plane: the emulator grants everyone everything).
+    pub fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+        dir: &std::path::Path,
+    ) -> PathBuf {
+        let admin = self.stack.kubeconfig_path().display().to_string();
+        let out = std::process::Command::new("kubectl")
+            .args([
+                "--kubeconfig",
+                &admin,
+                "create",
+                "token",
+                name,
+                "-n",
+                namespace,
+            ])
+            .args(["--duration", "1h"])
+            .output()
+            .expect("kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl create token {namespace}/{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let text = std::fs::read_to_string(&admin).expect("the stack's kubeconfig");
+        let config: Value = serde_norway::from_str(&text).expect("a kubeconfig");
+        let cluster = &config["clusters"][0]["cluster"];
+        let kubeconfig = json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": name,
+            "clusters": [{"name": "local", "cluster": cluster}],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": name, "context": {"cluster": "local", "user": name}}],
+        });
+        let path = dir.join(format!("{namespace}-{name}.kubeconfig"));
+        let yaml = serde_norway::to_string(&kubeconfig).expect("YAML");
+        std::fs::write(&path, yaml).expect("writing the kubeconfig");
+        path
+    }
+
     /// GETs `path` from the controller's metrics and health server: `(status, body)`.
     pub async fn controller_http(&self, path: &str) -> (u16, String) {
         let url = format!("http://127.0.0.1:{}{path}", self.controller.port().await);

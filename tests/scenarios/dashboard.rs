@@ -1,0 +1,188 @@
+//! `serin dashboard` against the stack, as a person's browser would use it: the overview's
+//! stream shows a release move without a new request, a Canary's page shows its report,
+//! a button (with the header the dashboard's own script sends) promotes, and what another
+//! site could send is refused. On the real control plane, a user whose Role only reads
+//! Canaries sees the API server's refusal. Real time on both back-ends: the dashboard is a
+//! process beside the test, reached over HTTP.
+
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+use serin_core::Phase;
+use serin_testkit::LONG;
+use serin_testkit::http::{EventStream, request_with};
+use tokio::io::AsyncBufReadExt;
+
+use crate::harness::{ControlPlane, NS, World, initialized, world};
+
+serin_testkit::on_every_control_plane!(the_dashboard_shows_a_release_live_and_its_buttons_act);
+
+/// A running `serin dashboard`, stopped when dropped.
+struct Dashboard {
+    _child: tokio::process::Child,
+    url: String,
+}
+
+impl Dashboard {
+    /// Starts it with `kubeconfig` and `extra` flags, and waits for the address it prints.
+    async fn start(kubeconfig: &std::path::Path, extra: &[&str]) -> Dashboard {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_serin"))
+            .args(["dashboard", "--port", "0", "--mesh-provider", "kubernetes"])
+            .args(["--min-analysis-interval", "1s", "--kubeconfig"])
+            .arg(kubeconfig)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("serin dashboard");
+        let stdout = child.stdout.take().expect("its output");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(LONG, lines.next_line())
+            .await
+            .expect("the dashboard's address within LONG")
+            .expect("its output")
+            .expect("a first line");
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://127.0.0.1:"))
+            .unwrap_or_else(|| panic!("no address in {first:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        Dashboard { _child: child, url }
+    }
+
+    fn host(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        request_with("GET", &format!("{}{path}", self.url), &[], "").await
+    }
+
+    /// A button's request, as the dashboard's script sends it.
+    async fn press(&self, name: &str, action: &str) -> (u16, String) {
+        let url = format!("{}/api/canaries/{NS}/{name}/{action}", self.url);
+        let origin = format!("http://{}", self.host());
+        let headers = [("X-Serin-Dashboard", "1"), ("Origin", origin.as_str())];
+        request_with("POST", &url, &headers, "").await
+    }
+}
+
+/// The row of Canary `name` in a stream message.
+fn row_of(message: &str, name: &str) -> Option<Value> {
+    let snapshot: Value = serde_json::from_str(message).expect("a JSON snapshot");
+    snapshot["rows"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+}
+
+async fn the_dashboard_shows_a_release_live_and_its_buttons_act(cp: ControlPlane) {
+    let world = world(cp).await;
+    initialized(&world, "podinfo", 30).await;
+    let dashboard = Dashboard::start(world.stack.kubeconfig_path(), &[]).await;
+
+    let (code, page) = dashboard.get("/").await;
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("<table id=\"canaries\""), "{page}");
+    assert_eq!(dashboard.get("/assets/dashboard.js").await.0, 200);
+
+    // One stream, opened before the release: its messages follow the release.
+    let mut stream = EventStream::open(&format!("{}/api/stream", dashboard.url)).await;
+    let first = stream.next(LONG).await;
+    let row = row_of(&first, "podinfo").expect("podinfo in the first snapshot");
+    assert_eq!(row["phase"], "Initialized", "{row}");
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
+    let moving = serin_testkit::Poll::new(LONG);
+    loop {
+        let message = stream.next(LONG).await;
+        let row = row_of(&message, "podinfo").expect("podinfo in every snapshot");
+        if row["phase"] == "Progressing" && row["step"][0].as_u64() >= Some(2) {
+            break;
+        }
+        assert!(!moving.expired(), "the stream never showed step 2: {row}");
+    }
+
+    let (code, page) = dashboard.get(&format!("/canaries/{NS}/podinfo")).await;
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("data-action=\"promote\""), "{page}");
+    assert!(page.contains("<td>Progressing</td>"), "{page}");
+    assert!(
+        page.contains(&format!("Advance podinfo.{NS} canary iteration 1/30")),
+        "{page}"
+    );
+    assert_eq!(
+        dashboard.get(&format!("/canaries/{NS}/nothing")).await.0,
+        404
+    );
+
+    // What another site could make a browser send.
+    let url = format!("{}/api/canaries/{NS}/podinfo/promote", dashboard.url);
+    let (code, _) = request_with("POST", &url, &[], "").await;
+    assert_eq!(code, 403, "a form of another site");
+    let rebound = [
+        ("Host", "serin.attacker.example"),
+        ("X-Serin-Dashboard", "1"),
+    ];
+    assert_eq!(
+        request_with("POST", &url, &rebound, "").await.0,
+        403,
+        "DNS rebinding"
+    );
+    assert_eq!(
+        world.phase("podinfo").await,
+        Phase::Progressing,
+        "nothing pressed yet"
+    );
+
+    let (code, text) = dashboard.press("podinfo", "promote").await;
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("promotion requested"), "{text}");
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+
+    if cp == ControlPlane::Real {
+        a_reader_sees_the_api_servers_refusal(&world).await;
+    }
+}
+
+/// A user whose Role reads Canaries and events but may not patch them: the page works, a
+/// button answers 403 with the API server's own words, and the Canary is unchanged.
+async fn a_reader_sees_the_api_servers_refusal(world: &World) {
+    for object in [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": "reader", "namespace": NS}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": "canary-reader", "namespace": NS},
+               "rules": [{"apiGroups": ["flagger.app"], "resources": ["canaries"],
+                          "verbs": ["get", "list", "watch"]},
+                         {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "canary-reader", "namespace": NS},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                           "name": "canary-reader"},
+               "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": NS}]}),
+    ] {
+        world.create(object).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = world.service_account_kubeconfig(NS, "reader", dir.path());
+    // Namespaced: the reader may not list Canaries cluster-wide.
+    let reader = Dashboard::start(&kubeconfig, &["-n", NS]).await;
+    let (code, page) = reader.get(&format!("/canaries/{NS}/podinfo")).await;
+    assert_eq!(code, 200, "{page}");
+    let (code, text) = reader.press("podinfo", "abort").await;
+    assert_eq!(code, 403, "{text}");
+    assert!(
+        text.contains("the API server refused (403)") && text.contains("cannot patch"),
+        "{text}"
+    );
+    let canary = world.canary("podinfo").await;
+    let annotations = canary.metadata.annotations.unwrap_or_default();
+    assert!(
+        !annotations.contains_key("serin.flagger.app/command"),
+        "{annotations:?}"
+    );
+}
