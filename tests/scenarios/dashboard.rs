@@ -2,8 +2,10 @@
 //! stream shows a release move without a new request, a Canary's page shows its report,
 //! a button (with the header the dashboard's own script sends) promotes, and what another
 //! site could send is refused. On the real control plane, a user whose Role only reads
-//! Canaries sees the API server's refusal. Real time on both back-ends: the dashboard is a
-//! process beside the test, reached over HTTP.
+//! Canaries sees the API server's refusal. And in a real browser (headless Chromium): the
+//! page follows the release without reloading, the promote button (confirmed) promotes, the
+//! release report opens from a file; screenshots go to `target/tmp/screenshots/`. Real time
+//! on both back-ends: the dashboard and the browser are processes beside the test.
 
 use std::process::Stdio;
 
@@ -15,7 +17,10 @@ use tokio::io::AsyncBufReadExt;
 
 use crate::harness::{ControlPlane, NS, World, initialized, world};
 
-serin_testkit::on_every_control_plane!(the_dashboard_shows_a_release_live_and_its_buttons_act);
+serin_testkit::on_every_control_plane!(
+    the_dashboard_shows_a_release_live_and_its_buttons_act,
+    in_a_browser_the_release_moves_without_a_reload_and_promote_promotes,
+);
 
 /// A running `serin dashboard`, stopped when dropped.
 struct Dashboard {
@@ -185,4 +190,94 @@ async fn a_reader_sees_the_api_servers_refusal(world: &World) {
         !annotations.contains_key("serin.flagger.app/command"),
         "{annotations:?}"
     );
+}
+
+/// Where a test's screenshots go, for a reviewer to look at.
+fn screenshot(cp: ControlPlane, name: &str) -> std::path::PathBuf {
+    let cp = match cp {
+        ControlPlane::Emulator => "emulator",
+        ControlPlane::Real => "real",
+    };
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("screenshots")
+        .join(format!("{cp}-{name}.png"))
+}
+
+async fn in_a_browser_the_release_moves_without_a_reload_and_promote_promotes(cp: ControlPlane) {
+    let world = world(cp).await;
+    initialized(&world, "podinfo", 30).await;
+    let dashboard = Dashboard::start(world.stack.kubeconfig_path(), &[]).await;
+    let browser = serin_testkit::browser::Browser::start().await;
+
+    browser.open(&format!("{}/", dashboard.url)).await;
+    let row = format!("tr[data-canary=\"{NS}/podinfo\"]");
+    browser.wait_for(&row, LONG).await;
+    // A mark in the page: a reload would clear it.
+    browser.run("window.serinMark = 42; return true;").await;
+    world.set_image("podinfo", "app", "podinfo:6.0.1").await;
+    let cells = format!(
+        "const r = document.querySelector('{}'); \
+         return r ? [...r.children].map((c) => c.textContent) : [];",
+        row.replace('"', "\\\"")
+    );
+    let poll = serin_testkit::Poll::new(LONG);
+    loop {
+        let shown = browser.run(&cells).await;
+        let step = shown[3].as_str().unwrap_or_default();
+        let taken: u32 = step
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if shown[1] == "Progressing" && taken >= 2 {
+            break;
+        }
+        assert!(!poll.expired(), "the page never showed step 2: {shown}");
+        poll.next().await;
+    }
+    assert_eq!(
+        browser.run("return window.serinMark;").await,
+        42,
+        "the page was not reloaded"
+    );
+    browser
+        .screenshot(&screenshot(cp, "overview-release"))
+        .await;
+
+    let link = browser.wait_for(&format!("{row} a"), LONG).await;
+    browser.click(&link).await;
+    let promote = browser
+        .wait_for("button[data-action=\"promote\"]", LONG)
+        .await;
+    browser.click(&promote).await;
+    let asked = browser.accept_dialog(LONG).await;
+    assert_eq!(asked, format!("Promote podinfo.{NS}?"));
+    let result = browser.wait_for("#result", LONG).await;
+    let poll = serin_testkit::Poll::new(LONG);
+    while !browser.text(&result).await.contains("promotion requested") {
+        assert!(!poll.expired(), "no answer to the button");
+        poll.next().await;
+    }
+    world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    browser.screenshot(&screenshot(cp, "canary-promoted")).await;
+
+    // The release report, opened from a file: everything is in it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("release.html");
+    let file_arg = file.display().to_string();
+    let (code, out, err) = world
+        .cli(&["report", "podinfo", "-n", NS, "-o", &file_arg])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    browser.open(&format!("file://{file_arg}")).await;
+    let title = browser.run("return document.title;").await;
+    assert_eq!(title, format!("Release of podinfo.{NS}"));
+    let text = browser.run("return document.body.innerText;").await;
+    let text = text.as_str().unwrap_or_default();
+    assert!(
+        text.contains("Succeeded") && text.contains("Promotion completed"),
+        "{text}"
+    );
+    browser.screenshot(&screenshot(cp, "report")).await;
+    browser.close().await;
 }

@@ -6,6 +6,7 @@
 // Test support: failing loudly, with context, is its job.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod browser;
 mod canary;
 mod controller;
 pub mod http;
