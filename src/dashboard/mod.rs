@@ -10,9 +10,11 @@
 //! - `GET /api/stream`: server-sent events, the rows of every Canary at each change;
 //! - `POST /api/canaries/{ns}/{name}/{action}`: a button (see `guard` for who may press it).
 
+mod charts;
 mod guard;
 mod live;
 mod pages;
+mod series;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,6 +134,12 @@ async fn sections_of(d: &Dashboard, namespace: &str, name: &str) -> Option<Strin
     let (report, unread) =
         crate::cli::report::report_of(&d.client, &canary, d.mesh_provider, d.min_interval).await;
     let mut sections = crate::cli::report::html::sections(&report);
+    // The metrics over the release after the summary's tables: before the releases.
+    let charts = charts::section(&d.live.series.of(&canary));
+    match sections.find("<h2>Releases</h2>") {
+        Some(at) => sections.insert_str(at, &charts),
+        None => sections.push_str(&charts),
+    }
     if let Some(e) = unread {
         let note = format!(
             "The events could not be read: {}",

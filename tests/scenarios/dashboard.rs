@@ -3,8 +3,8 @@
 //! a button (with the header the dashboard's own script sends) promotes, and what another
 //! site could send is refused. On the real control plane, a user whose Role only reads
 //! Canaries sees the API server's refusal. And in a real browser (headless Chromium): the
-//! page follows the release without reloading, the promote button (confirmed) promotes, the
-//! release report opens from a file; screenshots go to `target/tmp/screenshots/`. Real time
+//! page follows the release without reloading, the metric's chart has a point per analysis,
+//! the promote button (confirmed) promotes, the release report opens from a file; screenshots go to `target/tmp/screenshots/`. Real time
 //! on both back-ends: the dashboard and the browser are processes beside the test.
 
 use std::process::Stdio;
@@ -15,7 +15,9 @@ use serin_testkit::LONG;
 use serin_testkit::http::{EventStream, request_with};
 use tokio::io::AsyncBufReadExt;
 
-use crate::harness::{ControlPlane, NS, World, initialized, world};
+use crate::harness::{
+    ControlPlane, NS, World, WorldConfig, canary, initialized, initialized_with, world,
+};
 
 serin_testkit::on_every_control_plane!(
     the_dashboard_shows_a_release_live_and_its_buttons_act,
@@ -203,9 +205,30 @@ fn screenshot(cp: ControlPlane, name: &str) -> std::path::PathBuf {
         .join(format!("{cp}-{name}.png"))
 }
 
+/// A metric that always reads 42, from the stack's Prometheus, checked at every step.
+async fn constant_metric(world: &World) -> Value {
+    world
+        .create(json!({
+            "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+            "metadata": {"name": "constant", "namespace": NS},
+            "spec": {"provider": {"type": "prometheus",
+                                  "address": world.stack.prometheus_url().unwrap()},
+                     "query": "vector(42)"}
+        }))
+        .await;
+    json!({"interval": "1s", "threshold": 2, "iterations": 30, "metrics": [
+        {"name": "constant", "templateRef": {"name": "constant"},
+         "thresholdRange": {"max": 100}, "interval": "1m"}
+    ]})
+}
+
 async fn in_a_browser_the_release_moves_without_a_reload_and_promote_promotes(cp: ControlPlane) {
-    let world = world(cp).await;
-    initialized(&world, "podinfo", 30).await;
+    let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
+        .prometheus()
+        .start()
+        .await;
+    let analysis = constant_metric(&world).await;
+    initialized_with(&world, canary("podinfo").analysis(analysis).build()).await;
     let dashboard = Dashboard::start(world.stack.kubeconfig_path(), &[]).await;
     let browser = serin_testkit::browser::Browser::start().await;
 
@@ -229,10 +252,10 @@ async fn in_a_browser_the_release_moves_without_a_reload_and_promote_promotes(cp
             .next()
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
-        if shown[1] == "Progressing" && taken >= 2 {
+        if shown[1] == "Progressing" && taken >= 4 {
             break;
         }
-        assert!(!poll.expired(), "the page never showed step 2: {shown}");
+        assert!(!poll.expired(), "the page never showed step 4: {shown}");
         poll.next().await;
     }
     assert_eq!(
@@ -259,6 +282,29 @@ async fn in_a_browser_the_release_moves_without_a_reload_and_promote_promotes(cp
         poll.next().await;
     }
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+
+    // The metric's chart: a point per analysis (every step but the first ran one), each 42.
+    let steps = world
+        .events("podinfo")
+        .await
+        .iter()
+        .filter(|e| e.contains(&format!("Advance podinfo.{NS} canary iteration")))
+        .count();
+    let points = "const p = document.querySelectorAll('svg[data-metric=\"constant\"] .point'); \
+                  return [...p].map((e) => e.dataset.value);";
+    let poll = serin_testkit::Poll::new(LONG);
+    loop {
+        let shown = browser.run(points).await;
+        let values: Vec<&str> = shown
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if values.len() == steps - 1 && values.iter().all(|v| *v == "42") {
+            break;
+        }
+        assert!(!poll.expired(), "{steps} steps, the chart shows {values:?}");
+        poll.next().await;
+    }
     browser.screenshot(&screenshot(cp, "canary-promoted")).await;
 
     // The release report, opened from a file: everything is in it.
