@@ -4,12 +4,11 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use kube::Api;
 
-use crate::api::{Canary, Provider};
+use crate::api::Canary;
 use crate::cli::cluster::{self, ClusterArgs};
 use crate::dashboard::{Dashboard, Live};
 
@@ -21,13 +20,8 @@ pub struct DashboardArgs {
     /// Port on 127.0.0.1 (0: any free port). Only this machine can reach it.
     #[arg(long, default_value_t = 3100)]
     pub port: u16,
-    /// The controller's `--mesh-provider`, for the planned steps of a Canary without
-    /// `spec.provider`.
-    #[arg(long, value_name = "PROVIDER", default_value = "istio")]
-    pub mesh_provider: Provider,
-    /// The controller's `--min-analysis-interval`, for the planned steps.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::cli::plan::parse_min_interval)]
-    pub min_analysis_interval: Duration,
+    #[command(flatten)]
+    pub planning: crate::cli::report::ControllerDefaults,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
@@ -54,8 +48,8 @@ async fn serve(args: DashboardArgs) -> anyhow::Result<ExitCode> {
     let dashboard = Arc::new(Dashboard {
         client,
         live: Live::start(api),
-        mesh_provider: args.mesh_provider,
-        min_interval: args.min_analysis_interval,
+        mesh_provider: args.planning.mesh_provider,
+        min_interval: args.planning.min_analysis_interval,
     });
     let router = crate::dashboard::router(dashboard, port);
     println!("serin dashboard: http://127.0.0.1:{port}/ (Ctrl-C to stop)");

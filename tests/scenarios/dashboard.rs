@@ -205,17 +205,9 @@ fn screenshot(cp: ControlPlane, name: &str) -> std::path::PathBuf {
         .join(format!("{cp}-{name}.png"))
 }
 
-/// A metric that always reads 42, from the stack's Prometheus, checked at every step.
+/// The analysis of a Canary checking, at every step, a metric that always reads 42.
 async fn constant_metric(world: &World) -> Value {
-    world
-        .create(json!({
-            "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
-            "metadata": {"name": "constant", "namespace": NS},
-            "spec": {"provider": {"type": "prometheus",
-                                  "address": world.stack.prometheus_url().unwrap()},
-                     "query": "vector(42)"}
-        }))
-        .await;
+    world.constant_template("constant", 42.0).await;
     json!({"interval": "1s", "threshold": 2, "iterations": 30, "metrics": [
         {"name": "constant", "templateRef": {"name": "constant"},
          "thresholdRange": {"max": 100}, "interval": "1m"}

@@ -83,15 +83,7 @@ async fn metrics(world: &World) -> String {
 
 /// Runs a promotion then a failed release of `podinfo` under a Canary named differently.
 async fn release_twice(world: &World) {
-    world
-        .create(json!({
-            "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
-            "metadata": {"name": "constant", "namespace": NS},
-            "spec": {"provider": {"type": "prometheus",
-                                  "address": world.stack.prometheus_url().unwrap()},
-                     "query": "vector(99)"}
-        }))
-        .await;
+    world.constant_template("constant", 99.0).await;
     world
         .apply(
             &world.deployments(),

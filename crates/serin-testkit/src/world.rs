@@ -322,6 +322,22 @@ impl World {
         )
     }
 
+    /// A MetricTemplate `name` whose query, on the stack's Prometheus, always reads `value`
+    /// (the world needs [`WorldConfig::prometheus`]).
+    pub async fn constant_template(&self, name: &str, value: f64) {
+        let address = self
+            .stack
+            .prometheus_url()
+            .expect("a world with Prometheus");
+        self.create(json!({
+            "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"provider": {"type": "prometheus", "address": address},
+                     "query": format!("vector({value})")}
+        }))
+        .await;
+    }
+
     /// A kubeconfig in `dir` for the service account `namespace/name`, with a token from the
     /// TokenRequest API (`kubectl create token`): the stack's API server as another user, whose
     /// RBAC applies (real control plane: the emulator grants everyone everything).

@@ -40,6 +40,16 @@ pub struct ReportArgs {
     pub output: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "html")]
     pub format: Format,
+    #[command(flatten)]
+    pub planning: ControllerDefaults,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// The controller's flags a Canary's planned steps depend on, for the commands that show
+/// them (`serin report`, `serin dashboard`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ControllerDefaults {
     /// The controller's `--mesh-provider`, for the planned steps of a Canary without
     /// `spec.provider`.
     #[arg(long, value_name = "PROVIDER", default_value = "istio")]
@@ -47,8 +57,6 @@ pub struct ReportArgs {
     /// The controller's `--min-analysis-interval`, for the planned steps.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::cli::plan::parse_min_interval)]
     pub min_analysis_interval: Duration,
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
 }
 
 /// Events read, at most (one list; the report shows the latest of them).
@@ -79,8 +87,8 @@ async fn gather(args: &ReportArgs) -> anyhow::Result<model::Report> {
     let (report, unread) = report_of(
         &client,
         &canary,
-        args.mesh_provider,
-        args.min_analysis_interval,
+        args.planning.mesh_provider,
+        args.planning.min_analysis_interval,
     )
     .await;
     if let Some(e) = unread {
