@@ -29,7 +29,7 @@ use serin_testkit::{ControlPlane, Poll, WorldConfig, wait_until};
 const NS: &str = "default";
 
 /// (user + system CPU seconds, RSS MiB, peak RSS MiB) of a process, from /proc.
-fn usage(pid: u32) -> (f64, f64, f64) {
+pub(crate) fn usage(pid: u32) -> (f64, f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let fields: Vec<&str> = stat

@@ -7,74 +7,22 @@
 //! the promote button (confirmed) promotes, the release report opens from a file; screenshots go to `target/tmp/screenshots/`. Real time
 //! on both back-ends: the dashboard and the browser are processes beside the test.
 
-use std::process::Stdio;
-
 use serde_json::{Value, json};
 use serin_core::Phase;
 use serin_testkit::LONG;
+use serin_testkit::dashboard::Dashboard;
 use serin_testkit::http::{EventStream, request_with};
-use tokio::io::AsyncBufReadExt;
 
 use crate::harness::{
     ControlPlane, NS, World, WorldConfig, canary, initialized, initialized_with, world,
 };
 
+const SERIN: &str = env!("CARGO_BIN_EXE_serin");
+
 serin_testkit::on_every_control_plane!(
     the_dashboard_shows_a_release_live_and_its_buttons_act,
     in_a_browser_the_release_moves_without_a_reload_and_promote_promotes,
 );
-
-/// A running `serin dashboard`, stopped when dropped.
-struct Dashboard {
-    _child: tokio::process::Child,
-    url: String,
-}
-
-impl Dashboard {
-    /// Starts it with `kubeconfig` and `extra` flags, and waits for the address it prints.
-    async fn start(kubeconfig: &std::path::Path, extra: &[&str]) -> Dashboard {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_serin"))
-            .args(["dashboard", "--port", "0", "--mesh-provider", "kubernetes"])
-            .args(["--min-analysis-interval", "1s", "--kubeconfig"])
-            .arg(kubeconfig)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("serin dashboard");
-        let stdout = child.stdout.take().expect("its output");
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(LONG, lines.next_line())
-            .await
-            .expect("the dashboard's address within LONG")
-            .expect("its output")
-            .expect("a first line");
-        let url = first
-            .split_whitespace()
-            .find(|w| w.starts_with("http://127.0.0.1:"))
-            .unwrap_or_else(|| panic!("no address in {first:?}"))
-            .trim_end_matches('/')
-            .to_string();
-        Dashboard { _child: child, url }
-    }
-
-    fn host(&self) -> &str {
-        self.url.trim_start_matches("http://")
-    }
-
-    async fn get(&self, path: &str) -> (u16, String) {
-        request_with("GET", &format!("{}{path}", self.url), &[], "").await
-    }
-
-    /// A button's request, as the dashboard's script sends it.
-    async fn press(&self, name: &str, action: &str) -> (u16, String) {
-        let url = format!("{}/api/canaries/{NS}/{name}/{action}", self.url);
-        let origin = format!("http://{}", self.host());
-        let headers = [("X-Serin-Dashboard", "1"), ("Origin", origin.as_str())];
-        request_with("POST", &url, &headers, "").await
-    }
-}
 
 /// The row of Canary `name` in a stream message.
 fn row_of(message: &str, name: &str) -> Option<Value> {
@@ -89,7 +37,7 @@ fn row_of(message: &str, name: &str) -> Option<Value> {
 async fn the_dashboard_shows_a_release_live_and_its_buttons_act(cp: ControlPlane) {
     let world = world(cp).await;
     initialized(&world, "podinfo", 30).await;
-    let dashboard = Dashboard::start(world.stack.kubeconfig_path(), &[]).await;
+    let dashboard = Dashboard::start(SERIN, world.stack.kubeconfig_path(), &[]).await;
 
     let (code, page) = dashboard.get("/").await;
     assert_eq!(code, 200, "{page}");
@@ -177,7 +125,7 @@ async fn a_reader_sees_the_api_servers_refusal(world: &World) {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = world.service_account_kubeconfig(NS, "reader", dir.path());
     // Namespaced: the reader may not list Canaries cluster-wide.
-    let reader = Dashboard::start(&kubeconfig, &["-n", NS]).await;
+    let reader = Dashboard::start(SERIN, &kubeconfig, &["-n", NS]).await;
     let (code, page) = reader.get(&format!("/canaries/{NS}/podinfo")).await;
     assert_eq!(code, 200, "{page}");
     let (code, text) = reader.press("podinfo", "abort").await;
@@ -221,7 +169,7 @@ async fn in_a_browser_the_release_moves_without_a_reload_and_promote_promotes(cp
         .await;
     let analysis = constant_metric(&world).await;
     initialized_with(&world, canary("podinfo").analysis(analysis).build()).await;
-    let dashboard = Dashboard::start(world.stack.kubeconfig_path(), &[]).await;
+    let dashboard = Dashboard::start(SERIN, world.stack.kubeconfig_path(), &[]).await;
     let browser = serin_testkit::browser::Browser::start().await;
 
     browser.open(&format!("{}/", dashboard.url)).await;

@@ -9,6 +9,7 @@
 pub mod browser;
 mod canary;
 mod controller;
+pub mod dashboard;
 pub mod http;
 mod logs;
 mod receiver;
