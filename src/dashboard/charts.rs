@@ -56,6 +56,16 @@ fn chart(out: &mut String, name: &str, points: &[Point]) {
         esc(name),
         esc(name)
     );
+    // The value axis: its top and bottom, at the right.
+    for v in [high, low] {
+        let _ = write!(
+            out,
+            "<text x=\"{}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{}</text>",
+            WIDTH - 2.0,
+            y(v) + 3.0,
+            round(v)
+        );
+    }
     let last = points.last();
     for (bound, label) in [
         (last.and_then(|p| p.min), "min"),
@@ -100,6 +110,12 @@ fn chart(out: &mut String, name: &str, points: &[Point]) {
     out.push_str("</svg></figure>");
 }
 
+/// A value as an axis shows it: at most three decimals, no trailing zeros.
+fn round(v: f64) -> String {
+    let text = format!("{v:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{TimeZone, Utc};
@@ -132,6 +148,10 @@ mod tests {
         assert!(html.contains("data-value=\"3.5\""), "{html}");
         assert!(html.contains("08:00:02 3.5 (fail)"), "{html}");
         assert!(html.contains("max 1"), "{html}");
+        assert!(
+            html.contains(">3.5</text>") && html.contains(">0.1</text>"),
+            "{html}"
+        );
         assert!(html.contains("&lt;error-rate&gt;: 3 analyses"), "{html}");
         assert!(!html.contains("<error-rate>"));
         assert_eq!(section(&BTreeMap::new()), "");

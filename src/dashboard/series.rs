@@ -60,6 +60,11 @@ impl Series {
         }
         for m in status.metrics.iter().flatten() {
             let Some(time) = m.time else { continue };
+            // The previous release's last observation stays in the status until the first
+            // analysis of this one replaces it.
+            if release.is_some_and(|started| time < started) {
+                continue;
+            }
             if !kept.metrics.contains_key(&m.name) && kept.metrics.len() >= METRICS {
                 continue;
             }
@@ -137,8 +142,10 @@ mod tests {
         );
         assert_eq!(points[0].max, Some(1.0));
 
-        // The next release starts its charts afresh.
-        let next = "2026-12-07T08:10:00Z";
+        // The next release starts its charts afresh, without the last release's observation.
+        let next = "2026-12-07T08:00:05Z";
+        series.observe(&canary(next, json!([observation(3, 0.2)])));
+        assert!(series.of(&canary(next, json!([]))).is_empty());
         series.observe(&canary(next, json!([observation(9, 0.5)])));
         assert_eq!(series.of(&canary(next, json!([])))["error-rate"].len(), 1);
         series.forget(&canary(next, json!([])));

@@ -4,7 +4,8 @@
 //! site could send is refused. On the real control plane, a user whose Role only reads
 //! Canaries sees the API server's refusal. And in a real browser (headless Chromium): the
 //! page follows the release without reloading, the metric's chart has a point per analysis,
-//! the promote button (confirmed) promotes, the release report opens from a file; screenshots go to `target/tmp/screenshots/`. Real time
+//! the promote button (confirmed) promotes, the release report opens from a file, a release
+//! failing its metric is rolled back with its failures on the chart; screenshots go to `target/tmp/screenshots/`. Real time
 //! on both back-ends: the dashboard and the browser are processes beside the test.
 
 use serde_json::{Value, json};
@@ -265,5 +266,35 @@ async fn in_a_browser_the_release_moves_without_a_reload_and_promote_promotes(cp
         "{text}"
     );
     browser.screenshot(&screenshot(cp, "report")).await;
+
+    // A release whose metric now fails its range: rolled back, its chart's points failures.
+    let failing = json!({"spec": {"analysis": {"metrics": [
+        {"name": "constant", "templateRef": {"name": "constant"},
+         "thresholdRange": {"max": 10}, "interval": "1m"}]}}});
+    world.merge(&world.canaries(), "podinfo", failing).await;
+    browser
+        .open(&format!("{}/canaries/{NS}/podinfo", dashboard.url))
+        .await;
+    world.set_image("podinfo", "app", "podinfo:6.0.2").await;
+    world.wait_phase("podinfo", Phase::Failed, LONG).await;
+    let failures =
+        "return document.querySelectorAll('svg[data-metric=\"constant\"] .point.fail').length;";
+    let poll = serin_testkit::Poll::new(LONG);
+    while browser.run(failures).await.as_u64() < Some(2) {
+        assert!(
+            !poll.expired(),
+            "the chart never showed the two failed checks"
+        );
+        poll.next().await;
+    }
+    browser
+        .screenshot(&screenshot(cp, "canary-rolled-back"))
+        .await;
+    let chart = browser
+        .wait_for("svg[data-metric=\"constant\"]", LONG)
+        .await;
+    browser
+        .screenshot_of(&chart, &screenshot(cp, "metric-rolled-back"))
+        .await;
     browser.close().await;
 }

@@ -157,7 +157,17 @@ impl Browser {
 
     /// A PNG of the window, written to `path` (for a reviewer to look at).
     pub async fn screenshot(&self, path: &Path) {
-        let value = self.command("GET", "/screenshot", None).await;
+        self.write_png("/screenshot", path).await;
+    }
+
+    /// A PNG of one element (scrolled into view), written to `path`.
+    pub async fn screenshot_of(&self, element: &str, path: &Path) {
+        self.write_png(&format!("/element/{element}/screenshot"), path)
+            .await;
+    }
+
+    async fn write_png(&self, command: &str, path: &Path) {
+        let value = self.command("GET", command, None).await;
         let png = base64::engine::general_purpose::STANDARD
             .decode(value.as_str().unwrap_or_default())
             .expect("a base64 PNG");
