@@ -13,6 +13,7 @@
 mod charts;
 mod guard;
 mod live;
+mod now;
 mod pages;
 mod series;
 
@@ -133,7 +134,9 @@ async fn sections_of(d: &Dashboard, namespace: &str, name: &str) -> Option<Strin
     let canary = cached(d, namespace, name).await?;
     let (report, unread) =
         crate::cli::report::report_of(&d.client, &canary, d.mesh_provider, d.min_interval).await;
-    let mut sections = crate::cli::report::html::sections(&report);
+    let waiting_for = crate::cli::status::row(&canary, chrono::Utc::now()).waiting_for;
+    let mut sections = now::section(&d.client, &canary, &waiting_for).await;
+    sections.push_str(&crate::cli::report::html::sections(&report));
     // The metrics over the release after the summary's tables: before the releases.
     let charts = charts::section(&d.live.series.of(&canary));
     match sections.find("<h2>Releases</h2>") {

@@ -64,6 +64,11 @@ async fn the_dashboard_shows_a_release_live_and_its_buttons_act(cp: ControlPlane
     let (code, page) = dashboard.get(&format!("/canaries/{NS}/podinfo")).await;
     assert_eq!(code, 200, "{page}");
     assert!(page.contains("data-action=\"promote\""), "{page}");
+    assert!(
+        page.contains("<th scope=\"row\">Deployment podinfo-primary</th><td>2 of 2 ready</td>"),
+        "{page}"
+    );
+    assert!(page.contains("<td>the next check</td>"), "{page}");
     assert!(page.contains("<td>Progressing</td>"), "{page}");
     assert!(
         page.contains(&format!("Advance podinfo.{NS} canary iteration 1/30")),
