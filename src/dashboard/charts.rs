@@ -1,6 +1,8 @@
 //! One chart per metric on a Canary's page: each analysis' value (a point) against its
 //! accepted range (dashed lines), as inline SVG. A failed check is a square besides its
 //! colour (orange; passes are blue), and every point says its value in words (`<title>`).
+//! A judged metric also shows the primary's side of each analysis (hollow grey rings) and
+//! the test's p-value in the canary's titles.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -27,7 +29,7 @@ pub fn section(series: &BTreeMap<String, Vec<Point>>) -> String {
 fn chart(out: &mut String, name: &str, points: &[Point]) {
     let values: Vec<f64> = points
         .iter()
-        .flat_map(|p| [p.value, p.min, p.max])
+        .flat_map(|p| [p.value, p.min, p.max, p.baseline])
         .flatten()
         .filter(|v| v.is_finite())
         .collect();
@@ -83,12 +85,23 @@ fn chart(out: &mut String, name: &str, points: &[Point]) {
         }
     }
     for (i, p) in points.iter().enumerate() {
+        if let Some(b) = p.baseline.filter(|b| b.is_finite()) {
+            let _ = write!(
+                out,
+                "<circle class=\"baseline\" data-value=\"{b}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" \
+                 fill=\"none\" stroke=\"#777\"><title>{} primary {b}</title></circle>",
+                x(i),
+                y(b),
+                p.time.format("%H:%M:%S")
+            );
+        }
         let Some(v) = p.value.filter(|v| v.is_finite()) else {
             continue;
         };
         let (cx, cy) = (x(i), y(v));
         let verdict = if p.passed { "pass" } else { "fail" };
-        let title = format!("{} {v} ({verdict})", p.time.format("%H:%M:%S"));
+        let judged = p.p_value.map_or(String::new(), |p| format!(", p = {p:.4}"));
+        let title = format!("{} {v} ({verdict}{judged})", p.time.format("%H:%M:%S"));
         if p.passed {
             let _ = write!(
                 out,
@@ -129,6 +142,8 @@ mod tests {
             min: None,
             max: Some(1.0),
             passed,
+            baseline: None,
+            p_value: None,
         }
     }
 
@@ -155,5 +170,20 @@ mod tests {
         assert!(html.contains("&lt;error-rate&gt;: 3 analyses"), "{html}");
         assert!(!html.contains("<error-rate>"));
         assert_eq!(section(&BTreeMap::new()), "");
+    }
+
+    #[test]
+    fn a_judged_metric_shows_the_primary_and_the_p_value() {
+        let judged = Point {
+            baseline: Some(0.4),
+            p_value: Some(0.0123),
+            ..point(1, 0.9, true)
+        };
+        let html = section(&BTreeMap::from([("latency".to_string(), vec![judged])]));
+        assert!(
+            html.contains("class=\"baseline\" data-value=\"0.4\""),
+            "{html}"
+        );
+        assert!(html.contains("0.9 (pass, p = 0.0123)"), "{html}");
     }
 }

@@ -23,6 +23,9 @@ pub struct Point {
     pub min: Option<f64>,
     pub max: Option<f64>,
     pub passed: bool,
+    /// A judged metric's primary side over the same window, and the test's p-value.
+    pub baseline: Option<f64>,
+    pub p_value: Option<f64>,
 }
 
 /// The points per Canary (by uid) and metric, of the release each Canary runs.
@@ -78,6 +81,8 @@ impl Series {
                 min: m.threshold_min,
                 max: m.threshold_max,
                 passed: m.verdict == crate::api::canary::MetricVerdict::Pass,
+                baseline: m.baseline,
+                p_value: m.p_value,
             });
             let excess = points.len().saturating_sub(POINTS);
             points.drain(..excess);
