@@ -21,7 +21,7 @@ pub struct DashboardArgs {
     #[arg(long, default_value_t = 3100)]
     pub port: u16,
     #[command(flatten)]
-    pub planning: crate::cli::report::ControllerDefaults,
+    pub planning: crate::cli::plan::ControllerDefaults,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }

@@ -29,11 +29,19 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub output: Output,
-    /// Provider assumed for Canaries without `spec.provider` (the controller's
-    /// `--mesh-provider`).
+    #[command(flatten)]
+    pub planning: ControllerDefaults,
+}
+
+/// The controller's flags a Canary's planned steps depend on, for the commands that show
+/// them (`serin plan`, `serin report`, `serin dashboard`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ControllerDefaults {
+    /// The controller's `--mesh-provider`, for the planned steps of a Canary without
+    /// `spec.provider`.
     #[arg(long, value_name = "PROVIDER", default_value = "istio")]
     pub mesh_provider: Provider,
-    /// Minimum analysis interval (the controller's `--min-analysis-interval`), e.g. `10s`.
+    /// The controller's `--min-analysis-interval`, for the planned steps.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_min_interval)]
     pub min_analysis_interval: Duration,
 }
@@ -117,7 +125,7 @@ fn plan_of(
     object: &Value,
     args: &PlanArgs,
 ) -> Result<(Plan, Simulation), Vec<crate::api::Problem>> {
-    let checked = crate::api::validate::object(object, args.mesh_provider);
+    let checked = crate::api::validate::object(object, args.planning.mesh_provider);
     if let Some(checked) = checked
         && !checked.problems.is_empty()
     {
@@ -125,8 +133,11 @@ fn plan_of(
     }
     let canary: Canary = serde_json::from_value(object.clone())
         .map_err(|e| vec![crate::api::Problem::new("spec", e.to_string())])?;
-    let plan =
-        crate::canary_plan::from_canary(&canary, args.mesh_provider, args.min_analysis_interval)?;
+    let plan = crate::canary_plan::from_canary(
+        &canary,
+        args.planning.mesh_provider,
+        args.planning.min_analysis_interval,
+    )?;
     let sim = simulate::happy_path(&plan)
         .map_err(|e| vec![crate::api::Problem::new("spec.analysis", e.to_string())])?;
     Ok((plan, sim))

@@ -111,87 +111,56 @@ impl Live {
         Snapshot { rows, error }
     }
 
-    /// A `text/event-stream` body: the snapshot now, then after every change.
+    /// A `text/event-stream` body: the snapshot now, then after every change (a comment
+    /// when nothing changed for a while). Produced as the page reads it: a slow page holds
+    /// one message, not a queue, and a page that is gone drops the stream.
     pub fn events(&self) -> Body {
-        let live = self.clone();
-        let mut changes = self.changes.clone();
-        let stream = async_stream(move |tx| async move {
+        let start = Stream {
+            live: self.clone(),
+            changes: self.changes.clone(),
+            first: true,
+        };
+        let stream = futures::stream::unfold(start, |mut s| async move {
+            let message = s.next().await?;
+            Some((Ok::<_, std::convert::Infallible>(message), s))
+        });
+        Body::from_stream(stream)
+    }
+}
+
+/// Where one page's stream stands.
+struct Stream {
+    live: Live,
+    changes: watch::Receiver<u64>,
+    first: bool,
+}
+
+impl Stream {
+    /// The next message; `None` when the watch has ended.
+    async fn next(&mut self) -> Option<Bytes> {
+        if std::mem::take(&mut self.first) {
             // The first snapshot waits for the first list: an empty table would say "no
             // Canaries" when they are only not listed yet (a failing list shows its error).
-            let listed = live.canaries.wait_until_ready();
+            let listed = self.live.canaries.wait_until_ready();
             let _ = tokio::time::timeout(super::FIRST_LIST, listed).await;
-            loop {
-                let message = match serde_json::to_string(&live.snapshot()) {
-                    Ok(json) => format!("data: {json}\n\n"),
-                    Err(_) => ": no snapshot\n\n".into(),
-                };
-                if tx.send(Bytes::from(message)).await.is_err() {
-                    return;
-                }
-                // A quiet stream still sends a comment now and then: a page that is gone
-                // fails the send, and the stream ends.
-                loop {
-                    match tokio::time::timeout(HEARTBEAT, changes.changed()).await {
-                        Ok(Ok(())) => break,
-                        Ok(Err(_)) => return,
-                        Err(_) => {
-                            if tx.send(Bytes::from_static(b": ping\n\n")).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                tokio::time::sleep(DEBOUNCE).await;
-                changes.borrow_and_update();
-            }
-        });
-        Body::from_stream(stream.map(Ok::<_, std::convert::Infallible>))
+            return Some(self.snapshot());
+        }
+        match tokio::time::timeout(HEARTBEAT, self.changes.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return None,
+            // A quiet stream still sends a comment now and then, so a page that is gone is
+            // noticed (the write fails) and proxies keep the connection.
+            Err(_) => return Some(Bytes::from_static(b": ping\n\n")),
+        }
+        tokio::time::sleep(DEBOUNCE).await;
+        self.changes.borrow_and_update();
+        Some(self.snapshot())
     }
-}
 
-/// A stream fed by `produce` through a channel of one message: the producer waits for the
-/// page to take each one, so a slow page holds one message, not a growing queue.
-fn async_stream<F, Fut>(produce: F) -> impl futures::Stream<Item = Bytes> + Send
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let task = tokio::spawn(produce(tx));
-    let stream = tokio_stream_of(rx);
-    // The producer stops when the page goes (its next send fails), or with the stream.
-    StopOnDrop {
-        task: Some(task),
-        stream,
-    }
-}
-
-fn tokio_stream_of(
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-) -> impl futures::Stream<Item = Bytes> + Send + Unpin {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) }).boxed()
-}
-
-/// A stream that aborts its producer task when dropped.
-struct StopOnDrop<S> {
-    task: Option<tokio::task::JoinHandle<()>>,
-    stream: S,
-}
-
-impl<S: futures::Stream + Unpin> futures::Stream for StopOnDrop<S> {
-    type Item = S::Item;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<S::Item>> {
-        self.stream.poll_next_unpin(cx)
-    }
-}
-
-impl<S> Drop for StopOnDrop<S> {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
+    fn snapshot(&self) -> Bytes {
+        match serde_json::to_string(&self.live.snapshot()) {
+            Ok(json) => Bytes::from(format!("data: {json}\n\n")),
+            Err(_) => Bytes::from_static(b": no snapshot\n\n"),
         }
     }
 }

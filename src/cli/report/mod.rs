@@ -41,22 +41,9 @@ pub struct ReportArgs {
     #[arg(long, value_enum, default_value = "html")]
     pub format: Format,
     #[command(flatten)]
-    pub planning: ControllerDefaults,
+    pub planning: crate::cli::plan::ControllerDefaults,
     #[command(flatten)]
     pub cluster: ClusterArgs,
-}
-
-/// The controller's flags a Canary's planned steps depend on, for the commands that show
-/// them (`serin report`, `serin dashboard`).
-#[derive(Clone, Debug, clap::Args)]
-pub struct ControllerDefaults {
-    /// The controller's `--mesh-provider`, for the planned steps of a Canary without
-    /// `spec.provider`.
-    #[arg(long, value_name = "PROVIDER", default_value = "istio")]
-    pub mesh_provider: Provider,
-    /// The controller's `--min-analysis-interval`, for the planned steps.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::cli::plan::parse_min_interval)]
-    pub min_analysis_interval: Duration,
 }
 
 /// Events read, at most (one list; the report shows the latest of them).
