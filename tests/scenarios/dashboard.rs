@@ -213,12 +213,10 @@ async fn in_a_browser_the_release_moves_without_a_reload_and_promote_promotes(cp
         .screenshot(&screenshot(cp, "overview-release"))
         .await;
 
-    let link = browser.wait_for(&format!("{row} a"), LONG).await;
-    browser.click(&link).await;
-    let promote = browser
-        .wait_for("button[data-action=\"promote\"]", LONG)
+    browser.click_on(&format!("{row} a"), LONG).await;
+    browser
+        .click_on("button[data-action=\"promote\"]", LONG)
         .await;
-    browser.click(&promote).await;
     let asked = browser.accept_dialog(LONG).await;
     assert_eq!(asked, format!("Promote podinfo.{NS}?"));
     let result = browser.wait_for("#result", LONG).await;

@@ -128,9 +128,23 @@ impl Browser {
         value.as_str().unwrap_or_default().to_string()
     }
 
-    pub async fn click(&self, element: &str) {
-        self.command("POST", &format!("/element/{element}/click"), None)
-            .await;
+    /// Clicks the first element `css` selects, once there is one (within `timeout`). A live
+    /// page may draw the element again between finding and clicking it (the driver then
+    /// answers "stale element reference"): it is found again and clicked.
+    pub async fn click_on(&self, css: &str, timeout: Duration) {
+        let poll = Poll::new(timeout);
+        loop {
+            if let Some(element) = self.find(css).await {
+                let url = format!("{}/element/{element}/click", self.session);
+                let (code, text) = request("POST", &url, Some(&json!({}))).await;
+                if code == 200 {
+                    return;
+                }
+                assert!(text.contains("stale element reference"), "click {css}: {text}");
+            }
+            assert!(!poll.expired(), "no {css} to click within {timeout:?}");
+            poll.next().await;
+        }
     }
 
     /// Accepts the page's `confirm()` once it shows (within `timeout`); its text.

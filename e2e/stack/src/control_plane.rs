@@ -70,8 +70,9 @@ pub struct KubeLocal {
     _stdin: tokio::process::ChildStdin,
     /// kube-local's data (etcd, about 120 MiB): owned here and removed on drop, because a
     /// killed kube-local cannot remove it itself. Declared after `child` so the process is
-    /// killed first.
-    _data: tempfile::TempDir,
+    /// killed first. `None` for a [`Shared`] one, which is never dropped: kube-local keeps its
+    /// data in a temporary directory of its own and removes it when it stops.
+    _data: Option<tempfile::TempDir>,
 }
 
 /// One POST to etcd's JSON gateway (plain HTTP on loopback).
@@ -170,6 +171,19 @@ impl KubeLocal {
         crds: &[PathBuf],
         watch_cache: bool,
     ) -> Result<KubeLocal> {
+        let data = tempfile::Builder::new()
+            .prefix("kube-local-")
+            .tempdir()
+            .context("creating kube-local's data directory")?;
+        KubeLocal::spawn(kubeconfig, crds, watch_cache, Some(data)).await
+    }
+
+    async fn spawn(
+        kubeconfig: &Path,
+        crds: &[PathBuf],
+        watch_cache: bool,
+        data: Option<tempfile::TempDir>,
+    ) -> Result<KubeLocal> {
         let binary = kube_local_binary();
         if !binary.exists() {
             bail!(
@@ -177,15 +191,13 @@ impl KubeLocal {
                 binary.display()
             );
         }
-        let data = tempfile::Builder::new()
-            .prefix("kube-local-")
-            .tempdir()
-            .context("creating kube-local's data directory")?;
-        let mut child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        if let Some(data) = &data {
+            command.arg("--dir").arg(data.path());
+        }
+        let mut child = command
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .arg("--dir")
-            .arg(data.path())
             .arg("--exit-with-stdin")
             .arg(format!("--watch-cache={watch_cache}"))
             .args(
@@ -236,7 +248,10 @@ impl KubeLocal {
     /// kube-local wrote into its data directory: a watch then resumed from an earlier
     /// resourceVersion (past the API server's watch cache, if it has one) gets 410 Gone.
     pub async fn compact(&self) -> Result<()> {
-        let path = self._data.path().join("etcd-url");
+        let Some(data) = &self._data else {
+            bail!("a shared control plane is not compacted: start the stack with its own");
+        };
+        let path = data.path().join("etcd-url");
         let url = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         let authority = url.trim().trim_start_matches("http://").to_string();
@@ -271,5 +286,131 @@ impl KubeLocal {
             }
         }
         let _ = self.child.kill().await;
+    }
+}
+
+/// A kube-local shared by every stack of this process that asks for the same CRDs
+/// ([`crate::StackConfig::shared_control_plane`]): a real control plane costs about 4 s of
+/// CPU to start, more than most scenarios spend on it, so the scenarios of one test
+/// process share one, each in a namespace of its own. It runs on a thread of its own, whose
+/// runtime keeps reading its output after the test that started it has ended, and stops when
+/// the process exits (its standard input closes).
+pub struct Shared {
+    url: String,
+    kubeconfig: PathBuf,
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+type SharedSlot = Arc<tokio::sync::OnceCell<Result<Arc<Shared>, String>>>;
+
+/// The shared control planes started so far, by the CRD files installed in them.
+static SHARED: Mutex<Vec<(Vec<PathBuf>, SharedSlot)>> = Mutex::new(Vec::new());
+
+impl Shared {
+    /// This process's kube-local with `crds` installed, started on first use.
+    pub async fn get(crds: &[PathBuf]) -> Result<Arc<Shared>> {
+        let slot = {
+            let mut started = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+            match started.iter().find(|(c, _)| c.as_slice() == crds) {
+                Some((_, slot)) => slot.clone(),
+                None => {
+                    let slot = SharedSlot::default();
+                    started.push((crds.to_vec(), slot.clone()));
+                    slot
+                }
+            }
+        };
+        let shared = slot.get_or_init(|| Shared::start(crds.to_vec())).await;
+        shared
+            .clone()
+            .map_err(|e| anyhow::anyhow!("the shared control plane did not start: {e}"))
+    }
+
+    async fn start(crds: Vec<PathBuf>) -> Result<Arc<Shared>, String> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        remove_stale_kubeconfigs();
+        let kubeconfig = std::env::temp_dir().join(format!(
+            "{SHARED_PREFIX}{}-{n}.kubeconfig",
+            std::process::id()
+        ));
+        let (ready, started) = tokio::sync::oneshot::channel();
+        let path = kubeconfig.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("shared-kube-local-{n}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready.send(Err(format!("its runtime: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match KubeLocal::spawn(&path, &crds, true, None).await {
+                        Ok(kl) => {
+                            let shared = Shared {
+                                url: kl.url.clone(),
+                                kubeconfig: path,
+                                log: kl.log.clone(),
+                            };
+                            let _ = ready.send(Ok(Arc::new(shared)));
+                            // Until the process exits: the runtime reads kube-local's output.
+                            std::future::pending::<()>().await;
+                            drop(kl);
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(format!("{e:#}")));
+                        }
+                    }
+                })
+            });
+        if let Err(e) = thread {
+            return Err(format!("its thread: {e}"));
+        }
+        started
+            .await
+            .unwrap_or_else(|_| Err("its thread ended".into()))
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The admin kubeconfig kube-local wrote.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The last lines (at most [`LOG_LINES`]) kube-local wrote to stderr, for every scenario
+    /// sharing it.
+    pub fn recent_log(&self) -> Vec<String> {
+        let kept = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        kept.iter().cloned().collect()
+    }
+}
+
+const SHARED_PREFIX: &str = "serin-shared-kube-local-";
+
+/// The kubeconfigs shared control planes of processes that have ended left in the temporary
+/// directory (a process that exits drops no statics, so its own is removed by the next).
+fn remove_stale_kubeconfigs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(SHARED_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }

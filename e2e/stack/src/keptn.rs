@@ -49,11 +49,18 @@ fn resource(kind: &str, plural: &str) -> ApiResource {
 struct Operator {
     client: Client,
     world: Arc<World>,
+    /// The namespace served (`None`: every namespace).
+    namespace: Option<String>,
 }
 
-/// Runs until the task is aborted. Needs the CRDs of `e2e/crds/keptn.yaml`.
-pub async fn run(client: Client, world: Arc<World>) -> Result<()> {
-    let operator = Operator { client, world };
+/// Runs until the task is aborted, serving `namespace` (`None`: every namespace). Needs the
+/// CRDs of `e2e/crds/keptn.yaml`.
+pub async fn run(client: Client, world: Arc<World>, namespace: Option<String>) -> Result<()> {
+    let operator = Operator {
+        client,
+        world,
+        namespace,
+    };
     let mut tick = tokio::time::interval(PASS);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -118,7 +125,7 @@ impl Operator {
 
     async fn fetch_metrics(&self) -> Result<()> {
         let metrics = self
-            .api(None, "KeptnMetric", "keptnmetrics")
+            .api(self.namespace.as_deref(), "KeptnMetric", "keptnmetrics")
             .list(&ListParams::default())
             .await?;
         for metric in metrics.items {
@@ -153,7 +160,7 @@ impl Operator {
 
     async fn complete_analyses(&self) -> Result<()> {
         let analyses = self
-            .api(None, "Analysis", "analyses")
+            .api(self.namespace.as_deref(), "Analysis", "analyses")
             .list(&ListParams::default())
             .await?;
         for analysis in analyses.items {

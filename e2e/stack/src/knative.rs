@@ -32,13 +32,18 @@ struct Serving {
     cfg: Workloads,
 }
 
-/// Runs until the task is aborted. Needs the Knative CRDs (`e2e/crds/routing.yaml`).
-pub async fn run(client: Client, cfg: Workloads) -> Result<()> {
+/// Runs until the task is aborted, serving the Knative Services of `namespace` (`None`: of
+/// every namespace). Needs the Knative CRDs (`e2e/crds/routing.yaml`).
+pub async fn run(client: Client, cfg: Workloads, namespace: Option<String>) -> Result<()> {
     let serving = Arc::new(Serving {
         client: client.clone(),
         cfg,
     });
-    let services: Api<DynamicObject> = Api::all_with(client, &resource("Service", "services"));
+    let ar = resource("Service", "services");
+    let services: Api<DynamicObject> = match &namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &ar),
+        None => Api::all_with(client, &ar),
+    };
     let mut events = watcher(services, watcher::Config::default())
         .default_backoff()
         .boxed();

@@ -39,8 +39,9 @@ struct Kubelet {
     next_node: AtomicU32,
 }
 
-/// Registers the nodes, then runs until the task is aborted.
-pub async fn run(client: Client, cfg: Workloads) -> Result<()> {
+/// Registers the nodes, then runs until the task is aborted, serving the Pods of `namespace`
+/// (`None`: of every namespace).
+pub async fn run(client: Client, cfg: Workloads, namespace: Option<String>) -> Result<()> {
     let nodes = register_nodes(&client, cfg.nodes).await?;
     let kubelet = Arc::new(Kubelet {
         client: client.clone(),
@@ -50,7 +51,10 @@ pub async fn run(client: Client, cfg: Workloads) -> Result<()> {
         next_ip: AtomicU32::new(2),
         next_node: AtomicU32::new(0),
     });
-    let pods: Api<Pod> = Api::all(client);
+    let pods: Api<Pod> = match &namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
     let mut events = watcher(pods, watcher::Config::default())
         .default_backoff()
         .boxed();

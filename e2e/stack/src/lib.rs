@@ -157,6 +157,14 @@ pub struct StackConfig {
     /// Start the External Metrics API adapter emulator (token, window and faults:
     /// `scenario.external_metrics`).
     pub external_metrics: bool,
+    /// Real control plane only: the process's shared kube-local for these `crds`
+    /// ([`control_plane::Shared`]) rather than one of the stack's own. Stacks sharing one
+    /// keep apart by `namespace`; compaction and `watch_cache: false` need their own.
+    pub shared_control_plane: bool,
+    /// The one namespace whose Pods, routing objects, Knative Services and Keptn objects the
+    /// stand-ins serve (`None`: every namespace). Stacks on one shared control plane each
+    /// set their own.
+    pub namespace: Option<String>,
 }
 
 impl Default for StackConfig {
@@ -185,6 +193,8 @@ impl Default for StackConfig {
             knative: false,
             keptn: false,
             external_metrics: false,
+            shared_control_plane: false,
+            namespace: None,
         }
     }
 }
@@ -219,7 +229,22 @@ pub struct Stack {
     external_metrics_faults: Arc<ProviderFaults>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    kube_local: Option<control_plane::KubeLocal>,
+    kube_local: Option<RealApi>,
+}
+
+/// The real control plane behind a stack: its own, or the process's shared one.
+enum RealApi {
+    Own(control_plane::KubeLocal),
+    Shared(Arc<control_plane::Shared>),
+}
+
+impl RealApi {
+    fn recent_log(&self) -> Vec<String> {
+        match self {
+            RealApi::Own(kl) => kl.recent_log(),
+            RealApi::Shared(shared) => shared.recent_log(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Stack {
@@ -240,7 +265,7 @@ impl Stack {
         let store = Arc::new(store::Store::new(config.history));
         if !real {
             // The real control plane makes its own.
-            create_default_namespaces(&store)?;
+            create_default_namespaces(&store, config.namespace.as_deref())?;
         }
         let world = traffic_world(&config, store.clone(), real)?;
         if config.prometheus && config.admin_port.is_none() {
@@ -303,7 +328,7 @@ impl Stack {
         };
         stack.spawn_servers(listeners, &config);
         match api.client {
-            Some(client) => stack.spawn_node_stand_ins(client, &config.scenario.workloads),
+            Some(client) => stack.spawn_node_stand_ins(client, &config),
             None => stack.spawn_emulated_controllers(&config.scenario.workloads),
         }
         stack.world.reroute();
@@ -317,10 +342,10 @@ impl Stack {
             }
         }
         if config.knative {
-            stack.spawn_knative(&config.scenario.workloads).await?;
+            stack.spawn_knative(&config).await?;
         }
         if config.keptn {
-            stack.spawn_keptn().await?;
+            stack.spawn_keptn(&config).await?;
         }
         // Started last: on failure, dropping `stack` stops everything started so far.
         if config.prometheus
@@ -465,11 +490,12 @@ impl Stack {
 
     /// The real controllers need only the nodes' part played (the kubelet stand-in), and
     /// the traffic world a mirror of what it reads.
-    fn spawn_node_stand_ins(&mut self, client: kube::Client, workloads: &Workloads) {
-        let workloads = workloads.clone();
+    fn spawn_node_stand_ins(&mut self, client: kube::Client, config: &StackConfig) {
+        let workloads = config.scenario.workloads.clone();
         let kubelet_client = client.clone();
+        let namespace = config.namespace.clone();
         self.tasks.push(tokio::spawn(async move {
-            if let Err(e) = kubelet::run(kubelet_client, workloads).await {
+            if let Err(e) = kubelet::run(kubelet_client, workloads, namespace).await {
                 tracing::error!("kubelet stand-in stopped: {e:#}");
             }
         }));
@@ -478,15 +504,17 @@ impl Stack {
             client,
             self.store.clone(),
             provider,
+            config.namespace.clone(),
         )));
     }
 
     /// Runs the Knative Serving stand-in against this stack's API server.
-    async fn spawn_knative(&mut self, workloads: &Workloads) -> Result<()> {
+    async fn spawn_knative(&mut self, config: &StackConfig) -> Result<()> {
         let client = self.client().await?;
-        let workloads = workloads.clone();
+        let workloads = config.scenario.workloads.clone();
+        let namespace = config.namespace.clone();
         self.tasks.push(tokio::spawn(async move {
-            if let Err(e) = knative::run(client, workloads).await {
+            if let Err(e) = knative::run(client, workloads, namespace).await {
                 tracing::error!("Knative Serving stand-in stopped: {e:#}");
             }
         }));
@@ -494,11 +522,12 @@ impl Stack {
     }
 
     /// Runs the Keptn metrics operator stand-in against this stack's API server.
-    async fn spawn_keptn(&mut self) -> Result<()> {
+    async fn spawn_keptn(&mut self, config: &StackConfig) -> Result<()> {
         let client = self.client().await?;
         let world = self.world.clone();
+        let namespace = config.namespace.clone();
         self.tasks.push(tokio::spawn(async move {
-            if let Err(e) = keptn::run(client, world).await {
+            if let Err(e) = keptn::run(client, world, namespace).await {
                 tracing::error!("Keptn stand-in stopped: {e:#}");
             }
         }));
@@ -540,7 +569,12 @@ impl Stack {
     /// `watch_cache: false`).
     pub async fn compact(&self) -> Result<()> {
         match &self.kube_local {
-            Some(kl) => kl.compact().await,
+            Some(RealApi::Own(kl)) => kl.compact().await,
+            Some(RealApi::Shared(_)) => {
+                anyhow::bail!(
+                    "a shared control plane is not compacted: start the stack with its own"
+                )
+            }
             None => {
                 self.store.lock().compact(0);
                 Ok(())
@@ -552,7 +586,7 @@ impl Stack {
     /// (the emulator logs through `tracing` in the test's process, so it has none).
     pub fn recent_log(&self) -> Vec<String> {
         match &self.kube_local {
-            Some(kl) => kl.recent_log(),
+            Some(real) => real.recent_log(),
             None => Vec::new(),
         }
     }
@@ -730,7 +764,7 @@ impl Stack {
         if let Some(p) = self.prometheus.take() {
             p.stop().await;
         }
-        if let Some(kl) = self.kube_local.take() {
+        if let Some(RealApi::Own(kl)) = self.kube_local.take() {
             kl.stop().await;
         }
         let _ = self.stop.send(true);
@@ -756,9 +790,10 @@ impl Drop for Stack {
     }
 }
 
-/// Creates the namespaces that exist in every cluster.
-fn create_default_namespaces(store: &store::Store) -> Result<()> {
-    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+/// Creates the namespaces that exist in every cluster, and the stack's own.
+fn create_default_namespaces(store: &store::Store, own: Option<&str>) -> Result<()> {
+    let every = ["default", "kube-system", "kube-public", "kube-node-lease"];
+    for ns in every.into_iter().chain(own.filter(|o| !every.contains(o))) {
         let rt = store
             .lock()
             .registry
@@ -903,7 +938,7 @@ fn kubeconfig_file(config: &StackConfig) -> (PathBuf, bool) {
 struct ApiServer {
     url: String,
     /// The real control plane, and a client of it; `None` on the emulator.
-    kube_local: Option<control_plane::KubeLocal>,
+    kube_local: Option<RealApi>,
     client: Option<kube::Client>,
 }
 
@@ -925,12 +960,36 @@ impl ApiServer {
 
     /// kube-local, started and ready, with the stack's CRDs installed.
     async fn start_kube_local(kubeconfig: &Path, config: &StackConfig) -> Result<ApiServer> {
+        if config.shared_control_plane {
+            return ApiServer::shared_kube_local(kubeconfig, config).await;
+        }
         let kl =
             control_plane::KubeLocal::start(kubeconfig, &config.crds, config.watch_cache).await?;
         let client = client_for(kubeconfig).await?;
         Ok(ApiServer {
             url: kl.url().to_string(),
-            kube_local: Some(kl),
+            kube_local: Some(RealApi::Own(kl)),
+            client: Some(client),
+        })
+    }
+
+    /// The process's shared kube-local, its admin kubeconfig copied to the stack's, and the
+    /// stack's namespace created in it.
+    async fn shared_kube_local(kubeconfig: &Path, config: &StackConfig) -> Result<ApiServer> {
+        if !config.watch_cache {
+            anyhow::bail!("watch_cache: false needs a control plane of the stack's own");
+        }
+        let shared = control_plane::Shared::get(&config.crds).await?;
+        std::fs::copy(shared.kubeconfig(), kubeconfig).with_context(|| {
+            format!("copying the shared kubeconfig to {}", kubeconfig.display())
+        })?;
+        let client = client_for(kubeconfig).await?;
+        if let Some(ns) = &config.namespace {
+            create_namespace(&client, ns).await?;
+        }
+        Ok(ApiServer {
+            url: shared.url().to_string(),
+            kube_local: Some(RealApi::Shared(shared)),
             client: Some(client),
         })
     }
@@ -943,6 +1002,17 @@ fn provider_faults(from_scenario: Option<&ProviderFault>) -> Arc<ProviderFaults>
         faults.set(f.clone());
     }
     faults
+}
+
+/// Creates namespace `name` (already there is fine).
+async fn create_namespace(client: &kube::Client, name: &str) -> Result<()> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+    match api.create(&kube::api::PostParams::default(), &ns).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating namespace {name}")),
+    }
 }
 
 async fn client_for(kubeconfig: &Path) -> Result<kube::Client> {

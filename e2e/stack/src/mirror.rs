@@ -91,7 +91,7 @@ fn needed(provider: Provider) -> Vec<&'static Mirrored> {
 
 /// Mirrors what routing under `provider` reads into `store` until aborted; under Gateway API
 /// it also accepts HTTPRoutes as a gateway controller would.
-pub async fn run(client: Client, store: Arc<Store>, provider: Provider) {
+pub async fn run(client: Client, store: Arc<Store>, provider: Provider, namespace: Option<String>) {
     let wanted = needed(provider);
     let mut started: HashSet<&'static str> = HashSet::new();
     loop {
@@ -102,7 +102,11 @@ pub async fn run(client: Client, store: Arc<Store>, provider: Provider) {
             if let Some(ar) = resolve(&client, m).await {
                 started.insert(m.key);
                 let gateway = m.key == HTTP_ROUTES;
-                tokio::spawn(watch(client.clone(), store.clone(), ar, m.key, gateway));
+                let scope = Scope {
+                    client: client.clone(),
+                    namespace: namespace.clone(),
+                };
+                tokio::spawn(watch(scope, store.clone(), ar, m.key, gateway));
             }
         }
         if started.len() == wanted.len() {
@@ -147,14 +151,18 @@ fn kind_of(plural: &str) -> &'static str {
     }
 }
 
-async fn watch(
+/// What a mirror watches: one namespace, or every one.
+struct Scope {
     client: Client,
-    store: Arc<Store>,
-    ar: ApiResource,
-    key: &'static str,
-    gateway: bool,
-) {
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    namespace: Option<String>,
+}
+
+async fn watch(scope: Scope, store: Arc<Store>, ar: ApiResource, key: &'static str, gateway: bool) {
+    let client = scope.client;
+    let api: Api<DynamicObject> = match &scope.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
     let kind = kind_of(&ar.plural);
     let mut listed: HashSet<(String, String)> = HashSet::new();
     let mut events = watcher(api, watcher::Config::default())
