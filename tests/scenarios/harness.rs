@@ -7,7 +7,7 @@ use serin::api::Canary;
 use serin_core::Phase;
 use serin_testkit::LONG;
 pub use serin_testkit::{
-    ControlPlane, NS, World, WorldConfig, canary, deployment, ready_condition, wait_until,
+    ControlPlane, World, WorldConfig, canary, deployment, ready_condition, wait_until,
 };
 
 /// The stack on `cp` with serin's CRDs and a running controller (`--mesh-provider

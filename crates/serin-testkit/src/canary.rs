@@ -3,11 +3,11 @@
 
 use serde_json::{Value, json};
 
-use crate::NS;
 
-/// A Canary manifest (`flagger.app/v1beta1`) in [`NS`]: by default the `kubernetes`
-/// provider (blue/green), a Deployment target of the same name, port 9898, a 60 s progress
-/// deadline, and one check at a 1 s interval with a threshold of 2.
+/// A Canary manifest (`flagger.app/v1beta1`) without a namespace (the kit creates it in the
+/// scenario's, [`crate::World::ns`]): by default the `kubernetes` provider (blue/green), a
+/// Deployment target of the same name, port 9898, a 60 s progress deadline, and one check at
+/// a 1 s interval with a threshold of 2.
 ///
 /// ```
 /// use serde_json::json;
@@ -25,7 +25,7 @@ pub struct CanaryManifest(Value);
 pub fn apex_ingress() -> Value {
     json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-        "metadata": {"name": "podinfo", "namespace": NS},
+        "metadata": {"name": "podinfo"},
         "spec": {"ingressClassName": "nginx", "rules": [{"host": "podinfo.example.com",
             "http": {"paths": [{"path": "/", "pathType": "Prefix",
                 "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}}}]}}]}
@@ -36,7 +36,7 @@ pub fn apex_ingress() -> Value {
 pub fn canary(name: &str) -> CanaryManifest {
     CanaryManifest(json!({
         "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name},
         "spec": {
             "provider": "kubernetes",
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
@@ -60,7 +60,7 @@ impl CanaryManifest {
         if provider.starts_with("gatewayapi") {
             return routed.spec(
                 "service",
-                json!({"port": 9898, "gatewayRefs": [{"name": "public", "namespace": NS}],
+                json!({"port": 9898, "gatewayRefs": [{"name": "public"}],
                        "hosts": ["podinfo.example.com"]}),
             );
         }
@@ -113,7 +113,7 @@ impl CanaryManifest {
         self
     }
 
-    /// `metadata.namespace` (default [`NS`]).
+    /// `metadata.namespace` (by default none: created in the scenario's, [`crate::World::ns`]).
     pub fn namespace(mut self, namespace: &str) -> Self {
         self.0["metadata"]["namespace"] = json!(namespace);
         self

@@ -104,6 +104,11 @@ impl Controller {
     }
 
     /// The `serin` binary under test.
+    /// The arguments after `controller --kubeconfig FILE` (each start's `extra` follow them).
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
     pub fn binary(&self) -> &Path {
         &self.binary
     }

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use tokio::io::AsyncBufReadExt;
 
 use crate::http::request_with;
-use crate::{LONG, NS};
+use crate::LONG;
 
 /// A running `serin dashboard`, stopped when dropped.
 pub struct Dashboard {
@@ -61,9 +61,9 @@ impl Dashboard {
         request_with("GET", &format!("{}{path}", self.url), &[], "").await
     }
 
-    /// A button's request, as the dashboard's script sends it.
-    pub async fn press(&self, name: &str, action: &str) -> (u16, String) {
-        let url = format!("{}/api/canaries/{NS}/{name}/{action}", self.url);
+    /// A button's request for the Canary `ns/name`, as the dashboard's script sends it.
+    pub async fn press(&self, ns: &str, name: &str, action: &str) -> (u16, String) {
+        let url = format!("{}/api/canaries/{ns}/{name}/{action}", self.url);
         let origin = format!("http://{}", self.host());
         let headers = [("X-Serin-Dashboard", "1"), ("Origin", origin.as_str())];
         request_with("POST", &url, &headers, "").await

@@ -26,7 +26,7 @@ pub use requests::{metric_sum, requests_between};
 pub use serin_stack::{ControlPlane, Scenario, Stack, StackConfig};
 pub use virtual_time::{in_virtual_time, virtual_time};
 pub use wait::{Poll, wait_until};
-pub use world::{NS, World, WorldConfig, controller_args, ready_condition};
+pub use world::{World, WorldConfig, controller_args, ready_condition};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -136,7 +136,7 @@ macro_rules! scenario_test {
 pub fn deployment(name: &str, image: &str, replicas: i32) -> Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},

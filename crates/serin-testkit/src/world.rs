@@ -14,9 +14,6 @@ use serin_stack::{ControlPlane, Scenario, Stack, StackConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The namespace scenarios work in.
-pub const NS: &str = "default";
-
 /// How to build a [`World`]: the defaults are the emulator's default stack, serin's CRDs,
 /// and a controller with `--mesh-provider kubernetes --min-analysis-interval 1s`.
 pub struct WorldConfig {
@@ -27,6 +24,7 @@ pub struct WorldConfig {
     start_controller: bool,
     api_switch: bool,
     controller_env: Vec<(String, String)>,
+    whole_cluster: bool,
 }
 
 impl WorldConfig {
@@ -43,7 +41,20 @@ impl WorldConfig {
             controller_args: controller_args(),
             api_switch: false,
             controller_env: Vec::new(),
+            whole_cluster: false,
         }
+    }
+
+    /// A cluster of the scenario's own, and a controller watching every namespace of it. By
+    /// default a scenario works in a namespace of its own ([`World::ns`]), with a controller
+    /// confined to it (`--namespace`), and on the real control plane shares the test
+    /// process's API server with the other scenarios (`StackConfig::shared_control_plane`:
+    /// starting one costs about 4 s of CPU). A scenario whose subject spans namespaces or the
+    /// cluster (cross-namespace references, cluster-scoped objects, etcd compaction) asks for
+    /// a whole cluster, and says why.
+    pub fn whole_cluster(mut self) -> Self {
+        self.whole_cluster = true;
+        self
     }
 
     /// The stack's scenario (workloads, traffic), as YAML.
@@ -180,6 +191,7 @@ pub struct World {
     pub client: Client,
     pub(crate) controller: Controller,
     api_switch: Option<ApiSwitch>,
+    ns: String,
 }
 
 impl World {
@@ -202,6 +214,15 @@ impl World {
                 .crds
                 .push(crate::workspace_file("e2e/crds/routing.yaml"));
         }
+        let ns = scenario_namespace();
+        config.stack.namespace = (!config.whole_cluster).then(|| ns.clone());
+        config.stack.shared_control_plane =
+            cp == ControlPlane::Real && !config.whole_cluster && config.stack.watch_cache;
+        for load in config.stack.scenario.traffic.services.iter_mut().flatten() {
+            if load.namespace == "default" {
+                load.namespace = ns.clone();
+            }
+        }
         let stack = Stack::start(config.stack)
             .await
             .unwrap_or_else(|e| panic!("starting the {cp} stack: {e:#}"));
@@ -209,7 +230,14 @@ impl World {
             true => held_client(stack.kubeconfig_path()).await,
             false => stack.client().await.unwrap(),
         };
+        create_namespace(&client, &ns).await;
         let mut args = config.controller_args;
+        if !config.whole_cluster {
+            args.extend(["--namespace".to_string(), ns.clone()]);
+        }
+        if !args.iter().any(|a| a == "--leader-election-namespace") {
+            args.extend(["--leader-election-namespace".to_string(), ns.clone()]);
+        }
         if let Some(url) = stack.prometheus_url() {
             args.extend(["--metrics-server".to_string(), url.to_string()]);
         }
@@ -234,7 +262,41 @@ impl World {
             client,
             controller,
             api_switch,
+            ns,
         }
+    }
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    api.create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+}
+
+/// A namespace of the scenario's own, named after its test (`contour-release-12`), unique in
+/// the process.
+fn scenario_namespace() -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("scenario");
+    let name: String = test
+        .rsplit("::")
+        .next()
+        .unwrap_or(test)
+        .chars()
+        .map(|c| match c.is_ascii_alphanumeric() {
+            true => c.to_ascii_lowercase(),
+            false => '-',
+        })
+        .take(40)
+        .collect();
+    let name = name.trim_matches('-');
+    match name.is_empty() || !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        true => format!("scenario-{n}"),
+        false => format!("{name}-{n}"),
     }
 }
 
@@ -331,7 +393,7 @@ impl World {
             .expect("a world with Prometheus");
         self.create(json!({
             "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name},
             "spec": {"provider": {"type": "prometheus", "address": address},
                      "query": format!("vector({value})")}
         }))
@@ -407,24 +469,36 @@ impl World {
         self.stack.control_plane()
     }
 
+    /// The scenario's namespace: every object the kit creates is in it, and the controller
+    /// watches only it (unless [`WorldConfig::whole_cluster`]).
+    pub fn ns(&self) -> &str {
+        &self.ns
+    }
+
+    /// The world's controller's arguments (the defaults or the config's, confined to the
+    /// scenario's namespace), for a second controller beside it ([`Controller::new`]).
+    pub fn controller_args(&self) -> Vec<String> {
+        self.controller.args().to_vec()
+    }
+
     pub fn canaries(&self) -> Api<Canary> {
-        Api::namespaced(self.client.clone(), NS)
+        Api::namespaced(self.client.clone(), &self.ns)
     }
 
     pub fn deployments(&self) -> Api<Deployment> {
-        Api::namespaced(self.client.clone(), NS)
+        Api::namespaced(self.client.clone(), &self.ns)
     }
 
     pub fn daemon_sets(&self) -> Api<DaemonSet> {
-        Api::namespaced(self.client.clone(), NS)
+        Api::namespaced(self.client.clone(), &self.ns)
     }
 
     pub fn services(&self) -> Api<Service> {
-        Api::namespaced(self.client.clone(), NS)
+        Api::namespaced(self.client.clone(), &self.ns)
     }
 
     pub fn configmaps(&self) -> Api<ConfigMap> {
-        Api::namespaced(self.client.clone(), NS)
+        Api::namespaced(self.client.clone(), &self.ns)
     }
 
     /// Server-side applies an object through a typed API (field manager `test`).
@@ -442,26 +516,36 @@ impl World {
         .unwrap_or_else(|e| panic!("apply {name}: {e}"));
     }
 
-    /// An API of any kind in the test namespace (the plural guessed as English does).
+    /// An API of any kind in the scenario's namespace (the plural guessed as English does).
     pub fn dynamic(&self, api_version: &str, kind: &str) -> Api<kube::api::DynamicObject> {
+        self.dynamic_in(&self.ns, api_version, kind)
+    }
+
+    /// An API of any kind in namespace `ns`.
+    pub fn dynamic_in(
+        &self,
+        ns: &str,
+        api_version: &str,
+        kind: &str,
+    ) -> Api<kube::api::DynamicObject> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let resource = kube::api::ApiResource::from_gvk_with_plural(
             &kube::api::GroupVersionKind::gvk(group, version, kind),
             &plural(kind),
         );
-        Api::namespaced_with(self.client.clone(), NS, &resource)
+        Api::namespaced_with(self.client.clone(), ns, &resource)
     }
 
     /// The ready-made APM templates (metrics-templates/) pointed at the emulators, with the
     /// emulators' keys in the Secrets they name.
     pub async fn saas_templates(&self) {
         self.create(json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "datadog", "namespace": NS},
+            "metadata": {"name": "datadog"},
             "stringData": {"datadog_api_key": "serin-dd-api-key",
                            "datadog_application_key": "serin-dd-application-key"}}))
             .await;
         self.create(json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "newrelic", "namespace": NS},
+            "metadata": {"name": "newrelic"},
             "stringData": {"newrelic_account_id": "1234567",
                            "newrelic_query_key": "serin-nr-query-key"}}))
             .await;
@@ -473,17 +557,22 @@ impl World {
             let text = std::fs::read_to_string(&path).unwrap();
             for document in serde_norway::Deserializer::from_str(&text) {
                 let mut template: Value = serde::Deserialize::deserialize(document).unwrap();
-                template["metadata"]["namespace"] = json!(NS);
+                template["metadata"]["namespace"] = json!(self.ns);
                 template["spec"]["provider"]["address"] = json!(address.unwrap());
                 self.create(template).await;
             }
         }
     }
 
-    /// Creates any object in the test namespace, by its apiVersion and kind.
-    pub async fn create(&self, object: Value) {
+    /// Creates any namespaced object by its apiVersion and kind, in its `metadata.namespace`
+    /// or, without one, in the scenario's.
+    pub async fn create(&self, mut object: Value) {
         let kind = object["kind"].as_str().unwrap().to_string();
-        let api = self.dynamic(object["apiVersion"].as_str().unwrap(), &kind);
+        if object["metadata"]["namespace"].is_null() {
+            object["metadata"]["namespace"] = json!(self.ns);
+        }
+        let ns = object["metadata"]["namespace"].as_str().unwrap().to_string();
+        let api = self.dynamic_in(&ns, object["apiVersion"].as_str().unwrap(), &kind);
         api.create(
             &PostParams::default(),
             &serde_json::from_value(object).unwrap(),
@@ -618,7 +707,7 @@ impl World {
 
     /// The Canary's Events, oldest first.
     async fn canary_events(&self, name: &str) -> Vec<Event> {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), NS);
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
         let mut events: Vec<Event> = api
             .list(&ListParams::default())
             .await

@@ -162,8 +162,8 @@ pub struct StackConfig {
     /// keep apart by `namespace`; compaction and `watch_cache: false` need their own.
     pub shared_control_plane: bool,
     /// The one namespace whose Pods, routing objects, Knative Services and Keptn objects the
-    /// stand-ins serve (`None`: every namespace). Stacks on one shared control plane each
-    /// set their own.
+    /// stand-ins serve (`None`: every namespace); whoever sets it creates it. Stacks on one
+    /// shared control plane each set their own.
     pub namespace: Option<String>,
 }
 
@@ -265,7 +265,7 @@ impl Stack {
         let store = Arc::new(store::Store::new(config.history));
         if !real {
             // The real control plane makes its own.
-            create_default_namespaces(&store, config.namespace.as_deref())?;
+            create_default_namespaces(&store)?;
         }
         let world = traffic_world(&config, store.clone(), real)?;
         if config.prometheus && config.admin_port.is_none() {
@@ -790,10 +790,9 @@ impl Drop for Stack {
     }
 }
 
-/// Creates the namespaces that exist in every cluster, and the stack's own.
-fn create_default_namespaces(store: &store::Store, own: Option<&str>) -> Result<()> {
-    let every = ["default", "kube-system", "kube-public", "kube-node-lease"];
-    for ns in every.into_iter().chain(own.filter(|o| !every.contains(o))) {
+/// Creates the namespaces that exist in every cluster.
+fn create_default_namespaces(store: &store::Store) -> Result<()> {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let rt = store
             .lock()
             .registry
@@ -973,8 +972,7 @@ impl ApiServer {
         })
     }
 
-    /// The process's shared kube-local, its admin kubeconfig copied to the stack's, and the
-    /// stack's namespace created in it.
+    /// The process's shared kube-local, its admin kubeconfig copied to the stack's.
     async fn shared_kube_local(kubeconfig: &Path, config: &StackConfig) -> Result<ApiServer> {
         if !config.watch_cache {
             anyhow::bail!("watch_cache: false needs a control plane of the stack's own");
@@ -984,9 +982,6 @@ impl ApiServer {
             format!("copying the shared kubeconfig to {}", kubeconfig.display())
         })?;
         let client = client_for(kubeconfig).await?;
-        if let Some(ns) = &config.namespace {
-            create_namespace(&client, ns).await?;
-        }
         Ok(ApiServer {
             url: shared.url().to_string(),
             kube_local: Some(RealApi::Shared(shared)),
@@ -1002,17 +997,6 @@ fn provider_faults(from_scenario: Option<&ProviderFault>) -> Arc<ProviderFaults>
         faults.set(f.clone());
     }
     faults
-}
-
-/// Creates namespace `name` (already there is fine).
-async fn create_namespace(client: &kube::Client, name: &str) -> Result<()> {
-    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
-    let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
-    match api.create(&kube::api::PostParams::default(), &ns).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("creating namespace {name}")),
-    }
 }
 
 async fn client_for(kubeconfig: &Path) -> Result<kube::Client> {
