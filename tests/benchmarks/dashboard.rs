@@ -20,7 +20,7 @@ use serin::api::Canary;
 use serin_testkit::browser::Browser;
 use serin_testkit::dashboard::Dashboard;
 use serin_testkit::http::EventStream;
-use serin_testkit::{ControlPlane, NS, Poll, WorldConfig};
+use serin_testkit::{ControlPlane, Poll, WorldConfig};
 
 /// A status as a running release has it, at `weight`.
 fn status(weight: u32) -> Value {
@@ -66,7 +66,7 @@ async fn dashboard_with_many_canaries() {
     let dashboard = Dashboard::start(
         env!("CARGO_BIN_EXE_serin"),
         world.stack.kubeconfig_path(),
-        &["-n", NS],
+        &["-n", world.ns()],
     )
     .await;
     let mut stream = EventStream::open(&format!("{}/api/stream", dashboard.url)).await;
@@ -104,10 +104,13 @@ async fn dashboard_with_many_canaries() {
         .patch_status("app-0", &PatchParams::default(), &Patch::Merge(status(40)))
         .await
         .unwrap();
-    let shown = "const r = document.querySelector('tr[data-canary=\"default/app-0\"] td[data-weight]'); \
-                 return r ? r.dataset.weight : null;";
+    let shown = format!(
+        "const r = document.querySelector('tr[data-canary=\"{}/app-0\"] td[data-weight]'); \
+         return r ? r.dataset.weight : null;",
+        world.ns()
+    );
     let poll = Poll::new(Duration::from_secs(60)).every(Duration::from_millis(20));
-    while browser.run(shown).await != "40" {
+    while browser.run(&shown).await != "40" {
         assert!(!poll.expired(), "the change did not show");
         poll.next().await;
     }

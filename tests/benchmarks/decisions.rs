@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use serin_core::Phase;
-use serin_testkit::{ControlPlane, NS, Poll, World, WorldConfig, deployment, wait_until};
+use serin_testkit::{ControlPlane, Poll, World, WorldConfig, deployment, wait_until};
 
 /// The healthy version: 0.5 % errors, latency log-normal with median 100 ms and p99 300 ms.
 const BASE_ERROR_RATE: f64 = 0.005;
@@ -261,8 +261,9 @@ fn cases() -> Vec<Case> {
     cases
 }
 
-/// The stack's scenario: load on each case's apex and canary Services, one image rule per
-/// class, the incident, seeded noise.
+/// The stack's scenario: load on each case's apex and canary Services (in the world's
+/// namespace, where a load without one goes), one image rule per class, the incident, seeded
+/// noise.
 fn scenario(cases: &[Case], seed: u64) -> String {
     let mut s = format!(
         "workloads:\n  readyDelay: 0s\ntraffic:\n  provider: kubernetes\n  noise: {{seed: {seed}}}\n  services:\n"
@@ -274,7 +275,7 @@ fn scenario(cases: &[Case], seed: u64) -> String {
         }
         for service in loaded {
             s.push_str(&format!(
-                "    - name: {service}\n      namespace: {NS}\n      rate: {}\n",
+                "    - name: {service}\n      rate: {}\n",
                 case.rate
             ));
         }

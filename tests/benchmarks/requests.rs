@@ -74,7 +74,7 @@ async fn measure(cp: ControlPlane, provider: &str) -> ([BTreeMap<String, f64>; 3
     if provider == "nginx" {
         let ingresses = kube::Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(
             world.client.clone(),
-            serin_testkit::NS,
+            world.ns(),
         );
         world.apply(&ingresses, serin_testkit::apex_ingress()).await;
     }

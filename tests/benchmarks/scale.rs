@@ -26,8 +26,6 @@ use serin_core::Phase;
 use serin_stack::Stack;
 use serin_testkit::{ControlPlane, Poll, WorldConfig, wait_until};
 
-const NS: &str = "default";
-
 /// (user + system CPU seconds, RSS MiB, peak RSS MiB) of a process, from /proc.
 pub(crate) fn usage(pid: u32) -> (f64, f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -208,11 +206,11 @@ async fn noise(world: &serin_testkit::World) -> Option<String> {
         "helm.sh/release.v1"
     };
     let ns = if flags.contains(&"beside") {
-        NS
+        world.ns()
     } else {
         "noise"
     };
-    if ns != NS {
+    if ns != world.ns() {
         let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(world.client.clone());
         let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         namespaces
@@ -297,7 +295,14 @@ async fn many_canaries() {
         .to_string();
     // No traffic: the Canaries have no metrics, and the traffic world's pass over every
     // Service each second would be the emulator's, not serin's, cost.
-    let mut world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), ControlPlane::Emulator)
+    let mut config = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), ControlPlane::Emulator);
+    let noise_elsewhere = std::env::var("SERIN_SCALE_NOISE")
+        .is_ok_and(|spec| !spec.split(',').any(|flag| flag == "beside"));
+    if noise_elsewhere {
+        // The noise in namespace `noise`: another namespace, and a controller watching it.
+        config = config.whole_cluster();
+    }
+    let mut world = config
         .scenario("traffic:\n  services: []\n")
         .controller_args(&[
             "--mesh-provider",
@@ -335,7 +340,7 @@ async fn many_canaries() {
     let apply = PatchParams::apply("bench").force();
     let deployment = |name: &str, image: &str| {
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
                 "template": {"metadata": {"labels": {"app": name}},
                     "spec": {"containers": [{"name": "app", "image": image}]}}}})
@@ -370,7 +375,8 @@ async fn many_canaries() {
 
     // Idle: nothing to do but wait for the next step (once the tail of initialization, events
     // queued behind the client's rate limit, is out: every Canary's "Initialization done!").
-    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(world.client.clone(), NS);
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(world.client.clone(), world.ns());
     wait_until(
         Duration::from_secs(600),
         "every initialization's event",

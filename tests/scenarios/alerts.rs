@@ -9,7 +9,7 @@ use serin_core::Phase;
 use serin_testkit::Receiver;
 
 use crate::harness::{
-    ControlPlane, NS, World, canary, deployment, wait_until, world_without_controller,
+    ControlPlane, World, canary, deployment, wait_until, world_without_controller,
 };
 
 use serin_testkit::LONG;
@@ -17,7 +17,7 @@ use serin_testkit::LONG;
 async fn secret(world: &World, name: &str, address: &str) {
     world
         .create(json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name},
             "stringData": {"address": address, "token": "s3cr3t-token"}}))
         .await;
 }
@@ -26,7 +26,7 @@ async fn provider(world: &World, name: &str, kind: &str, secret: &str) {
     world
         .create(
             json!({"apiVersion": "flagger.app/v1beta1", "kind": "AlertProvider",
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name},
             "spec": {"type": kind, "channel": "releases", "secretRef": {"name": secret}}}),
         )
         .await;
@@ -59,6 +59,7 @@ async fn alerts_reach_providers_by_severity_and_failures_are_retried(cp: Control
         "--slack-channel",
         "ops",
     ]);
+    let ns = world.ns();
     for (name, receiver) in [
         ("slack", &slack),
         ("errors", &errors),
@@ -73,7 +74,7 @@ async fn alerts_reach_providers_by_severity_and_failures_are_retried(cp: Control
     provider(&world, "hanging", "msteams", "hanging-address").await;
     world
         .create(json!({"apiVersion": "flagger.app/v1beta1", "kind": "AlertProvider",
-            "metadata": {"name": "proxied", "namespace": NS},
+            "metadata": {"name": "proxied"},
             "spec": {"type": "discord", "address": "http://alerts.invalid/hook", "proxy": proxy.url}}))
         .await;
     for name in ["podinfo", "other"] {
@@ -135,7 +136,7 @@ async fn alerts_reach_providers_by_severity_and_failures_are_retried(cp: Control
     assert_eq!(failed["channel"], "releases");
     assert_eq!(
         failed["attachments"][0]["author_name"],
-        format!("podinfo.{NS}")
+        format!("podinfo.{ns}")
     );
     let fields: Vec<(String, String)> = failed["attachments"][0]["fields"]
         .as_array()
@@ -177,7 +178,7 @@ async fn alerts_reach_providers_by_severity_and_failures_are_retried(cp: Control
     assert!(
         messages(&global_bodies, "/attachments/0/author_name")
             .iter()
-            .all(|w| *w == format!("other.{NS}")),
+            .all(|w| *w == format!("other.{ns}")),
         "a Canary with alerts of its own does not use the global notifier"
     );
 
@@ -194,7 +195,7 @@ async fn alerts_reach_providers_by_severity_and_failures_are_retried(cp: Control
             .bodies()
             .await
             .iter()
-            .all(|b| b["embeds"][0]["title"] == format!("podinfo.{NS}"))
+            .all(|b| b["embeds"][0]["title"] == format!("podinfo.{ns}"))
     );
 
     // A failing receiver gets the alert and three retries, then it is counted as failed;

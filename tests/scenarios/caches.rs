@@ -16,8 +16,7 @@ use serin::controller::caches::namespaces;
 use serin_core::Phase;
 
 use crate::harness::{
-    ControlPlane, NS, World, canary, deployment, initialized, wait_until, world,
-    world_without_controller,
+    ControlPlane, World, WorldConfig, canary, deployment, initialized, wait_until,
 };
 
 use serin_testkit::LONG;
@@ -47,7 +46,12 @@ fn config_map(name: &str, namespace: &str) -> Value {
 /// cached; a Canary's new namespace is listed (its objects do not change, so no event would
 /// bring them) and only then covered.
 async fn a_scoped_cache_holds_only_the_namespaces_with_canaries(cp: ControlPlane) {
-    let world = world_without_controller(cp).await;
+    // Whole-cluster: it creates namespaces of its own and watches ConfigMaps in all of them.
+    let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
+        .without_controller()
+        .whole_cluster()
+        .start()
+        .await;
     for ns in ["with-canary", "later"] {
         namespace(&world, ns).await;
     }
@@ -127,7 +131,12 @@ async fn a_scoped_cache_holds_only_the_namespaces_with_canaries(cp: ControlPlane
 /// and a ConfigMap that existed before it and did not change since.
 async fn the_first_canary_of_a_namespace_finds_what_was_there_before_it(cp: ControlPlane) {
     const LATE: &str = "late";
-    let world = world(cp).await;
+    // Whole-cluster: Canaries in a second namespace, created by the scenario, and a controller
+    // watching every namespace.
+    let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
+        .whole_cluster()
+        .start()
+        .await;
     namespace(&world, LATE).await;
     let config_maps: Api<ConfigMap> = Api::namespaced(world.client.clone(), LATE);
     world
@@ -176,7 +185,7 @@ async fn the_first_canary_of_a_namespace_finds_what_was_there_before_it(cp: Cont
     // The first namespace's Canary is unaffected.
     let first = world.canaries().get("podinfo").await.unwrap();
     assert_eq!(first.status.map(|s| s.phase), Some(Phase::Initialized));
-    assert_eq!(first.metadata.namespace.as_deref(), Some(NS));
+    assert_eq!(first.metadata.namespace.as_deref(), Some(world.ns()));
 }
 
 serin_testkit::on_every_control_plane!(virtual_time:

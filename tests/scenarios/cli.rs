@@ -58,7 +58,7 @@ async fn a_flagger_argument_list_starts_the_controller() {
             "-metrics-server=http://prometheus:9090",
             "-enable-leader-election=true",
             "-leader-election-namespace",
-            "default",
+            world.ns(),
             "-threadiness",
             "4",
             "-zap-encoding",

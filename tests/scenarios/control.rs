@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use serin_core::Phase;
 use serin_testkit::Receiver;
 
-use crate::harness::{ControlPlane, NS, World, canary, initialized, wait_until, world};
+use crate::harness::{ControlPlane, World, canary, initialized, wait_until, world};
 
 use serin_testkit::LONG;
 
@@ -19,7 +19,11 @@ async fn serin(world: &World, args: &[&str]) -> String {
 }
 
 async fn status_json(world: &World) -> Value {
-    let out = serin(world, &["status", "podinfo", "-n", NS, "-o", "json"]).await;
+    let out = serin(
+        world,
+        &["status", "podinfo", "-n", world.ns(), "-o", "json"],
+    )
+    .await;
     serde_json::from_str::<Value>(&out).unwrap()[0].clone()
 }
 
@@ -38,13 +42,14 @@ const SUSPENDED: &str = "skipping canary run as object is suspended";
 
 async fn commands_steer_a_release_without_editing_the_spec(cp: ControlPlane) {
     let world = world(cp).await;
+    let ns = world.ns();
     initialized(&world, "podinfo", 60).await;
     let generation = world.canary("podinfo").await.metadata.generation;
 
     // Pause holds the release; status says so; resume continues it.
     world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_phase("podinfo", Phase::Progressing, LONG).await;
-    serin(&world, &["pause", "podinfo", "-n", NS]).await;
+    serin(&world, &["pause", "podinfo", "-n", ns]).await;
     let seen = world.wait_event_count("podinfo", SUSPENDED, 1, LONG).await;
     let held = iterations(&world).await;
     // Two more reconciles under the pause, and no step.
@@ -55,19 +60,19 @@ async fn commands_steer_a_release_without_editing_the_spec(cp: ControlPlane) {
     let status = status_json(&world).await;
     assert_eq!(status["phase"], "Progressing");
     assert_eq!(status["waitingFor"], "paused (serin resume)");
-    serin(&world, &["resume", "podinfo", "-n", NS]).await;
+    serin(&world, &["resume", "podinfo", "-n", ns]).await;
     wait_until(LONG, "steps again", || async {
         iterations(&world).await > held
     })
     .await;
-    let table = serin(&world, &["status", "-n", NS]).await;
+    let table = serin(&world, &["status", "-n", ns]).await;
     assert!(
         table.contains("podinfo") && table.contains("Progressing"),
         "{table}"
     );
 
     // Promote finishes now, 60 iterations early.
-    serin(&world, &["promote", "podinfo", "-n", NS]).await;
+    serin(&world, &["promote", "podinfo", "-n", ns]).await;
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
     world
@@ -77,19 +82,19 @@ async fn commands_steer_a_release_without_editing_the_spec(cp: ControlPlane) {
     // Abort rolls back within an interval; retry runs the failed revision again.
     world.set_image("podinfo", "app", "podinfo:6.0.2").await;
     world.wait_phase("podinfo", Phase::Progressing, LONG).await;
-    serin(&world, &["abort", "podinfo", "-n", NS]).await;
+    serin(&world, &["abort", "podinfo", "-n", ns]).await;
     world
         .wait_phase("podinfo", Phase::Failed, Duration::from_secs(5))
         .await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
-    serin(&world, &["retry", "podinfo", "-n", NS]).await;
+    serin(&world, &["retry", "podinfo", "-n", ns]).await;
     world.wait_phase("podinfo", Phase::Progressing, LONG).await;
-    serin(&world, &["promote", "podinfo", "-n", NS]).await;
+    serin(&world, &["promote", "podinfo", "-n", ns]).await;
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.2");
 
     // A command where it does nothing is reported, not kept; the spec was never edited.
-    serin(&world, &["abort", "podinfo", "-n", NS]).await;
+    serin(&world, &["abort", "podinfo", "-n", ns]).await;
     world
         .wait_event(
             "podinfo",
@@ -126,7 +131,7 @@ async fn commands_steer_a_release_without_editing_the_spec(cp: ControlPlane) {
     );
     let out = tokio::process::Command::new("kubectl")
         .env("PATH", path)
-        .args(["serin", "status", "podinfo", "-n", NS, "--kubeconfig"])
+        .args(["serin", "status", "podinfo", "-n", ns, "--kubeconfig"])
         .arg(world.stack.kubeconfig_path())
         .output()
         .await
@@ -138,9 +143,12 @@ async fn commands_steer_a_release_without_editing_the_spec(cp: ControlPlane) {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let (code, _, err) = world.cli(&["promote", "nothere", "-n", NS]).await;
+    let (code, _, err) = world.cli(&["promote", "nothere", "-n", ns]).await;
     assert_eq!(code, 1);
-    assert!(err.contains("Canary default/nothere not found"), "{err}");
+    assert!(
+        err.contains(&format!("Canary {ns}/nothere not found")),
+        "{err}"
+    );
 }
 
 /// `serin loadtester` on a free port, killed with the test.
@@ -185,8 +193,8 @@ impl LoadTester {
         }
     }
 
-    async fn post(&self, path: &str) {
-        let body = json!({"name": "podinfo", "namespace": NS});
+    async fn post(&self, ns: &str, path: &str) {
+        let body = json!({"name": "podinfo", "namespace": ns});
         let (status, _) =
             serin_testkit::http::request("POST", &format!("{}{path}", self.url), Some(&body)).await;
         assert_eq!(status, 202, "{path}");
@@ -199,12 +207,13 @@ async fn flaggers_webhook_pattern_runs_through_serin_loadtester(cp: ControlPlane
     let marker = tempfile::tempdir().unwrap();
     let pre = marker.path().join("pre-rollout-ran");
     let world = world(cp).await;
+    let ns = world.ns();
     initialized(&world, "podinfo", 3).await;
     world
         .apply(
             &world.configmaps(),
             json!({"apiVersion": "v1", "kind": "ConfigMap",
-                   "metadata": {"name": "smoke", "namespace": NS}}),
+                   "metadata": {"name": "smoke"}}),
         )
         .await;
     let kubeconfig = world.stack.kubeconfig_path().display().to_string();
@@ -217,9 +226,9 @@ async fn flaggers_webhook_pattern_runs_through_serin_loadtester(cp: ControlPlane
         // failure would fail the pre-rollout check and roll the release back.
         {"name": "smoke", "type": "pre-rollout", "url": format!("{}/", tester.url),
          "metadata": {"type": "kubectl", "cmd": format!(
-             "--kubeconfig {kubeconfig} annotate configmap smoke -n {NS} smoke=passed")}},
+             "--kubeconfig {kubeconfig} annotate configmap smoke -n {ns} smoke=passed")}},
         {"name": "chart", "type": "pre-rollout", "url": format!("{}/", tester.url),
-         "metadata": {"type": "helmv3", "cmd": format!("--kubeconfig {kubeconfig} list -n {NS}")}},
+         "metadata": {"type": "helmv3", "cmd": format!("--kubeconfig {kubeconfig} list -n {ns}")}},
         {"name": "rollback", "type": "rollback", "url": format!("{}/rollback/check", tester.url)},
         {"name": "load", "type": "rollout", "url": format!("{}/", tester.url),
          "metadata": {"cmd": format!("hey -z 1m -q 20 -c 1 {}", app.url)}}
@@ -234,7 +243,7 @@ async fn flaggers_webhook_pattern_runs_through_serin_loadtester(cp: ControlPlane
         .wait_event_count("podinfo", "waiting for approval gate", 2, LONG)
         .await;
     assert_eq!(world.phase("podinfo").await, Phase::Waiting);
-    tester.post("/gate/open").await;
+    tester.post(ns, "/gate/open").await;
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     assert!(pre.exists(), "the pre-rollout cmd task ran");
     let smoke = world.configmaps().get("smoke").await.unwrap();
@@ -251,7 +260,7 @@ async fn flaggers_webhook_pattern_runs_through_serin_loadtester(cp: ControlPlane
     // An open rollback gate aborts the next release.
     world.set_image("podinfo", "app", "podinfo:6.0.2").await;
     world.wait_phase("podinfo", Phase::Progressing, LONG).await;
-    tester.post("/rollback/open").await;
+    tester.post(ns, "/rollback/open").await;
     world.wait_phase("podinfo", Phase::Failed, LONG).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
     drop(tester.child);

@@ -15,7 +15,7 @@ use serin_testkit::dashboard::Dashboard;
 use serin_testkit::http::{EventStream, request_with};
 
 use crate::harness::{
-    ControlPlane, NS, World, WorldConfig, canary, initialized, initialized_with, world,
+    ControlPlane, World, WorldConfig, canary, initialized, initialized_with, world,
 };
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
@@ -25,18 +25,20 @@ serin_testkit::on_every_control_plane!(
     in_a_browser_the_release_moves_without_a_reload_and_promote_promotes,
 );
 
-/// The row of Canary `name` in a stream message.
-fn row_of(message: &str, name: &str) -> Option<Value> {
+/// The row of Canary `ns/name` in a stream message (the dashboard lists every namespace:
+/// on a shared API server, other scenarios' Canaries too).
+fn row_of(message: &str, ns: &str, name: &str) -> Option<Value> {
     let snapshot: Value = serde_json::from_str(message).expect("a JSON snapshot");
     snapshot["rows"]
         .as_array()?
         .iter()
-        .find(|r| r["name"] == name)
+        .find(|r| r["namespace"] == ns && r["name"] == name)
         .cloned()
 }
 
 async fn the_dashboard_shows_a_release_live_and_its_buttons_act(cp: ControlPlane) {
     let world = world(cp).await;
+    let ns = world.ns();
     initialized(&world, "podinfo", 30).await;
     let dashboard = Dashboard::start(SERIN, world.stack.kubeconfig_path(), &[]).await;
 
@@ -48,20 +50,20 @@ async fn the_dashboard_shows_a_release_live_and_its_buttons_act(cp: ControlPlane
     // One stream, opened before the release: its messages follow the release.
     let mut stream = EventStream::open(&format!("{}/api/stream", dashboard.url)).await;
     let first = stream.next(LONG).await;
-    let row = row_of(&first, "podinfo").expect("podinfo in the first snapshot");
+    let row = row_of(&first, ns, "podinfo").expect("podinfo in the first snapshot");
     assert_eq!(row["phase"], "Initialized", "{row}");
     world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     let moving = serin_testkit::Poll::new(LONG);
     loop {
         let message = stream.next(LONG).await;
-        let row = row_of(&message, "podinfo").expect("podinfo in every snapshot");
+        let row = row_of(&message, ns, "podinfo").expect("podinfo in every snapshot");
         if row["phase"] == "Progressing" && row["step"][0].as_u64() >= Some(2) {
             break;
         }
         assert!(!moving.expired(), "the stream never showed step 2: {row}");
     }
 
-    let (code, page) = dashboard.get(&format!("/canaries/{NS}/podinfo")).await;
+    let (code, page) = dashboard.get(&format!("/canaries/{ns}/podinfo")).await;
     assert_eq!(code, 200, "{page}");
     assert!(page.contains("data-action=\"promote\""), "{page}");
     assert!(
@@ -71,16 +73,16 @@ async fn the_dashboard_shows_a_release_live_and_its_buttons_act(cp: ControlPlane
     assert!(page.contains("<td>the next check</td>"), "{page}");
     assert!(page.contains("<td>Progressing</td>"), "{page}");
     assert!(
-        page.contains(&format!("Advance podinfo.{NS} canary iteration 1/30")),
+        page.contains(&format!("Advance podinfo.{ns} canary iteration 1/30")),
         "{page}"
     );
     assert_eq!(
-        dashboard.get(&format!("/canaries/{NS}/nothing")).await.0,
+        dashboard.get(&format!("/canaries/{ns}/nothing")).await.0,
         404
     );
 
     // What another site could make a browser send.
-    let url = format!("{}/api/canaries/{NS}/podinfo/promote", dashboard.url);
+    let url = format!("{}/api/canaries/{ns}/podinfo/promote", dashboard.url);
     let (code, _) = request_with("POST", &url, &[], "").await;
     assert_eq!(code, 403, "a form of another site");
     let rebound = [
@@ -98,7 +100,7 @@ async fn the_dashboard_shows_a_release_live_and_its_buttons_act(cp: ControlPlane
         "nothing pressed yet"
     );
 
-    let (code, text) = dashboard.press("podinfo", "promote").await;
+    let (code, text) = dashboard.press(ns, "podinfo", "promote").await;
     assert_eq!(code, 200, "{text}");
     assert!(text.contains("promotion requested"), "{text}");
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
@@ -112,29 +114,30 @@ async fn the_dashboard_shows_a_release_live_and_its_buttons_act(cp: ControlPlane
 /// A user whose Role reads Canaries and events but may not patch them: the page works, a
 /// button answers 403 with the API server's own words, and the Canary is unchanged.
 async fn a_reader_sees_the_api_servers_refusal(world: &World) {
+    let ns = world.ns();
     for object in [
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
-               "metadata": {"name": "reader", "namespace": NS}}),
+               "metadata": {"name": "reader"}}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-               "metadata": {"name": "canary-reader", "namespace": NS},
+               "metadata": {"name": "canary-reader"},
                "rules": [{"apiGroups": ["flagger.app"], "resources": ["canaries"],
                           "verbs": ["get", "list", "watch"]},
                          {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-               "metadata": {"name": "canary-reader", "namespace": NS},
+               "metadata": {"name": "canary-reader"},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                            "name": "canary-reader"},
-               "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": NS}]}),
+               "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns}]}),
     ] {
         world.create(object).await;
     }
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = world.service_account_kubeconfig(NS, "reader", dir.path());
+    let kubeconfig = world.service_account_kubeconfig(ns, "reader", dir.path());
     // Namespaced: the reader may not list Canaries cluster-wide.
-    let reader = Dashboard::start(SERIN, &kubeconfig, &["-n", NS]).await;
-    let (code, page) = reader.get(&format!("/canaries/{NS}/podinfo")).await;
+    let reader = Dashboard::start(SERIN, &kubeconfig, &["-n", ns]).await;
+    let (code, page) = reader.get(&format!("/canaries/{ns}/podinfo")).await;
     assert_eq!(code, 200, "{page}");
-    let (code, text) = reader.press("podinfo", "abort").await;
+    let (code, text) = reader.press(ns, "podinfo", "abort").await;
     assert_eq!(code, 403, "{text}");
     assert!(
         text.contains("the API server refused (403)") && text.contains("cannot patch"),
@@ -173,13 +176,14 @@ async fn in_a_browser_the_release_moves_without_a_reload_and_promote_promotes(cp
         .prometheus()
         .start()
         .await;
+    let ns = world.ns();
     let analysis = constant_metric(&world).await;
     initialized_with(&world, canary("podinfo").analysis(analysis).build()).await;
     let dashboard = Dashboard::start(SERIN, world.stack.kubeconfig_path(), &[]).await;
     let browser = serin_testkit::browser::Browser::start().await;
 
     browser.open(&format!("{}/", dashboard.url)).await;
-    let row = format!("tr[data-canary=\"{NS}/podinfo\"]");
+    let row = format!("tr[data-canary=\"{ns}/podinfo\"]");
     browser.wait_for(&row, LONG).await;
     // A mark in the page: a reload would clear it.
     browser.run("window.serinMark = 42; return true;").await;
@@ -218,7 +222,7 @@ async fn in_a_browser_the_release_moves_without_a_reload_and_promote_promotes(cp
         .click_on("button[data-action=\"promote\"]", LONG)
         .await;
     let asked = browser.accept_dialog(LONG).await;
-    assert_eq!(asked, format!("Promote podinfo.{NS}?"));
+    assert_eq!(asked, format!("Promote podinfo.{ns}?"));
     let result = browser.wait_for("#result", LONG).await;
     let poll = serin_testkit::Poll::new(LONG);
     while !browser.text(&result).await.contains("promotion requested") {
@@ -232,7 +236,7 @@ async fn in_a_browser_the_release_moves_without_a_reload_and_promote_promotes(cp
         .events("podinfo")
         .await
         .iter()
-        .filter(|e| e.contains(&format!("Advance podinfo.{NS} canary iteration")))
+        .filter(|e| e.contains(&format!("Advance podinfo.{ns} canary iteration")))
         .count();
     let points = "const p = document.querySelectorAll('svg[data-metric=\"constant\"] .point'); \
                   return [...p].map((e) => e.dataset.value);";
@@ -256,12 +260,12 @@ async fn in_a_browser_the_release_moves_without_a_reload_and_promote_promotes(cp
     let file = dir.path().join("release.html");
     let file_arg = file.display().to_string();
     let (code, out, err) = world
-        .cli(&["report", "podinfo", "-n", NS, "-o", &file_arg])
+        .cli(&["report", "podinfo", "-n", ns, "-o", &file_arg])
         .await;
     assert_eq!(code, 0, "{out}{err}");
     browser.open(&format!("file://{file_arg}")).await;
     let title = browser.run("return document.title;").await;
-    assert_eq!(title, format!("Release of podinfo.{NS}"));
+    assert_eq!(title, format!("Release of podinfo.{ns}"));
     let text = browser.run("return document.body.innerText;").await;
     let text = text.as_str().unwrap_or_default();
     assert!(
@@ -276,7 +280,7 @@ async fn in_a_browser_the_release_moves_without_a_reload_and_promote_promotes(cp
          "thresholdRange": {"max": 10}, "interval": "1m"}]}}});
     world.merge(&world.canaries(), "podinfo", failing).await;
     browser
-        .open(&format!("{}/canaries/{NS}/podinfo", dashboard.url))
+        .open(&format!("{}/canaries/{ns}/podinfo", dashboard.url))
         .await;
     world.set_image("podinfo", "app", "podinfo:6.0.2").await;
     world.wait_phase("podinfo", Phase::Failed, LONG).await;

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use serin_core::Phase;
 use serin_stack::testing::fake_http::{FakeServer, Response};
 use serin_testkit::LONG;
-use serin_testkit::{ControlPlane, NS, WorldConfig, workspace_file};
+use serin_testkit::{ControlPlane, WorldConfig, workspace_file};
 
 fn helm() -> PathBuf {
     serin_testkit::helm_binary()
@@ -359,7 +359,7 @@ fn canary(name: &str, provider: &str) -> Value {
         "kubernetes" => canary.iterations(2),
         "gatewayapi:v1" => canary.analysis(stepped).spec(
             "service",
-            json!({"port": 9898, "gatewayRefs": [{"name": "public", "namespace": NS}]}),
+            json!({"port": 9898, "gatewayRefs": [{"name": "public"}]}),
         ),
         "nginx" | "skipper" => canary.analysis(stepped).spec(
             "ingressRef",
@@ -384,14 +384,14 @@ fn user_objects(name: &str, provider: &str) -> Vec<Value> {
     match provider {
         "nginx" | "skipper" => vec![
             json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name},
             "spec": {"rules": [{"host": "app.example.com", "http": {"paths": [{
                 "path": "/", "pathType": "Prefix",
                 "backend": {"service": {"name": name, "port": {"number": 9898}}}}]}}]}}),
         ],
         "apisix" => vec![
             json!({"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute",
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name},
             "spec": {"http": [{"name": "rule", "match": {"paths": ["/*"]},
                 "backends": [{"serviceName": name, "servicePort": 9898}]}]}}),
         ],
@@ -402,7 +402,7 @@ fn user_objects(name: &str, provider: &str) -> Vec<Value> {
 
 fn knative_service(name: &str, image: &str) -> Value {
     json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name},
         "spec": {"template": {"spec": {"containers": [{"image": image}]}}}})
 }
 
@@ -434,6 +434,8 @@ async fn installed_from_the_chart_it_releases_with_only_its_own_permissions() {
     let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), ControlPlane::Real)
         .knative()
         .without_controller()
+        // Whole-cluster: Helm installs serin (ClusterRoles, bindings) into serin-system.
+        .whole_cluster()
         .start()
         .await;
     let admin = world.stack.kubeconfig_path().display().to_string();
@@ -629,9 +631,13 @@ async fn the_chart_grants_each_setting_only_what_it_uses() {
         // Keptn's CRDs, so that `kubectl auth can-i` knows their resources.
         .keptn()
         .without_controller()
+        // Whole-cluster: Helm installs serin (ClusterRoles, bindings) into three namespaces
+        // of its own, and a namespaced install into team-a.
+        .whole_cluster()
         .start()
         .await;
     let admin = world.stack.kubeconfig_path().display().to_string();
+    let ns = world.ns();
 
     // Config tracking off, leader election on.
     helm_install(
@@ -649,11 +655,11 @@ async fn the_chart_grants_each_setting_only_what_it_uses() {
         "system:serviceaccount:serin-system:serin",
         &[
             // Credentials: the Secret a MetricTemplate or AlertProvider names, one GET.
-            (true, &["get", "secrets", "-n", NS]),
+            (true, &["get", "secrets", "-n", ns]),
             (false, &["list", "secrets", "-A"]),
             (false, &["watch", "secrets", "-A"]),
-            (false, &["list", "secrets", "-n", NS]),
-            (false, &["patch", "secrets", "-n", NS]),
+            (false, &["list", "secrets", "-n", ns]),
+            (false, &["patch", "secrets", "-n", ns]),
             // Its own Lease, in its own namespace.
             (true, &["get", &lease, "-n", "serin-system"]),
             (true, &["patch", &lease, "-n", "serin-system"]),
@@ -669,13 +675,13 @@ async fn the_chart_grants_each_setting_only_what_it_uses() {
             // The keptn metric provider: a KeptnMetric read, an Analysis created, read and
             // deleted, nothing more. (An external metric is no resource kubectl can resolve
             // without an adapter registered as an APIService.)
-            (true, &["get", "keptnmetrics.metrics.keptn.sh", "-n", NS]),
-            (false, &["patch", "keptnmetrics.metrics.keptn.sh", "-n", NS]),
-            (true, &["create", "analyses.metrics.keptn.sh", "-n", NS]),
-            (true, &["delete", "analyses.metrics.keptn.sh", "-n", NS]),
+            (true, &["get", "keptnmetrics.metrics.keptn.sh", "-n", ns]),
+            (false, &["patch", "keptnmetrics.metrics.keptn.sh", "-n", ns]),
+            (true, &["create", "analyses.metrics.keptn.sh", "-n", ns]),
+            (true, &["delete", "analyses.metrics.keptn.sh", "-n", ns]),
             (
                 false,
-                &["delete", "analysisdefinitions.metrics.keptn.sh", "-n", NS],
+                &["delete", "analysisdefinitions.metrics.keptn.sh", "-n", ns],
             ),
         ],
     )
@@ -709,10 +715,10 @@ async fn the_chart_grants_each_setting_only_what_it_uses() {
                 true,
                 &["patch", "canaries.flagger.app/status", "-n", "team-a"],
             ),
-            (false, &["list", "deployments.apps", "-n", NS]),
+            (false, &["list", "deployments.apps", "-n", ns]),
             (false, &["list", "deployments.apps", "-A"]),
-            (false, &["list", "canaries.flagger.app", "-n", NS]),
-            (false, &["get", "secrets", "-n", NS]),
+            (false, &["list", "canaries.flagger.app", "-n", ns]),
+            (false, &["get", "secrets", "-n", ns]),
         ],
     )
     .await;
@@ -774,13 +780,13 @@ async fn the_chart_grants_each_setting_only_what_it_uses() {
     ] {
         world
             .create(json!({"apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": secret, "namespace": NS, "labels": labels},
+                "metadata": {"name": secret, "labels": labels},
                 "stringData": {"datadog_api_key": key, "datadog_application_key": "app"}}))
             .await;
         world
             .create(
                 json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
-                "metadata": {"name": secret, "namespace": NS},
+                "metadata": {"name": secret},
                 "spec": {"provider": {"type": "datadog", "address": datadog.url,
                     "secretRef": {"name": secret}}, "query": "avg:errors{*}"}}),
             )
@@ -795,7 +801,7 @@ async fn the_chart_grants_each_setting_only_what_it_uses() {
     world
         .wait_event(
             "with-unlabelled",
-            &format!("Secret {NS}/unlabelled lacks the label serin.io/credentials=true"),
+            &format!("Secret {ns}/unlabelled lacks the label serin.io/credentials=true"),
             Duration::from_secs(60),
         )
         .await;
@@ -827,7 +833,7 @@ async fn the_chart_grants_each_setting_only_what_it_uses() {
 fn deployment(name: &str) -> Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name},
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": {"app": name}},
@@ -992,8 +998,12 @@ async fn the_shipped_policies_restrict_metric_template_addresses_and_egress() {
     }
     let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), ControlPlane::Real)
         .without_controller()
+        // Whole-cluster: it installs a ValidatingAdmissionPolicy (cluster-scoped) and creates
+        // serin-system.
+        .whole_cluster()
         .start()
         .await;
+    let ns = world.ns();
     let admin = world.stack.kubeconfig_path().display().to_string();
     let kubectl = Path::new("kubectl");
     let policies = workspace_file("deploy/policies/metrictemplate-addresses.yaml");
@@ -1036,7 +1046,7 @@ async fn the_shipped_policies_restrict_metric_template_addresses_and_egress() {
             provider["address"] = address.into();
         }
         json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
-               "metadata": {"name": name, "namespace": NS},
+               "metadata": {"name": name, "namespace": ns},
                "spec": {"provider": provider, "query": "vector(1)"}})
     };
     let create = |object: Value| {

@@ -8,7 +8,7 @@ use serde_json::json;
 use serin_core::Phase;
 use serin_testkit::LONG;
 
-use crate::harness::{ControlPlane, NS, canary, deployment};
+use crate::harness::{ControlPlane, canary, deployment};
 
 serin_testkit::on_every_control_plane!(
     shards_split_the_canaries_and_announce_each_release_once,
@@ -189,7 +189,7 @@ async fn shards_split_the_canaries_and_announce_each_release_once(cp: ControlPla
     let mut world = crate::harness::world_without_controller(cp).await;
     let a = shard("a");
     world.start_controller(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    let mut args = serin_testkit::controller_args();
+    let mut args = world.controller_args();
     args.extend(shard("b"));
     let mut b = serin_testkit::Controller::new(
         std::path::Path::new(env!("CARGO_BIN_EXE_serin")),
@@ -215,9 +215,10 @@ async fn shards_split_the_canaries_and_announce_each_release_once(cp: ControlPla
             .wait_event(name, "Promotion completed! Scaling down", LONG)
             .await;
         let counts = world.event_counts(name).await;
+        let ns = world.ns();
         for once in [
-            format!("New revision detected! Scaling up {name}.{NS}"),
-            format!("Promotion completed! Scaling down {name}.{NS}"),
+            format!("New revision detected! Scaling up {name}.{ns}"),
+            format!("Promotion completed! Scaling down {name}.{ns}"),
         ] {
             let n = counts
                 .iter()
@@ -239,7 +240,7 @@ async fn shards_split_the_canaries_and_announce_each_release_once(cp: ControlPla
         "shard b reconciled a's Canaries"
     );
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(world.client.clone(), NS);
+        kube::Api::namespaced(world.client.clone(), world.ns());
     for lease in ["serin-a", "serin-b"] {
         let holder = leases
             .get(lease)
@@ -251,7 +252,7 @@ async fn shards_split_the_canaries_and_announce_each_release_once(cp: ControlPla
     }
 
     // A selector the API server cannot parse stops the controller at start, naming the flag.
-    let mut args = serin_testkit::controller_args();
+    let mut args = world.controller_args();
     args.extend(["--canary-selector".to_string(), "shard in (a".to_string()]);
     let mut bad = serin_testkit::Controller::new(
         std::path::Path::new(env!("CARGO_BIN_EXE_serin")),

@@ -7,7 +7,7 @@ use serde_json::json;
 use serin_core::Phase;
 use serin_testkit::{LONG, Receiver};
 
-use crate::harness::{ControlPlane, NS, World, canary, initialized_with, world};
+use crate::harness::{ControlPlane, World, canary, initialized_with, world};
 
 serin_testkit::on_every_control_plane!(virtual_time:
     two_services_advance_step_by_step_and_are_promoted_together,
@@ -38,6 +38,7 @@ async fn shop(world: &World, api_analysis: serde_json::Value) {
 /// for `api`'s last check before promoting; both are promoted, each step taken once.
 async fn two_services_advance_step_by_step_and_are_promoted_together(cp: ControlPlane) {
     let world = world(cp).await;
+    let ns = world.ns();
     shop(&world, json!({})).await;
     world.set_image("cart", "app", "podinfo:6.0.1").await;
     world.wait_iterations("cart", 2).await;
@@ -51,7 +52,7 @@ async fn two_services_advance_step_by_step_and_are_promoted_together(cp: Control
     world
         .wait_event(
             "cart",
-            &format!("Halt cart.{NS} promotion waiting for api of release group shop"),
+            &format!("Halt cart.{ns} promotion waiting for api of release group shop"),
             LONG,
         )
         .await;
@@ -64,16 +65,16 @@ async fn two_services_advance_step_by_step_and_are_promoted_together(cp: Control
     }
     // Every step once: holding repeats no step.
     for k in 1..=3 {
-        let step = format!("Advance cart.{NS} canary iteration {k}/3");
+        let step = format!("Advance cart.{ns} canary iteration {k}/3");
         assert_eq!(world.event_count("cart", &step).await, 1, "{step}");
     }
     assert_eq!(
         world
-            .event_count("api", &format!("Advance api.{NS} canary iteration 5/5"))
+            .event_count("api", &format!("Advance api.{ns} canary iteration 5/5"))
             .await,
         1
     );
-    let (code, out, err) = world.cli(&["status", "-n", NS, "--group", "shop"]).await;
+    let (code, out, err) = world.cli(&["status", "-n", ns, "--group", "shop"]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("api [shop]") && out.contains("cart [shop]"),
@@ -84,6 +85,7 @@ async fn two_services_advance_step_by_step_and_are_promoted_together(cp: Control
 /// `api`'s rollout check fails: `api` rolls back, and `cart`, healthy, rolls back with it.
 async fn a_failure_in_one_member_rolls_back_both(cp: ControlPlane) {
     let world = world(cp).await;
+    let ns = world.ns();
     let hook = Receiver::start(200).await;
     let webhook = json!({"webhooks": [{"name": "acceptance", "url": hook.url, "timeout": "2s"}]});
     shop(&world, webhook).await;
@@ -98,7 +100,7 @@ async fn a_failure_in_one_member_rolls_back_both(cp: ControlPlane) {
         .wait_event(
             "cart",
             &format!(
-                "Rolling back cart.{NS}: the release of api, in the same release group shop, failed"
+                "Rolling back cart.{ns}: the release of api, in the same release group shop, failed"
             ),
             LONG,
         )
@@ -117,6 +119,7 @@ async fn a_failure_in_one_member_rolls_back_both(cp: ControlPlane) {
 /// `api`'s progress deadline both roll back, `cart` never promoted.
 async fn a_member_that_never_becomes_ready_holds_the_group_until_the_deadline(cp: ControlPlane) {
     let world = world(cp).await;
+    let ns = world.ns();
     initialized_with(&world, member("cart", 3, json!({}))).await;
     let api = canary("api")
         .annotations(json!({"serin.flagger.app/release-group": "shop"}))
@@ -131,7 +134,7 @@ async fn a_member_that_never_becomes_ready_holds_the_group_until_the_deadline(cp
     world
         .wait_event(
             "cart",
-            &format!("Halt cart.{NS} advancement waiting for api of release group shop (step 0)"),
+            &format!("Halt cart.{ns} advancement waiting for api of release group shop (step 0)"),
             LONG,
         )
         .await;
@@ -140,7 +143,7 @@ async fn a_member_that_never_becomes_ready_holds_the_group_until_the_deadline(cp
     assert_eq!(world.image("cart-primary").await, "podinfo:6.0.0");
     assert_eq!(
         world
-            .event_count("cart", &format!("Advance cart.{NS} canary iteration 2/3"))
+            .event_count("cart", &format!("Advance cart.{ns} canary iteration 2/3"))
             .await,
         0,
         "cart led by one step at most"
@@ -151,17 +154,18 @@ async fn a_member_that_never_becomes_ready_holds_the_group_until_the_deadline(cp
 /// asked; a group nobody is in is an error.
 async fn serin_abort_group_rolls_back_every_member(cp: ControlPlane) {
     let world = world(cp).await;
+    let ns = world.ns();
     initialized_with(&world, member("cart", 30, json!({}))).await;
     initialized_with(&world, member("api", 30, json!({}))).await;
     for name in ["cart", "api"] {
         world.set_image(name, "app", "podinfo:6.0.1").await;
         world.wait_phase(name, Phase::Progressing, LONG).await;
     }
-    let (code, out, err) = world.cli(&["abort", "--group", "shop", "-n", NS]).await;
+    let (code, out, err) = world.cli(&["abort", "--group", "shop", "-n", ns]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains(&format!("canary {NS}/api: abort requested"))
-            && out.contains(&format!("canary {NS}/cart: abort requested")),
+        out.contains(&format!("canary {ns}/api: abort requested"))
+            && out.contains(&format!("canary {ns}/cart: abort requested")),
         "{out}"
     );
     for name in ["cart", "api"] {
@@ -169,13 +173,13 @@ async fn serin_abort_group_rolls_back_every_member(cp: ControlPlane) {
         world
             .wait_event(
                 name,
-                &format!("Rolling back {name}.{NS} aborted by a person"),
+                &format!("Rolling back {name}.{ns} aborted by a person"),
                 LONG,
             )
             .await;
     }
 
-    let (code, _, err) = world.cli(&["abort", "--group", "nobody", "-n", NS]).await;
+    let (code, _, err) = world.cli(&["abort", "--group", "nobody", "-n", ns]).await;
     assert_eq!(code, 1);
     assert!(err.contains("no Canary in namespace"), "{err}");
 }

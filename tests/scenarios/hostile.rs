@@ -12,7 +12,7 @@ use serin_core::Phase;
 use serin_stack::testing::fake_http::flood;
 use serin_testkit::{Poll, Receiver};
 
-use crate::harness::{ControlPlane, NS, WorldConfig, canary, deployment, ready_condition};
+use crate::harness::{ControlPlane, WorldConfig, canary, deployment, ready_condition};
 
 use serin_testkit::LONG;
 
@@ -45,12 +45,12 @@ async fn hostile_tenants_beside_an_ordinary_one() {
 
     // The tenants: the flooded one, the hung ones, the ordinary one.
     let templates: kube::Api<serin::api::MetricTemplate> =
-        kube::Api::namespaced(world.client.clone(), NS);
+        kube::Api::namespaced(world.client.clone(), world.ns());
     world
         .apply(
             &templates,
             json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
-                   "metadata": {"name": "flood", "namespace": NS},
+                   "metadata": {"name": "flood"},
                    "spec": {"provider": {"type": "prometheus", "address": flood},
                             "query": "vector(1)"}}),
         )

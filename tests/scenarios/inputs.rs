@@ -5,8 +5,8 @@ use serde_json::json;
 use serin_core::Phase;
 
 use crate::harness::{
-    ControlPlane, NS, canary, deployment, initialized, podinfo_with, ready_condition, world,
-    world_without_controller,
+    ControlPlane, WorldConfig, canary, deployment, initialized, podinfo_with, ready_condition,
+    world, world_without_controller,
 };
 
 use serin_testkit::LONG;
@@ -19,16 +19,17 @@ async fn a_missing_target_is_reported_and_picked_up_when_it_appears(cp: ControlP
     world
         .apply(&world.canaries(), canary("podinfo").iterations(2).build())
         .await;
+    let ns = world.ns();
     let (reason, message) = world.wait_blocked("podinfo").await;
     assert_eq!(reason, "TargetNotFound");
     assert!(
-        message.contains("spec.targetRef") && message.contains("default/podinfo"),
+        message.contains("spec.targetRef") && message.contains(&format!("{ns}/podinfo")),
         "{message}"
     );
     world
         .wait_event(
             "podinfo",
-            "spec.targetRef: Deployment default/podinfo not found",
+            &format!("spec.targetRef: Deployment {ns}/podinfo not found"),
             LONG,
         )
         .await;
@@ -59,18 +60,18 @@ async fn a_missing_metric_template_is_reported_and_retried_when_created(cp: Cont
     assert_eq!(reason, "MetricTemplateNotFound");
     assert!(
         message.contains("spec.analysis.metrics[0].templateRef")
-            && message.contains("default/error-rate"),
+            && message.contains(&format!("{}/error-rate", world.ns())),
         "{message}"
     );
     assert_ne!(world.phase("podinfo").await, Phase::Initialized);
 
     let templates: kube::Api<serin::api::MetricTemplate> =
-        kube::Api::namespaced(world.client.clone(), NS);
+        kube::Api::namespaced(world.client.clone(), world.ns());
     world
         .apply(
             &templates,
             json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
-                   "metadata": {"name": "error-rate", "namespace": NS},
+                   "metadata": {"name": "error-rate"},
                    "spec": {"provider": {"type": "prometheus", "address": "http://127.0.0.1:1"},
                             "query": "vector(0)"}}),
         )
@@ -160,7 +161,11 @@ serin_testkit::on_every_control_plane!(virtual_time:
 /// does not stop the watch: another Canary is initialized and released meanwhile.
 async fn a_canary_that_does_not_decode_is_reported_and_the_others_go_on(cp: ControlPlane) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let world = world(cp).await;
+    // Whole-cluster: it replaces the Canary CRD, a cluster-scoped object.
+    let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
+        .whole_cluster()
+        .start()
+        .await;
     // The looser schema: anything goes under spec.
     let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(world.client.clone());
     let mut crd = serde_json::to_value(crds.get("canaries.flagger.app").await.unwrap()).unwrap();

@@ -6,7 +6,7 @@ use kube::api::{Api, DynamicObject};
 use serde_json::{Value, json};
 use serin_core::Phase;
 
-use crate::harness::{ControlPlane, NS, World, WorldConfig, wait_until};
+use crate::harness::{ControlPlane, World, WorldConfig, wait_until};
 
 use serin_testkit::LONG;
 const PRIMARY_REVISION: &str = "flagger.app/primary-revision";
@@ -18,7 +18,7 @@ fn knative_services(world: &World) -> Api<DynamicObject> {
 fn knative_service(image: &str) -> Value {
     json!({
         "apiVersion": "serving.knative.dev/v1", "kind": "Service",
-        "metadata": {"name": "podinfo", "namespace": NS},
+        "metadata": {"name": "podinfo"},
         "spec": {"template": {"spec": {"containers": [{"image": image}]}}}
     })
 }
@@ -108,11 +108,12 @@ async fn a_knative_service_is_released_between_revisions(cp: ControlPlane) {
         &[("latest", 0), ("podinfo-00002", 100)],
     )
     .await;
+    let ns = world.ns();
     assert!(
         world
             .has_event(
                 "podinfo",
-                &format!("New revision detected! Scaling up podinfo.{NS}")
+                &format!("New revision detected! Scaling up podinfo.{ns}")
             )
             .await,
         "{:?}",

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use serin_core::Phase;
 
-use crate::harness::{ControlPlane, NS, canary, deployment, initialized, world};
+use crate::harness::{ControlPlane, canary, deployment, initialized, world};
 
 use serin_testkit::LONG;
 
@@ -82,9 +82,8 @@ async fn initialization_creates_the_primary_and_services_and_scales_the_target_t
             .unwrap()
             .contains(&"finalizer.flagger.app".to_string())
     );
-    world
-        .wait_event("podinfo", "Initialization done! podinfo.default", LONG)
-        .await;
+    let done = format!("Initialization done! podinfo.{}", world.ns());
+    world.wait_event("podinfo", &done, LONG).await;
 }
 
 async fn a_new_revision_is_analysed_and_promoted(cp: ControlPlane) {
@@ -108,17 +107,18 @@ async fn a_new_revision_is_analysed_and_promoted(cp: ControlPlane) {
         .wait_event("podinfo", "Promotion completed! Scaling down", LONG)
         .await;
     let events = world.events("podinfo").await;
+    let ns = world.ns();
     let expected = [
-        "New revision detected! Scaling up podinfo.default",
-        "Starting canary analysis for podinfo.default",
-        "Advance podinfo.default canary iteration 1/3",
-        "Advance podinfo.default canary iteration 3/3",
-        "Copying podinfo.default template spec to podinfo-primary.default",
-        "Promotion completed! Scaling down podinfo.default",
+        format!("New revision detected! Scaling up podinfo.{ns}"),
+        format!("Starting canary analysis for podinfo.{ns}"),
+        format!("Advance podinfo.{ns} canary iteration 1/3"),
+        format!("Advance podinfo.{ns} canary iteration 3/3"),
+        format!("Copying podinfo.{ns} template spec to podinfo-primary.{ns}"),
+        format!("Promotion completed! Scaling down podinfo.{ns}"),
     ];
     let mut at = 0;
     for want in expected {
-        match events[at..].iter().position(|e| e.contains(want)) {
+        match events[at..].iter().position(|e| e.contains(&want)) {
             Some(i) => at += i + 1,
             None => {
                 world
@@ -167,7 +167,7 @@ async fn a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadli
     world
         .wait_event(
             "podinfo",
-            "Canary failed! Scaling down podinfo.default",
+            &format!("Canary failed! Scaling down podinfo.{}", world.ns()),
             LONG,
         )
         .await;
@@ -212,7 +212,10 @@ async fn a_new_revision_during_analysis_restarts_it(cp: ControlPlane) {
     world
         .wait_event(
             "podinfo",
-            "New revision detected! Restarting analysis for podinfo.default",
+            &format!(
+                "New revision detected! Restarting analysis for podinfo.{}",
+                world.ns()
+            ),
             LONG,
         )
         .await;
@@ -228,11 +231,12 @@ async fn a_new_revision_during_analysis_restarts_it(cp: ControlPlane) {
             .all(|r| r.ended.is_some_and(|e| e >= r.started))
     );
     // 6.0.1 was never promoted.
+    let copy = format!("Copying podinfo.{} template spec", world.ns());
     let copying = world
         .events("podinfo")
         .await
         .into_iter()
-        .filter(|e| e.contains("Copying podinfo.default template spec"))
+        .filter(|e| e.contains(&copy))
         .count();
     assert_eq!(copying, 1);
 }
@@ -304,7 +308,6 @@ async fn a_controller_killed_mid_release_is_restarted_and_finishes_it(cp: Contro
         events.iter().any(|e| e.contains("canary iteration 6/6")),
         "{events:#?}"
     );
-    let _ = NS;
 }
 
 serin_testkit::on_every_control_plane!(
@@ -367,11 +370,11 @@ async fn a_pod_template_of_several_hundred_kib_is_released_and_kept_on_the_prima
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
 }
 
-/// The leader election flags of the leader scenarios.
-pub(crate) const ELECTION: [&str; 5] = [
+/// The leader election flags of the leader scenarios. The Lease is in the world's namespace:
+/// the kit starts the world's controller with `--leader-election-namespace <ns>`, and
+/// `World::controller_args` has it for another one (given twice, the flag is refused).
+pub(crate) const ELECTION: [&str; 3] = [
     "--enable-leader-election",
-    "--leader-election-namespace",
-    NS,
     "--leader-election-lease-duration",
     // Renewed every 4 s, given up 1 s before expiry when no renewal shows (a loaded machine
     // can delay one by more than a 3 s lease's half second).
@@ -384,7 +387,7 @@ async fn a_killed_leader_is_replaced_and_the_release_finishes_once(cp: ControlPl
     let election = ELECTION;
     let mut world = crate::harness::world_without_controller(cp).await;
     world.start_controller(&election);
-    let mut args = serin_testkit::controller_args();
+    let mut args = world.controller_args();
     args.extend(election.map(String::from));
     let mut other = serin_testkit::Controller::new(
         std::path::Path::new(env!("CARGO_BIN_EXE_serin")),
@@ -404,7 +407,7 @@ async fn a_killed_leader_is_replaced_and_the_release_finishes_once(cp: ControlPl
     .await;
 
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(world.client.clone(), NS);
+        kube::Api::namespaced(world.client.clone(), world.ns());
     let holder = leases
         .get("serin-leader-election")
         .await
@@ -465,8 +468,9 @@ async fn a_killed_leader_is_replaced_and_the_release_finishes_once(cp: ControlPl
         .wait_event("podinfo", "Promotion completed! Scaling down", LONG)
         .await;
     let counts = world.event_counts("podinfo").await;
+    let ns = world.ns();
     for k in 1..=8 {
-        let step = format!("Advance podinfo.{NS} canary iteration {k}/8");
+        let step = format!("Advance podinfo.{ns} canary iteration {k}/8");
         let n = counts
             .iter()
             .find(|(m, _)| *m == step)
@@ -474,8 +478,8 @@ async fn a_killed_leader_is_replaced_and_the_release_finishes_once(cp: ControlPl
         assert_eq!(n, 1, "{step}: {counts:?}");
     }
     for once in [
-        format!("New revision detected! Scaling up podinfo.{NS}"),
-        format!("Promotion completed! Scaling down podinfo.{NS}"),
+        format!("New revision detected! Scaling up podinfo.{ns}"),
+        format!("Promotion completed! Scaling down podinfo.{ns}"),
     ] {
         let n = counts
             .iter()
@@ -517,7 +521,7 @@ async fn a_leader_deposed_while_a_webhook_hangs_stops_at_once(cp: ControlPlane) 
         slow.headers.lock().await.len() > called
     })
     .await;
-    let leases: kube::Api<Lease> = kube::Api::namespaced(world.client.clone(), NS);
+    let leases: kube::Api<Lease> = kube::Api::namespaced(world.client.clone(), world.ns());
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
         k8s_openapi::jiff::Timestamp::now(),
     );
@@ -569,8 +573,9 @@ async fn a_leader_deposed_while_a_webhook_hangs_stops_at_once(cp: ControlPlane) 
     }
     slow.delay_ms.store(0, Ordering::SeqCst);
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    let ns = world.ns();
     for k in 1..=4 {
-        let step = format!("Advance podinfo.{NS} canary iteration {k}/4");
+        let step = format!("Advance podinfo.{ns} canary iteration {k}/4");
         world.wait_event("podinfo", &step, LONG).await;
         assert_eq!(world.event_count("podinfo", &step).await, 1, "{step}");
     }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use serin::api::Canary;
 use serin::api::canary::MetricVerdict;
 use serin_core::Phase;
-use serin_testkit::{ControlPlane, NS, Poll, WorldConfig, deployment};
+use serin_testkit::{ControlPlane, Poll, WorldConfig, deployment};
 
 use serin_testkit::LONG;
 
@@ -63,7 +63,7 @@ impl World {
             + std::fmt::Debug,
     {
         let name = object["metadata"]["name"].as_str().unwrap().to_string();
-        let api: Api<K> = Api::namespaced(self.client.clone(), NS);
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.ns());
         api.patch(
             &name,
             &PatchParams::apply("test").force(),
@@ -127,8 +127,8 @@ impl World {
 
     /// Requests the target (canary) and the primary received so far (mirrored copies apart).
     fn served(&self) -> (f64, f64, f64) {
-        let canary = self.stack.traffic().stats(NS, "podinfo");
-        let primary = self.stack.traffic().stats(NS, "podinfo-primary");
+        let canary = self.stack.traffic().stats(self.ns(), "podinfo");
+        let primary = self.stack.traffic().stats(self.ns(), "podinfo-primary");
         (
             canary.requests - canary.mirrored,
             primary.requests - primary.mirrored,
@@ -146,12 +146,13 @@ impl World {
     ) -> Option<DynamicObject> {
         let resource =
             ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), NS, &resource);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), self.ns(), &resource);
         api.get_opt(name).await.unwrap()
     }
 
     async fn image(&self, name: &str) -> String {
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), NS);
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), self.ns());
         let d = api.get(name).await.unwrap();
         d.spec.unwrap().template.spec.unwrap().containers[0]
             .image
@@ -234,12 +235,8 @@ async fn promoted_on_builtin_metrics(cp: ControlPlane, provider: &str) {
         "{metrics:?}"
     );
     let events = world.events().await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains("Advance podinfo.default canary weight 50")),
-        "{events:#?}"
-    );
+    let advance = format!("Advance podinfo.{} canary weight 50", world.ns());
+    assert!(events.iter().any(|e| e.contains(&advance)), "{events:#?}");
     // All traffic is back on the primary.
     let (c0, p0, _) = world.served();
     // Three seconds of the load.
@@ -304,11 +301,11 @@ async fn istio_faulty_release_rolled_back_on_the_success_rate(cp: ControlPlane) 
         "all traffic back to the primary: {route}"
     );
     let events = world.events().await;
+    let halt = format!("Halt podinfo.{} advancement success rate ", world.ns());
     assert!(
-        events.iter().any(
-            |e| e.starts_with("Halt podinfo.default advancement success rate ")
-                && e.ends_with("% < 99%")
-        ),
+        events
+            .iter()
+            .any(|e| e.starts_with(&halt) && e.ends_with("% < 99%")),
         "{events:#?}"
     );
 }
@@ -397,7 +394,7 @@ async fn istio_weights_edited_by_hand_are_put_back_and_reported(cp: ControlPlane
         &GroupVersionKind::gvk("networking.istio.io", "v1beta1", "VirtualService"),
         "virtualservices",
     );
-    let api: Api<DynamicObject> = Api::namespaced_with(world.client.clone(), NS, &resource);
+    let api: Api<DynamicObject> = Api::namespaced_with(world.client.clone(), world.ns(), &resource);
     let vs = api.get("podinfo").await.unwrap();
     assert_eq!(virtual_service_weights(&vs), [100, 0]);
     // Someone shifts half the traffic to the (scaled-down) canary by hand.
@@ -440,13 +437,13 @@ async fn istio_revert_on_deletion_restores_a_taken_over_virtual_service(cp: Cont
         &GroupVersionKind::gvk("networking.istio.io", "v1beta1", "VirtualService"),
         "virtualservices",
     );
-    let api: Api<DynamicObject> = Api::namespaced_with(world.client.clone(), NS, &resource);
+    let api: Api<DynamicObject> = Api::namespaced_with(world.client.clone(), world.ns(), &resource);
     let original = json!({"hosts": ["podinfo"], "http": [{"route": [{"destination": {"host": "podinfo"}, "weight": 100}]}]});
     api.create(
         &PostParams::default(),
         &serde_json::from_value(
             json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
-            "metadata": {"name": "podinfo", "namespace": NS}, "spec": original}),
+            "metadata": {"name": "podinfo"}, "spec": original}),
         )
         .unwrap(),
     )
@@ -465,7 +462,7 @@ async fn istio_revert_on_deletion_restores_a_taken_over_virtual_service(cp: Cont
         "podinfo-primary"
     );
 
-    let canaries: Api<Canary> = Api::namespaced(world.client.clone(), NS);
+    let canaries: Api<Canary> = Api::namespaced(world.client.clone(), world.ns());
     canaries
         .delete("podinfo", &Default::default())
         .await
@@ -531,7 +528,7 @@ async fn istio_deleting_a_canary_whose_target_never_becomes_ready_keeps_serving(
                 .is_some_and(|s| s.last_applied_spec != s.last_promoted_spec)
         })
         .await;
-    let canaries: Api<Canary> = Api::namespaced(world.client.clone(), NS);
+    let canaries: Api<Canary> = Api::namespaced(world.client.clone(), world.ns());
     canaries
         .delete("podinfo", &Default::default())
         .await
@@ -542,7 +539,7 @@ async fn istio_deleting_a_canary_whose_target_never_becomes_ready_keeps_serving(
         poll.next().await;
     }
     let services: Api<k8s_openapi::api::core::v1::Service> =
-        Api::namespaced(world.client.clone(), NS);
+        Api::namespaced(world.client.clone(), world.ns());
     while services.get_opt("podinfo-canary").await.unwrap().is_some() {
         assert!(!poll.expired(), "podinfo-canary not garbage collected");
         poll.next().await;
@@ -578,12 +575,8 @@ async fn istio_deleting_a_canary_whose_target_never_becomes_ready_keeps_serving(
         vs.data["spec"]
     );
     let events = world.events().await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains("kept podinfo-primary.default serving")),
-        "{events:#?}"
-    );
+    let kept = format!("kept podinfo-primary.{} serving", world.ns());
+    assert!(events.iter().any(|e| e.contains(&kept)), "{events:#?}");
 }
 
 async fn linkerd_canary_release_promoted_on_builtin_metrics(cp: ControlPlane) {

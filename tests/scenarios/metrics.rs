@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use serin::api::Canary;
 use serin::api::canary::MetricVerdict;
 use serin_core::Phase;
-use serin_testkit::{ControlPlane, LONG, NS, WorldConfig, deployment};
+use serin_testkit::{ControlPlane, LONG, WorldConfig, deployment};
 
 /// The kit's world, with this suite's reads of the one Canary, `podinfo`.
 struct World(serin_testkit::World);
@@ -132,11 +132,11 @@ async fn a_faulty_release_is_rolled_back_with_events_naming_the_value(cp: Contro
         "{metrics:?}"
     );
     let events = world.events().await;
+    let halt = format!("Halt podinfo.{} advancement success rate 7", world.ns());
     assert!(
-        events.iter().any(
-            |e| e.contains("Halt podinfo.default advancement success rate 7")
-                && e.contains("< 99%")
-        ),
+        events
+            .iter()
+            .any(|e| e.contains(&halt) && e.contains("< 99%")),
         "{events:?}"
     );
 }
@@ -243,12 +243,12 @@ async fn graphite_and_influxdb_world(cp: ControlPlane) -> World {
     let world = World(config.start().await);
     world
         .create(json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "graphite-basic-auth", "namespace": NS},
+            "metadata": {"name": "graphite-basic-auth"},
             "stringData": {"username": "serin", "password": "serin-graphite-password"}}))
         .await;
     world
         .create(json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "influxdb", "namespace": NS},
+            "metadata": {"name": "influxdb"},
             "stringData": {"token": "serin-influxdb-token", "org": "serin"}}))
         .await;
     for (file, address) in [
@@ -258,7 +258,7 @@ async fn graphite_and_influxdb_world(cp: ControlPlane) -> World {
         let path = serin_testkit::workspace_file(&format!("examples/metrictemplate-{file}.yaml"));
         let text = std::fs::read_to_string(&path).unwrap();
         let mut template: Value = serde_norway::from_str(&text).unwrap();
-        template["metadata"]["namespace"] = json!(NS);
+        template["metadata"]["namespace"] = json!(world.ns());
         template["spec"]["provider"]["address"] = json!(address.unwrap());
         world.create(template).await;
     }
@@ -446,12 +446,12 @@ async fn example_template(world: &World, provider: &str) -> Value {
     };
     world
         .create(json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": provider, "namespace": NS}, "stringData": token}))
+            "metadata": {"name": provider}, "stringData": token}))
         .await;
     let file = serin_testkit::workspace_file(&format!("examples/metrictemplate-{provider}.yaml"));
     let mut template: Value =
         serde_norway::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-    template["metadata"]["namespace"] = json!(NS);
+    template["metadata"]["namespace"] = json!(world.ns());
     template["spec"]["provider"]["address"] = json!(address.unwrap());
     world.create(template).await;
     json!([metric])
@@ -594,7 +594,7 @@ async fn a_cloudwatch_template_promotes_a_healthy_release(cp: ControlPlane) {
     world
         .create(
             json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
-            "metadata": {"name": "cloudwatch-error-rate", "namespace": serin_testkit::NS},
+            "metadata": {"name": "cloudwatch-error-rate"},
             "spec": {"provider": {"type": "cloudwatch", "region": "us-east-1",
                                   "address": world.stack.cloudwatch_url().unwrap()},
                      "query": query.to_string()}}),
@@ -615,7 +615,7 @@ async fn a_stackdriver_template_promotes_a_healthy_release(cp: ControlPlane) {
     let url = world.stack.stackdriver_url().unwrap().to_string();
     world
         .create(json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "gcloud-sa", "namespace": serin_testkit::NS},
+            "metadata": {"name": "gcloud-sa"},
             "stringData": {"project": "serin-test-project",
                 "serviceAccountKey": serin_stack::testing::stackdriver_key(&format!("{url}/token"))}}))
         .await;
@@ -630,7 +630,7 @@ async fn a_stackdriver_template_promotes_a_healthy_release(cp: ControlPlane) {
     world
         .create(
             json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
-            "metadata": {"name": "stackdriver-error-ratio", "namespace": serin_testkit::NS},
+            "metadata": {"name": "stackdriver-error-ratio"},
             "spec": {"provider": {"type": "stackdriver", "address": url,
                                   "secretRef": {"name": "gcloud-sa"}},
                      "query": query}}),
@@ -650,7 +650,7 @@ async fn a_stackdriver_template_promotes_a_healthy_release(cp: ControlPlane) {
 async fn keptn_objects(world: &World) {
     let keptn = |kind: &str, name: &str, spec: Value| {
         json!({"apiVersion": "metrics.keptn.sh/v1beta1", "kind": kind,
-            "metadata": {"name": name, "namespace": serin_testkit::NS}, "spec": spec})
+            "metadata": {"name": name}, "spec": spec})
     };
     world
         .create(keptn(
@@ -692,7 +692,7 @@ async fn keptn_objects(world: &World) {
         world
             .create(
                 json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
-                "metadata": {"name": name, "namespace": serin_testkit::NS},
+                "metadata": {"name": name},
                 "spec": {"provider": {"type": "keptn"}, "query": query}}),
             )
             .await;
@@ -743,12 +743,12 @@ async fn external_metrics_template_promotes_a_healthy_release(cp: ControlPlane) 
     let adapter = world.stack.external_metrics_url().unwrap().to_string();
     world
         .create(json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "external-metrics", "namespace": serin_testkit::NS},
+            "metadata": {"name": "external-metrics"},
             "stringData": {"token": "serin-external-metrics-token"}}))
         .await;
     world
         .create(json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
-            "metadata": {"name": "external-success-rate", "namespace": serin_testkit::NS},
+            "metadata": {"name": "external-success-rate"},
             "spec": {"provider": {"type": "externalmetrics", "address": adapter,
                                   "secretRef": {"name": "external-metrics"}},
                      "query": "{{ namespace }}/request-success-rate?labelSelector=workload%3D{{ target }}"}}))

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::json;
 use serin_core::Phase;
 
-use crate::harness::{self, ControlPlane, NS, World, WorldConfig, deployment, wait_until};
+use crate::harness::{self, ControlPlane, World, WorldConfig, deployment, wait_until};
 
 use serin_testkit::LONG;
 
@@ -172,8 +172,9 @@ async fn controller_metrics_are_flaggers_and_go_with_the_canary(cp: ControlPlane
             }
         }
     }
+    let ns = world.ns();
     let analysis = format!(
-        r#"flagger_canary_metric_analysis{{name="podinfo",namespace="{NS}",metric="constant"}} 99"#
+        r#"flagger_canary_metric_analysis{{name="podinfo",namespace="{ns}",metric="constant"}} 99"#
     );
     assert!(text.contains(&analysis), "{analysis}\n{text}");
     // serin's own: API requests by method and resource, provider query latency.

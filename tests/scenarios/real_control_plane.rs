@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use serin_core::Phase;
 use serin_testkit::LONG;
-use serin_testkit::{ControlPlane, NS, WorldConfig, selected, wait_until, workspace_file};
+use serin_testkit::{ControlPlane, WorldConfig, selected, wait_until, workspace_file};
 
 /// Runs kubectl against `kubeconfig`: (success, stdout, stderr).
 fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> (bool, String, String) {
@@ -109,7 +109,7 @@ async fn the_api_server_validates_canaries_against_the_crd_schema() {
     stack.shutdown().await;
 }
 
-/// Running, Ready pods of `app` in the default namespace, as `kubectl get pods` lists them.
+/// Running, Ready pods of `app` among `pods`, a namespace's as `kubectl get pods` lists them.
 fn ready_pods(pods: &Value, app: &str) -> usize {
     pods["items"]
         .as_array()
@@ -138,15 +138,16 @@ async fn a_release_runs_real_pods_and_the_garbage_collector_cleans_up() {
         .await;
     let kc = world.stack.kubeconfig_path().to_path_buf();
     let cache = tempfile::tempdir().unwrap();
+    let ns = world.ns();
     let pods = || {
-        let (ok, out, err) = kubectl(&kc, cache.path(), &["get", "pods", "-n", NS, "-o", "json"]);
+        let (ok, out, err) = kubectl(&kc, cache.path(), &["get", "pods", "-n", ns, "-o", "json"]);
         assert!(ok, "{err}");
         serde_json::from_str::<Value>(&out).unwrap()
     };
     let mut canary = serin_testkit::canary("podinfo").iterations(4).build();
     let deployment = |image: &str| {
         serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "podinfo", "namespace": NS},
+            "metadata": {"name": "podinfo"},
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "podinfo"}},
                 "template": {"metadata": {"labels": {"app": "podinfo"}},
                     "spec": {"containers": [{"name": "app", "image": image}]}}}})

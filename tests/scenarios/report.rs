@@ -4,18 +4,19 @@
 use serin_core::Phase;
 use serin_testkit::LONG;
 
-use crate::harness::{ControlPlane, NS, initialized, world};
+use crate::harness::{ControlPlane, initialized, world};
 
 async fn a_report_shows_the_release_its_steps_and_its_outcome(cp: ControlPlane) {
     let world = world(cp).await;
     initialized(&world, "podinfo", 2).await;
     world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
+    let ns = world.ns();
     let args = [
         "report",
         "podinfo",
         "-n",
-        NS,
+        ns,
         "--mesh-provider",
         "kubernetes",
         "--min-analysis-interval",
@@ -25,13 +26,13 @@ async fn a_report_shows_the_release_its_steps_and_its_outcome(cp: ControlPlane) 
     let (code, markdown, err) = world.cli(&[&args[..], &["--format", "md"]].concat()).await;
     assert_eq!(code, 0, "{err}");
     for expected in [
-        "# Release of podinfo.default",
-        "| Phase | Succeeded |",
-        "| Normal | Advance podinfo.default canary iteration 2/2 |",
-        "| Succeeded |",
-        "## Planned steps",
+        format!("# Release of podinfo.{ns}"),
+        "| Phase | Succeeded |".to_string(),
+        format!("| Normal | Advance podinfo.{ns} canary iteration 2/2 |"),
+        "| Succeeded |".to_string(),
+        "## Planned steps".to_string(),
     ] {
-        assert!(markdown.contains(expected), "{expected:?} in\n{markdown}");
+        assert!(markdown.contains(&expected), "{expected:?} in\n{markdown}");
     }
 
     let file = tempfile::NamedTempFile::new().unwrap();
@@ -40,7 +41,7 @@ async fn a_report_shows_the_release_its_steps_and_its_outcome(cp: ControlPlane) 
     assert_eq!((code, out.as_str()), (0, ""), "{err}");
     let page = std::fs::read_to_string(path).unwrap();
     assert!(page.starts_with("<!doctype html>") && page.contains("<td>Succeeded</td>"));
-    assert!(page.contains("Promotion completed! Scaling down podinfo.default"));
+    assert!(page.contains(&format!("Promotion completed! Scaling down podinfo.{ns}")));
     assert!(
         !page.contains("src=") && !page.contains("href="),
         "fetches nothing"

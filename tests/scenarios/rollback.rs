@@ -6,7 +6,7 @@ use serde_json::json;
 use serin_core::Phase;
 use serin_testkit::LONG;
 
-use crate::harness::{ControlPlane, NS, canary, initialized_with, world};
+use crate::harness::{ControlPlane, canary, initialized_with, world};
 use serin_testkit::selected;
 
 serin_testkit::on_every_control_plane!(virtual_time: a_revision_promoted_before_comes_back_without_analysis);
@@ -16,17 +16,18 @@ serin_testkit::on_every_control_plane!(virtual_time: a_revision_promoted_before_
 /// on 6.0.1 again.
 async fn a_revision_promoted_before_comes_back_without_analysis(cp: ControlPlane) {
     let world = world(cp).await;
+    let ns = world.ns();
     let manifest = canary("podinfo").analysis(json!({
         "interval": "1s", "threshold": 2, "iterations": 3, "rollbackWindow": 2
     }));
     initialized_with(&world, manifest.build()).await;
-    let step = format!("Advance podinfo.{NS} canary iteration 1/3");
+    let step = format!("Advance podinfo.{ns} canary iteration 1/3");
     for (release, image) in [(1, "podinfo:6.0.1"), (2, "podinfo:6.0.2")] {
         world.set_image("podinfo", "app", image).await;
         world
             .wait_event_count(
                 "podinfo",
-                &format!("Promotion completed! Scaling down podinfo.{NS}"),
+                &format!("Promotion completed! Scaling down podinfo.{ns}"),
                 release,
                 LONG,
             )
@@ -49,7 +50,7 @@ async fn a_revision_promoted_before_comes_back_without_analysis(cp: ControlPlane
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
     assert!(
         world
-            .has_event("podinfo", &format!("Rolling back podinfo.{NS} to revision"))
+            .has_event("podinfo", &format!("Rolling back podinfo.{ns} to revision"))
             .await
     );
     assert_eq!(
@@ -75,13 +76,14 @@ async fn serin_undo_sets_the_target_back_to_a_promoted_revision() {
         return;
     }
     let world = world(ControlPlane::Real).await;
+    let ns = world.ns();
     let manifest = canary("podinfo").analysis(json!({
         "interval": "1s", "threshold": 2, "iterations": 30, "rollbackWindow": 2
     }));
     initialized_with(&world, manifest.build()).await;
     world.set_image("podinfo", "app", "podinfo:6.0.1").await;
     world.wait_phase("podinfo", Phase::Progressing, LONG).await;
-    let promote = world.cli(&["promote", "podinfo", "-n", NS]).await;
+    let promote = world.cli(&["promote", "podinfo", "-n", ns]).await;
     assert_eq!(promote.0, 0, "{promote:?}");
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
@@ -89,7 +91,7 @@ async fn serin_undo_sets_the_target_back_to_a_promoted_revision() {
     // A release of 6.0.2 in progress, undone: back to what the primary runs.
     world.set_image("podinfo", "app", "podinfo:6.0.2").await;
     world.wait_phase("podinfo", Phase::Progressing, LONG).await;
-    let (code, out, err) = world.cli(&["undo", "podinfo", "-n", NS]).await;
+    let (code, out, err) = world.cli(&["undo", "podinfo", "-n", ns]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("app: podinfo:6.0.2 -> podinfo:6.0.1"), "{out}");
     assert!(out.contains("a release in progress is cancelled"), "{out}");
@@ -102,7 +104,7 @@ async fn serin_undo_sets_the_target_back_to_a_promoted_revision() {
 
     // The first revision (6.0.0, promoted at initialization) by number: a rollback.
     let (code, out, err) = world
-        .cli(&["undo", "podinfo", "-n", NS, "--to-revision", "1"])
+        .cli(&["undo", "podinfo", "-n", ns, "--to-revision", "1"])
         .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("app: podinfo:6.0.1 -> podinfo:6.0.0"), "{out}");
@@ -114,11 +116,11 @@ async fn serin_undo_sets_the_target_back_to_a_promoted_revision() {
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.0");
 
     // Nothing to undo, and a revision the Deployment does not keep: said, exit codes 0 and 1.
-    let (code, out, _) = world.cli(&["undo", "podinfo", "-n", NS]).await;
+    let (code, out, _) = world.cli(&["undo", "podinfo", "-n", ns]).await;
     assert_eq!(code, 0);
     assert!(out.contains("nothing to undo"), "{out}");
     let (code, _, err) = world
-        .cli(&["undo", "podinfo", "-n", NS, "--to-revision", "99"])
+        .cli(&["undo", "podinfo", "-n", ns, "--to-revision", "99"])
         .await;
     assert_eq!(code, 1);
     assert!(err.contains("the target has no revision 99"), "{err}");

@@ -8,12 +8,12 @@ use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 use serin_core::Phase;
 
-use crate::harness::{ControlPlane, NS, World, WorldConfig, canary, deployment, wait_until, world};
+use crate::harness::{ControlPlane, World, WorldConfig, canary, deployment, wait_until, world};
 
 use serin_testkit::LONG;
 
 fn ingresses(world: &World) -> Api<Ingress> {
-    Api::namespaced(world.client.clone(), NS)
+    Api::namespaced(world.client.clone(), world.ns())
 }
 
 /// The user's Ingress for `podinfo` and a Canary routed through it by `nginx`, progressive
@@ -25,7 +25,7 @@ async fn nginx_world(cp: ControlPlane, step: Option<u32>) -> World {
             &ingresses(&world),
             json!({
                 "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-                "metadata": {"name": "podinfo", "namespace": NS},
+                "metadata": {"name": "podinfo"},
                 "spec": {"rules": [{"host": "app.example.com", "http": {"paths": [
                     {"path": "/", "pathType": "Prefix",
                      "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}}}
@@ -135,7 +135,10 @@ async fn a_target_deleted_mid_release_routes_everything_to_the_primary(cp: Contr
     world
         .wait_event(
             "podinfo",
-            "podinfo.default not found: routed all traffic to podinfo-primary",
+            &format!(
+                "podinfo.{} not found: routed all traffic to podinfo-primary",
+                world.ns()
+            ),
             LONG,
         )
         .await;
@@ -199,7 +202,7 @@ async fn linkerd_traffic_split_follows_the_release(cp: ControlPlane) {
     world.apply(&world.canaries(), c).await;
     let splits: Api<DynamicObject> = Api::namespaced_with(
         world.client.clone(),
-        NS,
+        world.ns(),
         &ApiResource::from_gvk(&GroupVersionKind::gvk(
             "split.smi-spec.io",
             "v1alpha1",
@@ -241,17 +244,21 @@ async fn release_through(
     spec: Value,
     routing: (Crd, &str),
 ) -> DynamicObject {
+    let ((group, version, kind, _, cluster), name) = routing;
     // The routing CRDs of e2e/crds/routing.yaml: their schemas check the user's objects.
-    let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
-        .routing_crds()
-        .start()
-        .await;
+    let mut config = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp).routing_crds();
+    if cluster {
+        // The routing object is cluster-scoped (Kuma's TrafficRoute `podinfo`): the cluster's.
+        config = config.whole_cluster();
+    }
+    let world = config.start().await;
     for object in user {
         let api_version = object["apiVersion"].as_str().unwrap();
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let kind = object["kind"].as_str().unwrap();
         let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-        let api: Api<DynamicObject> = Api::namespaced_with(world.client.clone(), NS, &resource);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(world.client.clone(), world.ns(), &resource);
         api.create(
             &PostParams::default(),
             &serde_json::from_value(object).unwrap(),
@@ -278,12 +285,11 @@ async fn release_through(
     world.wait_phase("podinfo", Phase::Progressing, LONG).await;
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
-    let ((group, version, kind, _, cluster), name) = routing;
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
     let api: Api<DynamicObject> = if cluster {
         Api::all_with(world.client.clone(), &resource)
     } else {
-        Api::namespaced_with(world.client.clone(), NS, &resource)
+        Api::namespaced_with(world.client.clone(), world.ns(), &resource)
     };
     api.get(name).await.unwrap()
 }
@@ -315,9 +321,11 @@ async fn traefik_release(cp: ControlPlane) {
         (TRAEFIK_SERVICE, "podinfo"),
     )
     .await;
+    // Read in the world's namespace: the primary's is the same.
+    let ns = service.metadata.namespace.as_deref().unwrap();
     assert_eq!(
         service.data["spec"]["weighted"]["services"],
-        json!([{"name": "podinfo-primary", "namespace": NS, "port": 9898, "weight": 100}])
+        json!([{"name": "podinfo-primary", "namespace": ns, "port": 9898, "weight": 100}])
     );
 }
 
@@ -374,7 +382,7 @@ async fn skipper_release(cp: ControlPlane) {
         "skipper",
         vec![json!({
             "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-            "metadata": {"name": "podinfo", "namespace": NS},
+            "metadata": {"name": "podinfo"},
             "spec": {"rules": [{"host": "app.example.com", "http": {"paths": [
                 {"path": "/", "pathType": "Prefix",
                  "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}}}
@@ -399,7 +407,7 @@ async fn apisix_release(cp: ControlPlane) {
     );
     let world_route = json!({
         "apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute",
-        "metadata": {"name": "podinfo", "namespace": NS},
+        "metadata": {"name": "podinfo"},
         "spec": {"http": [{"name": "rule", "match": {"paths": ["/*"]},
                            "backends": [{"serviceName": "podinfo", "servicePort": 9898}]}]}
     });

@@ -8,7 +8,7 @@ use serde_json::json;
 use serin_core::Phase;
 
 use crate::harness::{
-    ControlPlane, NS, World, WorldConfig, canary, deployment, initialized, wait_until, world,
+    ControlPlane, World, WorldConfig, canary, deployment, initialized, wait_until, world,
 };
 use serin_testkit::Poll;
 
@@ -20,7 +20,7 @@ async fn a_configmap_change_starts_an_analysis_and_is_promoted_as_a_primary_copy
         .apply(
             &world.configmaps(),
             json!({"apiVersion": "v1", "kind": "ConfigMap",
-                   "metadata": {"name": "podinfo-config", "namespace": NS},
+                   "metadata": {"name": "podinfo-config"},
                    "data": {"color": "blue"}}),
         )
         .await;
@@ -78,7 +78,7 @@ async fn a_configmap_change_starts_an_analysis_and_is_promoted_as_a_primary_copy
 fn daemon_set(image: &str) -> serde_json::Value {
     json!({
         "apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": {"name": "agent", "namespace": NS},
+        "metadata": {"name": "agent"},
         "spec": {
             "selector": {"matchLabels": {"app": "agent"}},
             "template": {
@@ -232,7 +232,7 @@ async fn deleting_a_canary_whose_new_version_never_becomes_ready_keeps_the_prima
     world
         .wait_event(
             "podinfo",
-            "New revision detected! Scaling up podinfo.default",
+            &format!("New revision detected! Scaling up podinfo.{}", world.ns()),
             LONG,
         )
         .await;
@@ -247,7 +247,10 @@ async fn deleting_a_canary_whose_new_version_never_becomes_ready_keeps_the_prima
     world
         .wait_event(
             "podinfo",
-            "kept podinfo-primary.default serving and routing on it",
+            &format!(
+                "kept podinfo-primary.{} serving and routing on it",
+                world.ns()
+            ),
             LONG,
         )
         .await;
@@ -388,7 +391,10 @@ async fn skip_analysis_promotes_without_checks(cp: ControlPlane) {
     world
         .wait_event(
             "podinfo",
-            "Promotion completed! Canary analysis was skipped for podinfo.default",
+            &format!(
+                "Promotion completed! Canary analysis was skipped for podinfo.{}",
+                world.ns()
+            ),
             LONG,
         )
         .await;
@@ -407,7 +413,7 @@ async fn an_existing_apex_service_is_taken_over_by_its_selector_only(cp: Control
         .apply(
             &world.services(),
             json!({"apiVersion": "v1", "kind": "Service",
-                   "metadata": {"name": "podinfo", "namespace": NS, "labels": {"team": "web"},
+                   "metadata": {"name": "podinfo", "labels": {"team": "web"},
                                 "annotations": {"team.example.com/owner": "web"}},
                    "spec": {"selector": {"app": "podinfo"},
                             "ports": [{"name": "http", "port": 9898, "targetPort": 9898}]}}),
@@ -496,7 +502,7 @@ async fn an_existing_apex_service_is_taken_over_by_its_selector_only(cp: Control
 async fn the_primary_gets_a_copy_of_the_targets_autoscaler(cp: ControlPlane) {
     let world = world(cp).await;
     let hpas: kube::Api<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler> =
-        kube::Api::namespaced(world.client.clone(), NS);
+        kube::Api::namespaced(world.client.clone(), world.ns());
     world
         .apply(
             &world.deployments(),
@@ -507,7 +513,7 @@ async fn the_primary_gets_a_copy_of_the_targets_autoscaler(cp: ControlPlane) {
         .apply(
             &hpas,
             json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-                   "metadata": {"name": "podinfo", "namespace": NS},
+                   "metadata": {"name": "podinfo"},
                    "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
                             "minReplicas": 2, "maxReplicas": 4}}),
         )
@@ -535,7 +541,7 @@ async fn a_keda_scaled_object_is_copied_and_the_targets_paused(cp: ControlPlane)
         "scaledobjects",
     );
     let scaled: kube::Api<kube::api::DynamicObject> =
-        kube::Api::namespaced_with(world.client.clone(), NS, &resource);
+        kube::Api::namespaced_with(world.client.clone(), world.ns(), &resource);
     world
         .apply(
             &world.deployments(),
@@ -546,7 +552,7 @@ async fn a_keda_scaled_object_is_copied_and_the_targets_paused(cp: ControlPlane)
         .apply(
             &scaled,
             json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
-                "metadata": {"name": "podinfo", "namespace": NS},
+                "metadata": {"name": "podinfo"},
                 "spec": {"scaleTargetRef": {"name": "podinfo"}, "minReplicaCount": 2, "maxReplicaCount": 4,
                     "triggers": [{"type": "prometheus", "name": "rps",
                         "metadata": {"query": "sum(rate(x{app=\"podinfo\"}[1m]))"}}]}}),
@@ -597,7 +603,7 @@ async fn a_service_target_is_released_as_a_primary_copy(cp: ControlPlane) {
         .apply(
             &world.services(),
             json!({"apiVersion": "v1", "kind": "Service",
-                   "metadata": {"name": "backend", "namespace": NS},
+                   "metadata": {"name": "backend"},
                    "spec": {"type": "ExternalName", "externalName": "backend-v1.example.com"}}),
         )
         .await;
@@ -645,7 +651,10 @@ async fn going_back_to_the_promoted_revision_cancels_the_release_without_analysi
         .await;
     assert!(
         !world
-            .has_event("podinfo", "Copying podinfo.default template spec")
+            .has_event(
+                "podinfo",
+                &format!("Copying podinfo.{} template spec", world.ns())
+            )
             .await
     );
     assert_eq!(world.replicas("podinfo").await, 0);
@@ -660,7 +669,10 @@ async fn a_hand_edit_of_the_primary_is_put_back_and_reported(cp: ControlPlane) {
     world
         .wait_event(
             "podinfo",
-            "Deployment/default/podinfo-primary was changed outside serin",
+            &format!(
+                "Deployment/{}/podinfo-primary was changed outside serin",
+                world.ns()
+            ),
             LONG,
         )
         .await;

@@ -34,24 +34,25 @@ async fn failing_rollout_checks_roll_the_release_back_at_the_threshold(cp: Contr
     world.wait_phase("podinfo", Phase::Failed, LONG).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.0");
     assert_eq!(world.replicas("podinfo").await, 0);
+    let ns = world.ns();
     world
         .wait_event(
             "podinfo",
-            "Rolling back podinfo.default failed checks threshold reached 2",
+            &format!("Rolling back podinfo.{ns} failed checks threshold reached 2"),
             LONG,
         )
         .await;
     let events = world.events("podinfo").await;
     assert!(
-        events.iter().any(|e| e
-            .contains("Halt podinfo.default advancement external check acceptance failed 500")
-            && e.contains("not ready to go")),
+        events.iter().any(|e| e.contains(&format!(
+            "Halt podinfo.{ns} advancement external check acceptance failed 500"
+        )) && e.contains("not ready to go")),
         "{events:#?}"
     );
     let bodies = hook.bodies.lock().await;
     let first = bodies.first().expect("the hook was called");
     assert_eq!(first["name"], "podinfo");
-    assert_eq!(first["namespace"], "default");
+    assert_eq!(first["namespace"], ns);
     assert_eq!(first["phase"], "Progressing");
     assert_eq!(first["metadata"], json!({"cmd": "test"}));
     assert!(first["checksum"].as_str().is_some_and(|s| !s.is_empty()));
@@ -78,8 +79,9 @@ async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens(cp: Co
         .await;
     // Held, not merely slow: the closed gate is asked again (a second Halt) and the release
     // still waits, with the primary untouched.
-    let halt = "Halt podinfo.default advancement waiting for promotion approval approve";
-    world.wait_event_count("podinfo", halt, 2, LONG).await;
+    let ns = world.ns();
+    let halt = format!("Halt podinfo.{ns} advancement waiting for promotion approval approve");
+    world.wait_event_count("podinfo", &halt, 2, LONG).await;
     assert_eq!(world.phase("podinfo").await, Phase::WaitingPromotion);
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.0");
 
@@ -89,7 +91,7 @@ async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens(cp: Co
     world
         .wait_event(
             "podinfo",
-            "Confirm-promotion check for podinfo.default passed",
+            &format!("Confirm-promotion check for podinfo.{ns} passed"),
             LONG,
         )
         .await;
@@ -117,6 +119,7 @@ async fn events_reach_the_event_webhooks(cp: ControlPlane) {
     for name in ["podinfo", "other"] {
         world.wait_phase(name, Phase::Initialized, LONG).await;
     }
+    let ns = world.ns().to_string();
     let messages = |bodies: &[Value], name: &str| -> Vec<String> {
         bodies
             .iter()
@@ -132,10 +135,10 @@ async fn events_reach_the_event_webhooks(cp: ControlPlane) {
     crate::harness::wait_until(LONG, "events delivered", || async {
         messages(&own.bodies.lock().await, "podinfo")
             .iter()
-            .any(|m| m == "Initialization done! podinfo.default")
+            .any(|m| *m == format!("Initialization done! podinfo.{ns}"))
             && messages(&global.bodies.lock().await, "other")
                 .iter()
-                .any(|m| m == "Initialization done! other.default")
+                .any(|m| *m == format!("Initialization done! other.{ns}"))
     })
     .await;
     let own_bodies = own.bodies.lock().await.clone();
@@ -149,9 +152,9 @@ async fn events_reach_the_event_webhooks(cp: ControlPlane) {
     );
     let done = own_bodies
         .iter()
-        .find(|b| b["metadata"]["eventMessage"] == "Initialization done! podinfo.default")
+        .find(|b| b["metadata"]["eventMessage"] == format!("Initialization done! podinfo.{ns}"))
         .unwrap();
-    assert_eq!(done["namespace"], "default");
+    assert_eq!(done["namespace"], ns.as_str());
     assert_eq!(done["metadata"]["eventType"], "Normal");
     assert_eq!(done["metadata"]["team"], "web");
     assert!(
@@ -165,7 +168,7 @@ async fn events_reach_the_event_webhooks(cp: ControlPlane) {
     let order = messages(&own_bodies, "podinfo");
     let first = order
         .iter()
-        .position(|m| m.starts_with("podinfo-primary.default not ready: "));
+        .position(|m| m.starts_with(&format!("podinfo-primary.{ns} not ready: ")));
     let last = order
         .iter()
         .position(|m| m.starts_with("Initialization done!"));

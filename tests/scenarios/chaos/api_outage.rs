@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serin_core::Phase;
 use serin_stack::FaultRule;
-use serin_testkit::{ControlPlane, NS, Poll, WorldConfig};
+use serin_testkit::{ControlPlane, Poll, WorldConfig};
 
 use serin_testkit::LONG;
 /// How long the API server is down for serin: thirty analysis intervals, longer than every
@@ -70,8 +70,9 @@ async fn a_full_api_outage_mid_release_resumes_without_a_wrong_outcome() {
     // Back: the release resumes and is promoted, each step announced once.
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+    let ns = world.ns();
     for i in 1..=ITERATIONS {
-        let advance = format!("Advance podinfo.{NS} canary iteration {i}/{ITERATIONS}");
+        let advance = format!("Advance podinfo.{ns} canary iteration {i}/{ITERATIONS}");
         world.wait_event("podinfo", &advance, LONG).await;
         assert_eq!(world.event_count("podinfo", &advance).await, 1, "{advance}");
     }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use serin_core::Phase;
 use serin_stack::FaultRule;
-use serin_testkit::{ControlPlane, NS, Poll, Receiver, World, WorldConfig, deployment};
+use serin_testkit::{ControlPlane, Poll, Receiver, World, WorldConfig, deployment};
 
 use super::terminal;
 
@@ -66,15 +66,13 @@ fn faulty(i: usize) -> bool {
     i % 2 == 1
 }
 
-/// Load on every release's apex Service; the faulty build fails half its requests.
+/// Load on every release's apex Service (in the world's namespace, where a load without one
+/// goes); the faulty build fails half its requests.
 fn scenario(releases: usize) -> String {
     let mut s =
         String::from("workloads:\n  readyDelay: 1s\ntraffic:\n  provider: istio\n  services:\n");
     for i in 0..releases {
-        s.push_str(&format!(
-            "    - name: {}\n      namespace: {NS}\n      rate: 20\n",
-            name(i)
-        ));
+        s.push_str(&format!("    - name: {}\n      rate: 20\n", name(i)));
     }
     s.push_str("  images:\n    - match: bad-build\n      errorRate: 0.5\n");
     s
@@ -134,14 +132,14 @@ async fn user_objects(world: &World, i: usize) -> Vec<(String, String)> {
         .apply(
             &world.configmaps(),
             json!({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": settings, "namespace": NS}, "data": {"LOG": "info"}}),
+                "metadata": {"name": settings}, "data": {"LOG": "info"}}),
         )
         .await;
     world
         .apply(
             &world.services(),
             json!({"apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": own, "namespace": NS},
+                "metadata": {"name": own},
                 "spec": {"selector": {"app": name(i)}, "ports": [{"port": 8080}]}}),
         )
         .await;
@@ -263,15 +261,16 @@ async fn check_release(
     alerts: &[Value],
 ) -> Vec<String> {
     let name = name(i);
+    let ns = world.ns();
     let mut wrong = Vec::new();
     let phase = world.phase(&name).await;
     // Every rollback path alerts once at error severity (Slack's "danger"), whatever the
     // reason; a promotion alerts once that it finished.
     let (want_phase, want_primary, outcome, alert) = if faulty(i) {
-        let outcome = format!("Canary failed! Scaling down {name}.{NS}");
+        let outcome = format!("Canary failed! Scaling down {name}.{ns}");
         (Phase::Failed, OLD, outcome, "\"danger\"")
     } else {
-        let outcome = format!("Promotion completed! Scaling down {name}.{NS}");
+        let outcome = format!("Promotion completed! Scaling down {name}.{ns}");
         (Phase::Succeeded, HEALTHY, outcome, "promotion finished")
     };
     if phase != want_phase {
@@ -298,14 +297,14 @@ async fn check_release(
         wrong.push(format!("{name}: the user's ConfigMap or Service changed"));
     }
     let counts = world.event_counts(&name).await;
-    let detected = format!("New revision detected! Scaling up {name}.{NS}");
+    let detected = format!("New revision detected! Scaling up {name}.{ns}");
     for message in [&detected, &outcome] {
         let n = times(&counts, message);
         if n != 1 {
             wrong.push(format!("{name}: event {message:?} recorded {n} times"));
         }
     }
-    let workload = format!("{name}.{NS}");
+    let workload = format!("{name}.{ns}");
     let sent: Vec<String> = alerts
         .iter()
         .map(Value::to_string)

@@ -11,7 +11,10 @@ use serin_testkit::{ControlPlane, Poll, WorldConfig};
 use serin_testkit::LONG;
 
 async fn expired_watches_are_listed_again_and_nothing_is_missed(cp: ControlPlane) {
-    let mut config = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp).api_switch();
+    // It compacts the history of changes (on the real control plane etcd's): the cluster's.
+    let mut config = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
+        .api_switch()
+        .whole_cluster();
     config.stack.watch_cache = false;
     let world = config.start().await;
     super::podinfo_release(&world, 6).await;
