@@ -294,10 +294,34 @@ async fn deleting_a_canary_whose_new_version_never_becomes_ready_keeps_the_prima
         selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
         "the apex {selector:?} selects the primary's pods {labels:?}"
     );
-    assert_eq!(
-        world.ready_replicas("podinfo").await,
-        0,
-        "the target never served"
+    // The broken version never served. (The target may have ready pods of the old version:
+    // a Deployment scaled up before its controller has made the new ReplicaSet scales the
+    // old one, as Kubernetes' proportional scaling does.)
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(world.client.clone(), world.ns());
+    let broken_ready: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| {
+            let spec = p.spec.as_ref();
+            spec.is_some_and(|s| {
+                s.containers
+                    .iter()
+                    .any(|c| c.image.as_deref() == Some("podinfo:6.0.1-broken"))
+            })
+        })
+        .filter(|p| {
+            let conditions = p.status.as_ref().and_then(|s| s.conditions.as_ref());
+            conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert!(
+        broken_ready.is_empty(),
+        "the broken version served: {broken_ready:?}"
     );
     let gaps = serving.stop();
     assert!(

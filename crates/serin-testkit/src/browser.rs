@@ -140,7 +140,10 @@ impl Browser {
                 if code == 200 {
                     return;
                 }
-                assert!(text.contains("stale element reference"), "click {css}: {text}");
+                assert!(
+                    text.contains("stale element reference"),
+                    "click {css}: {text}"
+                );
             }
             assert!(!poll.expired(), "no {css} to click within {timeout:?}");
             poll.next().await;

@@ -3,7 +3,6 @@
 
 use serde_json::{Value, json};
 
-
 /// A Canary manifest (`flagger.app/v1beta1`) without a namespace (the kit creates it in the
 /// scenario's, [`crate::World::ns`]): by default the `kubernetes` provider (blue/green), a
 /// Deployment target of the same name, port 9898, a 60 s progress deadline, and one check at

@@ -6,8 +6,8 @@ use std::process::Stdio;
 
 use tokio::io::AsyncBufReadExt;
 
-use crate::http::request_with;
 use crate::LONG;
+use crate::http::request_with;
 
 /// A running `serin dashboard`, stopped when dropped.
 pub struct Dashboard {

@@ -51,10 +51,11 @@ impl World {
         self.controller.counters().await.reconciles
     }
 
-    /// See [`Controller::assert_idle_makes_no_api_requests`], for every Canary there is.
+    /// See [`Controller::assert_idle_makes_no_api_requests`], for every Canary the controller
+    /// watches.
     pub async fn assert_idle_makes_no_api_requests(&self) {
-        let all: kube::Api<serin::api::Canary> = kube::Api::all(self.client.clone());
-        let canaries = all.list(&Default::default()).await.unwrap().items.len();
+        let watched = self.watched_canaries();
+        let canaries = watched.list(&Default::default()).await.unwrap().items.len();
         self.controller
             .assert_idle_makes_no_api_requests(canaries)
             .await;

@@ -192,6 +192,7 @@ pub struct World {
     pub(crate) controller: Controller,
     api_switch: Option<ApiSwitch>,
     ns: String,
+    whole_cluster: bool,
 }
 
 impl World {
@@ -263,6 +264,7 @@ impl World {
             controller,
             api_switch,
             ns,
+            whole_cluster: config.whole_cluster,
         }
     }
 }
@@ -485,6 +487,15 @@ impl World {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
+    /// The Canaries the world's controller watches: the scenario's namespace's, or every
+    /// one ([`WorldConfig::whole_cluster`]).
+    pub fn watched_canaries(&self) -> Api<Canary> {
+        match self.whole_cluster {
+            true => Api::all(self.client.clone()),
+            false => self.canaries(),
+        }
+    }
+
     pub fn deployments(&self) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
@@ -571,7 +582,10 @@ impl World {
         if object["metadata"]["namespace"].is_null() {
             object["metadata"]["namespace"] = json!(self.ns);
         }
-        let ns = object["metadata"]["namespace"].as_str().unwrap().to_string();
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let api = self.dynamic_in(&ns, object["apiVersion"].as_str().unwrap(), &kind);
         api.create(
             &PostParams::default(),
