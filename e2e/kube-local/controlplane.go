@@ -93,6 +93,16 @@ func controllerManagerArgs(p *pki, kubeconfig string, controllers []string) []st
 		"--controller-start-interval=0",
 		// Tests change things every second; the default resync would hide nothing but costs CPU.
 		"--min-resync-period=1h",
+		// One control plane serves every scenario of a test process at once (a dozen
+		// releases, each scaling and rolling Deployments every second): the defaults (20
+		// requests/s, five workers per loop) would queue one scenario's rollout behind
+		// another's.
+		"--kube-api-qps=500",
+		"--kube-api-burst=1000",
+		"--concurrent-deployment-syncs=20",
+		"--concurrent-replicaset-syncs=20",
+		"--concurrent-service-endpoint-syncs=20",
+		"--concurrent-daemonset-syncs=10",
 	}
 }
 

@@ -234,7 +234,7 @@ pub struct Stack {
 
 /// The real control plane behind a stack: its own, or the process's shared one.
 enum RealApi {
-    Own(control_plane::KubeLocal),
+    Own(Box<control_plane::KubeLocal>),
     Shared(Arc<control_plane::Shared>),
 }
 
@@ -765,7 +765,7 @@ impl Stack {
             p.stop().await;
         }
         if let Some(RealApi::Own(kl)) = self.kube_local.take() {
-            kl.stop().await;
+            (*kl).stop().await;
         }
         let _ = self.stop.send(true);
         for t in self.tasks.drain(..) {
@@ -967,7 +967,7 @@ impl ApiServer {
         let client = client_for(kubeconfig).await?;
         Ok(ApiServer {
             url: kl.url().to_string(),
-            kube_local: Some(RealApi::Own(kl)),
+            kube_local: Some(RealApi::Own(Box::new(kl))),
             client: Some(client),
         })
     }
