@@ -34,7 +34,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 /// How long a scenario waits for what must come (a phase, an event, the end of a release)
-/// before it fails. Generous, since eight scenarios share two cores; a wait returns as soon as
+/// before it fails. Generous, since twelve scenarios share two cores; a wait returns as soon as
 /// its condition holds, so passing scenarios never spend it.
 pub const LONG: Duration = Duration::from_secs(120);
 
