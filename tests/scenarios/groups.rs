@@ -7,7 +7,7 @@ use serde_json::json;
 use serin_core::Phase;
 use serin_testkit::{LONG, Receiver};
 
-use crate::harness::{ControlPlane, World, canary, initialized_with, world};
+use crate::harness::{ControlPlane, World, canary, initialized_with, wait_until, world};
 
 serin_testkit::on_every_control_plane!(virtual_time:
     two_services_advance_step_by_step_and_are_promoted_together,
@@ -124,7 +124,9 @@ async fn a_member_that_never_becomes_ready_holds_the_group_until_the_deadline(cp
     let api = canary("api")
         .annotations(json!({"serin.flagger.app/release-group": "shop"}))
         .iterations(3)
-        .deadline(8)
+        // Long enough for cart to become ready and reach its first step on a loaded real
+        // control plane (virtual time on the emulator: free).
+        .deadline(30)
         .build();
     initialized_with(&world, api).await;
     world.set_image("api", "app", "podinfo:broken").await;
@@ -150,8 +152,8 @@ async fn a_member_that_never_becomes_ready_holds_the_group_until_the_deadline(cp
     );
 }
 
-/// `serin abort --group shop` mid-release: every member rolls back, each saying a person
-/// asked; a group nobody is in is an error.
+/// `serin abort --group shop` mid-release: every member rolls back, the first asked saying a
+/// person asked; a group nobody is in is an error.
 async fn serin_abort_group_rolls_back_every_member(cp: ControlPlane) {
     let world = world(cp).await;
     let ns = world.ns();
@@ -168,16 +170,29 @@ async fn serin_abort_group_rolls_back_every_member(cp: ControlPlane) {
             && out.contains(&format!("canary {ns}/cart: abort requested")),
         "{out}"
     );
-    for name in ["cart", "api"] {
-        world.wait_phase(name, Phase::Failed, LONG).await;
-        world
-            .wait_event(
-                name,
-                &format!("Rolling back {name}.{ns} aborted by a person"),
-                LONG,
-            )
-            .await;
-    }
+    // api, asked first, rolls back for the person; cart for the person too, or, when api's
+    // rollback reaches it before its own abort does, for api's: either way every member.
+    world.wait_phase("api", Phase::Failed, LONG).await;
+    world
+        .wait_event(
+            "api",
+            &format!("Rolling back api.{ns} aborted by a person"),
+            LONG,
+        )
+        .await;
+    world.wait_phase("cart", Phase::Failed, LONG).await;
+    let aborted = format!("Rolling back cart.{ns} aborted by a person");
+    let followed = format!(
+        "Rolling back cart.{ns}: the release of api, in the same release group shop, failed"
+    );
+    // Events follow the status that records them.
+    wait_until(LONG, "cart's rollback event", || async {
+        let events = world.events("cart").await;
+        events
+            .iter()
+            .any(|e| e.contains(&aborted) || e.contains(&followed))
+    })
+    .await;
 
     let (code, _, err) = world.cli(&["abort", "--group", "nobody", "-n", ns]).await;
     assert_eq!(code, 1);
