@@ -375,7 +375,7 @@ async fn serving_gap(
     };
     let selector = service.spec?.selector.unwrap_or_default();
     let list = deployments.list(&Default::default()).await.ok()?;
-    let ready: i32 = list
+    let selected: Vec<_> = list
         .items
         .iter()
         .filter(|d| {
@@ -387,6 +387,9 @@ async fn serving_gap(
                 .unwrap_or_default();
             !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
         })
+        .collect();
+    let ready: i32 = selected
+        .iter()
         .map(|d| {
             d.status
                 .as_ref()
@@ -394,7 +397,26 @@ async fn serving_gap(
                 .unwrap_or(0)
         })
         .sum();
-    (ready == 0).then(|| format!("{apex} selects {selector:?}: no ready pods"))
+    // What each selected Deployment said, for a failure to show why nothing was ready.
+    let said: Vec<String> = selected
+        .iter()
+        .map(|d| {
+            let s = d.status.clone().unwrap_or_default();
+            format!(
+                "{} generation {:?} observed {:?} replicas {:?}/{:?} updated {:?} ready {:?} \
+                 available {:?}",
+                d.metadata.name.as_deref().unwrap_or_default(),
+                d.metadata.generation,
+                s.observed_generation,
+                d.spec.as_ref().and_then(|s| s.replicas),
+                s.replicas,
+                s.updated_replicas,
+                s.ready_replicas,
+                s.available_replicas,
+            )
+        })
+        .collect();
+    (ready == 0).then(|| format!("{apex} selects {selector:?}: no ready pods ({said:?})"))
 }
 
 async fn skip_analysis_promotes_without_checks(cp: ControlPlane) {
