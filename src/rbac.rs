@@ -80,6 +80,14 @@ pub const CORE: &[Rule] = &[
         why: "targets are watched; primaries written; targets scaled",
     },
     Rule {
+        api_group: "apps",
+        resources: &["replicasets"],
+        verbs: &["list"],
+        resource_names: &[],
+        why: "a deleted Canary's target Deployment: its ReplicaSets confirm its status before \
+              traffic is handed back to it",
+    },
+    Rule {
         api_group: "",
         resources: &["services"],
         verbs: WATCH_AND_WRITE,

@@ -3,7 +3,7 @@
 //! `NotReady` with the reason a platform engineer would look for.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serin_core::Readiness;
 
@@ -126,6 +126,35 @@ pub fn daemon_set(
         ),
         Some(r) => Readiness::NotReady(r),
     }
+}
+
+/// Whether the statuses a Deployment's status is summed from are current: each of its
+/// ReplicaSets (`replica_sets`, those the Deployment controls) has observed its latest
+/// generation. A ReplicaSet scaled down computes its status from the pods it had before
+/// deleting them, so scaled to zero and straight back up it can still count terminating
+/// pods as ready, and the Deployment report them available at its current generation.
+/// `Some(reason)` while one lags; no ReplicaSets at all is no evidence either way.
+pub fn replica_sets_lag(deployment: &Deployment, replica_sets: &[ReplicaSet]) -> Option<String> {
+    let uid = deployment.metadata.uid.as_deref()?;
+    replica_sets
+        .iter()
+        .filter(|rs| {
+            let owners = rs.metadata.owner_references.as_deref().unwrap_or_default();
+            owners
+                .iter()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        })
+        .find(|rs| {
+            let generation = rs.metadata.generation.unwrap_or(0);
+            let observed = rs.status.as_ref().and_then(|s| s.observed_generation);
+            observed.unwrap_or(0) < generation
+        })
+        .map(|rs| {
+            format!(
+                "waiting for ReplicaSet {} to observe its scale",
+                rs.metadata.name.as_deref().unwrap_or("<unnamed>")
+            )
+        })
 }
 
 /// Replicas that must be available: `count × threshold / 100`, rounded down as Flagger does.
@@ -252,5 +281,51 @@ mod tests {
             Readiness::Failed(_)
         ));
         assert!(daemon_set(&ds, 30, deadline, recent, now()).is_ready());
+    }
+
+    fn replica_set(owner: &str, generation: i64, observed: Option<i64>) -> ReplicaSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("podinfo-{generation}"), "generation": generation,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                    "name": "podinfo", "uid": owner, "controller": true}]},
+            "status": {"replicas": 2, "observedGeneration": observed},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn replica_sets_lag_table() {
+        let mut d = rolling(3, [3, 2, 2, 2]);
+        d.metadata.uid = Some("d-uid".into());
+        let cases: Vec<(&str, Vec<ReplicaSet>, bool)> = vec![
+            ("no ReplicaSets: no evidence", vec![], false),
+            (
+                "every one current",
+                vec![replica_set("d-uid", 4, Some(4))],
+                false,
+            ),
+            (
+                "scaled back up before its controller looked again",
+                vec![replica_set("d-uid", 5, Some(4))],
+                true,
+            ),
+            ("never observed", vec![replica_set("d-uid", 1, None)], true),
+            (
+                "another Deployment's lags: not this one's",
+                vec![replica_set("other", 5, Some(4))],
+                false,
+            ),
+            (
+                "one of two lags",
+                vec![
+                    replica_set("d-uid", 2, Some(2)),
+                    replica_set("d-uid", 7, Some(6)),
+                ],
+                true,
+            ),
+        ];
+        for (name, sets, lags) in cases {
+            assert_eq!(replica_sets_lag(&d, &sets).is_some(), lags, "{name}");
+        }
     }
 }

@@ -433,7 +433,7 @@ fn prepare_create(
 fn check_creatable(rt: &ResourceType, body: &Value) -> ApiResult<()> {
     if rt.always_empty {
         return Err(ApiError::method_not_allowed(format!(
-            "{} are not emulated: the workload simulator runs no pods",
+            "{} are not emulated: the workload simulator runs none",
             rt.plural
         )));
     }

@@ -268,6 +268,17 @@ fn builtins() -> Vec<ResourceType> {
             status: true,
             generation: true,
         },
+        // Served and always empty, as pods are: the simulator runs no ReplicaSets.
+        B {
+            group: "apps",
+            version: "v1",
+            plural: "replicasets",
+            kind: "ReplicaSet",
+            namespaced: true,
+            short: &["rs"],
+            status: true,
+            generation: true,
+        },
         B {
             group: "autoscaling",
             version: "v2",
@@ -347,7 +358,7 @@ fn builtins() -> Vec<ResourceType> {
                 scale,
                 builtin: true,
                 generation: b.generation,
-                always_empty: b.plural == "pods",
+                always_empty: matches!(b.plural, "pods" | "replicasets"),
                 storage: (b.group == "events.k8s.io").then(|| "events".to_string()),
             }
         })

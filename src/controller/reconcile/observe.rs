@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::DynamicObject;
 use kube::{Api, ResourceExt};
@@ -19,6 +19,7 @@ use crate::controller::runtime::slots;
 use crate::workload::configs::{self, Tracked};
 use crate::workload::knative;
 use crate::workload::primary::{PRIMARY_SUFFIX, selector_label};
+use crate::workload::readiness;
 
 pub(super) async fn find_target(
     canary: &Canary,
@@ -150,6 +151,46 @@ pub(super) async fn find_primary(
             Some(Primary::KnativeRevision(Arc::new(revision)))
         }
     })
+}
+
+/// A ready target's readiness on deletion, confirmed by its ReplicaSets: traffic is handed
+/// back to it then, the one moment nothing else would serve, and a Deployment scaled to zero
+/// and straight back up can report available pods that are terminating
+/// (`readiness::replica_sets_lag`). One LIST, only while a Canary is being deleted. A failed
+/// read waits like an unready target (at the progress deadline the primary is kept serving).
+async fn confirm_replica_sets(
+    ctx: &Context,
+    namespace: &str,
+    deployment: &Deployment,
+) -> Readiness {
+    let labels = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
+    match api
+        .list(&kube::api::ListParams::default().labels(&labels))
+        .await
+    {
+        Ok(list) => match readiness::replica_sets_lag(deployment, &list.items) {
+            Some(reason) => Readiness::NotReady(reason),
+            None => Readiness::Ready,
+        },
+        // The API server's code and reason, not its message (a remote answer).
+        Err(kube::Error::Api(s)) => Readiness::NotReady(format!(
+            "reading the target's ReplicaSets: {} {}",
+            s.code,
+            s.reason.chars().take(64).collect::<String>()
+        )),
+        Err(_) => Readiness::NotReady("reading the target's ReplicaSets failed".into()),
+    }
 }
 
 /// Whether the cache has not yet seen serin's last write of the target.
@@ -305,13 +346,19 @@ pub(super) async fn observe(
         since: status.last_transition_time,
         now,
     };
-    let target_readiness = if target.is_scaled_to_zero() {
+    let mut target_readiness = if target.is_scaled_to_zero() {
         Readiness::NotReady(format!("{} is scaled to zero", plan.target))
     } else if is_stale(ctx, &target) {
         Readiness::NotReady("waiting for the target's update to be observed".into())
     } else {
         target.readiness(analysis.canary_ready_threshold(), &clock)
     };
+    if let Target::Deployment(d) = &target
+        && canary.metadata.deletion_timestamp.is_some()
+        && target_readiness.is_ready()
+    {
+        target_readiness = confirm_replica_sets(ctx, namespace, d).await;
+    }
     let primary_readiness = match &primary {
         None if matches!(target, Target::Service(_)) => Readiness::Ready,
         None => Readiness::Missing,
