@@ -234,6 +234,7 @@ async fn flaggers_webhook_pattern_runs_through_serin_loadtester(cp: ControlPlane
          "metadata": {"cmd": format!("hey -z 1m -q 20 -c 1 {}", app.url)}}
     ]);
     world.apply(&world.canaries(), c).await;
+    world.wait_observed("podinfo").await;
 
     // The release waits at the closed gate until it is opened, then runs and promotes.
     world.set_image("podinfo", "app", "podinfo:6.0.1").await;

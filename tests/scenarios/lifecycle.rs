@@ -155,6 +155,7 @@ async fn a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadli
             json!({"spec": {"progressDeadlineSeconds": 3}}),
         )
         .await;
+    world.wait_observed("podinfo").await;
 
     // An image that never becomes ready (the stack's rule: the tag says "broken").
     world

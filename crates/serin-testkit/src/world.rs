@@ -683,6 +683,17 @@ impl World {
         }
     }
 
+    /// Waits until the controller has acted on the Canary's current spec
+    /// (`status.observedGeneration`): a change to the target right after a change to the
+    /// Canary may otherwise be seen first, and released by the spec before.
+    pub async fn wait_observed(&self, name: &str) -> Canary {
+        self.wait_canary(name, "the current spec observed", crate::LONG, |c| {
+            let observed = c.status.as_ref().and_then(|s| s.observed_generation);
+            observed.is_some() && observed >= c.metadata.generation
+        })
+        .await
+    }
+
     /// Waits until `status.iterations` reaches `n`.
     pub async fn wait_iterations(&self, name: &str, n: i32) -> Canary {
         self.wait_canary(
