@@ -68,10 +68,12 @@ pub struct KubeLocal {
     /// Held open: kube-local (`--exit-with-stdin`) stops when it closes, so a test process
     /// killed outright leaves no control plane behind.
     _stdin: tokio::process::ChildStdin,
-    /// kube-local's data (etcd, about 120 MiB): owned here and removed on drop, because a
-    /// killed kube-local cannot remove it itself. Declared after `child` so the process is
-    /// killed first. `None` for a [`Shared`] one, which is never dropped: kube-local keeps its
-    /// data in a temporary directory of its own and removes it when it stops.
+    /// kube-local's data directory (etcd, about 120 MiB).
+    dir: PathBuf,
+    /// The data directory, owned here and removed on drop, because a killed kube-local
+    /// cannot remove it itself. Declared after `child` so the process is killed first.
+    /// `None` for a [`Shared`] one, which is never dropped: the next process to start one
+    /// removes it ([`remove_stale_shared`]).
     _data: Option<tempfile::TempDir>,
 }
 
@@ -175,13 +177,15 @@ impl KubeLocal {
             .prefix("kube-local-")
             .tempdir()
             .context("creating kube-local's data directory")?;
-        KubeLocal::spawn(kubeconfig, crds, watch_cache, Some(data)).await
+        let dir = data.path().to_path_buf();
+        KubeLocal::spawn(kubeconfig, crds, watch_cache, &dir, Some(data)).await
     }
 
     async fn spawn(
         kubeconfig: &Path,
         crds: &[PathBuf],
         watch_cache: bool,
+        dir: &Path,
         data: Option<tempfile::TempDir>,
     ) -> Result<KubeLocal> {
         let binary = kube_local_binary();
@@ -191,11 +195,9 @@ impl KubeLocal {
                 binary.display()
             );
         }
-        let mut command = Command::new(&binary);
-        if let Some(data) = &data {
-            command.arg("--dir").arg(data.path());
-        }
-        let mut child = command
+        let mut child = Command::new(&binary)
+            .arg("--dir")
+            .arg(dir)
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .arg("--exit-with-stdin")
@@ -230,6 +232,7 @@ impl KubeLocal {
             url,
             log,
             _stdin: stdin,
+            dir: dir.to_path_buf(),
             _data: data,
         })
     }
@@ -248,10 +251,10 @@ impl KubeLocal {
     /// kube-local wrote into its data directory: a watch then resumed from an earlier
     /// resourceVersion (past the API server's watch cache, if it has one) gets 410 Gone.
     pub async fn compact(&self) -> Result<()> {
-        let Some(data) = &self._data else {
+        if self._data.is_none() {
             bail!("a shared control plane is not compacted: start the stack with its own");
-        };
-        let path = data.path().join("etcd-url");
+        }
+        let path = self.dir.join("etcd-url");
         let url = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         let authority = url.trim().trim_start_matches("http://").to_string();
@@ -329,11 +332,14 @@ impl Shared {
     async fn start(crds: Vec<PathBuf>) -> Result<Arc<Shared>, String> {
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        remove_stale_kubeconfigs();
-        let kubeconfig = std::env::temp_dir().join(format!(
-            "{SHARED_PREFIX}{}-{n}.kubeconfig",
-            std::process::id()
-        ));
+        remove_stale_shared();
+        // Its data and kubeconfig, in a directory named after this process: kube-local, whose
+        // output pipes close when the process exits, is not sure to clean up after itself.
+        let dir = std::env::temp_dir().join(format!("{SHARED_PREFIX}{}-{n}", std::process::id()));
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            return Err(format!("creating {}: {e}", dir.display()));
+        }
+        let kubeconfig = dir.join("kubeconfig");
         let (ready, started) = tokio::sync::oneshot::channel();
         let path = kubeconfig.clone();
         let thread = std::thread::Builder::new()
@@ -350,7 +356,7 @@ impl Shared {
                     }
                 };
                 runtime.block_on(async move {
-                    match KubeLocal::spawn(&path, &crds, true, None).await {
+                    match KubeLocal::spawn(&path, &crds, true, &dir, None).await {
                         Ok(kl) => {
                             let shared = Shared {
                                 url: kl.url.clone(),
@@ -395,9 +401,9 @@ impl Shared {
 
 const SHARED_PREFIX: &str = "serin-shared-kube-local-";
 
-/// The kubeconfigs shared control planes of processes that have ended left in the temporary
-/// directory (a process that exits drops no statics, so its own is removed by the next).
-fn remove_stale_kubeconfigs() {
+/// What the shared control planes of processes that have ended left in the temporary
+/// directory (a process that exits drops no statics, so its own are removed by the next).
+fn remove_stale_shared() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
@@ -410,7 +416,11 @@ fn remove_stale_kubeconfigs() {
             continue;
         };
         if !Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_file(entry.path());
+            let path = entry.path();
+            let _ = match path.is_dir() {
+                true => std::fs::remove_dir_all(&path),
+                false => std::fs::remove_file(&path),
+            };
         }
     }
 }
