@@ -37,7 +37,10 @@ pub fn from_canary(
         .interval(min_interval)
         .map_err(|e| vec![Problem::new("spec.analysis.interval", e.to_string())])?;
 
-    let routing = if provider == Provider::Kubernetes {
+    // A StatefulSet released in place splits by pods: its weights pick how many run the new
+    // revision, with the `kubernetes` provider too (its apex Service selects every pod).
+    let in_place = spec.target_ref.kind == crate::api::TargetKind::StatefulSet;
+    let routing = if provider == Provider::Kubernetes && !in_place {
         Routing::ServiceSelector
     } else {
         Routing::Weighted

@@ -81,6 +81,21 @@ pub const CORE: &[Rule] = &[
     },
     Rule {
         api_group: "apps",
+        resources: &["statefulsets"],
+        verbs: &["get", "list", "watch", "patch"],
+        resource_names: &[],
+        why: "StatefulSet targets are released in place: watched, their partition patched",
+    },
+    Rule {
+        api_group: "",
+        resources: &["pods"],
+        verbs: &["list", "delete"],
+        resource_names: &[],
+        why: "a StatefulSet's rollback: its pods on the rolled-back revision are listed and \
+              deleted, for the StatefulSet controller to recreate on the current revision",
+    },
+    Rule {
+        api_group: "apps",
         resources: &["replicasets"],
         verbs: &["list"],
         resource_names: &[],

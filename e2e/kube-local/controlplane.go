@@ -20,6 +20,7 @@ var defaultControllers = []string{
 	names.DeploymentController,
 	names.ReplicaSetController,
 	names.DaemonSetController,
+	names.StatefulSetController,
 	names.GarbageCollectorController,
 	names.NamespaceController,
 	names.EndpointSliceController,
@@ -103,6 +104,7 @@ func controllerManagerArgs(p *pki, kubeconfig string, controllers []string) []st
 		"--concurrent-replicaset-syncs=20",
 		"--concurrent-service-endpoint-syncs=20",
 		"--concurrent-daemonset-syncs=10",
+		"--concurrent-statefulset-syncs=10",
 	}
 }
 

@@ -11,7 +11,9 @@ use super::provider::{Query, QueryError};
 use super::template::{self, TemplateVars};
 use super::thresholds::{self, CheckOutcome};
 use super::{Analyzer, MetricCheck, Resolved};
-use crate::api::canary::{CanaryMetric, JudgeTest, MetricJudge, MetricVerdict, Worse};
+use crate::api::canary::{
+    CanaryMetric, JudgeTest, JudgedSamples, MetricJudge, MetricVerdict, Worse,
+};
 use crate::api::parse_duration;
 
 /// Everything one comparison needs.
@@ -135,6 +137,9 @@ impl Analyzer {
         result.observation.threshold_max = None;
         let judged = judge::judge(&canary, &primary, &settings);
         let error_rate = builtin == Some(Builtin::RequestSuccessRate);
+        // Shown as the metric's own values: a success rate, not the error rate judged.
+        let shown = |v: f64| if error_rate { 100.0 - v } else { v };
+        result.observation.samples = Some(JudgedSamples::of(&canary, &primary, shown));
         result.verdict(at.metric, judged, settings.min_samples, error_rate)
     }
 }

@@ -323,6 +323,8 @@ impl Analyzer {
                 verdict: MetricVerdict::Error,
                 message: None,
                 time: Some(now),
+                analyses: None,
+                samples: None,
             },
             outcome: CheckOutcome::Pass,
             error_kind: None,

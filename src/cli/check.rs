@@ -3,7 +3,9 @@
 //! Reads YAML files (multi-document; `kind: List` items too), directories (every `*.yaml` /
 //! `*.yml` below them) and `-` (stdin). Objects that are not `flagger.app` kinds are skipped.
 //! Each object is checked against serin's CRD schema, then against the semantic rules
-//! ([`crate::api::validate`]).
+//! ([`crate::api::validate`]); a Canary whose StatefulSet target is in the manifests too is
+//! checked against it (released in place, it must update by rolling update, with at least
+//! two replicas).
 //!
 //! Output, all on stdout: one line per problem,
 //! `FILE: <Kind>/<name>: <field path>: <what is wrong and what to do>`, then a summary line.
@@ -19,8 +21,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::Value;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
+
 use crate::api::Provider;
-use crate::api::validate::{self, Checked};
+use crate::api::validate::{self, Checked, Problem};
+use crate::workload::stateful_set;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -48,34 +53,36 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut stderr = std::io::stderr().lock();
     let mut tally = Tally::default();
 
+    let mut read_files = Vec::new();
     for input in expand(&args.files, &mut stderr, &mut tally)? {
         tally.files += 1;
         let display = input.display().to_string();
-        let text = match read(&input) {
-            Ok(text) => text,
+        let parsed = read(&input).and_then(|text| parse_documents(&text));
+        match parsed {
+            Ok(objects) => read_files.push((display, objects)),
             Err(error) => {
                 tally.unreadable += 1;
                 writeln!(stderr, "{display}: {error:#}")?;
-                continue;
             }
-        };
-        let objects = match parse_documents(&text) {
-            Ok(objects) => objects,
-            Err(error) => {
-                tally.unreadable += 1;
-                writeln!(stderr, "{display}: {error:#}")?;
-                continue;
-            }
-        };
-        for object in &objects {
+        }
+    }
+    // A Canary's StatefulSet target is checked when the manifests hold it too.
+    let stateful_sets: Vec<&Value> = read_files
+        .iter()
+        .flat_map(|(_, objects)| objects)
+        .filter(|o| o["apiVersion"] == "apps/v1" && o["kind"] == "StatefulSet")
+        .collect();
+    for (display, objects) in &read_files {
+        for object in objects {
             let Some(Checked {
                 kind,
                 name,
-                problems,
+                mut problems,
             }) = validate::object(object, args.mesh_provider)
             else {
                 continue;
             };
+            problems.extend(target_problems(object, &stateful_sets));
             tally.objects += 1;
             if !problems.is_empty() {
                 tally.invalid_objects += 1;
@@ -95,6 +102,31 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What keeps a Canary's StatefulSet target, found among `stateful_sets` (same name, and
+/// the same namespace where both name one), from being released in place.
+fn target_problems(canary: &Value, stateful_sets: &[&Value]) -> Vec<Problem> {
+    let target = &canary["spec"]["targetRef"];
+    if canary["kind"] != "Canary" || target["kind"] != "StatefulSet" {
+        return Vec::new();
+    }
+    let namespace = |o: &Value| o["metadata"]["namespace"].as_str().map(str::to_string);
+    let found = stateful_sets.iter().find(|s| {
+        s["metadata"]["name"] == target["name"]
+            && match (namespace(s), namespace(canary)) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    });
+    let Some(typed) = found.and_then(|s| serde_json::from_value::<StatefulSet>((*s).clone()).ok())
+    else {
+        return Vec::new();
+    };
+    stateful_set::problems(&typed)
+        .into_iter()
+        .map(|(field, message)| Problem::new("spec.targetRef", format!("{field}: {message}")))
+        .collect()
 }
 
 fn summary(t: &Tally) -> String {

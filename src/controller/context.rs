@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::DynamicObject;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -53,6 +53,7 @@ pub struct Config {
 pub struct Stores {
     pub deployments: Store<Deployment>,
     pub daemon_sets: Store<DaemonSet>,
+    pub stateful_sets: Store<StatefulSet>,
     pub services: Store<Service>,
     pub configmaps: Store<ConfigMap>,
     /// Empty without config tracking: Secrets are then not watched (see `rbac::CREDENTIALS`).
@@ -90,6 +91,7 @@ impl Stores {
             ("Canary", listed(&self.canaries)),
             ("Deployment", listed(&self.deployments)),
             ("DaemonSet", listed(&self.daemon_sets)),
+            ("StatefulSet", listed(&self.stateful_sets)),
             ("Service", listed(&self.services)),
             ("ConfigMap", listed(&self.configmaps)),
             ("Secret", listed(&self.secrets)),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
@@ -337,6 +337,7 @@ type ChangeStream<K> = BoxStream<'static, Result<K, watcher::Error>>;
 struct Changes {
     deployments: ChangeStream<Deployment>,
     daemon_sets: ChangeStream<DaemonSet>,
+    stateful_sets: ChangeStream<StatefulSet>,
     services: ChangeStream<Service>,
     configmaps: ChangeStream<ConfigMap>,
     secrets: ChangeStream<Secret>,
@@ -349,6 +350,7 @@ impl Changes {
         let [
             by_deployment,
             by_daemon_set,
+            by_stateful_set,
             by_service,
             by_configmap,
             by_secret,
@@ -360,6 +362,9 @@ impl Changes {
             })
             .watches_stream(self.daemon_sets, move |d: DaemonSet| {
                 canaries_for(&by_daemon_set, &d.metadata, TargetKind::DaemonSet)
+            })
+            .watches_stream(self.stateful_sets, move |s: StatefulSet| {
+                canaries_for(&by_stateful_set, &s.metadata, TargetKind::StatefulSet)
             })
             .watches_stream(self.services, move |s: Service| {
                 canaries_for(&by_service, &s.metadata, TargetKind::Service)
@@ -402,6 +407,8 @@ fn watch_what_canaries_use(
     );
     let (daemon_sets, daemon_sets_cover, daemon_set_events) =
         cached::<DaemonSet>(client, scoped(), Default::default(), as_delivered, None);
+    let (stateful_sets, stateful_sets_cover, stateful_set_events) =
+        cached::<StatefulSet>(client, scoped(), Default::default(), as_delivered, None);
     let (services, services_cover, service_events) =
         cached::<Service>(client, scoped(), Default::default(), as_delivered, None);
     let (configmaps, configmaps_cover, configmap_events) =
@@ -438,6 +445,7 @@ fn watch_what_canaries_use(
         canaries,
         deployments,
         daemon_sets,
+        stateful_sets,
         services,
         configmaps,
         secrets,
@@ -447,6 +455,7 @@ fn watch_what_canaries_use(
         coverage: vec![
             deployments_cover,
             daemon_sets_cover,
+            stateful_sets_cover,
             services_cover,
             configmaps_cover,
             secrets_cover,
@@ -455,6 +464,7 @@ fn watch_what_canaries_use(
     let changes = Changes {
         deployments: deployment_events.boxed(),
         daemon_sets: daemon_set_events.boxed(),
+        stateful_sets: stateful_set_events.boxed(),
         services: service_events.boxed(),
         configmaps: configmap_events.boxed(),
         secrets: secret_events,

@@ -17,8 +17,6 @@ use tokio::sync::watch;
 use crate::api::Canary;
 use crate::cli::status::{Row, row};
 
-use super::series::Series;
-
 /// How long the stream waits after a change for the next one: a burst of changes (a
 /// release's status write and its events) is sent once.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -34,8 +32,6 @@ pub struct Live {
     pub canaries: Store<Canary>,
     changes: watch::Receiver<u64>,
     error: Arc<Mutex<Option<String>>>,
-    /// Each metric's values over the release, as seen by the watch.
-    pub series: Arc<Series>,
 }
 
 /// What a page receives at each change.
@@ -62,18 +58,9 @@ impl Live {
         let (tx, changes) = watch::channel(0u64);
         let error = Arc::new(Mutex::new(None));
         let seen = error.clone();
-        let series = Arc::new(Series::default());
-        let observed = series.clone();
         let events = reflector(writer, watcher(api, watcher::Config::default()))
             .default_backoff()
             .for_each(move |event| {
-                match &event {
-                    Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => {
-                        observed.observe(c)
-                    }
-                    Ok(watcher::Event::Delete(c)) => observed.forget(c),
-                    _ => {}
-                }
                 let failure = event.err().map(|e| super::cut(&e.to_string(), ERROR_CHARS));
                 if let Ok(mut slot) = seen.lock() {
                     *slot = failure;
@@ -86,7 +73,6 @@ impl Live {
             canaries,
             changes,
             error,
-            series,
         }
     }
 

@@ -10,12 +10,10 @@
 //! - `GET /api/stream`: server-sent events, the rows of every Canary at each change;
 //! - `POST /api/canaries/{ns}/{name}/{action}`: a button (see `guard` for who may press it).
 
-mod charts;
 mod guard;
 mod live;
 mod now;
 mod pages;
-mod series;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,12 +135,6 @@ async fn sections_of(d: &Dashboard, namespace: &str, name: &str) -> Option<Strin
     let waiting_for = crate::cli::status::row(&canary, chrono::Utc::now()).waiting_for;
     let mut sections = now::section(&d.client, &canary, &waiting_for).await;
     sections.push_str(&crate::cli::report::html::sections(&report));
-    // The metrics over the release after the summary's tables: before the releases.
-    let charts = charts::section(&d.live.series.of(&canary));
-    match sections.find("<h2>Releases</h2>") {
-        Some(at) => sections.insert_str(at, &charts),
-        None => sections.push_str(&charts),
-    }
     if let Some(e) = unread {
         let note = format!(
             "The events could not be read: {}",

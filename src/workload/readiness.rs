@@ -158,7 +158,7 @@ pub fn replica_sets_lag(deployment: &Deployment, replica_sets: &[ReplicaSet]) ->
 }
 
 /// Replicas that must be available: `count × threshold / 100`, rounded down as Flagger does.
-fn required(count: i32, threshold: u32) -> i32 {
+pub(super) fn required(count: i32, threshold: u32) -> i32 {
     let threshold = i64::from(threshold.min(100));
     i32::try_from(i64::from(count) * threshold / 100).unwrap_or(count)
 }

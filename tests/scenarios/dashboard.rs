@@ -4,8 +4,10 @@
 //! site could send is refused. On the real control plane, a user whose Role only reads
 //! Canaries sees the API server's refusal. And in a real browser (headless Chromium): the
 //! page follows the release without reloading, the metric's chart has a point per analysis,
-//! the promote button (confirmed) promotes, the release report opens from a file, a release
-//! failing its metric is rolled back with its failures on the chart; screenshots go to `target/tmp/screenshots/`. Real time
+//! the promote button (confirmed) promotes, a dashboard started later and the release report
+//! (opened from a file) chart every analysis, a release failing its metric is rolled back
+//! with its failures on the chart, and (real control plane) the reader's Abort shows the API
+//! server's refusal; screenshots go to `target/tmp/screenshots/`. Real time
 //! on both back-ends: the dashboard and the browser are processes beside the test.
 
 use serde_json::{Value, json};
@@ -111,9 +113,9 @@ async fn the_dashboard_shows_a_release_live_and_its_buttons_act(cp: ControlPlane
     }
 }
 
-/// A user whose Role reads Canaries and events but may not patch them: the page works, a
-/// button answers 403 with the API server's own words, and the Canary is unchanged.
-async fn a_reader_sees_the_api_servers_refusal(world: &World) {
+/// A kubeconfig (written in `dir`) of a user whose Role reads Canaries and events but may not
+/// patch them.
+async fn reader_kubeconfig(world: &World, dir: &std::path::Path) -> std::path::PathBuf {
     let ns = world.ns();
     for object in [
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
@@ -131,8 +133,15 @@ async fn a_reader_sees_the_api_servers_refusal(world: &World) {
     ] {
         world.create(object).await;
     }
+    world.service_account_kubeconfig(ns, "reader", dir)
+}
+
+/// The reader's dashboard: the page works, a button answers 403 with the API server's own
+/// words, and the Canary is unchanged.
+async fn a_reader_sees_the_api_servers_refusal(world: &World) {
+    let ns = world.ns();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = world.service_account_kubeconfig(ns, "reader", dir.path());
+    let kubeconfig = reader_kubeconfig(world, dir.path()).await;
     // Namespaced: the reader may not list Canaries cluster-wide.
     let reader = Dashboard::start(SERIN, &kubeconfig, &["-n", ns]).await;
     let (code, page) = reader.get(&format!("/canaries/{ns}/podinfo")).await;
@@ -254,6 +263,18 @@ async fn in_a_browser_the_release_moves_without_a_reload_and_promote_promotes(cp
         poll.next().await;
     }
     browser.screenshot(&screenshot(cp, "canary-promoted")).await;
+    // A dashboard started after the release charts every analysis too: from the status.
+    let later = Dashboard::start(SERIN, world.stack.kubeconfig_path(), &[]).await;
+    let (code, sections) = later.get(&format!("/canaries/{ns}/podinfo/sections")).await;
+    assert_eq!(code, 200, "{sections}");
+    assert_eq!(
+        sections
+            .matches("class=\"point pass\" data-value=\"42\"")
+            .count(),
+        steps - 1,
+        "{sections}"
+    );
+    drop(later);
 
     // The release report, opened from a file: everything is in it.
     let dir = tempfile::tempdir().unwrap();
@@ -271,6 +292,13 @@ async fn in_a_browser_the_release_moves_without_a_reload_and_promote_promotes(cp
     assert!(
         text.contains("Succeeded") && text.contains("Promotion completed"),
         "{text}"
+    );
+    let in_report =
+        "return document.querySelectorAll('svg[data-metric=\"constant\"] .point').length;";
+    assert_eq!(
+        browser.run(in_report).await.as_u64(),
+        Some(steps as u64 - 1),
+        "the report charts every analysis of the release"
     );
     browser.screenshot(&screenshot(cp, "report")).await;
 
@@ -303,5 +331,49 @@ async fn in_a_browser_the_release_moves_without_a_reload_and_promote_promotes(cp
     browser
         .screenshot_of(&chart, &screenshot(cp, "metric-rolled-back"))
         .await;
+    if cp == ControlPlane::Real {
+        a_reader_in_a_browser_sees_the_refusal(&world, &browser).await;
+    }
     browser.close().await;
+}
+
+/// The reader's dashboard in the browser: Abort, confirmed, shows the API server's refusal
+/// on the page, and the Canary is unchanged.
+async fn a_reader_in_a_browser_sees_the_refusal(
+    world: &World,
+    browser: &serin_testkit::browser::Browser,
+) {
+    let ns = world.ns();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = reader_kubeconfig(world, dir.path()).await;
+    let reader = Dashboard::start(SERIN, &kubeconfig, &["-n", ns]).await;
+    browser
+        .open(&format!("{}/canaries/{ns}/podinfo", reader.url))
+        .await;
+    browser
+        .click_on("button[data-action=\"abort\"]", LONG)
+        .await;
+    assert_eq!(
+        browser.accept_dialog(LONG).await,
+        format!("Abort podinfo.{ns}?")
+    );
+    let result = browser.wait_for("#result.refused", LONG).await;
+    let poll = serin_testkit::Poll::new(LONG);
+    loop {
+        let text = browser.text(&result).await;
+        if text.contains("the API server refused (403)") && text.contains("cannot patch") {
+            break;
+        }
+        assert!(!poll.expired(), "the page shows {text:?}");
+        poll.next().await;
+    }
+    browser
+        .screenshot(&screenshot(ControlPlane::Real, "reader-refused"))
+        .await;
+    let canary = world.canary("podinfo").await;
+    let annotations = canary.metadata.annotations.unwrap_or_default();
+    assert!(
+        !annotations.contains_key("serin.flagger.app/command"),
+        "{annotations:?}"
+    );
 }

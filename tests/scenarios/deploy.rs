@@ -220,16 +220,19 @@ fn the_chart_grants_exactly_what_the_code_uses() {
                     (_, role) => panic!("{what}: leader election Role {role:?}"),
                 }
                 // And nothing beyond: no wildcard, no delete, no escalation verbs; but for
-                // two grants of metric providers. An external metric is a resource of its
-                // own (named after the metric), so the External Metrics API is granted
-                // with a wildcard, read-only (`list`, as Kubernetes grants its HPA
-                // controller); and the Keptn Analyses serin creates per check, it deletes.
+                // two grants of metric providers and one of StatefulSet rollbacks. An
+                // external metric is a resource of its own (named after the metric), so the
+                // External Metrics API is granted with a wildcard, read-only (`list`, as
+                // Kubernetes grants its HPA controller); the Keptn Analyses serin creates
+                // per check, it deletes; and a StatefulSet is rolled back by deleting its
+                // pods on the failed revision (recreated by its controller on the current).
                 for role in &roles {
                     for (group, resource, verb, _) in grants(role["rules"].as_array().unwrap()) {
                         let metric_provider = matches!(
                             (group.as_str(), resource.as_str(), verb.as_str()),
                             ("external.metrics.k8s.io", "*", "list")
                                 | ("metrics.keptn.sh", "analyses", "delete")
+                                | ("", "pods", "delete")
                         );
                         if metric_provider {
                             continue;

@@ -28,6 +28,7 @@ mod real_control_plane;
 mod report;
 mod rollback;
 mod routing;
+mod stateful_sets;
 mod targets;
 mod timing;
 mod webhooks;

@@ -379,7 +379,24 @@ async fn a_canary_worse_than_its_primary_is_rolled_back_by_the_judge(cp: Control
     let noise = "  noise: {seed: 11}\n";
     let world = world_with_traffic(cp, &["podinfo", "podinfo-canary"], false, noise).await;
     judged_release(&world, "podinfo:6.0.1-faulty").await;
-    rolled_back_by_the_judge(&world, 55.0..85.0, 99.0, &[]).await;
+    let m = rolled_back_by_the_judge(&world, 55.0..85.0, 99.0, &[]).await;
+    // The samples the judge compared, in the status for the charts: on the metric's own scale
+    // (success rates), the canary's mean as the status says.
+    let samples = m.samples.clone().expect("the judged samples");
+    assert!(
+        samples.canary.len() >= 10 && samples.primary.len() >= 10,
+        "{samples:?}"
+    );
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!((55.0..85.0).contains(&mean(&samples.canary)), "{samples:?}");
+    assert!(mean(&samples.primary) > 99.0, "{samples:?}");
+    let analyses = m.analyses.clone().unwrap_or_default();
+    assert!(
+        analyses
+            .last()
+            .is_some_and(|a| a.verdict == MetricVerdict::Fail),
+        "the failing analysis is the last of the release's: {analyses:?}"
+    );
 }
 
 /// Waits for the rollback, then checks the judged metric: failed with p < 0.02, the canary's
@@ -390,7 +407,7 @@ async fn rolled_back_by_the_judge(
     canary: std::ops::Range<f64>,
     primary: f64,
     also: &[&str],
-) {
+) -> serin::api::canary::MetricObservation {
     let failed = world
         .wait_phase(Phase::Failed, Duration::from_secs(200))
         .await;
@@ -408,6 +425,7 @@ async fn rolled_back_by_the_judge(
                 && also.iter().all(|a| e.contains(a))),
         "{events:?}"
     );
+    m.clone()
 }
 
 /// Errors in bursts (60 % during 3 s of every 15 s: 12 % on average) beside a healthy primary,

@@ -1,5 +1,6 @@
 //! Webhooks through the real controller: failing rollout checks roll a release back after
-//! `threshold` failures; a closed confirm-promotion gate holds it in WaitingPromotion; the
+//! `threshold` failures; a closed confirm-promotion gate holds it in WaitingPromotion (its
+//! state in `status.gates`); the
 //! load tester gets Flagger's payload.
 
 use std::sync::atomic::Ordering;
@@ -9,7 +10,8 @@ use serin_core::Phase;
 use serin_testkit::Receiver;
 
 use crate::harness::{
-    ControlPlane, WorldConfig, canary, deployment, wait_until, world, world_without_controller,
+    ControlPlane, World, WorldConfig, canary, deployment, wait_until, world,
+    world_without_controller,
 };
 
 use serin_testkit::LONG;
@@ -84,10 +86,28 @@ async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens(cp: Co
     world.wait_event_count("podinfo", &halt, 2, LONG).await;
     assert_eq!(world.phase("podinfo").await, Phase::WaitingPromotion);
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.0");
+    // The gate's state in the status: closed, by which webhook, since its first answer.
+    let closed = gate_state(&world, "confirm-promotion").await;
+    assert!(!closed.open, "{closed:?}");
+    assert!(
+        closed
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("approve ")),
+        "{closed:?}"
+    );
+    world.wait_event_count("podinfo", &halt, 3, LONG).await;
+    let still = gate_state(&world, "confirm-promotion").await;
+    assert_eq!(
+        still.since, closed.since,
+        "asked again, closed since the first answer"
+    );
 
     gate.status.store(200, Ordering::SeqCst);
     world.wait_phase("podinfo", Phase::Succeeded, LONG).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
+    let opened = gate_state(&world, "confirm-promotion").await;
+    assert!(opened.open && opened.since > closed.since, "{opened:?}");
     world
         .wait_event(
             "podinfo",
@@ -95,6 +115,16 @@ async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens(cp: Co
             LONG,
         )
         .await;
+}
+
+/// The last answer of a Canary's gate of type `gate`, from its status.
+async fn gate_state(world: &World, gate: &str) -> serin::api::canary::GateState {
+    let canary = world.canary("podinfo").await;
+    let gates = canary.status.and_then(|s| s.gates).unwrap_or_default();
+    gates
+        .get(gate)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {gate} in {gates:?}"))
 }
 
 /// Flagger's event webhooks: each event on the Canary is POSTed, in order, to its `type:

@@ -231,7 +231,10 @@ impl Tick<'_> {
                     Readiness::NotReady(r) | Readiness::Failed(r) => r.clone(),
                     Readiness::Ready => reason,
                 };
-                let primary = primary_name(&self.plan.target);
+                let primary = match self.plan.in_place() {
+                    true => self.plan.target.clone(),
+                    false => primary_name(&self.plan.target),
+                };
                 self.event(
                     EventType::Warning,
                     format!("{primary} not ready: {waiting}"),
@@ -842,11 +845,18 @@ impl Tick<'_> {
         self.next.mirrored = false;
         self.next.last_step_time = None;
         self.effects.push(Effect::Promote);
-        let msg = format!(
-            "Copying {} template spec to {}",
-            self.plan.target,
-            primary_name(&self.plan.target)
-        );
+        let msg = if self.plan.in_place() {
+            format!(
+                "Releasing every pod of {} to the new revision",
+                self.plan.target
+            )
+        } else {
+            format!(
+                "Copying {} template spec to {}",
+                self.plan.target,
+                primary_name(&self.plan.target)
+            )
+        };
         self.event(EventType::Normal, msg);
         self.done(self.poll())
     }

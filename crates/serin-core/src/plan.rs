@@ -69,7 +69,7 @@ pub struct Plan {
     pub canary: String,
     /// `<target>.<namespace>`.
     pub target: String,
-    /// Kind of the target (Deployment, DaemonSet, Service), for condition messages.
+    /// Kind of the target (Deployment, DaemonSet, StatefulSet, Service), for messages.
     pub target_kind: String,
     pub strategy: Strategy,
     pub routing: Routing,
@@ -112,6 +112,12 @@ pub enum PlanError {
 }
 
 impl Plan {
+    /// Whether the target is released in place (a StatefulSet, by its partition): its
+    /// current revision is the primary, so the engine's messages name it, not a copy.
+    pub fn in_place(&self) -> bool {
+        self.target_kind == "StatefulSet"
+    }
+
     /// Checks the invariants [`crate::decide`] relies on.
     pub fn check(&self) -> Result<(), PlanError> {
         match &self.strategy {

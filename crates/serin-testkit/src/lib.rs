@@ -132,6 +132,17 @@ macro_rules! scenario_test {
     };
 }
 
+/// A StatefulSet of podinfo-like pods (`app: <name>`, container `app`), released in place:
+/// pods started in parallel (ordered start would add a ready delay per pod) and no volume
+/// claims (no volume controller runs on either control plane).
+pub fn stateful_set(name: &str, image: &str, replicas: i32) -> Value {
+    let mut s = deployment(name, image, replicas);
+    s["kind"] = json!("StatefulSet");
+    s["spec"]["serviceName"] = json!(name);
+    s["spec"]["podManagementPolicy"] = json!("Parallel");
+    s
+}
+
 /// A podinfo-like Deployment (`app: <name>`, container `app`).
 pub fn deployment(name: &str, image: &str, replicas: i32) -> Value {
     json!({

@@ -2,8 +2,8 @@
 
 use crate::controller::Controller;
 use crate::wait::Poll;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Service};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -11,6 +11,7 @@ use serin::api::Canary;
 use serin_core::Phase;
 use serin_stack::testing::switch::Switch;
 use serin_stack::{ControlPlane, Scenario, Stack, StackConfig};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -504,6 +505,37 @@ impl World {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
+    pub fn stateful_sets(&self) -> Api<StatefulSet> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// The StatefulSet `name`'s pods, by name, with the revision each runs
+    /// (`controller-revision-hash`) and whether it is ready.
+    pub async fn stateful_set_pods(&self, name: &str) -> BTreeMap<String, (String, bool)> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(&format!("app={name}")))
+            .await
+            .unwrap_or_else(|e| panic!("list the pods of {name}: {e}"));
+        list.items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| {
+                let revision = p
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("controller-revision-hash").cloned())
+                    .unwrap_or_default();
+                let ready = p
+                    .status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                (p.metadata.name.unwrap_or_default(), (revision, ready))
+            })
+            .collect()
+    }
+
     pub fn services(&self) -> Api<Service> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
@@ -848,6 +880,15 @@ impl World {
     pub async fn ready_replicas(&self, deployment: &str) -> i32 {
         let d = self.deployments().get(deployment).await.unwrap();
         d.status.and_then(|s| s.ready_replicas).unwrap_or(0)
+    }
+
+    /// Sets the image of container `container` of a StatefulSet (strategic merge).
+    pub async fn set_stateful_set_image(&self, name: &str, container: &str, image: &str) {
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}});
+        self.stateful_sets()
+            .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("patch {name}: {e}"));
     }
 
     /// Sets the image of container `container` of a Deployment (strategic merge, as

@@ -89,6 +89,20 @@ pub fn apply(plural: &str, obj: &mut Value, seq: u64) {
                 json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
             );
         }
+        "statefulsets" => {
+            pod_template(&mut obj["spec"]["template"]);
+            let spec = &mut obj["spec"];
+            set_if_absent(spec, "replicas", json!(1));
+            set_if_absent(spec, "revisionHistoryLimit", json!(10));
+            set_if_absent(spec, "podManagementPolicy", json!("OrderedReady"));
+            set_if_absent(spec, "updateStrategy", json!({}));
+            let strategy = &mut spec["updateStrategy"];
+            set_if_absent(strategy, "type", json!("RollingUpdate"));
+            if strategy["type"] == "RollingUpdate" {
+                set_if_absent(strategy, "rollingUpdate", json!({}));
+                set_if_absent(&mut strategy["rollingUpdate"], "partition", json!(0));
+            }
+        }
         "services" => {
             let spec = &mut obj["spec"];
             set_if_absent(spec, "type", json!("ClusterIP"));

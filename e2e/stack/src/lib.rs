@@ -60,6 +60,7 @@ mod server;
 mod simulator;
 mod splunk;
 mod stackdriver;
+mod stateful_sets;
 mod store;
 mod table;
 pub mod testing;
@@ -479,10 +480,15 @@ impl Stack {
     }
 
     /// On the emulator the stack plays the controllers too: the garbage collector, and the
-    /// Deployment and DaemonSet controllers with their kubelets (the simulator).
+    /// Deployment and DaemonSet controllers with their kubelets (the simulator), and the
+    /// StatefulSet controller with its pods (`stateful_sets`).
     fn spawn_emulated_controllers(&mut self, workloads: &Workloads) {
         self.tasks.push(tokio::spawn(gc::run(self.store.clone())));
         self.tasks.push(tokio::spawn(simulator::run(
+            self.store.clone(),
+            workloads.clone(),
+        )));
+        self.tasks.push(tokio::spawn(stateful_sets::run(
             self.store.clone(),
             workloads.clone(),
         )));

@@ -268,7 +268,17 @@ fn builtins() -> Vec<ResourceType> {
             status: true,
             generation: true,
         },
-        // Served and always empty, as pods are: the simulator runs no ReplicaSets.
+        B {
+            group: "apps",
+            version: "v1",
+            plural: "statefulsets",
+            kind: "StatefulSet",
+            namespaced: true,
+            short: &["sts"],
+            status: true,
+            generation: true,
+        },
+        // Served and always empty: the simulator runs no ReplicaSets.
         B {
             group: "apps",
             version: "v1",
@@ -348,7 +358,12 @@ fn builtins() -> Vec<ResourceType> {
                 short_names: b.short.iter().map(|s| s.to_string()).collect(),
                 categories: if matches!(
                     b.plural,
-                    "services" | "deployments" | "daemonsets" | "pods" | "horizontalpodautoscalers"
+                    "services"
+                        | "deployments"
+                        | "daemonsets"
+                        | "statefulsets"
+                        | "pods"
+                        | "horizontalpodautoscalers"
                 ) {
                     vec!["all".into()]
                 } else {
@@ -358,7 +373,7 @@ fn builtins() -> Vec<ResourceType> {
                 scale,
                 builtin: true,
                 generation: b.generation,
-                always_empty: matches!(b.plural, "pods" | "replicasets"),
+                always_empty: b.plural == "replicasets",
                 storage: (b.group == "events.k8s.io").then(|| "events".to_string()),
             }
         })

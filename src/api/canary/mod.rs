@@ -17,8 +17,9 @@ pub use service::{
     TrafficDistribution, UnmanagedMetadata,
 };
 pub use status::{
-    Announcement, CanaryStatus, MetricObservation, MetricVerdict, PendingAlert, PendingEvent,
-    ReleaseRecord, STATUS_METRICS_MAX,
+    Announcement, CanaryStatus, GateState, JudgedSamples, METRIC_ANALYSES_MAX, MetricAnalysis,
+    MetricObservation, MetricVerdict, PendingAlert, PendingEvent, ReleaseRecord,
+    STATUS_METRICS_MAX,
 };
 pub use traffic_policy::TrafficPolicy;
 
@@ -105,7 +106,8 @@ pub struct CanarySpec {
     /// overrides the controller's `--metrics-server`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_server: Option<String>,
-    /// The workload to release: a Deployment, a DaemonSet, or a Service (a Knative Service
+    /// The workload to release: a Deployment, a DaemonSet, a StatefulSet (serin extension:
+    /// released in place, by its rolling update's partition), or a Service (a Knative Service
     /// when `apiVersion` is `serving.knative.dev/v1`).
     pub target_ref: TargetRef,
     /// HorizontalPodAutoscaler or KEDA ScaledObject of the target; a copy is made for the
@@ -288,6 +290,7 @@ pub enum TargetKind {
     DaemonSet,
     Deployment,
     Service,
+    StatefulSet,
 }
 
 impl TargetKind {

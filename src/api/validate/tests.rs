@@ -176,8 +176,8 @@ fn canary_rules() {
         ),
         // enums
         (
-            "targetRef.kind StatefulSet",
-            vec![("/spec/targetRef/kind", json!("StatefulSet"))],
+            "targetRef.kind ReplicaSet",
+            vec![("/spec/targetRef/kind", json!("ReplicaSet"))],
             vec!["spec.targetRef.kind"],
         ),
         (
@@ -468,7 +468,7 @@ fn canary_rules() {
         (
             "several problems",
             vec![
-                ("/spec/targetRef/kind", json!("StatefulSet")),
+                ("/spec/targetRef/kind", json!("ReplicaSet")),
                 ("/spec/analysis/interval", json!("1h")),
                 ("/spec/provider", json!("nginx")),
             ],
@@ -518,14 +518,14 @@ fn the_default_provider_is_an_input() {
 fn messages_list_the_allowed_values() {
     let canary = apply(
         base_canary(),
-        &[("/spec/targetRef/kind", json!("StatefulSet"))],
+        &[("/spec/targetRef/kind", json!("ReplicaSet"))],
     );
     let checked = object(&canary, Provider::Istio).unwrap();
     assert_eq!(checked.kind, "Canary");
     assert_eq!(checked.name, "podinfo");
     assert_eq!(
         checked.problems[0].to_string(),
-        "spec.targetRef.kind: `StatefulSet` is not allowed; use one of: DaemonSet, Deployment, Service"
+        "spec.targetRef.kind: `ReplicaSet` is not allowed; use one of: DaemonSet, Deployment, Service, StatefulSet"
     );
     let webhook = apply(
         base_canary(),

@@ -46,6 +46,7 @@ pub fn sections(r: &Report) -> String {
     summary(&mut out, r);
     chart(&mut out, r);
     metrics(&mut out, r);
+    out.push_str(&super::charts::section(&r.series()));
     history(&mut out, r);
     timeline(&mut out, r);
     planned(&mut out, r);

@@ -1,12 +1,15 @@
 //! `serin report NAME [-n NS] [-o FILE] [--format html|md]`: the current or last release of a
 //! Canary in one file to attach to an incident or a pull request. HTML by default, one
 //! self-contained page (summary, the canary's weight over time, the last analysis' metrics
-//! against their ranges, the last releases from `status.history`, the events, the planned
-//! steps); `--format md` the same as Markdown.
+//! against their ranges, a chart per metric of every analysis of the release, the last
+//! releases from `status.history`, the events, the planned steps); `--format md` the same as
+//! Markdown, without the charts.
 
+mod charts;
 pub(crate) mod html;
 mod markdown;
 pub(crate) mod model;
+mod series;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -56,6 +56,12 @@ pub struct Moment {
 }
 
 impl Report {
+    /// Each metric over the release the report is of (the last in `history`).
+    pub fn series(&self) -> std::collections::BTreeMap<String, super::series::Series> {
+        let started = self.history.last().map(|r| r.started);
+        super::series::of(&self.metrics, started)
+    }
+
     /// From the Canary, its events (any order, others' filtered out) and its planned steps.
     pub fn new(
         canary: &Canary,

@@ -24,6 +24,7 @@ pub mod routes;
 pub mod routing_cache;
 mod scale;
 mod services;
+mod stateful_set;
 mod template_copy;
 
 /// Field manager of every write serin makes.
@@ -39,6 +40,10 @@ pub struct Scope<'a> {
     /// Selector label of the target (`key`, `value`); `None` for Service targets.
     pub selector: Option<&'a (String, String)>,
     pub tracked: &'a Tracked,
+    /// Whether the step leaves a release under analysis (Progressing, WaitingPromotion): a
+    /// StatefulSet's partition then follows the canary's weight, and its primary Service
+    /// selects the current revision's pods only.
+    pub in_analysis: bool,
 }
 
 impl Scope<'_> {

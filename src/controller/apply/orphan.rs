@@ -39,9 +39,10 @@ impl Scope<'_> {
                 let primary = format!("{}{PRIMARY_SUFFIX}", s.name_any());
                 kept.object::<Service>(&primary).await?;
             }
-            Target::Deployment(_) | Target::DaemonSet(_) => {
+            Target::Deployment(_) | Target::DaemonSet(_) | Target::StatefulSet(_) => {
                 let kind = match self.target {
                     Target::DaemonSet(_) => TargetKind::DaemonSet,
+                    Target::StatefulSet(_) => TargetKind::StatefulSet,
                     _ => TargetKind::Deployment,
                 };
                 kept.workload_and_services(kind).await?;
@@ -96,6 +97,8 @@ impl<'a> Keep<'a> {
             TargetKind::Deployment => self.object::<Deployment>(&primary).await?,
             TargetKind::DaemonSet => self.object::<DaemonSet>(&primary).await?,
             TargetKind::Service => self.object::<Service>(&primary).await?,
+            // Released in place: the StatefulSet is the user's, serin made no copy.
+            TargetKind::StatefulSet => {}
         }
         if let Some(reference) = &spec.autoscaler_ref {
             let copy = format!("{}{PRIMARY_SUFFIX}", reference.name);

@@ -34,6 +34,9 @@ impl Scope<'_> {
         match self.target {
             Target::Service(_) => return self.promote_service().await,
             Target::Knative(k) => return self.promote_revision(k).await,
+            // Released in place: promoted by releasing every pod, nothing to copy.
+            Target::StatefulSet(s) if promotion => return self.set_partition(s, 0).await,
+            Target::StatefulSet(_) => return Ok(()),
             Target::Deployment(_) | Target::DaemonSet(_) => {}
         }
         self.copy_configs().await?;
@@ -66,7 +69,7 @@ impl Scope<'_> {
                 self.ctx.expect_generation(&written);
                 self.record_template(&written).await?;
             }
-            Target::Service(_) | Target::Knative(_) => {}
+            Target::Service(_) | Target::Knative(_) | Target::StatefulSet(_) => {}
         }
         if has_autoscaler {
             self.copy_autoscaler(promotion).await?;

@@ -29,8 +29,9 @@ pub fn drifted(primary: &Primary) -> Option<Value> {
     let (meta, template) = match primary {
         Primary::Deployment(d) => (&d.metadata, d.spec.as_ref().map(|s| &s.template)),
         Primary::DaemonSet(d) => (&d.metadata, d.spec.as_ref().map(|s| &s.template)),
-        // A revision is immutable: nothing to drift.
-        Primary::KnativeRevision(_) => return None,
+        // A revision is immutable: nothing to drift. A StatefulSet is its own primary: its
+        // template is the user's to change.
+        Primary::KnativeRevision(_) | Primary::StatefulSet(_) => return None,
     };
     let annotations = meta.annotations.as_ref()?;
     let recorded = annotations.get(TEMPLATE_HASH)?;
@@ -127,6 +128,7 @@ impl Scope<'_> {
             }
             // `drifted` never reports one.
             Primary::KnativeRevision(r) => return Ok(r.name_any()),
+            Primary::StatefulSet(s) => return Ok(s.name_any()),
         };
         Ok(name)
     }

@@ -6,7 +6,9 @@ use kube::ResourceExt;
 
 use crate::controller::context::key;
 use crate::controller::error::Error;
+use crate::controller::reconcile::target::Target;
 use crate::workload::services::{self, Role};
+use crate::workload::stateful_set;
 
 use super::Scope;
 
@@ -41,6 +43,10 @@ impl Scope<'_> {
             role,
             &discovered,
         );
+        if let (Target::StatefulSet(s), Some(spec)) = (self.target, desired.spec.as_mut()) {
+            let selector = stateful_set::service_selector(s, label, value, role, self.in_analysis);
+            spec.selector = Some(selector);
+        }
         let name = desired.name_any();
         let live = self.ctx.stores.services.get(&key(self.namespace, &name));
         let owned = live.as_ref().is_none_or(|s| self.controls(&s.metadata));

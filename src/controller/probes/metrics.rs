@@ -73,6 +73,8 @@ mod tests {
                 verdict: MetricVerdict::Pass,
                 message: None,
                 time: None,
+                analyses: None,
+                samples: None,
             },
             outcome: CheckOutcome::Pass,
             error_kind: None,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use serin_core::hash::spec_hash;
-use serin_core::{Analysis, Probe, Probes};
+use serin_core::{Analysis, Gate, Probe, Probes};
 
 use chrono::{DateTime, Utc};
 use kube::runtime::controller::Action;
@@ -55,24 +55,41 @@ async fn ask(ctx: &Context, probe: Probe, at: Call<'_>, route: Option<&str>) -> 
     }
 }
 
+/// What the probes of one decision answered, for the status: the metric observations of
+/// the analysis, when one ran, and each gate asked (its type, and why closed when it was).
+#[derive(Debug, Default)]
+pub(super) struct Answered {
+    pub metrics: Option<Vec<MetricObservation>>,
+    pub gates: Vec<(HookType, Option<String>)>,
+}
+
 /// Puts a probe's answer where the engine reads it.
-fn record(
-    probe: Probe,
-    answer: Answer,
-    probes: &mut Probes,
-    metrics: &mut Option<Vec<MetricObservation>>,
-) {
+fn record(probe: Probe, answer: Answer, probes: &mut Probes, answered: &mut Answered) {
+    let mut gate = |kind: HookType, g: Gate| {
+        let reason = match &g {
+            Gate::Open => None,
+            Gate::Closed { reason, .. } => Some(reason.clone()),
+        };
+        answered.gates.push((kind, reason));
+        Some(g)
+    };
     match (probe, answer) {
-        (Probe::ConfirmRollout, Answer::Gate(g)) => probes.confirm_rollout = Some(g),
-        (Probe::PreRollout, Answer::Gate(g)) => probes.pre_rollout = Some(g),
-        (Probe::ConfirmTrafficIncrease, Answer::Gate(g)) => {
-            probes.confirm_traffic_increase = Some(g);
+        (Probe::ConfirmRollout, Answer::Gate(g)) => {
+            probes.confirm_rollout = gate(HookType::ConfirmRollout, g);
         }
-        (Probe::ConfirmPromotion, Answer::Gate(g)) => probes.confirm_promotion = Some(g),
+        (Probe::PreRollout, Answer::Gate(g)) => {
+            probes.pre_rollout = gate(HookType::PreRollout, g);
+        }
+        (Probe::ConfirmTrafficIncrease, Answer::Gate(g)) => {
+            probes.confirm_traffic_increase = gate(HookType::ConfirmTrafficIncrease, g);
+        }
+        (Probe::ConfirmPromotion, Answer::Gate(g)) => {
+            probes.confirm_promotion = gate(HookType::ConfirmPromotion, g);
+        }
         (Probe::Rollback, Answer::Rollback(asked)) => probes.rollback = Some(asked),
         (Probe::Analysis, Answer::Analysis(outcome, observations)) => {
             probes.analysis = Some(outcome);
-            *metrics = observations;
+            answered.metrics = observations;
         }
         (probe, answer) => {
             tracing::error!(?probe, ?answer, "a probe answered another probe's question");
@@ -125,8 +142,8 @@ struct Asked<'a> {
     state: String,
 }
 
-/// The engine's step, with the probes it asked for run in between (and the metric
-/// observations of the analysis, when one ran). `Err`: retry after the returned action, when
+/// The engine's step, with the probes it asked for run in between (and what they answered,
+/// for the status). `Err`: retry after the returned action, when
 /// a probe runs on in the background or the engine asked for more probes than a decision can
 /// need (a bug in the engine). `checksum`: the webhooks' payload's; `route`: the analysis'
 /// `{{ route }}` when the target names it (a Knative Service's latest revision), read with
@@ -141,8 +158,8 @@ pub(super) async fn decide_step(
     now: DateTime<Utc>,
     checksum: &str,
     route: Option<&str>,
-) -> Result<(Step, Option<Vec<MetricObservation>>), Action> {
-    let mut metrics = None;
+) -> Result<(Step, Answered), Action> {
+    let mut answered = Answered::default();
     let mut probes = 0;
     let asked = Asked {
         phase: status.phase,
@@ -158,13 +175,13 @@ pub(super) async fn decide_step(
             {
                 // The release takes its slot now, or waits for one after all.
                 match slots::claim(canary, status, ctx) {
-                    None => return Ok((step, metrics)),
+                    None => return Ok((step, answered)),
                     Some(why) => obs.queued = Some(why),
                 }
             }
             Decision::Step(step) => {
                 tracing::debug!(phase = %step.status.phase, effects = step.effects.len(), "decided");
-                return Ok((step, metrics));
+                return Ok((step, answered));
             }
             Decision::Probe(_) if probes >= MAX_PROBES => {
                 tracing::error!("the engine asked for too many probes; retrying later");
@@ -177,7 +194,7 @@ pub(super) async fn decide_step(
                 let Some(found) = answer(ctx, canary, probe, &asked).await else {
                     return Err(Action::requeue(BACKGROUND_POLL));
                 };
-                record(probe, found, &mut obs.probes, &mut metrics);
+                record(probe, found, &mut obs.probes, &mut answered);
             }
         }
     }

@@ -49,8 +49,12 @@ pub(super) async fn apply_effects(at: &EffectsAt<'_>, effects: &[Effect]) -> Res
 }
 
 /// The generated Services, then the split; routing edited by hand is put back and reported.
+/// A StatefulSet under analysis first gets the canary's share of pods for the weight.
 async fn set_routes(at: &EffectsAt<'_>, routes: Routes) -> Result<(), Error> {
     let (scope, plan) = (at.scope, at.plan);
+    if scope.in_analysis {
+        scope.update_pods_for_weight(routes.canary).await?;
+    }
     scope.ensure_services().await?;
     let input = route_input(
         scope.canary,

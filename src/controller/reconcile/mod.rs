@@ -44,11 +44,12 @@ mod tests;
 use decide::{decide_step, webhook_checksum};
 use effects::{EffectsAt, apply_effects};
 use finalizer::{add_finalizer, let_go_keeping_primary, remove_finalizer};
-use observe::{Observed, is_stale_primary, observe, target_not_found};
+use observe::{Observed, is_stale, is_stale_primary, observe, target_not_found};
 use record::{
     after_status, announce_metric_providers, blocked, next_status, record_duration, write_status,
 };
 use session::Cookies;
+use target::Target;
 
 /// Flagger's finalizer name, so Canaries move between the two controllers.
 pub const FINALIZER: &str = "finalizer.flagger.app";
@@ -227,7 +228,7 @@ async fn step(
     let checksum = webhook_checksum(&tracked, &obs.revision);
     let route = target.route();
     let decided = decide_step(ctx, canary, plan, &status, &mut obs, now, &checksum, route).await;
-    let (step, metrics) = match decided {
+    let (step, answered) = match decided {
         Ok(decided) => decided,
         Err(retry) => return Ok(retry),
     };
@@ -243,6 +244,10 @@ async fn step(
         primary: primary.as_ref(),
         selector: selector.as_ref(),
         tracked: &tracked,
+        in_analysis: matches!(
+            step.status.phase,
+            Phase::Progressing | Phase::WaitingPromotion
+        ),
     };
     let at = EffectsAt {
         scope: &scope,
@@ -255,6 +260,7 @@ async fn step(
     apply_effects(&at, &step.effects).await?;
     if !intent.deleting {
         repair_primary(&scope, &step).await?;
+        roll_back_in_place(&scope, &step).await?;
     }
 
     // Remember it.
@@ -263,7 +269,7 @@ async fn step(
         &current,
         &step,
         &tracked,
-        metrics,
+        answered,
         &cookies,
         target.kind(),
         &ctx.deliveries,
@@ -407,6 +413,24 @@ async fn repair_primary(scope: &Scope<'_>, step: &Step) -> Result<(), Error> {
         .publish(scope.canary, EventType::Warning, &message)
         .await;
     Ok(())
+}
+
+/// A StatefulSet between releases runs no pod on a revision that was not promoted: after a
+/// rollback, once its controller has seen the partition raised, the pods still on the new
+/// revision are deleted and recreated on the current one (`apply::stateful_set`). Looked at
+/// on every step at rest, so a deletion that failed or came too early is done at the next.
+async fn roll_back_in_place(scope: &Scope<'_>, step: &Step) -> Result<(), Error> {
+    let Target::StatefulSet(s) = scope.target else {
+        return Ok(());
+    };
+    let at_rest = matches!(
+        step.status.phase,
+        Phase::Initialized | Phase::Succeeded | Phase::Failed
+    );
+    if !at_rest || is_stale(scope.ctx, scope.target) {
+        return Ok(());
+    }
+    scope.roll_back_pods(s).await
 }
 
 /// The spec's problems as one `Blocked` error: each as `field: what to do`.

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::DynamicObject;
 use kube::{Api, ResourceExt};
 use serin_core::hash::spec_hash;
@@ -17,9 +18,9 @@ use crate::controller::error::{Error, Reason};
 use crate::controller::reconcile::target::{KnativeService, Primary, ReadinessClock, Target};
 use crate::controller::runtime::slots;
 use crate::workload::configs::{self, Tracked};
-use crate::workload::knative;
 use crate::workload::primary::{PRIMARY_SUFFIX, selector_label};
 use crate::workload::readiness;
+use crate::workload::{knative, stateful_set};
 
 pub(super) async fn find_target(
     canary: &Canary,
@@ -51,6 +52,21 @@ pub(super) async fn find_target(
             .services
             .get(&key::<Service>(namespace, name))
             .map(Target::Service),
+        TargetKind::StatefulSet => {
+            let Some(s) = stores
+                .stateful_sets
+                .get(&key::<StatefulSet>(namespace, name))
+            else {
+                return Ok(None);
+            };
+            if let Some((field, message)) = stateful_set::problems(&s).into_iter().next() {
+                return Err(Error::Blocked {
+                    reason: Reason::TargetInvalid,
+                    message: format!("spec.targetRef: {field}: {message}"),
+                });
+            }
+            Some(Target::StatefulSet(s))
+        }
     })
 }
 
@@ -127,6 +143,8 @@ pub(super) async fn find_primary(
                 .get(&key::<DaemonSet>(namespace, &name))
                 .map(Primary::DaemonSet)
         }
+        // Released in place: its current revision is the primary.
+        Target::StatefulSet(s) => Some(Primary::StatefulSet(s.clone())),
         Target::Service(_) => None,
         Target::Knative(k) => {
             let Some(name) = knative::primary_revision(&k.service) else {
@@ -198,6 +216,7 @@ pub(super) fn is_stale(ctx: &Context, target: &Target) -> bool {
     match target {
         Target::Deployment(d) => ctx.is_stale(d.as_ref()),
         Target::DaemonSet(d) => ctx.is_stale(d.as_ref()),
+        Target::StatefulSet(s) => ctx.is_stale(s.as_ref()),
         // Read from the API, never stale.
         Target::Service(_) | Target::Knative(_) => false,
     }
@@ -208,6 +227,7 @@ pub(super) fn is_stale_primary(ctx: &Context, primary: &Primary) -> bool {
     match primary {
         Primary::Deployment(d) => ctx.is_stale(d.as_ref()),
         Primary::DaemonSet(d) => ctx.is_stale(d.as_ref()),
+        Primary::StatefulSet(s) => ctx.is_stale(s.as_ref()),
         Primary::KnativeRevision(_) => false,
     }
 }
@@ -252,7 +272,10 @@ pub(super) fn track_configs(
     ctx: &Context,
     namespace: &str,
 ) -> Tracked {
-    if !ctx.config.config_tracking {
+    // A StatefulSet released in place has no primary whose copies of its ConfigMaps and
+    // Secrets could differ from the canary's: both revisions read the same ones, so a change
+    // to them is no release of its own.
+    if !ctx.config.config_tracking || matches!(target, Target::StatefulSet(_)) {
         return Tracked::default();
     }
     let Some(pod) = target.pod_spec() else {
@@ -409,29 +432,32 @@ pub(super) fn target_not_found(canary: &Canary, namespace: &str) -> Error {
     }
 }
 
-/// The selector label of a workload target (a DaemonSet's read as a Deployment's would be).
+/// The selector label of a workload target (a DaemonSet's or a StatefulSet's read as a
+/// Deployment's would be).
 fn selector(target: &Target, ctx: &Context) -> Result<Option<(String, String)>, Error> {
+    let as_deployment = |metadata: &kube::api::ObjectMeta, selector: Option<&LabelSelector>| {
+        let deployment = Deployment {
+            metadata: metadata.clone(),
+            spec: selector.map(|s| k8s_openapi::api::apps::v1::DeploymentSpec {
+                selector: s.clone(),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        selector_label(&deployment, &ctx.config.selector_labels).map_err(Error::workload)
+    };
     Ok(match target {
         Target::Deployment(d) => {
             Some(selector_label(d, &ctx.config.selector_labels).map_err(Error::workload)?)
         }
-        Target::DaemonSet(d) => {
-            let as_deployment = Deployment {
-                metadata: d.metadata.clone(),
-                spec: d
-                    .spec
-                    .as_ref()
-                    .map(|s| k8s_openapi::api::apps::v1::DeploymentSpec {
-                        selector: s.selector.clone(),
-                        ..Default::default()
-                    }),
-                status: None,
-            };
-            Some(
-                selector_label(&as_deployment, &ctx.config.selector_labels)
-                    .map_err(Error::workload)?,
-            )
-        }
+        Target::DaemonSet(d) => Some(as_deployment(
+            &d.metadata,
+            d.spec.as_ref().map(|s| &s.selector),
+        )?),
+        Target::StatefulSet(s) => Some(as_deployment(
+            &s.metadata,
+            s.spec.as_ref().map(|s| &s.selector),
+        )?),
         Target::Service(_) | Target::Knative(_) => None,
     })
 }

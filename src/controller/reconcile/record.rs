@@ -21,9 +21,9 @@ use crate::controller::reconcile::conditions;
 use crate::controller::runtime::telemetry::Outcome;
 
 use super::BLOCKED_RETRY;
+use super::decide::Answered;
 use super::observe::current_status;
 use super::session::Cookies;
-use crate::api::canary::MetricObservation;
 use crate::workload::configs::Tracked;
 
 /// Every reconcile's duration; Flagger's `flagger_canary_duration_seconds` for those of a
@@ -301,15 +301,15 @@ pub(super) async fn blocked(
 }
 
 /// The status to write after a step: the engine's status over the last written one, with
-/// the step's announcements, the tracked configs, the metrics of the analysis, the session
-/// cookies and the conditions.
+/// the step's announcements, the tracked configs, the metrics of the analysis and the gates'
+/// answers, the session cookies and the conditions.
 #[allow(clippy::too_many_arguments)] // each is one part of the status; a struct would only rename them
 pub(super) fn next_status(
     canary: &Canary,
     current: &CanaryStatus,
     step: &Step,
     tracked: &Tracked,
-    metrics: Option<Vec<MetricObservation>>,
+    answered: Answered,
     cookies: &Cookies,
     target_kind: &str,
     deliveries: &Deliveries,
@@ -336,7 +336,19 @@ pub(super) fn next_status(
     next.history = (!history.is_empty()).then_some(history);
     next.tracked_configs = (!tracked.checksums.is_empty()).then(|| tracked.checksums.clone());
     next.observed_generation = canary.metadata.generation;
-    if let Some(observations) = metrics {
+    for (gate, reason) in &answered.gates {
+        next.record_gate(gate.as_str(), reason.as_deref(), now);
+    }
+    if let Some(mut observations) = answered.metrics {
+        let started = next
+            .history
+            .as_ref()
+            .and_then(|h| h.last())
+            .map(|r| r.started);
+        for o in &mut observations {
+            let previous = current.metrics.iter().flatten().find(|p| p.name == o.name);
+            o.carry_analyses(previous, started);
+        }
         next.metrics = Some(observations);
     }
     cookies.record(&mut next);

@@ -1,11 +1,13 @@
 //! The workload a Canary releases, as read from the caches: a Deployment, a DaemonSet, a
-//! Service (route-only: nothing to copy or scale) or a Knative Service (read from the API:
-//! its revisions are the versions), and the primary serin keeps beside it.
+//! StatefulSet (released in place: its current revision is the primary, see
+//! `workload::stateful_set`), a Service (route-only: nothing to copy or scale) or a Knative
+//! Service (read from the API: its revisions are the versions), and the primary serin keeps
+//! beside it.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
 use kube::ResourceExt;
 use serde_json::Value;
@@ -13,13 +15,14 @@ use serin_core::Readiness;
 
 use kube::api::DynamicObject;
 
-use crate::workload::{knative, primary, readiness};
+use crate::workload::{knative, primary, readiness, stateful_set};
 
 /// The target of a Canary.
 #[derive(Clone, Debug)]
 pub enum Target {
     Deployment(Arc<Deployment>),
     DaemonSet(Arc<DaemonSet>),
+    StatefulSet(Arc<StatefulSet>),
     Service(Arc<Service>),
     Knative(Arc<KnativeService>),
 }
@@ -36,6 +39,8 @@ pub struct KnativeService {
 pub enum Primary {
     Deployment(Arc<Deployment>),
     DaemonSet(Arc<DaemonSet>),
+    /// The target itself: its pods on the current revision.
+    StatefulSet(Arc<StatefulSet>),
     KnativeRevision(Arc<DynamicObject>),
 }
 
@@ -44,6 +49,7 @@ impl Target {
         match self {
             Target::Deployment(_) => "Deployment",
             Target::DaemonSet(_) => "DaemonSet",
+            Target::StatefulSet(_) => "StatefulSet",
             Target::Service(_) | Target::Knative(_) => "Service",
         }
     }
@@ -53,6 +59,7 @@ impl Target {
         match self {
             Target::Deployment(d) => d.spec.as_ref()?.template.spec.as_ref(),
             Target::DaemonSet(d) => d.spec.as_ref()?.template.spec.as_ref(),
+            Target::StatefulSet(s) => s.spec.as_ref()?.template.spec.as_ref(),
             Target::Service(_) | Target::Knative(_) => None,
         }
     }
@@ -67,6 +74,7 @@ impl Target {
                 primary::strip_scale_to_zero(&mut t);
                 t
             }),
+            Target::StatefulSet(s) => s.spec.as_ref().map(|s| s.template.clone()),
             Target::Service(_) | Target::Knative(_) => None,
         }
     }
@@ -93,6 +101,9 @@ impl Target {
             Target::Deployment(d) => readiness::deployment(d, threshold, at.deadline, at.now),
             Target::DaemonSet(d) => {
                 readiness::daemon_set(d, threshold, at.deadline, at.since, at.now)
+            }
+            Target::StatefulSet(s) => {
+                stateful_set::readiness(s, threshold, at.deadline, at.since, at.now)
             }
             // A Service has no pods of its own to wait for.
             Target::Service(_) => Readiness::Ready,
@@ -122,11 +133,13 @@ impl Target {
     pub fn replicas(&self) -> Option<i32> {
         match self {
             Target::Deployment(d) => d.spec.as_ref().and_then(|s| s.replicas),
+            Target::StatefulSet(s) => Some(stateful_set::replicas(s)),
             _ => None,
         }
     }
 
-    /// A DaemonSet "scaled to zero" carries the scale-to-zero nodeSelector.
+    /// A DaemonSet "scaled to zero" carries the scale-to-zero nodeSelector; a StatefulSet's
+    /// canary is "scaled to zero" while its partition holds every pod.
     pub fn is_scaled_to_zero(&self) -> bool {
         match self {
             Target::Deployment(d) => d.spec.as_ref().and_then(|s| s.replicas) == Some(0),
@@ -136,6 +149,7 @@ impl Target {
                 .and_then(|s| s.template.spec.as_ref())
                 .and_then(|p| p.node_selector.as_ref())
                 .is_some_and(|n| n.contains_key(primary::SCALE_TO_ZERO_LABEL)),
+            Target::StatefulSet(s) => stateful_set::partition(s) >= stateful_set::replicas(s),
             Target::Service(_) | Target::Knative(_) => false,
         }
     }
@@ -157,6 +171,9 @@ impl Primary {
             Primary::DaemonSet(d) => {
                 readiness::daemon_set(d, threshold, at.deadline, at.since, at.now)
             }
+            Primary::StatefulSet(s) => {
+                stateful_set::readiness(s, threshold, at.deadline, at.since, at.now)
+            }
             Primary::KnativeRevision(r) => {
                 knative::revision_readiness(Some(r), &r.name_any(), at.deadline, at.since, at.now)
             }
@@ -166,6 +183,7 @@ impl Primary {
     pub fn replicas(&self) -> Option<i32> {
         match self {
             Primary::Deployment(d) => d.spec.as_ref().and_then(|s| s.replicas),
+            Primary::StatefulSet(s) => Some(stateful_set::replicas(s)),
             Primary::DaemonSet(_) | Primary::KnativeRevision(_) => None,
         }
     }

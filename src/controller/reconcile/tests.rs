@@ -61,6 +61,7 @@ fn context() -> (Context, ApiServer) {
         stores: Stores {
             deployments: reflector::store().0,
             daemon_sets: reflector::store().0,
+            stateful_sets: reflector::store().0,
             services: reflector::store().0,
             configmaps: reflector::store().0,
             secrets: reflector::store().0,

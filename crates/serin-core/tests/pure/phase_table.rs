@@ -506,6 +506,25 @@ fn canary_at_max_weight_promotes_after_confirm_promotion() {
 }
 
 #[test]
+fn a_target_released_in_place_is_promoted_without_a_copy() {
+    let mut plan = canary_plan();
+    plan.target_kind = "StatefulSet".into();
+    let mut s = status(Phase::Progressing, "v2");
+    s.canary_weight = 50;
+    let r = run(&plan, &s, &ready("v2"), t(60));
+    assert_eq!(r.phase(), Phase::Promoting);
+    assert!(r.has(&Effect::Promote));
+    assert!(r.event_with("Releasing every pod of podinfo.test to the new revision"));
+    assert!(!r.event_with("Copying"));
+    // Initializing: the target itself is what must be ready, not a `-primary` copy.
+    let mut obs = ready("v1");
+    obs.primary = Readiness::NotReady("waiting for rollout to finish".into());
+    let r = run(&plan, &status(Phase::New, ""), &obs, t(60));
+    assert!(r.event_with("podinfo.test not ready: waiting for rollout to finish"));
+    assert!(!r.event_with("podinfo-primary"));
+}
+
+#[test]
 fn closed_confirm_promotion_waits_and_keeps_analysing() {
     let mut plan = canary_plan();
     plan.hooks.confirm_promotion = true;

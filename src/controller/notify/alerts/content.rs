@@ -127,6 +127,8 @@ mod tests {
             verdict: MetricVerdict::Fail,
             message: None,
             time: None,
+            analyses: None,
+            samples: None,
         }];
         let alert = alert(
             &canary,
