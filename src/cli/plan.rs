@@ -190,6 +190,14 @@ fn to_text(plan: &Plan, sim: &Simulation, group: Option<&str>) -> String {
         plan.threshold,
         human(plan.progress_deadline.num_seconds()),
     );
+    if plan.in_place() {
+        let _ = writeln!(
+            out,
+            "  StatefulSet released in place: each weight is the share of its pods on the new \
+             revision (rounded up; at least one, never all), moved by its partition; promotion \
+             rolls every pod"
+        );
+    }
     if plan.skip_analysis {
         let _ = writeln!(out, "  skipAnalysis: promoted without analysis");
     }
@@ -328,6 +336,19 @@ mod tests {
         assert!(!to_text(&plan, &sim, None).contains("rollbackWindow"));
         plan.rollback_window = 3;
         assert!(to_text(&plan, &sim, None).contains("one of the 3 revision(s) promoted before"));
+    }
+
+    #[test]
+    fn a_stateful_set_says_its_weights_are_pods() {
+        let mut plan = Plan::example(serin_core::Stepping::Linear {
+            step: 20,
+            max_weight: 60,
+        });
+        let sim = serin_core::simulate::happy_path(&plan).unwrap();
+        assert!(!to_text(&plan, &sim, None).contains("in place"));
+        plan.target_kind = "StatefulSet".into();
+        let text = to_text(&plan, &sim, None);
+        assert!(text.contains("StatefulSet released in place"), "{text}");
     }
 
     #[test]

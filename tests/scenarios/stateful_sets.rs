@@ -1,7 +1,8 @@
 //! StatefulSets released in place, by their rolling update's partition: a healthy release
 //! moves one pod at a time onto the new revision (the highest ordinals first), then all of
 //! them at the promotion; a failing one is rolled back with no pod left on the new revision;
-//! a controller killed mid-release finishes it after its restart; a StatefulSet that updates
+//! with a mesh, the step's weight goes to the new revision's pods through `-canary`; a
+//! controller killed mid-release finishes it after its restart; a StatefulSet that updates
 //! OnDelete is refused with the field. On the real control plane kube-controller-manager's
 //! StatefulSet controller decides which pods are updated and the kubelet stand-in serves
 //! them; on the emulator the stack plays both.
@@ -13,13 +14,16 @@ use serde_json::{Value, json};
 use serin_core::Phase;
 use serin_testkit::{LONG, Receiver, stateful_set};
 
-use crate::harness::{ControlPlane, World, canary, ready_condition, wait_until, world};
+use crate::harness::{
+    ControlPlane, World, WorldConfig, canary, ready_condition, wait_until, world,
+};
 
 const REVISION: &str = "controller-revision-hash";
 
 serin_testkit::on_every_control_plane!(
     virtual_time:
     a_healthy_release_moves_one_pod_at_a_time_then_promotes_them_all,
+    with_a_mesh_the_weight_goes_to_the_new_revisions_pods,
     a_failing_release_is_rolled_back_with_no_pod_left_on_the_new_revision,
     a_stateful_set_that_updates_on_delete_is_refused_with_the_field,
     ; real_time:
@@ -150,6 +154,62 @@ async fn a_healthy_release_moves_one_pod_at_a_time_then_promotes_them_all(cp: Co
         let step = format!("Advance ledger.{ns} canary weight {weight}");
         assert!(events.iter().any(|e| e.contains(&step)), "{events:#?}");
     }
+}
+
+/// Istio: the VirtualService sends the step's weight to `ledger-canary`, which selects the
+/// new revision's pods, while `ledger-primary` selects the current revision's; once
+/// promoted, all traffic is on the primary, which selects every pod again.
+async fn with_a_mesh_the_weight_goes_to_the_new_revisions_pods(cp: ControlPlane) {
+    let world = WorldConfig::new(env!("CARGO_BIN_EXE_serin"), cp)
+        .routing_crds()
+        .mesh_provider("istio")
+        .start()
+        .await;
+    let mut c = ledger_canary();
+    c["spec"]["provider"] = json!("istio");
+    // Time to look at the first step before the next.
+    c["spec"]["analysis"]["interval"] = json!("5s");
+    let before = initialized_ledger(&world, c).await;
+    let (old, _) = revisions(&before);
+    world
+        .set_stateful_set_image("ledger", "app", "ledger:1.1.0")
+        .await;
+    let routes = world.dynamic("networking.istio.io/v1beta1", "VirtualService");
+    let weights = || async {
+        let vs = routes.get("ledger").await.unwrap();
+        vs.data["spec"]["http"][0]["route"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .map(|d| d["weight"].as_i64().unwrap_or(0))
+                    .collect()
+            })
+            .unwrap_or_else(Vec::new)
+    };
+    wait_until(LONG, "a third of the traffic on the canary", || async {
+        weights().await == [67, 33]
+    })
+    .await;
+    let s = world.stateful_sets().get("ledger").await.unwrap();
+    let (current, update) = revisions(&s);
+    assert_eq!(current, old);
+    assert_eq!(
+        revision_selected(&world, "ledger-canary").await,
+        Some(update)
+    );
+    assert_eq!(
+        revision_selected(&world, "ledger-primary").await,
+        Some(current)
+    );
+    assert_eq!(revision_selected(&world, "ledger").await, None);
+
+    world.wait_phase("ledger", Phase::Succeeded, LONG).await;
+    assert_eq!(weights().await, [100, 0]);
+    assert_eq!(
+        revision_selected(&world, "ledger-primary").await,
+        None,
+        "every pod behind the primary once promoted"
+    );
 }
 
 async fn a_failing_release_is_rolled_back_with_no_pod_left_on_the_new_revision(cp: ControlPlane) {
