@@ -176,8 +176,12 @@ async fn at_most_max_progressing_releases_run_and_the_rest_start_in_turn(cp: Con
 /// each reconciles only its own Canaries (its log names no other), both lead at once, and each
 /// release is announced once.
 async fn shards_split_the_canaries_and_announce_each_release_once(cp: ControlPlane) {
+    // The default lease (15 s): the subject is the split, not the lease. A replica that
+    // cannot renew its lease in time exits (its pod would be restarted; nothing restarts it
+    // here), and a 6 s lease could expire on a loaded machine: it did once in a loop of the
+    // scenario binary beside other builds, stalling shard b's release.
     let shard = |name: &str| -> Vec<String> {
-        let mut args: Vec<String> = crate::lifecycle::ELECTION.map(String::from).to_vec();
+        let mut args = vec!["--enable-leader-election".to_string()];
         args.extend([
             "--canary-selector".to_string(),
             format!("shard={name}"),

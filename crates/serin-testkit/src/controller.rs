@@ -210,7 +210,12 @@ fn strip_ansi(text: &str) -> String {
 }
 
 impl Drop for Controller {
+    /// Stops it; a test failing with it running prints its log's tail (its log directory
+    /// goes with it).
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() && self.starts > 0 {
+            eprintln!("{}", self.logs(60));
+        }
     }
 }
