@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use serin::api::Canary;
 use serin::api::canary::MetricVerdict;
 use serin_core::Phase;
-use serin_testkit::{ControlPlane, Poll, WorldConfig, deployment};
+use serin_testkit::{ControlPlane, Poll, WorldConfig, deployment, virtual_service_weights};
 
 use serin_testkit::LONG;
 
@@ -373,18 +373,6 @@ async fn istio_blue_green_with_mirroring(cp: ControlPlane) {
     );
     world.wait_phase(Phase::Succeeded).await;
     assert_eq!(world.image("podinfo-primary").await, "podinfo:6.0.1");
-}
-
-fn virtual_service_weights(vs: &DynamicObject) -> Vec<i64> {
-    let route = &vs.data["spec"]["http"][0]["route"];
-    route
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .map(|d| d["weight"].as_i64().unwrap_or(0))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 async fn istio_weights_edited_by_hand_are_put_back_and_reported(cp: ControlPlane) {

@@ -11,8 +11,9 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use serde_json::{Value, json};
+use serin::workload::stateful_set::partition;
 use serin_core::Phase;
-use serin_testkit::{LONG, Receiver, stateful_set};
+use serin_testkit::{LONG, Receiver, stateful_set, virtual_service_weights};
 
 use crate::harness::{
     ControlPlane, World, WorldConfig, canary, ready_condition, wait_until, world,
@@ -56,15 +57,6 @@ async fn initialized_ledger(world: &World, manifest: Value) -> StatefulSet {
     let s = world.stateful_sets().get("ledger").await.unwrap();
     assert_eq!(partition(&s), 3, "every pod held between releases");
     s
-}
-
-fn partition(s: &StatefulSet) -> i32 {
-    s.spec
-        .as_ref()
-        .and_then(|s| s.update_strategy.as_ref())
-        .and_then(|u| u.rolling_update.as_ref())
-        .and_then(|r| r.partition)
-        .unwrap_or(0)
 }
 
 fn revisions(s: &StatefulSet) -> (String, String) {
@@ -175,17 +167,7 @@ async fn with_a_mesh_the_weight_goes_to_the_new_revisions_pods(cp: ControlPlane)
         .set_stateful_set_image("ledger", "app", "ledger:1.1.0")
         .await;
     let routes = world.dynamic("networking.istio.io/v1beta1", "VirtualService");
-    let weights = || async {
-        let vs = routes.get("ledger").await.unwrap();
-        vs.data["spec"]["http"][0]["route"]
-            .as_array()
-            .map(|r| {
-                r.iter()
-                    .map(|d| d["weight"].as_i64().unwrap_or(0))
-                    .collect()
-            })
-            .unwrap_or_else(Vec::new)
-    };
+    let weights = || async { virtual_service_weights(&routes.get("ledger").await.unwrap()) };
     wait_until(LONG, "a third of the traffic on the canary", || async {
         weights().await == [67, 33]
     })

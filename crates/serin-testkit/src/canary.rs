@@ -19,6 +19,19 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone)]
 pub struct CanaryManifest(Value);
 
+/// The weights of an Istio VirtualService's first HTTP route, in its destinations' order
+/// (serin writes the primary first).
+pub fn virtual_service_weights(vs: &kube::api::DynamicObject) -> Vec<i64> {
+    vs.data["spec"]["http"][0]["route"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|d| d["weight"].as_i64().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The Ingress `podinfo` (class `nginx`, host `podinfo.example.com`) that an NGINX Canary
 /// built with [`CanaryManifest::routed_by`] refers to.
 pub fn apex_ingress() -> Value {

@@ -19,7 +19,7 @@ pub mod virtual_time;
 pub mod wait;
 mod world;
 
-pub use canary::{CanaryManifest, apex_ingress, canary};
+pub use canary::{CanaryManifest, apex_ingress, canary, virtual_service_weights};
 pub use controller::Controller;
 pub use receiver::Receiver;
 pub use requests::{metric_sum, requests_between};

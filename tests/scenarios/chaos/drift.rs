@@ -9,20 +9,11 @@ use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::json;
 use serin_core::Phase;
 use serin_testkit::LONG;
-use serin_testkit::{ControlPlane, Poll, WorldConfig, deployment, wait_until};
+use serin_testkit::{
+    ControlPlane, Poll, WorldConfig, deployment, virtual_service_weights, wait_until,
+};
 
 const INTERVAL: Duration = Duration::from_secs(5);
-
-fn weights(vs: &DynamicObject) -> Vec<i64> {
-    vs.data["spec"]["http"][0]["route"]
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .map(|d| d["weight"].as_i64().unwrap_or(0))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// Waits until `done`, at most one interval and a second of slack: how long it took.
 async fn put_back<F, Fut>(what: &str, mut done: F) -> Duration
@@ -81,7 +72,7 @@ async fn hand_edits_mid_release_are_put_back_within_an_interval() {
     let took = put_back("the weights", || async {
         let declared = world.canary("podinfo").await.status.unwrap().canary_weight;
         let vs = services.get("podinfo").await.unwrap();
-        weights(&vs) == [100 - i64::from(declared), i64::from(declared)]
+        virtual_service_weights(&vs) == [100 - i64::from(declared), i64::from(declared)]
     })
     .await;
     println!("drift: weights put back after {} ms", took.as_millis());
