@@ -76,6 +76,20 @@ impl World {
         self.0.event_messages("podinfo").await
     }
 
+    /// The events, once one satisfies `matches`: a rollback's events are written after its
+    /// status, so they can come after the phase is seen.
+    async fn wait_event_where(&self, what: &str, matches: impl Fn(&str) -> bool) -> Vec<String> {
+        let poll = serin_testkit::Poll::new(LONG);
+        loop {
+            let events = self.events().await;
+            if events.iter().any(|e| matches(e)) {
+                return events;
+            }
+            assert!(!poll.expired(), "no event {what}: {events:?}");
+            poll.next().await;
+        }
+    }
+
     async fn set_image(&self, image: &str) {
         self.apply(deployment("podinfo", image, 2)).await;
     }
@@ -131,14 +145,14 @@ async fn a_faulty_release_is_rolled_back_with_events_naming_the_value(cp: Contro
             .any(|m| m.name == "request-success-rate" && m.verdict == MetricVerdict::Fail),
         "{metrics:?}"
     );
-    let events = world.events().await;
-    let halt = format!("Halt podinfo.{} advancement success rate 7", world.ns());
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains(&halt) && e.contains("< 99%")),
-        "{events:?}"
-    );
+    let halt = format!("Halt podinfo.{} advancement success rate ", world.ns());
+    world
+        .wait_event_where("halting on the 30 % errors", |e| {
+            e.contains(&halt)
+                && e.contains("< 99%")
+                && halt_value(e, "success rate").is_some_and(|v| (60.0..90.0).contains(&v))
+        })
+        .await;
 }
 
 async fn a_quiet_service_with_the_hold_policy_waits_instead_of_failing(cp: ControlPlane) {
@@ -222,13 +236,11 @@ async fn datadog_and_new_relic_templates_roll_back_a_faulty_release(cp: ControlP
             && m.value.is_some_and(|v| (10.0..40.0).contains(&v))),
         "both providers see the 30 % errors: {metrics:?}"
     );
-    let events = world.events().await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains("advancement datadog-error-rate ") && e.contains(" > 1")),
-        "{events:?}"
-    );
+    world
+        .wait_event_where("halting on datadog-error-rate", |e| {
+            e.contains("advancement datadog-error-rate ") && e.contains(" > 1")
+        })
+        .await;
 }
 
 /// The stack with load on the canary Service only (as for Datadog and New Relic) and the
@@ -310,13 +322,12 @@ async fn graphite_and_influxdb_templates_roll_back_a_faulty_release(cp: ControlP
                 && m.value.is_some_and(|v| (60.0..90.0).contains(&v))),
         "both providers see the 30 % errors: {metrics:?}"
     );
-    let events = world.events().await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains("graphite-success-rate 7") && e.contains("< 99")),
-        "{events:?}"
-    );
+    world
+        .wait_event_where("halting on the graphite success rate's 30 % errors", |e| {
+            e.contains("< 99")
+                && halt_value(e, "graphite-success-rate").is_some_and(|v| (60.0..90.0).contains(&v))
+        })
+        .await;
 }
 
 /// The builtin success rate judged against the primary: 15 samples of 3 s each over 45 s,
@@ -417,14 +428,11 @@ async fn rolled_back_by_the_judge(
     assert!(m.p_value.is_some_and(|p| p < 0.02), "{m:?}");
     assert!(m.value.is_some_and(|v| canary.contains(&v)), "{m:?}");
     assert!(m.baseline.is_some_and(|v| v > primary), "{m:?}");
-    let events = world.events().await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains("the canary is worse than the primary")
-                && also.iter().all(|a| e.contains(a))),
-        "{events:?}"
-    );
+    world
+        .wait_event_where("saying the canary is worse than the primary", |e| {
+            e.contains("the canary is worse than the primary") && also.iter().all(|a| e.contains(a))
+        })
+        .await;
     m.clone()
 }
 
@@ -518,13 +526,11 @@ async fn dynatrace_template_rolls_back_a_faulty_release(cp: ControlPlane) {
             && m.value.is_some_and(|v| (1.0..=30.5).contains(&v))),
         "Dynatrace sees the 30 % errors: {metrics:?}"
     );
-    let events = world.events().await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains("advancement dynatrace-error-rate ") && e.contains(" > 1")),
-        "{events:?}"
-    );
+    world
+        .wait_event_where("halting on dynatrace-error-rate", |e| {
+            e.contains("advancement dynatrace-error-rate ") && e.contains(" > 1")
+        })
+        .await;
 }
 
 async fn splunk_template_promotes_a_healthy_release(cp: ControlPlane) {
@@ -553,13 +559,11 @@ async fn splunk_template_rolls_back_a_faulty_release(cp: ControlPlane) {
             && m.value.is_some_and(|v| (69.5..99.0).contains(&v))),
         "Splunk sees the 70 % success: {metrics:?}"
     );
-    let events = world.events().await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains("advancement splunk-success-rate ") && e.contains(" < 99")),
-        "{events:?}"
-    );
+    world
+        .wait_event_where("halting on splunk-success-rate", |e| {
+            e.contains("advancement splunk-success-rate ") && e.contains(" < 99")
+        })
+        .await;
 }
 
 /// The stack with load on `services` only (as [`world_with`]) and what `configure` adds (an
@@ -813,3 +817,15 @@ serin_testkit::on_every_control_plane!(
     a_quiet_service_with_the_hold_policy_waits_instead_of_failing,
     a_cloudwatch_template_promotes_a_healthy_release,
 );
+
+/// The value a Halt event gives `metric`: `... advancement graphite-success-rate 71.2 < 99`
+/// (a `%` after it is dropped).
+fn halt_value(event: &str, metric: &str) -> Option<f64> {
+    let after = event.split(&format!("{metric} ")).nth(1)?;
+    after
+        .split_whitespace()
+        .next()?
+        .trim_end_matches('%')
+        .parse()
+        .ok()
+}
