@@ -389,6 +389,7 @@ pub async fn serve(
             () = leadership.lost() => {
                 flag.store(true, std::sync::atomic::Ordering::SeqCst);
                 let _ = lost_tx.send(());
+                leadership.abandon().await;
             }
             _ = release_rx => leadership.release().await,
         }

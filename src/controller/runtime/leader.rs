@@ -61,6 +61,18 @@ pub fn identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// The field manager of this replica's writes of the Lease: its own. The manager takes a free
+/// Lease with a server-side apply that another field manager's claim makes conflict; with one
+/// name for every replica, two replicas starting together both took it (found by a loop of
+/// the scenarios: both led for a moment, then both stepped down). At most 128 characters, the
+/// API server's limit.
+fn field_manager(identity: &str) -> String {
+    format!("serin-leader-election-{identity}")
+        .chars()
+        .take(128)
+        .collect()
+}
+
 /// Waits until this replica holds the Lease.
 pub async fn acquire(client: kube::Client, election: &Election) -> anyhow::Result<Leadership> {
     let seconds = election.lease_duration.as_secs().max(2);
@@ -72,7 +84,7 @@ pub async fn acquire(client: kube::Client, election: &Election) -> anyhow::Resul
         .with_duration(seconds)
         // Renew a third of the way before expiry: a slow API server does not cost the Lease.
         .with_grace(grace(Duration::from_secs(seconds)).as_secs())
-        .with_field_manager("serin-leader-election")
+        .with_field_manager(field_manager(&election.identity))
         .build()
         .await
         .with_context(|| format!("Lease {}/{lease}: cannot use it", election.namespace))?;
@@ -174,6 +186,17 @@ impl Leadership {
         }
     }
 
+    /// Stops leading without writing the Lease: once lost, it may name another holder, whom
+    /// the manager's release (a patch clearing the holder, from what it last read) would
+    /// clear too, leaving no leader. The manager is cancelled, and only then its state
+    /// channel closed (which it would take as the signal to release).
+    pub async fn abandon(self) {
+        self.deadline.abort();
+        self.task.abort();
+        let _ = self.task.await;
+        drop(self.state);
+    }
+
     /// Gives the Lease up, for the next replica to take at once.
     pub async fn release(self) {
         self.deadline.abort();
@@ -227,6 +250,100 @@ mod tests {
         assert_eq!(margin(Duration::from_secs(15)), Duration::from_millis(2500));
         assert_eq!(margin(Duration::from_secs(3)), Duration::from_millis(500));
         assert_eq!(grace(Duration::from_secs(2)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn each_replica_writes_the_lease_as_itself() {
+        assert_eq!(field_manager("pod-1-7"), "serin-leader-election-pod-1-7");
+        assert_ne!(field_manager("a-1"), field_manager("b-2"));
+        assert_eq!(field_manager(&"x".repeat(300)).chars().count(), 128);
+    }
+
+    /// Why each replica writes as itself: a free Lease is taken with a server-side apply,
+    /// and only another field manager's claim makes the second taker's apply conflict.
+    #[tokio::test]
+    async fn a_second_replicas_claim_of_the_lease_conflicts() {
+        let stack = Stack::start(StackConfig::default()).await.expect("stack");
+        let leases: Api<Lease> = Api::namespaced(stack.client().await.expect("client"), "default");
+        let claim = |holder: &str| {
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                   "metadata": {"name": LEASE},
+                   "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                            "renewTime": now_rfc3339(), "acquireTime": now_rfc3339()}})
+        };
+        let apply = |holder: &str| PatchParams::apply(&field_manager(holder));
+        leases
+            .patch(LEASE, &apply("one-1"), &Patch::Apply(&claim("one-1")))
+            .await
+            .expect("the first claim");
+        let second = leases
+            .patch(LEASE, &apply("two-2"), &Patch::Apply(&claim("two-2")))
+            .await;
+        assert!(
+            matches!(second, Err(kube::Error::Api(ref e)) if e.code == 409),
+            "{second:?}"
+        );
+        let holder = leases
+            .get(LEASE)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .holder_identity;
+        assert_eq!(holder.as_deref(), Some("one-1"));
+    }
+
+    /// Two replicas starting together: one leads, the other waits; the leader abandoning
+    /// the Lease after losing it leaves the new holder's claim alone.
+    #[tokio::test]
+    async fn two_replicas_at_once_elect_one_and_a_lost_lease_is_not_cleared() {
+        let stack = Stack::start(StackConfig::default()).await.expect("stack");
+        let client = stack.client().await.expect("client");
+        let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+        let one = Election {
+            identity: "one-1".into(),
+            ..election(15)
+        };
+        let two = Election {
+            identity: "two-2".into(),
+            ..election(15)
+        };
+        let (c1, c2) = (client.clone(), client.clone());
+        let a = tokio::spawn(async move { acquire(c1, &one).await });
+        let b = tokio::spawn(async move { acquire(c2, &two).await });
+        let first = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::select! {
+                l = a => ("one-1", l),
+                l = b => ("two-2", l),
+            }
+        })
+        .await
+        .expect("a leader within 10 s");
+        let (leader, leadership) = (first.0, first.1.unwrap().unwrap());
+        // The other stays a follower: the Lease names the leader for a while.
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let holder = leases
+                .get(LEASE)
+                .await
+                .unwrap()
+                .spec
+                .unwrap()
+                .holder_identity;
+            assert_eq!(holder.as_deref(), Some(leader), "one holder");
+        }
+        // Lost to another replica: abandoning it does not clear the new holder.
+        set_lease(&leases, "three-3").await;
+        leadership.abandon().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let holder = leases
+            .get(LEASE)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .holder_identity;
+        assert_eq!(holder.as_deref(), Some("three-3"));
     }
 
     #[tokio::test]
