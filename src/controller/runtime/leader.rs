@@ -241,6 +241,17 @@ mod tests {
             .expect("lease");
     }
 
+    /// The Lease's holder now.
+    async fn holder(leases: &Api<Lease>) -> Option<String> {
+        leases
+            .get(LEASE)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .holder_identity
+    }
+
     fn now_rfc3339() -> String {
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
     }
@@ -283,13 +294,7 @@ mod tests {
             matches!(second, Err(kube::Error::Api(ref e)) if e.code == 409),
             "{second:?}"
         );
-        let holder = leases
-            .get(LEASE)
-            .await
-            .unwrap()
-            .spec
-            .unwrap()
-            .holder_identity;
+        let holder = holder(&leases).await;
         assert_eq!(holder.as_deref(), Some("one-1"));
     }
 
@@ -323,26 +328,14 @@ mod tests {
         // The other stays a follower: the Lease names the leader for a while.
         for _ in 0..10 {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let holder = leases
-                .get(LEASE)
-                .await
-                .unwrap()
-                .spec
-                .unwrap()
-                .holder_identity;
+            let holder = holder(&leases).await;
             assert_eq!(holder.as_deref(), Some(leader), "one holder");
         }
         // Lost to another replica: abandoning it does not clear the new holder.
         set_lease(&leases, "three-3").await;
         leadership.abandon().await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let holder = leases
-            .get(LEASE)
-            .await
-            .unwrap()
-            .spec
-            .unwrap()
-            .holder_identity;
+        let holder = holder(&leases).await;
         assert_eq!(holder.as_deref(), Some("three-3"));
     }
 
