@@ -115,9 +115,12 @@ async fn a_healthy_release_moves_one_pod_at_a_time_then_promotes_them_all(cp: Co
         if phase == Phase::Succeeded {
             break;
         }
-        if phase == Phase::Progressing && (1..=2).contains(&partition(&s)) {
+        let (_, new) = revisions(&s);
+        // The StatefulSet controller names the new revision in the status a moment after the
+        // template changes, and serin may lower the partition before that: until then the
+        // status' update revision is still the old one, whose pods are not the new ones.
+        if phase == Phase::Progressing && (1..=2).contains(&partition(&s)) && new != old {
             partitions.insert(partition(&s));
-            let (_, new) = revisions(&s);
             let updated = pods.values().filter(|(r, _)| *r == new).count();
             most_updated_before_promotion = most_updated_before_promotion.max(updated);
         }
