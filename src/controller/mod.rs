@@ -37,6 +37,7 @@ pub mod router;
 pub mod runtime;
 
 use caches::index::Index;
+use caches::lean::Lean;
 use caches::{canary_watch, namespaces, trim};
 pub use context::{Config, Context, Stores};
 use notify::{alerts, event_webhooks, events};
@@ -91,18 +92,21 @@ where
         scoped,
     } = caching;
     let (coverage, events) = if scoped && namespace.is_none() {
-        let (coverage, events) = namespaces::watch(api::<K>(client, None), config, index.clone());
-        (coverage, events.boxed())
+        let (coverage, events) =
+            namespaces::watch(api::<Lean<K>>(client, None), config, index.clone());
+        (coverage, events.map_ok(unwrapped).boxed())
     } else {
         // After the Canaries all the same: a target listed first would be cached trimmed.
         let index = index.clone();
         let events = match each {
             // A tenant's kind: one object that does not decode must not fail every list.
             Some(stub) => {
-                let api = canary_watch::dynamic_api::<K>(client, namespace);
+                let api = canary_watch::tolerant_api::<K>(client, namespace);
                 canary_watch::each(api, config, stub, skipped::<K>).boxed()
             }
-            None => watcher(api::<K>(client, namespace), config).boxed(),
+            None => watcher(api::<Lean<K>>(client, namespace), config)
+                .map_ok(unwrapped)
+                .boxed(),
         }
         .default_backoff();
         let events = futures::stream::once(async move {
@@ -112,7 +116,8 @@ where
         .flatten();
         (Arc::new(namespaces::Coverage::everything()), events.boxed())
     };
-    // serin never reads managedFields, often the largest part of an object's metadata.
+    // serin never reads managedFields (decoded `Lean`, they are not read at all; the
+    // tolerant watch of tenants' kinds decodes them with the rest).
     let events = events.modify(move |object: &mut K| {
         object.meta_mut().managed_fields = None;
         shape(object);
@@ -122,6 +127,18 @@ where
         .inspect_ok(move |event| covered.applied(event))
         .touched_objects();
     (reader, coverage, errors_kept_out::<K, _>(stream))
+}
+
+/// A watch event of a [`Lean`] object as one of the object itself.
+fn unwrapped<K>(event: watcher::Event<Lean<K>>) -> watcher::Event<K> {
+    use watcher::Event;
+    match event {
+        Event::Apply(o) => Event::Apply(o.0),
+        Event::Delete(o) => Event::Delete(o.0),
+        Event::Init => Event::Init,
+        Event::InitApply(o) => Event::InitApply(o.0),
+        Event::InitDone => Event::InitDone,
+    }
 }
 
 /// The stream without its errors, each logged. The controller polls all its watches as one

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::api::Canary;
+use crate::controller::caches::lean::Lean;
 use crate::controller::context::Context;
 use crate::controller::error::Error;
 use crate::controller::reconcile::target::{Primary, Target};
@@ -73,12 +74,14 @@ impl Scope<'_> {
             + Clone
             + std::fmt::Debug,
     {
-        let api: Api<K> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        // The answer decoded without its managed fields (see `lean`).
+        let api: Api<Lean<K>> = Api::namespaced(self.ctx.client.clone(), self.namespace);
         let mut body = serde_json::to_value(object).map_err(Error::serialize)?;
         body["apiVersion"] = json!(K::api_version(&()));
         body["kind"] = json!(K::kind(&()));
         api.patch(name, &Self::apply_params(), &Patch::Apply(&body))
             .await
+            .map(Lean::into_inner)
             .map_err(|e| {
                 Error::kube(
                     format!("apply {} {}/{name}", K::kind(&()), self.namespace),
@@ -98,7 +101,7 @@ impl Scope<'_> {
             + Clone
             + std::fmt::Debug,
     {
-        let api: Api<K> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        let api: Api<Lean<K>> = Api::namespaced(self.ctx.client.clone(), self.namespace);
         let written = api
             .patch(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
@@ -108,7 +111,7 @@ impl Scope<'_> {
                     e,
                 )
             })?;
-        self.ctx.expect_generation(&written);
+        self.ctx.expect_generation(&written.0);
         Ok(())
     }
 }

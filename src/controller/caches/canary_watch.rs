@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::DynamicObject;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serin_core::EventType;
 
 use crate::api::Canary;
+use crate::controller::caches::lean::Lean;
 use crate::controller::context::Context;
 use crate::controller::notify::events::Events;
 
@@ -40,22 +41,82 @@ pub fn watch(
         async move { report(&object, &why, &ctx.events, &reported).await }
     };
     each(
-        dynamic_api::<Canary>(client, namespace),
+        tolerant_api::<Canary>(client, namespace),
         config,
         stub,
         report,
     )
 }
 
-/// The API of `K`'s objects as dynamic objects (in `namespace`, or all).
-pub fn dynamic_api<K: kube::Resource<DynamicType = ()>>(
-    client: &Client,
-    namespace: Option<&str>,
-) -> Api<DynamicObject> {
-    let resource = ApiResource::erase::<K>(&());
+/// The API of `K`'s objects, each decoded on its own (in `namespace`, or all).
+pub fn tolerant_api<K>(client: &Client, namespace: Option<&str>) -> Api<Tolerant<K>>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
     match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// An object as the API server sent it: decoded as `K` (without its managed fields), or,
+/// when it does not decode, its identity and why not. Decoding one object can fail without
+/// failing the list or the watch event it came in.
+#[derive(Clone, Debug)]
+pub enum Tolerant<K> {
+    /// Boxed: a Canary is large, and the event is moved through the watch's stages.
+    Decoded(Box<K>),
+    Undecodable {
+        object: Box<DynamicObject>,
+        why: String,
+    },
+}
+
+impl<'de, K: serde::de::DeserializeOwned> serde::Deserialize<'de> for Tolerant<K> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Read once into a JSON tree (less the managed fields), then decoded from it: the
+        // tree is what a failed decode is explained from.
+        let value = Lean::<serde_json::Value>::deserialize(deserializer)?.0;
+        if let Ok(decoded) = K::deserialize(&value) {
+            return Ok(Tolerant::Decoded(Box::new(decoded)));
+        }
+        let why = why_not::<K>(&value);
+        let object = DynamicObject::deserialize(&value).map_err(serde::de::Error::custom)?;
+        let object = Box::new(object);
+        Ok(Tolerant::Undecodable { object, why })
+    }
+}
+
+impl<K: kube::Resource<DynamicType = ()>> kube::Resource for Tolerant<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::version(dt)
+    }
+    fn api_version(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::api_version(dt)
+    }
+    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &kube::api::ObjectMeta {
+        match self {
+            Tolerant::Decoded(k) => k.meta(),
+            Tolerant::Undecodable { object, .. } => &object.metadata,
+        }
+    }
+    fn meta_mut(&mut self) -> &mut kube::api::ObjectMeta {
+        match self {
+            Tolerant::Decoded(k) => k.meta_mut(),
+            Tolerant::Undecodable { object, .. } => &mut object.metadata,
+        }
     }
 }
 
@@ -63,13 +124,18 @@ pub fn dynamic_api<K: kube::Resource<DynamicType = ()>>(
 /// goes to `report` and is left out: skipped while listing, a deletion (`stub`) when it
 /// replaces one that decoded, so that no stale copy stays cached.
 pub fn each<K, R, Fut>(
-    api: Api<DynamicObject>,
+    api: Api<Tolerant<K>>,
     config: watcher::Config,
     stub: fn(&DynamicObject) -> Option<K>,
     report: R,
 ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K, R, Fut>
 where
-    K: serde::de::DeserializeOwned + Send + 'static,
+    K: kube::Resource<DynamicType = ()>
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + 'static,
     R: Fn(DynamicObject, String) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
@@ -87,12 +153,11 @@ where
 /// The event with its object decoded; one that does not decode becomes a deletion (it leaves
 /// the cache) or, while listing, nothing.
 async fn decoded<K, R, Fut>(
-    event: watcher::Event<DynamicObject>,
+    event: watcher::Event<Tolerant<K>>,
     stub: fn(&DynamicObject) -> Option<K>,
     report: R,
 ) -> Option<watcher::Event<K>>
 where
-    K: serde::de::DeserializeOwned,
     R: Fn(DynamicObject, String) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
@@ -100,35 +165,31 @@ where
     match event {
         Event::Init => Some(Event::Init),
         Event::InitDone => Some(Event::InitDone),
-        Event::InitApply(object) => match decode(&object) {
-            Ok(decoded) => Some(Event::InitApply(decoded)),
-            Err(why) => {
-                report(object, why).await;
-                None
-            }
-        },
-        Event::Apply(object) => match decode(&object) {
-            Ok(decoded) => Some(Event::Apply(decoded)),
-            Err(why) => {
-                let gone = stub(&object).map(Event::Delete);
-                report(object, why).await;
-                gone
-            }
-        },
-        Event::Delete(object) => decode(&object)
-            .ok()
-            .or_else(|| stub(&object))
-            .map(Event::Delete),
+        Event::InitApply(Tolerant::Decoded(object)) => Some(Event::InitApply(*object)),
+        Event::InitApply(Tolerant::Undecodable { object, why }) => {
+            report(*object, why).await;
+            None
+        }
+        Event::Apply(Tolerant::Decoded(object)) => Some(Event::Apply(*object)),
+        Event::Apply(Tolerant::Undecodable { object, why }) => {
+            let gone = stub(&object).map(Event::Delete);
+            report(*object, why).await;
+            gone
+        }
+        Event::Delete(Tolerant::Decoded(object)) => Some(Event::Delete(*object)),
+        Event::Delete(Tolerant::Undecodable { object, .. }) => stub(&object).map(Event::Delete),
     }
 }
 
-/// The object decoded, or what is wrong with it: the path of the field and serde's word.
-pub fn decode<K: serde::de::DeserializeOwned>(object: &DynamicObject) -> Result<K, String> {
-    let value = serde_json::to_value(object).map_err(|e| e.to_string())?;
-    serde_path_to_error::deserialize::<_, K>(value).map_err(|e| {
-        let path = e.path().to_string();
-        format!("{path}: {}", e.into_inner())
-    })
+/// What is wrong with an object that does not decode: the path of the field and serde's word.
+fn why_not<K: serde::de::DeserializeOwned>(value: &serde_json::Value) -> String {
+    match serde_path_to_error::deserialize::<_, K>(value) {
+        Ok(_) => "it decodes on a second reading".to_string(),
+        Err(e) => {
+            let path = e.path().to_string();
+            format!("{path}: {}", e.into_inner())
+        }
+    }
 }
 
 /// A Canary with the object's identity and nothing else: what an event about it, or its
@@ -174,28 +235,35 @@ async fn report(object: &DynamicObject, why: &str, events: &Events, reported: &R
 mod tests {
     use super::*;
 
-    fn object(spec: serde_json::Value) -> DynamicObject {
-        serde_json::from_value(serde_json::json!({
+    fn object<K: serde::de::DeserializeOwned>(spec: serde_json::Value) -> Tolerant<K> {
+        let text = serde_json::json!({
             "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
             "metadata": {"name": "podinfo", "namespace": "test", "uid": "u1",
-                         "resourceVersion": "7"},
+                         "resourceVersion": "7",
+                         "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
             "spec": spec
-        }))
-        .unwrap()
+        })
+        .to_string();
+        serde_json::from_str(&text).unwrap()
     }
 
     #[test]
     fn a_canary_that_does_not_decode_names_the_field() {
-        let good = object(serde_json::json!({
+        let good = object::<Canary>(serde_json::json!({
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
             "service": {"port": 9898}, "analysis": {"interval": "1m"}}));
-        assert!(decode::<Canary>(&good).is_ok());
-        let bad = object(serde_json::json!({
+        let Tolerant::Decoded(good) = good else {
+            panic!("decodes: {good:?}");
+        };
+        assert_eq!(good.metadata.managed_fields, None, "decoded lean");
+        let bad = object::<Canary>(serde_json::json!({
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
             "service": {"port": "ninety"}, "analysis": {"interval": "1m"}}));
-        let why = decode::<Canary>(&bad).unwrap_err();
+        let Tolerant::Undecodable { object, why } = bad else {
+            panic!("does not decode: {bad:?}");
+        };
         assert!(why.starts_with("spec.service.port"), "{why}");
-        let stub = stub(&bad).unwrap();
+        let stub = stub(&object).unwrap();
         assert_eq!(stub.metadata.uid.as_deref(), Some("u1"));
         assert_eq!(stub.metadata.name.as_deref(), Some("podinfo"));
     }
@@ -204,7 +272,7 @@ mod tests {
     async fn an_object_that_stops_decoding_leaves_the_cache_and_is_reported() {
         use crate::api::MetricTemplate;
         use watcher::Event;
-        let template = |query: serde_json::Value| -> DynamicObject {
+        let template = |query: serde_json::Value| -> Tolerant<MetricTemplate> {
             serde_json::from_value(serde_json::json!({
                 "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
                 "metadata": {"name": "rate", "namespace": "test"},

@@ -16,6 +16,7 @@ use serin_core::EventType;
 use tokio::sync::Mutex;
 
 use crate::api::Canary;
+use crate::controller::caches::lean::Lean;
 use crate::controller::notify::event_webhooks::EventHooks;
 
 /// Flagger's reason for every canary event; existing event filters key on it.
@@ -198,7 +199,7 @@ impl Events {
         count: i32,
         now: DateTime<Utc>,
     ) -> kube::Result<bool> {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        let api: Api<Lean<Event>> = Api::namespaced(self.client.clone(), namespace);
         let patch = json!({"count": count, "lastTimestamp": now});
         match api
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -249,8 +250,9 @@ impl Events {
             reporting_instance: Some(COMPONENT.into()),
             ..Event::default()
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        match api.create(&PostParams::default(), &event).await {
+        // The answer is not read: decoded without its managed fields (see `lean`).
+        let api: Api<Lean<Event>> = Api::namespaced(self.client.clone(), &namespace);
+        match api.create(&PostParams::default(), &Lean(event)).await {
             // Recorded before a restart: once is enough.
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             other => {

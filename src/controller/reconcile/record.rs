@@ -12,6 +12,7 @@ use serin_core::{ConditionStatus, Effect, EventType, Notify, Phase, Plan, Step};
 
 use crate::api::{Canary, CanaryStatus};
 use crate::controller::apply::MANAGER;
+use crate::controller::caches::lean::Lean;
 use crate::controller::context::Context;
 use crate::controller::error::{Error, Reason};
 use crate::controller::notify::alerts;
@@ -45,7 +46,8 @@ pub(super) async fn write_status(
     status: &CanaryStatus,
 ) -> Result<(), Error> {
     let namespace = canary.namespace().unwrap_or_default();
-    let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The answers are whole Canaries: decoded without their managed fields (see `lean`).
+    let api: Api<Lean<Canary>> = Api::namespaced(ctx.client.clone(), &namespace);
     let name = canary.name_any();
     let mut body = json!({
         "apiVersion": crate::api::API_VERSION,
@@ -76,7 +78,7 @@ pub(super) async fn write_status(
                 .get(&name)
                 .await
                 .map_err(|e| Error::kube("read Canary", e))?;
-            if !same_apart_from_announcements(fresh.status.clone(), current_status(canary, ctx)) {
+            if !same_apart_from_announcements(fresh.0.status.clone(), current_status(canary, ctx)) {
                 return Err(refused);
             }
             body["metadata"] = json!({"resourceVersion": fresh.resource_version()});
