@@ -69,7 +69,7 @@ fn cached<K>(
     client: &Client,
     caching: Caching<'_>,
     config: watcher::Config,
-    mut shape: impl FnMut(&mut K) + Send + 'static,
+    shape: impl FnMut(&mut K) + Send + 'static,
     each: Option<fn(&kube::api::DynamicObject) -> Option<K>>,
 ) -> (
     Store<K>,
@@ -116,12 +116,8 @@ where
         .flatten();
         (Arc::new(namespaces::Coverage::everything()), events.boxed())
     };
-    // serin never reads managedFields (decoded `Lean`, they are not read at all; the
-    // tolerant watch of tenants' kinds decodes them with the rest).
-    let events = events.modify(move |object: &mut K| {
-        object.meta_mut().managed_fields = None;
-        shape(object);
-    });
+    // Both watches above decode without managedFields (`Lean`, `Tolerant`): nothing to drop.
+    let events = events.modify(shape);
     let covered = coverage.clone();
     let stream = reflector(writer, events)
         .inspect_ok(move |event| covered.applied(event))

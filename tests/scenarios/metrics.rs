@@ -71,23 +71,12 @@ impl World {
         self.0.wait_phase("podinfo", phase, timeout).await
     }
 
-    /// The messages of the Canary's events, oldest first.
-    async fn events(&self) -> Vec<String> {
-        self.0.event_messages("podinfo").await
-    }
-
     /// The events, once one satisfies `matches`: a rollback's events are written after its
     /// status, so they can come after the phase is seen.
     async fn wait_event_where(&self, what: &str, matches: impl Fn(&str) -> bool) -> Vec<String> {
-        let poll = serin_testkit::Poll::new(LONG);
-        loop {
-            let events = self.events().await;
-            if events.iter().any(|e| matches(e)) {
-                return events;
-            }
-            assert!(!poll.expired(), "no event {what}: {events:?}");
-            poll.next().await;
-        }
+        self.0
+            .wait_event_where("podinfo", what, LONG, matches)
+            .await
     }
 
     async fn set_image(&self, image: &str) {

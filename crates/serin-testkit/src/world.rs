@@ -863,6 +863,27 @@ impl World {
         .await
     }
 
+    /// Waits until one of the Canary's event messages satisfies `matches` (`what` says
+    /// which, in the failure), and returns them all, oldest first. Events are written after
+    /// the status they announce, so a phase seen is not yet its events.
+    pub async fn wait_event_where(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let poll = Poll::new(timeout).every(Duration::from_millis(100));
+        self.look_until(name, poll, async || {
+            let messages = self.event_messages(name).await;
+            match messages.iter().any(|m| matches(m)) {
+                true => Ok(messages),
+                false => Err(format!("no event {what} within {timeout:?}")),
+            }
+        })
+        .await
+    }
+
     /// The first container's image of a Deployment.
     pub async fn image(&self, deployment: &str) -> String {
         let d = self.deployments().get(deployment).await.unwrap();

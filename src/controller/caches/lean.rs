@@ -43,14 +43,6 @@ impl<'de, K: Deserialize<'de>> Deserialize<'de> for Lean<K> {
     }
 }
 
-/// `K` decoded from JSON text without its managed fields.
-///
-/// # Errors
-/// serde_json's, when the text is not a `K`.
-pub fn from_str<K: serde::de::DeserializeOwned>(text: &str) -> serde_json::Result<K> {
-    serde_json::from_str::<Lean<K>>(text).map(Lean::into_inner)
-}
-
 impl<K: Resource> Resource for Lean<K> {
     type DynamicType = K::DynamicType;
     type Scope = K::Scope;
@@ -272,6 +264,11 @@ mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::Deployment;
     use serde_json::json;
+
+    /// `K` decoded from JSON text as the watches decode it.
+    fn from_str<K: serde::de::DeserializeOwned>(text: &str) -> serde_json::Result<K> {
+        serde_json::from_str::<Lean<K>>(text).map(Lean::into_inner)
+    }
 
     fn with_managed_fields() -> serde_json::Value {
         json!({
