@@ -147,13 +147,14 @@ async fn write_heap_profile(pid: u32) {
     println!("heap profile: {} (open in dh_view.html)", file.display());
 }
 
-/// The controller's step-lateness histogram: (upper bound `le`, cumulative count), then the
-/// sum of all observations.
-async fn lateness(port: u16) -> (Vec<(f64, f64)>, f64) {
+/// The controller's step-lateness histogram: (upper bound `le`, cumulative count), the sum of
+/// all observations, and the reconciles run so far.
+async fn lateness(port: u16) -> (Vec<(f64, f64)>, f64, f64) {
     let url = format!("http://127.0.0.1:{port}/metrics");
     let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
     let mut buckets = Vec::new();
     let mut sum = 0.0;
+    let mut reconciles = 0.0;
     for line in text.lines() {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
@@ -164,9 +165,11 @@ async fn lateness(port: u16) -> (Vec<(f64, f64)>, f64) {
             buckets.push((le.parse().unwrap_or(f64::INFINITY), value));
         } else if series == "serin_step_lateness_seconds_sum" {
             sum = value;
+        } else if series == "serin_reconcile_duration_seconds_count" {
+            reconciles = value;
         }
     }
-    (buckets, sum)
+    (buckets, sum, reconciles)
 }
 
 /// Steps observed between two histogram readings, and the bucket bound the `q` quantile
@@ -406,7 +409,7 @@ async fn many_canaries() {
 
     // Release all of them at once.
     let port: u16 = port.parse().unwrap();
-    let (late_before, late_sum_before) = lateness(port).await;
+    let (late_before, late_sum_before, reconciles_before) = lateness(port).await;
     let release_series = request_series(&world.stack).await;
     let release_from: f64 = release_series.values().sum();
     for i in 0..n {
@@ -426,7 +429,7 @@ async fn many_canaries() {
         release_after.values().sum::<f64>() - release_from - polls - n as f64 - 1.0;
     let release_top = top_series(&release_series, &release_after);
     let (cpu_end, rss_end, peak) = usage(pid);
-    let (late_after, late_sum_after) = lateness(port).await;
+    let (late_after, late_sum_after, reconciles_after) = lateness(port).await;
     let (steps, p50) = quantile(&late_before, &late_after, 0.5);
     let (_, p99) = quantile(&late_before, &late_after, 0.99);
     if cfg!(feature = "heap-profile") {
@@ -471,6 +474,13 @@ async fn many_canaries() {
         (late_sum_after - late_sum_before) / steps.max(1.0),
         (cpu_end - cpu_idle) * 1000.0 / steps.max(1.0),
         release_requests / steps.max(1.0),
+    );
+    let reconciles = reconciles_after - reconciles_before;
+    println!(
+        "reconciles during the release: {reconciles} ({:.1} per canary, {:.2} ms of controller \
+         CPU each)",
+        reconciles / n as f64,
+        (cpu_end - cpu_idle) * 1000.0 / reconciles.max(1.0),
     );
     for (delta, series) in release_top.iter().take(8) {
         println!("  release requests: {delta} {series}");

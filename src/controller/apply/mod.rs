@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::api::Canary;
-use crate::controller::caches::lean::Lean;
+use crate::controller::caches::lean::{Lean, Meta};
 use crate::controller::context::Context;
 use crate::controller::error::Error;
 use crate::controller::reconcile::target::{Primary, Target};
@@ -101,7 +101,8 @@ impl Scope<'_> {
             + Clone
             + std::fmt::Debug,
     {
-        let api: Api<Lean<K>> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        // Only the answer's generation is read (see `lean::Meta`).
+        let api: Api<Meta<K>> = Api::namespaced(self.ctx.client.clone(), self.namespace);
         let written = api
             .patch(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
@@ -111,7 +112,7 @@ impl Scope<'_> {
                     e,
                 )
             })?;
-        self.ctx.expect_generation(&written.0);
+        self.ctx.expect_generation(&written);
         Ok(())
     }
 }

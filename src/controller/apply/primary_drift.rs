@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use serin_core::hash::spec_hash;
 
 use super::Scope;
+use crate::controller::caches::trim;
 use crate::controller::error::{Error, Reason};
 use crate::controller::reconcile::target::Primary;
 
@@ -35,8 +36,14 @@ pub fn drifted(primary: &Primary) -> Option<Value> {
     };
     let annotations = meta.annotations.as_ref()?;
     let recorded = annotations.get(TEMPLATE_HASH)?;
-    let current = serde_json::to_value(template?).ok()?;
-    if template_hash(&current) == *recorded {
+    // A primary cached without its template carries the template's hash instead; one
+    // trimmed without that hash is never taken for drift (its empty template would be).
+    let current = match annotations.get(trim::TEMPLATE_HASH) {
+        Some(hash) => hash.clone(),
+        None if annotations.contains_key(trim::TRIMMED) => return None,
+        None => template_hash(&serde_json::to_value(template?).ok()?),
+    };
+    if current == *recorded {
         return None;
     }
     super::template_copy::decode(annotations.get(TEMPLATE)?)
@@ -159,5 +166,39 @@ mod tests {
         assert_eq!(drifted(&primary("app:1", "app:1")), None);
         let back = drifted(&primary("app:hotfix", "app:1")).unwrap();
         assert_eq!(back["spec"]["containers"][0]["image"], "app:1");
+    }
+
+    /// The cache keeps a primary without its template, with the template's hash: the same
+    /// answers as from the whole primary.
+    #[test]
+    fn a_primary_cached_without_its_template_is_judged_by_its_hash() {
+        let index = crate::controller::caches::index::Index::default();
+        let cached = |image: &str, recorded: &str| {
+            let Primary::Deployment(d) = primary(image, recorded) else {
+                unreachable!()
+            };
+            let mut d = Arc::unwrap_or_clone(d);
+            d.metadata.owner_references = Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    kind: "Canary".into(),
+                    name: "x".into(),
+                    ..Default::default()
+                },
+            ]);
+            trim::shape(&index, &mut d);
+            assert!(trim::is_trimmed(&d));
+            assert_eq!(d.spec.as_ref().unwrap().template, Default::default());
+            Primary::Deployment(Arc::new(d))
+        };
+        assert_eq!(drifted(&cached("app:1", "app:1")), None);
+        let back = drifted(&cached("app:hotfix", "app:1")).unwrap();
+        assert_eq!(back["spec"]["containers"][0]["image"], "app:1");
+        // Trimmed without a hash (someone else's copy of the marker): never drift.
+        let Primary::Deployment(d) = cached("app:hotfix", "app:1") else {
+            unreachable!()
+        };
+        let mut d = Arc::unwrap_or_clone(d);
+        d.annotations_mut().remove(trim::TEMPLATE_HASH);
+        assert_eq!(drifted(&Primary::Deployment(Arc::new(d))), None);
     }
 }

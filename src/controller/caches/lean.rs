@@ -70,6 +70,59 @@ impl<K: Resource> Resource for Lean<K> {
     }
 }
 
+/// A write's answer as serin reads it: the object's metadata (its resourceVersion and
+/// generation), without managed fields. The rest of the answer (a Canary's whole spec and
+/// status, a Deployment's template) is stepped over by the parser, not built and dropped:
+/// a step writes a status, an event and often a workload, and decoding each answer whole
+/// was a share of the step's CPU.
+#[derive(Clone, Debug)]
+pub struct Meta<K> {
+    pub metadata: kube::api::ObjectMeta,
+    kind: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<'de, K> Deserialize<'de> for Meta<K> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Shape {
+            #[serde(default)]
+            metadata: kube::api::ObjectMeta,
+        }
+        let Lean(Shape { metadata }) = Lean::<Shape>::deserialize(deserializer)?;
+        Ok(Meta {
+            metadata,
+            kind: std::marker::PhantomData,
+        })
+    }
+}
+
+impl<K: Resource> Resource for Meta<K> {
+    type DynamicType = K::DynamicType;
+    type Scope = K::Scope;
+
+    fn kind(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::version(dt)
+    }
+    fn api_version(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::api_version(dt)
+    }
+    fn plural(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &kube::api::ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut kube::api::ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 /// Where in the object a [`Skipping`] deserializer reads.
 #[derive(Clone, Copy)]
 enum Level {
@@ -263,6 +316,7 @@ impl<'de> Deserialize<'de> for Key<'de> {
 mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::Deployment;
+    use kube::ResourceExt;
     use serde_json::json;
 
     /// `K` decoded from JSON text as the watches decode it.
@@ -322,5 +376,24 @@ mod tests {
         let lean: Lean<Deployment> = serde_json::from_value(with_managed_fields()).unwrap();
         assert_eq!(lean.0.metadata.managed_fields, None);
         assert_eq!(lean.0.spec.unwrap().replicas, Some(3));
+    }
+
+    #[test]
+    fn an_answer_read_as_its_metadata_keeps_all_of_it_but_managed_fields() {
+        let mut object = with_managed_fields();
+        object["status"] = json!({"observedGeneration": 4, "conditions": [{"type": "x"}]});
+        object["metadata"]["generation"] = json!(4);
+        let meta: Meta<Deployment> = serde_json::from_str(&object.to_string()).unwrap();
+        let whole: Deployment = from_str(&object.to_string()).unwrap();
+        assert_eq!(meta.metadata, whole.metadata);
+        assert_eq!(meta.metadata.managed_fields, None);
+        assert_eq!(meta.resource_version().as_deref(), Some("7"));
+        // Whatever else the answer holds is not read, so it cannot fail the write.
+        object["spec"] = json!("not a spec");
+        let meta: Meta<Deployment> = serde_json::from_str(&object.to_string()).unwrap();
+        assert_eq!(meta.metadata.generation, Some(4));
+        // An answer without metadata reads as empty metadata, not as an error.
+        let bare: Meta<Deployment> = serde_json::from_str(r#"{"kind":"Deployment"}"#).unwrap();
+        assert_eq!(bare.metadata, kube::api::ObjectMeta::default());
     }
 }

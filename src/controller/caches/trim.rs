@@ -1,12 +1,13 @@
-//! Deployments no Canary concerns, cached without their pod template.
+//! Deployments cached without their pod template: all but the targets of Canaries.
 //!
 //! serin watches every Deployment of the cluster (a Canary may target any of them), but reads
-//! the pod template only of its targets and of the primaries it owns. In a cluster where most
-//! Deployments have nothing to do with a release, their templates were most of the cache
-//! (about 3 KiB each). The watch now drops the template of a Deployment that no Canary
-//! targets or owns when the event arrives, and marks the copy; a Canary that starts targeting
-//! a Deployment cached that way reads it once from the API ([`Fetched`]) until the watch
-//! brings it whole (its next change, now that the index knows the Canary).
+//! the pod template only of its targets. In a cluster where most Deployments have nothing to
+//! do with a release, their templates were most of the cache (about 3 KiB each); a primary's
+//! template was a third of what each Canary cost it. The watch drops the template of every
+//! Deployment that no Canary targets when its event arrives, and marks the copy; a primary
+//! keeps its template's hash for the drift check ([`TEMPLATE_HASH`]). A Canary that starts
+//! targeting a Deployment cached that way reads it once from the API ([`Fetched`]) until the
+//! watch brings it whole (its next change, now that the index knows the Canary).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,13 +23,43 @@ use crate::api::TargetKind;
 /// cached is written back.
 pub const TRIMMED: &str = "serin.flagger.app/cache-trimmed";
 
-/// The Deployment as the cache keeps it: whole when a Canary targets or owns it (the
-/// primary), else trimmed.
+/// Only in serin's cache, on a trimmed primary: the hash of the pod template it ran when its
+/// event arrived, which is all the drift check reads of it.
+pub const TEMPLATE_HASH: &str = "serin.flagger.app/cache-template-hash";
+
+/// The Deployment as the cache keeps it: whole when a Canary targets it, else trimmed. A
+/// primary (owned by a Canary) keeps its template's hash instead of the template: its
+/// readiness reads the status, its scaling the replicas, and the drift check the hash, while
+/// the template was a third of what a Canary cost the caches.
 pub fn shape(index: &Index, deployment: &mut Deployment) {
-    if crate::controller::canaries_for(index, &deployment.metadata, TargetKind::Deployment)
+    let meta = &deployment.metadata;
+    let namespace = meta.namespace.as_deref().unwrap_or_default();
+    let name = meta.name.as_deref().unwrap_or_default();
+    if !index
+        .by_target(namespace, TargetKind::Deployment, name)
         .is_empty()
     {
-        trim(deployment);
+        return;
+    }
+    let owned = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "Canary");
+    let recorded = deployment
+        .annotations()
+        .contains_key(crate::controller::apply::primary_drift::TEMPLATE_HASH);
+    let hash = match (owned, deployment.spec.as_ref()) {
+        (true, Some(spec)) if recorded => serde_json::to_value(&spec.template)
+            .ok()
+            .map(|t| crate::controller::apply::primary_drift::template_hash(&t)),
+        _ => None,
+    };
+    trim(deployment);
+    if let Some(hash) = hash {
+        deployment
+            .annotations_mut()
+            .insert(TEMPLATE_HASH.to_string(), hash);
     }
 }
 
@@ -154,8 +185,12 @@ mod tests {
         let primary = shaped(deployment("web-primary", "web:1", Some("web")));
         let other = shaped(deployment("db", "db:1", None));
         assert_eq!(image(&target).as_deref(), Some("web:1"));
-        assert_eq!(image(&primary).as_deref(), Some("web:1"));
-        assert!(!is_trimmed(&target) && !is_trimmed(&primary));
+        assert!(!is_trimmed(&target));
+        // A primary keeps no template either; with no promoted template recorded on it,
+        // no hash (the drift check does not look at it).
+        assert!(is_trimmed(&primary));
+        assert!(!primary.annotations().contains_key(TEMPLATE_HASH));
+        assert_eq!(primary.spec.as_ref().unwrap().replicas, Some(3));
         // The rest: no template, but what readiness and the index read.
         assert!(is_trimmed(&other));
         let spec = other.spec.as_ref().unwrap();

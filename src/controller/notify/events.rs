@@ -16,7 +16,7 @@ use serin_core::EventType;
 use tokio::sync::Mutex;
 
 use crate::api::Canary;
-use crate::controller::caches::lean::Lean;
+use crate::controller::caches::lean::Meta;
 use crate::controller::notify::event_webhooks::EventHooks;
 
 /// Flagger's reason for every canary event; existing event filters key on it.
@@ -199,7 +199,8 @@ impl Events {
         count: i32,
         now: DateTime<Utc>,
     ) -> kube::Result<bool> {
-        let api: Api<Lean<Event>> = Api::namespaced(self.client.clone(), namespace);
+        // The answer is not read (see `lean::Meta`).
+        let api: Api<Meta<Event>> = Api::namespaced(self.client.clone(), namespace);
         let patch = json!({"count": count, "lastTimestamp": now});
         match api
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -250,9 +251,13 @@ impl Events {
             reporting_instance: Some(COMPONENT.into()),
             ..Event::default()
         };
-        // The answer is not read: decoded without its managed fields (see `lean`).
-        let api: Api<Lean<Event>> = Api::namespaced(self.client.clone(), &namespace);
-        match api.create(&PostParams::default(), &Lean(event)).await {
+        // The answer is not read: its metadata only (see `lean::Meta`). `Api::create` would
+        // decode the answer as the type it sends, so the request is made here.
+        let body = serde_json::to_vec(&event).map_err(kube::Error::SerdeError)?;
+        let request = kube::core::Request::new(Event::url_path(&(), Some(&namespace)))
+            .create(&PostParams::default(), body)
+            .map_err(kube::Error::BuildRequest)?;
+        match self.client.request::<Meta<Event>>(request).await {
             // Recorded before a restart: once is enough.
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             other => {

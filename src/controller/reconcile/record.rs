@@ -12,7 +12,7 @@ use serin_core::{ConditionStatus, Effect, EventType, Notify, Phase, Plan, Step};
 
 use crate::api::{Canary, CanaryStatus};
 use crate::controller::apply::MANAGER;
-use crate::controller::caches::lean::Lean;
+use crate::controller::caches::lean::{Lean, Meta};
 use crate::controller::context::Context;
 use crate::controller::error::{Error, Reason};
 use crate::controller::notify::alerts;
@@ -46,8 +46,8 @@ pub(super) async fn write_status(
     status: &CanaryStatus,
 ) -> Result<(), Error> {
     let namespace = canary.namespace().unwrap_or_default();
-    // The answers are whole Canaries: decoded without their managed fields (see `lean`).
-    let api: Api<Lean<Canary>> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Only the answer's resourceVersion is read (see `lean::Meta`).
+    let api: Api<Meta<Canary>> = Api::namespaced(ctx.client.clone(), &namespace);
     let name = canary.name_any();
     let mut body = json!({
         "apiVersion": crate::api::API_VERSION,
@@ -74,7 +74,8 @@ pub(super) async fn write_status(
             // decided on.
             // The object, not its status subresource: serin's RBAC reads Canaries, and only
             // writes their status.
-            let fresh = api
+            let whole: Api<Lean<Canary>> = Api::namespaced(ctx.client.clone(), &namespace);
+            let fresh = whole
                 .get(&name)
                 .await
                 .map_err(|e| Error::kube("read Canary", e))?;
