@@ -78,6 +78,11 @@ pub struct ControllerArgs {
     /// memory when thousands of Canaries step together; 0 = unbounded.
     #[arg(long, default_value_t = 32)]
     pub max_concurrent_reconciles: u16,
+    /// Threads that run the controller's work; 0 = one per CPU the process may use (its
+    /// cgroup's CPU limit counts). One thread costs less CPU per step (no hand-offs between
+    /// threads) where the controller needs at most one core.
+    #[arg(long, default_value_t = 0)]
+    pub worker_threads: u16,
     /// debug, info, warn or error (or a tracing filter such as `serin=debug,kube=info`).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -208,12 +213,21 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         allow_link_local: args.outbound_allow_link_local,
     });
     crate::analysis::secret::require_label(args.secret_label.clone());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runtime(args.worker_threads)?;
     runtime.block_on(serve(args, Clock::System, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The async runtime: `worker_threads` threads (`--worker-threads`), or one per CPU at 0.
+fn runtime(worker_threads: u16) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        runtime.worker_threads(usize::from(worker_threads));
+    }
+    runtime
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// Flagger's `-kubeconfig-service-mesh` puts routing objects in another cluster; serin would
@@ -475,4 +489,17 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown requested; finishing in-flight reconciles");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_threads_sets_the_runtime_s_threads_and_zero_means_one_per_cpu() {
+        assert_eq!(runtime(1).unwrap().metrics().num_workers(), 1);
+        assert_eq!(runtime(3).unwrap().metrics().num_workers(), 3);
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(runtime(0).unwrap().metrics().num_workers(), cpus);
+    }
 }

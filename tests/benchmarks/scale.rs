@@ -11,6 +11,8 @@
 //! SERIN_SCALE_NOISE=5000,10000,200,5000 cargo test --release --test benchmarks scale:: -- --ignored --nocapture
 //! SERIN_SCALE_NOISE=5000,10000,200,5000,opaque cargo test --release --test benchmarks scale:: -- --ignored --nocapture
 //! SERIN_SCALE_NOISE=5000,10000,200,5000,beside cargo test --release --test benchmarks scale:: -- --ignored --nocapture
+//! # the controller on one worker thread (`--worker-threads 1`)
+//! SERIN_SCALE_WORKERS=1 SERIN_SCALE_CANARIES=1000 SERIN_SCALE_QPS=1000 cargo test --release --test benchmarks scale:: -- --ignored --nocapture
 //! # where the controller's memory goes: dhat-heap.json, by allocation site
 //! SERIN_SCALE_CANARIES=300 cargo test --release --features heap-profile --test benchmarks scale:: -- --ignored --nocapture
 //! ```
@@ -291,6 +293,8 @@ async fn many_canaries() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
+    // The controller's `--worker-threads` (0: one per core, its default).
+    let workers = std::env::var("SERIN_SCALE_WORKERS").unwrap_or_else(|_| "0".into());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap()
@@ -316,6 +320,8 @@ async fn many_canaries() {
             "warn",
             "--kubeconfig-qps",
             &qps,
+            "--worker-threads",
+            &workers,
         ])
         .without_controller()
         .start()
@@ -439,7 +445,7 @@ async fn many_canaries() {
 
     println!(
         "canaries: {n} (kubernetes provider, {iterations} checks at 10 s each), \
-         --kubeconfig-qps {qps}"
+         --kubeconfig-qps {qps}, --worker-threads {workers}"
     );
     if let Some(noise) = &noise {
         println!("{noise}");
