@@ -79,8 +79,8 @@ pub struct ControllerArgs {
     #[arg(long, default_value_t = 32)]
     pub max_concurrent_reconciles: u16,
     /// Threads that run the controller's work; 0 = one per CPU the process may use (its
-    /// cgroup's CPU limit counts). One thread costs less CPU per step (no hand-offs between
-    /// threads) where the controller needs at most one core.
+    /// cgroup's CPU limit counts). One thread saves the hand-offs between threads and bounds
+    /// the controller to one core.
     #[arg(long, default_value_t = 0)]
     pub worker_threads: u16,
     /// debug, info, warn or error (or a tracing filter such as `serin=debug,kube=info`).
