@@ -119,13 +119,16 @@ pub struct Written {
 /// The status serin wrote last per Canary uid: the reconciles' status writes and the outbox's
 /// removals of delivered announcements (which run in the background, so shared).
 #[derive(Clone, Debug, Default)]
-pub struct WrittenStatuses(std::sync::Arc<Mutex<HashMap<String, Written>>>);
+pub struct WrittenStatuses {
+    statuses: std::sync::Arc<Mutex<HashMap<String, Written>>>,
+    writers: std::sync::Arc<Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>>,
+}
 
 impl WrittenStatuses {
     /// Records a write that produced `version`, unless a later write is known already (the
     /// outbox's removals answer in any order with the reconciles' writes).
     pub fn record(&self, uid: &str, version: u64, status: CanaryStatus) {
-        let Ok(mut map) = self.0.lock() else {
+        let Ok(mut map) = self.statuses.lock() else {
             return;
         };
         if map.get(uid).is_some_and(|w| w.resource_version > version) {
@@ -141,7 +144,23 @@ impl WrittenStatuses {
     }
 
     pub fn get(&self, uid: &str) -> Option<Written> {
-        self.0.lock().ok()?.get(uid).cloned()
+        self.statuses.lock().ok()?.get(uid).cloned()
+    }
+
+    /// Held while writing the status of Canary `uid`: a step's write and the outbox's removal
+    /// of delivered announcements (each records the resourceVersion it produced) take turns,
+    /// so the one that follows is conditional on the version the other produced. Unordered,
+    /// a step's write raced a removal and was refused as stale about once per Canary per
+    /// release (a 409, a GET, the write again).
+    pub async fn writing(&self, uid: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let lock = self
+            .writers
+            .lock()
+            .ok()?
+            .entry(uid.to_string())
+            .or_default()
+            .clone();
+        Some(lock.lock_owned().await)
     }
 
     /// Whether `canary`, as a watch delivers it, is serin's own last status write: nothing in
@@ -153,15 +172,19 @@ impl WrittenStatuses {
         let Ok(version) = version.parse::<u64>() else {
             return false;
         };
-        self.0
+        self.statuses
             .lock()
             .ok()
             .and_then(|map| map.get(&uid).map(|w| w.resource_version == version))
             .unwrap_or(false)
     }
 
+    /// A deleted Canary: its last status and its writers' turn.
     pub fn forget(&self, uid: &str) {
-        if let Ok(mut map) = self.0.lock() {
+        if let Ok(mut map) = self.statuses.lock() {
+            map.remove(uid);
+        }
+        if let Ok(mut map) = self.writers.lock() {
             map.remove(uid);
         }
     }
@@ -273,6 +296,27 @@ mod tests {
         assert_eq!(r.next("b").as_secs(), 1, "per Canary");
         r.reset("a");
         assert_eq!(r.next("a").as_secs(), 1, "reset by a completed reconcile");
+    }
+
+    /// A step's status write and an announcement removal of the same Canary take turns;
+    /// other Canaries' writers do not wait.
+    #[test]
+    fn writers_of_one_canary_take_turns() {
+        use futures::FutureExt;
+        let written = WrittenStatuses::default();
+        let first = written.writing("a").now_or_never().flatten().expect("free");
+        assert!(
+            written.writing("a").now_or_never().is_none(),
+            "the second writer of a waits"
+        );
+        assert!(written.writing("b").now_or_never().flatten().is_some());
+        drop(first);
+        assert!(written.writing("a").now_or_never().flatten().is_some());
+        // A deleted Canary's turn goes with it.
+        let held = written.writing("a").now_or_never().flatten();
+        written.forget("a");
+        assert!(written.writing("a").now_or_never().flatten().is_some());
+        drop(held);
     }
 
     #[test]

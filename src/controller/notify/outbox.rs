@@ -381,6 +381,8 @@ impl Removal {
             let Ok(slot) = removals.acquire().await else {
                 return;
             };
+            // Not beside a step's status write of the same Canary (see `writing`).
+            let turn = self.written.writing(&self.uid).await;
             let removed = api
                 .patch_status(
                     name,
@@ -395,11 +397,13 @@ impl Removal {
                     if let (Some(version), Some(status)) = (version, canary.status) {
                         self.written.record(&self.uid, version, status);
                     }
+                    drop(turn);
                     return;
                 }
                 // The Canary, or the entry, is gone already.
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => return,
                 Err(e) => {
+                    drop(turn);
                     tracing::debug!(error = %e, transition = id, "could not remove delivered announcements; retrying");
                     tokio::time::sleep(wait).await;
                 }

@@ -24,6 +24,7 @@ pub(super) async fn remove_finalizer(canary: &Canary, ctx: &Context) -> Result<A
     // Its probes still running in the background are about a Canary that is going.
     if let Some(uid) = canary.metadata.uid.as_deref() {
         ctx.background.forget(uid);
+        ctx.written.forget(uid);
     }
     let finalizers: Vec<String> = canary
         .finalizers()

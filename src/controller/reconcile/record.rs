@@ -49,6 +49,8 @@ pub(super) async fn write_status(
     // Only the answer's resourceVersion is read (see `lean::Meta`).
     let api: Api<Meta<Canary>> = Api::namespaced(ctx.client.clone(), &namespace);
     let name = canary.name_any();
+    // After any removal of announcements in flight, and conditional on what it produced.
+    let _turn = ctx.written.writing(&canary.uid().unwrap_or_default()).await;
     let mut body = json!({
         "apiVersion": crate::api::API_VERSION,
         "kind": "Canary",
