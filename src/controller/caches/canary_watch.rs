@@ -88,24 +88,8 @@ impl<'de, K: serde::de::DeserializeOwned> serde::Deserialize<'de> for Tolerant<K
 }
 
 impl<K: kube::Resource<DynamicType = ()>> kube::Resource for Tolerant<K> {
-    type DynamicType = ();
-    type Scope = K::Scope;
+    crate::controller::caches::lean::resource_of!(K);
 
-    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
-        K::kind(dt)
-    }
-    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
-        K::group(dt)
-    }
-    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
-        K::version(dt)
-    }
-    fn api_version(dt: &()) -> std::borrow::Cow<'_, str> {
-        K::api_version(dt)
-    }
-    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
-        K::plural(dt)
-    }
     fn meta(&self) -> &kube::api::ObjectMeta {
         match self {
             Tolerant::Decoded(k) => k.meta(),

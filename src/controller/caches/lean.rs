@@ -12,7 +12,6 @@
 //! foreign type (k8s-openapi's `ObjectMeta`) without a deserializer that sits between the
 //! parser and the type, which is what [`Skipping`] is.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use kube::Resource;
@@ -21,6 +20,32 @@ use serde::de::{
     value::{BorrowedStrDeserializer, StrDeserializer},
 };
 use serde::{Deserialize, Serialize};
+
+/// The type-level half of `kube::Resource` for a wrapper of `K`: the same kind, group,
+/// version and plural as `K`, so the wrapper is requested and cached as `K` is.
+macro_rules! resource_of {
+    ($k:ident) => {
+        type DynamicType = $k::DynamicType;
+        type Scope = $k::Scope;
+
+        fn kind(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+            $k::kind(dt)
+        }
+        fn group(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+            $k::group(dt)
+        }
+        fn version(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+            $k::version(dt)
+        }
+        fn api_version(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+            $k::api_version(dt)
+        }
+        fn plural(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+            $k::plural(dt)
+        }
+    };
+}
+pub(crate) use resource_of;
 
 /// `K`, decoded without its managed fields.
 #[derive(Clone, Debug, Serialize)]
@@ -44,24 +69,8 @@ impl<'de, K: Deserialize<'de>> Deserialize<'de> for Lean<K> {
 }
 
 impl<K: Resource> Resource for Lean<K> {
-    type DynamicType = K::DynamicType;
-    type Scope = K::Scope;
+    resource_of!(K);
 
-    fn kind(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::kind(dt)
-    }
-    fn group(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::group(dt)
-    }
-    fn version(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::version(dt)
-    }
-    fn api_version(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::api_version(dt)
-    }
-    fn plural(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::plural(dt)
-    }
     fn meta(&self) -> &kube::api::ObjectMeta {
         self.0.meta()
     }
@@ -97,24 +106,8 @@ impl<'de, K> Deserialize<'de> for Meta<K> {
 }
 
 impl<K: Resource> Resource for Meta<K> {
-    type DynamicType = K::DynamicType;
-    type Scope = K::Scope;
+    resource_of!(K);
 
-    fn kind(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::kind(dt)
-    }
-    fn group(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::group(dt)
-    }
-    fn version(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::version(dt)
-    }
-    fn api_version(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::api_version(dt)
-    }
-    fn plural(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::plural(dt)
-    }
     fn meta(&self) -> &kube::api::ObjectMeta {
         &self.metadata
     }
