@@ -237,11 +237,20 @@ fn concerned(
     let namespace = meta.namespace.as_deref().unwrap_or_default();
     let name = meta.name.as_deref().unwrap_or_default();
     let mut refs = indexed(namespace, name);
-    let owners = meta.owner_references.iter().flatten();
-    for owner in owners.filter(|o| o.kind == "Canary") {
+    for owner in canary_owners(meta) {
         refs.push(ObjectRef::new(&owner.name).within(namespace));
     }
     refs
+}
+
+/// The object's owner references to Canaries (a `-primary` copy has one).
+pub(crate) fn canary_owners(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> impl Iterator<Item = &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .filter(|o| o.kind == "Canary")
 }
 
 /// How long the caches may take to fill before the controller says which have not.

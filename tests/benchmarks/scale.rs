@@ -151,7 +151,7 @@ async fn write_heap_profile(pid: u32) {
 
 /// The controller's step-lateness histogram: (upper bound `le`, cumulative count), the sum of
 /// all observations, and the reconciles run so far.
-async fn lateness(port: u16) -> (Vec<(f64, f64)>, f64, f64) {
+async fn step_metrics(port: u16) -> (Vec<(f64, f64)>, f64, f64) {
     let url = format!("http://127.0.0.1:{port}/metrics");
     let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
     let mut buckets = Vec::new();
@@ -415,7 +415,7 @@ async fn many_canaries() {
 
     // Release all of them at once.
     let port: u16 = port.parse().unwrap();
-    let (late_before, late_sum_before, reconciles_before) = lateness(port).await;
+    let (late_before, late_sum_before, reconciles_before) = step_metrics(port).await;
     let release_series = request_series(&world.stack).await;
     let release_from: f64 = release_series.values().sum();
     for i in 0..n {
@@ -435,7 +435,7 @@ async fn many_canaries() {
         release_after.values().sum::<f64>() - release_from - polls - n as f64 - 1.0;
     let release_top = top_series(&release_series, &release_after);
     let (cpu_end, rss_end, peak) = usage(pid);
-    let (late_after, late_sum_after, reconciles_after) = lateness(port).await;
+    let (late_after, late_sum_after, reconciles_after) = step_metrics(port).await;
     let (steps, p50) = quantile(&late_before, &late_after, 0.5);
     let (_, p99) = quantile(&late_before, &late_after, 0.99);
     if cfg!(feature = "heap-profile") {

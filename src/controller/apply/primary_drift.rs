@@ -24,6 +24,13 @@ pub fn template_hash(template: &Value) -> String {
     spec_hash(template, &Default::default())
 }
 
+/// Hash of a primary's running template, as `template_hash` hashes the recorded one.
+pub fn running_hash(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Option<String> {
+    serde_json::to_value(template)
+        .ok()
+        .map(|t| template_hash(&t))
+}
+
 /// `Some(recorded template)` when the primary's template differs from the one recorded at
 /// promotion. `None` when it matches or nothing is recorded (a primary from before).
 pub fn drifted(primary: &Primary) -> Option<Value> {
@@ -41,7 +48,7 @@ pub fn drifted(primary: &Primary) -> Option<Value> {
     let current = match annotations.get(trim::TEMPLATE_HASH) {
         Some(hash) => hash.clone(),
         None if annotations.contains_key(trim::TRIMMED) => return None,
-        None => template_hash(&serde_json::to_value(template?).ok()?),
+        None => running_hash(template?)?,
     };
     if current == *recorded {
         return None;

@@ -18,6 +18,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::index::Index;
 use crate::api::TargetKind;
+use crate::controller::apply::primary_drift;
 
 /// Marks a cached copy whose pod template was dropped. Only ever in serin's cache: nothing
 /// cached is written back.
@@ -41,18 +42,13 @@ pub fn shape(index: &Index, deployment: &mut Deployment) {
     {
         return;
     }
-    let owned = meta
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.kind == "Canary");
-    let recorded = deployment
-        .annotations()
-        .contains_key(crate::controller::apply::primary_drift::TEMPLATE_HASH);
-    let hash = match (owned, deployment.spec.as_ref()) {
-        (true, Some(spec)) if recorded => serde_json::to_value(&spec.template)
-            .ok()
-            .map(|t| crate::controller::apply::primary_drift::template_hash(&t)),
+    // A primary whose promoted template is recorded on it: the drift check's hash.
+    let primary = crate::controller::canary_owners(meta).next().is_some()
+        && deployment
+            .annotations()
+            .contains_key(primary_drift::TEMPLATE_HASH);
+    let hash = match deployment.spec.as_ref() {
+        Some(spec) if primary => primary_drift::running_hash(&spec.template),
         _ => None,
     };
     trim(deployment);

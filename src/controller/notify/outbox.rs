@@ -364,7 +364,7 @@ impl Removal {
     /// status of a Canary that writes no more status would be delivered again after a
     /// restart.
     async fn run(&self, removals: &tokio::sync::Semaphore, part: Option<&str>) {
-        let (api, name, id) = (&self.api, self.name.as_str(), self.id.as_str());
+        let id = self.id.as_str();
         let path = match part {
             Some(part) => format!("/status/announcements/{id}/{part}"),
             None => format!("/status/announcements/{id}"),
@@ -381,29 +381,13 @@ impl Removal {
             let Ok(slot) = removals.acquire().await else {
                 return;
             };
-            // Not beside a step's status write of the same Canary (see `writing`).
-            let turn = self.written.writing(&self.uid).await;
-            let removed = api
-                .patch_status(
-                    name,
-                    &PatchParams::default(),
-                    &Patch::Json::<()>(patch.clone()),
-                )
-                .await;
+            let removed = self.remove(&patch).await;
             drop(slot);
             match removed {
-                Ok(canary) => {
-                    let version = canary.resource_version().and_then(|v| v.parse().ok());
-                    if let (Some(version), Some(status)) = (version, canary.status) {
-                        self.written.record(&self.uid, version, status);
-                    }
-                    drop(turn);
-                    return;
-                }
+                Ok(()) => return,
                 // The Canary, or the entry, is gone already.
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => return,
                 Err(e) => {
-                    drop(turn);
                     tracing::debug!(error = %e, transition = id, "could not remove delivered announcements; retrying");
                     tokio::time::sleep(wait).await;
                 }
@@ -415,6 +399,25 @@ impl Removal {
             transition = id,
             "could not remove delivered announcements from the status"
         );
+    }
+
+    /// One attempt, in this Canary's turn among serin's status writers (see `writing`): the
+    /// version it produces is recorded before a step's write may follow.
+    async fn remove(&self, patch: &json_patch::Patch) -> kube::Result<()> {
+        let _turn = self.written.writing(&self.uid).await;
+        let canary = self
+            .api
+            .patch_status(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Json::<()>(patch.clone()),
+            )
+            .await?;
+        let version = canary.resource_version().and_then(|v| v.parse().ok());
+        if let (Some(version), Some(status)) = (version, canary.status) {
+            self.written.record(&self.uid, version, status);
+        }
+        Ok(())
     }
 }
 
