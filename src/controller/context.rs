@@ -15,6 +15,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 
 use crate::api::{Canary, CanaryStatus, MetricTemplate, Provider};
+use crate::controller::caches::packed::Packed;
 use crate::controller::notify::events::Events;
 use crate::controller::runtime::telemetry::Telemetry;
 
@@ -51,10 +52,12 @@ pub struct Config {
 /// Reflector caches of what serin reads on every step.
 #[derive(Clone)]
 pub struct Stores {
-    pub deployments: Store<Deployment>,
-    pub daemon_sets: Store<DaemonSet>,
-    pub stateful_sets: Store<StatefulSet>,
-    pub services: Store<Service>,
+    /// The workload kinds and Services: two to four per Canary, kept as their text (see
+    /// `packed`); read them with `packed::get`.
+    pub deployments: Store<Packed<Deployment>>,
+    pub daemon_sets: Store<Packed<DaemonSet>>,
+    pub stateful_sets: Store<Packed<StatefulSet>>,
+    pub services: Store<Packed<Service>>,
     pub configmaps: Store<ConfigMap>,
     /// Empty without config tracking: Secrets are then not watched (see `rbac::CREDENTIALS`).
     pub secrets: Store<Secret>,

@@ -58,6 +58,14 @@ pub enum Error {
     },
     #[error("cannot serialize an object: {0}")]
     Serialize(#[source] serde_json::Error),
+    /// A cached object does not decode from the text the cache keeps of it (a bug to
+    /// report; retried like any transient error).
+    #[error("cached {object} does not decode: {source}")]
+    Cache {
+        object: String,
+        #[source]
+        source: serde_json::Error,
+    },
     /// The reconcile ran past its deadline and was cancelled (everything it does is
     /// idempotent and its status write is the last step, so the next one redoes it).
     #[error("the reconcile did not finish within {}s and was cancelled", .0.as_secs())]
@@ -159,6 +167,7 @@ impl Error {
             Error::Blocked { reason, .. } => reason.as_str(),
             Error::Kube { .. } => "KubeError",
             Error::Serialize(_) => "SerializeError",
+            Error::Cache { .. } => "CacheError",
             Error::Deadline(_) => "ReconcileDeadline",
             Error::Stale(_) => "Stale",
         }

@@ -38,6 +38,7 @@ pub mod runtime;
 
 use caches::index::Index;
 use caches::lean::Lean;
+use caches::packed::Packed;
 use caches::{canary_watch, namespaces, trim};
 pub use context::{Config, Context, Stores};
 use notify::{alerts, event_webhooks, events};
@@ -64,17 +65,18 @@ struct Caching<'a> {
 }
 
 /// A cache of `K`, what it covers, and the stream of its changes, to be driven by the
-/// controller. `shape` trims each object before it is cached.
-fn cached<K>(
+/// controller. `shape` trims each object before it is cached as a `C`: `K` itself, or
+/// [`Packed`] (its JSON text) for the kinds there are several of per Canary.
+fn cached<K, C>(
     client: &Client,
     caching: Caching<'_>,
     config: watcher::Config,
     shape: impl FnMut(&mut K) + Send + 'static,
     each: Option<fn(&kube::api::DynamicObject) -> Option<K>>,
 ) -> (
-    Store<K>,
+    Store<C>,
     Arc<namespaces::Coverage>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    impl futures::Stream<Item = Result<C, watcher::Error>> + Send + 'static,
 )
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -84,6 +86,7 @@ where
         + Send
         + Sync
         + 'static,
+    C: Resource<DynamicType = ()> + From<K> + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
     let Caching {
@@ -117,7 +120,7 @@ where
         (Arc::new(namespaces::Coverage::everything()), events.boxed())
     };
     // Both watches above decode without managedFields (`Lean`, `Tolerant`): nothing to drop.
-    let events = events.modify(shape);
+    let events = events.modify(shape).map_ok(|event| mapped(event, C::from));
     let covered = coverage.clone();
     let stream = reflector(writer, events)
         .inspect_ok(move |event| covered.applied(event))
@@ -127,12 +130,17 @@ where
 
 /// A watch event of a [`Lean`] object as one of the object itself.
 fn unwrapped<K>(event: watcher::Event<Lean<K>>) -> watcher::Event<K> {
+    mapped(event, Lean::into_inner)
+}
+
+/// A watch event with `f` applied to its object.
+fn mapped<A, B>(event: watcher::Event<A>, f: impl FnOnce(A) -> B) -> watcher::Event<B> {
     use watcher::Event;
     match event {
-        Event::Apply(o) => Event::Apply(o.0),
-        Event::Delete(o) => Event::Delete(o.0),
+        Event::Apply(o) => Event::Apply(f(o)),
+        Event::Delete(o) => Event::Delete(f(o)),
         Event::Init => Event::Init,
-        Event::InitApply(o) => Event::InitApply(o.0),
+        Event::InitApply(o) => Event::InitApply(f(o)),
         Event::InitDone => Event::InitDone,
     }
 }
@@ -357,10 +365,10 @@ type ChangeStream<K> = BoxStream<'static, Result<K, watcher::Error>>;
 
 /// The changes of everything a Canary uses, each to wake the Canaries it concerns.
 struct Changes {
-    deployments: ChangeStream<Deployment>,
-    daemon_sets: ChangeStream<DaemonSet>,
-    stateful_sets: ChangeStream<StatefulSet>,
-    services: ChangeStream<Service>,
+    deployments: ChangeStream<Packed<Deployment>>,
+    daemon_sets: ChangeStream<Packed<DaemonSet>>,
+    stateful_sets: ChangeStream<Packed<StatefulSet>>,
+    services: ChangeStream<Packed<Service>>,
     configmaps: ChangeStream<ConfigMap>,
     secrets: ChangeStream<Secret>,
     templates: ChangeStream<MetricTemplate>,
@@ -379,16 +387,16 @@ impl Changes {
             by_template,
         ] = std::array::from_fn(|_| index.clone());
         controller
-            .watches_stream(self.deployments, move |d: Deployment| {
+            .watches_stream(self.deployments, move |d: Packed<Deployment>| {
                 canaries_for(&by_deployment, &d.metadata, TargetKind::Deployment)
             })
-            .watches_stream(self.daemon_sets, move |d: DaemonSet| {
+            .watches_stream(self.daemon_sets, move |d: Packed<DaemonSet>| {
                 canaries_for(&by_daemon_set, &d.metadata, TargetKind::DaemonSet)
             })
-            .watches_stream(self.stateful_sets, move |s: StatefulSet| {
+            .watches_stream(self.stateful_sets, move |s: Packed<StatefulSet>| {
                 canaries_for(&by_stateful_set, &s.metadata, TargetKind::StatefulSet)
             })
-            .watches_stream(self.services, move |s: Service| {
+            .watches_stream(self.services, move |s: Packed<Service>| {
                 canaries_for(&by_service, &s.metadata, TargetKind::Service)
             })
             // A changed ConfigMap or Secret concerns the Canaries whose targets use it (as
@@ -420,7 +428,7 @@ fn watch_what_canaries_use(
         index,
         scoped: true,
     };
-    let (deployments, deployments_cover, deployment_events) = cached::<Deployment>(
+    let (deployments, deployments_cover, deployment_events) = cached::<Deployment, _>(
         client,
         scoped(),
         Default::default(),
@@ -428,20 +436,20 @@ fn watch_what_canaries_use(
         None,
     );
     let (daemon_sets, daemon_sets_cover, daemon_set_events) =
-        cached::<DaemonSet>(client, scoped(), Default::default(), as_delivered, None);
+        cached::<DaemonSet, _>(client, scoped(), Default::default(), as_delivered, None);
     let (stateful_sets, stateful_sets_cover, stateful_set_events) =
-        cached::<StatefulSet>(client, scoped(), Default::default(), as_delivered, None);
+        cached::<StatefulSet, _>(client, scoped(), Default::default(), as_delivered, None);
     let (services, services_cover, service_events) =
-        cached::<Service>(client, scoped(), Default::default(), as_delivered, None);
+        cached::<Service, _>(client, scoped(), Default::default(), as_delivered, None);
     let (configmaps, configmaps_cover, configmap_events) =
-        cached::<ConfigMap>(client, scoped(), Default::default(), as_delivered, None);
+        cached::<ConfigMap, _>(client, scoped(), Default::default(), as_delivered, None);
     // Secrets are watched only for config tracking. Without it nothing needs them all:
     // the one a MetricTemplate or AlertProvider names is read when used, and the RBAC
     // grants no list or watch of Secrets (`rbac::CREDENTIALS`).
     let (secrets, secrets_cover, secret_events) = if config.config_tracking {
         let secrets_read = watcher::Config::default().fields(SECRETS_SERIN_READS);
         let (store, cover, events) =
-            cached::<Secret>(client, scoped(), secrets_read, as_delivered, None);
+            cached::<Secret, _>(client, scoped(), secrets_read, as_delivered, None);
         (store, cover, events.boxed())
     } else {
         (
@@ -456,7 +464,7 @@ fn watch_what_canaries_use(
         scoped: false,
         ..scoped()
     };
-    let (templates, _, template_events) = cached::<MetricTemplate>(
+    let (templates, _, template_events) = cached::<MetricTemplate, _>(
         client,
         every_template,
         Default::default(),

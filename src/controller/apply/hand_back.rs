@@ -9,7 +9,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::controller::context::key;
+use crate::controller::caches::packed;
 use crate::controller::error::Error;
 use crate::controller::reconcile::target::Target;
 use crate::workload::knative;
@@ -38,7 +38,7 @@ impl Scope<'_> {
             return Ok(());
         };
         let apex = self.canary.spec.service_name().to_string();
-        let Some(live) = self.ctx.stores.services.get(&key(self.namespace, &apex)) else {
+        let Some(live) = packed::get(&self.ctx.stores.services, self.namespace, &apex)? else {
             return Ok(());
         };
         let uid = self.canary.uid().unwrap_or_default();

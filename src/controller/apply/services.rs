@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 
-use crate::controller::context::key;
+use crate::controller::caches::packed;
 use crate::controller::error::Error;
 use crate::controller::reconcile::target::Target;
 use crate::workload::services::{self, Role};
@@ -48,7 +48,7 @@ impl Scope<'_> {
             spec.selector = Some(selector);
         }
         let name = desired.name_any();
-        let live = self.ctx.stores.services.get(&key(self.namespace, &name));
+        let live = packed::get(&self.ctx.stores.services, self.namespace, &name)?;
         let owned = live.as_ref().is_none_or(|s| self.controls(&s.metadata));
         if let Some(live) = &live
             && same_routing(live, &desired)

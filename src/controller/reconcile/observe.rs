@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::DynamicObject;
 use kube::{Api, ResourceExt};
@@ -13,6 +12,7 @@ use serin_core::hash::spec_hash;
 use serin_core::{Command, Observation, Plan, Probes, Readiness};
 
 use crate::api::{Canary, CanaryStatus, TargetKind};
+use crate::controller::caches::packed;
 use crate::controller::context::{Context, key};
 use crate::controller::error::{Error, Reason};
 use crate::controller::reconcile::target::{KnativeService, Primary, ReadinessClock, Target};
@@ -34,7 +34,7 @@ pub(super) async fn find_target(
     }
     Ok(match canary.spec.target_ref.kind {
         TargetKind::Deployment => {
-            let Some(cached) = stores.deployments.get(&key::<Deployment>(namespace, name)) else {
+            let Some(cached) = packed::get(&stores.deployments, namespace, name)? else {
                 return Ok(None);
             };
             stores
@@ -44,19 +44,12 @@ pub(super) async fn find_target(
                 .map_err(|e| Error::kube(format!("read Deployment {namespace}/{name}"), e))?
                 .map(Target::Deployment)
         }
-        TargetKind::DaemonSet => stores
-            .daemon_sets
-            .get(&key::<DaemonSet>(namespace, name))
-            .map(Target::DaemonSet),
-        TargetKind::Service => stores
-            .services
-            .get(&key::<Service>(namespace, name))
-            .map(Target::Service),
+        TargetKind::DaemonSet => {
+            packed::get(&stores.daemon_sets, namespace, name)?.map(Target::DaemonSet)
+        }
+        TargetKind::Service => packed::get(&stores.services, namespace, name)?.map(Target::Service),
         TargetKind::StatefulSet => {
-            let Some(s) = stores
-                .stateful_sets
-                .get(&key::<StatefulSet>(namespace, name))
-            else {
+            let Some(s) = packed::get(&stores.stateful_sets, namespace, name)? else {
                 return Ok(None);
             };
             if let Some((field, message)) = stateful_set::problems(&s).into_iter().next() {
@@ -131,17 +124,11 @@ pub(super) async fn find_primary(
     Ok(match target {
         Target::Deployment(d) => {
             let name = format!("{}{PRIMARY_SUFFIX}", d.name_any());
-            ctx.stores
-                .deployments
-                .get(&key::<Deployment>(namespace, &name))
-                .map(Primary::Deployment)
+            packed::get(&ctx.stores.deployments, namespace, &name)?.map(Primary::Deployment)
         }
         Target::DaemonSet(d) => {
             let name = format!("{}{PRIMARY_SUFFIX}", d.name_any());
-            ctx.stores
-                .daemon_sets
-                .get(&key::<DaemonSet>(namespace, &name))
-                .map(Primary::DaemonSet)
+            packed::get(&ctx.stores.daemon_sets, namespace, &name)?.map(Primary::DaemonSet)
         }
         // Released in place: its current revision is the primary.
         Target::StatefulSet(s) => Some(Primary::StatefulSet(s.clone())),
