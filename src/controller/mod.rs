@@ -337,8 +337,8 @@ pub async fn run(
     .applied_objects();
     // serin's own status writes wake no reconcile: the one that wrote decided its next look.
     let written = ctx.written.clone();
-    let canary_events = canary_events
-        .try_filter(move |canary| futures::future::ready(!written.is_own_write(canary)));
+    let canary_events =
+        canary_events.try_filter(move |canary| futures::future::ready(!written.cached(canary)));
     let canary_events = errors_kept_out::<Canary, _>(canary_events);
     let concurrency = ctx.config.max_concurrent_reconciles;
     let controller = Controller::for_stream(canary_events, canaries.clone())

@@ -288,16 +288,16 @@ pub(super) fn current_status(canary: &Canary, ctx: &Context) -> CanaryStatus {
     let cached_version = canary
         .resource_version()
         .and_then(|v| v.parse::<u64>().ok());
-    match (ctx.written.get(&uid), cached_version) {
-        (Some(w), Some(v)) if v < w.resource_version => {
+    match ctx.written.newer_than(&uid, cached_version) {
+        Some((version, status)) => {
             tracing::debug!(
-                cached = v,
-                written = w.resource_version,
+                cached = cached_version,
+                written = version,
                 "cache is behind; using the status serin wrote"
             );
-            w.status
+            status
         }
-        _ => cached,
+        None => cached,
     }
 }
 

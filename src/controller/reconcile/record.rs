@@ -116,14 +116,13 @@ fn same_apart_from_announcements(live: Option<CanaryStatus>, decided_on: CanaryS
 /// decides on that write's status, so the same copy). `None` when neither is known.
 fn decided_on(canary: &Canary, ctx: &Context) -> Option<String> {
     let cached = canary.resource_version();
+    let cached_version = cached.as_deref().and_then(|v| v.parse::<u64>().ok());
     let written = canary
         .uid()
-        .and_then(|uid| ctx.written.get(&uid))
-        .map(|w| w.resource_version);
-    match (cached.as_deref().map(str::parse::<u64>), written) {
-        (Some(Ok(c)), Some(w)) if w > c => Some(w.to_string()),
-        (None, Some(w)) => Some(w.to_string()),
-        _ => cached,
+        .and_then(|uid| ctx.written.newer_than(&uid, cached_version));
+    match written {
+        Some((version, _)) => Some(version.to_string()),
+        None => cached,
     }
 }
 

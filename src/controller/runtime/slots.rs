@@ -242,9 +242,9 @@ fn snapshot(ctx: &Context, me: &str) -> Vec<Seen> {
                 .resource_version()
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
-            let status = match ctx.written.get(&uid) {
-                Some(w) if w.resource_version >= cached_version => w.status,
-                _ => c.status.clone().unwrap_or_default(),
+            let status = match ctx.written.newer_than(&uid, Some(cached_version)) {
+                Some((_, written)) => written,
+                None => c.status.clone().unwrap_or_default(),
             };
             let active = active(status.phase);
             let at_rest = at_rest(status.phase);
