@@ -327,14 +327,14 @@ mod tests {
         let (leader, leadership) = (first.0, first.1.unwrap().unwrap());
         // The other stays a follower: the Lease names the leader for a while.
         for _ in 0..10 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await; // not a wait: a period watched
             let holder = holder(&leases).await;
             assert_eq!(holder.as_deref(), Some(leader), "one holder");
         }
-        // Lost to another replica: abandoning it does not clear the new holder.
+        // Lost to another replica: abandoning it does not clear the new holder (a clear
+        // would be written before `abandon` returns).
         set_lease(&leases, "three-3").await;
         leadership.abandon().await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
         let holder = holder(&leases).await;
         assert_eq!(holder.as_deref(), Some("three-3"));
     }
@@ -349,7 +349,7 @@ mod tests {
         let started = Instant::now();
         let mut deadline = tokio::spawn(renew_deadline(stack.client().await.unwrap(), election(3)));
         while started.elapsed() < Duration::from_secs(4) {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await; // not a wait: the renewal cadence
             set_lease(&leases, "me-1").await;
             assert!(!deadline.is_finished(), "stepped down while renewed");
         }
@@ -363,10 +363,9 @@ mod tests {
             "{waited:?}"
         );
 
-        // Another holder: down at once.
+        // Another holder: down at once, whether the watch lists it or sees it change.
         set_lease(&leases, "me-1").await;
         let other = tokio::spawn(renew_deadline(stack.client().await.unwrap(), election(15)));
-        tokio::time::sleep(Duration::from_millis(300)).await;
         set_lease(&leases, "other-2").await;
         tokio::time::timeout(Duration::from_secs(2), other)
             .await
