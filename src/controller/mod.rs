@@ -337,8 +337,14 @@ pub async fn run(
     .applied_objects();
     // serin's own status writes wake no reconcile: the one that wrote decided its next look.
     let written = ctx.written.clone();
-    let canary_events =
-        canary_events.try_filter(move |canary| futures::future::ready(!written.cached(canary)));
+    let woken = ctx.telemetry.triggers("Canary");
+    let canary_events = canary_events.try_filter(move |canary| {
+        let news = !written.cached(canary);
+        if news {
+            woken.inc();
+        }
+        futures::future::ready(news)
+    });
     let canary_events = errors_kept_out::<Canary, _>(canary_events);
     let concurrency = ctx.config.max_concurrent_reconciles;
     let controller = Controller::for_stream(canary_events, canaries.clone())
@@ -347,7 +353,7 @@ pub async fn run(
         .reconcile_on(ctx.slots.wakes());
     tokio::spawn(count_canaries(canaries, ctx.clone(), health));
     changes
-        .wake(controller, &index)
+        .wake(controller, &index, &ctx.telemetry)
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
@@ -375,8 +381,14 @@ struct Changes {
 }
 
 impl Changes {
-    /// `controller`, woken by each change for the Canaries it concerns (from `index`).
-    fn wake(self, controller: Controller<Canary>, index: &Arc<Index>) -> Controller<Canary> {
+    /// `controller`, woken by each change for the Canaries it concerns (from `index`); each
+    /// wake counted by the kind that changed (`serin_reconcile_triggers_total`).
+    fn wake(
+        self,
+        controller: Controller<Canary>,
+        index: &Arc<Index>,
+        telemetry: &telemetry::Telemetry,
+    ) -> Controller<Canary> {
         let [
             by_deployment,
             by_daemon_set,
@@ -386,29 +398,72 @@ impl Changes {
             by_secret,
             by_template,
         ] = std::array::from_fn(|_| index.clone());
+        let counted = |kind: &str| {
+            let counter = telemetry.triggers(kind);
+            move |refs: Vec<ObjectRef<Canary>>| {
+                counter.inc_by(refs.len() as u64);
+                refs
+            }
+        };
+        let [
+            deployment,
+            daemon_set,
+            stateful_set,
+            service,
+            configmap,
+            secret,
+            template,
+        ] = [
+            "Deployment",
+            "DaemonSet",
+            "StatefulSet",
+            "Service",
+            "ConfigMap",
+            "Secret",
+            "MetricTemplate",
+        ]
+        .map(counted);
         controller
             .watches_stream(self.deployments, move |d: Packed<Deployment>| {
-                canaries_for(&by_deployment, &d.metadata, TargetKind::Deployment)
+                deployment(canaries_for(
+                    &by_deployment,
+                    &d.metadata,
+                    TargetKind::Deployment,
+                ))
             })
             .watches_stream(self.daemon_sets, move |d: Packed<DaemonSet>| {
-                canaries_for(&by_daemon_set, &d.metadata, TargetKind::DaemonSet)
+                daemon_set(canaries_for(
+                    &by_daemon_set,
+                    &d.metadata,
+                    TargetKind::DaemonSet,
+                ))
             })
             .watches_stream(self.stateful_sets, move |s: Packed<StatefulSet>| {
-                canaries_for(&by_stateful_set, &s.metadata, TargetKind::StatefulSet)
+                stateful_set(canaries_for(
+                    &by_stateful_set,
+                    &s.metadata,
+                    TargetKind::StatefulSet,
+                ))
             })
             .watches_stream(self.services, move |s: Packed<Service>| {
-                canaries_for(&by_service, &s.metadata, TargetKind::Service)
+                service(canaries_for(&by_service, &s.metadata, TargetKind::Service))
             })
             // A changed ConfigMap or Secret concerns the Canaries whose targets use it (as
             // their reconciles found), and the Canary whose `-primary` copy it is.
             .watches_stream(self.configmaps, move |c: ConfigMap| {
-                config_users(&by_configmap, &c.metadata, ConfigKind::ConfigMap)
+                configmap(config_users(
+                    &by_configmap,
+                    &c.metadata,
+                    ConfigKind::ConfigMap,
+                ))
             })
             .watches_stream(self.secrets, move |s: Secret| {
-                config_users(&by_secret, &s.metadata, ConfigKind::Secret)
+                secret(config_users(&by_secret, &s.metadata, ConfigKind::Secret))
             })
             .watches_stream(self.templates, move |t: MetricTemplate| {
-                by_template.using_template(&t.namespace().unwrap_or_default(), &t.name_any())
+                template(
+                    by_template.using_template(&t.namespace().unwrap_or_default(), &t.name_any()),
+                )
             })
     }
 }

@@ -149,14 +149,27 @@ async fn write_heap_profile(pid: u32) {
     println!("heap profile: {} (open in dh_view.html)", file.display());
 }
 
-/// The controller's step-lateness histogram: (upper bound `le`, cumulative count), the sum of
-/// all observations, and the reconciles run so far.
-async fn step_metrics(port: u16) -> (Vec<(f64, f64)>, f64, f64) {
+/// What the benchmark reads of the controller's metrics.
+struct StepMetrics {
+    /// The step-lateness histogram: (upper bound `le`, cumulative count).
+    buckets: Vec<(f64, f64)>,
+    /// The sum of all lateness observations.
+    sum: f64,
+    /// Reconciles run so far.
+    reconciles: f64,
+    /// Reconciles asked for by watch events so far, by the kind that changed.
+    triggers: std::collections::BTreeMap<String, f64>,
+}
+
+async fn step_metrics(port: u16) -> StepMetrics {
     let url = format!("http://127.0.0.1:{port}/metrics");
     let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-    let mut buckets = Vec::new();
-    let mut sum = 0.0;
-    let mut reconciles = 0.0;
+    let mut read = StepMetrics {
+        buckets: Vec::new(),
+        sum: 0.0,
+        reconciles: 0.0,
+        triggers: Default::default(),
+    };
     for line in text.lines() {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
@@ -164,14 +177,18 @@ async fn step_metrics(port: u16) -> (Vec<(f64, f64)>, f64, f64) {
         let value: f64 = value.parse().unwrap_or(0.0);
         if let Some(le) = series.strip_prefix("serin_step_lateness_seconds_bucket{le=\"") {
             let le = le.trim_end_matches("\"}");
-            buckets.push((le.parse().unwrap_or(f64::INFINITY), value));
+            read.buckets
+                .push((le.parse().unwrap_or(f64::INFINITY), value));
         } else if series == "serin_step_lateness_seconds_sum" {
-            sum = value;
+            read.sum = value;
         } else if series == "serin_reconcile_duration_seconds_count" {
-            reconciles = value;
+            read.reconciles = value;
+        } else if let Some(kind) = series.strip_prefix("serin_reconcile_triggers_total{kind=\"") {
+            read.triggers
+                .insert(kind.trim_end_matches("\"}").to_string(), value);
         }
     }
-    (buckets, sum, reconciles)
+    read
 }
 
 /// Steps observed between two histogram readings, and the bucket bound the `q` quantile
@@ -415,7 +432,7 @@ async fn many_canaries() {
 
     // Release all of them at once.
     let port: u16 = port.parse().unwrap();
-    let (late_before, late_sum_before, reconciles_before) = step_metrics(port).await;
+    let before = step_metrics(port).await;
     let release_series = request_series(&world.stack).await;
     let release_from: f64 = release_series.values().sum();
     for i in 0..n {
@@ -435,9 +452,9 @@ async fn many_canaries() {
         release_after.values().sum::<f64>() - release_from - polls - n as f64 - 1.0;
     let release_top = top_series(&release_series, &release_after);
     let (cpu_end, rss_end, peak) = usage(pid);
-    let (late_after, late_sum_after, reconciles_after) = step_metrics(port).await;
-    let (steps, p50) = quantile(&late_before, &late_after, 0.5);
-    let (_, p99) = quantile(&late_before, &late_after, 0.99);
+    let after = step_metrics(port).await;
+    let (steps, p50) = quantile(&before.buckets, &after.buckets, 0.5);
+    let (_, p99) = quantile(&before.buckets, &after.buckets, 0.99);
     if cfg!(feature = "heap-profile") {
         write_heap_profile(pid).await;
     }
@@ -477,17 +494,26 @@ async fn many_canaries() {
          p50 <= {p50} s, p99 <= {p99} s (histogram bucket bounds), mean {:.3} s; \
          controller CPU {:.2} ms per step; {:.2} API requests per step (all the release's \
          CPU and requests divided by its time-gated steps)",
-        (late_sum_after - late_sum_before) / steps.max(1.0),
+        (after.sum - before.sum) / steps.max(1.0),
         (cpu_end - cpu_idle) * 1000.0 / steps.max(1.0),
         release_requests / steps.max(1.0),
     );
-    let reconciles = reconciles_after - reconciles_before;
+    let reconciles = after.reconciles - before.reconciles;
     println!(
         "reconciles during the release: {reconciles} ({:.1} per canary, {:.2} ms of controller \
          CPU each)",
         reconciles / n as f64,
         (cpu_end - cpu_idle) * 1000.0 / reconciles.max(1.0),
     );
+    for (kind, count) in &after.triggers {
+        let delta = count - before.triggers.get(kind).copied().unwrap_or(0.0);
+        if delta > 0.0 {
+            println!(
+                "  reconciles asked for by {kind} changes: {delta} ({:.1} per canary)",
+                delta / n as f64
+            );
+        }
+    }
     for (delta, series) in release_top.iter().take(8) {
         println!("  release requests: {delta} {series}");
     }

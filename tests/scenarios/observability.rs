@@ -189,6 +189,16 @@ async fn controller_metrics_are_flaggers_and_go_with_the_canary(cp: ControlPlane
         serin_testkit::metric_sum(&text, "serin_step_lateness_seconds_count") >= 1.0,
         "the analysis steps' lateness is recorded\n{text}"
     );
+    // The wakes by the kind that changed: the Canary's creation, the target's new version.
+    for kind in ["Canary", "Deployment"] {
+        let series = format!(r#"serin_reconcile_triggers_total{{kind="{kind}"}} "#);
+        let count: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        assert!(count >= 1.0, "{series}\n{text}");
+    }
     assert_eq!(world.controller_http("/healthz").await.0, 200);
     assert_eq!(world.controller_http("/readyz").await.0, 200);
 

@@ -75,6 +75,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlertLabels {
     provider_type: String,
     result: String,
@@ -122,6 +127,7 @@ pub struct Telemetry {
     failures: Family<OutcomeLabels, Counter>,
     errors: Family<ReasonLabels, Counter>,
     stale_writes: Counter,
+    triggers: Family<TriggerLabels, Counter>,
     alerts: Family<AlertLabels, Counter>,
     queries: Family<ProviderLabels, Histogram>,
     query_errors: Family<QueryErrorLabels, Counter>,
@@ -160,6 +166,7 @@ impl Telemetry {
         let failures = Family::<OutcomeLabels, Counter>::default();
         let errors = Family::<ReasonLabels, Counter>::default();
         let stale_writes = Counter::default();
+        let triggers = Family::<TriggerLabels, Counter>::default();
         let alerts = Family::<AlertLabels, Counter>::default();
         let queries = histograms::<ProviderLabels>();
         let query_errors = Family::<QueryErrorLabels, Counter>::default();
@@ -218,6 +225,13 @@ impl Telemetry {
             stale_writes.clone(),
         );
         registry.register(
+            "serin_reconcile_triggers",
+            "Reconciles asked for by watch events, by the kind of object that changed (Canary: \
+             changes other than serin's own status writes), counted before the queue merges \
+             the requests for a Canary already waiting",
+            triggers.clone(),
+        );
+        registry.register(
             "serin_alerts",
             "Alert deliveries by provider type and result (delivered, failed after retries, dropped)",
             alerts.clone(),
@@ -260,6 +274,7 @@ impl Telemetry {
             failures,
             errors,
             stale_writes,
+            triggers,
             alerts,
             queries,
             query_errors,
@@ -362,6 +377,15 @@ impl Telemetry {
     /// A status write refused by its precondition ([`Error::Stale`](super::error::Error)).
     pub fn stale_write(&self) {
         self.stale_writes.inc();
+    }
+
+    /// The counter of reconciles asked for by changes of `kind` (a kind name: bounded).
+    pub fn triggers(&self, kind: &str) -> Counter {
+        self.triggers
+            .get_or_create(&TriggerLabels {
+                kind: kind.to_string(),
+            })
+            .clone()
     }
 
     pub fn alert(&self, kind: &str, result: &str) {
