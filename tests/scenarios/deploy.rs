@@ -960,6 +960,7 @@ fn the_grafana_dashboard_queries_serins_series() {
     t.alert("slack", "delivered");
     t.reconciled(0.1);
     t.step_late(0.1);
+    t.triggers("Deployment").inc();
     let exported: BTreeSet<String> = t
         .render()
         .lines()
