@@ -68,6 +68,15 @@ fn revisions(s: &StatefulSet) -> (String, String) {
 }
 
 /// The revision Service `name` selects pods by, if it does.
+/// serin's PATCH requests on StatefulSets so far (its own request counter).
+async fn partition_patches(world: &World) -> f64 {
+    let (_, text) = world.controller_http("/metrics").await;
+    serin_testkit::metric_sum(
+        &text,
+        r#"serin_api_requests_total{method="PATCH",resource="statefulsets"}"#,
+    )
+}
+
 async fn revision_selected(world: &World, name: &str) -> Option<String> {
     let s = world.services().get(name).await.unwrap();
     s.spec?.selector?.get(REVISION).cloned()
@@ -99,6 +108,7 @@ async fn a_healthy_release_moves_one_pod_at_a_time_then_promotes_them_all(cp: Co
     );
     assert_eq!(revision_selected(&world, "ledger").await, None);
 
+    let patches_before = partition_patches(&world).await;
     world
         .set_stateful_set_image("ledger", "app", "ledger:1.1.0")
         .await;
@@ -144,6 +154,10 @@ async fn a_healthy_release_moves_one_pod_at_a_time_then_promotes_them_all(cp: Co
     assert_ne!(update, old);
     all_pods_on(&world, &update).await;
     assert_eq!(partition(&after), 3, "held again for the next release");
+    // One patch per partition move (2, 1, 0, then 3 again): none repeated within a step.
+    let patches = partition_patches(&world).await - patches_before;
+    println!("{cp:?}: StatefulSet patches in the release: {patches}");
+    assert_eq!(patches, 4.0, "StatefulSet patches in the release");
     let events = world.events("ledger").await;
     for weight in [33, 66] {
         let step = format!("Advance ledger.{ns} canary weight {weight}");

@@ -45,6 +45,10 @@ pub struct Scope<'a> {
     /// StatefulSet's partition then follows the canary's weight, and its primary Service
     /// selects the current revision's pods only.
     pub in_analysis: bool,
+    /// The StatefulSet partition this step has set, if any: the cached target still shows
+    /// the one before, and a second effect of the same step (the first step scales the
+    /// target up, then moves the pods for the weight) must not patch the same value again.
+    pub partition_set: std::sync::Mutex<Option<i32>>,
 }
 
 impl Scope<'_> {

@@ -18,13 +18,26 @@ use super::Scope;
 impl Scope<'_> {
     /// Sets the partition, unless it is already `partition`.
     pub(super) async fn set_partition(&self, s: &StatefulSet, partition: i32) -> Result<(), Error> {
-        if sts::partition(s) == partition {
+        if self.partition(s) == partition {
             return Ok(());
         }
         let patch = json!({"spec": {"updateStrategy": {
             "type": "RollingUpdate", "rollingUpdate": {"partition": partition}}}});
         self.patch_workload::<StatefulSet>(&s.name_any(), &patch)
-            .await
+            .await?;
+        if let Ok(mut set) = self.partition_set.lock() {
+            *set = Some(partition);
+        }
+        Ok(())
+    }
+
+    /// The partition as this step left it: the one it set, else the cached target's.
+    fn partition(&self, s: &StatefulSet) -> i32 {
+        self.partition_set
+            .lock()
+            .ok()
+            .and_then(|set| *set)
+            .unwrap_or_else(|| sts::partition(s))
     }
 
     /// For a StatefulSet target, [`Scope::update_pods_for`] at `weight`; nothing otherwise.
@@ -40,7 +53,7 @@ impl Scope<'_> {
     pub(super) async fn update_pods_for(&self, s: &StatefulSet, weight: u32) -> Result<(), Error> {
         let replicas = sts::replicas(s);
         let partition = sts::partition_for(replicas, sts::canary_pods(replicas, weight));
-        if partition >= sts::partition(s) {
+        if partition >= self.partition(s) {
             return Ok(());
         }
         self.set_partition(s, partition).await

@@ -248,6 +248,7 @@ async fn step(
             step.status.phase,
             Phase::Progressing | Phase::WaitingPromotion
         ),
+        partition_set: Default::default(),
     };
     let at = EffectsAt {
         scope: &scope,
