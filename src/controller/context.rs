@@ -116,10 +116,9 @@ impl Stores {
 #[derive(Clone, Debug)]
 struct Written {
     resource_version: u64,
-    /// The status written, until the Canary cache shows that write or a later one: the
-    /// cache's copy is then the same or newer, and a second copy of every Canary's status
-    /// was a KiB or two per Canary for nothing.
-    status: Option<CanaryStatus>,
+    /// Kept after the cache shows the write: a reconcile dispatched before it did holds an
+    /// older copy, and decides on this one.
+    status: CanaryStatus,
 }
 
 /// The status serin wrote last per Canary uid: the reconciles' status writes and the outbox's
@@ -144,24 +143,21 @@ impl WrittenStatuses {
             uid.to_string(),
             Written {
                 resource_version: version,
-                status: Some(status),
+                status,
             },
         );
     }
 
     /// The status serin last wrote for `uid` and the resourceVersion it produced, when the
-    /// cache's copy (at resourceVersion `cached`) has not caught up with it. `None` when the
-    /// cache holds that write or a later one; also when the cache showed it once and a
-    /// reconcile still holds an older copy: a step decided on that copy is then written
-    /// conditionally on its version, refused, and decided again.
+    /// copy a reconcile holds (at resourceVersion `cached`) is older. `None` when that copy
+    /// holds the write or a later one.
     pub fn newer_than(&self, uid: &str, cached: Option<u64>) -> Option<(u64, CanaryStatus)> {
         let map = self.statuses.lock().ok()?;
         let written = map.get(uid)?;
         if cached.is_some_and(|c| c >= written.resource_version) {
             return None;
         }
-        let status = written.status.clone()?;
-        Some((written.resource_version, status))
+        Some((written.resource_version, written.status.clone()))
     }
 
     /// Held while writing the status of Canary `uid`: a step's write and the outbox's removal
@@ -182,8 +178,7 @@ impl WrittenStatuses {
 
     /// `canary` as the watch delivered it to the cache: whether it is serin's own last status
     /// write, which is no news to the reconcile that wrote it (that one scheduled its next
-    /// look already). Once the cache holds that write or a later one, the copy kept of the
-    /// written status goes.
+    /// look already).
     pub fn cached(&self, canary: &Canary) -> bool {
         let (Some(uid), Some(version)) = (canary.uid(), canary.resource_version()) else {
             return false;
@@ -191,16 +186,11 @@ impl WrittenStatuses {
         let Ok(version) = version.parse::<u64>() else {
             return false;
         };
-        let Ok(mut map) = self.statuses.lock() else {
-            return false;
-        };
-        let Some(written) = map.get_mut(&uid) else {
-            return false;
-        };
-        if version >= written.resource_version {
-            written.status = None;
-        }
-        written.resource_version == version
+        self.statuses
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&uid).map(|w| w.resource_version == version))
+            .unwrap_or(false)
     }
 
     /// A deleted Canary: its last status and its writers' turn.
@@ -364,25 +354,13 @@ mod tests {
     }
 
     #[test]
-    fn a_written_status_is_kept_only_until_the_cache_shows_it() {
+    fn a_written_status_is_current_for_a_copy_older_than_the_write() {
         let written = WrittenStatuses::default();
-        let status = |message: &str| CanaryStatus {
-            last_applied_spec: Some(message.into()),
+        let status = |spec: &str| CanaryStatus {
+            last_applied_spec: Some(spec.into()),
             ..CanaryStatus::default()
         };
-        let canary = |version: &str| {
-            let mut canary: Canary = serde_json::from_value(serde_json::json!({
-                "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-                "metadata": {"name": "podinfo", "uid": "a", "resourceVersion": version},
-                "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
-                                       "name": "podinfo"}}
-            }))
-            .unwrap();
-            canary.status = None;
-            canary
-        };
         written.record("a", 7, status("written"));
-        // The cache behind the write: the written status is the current one.
         let (version, newer) = written.newer_than("a", Some(6)).unwrap();
         assert_eq!(
             (version, newer.last_applied_spec.as_deref()),
@@ -390,17 +368,8 @@ mod tests {
         );
         assert!(written.newer_than("a", Some(7)).is_none(), "caught up");
         assert!(written.newer_than("b", Some(1)).is_none(), "another Canary");
-        // An older event delivered to the cache keeps it.
-        assert!(!written.cached(&canary("6")));
-        assert!(written.newer_than("a", Some(6)).is_some());
-        // Once the cache holds the write, the copy goes: a reconcile still holding an older
-        // copy decides on that one (and its conditional write is refused).
-        assert!(written.cached(&canary("7")));
-        assert!(written.newer_than("a", Some(6)).is_none());
-        // Still recognised as serin's own write when delivered again (a relist).
-        assert!(written.cached(&canary("7")));
-        // A later write is kept again until the cache shows it.
-        written.record("a", 9, status("again"));
-        assert_eq!(written.newer_than("a", Some(7)).unwrap().0, 9);
+        // An answer that arrives late does not replace a later write.
+        written.record("a", 5, status("older"));
+        assert_eq!(written.newer_than("a", Some(6)).unwrap().0, 7);
     }
 }
