@@ -63,11 +63,6 @@ impl<K: DeserializeOwned> Packed<K> {
     pub fn unpack(&self) -> serde_json::Result<K> {
         serde_json::from_str(&self.json)
     }
-
-    /// Bytes of text held (for the cache's tests and figures).
-    pub fn text_len(&self) -> usize {
-        self.json.len()
-    }
 }
 
 impl<K: Resource<DynamicType = ()> + Serialize> From<K> for Packed<K> {

@@ -37,9 +37,14 @@ const FORGET_EVERY_SECONDS: i64 = 60;
 type Key = u64;
 
 fn key(uid: &str, warning: bool, message: &str) -> Key {
-    use std::hash::{Hash, Hasher};
+    fingerprint((uid, warning, message))
+}
+
+/// A fixed-key 64-bit hash: the same in every run, so nothing depends on a process's seed.
+fn fingerprint(value: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
     let mut hasher = std::hash::DefaultHasher::new();
-    (uid, warning, message).hash(&mut hasher);
+    value.hash(&mut hasher);
     hasher.finish()
 }
 
@@ -55,10 +60,7 @@ struct Seen {
 }
 
 fn name_print(name: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::hash::DefaultHasher::new();
-    name.hash(&mut hasher);
-    hasher.finish()
+    fingerprint(name)
 }
 
 /// How many transition events' names a folded event remembers.
